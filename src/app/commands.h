@@ -1,0 +1,12 @@
+// Constructors of the subcommand table entries, one file each.
+#pragma once
+
+#include "app/cli.h"
+
+namespace dpa::app {
+
+Command info_command();
+// A command whose implementation has not landed yet: says so clearly and exits non-zero.
+Command not_yet_command(std::string name, std::string summary, std::string needs);
+
+}  // namespace dpa::app
