@@ -41,6 +41,9 @@ class Checkpoint {
   // to `out` (f32, bf16 or f16). FP8 weights are dequantized with their `_scale_inv` blocks.
   virtual void read_rows(const std::string& name, DType out, void* dst, int64_t row_begin = 0,
                          int64_t row_end = -1) const = 0;
+  // The tensor's bytes as stored (dtype info(name).dtype), inside the memory mapping: valid while
+  // the Checkpoint lives. Lets the CPU backend use bf16 weights in place, without copies.
+  virtual const void* mapped(const std::string& name) const = 0;
   // Whole tensor as f32 (convenience for the CPU reference).
   std::vector<float> read_f32(const std::string& name) const;
 };
