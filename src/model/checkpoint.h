@@ -44,6 +44,11 @@ class Checkpoint {
   // The tensor's bytes as stored (dtype info(name).dtype), inside the memory mapping: valid while
   // the Checkpoint lives. Lets the CPU backend use bf16 weights in place, without copies.
   virtual const void* mapped(const std::string& name) const = 0;
+  // Optional files beside the weights: full path, or "" when the checkpoint has none. Eos and bos
+  // ids of generation_config.json already override config.json's in config().
+  virtual const std::string& tokenizer_path() const;
+  virtual const std::string& tokenizer_config_path() const;
+  virtual const std::string& generation_config_path() const;
   // Whole tensor as f32 (convenience for the CPU reference).
   std::vector<float> read_f32(const std::string& name) const;
 };

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep golden (default: all present)
+# Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
+set -uo pipefail
+out=${OUT:-out}; mkdir -p "$out"
+export LD_LIBRARY_PATH=$PWD/.gpupack/lib:${LD_LIBRARY_PATH:-}
+export NCCL_NVLS_ENABLE=0
+ngpu=$(nvidia-smi -L | wc -l)
+M="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG"
+steps=${*:-info nccl-test sweep golden}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpus.txt"
+for step in $steps; do
+  echo "=== $step"
+  case $step in
+    info) $M -np "$ngpu" .gpupack/bin/dpa_serve info --device cuda 2>&1 | tee "$out/info.txt" ;;
+    nccl-test)
+      NCCL_DEBUG=VERSION $M -np 1 .gpupack/bin/test_nccl_communicator 2>&1 | tail -5 | tee "$out/nccl_test_np1.txt"
+      [[ $ngpu -ge 2 ]] && $M -np 2 .gpupack/bin/test_nccl_communicator 2>&1 | tail -25 | tee "$out/nccl_test_np2.txt" ;;
+    sweep)
+      [[ $ngpu -ge 2 ]] && NCCL_DEBUG=VERSION $M -np 2 .gpupack/bin/alltoall_sweep --comm nccl --min-bytes 1K --max-bytes 256M --iters 50 2>&1 | tee "$out/alltoall_nccl_np2.txt"
+      [[ $ngpu -ge 2 ]] && $M -np 2 .gpupack/bin/alltoall_sweep --comm mpi --min-bytes 1K --max-bytes 64M --iters 20 2>&1 | grep -v '^{' | tee "$out/alltoall_mpi_np2.txt" ;;
+    golden)
+      if [[ -f tests/golden/make_fixtures.py ]]; then
+        PYTHONUNBUFFERED=1 python3 tests/golden/make_fixtures.py "$out/fixtures" 2>&1 | tail -40
+        (cd "$out" && tar czf fixtures.tgz fixtures && rm -rf fixtures && ls -la)
+      fi ;;
+  esac
+done

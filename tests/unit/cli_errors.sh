@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs dpa_serve under mpiexec with bad layouts and launches: each must exit non-zero, quickly,
+# with one error line from rank 0 that names the flag (or gives the hint).
+#   cli_errors.sh MPIEXEC DPA_SERVE
+set -u
+mpiexec=$1; bin=$2
+M="$mpiexec --oversubscribe"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
+fails=0; passes=0
+expect() {  # expect NP "REGEX" ARGS...
+  local np=$1 re=$2; shift 2
+  local out rc
+  out=$(timeout 60 $M -np "$np" "$bin" "$@" 2>&1); rc=$?
+  local n_errors; n_errors=$(grep -c "dpa_serve: error:" <<<"$out")
+  if [[ $rc -eq 0 || $rc -eq 124 ]] || ! grep -qE -- "$re" <<<"$out" || [[ $n_errors -ne 1 ]]; then
+    echo "FAIL: np=$np $* (rc=$rc, error lines=$n_errors, want /$re/)"; echo "$out" | head -5; fails=$((fails+1))
+  else
+    passes=$((passes+1))
+  fi
+}
+expect 8 "error: --dp: 3 does not divide" info --device cpu --dp 3
+expect 8 "error: --ep: 3 does not divide" info --device cpu --ep 3
+expect 4 "error: --dp: must be a positive" info --device cpu --dp 0
+expect 4 "error: --ep: must be a positive" info --device cpu --ep -4
+expect 2 "error: --dp: 4 does not divide" info --device cpu --dp 4
+expect 2 "error: --device: unknown device" info --device tpu
+expect 2 "unknown command 'frobnicate'" frobnicate
+expect 2 "unrecognised option|unrecognized option" info --no-such-flag
+out=$(SLURM_STEP_NUM_TASKS=4 timeout 60 "$bin" info --device cpu 2>&1); rc=$?
+if [[ $rc -ne 0 ]] && grep -q "srun --mpi=pmix" <<<"$out"; then passes=$((passes+1)); else echo "FAIL: singleton under srun not refused: $out"; fails=$((fails+1)); fi
+# A good layout still works and prints one line per rank.
+out=$(timeout 60 $M -np 8 "$bin" info --device cpu --dp 4 --ep 8 2>/dev/null); rc=$?
+if [[ $rc -eq 0 && $(grep -c "^rank " <<<"$out") -eq 8 ]] && grep -q "groups: ok" <<<"$out"; then passes=$((passes+1)); else echo "FAIL: good layout: $out"; fails=$((fails+1)); fi
+echo "$passes passed, $fails failed"
+[[ $fails -eq 0 ]]
