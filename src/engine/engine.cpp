@@ -1,0 +1,298 @@
+// The lockstep step protocol: intake, schedule, header all-gather, forward, sample, outputs.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "dist/runtime.h"
+#include "engine/sampler.h"
+#include "engine/wire.h"
+
+namespace dpa::engine {
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Waits for a nonblocking request, sleeping between tests so that idle ranks sharing cores with
+// busy ones (CPU runs, oversubscribed) do not spin.
+void wait_gently(MPI_Request* req) {
+  int done = 0;
+  for (int spins = 0;; ++spins) {
+    DPA_CHECK_MPI(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+    if (done) return;
+    if (spins > 64) std::this_thread::sleep_for(std::chrono::microseconds(spins > 4096 ? 1000 : 50));
+  }
+}
+
+}  // namespace
+
+Engine::Engine(const EngineConfig& cfg, const dist::Groups& groups, ModelExecutor& model)
+    : cfg_(cfg),
+      groups_(groups),
+      model_(model),
+      sched_(cfg.scheduler, model.num_pages(), model.page_size()),
+      router_(make_router(cfg.router_policy, cfg.seed)),
+      headers_(groups.layout().world_size),
+      routed_since_(groups.layout().dp, 0) {
+  if (cfg_.watchdog_timeout_s > 0) watchdog_ = std::thread([this] { watchdog_loop(); });
+}
+
+Engine::~Engine() {
+  stop_watchdog_ = true;
+  if (watchdog_.joinable()) watchdog_.join();
+}
+
+uint64_t Engine::submit(Request r) {
+  std::lock_guard lk(mu_);
+  if (r.id == 0) r.id = next_id_++;
+  const uint64_t id = r.id;
+  queue_.push_back(std::move(r));
+  cv_.notify_one();
+  return id;
+}
+
+void Engine::abort(uint64_t id) {
+  std::lock_guard lk(mu_);
+  abort_queue_.push_back(id);
+  cv_.notify_one();
+}
+
+void Engine::shutdown() {
+  std::lock_guard lk(mu_);
+  shutdown_requested_ = true;
+  cv_.notify_one();
+}
+
+Engine::Intake Engine::take_intake(bool may_block) {
+  Intake in;
+  std::unique_lock lk(mu_);
+  if (may_block)
+    cv_.wait(lk, [&] { return !queue_.empty() || !abort_queue_.empty() || shutdown_requested_; });
+  in.requests.swap(queue_);
+  in.aborts.swap(abort_queue_);
+  in.shutdown = shutdown_requested_;
+  lk.unlock();
+  // Route on rank 0: loads from the last headers plus what was routed since.
+  const auto& g = groups_.layout();
+  std::vector<ReplicaLoad> loads(g.dp);
+  for (int r = 0; r < g.world_size; r += g.attn_tp) {  // replica leaders
+    const auto& h = headers_[r];
+    auto& l = loads[r / g.attn_tp];
+    l.n_reqs = h.n_running + h.n_waiting + routed_since_[r / g.attn_tp];
+    l.n_waiting = h.n_waiting + routed_since_[r / g.attn_tp];
+    l.n_tokens = h.pending_tokens;
+    l.free_blocks = h.free_blocks;
+  }
+  for (auto& r : in.requests) {
+    if (r.data_parallel_rank < 0 || r.data_parallel_rank >= g.dp) r.data_parallel_rank = router_->route(r, loads);
+    ++loads[r.data_parallel_rank].n_reqs;
+    ++loads[r.data_parallel_rank].n_waiting;
+    loads[r.data_parallel_rank].n_tokens += static_cast<int64_t>(r.prompt.size());
+    ++routed_since_[r.data_parallel_rank];
+  }
+  return in;
+}
+
+void Engine::broadcast_intake(Intake& in) {
+  const bool root = groups_.layout().world_rank == 0;
+  std::vector<uint8_t> blob;
+  if (root) blob = encode_intake(in.requests, in.aborts, in.shutdown);
+  uint64_t size = blob.size();
+  MPI_Request req;
+  DPA_CHECK_MPI(MPI_Ibcast(&size, 1, MPI_UINT64_T, 0, groups_.world(), &req));
+  wait_gently(&req);
+  blob.resize(size);
+  if (size) {
+    DPA_CHECK_MPI(MPI_Ibcast(blob.data(), static_cast<int>(size), MPI_BYTE, 0, groups_.world(), &req));
+    wait_gently(&req);
+  }
+  if (!root) decode_intake(blob, &in.requests, &in.aborts, &in.shutdown);
+}
+
+void Engine::admit(Intake& in, const RejectSink& reject) {
+  const auto& g = groups_.layout();
+  const int64_t vocab = model_.vocab_size();
+  const int64_t max_len = std::min(cfg_.scheduler.max_model_len, model_.max_position());
+  for (auto& r : in.requests) {
+    // Every rank validates identically; rank 0 reports.
+    std::string why;
+    const int64_t n = static_cast<int64_t>(r.prompt.size());
+    if (n == 0) why = "the prompt is empty";
+    for (int32_t t : r.prompt)
+      if (why.empty() && (t < 0 || t >= vocab)) why = fmt::format("token id {} is outside the vocabulary [0, {})", t, vocab);
+    if (why.empty() && n + std::max<int64_t>(r.params.max_tokens, 1) > max_len)
+      why = fmt::format("this model's maximum context length is {} tokens; the request has {} prompt tokens and max_tokens {}",
+                        max_len, n, r.params.max_tokens);
+    if (why.empty() && sched_.blocks().pages_for(n + r.params.max_tokens) > sched_.blocks().total())
+      why = fmt::format("the request needs {} KV pages but a replica holds {}",
+                        sched_.blocks().pages_for(n + r.params.max_tokens), sched_.blocks().total());
+    if (!why.empty()) {
+      if (g.world_rank == 0 && reject) reject({r.id, why});
+      continue;
+    }
+    if (r.data_parallel_rank == g.dp_rank) sched_.add(std::move(r));
+  }
+  for (uint64_t id : in.aborts) sched_.abort(id);
+}
+
+void Engine::gather_headers(const StepPlan& plan) {
+  StepHeader h;
+  h.step = step_;
+  h.n_tokens = plan.n_tokens;
+  h.n_running = sched_.n_running();
+  h.n_waiting = sched_.n_waiting();
+  h.pending_tokens = sched_.pending_tokens();
+  h.free_blocks = sched_.blocks().free_count();
+  h.total_blocks = sched_.blocks().total();
+  h.mode = plan.n_tokens == 0 ? 0 : plan.has_prefill ? 2 : 1;
+  static_assert(sizeof(StepHeader) % sizeof(int64_t) == 0);
+  constexpr int n = sizeof(StepHeader) / sizeof(int64_t);
+  MPI_Request req;
+  DPA_CHECK_MPI(MPI_Iallgather(&h, n, MPI_INT64_T, headers_.data(), n, MPI_INT64_T, groups_.world(), &req));
+  wait_gently(&req);
+  std::fill(routed_since_.begin(), routed_since_.end(), 0);
+}
+
+std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::vector<float>& logits) {
+  const auto& g = groups_.layout();
+  const int64_t vocab = model_.vocab_size();
+  const bool leader = g.attn_tp_rank == 0;
+  std::vector<int32_t> tokens;
+  std::vector<TokenOutput> outs;
+  std::size_t row = 0;
+  for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
+    if (!plan.chunks[i].need_logits) continue;
+    Sequence* s = plan.seqs[i];
+    if (leader) {
+      const auto& p = s->req.params;
+      const bool suppress = s->n_generated() < p.min_tokens;
+      std::vector<int32_t> banned = cfg_.eos_ids;
+      banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
+      auto res = sample_token(std::span<const float>(logits).subspan(row * vocab, vocab), p,
+                              std::span<const int32_t>(s->tokens).first(s->n_prompt),
+                              std::span<const int32_t>(s->tokens).subspan(s->n_prompt),
+                              cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated(), suppress, banned);
+      tokens.push_back(res.token);
+      TokenOutput o;
+      o.request_id = s->req.id;
+      o.token = res.token;
+      o.logprob = res.logprob;
+      o.top = std::move(res.top);
+      outs.push_back(std::move(o));
+    }
+    ++row;
+  }
+  if (g.attn_tp > 1) {  // the replica's other ranks take the leader's tokens
+    tokens.resize(row);
+    DPA_CHECK_MPI(MPI_Bcast(tokens.data(), static_cast<int>(row), MPI_INT32_T, 0, groups_.attn_tp()));
+  }
+  sched_.commit(plan, tokens);
+  // Stop conditions, identical on every rank of the replica.
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
+    if (!plan.chunks[i].need_logits) continue;
+    Sequence* s = plan.seqs[i];
+    const auto& p = s->req.params;
+    const int32_t t = tokens[k];
+    FinishReason fin = FinishReason::none;
+    // EOS and stop ids were suppressed while fewer than min_tokens had been generated.
+    const bool may_stop = s->n_generated() > p.min_tokens;
+    if (may_stop && !p.ignore_eos && std::find(cfg_.eos_ids.begin(), cfg_.eos_ids.end(), t) != cfg_.eos_ids.end())
+      fin = FinishReason::stop;
+    if (may_stop && std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t) != p.stop_token_ids.end())
+      fin = FinishReason::stop;
+    if (fin == FinishReason::none && s->n_generated() >= p.max_tokens) fin = FinishReason::length;
+    if (fin == FinishReason::none && static_cast<int64_t>(s->tokens.size()) >= cfg_.scheduler.max_model_len)
+      fin = FinishReason::length;
+    if (fin != FinishReason::none) sched_.finish(s);
+    if (leader) outs[k].finish = fin;
+    ++k;
+  }
+  return outs;
+}
+
+void Engine::send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink) {
+  const auto& g = groups_.layout();
+  std::vector<uint8_t> blob = encode_outputs(mine);
+  int len = static_cast<int>(blob.size());
+  std::vector<int> lens(g.world_rank == 0 ? g.world_size : 0), displs(lens.size());
+  DPA_CHECK_MPI(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, groups_.world()));
+  std::vector<uint8_t> all;
+  if (g.world_rank == 0) {
+    int total = 0;
+    for (int r = 0; r < g.world_size; ++r) displs[r] = total, total += lens[r];
+    all.resize(total);
+  }
+  DPA_CHECK_MPI(MPI_Gatherv(blob.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, 0,
+                            groups_.world()));
+  if (g.world_rank == 0 && sink)
+    for (int r = 0; r < g.world_size; ++r)
+      for (auto& o : decode_outputs(std::span<const uint8_t>(all).subspan(displs[r], lens[r]))) sink(o);
+}
+
+void Engine::run(const Sink& sink, const RejectSink& reject) {
+  const auto& g = groups_.layout();
+  const bool root = g.world_rank == 0;
+  bool all_idle = true;
+  for (;;) {
+    Intake in;
+    // Rank 0 may block for work only when the last headers said every replica is idle.
+    if (root) in = take_intake(all_idle);
+    broadcast_intake(in);
+    step_started_ = now_s();
+    admit(in, reject);
+    StepPlan plan = sched_.schedule();
+    gather_headers(plan);
+    int64_t total_tokens = 0, unfinished = 0;
+    for (const auto& h : headers_) total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting;
+    if (total_tokens > 0) {
+      model_.forward(plan.chunks, logits_);
+      auto outs = sample_and_commit(plan, logits_);
+      send_outputs(outs, sink);
+    }
+    ++step_;
+    step_started_ = 0.0;
+    all_idle = total_tokens == 0 && unfinished == 0;
+    if (in.shutdown && all_idle) break;
+  }
+  if (cfg_.check_kv_accounting && !sched_.blocks().consistent())
+    fail_one("engine", "free + used == total", __FILE__, __LINE__,
+             fmt::format("KV accounting broken on replica {}: free {} used {} total {}", g.dp_rank,
+                         sched_.blocks().free_count(), sched_.blocks().used_count(), sched_.blocks().total()));
+  if (cfg_.check_kv_accounting && sched_.blocks().used_count() != 0)
+    fail_one("engine", "used == 0 at exit", __FILE__, __LINE__,
+             fmt::format("replica {} still holds {} KV pages after every request finished", g.dp_rank,
+                         sched_.blocks().used_count()));
+}
+
+void Engine::watchdog_loop() {
+  while (!stop_watchdog_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const double started = step_started_;
+    if (started > 0 && now_s() - started > cfg_.watchdog_timeout_s) watchdog_fire(now_s() - started);
+  }
+}
+
+void Engine::watchdog_fire(double stalled_s) {
+  std::string dump = fmt::format("{} watchdog: step {} made no progress for {:.1f} s (--watchdog-timeout {}); last headers:\n",
+                                 identity_prefix(), step_, stalled_s, cfg_.watchdog_timeout_s);
+  for (std::size_t r = 0; r < headers_.size(); ++r) {
+    const auto& h = headers_[r];
+    dump += fmt::format("  rank {}: step {} tokens {} running {} waiting {} pending {} free_blocks {}/{} mode {}\n", r,
+                        h.step, h.n_tokens, h.n_running, h.n_waiting, h.pending_tokens, h.free_blocks, h.total_blocks,
+                        h.mode);
+  }
+  std::fputs(dump.c_str(), stderr);
+  std::fflush(stderr);
+  dist::abort_job(3);
+}
+
+}  // namespace dpa::engine

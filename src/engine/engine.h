@@ -1,0 +1,119 @@
+// The lockstep engine of DESIGN section 3. Every rank runs Engine::run() on its engine thread;
+// each step: (1) rank 0 broadcasts new requests (with their routed replica), aborts and the
+// shutdown flag; (2) every rank schedules its replica's batch; (3) a fixed-size header per rank
+// is all-gathered, so every rank derives the same run_forward decision; (4) every rank runs the
+// forward, idle ones with an empty batch; (5) replica leaders sample and broadcast the tokens
+// inside the replica; (6) leaders send their outputs to rank 0, which hands them to the sink.
+// A watchdog thread ends the job, after dumping the last headers, when a step stalls.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dist/groups.h"
+#include "engine/executor.h"
+#include "engine/request.h"
+#include "engine/router.h"
+#include "engine/scheduler.h"
+
+namespace dpa::engine {
+
+struct EngineConfig {
+  SchedulerConfig scheduler;
+  std::string router_policy = "round_robin";
+  double watchdog_timeout_s = 600.0;  // 0: off
+  std::vector<int32_t> eos_ids;
+  uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests
+  bool check_kv_accounting = true;    // verify free + used == total at exit
+};
+
+// The per-rank record all-gathered every step (fixed size, plain integers).
+struct StepHeader {
+  int64_t step = 0;
+  int64_t n_tokens = 0;      // tokens this rank feeds this step
+  int64_t n_running = 0;
+  int64_t n_waiting = 0;
+  int64_t pending_tokens = 0;
+  int64_t free_blocks = 0;
+  int64_t total_blocks = 0;
+  int64_t mode = 0;          // 0 idle, 1 decode, 2 prefill (or mixed)
+};
+
+// Rejection of a request before it runs (context too long, bad ids): delivered as a finished
+// output with FinishReason::abort and this message on rank 0.
+struct Rejection {
+  uint64_t request_id;
+  std::string message;
+};
+
+class Engine {
+ public:
+  using Sink = std::function<void(const TokenOutput&)>;
+  using RejectSink = std::function<void(const Rejection&)>;
+
+  Engine(const EngineConfig& cfg, const dist::Groups& groups, ModelExecutor& model);
+  ~Engine();
+
+  // Rank 0, any thread. Returns the request id (ids are assigned here when r.id == 0).
+  uint64_t submit(Request r);
+  void abort(uint64_t request_id);
+  // Finish what was submitted, then every rank returns from run().
+  void shutdown();
+
+  // Every rank, the engine thread. On rank 0, `sink` gets every generated token and `reject`
+  // every request refused at intake.
+  void run(const Sink& sink, const RejectSink& reject = nullptr);
+
+  // After run(): this rank's replica statistics.
+  int64_t n_preemptions() const { return sched_.n_preemptions(); }
+  bool kv_accounting_ok() const { return sched_.blocks().consistent(); }
+  const std::vector<StepHeader>& last_headers() const { return headers_; }
+  int64_t steps() const { return step_; }
+
+ private:
+  struct Intake {
+    std::vector<Request> requests;  // with data_parallel_rank set to the routed replica
+    std::vector<uint64_t> aborts;
+    bool shutdown = false;
+  };
+  Intake take_intake(bool may_block);
+  void broadcast_intake(Intake& in);
+  void admit(Intake& in, const RejectSink& reject);
+  void gather_headers(const StepPlan& plan);
+  std::vector<TokenOutput> sample_and_commit(StepPlan& plan, const std::vector<float>& logits);
+  void send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink);
+  void watchdog_loop();
+  [[noreturn]] void watchdog_fire(double stalled_s);
+
+  EngineConfig cfg_;
+  const dist::Groups& groups_;
+  ModelExecutor& model_;
+  Scheduler sched_;
+  std::unique_ptr<Router> router_;
+  int64_t step_ = 0;
+  std::vector<StepHeader> headers_;  // last gathered, one per world rank
+  std::vector<float> logits_;
+
+  // Rank 0 intake queue, filled by other threads.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Request> queue_;
+  std::vector<uint64_t> abort_queue_;
+  bool shutdown_requested_ = false;
+  uint64_t next_id_ = 1;
+  std::vector<int64_t> routed_since_;  // requests routed per replica since the last headers
+
+  // Watchdog.
+  std::atomic<double> step_started_{0.0};  // seconds since epoch; 0 when not inside a step
+  std::atomic<bool> stop_watchdog_{false};
+  std::thread watchdog_;
+};
+
+}  // namespace dpa::engine

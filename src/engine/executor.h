@@ -1,0 +1,32 @@
+// The engine's view of the model: one forward over this rank's slice of the step. The real
+// implementation (model/) runs the parallel forward; every rank calls forward() on every step
+// that any rank has work, with an empty batch when it has none, so that collectives match.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace dpa::engine {
+
+// The tokens of one sequence fed in one step: positions [start, start + tokens.size()).
+struct SeqChunk {
+  std::span<const int32_t> tokens;
+  int64_t start = 0;                // tokens of this sequence already in the KV cache
+  std::span<const int32_t> pages;   // the sequence's page table (covers start + tokens.size())
+  bool need_logits = false;         // logits of the chunk's last position wanted
+};
+
+class ModelExecutor {
+ public:
+  virtual ~ModelExecutor() = default;
+  // Collective over the world. Writes one row of vocab_size() logits per chunk with need_logits,
+  // in batch order, into `logits` (resized). Identical on the ranks of one replica.
+  virtual void forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits) = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t page_size() const = 0;
+  virtual int64_t num_pages() const = 0;      // KV pages this replica's cache holds
+  virtual int64_t max_position() const = 0;   // longest sequence the model takes
+};
+
+}  // namespace dpa::engine

@@ -1,0 +1,54 @@
+// What a request is once it reaches the engine: token ids, sampling and stopping parameters,
+// and what the engine sends back per generated token. Frontends (HTTP, batch, bench) build these.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dpa::engine {
+
+struct SamplingParams {
+  float temperature = 1.0f;  // 0: greedy
+  float top_p = 1.0f;
+  int32_t top_k = -1;  // -1 or 0: off
+  float min_p = 0.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
+  std::optional<uint64_t> seed;  // reproducible whatever the batch
+  int32_t max_tokens = 16;
+  int32_t min_tokens = 0;
+  bool ignore_eos = false;
+  std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop;  // checked on the detokenized text by rank 0
+  int32_t logprobs = -1;          // -1: none; k >= 0: the sampled token's logprob and top k
+  bool greedy() const { return temperature <= 0.0f || top_k == 1; }
+};
+
+enum class FinishReason : uint8_t { none, stop, length, abort };
+const char* finish_reason_name(FinishReason r);
+
+struct Request {
+  uint64_t id = 0;  // unique engine-wide, assigned by rank 0
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+  int32_t data_parallel_rank = -1;  // pinned replica, -1: the router decides
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+};
+
+// One generated token of one request, as rank 0 receives it.
+struct TokenOutput {
+  uint64_t request_id = 0;
+  int32_t token = 0;
+  float logprob = 0.0f;
+  FinishReason finish = FinishReason::none;
+  std::vector<TokenLogprob> top;  // top_logprobs when asked
+};
+
+}  // namespace dpa::engine

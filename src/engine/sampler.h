@@ -1,0 +1,33 @@
+// Turns one row of logits into a token, per request, on the CPU reference path: penalties over the
+// tokens seen so far, temperature, top-k, top-p, min-p, then a draw from a random stream that
+// depends only on (seed, position): a seeded request samples the same tokens whatever else shares
+// its batch. Log-probabilities are the log-softmax of the logits after penalties, before
+// temperature and truncation.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/request.h"
+
+namespace dpa::engine {
+
+struct SampleResult {
+  int32_t token = 0;
+  float logprob = 0.0f;            // log-softmax of the processed logits at `token`
+  std::vector<TokenLogprob> top;  // top `params.logprobs` entries, highest first
+};
+
+// `history` = prompt + generated tokens (repetition penalty uses both; presence and frequency use
+// generated only, as OpenAI defines them). `position` = number of tokens generated so far.
+// `fallback_seed` is used when params.seed is unset (the engine draws it per request).
+SampleResult sample_token(std::span<const float> logits, const SamplingParams& params,
+                          std::span<const int32_t> prompt, std::span<const int32_t> generated,
+                          uint64_t fallback_seed, int64_t position, bool suppress_eos,
+                          std::span<const int32_t> eos_ids);
+
+// A uniform double in [0, 1) from (seed, position): splitmix64 of the pair.
+double uniform_from(uint64_t seed, int64_t position);
+
+}  // namespace dpa::engine

@@ -1,0 +1,83 @@
+// Per-replica continuous-batching scheduler. Every rank of a replica runs the same scheduler on
+// the same inputs, so they agree on every batch without talking. Each step: running sequences
+// decode one token, then prefill chunks (sequences mid-prefill first, then waiting ones, FIFO)
+// fill the --max-num-batched-tokens budget under --max-num-seqs. When pages run out the most
+// recently admitted sequence is preempted: its pages are freed and it recomputes later, which
+// leaves greedy outputs unchanged.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "engine/executor.h"
+#include "engine/kv_blocks.h"
+#include "engine/request.h"
+
+namespace dpa::engine {
+
+struct SchedulerConfig {
+  int64_t max_num_seqs = 256;
+  int64_t max_num_batched_tokens = 8192;
+  int64_t max_model_len = 4096;  // prompt + output tokens of one sequence
+};
+
+struct Sequence {
+  Request req;
+  std::vector<int32_t> tokens;  // prompt then generated
+  int64_t n_prompt = 0;
+  int64_t n_computed = 0;       // tokens whose KV is cached
+  std::vector<int32_t> pages;
+  uint64_t admit_order = 0;     // for choosing the preemption victim
+  int64_t n_preempted = 0;
+  bool finished = false;
+  int64_t n_generated() const { return static_cast<int64_t>(tokens.size()) - n_prompt; }
+};
+
+// The scheduled work of one step on one replica.
+struct StepPlan {
+  std::vector<Sequence*> seqs;   // in batch order
+  std::vector<SeqChunk> chunks;  // parallel to seqs
+  int64_t n_tokens = 0;
+  bool has_prefill = false;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerConfig& cfg, int64_t n_pages, int64_t page_size);
+
+  void add(Request r);
+  // Removes a request wherever it is; frees its pages. False if unknown.
+  bool abort(uint64_t request_id);
+  StepPlan schedule();
+  // After the forward: append the sampled token of each sequence that produced logits.
+  // Returns the sequences that finished this step (pages already freed); they stay valid until
+  // the next schedule().
+  void commit(const StepPlan& plan, std::span<const int32_t> sampled);
+  // Marks and frees a sequence (stop condition found).
+  void finish(Sequence* s);
+
+  int64_t n_running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t n_waiting() const { return static_cast<int64_t>(waiting_.size()); }
+  int64_t n_unfinished() const { return n_running() + n_waiting(); }
+  int64_t n_preemptions() const { return n_preemptions_; }
+  const BlockAllocator& blocks() const { return blocks_; }
+  // Tokens still to compute over every sequence (a load measure for routing).
+  int64_t pending_tokens() const;
+
+ private:
+  StepPlan plan_once();
+  void preempt(Sequence* victim);
+  void reap();
+
+  SchedulerConfig cfg_;
+  BlockAllocator blocks_;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<std::unique_ptr<Sequence>> done_;  // finished last step, freed at next schedule()
+  uint64_t admit_counter_ = 0;
+  int64_t n_preemptions_ = 0;
+};
+
+}  // namespace dpa::engine

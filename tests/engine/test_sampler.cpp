@@ -1,0 +1,134 @@
+// Sampler against the softmax written out in the test: greedy, truncation sets, penalties,
+// seeded reproducibility, and the sampled frequencies of a temperature draw.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "engine/sampler.h"
+#include "engine/wire.h"
+
+namespace {
+using namespace dpa::engine;
+
+const std::vector<float> kLogits = {1.0f, 3.0f, 2.0f, 0.5f, 2.9f, -1.0f};
+
+SampleResult draw(const SamplingParams& p, int64_t pos, std::vector<int32_t> gen = {}, uint64_t seed = 11) {
+  std::vector<int32_t> prompt = {0};
+  return sample_token(kLogits, p, prompt, gen, seed, pos, false, {});
+}
+
+TEST(Sampler, GreedyIsArgmaxWithLogprob) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.logprobs = 3;
+  auto r = draw(p, 0);
+  EXPECT_EQ(r.token, 1);
+  double z = 0;
+  for (float v : kLogits) z += std::exp(static_cast<double>(v));
+  EXPECT_NEAR(r.logprob, 3.0 - std::log(z), 1e-6);
+  ASSERT_EQ(r.top.size(), 3u);
+  EXPECT_EQ(r.top[0].token, 1);
+  EXPECT_EQ(r.top[1].token, 4);
+  EXPECT_EQ(r.top[2].token, 2);
+}
+
+TEST(Sampler, TruncationNeverLeavesTheKeptSet) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 2;  // {1, 4}
+  for (int pos = 0; pos < 500; ++pos) {
+    int t = draw(p, pos).token;
+    EXPECT_TRUE(t == 1 || t == 4) << t;
+  }
+  p.top_k = -1;
+  p.top_p = 0.5f;  // softmax: p(1) ~ 0.36, p(4) ~ 0.33: the first two reach 0.5
+  for (int pos = 0; pos < 500; ++pos) {
+    int t = draw(p, pos).token;
+    EXPECT_TRUE(t == 1 || t == 4) << t;
+  }
+  p.top_p = 1.0f;
+  p.min_p = 0.5f;  // keep tokens with p >= 0.5 * p(1): 1, 4 (e^-0.1), 2 (e^-1 = 0.37 < 0.5: out)
+  for (int pos = 0; pos < 500; ++pos) {
+    int t = draw(p, pos).token;
+    EXPECT_TRUE(t == 1 || t == 4) << t;
+  }
+}
+
+TEST(Sampler, FrequenciesFollowTheTemperedSoftmax) {
+  SamplingParams p;
+  p.temperature = 2.0f;
+  const int n = 20000;
+  std::map<int, int> counts;
+  for (int pos = 0; pos < n; ++pos) ++counts[draw(p, pos).token];
+  double z = 0;
+  for (float v : kLogits) z += std::exp(v / 2.0);
+  for (int i = 0; i < 6; ++i) {
+    const double want = std::exp(kLogits[i] / 2.0) / z;
+    const double got = counts[i] / static_cast<double>(n);
+    EXPECT_NEAR(got, want, 4 * std::sqrt(want * (1 - want) / n) + 1e-3) << "token " << i;
+  }
+}
+
+TEST(Sampler, SeededDrawDependsOnlyOnSeedAndPosition) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.seed = 1234;
+  std::vector<int> a, b;
+  for (int pos = 0; pos < 50; ++pos) a.push_back(draw(p, pos, {}, 1).token);
+  for (int pos = 0; pos < 50; ++pos) b.push_back(draw(p, pos, {}, 999).token);  // other fallback seed
+  EXPECT_EQ(a, b);
+  p.seed = 1235;
+  std::vector<int> c;
+  for (int pos = 0; pos < 50; ++pos) c.push_back(draw(p, pos, {}, 1).token);
+  EXPECT_NE(a, c);
+}
+
+TEST(Sampler, PenaltiesAsDefined) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.frequency_penalty = 0.06f;  // token 1 generated twice: 3.0 - 0.12 = 2.88 < 2.9
+  EXPECT_EQ(draw(p, 0, {1, 1}).token, 4);
+  p.frequency_penalty = 0;
+  p.presence_penalty = 0.2f;  // once is enough: 2.8 < 2.9
+  EXPECT_EQ(draw(p, 0, {1}).token, 4);
+  p.presence_penalty = 0;
+  p.repetition_penalty = 1.1f;  // 3.0/1.1 = 2.73 < 2.9; token 4 unseen
+  EXPECT_EQ(draw(p, 0, {1}).token, 4);
+  // Suppressed EOS: token 1 banned.
+  SamplingParams g;
+  g.temperature = 0;
+  std::vector<int32_t> prompt = {0}, eos = {1};
+  EXPECT_EQ(sample_token(kLogits, g, prompt, {}, 0, 0, true, eos).token, 4);
+}
+
+TEST(Wire, IntakeAndOutputsRoundTrip) {
+  Request r;
+  r.id = 42;
+  r.prompt = {5, 6, 7};
+  r.data_parallel_rank = 3;
+  r.params.seed = 9;
+  r.params.stop_token_ids = {2, 3};
+  r.params.logprobs = 2;
+  auto blob = encode_intake({r}, {7, 8}, true);
+  std::vector<Request> rs;
+  std::vector<uint64_t> ab;
+  bool sd = false;
+  decode_intake(blob, &rs, &ab, &sd);
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].id, 42u);
+  EXPECT_EQ(rs[0].prompt, r.prompt);
+  EXPECT_EQ(rs[0].data_parallel_rank, 3);
+  EXPECT_EQ(rs[0].params.seed, 9u);
+  EXPECT_EQ(rs[0].params.stop_token_ids, r.params.stop_token_ids);
+  EXPECT_EQ(ab, (std::vector<uint64_t>{7, 8}));
+  EXPECT_TRUE(sd);
+  TokenOutput o{42, 17, -0.5f, FinishReason::length, {{1, -0.1f}, {2, -0.2f}}};
+  auto outs = decode_outputs(encode_outputs({o}));
+  ASSERT_EQ(outs.size(), 1u);
+  EXPECT_EQ(outs[0].token, 17);
+  EXPECT_EQ(outs[0].finish, FinishReason::length);
+  ASSERT_EQ(outs[0].top.size(), 2u);
+  EXPECT_EQ(outs[0].top[1].token, 2);
+}
+}  // namespace
