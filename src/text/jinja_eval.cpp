@@ -1,0 +1,423 @@
+// Tree-walking evaluator for chat templates: Jinja scoping (a for loop body is its own scope,
+// so only namespace() attributes leak out; macros see the template's top level), loop
+// variables, break/continue, and Python operator semantics.
+#include "text/jinja_eval.h"
+
+#include <cmath>
+#include <map>
+
+#include "text/jinja_builtins.h"
+
+namespace dpa::text::jinja {
+
+namespace json = boost::json;
+
+namespace {
+
+class Evaluator {
+ public:
+  explicit Evaluator(const json::object& context) {
+    add_globals(globals_);
+    frames_.emplace_back();
+    for (const auto& kv : context) frames_[0].vars[std::string(kv.key())] = Value(kv.value());
+  }
+
+  std::string run(const Body& body) {
+    std::string out;
+    exec(body, out);
+    return out;
+  }
+
+ private:
+  enum class Flow { normal, break_loop, continue_loop };
+  struct Frame {
+    std::map<std::string, Value> vars;
+    bool isolated = false;  // a macro call: names resolve here, then at the top level
+  };
+
+  // ---- statements ------------------------------------------------------------------------
+
+  Flow exec(const Body& body, std::string& out) {
+    for (const auto& node : body) {
+      Flow flow = exec_node(*node, out);
+      if (flow != Flow::normal) return flow;
+    }
+    return Flow::normal;
+  }
+
+  Flow exec_node(const Node& n, std::string& out) {
+    switch (n.kind) {
+      case Node::Kind::text:
+        out += n.text;
+        return Flow::normal;
+      case Node::Kind::output:
+        out += to_str(eval(*n.expr));
+        return Flow::normal;
+      case Node::Kind::if_chain:
+        for (const auto& [cond, body] : n.branches) {
+          if (!cond || truthy(eval(*cond))) return exec(body, out);
+        }
+        return Flow::normal;
+      case Node::Kind::for_loop:
+        exec_for(n, out);
+        return Flow::normal;
+      case Node::Kind::set:
+        exec_set(n, eval(*n.expr));
+        return Flow::normal;
+      case Node::Kind::set_block: {
+        std::string captured;
+        exec(n.body, captured);
+        exec_set(n, Value(json::value(json::string(captured))));
+        return Flow::normal;
+      }
+      case Node::Kind::macro:
+        define_macro(n);
+        return Flow::normal;
+      case Node::Kind::break_loop:
+        return Flow::break_loop;
+      case Node::Kind::continue_loop:
+        return Flow::continue_loop;
+    }
+    return Flow::normal;
+  }
+
+  void bind_targets(const Node& n, const std::vector<std::string>& targets, const Value& v) {
+    if (targets.size() == 1) {
+      frames_.back().vars[targets[0]] = v;
+      return;
+    }
+    std::vector<Value> parts = iterate(v);
+    if (parts.size() != targets.size()) {
+      fail(n.line, n.column, "cannot unpack " + std::to_string(parts.size()) + " values into " +
+                                 std::to_string(targets.size()) + " variables");
+    }
+    for (size_t i = 0; i < targets.size(); ++i) frames_.back().vars[targets[i]] = parts[i];
+  }
+
+  void exec_set(const Node& n, const Value& v) {
+    if (n.attr.empty()) {
+      bind_targets(n, n.targets, v);
+      return;
+    }
+    Value target = lookup(n.targets[0]);
+    if (!target.is_ns()) {
+      fail(n.line, n.column, "cannot assign attribute '" + n.attr + "' on '" + n.targets[0] +
+                                 "', which is not a namespace()");
+    }
+    target.ns()->set(n.attr, v);
+  }
+
+  void exec_for(const Node& n, std::string& out) {
+    Value iterable = eval(*n.expr);
+    std::vector<Value> items;
+    try {
+      items = iterate(iterable);
+    } catch (const Error& e) {
+      fail(n.line, n.column, e.what());
+    }
+    if (n.filter) {  // `for x in xs if cond`: filtered before loop.* counts anything
+      std::vector<Value> kept;
+      for (auto& item : items) {
+        frames_.emplace_back();
+        bind_targets(n, n.targets, item);
+        bool keep = truthy(eval(*n.filter));
+        frames_.pop_back();
+        if (keep) kept.push_back(std::move(item));
+      }
+      items = std::move(kept);
+    }
+    if (items.empty()) {
+      exec(n.else_body, out);
+      return;
+    }
+    const auto count = static_cast<int64_t>(items.size());
+    for (int64_t i = 0; i < count; ++i) {
+      frames_.emplace_back();
+      bind_targets(n, n.targets, items[static_cast<size_t>(i)]);
+      json::object loop;
+      loop["index"] = i + 1;
+      loop["index0"] = i;
+      loop["revindex"] = count - i;
+      loop["revindex0"] = count - i - 1;
+      loop["first"] = i == 0;
+      loop["last"] = i == count - 1;
+      loop["length"] = count;
+      loop["depth"] = 1;
+      loop["depth0"] = 0;
+      if (i > 0) loop["previtem"] = items[static_cast<size_t>(i - 1)].to_json();
+      if (i + 1 < count) loop["nextitem"] = items[static_cast<size_t>(i + 1)].to_json();
+      frames_.back().vars["loop"] = Value(json::value(std::move(loop)));
+      Flow flow = exec(n.body, out);
+      frames_.pop_back();
+      if (flow == Flow::break_loop) break;
+    }
+  }
+
+  void define_macro(const Node& n) {
+    const Node* macro = &n;
+    auto call = [this, macro](std::vector<Value>& args, Kwargs& kwargs) -> Value {
+      if (args.size() > macro->params.size())
+        throw Error("macro '" + macro->name + "' takes at most " +
+                    std::to_string(macro->params.size()) + " arguments");
+      frames_.emplace_back();
+      frames_.back().isolated = true;
+      for (size_t i = 0; i < macro->params.size(); ++i) {
+        const auto& [pname, dflt] = macro->params[i];
+        Value v = Value::undefined(pname);
+        bool given = false;
+        if (i < args.size()) {
+          v = args[i];
+          given = true;
+        }
+        for (auto& [k, kv] : kwargs) {
+          if (k == pname) {
+            v = kv;
+            given = true;
+          }
+        }
+        if (!given && dflt) v = eval(*dflt);
+        frames_.back().vars[pname] = v;
+      }
+      std::string out;
+      try {
+        exec(macro->body, out);
+      } catch (...) {
+        frames_.pop_back();
+        throw;
+      }
+      frames_.pop_back();
+      return Value(json::value(json::string(out)));
+    };
+    frames_.back().vars[n.name] =
+        Value::from_callable(std::make_shared<Callable>(Callable{n.name, call}));
+  }
+
+  // ---- expressions -----------------------------------------------------------------------
+
+  Value lookup(const std::string& name) const {
+    for (size_t i = frames_.size(); i-- > 0;) {
+      auto it = frames_[i].vars.find(name);
+      if (it != frames_[i].vars.end()) return it->second;
+      if (frames_[i].isolated) i = 1;  // next probe is frames_[0], the top level
+    }
+    auto it = globals_.find(name);
+    if (it != globals_.end()) return it->second;
+    return Value::undefined(name);
+  }
+
+  [[noreturn]] static void fail(int line, int column, const std::string& message) {
+    throw TemplateError("chat template error at line " + std::to_string(line) + ", column " +
+                        std::to_string(column) + ": " + message);
+  }
+
+  Value eval(const Expr& e) {
+    try {
+      return eval_inner(e);
+    } catch (const TemplateError&) {
+      throw;
+    } catch (const std::exception& err) {
+      fail(e.line, e.column, err.what());
+    }
+  }
+
+  void eval_args(const Expr& e, std::vector<Value>& args, Kwargs& kwargs) {
+    for (size_t i = 1; i < e.children.size(); ++i) args.push_back(e.children[i] ? eval(*e.children[i]) : Value());
+    for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, eval(*v));
+  }
+
+  Value eval_inner(const Expr& e) {
+    switch (e.kind) {
+      case Expr::Kind::literal:
+        return e.value;
+      case Expr::Kind::name:
+        return lookup(e.name);
+      case Expr::Kind::list:
+      case Expr::Kind::tuple: {
+        json::array a;
+        for (const auto& c : e.children) a.push_back(eval(*c).to_json());
+        return Value(json::value(std::move(a)));
+      }
+      case Expr::Kind::dict: {
+        json::object o;
+        for (size_t i = 0; i + 1 < e.children.size(); i += 2) {
+          Value k = eval(*e.children[i]);
+          if (!k.is_string()) throw Error("dict keys must be strings here, got " + type_name(k));
+          o[k.str()] = eval(*e.children[i + 1]).to_json();
+        }
+        return Value(json::value(std::move(o)));
+      }
+      case Expr::Kind::attr:
+        return get_attr(eval(*e.children[0]), e.name);
+      case Expr::Kind::index:
+        return get_item(eval(*e.children[0]), eval(*e.children[1]));
+      case Expr::Kind::slice: {
+        Value obj = eval(*e.children[0]);
+        Value parts[3];
+        for (int i = 0; i < 3; ++i)
+          if (e.children[i + 1]) parts[i] = eval(*e.children[i + 1]);
+        return get_slice(obj, e.children[1] ? &parts[0] : nullptr, e.children[2] ? &parts[1] : nullptr,
+                         e.children[3] ? &parts[2] : nullptr);
+      }
+      case Expr::Kind::call:
+        return eval_call(e);
+      case Expr::Kind::filter: {
+        Value operand = eval(*e.children[0]);
+        std::vector<Value> args;
+        Kwargs kwargs;
+        eval_args(e, args, kwargs);
+        return apply_filter(e.name, operand, args, kwargs);
+      }
+      case Expr::Kind::test: {
+        Value operand = eval(*e.children[0]);
+        std::vector<Value> args;
+        Kwargs kwargs;
+        eval_args(e, args, kwargs);
+        return Value(json::value(apply_test(e.name, operand, args) != e.negated));
+      }
+      case Expr::Kind::unary: {
+        Value v = eval(*e.children[0]);
+        if (e.name == "not") return Value(json::value(!truthy(v)));
+        if (!v.is_number() && !v.is_bool()) throw Error("bad operand type for unary " + e.name + ": '" + type_name(v) + "'");
+        if (e.name == "+") return v;
+        if (v.json().is_double()) return Value(json::value(-v.as_double()));
+        return Value(json::value(-v.as_int()));
+      }
+      case Expr::Kind::binary:
+        return eval_binary(e);
+      case Expr::Kind::cond:
+        if (truthy(eval(*e.children[0]))) return eval(*e.children[1]);
+        return e.children[2] ? eval(*e.children[2]) : Value::undefined();
+    }
+    return Value::undefined();
+  }
+
+  Value eval_call(const Expr& e) {
+    const Expr& callee = *e.children[0];
+    std::vector<Value> args;
+    Kwargs kwargs;
+    Value fn;
+    if (callee.kind == Expr::Kind::attr) {
+      Value obj = eval(*callee.children[0]);
+      eval_args(e, args, kwargs);
+      Value result;
+      if (call_method(obj, callee.name, args, kwargs, result)) return result;
+      fn = get_attr(obj, callee.name);
+    } else {
+      fn = eval(callee);
+      eval_args(e, args, kwargs);
+    }
+    if (!fn.is_callable()) {
+      std::string what = callee.kind == Expr::Kind::name || callee.kind == Expr::Kind::attr ? callee.name : "value";
+      if (fn.is_undefined()) throw Error("'" + what + "' is undefined");
+      throw Error("'" + what + "' (" + type_name(fn) + ") is not callable");
+    }
+    return fn.fn()->call(args, kwargs);
+  }
+
+  Value eval_binary(const Expr& e) {
+    const std::string& op = e.name;
+    if (op == "and" || op == "or") {
+      Value l = eval(*e.children[0]);
+      if (truthy(l) == (op == "or")) return l;
+      return eval(*e.children[1]);
+    }
+    Value l = eval(*e.children[0]);
+    Value r = eval(*e.children[1]);
+    if (op == "~") return Value(json::value(json::string(to_str(l) + to_str(r))));
+    if (op == "==") return Value(json::value(equals(l, r)));
+    if (op == "!=") return Value(json::value(!equals(l, r)));
+    if (op == "<") return Value(json::value(less_than(l, r)));
+    if (op == ">") return Value(json::value(less_than(r, l)));
+    if (op == "<=") return Value(json::value(!less_than(r, l)));
+    if (op == ">=") return Value(json::value(!less_than(l, r)));
+    if (op == "in" || op == "not in") {
+      if (!(r.is_string() || r.is_array() || r.is_object()))
+        throw Error("argument of type '" + type_name(r) + "' is not iterable");
+      if (r.is_string() && !l.is_string())
+        throw Error("'in <string>' requires string as left operand, not " + type_name(l));
+      std::vector<Value> container{r};
+      return Value(json::value(apply_test("in", l, container) == (op == "in")));
+    }
+    return arithmetic(op, l, r);
+  }
+
+  static Value arithmetic(const std::string& op, const Value& l, const Value& r) {
+    auto numeric = [](const Value& v) { return v.is_number() || v.is_bool(); };
+    if (op == "+") {
+      if (l.is_string() && r.is_string())
+        return Value(json::value(json::string(std::string(l.str()) + std::string(r.str()))));
+      if (l.is_array() && r.is_array()) {
+        json::array a = l.json().get_array();
+        for (const auto& x : r.json().get_array()) a.push_back(x);
+        return Value(json::value(std::move(a)));
+      }
+    }
+    if (op == "*" && ((l.is_string() || l.is_array()) != (r.is_string() || r.is_array()))) {
+      const Value& seq = l.is_string() || l.is_array() ? l : r;
+      const Value& times = &seq == &l ? r : l;
+      if (times.is_int() || times.is_bool()) {
+        int64_t n = times.as_int();
+        if (seq.is_string()) {
+          std::string out;
+          for (int64_t i = 0; i < n; ++i) out += seq.str();
+          return Value(json::value(json::string(out)));
+        }
+        json::array out;
+        for (int64_t i = 0; i < n; ++i)
+          for (const auto& x : seq.json().get_array()) out.push_back(x);
+        return Value(json::value(std::move(out)));
+      }
+    }
+    if (!numeric(l) || !numeric(r)) {
+      throw Error("unsupported operand type(s) for " + op + ": '" + type_name(l) + "' and '" +
+                  type_name(r) + "'");
+    }
+    bool ints = !l.json().is_double() && !r.json().is_double();
+    if (op == "/") {
+      if (r.as_double() == 0) throw Error("division by zero");
+      return Value(json::value(l.as_double() / r.as_double()));
+    }
+    if (ints) {
+      int64_t a = l.as_int(), b = r.as_int();
+      if (op == "+") return Value(json::value(a + b));
+      if (op == "-") return Value(json::value(a - b));
+      if (op == "*") return Value(json::value(a * b));
+      if (op == "//" || op == "%") {
+        if (b == 0) throw Error("integer division or modulo by zero");
+        int64_t q = a / b, m = a % b;
+        if (m != 0 && ((m < 0) != (b < 0))) {
+          --q;
+          m += b;
+        }
+        return Value(json::value(op == "//" ? q : m));
+      }
+      if (op == "**" && b >= 0) {
+        int64_t p = 1;
+        for (int64_t i = 0; i < b; ++i) p *= a;
+        return Value(json::value(p));
+      }
+    }
+    double a = l.as_double(), b = r.as_double();
+    if (op == "+") return Value(json::value(a + b));
+    if (op == "-") return Value(json::value(a - b));
+    if (op == "*") return Value(json::value(a * b));
+    if (op == "**") return Value(json::value(std::pow(a, b)));
+    if (op == "//" || op == "%") {
+      if (b == 0) throw Error("float division or modulo by zero");
+      double q = std::floor(a / b);
+      return Value(json::value(op == "//" ? q : a - q * b));
+    }
+    throw Error("unknown operator '" + op + "'");
+  }
+
+  std::vector<Frame> frames_;
+  std::map<std::string, Value> globals_;
+};
+
+}  // namespace
+
+std::string render(const Body& body, const json::object& context) {
+  return Evaluator(context).run(body);
+}
+
+}  // namespace dpa::text::jinja

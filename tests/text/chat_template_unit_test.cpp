@@ -1,0 +1,104 @@
+// Chat template errors: syntax errors name their line and column, raise_exception() surfaces its
+// exact message as dpa::Error, runtime type errors name their position.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <string>
+
+#include "core/error.h"
+#include "text/chat_template.h"
+
+namespace {
+
+using dpa::text::ChatTemplate;
+
+// The message of the dpa::Error that parsing `source` throws ("" when it parses).
+std::string parse_error(const std::string& source) {
+  try {
+    ChatTemplate::parse(source);
+  } catch (const dpa::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string render_error(const std::string& source, const boost::json::object& ctx) {
+  auto tpl = ChatTemplate::parse(source);
+  try {
+    tpl->render(ctx);
+  } catch (const dpa::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+struct SyntaxCase {
+  const char* source;
+  const char* position;  // "line L, column C"
+  const char* detail;    // a piece of the message
+};
+
+TEST(ChatTemplateSyntax, ErrorsNameLineAndColumn) {
+  const SyntaxCase cases[] = {
+      {"{% if x %}abc", "line 1, column 4", "never closed"},
+      {"Hello\n{{ 1 + }}", "line 2, column 8", "expected an expression"},
+      {"ok\n  {% endfor %}", "line 2, column 6", "unexpected 'endfor'"},
+      {"{{ 'abc }}", "line 1, column 4", "unterminated string"},
+      {"a\nb\n{% frobnicate %}", "line 3, column 4", "unknown statement 'frobnicate'"},
+      {"{{ x", "line 1, column 5", "missing '}}'"},
+      {"text {# never closed", "line 1, column 6", "unterminated comment"},
+      {"{% for x in %}{% endfor %}", "line 1, column 13", "expected an expression"},
+      {"{% for x in xs %}{% else %}{% endif %}", "line 1, column 31", "unexpected 'endif'"},
+      {"{{ [1, 2 }}", "line 1, column 10", "unexpected '}', expected ']'"},
+      {"{{ (1 + 2 }}", "line 1, column 11", "unexpected '}', expected ')'"},
+      {"{{ x | }}", "line 1, column 8", "expected a filter name"},
+      {"{% set = 3 %}", "line 1, column 8", "expected a variable name"},
+      {"{{ a $ b }}", "line 1, column 6", "unexpected character '$'"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.source);
+    std::string message = parse_error(c.source);
+    EXPECT_NE(message.find("syntax error"), std::string::npos) << message;
+    EXPECT_NE(message.find(c.position), std::string::npos) << message;
+    EXPECT_NE(message.find(c.detail), std::string::npos) << message;
+  }
+}
+
+TEST(ChatTemplateSyntax, ValidTemplatesParse) {
+  EXPECT_EQ(parse_error("{{ {'a': {'b': 1}} }}"), "");  // `}}` inside a dict literal
+  EXPECT_EQ(parse_error("{{ '%}' ~ \"}}\" }}{% if '{%' %}{% endif %}"), "");
+  EXPECT_EQ(parse_error("{%- for a, b in x.items() if a -%}{% break %}{% else %}{%+ endfor %}"), "");
+}
+
+TEST(ChatTemplateRaise, RaiseExceptionGivesItsMessage) {
+  const std::string source =
+      "{%- for m in messages %}{% if m.role not in ['user', 'assistant'] %}"
+      "{{ raise_exception('Unsupported role: ' + m.role) }}{% endif %}{{ m.content }}{% endfor %}";
+  boost::json::object ok = boost::json::parse(
+      R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})")
+      .as_object();
+  EXPECT_EQ(ChatTemplate::parse(source)->render(ok), "ab");
+  boost::json::object bad = boost::json::parse(
+      R"({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]})")
+      .as_object();
+  EXPECT_EQ(render_error(source, bad), "Unsupported role: tool");
+}
+
+TEST(ChatTemplateRaise, RaiseInsideMacroAndBlocks) {
+  const std::string source =
+      "{% macro check(x) %}{% if x > 2 %}{{ raise_exception('too big: ' ~ x) }}{% endif %}ok{% endmacro %}"
+      "{% for i in range(5) %}{{ check(i) }}{% endfor %}";
+  EXPECT_EQ(render_error(source, {}), "too big: 3");
+}
+
+TEST(ChatTemplateRuntime, TypeErrorsNamePosition) {
+  std::string message = render_error("line\n{{ 'a' + 1 }}", {});
+  EXPECT_NE(message.find("line 2"), std::string::npos) << message;
+  EXPECT_NE(message.find("unsupported operand"), std::string::npos) << message;
+  message = render_error("{{ missing.attr }}", {});
+  EXPECT_NE(message.find("'missing' is undefined"), std::string::npos) << message;
+  message = render_error("{% set x = 1 %}{% set x.y = 2 %}", {});
+  EXPECT_NE(message.find("not a namespace"), std::string::npos) << message;
+}
+
+}  // namespace
