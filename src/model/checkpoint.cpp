@@ -87,6 +87,19 @@ inline void store(void* dst, DType out, std::size_t i, float v) {
   }
 }
 
+// n elements from index `first` of `src` (dtype In) to `dst` (dtype out); the input dtype is a
+// template argument so the per-element loop has no dtype switch.
+template <DType In>
+void convert(const uint8_t* src, std::size_t first, std::size_t n, DType out, void* dst) {
+  if (out == DType::f32) {
+    for (std::size_t i = 0; i < n; ++i) store(dst, DType::f32, i, load_f32(src, In, first + i));
+  } else if (out == DType::bf16) {
+    for (std::size_t i = 0; i < n; ++i) store(dst, DType::bf16, i, load_f32(src, In, first + i));
+  } else {
+    for (std::size_t i = 0; i < n; ++i) store(dst, DType::f16, i, load_f32(src, In, first + i));
+  }
+}
+
 struct Files {
   std::string config, index, tokenizer, tokenizer_config, generation_config;
 };
@@ -155,8 +168,12 @@ class SafetensorsCheckpoint final : public Checkpoint {
         if (n == 0) return;
         if (t.dtype == out) {
           std::memcpy(dst, src + first * dtype_size(out), n * dtype_size(out));
+        } else if (t.dtype == DType::f32) {
+          convert<DType::f32>(src, first, n, out, dst);
+        } else if (t.dtype == DType::bf16) {
+          convert<DType::bf16>(src, first, n, out, dst);
         } else {
-          for (std::size_t i = 0; i < n; ++i) store(dst, out, i, load_f32(src, t.dtype, first + i));
+          convert<DType::f16>(src, first, n, out, dst);
         }
         return;
       case DType::f8_e4m3: read_fp8(e, out, dst, row_begin, row_end, rows, cols); return;
