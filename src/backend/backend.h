@@ -1,0 +1,134 @@
+// The backend interface: the ops the DeepSeek forward needs, one commented slot each (ggml style).
+// The CPU backend is the plain, unfused, deterministic fp32 reference every other backend is
+// tested against op by op. Activations are f32; weights are f32 or bf16 views (often straight
+// into a checkpoint's memory mapping), converted on the fly.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace dpa::backend {
+
+// A row-major matrix [rows, cols] of f32 or bf16 with a row stride `ld` (elements), so that
+// row ranges (heads, experts) and column ranges (o_proj inputs of a head slice) are views, not
+// copies. The memory is not owned.
+struct WeightView {
+  const void* data = nullptr;
+  DType dtype = DType::f32;
+  int64_t rows = 0, cols = 0;
+  int64_t ld = 0;  // elements between row starts; == cols when dense
+
+  static WeightView dense(const void* data, DType dtype, int64_t rows, int64_t cols) {
+    return WeightView{data, dtype, rows, cols, cols};
+  }
+  // Rows [r0, r1) and columns [c0, c1) of this view (throws dpa::Error when out of range).
+  WeightView slice(int64_t r0, int64_t r1, int64_t c0, int64_t c1) const;
+  WeightView row_slice(int64_t r0, int64_t r1) const { return slice(r0, r1, 0, cols); }
+  WeightView col_slice(int64_t c0, int64_t c1) const { return slice(0, rows, c0, c1); }
+  // Element (r, c) as float (slow; for tests and small vectors).
+  float at(int64_t r, int64_t c) const;
+};
+
+// Rotary embedding: pair i of a head's rope part rotates by position * inv_freq[i]; cos and sin
+// are multiplied by attention_scaling (YaRN's mscale ratio; 1 without YaRN).
+struct RopeParams {
+  const float* inv_freq = nullptr;  // [dim / 2]
+  int64_t dim = 0;                  // qk_rope_head_dim
+  float attention_scaling = 1.0f;
+};
+
+enum class Scoring : uint8_t { softmax, sigmoid };
+enum class TopkMethod : uint8_t { greedy, group_limited_greedy, noaux_tc };
+
+// MoE router settings (DESIGN section 5).
+struct GateParams {
+  int64_t n_experts = 0;
+  int64_t top_k = 0;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  Scoring scoring = Scoring::softmax;
+  TopkMethod method = TopkMethod::greedy;
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+  const float* correction_bias = nullptr;  // [n_experts], noaux_tc only: used to choose, not weigh
+};
+
+// One sequence's view of a paged latent cache layer: page p holds page_size tokens of
+// [kv_lora + rope_dim] floats (the normalized latent, then the rotated rope key).
+struct PagedLatent {
+  const float* base = nullptr;  // the layer's pages: [n_pages, page_size, kv_lora + rope_dim]
+  const int32_t* pages = nullptr;  // the sequence's page table
+  int64_t page_size = 0;
+  int64_t kv_lora = 0, rope_dim = 0;
+  const float* token(int64_t pos) const {
+    return base + (static_cast<int64_t>(pages[pos / page_size]) * page_size + pos % page_size) *
+                      (kv_lora + rope_dim);
+  }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // Whether weight views of `dtype` are accepted by embedding, rms_norm and linear.
+  virtual bool supports_weight(DType dtype) const = 0;
+
+  // out[i, :] = table[ids[i], :] for i < n; ids must lie in [0, table.rows).
+  virtual void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
+  // out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, rows of d = w.cols; out may equal x.
+  virtual void rms_norm(const float* x, const WeightView& w, int64_t n, float eps, float* out) = 0;
+  // residual += x, then out = rms_norm(residual) (the pre-norm of the next sub-layer).
+  virtual void add_rms_norm(float* residual, const float* x, const WeightView& w, int64_t n,
+                            float eps, float* out) = 0;
+  // y[n, w.rows] = x[n, w.cols] · W^T (nn.Linear without bias); y must not alias x.
+  virtual void linear(const float* x, int64_t n, const WeightView& w, float* y) = 0;
+  // y[i] += x[i], i < count.
+  virtual void add(float* y, const float* x, int64_t count) = 0;
+  // out[i] = silu(gate[i]) * up[i], i < count (SwiGLU; out may alias either input).
+  virtual void silu_mul(const float* gate, const float* up, int64_t count, float* out) = 0;
+
+  // In-place interleaved RoPE (DeepSeek: pairs (2i, 2i+1)) on the rope part of n tokens × n_heads
+  // heads: head h of token t starts at x + t*token_stride + h*head_stride; positions[t] its
+  // position in the sequence.
+  virtual void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride,
+                    int64_t head_stride, const int64_t* positions, const RopeParams& p) = 0;
+
+  // Expanded (naive) attention of one sequence: q [n_q, H, d_qk], k [n_kv, H, d_qk],
+  // v [n_kv, H, d_v] -> out [n_q, H, d_v]. Query i sits at position q_start + i and sees keys
+  // 0 .. q_start + i (causal over cached + new tokens). Scores scaled by `scale`, fp32 softmax.
+  virtual void attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                         int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                         float* out) = 0;
+  // Absorbed MLA of one sequence over its paged latent cache: q_lat [n_q, H, kv_lora] (q_nope
+  // already multiplied by W_UK), q_pe [n_q, H, rope_dim] (rotated) -> out_lat [n_q, H, kv_lora]
+  // = softmax(scale · (q_lat·c + q_pe·k_pe)) · c over cache positions 0 .. q_start + i.
+  virtual void mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
+                            const PagedLatent& cache, int64_t q_start, float scale,
+                            float* out_lat) = 0;
+
+  // MoE router: logits [n, n_experts] (x · gate^T) -> ids [n, top_k] and weights [n, top_k].
+  // Ids of a token are ordered by descending selection score (ties: lower expert id first).
+  virtual void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
+                        float* weights) = 0;
+  // Stable counting sort of n_slots expert ids: order[j] = the slot at sorted position j;
+  // counts[e] = slots routed to expert e (counts has n_experts entries).
+  virtual void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
+                        int64_t* counts) = 0;
+  // out[j, :] = x[rows[j], :] for j < n, rows of d floats (token permute).
+  virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                           float* out) = 0;
+  // out[t, :] += Σ_k weights[t, k] · y[t*top_k + k, :], summed in k order (unpermuted combine).
+  virtual void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,
+                           int64_t d, float* out) = 0;
+
+  // out[i] = argmax of logits row i (lowest index on ties): greedy sampling.
+  virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;
+};
+
+// The plain fp32 CPU reference.
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace dpa::backend

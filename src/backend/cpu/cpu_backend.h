@@ -1,0 +1,43 @@
+// The CPU reference backend: plain loops, fp32 activations, double accumulation in reductions,
+// one fixed summation order, so results are deterministic and independent of batch composition.
+#pragma once
+
+#include "backend/backend.h"
+
+namespace dpa::backend {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  bool supports_weight(DType dtype) const override {
+    return dtype == DType::f32 || dtype == DType::bf16;
+  }
+  void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) override;
+  void rms_norm(const float* x, const WeightView& w, int64_t n, float eps, float* out) override;
+  void add_rms_norm(float* residual, const float* x, const WeightView& w, int64_t n, float eps,
+                    float* out) override;
+  void linear(const float* x, int64_t n, const WeightView& w, float* y) override;
+  void add(float* y, const float* x, int64_t count) override;
+  void silu_mul(const float* gate, const float* up, int64_t count, float* out) override;
+  void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,
+            const int64_t* positions, const RopeParams& p) override;
+  void attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                 int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                 float* out) override;
+  void mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
+                    const PagedLatent& cache, int64_t q_start, float scale,
+                    float* out_lat) override;
+  void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
+                float* weights) override;
+  void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
+                int64_t* counts) override;
+  void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
+  void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
+                   float* out) override;
+  void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
+};
+
+// Row r of a weight view as f32 into dst[0..w.cols).
+void load_row(const WeightView& w, int64_t r, float* dst);
+
+}  // namespace dpa::backend

@@ -1,0 +1,89 @@
+// CPU reference: embedding, RMSNorm, linear, elementwise ops and argmax.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+
+namespace dpa::backend {
+
+void load_row(const WeightView& w, int64_t r, float* dst) {
+  if (w.dtype == DType::f32) {
+    const float* src = static_cast<const float*>(w.data) + r * w.ld;
+    for (int64_t c = 0; c < w.cols; ++c) dst[c] = src[c];
+  } else if (w.dtype == DType::bf16) {
+    const uint16_t* src = static_cast<const uint16_t*>(w.data) + r * w.ld;
+    for (int64_t c = 0; c < w.cols; ++c) dst[c] = bf16_to_f32(src[c]);
+  } else {
+    throw Error(fmt::format("cpu backend: weight dtype {} not supported", dtype_name(w.dtype)));
+  }
+}
+
+void CpuBackend::embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= table.rows)
+      throw Error(fmt::format("token id {} outside the vocabulary [0, {})", ids[i], table.rows));
+    load_row(table, ids[i], out + i * table.cols);
+  }
+}
+
+void CpuBackend::rms_norm(const float* x, const WeightView& w, int64_t n, float eps, float* out) {
+  const int64_t d = w.cols;
+  std::vector<float> g(d);
+  load_row(w, 0, g.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * d;
+    double ss = 0;
+    for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(xi[j]) * xi[j];
+    // transformers: x * rsqrt(mean(x^2) + eps) in fp32, then times the weight.
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+    float* oi = out + i * d;
+    for (int64_t j = 0; j < d; ++j) oi[j] = g[j] * (xi[j] * inv);
+  }
+}
+
+void CpuBackend::add_rms_norm(float* residual, const float* x, const WeightView& w, int64_t n,
+                              float eps, float* out) {
+  add(residual, x, n * w.cols);
+  rms_norm(residual, w, n, eps, out);
+}
+
+void CpuBackend::linear(const float* x, int64_t n, const WeightView& w, float* y) {
+  std::vector<float> row(w.cols);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    load_row(w, r, row.data());  // each weight row is converted once, used by every token
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * w.cols;
+      double acc = 0;
+      for (int64_t c = 0; c < w.cols; ++c) acc += static_cast<double>(xi[c]) * row[c];
+      y[i * w.rows + r] = static_cast<float>(acc);
+    }
+  }
+}
+
+void CpuBackend::add(float* y, const float* x, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
+void CpuBackend::silu_mul(const float* gate, const float* up, int64_t count, float* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void CpuBackend::argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* l = logits + i * vocab;
+    int64_t best = 0;
+    for (int64_t v = 1; v < vocab; ++v)
+      if (l[v] > l[best]) best = v;
+    out[i] = static_cast<int32_t>(best);
+  }
+}
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace dpa::backend

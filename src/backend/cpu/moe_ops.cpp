@@ -1,0 +1,114 @@
+// CPU reference: MoE router (softmax greedy, group-limited greedy, sigmoid noaux_tc), the
+// counting sort that permutes token slots by expert, the gather and the weighted combine.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+
+namespace dpa::backend {
+
+namespace {
+
+// Indices of the k largest of v over `allowed` entries, by descending value, ties to the lower
+// index (a fixed rule, so every backend and layout picks the same experts).
+std::vector<int64_t> top_indices(const std::vector<double>& v, const std::vector<bool>& allowed,
+                                 int64_t k) {
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < static_cast<int64_t>(v.size()); ++i)
+    if (allowed[i]) idx.push_back(i);
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+  idx.resize(std::min<int64_t>(k, static_cast<int64_t>(idx.size())));
+  return idx;
+}
+
+}  // namespace
+
+void CpuBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
+                          float* weights) {
+  const int64_t E = p.n_experts;
+  if (p.top_k <= 0 || p.top_k > E) throw Error(fmt::format("moe gate: top_k {} of {} experts", p.top_k, E));
+  const bool grouped = p.n_group > 1 && p.method != TopkMethod::greedy;
+  if (grouped && (E % p.n_group != 0 || p.topk_group <= 0 || p.topk_group > p.n_group))
+    throw Error(fmt::format("moe gate: {} experts in {} groups, topk_group {}", E, p.n_group,
+                            p.topk_group));
+  std::vector<double> score(E), choice(E);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* l = logits + t * E;
+    if (p.scoring == Scoring::softmax) {
+      double mx = l[0], sum = 0;
+      for (int64_t e = 1; e < E; ++e) mx = std::max<double>(mx, l[e]);
+      for (int64_t e = 0; e < E; ++e) sum += (score[e] = std::exp(l[e] - mx));
+      for (int64_t e = 0; e < E; ++e) score[e] = static_cast<float>(score[e] / sum);
+    } else {
+      for (int64_t e = 0; e < E; ++e) score[e] = static_cast<float>(1.0 / (1.0 + std::exp(-l[e])));
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      const bool biased = p.method == TopkMethod::noaux_tc && p.correction_bias;
+      choice[e] = biased ? static_cast<float>(score[e] + p.correction_bias[e]) : score[e];
+    }
+    std::vector<bool> allowed(E, true);
+    if (grouped) {
+      // Group score: max of the group (V2) or sum of its two best biased scores (V3).
+      const int64_t per = E / p.n_group;
+      std::vector<double> gscore(p.n_group);
+      for (int64_t g = 0; g < p.n_group; ++g) {
+        std::vector<double> m(choice.begin() + g * per, choice.begin() + (g + 1) * per);
+        std::sort(m.begin(), m.end(), std::greater<>());
+        gscore[g] = p.method == TopkMethod::noaux_tc ? m[0] + (per > 1 ? m[1] : 0.0) : m[0];
+      }
+      const auto kept = top_indices(gscore, std::vector<bool>(p.n_group, true), p.topk_group);
+      std::fill(allowed.begin(), allowed.end(), false);
+      for (int64_t g : kept)
+        for (int64_t e = g * per; e < (g + 1) * per; ++e) allowed[e] = true;
+    }
+    const auto top = top_indices(choice, allowed, p.top_k);
+    double sum = 0;
+    for (int64_t k = 0; k < p.top_k; ++k) sum += static_cast<float>(score[top[k]]);
+    for (int64_t k = 0; k < p.top_k; ++k) {
+      double w = static_cast<float>(score[top[k]]);  // weights come from the unbiased scores
+      if (p.norm_topk_prob && p.top_k > 1) w /= (sum + 1e-20);
+      ids[t * p.top_k + k] = static_cast<int32_t>(top[k]);
+      weights[t * p.top_k + k] = static_cast<float>(w * p.routed_scaling_factor);
+    }
+  }
+}
+
+void CpuBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
+                          int64_t* counts) {
+  std::fill(counts, counts + n_experts, 0);
+  for (int64_t s = 0; s < n_slots; ++s) {
+    if (ids[s] < 0 || ids[s] >= n_experts)
+      throw Error(fmt::format("moe sort: expert id {} outside [0, {})", ids[s], n_experts));
+    ++counts[ids[s]];
+  }
+  std::vector<int64_t> next(n_experts, 0);
+  std::exclusive_scan(counts, counts + n_experts, next.begin(), int64_t{0});
+  for (int64_t s = 0; s < n_slots; ++s) order[next[ids[s]]++] = static_cast<int32_t>(s);
+}
+
+void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                             float* out) {
+  for (int64_t j = 0; j < n; ++j) std::copy_n(x + static_cast<int64_t>(rows[j]) * d, d, out + j * d);
+}
+
+void CpuBackend::moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,
+                             int64_t d, float* out) {
+  std::vector<double> acc(d);
+  for (int64_t t = 0; t < n; ++t) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (int64_t k = 0; k < top_k; ++k) {
+      const float* yk = y + (t * top_k + k) * d;
+      const double w = weights[t * top_k + k];
+      for (int64_t c = 0; c < d; ++c) acc[c] += w * yk[c];
+    }
+    float* o = out + t * d;
+    for (int64_t c = 0; c < d; ++c) o[c] += static_cast<float>(acc[c]);
+  }
+}
+
+}  // namespace dpa::backend

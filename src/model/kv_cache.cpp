@@ -1,0 +1,55 @@
+// Paged latent cache storage and its simple page free list.
+#include "model/kv_cache.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace dpa::model {
+
+KvCache::KvCache(int64_t n_layers, int64_t n_pages, int64_t page_size, int64_t kv_lora,
+                 int64_t rope_dim)
+    : n_layers_(n_layers), n_pages_(n_pages), page_size_(page_size), kv_lora_(kv_lora),
+      rope_dim_(rope_dim) {
+  if (n_layers <= 0 || n_pages <= 0 || page_size <= 0)
+    throw Error(fmt::format("kv cache: {} layers, {} pages of {} tokens", n_layers, n_pages, page_size));
+  data_.assign(static_cast<std::size_t>(n_layers * n_pages * page_size * token_width()), 0.0f);
+  for (int64_t p = n_pages - 1; p >= 0; --p) free_.push_back(static_cast<int32_t>(p));
+}
+
+backend::PagedLatent KvCache::view(int64_t layer, const int32_t* pages) const {
+  backend::PagedLatent v;
+  v.base = data_.data() + layer * n_pages_ * page_size_ * token_width();
+  v.pages = pages;
+  v.page_size = page_size_;
+  v.kv_lora = kv_lora_;
+  v.rope_dim = rope_dim_;
+  return v;
+}
+
+float* KvCache::slot(int64_t layer, const int32_t* pages, int64_t n_table, int64_t pos) {
+  const int64_t page_idx = pos / page_size_;
+  if (page_idx >= n_table)
+    throw Error(fmt::format("kv cache: position {} beyond the page table ({} pages)", pos, n_table));
+  const int32_t page = pages[page_idx];
+  if (page < 0 || page >= n_pages_) throw Error(fmt::format("kv cache: page id {} outside [0, {})", page, n_pages_));
+  return data_.data() +
+         ((layer * n_pages_ + page) * page_size_ + pos % page_size_) * token_width();
+}
+
+void KvCache::grow(std::vector<int32_t>& table, int64_t n_tokens) {
+  const int64_t need = (n_tokens + page_size_ - 1) / page_size_ - static_cast<int64_t>(table.size());
+  if (need > static_cast<int64_t>(free_.size()))
+    throw Error(fmt::format("kv cache: {} more pages needed, {} free", need, free_.size()));
+  for (int64_t i = 0; i < need; ++i) {
+    table.push_back(free_.back());
+    free_.pop_back();
+  }
+}
+
+void KvCache::release(std::vector<int32_t>& table) {
+  for (auto it = table.rbegin(); it != table.rend(); ++it) free_.push_back(*it);
+  table.clear();
+}
+
+}  // namespace dpa::model
