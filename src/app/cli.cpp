@@ -21,9 +21,9 @@ std::vector<Command> commands() {
   return {
       info_command(),
       not_yet_command("serve", "serve the OpenAI-compatible HTTP API on rank 0", "HTTP serving (issue 7)"),
-      not_yet_command("batch", "offline batch inference from an OpenAI Batch JSONL file", "the engine (issue 4)"),
-      not_yet_command("bench", "offline throughput benchmark", "the engine (issue 4)"),
-      not_yet_command("make-model", "write a random Hugging Face checkpoint (tiny, v2-lite, v3-mini)", "the model (issue 3)"),
+      batch_command(),
+      bench_command(),
+      make_model_command(),
   };
 }
 

@@ -263,6 +263,10 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     all_idle = total_tokens == 0 && unfinished == 0;
     if (in.shutdown && all_idle) break;
   }
+  // Preemptions over every replica (leaders only, so each replica counts once).
+  long long mine = g.attn_tp_rank == 0 ? sched_.n_preemptions() : 0, total = 0;
+  DPA_CHECK_MPI(MPI_Reduce(&mine, &total, 1, MPI_LONG_LONG, MPI_SUM, 0, groups_.world()));
+  if (root) log::info("engine: steps={} preemptions={}", step_, total);
   if (cfg_.check_kv_accounting && !sched_.blocks().consistent())
     fail_one("engine", "free + used == total", __FILE__, __LINE__,
              fmt::format("KV accounting broken on replica {}: free {} used {} total {}", g.dp_rank,

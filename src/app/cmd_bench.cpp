@@ -1,0 +1,61 @@
+// `dpa_serve bench`: offline throughput with the bench_serving metrics block and a JSON line.
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "app/commands.h"
+#include "app/engine_setup.h"
+#include "dist/runtime.h"
+#include "serve/bench.h"
+
+namespace dpa::app {
+namespace {
+
+struct BenchFlags {
+  EngineFlags engine;
+  serve::BenchOptions bench;
+  bool no_ignore_eos = false;
+};
+
+int run_bench(Context& ctx, BenchFlags& f) {
+  EngineStack s = build_engine(ctx, f.engine);
+  f.bench.ignore_eos = !f.no_ignore_eos;
+  const bool root = ctx.runtime.rank() == 0;
+  std::unique_ptr<serve::BenchRunner> runner;
+  std::thread driver;
+  if (root) {
+    // Ids below 3 are BOS/EOS/PAD in small vocabularies; the DeepSeek ones sit at the top.
+    auto reqs = serve::make_bench_requests(f.bench, s.info.vocab_size, 3);
+    const auto& g = s.groups->layout();
+    runner = std::make_unique<serve::BenchRunner>(
+        f.bench, std::move(reqs), *s.engine,
+        fmt::format("dpa_serve {} W={} dp={} ep={}", device_name(ctx.device), g.world_size, g.dp, g.ep));
+    driver = std::thread([&] { runner->run(); });
+  }
+  s.engine->run([&](const engine::TokenOutput& o) { runner->on_output(o); });
+  if (driver.joinable()) driver.join();
+  return 0;
+}
+
+}  // namespace
+
+Command bench_command() {
+  auto f = std::make_shared<BenchFlags>();
+  return {"bench", "offline throughput benchmark (random or JSONL workload)",
+          [f](po::options_description& d) {
+            add_engine_options(d, f->engine);
+            auto& b = f->bench;
+            d.add_options()
+                ("num-prompts", po::value<int64_t>(&b.num_prompts)->default_value(b.num_prompts), "requests")
+                ("random-input-len", po::value<int64_t>(&b.random_input_len)->default_value(b.random_input_len), "prompt tokens")
+                ("random-output-len", po::value<int64_t>(&b.random_output_len)->default_value(b.random_output_len), "output tokens")
+                ("random-range-ratio", po::value<double>(&b.random_range_ratio)->default_value(b.random_range_ratio), "lengths uniform in [len*ratio, len]")
+                ("dataset", po::value<std::string>(&b.dataset), "JSONL of {\"prompt\": [ids], \"output_len\": n} instead of random")
+                ("no-ignore-eos", po::bool_switch(&f->no_ignore_eos), "stop at EOS (default: ignore_eos, fixed output lengths)")
+                ("bench-seed", po::value<uint64_t>(&b.seed)->default_value(b.seed), "workload seed")
+                ("result-file", po::value<std::string>(&b.result_json), "append the JSON result line to this file");
+          },
+          [f](Context& ctx) { return run_bench(ctx, *f); }};
+}
+
+}  // namespace dpa::app

@@ -1,0 +1,140 @@
+// Engine flags, model loading, executor and engine construction, signals.
+#include "app/engine_setup.h"
+
+#include <csignal>
+#include <fstream>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "dist/agree.h"
+#include "dist/runtime.h"
+
+namespace dpa::app {
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_signal(int) { g_interrupted.store(true); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("cannot read {}", path));
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// tokenizer_config.json: bos/eos tokens (strings or {"content": ...}) and the chat template
+// (a string, or a list of {"name", "template"} of which "default" is taken).
+void read_tokenizer_config(const std::string& path, EngineStack& s) {
+  if (path.empty()) return;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(read_file(path), ec);
+  if (ec || !v.is_object()) throw Error(fmt::format("{}: not a JSON object", path));
+  const auto& o = v.as_object();
+  auto token = [&](const char* key) -> std::string {
+    const auto* t = o.if_contains(key);
+    if (!t) return "";
+    if (t->is_string()) return std::string(t->as_string());
+    if (t->is_object())
+      if (const auto* c = t->as_object().if_contains("content"); c && c->is_string()) return std::string(c->as_string());
+    return "";
+  };
+  s.info.bos_token = token("bos_token");
+  s.info.eos_token = token("eos_token");
+  const auto* ct = o.if_contains("chat_template");
+  std::string tmpl;
+  if (ct && ct->is_string()) tmpl = std::string(ct->as_string());
+  if (ct && ct->is_array())
+    for (const auto& e : ct->as_array())
+      if (e.is_object()) {
+        const auto* n = e.as_object().if_contains("name");
+        const auto* t = e.as_object().if_contains("template");
+        if (n && n->is_string() && n->as_string() == "default" && t && t->is_string()) tmpl = std::string(t->as_string());
+      }
+  if (!tmpl.empty()) s.chat_template = text::ChatTemplate::parse(tmpl);
+}
+}  // namespace
+
+const std::atomic<bool>& interrupted() { return g_interrupted; }
+
+void install_signal_handlers() {
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGUSR1, on_signal);
+}
+
+void add_engine_options(po::options_description& desc, EngineFlags& f) {
+  desc.add_options()
+      ("model", po::value<std::string>(&f.model)->required(), "Hugging Face checkpoint directory")
+      ("served-model-name", po::value<std::string>(&f.served_model_name), "model name in the API (default: the directory name)")
+      ("page-size", po::value<int64_t>(&f.page_size)->default_value(f.page_size), "tokens per KV page")
+      ("max-total-tokens", po::value<int64_t>(&f.max_total_tokens)->default_value(f.max_total_tokens), "KV cache capacity per replica, in tokens (CPU)")
+      ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
+      ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill)")
+      ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
+      ("router-policy", po::value<std::string>(&f.router_policy)->default_value(f.router_policy), "round_robin | shortest_queue")
+      ("watchdog-timeout", po::value<double>(&f.watchdog_timeout)->default_value(f.watchdog_timeout), "seconds a step may stall before the job ends with a dump (0: off)")
+      ("seed", po::value<uint64_t>(&f.seed)->default_value(f.seed), "base seed of unseeded sampling");
+}
+
+EngineStack build_engine(Context& ctx, const EngineFlags& f) {
+  EngineStack s;
+  auto& rt = ctx.runtime;
+  if (ctx.device == DeviceKind::cuda)
+    log::warn("the CUDA backend is not built yet: running the CPU reference on this GPU host");
+  s.groups = std::make_unique<dist::Groups>(rt.world(), ctx.common.parallel);
+  // Every rank opens the checkpoint; a problem on one node becomes one error everywhere.
+  std::optional<std::string> err;
+  try {
+    s.checkpoint = model::Checkpoint::open(f.model);
+  } catch (const Error& e) {
+    err = e.what();
+  }
+  dist::agree_or_throw(rt.world(), err);
+  const auto& cfg = s.checkpoint->config();
+  engine::check_model_layout(cfg, s.groups->layout());
+  if (f.page_size <= 0) throw ConfigError("page-size", "must be positive");
+  if (f.max_total_tokens < f.page_size) throw ConfigError("max-total-tokens", "must hold at least one page");
+  if (!s.checkpoint->tokenizer_path().empty()) s.tokenizer = text::Tokenizer::from_file(s.checkpoint->tokenizer_path());
+  read_tokenizer_config(s.checkpoint->tokenizer_config_path(), s);
+
+  engine::ExecutorOptions eo;
+  eo.page_size = f.page_size;
+  eo.n_pages = f.max_total_tokens / f.page_size;
+  s.executor = std::make_unique<engine::CheckpointExecutor>(*s.checkpoint, *s.groups, eo);
+
+  engine::EngineConfig ec;
+  ec.scheduler.max_num_seqs = f.max_num_seqs;
+  ec.scheduler.max_num_batched_tokens = f.max_num_batched_tokens;
+  ec.scheduler.max_model_len = f.max_model_len > 0 ? f.max_model_len
+                                                   : std::min<int64_t>(cfg.max_position_embeddings, f.max_total_tokens);
+  if (ec.scheduler.max_model_len > cfg.max_position_embeddings)
+    throw ConfigError("max-model-len", fmt::format("{} exceeds the model's max_position_embeddings {}",
+                                                   ec.scheduler.max_model_len, cfg.max_position_embeddings));
+  ec.router_policy = f.router_policy;
+  ec.watchdog_timeout_s = f.watchdog_timeout;
+  ec.seed = f.seed;
+  for (int64_t e : cfg.eos_token_ids) ec.eos_ids.push_back(static_cast<int32_t>(e));
+  s.engine = std::make_unique<engine::Engine>(ec, *s.groups, *s.executor);
+
+  auto& info = s.info;
+  info.name = f.served_model_name;
+  if (info.name.empty()) {
+    std::string d = f.model;
+    while (d.size() > 1 && d.back() == '/') d.pop_back();
+    info.name = d.substr(d.find_last_of('/') == std::string::npos ? 0 : d.find_last_of('/') + 1);
+  }
+  info.tokenizer = s.tokenizer.get();
+  info.chat_template = s.chat_template.get();
+  info.max_model_len = ec.scheduler.max_model_len;
+  info.vocab_size = cfg.vocab_size;
+  if (rt.rank() == 0)
+    log::info("model {} ({}): {} layers, hidden {}, {} experts top-{}; dp {} attn_tp {} ep {}; KV {} pages x {} tokens per replica",
+              info.name, cfg.architecture, cfg.num_hidden_layers, cfg.hidden_size, cfg.n_routed_experts,
+              cfg.num_experts_per_tok, s.groups->layout().dp, s.groups->layout().attn_tp, s.groups->layout().ep,
+              eo.n_pages, eo.page_size);
+  return s;
+}
+
+}  // namespace dpa::app

@@ -1,0 +1,51 @@
+// What serve, batch and bench share: the engine and model flags, loading the checkpoint with
+// its tokenizer and chat template, building the executor and the engine, and the signal flag.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "app/cli.h"
+#include "dist/groups.h"
+#include "engine/engine.h"
+#include "engine/model_executor.h"
+#include "model/checkpoint.h"
+#include "serve/openai_request.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace dpa::app {
+
+struct EngineFlags {
+  std::string model;
+  std::string served_model_name;
+  int64_t page_size = 16;
+  int64_t max_total_tokens = 16384;  // KV tokens per replica (CPU)
+  int64_t max_num_seqs = 256;
+  int64_t max_num_batched_tokens = 4096;
+  int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)
+  std::string router_policy = "round_robin";
+  double watchdog_timeout = 600;
+  uint64_t seed = 0;
+};
+void add_engine_options(po::options_description& desc, EngineFlags& f);
+
+// Everything one rank needs to run requests. Built collectively on every rank.
+struct EngineStack {
+  std::unique_ptr<dist::Groups> groups;
+  std::unique_ptr<model::Checkpoint> checkpoint;
+  std::unique_ptr<text::Tokenizer> tokenizer;        // null when the checkpoint has none
+  std::unique_ptr<text::ChatTemplate> chat_template;  // null when none
+  std::unique_ptr<engine::CheckpointExecutor> executor;
+  std::unique_ptr<engine::Engine> engine;
+  serve::ModelInfo info;
+};
+EngineStack build_engine(Context& ctx, const EngineFlags& f);
+
+// Set by SIGTERM, SIGINT and SIGUSR1 (installed by install_signal_handlers). Only rank 0 acts on
+// it; the other ranks follow rank 0's shutdown through the step protocol.
+const std::atomic<bool>& interrupted();
+void install_signal_handlers();
+
+}  // namespace dpa::app

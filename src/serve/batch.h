@@ -1,0 +1,82 @@
+// Offline batch inference from an OpenAI Batch JSONL file, on rank 0. Each input line
+// {"custom_id", "method": "POST", "url": "/v1/completions" | "/v1/chat/completions", "body"}
+// becomes engine requests; each output line {"id", "custom_id", "response": {"status_code",
+// "request_id", "body"}, "error"} is written in input order as soon as every line before it is.
+// Resume: custom_ids already in the output file are skipped, a torn last line is cut off, so a
+// rerun after SIGKILL or preemption yields every custom_id exactly once. SIGTERM / SIGUSR1 stop
+// the intake, flush what is complete, and end with exit code 75 (rerun to resume).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "serve/openai_request.h"
+
+namespace dpa::serve {
+
+struct BatchOptions {
+  std::string input, output;
+  int64_t max_inflight_lines = 1024;  // lines submitted but not yet written
+  bool progress = true;
+};
+
+struct BatchSummary {
+  int64_t lines = 0, skipped = 0, written = 0, errors = 0;
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  double seconds = 0;
+  bool interrupted = false;
+};
+
+// Scans an existing output file: returns the custom_ids of its complete lines and the byte length
+// of that complete prefix (a torn or unparsable last line is excluded). Throws dpa::Error when a
+// line other than the last is not valid JSON.
+std::pair<std::vector<std::string>, uint64_t> scan_batch_output(const std::string& path);
+
+class BatchRunner {
+ public:
+  BatchRunner(const BatchOptions& opt, const ModelInfo& model, engine::Engine& engine,
+              const std::atomic<bool>& interrupt);
+  ~BatchRunner();
+  // Engine-thread callbacks (rank 0): queue the event for the batch thread.
+  void on_output(const engine::TokenOutput& o);
+  void on_reject(const engine::Rejection& r);
+  // The batch thread: reads, submits, writes; calls engine.shutdown() at the end.
+  void run();
+  const BatchSummary& summary() const { return summary_; }
+
+ private:
+  struct Line;
+  void submit_line(int64_t index, const std::string& text);
+  void handle(const engine::TokenOutput& o);
+  void finish_line(Line& l);
+  void flush_ready();
+  void report_progress(bool final);
+
+  BatchOptions opt_;
+  const ModelInfo& model_;
+  engine::Engine& engine_;
+  const std::atomic<bool>& interrupt_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<engine::TokenOutput> outputs_;
+  std::deque<engine::Rejection> rejections_;
+
+  std::map<int64_t, std::unique_ptr<Line>> open_;     // by input index
+  std::map<uint64_t, std::pair<Line*, int>> by_req_;  // engine request -> (line, choice)
+  std::map<int64_t, std::string> ready_;              // finished lines waiting for their turn
+  int64_t next_to_write_ = 0;
+  std::vector<int64_t> skipped_indices_;
+  std::FILE* out_ = nullptr;
+  BatchSummary summary_;
+  double start_ = 0, last_report_ = 0;
+};
+
+}  // namespace dpa::serve

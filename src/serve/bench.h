@@ -1,0 +1,69 @@
+// Offline throughput benchmark in the manner of sglang.bench_offline_throughput: every prompt is
+// submitted at once; rank 0 timestamps each token as it arrives and prints the bench_serving
+// block (request / input / output / total token throughput; mean, median, p99 of TTFT, TPOT, ITL
+// and end-to-end latency) and one JSON result line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace dpa::serve {
+
+struct BenchOptions {
+  int64_t num_prompts = 64;
+  int64_t random_input_len = 128;
+  int64_t random_output_len = 64;
+  double random_range_ratio = 1.0;  // lengths uniform in [len * ratio, len]
+  std::string dataset;              // JSONL: {"prompt": ids, "output_len": n} per line; overrides random
+  bool ignore_eos = true;
+  uint64_t seed = 1;
+  std::string trace;                // HDF5 per-step trace file
+  std::string result_json;          // also append the JSON line here
+};
+
+struct BenchRequest {
+  std::vector<int32_t> prompt;
+  int32_t output_len = 0;
+};
+
+// Random prompts of token ids in [low_id, vocab) (ids below low_id, the special tokens of small
+// tokenizers, are avoided), or the dataset's lines. Deterministic in the seed.
+std::vector<BenchRequest> make_bench_requests(const BenchOptions& o, int64_t vocab, int64_t low_id);
+
+struct Percentiles {
+  double mean = 0, median = 0, p99 = 0;
+};
+Percentiles percentiles(std::vector<double> v);
+
+// Rank 0 side: submits, collects timings, prints the report. Runs on its own thread; calls
+// engine.shutdown() at the end.
+class BenchRunner {
+ public:
+  BenchRunner(const BenchOptions& o, std::vector<BenchRequest> reqs, engine::Engine& engine, std::string label);
+  void on_output(const engine::TokenOutput& out);  // engine thread
+  void run();
+  std::string json_line() const { return json_; }
+
+ private:
+  struct Track {
+    double submit = 0, first = 0, last = 0;
+    int64_t n_out = 0;
+    std::vector<double> itl;
+    bool done = false;
+  };
+  BenchOptions opt_;
+  std::vector<BenchRequest> reqs_;
+  engine::Engine& engine_;
+  std::string label_;
+  std::vector<Track> tracks_;
+  std::vector<uint64_t> ids_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t n_done_ = 0;
+  std::string json_;
+};
+
+}  // namespace dpa::serve

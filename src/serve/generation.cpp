@@ -1,0 +1,218 @@
+// Per-choice text, stop strings, logprobs, and the OpenAI response objects.
+#include "serve/generation.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace dpa::serve {
+
+namespace json = boost::json;
+
+Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std::size_t)
+    : req_(req), tok_(tok) {
+  if (tok_) detok_ = std::make_unique<text::IncrementalDetokenizer>(*tok_, req.skip_special_tokens);
+}
+
+namespace {
+// A single token may hold part of a UTF-8 character; JSON text must be valid UTF-8, so each
+// invalid byte becomes U+FFFD (what a client would show anyway).
+std::string valid_utf8(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+    if (ok && n == 2) ok = c >= 0xc2;
+    if (ok && n == 3) {
+      const unsigned char d = static_cast<unsigned char>(s[i + 1]);
+      ok = !(c == 0xe0 && d < 0xa0) && !(c == 0xed && d >= 0xa0);
+    }
+    if (ok && n == 4) {
+      const unsigned char d = static_cast<unsigned char>(s[i + 1]);
+      ok = c <= 0xf4 && !(c == 0xf0 && d < 0x90) && !(c == 0xf4 && d >= 0x90);
+    }
+    if (ok) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+bool Generation::decodable(int32_t id) const { return tok_ && id >= 0 && id < tok_->vocab_size(); }
+
+std::string Generation::token_text(int32_t id) const {
+  if (req_.return_tokens_as_token_ids || !tok_) return fmt::format("token_id:{}", id);
+  if (!decodable(id)) return "";  // the model's vocabulary is padded past the tokenizer's
+  const int32_t one[1] = {id};
+  return valid_utf8(tok_->decode(one, false));
+}
+
+std::string Generation::add(const engine::TokenOutput& out) {
+  if (finished()) return {};
+  tokens_.push_back(out.token);
+  logprobs_.push_back(out.logprob);
+  tops_.push_back(out.top);
+  token_offsets_.push_back(text_.size());
+  if (detok_ && decodable(out.token)) text_ += detok_->push(out.token);
+  if (out.finish != engine::FinishReason::none) {
+    finish_ = out.finish;
+    if (detok_) text_ += detok_->finish();
+  }
+  // Stop strings: search the region that the new text could complete.
+  if (!req_.params.stop.empty()) {
+    std::size_t longest = 0;
+    for (const auto& s : req_.params.stop) longest = std::max(longest, s.size());
+    const std::size_t from = emitted_ > longest ? emitted_ - longest : 0;
+    std::size_t cut = std::string::npos, cut_len = 0;
+    for (const auto& s : req_.params.stop) {
+      const std::size_t at = text_.find(s, from);
+      if (at != std::string::npos && at < cut) cut = at, cut_len = s.size();
+    }
+    if (cut != std::string::npos) {
+      text_.resize(req_.include_stop_str_in_output ? cut + cut_len : cut);
+      finish_ = engine::FinishReason::stop;
+      stopped_by_string_ = out.finish == engine::FinishReason::none;
+    }
+  }
+  return flush_text(finished());
+}
+
+std::string Generation::flush_text(bool final) {
+  std::size_t safe = text_.size();
+  if (!final && !req_.params.stop.empty()) {
+    // Hold back a tail that is a prefix of some stop string.
+    for (const auto& s : req_.params.stop)
+      for (std::size_t k = std::min(s.size() - 1, text_.size()); k > 0; --k)
+        if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
+          safe = std::min(safe, text_.size() - k);
+          break;
+        }
+  }
+  if (safe <= emitted_) return {};
+  std::string delta = text_.substr(emitted_, safe - emitted_);
+  emitted_ = safe;
+  return delta;
+}
+
+void Generation::end(engine::FinishReason why) {
+  if (!finished()) finish_ = why;
+}
+
+std::string Generation::finish_reason() const {
+  switch (finish_) {
+    case engine::FinishReason::stop: return "stop";
+    case engine::FinishReason::length: return "length";
+    case engine::FinishReason::abort: return "abort";
+    case engine::FinishReason::none: break;
+  }
+  return "";
+}
+
+json::value Generation::completion_logprobs() const {
+  if (req_.params.logprobs < 0) return nullptr;
+  json::array toks, lps, tops, offs;
+  for (std::size_t i = 0; i < tokens_.size(); ++i) {
+    toks.push_back(json::string(token_text(tokens_[i])));
+    lps.push_back(logprobs_[i]);
+    json::object top;
+    for (const auto& t : tops_[i]) top[token_text(t.token)] = t.logprob;
+    tops.push_back(req_.params.logprobs > 0 ? json::value(top) : json::value(nullptr));
+    offs.push_back(static_cast<int64_t>(token_offsets_[i]));
+  }
+  return json::object{{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+}
+
+namespace {
+json::array bytes_of(const std::string& s) {
+  json::array b;
+  for (unsigned char c : s) b.push_back(static_cast<int64_t>(c));
+  return b;
+}
+}  // namespace
+
+json::value Generation::chat_logprobs() const {
+  if (!req_.chat_logprobs) return nullptr;
+  json::array content;
+  for (std::size_t i = 0; i < tokens_.size(); ++i) {
+    const std::string t = token_text(tokens_[i]);
+    json::array top;
+    for (const auto& e : tops_[i]) {
+      const std::string tt = token_text(e.token);
+      top.push_back(json::object{{"token", tt}, {"logprob", e.logprob}, {"bytes", bytes_of(tt)}});
+    }
+    content.push_back(json::object{{"token", t}, {"logprob", logprobs_[i]}, {"bytes", bytes_of(t)}, {"top_logprobs", top}});
+  }
+  return json::object{{"content", content}};
+}
+
+json::value Generation::take_stream_logprobs(bool chat) {
+  if (chat ? !req_.chat_logprobs : req_.params.logprobs < 0) return nullptr;
+  json::array content, toks, lps, tops;
+  for (std::size_t i = stream_lp_from_; i < tokens_.size(); ++i) {
+    const std::string t = token_text(tokens_[i]);
+    if (chat) {
+      json::array top;
+      for (const auto& e : tops_[i]) top.push_back(json::object{{"token", token_text(e.token)}, {"logprob", e.logprob}});
+      content.push_back(json::object{{"token", t}, {"logprob", logprobs_[i]}, {"bytes", bytes_of(t)}, {"top_logprobs", top}});
+    } else {
+      toks.push_back(json::string(t));
+      lps.push_back(logprobs_[i]);
+      json::object top;
+      for (const auto& e : tops_[i]) top[token_text(e.token)] = e.logprob;
+      tops.push_back(top);
+    }
+  }
+  stream_lp_from_ = tokens_.size();
+  if (chat) return json::object{{"content", content}};
+  return json::object{{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}};
+}
+
+json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens) {
+  return json::object{{"prompt_tokens", prompt_tokens},
+                      {"completion_tokens", completion_tokens},
+                      {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+json::object completion_response(const std::string& id, const std::string& model, int64_t created,
+                                 const std::vector<Generation>& choices, int64_t prompt_tokens,
+                                 const std::string& echo_prefix) {
+  json::array cs;
+  int64_t completion_tokens = 0;
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    const auto& g = choices[i];
+    completion_tokens += static_cast<int64_t>(g.tokens().size());
+    cs.push_back(json::object{{"index", static_cast<int64_t>(i)},
+                              {"text", echo_prefix + g.text()},
+                              {"logprobs", g.completion_logprobs()},
+                              {"finish_reason", g.finish_reason()}});
+  }
+  return json::object{{"id", id},         {"object", "text_completion"}, {"created", created},
+                      {"model", model},   {"choices", cs},
+                      {"usage", usage_object(prompt_tokens, completion_tokens)}};
+}
+
+json::object chat_response(const std::string& id, const std::string& model, int64_t created,
+                           const std::vector<Generation>& choices, int64_t prompt_tokens) {
+  json::array cs;
+  int64_t completion_tokens = 0;
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    const auto& g = choices[i];
+    completion_tokens += static_cast<int64_t>(g.tokens().size());
+    cs.push_back(json::object{{"index", static_cast<int64_t>(i)},
+                              {"message", json::object{{"role", "assistant"}, {"content", g.text()}}},
+                              {"logprobs", g.chat_logprobs()},
+                              {"finish_reason", g.finish_reason()}});
+  }
+  return json::object{{"id", id},       {"object", "chat.completion"}, {"created", created},
+                      {"model", model}, {"choices", cs},
+                      {"usage", usage_object(prompt_tokens, completion_tokens)}};
+}
+
+}  // namespace dpa::serve

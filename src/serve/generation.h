@@ -1,0 +1,69 @@
+// One choice of one request as rank 0 sees it: tokens arrive from the engine; text comes out
+// through the incremental detokenizer; stop strings end it (text that could still become a stop
+// string is held back from streaming); logprobs are collected; the OpenAI response pieces are
+// built from it. Shared by the HTTP server and the batch runner.
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+#include "serve/openai_request.h"
+#include "text/tokenizer.h"
+
+namespace dpa::serve {
+
+class Generation {
+ public:
+  Generation(const ParsedRequest& req, const text::Tokenizer* tok, std::size_t prompt_index);
+
+  // Adds one engine output. Returns the text that may be streamed now. `finished()` tells whether
+  // this choice is over (engine finish or a stop string; then the engine request should be aborted
+  // if the engine did not finish it itself: see `needs_abort()`).
+  std::string add(const engine::TokenOutput& out);
+  // Marks the choice failed or cancelled without more tokens.
+  void end(engine::FinishReason why);
+
+  bool finished() const { return finish_ != engine::FinishReason::none; }
+  bool needs_abort() const { return stopped_by_string_; }
+  const std::string& text() const { return text_; }
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  std::string finish_reason() const;  // "stop" | "length" | "abort"
+
+  // The choice's "logprobs" value for completions / chat (null when not asked).
+  boost::json::value completion_logprobs() const;
+  boost::json::value chat_logprobs() const;
+  // Logprobs of the tokens added since the last call, for a stream chunk.
+  boost::json::value take_stream_logprobs(bool chat);
+
+ private:
+  std::string token_text(int32_t id) const;
+  bool decodable(int32_t id) const;
+  std::string flush_text(bool final);
+
+  const ParsedRequest& req_;
+  const text::Tokenizer* tok_;
+  std::unique_ptr<text::IncrementalDetokenizer> detok_;
+  std::string text_;       // all text so far (after a stop string: cut there)
+  std::size_t emitted_ = 0;  // bytes of text_ already returned by add()
+  std::vector<int32_t> tokens_;
+  std::vector<float> logprobs_;
+  std::vector<std::vector<engine::TokenLogprob>> tops_;
+  std::vector<std::size_t> token_offsets_;  // byte offset of each token's text in text_
+  std::size_t stream_lp_from_ = 0;
+  engine::FinishReason finish_ = engine::FinishReason::none;
+  bool stopped_by_string_ = false;
+};
+
+// Full non-streaming response bodies.
+boost::json::object completion_response(const std::string& id, const std::string& model, int64_t created,
+                                        const std::vector<Generation>& choices, int64_t prompt_tokens,
+                                        const std::string& echo_prefix);
+boost::json::object chat_response(const std::string& id, const std::string& model, int64_t created,
+                                  const std::vector<Generation>& choices, int64_t prompt_tokens);
+boost::json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens);
+
+}  // namespace dpa::serve

@@ -1,0 +1,249 @@
+// Field-by-field validation of OpenAI request bodies.
+#include "serve/openai_request.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace dpa::serve {
+
+namespace json = boost::json;
+
+ApiError::ApiError(int s, std::string message, std::string p, std::string t)
+    : std::runtime_error(std::move(message)), status(s), param(std::move(p)), type(std::move(t)) {
+  if (type.empty())
+    type = status == 401 ? "authentication_error"
+           : status == 404 ? "NotFoundError"
+           : status == 429 ? "rate_limit_exceeded"
+           : status >= 500 ? "server_error"
+                           : "invalid_request_error";
+}
+
+json::object ApiError::body() const {
+  json::object err;
+  err["message"] = what();
+  err["type"] = type;
+  err["param"] = param.empty() ? json::value(nullptr) : json::value(param);
+  err["code"] = status;
+  return json::object{{"error", err}};
+}
+
+namespace {
+
+[[noreturn]] void bad(const std::string& param, const std::string& msg) { throw ApiError(400, msg, param); }
+
+const json::value* field(const json::object& o, const char* name) {
+  auto it = o.find(name);
+  if (it == o.end() || it->value().is_null()) return nullptr;
+  return &it->value();
+}
+
+double get_number(const json::object& o, const char* name, double def, double lo, double hi) {
+  const json::value* v = field(o, name);
+  if (!v) return def;
+  double d;
+  if (v->is_double()) d = v->as_double();
+  else if (v->is_int64()) d = static_cast<double>(v->as_int64());
+  else if (v->is_uint64()) d = static_cast<double>(v->as_uint64());
+  else bad(name, fmt::format("'{}' must be a number", name));
+  if (!std::isfinite(d) || d < lo || d > hi) bad(name, fmt::format("'{}' must be in [{}, {}], got {}", name, lo, hi, d));
+  return d;
+}
+
+int64_t get_int(const json::object& o, const char* name, int64_t def, int64_t lo, int64_t hi) {
+  const json::value* v = field(o, name);
+  if (!v) return def;
+  int64_t i;
+  if (v->is_int64()) i = v->as_int64();
+  else if (v->is_uint64() && v->as_uint64() <= static_cast<uint64_t>(INT64_MAX)) i = static_cast<int64_t>(v->as_uint64());
+  else if (v->is_double() && v->as_double() == std::floor(v->as_double()) && std::fabs(v->as_double()) < 9e15)
+    i = static_cast<int64_t>(v->as_double());
+  else bad(name, fmt::format("'{}' must be an integer", name));
+  if (i < lo || i > hi) bad(name, fmt::format("'{}' must be in [{}, {}], got {}", name, lo, hi, i));
+  return i;
+}
+
+bool get_bool(const json::object& o, const char* name, bool def) {
+  const json::value* v = field(o, name);
+  if (!v) return def;
+  if (!v->is_bool()) bad(name, fmt::format("'{}' must be a boolean", name));
+  return v->as_bool();
+}
+
+std::vector<int32_t> token_array(const json::array& a, const char* param, int64_t vocab) {
+  std::vector<int32_t> ids;
+  ids.reserve(a.size());
+  for (const auto& e : a) {
+    if (!e.is_int64() && !e.is_uint64()) bad(param, fmt::format("'{}' token ids must be integers", param));
+    const int64_t t = e.is_int64() ? e.as_int64() : static_cast<int64_t>(std::min<uint64_t>(e.as_uint64(), INT64_MAX));
+    if (t < 0 || t >= vocab) bad(param, fmt::format("token id {} is out of vocabulary (size {})", t, vocab));
+    ids.push_back(static_cast<int32_t>(t));
+  }
+  return ids;
+}
+
+std::vector<int32_t> encode(const ModelInfo& m, const std::string& s, bool add_special) {
+  if (!m.tokenizer) bad("prompt", "this model has no tokenizer: send token ids");
+  return m.tokenizer->encode(s, add_special);
+}
+
+void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
+  const json::value* p = field(o, "prompt");
+  if (!p) bad("prompt", "'prompt' is required");
+  if (p->is_string()) {
+    r.prompts.push_back(encode(m, std::string(p->as_string()), true));
+  } else if (p->is_array()) {
+    const auto& a = p->as_array();
+    if (a.empty()) bad("prompt", "'prompt' must not be empty");
+    if (a[0].is_string()) {
+      for (const auto& e : a) {
+        if (!e.is_string()) bad("prompt", "'prompt' mixes strings and other values");
+        r.prompts.push_back(encode(m, std::string(e.as_string()), true));
+      }
+    } else if (a[0].is_array()) {
+      for (const auto& e : a) {
+        if (!e.is_array()) bad("prompt", "'prompt' mixes token lists and other values");
+        r.prompts.push_back(token_array(e.as_array(), "prompt", m.vocab_size));
+      }
+    } else {
+      r.prompts.push_back(token_array(a, "prompt", m.vocab_size));
+    }
+  } else {
+    bad("prompt", "'prompt' must be a string, an array of strings, or token ids");
+  }
+  for (const auto& ids : r.prompts)
+    if (ids.empty()) bad("prompt", "'prompt' must not be empty");
+}
+
+void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
+  const json::value* msgs = field(o, "messages");
+  if (!msgs || !msgs->is_array() || msgs->as_array().empty()) bad("messages", "'messages' must be a non-empty array");
+  json::array clean;
+  for (const auto& e : msgs->as_array()) {
+    if (!e.is_object()) bad("messages", "each message must be an object");
+    const auto& mo = e.as_object();
+    const json::value* role = field(mo, "role");
+    if (!role || !role->is_string()) bad("messages", "each message needs a string 'role'");
+    json::object msg = mo;
+    // Content as a list of parts: keep the text parts, joined (vLLM does the same for text-only models).
+    if (const json::value* c = field(mo, "content"); c && c->is_array()) {
+      std::string text;
+      for (const auto& part : c->as_array()) {
+        if (!part.is_object()) bad("messages", "content parts must be objects");
+        const json::value* t = field(part.as_object(), "text");
+        const json::value* ty = field(part.as_object(), "type");
+        if (!ty || !ty->is_string() || ty->as_string() != "text" || !t || !t->is_string())
+          bad("messages", "only text content parts are supported");
+        if (!text.empty()) text += "\n";
+        text += std::string(t->as_string());
+      }
+      msg["content"] = text;
+    } else if (c && !c->is_string()) {
+      bad("messages", "'content' must be a string or an array of text parts");
+    }
+    clean.push_back(std::move(msg));
+  }
+  if (!m.chat_template) bad("messages", "this model has no chat template");
+  json::object ctx;
+  ctx["messages"] = clean;
+  ctx["add_generation_prompt"] = get_bool(o, "add_generation_prompt", true);
+  ctx["bos_token"] = m.bos_token;
+  ctx["eos_token"] = m.eos_token;
+  if (const json::value* t = field(o, "tools")) ctx["tools"] = *t;
+  if (const json::value* k = field(o, "chat_template_kwargs")) {
+    if (!k->is_object()) bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    for (const auto& kv : k->as_object()) ctx[kv.key()] = kv.value();
+  }
+  std::string text;
+  try {
+    text = m.chat_template->render(ctx);
+  } catch (const Error& e) {
+    bad("messages", std::string("chat template: ") + e.what());
+  }
+  // The template already holds the BOS token: do not add another.
+  r.prompts.push_back(encode(m, text, false));
+  if (r.prompts.back().empty()) bad("messages", "the rendered conversation is empty");
+}
+
+}  // namespace
+
+ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInfo& m) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  const auto& o = body.as_object();
+  ParsedRequest r;
+  r.endpoint = ep;
+  if (const json::value* mv = field(o, "model")) {
+    if (!mv->is_string()) bad("model", "'model' must be a string");
+    r.model = std::string(mv->as_string());
+    if (!r.model.empty() && r.model != m.name)
+      throw ApiError(404, fmt::format("The model `{}` does not exist.", r.model), "model");
+  }
+  auto& p = r.params;
+  p.temperature = static_cast<float>(get_number(o, "temperature", 1.0, 0.0, 100.0));
+  p.top_p = static_cast<float>(get_number(o, "top_p", 1.0, 1e-9, 1.0));
+  p.top_k = static_cast<int32_t>(get_int(o, "top_k", -1, -1, 1 << 30));
+  p.min_p = static_cast<float>(get_number(o, "min_p", 0.0, 0.0, 1.0));
+  p.presence_penalty = static_cast<float>(get_number(o, "presence_penalty", 0.0, -2.0, 2.0));
+  p.frequency_penalty = static_cast<float>(get_number(o, "frequency_penalty", 0.0, -2.0, 2.0));
+  p.repetition_penalty = static_cast<float>(get_number(o, "repetition_penalty", 1.0, 1e-6, 100.0));
+  if (field(o, "seed")) p.seed = static_cast<uint64_t>(get_int(o, "seed", 0, INT64_MIN, INT64_MAX));
+  p.min_tokens = static_cast<int32_t>(get_int(o, "min_tokens", 0, 0, m.max_model_len));
+  p.ignore_eos = get_bool(o, "ignore_eos", false);
+  r.n = static_cast<int32_t>(get_int(o, "n", 1, 1, m.max_n));
+  r.stream = get_bool(o, "stream", false);
+  if (const json::value* so = field(o, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+    r.include_usage = get_bool(so->as_object(), "include_usage", false);
+  }
+  r.return_tokens_as_token_ids = get_bool(o, "return_tokens_as_token_ids", false);
+  r.skip_special_tokens = get_bool(o, "skip_special_tokens", true);
+  r.include_stop_str_in_output = get_bool(o, "include_stop_str_in_output", false);
+  r.data_parallel_rank = static_cast<int32_t>(get_int(o, "data_parallel_rank", -1, -1, 1 << 20));
+  if (const json::value* s = field(o, "stop")) {
+    if (s->is_string()) {
+      p.stop.emplace_back(s->as_string());
+    } else if (s->is_array()) {
+      for (const auto& e : s->as_array()) {
+        if (!e.is_string()) bad("stop", "'stop' must be a string or an array of strings");
+        p.stop.emplace_back(e.as_string());
+      }
+    } else {
+      bad("stop", "'stop' must be a string or an array of strings");
+    }
+    for (const auto& st : p.stop) if (st.empty()) bad("stop", "'stop' strings must not be empty");
+  }
+  if (const json::value* s = field(o, "stop_token_ids")) {
+    if (!s->is_array()) bad("stop_token_ids", "'stop_token_ids' must be an array of token ids");
+    p.stop_token_ids = token_array(s->as_array(), "stop_token_ids", m.vocab_size);
+  }
+  if (ep == Endpoint::completions) {
+    parse_prompts(o, m, r);
+    r.echo = get_bool(o, "echo", false);
+    p.logprobs = static_cast<int32_t>(get_int(o, "logprobs", -1, 0, m.max_logprobs));
+    p.max_tokens = static_cast<int32_t>(get_int(o, "max_tokens", 16, 1, m.max_model_len));
+  } else {
+    parse_messages(o, m, r);
+    r.chat_logprobs = get_bool(o, "logprobs", false);
+    const int64_t top = get_int(o, "top_logprobs", 0, 0, m.max_logprobs);
+    if (top > 0 && !r.chat_logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    p.logprobs = r.chat_logprobs ? static_cast<int32_t>(top) : -1;
+    const int64_t room = std::max<int64_t>(1, m.max_model_len - static_cast<int64_t>(r.prompts[0].size()));
+    int64_t mt = get_int(o, "max_completion_tokens", -1, 1, m.max_model_len);
+    if (mt < 0) mt = get_int(o, "max_tokens", room, 1, m.max_model_len);
+    p.max_tokens = static_cast<int32_t>(mt);
+  }
+  if (p.min_tokens > p.max_tokens) bad("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
+  for (const auto& ids : r.prompts)
+    if (static_cast<int64_t>(ids.size()) + p.max_tokens > m.max_model_len)
+      bad(ep == Endpoint::completions ? "prompt" : "messages",
+          fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the "
+                      "messages, {} in the completion). Please reduce the length of the messages or completion.",
+                      m.max_model_len, ids.size() + p.max_tokens, ids.size(), p.max_tokens));
+  return r;
+}
+
+}  // namespace dpa::serve

@@ -1,0 +1,63 @@
+// OpenAI-compatible request bodies (/v1/completions, /v1/chat/completions) turned into engine
+// requests, with the field set and defaults of vLLM and SGLang. Shared by the HTTP server and the
+// batch runner. Bad input raises ApiError carrying the HTTP status and the OpenAI error fields.
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+
+namespace dpa::text {
+class Tokenizer;
+class ChatTemplate;
+}  // namespace dpa::text
+
+namespace dpa::serve {
+
+// {"error": {"message", "type", "param", "code"}} with an HTTP status.
+struct ApiError : std::runtime_error {
+  ApiError(int status, std::string message, std::string param = "", std::string type = "");
+  int status;
+  std::string param, type;
+  boost::json::object body() const;
+};
+
+enum class Endpoint { completions, chat };
+
+// What the request layer needs to know of the served model.
+struct ModelInfo {
+  std::string name;                              // the served model name
+  const text::Tokenizer* tokenizer = nullptr;
+  const text::ChatTemplate* chat_template = nullptr;  // may be null: chat requests refused
+  std::string bos_token, eos_token;              // for the chat template context
+  int64_t max_model_len = 4096;
+  int64_t vocab_size = 0;
+  int32_t max_n = 16;                            // cap on `n`
+  int32_t max_logprobs = 20;
+};
+
+struct ParsedRequest {
+  Endpoint endpoint = Endpoint::completions;
+  std::string model;
+  std::vector<std::vector<int32_t>> prompts;  // completions may carry several; chat has one
+  engine::SamplingParams params;
+  int32_t n = 1;
+  bool stream = false;
+  bool include_usage = false;          // stream_options.include_usage
+  bool echo = false;
+  bool return_tokens_as_token_ids = false;
+  bool skip_special_tokens = true;
+  bool include_stop_str_in_output = false;
+  int32_t data_parallel_rank = -1;
+  bool chat_logprobs = false;          // chat: logprobs true/false; top count in params.logprobs
+};
+
+// Parses and validates `body`; throws ApiError (400 / 404 for an unknown model).
+ParsedRequest parse_request(const boost::json::value& body, Endpoint ep, const ModelInfo& model);
+
+}  // namespace dpa::serve
