@@ -73,6 +73,24 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+
+  // ---- Memory. Activations, KV pages and op outputs live in the backend's memory: host for
+  // the CPU backend, device for CUDA. Every pointer an op takes is in that memory, except where
+  // an op says "host".
+  virtual void* alloc(std::size_t bytes) = 0;                           // never null; aborts on OOM
+  virtual void release(void* p) = 0;
+  virtual void upload(void* dst, const void* host_src, std::size_t bytes) = 0;    // host -> backend
+  virtual void download(void* host_dst, const void* src, std::size_t bytes) = 0;  // backend -> host (waits)
+  virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;           // within backend memory
+  virtual void fill_zero(void* p, std::size_t bytes) = 0;
+  // A weight usable by the ops: the CPU backend returns `w` (views into the checkpoint mapping);
+  // the CUDA backend copies it to the device once and keeps it until the backend is destroyed.
+  virtual WeightView prepare_weight(const WeightView& w) = 0;
+  // Waits for all queued work (CUDA: the backend's stream).
+  virtual void synchronize() = 0;
+  // The cudaStream_t ops are queued on, or nullptr (CPU); communicators share it.
+  virtual void* stream() const { return nullptr; }
+
   // Whether weight views of `dtype` are accepted by embedding, rms_norm and linear.
   virtual bool supports_weight(DType dtype) const = 0;
 
@@ -126,6 +144,37 @@ class Backend {
 
   // out[i] = argmax of logits row i (lowest index on ties): greedy sampling.
   virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;
+};
+
+// Owning buffer of n elements of T in a backend's memory.
+template <typename T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Backend& be, std::size_t n) : be_(&be), n_(n), p_(n ? static_cast<T*>(be.alloc(n * sizeof(T))) : nullptr) {}
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept : be_(o.be_), n_(o.n_), p_(o.p_) { o.p_ = nullptr, o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) reset(), be_ = o.be_, n_ = o.n_, p_ = o.p_, o.p_ = nullptr, o.n_ = 0;
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  // Grows (never shrinks) to at least n elements; contents are not kept.
+  void ensure(Backend& be, std::size_t n) {
+    if (n > n_ || be_ != &be) *this = Buffer(be, n);
+  }
+  T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  void reset() {
+    if (p_) be_->release(p_);
+    p_ = nullptr, n_ = 0;
+  }
+
+ private:
+  Backend* be_ = nullptr;
+  std::size_t n_ = 0;
+  T* p_ = nullptr;
 };
 
 // The plain fp32 CPU reference.

@@ -2,6 +2,9 @@
 // one fixed summation order, so results are deterministic and independent of batch composition.
 #pragma once
 
+#include <cstdlib>
+#include <cstring>
+
 #include "backend/backend.h"
 
 namespace dpa::backend {
@@ -9,6 +12,15 @@ namespace dpa::backend {
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
+  // Host memory; copies are memcpy; weights are used where they are (the checkpoint mapping).
+  void* alloc(std::size_t bytes) override;
+  void release(void* p) override { std::free(p); }
+  void upload(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy(void* dst, const void* src, std::size_t bytes) override { std::memmove(dst, src, bytes); }
+  void fill_zero(void* p, std::size_t bytes) override { std::memset(p, 0, bytes); }
+  WeightView prepare_weight(const WeightView& w) override { return w; }
+  void synchronize() override {}
   bool supports_weight(DType dtype) const override {
     return dtype == DType::f32 || dtype == DType::bf16;
   }

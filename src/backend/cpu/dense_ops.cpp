@@ -9,6 +9,12 @@
 
 namespace dpa::backend {
 
+void* CpuBackend::alloc(std::size_t bytes) {
+  void* p = std::malloc(bytes ? bytes : 1);
+  if (!p) fail_one("cpu", "malloc", __FILE__, __LINE__, fmt::format("out of host memory allocating {} bytes", bytes));
+  return p;
+}
+
 void load_row(const WeightView& w, int64_t r, float* dst) {
   if (w.dtype == DType::f32) {
     const float* src = static_cast<const float*>(w.data) + r * w.ld;
