@@ -27,6 +27,16 @@ expect 2 "unknown command 'frobnicate'" frobnicate
 expect 2 "unrecognised option|unrecognized option" info --no-such-flag
 out=$(SLURM_STEP_NUM_TASKS=4 timeout 60 "$bin" info --device cpu 2>&1); rc=$?
 if [[ $rc -ne 0 ]] && grep -q "srun --mpi=pmix" <<<"$out"; then passes=$((passes+1)); else echo "FAIL: singleton under srun not refused: $out"; fails=$((fails+1)); fi
+# --config holds the same names as the flags; the command line wins; bad values name the option.
+cfg=$(mktemp); printf 'dp = 2\nep = 4\ndevice = cpu\n' >"$cfg"
+out=$(timeout 60 $M -np 4 "$bin" info --config "$cfg" 2>/dev/null)
+grep -q "^layout: world=4 dp=2 attn_tp=2 ep=4" <<<"$out" && passes=$((passes+1)) || { echo "FAIL: --config not applied: $out"; fails=$((fails+1)); }
+out=$(timeout 60 $M -np 4 "$bin" info --config "$cfg" --dp 4 2>/dev/null)
+grep -q "^layout: world=4 dp=4 attn_tp=1 ep=4" <<<"$out" && passes=$((passes+1)) || { echo "FAIL: flag does not override --config: $out"; fails=$((fails+1)); }
+printf 'dp = two\n' >"$cfg"
+expect 4 "option 'dp' is invalid" info --config "$cfg"
+expect 2 "error: --config: cannot open" info --config /nonexistent.cfg
+rm -f "$cfg"
 # A good layout still works and prints one line per rank.
 out=$(timeout 60 $M -np 8 "$bin" info --device cpu --dp 4 --ep 8 2>/dev/null); rc=$?
 if [[ $rc -eq 0 && $(grep -c "^rank " <<<"$out") -eq 8 ]] && grep -q "groups: ok" <<<"$out"; then passes=$((passes+1)); else echo "FAIL: good layout: $out"; fails=$((fails+1)); fi
