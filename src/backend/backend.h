@@ -57,13 +57,15 @@ struct GateParams {
 };
 
 // One sequence's view of a paged latent cache layer: page p holds page_size tokens of
-// [kv_lora + rope_dim] floats (the normalized latent, then the rotated rope key).
+// [kv_lora + rope_dim] floats (the normalized latent, then the rotated rope key). Both pointers
+// are in backend memory; token() is for host memory only (CPU backend, tests).
 struct PagedLatent {
-  const float* base = nullptr;  // the layer's pages: [n_pages, page_size, kv_lora + rope_dim]
+  float* base = nullptr;           // the layer's pages: [n_pages, page_size, kv_lora + rope_dim]
   const int32_t* pages = nullptr;  // the sequence's page table
   int64_t page_size = 0;
   int64_t kv_lora = 0, rope_dim = 0;
-  const float* token(int64_t pos) const {
+  int64_t width() const { return kv_lora + rope_dim; }
+  float* token(int64_t pos) const {
     return base + (static_cast<int64_t>(pages[pos / page_size]) * page_size + pos % page_size) *
                       (kv_lora + rope_dim);
   }
@@ -75,8 +77,9 @@ class Backend {
   virtual std::string name() const = 0;
 
   // ---- Memory. Activations, KV pages and op outputs live in the backend's memory: host for
-  // the CPU backend, device for CUDA. Every pointer an op takes is in that memory, except where
-  // an op says "host".
+  // the CPU backend, device for CUDA. Every pointer an op takes is in that memory (ids,
+  // positions, page tables, RopeParams::inv_freq and GateParams::correction_bias included),
+  // except where an op says "host". Ops are queued in order on the backend's stream.
   virtual void* alloc(std::size_t bytes) = 0;                           // never null; aborts on OOM
   virtual void release(void* p) = 0;
   virtual void upload(void* dst, const void* host_src, std::size_t bytes) = 0;    // host -> backend
@@ -103,6 +106,16 @@ class Backend {
                             float eps, float* out) = 0;
   // y[n, w.rows] = x[n, w.cols] · W^T (nn.Linear without bias); y must not alias x.
   virtual void linear(const float* x, int64_t n, const WeightView& w, float* y) = 0;
+  // dst[r * ldd + c] = src[r * lds + c] for r < rows, c < cols (strided 2-D copy; no overlap).
+  virtual void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+                      int64_t cols) = 0;
+  // Cache write: columns [col0, col0 + cols) of the cache rows of positions start .. start+n-1
+  // of the sequence `cache` describes take src rows (row i at src + i * lds).
+  virtual void paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start,
+                           int64_t n, const float* src, int64_t lds) = 0;
+  // Cache read: out[j * ldo + c] = column col0 + c of the cache row of position j, j < n.
+  virtual void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n,
+                            float* out, int64_t ldo) = 0;
   // y[i] += x[i], i < count.
   virtual void add(float* y, const float* x, int64_t count) = 0;
   // out[i] = silu(gate[i]) * up[i], i < count (SwiGLU; out may alias either input).
@@ -132,12 +145,16 @@ class Backend {
   virtual void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                         float* weights) = 0;
   // Stable counting sort of n_slots expert ids: order[j] = the slot at sorted position j;
-  // counts[e] = slots routed to expert e (counts has n_experts entries).
+  // counts[e] = slots routed to expert e (counts: n_experts entries in HOST memory, because the
+  // all-to-all needs them there; the one host synchronisation of a MoE layer).
   virtual void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
                         int64_t* counts) = 0;
   // out[j, :] = x[rows[j], :] for j < n, rows of d floats (token permute).
   virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                            float* out) = 0;
+  // out[rows[j], :] = x[j, :] for j < n, rows of d floats (token unpermute); rows distinct.
+  virtual void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                            float* out) = 0;
   // out[t, :] += Σ_k weights[t, k] · y[t*top_k + k, :], summed in k order (unpermuted combine).
   virtual void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,
                            int64_t d, float* out) = 0;

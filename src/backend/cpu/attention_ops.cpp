@@ -1,4 +1,5 @@
 // CPU reference: interleaved RoPE, expanded causal attention, absorbed MLA over a paged cache.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -98,6 +99,16 @@ void CpuBackend::mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q
       for (int64_t a = 0; a < L; ++a) o[a] = static_cast<float>(acc[a]);
     }
   }
+}
+
+void CpuBackend::paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start,
+                             int64_t n, const float* src, int64_t lds) {
+  for (int64_t i = 0; i < n; ++i) std::copy_n(src + i * lds, cols, cache.token(start + i) + col0);
+}
+
+void CpuBackend::paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n,
+                              float* out, int64_t ldo) {
+  for (int64_t j = 0; j < n; ++j) std::copy_n(cache.token(j) + col0, cols, out + j * ldo);
 }
 
 }  // namespace dpa::backend

@@ -29,6 +29,12 @@ class CpuBackend final : public Backend {
   void add_rms_norm(float* residual, const float* x, const WeightView& w, int64_t n, float eps,
                     float* out) override;
   void linear(const float* x, int64_t n, const WeightView& w, float* y) override;
+  void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+              int64_t cols) override;
+  void paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start, int64_t n,
+                   const float* src, int64_t lds) override;
+  void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
+                    int64_t ldo) override;
   void add(float* y, const float* x, int64_t count) override;
   void silu_mul(const float* gate, const float* up, int64_t count, float* out) override;
   void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,
@@ -44,6 +50,7 @@ class CpuBackend final : public Backend {
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
                 int64_t* counts) override;
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
+  void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
   void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
                    float* out) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;

@@ -1,6 +1,7 @@
 // CPU reference: embedding, RMSNorm, linear, elementwise ops and argmax.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -67,6 +68,11 @@ void CpuBackend::linear(const float* x, int64_t n, const WeightView& w, float* y
       y[i * w.rows + r] = static_cast<float>(acc);
     }
   }
+}
+
+void CpuBackend::copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+                        int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(src + r * lds, cols, dst + r * ldd);
 }
 
 void CpuBackend::add(float* y, const float* x, int64_t count) {

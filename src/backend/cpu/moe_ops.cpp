@@ -96,6 +96,11 @@ void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int
   for (int64_t j = 0; j < n; ++j) std::copy_n(x + static_cast<int64_t>(rows[j]) * d, d, out + j * d);
 }
 
+void CpuBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                              float* out) {
+  for (int64_t j = 0; j < n; ++j) std::copy_n(x + j * d, d, out + static_cast<int64_t>(rows[j]) * d);
+}
+
 void CpuBackend::moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,
                              int64_t d, float* out) {
   std::vector<double> acc(d);

@@ -1,0 +1,93 @@
+#include "kernels/common.cuh"
+#include "kernels/gather_scatter.cuh"
+
+namespace dpa::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_rows(int64_t rows) {
+  return static_cast<unsigned>(rows < (1 << 20) ? rows : (1 << 20));
+}
+
+__device__ __forceinline__ int64_t paged_row(const int32_t* pages, int64_t page_size, int64_t pos) {
+  return static_cast<int64_t>(pages[pos / page_size]) * page_size + pos % page_size;
+}
+
+__global__ void gather_rows_kernel(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                                   float* out) {
+  for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
+    const float* src = x + static_cast<int64_t>(rows[j]) * d;
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) out[j * d + c] = src[c];
+  }
+}
+
+__global__ void scatter_rows_kernel(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                                    float* out) {
+  for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
+    float* dst = out + static_cast<int64_t>(rows[j]) * d;
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) dst[c] = x[j * d + c];
+  }
+}
+
+__global__ void copy2d_kernel(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+                              int64_t cols) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[r * ldd + c] = src[r * lds + c];
+}
+
+__global__ void paged_write_kernel(float* base, const int32_t* pages, int64_t page_size,
+                                   int64_t width, int64_t col0, int64_t cols, int64_t start,
+                                   int64_t n, const float* src, int64_t lds) {
+  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+    float* dst = base + paged_row(pages, page_size, start + i) * width + col0;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = src[i * lds + c];
+  }
+}
+
+__global__ void paged_gather_kernel(const float* base, const int32_t* pages, int64_t page_size,
+                                    int64_t width, int64_t col0, int64_t cols, int64_t n,
+                                    float* out, int64_t ldo) {
+  for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
+    const float* src = base + paged_row(pages, page_size, j) * width + col0;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[j * ldo + c] = src[c];
+  }
+}
+
+}  // namespace
+
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,
+                 cudaStream_t stream) {
+  if (n <= 0 || d <= 0) return;
+  gather_rows_kernel<<<grid_rows(n), kThreads, 0, stream>>>(x, rows, n, d, out);
+}
+
+void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,
+                  cudaStream_t stream) {
+  if (n <= 0 || d <= 0) return;
+  scatter_rows_kernel<<<grid_rows(n), kThreads, 0, stream>>>(x, rows, n, d, out);
+}
+
+void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t cols,
+            cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;
+  copy2d_kernel<<<grid_rows(rows), kThreads, 0, stream>>>(dst, ldd, src, lds, rows, cols);
+}
+
+void paged_write(float* base, const int32_t* pages, int64_t page_size, int64_t width, int64_t col0,
+                 int64_t cols, int64_t start, int64_t n, const float* src, int64_t lds,
+                 cudaStream_t stream) {
+  if (n <= 0 || cols <= 0) return;
+  paged_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(base, pages, page_size, width, col0,
+                                                            cols, start, n, src, lds);
+}
+
+void paged_gather(const float* base, const int32_t* pages, int64_t page_size, int64_t width,
+                  int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
+                  cudaStream_t stream) {
+  if (n <= 0 || cols <= 0) return;
+  paged_gather_kernel<<<grid_rows(n), kThreads, 0, stream>>>(base, pages, page_size, width, col0,
+                                                             cols, n, out, ldo);
+}
+
+}  // namespace dpa::kernels

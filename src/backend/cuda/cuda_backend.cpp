@@ -1,0 +1,460 @@
+// The CUDA backend (see cuda_backend.h).
+#include "backend/cuda/cuda_backend.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "core/error.h"
+#include "kernels/argmax.cuh"
+#include "kernels/convert.cuh"
+#include "kernels/elementwise.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/gather_scatter.cuh"
+#include "kernels/mla_attention.cuh"
+#include "kernels/moe_combine.cuh"
+#include "kernels/moe_gate.cuh"
+#include "kernels/moe_sort.cuh"
+#include "kernels/rms_norm.cuh"
+#include "kernels/rope.cuh"
+
+namespace dpa::backend {
+
+namespace {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    // Attention form: "kernel" (one fused kernel, split over keys when the context is long),
+    // "gemm" (scores and P·V by cuBLAS around a masked softmax), default: gemm from
+    // kGemmMinCtx visible keys on. For tests and measurements.
+    if (const char* m = std::getenv("DPA_CUDA_ATTN")) {
+      const std::string mode(m);
+      if (mode == "kernel") attn_mode_ = AttnMode::kernel;
+      else if (mode == "gemm") attn_mode_ = AttnMode::gemm;
+      else if (mode != "auto" && !mode.empty())
+        throw Error(fmt::format("DPA_CUDA_ATTN={}: expected auto, kernel or gemm", mode));
+    }
+    DPA_CHECK_CUDA(cudaSetDevice(device_));
+    DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
+    DPA_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
+    // No TF32 and no reduced-precision reductions: the parity bounds assume IEEE fp32 sums.
+    DPA_CHECK_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  }
+
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    for (auto& [key, p] : weights_) cudaFree(p);
+    if (bf16_ws_) cudaFree(bf16_ws_);
+    if (counts_dev_) cudaFree(counts_dev_);
+    if (attn_ws_) cudaFree(attn_ws_);
+    cublasDestroy(cublas_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "cuda"; }
+
+  // ---- Memory.
+  void* alloc(std::size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t rc = cudaMalloc(&p, bytes ? bytes : 1);
+    if (rc != cudaSuccess || !p) {
+      cudaGetLastError();
+      std::size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail_one("CUDA", "cudaMalloc", __FILE__, __LINE__,
+               fmt::format("out of device memory allocating {} bytes on GPU {} ({} of {} MiB free): {}",
+                           bytes, device_, free_b >> 20, total_b >> 20, cudaGetErrorString(rc)));
+    }
+    return p;
+  }
+  void release(void* p) override {
+    if (p) DPA_CHECK_CUDA(cudaFree(p));
+  }
+  void upload(void* dst, const void* host_src, std::size_t bytes) override {
+    if (!bytes) return;
+    DPA_CHECK_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  void download(void* host_dst, const void* src, std::size_t bytes) override {
+    if (!bytes) return;
+    DPA_CHECK_CUDA(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    DPA_CHECK_CUDA(cudaStreamSynchronize(stream_));
+  }
+  void copy(void* dst, const void* src, std::size_t bytes) override {
+    if (!bytes || dst == src) return;
+    DPA_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void fill_zero(void* p, std::size_t bytes) override {
+    if (!bytes) return;
+    DPA_CHECK_CUDA(cudaMemsetAsync(p, 0, bytes, stream_));
+  }
+
+  WeightView prepare_weight(const WeightView& w) override {
+    if (!supports_weight(w.dtype))
+      throw Error(fmt::format("cuda backend: weight dtype {} not supported", dtype_name(w.dtype)));
+    if (w.rows == 0 || w.cols == 0) return WeightView{nullptr, w.dtype, w.rows, w.cols, w.cols};
+    if (is_device(w.data)) return w;  // already ours (a prepared view, or a slice of one)
+    const auto key = std::make_tuple(w.data, w.dtype, w.rows, w.cols, w.ld);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = weights_.find(key); it != weights_.end())
+      return WeightView::dense(it->second, w.dtype, w.rows, w.cols);
+    const std::size_t es = dtype_size(w.dtype);
+    void* d = alloc(static_cast<std::size_t>(w.rows * w.cols) * es);
+    DPA_CHECK_CUDA(cudaMemcpy2DAsync(d, w.cols * es, w.data, w.ld * es, w.cols * es, w.rows,
+                                     cudaMemcpyHostToDevice, stream_));
+    DPA_CHECK_CUDA(cudaStreamSynchronize(stream_));
+    weights_.emplace(key, d);
+    return WeightView::dense(d, w.dtype, w.rows, w.cols);
+  }
+
+  void synchronize() override { DPA_CHECK_CUDA(cudaStreamSynchronize(stream_)); }
+  void* stream() const override { return stream_; }
+  bool supports_weight(DType dtype) const override {
+    return dtype == DType::f32 || dtype == DType::bf16;
+  }
+
+  // ---- Ops.
+  void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) override {
+    if (n <= 0) return;
+    check_weight(table, "embedding");
+    kernels::embedding(table.data, table.dtype == DType::bf16, table.rows, table.cols, table.ld,
+                       ids, n, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void rms_norm(const float* x, const WeightView& w, int64_t n, float eps, float* out) override {
+    if (n <= 0) return;
+    check_weight(w, "rms_norm");
+    kernels::rms_norm(x, w.data, w.dtype == DType::bf16, n, w.cols, eps, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void add_rms_norm(float* residual, const float* x, const WeightView& w, int64_t n, float eps,
+                    float* out) override {
+    if (n <= 0) return;
+    check_weight(w, "add_rms_norm");
+    kernels::add_rms_norm(residual, x, w.data, w.dtype == DType::bf16, n, w.cols, eps, out,
+                          stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  // Row-major y[n, R] = x[n, C] · W^T is, column-major, y^T[R, n] = W'^T · x^T with W' the
+  // column-major [C, R] matrix of leading dimension ld that the row-major W is.
+  void linear(const float* x, int64_t n, const WeightView& w, float* y) override {
+    if (n <= 0 || w.rows <= 0) return;
+    if (w.cols <= 0) {
+      fill_zero(y, static_cast<std::size_t>(n * w.rows) * sizeof(float));
+      return;
+    }
+    check_weight(w, "linear");
+    const int m = to_int(w.rows, "linear rows"), nn = to_int(n, "linear n"),
+              k = to_int(w.cols, "linear cols"), lda = to_int(w.ld, "linear ld");
+    const float one = 1.0f, zero = 0.0f;
+    if (w.dtype == DType::f32) {
+      DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one,
+                                   static_cast<const float*>(w.data), lda, x, k, &zero, y, m));
+    } else {
+      const std::size_t count = static_cast<std::size_t>(n * w.cols);
+      if (count > bf16_ws_elems_) {
+        if (bf16_ws_) DPA_CHECK_CUDA(cudaFree(bf16_ws_));  // synchronizes: nothing still reads it
+        bf16_ws_ = static_cast<uint16_t*>(alloc(count * sizeof(uint16_t)));
+        bf16_ws_elems_ = count;
+      }
+      kernels::f32_to_bf16(x, bf16_ws_, static_cast<int64_t>(count), stream_);
+      DPA_CHECK_LAUNCH();
+      DPA_CHECK_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data,
+                                    CUDA_R_16BF, lda, bf16_ws_, CUDA_R_16BF, k, &zero, y,
+                                    CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+  }
+
+  void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+              int64_t cols) override {
+    if (rows <= 0 || cols <= 0) return;
+    DPA_CHECK_CUDA(cudaMemcpy2DAsync(dst, ldd * sizeof(float), src, lds * sizeof(float),
+                                     cols * sizeof(float), rows, cudaMemcpyDeviceToDevice,
+                                     stream_));
+  }
+
+  void paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start, int64_t n,
+                   const float* src, int64_t lds) override {
+    if (n <= 0 || cols <= 0) return;
+    kernels::paged_write(cache.base, cache.pages, cache.page_size, cache.width(), col0, cols,
+                         start, n, src, lds, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
+                    int64_t ldo) override {
+    if (n <= 0 || cols <= 0) return;
+    kernels::paged_gather(cache.base, cache.pages, cache.page_size, cache.width(), col0, cols, n,
+                          out, ldo, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void add(float* y, const float* x, int64_t count) override {
+    if (count <= 0) return;
+    kernels::add(y, x, count, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void silu_mul(const float* gate, const float* up, int64_t count, float* out) override {
+    if (count <= 0) return;
+    kernels::silu_mul(gate, up, count, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,
+            const int64_t* positions, const RopeParams& p) override {
+    if (n <= 0 || n_heads <= 0 || p.dim <= 1) return;
+    kernels::rope(x, n, n_heads, token_stride, head_stride, positions, p.inv_freq, p.dim,
+                  p.attention_scaling, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                 int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                 float* out) override {
+    if (n_q <= 0 || n_heads <= 0) return;
+    const int64_t n_ctx = std::min(q_start + n_q, n_kv);
+    if (use_gemm(n_ctx)) return attention_gemm(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out);
+    check_dims(d_qk, d_v, "attention");
+    const int64_t ws = kernels::attention_workspace_floats(n_q, n_heads, n_ctx, d_v);
+    kernels::attention(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out,
+                       scratch(ws), ws, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
+                    const PagedLatent& cache, int64_t q_start, float scale,
+                    float* out_lat) override {
+    if (n_q <= 0 || n_heads <= 0) return;
+    if (use_gemm(q_start + n_q)) return mla_gemm(q_lat, q_pe, n_q, n_heads, cache, q_start, scale, out_lat);
+    check_dims(cache.width(), cache.kv_lora, "mla_absorbed");
+    const int64_t ws =
+        kernels::attention_workspace_floats(n_q, n_heads, q_start + n_q, cache.kv_lora);
+    kernels::mla_absorbed(q_lat, q_pe, n_q, n_heads, cache.base, cache.pages, cache.page_size,
+                          cache.kv_lora, cache.rope_dim, q_start, scale, out_lat,
+                          scratch(ws), ws, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
+                float* weights) override {
+    const int64_t E = p.n_experts;
+    // The same parameter checks, with the same messages, as the CPU reference.
+    if (p.top_k <= 0 || p.top_k > E)
+      throw Error(fmt::format("moe gate: top_k {} of {} experts", p.top_k, E));
+    const bool grouped = p.n_group > 1 && p.method != TopkMethod::greedy;
+    if (grouped && (E % p.n_group != 0 || p.topk_group <= 0 || p.topk_group > p.n_group))
+      throw Error(fmt::format("moe gate: {} experts in {} groups, topk_group {}", E, p.n_group,
+                              p.topk_group));
+    if (n <= 0) return;
+    kernels::GateArgs a;
+    a.n_experts = E;
+    a.top_k = p.top_k;
+    a.n_group = p.n_group;
+    a.topk_group = p.topk_group;
+    a.sigmoid = p.scoring == Scoring::sigmoid;
+    a.grouped = grouped;
+    a.noaux_tc = p.method == TopkMethod::noaux_tc;
+    a.norm_topk_prob = p.norm_topk_prob;
+    a.routed_scaling_factor = p.routed_scaling_factor;
+    a.correction_bias = p.correction_bias;
+    kernels::moe_gate(logits, n, a, ids, weights, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
+                int64_t* counts) override {
+    if (n_experts <= 0) return;
+    const std::size_t need = static_cast<std::size_t>(n_experts + 1);
+    if (need > counts_elems_) {
+      if (counts_dev_) DPA_CHECK_CUDA(cudaFree(counts_dev_));
+      counts_dev_ = static_cast<int64_t*>(alloc(need * sizeof(int64_t)));
+      counts_elems_ = need;
+    }
+    if (n_slots <= 0) {
+      std::memset(counts, 0, static_cast<std::size_t>(n_experts) * sizeof(int64_t));
+      synchronize();
+      return;
+    }
+    kernels::moe_sort(ids, n_slots, n_experts, order, counts_dev_, stream_);
+    DPA_CHECK_LAUNCH();
+    counts_host_.resize(need);
+    download(counts_host_.data(), counts_dev_, need * sizeof(int64_t));
+    if (counts_host_[n_experts])
+      throw Error(fmt::format("moe sort: expert id outside [0, {})", n_experts));
+    std::memcpy(counts, counts_host_.data(), static_cast<std::size_t>(n_experts) * sizeof(int64_t));
+  }
+
+  void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override {
+    if (n <= 0 || d <= 0) return;
+    kernels::gather_rows(x, rows, n, d, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                    float* out) override {
+    if (n <= 0 || d <= 0) return;
+    kernels::scatter_rows(x, rows, n, d, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
+                   float* out) override {
+    if (n <= 0 || d <= 0 || top_k <= 0) return;
+    kernels::moe_combine(y, weights, n, top_k, d, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override {
+    if (n <= 0) return;
+    kernels::argmax(logits, n, vocab, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+ private:
+  static bool is_device(const void* p) {
+    if (!p) return false;
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+  }
+
+  // Weights must be prepared (device memory) and of a supported dtype.
+  void check_weight(const WeightView& w, const char* op) const {
+    if (!supports_weight(w.dtype))
+      throw Error(fmt::format("cuda backend {}: weight dtype {} not supported", op,
+                              dtype_name(w.dtype)));
+    if (w.rows > 0 && w.cols > 0 && !is_device(w.data))
+      throw Error(fmt::format("cuda backend {}: weight [{} x {}] is not in device memory (call "
+                              "prepare_weight first)", op, w.rows, w.cols));
+  }
+
+  // Attention's workspace (split-KV partials, or the GEMM form's gathered cache and scores),
+  // grown (never shrunk) to `floats`; null for none. One op uses it at a time, in stream order.
+  float* scratch(int64_t floats) {
+    if (floats <= 0) return nullptr;
+    if (static_cast<std::size_t>(floats) > attn_ws_floats_) {
+      if (attn_ws_) DPA_CHECK_CUDA(cudaFree(attn_ws_));  // synchronizes: nothing still uses it
+      attn_ws_ = static_cast<float*>(alloc(static_cast<std::size_t>(floats) * sizeof(float)));
+      attn_ws_floats_ = static_cast<std::size_t>(floats);
+    }
+    return attn_ws_;
+  }
+
+  enum class AttnMode { automatic, kernel, gemm };
+  static constexpr int64_t kGemmMinCtx = 256;      // visible keys from which "auto" takes GEMMs
+  static constexpr int64_t kScoreCap = 32 << 20;  // score floats per query chunk (128 MiB)
+  bool use_gemm(int64_t n_ctx) const {
+    if (n_ctx <= 0) return false;
+    return attn_mode_ == AttnMode::gemm || (attn_mode_ == AttnMode::automatic && n_ctx >= kGemmMinCtx);
+  }
+
+  // Row-major Y[n, m] = X[n, k] · A^T with A row-major [m, k] (stride lda), X stride ldx, Y stride
+  // ldy (= linear's mapping onto column-major SGEMM); beta 0 or 1.
+  void sgemm_xat(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* x,
+                 int64_t ldx, float beta, float* y, int64_t ldy) {
+    const float one = 1.0f;
+    DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, to_int(m, "m"), to_int(n, "n"),
+                                 to_int(k, "k"), &one, a, to_int(lda, "lda"), x, to_int(ldx, "ldx"),
+                                 &beta, y, to_int(ldy, "ldy")));
+  }
+
+  // Absorbed MLA as GEMMs: the sequence's cache rows gathered into C [n_ctx, W], then per chunk of
+  // queries S = Q_lat·C_lat^T + Q_pe·C_pe^T, P = causal softmax(scale·S), O = P·C_lat.
+  void mla_gemm(const float* q_lat, const float* q_pe, int64_t n_q, int64_t H,
+                const PagedLatent& cache, int64_t q_start, float scale, float* out) {
+    const int64_t L = cache.kv_lora, R = cache.rope_dim, W = L + R, n_ctx = q_start + n_q;
+    const int64_t qc = std::clamp<int64_t>(kScoreCap / (H * n_ctx), 1, n_q);
+    float* c = scratch(n_ctx * W + qc * H * n_ctx);
+    float* sc = c + n_ctx * W;
+    kernels::paged_gather(cache.base, cache.pages, cache.page_size, W, 0, W, n_ctx, c, W, stream_);
+    DPA_CHECK_LAUNCH();
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t i0 = 0; i0 < n_q; i0 += qc) {
+      const int64_t i1 = std::min(n_q, i0 + qc), rows = (i1 - i0) * H, n_cols = q_start + i1;
+      sgemm_xat(n_cols, rows, L, c, W, q_lat + i0 * H * L, L, 0.0f, sc, n_cols);
+      if (R > 0) sgemm_xat(n_cols, rows, R, c + L, W, q_pe + i0 * H * R, R, 1.0f, sc, n_cols);
+      kernels::masked_softmax(sc, rows, n_cols, n_cols, H, n_q, q_start + i0, scale, stream_);
+      DPA_CHECK_LAUNCH();
+      // Row-major O[rows, L] = P[rows, n_cols] · C_lat[n_cols, L] is, column-major,
+      // O^T = C_lat^T (L x n_cols, ld W) · P^T (n_cols x rows, ld n_cols).
+      DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, to_int(L, "L"),
+                                   to_int(rows, "rows"), to_int(n_cols, "n_cols"), &one, c,
+                                   to_int(W, "W"), sc, to_int(n_cols, "n_cols"), &zero,
+                                   out + i0 * H * L, to_int(L, "L")));
+    }
+  }
+
+  // Expanded attention as head-batched GEMMs: per chunk of queries and head h,
+  // S_h = Q_h·K_h^T, P_h = causal softmax(scale·S_h), O_h = P_h·V_h (scores laid out [H][q][key]).
+  void attention_gemm(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                      int64_t H, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                      float* out) {
+    const int64_t n_ctx = std::min(q_start + n_q, n_kv);
+    const int64_t qc = std::clamp<int64_t>(kScoreCap / (H * n_ctx), 1, n_q);
+    float* sc = scratch(qc * H * n_ctx);
+    const float one = 1.0f, zero = 0.0f;
+    const int hh = to_int(H, "heads"), ldq = to_int(H * d_qk, "H*d_qk"), ldv = to_int(H * d_v, "H*d_v");
+    for (int64_t i0 = 0; i0 < n_q; i0 += qc) {
+      const int64_t i1 = std::min(n_q, i0 + qc), nq = i1 - i0;
+      const int64_t n_cols = std::min(n_kv, q_start + i1);
+      DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, to_int(n_cols, "n_cols"), to_int(nq, "nq"),
+          to_int(d_qk, "d_qk"), &one, k, ldq, d_qk, q + i0 * H * d_qk, ldq, d_qk, &zero, sc,
+          to_int(n_cols, "n_cols"), nq * n_cols, hh));
+      kernels::masked_softmax(sc, H * nq, n_cols, n_cols, 1, nq, q_start + i0, scale, stream_);
+      DPA_CHECK_LAUNCH();
+      DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, to_int(d_v, "d_v"), to_int(nq, "nq"),
+          to_int(n_cols, "n_cols"), &one, v, ldv, d_v, sc, to_int(n_cols, "n_cols"), nq * n_cols,
+          &zero, out + i0 * H * d_v, ldv, d_v, hh));
+    }
+  }
+
+  static void check_dims(int64_t d_qk, int64_t d_v, const char* op) {
+    if (d_qk + d_v > kernels::attention_max_dims())
+      throw Error(fmt::format("cuda backend {}: head dims {} + {} exceed {}", op, d_qk, d_v,
+                              kernels::attention_max_dims()));
+  }
+
+  static int to_int(int64_t v, const char* what) {
+    if (v < 0 || v > INT32_MAX) throw Error(fmt::format("cuda backend: {} = {} does not fit cuBLAS's int", what, v));
+    return static_cast<int>(v);
+  }
+
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::mutex mu_;
+  std::map<std::tuple<const void*, DType, int64_t, int64_t, int64_t>, void*> weights_;
+  uint16_t* bf16_ws_ = nullptr;  // bf16 copy of linear's activations
+  std::size_t bf16_ws_elems_ = 0;
+  AttnMode attn_mode_ = AttnMode::automatic;
+  float* attn_ws_ = nullptr;  // scratch(): attention's workspace
+  std::size_t attn_ws_floats_ = 0;
+  int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
+  std::size_t counts_elems_ = 0;
+  std::vector<int64_t> counts_host_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device_ordinal) {
+  return std::make_unique<CudaBackend>(device_ordinal);
+}
+
+}  // namespace dpa::backend
