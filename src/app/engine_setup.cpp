@@ -69,7 +69,8 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("model", po::value<std::string>(&f.model)->required(), "Hugging Face checkpoint directory")
       ("served-model-name", po::value<std::string>(&f.served_model_name), "model name in the API (default: the directory name)")
       ("page-size", po::value<int64_t>(&f.page_size)->default_value(f.page_size), "tokens per KV page")
-      ("max-total-tokens", po::value<int64_t>(&f.max_total_tokens)->default_value(f.max_total_tokens), "KV cache capacity per replica, in tokens (CPU)")
+      ("max-total-tokens", po::value<int64_t>(&f.max_total_tokens)->default_value(f.max_total_tokens), "KV cache capacity per replica, in tokens (0: 16384 on the CPU; on GPUs what --gpu-memory-utilization leaves, capped by this when set)")
+      ("gpu-memory-utilization", po::value<double>(&f.gpu_memory_utilization)->default_value(f.gpu_memory_utilization), "share of each GPU's memory for weights + KV cache")
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
@@ -81,8 +82,6 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
 EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   EngineStack s;
   auto& rt = ctx.runtime;
-  if (ctx.device == DeviceKind::cuda)
-    log::warn("the CUDA backend is not built yet: running the CPU reference on this GPU host");
   s.groups = std::make_unique<dist::Groups>(rt.world(), ctx.common.parallel);
   // Every rank opens the checkpoint; a problem on one node becomes one error everywhere.
   std::optional<std::string> err;
@@ -95,20 +94,29 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   const auto& cfg = s.checkpoint->config();
   engine::check_model_layout(cfg, s.groups->layout());
   if (f.page_size <= 0) throw ConfigError("page-size", "must be positive");
-  if (f.max_total_tokens < f.page_size) throw ConfigError("max-total-tokens", "must hold at least one page");
+  const bool gpu = ctx.device == DeviceKind::cuda;
+  const int64_t max_total_tokens = f.max_total_tokens > 0 ? f.max_total_tokens : gpu ? 0 : 16384;
+  if (f.max_total_tokens < 0 || (max_total_tokens > 0 && max_total_tokens < f.page_size))
+    throw ConfigError("max-total-tokens", "must hold at least one page");
+  if (!(f.gpu_memory_utilization > 0 && f.gpu_memory_utilization <= 1))
+    throw ConfigError("gpu-memory-utilization", "must be in (0, 1]");
   if (!s.checkpoint->tokenizer_path().empty()) s.tokenizer = text::Tokenizer::from_file(s.checkpoint->tokenizer_path());
   read_tokenizer_config(s.checkpoint->tokenizer_config_path(), s);
 
   engine::ExecutorOptions eo;
   eo.page_size = f.page_size;
-  eo.n_pages = f.max_total_tokens / f.page_size;
+  eo.n_pages = max_total_tokens / f.page_size;
+  eo.gpu = gpu ? ctx.gpu : -1;
+  eo.gpu_memory_utilization = f.gpu_memory_utilization;
+  eo.max_pages = eo.n_pages;
   s.executor = std::make_unique<engine::CheckpointExecutor>(*s.checkpoint, *s.groups, eo);
+  const int64_t kv_tokens = s.executor->num_pages() * f.page_size;
 
   engine::EngineConfig ec;
   ec.scheduler.max_num_seqs = f.max_num_seqs;
   ec.scheduler.max_num_batched_tokens = f.max_num_batched_tokens;
   ec.scheduler.max_model_len = f.max_model_len > 0 ? f.max_model_len
-                                                   : std::min<int64_t>(cfg.max_position_embeddings, f.max_total_tokens);
+                                                   : std::min<int64_t>(cfg.max_position_embeddings, kv_tokens);
   if (ec.scheduler.max_model_len > cfg.max_position_embeddings)
     throw ConfigError("max-model-len", fmt::format("{} exceeds the model's max_position_embeddings {}",
                                                    ec.scheduler.max_model_len, cfg.max_position_embeddings));
@@ -133,7 +141,7 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
     log::info("model {} ({}): {} layers, hidden {}, {} experts top-{}; dp {} attn_tp {} ep {}; KV {} pages x {} tokens per replica",
               info.name, cfg.architecture, cfg.num_hidden_layers, cfg.hidden_size, cfg.n_routed_experts,
               cfg.num_experts_per_tok, s.groups->layout().dp, s.groups->layout().attn_tp, s.groups->layout().ep,
-              eo.n_pages, eo.page_size);
+              s.executor->num_pages(), eo.page_size);
   return s;
 }
 

@@ -3,9 +3,18 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/device.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "dist/mpi_communicator.h"
+#include "dist/runtime.h"
+#ifdef DPA_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#include "dist/nccl_communicator.h"
+#endif
 
 namespace dpa::engine {
 
@@ -22,15 +31,51 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
     : opt_(opt) {
   const auto& g = groups.layout();
   check_model_layout(ckpt.config(), g);
-  attn_tp_ = dist::make_mpi_communicator(groups.attn_tp());
-  ep_ = dist::make_mpi_communicator(groups.ep());
-  backend_ = std::make_unique<backend::CpuBackend>();
-  model::ShardSpec shard{g.attn_tp, g.attn_tp_rank, g.ep, g.ep_rank};
   model::ForwardOptions fo;
   fo.page_size = opt.page_size;
   fo.n_pages = opt.n_pages;
+  if (opt.gpu < 0) {
+    attn_tp_ = dist::make_mpi_communicator(groups.attn_tp());
+    ep_ = dist::make_mpi_communicator(groups.ep());
+    backend_ = std::make_unique<backend::CpuBackend>();
+  } else {
+#ifdef DPA_HAVE_CUDA
+    // NCCL on the backend's stream, so collectives are ordered with the ops around them.
+    backend_ = backend::make_cuda_backend(opt.gpu);
+    if (g.attn_tp > 1) attn_tp_ = dist::make_nccl_communicator(groups.attn_tp(), backend_->stream());
+    if (g.ep > 1) ep_ = dist::make_nccl_communicator(groups.ep(), backend_->stream());
+    fo.n_pages = 0;  // sized from the memory the weights leave
+#else
+    throw Error("this dpa_serve was built without CUDA");
+#endif
+  }
+  model::ShardSpec shard{g.attn_tp, g.attn_tp_rank, g.ep, g.ep_rank};
   model_ = std::make_unique<model::Model>(ckpt, *backend_, shard,
                                           model::ParallelComms{attn_tp_.get(), ep_.get()}, fo);
+  if (opt.gpu >= 0) size_cache_from_memory(groups);
+}
+
+void CheckpointExecutor::size_cache_from_memory(const dist::Groups& groups) {
+  std::size_t free_b = 0, total_b = 0;
+  cuda::memory_info(&free_b, &total_b);
+  const double used = static_cast<double>(total_b - free_b);
+  const double budget = opt_.gpu_memory_utilization * static_cast<double>(total_b) - used;
+  long long pages = budget > 0 ? static_cast<long long>(budget / static_cast<double>(model_->page_bytes())) : 0;
+  if (opt_.max_pages > 0) pages = std::min<long long>(pages, opt_.max_pages);
+  long long min_pages = 0;
+  DPA_CHECK_MPI(MPI_Allreduce(&pages, &min_pages, 1, MPI_LONG_LONG, MPI_MIN, groups.world()));
+  if (min_pages < 1)
+    throw ConfigError("gpu-memory-utilization",
+                      fmt::format("no room for KV pages: the weights use {:.1f} of {:.1f} GiB on some GPU and "
+                                  "--gpu-memory-utilization {} allows {:.1f} GiB",
+                                  used / (1 << 30), static_cast<double>(total_b) / (1 << 30),
+                                  opt_.gpu_memory_utilization, opt_.gpu_memory_utilization * static_cast<double>(total_b) / (1 << 30)));
+  opt_.n_pages = min_pages;
+  model_->allocate_cache(min_pages);
+  if (groups.layout().world_rank == 0)
+    log::info("KV cache: {} pages of {} tokens per replica ({:.1f} GiB per rank); weights and runtime took {:.1f} GiB",
+              min_pages, opt_.page_size, static_cast<double>(min_pages * model_->page_bytes()) / (1 << 30),
+              used / (1 << 30));
 }
 
 CheckpointExecutor::~CheckpointExecutor() = default;
@@ -43,6 +88,9 @@ void CheckpointExecutor::forward(const std::vector<SeqChunk>& batch, std::vector
 }
 
 int64_t CheckpointExecutor::vocab_size() const { return model_->config().vocab_size; }
+
+int64_t CheckpointExecutor::n_layers() const { return model_->config().num_hidden_layers; }
+int64_t CheckpointExecutor::n_experts() const { return model_->config().n_routed_experts; }
 
 int64_t CheckpointExecutor::max_position() const {
   return opt_.max_position > 0 ? opt_.max_position : model_->config().max_position_embeddings;

@@ -14,8 +14,14 @@ namespace dpa::engine {
 
 struct ExecutorOptions {
   int64_t page_size = 16;
-  int64_t n_pages = 256;
+  int64_t n_pages = 256;     // KV pages per replica on the CPU
   int64_t max_position = 0;  // 0: the model's max_position_embeddings
+  // CUDA: this rank's GPU (-1: the CPU backend with MPI communicators), and the share of the
+  // GPU's memory that weights + KV pages may take; the KV pages are what remains after the
+  // weights, the same count on every rank (the smallest).
+  int gpu = -1;
+  double gpu_memory_utilization = 0.9;
+  int64_t max_pages = 0;     // cap on the pages (0: none)
 };
 
 class CheckpointExecutor final : public ModelExecutor {
@@ -30,8 +36,13 @@ class CheckpointExecutor final : public ModelExecutor {
   int64_t page_size() const override { return opt_.page_size; }
   int64_t num_pages() const override { return opt_.n_pages; }
   int64_t max_position() const override;
+  const std::vector<int64_t>& expert_counts() const override { return model_->expert_counts(); }
+  int64_t n_layers() const override;
+  int64_t n_experts() const override;
 
  private:
+  void size_cache_from_memory(const dist::Groups& groups);
+
   ExecutorOptions opt_;
   std::unique_ptr<dist::Communicator> attn_tp_, ep_;
   std::unique_ptr<backend::Backend> backend_;

@@ -10,62 +10,127 @@ namespace dpa::model {
 
 Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shard,
              ParallelComms comms, const ForwardOptions& opts)
-    : weights_(ckpt, shard), be_(be), shard_(shard), comms_(comms), opts_(opts),
-      cache_(ckpt.config().num_hidden_layers, opts.n_pages, opts.page_size,
-             ckpt.config().kv_lora_rank, ckpt.config().qk_rope_head_dim),
-      inv_freq_(rope_inv_freq(ckpt.config())) {
-  rope_.inv_freq = inv_freq_.data();
-  rope_.dim = ckpt.config().qk_rope_head_dim;
-  rope_.attention_scaling = rope_attention_scaling(ckpt.config());
+    : weights_(ckpt, shard, opts.bf16_weights), be_(be), shard_(shard), comms_(comms), opts_(opts) {
   const int tp = comms.attn_tp ? comms.attn_tp->size() : 1;
   const int ep = comms.ep ? comms.ep->size() : 1;
   if (tp != shard.attn_tp_size || ep != shard.ep_size)
     throw Error(fmt::format("model: shard sizes attn_tp {} ep {} differ from the communicators' {} {}",
                             shard.attn_tp_size, shard.ep_size, tp, ep));
+  const std::vector<float> inv_freq = rope_inv_freq(ckpt.config());
+  rope_.inv_freq = upload(inv_freq_, inv_freq);
+  rope_.dim = ckpt.config().qk_rope_head_dim;
+  rope_.attention_scaling = rope_attention_scaling(ckpt.config());
+  prepare_weights();
+  if (opts.n_pages > 0) allocate_cache(opts.n_pages);
+}
+
+int64_t Model::page_bytes() const {
+  const ModelConfig& c = config();
+  return c.num_hidden_layers * opts_.page_size * (c.kv_lora_rank + c.qk_rope_head_dim) *
+         static_cast<int64_t>(sizeof(float));
+}
+
+void Model::allocate_cache(int64_t n_pages) {
+  const ModelConfig& c = config();
+  cache_.reset();
+  cache_ = std::make_unique<KvCache>(be_, c.num_hidden_layers, n_pages, opts_.page_size, c.kv_lora_rank,
+                                     c.qk_rope_head_dim);
+  opts_.n_pages = n_pages;
+}
+
+// Every weight view becomes one the backend's ops take (device copies for CUDA, the same
+// views for the CPU); W_UK^T and the correction biases move to backend memory.
+void Model::prepare_weights() {
+  const ModelConfig& c = config();
+  auto prep = [&](backend::WeightView& w) {
+    if (w.data) w = be_.prepare_weight(w);
+  };
+  auto prep_mlp = [&](MlpWeights& m) { prep(m.gate), prep(m.up), prep(m.down); };
+  const bool tied = weights_.lm_head.data == weights_.embed.data;
+  prep(weights_.embed);
+  if (tied)
+    weights_.lm_head = weights_.embed;
+  else
+    prep(weights_.lm_head);
+  prep(weights_.final_norm);
+  const int64_t Hl = weights_.n_local_heads(), L = c.kv_lora_rank, nope = c.qk_nope_head_dim;
+  w_uk_.resize(weights_.layers.size());
+  bias_.resize(weights_.layers.size());
+  for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
+    LayerWeights& lw = weights_.layers[l];
+    for (auto* w : {&lw.input_norm, &lw.post_attention_norm, &lw.q_proj, &lw.q_a_proj, &lw.q_a_norm,
+                    &lw.q_b_proj, &lw.kv_a_proj, &lw.kv_a_norm, &lw.kv_b_proj, &lw.o_proj, &lw.router})
+      prep(*w);
+    w_uk_[l] = be_.prepare_weight(backend::WeightView::dense(lw.w_uk_t.data(), DType::f32, Hl * L, nope));
+    if (!lw.correction_bias.empty()) upload(bias_[l], lw.correction_bias);
+    prep_mlp(lw.dense);
+    prep_mlp(lw.shared);
+    for (auto& e : lw.experts) prep_mlp(e);
+  }
+  be_.synchronize();
 }
 
 void Model::mlp(const MlpWeights& w, const float* h, int64_t n, float* out) {
+  if (n == 0) return;
   const int64_t I = w.gate.rows;
-  std::vector<float> g(static_cast<std::size_t>(n * I)), u(g.size());
-  be_.linear(h, n, w.gate, g.data());
-  be_.linear(h, n, w.up, u.data());
-  be_.silu_mul(g.data(), u.data(), n * I, g.data());
-  be_.linear(g.data(), n, w.down, out);
+  float* g = scratch(g_, n * I);
+  float* u = scratch(u_, n * I);
+  be_.linear(h, n, w.gate, g);
+  be_.linear(h, n, w.up, u);
+  be_.silu_mul(g, u, n * I, g);
+  be_.linear(g, n, w.down, out);
 }
 
 void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits) {
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
-  std::vector<int32_t> ids;
+  std::vector<int32_t> ids, pages;
   std::vector<int64_t> positions;
+  page_offset_.clear();
   for (const SeqInput& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     if (s.start < 0 || s.start + n > c.max_position_embeddings)
       throw Error(fmt::format("sequence positions [{}, {}) beyond max_position_embeddings {}",
                               s.start, s.start + n, c.max_position_embeddings));
     if ((s.start + n + opts_.page_size - 1) / opts_.page_size > static_cast<int64_t>(s.pages.size()))
-      throw Error(fmt::format("page table of {} pages too short for {} tokens", s.pages.size(),
+      throw Error(fmt::format("kv cache: page table of {} pages too short for {} tokens", s.pages.size(),
                               s.start + n));
+    for (int32_t p : s.pages)
+      if (p < 0 || p >= cache_->n_pages())
+        throw Error(fmt::format("kv cache: page id {} outside [0, {})", p, cache_->n_pages()));
     for (int64_t i = 0; i < n; ++i) {
-      ids.push_back(s.tokens[static_cast<std::size_t>(i)]);
+      const int32_t t = s.tokens[static_cast<std::size_t>(i)];
+      if (t < 0 || t >= c.vocab_size)
+        throw Error(fmt::format("token id {} outside the vocabulary [0, {})", t, c.vocab_size));
+      ids.push_back(t);
       positions.push_back(s.start + i);
     }
+    page_offset_.push_back(static_cast<int64_t>(pages.size()));
+    pages.insert(pages.end(), s.pages.begin(), s.pages.end());
   }
+  if (!cache_) throw Error("model: forward before allocate_cache()");
   const int64_t N = static_cast<int64_t>(ids.size());
-  std::vector<float> residual(static_cast<std::size_t>(N * D)), h(residual.size()),
-      out(residual.size());
-  be_.embedding(weights_.embed, ids.data(), N, residual.data());
+  upload(d_ids_, ids);
+  upload(d_pos_, positions);
+  upload(d_pages_, pages);
+  if (!c.n_routed_experts) expert_counts_.clear();
+  else expert_counts_.assign(static_cast<std::size_t>(c.num_hidden_layers * c.n_routed_experts), 0);
+
+  float* residual = scratch(residual_, N * D);
+  float* h = scratch(h_, N * D);
+  float* out = scratch(out_, N * D);
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  be_.embedding(weights_.embed, d_ids_.data(), N, residual);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
-    be_.rms_norm(residual.data(), lw.input_norm, N, static_cast<float>(c.rms_norm_eps), h.data());
-    attention(l, batch, h.data(), N, positions, out.data());
-    be_.add_rms_norm(residual.data(), out.data(), lw.post_attention_norm, N,
-                     static_cast<float>(c.rms_norm_eps), h.data());
+    be_.rms_norm(residual, lw.input_norm, N, eps, h);
+    attention(l, batch, h, N, out);
+    be_.add_rms_norm(residual, out, lw.post_attention_norm, N, eps, h);
     if (lw.moe)
-      moe(l, h.data(), N, out.data());
+      moe(l, h, N, out);
     else
-      mlp(lw.dense, h.data(), N, out.data());
-    be_.add(residual.data(), out.data(), N * D);
+      mlp(lw.dense, h, N, out);
+    be_.add(residual, out, N * D);
   }
   // LM head only on the rows whose logits are wanted.
   std::vector<int32_t> rows;
@@ -79,12 +144,13 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     offset += n;
   }
   const int64_t n_rows = static_cast<int64_t>(rows.size());
-  std::vector<float> picked(static_cast<std::size_t>(n_rows * D));
-  be_.gather_rows(residual.data(), rows.data(), n_rows, D, picked.data());
-  be_.rms_norm(picked.data(), weights_.final_norm, n_rows, static_cast<float>(c.rms_norm_eps),
-               picked.data());
-  logits.assign(static_cast<std::size_t>(n_rows * c.vocab_size), 0.0f);
-  be_.linear(picked.data(), n_rows, weights_.lm_head, logits.data());
+  float* picked = scratch(picked_, n_rows * D);
+  be_.gather_rows(residual, upload(d_rows_, rows), n_rows, D, picked);
+  be_.rms_norm(picked, weights_.final_norm, n_rows, eps, picked);
+  float* d_logits = scratch(logits_, n_rows * c.vocab_size);
+  be_.linear(picked, n_rows, weights_.lm_head, d_logits);
+  logits.resize(static_cast<std::size_t>(n_rows * c.vocab_size));
+  if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
 }
 
 }  // namespace dpa::model

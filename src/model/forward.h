@@ -1,8 +1,13 @@
 // The model forward of one rank: embedding -> layers (MLA attention with heads split inside
 // attn_tp, dense MLP or MoE with experts sharded over ep) -> LM head. Collective over attn_tp and
 // ep: every rank calls forward() on the same steps, with an empty batch when it has no tokens.
+// Weights, KV cache and activations live in the backend's memory (host for the CPU backend,
+// device for CUDA); the communicators must work on that memory (MPI for CPU, NCCL for CUDA).
+// Host synchronisation points inside a step: the MoE routing counts (moe_sort), the index
+// bookkeeping of dispatch, and the logits download at the end.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -31,8 +36,9 @@ enum class AttentionForm : uint8_t { automatic, expanded, absorbed };
 
 struct ForwardOptions {
   int64_t page_size = 16;
-  int64_t n_pages = 256;
+  int64_t n_pages = 256;  // 0: no cache until allocate_cache() (sized after the weights load)
   AttentionForm attention = AttentionForm::automatic;
+  bool bf16_weights = false;  // round every weight to bf16 at load
 };
 
 // The groups a rank's forward talks to; null communicators mean a group of one.
@@ -47,29 +53,66 @@ class Model {
         const ForwardOptions& opts);
 
   const ModelConfig& config() const { return weights_.config(); }
-  KvCache& cache() { return cache_; }
+  KvCache& cache() { return *cache_; }
+  // Bytes one KV page takes over all layers, and the allocation of n_pages of them.
+  int64_t page_bytes() const;
+  void allocate_cache(int64_t n_pages);
   ForwardOptions& options() { return opts_; }
 
   // Runs the batch; writes the wanted logits rows (vocab_size each) in batch order, positions in
   // order within a sequence. Identical on the ranks of one replica.
   void forward(const std::vector<SeqInput>& batch, std::vector<float>& logits);
 
+  // Routed slots per expert of the last forward on this rank: [n_layers * n_routed_experts].
+  const std::vector<int64_t>& expert_counts() const { return expert_counts_; }
+
  private:
   // h [n, hidden] -> out [n, hidden] for the local heads, all-reduced over attn_tp.
   void attention(int64_t layer, const std::vector<SeqInput>& batch, const float* h, int64_t n,
-                 const std::vector<int64_t>& positions, float* out);
+                 float* out);
   // h [n, hidden] -> out [n, hidden]: dense MLP, or MoE with dispatch/combine over ep.
   void mlp(const MlpWeights& w, const float* h, int64_t n, float* out);
   void moe(int64_t layer, const float* h, int64_t n, float* out);
+
+  template <typename T>
+  T* scratch(backend::Buffer<T>& b, int64_t n) {
+    b.ensure(be_, static_cast<std::size_t>(std::max<int64_t>(n, 1)));
+    return b.data();
+  }
+  // Copies host data into a scratch buffer of backend memory.
+  template <typename T>
+  T* upload(backend::Buffer<T>& b, const std::vector<T>& host) {
+    T* p = scratch(b, static_cast<int64_t>(host.size()));
+    if (!host.empty()) be_.upload(p, host.data(), host.size() * sizeof(T));
+    return p;
+  }
+  void prepare_weights();
 
   ModelWeights weights_;
   backend::Backend& be_;
   ShardSpec shard_;
   ParallelComms comms_;
   ForwardOptions opts_;
-  KvCache cache_;
-  std::vector<float> inv_freq_;
+  std::unique_ptr<KvCache> cache_;
+  backend::Buffer<float> inv_freq_;
   backend::RopeParams rope_;
+  // Per layer, in backend memory: W_UK^T of the local heads [H_local * kv_lora, nope] and the
+  // noaux_tc correction bias.
+  std::vector<backend::WeightView> w_uk_;
+  std::vector<backend::Buffer<float>> bias_;
+  std::vector<int64_t> expert_counts_;
+
+  // This step's inputs in backend memory, and scratch activations reused across steps.
+  backend::Buffer<int32_t> d_ids_, d_pages_, d_rows_;
+  backend::Buffer<int64_t> d_pos_;
+  std::vector<int64_t> page_offset_;  // where each sequence's page table starts in d_pages_
+  backend::Buffer<float> residual_, h_, out_, picked_, logits_;
+  backend::Buffer<float> q_, qa_, kva_, lat_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
+  backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
+  backend::Buffer<float> g_, u_;
+  backend::Buffer<float> router_logits_, gate_w_, send_, recv_, x_, y_, expert_out_, back_, by_slot_, mine_, shared_;
+  backend::Buffer<int32_t> gate_ids_, order_, slot_token_, send_ids_, recv_ids_, local_ids_, local_order_;
+  backend::Buffer<int64_t> count_send_, count_recv_;
 };
 
 }  // namespace dpa::model

@@ -7,13 +7,14 @@
 
 namespace dpa::model {
 
-KvCache::KvCache(int64_t n_layers, int64_t n_pages, int64_t page_size, int64_t kv_lora,
-                 int64_t rope_dim)
+KvCache::KvCache(backend::Backend& be, int64_t n_layers, int64_t n_pages, int64_t page_size,
+                 int64_t kv_lora, int64_t rope_dim)
     : n_layers_(n_layers), n_pages_(n_pages), page_size_(page_size), kv_lora_(kv_lora),
       rope_dim_(rope_dim) {
   if (n_layers <= 0 || n_pages <= 0 || page_size <= 0)
     throw Error(fmt::format("kv cache: {} layers, {} pages of {} tokens", n_layers, n_pages, page_size));
-  data_.assign(static_cast<std::size_t>(n_layers * n_pages * page_size * token_width()), 0.0f);
+  data_ = backend::Buffer<float>(be, static_cast<std::size_t>(n_layers * n_pages * page_size * token_width()));
+  be.fill_zero(data_.data(), bytes());
   for (int64_t p = n_pages - 1; p >= 0; --p) free_.push_back(static_cast<int32_t>(p));
 }
 
@@ -25,16 +26,6 @@ backend::PagedLatent KvCache::view(int64_t layer, const int32_t* pages) const {
   v.kv_lora = kv_lora_;
   v.rope_dim = rope_dim_;
   return v;
-}
-
-float* KvCache::slot(int64_t layer, const int32_t* pages, int64_t n_table, int64_t pos) {
-  const int64_t page_idx = pos / page_size_;
-  if (page_idx >= n_table)
-    throw Error(fmt::format("kv cache: position {} beyond the page table ({} pages)", pos, n_table));
-  const int32_t page = pages[page_idx];
-  if (page < 0 || page >= n_pages_) throw Error(fmt::format("kv cache: page id {} outside [0, {})", page, n_pages_));
-  return data_.data() +
-         ((layer * n_pages_ + page) * page_size_ + pos % page_size_) * token_width();
 }
 
 void KvCache::grow(std::vector<int32_t>& table, int64_t n_tokens) {

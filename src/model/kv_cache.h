@@ -1,7 +1,7 @@
 // The paged MLA cache of one replica: per layer, n_pages pages of page_size tokens, each token
 // one normalized latent (kv_lora_rank) followed by its rotated rope key (qk_rope_head_dim),
-// shared by all heads. A sequence is a list of page ids. The engine owns the real allocator;
-// a simple free list is here for tests and the standalone forward.
+// shared by all heads, in the backend's memory. A sequence is a list of page ids. The engine
+// owns the real allocator; a simple free list is here for tests and the standalone forward.
 #pragma once
 
 #include <cstdint>
@@ -13,15 +13,15 @@ namespace dpa::model {
 
 class KvCache {
  public:
-  KvCache(int64_t n_layers, int64_t n_pages, int64_t page_size, int64_t kv_lora, int64_t rope_dim);
+  KvCache(backend::Backend& be, int64_t n_layers, int64_t n_pages, int64_t page_size,
+          int64_t kv_lora, int64_t rope_dim);
 
   int64_t n_pages() const { return n_pages_; }
   int64_t page_size() const { return page_size_; }
   int64_t token_width() const { return kv_lora_ + rope_dim_; }
-  // Layer `layer`'s view for one sequence's page table.
+  std::size_t bytes() const { return data_.size() * sizeof(float); }
+  // Layer `layer`'s view for one sequence's page table (in backend memory).
   backend::PagedLatent view(int64_t layer, const int32_t* pages) const;
-  // Slot of position `pos` of a sequence (throws dpa::Error when the table is too short).
-  float* slot(int64_t layer, const int32_t* pages, int64_t n_table, int64_t pos);
 
   // Simple allocator: pages for n_tokens more tokens appended to `table`; throws when full.
   void grow(std::vector<int32_t>& table, int64_t n_tokens);
@@ -30,7 +30,7 @@ class KvCache {
 
  private:
   int64_t n_layers_, n_pages_, page_size_, kv_lora_, rope_dim_;
-  std::vector<float> data_;  // [n_layers, n_pages, page_size, kv_lora + rope_dim]
+  backend::Buffer<float> data_;  // [n_layers, n_pages, page_size, kv_lora + rope_dim]
   std::vector<int32_t> free_;
 };
 

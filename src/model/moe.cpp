@@ -1,9 +1,11 @@
 // The MoE layer across ranks: route locally, dispatch token rows to the ranks owning their
 // experts (all_to_all_v over ep, counts exchanged first), run the local experts, combine back,
-// weighted sum in top-k order + shared experts. With attn_tp > 1 the replica's ranks hold the
+// weighted sum in top-k order + shared experts. Rows move in backend memory; the routing
+// bookkeeping (counts, slot indices) is done on the host: the MoE layer's synchronisation point. With attn_tp > 1 the replica's ranks hold the
 // same tokens, so each dispatches only its 1/attn_tp slice and the results are all-gathered.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "core/error.h"
@@ -14,7 +16,7 @@ namespace dpa::model {
 
 namespace {
 
-backend::GateParams gate_params(const ModelConfig& c, const std::vector<float>& bias) {
+backend::GateParams gate_params(const ModelConfig& c, const float* bias) {
   backend::GateParams p;
   p.n_experts = c.n_routed_experts;
   p.top_k = c.num_experts_per_tok;
@@ -31,7 +33,7 @@ backend::GateParams gate_params(const ModelConfig& c, const std::vector<float>& 
     throw Error(fmt::format("unsupported topk_method '{}'", c.topk_method));
   p.norm_topk_prob = c.norm_topk_prob;
   p.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
-  p.correction_bias = bias.empty() ? nullptr : bias.data();
+  p.correction_bias = bias;
   return p;
 }
 
@@ -50,109 +52,118 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const int tp = shard_.attn_tp_size, tp_rank = shard_.attn_tp_rank;
   const int ep = shard_.ep_size;
   const int64_t per_rank = E / ep;
+  const bool distributed = comms_.ep && ep > 1;
 
   // This rank's token slice [b, e) of the replica's n tokens.
   auto slice_begin = [&](int r) { return n * r / tp; };
   const int64_t b = slice_begin(tp_rank), my_n = slice_begin(tp_rank + 1) - b;
   const float* hm = h + b * D;
 
-  std::vector<float> router_logits(static_cast<std::size_t>(my_n * E));
-  be_.linear(hm, my_n, lw.router, router_logits.data());
-  std::vector<int32_t> ids(static_cast<std::size_t>(my_n * K));
-  std::vector<float> weights(ids.size());
+  float* router_logits = scratch(router_logits_, my_n * E);
+  int32_t* ids = scratch(gate_ids_, my_n * K);
+  float* weights = scratch(gate_w_, my_n * K);
+  be_.linear(hm, my_n, lw.router, router_logits);
   if (my_n > 0)
-    be_.moe_gate(router_logits.data(), my_n, gate_params(c, lw.correction_bias), ids.data(),
-                 weights.data());
+    be_.moe_gate(router_logits, my_n, gate_params(c, bias_[static_cast<std::size_t>(layer)].data()), ids, weights);
 
   // Slots (token, k) sorted by expert, which also groups them by owning rank.
   const int64_t n_slots = my_n * K;
-  std::vector<int32_t> order(static_cast<std::size_t>(n_slots));
+  int32_t* order = scratch(order_, n_slots);
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
-  be_.moe_sort(ids.data(), n_slots, E, order.data(), expert_counts.data());
-  std::vector<int32_t> slot_token(order.size()), send_ids(order.size());
-  for (int64_t j = 0; j < n_slots; ++j) {
-    slot_token[j] = order[j] / static_cast<int32_t>(K);
-    send_ids[j] = ids[order[j]];
+  be_.moe_sort(ids, n_slots, E, order, expert_counts.data());
+  std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
+  std::vector<int32_t> h_ids(static_cast<std::size_t>(n_slots)), h_order(h_ids.size());
+  if (n_slots > 0) {
+    be_.download(h_ids.data(), ids, h_ids.size() * sizeof(int32_t));
+    be_.download(h_order.data(), order, h_order.size() * sizeof(int32_t));
   }
-  std::vector<float> send(static_cast<std::size_t>(n_slots * D));
-  be_.gather_rows(hm, slot_token.data(), n_slots, D, send.data());
+  std::vector<int32_t> slot_token(h_order.size()), send_ids(h_order.size());
+  for (int64_t j = 0; j < n_slots; ++j) {
+    slot_token[j] = h_order[j] / static_cast<int32_t>(K);
+    send_ids[j] = h_ids[h_order[j]];
+  }
+  float* send = scratch(send_, n_slots * D);
+  be_.gather_rows(hm, upload(slot_token_, slot_token), n_slots, D, send);
+  const int32_t* d_send_ids = upload(send_ids_, send_ids);
 
   // Exchange row counts, then rows and their expert ids.
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
   for (int64_t e = 0; e < E; ++e) send_rows[static_cast<std::size_t>(e / per_rank)] += expert_counts[e];
-  std::vector<float> recv;
-  std::vector<int32_t> recv_ids;
-  if (comms_.ep && ep > 1) {
+  const float* recv = send;
+  std::vector<int32_t> h_recv_ids = send_ids;
+  if (distributed) {
     std::vector<std::size_t> ones(ep, 1), iota_d(ep);
     std::iota(iota_d.begin(), iota_d.end(), std::size_t{0});
     std::vector<int64_t> s64(send_rows.begin(), send_rows.end()), r64(ep);
-    comms_.ep->all_to_all_v(s64.data(), ones.data(), iota_d.data(), r64.data(), ones.data(),
+    int64_t* d_r64 = scratch(count_recv_, ep);
+    comms_.ep->all_to_all_v(upload(count_send_, s64), ones.data(), iota_d.data(), d_r64, ones.data(),
                             iota_d.data(), DType::i64);
+    be_.download(r64.data(), d_r64, r64.size() * sizeof(int64_t));
     for (int p = 0; p < ep; ++p) recv_rows[p] = static_cast<std::size_t>(r64[p]);
     const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);
     const std::size_t n_recv = rd.back() + recv_rows.back();
-    recv_ids.resize(n_recv);
-    comms_.ep->all_to_all_v(send_ids.data(), send_rows.data(), sd.data(), recv_ids.data(),
-                            recv_rows.data(), rd.data(), DType::i32);
+    int32_t* r_ids = scratch(recv_ids_, static_cast<int64_t>(n_recv));
+    comms_.ep->all_to_all_v(d_send_ids, send_rows.data(), sd.data(), r_ids, recv_rows.data(), rd.data(),
+                            DType::i32);
     std::vector<std::size_t> sc(ep), sdd(ep), rc(ep), rdd(ep);
     for (int p = 0; p < ep; ++p) {
       sc[p] = send_rows[p] * D, sdd[p] = sd[p] * D, rc[p] = recv_rows[p] * D, rdd[p] = rd[p] * D;
     }
-    recv.resize(n_recv * D);
-    comms_.ep->all_to_all_v(send.data(), sc.data(), sdd.data(), recv.data(), rc.data(), rdd.data(),
-                            DType::f32);
-  } else {
-    recv = send;
-    recv_ids = send_ids;
+    float* r = scratch(recv_, static_cast<int64_t>(n_recv) * D);
+    comms_.ep->all_to_all_v(send, sc.data(), sdd.data(), r, rc.data(), rdd.data(), DType::f32);
+    recv = r;
+    h_recv_ids.resize(n_recv);
+    if (n_recv > 0) be_.download(h_recv_ids.data(), r_ids, n_recv * sizeof(int32_t));
   }
 
   // Local experts, each on its received rows (grouped by a local sort).
-  const int64_t n_recv = static_cast<int64_t>(recv_ids.size());
+  const int64_t n_recv = static_cast<int64_t>(h_recv_ids.size());
   const int64_t e0 = weights_.expert_begin(), n_local = weights_.n_local_experts();
-  std::vector<int32_t> local_ids(recv_ids.size()), local_order(recv_ids.size());
+  std::vector<int32_t> local_ids(h_recv_ids.size());
   for (int64_t j = 0; j < n_recv; ++j) {
-    local_ids[j] = recv_ids[j] - static_cast<int32_t>(e0);
+    local_ids[j] = h_recv_ids[j] - static_cast<int32_t>(e0);
     if (local_ids[j] < 0 || local_ids[j] >= n_local)
       throw Error(fmt::format("moe: received a row for expert {} outside this rank's [{}, {})",
-                              recv_ids[j], e0, e0 + n_local));
+                              h_recv_ids[j], e0, e0 + n_local));
   }
   std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local));
-  be_.moe_sort(local_ids.data(), n_recv, n_local, local_order.data(), local_counts.data());
-  std::vector<float> expert_out(static_cast<std::size_t>(n_recv * D));
+  int32_t* local_order = scratch(local_order_, n_recv);
+  be_.moe_sort(upload(local_ids_, local_ids), n_recv, n_local, local_order, local_counts.data());
+  float* expert_out = scratch(expert_out_, n_recv * D);
+  int64_t max_cnt = 0;
+  for (int64_t cnt : local_counts) max_cnt = std::max(max_cnt, cnt);
+  float* x = scratch(x_, max_cnt * D);
+  float* y = scratch(y_, max_cnt * D);
   int64_t pos = 0;
   for (int64_t e = 0; e < n_local; ++e) {
     const int64_t cnt = local_counts[e];
     if (cnt == 0) continue;
-    std::vector<float> x(static_cast<std::size_t>(cnt * D)), y(x.size());
-    be_.gather_rows(recv.data(), local_order.data() + pos, cnt, D, x.data());
-    mlp(lw.experts[static_cast<std::size_t>(e)], x.data(), cnt, y.data());
-    for (int64_t j = 0; j < cnt; ++j)
-      std::copy_n(y.data() + j * D, D, expert_out.data() + static_cast<int64_t>(local_order[pos + j]) * D);
+    be_.gather_rows(recv, local_order + pos, cnt, D, x);
+    mlp(lw.experts[static_cast<std::size_t>(e)], x, cnt, y);
+    be_.scatter_rows(y, local_order + pos, cnt, D, expert_out);
     pos += cnt;
   }
 
   // Combine: rows come back in this rank's send order, i.e. sorted slot order.
-  std::vector<float> back(static_cast<std::size_t>(n_slots * D));
-  if (comms_.ep && ep > 1) {
+  float* back = expert_out;
+  if (distributed) {
     const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);
     std::vector<std::size_t> sc(ep), sdd(ep), rc(ep), rdd(ep);
     for (int p = 0; p < ep; ++p) {
       rc[p] = send_rows[p] * D, rdd[p] = sd[p] * D, sc[p] = recv_rows[p] * D, sdd[p] = rd[p] * D;
     }
-    comms_.ep->all_to_all_v(expert_out.data(), sc.data(), sdd.data(), back.data(), rc.data(),
-                            rdd.data(), DType::f32);
-  } else {
-    back = expert_out;
+    back = scratch(back_, n_slots * D);
+    comms_.ep->all_to_all_v(expert_out, sc.data(), sdd.data(), back, rc.data(), rdd.data(), DType::f32);
   }
-  std::vector<float> by_slot(back.size());
-  for (int64_t j = 0; j < n_slots; ++j)
-    std::copy_n(back.data() + j * D, D, by_slot.data() + static_cast<int64_t>(order[j]) * D);
-  std::vector<float> mine(static_cast<std::size_t>(my_n * D), 0.0f);
-  be_.moe_combine(by_slot.data(), weights.data(), my_n, K, D, mine.data());
+  float* by_slot = scratch(by_slot_, n_slots * D);
+  be_.scatter_rows(back, order, n_slots, D, by_slot);
+  float* mine = scratch(mine_, my_n * D);
+  be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
+  be_.moe_combine(by_slot, weights, my_n, K, D, mine);
   if (lw.has_shared && my_n > 0) {
-    std::vector<float> sh(mine.size());
-    mlp(lw.shared, hm, my_n, sh.data());
-    be_.add(mine.data(), sh.data(), my_n * D);
+    float* sh = scratch(shared_, my_n * D);
+    mlp(lw.shared, hm, my_n, sh);
+    be_.add(mine, sh, my_n * D);
   }
 
   if (comms_.attn_tp && tp > 1) {
@@ -161,10 +172,10 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
       counts[r] = static_cast<std::size_t>((slice_begin(r + 1) - slice_begin(r)) * D);
       displs[r] = static_cast<std::size_t>(slice_begin(r) * D);
     }
-    comms_.attn_tp->all_gather_v(mine.data(), mine.size(), out, counts.data(), displs.data(),
+    comms_.attn_tp->all_gather_v(mine, static_cast<std::size_t>(my_n * D), out, counts.data(), displs.data(),
                                  DType::f32);
-  } else {
-    std::copy(mine.begin(), mine.end(), out);
+  } else if (my_n > 0) {
+    be_.copy(out, mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
   }
 }
 

@@ -23,6 +23,12 @@ WeightView ModelWeights::load(const Checkpoint& ckpt, const std::string& name) {
     throw Error(fmt::format("{}: tensor {} has {} dims, expected 1 or 2", ckpt.dir(), name,
                             ti.shape.size()));
   }
+  if (bf16_ && ti.dtype != DType::bf16) {
+    const std::vector<float> f = ckpt.read_f32(name);
+    owned_bf16_.emplace_back(f.size());
+    for (std::size_t i = 0; i < f.size(); ++i) owned_bf16_.back()[i] = f32_to_bf16(f[i]);
+    return WeightView::dense(owned_bf16_.back().data(), DType::bf16, rows, cols);
+  }
   if (ti.dtype == DType::f32 || ti.dtype == DType::bf16) {
     const void* p = ckpt.mapped(name);
     // Views need element alignment; a misaligned tensor is copied instead.
@@ -48,7 +54,8 @@ void expect_shape(const WeightView& w, int64_t rows, int64_t cols, const std::st
 
 }  // namespace
 
-ModelWeights::ModelWeights(const Checkpoint& ckpt, const ShardSpec& shard) : cfg_(ckpt.config()) {
+ModelWeights::ModelWeights(const Checkpoint& ckpt, const ShardSpec& shard, bool bf16)
+    : cfg_(ckpt.config()), bf16_(bf16) {
   const ModelConfig& c = cfg_;
   const int64_t H = c.num_attention_heads, hidden = c.hidden_size;
   const int64_t dqk = c.qk_head_dim(), nope = c.qk_nope_head_dim, dv = c.v_head_dim;

@@ -50,7 +50,8 @@ struct LayerWeights {
 
 class ModelWeights {
  public:
-  ModelWeights(const Checkpoint& ckpt, const ShardSpec& shard);
+  // bf16: every tensor is rounded to bf16 at load (tests of the bf16 path on f32 checkpoints).
+  ModelWeights(const Checkpoint& ckpt, const ShardSpec& shard, bool bf16 = false);
   ModelWeights(const ModelWeights&) = delete;
   ModelWeights& operator=(const ModelWeights&) = delete;
 
@@ -70,6 +71,8 @@ class ModelWeights {
   ModelConfig cfg_;
   int64_t head_begin_ = 0, n_local_heads_ = 0, expert_begin_ = 0, n_local_experts_ = 0;
   std::deque<std::vector<float>> owned_;  // copies the views point into (stable addresses)
+  std::deque<std::vector<uint16_t>> owned_bf16_;
+  bool bf16_ = false;
 };
 
 }  // namespace dpa::model

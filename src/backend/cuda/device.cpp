@@ -24,6 +24,10 @@ std::string device_description(int ordinal) {
   return fmt::format("{} ({} SMs, {} GiB)", p.name, p.multiProcessorCount, p.totalGlobalMem >> 30);
 }
 
+void memory_info(std::size_t* free_bytes, std::size_t* total_bytes) {
+  DPA_CHECK_CUDA(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
 bool compiled_in() { return true; }
 
 }  // namespace dpa::cuda
