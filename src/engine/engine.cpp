@@ -257,6 +257,11 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
       model_.forward(plan.chunks, logits_);
       auto outs = sample_and_commit(plan, logits_);
       send_outputs(outs, sink);
+      collect_step_stats(step_started_);
+    } else if (root) {
+      std::lock_guard lk(load_mu_);
+      load_.steps = step_ + 1;
+      load_.headers = headers_;
     }
     ++step_;
     step_started_ = 0.0;
@@ -275,6 +280,54 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     fail_one("engine", "used == 0 at exit", __FILE__, __LINE__,
              fmt::format("replica {} still holds {} KV pages after every request finished", g.dp_rank,
                          sched_.blocks().used_count()));
+}
+
+void Engine::collect_step_stats(double started) {
+  const auto& g = groups_.layout();
+  const bool root = g.world_rank == 0;
+  const int64_t n_layers = model_.n_layers(), n_experts = model_.n_experts();
+  const bool experts = cfg_.collect_expert_stats && n_layers * n_experts > 0;
+  if (experts) {
+    const auto& mine = model_.expert_counts();
+    const std::size_t n = static_cast<std::size_t>(n_layers * n_experts);
+    std::vector<int64_t> send(n, 0);
+    std::copy_n(mine.begin(), std::min(n, mine.size()), send.begin());
+    expert_step_.assign(n, 0);
+    DPA_CHECK_MPI(MPI_Reduce(send.data(), expert_step_.data(), static_cast<int>(n), MPI_INT64_T, MPI_SUM, 0,
+                             groups_.world()));
+    if (root) {
+      if (expert_total_.size() != n) expert_total_.assign(n, 0);
+      for (std::size_t i = 0; i < n; ++i) expert_total_[i] += expert_step_[i];
+    }
+  }
+  if (!root) return;
+  {
+    std::lock_guard lk(load_mu_);
+    load_.steps = step_ + 1;
+    load_.headers = headers_;
+    if (experts) load_.expert_tokens_total = expert_total_;
+    load_.n_layers = n_layers, load_.n_experts = n_experts;
+  }
+  if (observer_) {
+    StepRecord rec;
+    rec.step = step_;
+    rec.started_s = started;
+    rec.seconds = now_s() - started;
+    rec.headers = &headers_;
+    rec.expert_tokens = &expert_step_;
+    rec.n_layers = experts ? n_layers : 0;
+    rec.n_experts = experts ? n_experts : 0;
+    observer_(rec);
+  }
+}
+
+LoadSnapshot Engine::load_snapshot() const {
+  std::lock_guard lk(load_mu_);
+  LoadSnapshot s = load_;
+  s.dp = groups_.layout().dp;
+  s.attn_tp = groups_.layout().attn_tp;
+  if (s.headers.empty()) s.headers.assign(groups_.layout().world_size, StepHeader{});
+  return s;
 }
 
 void Engine::watchdog_loop() {

@@ -32,6 +32,7 @@ struct EngineConfig {
   std::vector<int32_t> eos_ids;
   uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests
   bool check_kv_accounting = true;    // verify free + used == total at exit
+  bool collect_expert_stats = false;  // sum tokens per expert per layer to rank 0 every step
 };
 
 // The per-rank record all-gathered every step (fixed size, plain integers).
@@ -53,10 +54,32 @@ struct Rejection {
   std::string message;
 };
 
+// What rank 0 learns at the end of each step that ran a forward (traces, metrics).
+struct StepRecord {
+  int64_t step = 0;
+  double started_s = 0;   // steady clock, seconds
+  double seconds = 0;     // wall time of the whole step
+  const std::vector<StepHeader>* headers = nullptr;  // one per world rank
+  // [n_layers * n_experts] routed slots per expert this step, summed over ranks; empty unless
+  // EngineConfig::collect_expert_stats.
+  const std::vector<int64_t>* expert_tokens = nullptr;
+  int64_t n_layers = 0, n_experts = 0;
+};
+
+// A copy of the engine's view of the replicas, safe to take from any thread on rank 0.
+struct LoadSnapshot {
+  int64_t steps = 0;                 // steps run so far (> 0 once every rank ran one)
+  std::vector<StepHeader> headers;   // last gathered, one per world rank
+  int dp = 1, attn_tp = 1;           // replica r's leader is world rank r * attn_tp
+  std::vector<int64_t> expert_tokens_total;  // cumulative [n_layers * n_experts] (expert stats)
+  int64_t n_layers = 0, n_experts = 0;
+};
+
 class Engine {
  public:
   using Sink = std::function<void(const TokenOutput&)>;
   using RejectSink = std::function<void(const Rejection&)>;
+  using StepObserver = std::function<void(const StepRecord&)>;
 
   Engine(const EngineConfig& cfg, const dist::Groups& groups, ModelExecutor& model);
   ~Engine();
@@ -70,6 +93,11 @@ class Engine {
   // Every rank, the engine thread. On rank 0, `sink` gets every generated token and `reject`
   // every request refused at intake.
   void run(const Sink& sink, const RejectSink& reject = nullptr);
+
+  // Rank 0, before run(): called on the engine thread after every step that ran a forward.
+  void set_step_observer(StepObserver obs) { observer_ = std::move(obs); }
+  // Rank 0, any thread.
+  LoadSnapshot load_snapshot() const;
 
   // After run(): this rank's replica statistics.
   int64_t n_preemptions() const { return sched_.n_preemptions(); }
@@ -89,6 +117,7 @@ class Engine {
   void gather_headers(const StepPlan& plan);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan, const std::vector<float>& logits);
   void send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink);
+  void collect_step_stats(double started);
   void watchdog_loop();
   [[noreturn]] void watchdog_fire(double stalled_s);
 
@@ -109,6 +138,12 @@ class Engine {
   bool shutdown_requested_ = false;
   uint64_t next_id_ = 1;
   std::vector<int64_t> routed_since_;  // requests routed per replica since the last headers
+
+  // Step statistics (rank 0).
+  StepObserver observer_;
+  std::vector<int64_t> expert_step_, expert_total_;
+  mutable std::mutex load_mu_;
+  LoadSnapshot load_;
 
   // Watchdog.
   std::atomic<double> step_started_{0.0};  // seconds since epoch; 0 when not inside a step

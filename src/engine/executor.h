@@ -27,6 +27,14 @@ class ModelExecutor {
   virtual int64_t page_size() const = 0;
   virtual int64_t num_pages() const = 0;      // KV pages this replica's cache holds
   virtual int64_t max_position() const = 0;   // longest sequence the model takes
+  // Routed slots per expert of the last forward on this rank, [n_layers * n_experts] (zeros
+  // for dense layers); empty when the model has no routed experts.
+  virtual const std::vector<int64_t>& expert_counts() const {
+    static const std::vector<int64_t> none;
+    return none;
+  }
+  virtual int64_t n_layers() const { return 0; }
+  virtual int64_t n_experts() const { return 0; }
 };
 
 }  // namespace dpa::engine
