@@ -20,7 +20,7 @@ void add_common_options(po::options_description& desc, CommonOptions& c) {
 std::vector<Command> commands() {
   return {
       info_command(),
-      not_yet_command("serve", "serve the OpenAI-compatible HTTP API on rank 0", "HTTP serving (issue 7)"),
+      serve_command(),
       batch_command(),
       bench_command(),
       make_model_command(),

@@ -80,11 +80,4 @@ Command info_command() {
           [](po::options_description&) {}, run_info};
 }
 
-Command not_yet_command(std::string name, std::string summary, std::string needs) {
-  return {name, summary + " [not built yet]", [](po::options_description&) {},
-          [name, needs](Context&) -> int {
-            throw Error(fmt::format("`{}` is not built yet: it arrives with {}", name, needs));
-          }};
-}
-
 }  // namespace dpa::app

@@ -74,7 +74,12 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
-      ("router-policy", po::value<std::string>(&f.router_policy)->default_value(f.router_policy), "round_robin | shortest_queue")
+      ("router-policy", po::value<std::string>(&f.router.policy)->default_value(f.router.policy), "round_robin | random | shortest_queue | power_of_two | cache_aware")
+      ("cache-threshold", po::value<double>(&f.router.cache_threshold)->default_value(f.router.cache_threshold), "cache_aware: least prefix-match ratio that routes by cache")
+      ("balance-abs-threshold", po::value<int64_t>(&f.router.balance_abs_threshold)->default_value(f.router.balance_abs_threshold), "cache_aware: imbalanced when max - min requests exceeds this ...")
+      ("balance-rel-threshold", po::value<double>(&f.router.balance_rel_threshold)->default_value(f.router.balance_rel_threshold), "cache_aware: ... and max > this * min")
+      ("eviction-interval-secs", po::value<double>(&f.router.eviction_interval_secs)->default_value(f.router.eviction_interval_secs), "cache_aware: seconds between prefix-tree evictions")
+      ("max-tree-size", po::value<int64_t>(&f.router.max_tree_size)->default_value(f.router.max_tree_size), "cache_aware: tokens per replica's prefix tree before LRU eviction")
       ("watchdog-timeout", po::value<double>(&f.watchdog_timeout)->default_value(f.watchdog_timeout), "seconds a step may stall before the job ends with a dump (0: off)")
       ("seed", po::value<uint64_t>(&f.seed)->default_value(f.seed), "base seed of unseeded sampling");
 }
@@ -120,7 +125,9 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   if (ec.scheduler.max_model_len > cfg.max_position_embeddings)
     throw ConfigError("max-model-len", fmt::format("{} exceeds the model's max_position_embeddings {}",
                                                    ec.scheduler.max_model_len, cfg.max_position_embeddings));
-  ec.router_policy = f.router_policy;
+  ec.router = f.router;
+  ec.router.seed = f.seed;
+  ec.collect_expert_stats = f.collect_expert_stats;
   ec.watchdog_timeout_s = f.watchdog_timeout;
   ec.seed = f.seed;
   for (int64_t e : cfg.eos_token_ids) ec.eos_ids.push_back(static_cast<int32_t>(e));

@@ -26,7 +26,8 @@ struct EngineFlags {
   int64_t max_num_seqs = 256;
   int64_t max_num_batched_tokens = 4096;
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)
-  std::string router_policy = "round_robin";
+  engine::RouterConfig router;  // --router-policy and the cache_aware parameters
+  bool collect_expert_stats = false;  // tokens per expert to rank 0 every step (serve: /metrics)
   double watchdog_timeout = 600;
   uint64_t seed = 0;
 };

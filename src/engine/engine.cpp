@@ -39,7 +39,7 @@ Engine::Engine(const EngineConfig& cfg, const dist::Groups& groups, ModelExecuto
       groups_(groups),
       model_(model),
       sched_(cfg.scheduler, model.num_pages(), model.page_size()),
-      router_(make_router(cfg.router_policy, cfg.seed)),
+      router_(make_router(cfg.router)),
       headers_(groups.layout().world_size),
       routed_since_(groups.layout().dp, 0) {
   if (cfg_.watchdog_timeout_s > 0) watchdog_ = std::thread([this] { watchdog_loop(); });

@@ -27,7 +27,7 @@ namespace dpa::engine {
 
 struct EngineConfig {
   SchedulerConfig scheduler;
-  std::string router_policy = "round_robin";
+  RouterConfig router;               // policy and cache_aware parameters
   double watchdog_timeout_s = 600.0;  // 0: off
   std::vector<int32_t> eos_ids;
   uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests

@@ -1,0 +1,708 @@
+// Routes, per-request state, metrics, readiness and the drain of `dpa_serve serve`.
+#include "serve/api_server.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "core/log.h"
+#include "serve/generation.h"
+#include "text/tokenizer.h"
+
+namespace dpa::serve {
+
+namespace json = boost::json;
+namespace asio = boost::asio;
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Compares without an early exit, so the time taken does not tell how much of the key matched.
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  const std::size_t n = std::max(a.size(), b.size());
+  unsigned diff = a.size() == b.size() ? 0u : 1u;
+  for (std::size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned>(x ^ y);
+  }
+  return diff == 0;
+}
+
+struct Histogram {
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts;  // per bucket, the last one is +Inf
+  double sum = 0;
+  uint64_t count = 0;
+  explicit Histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1, 0) {}
+  void observe(double v) {
+    std::size_t i = 0;
+    while (i < bounds.size() && v > bounds[i]) ++i;
+    ++counts[i];
+    sum += v;
+    ++count;
+  }
+};
+
+const std::vector<double> kTtftBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+                                          1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+const std::vector<double> kItlBuckets = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+                                         0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
+const std::vector<double> kLatencyBuckets = {0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,   5.0,   10.0,  15.0, 20.0,
+                                             30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+
+std::string json_response(const json::value& v) { return json::serialize(v); }
+
+}  // namespace
+
+struct ApiServer::Metrics {
+  struct PerReplica {
+    uint64_t prompt_tokens = 0, generation_tokens = 0;
+    std::map<std::string, uint64_t> finished;  // by finish reason
+    Histogram ttft{kTtftBuckets}, itl{kItlBuckets}, e2e{kLatencyBuckets}, queue{kLatencyBuckets};
+  };
+  std::vector<PerReplica> rep;
+  uint64_t rejected_429 = 0;
+  std::atomic<double> last_step_s{0.0};
+};
+
+struct ApiServer::Job {
+  uint64_t serial = 0;
+  std::unique_ptr<ParsedRequest> req;
+  std::vector<Generation> gens;
+  std::vector<uint64_t> ids;
+  std::vector<int> dp;
+  std::vector<int64_t> prompt_len;
+  std::vector<double> last_t;  // per choice: time of the last token, 0 before the first
+  std::vector<char> done, role_sent;
+  int remaining = 0;
+  std::shared_ptr<HttpSession> http;
+  std::function<void(Job&)> internal;  // set for /health_generate
+  bool chat = false, stream = false, header_sent = false;
+  std::string id, echo;
+  int64_t created = 0;
+  double arrival = 0;
+  std::string reject;
+};
+
+ApiServer::ApiServer(asio::io_context& ioc, const ServeOptions& opt, const ModelInfo& model, engine::Engine& engine,
+                     const std::atomic<bool>& interrupt)
+    : ioc_(ioc), opt_(opt), model_(model), engine_(engine), interrupt_(interrupt), timer_(ioc) {
+  router_ = engine::make_router(opt_.router);
+  metrics_ = std::make_unique<Metrics>();
+  dp_ = engine_.load_snapshot().dp;
+  metrics_->rep.resize(dp_);
+  inflight_.assign(dp_, 0);
+  queued_.assign(dp_, 0);
+  created_ = unix_now();
+  engine_.set_step_observer([m = metrics_.get()](const engine::StepRecord& r) { m->last_step_s = r.seconds; });
+}
+
+ApiServer::~ApiServer() = default;
+
+int ApiServer::start() {
+  http_ = std::make_unique<HttpServer>(
+      ioc_, [this](const HttpRequest& r, const std::shared_ptr<HttpSession>& s) { handle(r, s); },
+      opt_.max_request_bytes);
+  const int port = http_->listen(opt_.host, opt_.port);
+  url_ = fmt::format("http://{}:{}", opt_.host.find(':') != std::string::npos ? "[" + opt_.host + "]" : opt_.host, port);
+  // The engine blocks for work when idle; an abort of no request makes it run its first step.
+  engine_.abort(0);
+  timer_.expires_after(std::chrono::milliseconds(20));
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) tick();
+  });
+  return port;
+}
+
+void ApiServer::stop() {
+  asio::post(ioc_, [this] {
+    stopping_ = true;
+    if (http_) http_->stop_accepting();
+    timer_.cancel();
+    // A moment for the last responses to be written, then the io thread ends.
+    auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(300));
+    t->async_wait([this, t](boost::system::error_code) { ioc_.stop(); });
+  });
+}
+
+// ---- engine thread -> io thread ------------------------------------------------------------
+
+void ApiServer::on_output(const engine::TokenOutput& o) {
+  std::lock_guard lk(mu_);
+  pending_outputs_.push_back(o);
+  if (!posted_) {
+    posted_ = true;
+    asio::post(ioc_, [this] { drain_events(); });
+  }
+}
+
+void ApiServer::on_reject(const engine::Rejection& r) {
+  std::lock_guard lk(mu_);
+  pending_rejections_.push_back(r);
+  if (!posted_) {
+    posted_ = true;
+    asio::post(ioc_, [this] { drain_events(); });
+  }
+}
+
+void ApiServer::drain_events() {
+  std::vector<engine::TokenOutput> outs;
+  std::vector<engine::Rejection> rejs;
+  {
+    std::lock_guard lk(mu_);
+    outs.swap(pending_outputs_);
+    rejs.swap(pending_rejections_);
+    posted_ = false;
+  }
+  for (const auto& r : rejs) on_rejection(r);
+  for (const auto& o : outs) on_token(o);
+}
+
+// ---- generation -----------------------------------------------------------------------------
+
+std::vector<engine::ReplicaLoad> ApiServer::replica_loads(const engine::LoadSnapshot& snap) const {
+  std::vector<engine::ReplicaLoad> loads(dp_);
+  for (int d = 0; d < dp_; ++d) {
+    const std::size_t leader = static_cast<std::size_t>(d) * snap.attn_tp;
+    const engine::StepHeader h = leader < snap.headers.size() ? snap.headers[leader] : engine::StepHeader{};
+    loads[d].n_reqs = inflight_[d];  // exact: this frontend submitted them
+    loads[d].n_waiting = queued_[d];
+    loads[d].n_tokens = h.pending_tokens;
+    loads[d].free_blocks = h.free_blocks;
+  }
+  return loads;
+}
+
+std::shared_ptr<ApiServer::Job> ApiServer::submit_job(std::unique_ptr<ParsedRequest> pr,
+                                                      const std::shared_ptr<HttpSession>& s) {
+  auto j = std::make_shared<Job>();
+  j->serial = next_serial_++;
+  j->req = std::move(pr);
+  const ParsedRequest& req = *j->req;
+  j->chat = req.endpoint == Endpoint::chat;
+  j->stream = req.stream;
+  j->http = s;
+  j->created = unix_now();
+  j->arrival = now_s();
+  j->id = fmt::format("{}-{:x}{:06x}", j->chat ? "chatcmpl" : "cmpl", created_, j->serial);
+  if (req.echo && req.prompts.size() == 1 && model_.tokenizer) j->echo = model_.tokenizer->decode(req.prompts[0], false);
+  const std::size_t n_choices = req.prompts.size() * static_cast<std::size_t>(req.n);
+  j->gens.reserve(n_choices);
+  for (std::size_t p = 0; p < req.prompts.size(); ++p)
+    for (int k = 0; k < req.n; ++k) {
+      j->gens.emplace_back(req, model_.tokenizer, p);
+      j->prompt_len.push_back(static_cast<int64_t>(req.prompts[p].size()));
+    }
+  j->ids.assign(n_choices, 0);
+  j->dp.assign(n_choices, 0);
+  j->last_t.assign(n_choices, 0.0);
+  j->done.assign(n_choices, 0);
+  j->role_sent.assign(n_choices, 0);
+  j->remaining = static_cast<int>(n_choices);
+  auto loads = replica_loads(engine_.load_snapshot());
+  std::size_t c = 0;
+  for (std::size_t p = 0; p < req.prompts.size(); ++p)
+    for (int k = 0; k < req.n; ++k, ++c) {
+      engine::Request r;
+      r.prompt = req.prompts[p];
+      r.params = req.params;
+      if (r.params.seed && req.n > 1) r.params.seed = *r.params.seed + static_cast<uint64_t>(k);
+      const int d = req.data_parallel_rank >= 0 ? req.data_parallel_rank : router_->route(r, loads);
+      ++loads[d].n_reqs, ++loads[d].n_waiting;
+      loads[d].n_tokens += static_cast<int64_t>(r.prompt.size());
+      r.data_parallel_rank = d;
+      j->dp[c] = d;
+      ++inflight_[d], ++queued_[d], ++n_queued_;
+      j->ids[c] = engine_.submit(std::move(r));
+      by_id_[j->ids[c]] = {j, static_cast<int>(c)};
+    }
+  if (s) {
+    std::weak_ptr<Job> weak = j;
+    s->on_disconnect([this, weak] {
+      if (auto jj = weak.lock()) cancel(*jj);
+    });
+  }
+  return j;
+}
+
+void ApiServer::on_token(const engine::TokenOutput& o) {
+  auto it = by_id_.find(o.request_id);
+  if (it == by_id_.end()) return;  // after a stop-string abort or a cancel
+  std::shared_ptr<Job> keep = it->second.first;
+  Job& j = *keep;
+  const int c = it->second.second;
+  const int d = j.dp[c];
+  auto& m = metrics_->rep[d];
+  const double t = now_s();
+  if (j.last_t[c] == 0.0) {
+    const double ttft = t - j.arrival;
+    m.ttft.observe(ttft);
+    m.queue.observe(std::max(0.0, ttft - metrics_->last_step_s.load()));
+    m.prompt_tokens += static_cast<uint64_t>(j.prompt_len[c]);
+    --queued_[d], --n_queued_;
+  } else {
+    m.itl.observe(t - j.last_t[c]);
+  }
+  j.last_t[c] = t;
+  ++m.generation_tokens;
+  Generation& g = j.gens[c];
+  const std::string delta = g.add(o);
+  if (j.stream) stream_piece(j, c, delta, g.finished());
+  if (g.finished()) {
+    if (g.needs_abort()) engine_.abort(o.request_id);
+    m.e2e.observe(t - j.arrival);
+    ++m.finished[g.finish_reason()];
+    finish_choice(j, c);
+  }
+}
+
+void ApiServer::on_rejection(const engine::Rejection& r) {
+  auto it = by_id_.find(r.request_id);
+  if (it == by_id_.end()) return;
+  std::shared_ptr<Job> keep = it->second.first;
+  Job& j = *keep;
+  j.reject = r.message;
+  for (std::size_t c = 0; c < j.ids.size(); ++c) {
+    if (j.done[c]) continue;
+    if (j.ids[c] != r.request_id) engine_.abort(j.ids[c]);
+    j.gens[c].end(engine::FinishReason::abort);
+    finish_choice(j, static_cast<int>(c));
+  }
+}
+
+void ApiServer::cancel(Job& j) {
+  for (std::size_t c = 0; c < j.ids.size(); ++c) {
+    if (j.done[c]) continue;
+    engine_.abort(j.ids[c]);
+    j.gens[c].end(engine::FinishReason::abort);
+    ++metrics_->rep[j.dp[c]].finished["abort"];
+    if (j.stream) stream_piece(j, static_cast<int>(c), "", true);  // drain timeout: the client is still there
+    finish_choice(j, static_cast<int>(c));
+  }
+}
+
+void ApiServer::finish_choice(Job& j, int c) {
+  if (j.done[c]) return;
+  j.done[c] = 1;
+  const int d = j.dp[c];
+  --inflight_[d];
+  if (j.last_t[c] == 0.0) --queued_[d], --n_queued_;
+  auto it = by_id_.find(j.ids[c]);
+  std::shared_ptr<Job> keep;
+  if (it != by_id_.end()) keep = std::move(it->second.first), by_id_.erase(it);
+  if (--j.remaining == 0) complete(j);
+}
+
+void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final) {
+  if (!j.http || !j.http->open()) return;
+  if (!final && delta.empty()) return;  // logprobs wait for the next text
+  if (!j.header_sent) {
+    j.http->start_stream(200, "text/event-stream");
+    j.header_sent = true;
+  }
+  Generation& g = j.gens[c];
+  const json::value lp = g.take_stream_logprobs(j.chat);
+  json::object choice;
+  choice["index"] = c;
+  if (j.chat) {
+    json::object d;
+    if (!j.role_sent[c]) d["role"] = "assistant", j.role_sent[c] = 1;
+    if (!delta.empty() || d.contains("role")) d["content"] = delta;
+    choice["delta"] = d;
+  } else {
+    choice["text"] = delta;
+  }
+  choice["logprobs"] = lp;
+  choice["finish_reason"] = final ? json::value(g.finish_reason()) : json::value(nullptr);
+  json::object chunk{{"id", j.id},
+                     {"object", j.chat ? "chat.completion.chunk" : "text_completion"},
+                     {"created", j.created},
+                     {"model", model_.name},
+                     {"choices", json::array{choice}}};
+  if (j.req->include_usage) chunk["usage"] = nullptr;
+  j.http->write_chunk("data: " + json::serialize(chunk) + "\n\n");
+}
+
+void ApiServer::complete(Job& j) {
+  if (j.internal) {
+    j.internal(j);
+    return;
+  }
+  if (!j.http || !j.http->open()) return;
+  const ParsedRequest& req = *j.req;
+  int64_t prompt_tokens = 0, completion_tokens = 0;
+  for (std::size_t i = 0; i < j.gens.size(); i += static_cast<std::size_t>(req.n)) prompt_tokens += j.prompt_len[i];
+  for (const auto& g : j.gens) completion_tokens += static_cast<int64_t>(g.tokens().size());
+  if (!j.reject.empty()) {
+    const ApiError e(400, j.reject, j.chat ? "messages" : "prompt");
+    if (!j.header_sent) {
+      j.http->send(400, "application/json", json_response(e.body()));
+    } else {
+      j.http->write_chunk("data: " + json::serialize(e.body()) + "\n\ndata: [DONE]\n\n");
+      j.http->end_stream();
+    }
+    return;
+  }
+  if (j.stream) {
+    if (!j.header_sent) {
+      j.http->start_stream(200, "text/event-stream");
+      j.header_sent = true;
+    }
+    if (req.include_usage) {
+      json::object chunk{{"id", j.id},
+                         {"object", j.chat ? "chat.completion.chunk" : "text_completion"},
+                         {"created", j.created},
+                         {"model", model_.name},
+                         {"choices", json::array{}},
+                         {"usage", usage_object(prompt_tokens, completion_tokens)}};
+      j.http->write_chunk("data: " + json::serialize(chunk) + "\n\n");
+    }
+    j.http->write_chunk("data: [DONE]\n\n");
+    j.http->end_stream();
+    return;
+  }
+  json::object body = j.chat ? chat_response(j.id, model_.name, j.created, j.gens, prompt_tokens)
+                             : completion_response(j.id, model_.name, j.created, j.gens, prompt_tokens, j.echo);
+  j.http->send(200, "application/json", json_response(body));
+}
+
+// ---- HTTP -----------------------------------------------------------------------------------
+
+namespace {
+void send_error(const std::shared_ptr<HttpSession>& s, const ApiError& e,
+                const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+  s->send(e.status, "application/json", json::serialize(e.body()), headers);
+}
+void send_json(const std::shared_ptr<HttpSession>& s, const json::value& v, int status = 200) {
+  s->send(status, "application/json", json::serialize(v));
+}
+json::object parse_body(const HttpRequest& req) {
+  boost::system::error_code ec;
+  json::value v = json::parse(req.body, ec);
+  if (ec) throw ApiError(400, "the request body is not valid JSON: " + ec.message());
+  if (!v.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  return std::move(v.as_object());
+}
+}  // namespace
+
+void ApiServer::handle(const HttpRequest& req, const std::shared_ptr<HttpSession>& s) {
+  try {
+    route(req, s);
+  } catch (const ApiError& e) {
+    send_error(s, e);
+  } catch (const std::exception& e) {
+    send_error(s, ApiError(500, std::string("internal error: ") + e.what()));
+  }
+}
+
+void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>& s) {
+  const std::string& path = req.path;
+  const bool get = req.method == "GET";
+  const bool post = req.method == "POST";
+  if (path == "/health" || path == "/v1/health") {
+    if (ready_ && !draining_) s->send(200, "application/json", "{}");
+    else send_error(s, ApiError(503, draining_ ? "the server is shutting down" : "the engine is loading", "", "unavailable_error"));
+    return;
+  }
+  if (!opt_.api_key.empty()) {
+    const std::string auth = req.header("authorization");
+    const std::string want = "Bearer " + opt_.api_key;
+    if (!constant_time_equal(auth, want)) {
+      send_error(s, ApiError(401, "invalid or missing API key (Authorization: Bearer KEY)"),
+                 {{"WWW-Authenticate", "Bearer"}});
+      return;
+    }
+  }
+  if (post && (path == "/v1/completions" || path == "/v1/chat/completions")) {
+    generate(req, s, path == "/v1/completions" ? Endpoint::completions : Endpoint::chat);
+    return;
+  }
+  if (get && path == "/v1/models") {
+    json::object card{{"id", model_.name},   {"object", "model"}, {"created", created_}, {"owned_by", "dpa_serve"},
+                      {"root", model_.name}, {"parent", nullptr}, {"max_model_len", model_.max_model_len}};
+    send_json(s, json::object{{"object", "list"}, {"data", json::array{card}}});
+    return;
+  }
+  if (get && path.rfind("/v1/models/", 0) == 0) {
+    const std::string id = path.substr(11);
+    if (id != model_.name)
+      throw ApiError(404, fmt::format("The model `{}` does not exist.", id), "model", "invalid_request_error");
+    send_json(s, json::object{{"id", model_.name},   {"object", "model"}, {"created", created_}, {"owned_by", "dpa_serve"},
+                              {"root", model_.name}, {"parent", nullptr}, {"max_model_len", model_.max_model_len}});
+    return;
+  }
+  if (get && path == "/health_generate") {
+    health_generate(s);
+    return;
+  }
+  if (get && path == "/metrics") {
+    s->send(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text());
+    return;
+  }
+  if (get && (path == "/get_load" || path == "/v1/get_load")) {
+    const auto snap = engine_.load_snapshot();
+    json::array a;
+    for (int d = 0; d < dp_; ++d) {
+      const std::size_t leader = static_cast<std::size_t>(d) * snap.attn_tp;
+      const engine::StepHeader h = leader < snap.headers.size() ? snap.headers[leader] : engine::StepHeader{};
+      a.push_back(json::object{{"dp_rank", d},
+                               {"num_reqs", h.n_running + h.n_waiting},
+                               {"num_waiting_reqs", h.n_waiting},
+                               {"num_tokens", h.pending_tokens},
+                               {"kv_free_blocks", h.free_blocks},
+                               {"kv_total_blocks", h.total_blocks},
+                               {"frontend_inflight", inflight_[d]}});
+    }
+    send_json(s, a);
+    return;
+  }
+  if (get && path == "/get_server_info") {
+    const auto snap = engine_.load_snapshot();
+    send_json(s, json::object{{"version", opt_.version},
+                              {"served_model_name", model_.name},
+                              {"model_path", model_.name},
+                              {"dp_size", snap.dp},
+                              {"attn_tp_size", snap.attn_tp},
+                              {"world_size", opt_.world_size},
+                              {"max_model_len", model_.max_model_len},
+                              {"context_length", model_.max_model_len},
+                              {"vocab_size", model_.vocab_size},
+                              {"router_policy", opt_.router.policy},
+                              {"cache_threshold", opt_.router.cache_threshold},
+                              {"balance_abs_threshold", opt_.router.balance_abs_threshold},
+                              {"balance_rel_threshold", opt_.router.balance_rel_threshold},
+                              {"max_queued_requests", opt_.max_queued_requests},
+                              {"host", opt_.host},
+                              {"engine_steps", snap.steps}});
+    return;
+  }
+  if ((get || post) && path == "/flush_cache") {
+    router_->reset();  // no KV prefix cache yet: only the router's prefix trees
+    send_json(s, json::object{{"message", "cache flushed"}});
+    return;
+  }
+  if (get && path == "/version") {
+    send_json(s, json::object{{"version", opt_.version}});
+    return;
+  }
+  if (post && (path == "/tokenize" || path == "/v1/tokenize")) {
+    const json::object o = parse_body(req);
+    if (!model_.tokenizer) throw ApiError(400, "this model has no tokenizer");
+    std::vector<int32_t> ids;
+    if (o.contains("messages")) {
+      json::object copy = o;
+      copy.erase("max_tokens"), copy.erase("max_completion_tokens"), copy.erase("stream");
+      ids = parse_request(copy, Endpoint::chat, model_).prompts.at(0);
+    } else {
+      const json::value* p = o.if_contains("prompt");
+      if (!p || !p->is_string()) throw ApiError(400, "'prompt' (a string) or 'messages' is required", "prompt");
+      bool add_special = true;
+      if (const json::value* a = o.if_contains("add_special_tokens"); a && a->is_bool()) add_special = a->as_bool();
+      ids = model_.tokenizer->encode(std::string(p->as_string()), add_special);
+    }
+    json::array toks;
+    for (int32_t t : ids) toks.push_back(t);
+    json::object out{{"count", static_cast<int64_t>(ids.size())}, {"max_model_len", model_.max_model_len}, {"tokens", toks}};
+    if (const json::value* r = o.if_contains("return_token_strs"); r && r->is_bool() && r->as_bool()) {
+      json::array strs;
+      for (int32_t t : ids) strs.push_back(json::string(model_.tokenizer->id_to_token(t).value_or("")));
+      out["token_strs"] = strs;
+    } else {
+      out["token_strs"] = nullptr;
+    }
+    send_json(s, out);
+    return;
+  }
+  if (post && (path == "/detokenize" || path == "/v1/detokenize")) {
+    const json::object o = parse_body(req);
+    if (!model_.tokenizer) throw ApiError(400, "this model has no tokenizer");
+    const json::value* t = o.if_contains("tokens");
+    if (!t || !t->is_array()) throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
+    std::vector<int32_t> ids;
+    for (const auto& e : t->as_array()) {
+      if (!e.is_int64() || e.as_int64() < 0 || e.as_int64() >= model_.tokenizer->vocab_size())
+        throw ApiError(400, fmt::format("'tokens' must hold ids in [0, {})", model_.tokenizer->vocab_size()), "tokens");
+      ids.push_back(static_cast<int32_t>(e.as_int64()));
+    }
+    send_json(s, json::object{{"prompt", model_.tokenizer->decode(ids, false)}});
+    return;
+  }
+  static const std::set<std::string> known = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health_generate",
+                                              "/metrics",        "/get_load",            "/get_server_info", "/flush_cache",
+                                              "/version",        "/tokenize",            "/detokenize"};
+  if (known.count(path)) throw ApiError(405, fmt::format("method {} is not allowed on {}", req.method, path));
+  throw ApiError(404, fmt::format("no route {} {}", req.method, path), "", "NotFoundError");
+}
+
+void ApiServer::generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep) {
+  if (draining_) throw ApiError(503, "the server is shutting down", "", "unavailable_error");
+  if (!ready_) throw ApiError(503, "the engine is loading", "", "unavailable_error");
+  const json::object o = parse_body(req);
+  auto pr = std::make_unique<ParsedRequest>(parse_request(o, ep, model_));
+  if (pr->data_parallel_rank < 0)
+    if (const json::value* v = o.if_contains("routed_dp_rank"); v && v->is_int64()) pr->data_parallel_rank = static_cast<int32_t>(v->as_int64());
+  if (pr->data_parallel_rank >= dp_)
+    throw ApiError(400, fmt::format("'data_parallel_rank' must be below the number of replicas ({})", dp_), "data_parallel_rank");
+  const int64_t choices = static_cast<int64_t>(pr->prompts.size()) * pr->n;
+  if (opt_.max_queued_requests > 0 && n_queued_ + choices > opt_.max_queued_requests) {
+    ++metrics_->rejected_429;
+    send_error(s, ApiError(429, fmt::format("too many queued requests ({} waiting, --max-queued-requests {}); retry later",
+                                            n_queued_, opt_.max_queued_requests)),
+               {{"Retry-After", "1"}});
+    return;
+  }
+  submit_job(std::move(pr), s);
+}
+
+void ApiServer::health_generate(const std::shared_ptr<HttpSession>& s) {
+  if (draining_ || !ready_)
+    throw ApiError(503, draining_ ? "the server is shutting down" : "the engine is loading", "", "unavailable_error");
+  auto pr = std::make_unique<ParsedRequest>();
+  pr->prompts = {{0}};
+  pr->params.max_tokens = 1;
+  pr->params.temperature = 0.0f;
+  pr->params.ignore_eos = true;
+  auto j = submit_job(std::move(pr), s);
+  j->internal = [](Job& jj) {
+    if (!jj.http || !jj.http->open()) return;
+    if (jj.reject.empty() && !jj.gens.empty() && !jj.gens[0].tokens().empty()) jj.http->send(200, "application/json", "{}");
+    else send_error(jj.http, ApiError(503, "the engine did not generate: " + jj.reject, "", "unavailable_error"));
+  };
+}
+
+// ---- readiness, signals, drain --------------------------------------------------------------
+
+void ApiServer::tick() {
+  if (stopping_) return;
+  if (!ready_ && engine_.load_snapshot().steps > 0) {
+    ready_ = true;
+    const std::string line = "ready url=" + url_;
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    log::info("serving {} at {} (dp {}, router {})", model_.name, url_, dp_, router_->name());
+    if (!opt_.ready_file.empty()) {
+      const std::string tmp = opt_.ready_file + ".tmp";
+      {
+        std::ofstream f(tmp);
+        f << line << "\n";
+      }
+      std::rename(tmp.c_str(), opt_.ready_file.c_str());
+    }
+  }
+  if (interrupt_ && !draining_) {
+    draining_ = true;
+    drain_deadline_ = now_s() + opt_.shutdown_timeout_s;
+    log::info("draining: {} requests in flight, up to {} s (--shutdown-timeout)", by_id_.size(), opt_.shutdown_timeout_s);
+  }
+  if (draining_) {
+    if (!by_id_.empty() && now_s() >= drain_deadline_) {
+      log::warn("drain timeout: aborting {} requests", by_id_.size());
+      std::vector<std::shared_ptr<Job>> jobs;
+      for (auto& [id, jc] : by_id_) jobs.push_back(jc.first);
+      for (auto& j : jobs) cancel(*j);  // responses end with finish_reason "abort"
+    }
+    if (by_id_.empty()) {
+      engine_.shutdown();
+      stopping_ = true;
+      return;
+    }
+  }
+  timer_.expires_after(std::chrono::milliseconds(50));
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) tick();
+  });
+}
+
+// ---- metrics --------------------------------------------------------------------------------
+
+std::string ApiServer::metrics_text() {
+  const auto snap = engine_.load_snapshot();
+  std::string out;
+  const std::string model = model_.name;
+  auto labels = [&](int d, const std::string& extra = "") {
+    return fmt::format("model_name=\"{}\",dp_rank=\"{}\"{}", model, d, extra);
+  };
+  auto header = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  auto gauge = [&](const char* name, const char* help, const std::function<double(const engine::StepHeader&, int)>& f) {
+    header(name, "gauge", help);
+    for (int d = 0; d < dp_; ++d) {
+      const std::size_t leader = static_cast<std::size_t>(d) * snap.attn_tp;
+      const engine::StepHeader h = leader < snap.headers.size() ? snap.headers[leader] : engine::StepHeader{};
+      out += fmt::format("{}{{{}}} {}\n", name, labels(d), f(h, d));
+    }
+  };
+  gauge("vllm:num_requests_running", "Requests in the model execution batch.",
+        [](const engine::StepHeader& h, int) { return static_cast<double>(h.n_running); });
+  gauge("vllm:num_requests_waiting", "Requests waiting to be processed.",
+        [](const engine::StepHeader& h, int) { return static_cast<double>(h.n_waiting); });
+  gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", [](const engine::StepHeader& h, int) {
+    return h.total_blocks > 0 ? 1.0 - static_cast<double>(h.free_blocks) / static_cast<double>(h.total_blocks) : 0.0;
+  });
+  auto counter = [&](const char* name, const char* help, const std::function<uint64_t(int)>& f) {
+    header(name, "counter", help);
+    for (int d = 0; d < dp_; ++d) out += fmt::format("{}{{{}}} {}\n", name, labels(d), f(d));
+  };
+  counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.",
+          [&](int d) { return metrics_->rep[d].prompt_tokens; });
+  counter("vllm:generation_tokens_total", "Number of generation tokens processed.",
+          [&](int d) { return metrics_->rep[d].generation_tokens; });
+  counter("vllm:prefix_cache_queries_total", "Prefix cache queries, in tokens (no prefix cache yet).",
+          [](int) { return uint64_t{0}; });
+  counter("vllm:prefix_cache_hits_total", "Prefix cache hits, in tokens (no prefix cache yet).",
+          [](int) { return uint64_t{0}; });
+  header("vllm:request_success_total", "counter", "Count of finished requests by finish reason.");
+  for (int d = 0; d < dp_; ++d)
+    for (const auto& [reason, n] : metrics_->rep[d].finished)
+      out += fmt::format("vllm:request_success_total{{{}}} {}\n", labels(d, ",finished_reason=\"" + reason + "\""), n);
+  auto hist = [&](const char* name, const char* help, Histogram Metrics::PerReplica::*h) {
+    header(name, "histogram", help);
+    for (int d = 0; d < dp_; ++d) {
+      const Histogram& x = metrics_->rep[d].*h;
+      uint64_t cum = 0;
+      for (std::size_t i = 0; i < x.bounds.size(); ++i) {
+        cum += x.counts[i];
+        out += fmt::format("{}_bucket{{{}}} {}\n", name, labels(d, fmt::format(",le=\"{}\"", x.bounds[i])), cum);
+      }
+      cum += x.counts.back();
+      out += fmt::format("{}_bucket{{{}}} {}\n", name, labels(d, ",le=\"+Inf\""), cum);
+      out += fmt::format("{}_sum{{{}}} {}\n", name, labels(d), x.sum);
+      out += fmt::format("{}_count{{{}}} {}\n", name, labels(d), x.count);
+    }
+  };
+  hist("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", &Metrics::PerReplica::ttft);
+  hist("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", &Metrics::PerReplica::itl);
+  hist("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", &Metrics::PerReplica::e2e);
+  hist("vllm:request_queue_time_seconds", "Histogram of time spent waiting before the first step of a request (approximate).",
+       &Metrics::PerReplica::queue);
+  header("dpa:requests_rejected_total", "counter", "Requests refused with 429 (--max-queued-requests).");
+  out += fmt::format("dpa:requests_rejected_total{{model_name=\"{}\"}} {}\n", model, metrics_->rejected_429);
+  header("dpa:engine_steps_total", "counter", "Engine steps run.");
+  out += fmt::format("dpa:engine_steps_total{{model_name=\"{}\"}} {}\n", model, snap.steps);
+  if (snap.n_layers > 0 && snap.n_experts > 0 &&
+      snap.expert_tokens_total.size() == static_cast<std::size_t>(snap.n_layers * snap.n_experts)) {
+    header("dpa:expert_tokens_total", "counter", "Tokens routed to each expert, per MoE layer, over all replicas.");
+    for (int64_t l = 0; l < snap.n_layers; ++l)
+      for (int64_t e = 0; e < snap.n_experts; ++e) {
+        const int64_t v = snap.expert_tokens_total[static_cast<std::size_t>(l * snap.n_experts + e)];
+        out += fmt::format("dpa:expert_tokens_total{{model_name=\"{}\",layer=\"{}\",expert=\"{}\"}} {}\n", model, l, e, v);
+      }
+  }
+  return out;
+}
+
+}  // namespace dpa::serve

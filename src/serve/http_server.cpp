@@ -1,0 +1,254 @@
+// The HTTP/1.1 transport of serve.
+#include "serve/http_server.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace dpa::serve {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+const char* http_reason(int s) {
+  switch (s) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+  }
+}
+
+HttpSession::HttpSession(tcp::socket socket, const Handler& handler, uint64_t max_body_bytes)
+    : socket_(std::move(socket)), handler_(handler), max_body_(max_body_bytes) {
+  beast::error_code ec;
+  socket_.set_option(tcp::no_delay(true), ec);
+}
+
+void HttpSession::start() { do_read(); }
+
+void HttpSession::do_read() {
+  parser_.emplace();
+  parser_->body_limit(max_body_);
+  parser_->header_limit(64 * 1024);
+  responding_ = finished_ = in_request_ = false;
+  on_disconnect_ = nullptr;
+  http::async_read_header(socket_, buffer_, *parser_,
+                          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+}
+
+// `Expect: 100-continue` (curl sends it with large bodies): say so before reading the body.
+void HttpSession::on_header(beast::error_code ec) {
+  if (ec || parser_->is_done()) return on_read(ec);
+  if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+    static const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(socket_, asio::buffer(cont), [self = shared_from_this()](beast::error_code e, std::size_t) {
+      if (e) return self->close();
+      self->read_body();
+    });
+    return;
+  }
+  read_body();
+}
+
+void HttpSession::read_body() {
+  http::async_read(socket_, buffer_, *parser_,
+                   [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+}
+
+void HttpSession::on_read(beast::error_code ec) {
+  if (!open_) return;
+  if (ec == http::error::body_limit) {
+    keep_alive_ = false;
+    in_request_ = true;
+    const std::string body = fmt::format(
+        R"J({{"error":{{"message":"the request body exceeds {} bytes (--max-request-bytes)","type":"invalid_request_error","param":null,"code":413}}}})J",
+        max_body_);
+    send(413, "application/json", body);
+    return;
+  }
+  if (ec) {  // end of stream, reset, bad request line...
+    if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted && ec != asio::error::eof &&
+        ec != asio::error::connection_reset && buffer_.size() > 0) {
+      keep_alive_ = false;
+      in_request_ = true;
+      send(400, "application/json",
+           R"({"error":{"message":"malformed HTTP request","type":"invalid_request_error","param":null,"code":400}})");
+      return;
+    }
+    close();
+    return;
+  }
+  auto msg = parser_->release();
+  HttpRequest req;
+  req.method = std::string(msg.method_string());
+  req.target = std::string(msg.target());
+  req.path = req.target.substr(0, req.target.find('?'));
+  for (const auto& f : msg) {
+    std::string name(f.name_string());
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    req.headers[name] = std::string(f.value());
+  }
+  req.body = std::move(msg.body());
+  keep_alive_ = msg.keep_alive();
+  in_request_ = true;
+  watch();
+  handler_(req, shared_from_this());
+}
+
+// Readable with nothing to read while a request is in flight: the peer closed the connection.
+void HttpSession::watch() {
+  const uint64_t gen = ++watch_gen_;
+  socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen](beast::error_code ec) {
+    if (ec || gen != self->watch_gen_ || !self->open_ || !self->in_request_) return;
+    beast::error_code e2;
+    const std::size_t avail = self->socket_.available(e2);
+    if (e2 || avail == 0) self->lost();
+    // Pipelined bytes: stop watching; they are read after this response.
+  });
+}
+
+void HttpSession::lost() {
+  if (!open_) return;
+  const bool pending = in_request_ && !(finished_ && out_.empty() && !writing_);
+  auto cb = std::move(on_disconnect_);
+  on_disconnect_ = nullptr;
+  close();
+  if (pending && cb) cb();
+}
+
+void HttpSession::close() {
+  if (!open_) return;
+  open_ = false;
+  ++watch_gen_;
+  beast::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  out_.clear();
+}
+
+void HttpSession::send(int status, const std::string& content_type, std::string body,
+                       const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (!open_ || responding_) return;
+  responding_ = finished_ = true;
+  std::string head = fmt::format("HTTP/1.1 {} {}\r\nServer: dpa_serve\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                                 status, http_reason(status), content_type, body.size());
+  for (const auto& [k, v] : headers) head += k + ": " + v + "\r\n";
+  head += keep_alive_ ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
+  queue(std::move(head) + body);
+}
+
+void HttpSession::start_stream(int status, const std::string& content_type) {
+  if (!open_ || responding_) return;
+  responding_ = true;
+  queue(fmt::format("HTTP/1.1 {} {}\r\nServer: dpa_serve\r\nContent-Type: {}\r\nCache-Control: no-cache\r\n"
+                    "Transfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
+                    status, http_reason(status), content_type, keep_alive_ ? "keep-alive" : "close"));
+}
+
+void HttpSession::write_chunk(const std::string& data) {
+  if (!open_ || !responding_ || finished_ || data.empty()) return;
+  queue(fmt::format("{:x}\r\n", data.size()) + data + "\r\n");
+}
+
+void HttpSession::end_stream() {
+  if (!open_ || !responding_ || finished_) return;
+  finished_ = true;
+  queue("0\r\n\r\n");
+}
+
+void HttpSession::queue(std::string data) {
+  out_.push_back(std::move(data));
+  flush();
+}
+
+void HttpSession::flush() {
+  if (writing_ || !open_) return;
+  if (out_.empty()) {
+    if (finished_) response_done();
+    return;
+  }
+  writing_ = true;
+  asio::async_write(socket_, asio::buffer(out_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    self->writing_ = false;
+    if (ec) {
+      self->lost();
+      return;
+    }
+    if (!self->out_.empty()) self->out_.pop_front();
+    self->flush();
+  });
+}
+
+void HttpSession::response_done() {
+  if (!in_request_) return;
+  in_request_ = false;
+  ++watch_gen_;
+  beast::error_code ec;
+  socket_.cancel(ec);  // the watch
+  if (!keep_alive_) {
+    // Half-close, then let the peer's remaining bytes drain so the response is not lost to a reset.
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    auto sink = std::make_shared<std::array<char, 4096>>();
+    auto drain = std::make_shared<std::function<void(beast::error_code, std::size_t)>>();
+    *drain = [self = shared_from_this(), sink, drain](beast::error_code e, std::size_t) {
+      if (e) {
+        self->close();
+        *drain = nullptr;  // break the cycle
+        return;
+      }
+      self->socket_.async_read_some(asio::buffer(*sink), *drain);
+    };
+    socket_.async_read_some(asio::buffer(*sink), *drain);
+    return;
+  }
+  do_read();
+}
+
+HttpServer::HttpServer(asio::io_context& ioc, HttpSession::Handler handler, uint64_t max_body_bytes)
+    : ioc_(ioc), handler_(std::move(handler)), max_body_(max_body_bytes), acceptor_(ioc) {}
+
+int HttpServer::listen(const std::string& host, int port) {
+  tcp::resolver resolver(ioc_);
+  auto results = resolver.resolve(host, std::to_string(port), tcp::resolver::passive);
+  const tcp::endpoint ep = results.begin()->endpoint();
+  acceptor_.open(ep.protocol());
+  acceptor_.set_option(asio::socket_base::reuse_address(true));
+  acceptor_.bind(ep);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  accept();
+  return acceptor_.local_endpoint().port();
+}
+
+void HttpServer::stop_accepting() {
+  beast::error_code ec;
+  acceptor_.close(ec);
+}
+
+void HttpServer::accept() {
+  acceptor_.async_accept(ioc_, [this](beast::error_code ec, tcp::socket s) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (!ec) {
+      std::make_shared<HttpSession>(std::move(s), handler_, max_body_)->start();
+      accept();
+      return;
+    }
+    // Out of descriptors and the like: try again shortly instead of spinning.
+    auto t = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(50));
+    t->async_wait([this, t](beast::error_code) {
+      if (acceptor_.is_open()) accept();
+    });
+  });
+}
+
+}  // namespace dpa::serve

@@ -1,0 +1,195 @@
+// Drives a running `dpa_serve serve` with the official `openai` SDK (Node).
+//   node openai_sdk_test.mjs BASE_URL NODE_MODULES_DIR MODEL_NAME
+// Exits non-zero on the first failed assertion, printing what differed.
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const [base, modules, modelName] = process.argv.slice(2);
+const require = createRequire(path.join(modules, 'noop.js'));
+const OpenAI = require('openai');
+const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120000 });
+
+let passed = 0;
+async function check(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`ok: ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    console.log(`FAIL: ${name}: ${e && e.stack ? e.stack : e}`);
+    process.exit(1);
+  }
+}
+
+async function getLoad() {
+  const r = await fetch(`${base}/get_load`);
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+const greedy = { model: modelName, temperature: 0, ignore_eos: true };
+
+await check('models.list', async () => {
+  const models = await client.models.list();
+  assert.equal(models.data.length, 1);
+  assert.equal(models.data[0].id, modelName);
+  assert.ok(models.data[0].max_model_len > 0);
+});
+
+let refText;
+await check('completions (greedy, deterministic)', async () => {
+  const a = await client.completions.create({ ...greedy, prompt: 'The quick brown fox', max_tokens: 6 });
+  assert.equal(a.object, 'text_completion');
+  assert.equal(a.choices.length, 1);
+  assert.equal(a.choices[0].finish_reason, 'length');
+  assert.equal(a.usage.completion_tokens, 6);
+  assert.ok(a.usage.prompt_tokens > 0);
+  assert.equal(a.usage.total_tokens, a.usage.prompt_tokens + 6);
+  const b = await client.completions.create({ ...greedy, prompt: 'The quick brown fox', max_tokens: 6 });
+  assert.equal(b.choices[0].text, a.choices[0].text);
+  refText = a.choices[0].text;
+});
+
+await check('stop strings (non-streamed and streamed)', async () => {
+  const cps = Array.from(refText);
+  assert.ok(cps.length >= 4, `reference text too short: ${JSON.stringify(refText)}`);
+  const mid = Math.floor(cps.length / 2);
+  const stop = cps.slice(mid, mid + 2).join('');
+  const want = refText.slice(0, refText.indexOf(stop));
+  const r = await client.completions.create({ ...greedy, prompt: 'The quick brown fox', max_tokens: 6, stop: [stop] });
+  assert.equal(r.choices[0].text, want);
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  const s = await client.completions.create({ ...greedy, prompt: 'The quick brown fox', max_tokens: 6, stop: stop,
+                                              stream: true });
+  let text = '', finish = null;
+  for await (const c of s) {
+    if (!c.choices.length) continue;
+    text += c.choices[0].text;
+    finish = c.choices[0].finish_reason ?? finish;
+  }
+  assert.equal(text, want);
+  assert.equal(finish, 'stop');
+});
+
+await check('completions with a token-id prompt', async () => {
+  const r = await client.completions.create({ ...greedy, prompt: [100, 200, 300], max_tokens: 3 });
+  assert.equal(r.usage.prompt_tokens, 3);
+  assert.equal(r.usage.completion_tokens, 3);
+});
+
+await check('chat.completions', async () => {
+  const r = await client.chat.completions.create({
+    ...greedy, messages: [{ role: 'user', content: 'Say hi' }], max_tokens: 5 });
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices[0].message.role, 'assistant');
+  assert.equal(typeof r.choices[0].message.content, 'string');
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 5);
+});
+
+await check('completions stream with include_usage', async () => {
+  const stream = await client.completions.create({
+    ...greedy, prompt: 'The quick brown fox', max_tokens: 6, stream: true, stream_options: { include_usage: true } });
+  let text = '', usage = null, finish = null, chunks = 0;
+  for await (const c of stream) {
+    chunks++;
+    if (c.choices.length === 0) { usage = c.usage; continue; }
+    assert.equal(c.usage, null);
+    text += c.choices[0].text;
+    if (c.choices[0].finish_reason) finish = c.choices[0].finish_reason;
+  }
+  assert.equal(text, refText, 'streamed text equals the non-streamed greedy text');
+  assert.equal(finish, 'length');
+  assert.ok(usage, 'a usage chunk came');
+  assert.equal(usage.completion_tokens, 6);
+  assert.ok(chunks >= 2);
+});
+
+await check('chat stream with include_usage', async () => {
+  const stream = await client.chat.completions.create({
+    ...greedy, messages: [{ role: 'user', content: 'Say hi' }], max_completion_tokens: 5, stream: true,
+    stream_options: { include_usage: true } });
+  let first = true, content = '', usage = null, finish = null;
+  for await (const c of stream) {
+    assert.equal(c.object, 'chat.completion.chunk');
+    if (c.choices.length === 0) { usage = c.usage; continue; }
+    if (first) { assert.equal(c.choices[0].delta.role, 'assistant'); first = false; }
+    content += c.choices[0].delta.content ?? '';
+    if (c.choices[0].finish_reason) finish = c.choices[0].finish_reason;
+  }
+  assert.equal(finish, 'length');
+  assert.equal(usage.completion_tokens, 5);
+  assert.equal(typeof content, 'string');
+});
+
+await check('n=2 (completions and chat)', async () => {
+  const r = await client.completions.create({ model: modelName, prompt: 'Once upon a time', max_tokens: 4, n: 2,
+                                              seed: 7, ignore_eos: true });
+  assert.equal(r.choices.length, 2);
+  assert.deepEqual(r.choices.map((c) => c.index).sort(), [0, 1]);
+  assert.equal(r.usage.completion_tokens, 8);
+  const c = await client.chat.completions.create({ model: modelName, messages: [{ role: 'user', content: 'x' }],
+                                                   max_tokens: 3, n: 2, ignore_eos: true });
+  assert.equal(c.choices.length, 2);
+  assert.equal(c.usage.completion_tokens, 6);
+  const s = await client.completions.create({ model: modelName, prompt: 'abc', max_tokens: 3, n: 2, ignore_eos: true,
+                                              stream: true });
+  const seen = new Set();
+  for await (const ch of s) for (const x of ch.choices) seen.add(x.index);
+  assert.deepEqual([...seen].sort(), [0, 1]);
+});
+
+await check('logprobs (completions and chat)', async () => {
+  const r = await client.completions.create({ ...greedy, prompt: 'Hello', max_tokens: 4, logprobs: 2 });
+  const lp = r.choices[0].logprobs;
+  assert.equal(lp.tokens.length, 4);
+  assert.equal(lp.token_logprobs.length, 4);
+  for (const v of lp.token_logprobs) assert.ok(v <= 0);
+  for (const t of lp.top_logprobs) assert.ok(Object.keys(t).length >= 1 && Object.keys(t).length <= 2);
+  const c = await client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: 'Hello' }],
+                                                   max_tokens: 3, logprobs: true, top_logprobs: 2 });
+  const content = c.choices[0].logprobs.content;
+  assert.equal(content.length, 3);
+  for (const e of content) {
+    assert.ok(e.logprob <= 0);
+    assert.equal(e.top_logprobs.length, 2);
+  }
+});
+
+await check('errors: unknown model 404, context overflow 400', async () => {
+  await assert.rejects(client.completions.create({ model: 'no-such-model', prompt: 'x', max_tokens: 1 }),
+                       (e) => e.status === 404 && /does not exist/.test(e.message));
+  await assert.rejects(client.completions.create({ model: modelName, prompt: 'x', max_tokens: 1000000 }),
+                       (e) => e.status === 400);
+  await assert.rejects(client.completions.create({ model: modelName, prompt: [999999999], max_tokens: 1 }),
+                       (e) => e.status === 400);
+});
+
+await check('aborted stream (AbortController) frees its request', async () => {
+  const ac = new AbortController();
+  const stream = await client.completions.create(
+    { ...greedy, prompt: 'A long story', max_tokens: 1500, stream: true }, { signal: ac.signal });
+  let got = 0;
+  try {
+    for await (const c of stream) {
+      if (c.choices.length && c.choices[0].text !== undefined) got++;
+      if (got === 3) ac.abort();
+    }
+  } catch (e) {
+    assert.ok(e.name === 'APIUserAbortError' || e.name === 'AbortError', `unexpected ${e.name}`);
+  }
+  assert.ok(got >= 3);
+  const t0 = Date.now();
+  for (;;) {
+    const load = await getLoad();
+    const busy = load.reduce((s, r) => s + r.num_reqs, 0);
+    const used = load.reduce((s, r) => s + (r.kv_total_blocks - r.kv_free_blocks), 0);
+    if (busy === 0 && used === 0) break;
+    assert.ok(Date.now() - t0 < 1000, `still busy ${Date.now() - t0} ms after the abort: ${JSON.stringify(load)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+});
+
+console.log(`openai sdk: ${passed} checks passed`);
