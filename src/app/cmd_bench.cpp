@@ -6,6 +6,7 @@
 #include "app/commands.h"
 #include "app/engine_setup.h"
 #include "dist/runtime.h"
+#include "engine/step_trace.h"
 #include "serve/bench.h"
 
 namespace dpa::app {
@@ -18,6 +19,7 @@ struct BenchFlags {
 };
 
 int run_bench(Context& ctx, BenchFlags& f) {
+  f.engine.collect_expert_stats = !f.bench.trace.empty();
   EngineStack s = build_engine(ctx, f.engine);
   f.bench.ignore_eos = !f.no_ignore_eos;
   const bool root = ctx.runtime.rank() == 0;
@@ -32,8 +34,22 @@ int run_bench(Context& ctx, BenchFlags& f) {
         fmt::format("dpa_serve {} W={} dp={} ep={}", device_name(ctx.device), g.world_size, g.dp, g.ep));
     driver = std::thread([&] { runner->run(); });
   }
+  std::unique_ptr<engine::StepTrace> trace;
+  if (root && !f.bench.trace.empty()) {
+    trace = std::make_unique<engine::StepTrace>(f.bench.trace);
+    s.engine->set_step_observer([&](const engine::StepRecord& r) { trace->record(r); });
+  }
   s.engine->run([&](const engine::TokenOutput& o) { runner->on_output(o); });
   if (driver.joinable()) driver.join();
+  if (trace) {
+    const auto& g = s.groups->layout();
+    trace->write({{"model", f.engine.model},
+                  {"layout", fmt::format("W={} dp={} attn_tp={} ep={}", g.world_size, g.dp, g.attn_tp, g.ep)},
+                  {"device", device_name(ctx.device)},
+                  {"workload", fmt::format("num_prompts={} random_input_len={} random_output_len={}",
+                                           f.bench.num_prompts, f.bench.random_input_len, f.bench.random_output_len)}});
+    std::printf("trace: %lld steps written to %s\n", static_cast<long long>(trace->n_steps()), f.bench.trace.c_str());
+  }
   return 0;
 }
 
@@ -53,7 +69,8 @@ Command bench_command() {
                 ("dataset", po::value<std::string>(&b.dataset), "JSONL of {\"prompt\": [ids], \"output_len\": n} instead of random")
                 ("no-ignore-eos", po::bool_switch(&f->no_ignore_eos), "stop at EOS (default: ignore_eos, fixed output lengths)")
                 ("bench-seed", po::value<uint64_t>(&b.seed)->default_value(b.seed), "workload seed")
-                ("result-file", po::value<std::string>(&b.result_json), "append the JSON result line to this file");
+                ("result-file", po::value<std::string>(&b.result_json), "append the JSON result line to this file")
+                ("trace", po::value<std::string>(&b.trace), "write a per-step HDF5 trace here (step time, tokens and mode per rank, KV use, tokens per expert per layer)");
           },
           [f](Context& ctx) { return run_bench(ctx, *f); }};
 }

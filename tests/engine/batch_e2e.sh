@@ -5,7 +5,7 @@
 #  2. fewer requests than replicas, and one replica with many requests;
 #  3. a batch killed with SIGKILL mid-run and rerun yields every custom_id exactly once, with the
 #     same outputs as an uninterrupted run (a torn last line included);
-#  4. bench prints the block and the JSON line.
+#  4. bench prints the block and the JSON line; --trace writes the per-step HDF5 trace.
 # The engine itself checks at exit that every replica's free + used KV pages equal the total and
 # that no page is still held (it aborts the job otherwise), so every run below checks that too.
 #   batch_e2e.sh MPIEXEC DPA_SERVE INPUT_JSONL WORKDIR
@@ -125,6 +125,17 @@ PY
 out=$(timeout 300 $M -np 2 "$bin" bench --model "$work/tiny" --device cpu --log-level warn --num-prompts 6 --random-input-len 16 --random-output-len 8 2>&1)
 if grep -q "Output token throughput (tok/s):" <<<"$out" && grep -q "P99 ITL (ms):" <<<"$out" && grep -q '^{"backend":"dpa_serve' <<<"$out" \
    && grep -q '"total_output_tokens":48' <<<"$out"; then ok "bench block and JSON line"; else bad "bench output: $out"; fi
+
+# Bench trace: every token fed appears once in /tokens (96 prompt tokens + 6 x 7 decode tokens),
+# and the routed slots of an MoE layer sum to the tokens times top-k (tiny: top-2).
+rm -f "$work/trace.h5"
+timeout 300 $M -np 2 "$bin" bench --model "$work/tiny" --device cpu --log-level warn --dp 2 --ep 2 --num-prompts 6 \
+  --random-input-len 16 --random-output-len 8 --trace "$work/trace.h5" >/dev/null 2>&1
+sum_ds() { h5dump -d "$2" -w 0 "$1" 2>/dev/null | sed -n '/DATA {/,/}/p' | sed 's/([0-9,]*)://g' | tr -c '0-9\n' ' ' \
+  | awk '{for (i = 1; i <= NF; i++) s += $i} END {print s + 0}'; }
+if [[ -f "$work/trace.h5" ]] && [[ $(sum_ds "$work/trace.h5" /tokens) -eq 138 ]] && [[ $(sum_ds "$work/trace.h5" /expert_tokens) -eq $((138 * 2 * 2)) ]] \
+   && h5ls "$work/trace.h5" | grep -q "kv_used_pages"; then ok "bench --trace writes the per-step HDF5 trace"
+else bad "bench trace: $(h5ls "$work/trace.h5" 2>&1) tokens=$(sum_ds "$work/trace.h5" /tokens) experts=$(sum_ds "$work/trace.h5" /expert_tokens)"; fi
 
 echo "$passes passed, $fails failed"
 [[ $fails -eq 0 ]]
