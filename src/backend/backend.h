@@ -71,6 +71,18 @@ struct PagedLatent {
   }
 };
 
+// One layer's paged latent cache seen by a batch of single-token sequences (decode): sequence
+// s attends to its positions 0 .. ctx_len[s]-1 (its new token's included), whose pages are
+// pages[table_offset[s] ...]. Pointers in backend memory; max_ctx_len is a host value.
+struct PagedBatch {
+  float* base = nullptr;
+  const int32_t* pages = nullptr;
+  const int32_t* table_offset = nullptr;  // [n_seqs]
+  const int32_t* ctx_len = nullptr;       // [n_seqs], each >= 1
+  int64_t n_seqs = 0, page_size = 0, kv_lora = 0, rope_dim = 0;
+  int64_t max_ctx_len = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -116,6 +128,16 @@ class Backend {
   // Cache read: out[j * ldo + c] = column col0 + c of the cache row of position j, j < n.
   virtual void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n,
                             float* out, int64_t ldo) = 0;
+  // Batched strided linear: for b < batch, y_b[n, w.rows] = x_b[n, w.cols] · W_b^T with
+  // x_b(i, c) = x[b * stride_x + i * ldx + c], y_b(i, r) = y[b * stride_y + i * ldy + r] and W_b
+  // the view w moved by b * w_stride elements (per-head projections of MLA in one call).
+  virtual void linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n,
+                              const WeightView& w, int64_t w_stride, int64_t batch, float* y,
+                              int64_t ldy, int64_t stride_y) = 0;
+  // Cache write by flat slot: base[slots[i] * width + col0 + c] = src[i * lds + c], i < n,
+  // c < cols (slot = page * page_size + position % page_size, the same for every layer).
+  virtual void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
+                        int64_t cols, const float* src, int64_t lds) = 0;
   // y[i] += x[i], i < count.
   virtual void add(float* y, const float* x, int64_t count) = 0;
   // out[i] = silu(gate[i]) * up[i], i < count (SwiGLU; out may alias either input).
@@ -140,6 +162,11 @@ class Backend {
                             const PagedLatent& cache, int64_t q_start, float scale,
                             float* out_lat) = 0;
 
+  // Absorbed MLA decode of a batch of single-token sequences: q_lat [n_seqs, H, kv_lora],
+  // q_pe [n_seqs, H, rope_dim] -> out_lat [n_seqs, H, kv_lora], as mla_absorbed per sequence.
+  virtual void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads,
+                          const PagedBatch& cache, float scale, float* out_lat) = 0;
+
   // MoE router: logits [n, n_experts] (x · gate^T) -> ids [n, top_k] and weights [n, top_k].
   // Ids of a token are ordered by descending selection score (ties: lower expert id first).
   virtual void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
@@ -155,6 +182,13 @@ class Backend {
   // out[rows[j], :] = x[j, :] for j < n, rows of d floats (token unpermute); rows distinct.
   virtual void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                             float* out) = 0;
+  // The routed experts of one rank: rows order[p_e .. p_e + counts[e]) of x (p_e = counts of
+  // the experts before e; counts in HOST memory) go through expert e's SwiGLU
+  // down(silu(gate x) * up x); results land in the same rows of out. x rows have gate[0].cols
+  // floats; experts with no rows are skipped.
+  virtual void moe_experts(const float* x, const int32_t* order, const int64_t* counts,
+                           int64_t n_experts, const WeightView* gate, const WeightView* up,
+                           const WeightView* down, float* out) = 0;
   // out[t, :] += Σ_k weights[t, k] · y[t*top_k + k, :], summed in k order (unpermuted combine).
   virtual void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,
                            int64_t d, float* out) = 0;

@@ -1,7 +1,9 @@
-// MLA attention of one layer for this rank's heads: projections, RoPE, cache write, then per
-// sequence either the expanded form (k/v rebuilt from the cached latents through kv_b_proj) or
-// the absorbed form (W_UK folded into the query, W_UV applied to the attended latent); o_proj
-// on the local heads' columns, all-reduced over attn_tp. Every buffer is backend memory.
+// MLA attention of one layer for this rank's heads: projections, RoPE, cache write, then the
+// absorbed form for single-token sequences (decode: W_UK folded into the query, one batched
+// mla_decode over the paged latents of every such sequence, W_UV after), and per sequence the
+// expanded form (k/v rebuilt from the cached latents through kv_b_proj) for chunks of several
+// tokens, or the absorbed form when forced; o_proj on the local heads' columns, all-reduced
+// over attn_tp. Every buffer is backend memory.
 #include "dist/communicator.h"
 #include "model/forward.h"
 
@@ -27,7 +29,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   } else {
     be_.linear(h, n, lw.q_proj, q);
   }
-  // latent [n, L] normalized, k_pe [n, R] rotated (inside kva): written to the cache below.
+  // latent [n, L] normalized, k_pe [n, R] rotated (inside kva), written to the cache.
   float* kva = scratch(kva_, n * (L + R));
   float* lat = scratch(lat_, n * L);
   be_.linear(h, n, lw.kv_a_proj, kva);
@@ -37,8 +39,12 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
     be_.rope(q + nope, n, Hl, Hl * dqk, dqk, d_pos_.data(), rope_);
     be_.rope(kva + L, n, 1, L + R, R, d_pos_.data(), rope_);
   }
+  float* layer_base = cache_->view(layer, nullptr).base;
+  be_.kv_write(layer_base, L + R, d_slots_.data(), n, 0, L, lat, L);
+  be_.kv_write(layer_base, L + R, d_slots_.data(), n, L, R, kva + L, L + R);
 
-  // Which sequences take the absorbed form (decode: single tokens) and which the expanded one.
+  // Which sequences take the absorbed form: single tokens (decode) unless expanded is forced,
+  // every sequence when absorbed is forced.
   std::vector<bool> absorbed(batch.size());
   bool any_absorbed = false, all_absorbed = true;
   for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -50,17 +56,38 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   float* o = scratch(o_, n * Hl * dv);
   float *q_lat = nullptr, *q_pe = nullptr, *out_lat = nullptr;
   if (any_absorbed) {
-    // q_lat [n, Hl, L] = q_nope · W_UK per head, q_pe [n, Hl, R]: for all n tokens at once.
+    // q_lat [n, Hl, L] = q_nope · W_UK per head, q_pe [n, Hl, R]: all n tokens at once.
     q_lat = scratch(q_lat_, n * Hl * L);
     q_pe = scratch(q_pe_, n * Hl * R);
     out_lat = scratch(out_lat_, n * Hl * L);
-    float* qn = scratch(qn_, n * nope);
-    float* tmp = scratch(tmp_, n * L);
     be_.copy2d(q_pe, R, q + nope, dqk, n * Hl, R);
-    for (int64_t hh = 0; hh < Hl; ++hh) {
-      be_.copy2d(qn, nope, q + hh * dqk, Hl * dqk, n, nope);
-      be_.linear(qn, n, w_uk_[static_cast<std::size_t>(layer)].row_slice(hh * L, (hh + 1) * L), tmp);
-      be_.copy2d(q_lat + hh * L, Hl * L, tmp, L, n, L);
+    const backend::WeightView& w_uk = w_uk_[static_cast<std::size_t>(layer)];
+    be_.linear_batched(q, Hl * dqk, dqk, n, w_uk.row_slice(0, L), L * nope, Hl, q_lat, Hl * L, L);
+
+    // Every single-token sequence in one batched decode call.
+    const int64_t nd = static_cast<int64_t>(decode_rows_.size());
+    if (nd > 0) {
+      backend::PagedBatch pb;
+      pb.base = layer_base;
+      pb.pages = d_pages_.data();
+      pb.table_offset = d_decode_offset_.data();
+      pb.ctx_len = d_decode_ctx_.data();
+      pb.n_seqs = nd;
+      pb.page_size = opts_.page_size;
+      pb.kv_lora = L;
+      pb.rope_dim = R;
+      pb.max_ctx_len = decode_max_ctx_;
+      if (decode_contiguous_) {
+        be_.mla_decode(q_lat, q_pe, Hl, pb, scale, out_lat);
+      } else {
+        float* dq_lat = scratch(dq_lat_, nd * Hl * L);
+        float* dq_pe = scratch(dq_pe_, nd * Hl * R);
+        float* dout = scratch(dout_lat_, nd * Hl * L);
+        be_.gather_rows(q_lat, d_decode_rows_.data(), nd, Hl * L, dq_lat);
+        be_.gather_rows(q_pe, d_decode_rows_.data(), nd, Hl * R, dq_pe);
+        be_.mla_decode(dq_lat, dq_pe, Hl, pb, scale, dout);
+        be_.scatter_rows(dout, d_decode_rows_.data(), nd, Hl * L, out_lat);
+      }
     }
   }
 
@@ -68,13 +95,11 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const SeqInput& s = batch[i];
     const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
-    be_.paged_write(view, 0, L, s.start, ns, lat + t0 * L, L);
-    be_.paged_write(view, L, R, s.start, ns, kva + t0 * (L + R) + L, L + R);
     if (ns == 0) continue;
     const int64_t n_ctx = s.start + ns;
     if (!absorbed[i]) {
       // Expanded: k = [k_nope from kv_b_proj, k_pe], v from kv_b_proj, for every cached position.
+      const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
       float* ctx_lat = scratch(ctx_lat_, n_ctx * L);
       float* kvb = scratch(kvb_, n_ctx * Hl * (nope + dv));
       float* k = scratch(k_, n_ctx * Hl * dqk);
@@ -85,7 +110,8 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
       be_.copy2d(v, dv, kvb + nope, nope + dv, n_ctx * Hl, dv);
       for (int64_t hh = 0; hh < Hl; ++hh) be_.paged_gather(view, L, R, n_ctx, k + hh * dqk + nope, Hl * dqk);
       be_.attention(q + t0 * Hl * dqk, k, v, ns, n_ctx, Hl, dqk, dv, s.start, scale, o + t0 * Hl * dv);
-    } else {
+    } else if (ns > 1) {
+      const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
       be_.mla_absorbed(q_lat + t0 * Hl * L, q_pe + t0 * Hl * R, ns, Hl, view, s.start, scale,
                        out_lat + t0 * Hl * L);
     }
@@ -93,16 +119,11 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   }
 
   if (any_absorbed) {
-    // W_UV per head over every token's attended latent; copied into o for absorbed sequences
+    // W_UV per head over every token's attended latent, written into o for absorbed sequences
     // (directly when every sequence is absorbed, the decode case).
     float* o_abs = all_absorbed ? o : scratch(o_abs_, n * Hl * dv);
-    float* lat_h = scratch(lat_h_, n * L);
-    float* vh = scratch(vh_, n * dv);
-    for (int64_t hh = 0; hh < Hl; ++hh) {
-      be_.copy2d(lat_h, L, out_lat + hh * L, Hl * L, n, L);
-      be_.linear(lat_h, n, lw.w_uv(hh, c), vh);
-      be_.copy2d(o_abs + hh * dv, Hl * dv, vh, dv, n, dv);
-    }
+    const backend::WeightView w_uv0 = lw.w_uv(0, c);
+    be_.linear_batched(out_lat, Hl * L, L, n, w_uv0, (nope + dv) * L, Hl, o_abs, Hl * dv, dv);
     if (!all_absorbed) {
       t0 = 0;
       for (std::size_t i = 0; i < batch.size(); ++i) {

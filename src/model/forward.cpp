@@ -65,7 +65,13 @@ void Model::prepare_weights() {
     if (!lw.correction_bias.empty()) upload(bias_[l], lw.correction_bias);
     prep_mlp(lw.dense);
     prep_mlp(lw.shared);
-    for (auto& e : lw.experts) prep_mlp(e);
+    expert_gate_.emplace_back(), expert_up_.emplace_back(), expert_down_.emplace_back();
+    for (auto& e : lw.experts) {
+      prep_mlp(e);
+      expert_gate_.back().push_back(e.gate);
+      expert_up_.back().push_back(e.up);
+      expert_down_.back().push_back(e.down);
+    }
   }
   be_.synchronize();
 }
@@ -81,12 +87,15 @@ void Model::mlp(const MlpWeights& w, const float* h, int64_t n, float* out) {
   be_.linear(g, n, w.down, out);
 }
 
-void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits) {
+void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
+                    std::vector<int32_t>* argmax) {
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
-  std::vector<int32_t> ids, pages;
-  std::vector<int64_t> positions;
+  std::vector<int32_t> ids, pages, decode_offset, decode_ctx;
+  std::vector<int64_t> positions, slots;
   page_offset_.clear();
+  decode_rows_.clear();
+  decode_max_ctx_ = 0;
   for (const SeqInput& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     if (s.start < 0 || s.start + n > c.max_position_embeddings)
@@ -98,12 +107,21 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     for (int32_t p : s.pages)
       if (p < 0 || p >= cache_->n_pages())
         throw Error(fmt::format("kv cache: page id {} outside [0, {})", p, cache_->n_pages()));
+    if (n == 1 && opts_.attention != AttentionForm::expanded) {
+      decode_rows_.push_back(static_cast<int32_t>(ids.size()));
+      decode_offset.push_back(static_cast<int32_t>(pages.size()));
+      decode_ctx.push_back(static_cast<int32_t>(s.start + 1));
+      decode_max_ctx_ = std::max(decode_max_ctx_, s.start + 1);
+    }
     for (int64_t i = 0; i < n; ++i) {
       const int32_t t = s.tokens[static_cast<std::size_t>(i)];
       if (t < 0 || t >= c.vocab_size)
         throw Error(fmt::format("token id {} outside the vocabulary [0, {})", t, c.vocab_size));
       ids.push_back(t);
-      positions.push_back(s.start + i);
+      const int64_t p = s.start + i;
+      positions.push_back(p);
+      slots.push_back(static_cast<int64_t>(s.pages[static_cast<std::size_t>(p / opts_.page_size)]) * opts_.page_size +
+                      p % opts_.page_size);
     }
     page_offset_.push_back(static_cast<int64_t>(pages.size()));
     pages.insert(pages.end(), s.pages.begin(), s.pages.end());
@@ -113,6 +131,11 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   upload(d_ids_, ids);
   upload(d_pos_, positions);
   upload(d_pages_, pages);
+  upload(d_slots_, slots);
+  decode_contiguous_ = static_cast<int64_t>(decode_rows_.size()) == N;
+  upload(d_decode_rows_, decode_rows_);
+  upload(d_decode_offset_, decode_offset);
+  upload(d_decode_ctx_, decode_ctx);
   if (!c.n_routed_experts) expert_counts_.clear();
   else expert_counts_.assign(static_cast<std::size_t>(c.num_hidden_layers * c.n_routed_experts), 0);
 
@@ -133,14 +156,19 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     be_.add(residual, out, N * D);
   }
   // LM head only on the rows whose logits are wanted.
-  std::vector<int32_t> rows;
+  std::vector<int32_t> rows, keep;  // keep: wanted rows whose full logits go to the host
   int64_t offset = 0;
   for (const SeqInput& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
+    const bool full = !argmax || !s.argmax_only;
+    auto want = [&](int64_t i) {
+      if (full) keep.push_back(static_cast<int32_t>(rows.size()));
+      rows.push_back(static_cast<int32_t>(offset + i));
+    };
     if (s.logits == LogitsWanted::all)
-      for (int64_t i = 0; i < n; ++i) rows.push_back(static_cast<int32_t>(offset + i));
+      for (int64_t i = 0; i < n; ++i) want(i);
     else if (s.logits == LogitsWanted::last && n > 0)
-      rows.push_back(static_cast<int32_t>(offset + n - 1));
+      want(n - 1);
     offset += n;
   }
   const int64_t n_rows = static_cast<int64_t>(rows.size());
@@ -149,8 +177,26 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   be_.rms_norm(picked, weights_.final_norm, n_rows, eps, picked);
   float* d_logits = scratch(logits_, n_rows * c.vocab_size);
   be_.linear(picked, n_rows, weights_.lm_head, d_logits);
-  logits.resize(static_cast<std::size_t>(n_rows * c.vocab_size));
-  if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
+  const int64_t V = c.vocab_size, n_keep = static_cast<int64_t>(keep.size());
+  logits.resize(static_cast<std::size_t>(n_keep * V));
+  if (!argmax) {
+    if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
+    return;
+  }
+  argmax->assign(static_cast<std::size_t>(n_rows), -1);
+  if (n_keep < n_rows) {
+    int32_t* d_am = scratch(d_argmax_, n_rows);
+    be_.argmax(d_logits, n_rows, V, d_am);
+    be_.download(argmax->data(), d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
+    for (int32_t k : keep) (*argmax)[static_cast<std::size_t>(k)] = -1;
+  }
+  if (n_keep == n_rows) {
+    if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
+  } else if (n_keep > 0) {
+    float* kept = scratch(kept_, n_keep * V);
+    be_.gather_rows(d_logits, upload(d_keep_, keep), n_keep, V, kept);
+    be_.download(logits.data(), kept, logits.size() * sizeof(float));
+  }
 }
 
 }  // namespace dpa::model

@@ -28,6 +28,7 @@ struct SeqInput {
   int64_t start = 0;
   std::span<const int32_t> pages;
   LogitsWanted logits = LogitsWanted::last;
+  bool argmax_only = false;  // with an argmax output: only the argmax of its rows is returned
 };
 
 // How attention reads the cache: expanded k/v (prefill form), absorbed latent (decode form), or
@@ -60,8 +61,12 @@ class Model {
   ForwardOptions& options() { return opts_; }
 
   // Runs the batch; writes the wanted logits rows (vocab_size each) in batch order, positions in
-  // order within a sequence. Identical on the ranks of one replica.
-  void forward(const std::vector<SeqInput>& batch, std::vector<float>& logits);
+  // order within a sequence. Identical on the ranks of one replica. With `argmax`: it gets the
+  // argmax of every wanted row (computed in backend memory; -1 for rows of sequences that are
+  // not argmax_only), and `logits` only the rows of sequences that are not argmax_only, so
+  // greedy decoding moves a few bytes per sequence instead of a vocabulary of floats.
+  void forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
+               std::vector<int32_t>* argmax = nullptr);
 
   // Routed slots per expert of the last forward on this rank: [n_layers * n_routed_experts].
   const std::vector<int64_t>& expert_counts() const { return expert_counts_; }
@@ -100,17 +105,25 @@ class Model {
   // noaux_tc correction bias.
   std::vector<backend::WeightView> w_uk_;
   std::vector<backend::Buffer<float>> bias_;
+  // Per layer, the local experts' weights as arrays (moe_experts).
+  std::vector<std::vector<backend::WeightView>> expert_gate_, expert_up_, expert_down_;
   std::vector<int64_t> expert_counts_;
 
   // This step's inputs in backend memory, and scratch activations reused across steps.
-  backend::Buffer<int32_t> d_ids_, d_pages_, d_rows_;
-  backend::Buffer<int64_t> d_pos_;
+  backend::Buffer<int32_t> d_ids_, d_pages_, d_rows_, d_argmax_, d_keep_;
+  backend::Buffer<int64_t> d_pos_, d_slots_;
   std::vector<int64_t> page_offset_;  // where each sequence's page table starts in d_pages_
-  backend::Buffer<float> residual_, h_, out_, picked_, logits_;
+  // Decode: the single-token sequences taking the absorbed form, attended in one mla_decode.
+  std::vector<int32_t> decode_rows_;  // their token rows in the step
+  bool decode_contiguous_ = false;    // decode_rows_ == 0 .. n-1 (a pure decode step)
+  int64_t decode_max_ctx_ = 0;
+  backend::Buffer<int32_t> d_decode_rows_, d_decode_offset_, d_decode_ctx_;
+  backend::Buffer<float> dq_lat_, dq_pe_, dout_lat_;
+  backend::Buffer<float> residual_, h_, out_, picked_, logits_, kept_;
   backend::Buffer<float> q_, qa_, kva_, lat_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
   backend::Buffer<float> g_, u_;
-  backend::Buffer<float> router_logits_, gate_w_, send_, recv_, x_, y_, expert_out_, back_, by_slot_, mine_, shared_;
+  backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, by_slot_, mine_, shared_;
   backend::Buffer<int32_t> gate_ids_, order_, slot_token_, send_ids_, recv_ids_, local_ids_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
 };

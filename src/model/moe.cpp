@@ -130,18 +130,10 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   int32_t* local_order = scratch(local_order_, n_recv);
   be_.moe_sort(upload(local_ids_, local_ids), n_recv, n_local, local_order, local_counts.data());
   float* expert_out = scratch(expert_out_, n_recv * D);
-  int64_t max_cnt = 0;
-  for (int64_t cnt : local_counts) max_cnt = std::max(max_cnt, cnt);
-  float* x = scratch(x_, max_cnt * D);
-  float* y = scratch(y_, max_cnt * D);
-  int64_t pos = 0;
-  for (int64_t e = 0; e < n_local; ++e) {
-    const int64_t cnt = local_counts[e];
-    if (cnt == 0) continue;
-    be_.gather_rows(recv, local_order + pos, cnt, D, x);
-    mlp(lw.experts[static_cast<std::size_t>(e)], x, cnt, y);
-    be_.scatter_rows(y, local_order + pos, cnt, D, expert_out);
-    pos += cnt;
+  if (n_recv > 0) {
+    const std::size_t l = static_cast<std::size_t>(layer);
+    be_.moe_experts(recv, local_order, local_counts.data(), n_local, expert_gate_[l].data(), expert_up_[l].data(),
+                    expert_down_[l].data(), expert_out);
   }
 
   // Combine: rows come back in this rank's send order, i.e. sorted slot order.

@@ -3,7 +3,9 @@
 // both backends, one table line per op and shape with the largest error and the bound it met.
 // Integer outputs (gate ids, sort order and counts, argmax) must match exactly; their inputs are
 // built without near-ties. Attention and absorbed MLA run in both CUDA forms (DPA_CUDA_ATTN=kernel
-// and =gemm). A last test prints GPU times of a few decode/prefill shapes (no bound). Exits 77
+// and =gemm); mla_decode in both kernel versions (DPA_CUDA_MLA_DECODE=v1, v2). Two last tests
+// print GPU times of a few decode/prefill shapes and of the batched ops against the loops they
+// replace (no bound). Exits 77
 // (skipped) when no CUDA device is present.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -637,6 +639,330 @@ TEST(BackendParity, Timing) {
     std::snprintf(buf, sizeof buf, "%.3f ms (%.0f GB/s of weight)", ms, 4096 * 7168 * 2.0 / (ms * 1e-3) / 1e9);
     line("time linear", "bf16 " + shp({{"n", n}, {"rows", 4096}, {"cols", 7168}}), buf, true);
   }
+}
+
+// ---- Batched ops: linear_batched, kv_write, mla_decode, moe_experts.
+
+TEST(BackendParity, LinearBatched) {
+  // batch, n, rows, cols; ld_extra and col0 make the per-batch views strided (ld != cols).
+  struct C { int64_t batch, n, rows, cols, ld_extra, col0; };
+  const C cases[] = {{16, 0, 32, 24, 0, 0},  {16, 1, 32, 24, 0, 0},  {16, 7, 64, 128, 0, 0},
+                     {4, 9, 40, 20, 12, 5},  {128, 3, 16, 32, 8, 8}, {3, 33, 100, 60, 4, 0},
+                     {1, 5, 17, 9, 0, 0},    {16, 1, 48, 32, 16, 16}};
+  for (DType d : {DType::f32, DType::bf16}) {
+    const double rtol = d == DType::f32 ? 1e-5 : 1e-2;
+    for (const C& c : cases) {
+      const int64_t ldw = c.col0 + c.cols + c.ld_extra;
+      const HostWeight& full = weight(d, c.batch * c.rows, ldw);
+      const WeightView fc = cpu().prepare_weight(full.view()), fg = gpu().prepare_weight(full.view());
+      auto head0 = [&](const WeightView& f) {  // batch b's weight: + b * rows * ldw elements
+        WeightView v = f;
+        v.data = static_cast<const char*>(f.data) + c.col0 * static_cast<int64_t>(dtype_size(d));
+        v.rows = c.rows, v.cols = c.cols, v.ld = ldw;
+        return v;
+      };
+      const int64_t sx = c.cols + 3, sy = c.rows + 2;  // x [n, batch, sx], y [n, batch, sy]
+      Dual<float> x(rnd(std::max<int64_t>(c.n * c.batch * sx, 1))),
+          y(rnd(std::max<int64_t>(c.n * c.batch * sy, 1)));
+      cpu().linear_batched(x.c.data(), c.batch * sx, sx, c.n, head0(fc), c.rows * ldw, c.batch,
+                           y.c.data(), c.batch * sy, sy);
+      gpu().linear_batched(x.g.data(), c.batch * sx, sx, c.n, head0(fg), c.rows * ldw, c.batch,
+                           y.g.data(), c.batch * sy, sy);
+      EXPECT_TRUE(close("linear_batched",
+                        dt(d) + " " + shp({{"batch", c.batch}, {"n", c.n}, {"rows", c.rows},
+                                           {"cols", c.cols}, {"ld", ldw}}),
+                        y.on_cpu(), y.on_gpu(), rtol, linear_atol(head0(fc))));
+    }
+  }
+}
+
+TEST(BackendParity, KvWrite) {
+  struct C { int64_t width, n, col0, cols; };
+  const C cases[] = {{576, 0, 0, 576}, {576, 1, 0, 512}, {576, 37, 512, 64}, {48, 100, 3, 40},
+                     {576, 300, 0, 576}};
+  for (const C& c : cases) {
+    const int64_t n_slots = 300;
+    std::vector<int64_t> slots(n_slots);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng());
+    slots.resize(std::max<int64_t>(c.n, 1));
+    const int64_t lds = c.cols + 5;
+    Dual<int64_t> ds(slots);
+    Dual<float> pool(rnd(n_slots * c.width)), src(rnd(std::max<int64_t>(c.n * lds, 1)));
+    cpu().kv_write(pool.c.data(), c.width, ds.c.data(), c.n, c.col0, c.cols, src.c.data(), lds);
+    gpu().kv_write(pool.g.data(), c.width, ds.g.data(), c.n, c.col0, c.cols, src.g.data(), lds);
+    EXPECT_TRUE(close("kv_write", shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}}),
+                      pool.on_cpu(), pool.on_gpu(), 0.0));
+  }
+}
+
+// A batch of sequences over one shuffled page pool: each sequence's table is a slice of a
+// permutation of the pool, tables packed with gaps (so table_offset matters).
+struct DecodeBatch {
+  int64_t page_size, kv_lora, rope_dim, max_ctx = 0;
+  std::vector<int32_t> ctx;
+  Dual<float> pool;
+  Dual<int32_t> pages, offsets, lens;
+  static int64_t pool_pages(const std::vector<int64_t>& ctx, int64_t page) {
+    int64_t p = 7;
+    for (int64_t c : ctx) p += (c + page - 1) / page;
+    return p;
+  }
+  static std::vector<int32_t> tables(const std::vector<int64_t>& ctx, int64_t page, int64_t n_pool,
+                                     std::vector<int32_t>& off) {
+    std::vector<int32_t> perm(n_pool), t;
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng());
+    std::size_t next = 0;
+    for (int64_t c : ctx) {
+      off.push_back(static_cast<int32_t>(t.size()));
+      for (int64_t p = 0; p < (c + page - 1) / page; ++p) t.push_back(perm[next++]);
+      t.push_back(perm[n_pool - 1]), t.push_back(perm[n_pool - 2]);  // gap
+    }
+    if (t.empty()) t.push_back(0);
+    return t;
+  }
+  DecodeBatch(const std::vector<int64_t>& c, int64_t page, int64_t lora, int64_t rope)
+      : page_size(page), kv_lora(lora), rope_dim(rope),
+        pool(rnd(pool_pages(c, page) * page * (lora + rope))), pages(1), offsets(1), lens(1) {
+    std::vector<int32_t> off;
+    const auto t = tables(c, page, pool_pages(c, page), off);
+    for (int64_t v : c) ctx.push_back(static_cast<int32_t>(v)), max_ctx = std::max(max_ctx, v);
+    if (off.empty()) off.push_back(0);
+    std::vector<int32_t> len = ctx;
+    if (len.empty()) len.push_back(1);
+    pages = Dual<int32_t>(t), offsets = Dual<int32_t>(off), lens = Dual<int32_t>(len);
+  }
+  PagedBatch view(bool on_gpu) const {
+    PagedBatch b;
+    b.base = on_gpu ? pool.g.data() : pool.c.data();
+    b.pages = on_gpu ? pages.g.data() : pages.c.data();
+    b.table_offset = on_gpu ? offsets.g.data() : offsets.c.data();
+    b.ctx_len = on_gpu ? lens.g.data() : lens.c.data();
+    b.n_seqs = static_cast<int64_t>(ctx.size());
+    b.page_size = page_size, b.kv_lora = kv_lora, b.rope_dim = rope_dim, b.max_ctx_len = max_ctx;
+    return b;
+  }
+};
+
+// Runs fn with the CUDA backend swapped for one made under DPA_CUDA_MLA_DECODE=variant.
+void with_decode_variant(const char* variant, const std::function<void()>& fn) {
+  setenv("DPA_CUDA_MLA_DECODE", variant, 1);
+  std::unique_ptr<Backend> be = make_cuda_backend(0);
+  unsetenv("DPA_CUDA_MLA_DECODE");
+  std::swap(env().gpu, be);
+  fn();
+  std::swap(env().gpu, be);
+}
+
+TEST(BackendParity, MlaDecode) {
+  struct C { const char* name; int64_t heads, page, lora, rope; std::vector<int64_t> ctx; };
+  std::vector<int64_t> many(40);
+  for (auto& c : many) c = rnd_int(1, 600);
+  const std::vector<C> cases = {
+      {"no seqs", 16, 16, 512, 64, {}},
+      {"one seq ctx=1", 16, 16, 512, 64, {1}},
+      {"one seq", 16, 16, 512, 64, {3001}},
+      {"varied ctx", 16, 16, 512, 64, {1, 17, 300, 2049, 4100}},
+      {"H=128", 128, 16, 512, 64, {1, 700, 2500}},
+      {"H=20", 20, 16, 512, 64, {65, 1, 129, 16}},
+      {"small dims H=3", 3, 4, 40, 8, {5, 1, 33, 64, 200}},
+      {"40 seqs", 16, 16, 512, 64, many},
+      {"lora 520 (fallback)", 4, 8, 520, 8, {9, 1, 40}},
+  };
+  for (const char* variant : {"v1", "v2"})
+  with_decode_variant(variant, [&] {
+  for (const C& c : cases) {
+    DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
+    const int64_t n = static_cast<int64_t>(c.ctx.size());
+    Dual<float> ql(rnd(std::max<int64_t>(n * c.heads * c.lora, 1))),
+        qp(rnd(std::max<int64_t>(n * c.heads * c.rope, 1))),
+        out(rnd(std::max<int64_t>(n * c.heads * c.lora, 1)));
+    const float scale = 1.0f / std::sqrt(192.0f);
+    cpu().mla_decode(ql.c.data(), qp.c.data(), c.heads, b.view(false), scale, out.c.data());
+    gpu().mla_decode(ql.g.data(), qp.g.data(), c.heads, b.view(true), scale, out.g.data());
+    EXPECT_TRUE(close("mla_decode", std::string(variant) + " " + c.name + " " +
+                                        shp({{"seqs", n}, {"H", c.heads}, {"page", c.page},
+                                             {"lora", c.lora}, {"rope", c.rope}, {"max_ctx", b.max_ctx}}),
+                      out.on_cpu(), out.on_gpu(), 1e-4, 1e-6));
+  }
+  });
+}
+
+TEST(BackendParity, MoeExperts) {
+  struct C { const char* name; DType dt; int64_t D, I; std::vector<int64_t> counts; int64_t ld_extra; bool mixed; };
+  const std::vector<int64_t> few = {3, 0, 1, 10, 0, 7, 2, 5};
+  const std::vector<int64_t> skewed = {0, 200, 1, 37, 0, 0, 90, 3, 150, 8, 0, 60, 2, 17, 33, 120};
+  const std::vector<C> cases = {
+      {"few", DType::f32, 64, 48, few, 0, false},
+      {"few", DType::bf16, 64, 48, few, 0, false},
+      {"skewed", DType::f32, 40, 24, skewed, 0, false},
+      {"skewed", DType::bf16, 128, 96, skewed, 0, false},
+      {"no rows", DType::bf16, 64, 48, {0, 0, 0, 0}, 0, false},
+      {"one expert", DType::bf16, 64, 48, {0, 0, 5, 0}, 0, false},
+      {"one row", DType::f32, 64, 48, {0, 1, 0}, 0, false},
+      {"ld!=cols", DType::f32, 32, 24, {4, 0, 9, 1, 30, 2}, 8, false},
+      {"ld!=cols", DType::bf16, 32, 24, {4, 0, 9, 1, 30, 2}, 8, false},
+      {"mixed ld (loop)", DType::bf16, 32, 24, {4, 0, 9, 1, 30, 2}, 8, true},
+  };
+  for (const C& c : cases) {
+    const int64_t E = static_cast<int64_t>(c.counts.size());
+    int64_t total = 0;
+    for (int64_t k : c.counts) total += k;
+    std::vector<WeightView> gc, uc, dc, gg, ug, dg;
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t extra = c.ld_extra + (c.mixed && e == 2 ? 8 : 0);
+      auto add = [&](int64_t rows, int64_t cols, std::vector<WeightView>& vc, std::vector<WeightView>& vg) {
+        const HostWeight& w = weight(c.dt, rows, cols + extra, -0.5f, 0.5f);
+        vc.push_back(cpu().prepare_weight(w.view()).col_slice(0, cols));
+        vg.push_back(gpu().prepare_weight(w.view()).col_slice(0, cols));
+      };
+      add(c.I, c.D, gc, gg);
+      add(c.I, c.D, uc, ug);
+      add(c.D, c.I, dc, dg);
+    }
+    std::vector<int32_t> order(std::max<int64_t>(total, 1));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng());
+    Dual<int32_t> dord(order);
+    Dual<float> x(rnd(std::max<int64_t>(total * c.D, 1))), out(rnd(std::max<int64_t>(total * c.D, 1)));
+    cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(), out.c.data());
+    gpu().moe_experts(x.g.data(), dord.g.data(), c.counts.data(), E, gg.data(), ug.data(), dg.data(), out.g.data());
+    EXPECT_TRUE(close("moe_experts", dt(c.dt) + " " + c.name + " " +
+                                         shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
+                      out.on_cpu(), out.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+  }
+}
+
+// Not a parity check: the batched ops against the loops they replace (GPU times).
+TEST(BackendParity, TimingBatched) {
+  auto time_ms = [](auto&& fn) {
+    cudaStream_t st = static_cast<cudaStream_t>(gpu().stream());
+    fn();  // warm-up
+    cudaEvent_t a, b;
+    cudaEventCreate(&a), cudaEventCreate(&b);
+    cudaEventRecord(a, st);
+    const int reps = 20;
+    for (int r = 0; r < reps; ++r) fn();
+    cudaEventRecord(b, st);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    cudaEventDestroy(a), cudaEventDestroy(b);
+    return ms / reps;
+  };
+  // mla_decode vs one mla_absorbed per sequence (default attention form).
+  struct M { int64_t seqs, ctx, heads; };
+  const M ms[] = {{1, 512, 16},  {1, 4096, 16},  {32, 512, 16},  {32, 4096, 16},
+                  {128, 512, 16}, {128, 4096, 16}, {32, 4096, 128}};
+  for (const M& m : ms) {
+    const int64_t page = 16, per = (m.ctx + page - 1) / page, n_pages = m.seqs * per, L = 512, R = 64;
+    Buffer<float> pool(gpu(), n_pages * page * (L + R)), ql(gpu(), m.seqs * m.heads * L),
+        qp(gpu(), m.seqs * m.heads * R), out(gpu(), m.seqs * m.heads * L);
+    gpu().fill_zero(pool.data(), n_pages * page * (L + R) * sizeof(float));
+    gpu().fill_zero(ql.data(), m.seqs * m.heads * L * sizeof(float));
+    gpu().fill_zero(qp.data(), m.seqs * m.heads * R * sizeof(float));
+    std::vector<int32_t> t(n_pages), off(m.seqs), len(m.seqs, static_cast<int32_t>(m.ctx));
+    std::iota(t.begin(), t.end(), 0);
+    std::shuffle(t.begin(), t.end(), rng());
+    for (int64_t s = 0; s < m.seqs; ++s) off[s] = static_cast<int32_t>(s * per);
+    Buffer<int32_t> table(gpu(), n_pages), doff(gpu(), m.seqs), dlen(gpu(), m.seqs);
+    gpu().upload(table.data(), t.data(), n_pages * sizeof(int32_t));
+    gpu().upload(doff.data(), off.data(), m.seqs * sizeof(int32_t));
+    gpu().upload(dlen.data(), len.data(), m.seqs * sizeof(int32_t));
+    PagedBatch pb;
+    pb.base = pool.data(), pb.pages = table.data(), pb.table_offset = doff.data(), pb.ctx_len = dlen.data();
+    pb.n_seqs = m.seqs, pb.page_size = page, pb.kv_lora = L, pb.rope_dim = R, pb.max_ctx_len = m.ctx;
+    float v1 = 0;
+    gpu().synchronize();  // the inputs are written on this backend's stream
+    with_decode_variant("v1", [&] {
+      v1 = time_ms([&] { gpu().mla_decode(ql.data(), qp.data(), m.heads, pb, 0.07f, out.data()); });
+    });
+    const float fused = time_ms([&] { gpu().mla_decode(ql.data(), qp.data(), m.heads, pb, 0.07f, out.data()); });
+    const float loop = time_ms([&] {
+      for (int64_t s = 0; s < m.seqs; ++s) {
+        PagedLatent c{pool.data(), table.data() + off[s], page, L, R};
+        gpu().mla_absorbed(ql.data() + s * m.heads * L, qp.data() + s * m.heads * R, 1, m.heads, c,
+                           m.ctx - 1, 0.07f, out.data() + s * m.heads * L);
+      }
+    });
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%.3f ms (%.0f GB/s) v1 %.3f ms loop %.3f ms: x%.1f", fused,
+                  m.seqs * m.ctx * (L + R) * 4.0 / (fused * 1e-3) / 1e9, v1, loop, loop / fused);
+    line("time mla_dec", shp({{"seqs", m.seqs}, {"ctx", m.ctx}, {"H", m.heads}, {"page", page}}), buf, true);
+  }
+  // moe_experts vs the per-expert loop (gather, gate, up, silu_mul, down, scatter).
+  {
+    const int64_t E = 64, D = 2048, I = 1408;
+    const std::size_t per = static_cast<std::size_t>(I * D);
+    Buffer<uint16_t> wbuf(gpu(), 3 * E * per);
+    gpu().fill_zero(wbuf.data(), 3 * E * per * sizeof(uint16_t));
+    std::vector<WeightView> g, u, d;
+    for (int64_t e = 0; e < E; ++e) {
+      g.push_back(WeightView::dense(wbuf.data() + (3 * e) * per, DType::bf16, I, D));
+      u.push_back(WeightView::dense(wbuf.data() + (3 * e + 1) * per, DType::bf16, I, D));
+      d.push_back(WeightView::dense(wbuf.data() + (3 * e + 2) * per, DType::bf16, D, I));
+    }
+    for (int64_t total : {192, 3072}) {
+      std::vector<int64_t> counts(E, 0);
+      for (int64_t r = 0; r < total; ++r) ++counts[rnd_int(0, E - 1)];
+      int64_t mx = 0, nz = 0;
+      for (int64_t c : counts) mx = std::max(mx, c), nz += c > 0;
+      std::vector<int32_t> order(total);
+      std::iota(order.begin(), order.end(), 0);
+      Buffer<int32_t> dord(gpu(), total);
+      gpu().upload(dord.data(), order.data(), total * sizeof(int32_t));
+      Buffer<float> x(gpu(), total * D), out(gpu(), total * D), xe(gpu(), total * D), ye(gpu(), total * D),
+          ge(gpu(), total * I), ue(gpu(), total * I);
+      gpu().fill_zero(x.data(), total * D * sizeof(float));
+      const float fused = time_ms([&] {
+        gpu().moe_experts(x.data(), dord.data(), counts.data(), E, g.data(), u.data(), d.data(), out.data());
+      });
+      const float loop = time_ms([&] {
+        int64_t pos = 0;
+        for (int64_t e = 0; e < E; ++e) {
+          const int64_t c = counts[e];
+          if (!c) continue;
+          gpu().gather_rows(x.data(), dord.data() + pos, c, D, xe.data());
+          gpu().linear(xe.data(), c, g[e], ge.data());
+          gpu().linear(xe.data(), c, u[e], ue.data());
+          gpu().silu_mul(ge.data(), ue.data(), c * I, ge.data());
+          gpu().linear(ge.data(), c, d[e], ye.data());
+          gpu().scatter_rows(ye.data(), dord.data() + pos, c, D, out.data());
+          pos += c;
+        }
+      });
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "%.3f ms (%.0f GB/s of weight) loop %.3f ms: x%.1f", fused,
+                    nz * 3.0 * per * 2 / (fused * 1e-3) / 1e9, loop, loop / fused);
+      line("time moe_exp", "bf16 " + shp({{"E", E}, {"rows", total}, {"max", mx}, {"D", D}, {"I", I}}), buf, true);
+    }
+  }
+  // linear_batched vs a loop of copy2d + linear + copy2d (MLA's per-head W_UK absorption).
+  for (DType dtp : {DType::f32, DType::bf16})
+    for (int64_t n : {1, 64, 256}) {
+      const int64_t H = 16, rows = 512, cols = 128;
+      Buffer<char> w(gpu(), H * rows * cols * dtype_size(dtp));
+      gpu().fill_zero(w.data(), H * rows * cols * dtype_size(dtp));
+      const WeightView wv = WeightView::dense(w.data(), dtp, rows, cols);
+      Buffer<float> x(gpu(), n * H * 192), y(gpu(), n * H * rows), xb(gpu(), n * cols), yb(gpu(), n * rows);
+      gpu().fill_zero(x.data(), n * H * 192 * sizeof(float));
+      const float fused = time_ms([&] {
+        gpu().linear_batched(x.data(), H * 192, 192, n, wv, rows * cols, H, y.data(), H * rows, rows);
+      });
+      const float loop = time_ms([&] {
+        for (int64_t b = 0; b < H; ++b) {
+          WeightView wb = wv;
+          wb.data = static_cast<const char*>(wv.data) + b * rows * cols * static_cast<int64_t>(dtype_size(dtp));
+          gpu().copy2d(xb.data(), cols, x.data() + b * 192, H * 192, n, cols);
+          gpu().linear(xb.data(), n, wb, yb.data());
+          gpu().copy2d(y.data() + b * rows, H * rows, yb.data(), rows, n, rows);
+        }
+      });
+      char buf[128];
+      std::snprintf(buf, sizeof buf, "%.3f ms loop %.3f ms: x%.1f", fused, loop, loop / fused);
+      line("time lin_bat", dt(dtp) + " " + shp({{"batch", H}, {"n", n}, {"rows", rows}, {"cols", cols}}), buf, true);
+    }
 }
 
 TEST(BackendParity, MemoryOps) {

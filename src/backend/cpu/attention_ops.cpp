@@ -101,6 +101,21 @@ void CpuBackend::mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q
   }
 }
 
+void CpuBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads,
+                            const PagedBatch& cache, float scale, float* out_lat) {
+  const int64_t L = cache.kv_lora, R = cache.rope_dim;
+  for (int64_t s = 0; s < cache.n_seqs; ++s) {
+    PagedLatent one;
+    one.base = cache.base;
+    one.pages = cache.pages + cache.table_offset[s];
+    one.page_size = cache.page_size;
+    one.kv_lora = L;
+    one.rope_dim = R;
+    mla_absorbed(q_lat + s * n_heads * L, q_pe + s * n_heads * R, 1, n_heads, one, cache.ctx_len[s] - 1, scale,
+                 out_lat + s * n_heads * L);
+  }
+}
+
 void CpuBackend::paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start,
                              int64_t n, const float* src, int64_t lds) {
   for (int64_t i = 0; i < n; ++i) std::copy_n(src + i * lds, cols, cache.token(start + i) + col0);

@@ -35,6 +35,10 @@ class CpuBackend final : public Backend {
                    const float* src, int64_t lds) override;
   void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
                     int64_t ldo) override;
+  void linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
+                      int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y) override;
+  void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0, int64_t cols,
+                const float* src, int64_t lds) override;
   void add(float* y, const float* x, int64_t count) override;
   void silu_mul(const float* gate, const float* up, int64_t count, float* out) override;
   void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,
@@ -45,6 +49,10 @@ class CpuBackend final : public Backend {
   void mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
                     const PagedLatent& cache, int64_t q_start, float scale,
                     float* out_lat) override;
+  void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& cache,
+                  float scale, float* out_lat) override;
+  void moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                   const WeightView* gate, const WeightView* up, const WeightView* down, float* out) override;
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,

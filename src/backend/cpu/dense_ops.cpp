@@ -75,6 +75,24 @@ void CpuBackend::copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, 
   for (int64_t r = 0; r < rows; ++r) std::copy_n(src + r * lds, cols, dst + r * ldd);
 }
 
+void CpuBackend::linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n,
+                                const WeightView& w, int64_t w_stride, int64_t batch, float* y,
+                                int64_t ldy, int64_t stride_y) {
+  std::vector<float> xb(static_cast<std::size_t>(n * w.cols)), yb(static_cast<std::size_t>(n * w.rows));
+  for (int64_t b = 0; b < batch; ++b) {
+    WeightView wb = w;
+    wb.data = static_cast<const char*>(w.data) + b * w_stride * static_cast<int64_t>(dtype_size(w.dtype));
+    copy2d(xb.data(), w.cols, x + b * stride_x, ldx, n, w.cols);
+    linear(xb.data(), n, wb, yb.data());
+    copy2d(y + b * stride_y, ldy, yb.data(), w.rows, n, w.rows);
+  }
+}
+
+void CpuBackend::kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
+                          int64_t cols, const float* src, int64_t lds) {
+  for (int64_t i = 0; i < n; ++i) std::copy_n(src + i * lds, cols, base + slots[i] * width + col0);
+}
+
 void CpuBackend::add(float* y, const float* x, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] += x[i];
 }

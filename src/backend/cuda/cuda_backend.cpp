@@ -14,11 +14,13 @@
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "kernels/argmax.cuh"
+#include "kernels/batched_ops.cuh"
 #include "kernels/convert.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/gather_scatter.cuh"
 #include "kernels/mla_attention.cuh"
+#include "kernels/mla_decode.cuh"
 #include "kernels/moe_combine.cuh"
 #include "kernels/moe_gate.cuh"
 #include "kernels/moe_sort.cuh"
@@ -42,6 +44,14 @@ class CudaBackend final : public Backend {
       else if (mode != "auto" && !mode.empty())
         throw Error(fmt::format("DPA_CUDA_ATTN={}: expected auto, kernel or gemm", mode));
     }
+    // mla_decode kernel version: "v2" (default) or "v1" (the first one; for comparisons).
+    if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE")) {
+      const std::string v(m);
+      if (v == "v1") mla_decode_variant_ = 1;
+      else if (v == "v2") mla_decode_variant_ = 2;
+      else if (!v.empty())
+        throw Error(fmt::format("DPA_CUDA_MLA_DECODE={}: expected v1 or v2", v));
+    }
     DPA_CHECK_CUDA(cudaSetDevice(device_));
     DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
@@ -56,6 +66,7 @@ class CudaBackend final : public Backend {
     if (bf16_ws_) cudaFree(bf16_ws_);
     if (counts_dev_) cudaFree(counts_dev_);
     if (attn_ws_) cudaFree(attn_ws_);
+    if (moe_ws_) cudaFree(moe_ws_);
     cublasDestroy(cublas_);
     cudaStreamDestroy(stream_);
   }
@@ -163,11 +174,7 @@ class CudaBackend final : public Backend {
                                    static_cast<const float*>(w.data), lda, x, k, &zero, y, m));
     } else {
       const std::size_t count = static_cast<std::size_t>(n * w.cols);
-      if (count > bf16_ws_elems_) {
-        if (bf16_ws_) DPA_CHECK_CUDA(cudaFree(bf16_ws_));  // synchronizes: nothing still reads it
-        bf16_ws_ = static_cast<uint16_t*>(alloc(count * sizeof(uint16_t)));
-        bf16_ws_elems_ = count;
-      }
+      bf16_workspace(count);
       kernels::f32_to_bf16(x, bf16_ws_, static_cast<int64_t>(count), stream_);
       DPA_CHECK_LAUNCH();
       DPA_CHECK_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data,
@@ -197,6 +204,47 @@ class CudaBackend final : public Backend {
     if (n <= 0 || cols <= 0) return;
     kernels::paged_gather(cache.base, cache.pages, cache.page_size, cache.width(), col0, cols, n,
                           out, ldo, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  // Column-major view as in linear, one GEMM per batch entry in a single strided-batched call.
+  void linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
+                      int64_t w_stride, int64_t batch, float* y, int64_t ldy,
+                      int64_t stride_y) override {
+    if (n <= 0 || batch <= 0 || w.rows <= 0) return;
+    if (w.cols <= 0) {
+      for (int64_t b = 0; b < batch; ++b)
+        DPA_CHECK_CUDA(cudaMemset2DAsync(y + b * stride_y, ldy * sizeof(float), 0,
+                                         w.rows * sizeof(float), n, stream_));
+      return;
+    }
+    check_weight(w, "linear_batched");
+    const int m = to_int(w.rows, "linear_batched rows"), nn = to_int(n, "linear_batched n"),
+              k = to_int(w.cols, "linear_batched cols"), lda = to_int(w.ld, "linear_batched ld"),
+              bc = to_int(batch, "linear_batched batch");
+    // With one row the leading dimensions are never stepped; cuBLAS still wants them >= k, m.
+    const int ldb = to_int(n == 1 ? std::max(ldx, w.cols) : ldx, "linear_batched ldx");
+    const int ldc = to_int(n == 1 ? std::max(ldy, w.rows) : ldy, "linear_batched ldy");
+    const float one = 1.0f, zero = 0.0f;
+    if (w.dtype == DType::f32) {
+      DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, static_cast<const float*>(w.data), lda,
+          w_stride, x, ldb, stride_x, &zero, y, ldc, stride_y, bc));
+    } else {
+      uint16_t* xb = bf16_workspace(static_cast<std::size_t>(batch * n * w.cols));
+      kernels::strided_to_bf16(x, ldx, stride_x, n, w.cols, batch, xb, stream_);
+      DPA_CHECK_LAUNCH();
+      DPA_CHECK_CUBLAS(cublasGemmStridedBatchedEx(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF, lda, w_stride, xb,
+          CUDA_R_16BF, k, n * w.cols, &zero, y, CUDA_R_32F, ldc, stride_y, bc, CUBLAS_COMPUTE_32F,
+          CUBLAS_GEMM_DEFAULT));
+    }
+  }
+
+  void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
+                int64_t cols, const float* src, int64_t lds) override {
+    if (n <= 0 || cols <= 0) return;
+    kernels::kv_write(base, width, slots, n, col0, cols, src, lds, stream_);
     DPA_CHECK_LAUNCH();
   }
 
@@ -244,6 +292,148 @@ class CudaBackend final : public Backend {
     kernels::mla_absorbed(q_lat, q_pe, n_q, n_heads, cache.base, cache.pages, cache.page_size,
                           cache.kv_lora, cache.rope_dim, q_start, scale, out_lat,
                           scratch(ws), ws, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
+                  float scale, float* out_lat) override {
+    if (c.n_seqs <= 0 || n_heads <= 0) return;
+    if (kernels::mla_decode_supported(c.kv_lora, c.rope_dim, c.base)) {
+      const int64_t ws = kernels::mla_decode_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len,
+                                                              c.kv_lora, mla_decode_variant_);
+      kernels::mla_decode(q_lat, q_pe, c.n_seqs, n_heads, c.base, c.pages, c.table_offset,
+                          c.ctx_len, c.page_size, c.kv_lora, c.rope_dim, c.max_ctx_len, scale,
+                          out_lat, scratch(ws), ws, stream_, mla_decode_variant_);
+      DPA_CHECK_LAUNCH();
+      return;
+    }
+    // Shapes the fused kernel does not take: one mla_absorbed per sequence (host round trip).
+    std::vector<int32_t> off(c.n_seqs), len(c.n_seqs);
+    download(off.data(), c.table_offset, off.size() * sizeof(int32_t));
+    download(len.data(), c.ctx_len, len.size() * sizeof(int32_t));
+    const int64_t L = c.kv_lora, R = c.rope_dim;
+    for (int64_t s = 0; s < c.n_seqs; ++s) {
+      PagedLatent one;
+      one.base = c.base;
+      one.pages = c.pages + off[s];
+      one.page_size = c.page_size;
+      one.kv_lora = L;
+      one.rope_dim = R;
+      mla_absorbed(q_lat + s * n_heads * L, q_pe + s * n_heads * R, 1, n_heads, one, len[s] - 1,
+                   scale, out_lat + s * n_heads * L);
+    }
+  }
+
+  // All experts with rows in a few launches: experts sorted by row count are grouped so that a
+  // group pads its experts to its largest count (at most ~25% or 16 rows of padding each); rows
+  // are gathered into padded per-expert slabs (bf16 for bf16 weights), gate and up of a group
+  // are one batched GEMM, SwiGLU one kernel, down one batched GEMM per group, then one scatter.
+  void moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                   const WeightView* gate, const WeightView* up, const WeightView* down,
+                   float* out) override {
+    if (n_experts <= 0) return;
+    std::vector<int64_t> start(n_experts), ids;
+    int64_t total = 0;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      if (counts[e] < 0) throw Error(fmt::format("moe_experts: count {} of expert {}", counts[e], e));
+      start[e] = total;
+      total += counts[e];
+      if (counts[e] > 0) ids.push_back(e);
+    }
+    if (total == 0) return;
+    const WeightView& g0 = gate[ids[0]];
+    const int64_t D = g0.cols, I = g0.rows;
+    const DType dt = g0.dtype;
+    const int64_t lda_gu = g0.ld, lda_d = down[ids[0]].ld;
+    bool uniform = D > 0 && I > 0 && supports_weight(dt);
+    for (int64_t e : ids) {
+      const WeightView &g = gate[e], &u = up[e], &d = down[e];
+      uniform = uniform && g.dtype == dt && u.dtype == dt && d.dtype == dt && g.rows == I &&
+                g.cols == D && u.rows == I && u.cols == D && d.rows == D && d.cols == I &&
+                g.ld == lda_gu && u.ld == lda_gu && d.ld == lda_d;
+    }
+    if (!uniform) return moe_experts_loop(x, order, counts, n_experts, gate, up, down, out);
+    check_expert_weights(ids, gate, up, down);
+
+    // Groups over the experts sorted by descending count.
+    std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return counts[a] > counts[b]; });
+    struct Group { std::size_t first, size; int64_t rows; };
+    std::vector<Group> groups;
+    std::vector<int64_t> poff(ids.size());
+    int64_t P = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const int64_t c = counts[ids[i]];
+      if (groups.empty() || (c * 5 < groups.back().rows * 4 && groups.back().rows - c > 16))
+        groups.push_back(Group{i, 0, c});
+      poff[i] = P;
+      P += groups.back().rows;
+      ++groups.back().size;
+    }
+    const std::size_t ne = ids.size();
+    const bool bf16 = dt == DType::bf16;
+    const std::size_t es = bf16 ? 2 : 4;
+    const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;  // 16-byte aligned rows
+    auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
+    const std::size_t ptr_bytes = al(9 * ne * sizeof(void*)), pos_bytes = al(P * sizeof(int32_t));
+    const std::size_t xb_bytes = al(P * ldx * es), gu_bytes = al(P * ldi * sizeof(float)),
+                      h_bytes = al(P * ldi * es), y_bytes = al(P * ldx * sizeof(float));
+    char* ws = moe_workspace(ptr_bytes + pos_bytes + xb_bytes + 2 * gu_bytes + h_bytes + y_bytes);
+    void** ptrs = reinterpret_cast<void**>(ws);
+    int32_t* pos = reinterpret_cast<int32_t*>(ws + ptr_bytes);
+    char* xb = ws + ptr_bytes + pos_bytes;
+    float* g = reinterpret_cast<float*>(xb + xb_bytes);
+    float* u = reinterpret_cast<float*>(xb + xb_bytes + gu_bytes);
+    char* h = xb + xb_bytes + 2 * gu_bytes;
+    float* yb = reinterpret_cast<float*>(h + h_bytes);
+
+    // Host staging: pointer arrays (per group: gate pointers then up pointers), then the row map.
+    staging_.assign(ptr_bytes + P * sizeof(int32_t), 0);
+    void** a_gu = reinterpret_cast<void**>(staging_.data());
+    void** b_gu = a_gu + 2 * ne;
+    void** c_gu = b_gu + 2 * ne;
+    void** a_d = c_gu + 2 * ne;
+    void** b_d = a_d + ne;
+    void** c_d = b_d + ne;
+    int32_t* pos_h = reinterpret_cast<int32_t*>(staging_.data() + ptr_bytes);
+    for (const Group& gr : groups)
+      for (std::size_t k = 0; k < gr.size; ++k) {
+        const std::size_t i = gr.first + k;
+        const int64_t e = ids[i], r0 = poff[i];
+        a_gu[2 * gr.first + k] = const_cast<void*>(gate[e].data);
+        a_gu[2 * gr.first + gr.size + k] = const_cast<void*>(up[e].data);
+        b_gu[2 * gr.first + k] = b_gu[2 * gr.first + gr.size + k] = xb + r0 * ldx * es;
+        c_gu[2 * gr.first + k] = g + r0 * ldi;
+        c_gu[2 * gr.first + gr.size + k] = u + r0 * ldi;
+        a_d[i] = const_cast<void*>(down[e].data);
+        b_d[i] = h + r0 * ldi * es;
+        c_d[i] = yb + r0 * ldx;
+        for (int64_t r = 0; r < gr.rows; ++r)
+          pos_h[r0 + r] = r < counts[e] ? static_cast<int32_t>(start[e] + r) : -1;
+      }
+    upload(ws, staging_.data(), staging_.size());
+
+    kernels::moe_gather_pad(x, order, pos, P, D, ldx, bf16, xb, stream_);
+    DPA_CHECK_LAUNCH();
+    const cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const float one = 1.0f, zero = 0.0f;
+    const int iD = to_int(D, "moe D"), iI = to_int(I, "moe I");
+    for (const Group& gr : groups)
+      DPA_CHECK_CUBLAS(cublasGemmBatchedEx(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, iI, to_int(gr.rows, "moe rows"), iD, &one,
+          const_cast<const void**>(ptrs + 2 * gr.first), ab, to_int(lda_gu, "moe ld"),
+          const_cast<const void**>(ptrs + 2 * ne + 2 * gr.first), ab, to_int(ldx, "moe ldx"),
+          &zero, ptrs + 4 * ne + 2 * gr.first, CUDA_R_32F, to_int(ldi, "moe ldi"),
+          to_int(2 * gr.size, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    kernels::moe_silu_mul(g, u, P * ldi, bf16, h, stream_);
+    DPA_CHECK_LAUNCH();
+    for (const Group& gr : groups)
+      DPA_CHECK_CUBLAS(cublasGemmBatchedEx(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, iD, to_int(gr.rows, "moe rows"), iI, &one,
+          const_cast<const void**>(ptrs + 6 * ne + gr.first), ab, to_int(lda_d, "moe ld"),
+          const_cast<const void**>(ptrs + 7 * ne + gr.first), ab, to_int(ldi, "moe ldi"), &zero,
+          ptrs + 8 * ne + gr.first, CUDA_R_32F, to_int(ldx, "moe ldx"),
+          to_int(gr.size, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    kernels::moe_scatter_pad(yb, ldx, order, pos, P, D, out, stream_);
     DPA_CHECK_LAUNCH();
   }
 
@@ -341,6 +531,65 @@ class CudaBackend final : public Backend {
     if (w.rows > 0 && w.cols > 0 && !is_device(w.data))
       throw Error(fmt::format("cuda backend {}: weight [{} x {}] is not in device memory (call "
                               "prepare_weight first)", op, w.rows, w.cols));
+  }
+
+  // linear's bf16 activation workspace, grown (never shrunk) to `count` elements.
+  uint16_t* bf16_workspace(std::size_t count) {
+    if (count > bf16_ws_elems_) {
+      if (bf16_ws_) DPA_CHECK_CUDA(cudaFree(bf16_ws_));  // synchronizes: nothing still reads it
+      bf16_ws_ = static_cast<uint16_t*>(alloc(count * sizeof(uint16_t)));
+      bf16_ws_elems_ = count;
+    }
+    return bf16_ws_;
+  }
+
+  // moe_experts' workspace, grown (never shrunk).
+  char* moe_workspace(std::size_t bytes) {
+    if (bytes > moe_ws_bytes_) {
+      if (moe_ws_) DPA_CHECK_CUDA(cudaFree(moe_ws_));  // synchronizes: nothing still uses it
+      moe_ws_ = static_cast<char*>(alloc(bytes));
+      moe_ws_bytes_ = bytes;
+    }
+    return moe_ws_;
+  }
+
+  // The device check of every expert weight, done once per distinct set of weight pointers.
+  void check_expert_weights(const std::vector<int64_t>& ids, const WeightView* gate,
+                            const WeightView* up, const WeightView* down) {
+    std::vector<const void*> set;
+    set.reserve(3 * ids.size());
+    for (int64_t e : ids) set.push_back(gate[e].data), set.push_back(up[e].data), set.push_back(down[e].data);
+    for (const auto& known : checked_expert_sets_)
+      if (known == set) return;
+    for (int64_t e : ids) {
+      check_weight(gate[e], "moe_experts gate");
+      check_weight(up[e], "moe_experts up");
+      check_weight(down[e], "moe_experts down");
+    }
+    if (checked_expert_sets_.size() >= 64) checked_expert_sets_.erase(checked_expert_sets_.begin());
+    checked_expert_sets_.push_back(std::move(set));
+  }
+
+  // Experts of mixed shapes or dtypes: one expert at a time through the plain ops.
+  void moe_experts_loop(const float* x, const int32_t* order, const int64_t* counts,
+                        int64_t n_experts, const WeightView* gate, const WeightView* up,
+                        const WeightView* down, float* out) {
+    int64_t pos = 0;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      const int64_t cnt = counts[e];
+      if (cnt == 0) continue;
+      const int64_t D = gate[e].cols, I = gate[e].rows;
+      float* ws = reinterpret_cast<float*>(
+          moe_workspace(static_cast<std::size_t>(cnt * (2 * D + 2 * I)) * sizeof(float)));
+      float *xe = ws, *ge = xe + cnt * D, *ue = ge + cnt * I, *ye = ue + cnt * I;
+      gather_rows(x, order + pos, cnt, D, xe);
+      linear(xe, cnt, gate[e], ge);
+      linear(xe, cnt, up[e], ue);
+      silu_mul(ge, ue, cnt * I, ge);
+      linear(ge, cnt, down[e], ye);
+      scatter_rows(ye, order + pos, cnt, D, out);
+      pos += cnt;
+    }
   }
 
   // Attention's workspace (split-KV partials, or the GEMM form's gathered cache and scores),
@@ -444,11 +693,16 @@ class CudaBackend final : public Backend {
   uint16_t* bf16_ws_ = nullptr;  // bf16 copy of linear's activations
   std::size_t bf16_ws_elems_ = 0;
   AttnMode attn_mode_ = AttnMode::automatic;
+  int mla_decode_variant_ = 2;
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;
   int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
   std::size_t counts_elems_ = 0;
   std::vector<int64_t> counts_host_;
+  char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
+  std::size_t moe_ws_bytes_ = 0;
+  std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
+  std::vector<std::vector<const void*>> checked_expert_sets_;
 };
 
 }  // namespace

@@ -1,0 +1,115 @@
+#include "kernels/batched_ops.cuh"
+#include "kernels/common.cuh"
+
+namespace dpa::kernels {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned grid_rows(int64_t rows) {
+  return static_cast<unsigned>(rows < (1 << 20) ? rows : (1 << 20));
+}
+
+__global__ void kv_write_kernel(float* base, int64_t width, const int64_t* slots, int64_t n,
+                                int64_t col0, int64_t cols, const float* src, int64_t lds) {
+  for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+    float* dst = base + slots[i] * width + col0;
+    const float* s = src + i * lds;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = s[c];
+  }
+}
+
+__global__ void strided_to_bf16_kernel(const float* x, int64_t ldx, int64_t stride_x, int64_t n,
+                                       int64_t cols, int64_t rows, __nv_bfloat16* out) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t b = r / n, i = r - b * n;
+    const float* src = x + b * stride_x + i * ldx;
+    __nv_bfloat16* dst = out + r * cols;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = __float2bfloat16_rn(src[c]);
+  }
+}
+
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+template <class T>
+__global__ void moe_gather_pad_kernel(const float* x, const int32_t* order, const int32_t* pos,
+                                      int64_t n_rows, int64_t d, int64_t ldx, T* xb) {
+  for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
+    const int32_t p = pos[r];
+    T* dst = xb + r * ldx;
+    if (p < 0) {
+      for (int64_t c = threadIdx.x; c < d; c += blockDim.x) store(dst + c, 0.0f);
+    } else {
+      const float* src = x + static_cast<int64_t>(order[p]) * d;
+      for (int64_t c = threadIdx.x; c < d; c += blockDim.x) store(dst + c, src[c]);
+    }
+  }
+}
+
+template <class T>
+__global__ void moe_silu_mul_kernel(const float* g, const float* u, int64_t count, T* h) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float a = g[i];
+    store(h + i, a / (1.0f + expf(-a)) * u[i]);
+  }
+}
+
+__global__ void moe_scatter_pad_kernel(const float* y, int64_t ldy, const int32_t* order,
+                                       const int32_t* pos, int64_t n_rows, int64_t d, float* out) {
+  for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
+    const int32_t p = pos[r];
+    if (p < 0) continue;
+    float* dst = out + static_cast<int64_t>(order[p]) * d;
+    const float* src = y + r * ldy;
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) dst[c] = src[c];
+  }
+}
+
+}  // namespace
+
+void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
+              int64_t cols, const float* src, int64_t lds, cudaStream_t stream) {
+  if (n <= 0 || cols <= 0) return;
+  kv_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(base, width, slots, n, col0, cols, src, lds);
+}
+
+void strided_to_bf16(const float* x, int64_t ldx, int64_t stride_x, int64_t n, int64_t cols,
+                     int64_t batch, uint16_t* out, cudaStream_t stream) {
+  const int64_t rows = n * batch;
+  if (rows <= 0 || cols <= 0) return;
+  strided_to_bf16_kernel<<<grid_rows(rows), kThreads, 0, stream>>>(
+      x, ldx, stride_x, n, cols, rows, reinterpret_cast<__nv_bfloat16*>(out));
+}
+
+void moe_gather_pad(const float* x, const int32_t* order, const int32_t* pos, int64_t n_rows,
+                    int64_t d, int64_t ldx, bool bf16, void* xb, cudaStream_t stream) {
+  if (n_rows <= 0 || d <= 0) return;
+  if (bf16)
+    moe_gather_pad_kernel<<<grid_rows(n_rows), kThreads, 0, stream>>>(
+        x, order, pos, n_rows, d, ldx, static_cast<__nv_bfloat16*>(xb));
+  else
+    moe_gather_pad_kernel<<<grid_rows(n_rows), kThreads, 0, stream>>>(
+        x, order, pos, n_rows, d, ldx, static_cast<float*>(xb));
+}
+
+void moe_silu_mul(const float* g, const float* u, int64_t count, bool bf16, void* h,
+                  cudaStream_t stream) {
+  if (count <= 0) return;
+  if (bf16)
+    moe_silu_mul_kernel<<<detail::blocks_for(count, kThreads), kThreads, 0, stream>>>(
+        g, u, count, static_cast<__nv_bfloat16*>(h));
+  else
+    moe_silu_mul_kernel<<<detail::blocks_for(count, kThreads), kThreads, 0, stream>>>(
+        g, u, count, static_cast<float*>(h));
+}
+
+void moe_scatter_pad(const float* y, int64_t ldy, const int32_t* order, const int32_t* pos,
+                     int64_t n_rows, int64_t d, float* out, cudaStream_t stream) {
+  if (n_rows <= 0 || d <= 0) return;
+  moe_scatter_pad_kernel<<<grid_rows(n_rows), kThreads, 0, stream>>>(y, ldy, order, pos, n_rows, d,
+                                                                    out);
+}
+
+}  // namespace dpa::kernels

@@ -1,0 +1,34 @@
+// Batched absorbed-MLA decode over a paged latent cache: n_seqs sequences of one query token,
+// all heads of a sequence in one pass over its cache. A block takes (sequence, 16-head group,
+// context split): the group's queries sit in shared memory, key tiles of 16 cache rows are
+// streamed in with cp.async (double buffered), scores Q·K^T and P·C_lat are register-tiled fp32
+// FMAs, the softmax is online per head. When sequences are few the context is split over blocks
+// (flash-decoding) and a second kernel merges the splits.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dpa::kernels {
+
+// Whether the fused kernel takes these dims (kv_lora <= 512, kv_lora and rope_dim multiples of
+// 4, shared memory within the limit) and a 16-byte aligned cache base.
+bool mla_decode_supported(int64_t kv_lora, int64_t rope_dim, const void* base);
+
+// Workspace floats mla_decode needs (0: none). `variant` (1 or 2) must match the call's.
+int64_t mla_decode_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len,
+                                    int64_t kv_lora, int variant = 2);
+
+// q_lat [n_seqs, H, kv_lora], q_pe [n_seqs, H, rope_dim] -> out [n_seqs, H, kv_lora]; sequence
+// s sees cache positions 0 .. ctx_len[s] - 1 whose pages are pages[table_offset[s] ...].
+// max_ctx_len (host) plans the splits; a longer ctx_len is still read whole (by the last split).
+// variant 2 (default): queries and page-table lookups issued asynchronously / together, splits
+// planned by whole waves, parallel combine; variant 1: the first version, kept for comparison.
+void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
+                const float* base, const int32_t* pages, const int32_t* table_offset,
+                const int32_t* ctx_len, int64_t page_size, int64_t kv_lora, int64_t rope_dim,
+                int64_t max_ctx_len, float scale, float* out, float* workspace,
+                int64_t workspace_floats, cudaStream_t stream, int variant = 2);
+
+}  // namespace dpa::kernels
