@@ -161,22 +161,41 @@ void Engine::gather_headers(const StepPlan& plan) {
   std::fill(routed_since_.begin(), routed_since_.end(), 0);
 }
 
-std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::vector<float>& logits) {
+// Greedy sequences that want no logprobs, penalties or EOS suppression need only the argmax of
+// their logits: the executor computes it where the logits are (the GPU) and sends 4 bytes.
+void Engine::mark_argmax_only(StepPlan& plan) const {
+  for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
+    const Sequence* s = plan.seqs[i];
+    const auto& p = s->req.params;
+    plan.chunks[i].argmax_only = plan.chunks[i].need_logits && p.greedy() && p.logprobs < 0 &&
+                                 p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+                                 p.frequency_penalty == 0.0f && s->n_generated() >= p.min_tokens;
+  }
+}
+
+std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::vector<float>& logits,
+                                                   const std::vector<int32_t>& argmax) {
   const auto& g = groups_.layout();
   const int64_t vocab = model_.vocab_size();
   const bool leader = g.attn_tp_rank == 0;
   std::vector<int32_t> tokens;
   std::vector<TokenOutput> outs;
-  std::size_t row = 0;
+  std::size_t row = 0, full_row = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.chunks[i].need_logits) continue;
     Sequence* s = plan.seqs[i];
-    if (leader) {
+    if (leader && argmax[row] >= 0) {
+      tokens.push_back(argmax[row]);
+      TokenOutput o;
+      o.request_id = s->req.id;
+      o.token = argmax[row];
+      outs.push_back(std::move(o));
+    } else if (leader) {
       const auto& p = s->req.params;
       const bool suppress = s->n_generated() < p.min_tokens;
       std::vector<int32_t> banned = cfg_.eos_ids;
       banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
-      auto res = sample_token(std::span<const float>(logits).subspan(row * vocab, vocab), p,
+      auto res = sample_token(std::span<const float>(logits).subspan(full_row * vocab, vocab), p,
                               std::span<const int32_t>(s->tokens).first(s->n_prompt),
                               std::span<const int32_t>(s->tokens).subspan(s->n_prompt),
                               cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated(), suppress, banned);
@@ -188,6 +207,7 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::ve
       o.top = std::move(res.top);
       outs.push_back(std::move(o));
     }
+    if (argmax[row] < 0) ++full_row;
     ++row;
   }
   if (g.attn_tp > 1) {  // the replica's other ranks take the leader's tokens
@@ -254,8 +274,9 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     int64_t total_tokens = 0, unfinished = 0;
     for (const auto& h : headers_) total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting;
     if (total_tokens > 0) {
-      model_.forward(plan.chunks, logits_);
-      auto outs = sample_and_commit(plan, logits_);
+      mark_argmax_only(plan);
+      model_.forward(plan.chunks, logits_, argmax_);
+      auto outs = sample_and_commit(plan, logits_, argmax_);
       send_outputs(outs, sink);
       collect_step_stats(step_started_);
     } else if (root) {

@@ -115,7 +115,9 @@ class Engine {
   void broadcast_intake(Intake& in);
   void admit(Intake& in, const RejectSink& reject);
   void gather_headers(const StepPlan& plan);
-  std::vector<TokenOutput> sample_and_commit(StepPlan& plan, const std::vector<float>& logits);
+  void mark_argmax_only(StepPlan& plan) const;
+  std::vector<TokenOutput> sample_and_commit(StepPlan& plan, const std::vector<float>& logits,
+                                             const std::vector<int32_t>& argmax);
   void send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink);
   void collect_step_stats(double started);
   void watchdog_loop();
@@ -129,6 +131,7 @@ class Engine {
   int64_t step_ = 0;
   std::vector<StepHeader> headers_;  // last gathered, one per world rank
   std::vector<float> logits_;
+  std::vector<int32_t> argmax_;
 
   // Rank 0 intake queue, filled by other threads.
   std::mutex mu_;

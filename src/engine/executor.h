@@ -15,14 +15,18 @@ struct SeqChunk {
   int64_t start = 0;                // tokens of this sequence already in the KV cache
   std::span<const int32_t> pages;   // the sequence's page table (covers start + tokens.size())
   bool need_logits = false;         // logits of the chunk's last position wanted
+  bool argmax_only = false;         // only their argmax is (greedy, no logprobs, no penalties)
 };
 
 class ModelExecutor {
  public:
   virtual ~ModelExecutor() = default;
-  // Collective over the world. Writes one row of vocab_size() logits per chunk with need_logits,
-  // in batch order, into `logits` (resized). Identical on the ranks of one replica.
-  virtual void forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits) = 0;
+  // Collective over the world. For the chunks with need_logits, in batch order: `argmax` gets
+  // one entry each (the row's argmax, lowest id on ties, for argmax_only chunks; -1 otherwise)
+  // and `logits` one row of vocab_size() floats per chunk that is not argmax_only (resized).
+  // Identical on the ranks of one replica.
+  virtual void forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits,
+                       std::vector<int32_t>& argmax) = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t page_size() const = 0;
   virtual int64_t num_pages() const = 0;      // KV pages this replica's cache holds

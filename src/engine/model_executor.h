@@ -31,7 +31,8 @@ class CheckpointExecutor final : public ModelExecutor {
   CheckpointExecutor(const model::Checkpoint& ckpt, const dist::Groups& groups, const ExecutorOptions& opt);
   ~CheckpointExecutor() override;
 
-  void forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits) override;
+  void forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits,
+               std::vector<int32_t>& argmax) override;
   int64_t vocab_size() const override;
   int64_t page_size() const override { return opt_.page_size; }
   int64_t num_pages() const override { return opt_.n_pages; }
