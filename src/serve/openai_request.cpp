@@ -86,9 +86,13 @@ std::vector<int32_t> token_array(const json::array& a, const char* param, int64_
   return ids;
 }
 
-std::vector<int32_t> encode(const ModelInfo& m, const std::string& s, bool add_special) {
-  if (!m.tokenizer) bad("prompt", "this model has no tokenizer: send token ids");
-  return m.tokenizer->encode(s, add_special);
+std::vector<int32_t> encode(const ModelInfo& m, const std::string& s, bool add_special, const char* param = "prompt") {
+  if (!m.tokenizer) bad(param, "this model has no tokenizer: send token ids");
+  try {
+    return m.tokenizer->encode(s, add_special);
+  } catch (const Error& e) {  // e.g. invalid UTF-8 from a template that slices strings: a 400, not a 500
+    bad(param, e.what());
+  }
 }
 
 void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
@@ -165,7 +169,7 @@ void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r)
     bad("messages", std::string("chat template: ") + e.what());
   }
   // The template already holds the BOS token: do not add another.
-  r.prompts.push_back(encode(m, text, false));
+  r.prompts.push_back(encode(m, text, false, "messages"));
   if (r.prompts.back().empty()) bad("messages", "the rendered conversation is empty");
 }
 

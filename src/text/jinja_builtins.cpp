@@ -679,8 +679,16 @@ void add_globals(std::map<std::string, Value>& globals) {
       if (args.size() > 2) step = args[2].as_int();
     }
     if (step == 0) throw Error("range() arg 3 must not be zero");
+    // Bounded: range(10**12) would exhaust memory (templates are data, not trusted code). Counted
+    // in 128 bits so that no start + k * step overflows.
+    constexpr __int128 kMaxRange = 1 << 20;
+    const __int128 span = step > 0 ? static_cast<__int128>(stop) - start : static_cast<__int128>(start) - stop;
+    const __int128 mag = step > 0 ? static_cast<__int128>(step) : -static_cast<__int128>(step);
+    const __int128 count = span <= 0 ? 0 : (span + mag - 1) / mag;
+    if (count > kMaxRange) throw Error("range() of more than " + std::to_string(static_cast<int64_t>(kMaxRange)) + " items");
     json::array out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.emplace_back(i);
+    out.reserve(static_cast<std::size_t>(count));
+    for (__int128 k = 0; k < count; ++k) out.emplace_back(static_cast<int64_t>(start + k * step));
     return Value(json::value(std::move(out)));
   });
   def("dict", [](std::vector<Value>& args, Kwargs& kwargs) {

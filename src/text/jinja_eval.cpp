@@ -4,6 +4,7 @@
 #include "text/jinja_eval.h"
 
 #include <cmath>
+#include <cstdint>
 #include <map>
 
 #include "text/jinja_builtins.h"
@@ -30,6 +31,9 @@ class Evaluator {
 
  private:
   enum class Flow { normal, break_loop, continue_loop };
+  static constexpr int kMaxMacroDepth = 64;
+  static constexpr uint64_t kMaxRepeat = 1 << 24;
+  int macro_depth_ = 0;
   struct Frame {
     std::map<std::string, Value> vars;
     bool isolated = false;  // a macro call: names resolve here, then at the top level
@@ -159,6 +163,14 @@ class Evaluator {
       if (args.size() > macro->params.size())
         throw Error("macro '" + macro->name + "' takes at most " +
                     std::to_string(macro->params.size()) + " arguments");
+      // A macro that calls itself without end would overflow the stack (found by fuzz_chat_template).
+      if (macro_depth_ >= kMaxMacroDepth)
+        throw Error("macro '" + macro->name + "': calls nested deeper than " + std::to_string(kMaxMacroDepth));
+      struct DepthGuard {
+        int& d;
+        explicit DepthGuard(int& x) : d(x) { ++d; }
+        ~DepthGuard() { --d; }
+      } guard(macro_depth_);
       frames_.emplace_back();
       frames_.back().isolated = true;
       for (size_t i = 0; i < macro->params.size(); ++i) {
@@ -280,7 +292,9 @@ class Evaluator {
         if (!v.is_number() && !v.is_bool()) throw Error("bad operand type for unary " + e.name + ": '" + type_name(v) + "'");
         if (e.name == "+") return v;
         if (v.json().is_double()) return Value(json::value(-v.as_double()));
-        return Value(json::value(-v.as_int()));
+        const int64_t i = v.as_int();
+        if (i == INT64_MIN) throw Error("integer overflow");
+        return Value(json::value(-i));
       }
       case Expr::Kind::binary:
         return eval_binary(e);
@@ -357,6 +371,10 @@ class Evaluator {
       const Value& times = &seq == &l ? r : l;
       if (times.is_int() || times.is_bool()) {
         int64_t n = times.as_int();
+        // Bounded output: "x" * 10**12 would exhaust memory.
+        const std::size_t unit = seq.is_string() ? seq.str().size() : seq.json().get_array().size();
+        if (n > 0 && unit > 0 && static_cast<uint64_t>(n) > kMaxRepeat / unit)
+          throw Error("sequence repetition of more than " + std::to_string(kMaxRepeat) + " items");
         if (seq.is_string()) {
           std::string out;
           for (int64_t i = 0; i < n; ++i) out += seq.str();
@@ -379,11 +397,14 @@ class Evaluator {
     }
     if (ints) {
       int64_t a = l.as_int(), b = r.as_int();
-      if (op == "+") return Value(json::value(a + b));
-      if (op == "-") return Value(json::value(a - b));
-      if (op == "*") return Value(json::value(a * b));
+      int64_t res = 0;
+      // 64-bit integers, not Python's unbounded ones: overflow is an error (and UB in C++).
+      if (op == "+") return __builtin_add_overflow(a, b, &res) ? throw Error("integer overflow") : Value(json::value(res));
+      if (op == "-") return __builtin_sub_overflow(a, b, &res) ? throw Error("integer overflow") : Value(json::value(res));
+      if (op == "*") return __builtin_mul_overflow(a, b, &res) ? throw Error("integer overflow") : Value(json::value(res));
       if (op == "//" || op == "%") {
         if (b == 0) throw Error("integer division or modulo by zero");
+        if (a == INT64_MIN && b == -1) throw Error("integer overflow");
         int64_t q = a / b, m = a % b;
         if (m != 0 && ((m < 0) != (b < 0))) {
           --q;
@@ -393,7 +414,8 @@ class Evaluator {
       }
       if (op == "**" && b >= 0) {
         int64_t p = 1;
-        for (int64_t i = 0; i < b; ++i) p *= a;
+        for (int64_t i = 0; i < b && p != 0; ++i)
+          if (__builtin_mul_overflow(p, a, &p)) throw Error("integer overflow");
         return Value(json::value(p));
       }
     }

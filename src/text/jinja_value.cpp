@@ -35,7 +35,16 @@ int64_t Value::as_int() const {
   if (json_.is_int64()) return json_.get_int64();
   if (json_.is_uint64()) return static_cast<int64_t>(json_.get_uint64());
   if (json_.is_bool()) return json_.get_bool() ? 1 : 0;
-  if (json_.is_double()) return static_cast<int64_t>(json_.get_double());
+  if (json_.is_double()) {
+    const double d = json_.get_double();
+    // Out of range (or NaN) the conversion is undefined behaviour.
+    if (!(d > -9.2e18 && d < 9.2e18)) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%g", d);
+      throw Error(std::string("cannot convert ") + buf + " to an integer");
+    }
+    return static_cast<int64_t>(d);
+  }
   throw Error("expected an integer, got " + type_name(*this));
 }
 

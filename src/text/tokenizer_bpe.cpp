@@ -87,7 +87,8 @@ BpeModel::BpeModel(const std::unordered_map<std::string, int32_t>& vocab,
   }
   merges_.reserve(merges.size() * 2);
   for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const auto& [a, b] = merges[rank];
+    const std::string& a = merges[rank].first;  // not a structured binding: clang 14 cannot capture one
+    const std::string& b = merges[rank].second;
     auto find = [&](const std::string& tok, const char* role) {
       auto it = vocab.find(tok);
       if (it == vocab.end()) {

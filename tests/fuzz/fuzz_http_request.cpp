@@ -1,0 +1,106 @@
+// fuzz_http_request: the request path of the HTTP server on hostile bytes.
+//  1. The bytes as a raw HTTP/1.1 request through Beast's request_parser with the server's limits
+//     (header 64 KiB, body --max-request-bytes default 32 MiB), as HttpSession reads it.
+//  2. The bytes as a JSON body: boost::json::parse as the server does, then
+//     serve::parse_request for both endpoints (completions and chat), with a ModelInfo built from
+//     the small GPT-2 tokenizer and the Qwen2.5 chat template. ApiError is the documented outcome.
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+
+#include <memory>
+
+#include "fuzz_common.h"
+#include "serve/openai_request.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace {
+
+namespace http = boost::beast::http;
+using namespace dpa;
+
+struct Fixture {
+  std::unique_ptr<text::Tokenizer> tok;
+  std::unique_ptr<text::ChatTemplate> tpl;
+  serve::ModelInfo info;
+  Fixture() {
+    tok = text::Tokenizer::from_file(fuzz::source_path("tests/text/corpus/tokenizer_gpt2_mini.json"));
+    tpl = text::ChatTemplate::parse(fuzz::read_source_file("tests/text/templates/qwen2_5.jinja"));
+    info.name = "tiny";
+    info.tokenizer = tok.get();
+    info.chat_template = tpl.get();
+    info.bos_token = "<|endoftext|>";
+    info.eos_token = "<|endoftext|>";
+    info.max_model_len = 128;  // small, so context overflow is reachable
+    info.vocab_size = tok->vocab_size();
+  }
+};
+
+const Fixture& fixture() {
+  static Fixture f;
+  return f;
+}
+
+void http_parse(const uint8_t* data, size_t size) {
+  http::request_parser<http::string_body> p;
+  p.body_limit(32ull << 20);
+  p.header_limit(64 * 1024);
+  p.eager(true);
+  boost::beast::error_code ec;
+  std::size_t off = 0;
+  // Two passes of put(): the whole buffer, then what is left (as a socket read would feed it).
+  for (int i = 0; i < 4 && off < size && !p.is_done(); ++i) {
+    const std::size_t n = p.put(boost::asio::buffer(data + off, size - off), ec);
+    if (ec == http::error::need_more) break;
+    if (ec) return;
+    if (n == 0) break;
+    off += n;
+  }
+  if (!p.is_done()) {
+    p.put_eof(ec);
+    if (ec || !p.is_done()) return;
+  }
+  auto msg = p.release();
+  std::string target(msg.target());
+  (void)target.substr(0, target.find('?'));
+  for (const auto& f : msg) {
+    (void)std::string(f.name_string());
+    (void)std::string(f.value());
+  }
+  (void)msg.keep_alive();
+}
+
+void json_request(const uint8_t* data, size_t size) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(std::string_view(reinterpret_cast<const char*>(data), size), ec);
+  if (ec || !v.is_object()) return;  // the server answers 400 before parse_request
+  const auto& f = fixture();
+  for (auto ep : {serve::Endpoint::completions, serve::Endpoint::chat}) {
+    try {
+      serve::ParsedRequest r = serve::parse_request(v, ep, f.info);
+      // What the server relies on afterwards.
+      if (r.prompts.empty()) __builtin_trap();
+      for (const auto& p : r.prompts) {
+        if (p.empty() || static_cast<int64_t>(p.size()) > f.info.max_model_len) __builtin_trap();
+        for (int32_t t : p)
+          if (t < 0 || t >= f.info.vocab_size) __builtin_trap();
+      }
+      if (r.n < 1 || r.n > f.info.max_n) __builtin_trap();
+      (void)serve::ApiError(400, "x").body();
+    } catch (const serve::ApiError& e) {
+      if (e.status < 400 || e.status > 599) __builtin_trap();
+      (void)boost::json::serialize(e.body());
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size > (1 << 16)) return 0;
+  (void)fixture();
+  http_parse(data, size);
+  json_request(data, size);
+  return 0;
+}
