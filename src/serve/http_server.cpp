@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 
 namespace dpa::serve {
 
@@ -20,6 +21,7 @@ const char* http_reason(int s) {
     case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 413: return "Payload Too Large";
     case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
@@ -30,7 +32,7 @@ const char* http_reason(int s) {
 }
 
 HttpSession::HttpSession(tcp::socket socket, const Handler& handler, uint64_t max_body_bytes)
-    : socket_(std::move(socket)), handler_(handler), max_body_(max_body_bytes) {
+    : socket_(std::move(socket)), handler_(handler), max_body_(max_body_bytes), read_timer_(socket_.get_executor()) {
   beast::error_code ec;
   socket_.set_option(tcp::no_delay(true), ec);
 }
@@ -43,6 +45,7 @@ void HttpSession::do_read() {
   parser_->header_limit(64 * 1024);
   responding_ = finished_ = in_request_ = false;
   on_disconnect_ = nullptr;
+  arm_read_timer();
   http::async_read_header(socket_, buffer_, *parser_,
                           [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
 }
@@ -66,8 +69,41 @@ void HttpSession::read_body() {
                    [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
 }
 
+std::chrono::milliseconds HttpSession::read_timeout() {
+  static const std::chrono::milliseconds t = [] {
+    const char* e = std::getenv("DPA_HTTP_READ_TIMEOUT_MS");
+    const long v = e ? std::strtol(e, nullptr, 10) : 0;
+    return std::chrono::milliseconds(v > 0 ? v : 60'000);
+  }();
+  return t;
+}
+
+// A client that sends part of a request (fewer body bytes than its Content-Length, a header block
+// never finished) and then waits would hold the connection forever: cancel the read, answer 408.
+void HttpSession::arm_read_timer() {
+  read_timed_out_ = false;
+  const uint64_t gen = ++read_gen_;  // a handler already queued when the timer was cancelled is stale
+  read_timer_.expires_after(read_timeout());
+  read_timer_.async_wait([self = shared_from_this(), gen](beast::error_code ec) {
+    if (ec || gen != self->read_gen_ || !self->open_ || self->in_request_) return;
+    self->read_timed_out_ = true;
+    beast::error_code e;
+    self->socket_.cancel(e);  // the pending read completes with operation_aborted
+  });
+}
+
 void HttpSession::on_read(beast::error_code ec) {
   if (!open_) return;
+  ++read_gen_;
+  read_timer_.cancel();
+  if (ec && read_timed_out_) {
+    if (!parser_->got_some() && buffer_.size() == 0) return close();  // an idle keep-alive connection
+    keep_alive_ = false;
+    in_request_ = true;
+    send(408, "application/json",
+         R"({"error":{"message":"the request did not arrive in time","type":"invalid_request_error","param":null,"code":408}})");
+    return;
+  }
   if (ec == http::error::body_limit) {
     keep_alive_ = false;
     in_request_ = true;
@@ -78,8 +114,11 @@ void HttpSession::on_read(beast::error_code ec) {
     return;
   }
   if (ec) {  // end of stream, reset, bad request line...
+    // A request cut short (the peer half-closed inside the headers or before Content-Length bytes
+    // of body came: partial_message) is answered 400 too, not dropped silently; got_some() because
+    // the parser has consumed what it read from buffer_.
     if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted && ec != asio::error::eof &&
-        ec != asio::error::connection_reset && buffer_.size() > 0) {
+        ec != asio::error::connection_reset && (buffer_.size() > 0 || parser_->got_some())) {
       keep_alive_ = false;
       in_request_ = true;
       send(400, "application/json",
@@ -131,6 +170,8 @@ void HttpSession::close() {
   if (!open_) return;
   open_ = false;
   ++watch_gen_;
+  ++read_gen_;
+  read_timer_.cancel();
   beast::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);

@@ -9,6 +9,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <chrono>
+
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -64,6 +66,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void flush();
   void response_done();
   void lost();
+  void arm_read_timer();
+
+  // The whole request (headers and body) must arrive within this; an idle keep-alive connection
+  // is closed after it too. 60 s, or DPA_HTTP_READ_TIMEOUT_MS (the tests use a short one).
+  static std::chrono::milliseconds read_timeout();
 
   boost::asio::ip::tcp::socket socket_;
   Handler handler_;
@@ -79,6 +86,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   bool in_request_ = false;
   uint64_t watch_gen_ = 0;
   std::function<void()> on_disconnect_;
+  boost::asio::steady_timer read_timer_;  // after socket_: built from its executor
+  bool read_timed_out_ = false;
+  uint64_t read_gen_ = 0;
 };
 
 class HttpServer {

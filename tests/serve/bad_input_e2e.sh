@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Hostile input and access control over HTTP against `dpa_serve serve` (2 ranks, dp 2, CPU, a tiny
+# random checkpoint, --api-key):
+#  1. wrong types for every documented request field, non-object / invalid / truncated / deeply
+#     nested JSON, context overflow, out-of-vocabulary and negative token ids, n over the cap, an
+#     oversized body, bad Content-Length (larger than the body, non-numeric), an unknown route, a
+#     wrong method: each gets the right status and an OpenAI error body {"error": {...}};
+#     afterwards /health is 200 and a normal completion works;
+#  2. access: every route of the route table but /health answers 401 without the key (and with a
+#     wrong one) and not 401 with it; the server binds 127.0.0.1 when --host is not given.
+#   bad_input_e2e.sh MPIEXEC DPA_SERVE WORKDIR
+set -u
+mpiexec=$1; bin=$2; work=$3
+M="$mpiexec --oversubscribe --bind-to none"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
+export OMPI_MCA_mpi_yield_when_idle=1
+rm -rf "$work"; mkdir -p "$work"
+fails=0; passes=0
+ok() { passes=$((passes+1)); echo "ok: $*"; }
+bad() { fails=$((fails+1)); echo "FAIL: $*"; }
+command -v curl >/dev/null || { echo "curl is not installed: skipped"; exit 77; }
+PY=$(command -v /usr/bin/python3 || command -v python3) || { echo "python3 is not installed: skipped"; exit 77; }
+
+"$bin" make-model --preset tiny --output "$work/tiny" --log-level warn >/dev/null || { echo "make-model failed"; exit 1; }
+
+KEY=sk-test-$RANDOM$RANDOM
+MAXB=1048576
+log="$work/server.log"
+# A short request read timeout (http_server.cpp; 60 s by default) for the slow-client checks.
+DPA_HTTP_READ_TIMEOUT_MS=1500 $M -x DPA_HTTP_READ_TIMEOUT_MS -np 2 "$bin" serve --device cpu --dp 2 --model "$work/tiny" --port 0 --ready-file "$work/ready" \
+  --api-key "$KEY" --max-request-bytes $MAXB --log-level info >"$log" 2>&1 &
+mpirun_pid=$!
+cleanup() { kill "$mpirun_pid" 2>/dev/null; wait "$mpirun_pid" 2>/dev/null; }
+trap cleanup EXIT
+for _ in $(seq 1 600); do
+  [[ -s "$work/ready" ]] && break
+  kill -0 "$mpirun_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [[ ! -s "$work/ready" ]]; then
+  echo "FAIL: the server did not become ready; its log:"; cat "$log"; exit 1
+fi
+url=$(sed -n 's/^ready url=//p' "$work/ready")
+host=${url#http://}; port=${host##*:}; host=${host%:*}
+echo "server at $url"
+
+# ---------------------------------------------------------------- default bind address
+[[ $host == 127.0.0.1 ]] && ok "ready line: bound to 127.0.0.1 without --host" || bad "ready url $url is not 127.0.0.1"
+if command -v ss >/dev/null; then
+  listen=$(ss -Hltn "sport = :$port" | awk '{print $4}')
+  [[ $listen == "127.0.0.1:$port" ]] && ok "ss: listening on $listen only" || bad "ss: listening on '$listen'"
+fi
+
+A=(-H "Authorization: Bearer $KEY")
+J=(-H 'Content-Type: application/json')
+# check WANT METHOD PATH [curl args...]: the status, and for errors an OpenAI error body.
+check() {
+  local want=$1 method=$2 path=$3; shift 3
+  local got
+  got=$(curl -s -m 20 -o "$work/body" -w '%{http_code}' -X "$method" "$url$path" "$@")
+  if [[ "$got" != "$want" ]]; then
+    bad "$method $path $(printf '%q ' "$@" | tail -c 120) -> $got, want $want: $(head -c 300 "$work/body")"
+    return
+  fi
+  # The error object as ApiError::body() and the transport's 413/400 write it.
+  local re='^\{"error":\{"message":".+","type":"[A-Za-z_]+","param":(null|"[^"]*"),"code":'$want'\}\}$'
+  if [[ $want -ge 400 && ! "$(cat "$work/body")" =~ $re ]]; then
+    bad "$method $path -> $want but not an OpenAI error body: $(head -c 300 "$work/body")"
+    return
+  fi
+  ok "$method $path -> $got $(head -c 90 "$work/body" | tr -d '\n')"
+}
+C() { check "$1" POST /v1/completions "${A[@]}" "${J[@]}" --data-binary "$2"; }
+CH() { check "$1" POST /v1/chat/completions "${A[@]}" "${J[@]}" --data-binary "$2"; }
+
+check 200 GET /health
+curl -s -m 10 "${A[@]}" "$url/v1/models" >"$work/models"
+model=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"][0]["id"])' "$work/models")
+ctx=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"][0]["max_model_len"])' "$work/models")
+curl -s -m 10 "${A[@]}" "$url/get_server_info" >"$work/info"
+vocab=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$work/info")
+echo "model=$model max_model_len=$ctx vocab=$vocab"
+[[ -n $model && $ctx -gt 0 && $vocab -gt 0 ]] || { bad "no model card"; cat "$log"; exit 1; }
+
+# ---------------------------------------------------------------- wrong types, completions
+P='"prompt":"Hello","max_tokens":2'
+for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"prompt":[1,"a"]' '"prompt":[[]]' \
+         '"prompt":[1.5]' '"prompt":true' '"max_tokens":"2"' '"max_tokens":2.5' '"max_tokens":-1' '"max_tokens":0' \
+         '"max_tokens":1e300' '"temperature":"hot"' '"temperature":-1' '"temperature":[]' '"top_p":"x"' '"top_p":0' \
+         '"top_p":2' '"top_k":1.5' '"top_k":-5' '"min_p":"x"' '"n":"2"' '"n":0' '"n":1.5' '"stop":5' '"stop":[1]' \
+         '"stop":[""]' '"stop":{"a":1}' '"logprobs":"yes"' '"logprobs":-1' '"logprobs":1000' '"stream":"true"' \
+         '"stream":1' '"stream_options":1' '"stream_options":{"include_usage":"yes"}' '"echo":1' '"seed":"x"' \
+         '"seed":1.5' '"presence_penalty":"x"' '"presence_penalty":5' '"frequency_penalty":{}' \
+         '"repetition_penalty":0' '"min_tokens":"x"' '"min_tokens":5' '"ignore_eos":"no"' '"stop_token_ids":"x"' \
+         '"stop_token_ids":[-1]' '"skip_special_tokens":0' '"data_parallel_rank":"0"' '"data_parallel_rank":7' \
+         '"return_tokens_as_token_ids":"x"' '"include_stop_str_in_output":[]'; do
+  # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
+  C 400 "{$P,$f}"
+done
+C 404 "{$P,\"model\":\"no-such-model\"}"
+C 400 '{"max_tokens":2}'  # no prompt
+# ---------------------------------------------------------------- wrong types, chat
+M1='"messages":[{"role":"user","content":"Hi"}],"max_tokens":2'
+for f in '"messages":"hi"' '"messages":[]' '"messages":{}' '"messages":[1]' '"messages":[{"content":"x"}]' \
+         '"messages":[{"role":1,"content":"x"}]' '"messages":[{"role":"user","content":5}]' \
+         '"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]' \
+         '"messages":[{"role":"user","content":[1]}]' '"model":false' '"max_tokens":"x"' \
+         '"max_completion_tokens":"x"' '"max_completion_tokens":0' '"temperature":"x"' '"top_p":[]' '"n":100000' \
+         '"stop":7' '"logprobs":1' '"logprobs":"true"' '"top_logprobs":"x"' '"top_logprobs":3' \
+         '"logprobs":true,"top_logprobs":1000' '"stream":"x"' '"stream_options":"x"' '"seed":{}'; do
+  CH 400 "{$M1,$f}"
+done
+# ---------------------------------------------------------------- non-object, invalid, truncated, nested JSON
+for b in '[]' '[1,2]' '"a string"' '42' '3.5' 'null' 'true' '' '{' '{"prompt":"Hello",' '{"prompt":"Hel' \
+         '{"prompt":"Hello"} trailing' "{'prompt':'x'}" '{"prompt":"x",}' 'not json' $'\xff\xfe{}' \
+         '{"prompt":"\ud800"}'; do
+  C 400 "$b"
+  CH 400 "$b"
+done
+$PY -c 'print("[" * 100000)' >"$work/nested1"
+$PY -c 'print("{\"prompt\":" + "[" * 60000 + "]" * 60000 + "}")' >"$work/nested2"
+$PY -c 'print("{\"a\":" * 20000 + "1" + "}" * 20000)' >"$work/nested3"
+for n in 1 2 3; do C 400 "@$work/nested$n"; CH 400 "@$work/nested$n"; done
+# ---------------------------------------------------------------- context, vocabulary, n
+$PY -c "import sys; print('{\"prompt\":[' + ','.join(['1'] * ($ctx + 1)) + '],\"max_tokens\":1}')" >"$work/long_ids"
+C 400 "@$work/long_ids"
+C 400 "{\"prompt\":[1,2,3],\"max_tokens\":$ctx}"       # prompt + max_tokens over the context
+C 400 "{\"prompt\":\"Hi\",\"max_tokens\":$((ctx + 1))}"
+C 400 "{\"prompt\":[1,$vocab,2],\"max_tokens\":2}"
+C 400 "{\"prompt\":[[1],[$((vocab + 1000))]],\"max_tokens\":2}"
+C 400 '{"prompt":[1,-1,2],"max_tokens":2}'
+C 400 '{"prompt":[1,-9223372036854775808],"max_tokens":2}'
+C 400 '{"prompt":[1,18446744073709551615],"max_tokens":2}'
+C 400 '{"prompt":[1,1e30],"max_tokens":2}'
+C 400 '{"prompt":"Hello","max_tokens":2,"n":1000}'
+CH 400 "{$M1,\"n\":17}"
+check 400 POST /detokenize "${A[@]}" "${J[@]}" --data-binary "{\"tokens\":[1,$vocab]}"
+check 400 POST /detokenize "${A[@]}" "${J[@]}" --data-binary '{"tokens":[-1]}'
+check 400 POST /detokenize "${A[@]}" "${J[@]}" --data-binary '{"tokens":"x"}'
+check 400 POST /tokenize "${A[@]}" "${J[@]}" --data-binary '{"prompt":5}'
+check 400 POST /tokenize "${A[@]}" "${J[@]}" --data-binary '[]'
+# ---------------------------------------------------------------- size, Content-Length, routes, methods
+$PY -c "print('{\"prompt\":\"' + 'a' * ($MAXB + 10) + '\"}')" >"$work/big"
+C 413 "@$work/big"
+check 413 POST /tokenize "${A[@]}" "${J[@]}" -H 'Expect:' --data-binary "@$work/big"
+check 404 GET /no/such/route "${A[@]}"
+check 404 POST /v1/embeddings "${A[@]}" "${J[@]}" --data-binary '{}'
+check 404 GET /v1/models/no-such-model "${A[@]}"
+check 405 GET /v1/completions "${A[@]}"
+check 405 GET /v1/chat/completions "${A[@]}"
+check 405 DELETE /v1/models "${A[@]}"
+check 405 PUT /tokenize "${A[@]}"
+check 405 POST /version "${A[@]}"
+# Raw HTTP: bad Content-Length (larger than the body, then the client half-closes; non-numeric;
+# negative; two different), a garbage request line. RAW NAME WANT BYTES: WANT a status or "none"
+# (the connection closes without an answer), within a timeout: never a hang.
+raw() {
+  local name=$1 want=$2 data=$3
+  local got
+  got=$($PY - "$host" "$port" "$data" <<'PY'
+import socket, sys
+host, port, data = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode().decode("unicode_escape").encode("latin-1")
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(data)
+try:
+    s.settimeout(0.3)
+    first = s.recv(65536)          # a server that answers before the body is complete
+except socket.timeout:
+    first = b""
+s.settimeout(5.0)
+s.shutdown(socket.SHUT_WR)         # the client gives up sending: the server must not hang
+out = first
+try:
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+except socket.timeout:
+    print("hang"); sys.exit()
+if not out: print("none"); sys.exit()
+line = out.split(b"\r\n", 1)[0].decode("latin-1")
+body = out.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in out else b""
+import json
+try:
+    ok = "error" in json.loads(body)
+except Exception:
+    ok = False
+print(line.split(" ")[1] + ("" if ok else "-noerrorbody"))
+PY
+)
+  [[ "$got" == "$want" ]] && ok "raw $name -> $got" || bad "raw $name -> $got, want $want"
+}
+AUTH="Authorization: Bearer $KEY"
+raw "Content-Length larger than the body" 400 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\":\"Hi\"}"
+raw "non-numeric Content-Length" 400 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nContent-Length: abc\r\n\r\n{}"
+raw "negative Content-Length" 400 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nContent-Length: -5\r\n\r\n{}"
+raw "two Content-Lengths" 400 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+raw "huge Content-Length" 400 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nContent-Length: 99999999999999999999\r\n\r\n{}"
+raw "Content-Length over the limit" 413 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nContent-Length: $((MAXB + 1))\r\n\r\n{}"
+raw "garbage request line" 400 "\x00\x01\x02 GARBAGE\r\n\r\n"
+raw "bad chunked body" 400 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+raw "header block over 64 KiB" 400 "GET /health HTTP/1.1\r\nX-Big: $(head -c 70000 /dev/zero | tr '\0' a)\r\n\r\n"
+raw "HTTP/1.0 without Content-Length" 400 "POST /v1/completions HTTP/1.0\r\n$AUTH\r\n\r\n{\"prompt\""
+
+# A client that sends fewer body bytes than its Content-Length and then waits (the connection
+# stays open), or never finishes its headers: 408 after the read timeout, not a connection held
+# forever; an idle keep-alive connection is closed without an answer.
+slow() {
+  local name=$1 want=$2 data=$3 got
+  got=$($PY - "$host" "$port" "$data" <<'PY2'
+import socket, sys, time
+host, port, data = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode().decode("unicode_escape").encode("latin-1")
+s = socket.create_connection((host, port), timeout=10)
+t0 = time.time()
+s.sendall(data)
+out = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+except socket.timeout:
+    print("hang"); sys.exit()
+dt = time.time() - t0
+st = out.split(b"\r\n", 1)[0].decode("latin-1").split(" ")[1] if out else "none"
+print(st if dt < 8 else st + "-slow")
+PY2
+)
+  [[ "$got" == "$want" ]] && ok "slow client: $name -> $got" || bad "slow client: $name -> $got, want $want"
+}
+slow "Content-Length larger than the body, connection kept open" 408 "POST /v1/completions HTTP/1.1\r\nHost: x\r\n$AUTH\r\nContent-Length: 100\r\n\r\n{\"prompt\":\"Hi\"}"
+slow "headers never finished" 408 "GET /health HTTP/1.1\r\nHost: x\r\n"
+slow "idle connection" none ""
+
+# ---------------------------------------------------------------- still serving
+check 200 GET /health
+check 200 POST /v1/completions "${A[@]}" "${J[@]}" -d "{\"model\":\"$model\",\"prompt\":\"Hello\",\"max_tokens\":4}"
+grep -q '"text"' "$work/body" || bad "completion after the bad input has no text: $(cat "$work/body")"
+check 200 POST /v1/chat/completions "${A[@]}" "${J[@]}" -d "{$M1}"
+
+# ---------------------------------------------------------------- access: the route table
+# Every route api_server.cpp serves, with the method it takes.
+routes=("POST /v1/completions" "POST /v1/chat/completions" "GET /v1/models" "GET /v1/models/$model"
+        "GET /health_generate" "GET /metrics" "GET /get_load" "GET /v1/get_load" "GET /get_server_info"
+        "GET /flush_cache" "POST /flush_cache" "GET /version" "POST /tokenize" "POST /v1/tokenize"
+        "POST /detokenize" "POST /v1/detokenize" "GET /no/such/route" "DELETE /v1/completions")
+body_for() {
+  case $1 in
+    */chat/completions) echo "{$M1}" ;;
+    */completions) echo "{\"prompt\":\"Hi\",\"max_tokens\":1}" ;;
+    *tokenize) echo '{"prompt":"Hi"}' ;;
+    *detokenize) echo '{"tokens":[1,2]}' ;;
+    *) echo '{}' ;;
+  esac
+}
+for r in "${routes[@]}"; do
+  m=${r%% *}; p=${r#* }
+  b=$(body_for "$p"); [[ $p == *detokenize ]] && b='{"tokens":[1,2]}'  # before *tokenize
+  check 401 "$m" "$p" "${J[@]}" --data-binary "$b"
+  check 401 "$m" "$p" "${J[@]}" -H "Authorization: Bearer wrong-$KEY" --data-binary "$b"
+  check 401 "$m" "$p" "${J[@]}" -H "Authorization: $KEY" --data-binary "$b"
+  want=200; [[ $p == /no/such/route ]] && want=404; [[ $m == DELETE ]] && want=405
+  check $want "$m" "$p" "${A[@]}" "${J[@]}" --data-binary "$b"  # with the key: not 401
+done
+check 200 GET /health
+check 200 GET /v1/health
+grep -q 'WWW-Authenticate: Bearer' <(curl -s -m 5 -D - -o /dev/null "$url/v1/models") \
+  && ok "401 carries WWW-Authenticate: Bearer" || bad "401 without WWW-Authenticate"
+
+kill -0 "$mpirun_pid" 2>/dev/null && ok "server still running" || bad "server died"
+echo "bad_input_e2e: $passes passed, $fails failed"
+if [[ $fails -gt 0 ]]; then echo "---- server log ----"; tail -100 "$log"; exit 1; fi
+exit 0
