@@ -105,10 +105,15 @@ setsid $M -np 2 "$bin" batch "${model[@]}" "${many[@]}" --output "$work/killed.j
 pid=$!
 for _ in $(seq 600); do [[ -f "$work/killed.jsonl" && $(wc -l <"$work/killed.jsonl") -ge 20 ]] && break; sleep 0.1; done
 kill -KILL -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-sleep 0.5; pkill -KILL -f "batch.*killed.jsonl" 2>/dev/null
+# Ranks outside mpirun's process group die too, and nothing writes the file any more before the
+# torn line is appended (a late writer would interleave with it).
+for _ in $(seq 100); do
+  pkill -KILL -f "batch.*killed.jsonl" 2>/dev/null || break
+  sleep 0.1
+done
 before=$(wc -l <"$work/killed.jsonl")
 printf '{"id":"batch_req_torn","custom_id":"r9' >>"$work/killed.jsonl"  # a torn last line
-timeout 600 $M -np 2 "$bin" batch "${model[@]}" "${many[@]}" --output "$work/killed.jsonl" >"$work/resume.log" 2>&1 || bad "resume run failed"
+timeout 600 $M -np 2 "$bin" batch "${model[@]}" "${many[@]}" --output "$work/killed.jsonl" >"$work/resume.log" 2>&1 || bad "resume run failed: $(tail -5 "$work/resume.log")"
 $py - "$work/full.jsonl" "$work/killed.jsonl" <<'PY' && ok "killed after $before lines and resumed: every custom_id once, outputs equal" || bad "resume lost or duplicated lines"
 import json, sys
 full = [json.loads(l) for l in open(sys.argv[1])]
