@@ -46,8 +46,12 @@ int run_bench(Context& ctx, BenchFlags& f) {
     trace->write({{"model", f.engine.model},
                   {"layout", fmt::format("W={} dp={} attn_tp={} ep={}", g.world_size, g.dp, g.attn_tp, g.ep)},
                   {"device", device_name(ctx.device)},
-                  {"workload", fmt::format("num_prompts={} random_input_len={} random_output_len={}",
-                                           f.bench.num_prompts, f.bench.random_input_len, f.bench.random_output_len)}});
+                  {"workload", f.bench.dataset_name == "generated-shared-prefix" && f.bench.dataset.empty()
+                                   ? fmt::format("generated-shared-prefix groups={} prompts_per_group={} system_prompt_len={} question_len={} output_len={}",
+                                                 f.bench.gsp_num_groups, f.bench.gsp_prompts_per_group, f.bench.gsp_system_prompt_len,
+                                                 f.bench.gsp_question_len, f.bench.gsp_output_len)
+                                   : fmt::format("num_prompts={} random_input_len={} random_output_len={}",
+                                                 f.bench.num_prompts, f.bench.random_input_len, f.bench.random_output_len)}});
     std::printf("trace: %lld steps written to %s\n", static_cast<long long>(trace->n_steps()), f.bench.trace.c_str());
   }
   return 0;
@@ -67,6 +71,12 @@ Command bench_command() {
                 ("random-output-len", po::value<int64_t>(&b.random_output_len)->default_value(b.random_output_len), "output tokens")
                 ("random-range-ratio", po::value<double>(&b.random_range_ratio)->default_value(b.random_range_ratio), "lengths uniform in [len*ratio, len]")
                 ("dataset", po::value<std::string>(&b.dataset), "JSONL of {\"prompt\": [ids], \"output_len\": n} instead of random")
+                ("dataset-name", po::value<std::string>(&b.dataset_name)->default_value(b.dataset_name), "random | generated-shared-prefix (groups of prompts sharing a system prompt)")
+                ("gsp-num-groups", po::value<int64_t>(&b.gsp_num_groups)->default_value(b.gsp_num_groups), "generated-shared-prefix: groups (system prompts)")
+                ("gsp-prompts-per-group", po::value<int64_t>(&b.gsp_prompts_per_group)->default_value(b.gsp_prompts_per_group), "generated-shared-prefix: prompts per group")
+                ("gsp-system-prompt-len", po::value<int64_t>(&b.gsp_system_prompt_len)->default_value(b.gsp_system_prompt_len), "generated-shared-prefix: system prompt tokens")
+                ("gsp-question-len", po::value<int64_t>(&b.gsp_question_len)->default_value(b.gsp_question_len), "generated-shared-prefix: question tokens")
+                ("gsp-output-len", po::value<int64_t>(&b.gsp_output_len)->default_value(b.gsp_output_len), "generated-shared-prefix: output tokens")
                 ("no-ignore-eos", po::bool_switch(&f->no_ignore_eos), "stop at EOS (default: ignore_eos, fixed output lengths)")
                 ("bench-seed", po::value<uint64_t>(&b.seed)->default_value(b.seed), "workload seed")
                 ("result-file", po::value<std::string>(&b.result_json), "append the JSON result line to this file")

@@ -74,6 +74,8 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
+      ("enable-prefix-caching", po::value<bool>(&f.enable_prefix_caching)->default_value(f.enable_prefix_caching)->implicit_value(true), "reuse the KV pages of cached prompt prefixes on every replica (--enable-prefix-caching=false or --no-prefix-caching: off)")
+      ("no-prefix-caching", po::bool_switch(&f.no_prefix_caching), "turn prefix caching off")
       ("router-policy", po::value<std::string>(&f.router.policy)->default_value(f.router.policy), "round_robin | random | shortest_queue | power_of_two | cache_aware")
       ("cache-threshold", po::value<double>(&f.router.cache_threshold)->default_value(f.router.cache_threshold), "cache_aware: least prefix-match ratio that routes by cache")
       ("balance-abs-threshold", po::value<int64_t>(&f.router.balance_abs_threshold)->default_value(f.router.balance_abs_threshold), "cache_aware: imbalanced when max - min requests exceeds this ...")
@@ -120,6 +122,7 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   engine::EngineConfig ec;
   ec.scheduler.max_num_seqs = f.max_num_seqs;
   ec.scheduler.max_num_batched_tokens = f.max_num_batched_tokens;
+  ec.scheduler.enable_prefix_caching = f.enable_prefix_caching && !f.no_prefix_caching;
   ec.scheduler.max_model_len = f.max_model_len > 0 ? f.max_model_len
                                                    : std::min<int64_t>(cfg.max_position_embeddings, kv_tokens);
   if (ec.scheduler.max_model_len > cfg.max_position_embeddings)
@@ -145,10 +148,10 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   info.max_model_len = ec.scheduler.max_model_len;
   info.vocab_size = cfg.vocab_size;
   if (rt.rank() == 0)
-    log::info("model {} ({}): {} layers, hidden {}, {} experts top-{}; dp {} attn_tp {} ep {}; KV {} pages x {} tokens per replica",
+    log::info("model {} ({}): {} layers, hidden {}, {} experts top-{}; dp {} attn_tp {} ep {}; KV {} pages x {} tokens per replica; prefix caching {}",
               info.name, cfg.architecture, cfg.num_hidden_layers, cfg.hidden_size, cfg.n_routed_experts,
               cfg.num_experts_per_tok, s.groups->layout().dp, s.groups->layout().attn_tp, s.groups->layout().ep,
-              s.executor->num_pages(), eo.page_size);
+              s.executor->num_pages(), eo.page_size, ec.scheduler.enable_prefix_caching ? "on" : "off");
   return s;
 }
 

@@ -27,6 +27,8 @@ struct EngineFlags {
   int64_t max_num_batched_tokens = 4096;
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)
   engine::RouterConfig router;  // --router-policy and the cache_aware parameters
+  bool enable_prefix_caching = true;  // --enable-prefix-caching[=true|false]
+  bool no_prefix_caching = false;     // --no-prefix-caching
   bool collect_expert_stats = false;  // tokens per expert to rank 0 every step (serve: /metrics)
   double watchdog_timeout = 600;
   uint64_t seed = 0;

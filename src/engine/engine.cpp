@@ -71,15 +71,24 @@ void Engine::shutdown() {
   cv_.notify_one();
 }
 
+void Engine::flush_cache() {
+  std::lock_guard lk(mu_);
+  flush_requested_ = true;
+  cv_.notify_one();
+}
+
 Engine::Intake Engine::take_intake(bool may_block) {
   Intake in;
   std::unique_lock lk(mu_);
   if (may_block)
-    cv_.wait(lk, [&] { return !queue_.empty() || !abort_queue_.empty() || shutdown_requested_; });
+    cv_.wait(lk, [&] { return !queue_.empty() || !abort_queue_.empty() || shutdown_requested_ || flush_requested_; });
   in.requests.swap(queue_);
   in.aborts.swap(abort_queue_);
   in.shutdown = shutdown_requested_;
+  in.flush_cache = flush_requested_;
+  flush_requested_ = false;
   lk.unlock();
+  if (in.flush_cache) router_->reset();
   // Route on rank 0: loads from the last headers plus what was routed since.
   const auto& g = groups_.layout();
   std::vector<ReplicaLoad> loads(g.dp);
@@ -104,7 +113,7 @@ Engine::Intake Engine::take_intake(bool may_block) {
 void Engine::broadcast_intake(Intake& in) {
   const bool root = groups_.layout().world_rank == 0;
   std::vector<uint8_t> blob;
-  if (root) blob = encode_intake(in.requests, in.aborts, in.shutdown);
+  if (root) blob = encode_intake(in.requests, in.aborts, in.shutdown, in.flush_cache);
   uint64_t size = blob.size();
   MPI_Request req;
   DPA_CHECK_MPI(MPI_Ibcast(&size, 1, MPI_UINT64_T, 0, groups_.world(), &req));
@@ -114,7 +123,7 @@ void Engine::broadcast_intake(Intake& in) {
     DPA_CHECK_MPI(MPI_Ibcast(blob.data(), static_cast<int>(size), MPI_BYTE, 0, groups_.world(), &req));
     wait_gently(&req);
   }
-  if (!root) decode_intake(blob, &in.requests, &in.aborts, &in.shutdown);
+  if (!root) decode_intake(blob, &in.requests, &in.aborts, &in.shutdown, &in.flush_cache);
 }
 
 void Engine::admit(Intake& in, const RejectSink& reject) {
@@ -141,6 +150,10 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
     if (r.data_parallel_rank == g.dp_rank) sched_.add(std::move(r));
   }
   for (uint64_t id : in.aborts) sched_.abort(id);
+  if (in.flush_cache) {
+    const int64_t n = sched_.flush_cache();
+    if (g.attn_tp_rank == 0) log::debug("replica {}: flushed {} cached KV pages", g.dp_rank, n);
+  }
 }
 
 void Engine::gather_headers(const StepPlan& plan) {
@@ -153,6 +166,9 @@ void Engine::gather_headers(const StepPlan& plan) {
   h.free_blocks = sched_.blocks().free_count();
   h.total_blocks = sched_.blocks().total();
   h.mode = plan.n_tokens == 0 ? 0 : plan.has_prefill ? 2 : 1;
+  h.prefix_cache_queries = sched_.prefix_queries();
+  h.prefix_cache_hits = sched_.prefix_hits();
+  h.cached_blocks = sched_.blocks().cached_count();
   static_assert(sizeof(StepHeader) % sizeof(int64_t) == 0);
   constexpr int n = sizeof(StepHeader) / sizeof(int64_t);
   MPI_Request req;
@@ -184,11 +200,13 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::ve
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.chunks[i].need_logits) continue;
     Sequence* s = plan.seqs[i];
+    const int32_t cached = s->n_generated() == 0 ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
     if (leader && argmax[row] >= 0) {
       tokens.push_back(argmax[row]);
       TokenOutput o;
       o.request_id = s->req.id;
       o.token = argmax[row];
+      o.cached_tokens = cached;
       outs.push_back(std::move(o));
     } else if (leader) {
       const auto& p = s->req.params;
@@ -205,6 +223,7 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::ve
       o.token = res.token;
       o.logprob = res.logprob;
       o.top = std::move(res.top);
+      o.cached_tokens = cached;
       outs.push_back(std::move(o));
     }
     if (argmax[row] < 0) ++full_row;
@@ -292,7 +311,12 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
   // Preemptions over every replica (leaders only, so each replica counts once).
   long long mine = g.attn_tp_rank == 0 ? sched_.n_preemptions() : 0, total = 0;
   DPA_CHECK_MPI(MPI_Reduce(&mine, &total, 1, MPI_LONG_LONG, MPI_SUM, 0, groups_.world()));
-  if (root) log::info("engine: steps={} preemptions={}", step_, total);
+  long long cache[2] = {g.attn_tp_rank == 0 ? sched_.prefix_queries() : 0, g.attn_tp_rank == 0 ? sched_.prefix_hits() : 0};
+  long long cache_total[2] = {0, 0};
+  DPA_CHECK_MPI(MPI_Reduce(cache, cache_total, 2, MPI_LONG_LONG, MPI_SUM, 0, groups_.world()));
+  if (root) log::info("engine: steps={} preemptions={} prefix_cache_hits={}/{} tokens", step_, total, cache_total[1], cache_total[0]);
+  // Cached pages nobody holds are released before the check, so it is exact.
+  sched_.flush_cache();
   if (cfg_.check_kv_accounting && !sched_.blocks().consistent())
     fail_one("engine", "free + used == total", __FILE__, __LINE__,
              fmt::format("KV accounting broken on replica {}: free {} used {} total {}", g.dp_rank,
@@ -364,9 +388,9 @@ void Engine::watchdog_fire(double stalled_s) {
                                  identity_prefix(), step_, stalled_s, cfg_.watchdog_timeout_s);
   for (std::size_t r = 0; r < headers_.size(); ++r) {
     const auto& h = headers_[r];
-    dump += fmt::format("  rank {}: step {} tokens {} running {} waiting {} pending {} free_blocks {}/{} mode {}\n", r,
+    dump += fmt::format("  rank {}: step {} tokens {} running {} waiting {} pending {} free_blocks {}/{} cached_blocks {} mode {}\n", r,
                         h.step, h.n_tokens, h.n_running, h.n_waiting, h.pending_tokens, h.free_blocks, h.total_blocks,
-                        h.mode);
+                        h.cached_blocks, h.mode);
   }
   std::fputs(dump.c_str(), stderr);
   std::fflush(stderr);

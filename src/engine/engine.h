@@ -45,6 +45,11 @@ struct StepHeader {
   int64_t free_blocks = 0;
   int64_t total_blocks = 0;
   int64_t mode = 0;          // 0 idle, 1 decode, 2 prefill (or mixed)
+  // Prefix cache of the replica, cumulative (tokens looked up at admission, and reused), and the
+  // pages now in its prefix tree (held or not; the unheld ones are counted in free_blocks).
+  int64_t prefix_cache_queries = 0;
+  int64_t prefix_cache_hits = 0;
+  int64_t cached_blocks = 0;
 };
 
 // Rejection of a request before it runs (context too long, bad ids): delivered as a finished
@@ -89,6 +94,9 @@ class Engine {
   void abort(uint64_t request_id);
   // Finish what was submitted, then every rank returns from run().
   void shutdown();
+  // Every replica evicts the cached KV pages no request holds, in the same step on all its ranks
+  // (travels with the intake broadcast); the router forgets its prefix trees.
+  void flush_cache();
 
   // Every rank, the engine thread. On rank 0, `sink` gets every generated token and `reject`
   // every request refused at intake.
@@ -101,6 +109,8 @@ class Engine {
 
   // After run(): this rank's replica statistics.
   int64_t n_preemptions() const { return sched_.n_preemptions(); }
+  int64_t prefix_cache_queries() const { return sched_.prefix_queries(); }
+  int64_t prefix_cache_hits() const { return sched_.prefix_hits(); }
   bool kv_accounting_ok() const { return sched_.blocks().consistent(); }
   const std::vector<StepHeader>& last_headers() const { return headers_; }
   int64_t steps() const { return step_; }
@@ -110,6 +120,7 @@ class Engine {
     std::vector<Request> requests;  // with data_parallel_rank set to the routed replica
     std::vector<uint64_t> aborts;
     bool shutdown = false;
+    bool flush_cache = false;
   };
   Intake take_intake(bool may_block);
   void broadcast_intake(Intake& in);
@@ -139,6 +150,7 @@ class Engine {
   std::vector<Request> queue_;
   std::vector<uint64_t> abort_queue_;
   bool shutdown_requested_ = false;
+  bool flush_requested_ = false;
   uint64_t next_id_ = 1;
   std::vector<int64_t> routed_since_;  // requests routed per replica since the last headers
 

@@ -49,6 +49,7 @@ struct TokenOutput {
   float logprob = 0.0f;
   FinishReason finish = FinishReason::none;
   std::vector<TokenLogprob> top;  // top_logprobs when asked
+  int32_t cached_tokens = -1;     // first token of a request: prompt tokens reused from the prefix cache
 };
 
 }  // namespace dpa::engine

@@ -8,13 +8,21 @@
 namespace dpa::engine {
 
 Scheduler::Scheduler(const SchedulerConfig& cfg, int64_t n_pages, int64_t page_size)
-    : cfg_(cfg), blocks_(n_pages, page_size) {}
+    : cfg_(cfg), blocks_(n_pages, page_size, cfg.enable_prefix_caching) {}
 
 void Scheduler::add(Request r) {
   auto s = std::make_unique<Sequence>();
   s->tokens = r.prompt;
   s->n_prompt = static_cast<int64_t>(r.prompt.size());
   s->req = std::move(r);
+  if (blocks_.prefix_caching()) {  // FNV-1a over the tokens, chained page to page
+    const int64_t P = blocks_.page_size();
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int64_t i = 0; i + P <= s->n_prompt; i += P) {
+      for (int64_t k = i; k < i + P; ++k) h = (h ^ static_cast<uint32_t>(s->tokens[k])) * 0x100000001b3ull;
+      s->page_hash.push_back(h);
+    }
+  }
   waiting_.push_back(std::move(s));
 }
 
@@ -48,6 +56,7 @@ int64_t Scheduler::pending_tokens() const {
 void Scheduler::preempt(Sequence* victim) {
   blocks_.release(victim->pages);
   victim->n_computed = 0;
+  victim->n_published = 0;
   ++victim->n_preempted;
   ++n_preemptions_;
   auto it = std::find_if(running_.begin(), running_.end(), [&](auto& p) { return p.get() == victim; });
@@ -138,12 +147,52 @@ StepPlan Scheduler::plan_once() {
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     if (len - s->n_computed > 1) prefill(s.get());
   }
-  while (budget > 0 && !waiting_.empty() && static_cast<int64_t>(running_.size()) < cfg_.max_num_seqs) {
-    Sequence* s = waiting_.front().get();
-    if (!prefill(s)) break;  // not enough pages: wait for sequences to finish
+  // Admission from the queue, in order. With prefix caching a sequence first takes its cached
+  // prefix (only when the pages for its first chunk are there too); one whose next page a running
+  // sequence is computing now waits a step and lets the ones behind it go.
+  const int64_t P = blocks_.page_size();
+  for (std::size_t i = 0; budget > 0 && i < waiting_.size() && static_cast<int64_t>(running_.size()) < cfg_.max_num_seqs;) {
+    Sequence* s = waiting_[i].get();
+    const int64_t len = static_cast<int64_t>(s->tokens.size());
+    std::vector<int32_t> hit;
+    if (blocks_.prefix_caching()) {
+      hit = blocks_.match(s->tokens, (len - 1) / P);
+      const std::size_t m = hit.size();
+      bool defer = false;
+      if (static_cast<int64_t>(m) < (len - 1) / P && m < s->page_hash.size())
+        for (auto& r : running_)
+          if (!r->finished && r->page_hash.size() > m && r->page_hash[m] == s->page_hash[m] &&
+              r->n_computed < static_cast<int64_t>(m + 1) * P) {
+            defer = true;
+            break;
+          }
+      if (defer) {
+        ++i;
+        continue;
+      }
+      // Room for the first chunk beside the shared pages (idle ones among them stop being free).
+      const int64_t start = static_cast<int64_t>(m) * P;
+      const int64_t n = std::min(len - start, budget);
+      int64_t idle = 0;
+      for (int32_t p : hit) idle += blocks_.ref_count(p) == 0;
+      if (blocks_.pages_for(start + n) - static_cast<int64_t>(m) > blocks_.free_count() - idle) break;
+      blocks_.share(s->pages, hit);
+      s->n_computed = start;
+      s->n_published = static_cast<int64_t>(m);
+    }
+    if (!prefill(s)) {  // not enough pages: wait for sequences to finish
+      blocks_.release(s->pages);
+      s->n_computed = 0;
+      s->n_published = 0;
+      break;
+    }
+    const int64_t reused = static_cast<int64_t>(hit.size()) * P;
+    prefix_queries_ += len;
+    prefix_hits_ += reused;
+    if (s->n_cached < 0) s->n_cached = reused;
     s->admit_order = admit_counter_++;
-    running_.push_back(std::move(waiting_.front()));
-    waiting_.pop_front();
+    running_.push_back(std::move(waiting_[i]));
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
   }
   // Pages in the plan's spans must stay valid: tables only grow within this step.
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) plan.chunks[i].pages = plan.seqs[i]->pages;
@@ -160,6 +209,8 @@ void Scheduler::commit(const StepPlan& plan, std::span<const int32_t> sampled) {
       DPA_ASSERT(k < sampled.size(), "fewer sampled tokens than sequences with logits");
       s->tokens.push_back(sampled[k++]);
     }
+    if (blocks_.prefix_caching())
+      s->n_published = blocks_.publish(s->pages, s->tokens, s->n_published, s->n_computed / blocks_.page_size());
   }
 }
 

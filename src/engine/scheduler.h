@@ -4,6 +4,11 @@
 // fill the --max-num-batched-tokens budget under --max-num-seqs. When pages run out the most
 // recently admitted sequence is preempted: its pages are freed and it recomputes later, which
 // leaves greedy outputs unchanged.
+// Prefix caching (SchedulerConfig::enable_prefix_caching; the CLI's --enable-prefix-caching is on
+// by default): a sequence admitted from the queue first takes the cached pages of its longest
+// cached prefix, at most (tokens - 1) / page_size of them, so the last token is always computed;
+// its full pages are published after each step that computes them. A waiting sequence whose next
+// page a running one is computing waits (others go ahead) and then reuses that page.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +26,7 @@ struct SchedulerConfig {
   int64_t max_num_seqs = 256;
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 4096;  // prompt + output tokens of one sequence
+  bool enable_prefix_caching = false;  // the CLI turns it on by default (--enable-prefix-caching)
 };
 
 struct Sequence {
@@ -31,6 +37,9 @@ struct Sequence {
   std::vector<int32_t> pages;
   uint64_t admit_order = 0;     // for choosing the preemption victim
   int64_t n_preempted = 0;
+  int64_t n_published = 0;      // leading pages that are in the prefix tree
+  int64_t n_cached = -1;        // prompt tokens reused from the cache at first admission (-1: not yet)
+  std::vector<uint64_t> page_hash;  // chain hash of each full prompt page (prefix caching)
   bool finished = false;
   int64_t n_generated() const { return static_cast<int64_t>(tokens.size()) - n_prompt; }
 };
@@ -57,11 +66,16 @@ class Scheduler {
   void commit(const StepPlan& plan, std::span<const int32_t> sampled);
   // Marks and frees a sequence (stop condition found).
   void finish(Sequence* s);
+  // Evicts every cached page no sequence holds. Returns how many.
+  int64_t flush_cache() { return blocks_.flush(); }
 
   int64_t n_running() const { return static_cast<int64_t>(running_.size()); }
   int64_t n_waiting() const { return static_cast<int64_t>(waiting_.size()); }
   int64_t n_unfinished() const { return n_running() + n_waiting(); }
   int64_t n_preemptions() const { return n_preemptions_; }
+  // Prefix cache statistics, in tokens, cumulative: tokens looked up at admission, and reused.
+  int64_t prefix_queries() const { return prefix_queries_; }
+  int64_t prefix_hits() const { return prefix_hits_; }
   const BlockAllocator& blocks() const { return blocks_; }
   // Tokens still to compute over every sequence (a load measure for routing).
   int64_t pending_tokens() const;
@@ -78,6 +92,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> done_;  // finished last step, freed at next schedule()
   uint64_t admit_counter_ = 0;
   int64_t n_preemptions_ = 0;
+  int64_t prefix_queries_ = 0, prefix_hits_ = 0;
 };
 
 }  // namespace dpa::engine

@@ -107,8 +107,9 @@ SamplingParams get_params(Reader& r) {
 
 }  // namespace
 
-std::vector<uint8_t> encode_intake(const std::vector<Request>& reqs, const std::vector<uint64_t>& aborts, bool shutdown) {
-  if (reqs.empty() && aborts.empty() && !shutdown) return {};
+std::vector<uint8_t> encode_intake(const std::vector<Request>& reqs, const std::vector<uint64_t>& aborts, bool shutdown,
+                                   bool flush_cache) {
+  if (reqs.empty() && aborts.empty() && !shutdown && !flush_cache) return {};
   Writer w;
   w.put<uint64_t>(reqs.size());
   for (const auto& r : reqs) {
@@ -119,14 +120,16 @@ std::vector<uint8_t> encode_intake(const std::vector<Request>& reqs, const std::
   }
   w.put_vec(aborts);
   w.put<uint8_t>(shutdown);
+  w.put<uint8_t>(flush_cache);
   return std::move(w.buf);
 }
 
 void decode_intake(std::span<const uint8_t> blob, std::vector<Request>* reqs, std::vector<uint64_t>* aborts,
-                   bool* shutdown) {
+                   bool* shutdown, bool* flush_cache) {
   reqs->clear();
   aborts->clear();
   *shutdown = false;
+  if (flush_cache) *flush_cache = false;
   if (blob.empty()) return;
   Reader r(blob);
   const uint64_t n = r.get<uint64_t>();
@@ -140,6 +143,8 @@ void decode_intake(std::span<const uint8_t> blob, std::vector<Request>* reqs, st
   }
   *aborts = r.get_vec<uint64_t>();
   *shutdown = r.get<uint8_t>();
+  const bool flush = r.get<uint8_t>();
+  if (flush_cache) *flush_cache = flush;
 }
 
 std::vector<uint8_t> encode_outputs(const std::vector<TokenOutput>& outs) {
@@ -152,6 +157,7 @@ std::vector<uint8_t> encode_outputs(const std::vector<TokenOutput>& outs) {
     w.put(o.logprob);
     w.put<uint8_t>(static_cast<uint8_t>(o.finish));
     w.put_vec(o.top);
+    w.put(o.cached_tokens);
   }
   return std::move(w.buf);
 }
@@ -168,6 +174,7 @@ std::vector<TokenOutput> decode_outputs(std::span<const uint8_t> blob) {
     o.logprob = r.get<float>();
     o.finish = static_cast<FinishReason>(r.get<uint8_t>());
     o.top = r.get_vec<TokenLogprob>();
+    o.cached_tokens = r.get<int32_t>();
     outs.push_back(std::move(o));
   }
   return outs;

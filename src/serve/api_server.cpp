@@ -367,7 +367,7 @@ void ApiServer::complete(Job& j) {
                          {"created", j.created},
                          {"model", model_.name},
                          {"choices", json::array{}},
-                         {"usage", usage_object(prompt_tokens, completion_tokens)}};
+                         {"usage", usage_object(prompt_tokens, completion_tokens, cached_prompt_tokens(j.gens))}};
       j.http->write_chunk("data: " + json::serialize(chunk) + "\n\n");
     }
     j.http->write_chunk("data: [DONE]\n\n");
@@ -490,7 +490,8 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
     return;
   }
   if ((get || post) && path == "/flush_cache") {
-    router_->reset();  // no KV prefix cache yet: only the router's prefix trees
+    router_->reset();       // the frontend router's prefix trees
+    engine_.flush_cache();  // every replica's unreferenced cached KV pages, in one step
     send_json(s, json::object{{"message", "cache flushed"}});
     return;
   }
@@ -661,10 +662,14 @@ std::string ApiServer::metrics_text() {
           [&](int d) { return metrics_->rep[d].prompt_tokens; });
   counter("vllm:generation_tokens_total", "Number of generation tokens processed.",
           [&](int d) { return metrics_->rep[d].generation_tokens; });
-  counter("vllm:prefix_cache_queries_total", "Prefix cache queries, in tokens (no prefix cache yet).",
-          [](int) { return uint64_t{0}; });
-  counter("vllm:prefix_cache_hits_total", "Prefix cache hits, in tokens (no prefix cache yet).",
-          [](int) { return uint64_t{0}; });
+  auto leader_header = [&](int d) {
+    const std::size_t leader = static_cast<std::size_t>(d) * snap.attn_tp;
+    return leader < snap.headers.size() ? snap.headers[leader] : engine::StepHeader{};
+  };
+  counter("vllm:prefix_cache_queries_total", "Prefix cache queries, in terms of number of queried tokens.",
+          [&](int d) { return static_cast<uint64_t>(std::max<int64_t>(0, leader_header(d).prefix_cache_queries)); });
+  counter("vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.",
+          [&](int d) { return static_cast<uint64_t>(std::max<int64_t>(0, leader_header(d).prefix_cache_hits)); });
   header("vllm:request_success_total", "counter", "Count of finished requests by finish reason.");
   for (int d = 0; d < dp_; ++d)
     for (const auto& [reason, n] : metrics_->rep[d].finished)

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <thread>
 #include <unordered_map>
 
 #include <boost/json.hpp>
@@ -50,6 +51,35 @@ std::vector<BenchRequest> make_bench_requests(const BenchOptions& o, int64_t voc
     }
     return out;
   }
+  if (o.dataset_name == "generated-shared-prefix") {
+    if (o.gsp_num_groups <= 0) throw ConfigError("gsp-num-groups", "must be positive");
+    if (o.gsp_prompts_per_group <= 0) throw ConfigError("gsp-prompts-per-group", "must be positive");
+    if (o.gsp_system_prompt_len < 0) throw ConfigError("gsp-system-prompt-len", "must be >= 0");
+    if (o.gsp_question_len <= 0) throw ConfigError("gsp-question-len", "must be positive");
+    if (o.gsp_output_len <= 0) throw ConfigError("gsp-output-len", "must be positive");
+    std::mt19937_64 rng(o.seed);
+    std::uniform_int_distribution<int64_t> tok(std::min(low_id, vocab - 1), vocab - 1);
+    auto random_ids = [&](int64_t n) {
+      std::vector<int32_t> v(static_cast<std::size_t>(n));
+      for (auto& t : v) t = static_cast<int32_t>(tok(rng));
+      return v;
+    };
+    for (int64_t g = 0; g < o.gsp_num_groups; ++g) {
+      const std::vector<int32_t> system = random_ids(o.gsp_system_prompt_len);
+      for (int64_t i = 0; i < o.gsp_prompts_per_group; ++i) {
+        BenchRequest r;
+        r.prompt = system;
+        const auto q = random_ids(o.gsp_question_len);
+        r.prompt.insert(r.prompt.end(), q.begin(), q.end());
+        r.output_len = static_cast<int32_t>(o.gsp_output_len);
+        out.push_back(std::move(r));
+      }
+    }
+    std::shuffle(out.begin(), out.end(), rng);
+    return out;
+  }
+  if (o.dataset_name != "random")
+    throw ConfigError("dataset-name", "unknown dataset '" + o.dataset_name + "' (random, generated-shared-prefix)");
   if (o.random_range_ratio <= 0 || o.random_range_ratio > 1)
     throw ConfigError("random-range-ratio", "must be in (0, 1]");
   if (o.random_input_len <= 0) throw ConfigError("random-input-len", "must be positive");
@@ -132,6 +162,18 @@ void BenchRunner::run() {
     cv_.wait(lk, [&] { return n_done_ == static_cast<int64_t>(reqs_.size()); });
   }
   const double dur = now_s() - t0;
+  // Prefix cache counters travel in the step headers: wait for a snapshot of a step after the
+  // last output (the engine runs at least one more), then sum the replica leaders'.
+  const int64_t seen = engine_.load_snapshot().steps;
+  for (int i = 0; i < 2000 && engine_.load_snapshot().steps <= seen; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  int64_t cache_q = 0, cache_h = 0;
+  {
+    const auto snap = engine_.load_snapshot();
+    for (std::size_t r = 0; r < snap.headers.size(); r += static_cast<std::size_t>(std::max(snap.attn_tp, 1)))
+      cache_q += snap.headers[r].prefix_cache_queries, cache_h += snap.headers[r].prefix_cache_hits;
+  }
+  const double hit_rate = cache_q > 0 ? static_cast<double>(cache_h) / static_cast<double>(cache_q) : 0.0;
   int64_t in_tok = 0, out_tok = 0;
   std::vector<double> ttft, tpot, itl, e2e;
   for (std::size_t i = 0; i < reqs_.size(); ++i) {
@@ -155,6 +197,9 @@ void BenchRunner::run() {
   std::printf("%-40s %.2f\n", "Input token throughput (tok/s):", in_tok / dur);
   std::printf("%-40s %.2f\n", "Output token throughput (tok/s):", out_tok / dur);
   std::printf("%-40s %.2f\n", "Total token throughput (tok/s):", (in_tok + out_tok) / dur);
+  std::printf("%-40s %.4f\n", "Prefix cache hit rate:", hit_rate);
+  std::printf("%-40s %lld / %lld\n", "Prefix cache hit / query tokens:", static_cast<long long>(cache_h),
+              static_cast<long long>(cache_q));
   auto block = [](const char* name, const Percentiles& p) {
     std::printf("%-40s %.2f\n", fmt::format("Mean {} (ms):", name).c_str(), p.mean);
     std::printf("%-40s %.2f\n", fmt::format("Median {} (ms):", name).c_str(), p.median);
@@ -185,7 +230,18 @@ void BenchRunner::run() {
                         {"random_input_len", opt_.random_input_len},
                         {"random_output_len", opt_.random_output_len},
                         {"random_range_ratio", opt_.random_range_ratio},
-                        {"ignore_eos", opt_.ignore_eos}};
+                        {"ignore_eos", opt_.ignore_eos},
+                        {"dataset_name", opt_.dataset.empty() ? opt_.dataset_name : std::string("jsonl")},
+                        {"prefix_cache_hit_rate", hit_rate},
+                        {"prefix_cache_hits", cache_h},
+                        {"prefix_cache_queries", cache_q}};
+  if (opt_.dataset.empty() && opt_.dataset_name == "generated-shared-prefix") {
+    j["gsp_num_groups"] = opt_.gsp_num_groups;
+    j["gsp_prompts_per_group"] = opt_.gsp_prompts_per_group;
+    j["gsp_system_prompt_len"] = opt_.gsp_system_prompt_len;
+    j["gsp_question_len"] = opt_.gsp_question_len;
+    j["gsp_output_len"] = opt_.gsp_output_len;
+  }
   json_ = boost::json::serialize(j);
   std::printf("%s\n", json_.c_str());
   std::fflush(stdout);

@@ -18,6 +18,16 @@ struct BenchOptions {
   int64_t random_output_len = 64;
   double random_range_ratio = 1.0;  // lengths uniform in [len * ratio, len]
   std::string dataset;              // JSONL: {"prompt": ids, "output_len": n} per line; overrides random
+  // "random", or "generated-shared-prefix" (SGLang's workload shape): gsp_num_groups groups of
+  // gsp_prompts_per_group prompts; a prompt is its group's random system prompt followed by its
+  // own random question; every request generates gsp_output_len tokens; the order is shuffled
+  // (seeded). num_prompts and the random_* lengths do not apply.
+  std::string dataset_name = "random";
+  int64_t gsp_num_groups = 64;
+  int64_t gsp_prompts_per_group = 16;
+  int64_t gsp_system_prompt_len = 2048;
+  int64_t gsp_question_len = 128;
+  int64_t gsp_output_len = 256;
   bool ignore_eos = true;
   uint64_t seed = 1;
   std::string trace;                // HDF5 per-step trace file

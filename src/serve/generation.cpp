@@ -9,8 +9,8 @@ namespace dpa::serve {
 
 namespace json = boost::json;
 
-Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std::size_t)
-    : req_(req), tok_(tok) {
+Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std::size_t prompt_index)
+    : req_(req), tok_(tok), prompt_index_(prompt_index) {
   if (tok_) detok_ = std::make_unique<text::IncrementalDetokenizer>(*tok_, req.skip_special_tokens);
 }
 
@@ -56,6 +56,7 @@ std::string Generation::token_text(int32_t id) const {
 
 std::string Generation::add(const engine::TokenOutput& out) {
   if (finished()) return {};
+  if (tokens_.empty() && out.cached_tokens >= 0) cached_tokens_ = out.cached_tokens;
   tokens_.push_back(out.token);
   logprobs_.push_back(out.logprob);
   tops_.push_back(out.top);
@@ -174,10 +175,25 @@ json::value Generation::take_stream_logprobs(bool chat) {
   return json::object{{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}};
 }
 
-json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens) {
-  return json::object{{"prompt_tokens", prompt_tokens},
-                      {"completion_tokens", completion_tokens},
-                      {"total_tokens", prompt_tokens + completion_tokens}};
+json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {
+  json::object u{{"prompt_tokens", prompt_tokens},
+                 {"completion_tokens", completion_tokens},
+                 {"total_tokens", prompt_tokens + completion_tokens}};
+  if (cached_tokens >= 0) u["prompt_tokens_details"] = json::object{{"cached_tokens", cached_tokens}};
+  return u;
+}
+
+int64_t cached_prompt_tokens(const std::vector<Generation>& choices) {
+  // prompt_tokens counts each prompt once (not once per choice of n): so do the cached tokens,
+  // taking the first choice of each prompt that reported a count.
+  std::vector<std::size_t> seen;
+  int64_t total = -1;
+  for (const auto& g : choices) {
+    if (g.cached_tokens() < 0 || std::find(seen.begin(), seen.end(), g.prompt_index()) != seen.end()) continue;
+    seen.push_back(g.prompt_index());
+    total = std::max<int64_t>(total, 0) + g.cached_tokens();
+  }
+  return total;
 }
 
 json::object completion_response(const std::string& id, const std::string& model, int64_t created,
@@ -195,7 +211,7 @@ json::object completion_response(const std::string& id, const std::string& model
   }
   return json::object{{"id", id},         {"object", "text_completion"}, {"created", created},
                       {"model", model},   {"choices", cs},
-                      {"usage", usage_object(prompt_tokens, completion_tokens)}};
+                      {"usage", usage_object(prompt_tokens, completion_tokens, cached_prompt_tokens(choices))}};
 }
 
 json::object chat_response(const std::string& id, const std::string& model, int64_t created,
@@ -212,7 +228,7 @@ json::object chat_response(const std::string& id, const std::string& model, int6
   }
   return json::object{{"id", id},       {"object", "chat.completion"}, {"created", created},
                       {"model", model}, {"choices", cs},
-                      {"usage", usage_object(prompt_tokens, completion_tokens)}};
+                      {"usage", usage_object(prompt_tokens, completion_tokens, cached_prompt_tokens(choices))}};
 }
 
 }  // namespace dpa::serve

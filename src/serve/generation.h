@@ -32,6 +32,9 @@ class Generation {
   const std::string& text() const { return text_; }
   const std::vector<int32_t>& tokens() const { return tokens_; }
   std::string finish_reason() const;  // "stop" | "length" | "abort"
+  // Prompt tokens the engine reused from its prefix cache (-1 until the first token came).
+  int64_t cached_tokens() const { return cached_tokens_; }
+  std::size_t prompt_index() const { return prompt_index_; }
 
   // The choice's "logprobs" value for completions / chat (null when not asked).
   boost::json::value completion_logprobs() const;
@@ -46,6 +49,8 @@ class Generation {
 
   const ParsedRequest& req_;
   const text::Tokenizer* tok_;
+  std::size_t prompt_index_ = 0;
+  int64_t cached_tokens_ = -1;
   std::unique_ptr<text::IncrementalDetokenizer> detok_;
   std::string text_;       // all text so far (after a stop string: cut there)
   std::size_t emitted_ = 0;  // bytes of text_ already returned by add()
@@ -64,6 +69,9 @@ boost::json::object completion_response(const std::string& id, const std::string
                                         const std::string& echo_prefix);
 boost::json::object chat_response(const std::string& id, const std::string& model, int64_t created,
                                   const std::vector<Generation>& choices, int64_t prompt_tokens);
-boost::json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens);
+// With cached_tokens >= 0: "prompt_tokens_details": {"cached_tokens": n}.
+boost::json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens = -1);
+// Cached prompt tokens over the prompts of these choices (each prompt once); -1 when none reported.
+int64_t cached_prompt_tokens(const std::vector<Generation>& choices);
 
 }  // namespace dpa::serve
