@@ -5,7 +5,7 @@
 # ranks (dp 2, ep 2) where no GPU is present, one rank per GPU where GPUs are.
 #   scripts/run.sh                  the batch job; output in build/sample_out.jsonl
 #   scripts/run.sh bench            the offline throughput benchmark instead
-#   scripts/run.sh serve            the OpenAI-compatible server on 127.0.0.1:${DPA_PORT:-8000} (Ctrl-C stops it)
+#   scripts/run.sh serve            the OpenAI-compatible server on 127.0.0.1:${DPA_PORT:-8000}
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -28,7 +28,7 @@ case ${1:-batch} in
     "${launch[@]}" bench --model "$model" --device "$device" --num-prompts 64 --random-input-len 128 --random-output-len 32
     ;;
   serve)
-    # Ctrl-C reaches every rank; rank 0 drains (in-flight requests finish) and all exit.
+    # SIGTERM to rank 0 drains (in-flight requests finish) and every rank exits 0; Ctrl-C aborts via mpirun.
     "${launch[@]}" serve --model "$model" --device "$device" --port "${DPA_PORT:-8000}"
     ;;
   *) echo "usage: scripts/run.sh [batch|bench|serve]" >&2; exit 2 ;;

@@ -17,7 +17,7 @@ while [[ $# -gt 0 ]]; do
 done
 bin=${DPA_SERVE:-$root/build/dpa_serve}
 if [[ ${1:-} == */dpa_serve || ${1:-} == dpa_serve ]]; then bin=$1; shift; fi
-gpus=$(nvidia-smi -L 2>/dev/null | wc -l || echo 0)
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l) || gpus=0  # pipefail: no nvidia-smi means 0
 if [[ -z $np ]]; then np=$(( gpus > 0 ? gpus : 2 )); fi
 extra=()
 [[ $gpus -eq 0 ]] && extra=(--oversubscribe)
