@@ -83,6 +83,8 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("eviction-interval-secs", po::value<double>(&f.router.eviction_interval_secs)->default_value(f.router.eviction_interval_secs), "cache_aware: seconds between prefix-tree evictions")
       ("max-tree-size", po::value<int64_t>(&f.router.max_tree_size)->default_value(f.router.max_tree_size), "cache_aware: tokens per replica's prefix tree before LRU eviction")
       ("watchdog-timeout", po::value<double>(&f.watchdog_timeout)->default_value(f.watchdog_timeout), "seconds a step may stall before the job ends with a dump (0: off)")
+      ("test-fault-rank", po::value<int>(&f.fault_rank)->default_value(f.fault_rank), "tests only: this world rank hangs at --test-fault-step (fault injection)")
+      ("test-fault-step", po::value<int64_t>(&f.fault_step)->default_value(f.fault_step), "tests only: the step at which --test-fault-rank hangs")
       ("seed", po::value<uint64_t>(&f.seed)->default_value(f.seed), "base seed of unseeded sampling");
 }
 
@@ -132,6 +134,8 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   ec.router.seed = f.seed;
   ec.collect_expert_stats = f.collect_expert_stats;
   ec.watchdog_timeout_s = f.watchdog_timeout;
+  ec.fault_rank = f.fault_rank;
+  ec.fault_step = f.fault_step;
   ec.seed = f.seed;
   for (int64_t e : cfg.eos_token_ids) ec.eos_ids.push_back(static_cast<int32_t>(e));
   s.engine = std::make_unique<engine::Engine>(ec, *s.groups, *s.executor);

@@ -31,6 +31,8 @@ struct EngineFlags {
   bool no_prefix_caching = false;     // --no-prefix-caching
   bool collect_expert_stats = false;  // tokens per expert to rank 0 every step (serve: /metrics)
   double watchdog_timeout = 600;
+  int fault_rank = -1;         // test only: this rank hangs at step fault_step
+  int64_t fault_step = -1;
   uint64_t seed = 0;
 };
 void add_engine_options(po::options_description& desc, EngineFlags& f);

@@ -287,6 +287,10 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     if (root) in = take_intake(all_idle);
     broadcast_intake(in);
     step_started_ = now_s();
+    if (g.world_rank == cfg_.fault_rank && step_ >= cfg_.fault_step && cfg_.fault_step >= 0) {
+      log::warn("fault injection: rank {} stops answering at step {}", g.world_rank, step_);
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
     admit(in, reject);
     StepPlan plan = sched_.schedule();
     gather_headers(plan);

@@ -33,6 +33,10 @@ struct EngineConfig {
   uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests
   bool check_kv_accounting = true;    // verify free + used == total at exit
   bool collect_expert_stats = false;  // sum tokens per expert per layer to rank 0 every step
+  // Fault injection for tests: world rank `fault_rank` stops answering (hangs) at step
+  // `fault_step`, as a wedged GPU or a stuck peer would; the watchdog must end the job.
+  int fault_rank = -1;
+  int64_t fault_step = -1;
 };
 
 // The per-rank record all-gathered every step (fixed size, plain integers).
