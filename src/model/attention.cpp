@@ -43,16 +43,8 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   be_.kv_write(layer_base, L + R, d_slots_.data(), n, 0, L, lat, L);
   be_.kv_write(layer_base, L + R, d_slots_.data(), n, L, R, kva + L, L + R);
 
-  // Which sequences take the absorbed form: single tokens (decode) unless expanded is forced,
-  // every sequence when absorbed is forced.
-  std::vector<bool> absorbed(batch.size());
-  bool any_absorbed = false, all_absorbed = true;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    const int64_t ns = static_cast<int64_t>(batch[i].tokens.size());
-    absorbed[i] = opts_.attention == AttentionForm::absorbed ||
-                  (opts_.attention == AttentionForm::automatic && ns == 1);
-    if (ns > 0) any_absorbed |= absorbed[i], all_absorbed &= absorbed[i];
-  }
+  const std::vector<bool>& absorbed = absorbed_;
+  const bool any_absorbed = any_absorbed_, all_absorbed = all_absorbed_;
   float* o = scratch(o_, n * Hl * dv);
   float *q_lat = nullptr, *q_pe = nullptr, *out_lat = nullptr;
   if (any_absorbed) {

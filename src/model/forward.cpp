@@ -95,6 +95,8 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   std::vector<int64_t> positions, slots;
   page_offset_.clear();
   decode_rows_.clear();
+  absorbed_.assign(batch.size(), false);
+  any_absorbed_ = false, all_absorbed_ = true;
   decode_max_ctx_ = 0;
   for (const SeqInput& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
@@ -107,7 +109,10 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     for (int32_t p : s.pages)
       if (p < 0 || p >= cache_->n_pages())
         throw Error(fmt::format("kv cache: page id {} outside [0, {})", p, cache_->n_pages()));
-    if (n == 1 && opts_.attention != AttentionForm::expanded) {
+    const std::size_t si = page_offset_.size();  // this sequence's index in the batch
+    absorbed_[si] = opts_.attention == AttentionForm::absorbed || (opts_.attention == AttentionForm::automatic && n == 1);
+    if (n > 0) any_absorbed_ |= absorbed_[si], all_absorbed_ = all_absorbed_ && absorbed_[si];
+    if (absorbed_[si] && n == 1) {  // decoded by the batched mla_decode
       decode_rows_.push_back(static_cast<int32_t>(ids.size()));
       decode_offset.push_back(static_cast<int32_t>(pages.size()));
       decode_ctx.push_back(static_cast<int32_t>(s.start + 1));

@@ -92,6 +92,8 @@ class Model {
     return p;
   }
   void prepare_weights();
+  // Row indices 0 .. n-1 in backend memory (kept and grown across steps).
+  const int32_t* identity_rows(int64_t n);
 
   ModelWeights weights_;
   backend::Backend& be_;
@@ -116,6 +118,10 @@ class Model {
   // Decode: the single-token sequences taking the absorbed form, attended in one mla_decode.
   std::vector<int32_t> decode_rows_;  // their token rows in the step
   bool decode_contiguous_ = false;    // decode_rows_ == 0 .. n-1 (a pure decode step)
+  // Per sequence, whether attention takes the absorbed form: single tokens (decode) unless
+  // expanded is forced, every sequence when absorbed is forced. Set once per step.
+  std::vector<bool> absorbed_;
+  bool any_absorbed_ = false, all_absorbed_ = true;
   int64_t decode_max_ctx_ = 0;
   backend::Buffer<int32_t> d_decode_rows_, d_decode_offset_, d_decode_ctx_;
   backend::Buffer<float> dq_lat_, dq_pe_, dout_lat_;
@@ -126,6 +132,8 @@ class Model {
   backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, by_slot_, mine_, shared_;
   backend::Buffer<int32_t> gate_ids_, order_, slot_token_, send_ids_, recv_ids_, local_ids_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
+  backend::Buffer<int32_t> d_identity_;
+  int64_t identity_n_ = 0;
 };
 
 }  // namespace dpa::model

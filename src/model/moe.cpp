@@ -45,6 +45,16 @@ std::vector<std::size_t> displs_of(const std::vector<std::size_t>& counts) {
 
 }  // namespace
 
+const int32_t* Model::identity_rows(int64_t n) {
+  if (n > identity_n_) {
+    std::vector<int32_t> v(static_cast<std::size_t>(n));
+    std::iota(v.begin(), v.end(), 0);
+    upload(d_identity_, v);
+    identity_n_ = n;
+  }
+  return d_identity_.data();
+}
+
 void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const ModelConfig& c = config();
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
@@ -72,26 +82,29 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
   be_.moe_sort(ids, n_slots, E, order, expert_counts.data());
   std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
-  std::vector<int32_t> h_ids(static_cast<std::size_t>(n_slots)), h_order(h_ids.size());
-  if (n_slots > 0) {
-    be_.download(h_ids.data(), ids, h_ids.size() * sizeof(int32_t));
-    be_.download(h_order.data(), order, h_order.size() * sizeof(int32_t));
-  }
-  std::vector<int32_t> slot_token(h_order.size()), send_ids(h_order.size());
-  for (int64_t j = 0; j < n_slots; ++j) {
-    slot_token[j] = h_order[j] / static_cast<int32_t>(K);
-    send_ids[j] = h_ids[h_order[j]];
-  }
+  std::vector<int32_t> h_order(static_cast<std::size_t>(n_slots));
+  if (n_slots > 0) be_.download(h_order.data(), order, h_order.size() * sizeof(int32_t));
+  std::vector<int32_t> slot_token(h_order.size());
+  for (int64_t j = 0; j < n_slots; ++j) slot_token[j] = h_order[j] / static_cast<int32_t>(K);
   float* send = scratch(send_, n_slots * D);
   be_.gather_rows(hm, upload(slot_token_, slot_token), n_slots, D, send);
-  const int32_t* d_send_ids = upload(send_ids_, send_ids);
 
-  // Exchange row counts, then rows and their expert ids.
+  const std::size_t l = static_cast<std::size_t>(layer);
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
-  for (int64_t e = 0; e < E; ++e) send_rows[static_cast<std::size_t>(e / per_rank)] += expert_counts[e];
-  const float* recv = send;
-  std::vector<int32_t> h_recv_ids = send_ids;
-  if (distributed) {
+  float* expert_out = nullptr;  // expert results, rows in the order the experts received them
+  if (!distributed) {
+    // Every expert is local and `send` is already grouped by expert: run them on it in place.
+    expert_out = scratch(expert_out_, n_slots * D);
+    if (n_slots > 0)
+      be_.moe_experts(send, identity_rows(n_slots), expert_counts.data(), E, expert_gate_[l].data(),
+                      expert_up_[l].data(), expert_down_[l].data(), expert_out);
+  } else {
+    // Exchange row counts, then rows and their expert ids.
+    std::vector<int32_t> h_ids(h_order.size()), send_ids(h_order.size());
+    if (n_slots > 0) be_.download(h_ids.data(), ids, h_ids.size() * sizeof(int32_t));
+    for (int64_t j = 0; j < n_slots; ++j) send_ids[j] = h_ids[h_order[j]];
+    const int32_t* d_send_ids = upload(send_ids_, send_ids);
+    for (int64_t e = 0; e < E; ++e) send_rows[static_cast<std::size_t>(e / per_rank)] += expert_counts[e];
     std::vector<std::size_t> ones(ep, 1), iota_d(ep);
     std::iota(iota_d.begin(), iota_d.end(), std::size_t{0});
     std::vector<int64_t> s64(send_rows.begin(), send_rows.end()), r64(ep);
@@ -109,31 +122,28 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     for (int p = 0; p < ep; ++p) {
       sc[p] = send_rows[p] * D, sdd[p] = sd[p] * D, rc[p] = recv_rows[p] * D, rdd[p] = rd[p] * D;
     }
-    float* r = scratch(recv_, static_cast<int64_t>(n_recv) * D);
-    comms_.ep->all_to_all_v(send, sc.data(), sdd.data(), r, rc.data(), rdd.data(), DType::f32);
-    recv = r;
-    h_recv_ids.resize(n_recv);
+    float* recv = scratch(recv_, static_cast<int64_t>(n_recv) * D);
+    comms_.ep->all_to_all_v(send, sc.data(), sdd.data(), recv, rc.data(), rdd.data(), DType::f32);
+    std::vector<int32_t> h_recv_ids(n_recv);
     if (n_recv > 0) be_.download(h_recv_ids.data(), r_ids, n_recv * sizeof(int32_t));
-  }
 
-  // Local experts, each on its received rows (grouped by a local sort).
-  const int64_t n_recv = static_cast<int64_t>(h_recv_ids.size());
-  const int64_t e0 = weights_.expert_begin(), n_local = weights_.n_local_experts();
-  std::vector<int32_t> local_ids(h_recv_ids.size());
-  for (int64_t j = 0; j < n_recv; ++j) {
-    local_ids[j] = h_recv_ids[j] - static_cast<int32_t>(e0);
-    if (local_ids[j] < 0 || local_ids[j] >= n_local)
-      throw Error(fmt::format("moe: received a row for expert {} outside this rank's [{}, {})",
-                              h_recv_ids[j], e0, e0 + n_local));
-  }
-  std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local));
-  int32_t* local_order = scratch(local_order_, n_recv);
-  be_.moe_sort(upload(local_ids_, local_ids), n_recv, n_local, local_order, local_counts.data());
-  float* expert_out = scratch(expert_out_, n_recv * D);
-  if (n_recv > 0) {
-    const std::size_t l = static_cast<std::size_t>(layer);
-    be_.moe_experts(recv, local_order, local_counts.data(), n_local, expert_gate_[l].data(), expert_up_[l].data(),
-                    expert_down_[l].data(), expert_out);
+    // Local experts, each on its received rows (grouped by a local sort).
+    const int64_t e0 = weights_.expert_begin(), n_local = weights_.n_local_experts();
+    std::vector<int32_t> local_ids(n_recv);
+    for (std::size_t j = 0; j < n_recv; ++j) {
+      local_ids[j] = h_recv_ids[j] - static_cast<int32_t>(e0);
+      if (local_ids[j] < 0 || local_ids[j] >= n_local)
+        throw Error(fmt::format("moe: received a row for expert {} outside this rank's [{}, {})",
+                                h_recv_ids[j], e0, e0 + n_local));
+    }
+    std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local));
+    int32_t* local_order = scratch(local_order_, static_cast<int64_t>(n_recv));
+    be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order,
+                 local_counts.data());
+    expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
+    if (n_recv > 0)
+      be_.moe_experts(recv, local_order, local_counts.data(), n_local, expert_gate_[l].data(), expert_up_[l].data(),
+                      expert_down_[l].data(), expert_out);
   }
 
   // Combine: rows come back in this rank's send order, i.e. sorted slot order.
