@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -123,6 +125,7 @@ class CudaBackend final : public Backend {
                                      cudaMemcpyHostToDevice, stream_));
     DPA_CHECK_CUDA(cudaStreamSynchronize(stream_));
     weights_.emplace(key, d);
+    prepared_.emplace(reinterpret_cast<std::uintptr_t>(d), static_cast<std::size_t>(w.rows * w.cols) * es);
     return WeightView::dense(d, w.dtype, w.rows, w.cols);
   }
 
@@ -523,12 +526,24 @@ class CudaBackend final : public Backend {
     return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
   }
 
+  // Whether p lies inside a weight prepare_weight copied (a map lookup: this runs for every
+  // weight of every op, so no driver call), else whether the driver says device memory.
+  bool on_device(const void* p) const {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = prepared_.upper_bound(a);
+      if (it != prepared_.begin() && a < std::prev(it)->first + std::prev(it)->second) return true;
+    }
+    return is_device(p);
+  }
+
   // Weights must be prepared (device memory) and of a supported dtype.
   void check_weight(const WeightView& w, const char* op) const {
     if (!supports_weight(w.dtype))
       throw Error(fmt::format("cuda backend {}: weight dtype {} not supported", op,
                               dtype_name(w.dtype)));
-    if (w.rows > 0 && w.cols > 0 && !is_device(w.data))
+    if (w.rows > 0 && w.cols > 0 && !on_device(w.data))
       throw Error(fmt::format("cuda backend {}: weight [{} x {}] is not in device memory (call "
                               "prepare_weight first)", op, w.rows, w.cols));
   }
@@ -553,21 +568,13 @@ class CudaBackend final : public Backend {
     return moe_ws_;
   }
 
-  // The device check of every expert weight, done once per distinct set of weight pointers.
   void check_expert_weights(const std::vector<int64_t>& ids, const WeightView* gate,
-                            const WeightView* up, const WeightView* down) {
-    std::vector<const void*> set;
-    set.reserve(3 * ids.size());
-    for (int64_t e : ids) set.push_back(gate[e].data), set.push_back(up[e].data), set.push_back(down[e].data);
-    for (const auto& known : checked_expert_sets_)
-      if (known == set) return;
+                            const WeightView* up, const WeightView* down) const {
     for (int64_t e : ids) {
       check_weight(gate[e], "moe_experts gate");
       check_weight(up[e], "moe_experts up");
       check_weight(down[e], "moe_experts down");
     }
-    if (checked_expert_sets_.size() >= 64) checked_expert_sets_.erase(checked_expert_sets_.begin());
-    checked_expert_sets_.push_back(std::move(set));
   }
 
   // Experts of mixed shapes or dtypes: one expert at a time through the plain ops.
@@ -688,8 +695,9 @@ class CudaBackend final : public Backend {
   int device_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::tuple<const void*, DType, int64_t, int64_t, int64_t>, void*> weights_;
+  std::map<std::uintptr_t, std::size_t> prepared_;  // device copies of weights: start -> bytes
   uint16_t* bf16_ws_ = nullptr;  // bf16 copy of linear's activations
   std::size_t bf16_ws_elems_ = 0;
   AttnMode attn_mode_ = AttnMode::automatic;
@@ -702,7 +710,6 @@ class CudaBackend final : public Backend {
   char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
   std::size_t moe_ws_bytes_ = 0;
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
-  std::vector<std::vector<const void*>> checked_expert_sets_;
 };
 
 }  // namespace
