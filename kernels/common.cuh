@@ -8,6 +8,20 @@
 
 namespace dpa::kernels::detail {
 
+// Streaming multiprocessors of the current device, asked once (132 on an H200 if the query fails).
+inline int sm_count() {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return 132;
+    }
+    return n;
+  }();
+  return sms;
+}
+
 inline unsigned blocks_for(int64_t count, unsigned threads, unsigned cap = 65535u * 16u) {
   int64_t b = (count + threads - 1) / threads;
   if (b < 1) b = 1;

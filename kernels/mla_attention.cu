@@ -134,25 +134,12 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const float* part, in
   }
 }
 
-int sm_count() {
-  static int sms = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 132;
-    }
-    return n;
-  }();
-  return sms;
-}
-
 // Key splits: enough blocks to fill the GPU twice over, at least kMinSplitKeys keys per split.
 constexpr int64_t kMinSplitKeys = 256;
 constexpr int64_t kMaxSplits = 64;
 int64_t splits_for(int64_t blocks, int64_t n_ctx) {
   int64_t by_keys = (n_ctx + kMinSplitKeys - 1) / kMinSplitKeys;
-  int64_t by_sms = (2 * sm_count() + blocks - 1) / blocks;
+  int64_t by_sms = (2 * detail::sm_count() + blocks - 1) / blocks;
   int64_t s = by_keys < by_sms ? by_keys : by_sms;
   if (s > kMaxSplits) s = kMaxSplits;
   return s < 1 ? 1 : s;

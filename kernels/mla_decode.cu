@@ -370,19 +370,6 @@ __global__ void __launch_bounds__(kMaxSplits) mla_decode_combine2(const float* p
   }
 }
 
-int sm_count() {
-  static int sms = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 132;
-    }
-    return n;
-  }();
-  return sms;
-}
-
 struct Plan {
   int n_hg, n_splits, split_len;
 };
@@ -398,7 +385,7 @@ Plan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx, bool v2) {
     // Fewest waves of two resident blocks per SM times rows per split, plus a fixed cost of
     // kBlockCost rows per block (queries, partials): s = argmin ceil(base s / cap) (ctx / s + c).
     constexpr int64_t kBlockCost = 48;
-    const int64_t cap = 2 * static_cast<int64_t>(sm_count());
+    const int64_t cap = 2 * static_cast<int64_t>(detail::sm_count());
     const int64_t hi = std::max<int64_t>(1, std::min<int64_t>(by_len, kMaxSplits));
     splits = 1;
     int64_t best = -1;
@@ -407,7 +394,7 @@ Plan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx, bool v2) {
       if (best < 0 || cost < best) best = cost, splits = sp;
     }
   } else {
-    const int64_t target = 4 * static_cast<int64_t>(sm_count());  // two waves of two blocks per SM
+    const int64_t target = 4 * static_cast<int64_t>(detail::sm_count());  // two waves of two blocks per SM
     splits = (target + base - 1) / base;
     splits = std::min<int64_t>(std::min<int64_t>(splits, by_len), kMaxSplits);
   }
