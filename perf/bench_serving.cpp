@@ -297,7 +297,7 @@ int main(int argc, char** argv) {
       break;
     }
   using dpa::serve::percentiles;
-  const auto T = percentiles(ttft), P = percentiles(tpot), I = percentiles(itl), E = percentiles(e2e);
+  const dpa::serve::LatencyReport lat{percentiles(ttft), percentiles(tpot), percentiles(itl), percentiles(e2e)};
   std::printf("\n============ Serving Benchmark Result ============\n");
   std::printf("%-40s %s\n", "Backend:", "openai-completions");
   std::printf("%-40s %s\n", "Traffic request rate:", rate_s.c_str());
@@ -310,20 +310,7 @@ int main(int argc, char** argv) {
   std::printf("%-40s %.2f\n", "Input token throughput (tok/s):", in_tok / dur);
   std::printf("%-40s %.2f\n", "Output token throughput (tok/s):", out_tok / dur);
   std::printf("%-40s %.2f\n", "Total token throughput (tok/s):", (in_tok + out_tok) / dur);
-  auto block = [](const char* name, const dpa::serve::Percentiles& p) {
-    std::printf("%-40s %.2f\n", fmt::format("Mean {} (ms):", name).c_str(), p.mean);
-    std::printf("%-40s %.2f\n", fmt::format("Median {} (ms):", name).c_str(), p.median);
-    std::printf("%-40s %.2f\n", fmt::format("P99 {} (ms):", name).c_str(), p.p99);
-  };
-  std::printf("---------------Time to First Token----------------\n");
-  block("TTFT", T);
-  std::printf("-----Time per Output Token (excl. 1st token)------\n");
-  block("TPOT", P);
-  std::printf("---------------Inter-token Latency----------------\n");
-  block("ITL", I);
-  std::printf("----------------End-to-End Latency----------------\n");
-  block("E2E Latency", E);
-  std::printf("==================================================\n");
+  dpa::serve::print_latency(lat);
   json::object j{{"backend", "openai-completions"},
                  {"base_url", base_url},
                  {"model", model},
@@ -338,13 +325,10 @@ int main(int argc, char** argv) {
                  {"input_throughput", in_tok / dur},
                  {"output_throughput", out_tok / dur},
                  {"total_throughput", (in_tok + out_tok) / dur},
-                 {"mean_ttft_ms", T.mean}, {"median_ttft_ms", T.median}, {"p99_ttft_ms", T.p99},
-                 {"mean_tpot_ms", P.mean}, {"median_tpot_ms", P.median}, {"p99_tpot_ms", P.p99},
-                 {"mean_itl_ms", I.mean}, {"median_itl_ms", I.median}, {"p99_itl_ms", I.p99},
-                 {"mean_e2e_latency_ms", E.mean}, {"median_e2e_latency_ms", E.median}, {"p99_e2e_latency_ms", E.p99},
                  {"random_input_len", bo.random_input_len},
                  {"random_output_len", bo.random_output_len},
                  {"random_range_ratio", bo.random_range_ratio}};
+  dpa::serve::add_latency_json(j, lat);
   const std::string line = json::serialize(j);
   std::printf("%s\n", line.c_str());
   std::fflush(stdout);

@@ -118,6 +118,35 @@ Percentiles percentiles(std::vector<double> v) {
   return p;
 }
 
+void print_latency(const LatencyReport& r) {
+  auto block = [](const char* name, const Percentiles& p) {
+    std::printf("%-40s %.2f\n", fmt::format("Mean {} (ms):", name).c_str(), p.mean);
+    std::printf("%-40s %.2f\n", fmt::format("Median {} (ms):", name).c_str(), p.median);
+    std::printf("%-40s %.2f\n", fmt::format("P99 {} (ms):", name).c_str(), p.p99);
+  };
+  std::printf("---------------Time to First Token----------------\n");
+  block("TTFT", r.ttft);
+  std::printf("-----Time per Output Token (excl. 1st token)------\n");
+  block("TPOT", r.tpot);
+  std::printf("---------------Inter-token Latency----------------\n");
+  block("ITL", r.itl);
+  std::printf("----------------End-to-End Latency----------------\n");
+  block("E2E Latency", r.e2e);
+  std::printf("==================================================\n");
+}
+
+void add_latency_json(boost::json::object& j, const LatencyReport& r) {
+  auto add = [&](const char* name, const Percentiles& p) {
+    j[fmt::format("mean_{}_ms", name)] = p.mean;
+    j[fmt::format("median_{}_ms", name)] = p.median;
+    j[fmt::format("p99_{}_ms", name)] = p.p99;
+  };
+  add("ttft", r.ttft);
+  add("tpot", r.tpot);
+  add("itl", r.itl);
+  add("e2e_latency", r.e2e);
+}
+
 BenchRunner::BenchRunner(const BenchOptions& o, std::vector<BenchRequest> reqs, engine::Engine& engine, std::string label)
     : opt_(o), reqs_(std::move(reqs)), engine_(engine), label_(std::move(label)), tracks_(reqs_.size()) {}
 
@@ -185,7 +214,7 @@ void BenchRunner::run() {
     if (tr.n_out > 1) tpot.push_back((tr.last - tr.first) / (tr.n_out - 1) * 1e3);
     for (double g : tr.itl) itl.push_back(g * 1e3);
   }
-  const auto T = percentiles(ttft), P = percentiles(tpot), I = percentiles(itl), E = percentiles(e2e);
+  const LatencyReport lat{percentiles(ttft), percentiles(tpot), percentiles(itl), percentiles(e2e)};
   const double n = static_cast<double>(reqs_.size());
   std::printf("\n============ Offline Throughput Benchmark Result ============\n");
   std::printf("%-40s %s\n", "Backend:", label_.c_str());
@@ -200,20 +229,7 @@ void BenchRunner::run() {
   std::printf("%-40s %.4f\n", "Prefix cache hit rate:", hit_rate);
   std::printf("%-40s %lld / %lld\n", "Prefix cache hit / query tokens:", static_cast<long long>(cache_h),
               static_cast<long long>(cache_q));
-  auto block = [](const char* name, const Percentiles& p) {
-    std::printf("%-40s %.2f\n", fmt::format("Mean {} (ms):", name).c_str(), p.mean);
-    std::printf("%-40s %.2f\n", fmt::format("Median {} (ms):", name).c_str(), p.median);
-    std::printf("%-40s %.2f\n", fmt::format("P99 {} (ms):", name).c_str(), p.p99);
-  };
-  std::printf("---------------Time to First Token----------------\n");
-  block("TTFT", T);
-  std::printf("-----Time per Output Token (excl. 1st token)------\n");
-  block("TPOT", P);
-  std::printf("---------------Inter-token Latency----------------\n");
-  block("ITL", I);
-  std::printf("----------------End-to-End Latency----------------\n");
-  block("E2E Latency", E);
-  std::printf("==================================================\n");
+  print_latency(lat);
   boost::json::object j{{"backend", label_},
                         {"completed", static_cast<int64_t>(reqs_.size())},
                         {"duration", dur},
@@ -223,10 +239,6 @@ void BenchRunner::run() {
                         {"input_throughput", in_tok / dur},
                         {"output_throughput", out_tok / dur},
                         {"total_throughput", (in_tok + out_tok) / dur},
-                        {"mean_ttft_ms", T.mean}, {"median_ttft_ms", T.median}, {"p99_ttft_ms", T.p99},
-                        {"mean_tpot_ms", P.mean}, {"median_tpot_ms", P.median}, {"p99_tpot_ms", P.p99},
-                        {"mean_itl_ms", I.mean}, {"median_itl_ms", I.median}, {"p99_itl_ms", I.p99},
-                        {"mean_e2e_latency_ms", E.mean}, {"median_e2e_latency_ms", E.median}, {"p99_e2e_latency_ms", E.p99},
                         {"random_input_len", opt_.random_input_len},
                         {"random_output_len", opt_.random_output_len},
                         {"random_range_ratio", opt_.random_range_ratio},
@@ -235,6 +247,7 @@ void BenchRunner::run() {
                         {"prefix_cache_hit_rate", hit_rate},
                         {"prefix_cache_hits", cache_h},
                         {"prefix_cache_queries", cache_q}};
+  add_latency_json(j, lat);
   if (opt_.dataset.empty() && opt_.dataset_name == "generated-shared-prefix") {
     j["gsp_num_groups"] = opt_.gsp_num_groups;
     j["gsp_prompts_per_group"] = opt_.gsp_prompts_per_group;

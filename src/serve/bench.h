@@ -4,6 +4,8 @@
 // and end-to-end latency) and one JSON result line.
 #pragma once
 
+#include <boost/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -47,6 +49,14 @@ struct Percentiles {
   double mean = 0, median = 0, p99 = 0;
 };
 Percentiles percentiles(std::vector<double> v);
+
+// Latencies of one run in ms, reported the bench_serving way by `bench` and perf/bench_serving:
+// the TTFT / TPOT / ITL / E2E part of the printed block, and its JSON fields (mean_ttft_ms, ...).
+struct LatencyReport {
+  Percentiles ttft, tpot, itl, e2e;
+};
+void print_latency(const LatencyReport& r);
+void add_latency_json(boost::json::object& j, const LatencyReport& r);
 
 // Rank 0 side: submits, collects timings, prints the report. Runs on its own thread; calls
 // engine.shutdown() at the end.
