@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "fuzz_common.h"
+#include "fuzz_model_info.h"
 #include "serve/batch.h"
 #include "serve/openai_request.h"
 #include "text/chat_template.h"
@@ -22,24 +23,8 @@ namespace {
 using namespace dpa;
 namespace json = boost::json;
 
-struct Fixture {
-  std::unique_ptr<text::Tokenizer> tok;
-  std::unique_ptr<text::ChatTemplate> tpl;
-  serve::ModelInfo info;
-  Fixture() {
-    tok = text::Tokenizer::from_file(fuzz::source_path("tests/text/corpus/tokenizer_gpt2_mini.json"));
-    tpl = text::ChatTemplate::parse(fuzz::read_source_file("tests/text/templates/qwen2_5.jinja"));
-    info.name = "tiny";
-    info.tokenizer = tok.get();
-    info.chat_template = tpl.get();
-    info.bos_token = info.eos_token = "<|endoftext|>";
-    info.max_model_len = 128;
-    info.vocab_size = tok->vocab_size();
-  }
-};
-
 void line(const std::string& text) {
-  static Fixture f;
+  const auto& f = fuzz::model_fixture();
   boost::system::error_code ec;
   json::value v = json::parse(text, ec);
   if (ec || !v.is_object()) return;

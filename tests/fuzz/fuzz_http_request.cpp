@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "fuzz_common.h"
+#include "fuzz_model_info.h"
 #include "serve/openai_request.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -19,28 +20,6 @@ namespace {
 
 namespace http = boost::beast::http;
 using namespace dpa;
-
-struct Fixture {
-  std::unique_ptr<text::Tokenizer> tok;
-  std::unique_ptr<text::ChatTemplate> tpl;
-  serve::ModelInfo info;
-  Fixture() {
-    tok = text::Tokenizer::from_file(fuzz::source_path("tests/text/corpus/tokenizer_gpt2_mini.json"));
-    tpl = text::ChatTemplate::parse(fuzz::read_source_file("tests/text/templates/qwen2_5.jinja"));
-    info.name = "tiny";
-    info.tokenizer = tok.get();
-    info.chat_template = tpl.get();
-    info.bos_token = "<|endoftext|>";
-    info.eos_token = "<|endoftext|>";
-    info.max_model_len = 128;  // small, so context overflow is reachable
-    info.vocab_size = tok->vocab_size();
-  }
-};
-
-const Fixture& fixture() {
-  static Fixture f;
-  return f;
-}
 
 void http_parse(const uint8_t* data, size_t size) {
   http::request_parser<http::string_body> p;
@@ -75,7 +54,7 @@ void json_request(const uint8_t* data, size_t size) {
   boost::system::error_code ec;
   boost::json::value v = boost::json::parse(std::string_view(reinterpret_cast<const char*>(data), size), ec);
   if (ec || !v.is_object()) return;  // the server answers 400 before parse_request
-  const auto& f = fixture();
+  const auto& f = fuzz::model_fixture();
   for (auto ep : {serve::Endpoint::completions, serve::Endpoint::chat}) {
     try {
       serve::ParsedRequest r = serve::parse_request(v, ep, f.info);
@@ -99,7 +78,7 @@ void json_request(const uint8_t* data, size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > (1 << 16)) return 0;
-  (void)fixture();
+  (void)fuzz::model_fixture();
   http_parse(data, size);
   json_request(data, size);
   return 0;
