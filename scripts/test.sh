@@ -32,7 +32,7 @@ if [[ $# -eq 0 && ${DPA_SKIP_FUZZ:-0} != 1 ]]; then
   printf '%s\n' fuzz_http_request fuzz_tokenizer fuzz_chat_template fuzz_checkpoint_header fuzz_batch_line |
     xargs -P "${DPA_TEST_JOBS:-2}" -I{} bash -c '
       mkdir -p "$0/runs/{}/corpus" && cd "$0/runs/{}" &&
-      "$0/tests/fuzz/{}" -max_total_time="${DPA_FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+      "$0/tests/fuzz/{}" -seed=1 -max_total_time="${DPA_FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$0/runs/{}/" corpus "$1/tests/fuzz/corpus/{}" >log 2>&1 \
         && echo "fuzz: {} $(grep -o "Done [0-9]* runs" log)" \
         || { echo "fuzz: {} FAILED"; tail -60 log; exit 255; }' "$fuzz" "$root"

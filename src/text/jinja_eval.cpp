@@ -33,6 +33,15 @@ class Evaluator {
   enum class Flow { normal, break_loop, continue_loop };
   static constexpr int kMaxMacroDepth = 64;
   static constexpr uint64_t kMaxRepeat = 1 << 24;
+  // Bytes (or items) one render may build by concatenation, repetition and output: a template
+  // that loops over large strings ends with an error instead of running for minutes.
+  static constexpr uint64_t kMaxBuilt = uint64_t{1} << 26;
+  uint64_t built_ = 0;
+  void charge(uint64_t n) {
+    built_ += n;
+    if (built_ > kMaxBuilt)
+      throw Error("template builds more than " + std::to_string(kMaxBuilt) + " bytes of strings and lists");
+  }
   int macro_depth_ = 0;
   struct Frame {
     std::map<std::string, Value> vars;
@@ -52,10 +61,15 @@ class Evaluator {
   Flow exec_node(const Node& n, std::string& out) {
     switch (n.kind) {
       case Node::Kind::text:
+        charge(n.text.size());
         out += n.text;
         return Flow::normal;
       case Node::Kind::output:
-        out += to_str(eval(*n.expr));
+      {
+        std::string v = to_str(eval(*n.expr));
+        charge(v.size());
+        out += v;
+      }
         return Flow::normal;
       case Node::Kind::if_chain:
         for (const auto& [cond, body] : n.branches) {
@@ -337,7 +351,11 @@ class Evaluator {
     }
     Value l = eval(*e.children[0]);
     Value r = eval(*e.children[1]);
-    if (op == "~") return Value(json::value(json::string(to_str(l) + to_str(r))));
+    if (op == "~") {
+      std::string v = to_str(l) + to_str(r);
+      charge(v.size());
+      return Value(json::value(json::string(v)));
+    }
     if (op == "==") return Value(json::value(equals(l, r)));
     if (op == "!=") return Value(json::value(!equals(l, r)));
     if (op == "<") return Value(json::value(less_than(l, r)));
@@ -355,12 +373,15 @@ class Evaluator {
     return arithmetic(op, l, r);
   }
 
-  static Value arithmetic(const std::string& op, const Value& l, const Value& r) {
+  Value arithmetic(const std::string& op, const Value& l, const Value& r) {
     auto numeric = [](const Value& v) { return v.is_number() || v.is_bool(); };
     if (op == "+") {
-      if (l.is_string() && r.is_string())
+      if (l.is_string() && r.is_string()) {
+        charge(l.str().size() + r.str().size());
         return Value(json::value(json::string(std::string(l.str()) + std::string(r.str()))));
+      }
       if (l.is_array() && r.is_array()) {
+        charge(l.json().get_array().size() + r.json().get_array().size());
         json::array a = l.json().get_array();
         for (const auto& x : r.json().get_array()) a.push_back(x);
         return Value(json::value(std::move(a)));
@@ -375,6 +396,9 @@ class Evaluator {
         const std::size_t unit = seq.is_string() ? seq.str().size() : seq.json().get_array().size();
         if (n > 0 && unit > 0 && static_cast<uint64_t>(n) > kMaxRepeat / unit)
           throw Error("sequence repetition of more than " + std::to_string(kMaxRepeat) + " items");
+        if (n <= 0 || unit == 0)  // "" * 10**15 is "" at once, not 10**15 appends of nothing
+          return seq.is_string() ? Value(json::value(json::string())) : Value(json::value(json::array()));
+        charge(static_cast<uint64_t>(n) * unit);
         if (seq.is_string()) {
           std::string out;
           for (int64_t i = 0; i < n; ++i) out += seq.str();

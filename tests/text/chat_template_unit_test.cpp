@@ -101,4 +101,14 @@ TEST(ChatTemplateRuntime, TypeErrorsNamePosition) {
   EXPECT_NE(message.find("not a namespace"), std::string::npos) << message;
 }
 
+// Found by fuzz_chat_template: repetition of an empty sequence must not loop a huge count, and a
+// template that keeps building large strings ends with an error (not minutes of work).
+TEST(ChatTemplateRuntime, WorkIsBounded) {
+  EXPECT_EQ(ChatTemplate::parse("[{{ '' * 1000000000000000 }}]")->render({}), "[]");
+  EXPECT_EQ(ChatTemplate::parse("{{ ([] * 1000000000000000) | length }}")->render({}), "0");
+  const std::string message =
+      render_error("{% for i in range(1000) %}{% set s = 'x' * 1000000 %}{{ s ~ s }}{% endfor %}", {});
+  EXPECT_NE(message.find("template builds more than"), std::string::npos) << message;
+}
+
 }  // namespace
