@@ -4,18 +4,21 @@
 namespace dpa::kernels {
 namespace {
 
+using detail::store;
+
 constexpr int kThreads = 256;
 
 unsigned grid_rows(int64_t rows) {
   return static_cast<unsigned>(rows < (1 << 20) ? rows : (1 << 20));
 }
 
-__global__ void kv_write_kernel(float* base, int64_t width, const int64_t* slots, int64_t n,
+template <class T>
+__global__ void kv_write_kernel(T* base, int64_t width, const int64_t* slots, int64_t n,
                                 int64_t col0, int64_t cols, const float* src, int64_t lds) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    float* dst = base + slots[i] * width + col0;
+    T* dst = base + slots[i] * width + col0;
     const float* s = src + i * lds;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = s[c];
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) store(dst + c, s[c]);
   }
 }
 
@@ -28,9 +31,6 @@ __global__ void strided_to_bf16_kernel(const float* x, int64_t ldx, int64_t stri
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = __float2bfloat16_rn(src[c]);
   }
 }
-
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 template <class T>
 __global__ void moe_gather_pad_kernel(const float* x, const int32_t* order, const int32_t* pos,
@@ -69,10 +69,15 @@ __global__ void moe_scatter_pad_kernel(const float* y, int64_t ldy, const int32_
 
 }  // namespace
 
-void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
+void kv_write(void* base, bool bf16, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
               int64_t cols, const float* src, int64_t lds, cudaStream_t stream) {
   if (n <= 0 || cols <= 0) return;
-  kv_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(base, width, slots, n, col0, cols, src, lds);
+  if (bf16)
+    kv_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(base), width,
+                                                           slots, n, col0, cols, src, lds);
+  else
+    kv_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(static_cast<float*>(base), width, slots,
+                                                           n, col0, cols, src, lds);
 }
 
 void strided_to_bf16(const float* x, int64_t ldx, int64_t stride_x, int64_t n, int64_t cols,

@@ -34,6 +34,12 @@ __device__ __forceinline__ float load_weight(const void* w, bool bf16, int64_t i
   return static_cast<const float*>(w)[i];
 }
 
+// Element conversions of the f32 / bf16 buffers (KV cache, padded expert rows).
+__device__ __forceinline__ float load_f32(const float* p) { return *p; }
+__device__ __forceinline__ float load_f32(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

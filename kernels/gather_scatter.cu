@@ -36,21 +36,23 @@ __global__ void copy2d_kernel(float* dst, int64_t ldd, const float* src, int64_t
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[r * ldd + c] = src[r * lds + c];
 }
 
-__global__ void paged_write_kernel(float* base, const int32_t* pages, int64_t page_size,
+template <class T>
+__global__ void paged_write_kernel(T* base, const int32_t* pages, int64_t page_size,
                                    int64_t width, int64_t col0, int64_t cols, int64_t start,
                                    int64_t n, const float* src, int64_t lds) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    float* dst = base + paged_row(pages, page_size, start + i) * width + col0;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = src[i * lds + c];
+    T* dst = base + paged_row(pages, page_size, start + i) * width + col0;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) detail::store(dst + c, src[i * lds + c]);
   }
 }
 
-__global__ void paged_gather_kernel(const float* base, const int32_t* pages, int64_t page_size,
+template <class T>
+__global__ void paged_gather_kernel(const T* base, const int32_t* pages, int64_t page_size,
                                     int64_t width, int64_t col0, int64_t cols, int64_t n,
                                     float* out, int64_t ldo) {
   for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
-    const float* src = base + paged_row(pages, page_size, j) * width + col0;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[j * ldo + c] = src[c];
+    const T* src = base + paged_row(pages, page_size, j) * width + col0;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[j * ldo + c] = detail::load_f32(src + c);
   }
 }
 
@@ -74,20 +76,28 @@ void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows
   copy2d_kernel<<<grid_rows(rows), kThreads, 0, stream>>>(dst, ldd, src, lds, rows, cols);
 }
 
-void paged_write(float* base, const int32_t* pages, int64_t page_size, int64_t width, int64_t col0,
-                 int64_t cols, int64_t start, int64_t n, const float* src, int64_t lds,
-                 cudaStream_t stream) {
+void paged_write(void* base, bool bf16, const int32_t* pages, int64_t page_size, int64_t width,
+                 int64_t col0, int64_t cols, int64_t start, int64_t n, const float* src,
+                 int64_t lds, cudaStream_t stream) {
   if (n <= 0 || cols <= 0) return;
-  paged_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(base, pages, page_size, width, col0,
-                                                            cols, start, n, src, lds);
+  if (bf16)
+    paged_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(
+        static_cast<__nv_bfloat16*>(base), pages, page_size, width, col0, cols, start, n, src, lds);
+  else
+    paged_write_kernel<<<grid_rows(n), kThreads, 0, stream>>>(
+        static_cast<float*>(base), pages, page_size, width, col0, cols, start, n, src, lds);
 }
 
-void paged_gather(const float* base, const int32_t* pages, int64_t page_size, int64_t width,
-                  int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
+void paged_gather(const void* base, bool bf16, const int32_t* pages, int64_t page_size,
+                  int64_t width, int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
                   cudaStream_t stream) {
   if (n <= 0 || cols <= 0) return;
-  paged_gather_kernel<<<grid_rows(n), kThreads, 0, stream>>>(base, pages, page_size, width, col0,
-                                                             cols, n, out, ldo);
+  if (bf16)
+    paged_gather_kernel<<<grid_rows(n), kThreads, 0, stream>>>(
+        static_cast<const __nv_bfloat16*>(base), pages, page_size, width, col0, cols, n, out, ldo);
+  else
+    paged_gather_kernel<<<grid_rows(n), kThreads, 0, stream>>>(
+        static_cast<const float*>(base), pages, page_size, width, col0, cols, n, out, ldo);
 }
 
 }  // namespace dpa::kernels

@@ -17,13 +17,14 @@ void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, flo
 void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t cols,
             cudaStream_t stream);
 // Cache rows of positions start .. start+n-1, columns [col0, col0+cols) = src rows (stride lds).
-// The cache: base [pages, page_size, width]; pages: the sequence's page table.
-void paged_write(float* base, const int32_t* pages, int64_t page_size, int64_t width, int64_t col0,
-                 int64_t cols, int64_t start, int64_t n, const float* src, int64_t lds,
-                 cudaStream_t stream);
-// out[j * ldo + c] = column col0 + c of the cache row of position j, j < n.
-void paged_gather(const float* base, const int32_t* pages, int64_t page_size, int64_t width,
-                  int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
+// The cache: base [pages, page_size, width] of bf16 (values rounded) or f32; pages: the
+// sequence's page table.
+void paged_write(void* base, bool bf16, const int32_t* pages, int64_t page_size, int64_t width,
+                 int64_t col0, int64_t cols, int64_t start, int64_t n, const float* src,
+                 int64_t lds, cudaStream_t stream);
+// out[j * ldo + c] = column col0 + c of the cache row of position j, j < n, as f32.
+void paged_gather(const void* base, bool bf16, const int32_t* pages, int64_t page_size,
+                  int64_t width, int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
                   cudaStream_t stream);
 
 }  // namespace dpa::kernels

@@ -1,5 +1,6 @@
 #include "kernels/common.cuh"
 #include "kernels/mla_decode.cuh"
+#include "kernels/mla_decode_plan.cuh"
 
 #include <algorithm>
 
@@ -11,7 +12,7 @@ constexpr int kT = 16;        // cache rows per tile
 constexpr int kThreads = 256;
 constexpr int kMaxLora = 2 * kThreads;  // PV: thread t owns latent columns 2t, 2t + 1
 constexpr int kMinSplit = 64;           // cache rows per split, at least
-constexpr int kMaxSplits = 128;
+constexpr int kMaxSplits = detail::kMaxDecodeSplits;
 
 struct Args {
   const float* q_lat;
@@ -377,27 +378,17 @@ struct Plan {
 Plan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx, bool v2) {
   Plan p;
   p.n_hg = static_cast<int>((n_heads + kHG - 1) / kHG);
+  if (v2) {
+    const detail::DecodePlan d = detail::plan_decode(n_seqs, p.n_hg, max_ctx, kT);
+    p.n_splits = d.n_splits, p.split_len = d.split_len;
+    return p;
+  }
   if (max_ctx < 1) max_ctx = 1;
   const int64_t base = n_seqs * p.n_hg;
   const int64_t by_len = (max_ctx + kMinSplit - 1) / kMinSplit;
-  int64_t splits;
-  if (v2) {
-    // Fewest waves of two resident blocks per SM times rows per split, plus a fixed cost of
-    // kBlockCost rows per block (queries, partials): s = argmin ceil(base s / cap) (ctx / s + c).
-    constexpr int64_t kBlockCost = 48;
-    const int64_t cap = 2 * static_cast<int64_t>(detail::sm_count());
-    const int64_t hi = std::max<int64_t>(1, std::min<int64_t>(by_len, kMaxSplits));
-    splits = 1;
-    int64_t best = -1;
-    for (int64_t sp = 1; sp <= hi; ++sp) {
-      const int64_t cost = (base * sp + cap - 1) / cap * ((max_ctx + sp - 1) / sp + kBlockCost);
-      if (best < 0 || cost < best) best = cost, splits = sp;
-    }
-  } else {
-    const int64_t target = 4 * static_cast<int64_t>(detail::sm_count());  // two waves of two blocks per SM
-    splits = (target + base - 1) / base;
-    splits = std::min<int64_t>(std::min<int64_t>(splits, by_len), kMaxSplits);
-  }
+  const int64_t target = 4 * static_cast<int64_t>(detail::sm_count());  // two waves of two blocks per SM
+  int64_t splits = (target + base - 1) / base;
+  splits = std::min<int64_t>(std::min<int64_t>(splits, by_len), kMaxSplits);
   if (splits < 1) splits = 1;
   int64_t len = (max_ctx + splits - 1) / splits;
   len = (len + kT - 1) / kT * kT;
@@ -457,12 +448,39 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
   kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(a);
   if (p.n_splits > 1) {
     if (v2)
-      mla_decode_combine2<<<static_cast<unsigned>(n_seqs * n_heads), kMaxSplits, 0, stream>>>(
-          workspace, n_seqs * n_heads, p.n_splits, a.L, out);
+      detail::merge_decode_splits(workspace, n_seqs * n_heads, p.n_splits, a.L, out, stream);
     else
       mla_decode_combine<<<static_cast<unsigned>(n_seqs * n_heads), 128, 0, stream>>>(
           workspace, n_seqs * n_heads, p.n_splits, a.L, out);
   }
 }
 
+namespace detail {
+
+DecodePlan plan_decode(int64_t n_seqs, int64_t n_hg, int64_t max_ctx, int tile) {
+  if (max_ctx < 1) max_ctx = 1;
+  const int64_t base = n_seqs * n_hg;
+  const int64_t by_len = (max_ctx + kMinSplit - 1) / kMinSplit;
+  // Fewest waves of two resident blocks per SM times rows per split, plus a fixed cost of
+  // kBlockCost rows per block (queries, partials): s = argmin ceil(base s / cap) (ctx / s + c).
+  constexpr int64_t kBlockCost = 48;
+  const int64_t cap = 2 * static_cast<int64_t>(sm_count());
+  const int64_t hi = std::max<int64_t>(1, std::min<int64_t>(by_len, kMaxSplits));
+  int64_t splits = 1, best = -1;
+  for (int64_t sp = 1; sp <= hi; ++sp) {
+    const int64_t cost = (base * sp + cap - 1) / cap * ((max_ctx + sp - 1) / sp + kBlockCost);
+    if (best < 0 || cost < best) best = cost, splits = sp;
+  }
+  int64_t len = (max_ctx + splits - 1) / splits;
+  len = (len + tile - 1) / tile * tile;
+  splits = (max_ctx + len - 1) / len;
+  return DecodePlan{static_cast<int>(splits), static_cast<int>(len)};
+}
+
+void merge_decode_splits(const float* part, int64_t n_rows, int n_splits, int L, float* out,
+                         cudaStream_t stream) {
+  mla_decode_combine2<<<static_cast<unsigned>(n_rows), kMaxSplits, 0, stream>>>(part, n_rows, n_splits, L, out);
+}
+
+}  // namespace detail
 }  // namespace dpa::kernels

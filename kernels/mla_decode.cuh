@@ -31,4 +31,16 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
                 int64_t max_ctx_len, float scale, float* out, float* workspace,
                 int64_t workspace_floats, cudaStream_t stream, int variant = 2);
 
+// The same over a bf16 cache (base [pages, page_size, kv_lora + rope_dim] bf16), on tensor cores:
+// queries and probabilities rounded to bf16, scores, softmax and sums in fp32. Takes kv_lora of
+// 64, 128, 256 or 512 and kv_lora + rope_dim a multiple of 16; base 16-byte aligned.
+bool mla_decode_bf16_supported(int64_t kv_lora, int64_t rope_dim);
+int64_t mla_decode_bf16_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len,
+                                         int64_t kv_lora);
+void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
+                     const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
+                     const int32_t* ctx_len, int64_t page_size, int64_t kv_lora, int64_t rope_dim,
+                     int64_t max_ctx_len, float scale, float* out, float* workspace,
+                     int64_t workspace_floats, cudaStream_t stream);
+
 }  // namespace dpa::kernels

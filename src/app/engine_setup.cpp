@@ -71,6 +71,7 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("page-size", po::value<int64_t>(&f.page_size)->default_value(f.page_size), "tokens per KV page")
       ("max-total-tokens", po::value<int64_t>(&f.max_total_tokens)->default_value(f.max_total_tokens), "KV cache capacity per replica, in tokens (0: 16384 on the CPU; on GPUs what --gpu-memory-utilization leaves, capped by this when set)")
       ("gpu-memory-utilization", po::value<double>(&f.gpu_memory_utilization)->default_value(f.gpu_memory_utilization), "share of each GPU's memory for weights + KV cache")
+      ("kv-cache-dtype", po::value<std::string>(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype), "KV cache elements: auto (bfloat16 on GPUs for bf16 checkpoints, else float32) | float32 | bfloat16 (GPUs only)")
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
@@ -118,6 +119,12 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   eo.gpu = gpu ? ctx.gpu : -1;
   eo.gpu_memory_utilization = f.gpu_memory_utilization;
   eo.max_pages = eo.n_pages;
+  if (f.kv_cache_dtype == "float32" || f.kv_cache_dtype == "fp32")
+    eo.kv_dtype = DType::f32;
+  else if (f.kv_cache_dtype == "bfloat16" || f.kv_cache_dtype == "bf16")
+    eo.kv_dtype = DType::bf16;
+  else if (f.kv_cache_dtype != "auto")
+    throw ConfigError("kv-cache-dtype", fmt::format("'{}': expected auto, float32 or bfloat16", f.kv_cache_dtype));
   s.executor = std::make_unique<engine::CheckpointExecutor>(*s.checkpoint, *s.groups, eo);
   const int64_t kv_tokens = s.executor->num_pages() * f.page_size;
 

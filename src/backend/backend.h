@@ -57,17 +57,19 @@ struct GateParams {
 };
 
 // One sequence's view of a paged latent cache layer: page p holds page_size tokens of
-// [kv_lora + rope_dim] floats (the normalized latent, then the rotated rope key). Both pointers
-// are in backend memory; token() is for host memory only (CPU backend, tests).
+// [kv_lora + rope_dim] elements of `dtype` (f32 or bf16; the normalized latent, then the rotated
+// rope key). Both pointers are in backend memory; token() is for an f32 cache in host memory only
+// (CPU backend, tests).
 struct PagedLatent {
-  float* base = nullptr;           // the layer's pages: [n_pages, page_size, kv_lora + rope_dim]
+  void* base = nullptr;            // the layer's pages: [n_pages, page_size, kv_lora + rope_dim]
   const int32_t* pages = nullptr;  // the sequence's page table
   int64_t page_size = 0;
   int64_t kv_lora = 0, rope_dim = 0;
+  DType dtype = DType::f32;
   int64_t width() const { return kv_lora + rope_dim; }
   float* token(int64_t pos) const {
-    return base + (static_cast<int64_t>(pages[pos / page_size]) * page_size + pos % page_size) *
-                      (kv_lora + rope_dim);
+    return static_cast<float*>(base) +
+           (static_cast<int64_t>(pages[pos / page_size]) * page_size + pos % page_size) * (kv_lora + rope_dim);
   }
 };
 
@@ -75,12 +77,13 @@ struct PagedLatent {
 // s attends to its positions 0 .. ctx_len[s]-1 (its new token's included), whose pages are
 // pages[table_offset[s] ...]. Pointers in backend memory; max_ctx_len is a host value.
 struct PagedBatch {
-  float* base = nullptr;
+  void* base = nullptr;
   const int32_t* pages = nullptr;
   const int32_t* table_offset = nullptr;  // [n_seqs]
   const int32_t* ctx_len = nullptr;       // [n_seqs], each >= 1
   int64_t n_seqs = 0, page_size = 0, kv_lora = 0, rope_dim = 0;
   int64_t max_ctx_len = 0;
+  DType dtype = DType::f32;
 };
 
 class Backend {
@@ -108,6 +111,9 @@ class Backend {
 
   // Whether weight views of `dtype` are accepted by embedding, rms_norm and linear.
   virtual bool supports_weight(DType dtype) const = 0;
+  // Whether a KV cache of `dtype` elements is taken by the cache ops (paged_write, paged_gather,
+  // kv_write, mla_absorbed, mla_decode). f32 always is.
+  virtual bool supports_kv(DType dtype) const { return dtype == DType::f32; }
 
   // out[i, :] = table[ids[i], :] for i < n; ids must lie in [0, table.rows).
   virtual void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
@@ -135,9 +141,10 @@ class Backend {
                               const WeightView& w, int64_t w_stride, int64_t batch, float* y,
                               int64_t ldy, int64_t stride_y) = 0;
   // Cache write by flat slot: base[slots[i] * width + col0 + c] = src[i * lds + c], i < n,
-  // c < cols (slot = page * page_size + position % page_size, the same for every layer).
-  virtual void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
-                        int64_t cols, const float* src, int64_t lds) = 0;
+  // c < cols (slot = page * page_size + position % page_size, the same for every layer); the
+  // cache holds elements of `dtype` (values rounded to it).
+  virtual void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
+                        int64_t col0, int64_t cols, const float* src, int64_t lds) = 0;
   // y[i] += x[i], i < count.
   virtual void add(float* y, const float* x, int64_t count) = 0;
   // out[i] = silu(gate[i]) * up[i], i < count (SwiGLU; out may alias either input).

@@ -34,6 +34,7 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
   model::ForwardOptions fo;
   fo.page_size = opt.page_size;
   fo.n_pages = opt.n_pages;
+  fo.kv_dtype = opt.kv_dtype;
   if (opt.gpu < 0) {
     attn_tp_ = dist::make_mpi_communicator(groups.attn_tp());
     ep_ = dist::make_mpi_communicator(groups.ep());
@@ -73,9 +74,9 @@ void CheckpointExecutor::size_cache_from_memory(const dist::Groups& groups) {
   opt_.n_pages = min_pages;
   model_->allocate_cache(min_pages);
   if (groups.layout().world_rank == 0)
-    log::info("KV cache: {} pages of {} tokens per replica ({:.1f} GiB per rank); weights and runtime took {:.1f} GiB",
+    log::info("KV cache: {} pages of {} tokens per replica ({:.1f} GiB per rank, {}); weights and runtime took {:.1f} GiB",
               min_pages, opt_.page_size, static_cast<double>(min_pages * model_->page_bytes()) / (1 << 30),
-              used / (1 << 30));
+              dtype_name(model_->kv_dtype()), used / (1 << 30));
 }
 
 CheckpointExecutor::~CheckpointExecutor() = default;

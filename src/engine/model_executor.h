@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "dist/communicator.h"
 #include "dist/groups.h"
@@ -22,6 +23,7 @@ struct ExecutorOptions {
   int gpu = -1;
   double gpu_memory_utilization = 0.9;
   int64_t max_pages = 0;     // cap on the pages (0: none)
+  std::optional<DType> kv_dtype;  // KV cache elements (unset: the model's choice, see ForwardOptions)
 };
 
 class CheckpointExecutor final : public ModelExecutor {

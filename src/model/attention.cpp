@@ -39,9 +39,10 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
     be_.rope(q + nope, n, Hl, Hl * dqk, dqk, d_pos_.data(), rope_);
     be_.rope(kva + L, n, 1, L + R, R, d_pos_.data(), rope_);
   }
-  float* layer_base = cache_->view(layer, nullptr).base;
-  be_.kv_write(layer_base, L + R, d_slots_.data(), n, 0, L, lat, L);
-  be_.kv_write(layer_base, L + R, d_slots_.data(), n, L, R, kva + L, L + R);
+  void* layer_base = cache_->view(layer, nullptr).base;
+  const DType kv_dt = cache_->dtype();
+  be_.kv_write(layer_base, kv_dt, L + R, d_slots_.data(), n, 0, L, lat, L);
+  be_.kv_write(layer_base, kv_dt, L + R, d_slots_.data(), n, L, R, kva + L, L + R);
 
   const std::vector<bool>& absorbed = absorbed_;
   const bool any_absorbed = any_absorbed_, all_absorbed = all_absorbed_;
@@ -69,6 +70,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
       pb.kv_lora = L;
       pb.rope_dim = R;
       pb.max_ctx_len = decode_max_ctx_;
+      pb.dtype = kv_dt;
       if (decode_contiguous_) {
         be_.mla_decode(q_lat, q_pe, Hl, pb, scale, out_lat);
       } else {

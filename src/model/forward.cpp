@@ -21,20 +21,24 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   rope_.dim = ckpt.config().qk_rope_head_dim;
   rope_.attention_scaling = rope_attention_scaling(ckpt.config());
   prepare_weights();
+  const bool bf16_attention = !weights_.layers.empty() && weights_.layers[0].kv_a_proj.dtype == DType::bf16;
+  kv_dtype_ = opts.kv_dtype.value_or(bf16_attention && be_.supports_kv(DType::bf16) ? DType::bf16 : DType::f32);
+  if (!be_.supports_kv(kv_dtype_))
+    throw ConfigError("kv-cache-dtype", fmt::format("the {} backend keeps no {} KV cache", be_.name(), dtype_name(kv_dtype_)));
   if (opts.n_pages > 0) allocate_cache(opts.n_pages);
 }
 
 int64_t Model::page_bytes() const {
   const ModelConfig& c = config();
   return c.num_hidden_layers * opts_.page_size * (c.kv_lora_rank + c.qk_rope_head_dim) *
-         static_cast<int64_t>(sizeof(float));
+         static_cast<int64_t>(dtype_size(kv_dtype_));
 }
 
 void Model::allocate_cache(int64_t n_pages) {
   const ModelConfig& c = config();
   cache_.reset();
   cache_ = std::make_unique<KvCache>(be_, c.num_hidden_layers, n_pages, opts_.page_size, c.kv_lora_rank,
-                                     c.qk_rope_head_dim);
+                                     c.qk_rope_head_dim, kv_dtype_);
   opts_.n_pages = n_pages;
 }
 

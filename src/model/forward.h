@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct ForwardOptions {
   int64_t n_pages = 256;  // 0: no cache until allocate_cache() (sized after the weights load)
   AttentionForm attention = AttentionForm::automatic;
   bool bf16_weights = false;  // round every weight to bf16 at load
+  // KV cache elements; unset (auto): bf16 when the backend keeps a bf16 cache and the
+  // attention weights are bf16 (the model's dtype, as vLLM's auto), else f32.
+  std::optional<DType> kv_dtype;
 };
 
 // The groups a rank's forward talks to; null communicators mean a group of one.
@@ -57,6 +61,8 @@ class Model {
   KvCache& cache() { return *cache_; }
   // Bytes one KV page takes over all layers, and the allocation of n_pages of them.
   int64_t page_bytes() const;
+  // The KV cache's element type (resolved from ForwardOptions::kv_dtype at construction).
+  DType kv_dtype() const { return kv_dtype_; }
   void allocate_cache(int64_t n_pages);
   ForwardOptions& options() { return opts_; }
 
@@ -100,6 +106,7 @@ class Model {
   ShardSpec shard_;
   ParallelComms comms_;
   ForwardOptions opts_;
+  DType kv_dtype_ = DType::f32;
   std::unique_ptr<KvCache> cache_;
   backend::Buffer<float> inv_freq_;
   backend::RopeParams rope_;

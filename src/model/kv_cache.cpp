@@ -8,19 +8,23 @@
 namespace dpa::model {
 
 KvCache::KvCache(backend::Backend& be, int64_t n_layers, int64_t n_pages, int64_t page_size,
-                 int64_t kv_lora, int64_t rope_dim)
+                 int64_t kv_lora, int64_t rope_dim, DType dtype)
     : n_layers_(n_layers), n_pages_(n_pages), page_size_(page_size), kv_lora_(kv_lora),
-      rope_dim_(rope_dim) {
+      rope_dim_(rope_dim), dtype_(dtype) {
   if (n_layers <= 0 || n_pages <= 0 || page_size <= 0)
     throw Error(fmt::format("kv cache: {} layers, {} pages of {} tokens", n_layers, n_pages, page_size));
-  data_ = backend::Buffer<float>(be, static_cast<std::size_t>(n_layers * n_pages * page_size * token_width()));
+  if (!be.supports_kv(dtype))
+    throw Error(fmt::format("kv cache: the {} backend keeps no {} cache", be.name(), dtype_name(dtype)));
+  data_ = backend::Buffer<unsigned char>(
+      be, static_cast<std::size_t>(n_layers * n_pages * page_size * token_width()) * dtype_size(dtype));
   be.fill_zero(data_.data(), bytes());
   for (int64_t p = n_pages - 1; p >= 0; --p) free_.push_back(static_cast<int32_t>(p));
 }
 
 backend::PagedLatent KvCache::view(int64_t layer, const int32_t* pages) const {
   backend::PagedLatent v;
-  v.base = data_.data() + layer * n_pages_ * page_size_ * token_width();
+  v.base = data_.data() + static_cast<std::size_t>(layer * n_pages_ * page_size_ * token_width()) * dtype_size(dtype_);
+  v.dtype = dtype_;
   v.pages = pages;
   v.page_size = page_size_;
   v.kv_lora = kv_lora_;

@@ -1,10 +1,10 @@
 // Golden test: the forward reproduces Hugging Face transformers (fixtures/{v2,v3}/expected.json)
 // under one (W, dp, ep) layout given by --dp/--ep, on the CPU backend (MPI) or, with
 // --device=cuda, on one GPU per rank (CUDA backend, NCCL); --weights=bf16 rounds every matrix
-// to bf16 first. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
+// to bf16 first; --kv=bf16 keeps the KV cache in bf16 (GPUs). Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
 // without prompts still run every step with empty batches.
 // Metric, per position: max_v |ours - hf| / max_v |hf| <= 1e-4 with fp32 weights (fp32 on both
-// sides), <= 2e-2 with bf16 weights (HF stays fp32: this bounds the rounding of the weights).
+// sides), <= 2e-2 with bf16 weights or a bf16 cache (HF stays fp32: this bounds the rounding).
 // Greedy: 32 tokens, one prefill then single-token decode steps (absorbed MLA over the paged
 // cache), must equal transformers' continuation exactly with fp32 weights; with bf16 weights up
 // to the first step whose HF top-1 minus top-2 logit is below 0.1 (a near tie rounding may flip).
@@ -45,6 +45,7 @@ struct Args {
   std::string fixture;
   int dp = 1, ep = 1;
   bool cuda = false, bf16 = false;
+  DType kv = DType::f32;  // --kv=f32|bf16: the KV cache's elements (bf16: GPUs only)
 };
 
 Args parse_args() {
@@ -55,6 +56,8 @@ Args parse_args() {
     if (s.rfind("--ep=", 0) == 0) a.ep = std::stoi(s.substr(5));
     if (s == "--device=cuda") a.cuda = true;
     if (s == "--weights=bf16") a.bf16 = true;
+    if (s == "--kv=f32") a.kv = DType::f32;
+    if (s == "--kv=bf16") a.kv = DType::bf16;
   }
   return a;
 }
@@ -140,7 +143,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   const Args args = parse_args();
   ASSERT_FALSE(args.fixture.empty()) << "pass --fixture=DIR";
   if (args.cuda) require_gpus();
-  const double max_rel = args.bf16 ? kMaxRelErrorBf16 : kMaxRelErrorF32;
+  const double max_rel = args.bf16 || args.kv == DType::bf16 ? kMaxRelErrorBf16 : kMaxRelErrorF32;
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -174,6 +177,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   opts.n_pages = 64;
   opts.attention = GetParam();
   opts.bf16_weights = args.bf16;
+  opts.kv_dtype = args.kv;  // explicit: one rounding per variant (see the bf16 bound)
   Model model(*ckpt, *be, shard, {tp_comm.get(), ep_comm.get()}, opts);
   const int64_t V = model.config().vocab_size;
 
@@ -229,7 +233,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   int checked = 0;
   for (std::size_t i = 0; i < mine.size(); ++i) {
     std::vector<int32_t> want = exp.greedy[mine[i]], got = gen[i];
-    if (args.bf16) {  // compare up to the first near tie of the HF continuation
+    if (args.bf16 || model.kv_dtype() == DType::bf16) {  // compare up to the first near tie of the HF continuation
       std::size_t upto = 0;
       while (upto < want.size() && exp.margins[mine[i]][upto] >= kBf16TieMargin) ++upto;
       want.resize(upto), got.resize(upto);
@@ -245,9 +249,9 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   MPI_Reduce(&worst, &worst_all, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
   if (rank == 0) {
     EXPECT_EQ(total, static_cast<int>(exp.prompts.size()));
-    std::printf("fixture %s W=%d dp=%d ep=%d device %s weights %s: worst max|a-b|/max|b| per position %.3g\n",
+    std::printf("fixture %s W=%d dp=%d ep=%d device %s weights %s kv %s: worst max|a-b|/max|b| per position %.3g\n",
                 args.fixture.c_str(), world, lay.dp, lay.ep, args.cuda ? "cuda" : "cpu", args.bf16 ? "bf16" : "f32",
-                worst_all);
+                std::string(dtype_name(model.kv_dtype())).c_str(), worst_all);
   }
 }
 

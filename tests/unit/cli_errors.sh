@@ -37,6 +37,15 @@ printf 'dp = two\n' >"$cfg"
 expect 4 "option 'dp' is invalid" info --config "$cfg"
 expect 2 "error: --config: cannot open" info --config /nonexistent.cfg
 rm -f "$cfg"
+# Engine flags with bad values name the flag (a tiny checkpoint to load).
+model=$(mktemp -d)
+if "$bin" make-model --preset tiny --output "$model/tiny" --log-level warn >/dev/null; then
+  expect 2 "error: --kv-cache-dtype: 'fp8': expected auto, float32 or bfloat16" bench --model "$model/tiny" --device cpu --kv-cache-dtype fp8
+  expect 2 "error: --kv-cache-dtype: the cpu backend keeps no bf16 KV cache" bench --model "$model/tiny" --device cpu --kv-cache-dtype bfloat16
+else
+  echo "FAIL: make-model --preset tiny"; fails=$((fails+1))
+fi
+rm -rf "$model"
 # A good layout still works and prints one line per rank.
 out=$(timeout 60 $M -np 8 "$bin" info --device cpu --dp 4 --ep 8 2>/dev/null); rc=$?
 if [[ $rc -eq 0 && $(grep -c "^rank " <<<"$out") -eq 8 ]] && grep -q "groups: ok" <<<"$out"; then passes=$((passes+1)); else echo "FAIL: good layout: $out"; fails=$((fails+1)); fi

@@ -74,6 +74,7 @@ void CpuBackend::attention(const float* q, const float* k, const float* v, int64
 void CpuBackend::mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
                               const PagedLatent& cache, int64_t q_start, float scale,
                               float* out_lat) {
+  require_f32_cache(cache.dtype, "mla_absorbed");
   const int64_t L = cache.kv_lora, R = cache.rope_dim;
   const int64_t n_ctx = q_start + n_q;
   std::vector<double> s(n_ctx), acc(L);
@@ -111,6 +112,7 @@ void CpuBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_hea
     one.page_size = cache.page_size;
     one.kv_lora = L;
     one.rope_dim = R;
+    one.dtype = cache.dtype;
     mla_absorbed(q_lat + s * n_heads * L, q_pe + s * n_heads * R, 1, n_heads, one, cache.ctx_len[s] - 1, scale,
                  out_lat + s * n_heads * L);
   }
@@ -118,11 +120,13 @@ void CpuBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_hea
 
 void CpuBackend::paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start,
                              int64_t n, const float* src, int64_t lds) {
+  require_f32_cache(cache.dtype, "paged_write");
   for (int64_t i = 0; i < n; ++i) std::copy_n(src + i * lds, cols, cache.token(start + i) + col0);
 }
 
 void CpuBackend::paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n,
                               float* out, int64_t ldo) {
+  require_f32_cache(cache.dtype, "paged_gather");
   for (int64_t j = 0; j < n; ++j) std::copy_n(cache.token(j) + col0, cols, out + j * ldo);
 }
 

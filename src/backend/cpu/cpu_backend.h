@@ -37,8 +37,8 @@ class CpuBackend final : public Backend {
                     int64_t ldo) override;
   void linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
                       int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y) override;
-  void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0, int64_t cols,
-                const float* src, int64_t lds) override;
+  void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
+                int64_t cols, const float* src, int64_t lds) override;
   void add(float* y, const float* x, int64_t count) override;
   void silu_mul(const float* gate, const float* up, int64_t count, float* out) override;
   void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,
@@ -66,5 +66,7 @@ class CpuBackend final : public Backend {
 
 // Row r of a weight view as f32 into dst[0..w.cols).
 void load_row(const WeightView& w, int64_t r, float* dst);
+// Throws unless a KV cache of `dtype` is f32 (the only cache the CPU ops take).
+void require_f32_cache(DType dtype, const char* op);
 
 }  // namespace dpa::backend

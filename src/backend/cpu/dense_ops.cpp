@@ -88,9 +88,16 @@ void CpuBackend::linear_batched(const float* x, int64_t ldx, int64_t stride_x, i
   }
 }
 
-void CpuBackend::kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
-                          int64_t cols, const float* src, int64_t lds) {
-  for (int64_t i = 0; i < n; ++i) std::copy_n(src + i * lds, cols, base + slots[i] * width + col0);
+void require_f32_cache(DType dtype, const char* op) {
+  if (dtype != DType::f32)
+    throw Error(fmt::format("cpu backend: {} on a {} KV cache (the CPU keeps float32 caches)", op, dtype_name(dtype)));
+}
+
+void CpuBackend::kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
+                          int64_t col0, int64_t cols, const float* src, int64_t lds) {
+  require_f32_cache(dtype, "kv_write");
+  auto* b = static_cast<float*>(base);
+  for (int64_t i = 0; i < n; ++i) std::copy_n(src + i * lds, cols, b + slots[i] * width + col0);
 }
 
 void CpuBackend::add(float* y, const float* x, int64_t count) {

@@ -131,6 +131,7 @@ class CudaBackend final : public Backend {
 
   void synchronize() override { DPA_CHECK_CUDA(cudaStreamSynchronize(stream_)); }
   void* stream() const override { return stream_; }
+  bool supports_kv(DType dtype) const override { return dtype == DType::f32 || dtype == DType::bf16; }
   bool supports_weight(DType dtype) const override {
     return dtype == DType::f32 || dtype == DType::bf16;
   }
@@ -197,16 +198,16 @@ class CudaBackend final : public Backend {
   void paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start, int64_t n,
                    const float* src, int64_t lds) override {
     if (n <= 0 || cols <= 0) return;
-    kernels::paged_write(cache.base, cache.pages, cache.page_size, cache.width(), col0, cols,
-                         start, n, src, lds, stream_);
+    kernels::paged_write(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size,
+                         cache.width(), col0, cols, start, n, src, lds, stream_);
     DPA_CHECK_LAUNCH();
   }
 
   void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
                     int64_t ldo) override {
     if (n <= 0 || cols <= 0) return;
-    kernels::paged_gather(cache.base, cache.pages, cache.page_size, cache.width(), col0, cols, n,
-                          out, ldo, stream_);
+    kernels::paged_gather(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size,
+                          cache.width(), col0, cols, n, out, ldo, stream_);
     DPA_CHECK_LAUNCH();
   }
 
@@ -244,10 +245,10 @@ class CudaBackend final : public Backend {
     }
   }
 
-  void kv_write(float* base, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
-                int64_t cols, const float* src, int64_t lds) override {
+  void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
+                int64_t col0, int64_t cols, const float* src, int64_t lds) override {
     if (n <= 0 || cols <= 0) return;
-    kernels::kv_write(base, width, slots, n, col0, cols, src, lds, stream_);
+    kernels::kv_write(base, kv_bf16(dtype), width, slots, n, col0, cols, src, lds, stream_);
     DPA_CHECK_LAUNCH();
   }
 
@@ -288,11 +289,14 @@ class CudaBackend final : public Backend {
                     const PagedLatent& cache, int64_t q_start, float scale,
                     float* out_lat) override {
     if (n_q <= 0 || n_heads <= 0) return;
-    if (use_gemm(q_start + n_q)) return mla_gemm(q_lat, q_pe, n_q, n_heads, cache, q_start, scale, out_lat);
+    // A bf16 cache is read by the GEMM form (its rows gathered into f32 first).
+    if (kv_bf16(cache.dtype) || use_gemm(q_start + n_q))
+      return mla_gemm(q_lat, q_pe, n_q, n_heads, cache, q_start, scale, out_lat);
     check_dims(cache.width(), cache.kv_lora, "mla_absorbed");
     const int64_t ws =
         kernels::attention_workspace_floats(n_q, n_heads, q_start + n_q, cache.kv_lora);
-    kernels::mla_absorbed(q_lat, q_pe, n_q, n_heads, cache.base, cache.pages, cache.page_size,
+    kernels::mla_absorbed(q_lat, q_pe, n_q, n_heads, static_cast<const float*>(cache.base),
+                          cache.pages, cache.page_size,
                           cache.kv_lora, cache.rope_dim, q_start, scale, out_lat,
                           scratch(ws), ws, stream_);
     DPA_CHECK_LAUNCH();
@@ -301,10 +305,19 @@ class CudaBackend final : public Backend {
   void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
                   float scale, float* out_lat) override {
     if (c.n_seqs <= 0 || n_heads <= 0) return;
-    if (kernels::mla_decode_supported(c.kv_lora, c.rope_dim, c.base)) {
+    if (kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) &&
+        reinterpret_cast<uintptr_t>(c.base) % 16 == 0) {
+      const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora);
+      kernels::mla_decode_bf16(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base),
+                               c.pages, c.table_offset, c.ctx_len, c.page_size, c.kv_lora, c.rope_dim,
+                               c.max_ctx_len, scale, out_lat, scratch(ws), ws, stream_);
+      DPA_CHECK_LAUNCH();
+      return;
+    }
+    if (!kv_bf16(c.dtype) && kernels::mla_decode_supported(c.kv_lora, c.rope_dim, c.base)) {
       const int64_t ws = kernels::mla_decode_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len,
                                                               c.kv_lora, mla_decode_variant_);
-      kernels::mla_decode(q_lat, q_pe, c.n_seqs, n_heads, c.base, c.pages, c.table_offset,
+      kernels::mla_decode(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const float*>(c.base), c.pages, c.table_offset,
                           c.ctx_len, c.page_size, c.kv_lora, c.rope_dim, c.max_ctx_len, scale,
                           out_lat, scratch(ws), ws, stream_, mla_decode_variant_);
       DPA_CHECK_LAUNCH();
@@ -322,6 +335,7 @@ class CudaBackend final : public Backend {
       one.page_size = c.page_size;
       one.kv_lora = L;
       one.rope_dim = R;
+      one.dtype = c.dtype;
       mla_absorbed(q_lat + s * n_heads * L, q_pe + s * n_heads * R, 1, n_heads, one, len[s] - 1,
                    scale, out_lat + s * n_heads * L);
     }
@@ -614,6 +628,11 @@ class CudaBackend final : public Backend {
   enum class AttnMode { automatic, kernel, gemm };
   static constexpr int64_t kGemmMinCtx = 256;      // visible keys from which "auto" takes GEMMs
   static constexpr int64_t kScoreCap = 32 << 20;  // score floats per query chunk (128 MiB)
+  static bool kv_bf16(DType dtype) {
+    if (dtype != DType::f32 && dtype != DType::bf16)
+      throw Error(fmt::format("cuda backend: {} KV cache not supported", dtype_name(dtype)));
+    return dtype == DType::bf16;
+  }
   bool use_gemm(int64_t n_ctx) const {
     if (n_ctx <= 0) return false;
     return attn_mode_ == AttnMode::gemm || (attn_mode_ == AttnMode::automatic && n_ctx >= kGemmMinCtx);
@@ -637,7 +656,8 @@ class CudaBackend final : public Backend {
     const int64_t qc = std::clamp<int64_t>(kScoreCap / (H * n_ctx), 1, n_q);
     float* c = scratch(n_ctx * W + qc * H * n_ctx);
     float* sc = c + n_ctx * W;
-    kernels::paged_gather(cache.base, cache.pages, cache.page_size, W, 0, W, n_ctx, c, W, stream_);
+    kernels::paged_gather(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size, W, 0, W,
+                          n_ctx, c, W, stream_);
     DPA_CHECK_LAUNCH();
     const float one = 1.0f, zero = 0.0f;
     for (int64_t i0 = 0; i0 < n_q; i0 += qc) {

@@ -1,0 +1,346 @@
+// Batched absorbed-MLA decode over a bf16 paged latent cache on tensor cores (mma.sync
+// m16n8k16, bf16 inputs, fp32 accumulation). A block takes (sequence, 16-head group, context
+// split) with 4 warps: the group's queries (rounded to bf16) sit in shared memory, tiles of 32
+// cache rows stream in with cp.async (double buffered), warp w computes the scores of rows
+// 8w .. 8w+7 (S = Q·K^T over latent + rope), the online softmax runs in fp32 (exp2 domain), and
+// warp w accumulates P·C_lat for its quarter of the latent channels. Shared-memory rows are
+// padded by 16 bytes so that ldmatrix reads of 8 rows meet 8 distinct bank groups. Needs
+// kT == kThreads / 4 (one tile row per 4 threads when loading).
+#include "kernels/common.cuh"
+#include "kernels/mla_decode.cuh"
+#include "kernels/mla_decode_plan.cuh"
+
+namespace dpa::kernels {
+namespace {
+
+constexpr int kHG = 16;      // heads per block (the mma M)
+constexpr int kT = 32;       // cache rows per tile
+constexpr int kWarps = 4;    // warp w: score rows 8w .. 8w+7, latent channels [w L/4, (w+1) L/4)
+constexpr int kThreads = 32 * kWarps;
+static_assert(kT * 4 == kThreads, "a tile row per 4 threads");
+constexpr int kPs = kT + 8;  // P row stride (bf16): 80 bytes, ldmatrix conflict-free
+constexpr int kSs = kT + 4;  // S row stride (floats)
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Args {
+  const float* q_lat;
+  const float* q_pe;
+  const __nv_bfloat16* base;
+  const int32_t* pages;
+  const int32_t* table_offset;
+  const int32_t* ctx_len;
+  float* out;
+  float* part;  // null: one split, results straight to out
+  int n_seqs, n_heads, n_hg, page_size, L, R, W, Ws, n_splits, split_len;
+  float scale_log2;  // softmax scale times log2(e)
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_size = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p))
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p))
+               : "memory");
+}
+__device__ __forceinline__ void ldsm_x2(unsigned& r0, unsigned& r1, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(smem_addr(p))
+               : "memory");
+}
+// c += a · b for one m16n8k16 tile (A row-major 16x16, B column-major 16x8, C 16x8 fp32).
+__device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+std::size_t smem_bytes(int Ws) {
+  return static_cast<std::size_t>(kHG * Ws + 2 * kT * Ws + kHG * kPs) * sizeof(__nv_bfloat16) +
+         static_cast<std::size_t>(kHG * kSs + 3 * kHG) * sizeof(float);
+}
+
+// NT: 8-channel tiles of the latent per warp (L = 32 NT).
+template <int NT>
+__global__ void __launch_bounds__(kThreads, 2) mla_decode_bf16_kernel(Args a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int Ws = a.Ws;
+  auto* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kHG][Ws] queries [q_lat, q_pe]
+  __nv_bfloat16* kb = qs + kHG * Ws;                       // [2][kT][Ws] cache tiles
+  __nv_bfloat16* P = kb + 2 * kT * Ws;                     // [kHG][kPs] probabilities
+  float* S = reinterpret_cast<float*>(P + kHG * kPs);      // [kHG][kSs] scores (log2 domain)
+  float* alpha_s = S + kHG * kSs;                          // [kHG]
+  float* l_s = alpha_s + kHG;
+  float* m_s = l_s + kHG;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int bid = blockIdx.x;
+  const int hg = bid % a.n_hg;
+  bid /= a.n_hg;
+  const int split = bid % a.n_splits;
+  const int s = bid / a.n_splits;
+  const int h0 = hg * kHG;
+  const int nh = min(kHG, a.n_heads - h0);
+  const int ctx = a.ctx_len[s];
+  const int k_begin = split * a.split_len;
+  const int k_end = split == a.n_splits - 1 ? ctx : min(ctx, k_begin + a.split_len);
+  const int L = a.L, W = a.W;
+  const int64_t sh0 = static_cast<int64_t>(s) * a.n_heads + h0;  // (sequence, first head) row
+  float* ml_base = a.part ? a.part + static_cast<int64_t>(a.n_seqs) * a.n_heads * a.n_splits * L : nullptr;
+
+  if (k_begin >= k_end) {  // splits past this sequence's context
+    if (a.part) {
+      if (tid < nh) {
+        float* ml = ml_base + ((sh0 + tid) * a.n_splits + split) * 2;
+        ml[0] = -INFINITY, ml[1] = 0.0f;
+      }
+    } else {
+      for (int i = tid; i < nh * L; i += kThreads) a.out[sh0 * L + i] = 0.0f;
+    }
+    return;
+  }
+
+  // Queries as bf16, zero for heads past n_heads.
+  for (int i = tid; i < kHG * W; i += kThreads) {
+    const int h = i / W, d = i - h * W;
+    float v = 0.0f;
+    if (h < nh) v = d < L ? a.q_lat[(sh0 + h) * L + d] : a.q_pe[(sh0 + h) * a.R + (d - L)];
+    qs[h * Ws + d] = __float2bfloat16_rn(v);
+  }
+
+  // Tile loads: thread t copies row t / 4 of a tile, 16-byte chunks t % 4, t % 4 + 4, ... (a
+  // quarter-warp reads 64 contiguous bytes of a row). Its row's page id for the next tile is
+  // read one tile ahead, so the table lookup's latency hides behind a tile of compute.
+  const int32_t* table = a.pages + a.table_offset[s];
+  const int chunks = W / 8;  // 16-byte chunks per cache row
+  const int my_row = tid >> 2, my_q = tid & 3;
+  const int ps = a.page_size;
+  auto page_of = [&](int t0) { return t0 + my_row < k_end ? table[(t0 + my_row) / ps] : 0; };
+  auto load_tile = [&](int t0, int page, __nv_bfloat16* dst) {
+    const int pos = t0 + my_row;
+    const bool ok = pos < k_end;
+    const __nv_bfloat16* src = ok ? a.base + (static_cast<int64_t>(page) * ps + (pos - pos / ps * ps)) * W : a.base;
+    __nv_bfloat16* d = dst + my_row * Ws;
+    for (int c = my_q; c < chunks; c += 4) cp_async16(d + 8 * c, ok ? src + 8 * c : src, ok);
+    cp_async_commit();
+  };
+
+  const int n_tiles = (k_end - k_begin + kT - 1) / kT;
+  load_tile(k_begin, page_of(k_begin), kb);
+  int next_page = page_of(k_begin + kT);
+
+  // Fragment addresses (ldmatrix: lane l gives row l % 8 of matrix l / 8).
+  const int r16 = (lane & 7) + 8 * ((lane >> 3) & 1);  // row within a 16-row A / trans-B tile
+  const int c8 = 8 * (lane >> 4);                       // column half of an x4 load
+  const __nv_bfloat16* qa = qs + r16 * Ws + c8;
+  const __nv_bfloat16* pa = P + r16 * kPs + c8;
+  const int KS = W / 16;
+  const int ch0 = warp * NT * 8;  // this warp's first latent channel
+  // Softmax roles: head sm_h, rows 4 sm_q .. 4 sm_q + 3 (8 threads per head).
+  const int sm_h = tid >> 3, sm_q = tid & 7;
+  float m_run = -INFINITY, l_run = 0.0f;
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int t0 = k_begin + it * kT;
+    const __nv_bfloat16* kc = kb + (it & 1) * kT * Ws;
+    __syncthreads();  // the other buffer, S and P are free
+    if (it + 1 < n_tiles) {
+      load_tile(t0 + kT, next_page, kb + ((it + 1) & 1) * kT * Ws);
+      next_page = page_of(t0 + 2 * kT);  // used by the next iteration's load
+    } else {
+      cp_async_commit();
+    }
+    cp_async_wait1();
+    __syncthreads();  // tile it is in (and, on the first tile, the queries)
+
+    // Scores of rows 8 warp .. 8 warp + 7: two accumulators to halve the dependency chain.
+    {
+      float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      const __nv_bfloat16* kp = kc + (8 * warp + (lane & 7)) * Ws + 8 * ((lane >> 3) & 1);
+      int ks = 0;
+      for (; ks + 1 < KS; ks += 2) {
+        unsigned qa0[4], qa1[4], b0, b1, b2, b3;
+        ldsm_x4(qa0, qa + 16 * ks);
+        ldsm_x2(b0, b1, kp + 16 * ks);
+        ldsm_x4(qa1, qa + 16 * ks + 16);
+        ldsm_x2(b2, b3, kp + 16 * ks + 16);
+        mma16816(c0, qa0, b0, b1);
+        mma16816(c1, qa1, b2, b3);
+      }
+      if (ks < KS) {
+        unsigned qa0[4], b0, b1;
+        ldsm_x4(qa0, qa + 16 * ks);
+        ldsm_x2(b0, b1, kp + 16 * ks);
+        mma16816(c0, qa0, b0, b1);
+      }
+      const int h = lane >> 2, t = 8 * warp + 2 * (lane & 3);
+      const bool v0 = t0 + t < k_end, v1 = t0 + t + 1 < k_end;
+      S[h * kSs + t] = v0 ? (c0[0] + c1[0]) * a.scale_log2 : -INFINITY;
+      S[h * kSs + t + 1] = v1 ? (c0[1] + c1[1]) * a.scale_log2 : -INFINITY;
+      S[(h + 8) * kSs + t] = v0 ? (c0[2] + c1[2]) * a.scale_log2 : -INFINITY;
+      S[(h + 8) * kSs + t + 1] = v1 ? (c0[3] + c1[3]) * a.scale_log2 : -INFINITY;
+    }
+    __syncthreads();
+
+    // Online softmax in the exp2 domain; a head's 32 rows are 8 consecutive lanes.
+    {
+      const float4 sv = *reinterpret_cast<const float4*>(S + sm_h * kSs + 4 * sm_q);
+      float mx = fmaxf(fmaxf(sv.x, sv.y), fmaxf(sv.z, sv.w));
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_new = fmaxf(m_run, mx);  // finite: the tile has a visible row
+      const float p0 = exp2f(sv.x - m_new), p1 = exp2f(sv.y - m_new), p2 = exp2f(sv.z - m_new),
+                  p3 = exp2f(sv.w - m_new);
+      float ps = (p0 + p1) + (p2 + p3);
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+      const float al = exp2f(m_run - m_new);
+      l_run = l_run * al + ps;
+      m_run = m_new;
+      __nv_bfloat162* pp = reinterpret_cast<__nv_bfloat162*>(P + sm_h * kPs + 4 * sm_q);
+      pp[0] = __floats2bfloat162_rn(p0, p1);
+      pp[1] = __floats2bfloat162_rn(p2, p3);
+      if (sm_q == 0) alpha_s[sm_h] = al;
+    }
+    __syncthreads();
+
+    // acc = acc * alpha + P · C_lat over this warp's channels.
+    {
+      const float al0 = alpha_s[lane >> 2], al1 = alpha_s[(lane >> 2) + 8];
+#pragma unroll
+      for (int j = 0; j < NT; ++j) acc[j][0] *= al0, acc[j][1] *= al0, acc[j][2] *= al1, acc[j][3] *= al1;
+#pragma unroll
+      for (int kk = 0; kk < kT / 16; ++kk) {
+        unsigned pf[4];
+        ldsm_x4(pf, pa + 16 * kk);
+        const __nv_bfloat16* vp = kc + (16 * kk + r16) * Ws + ch0 + c8;
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+          unsigned b[4];
+          ldsm_x4_trans(b, vp + 8 * j);
+          mma16816(acc[j], pf, b[0], b[1]);
+          mma16816(acc[j + 1], pf, b[2], b[3]);
+        }
+      }
+    }
+  }
+  if (sm_q == 0) l_s[sm_h] = l_run, m_s[sm_h] = m_run;
+  __syncthreads();
+
+  const int hA = lane >> 2, hB = hA + 8;
+  const int cq = 2 * (lane & 3);
+  if (a.part) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int c = ch0 + 8 * j + cq;
+      if (hA < nh)
+        *reinterpret_cast<float2*>(a.part + ((sh0 + hA) * a.n_splits + split) * L + c) = make_float2(acc[j][0], acc[j][1]);
+      if (hB < nh)
+        *reinterpret_cast<float2*>(a.part + ((sh0 + hB) * a.n_splits + split) * L + c) = make_float2(acc[j][2], acc[j][3]);
+    }
+    if (tid < nh) {
+      float* ml = ml_base + ((sh0 + tid) * a.n_splits + split) * 2;
+      ml[0] = m_s[tid] * kLn2, ml[1] = l_s[tid];  // back to the natural-log domain of the merge
+    }
+  } else {
+    const float lA = l_s[hA], lB = l_s[hB];
+    const float invA = lA > 0.0f ? 1.0f / lA : 0.0f, invB = lB > 0.0f ? 1.0f / lB : 0.0f;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int c = ch0 + 8 * j + cq;
+      if (hA < nh) {
+        float* o = a.out + (sh0 + hA) * L + c;  // the caller's pointer: no alignment assumed
+        o[0] = acc[j][0] * invA, o[1] = acc[j][1] * invA;
+      }
+      if (hB < nh) {
+        float* o = a.out + (sh0 + hB) * L + c;
+        o[0] = acc[j][2] * invB, o[1] = acc[j][3] * invB;
+      }
+    }
+  }
+}
+
+int padded_row(int64_t W) { return static_cast<int>(W + 8); }
+
+template <int NT>
+void launch(const Args& a, unsigned blocks, cudaStream_t stream) {
+  const std::size_t smem = smem_bytes(a.Ws);
+  static std::size_t configured = 0;
+  if (smem > 48 * 1024 && smem > configured) {
+    cudaFuncSetAttribute(mla_decode_bf16_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    cudaFuncSetAttribute(mla_decode_bf16_kernel<NT>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaGetLastError();  // a refused hint is not an error; the launch reports real ones
+    configured = smem;
+  }
+  mla_decode_bf16_kernel<NT><<<blocks, kThreads, smem, stream>>>(a);
+}
+
+}  // namespace
+
+bool mla_decode_bf16_supported(int64_t kv_lora, int64_t rope_dim) {
+  if (kv_lora != 64 && kv_lora != 128 && kv_lora != 256 && kv_lora != 512) return false;
+  if (rope_dim < 0 || (kv_lora + rope_dim) % 16 != 0) return false;
+  return smem_bytes(padded_row(kv_lora + rope_dim)) <= 113 * 1024;  // two blocks per SM
+}
+
+int64_t mla_decode_bf16_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len,
+                                         int64_t kv_lora) {
+  if (n_seqs <= 0 || n_heads <= 0) return 0;
+  const detail::DecodePlan p = detail::plan_decode(n_seqs, (n_heads + kHG - 1) / kHG, max_ctx_len, kT);
+  return p.n_splits > 1 ? n_seqs * n_heads * p.n_splits * (kv_lora + 2) : 0;
+}
+
+void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
+                     const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
+                     const int32_t* ctx_len, int64_t page_size, int64_t kv_lora, int64_t rope_dim,
+                     int64_t max_ctx_len, float scale, float* out, float* workspace,
+                     int64_t workspace_floats, cudaStream_t stream) {
+  if (n_seqs <= 0 || n_heads <= 0) return;
+  const int n_hg = static_cast<int>((n_heads + kHG - 1) / kHG);
+  detail::DecodePlan p = detail::plan_decode(n_seqs, n_hg, max_ctx_len, kT);
+  if (p.n_splits > 1 && (!workspace || n_seqs * n_heads * p.n_splits * (kv_lora + 2) > workspace_floats)) {
+    p.n_splits = 1;
+    p.split_len = static_cast<int>(max_ctx_len < 1 ? 1 : max_ctx_len);
+  }
+  Args a;
+  a.q_lat = q_lat, a.q_pe = q_pe, a.base = reinterpret_cast<const __nv_bfloat16*>(base);
+  a.pages = pages, a.table_offset = table_offset, a.ctx_len = ctx_len, a.out = out;
+  a.part = p.n_splits > 1 ? workspace : nullptr;
+  a.n_seqs = static_cast<int>(n_seqs), a.n_heads = static_cast<int>(n_heads), a.n_hg = n_hg;
+  a.page_size = static_cast<int>(page_size), a.L = static_cast<int>(kv_lora);
+  a.R = static_cast<int>(rope_dim), a.W = static_cast<int>(kv_lora + rope_dim);
+  a.Ws = padded_row(a.W), a.n_splits = p.n_splits, a.split_len = p.split_len;
+  a.scale_log2 = scale * kLog2e;
+  const auto blocks = static_cast<unsigned>(n_seqs * n_hg * p.n_splits);
+  switch (kv_lora) {
+    case 64: launch<2>(a, blocks, stream); break;
+    case 128: launch<4>(a, blocks, stream); break;
+    case 256: launch<8>(a, blocks, stream); break;
+    default: launch<16>(a, blocks, stream); break;
+  }
+  if (p.n_splits > 1) detail::merge_decode_splits(workspace, n_seqs * n_heads, p.n_splits, a.L, out, stream);
+}
+
+}  // namespace dpa::kernels

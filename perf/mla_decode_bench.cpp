@@ -1,0 +1,197 @@
+// Issue 6, target 1: batched MLA paged decode attention (absorbed, latent 512 + rope 64) on one
+// GPU against the HBM floor. Per shape: checks a few sequences against the CPU reference first
+// (the same bf16-rounded cache and queries on the CPU in f32), then times the CUDA backend's
+// mla_decode with CUDA events (warm-up, median of --reps), and prints the bytes it must read
+// (the cache rows of every sequence, once), the achieved rate, and that rate over the measured
+// device-to-device copy bandwidth. FLOP/s counts QK (latent + rope) and PV per head.
+//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--json]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "core/dtype.h"
+
+namespace {
+
+using dpa::DType;
+using dpa::backend::Backend;
+using dpa::backend::Buffer;
+using dpa::backend::PagedBatch;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Device-to-device copy of 2 GiB: (read + write bytes) / time, median of 10.
+double copy_bandwidth_gbs() {
+  const std::size_t bytes = std::size_t{2} << 30;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
+  cudaMemset(a, 1, bytes);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(e0);
+    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 2) t.push_back(ms);
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  cudaFree(a), cudaFree(b);
+  return 2.0 * static_cast<double>(bytes) / (median(t) * 1e-3) / 1e9;
+}
+
+struct Shape {
+  int64_t seqs, ctx, heads;
+};
+
+struct Result {
+  bool ok;
+  double max_err, ms;
+};
+
+Result run(Backend& cpu, Backend& gpu, const Shape& sh, DType kv, int reps, std::mt19937& rng) {
+  const int64_t page = 64, L = 512, R = 64, W = L + R;
+  const int64_t per = (sh.ctx + page - 1) / page, n_pages = sh.seqs * per;
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  // Cache values and queries, rounded to bf16 (exact in either cache type).
+  std::vector<float> pool(static_cast<std::size_t>(n_pages * page * W));
+  for (auto& x : pool) x = dpa::bf16_to_f32(dpa::f32_to_bf16(u(rng)));
+  std::vector<float> ql(static_cast<std::size_t>(sh.seqs * sh.heads * L)), qp(static_cast<std::size_t>(sh.seqs * sh.heads * R));
+  for (auto& x : ql) x = dpa::bf16_to_f32(dpa::f32_to_bf16(u(rng)));
+  for (auto& x : qp) x = dpa::bf16_to_f32(dpa::f32_to_bf16(u(rng)));
+  std::vector<int32_t> table(static_cast<std::size_t>(n_pages)), off(static_cast<std::size_t>(sh.seqs)),
+      len(static_cast<std::size_t>(sh.seqs), static_cast<int32_t>(sh.ctx));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  for (int64_t s = 0; s < sh.seqs; ++s) off[static_cast<std::size_t>(s)] = static_cast<int32_t>(s * per);
+
+  const std::size_t esz = dpa::dtype_size(kv);
+  Buffer<unsigned char> gpool(gpu, pool.size() * esz);
+  if (kv == DType::bf16) {
+    std::vector<uint16_t> b(pool.size());
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = dpa::f32_to_bf16(pool[i]);
+    gpu.upload(gpool.data(), b.data(), b.size() * 2);
+  } else {
+    gpu.upload(gpool.data(), pool.data(), pool.size() * 4);
+  }
+  Buffer<float> gql(gpu, ql.size()), gqp(gpu, qp.size()), gout(gpu, ql.size());
+  Buffer<int32_t> gtab(gpu, table.size()), goff(gpu, off.size()), glen(gpu, len.size());
+  gpu.upload(gql.data(), ql.data(), ql.size() * 4);
+  gpu.upload(gqp.data(), qp.data(), qp.size() * 4);
+  gpu.upload(gtab.data(), table.data(), table.size() * 4);
+  gpu.upload(goff.data(), off.data(), off.size() * 4);
+  gpu.upload(glen.data(), len.data(), len.size() * 4);
+  PagedBatch pb;
+  pb.base = gpool.data(), pb.pages = gtab.data(), pb.table_offset = goff.data(), pb.ctx_len = glen.data();
+  pb.n_seqs = sh.seqs, pb.page_size = page, pb.kv_lora = L, pb.rope_dim = R, pb.max_ctx_len = sh.ctx, pb.dtype = kv;
+  const float scale = 1.0f / std::sqrt(192.0f);
+
+  // Check: the first few sequences against the CPU reference on the same values.
+  const int64_t n_check = std::min<int64_t>(sh.seqs, 3);
+  gpu.mla_decode(gql.data(), gqp.data(), sh.heads, pb, scale, gout.data());
+  std::vector<float> got(ql.size());
+  gpu.download(got.data(), gout.data(), got.size() * 4);
+  PagedBatch cb = pb;
+  cb.base = pool.data(), cb.pages = table.data(), cb.table_offset = off.data(), cb.ctx_len = len.data();
+  cb.n_seqs = n_check, cb.dtype = DType::f32;
+  std::vector<float> ref(static_cast<std::size_t>(n_check * sh.heads * L));
+  cpu.mla_decode(ql.data(), qp.data(), sh.heads, cb, scale, ref.data());
+  double max_ref = 0, max_err = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
+    const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    max_err = std::isnan(e) ? INFINITY : std::max(max_err, e);
+  }
+  const double rel = max_ref > 0 ? max_err / max_ref : max_err;
+  const bool ok = rel <= (kv == DType::bf16 ? 1e-2 : 1e-4);
+
+  cudaStream_t st = static_cast<cudaStream_t>(gpu.stream());
+  for (int i = 0; i < 3; ++i) gpu.mla_decode(gql.data(), gqp.data(), sh.heads, pb, scale, gout.data());
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    cudaEventRecord(e0, st);
+    gpu.mla_decode(gql.data(), gqp.data(), sh.heads, pb, scale, gout.data());
+    cudaEventRecord(e1, st);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    t.push_back(ms);
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  return Result{ok, rel, median(t)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 20;
+  bool json = false;
+  std::string kv_arg = "both";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--kv" && i + 1 < argc) kv_arg = argv[++i];
+    else if (a == "--json") json = true;
+    else {
+      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--json]\n");
+      return 2;
+    }
+  }
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::fprintf(stderr, "mla_decode_bench: no CUDA device\n");
+    return 77;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  auto cpu = dpa::backend::make_cpu_backend();
+  auto gpu = dpa::backend::make_cuda_backend(0);
+  const double bw = copy_bandwidth_gbs();
+  std::printf("mla_decode_bench on %s: measured copy bandwidth %.0f GB/s (the floor's denominator)\n", prop.name, bw);
+  std::printf("%-5s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
+              "of HBM", "TFLOP/s", "check");
+  std::vector<DType> kinds;
+  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back(DType::f32);
+  if (kv_arg == "bf16" || kv_arg == "both") kinds.push_back(DType::bf16);
+  const Shape shapes[] = {{128, 4096, 16}, {128, 4096, 128}, {512, 1536, 16}, {64, 2048, 16}, {1, 4096, 16}};
+  std::mt19937 rng(7);
+  int failed = 0;
+  for (DType kv : kinds)
+    for (const Shape& sh : shapes) {
+      const Result r = run(*cpu, *gpu, sh, kv, reps, rng);
+      const double bytes = static_cast<double>(sh.seqs * sh.ctx * 576) * static_cast<double>(dpa::dtype_size(kv));
+      const double gbs = bytes / (r.ms * 1e-3) / 1e9;
+      const double flops = 2.0 * static_cast<double>(sh.seqs * sh.ctx * sh.heads) * (576 + 512);
+      const double tf = flops / (r.ms * 1e-3) / 1e12;
+      char shape[64];
+      std::snprintf(shape, sizeof shape, "%lld x %lld x %lld", static_cast<long long>(sh.seqs),
+                    static_cast<long long>(sh.ctx), static_cast<long long>(sh.heads));
+      std::printf("%-5s %-22s %-10.2e %-9.3f %-10.0f %-8.1f%% %-10.1f %s\n", std::string(dpa::dtype_name(kv)).c_str(),
+                  shape, r.max_err, r.ms, gbs, 100.0 * gbs / bw, tf, r.ok ? "OK" : "FAIL");
+      if (json)
+        std::printf("{\"bench\":\"mla_decode\",\"gpu\":\"%s\",\"kv\":\"%s\",\"seqs\":%lld,\"ctx\":%lld,\"heads\":%lld,"
+                    "\"ms\":%.4f,\"gbs\":%.1f,\"hbm_gbs\":%.1f,\"tflops\":%.2f,\"max_rel_err\":%.3e,\"ok\":%s}\n",
+                    prop.name, std::string(dpa::dtype_name(kv)).c_str(), static_cast<long long>(sh.seqs),
+                    static_cast<long long>(sh.ctx), static_cast<long long>(sh.heads), r.ms, gbs, bw, tf, r.max_err,
+                    r.ok ? "true" : "false");
+      failed += !r.ok;
+    }
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,300 @@
+// Parity of the attention ops and the paged KV cache (f32 and bf16) between the CUDA backend
+// and the CPU reference: paged write / gather, kv_write, RoPE, expanded attention and absorbed
+// MLA in both CUDA forms, and batched MLA decode in every kernel version. A bf16 cache is checked
+// against the CPU's f32 cache holding the same bf16-rounded values (the CPU keeps f32 caches).
+#include "parity_util.h"
+
+namespace dpa::backend {
+namespace {
+
+TEST(BackendParity, PagedWriteGather) {
+  struct C { int64_t page_size, kv_lora, rope, start, n, col0, cols; };
+  const C cases[] = {{4, 32, 8, 0, 0, 0, 40}, {4, 32, 8, 5, 1, 0, 40}, {4, 32, 8, 3, 14, 0, 32},
+                     {16, 512, 64, 17, 40, 512, 64}, {64, 512, 64, 0, 150, 0, 576}};
+  for (const C& c : cases) {
+    const int64_t seq_pages = (c.start + c.n + c.page_size - 1) / c.page_size + 1;
+    Cache cache(seq_pages + 3, c.page_size, c.kv_lora, c.rope, seq_pages);
+    const int64_t lds = c.cols + 3;
+    Dual<float> src(rnd(std::max<int64_t>(c.n * lds, 1)));
+    cpu().paged_write(cache.view(false), c.col0, c.cols, c.start, c.n, src.c.data(), lds);
+    gpu().paged_write(cache.view(true), c.col0, c.cols, c.start, c.n, src.g.data(), lds);
+    const std::string s = shp({{"page", c.page_size}, {"width", c.kv_lora + c.rope}, {"start", c.start},
+                               {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}});
+    EXPECT_TRUE(close("paged_write", s, cache.pool.on_cpu(), cache.pool.on_gpu(), 0.0));
+    const int64_t n_read = c.start + c.n, ldo = c.cols + 1;
+    Dual<float> out(std::max<int64_t>(n_read * ldo, 1));
+    cpu().paged_gather(cache.view(false), c.col0, c.cols, n_read, out.c.data(), ldo);
+    gpu().paged_gather(cache.view(true), c.col0, c.cols, n_read, out.g.data(), ldo);
+    EXPECT_TRUE(close("paged_gather", s, out.on_cpu(), out.on_gpu(), 0.0));
+  }
+}
+
+TEST(BackendParity, Rope) {
+  const int64_t dim = 64, nope = 128, heads = 3, head_stride = nope + dim;
+  std::vector<float> inv(dim / 2);
+  for (int64_t i = 0; i < dim / 2; ++i)
+    inv[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / dim) / (i > 8 ? 40.0 : 1.0));
+  Dual<float> dinv(inv);
+  for (float scaling : {1.0f, 1.3f})
+    for (int64_t n : {0, 1, 9}) {
+      std::vector<int64_t> pos(n);
+      for (auto& p : pos) p = rnd_int(0, 4000);
+      Dual<int64_t> dpos(pos);
+      const int64_t token_stride = heads * head_stride + 5;
+      Dual<float> x(rnd(std::max<int64_t>(n * token_stride, 1)));
+      RopeParams pc{dinv.c.data(), dim, scaling}, pg{dinv.g.data(), dim, scaling};
+      cpu().rope(x.c.data() + nope, n, heads, token_stride, head_stride, dpos.c.data(), pc);
+      gpu().rope(x.g.data() + nope, n, heads, token_stride, head_stride, dpos.g.data(), pg);
+      char sc[32];
+      std::snprintf(sc, sizeof sc, " scaling=%.1f", scaling);
+      EXPECT_TRUE(close("rope", shp({{"n", n}, {"heads", heads}, {"dim", dim}}) + sc, x.on_cpu(),
+                        x.on_gpu(), 1e-5));
+    }
+}
+
+// ---- Attention.
+TEST(BackendParity, Attention) {
+  struct C { int64_t n_q, q_start, heads, d_qk, d_v; };
+  const C cases[] = {{0, 0, 4, 24, 16},    {1, 0, 4, 24, 16},    {7, 0, 4, 24, 16},
+                     {1, 299, 4, 24, 16},  {5, 255, 4, 24, 16},  {130, 0, 2, 40, 33},
+                     {3, 1000, 2, 192, 128}, {16, 64, 16, 192, 128},
+                     // split-KV with splits that are empty for the first queries (132 SMs)
+                     {132, 126, 1, 24, 16},  {1, 3000, 1, 192, 128}};
+  for (const char* mode : {"kernel", "gemm"})
+  with_attn_mode(mode, [&] {
+  for (const C& c : cases) {
+    const int64_t n_kv = c.q_start + c.n_q;
+    Dual<float> q(rnd(std::max<int64_t>(c.n_q * c.heads * c.d_qk, 1), -2, 2)),
+        k(rnd(std::max<int64_t>(n_kv * c.heads * c.d_qk, 1), -2, 2)),
+        v(rnd(std::max<int64_t>(n_kv * c.heads * c.d_v, 1))), out(std::max<int64_t>(c.n_q * c.heads * c.d_v, 1));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d_qk));
+    cpu().attention(q.c.data(), k.c.data(), v.c.data(), c.n_q, n_kv, c.heads, c.d_qk, c.d_v,
+                    c.q_start, scale, out.c.data());
+    gpu().attention(q.g.data(), k.g.data(), v.g.data(), c.n_q, n_kv, c.heads, c.d_qk, c.d_v,
+                    c.q_start, scale, out.g.data());
+    EXPECT_TRUE(close("attention", std::string(mode) + " " + shp({{"n_q", c.n_q}, {"q_start", c.q_start}, {"H", c.heads},
+                                        {"d_qk", c.d_qk}, {"d_v", c.d_v}}),
+                      out.on_cpu(), out.on_gpu(), 1e-4, 1e-6));
+  }
+  });
+}
+
+TEST(BackendParity, MlaAbsorbed) {
+  struct C { int64_t n_q, q_start, heads, page_size, kv_lora, rope; };
+  const C cases[] = {{0, 5, 4, 16, 512, 64},  {1, 0, 4, 16, 512, 64},   {1, 299, 4, 16, 512, 64},
+                     {4, 50, 4, 16, 512, 64},  {1, 2047, 16, 64, 512, 64}, {9, 3, 3, 4, 40, 8},
+                     {8, 700, 2, 64, 512, 64},  {1, 4095, 128, 64, 512, 64}};
+  for (const char* mode : {"kernel", "gemm"})
+  with_attn_mode(mode, [&] {
+  for (const C& c : cases) {
+    const int64_t n_ctx = c.q_start + c.n_q;
+    const int64_t seq_pages = (n_ctx + c.page_size - 1) / c.page_size + 1;
+    Cache cache(seq_pages + 5, c.page_size, c.kv_lora, c.rope, seq_pages);
+    Dual<float> ql(rnd(std::max<int64_t>(c.n_q * c.heads * c.kv_lora, 1))),
+        qp(rnd(std::max<int64_t>(c.n_q * c.heads * c.rope, 1))),
+        out(std::max<int64_t>(c.n_q * c.heads * c.kv_lora, 1));
+    const float scale = 1.0f / std::sqrt(192.0f);
+    cpu().mla_absorbed(ql.c.data(), qp.c.data(), c.n_q, c.heads, cache.view(false), c.q_start,
+                       scale, out.c.data());
+    gpu().mla_absorbed(ql.g.data(), qp.g.data(), c.n_q, c.heads, cache.view(true), c.q_start,
+                       scale, out.g.data());
+    EXPECT_TRUE(close("mla_absorbed", std::string(mode) + " " + shp({{"n_q", c.n_q}, {"q_start", c.q_start}, {"H", c.heads},
+                                           {"page", c.page_size}, {"lora", c.kv_lora}, {"rope", c.rope}}),
+                      out.on_cpu(), out.on_gpu(), 1e-4, 1e-6));
+  }
+  });
+}
+
+// ---- MoE.
+TEST(BackendParity, KvWrite) {
+  struct C { int64_t width, n, col0, cols; };
+  const C cases[] = {{576, 0, 0, 576}, {576, 1, 0, 512}, {576, 37, 512, 64}, {48, 100, 3, 40},
+                     {576, 300, 0, 576}};
+  for (const C& c : cases) {
+    const int64_t n_slots = 300;
+    std::vector<int64_t> slots(n_slots);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng());
+    slots.resize(std::max<int64_t>(c.n, 1));
+    const int64_t lds = c.cols + 5;
+    Dual<int64_t> ds(slots);
+    Dual<float> pool(rnd(n_slots * c.width)), src(rnd(std::max<int64_t>(c.n * lds, 1)));
+    cpu().kv_write(pool.c.data(), DType::f32, c.width, ds.c.data(), c.n, c.col0, c.cols, src.c.data(), lds);
+    gpu().kv_write(pool.g.data(), DType::f32, c.width, ds.g.data(), c.n, c.col0, c.cols, src.g.data(), lds);
+    EXPECT_TRUE(close("kv_write", shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}}),
+                      pool.on_cpu(), pool.on_gpu(), 0.0));
+  }
+}
+
+TEST(BackendParity, MlaDecode) {
+  struct C { const char* name; int64_t heads, page, lora, rope; std::vector<int64_t> ctx; };
+  std::vector<int64_t> many(40);
+  for (auto& c : many) c = rnd_int(1, 600);
+  const std::vector<C> cases = {
+      {"no seqs", 16, 16, 512, 64, {}},
+      {"one seq ctx=1", 16, 16, 512, 64, {1}},
+      {"one seq", 16, 16, 512, 64, {3001}},
+      {"varied ctx", 16, 16, 512, 64, {1, 17, 300, 2049, 4100}},
+      {"H=128", 128, 16, 512, 64, {1, 700, 2500}},
+      {"H=20", 20, 16, 512, 64, {65, 1, 129, 16}},
+      {"small dims H=3", 3, 4, 40, 8, {5, 1, 33, 64, 200}},
+      {"40 seqs", 16, 16, 512, 64, many},
+      {"lora 520 (fallback)", 4, 8, 520, 8, {9, 1, 40}},
+  };
+  for (const char* variant : {"v1", "v2"})
+  with_decode_variant(variant, [&] {
+  for (const C& c : cases) {
+    DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
+    const int64_t n = static_cast<int64_t>(c.ctx.size());
+    Dual<float> ql(rnd(std::max<int64_t>(n * c.heads * c.lora, 1))),
+        qp(rnd(std::max<int64_t>(n * c.heads * c.rope, 1))),
+        out(rnd(std::max<int64_t>(n * c.heads * c.lora, 1)));
+    const float scale = 1.0f / std::sqrt(192.0f);
+    cpu().mla_decode(ql.c.data(), qp.c.data(), c.heads, b.view(false), scale, out.c.data());
+    gpu().mla_decode(ql.g.data(), qp.g.data(), c.heads, b.view(true), scale, out.g.data());
+    EXPECT_TRUE(close("mla_decode", std::string(variant) + " " + c.name + " " +
+                                        shp({{"seqs", n}, {"H", c.heads}, {"page", c.page},
+                                             {"lora", c.lora}, {"rope", c.rope}, {"max_ctx", b.max_ctx}}),
+                      out.on_cpu(), out.on_gpu(), 1e-4, 1e-6));
+  }
+  });
+}
+
+// ---- bf16 KV cache.
+
+std::vector<float> bf16_round(std::vector<float> v) {
+  for (auto& x : v) x = bf16_to_f32(f32_to_bf16(x));
+  return v;
+}
+
+// Rounds a mirrored pool to bf16 in place (the CPU copy keeps the rounded values as f32) and
+// returns the GPU's bf16 copy of it.
+Buffer<uint16_t> bf16_pool(Dual<float>& pool) {
+  std::vector<float> h = pool.on_cpu();
+  std::vector<uint16_t> b(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) b[i] = f32_to_bf16(h[i]), h[i] = bf16_to_f32(b[i]);
+  pool.set(h);
+  Buffer<uint16_t> g(gpu(), std::max<std::size_t>(b.size(), 1));
+  if (!b.empty()) gpu().upload(g.data(), b.data(), b.size() * sizeof(uint16_t));
+  return g;
+}
+
+std::vector<float> bf16_on_gpu(const Buffer<uint16_t>& g, std::size_t n) {
+  std::vector<uint16_t> b(n);
+  if (n) gpu().download(b.data(), g.data(), n * sizeof(uint16_t));
+  std::vector<float> f(n);
+  for (std::size_t i = 0; i < n; ++i) f[i] = bf16_to_f32(b[i]);
+  return f;
+}
+
+TEST(BackendParity, KvWriteBf16) {
+  // The GPU rounds the written values to nearest even; the CPU writes them pre-rounded.
+  struct C { int64_t width, n, col0, cols; };
+  const C cases[] = {{576, 0, 0, 576}, {576, 1, 0, 512}, {576, 37, 512, 64}, {80, 100, 3, 40}};
+  for (const C& c : cases) {
+    const int64_t n_slots = 300;
+    std::vector<int64_t> slots(n_slots);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng());
+    slots.resize(std::max<int64_t>(c.n, 1));
+    const int64_t lds = c.cols + 5;
+    Dual<int64_t> ds(slots);
+    Dual<float> pool(rnd(n_slots * c.width));
+    Buffer<uint16_t> g = bf16_pool(pool);
+    const std::vector<float> h = rnd(std::max<int64_t>(c.n * lds, 1), -3, 3);
+    Dual<float> src(h), src_r(bf16_round(h));
+    cpu().kv_write(pool.c.data(), DType::f32, c.width, ds.c.data(), c.n, c.col0, c.cols, src_r.c.data(), lds);
+    gpu().kv_write(g.data(), DType::bf16, c.width, ds.g.data(), c.n, c.col0, c.cols, src.g.data(), lds);
+    EXPECT_TRUE(close("kv_write", "bf16 " + shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}}),
+                      pool.on_cpu(), bf16_on_gpu(g, pool.n), 0.0));
+  }
+}
+
+TEST(BackendParity, PagedWriteGatherBf16) {
+  struct C { int64_t page_size, kv_lora, rope, start, n, col0, cols; };
+  const C cases[] = {{4, 32, 8, 5, 1, 0, 40}, {16, 512, 64, 17, 40, 512, 64}, {64, 512, 64, 0, 150, 0, 576}};
+  for (const C& c : cases) {
+    const int64_t seq_pages = (c.start + c.n + c.page_size - 1) / c.page_size + 1;
+    Cache cache(seq_pages + 3, c.page_size, c.kv_lora, c.rope, seq_pages);
+    Buffer<uint16_t> g = bf16_pool(cache.pool);
+    PagedLatent gv = cache.view(true);
+    gv.base = g.data(), gv.dtype = DType::bf16;
+    const int64_t lds = c.cols + 3;
+    const std::vector<float> h = rnd(std::max<int64_t>(c.n * lds, 1));
+    Dual<float> src(h), src_r(bf16_round(h));
+    cpu().paged_write(cache.view(false), c.col0, c.cols, c.start, c.n, src_r.c.data(), lds);
+    gpu().paged_write(gv, c.col0, c.cols, c.start, c.n, src.g.data(), lds);
+    const std::string s = "bf16 " + shp({{"page", c.page_size}, {"width", c.kv_lora + c.rope}, {"start", c.start},
+                                         {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}});
+    EXPECT_TRUE(close("paged_write", s, cache.pool.on_cpu(), bf16_on_gpu(g, cache.pool.n), 0.0));
+    const int64_t n_read = c.start + c.n, W = c.kv_lora + c.rope;
+    Dual<float> out(std::max<int64_t>(n_read * W, 1));
+    cpu().paged_gather(cache.view(false), 0, W, n_read, out.c.data(), W);
+    gpu().paged_gather(gv, 0, W, n_read, out.g.data(), W);
+    EXPECT_TRUE(close("paged_gather", s, out.on_cpu(), out.on_gpu(), 0.0));
+  }
+}
+
+// Queries rounded to bf16 on both sides, so the differences left are the kernel's: bf16
+// probabilities and fp32 sums in another order.
+TEST(BackendParity, MlaAbsorbedBf16) {
+  struct C { int64_t n_q, q_start, heads, page_size, kv_lora, rope; };
+  const C cases[] = {{1, 0, 4, 16, 512, 64}, {4, 50, 4, 16, 512, 64}, {9, 3, 3, 4, 40, 8}, {1, 2047, 16, 64, 512, 64}};
+  for (const C& c : cases) {
+    const int64_t n_ctx = c.q_start + c.n_q;
+    const int64_t seq_pages = (n_ctx + c.page_size - 1) / c.page_size + 1;
+    Cache cache(seq_pages + 5, c.page_size, c.kv_lora, c.rope, seq_pages);
+    Buffer<uint16_t> g = bf16_pool(cache.pool);
+    PagedLatent gv = cache.view(true);
+    gv.base = g.data(), gv.dtype = DType::bf16;
+    Dual<float> ql(rnd(std::max<int64_t>(c.n_q * c.heads * c.kv_lora, 1))),
+        qp(rnd(std::max<int64_t>(c.n_q * c.heads * c.rope, 1))),
+        out(std::max<int64_t>(c.n_q * c.heads * c.kv_lora, 1));
+    const float scale = 1.0f / std::sqrt(192.0f);
+    cpu().mla_absorbed(ql.c.data(), qp.c.data(), c.n_q, c.heads, cache.view(false), c.q_start, scale, out.c.data());
+    gpu().mla_absorbed(ql.g.data(), qp.g.data(), c.n_q, c.heads, gv, c.q_start, scale, out.g.data());
+    EXPECT_TRUE(close("mla_absorbed", "bf16 " + shp({{"n_q", c.n_q}, {"q_start", c.q_start}, {"H", c.heads},
+                                                    {"page", c.page_size}, {"lora", c.kv_lora}, {"rope", c.rope}}),
+                      out.on_cpu(), out.on_gpu(), 1e-4, 1e-6));
+  }
+}
+
+TEST(BackendParity, MlaDecodeBf16) {
+  struct C { const char* name; int64_t heads, page, lora, rope; std::vector<int64_t> ctx; };
+  std::vector<int64_t> many(40);
+  for (auto& c : many) c = rnd_int(1, 600);
+  const std::vector<C> cases = {
+      {"no seqs", 16, 16, 512, 64, {}},
+      {"one seq ctx=1", 16, 16, 512, 64, {1}},
+      {"one seq", 16, 16, 512, 64, {3001}},
+      {"varied ctx", 16, 16, 512, 64, {1, 17, 300, 2049, 4100}},
+      {"page 64", 16, 64, 512, 64, {33, 64, 65, 1000}},
+      {"H=128", 128, 16, 512, 64, {1, 700, 2500}},
+      {"H=20", 20, 16, 512, 64, {65, 1, 129, 16}},
+      {"lora 64 rope 16", 3, 4, 64, 16, {5, 1, 33, 64, 200}},
+      {"lora 128 rope 0", 5, 8, 128, 0, {7, 90}},
+      {"40 seqs", 16, 16, 512, 64, many},
+      {"lora 40 (fallback)", 4, 8, 40, 8, {9, 1, 40}},
+  };
+  for (const C& c : cases) {
+    DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
+    Buffer<uint16_t> g = bf16_pool(b.pool);
+    PagedBatch gv = b.view(true);
+    gv.base = g.data(), gv.dtype = DType::bf16;
+    const int64_t n = static_cast<int64_t>(c.ctx.size());
+    const std::vector<float> hl = rnd(std::max<int64_t>(n * c.heads * c.lora, 1)),
+                             hp = rnd(std::max<int64_t>(n * c.heads * c.rope, 1), -3, 3);
+    Dual<float> ql(hl), qp(hp), ql_r(bf16_round(hl)), qp_r(bf16_round(hp)),
+        out(rnd(std::max<int64_t>(n * c.heads * c.lora, 1)));
+    const float scale = 1.0f / std::sqrt(192.0f);
+    cpu().mla_decode(ql_r.c.data(), qp_r.c.data(), c.heads, b.view(false), scale, out.c.data());
+    gpu().mla_decode(ql.g.data(), qp.g.data(), c.heads, gv, scale, out.g.data());
+    EXPECT_TRUE(close("mla_decode", std::string("bf16 ") + c.name + " " +
+                                        shp({{"seqs", n}, {"H", c.heads}, {"page", c.page},
+                                             {"lora", c.lora}, {"rope", c.rope}, {"max_ctx", b.max_ctx}}),
+                      out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
+  }
+}
+
+}  // namespace
+}  // namespace dpa::backend
