@@ -14,10 +14,10 @@ __device__ __forceinline__ int64_t paged_row(const int32_t* pages, int64_t page_
   return static_cast<int64_t>(pages[pos / page_size]) * page_size + pos % page_size;
 }
 
-__global__ void gather_rows_kernel(const float* x, const int32_t* rows, int64_t n, int64_t d,
-                                   float* out) {
+__global__ void gather_rows_kernel(const float* x, const int32_t* rows, int64_t div, int64_t n,
+                                   int64_t d, float* out) {
   for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
-    const float* src = x + static_cast<int64_t>(rows[j]) * d;
+    const float* src = x + rows[j] / div * d;
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) out[j * d + c] = src[c];
   }
 }
@@ -58,10 +58,10 @@ __global__ void paged_gather_kernel(const T* base, const int32_t* pages, int64_t
 
 }  // namespace
 
-void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,
-                 cudaStream_t stream) {
+void gather_rows(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
+                 float* out, cudaStream_t stream) {
   if (n <= 0 || d <= 0) return;
-  gather_rows_kernel<<<grid_rows(n), kThreads, 0, stream>>>(x, rows, n, d, out);
+  gather_rows_kernel<<<grid_rows(n), kThreads, 0, stream>>>(x, rows, div, n, d, out);
 }
 
 void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,

@@ -7,9 +7,9 @@
 
 namespace dpa::kernels {
 
-// out[j, :] = x[rows[j], :], j < n, rows of d floats.
-void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,
-                 cudaStream_t stream);
+// out[j, :] = x[rows[j] / div, :], j < n, rows of d floats (div 1: a plain gather).
+void gather_rows(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
+                 float* out, cudaStream_t stream);
 // out[rows[j], :] = x[j, :].
 void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,
                   cudaStream_t stream);

@@ -457,14 +457,14 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
 
 namespace detail {
 
-DecodePlan plan_decode(int64_t n_seqs, int64_t n_hg, int64_t max_ctx, int tile) {
+DecodePlan plan_decode(int64_t n_seqs, int64_t n_hg, int64_t max_ctx, int tile, int per_sm) {
   if (max_ctx < 1) max_ctx = 1;
   const int64_t base = n_seqs * n_hg;
   const int64_t by_len = (max_ctx + kMinSplit - 1) / kMinSplit;
-  // Fewest waves of two resident blocks per SM times rows per split, plus a fixed cost of
+  // Fewest waves of per_sm resident blocks per SM times rows per split, plus a fixed cost of
   // kBlockCost rows per block (queries, partials): s = argmin ceil(base s / cap) (ctx / s + c).
   constexpr int64_t kBlockCost = 48;
-  const int64_t cap = 2 * static_cast<int64_t>(sm_count());
+  const int64_t cap = per_sm * static_cast<int64_t>(sm_count());
   const int64_t hi = std::max<int64_t>(1, std::min<int64_t>(by_len, kMaxSplits));
   int64_t splits = 1, best = -1;
   for (int64_t sp = 1; sp <= hi; ++sp) {

@@ -35,12 +35,14 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
 // queries and probabilities rounded to bf16, scores, softmax and sums in fp32. Takes kv_lora of
 // 64, 128, 256 or 512 and kv_lora + rope_dim a multiple of 16; base 16-byte aligned.
 bool mla_decode_bf16_supported(int64_t kv_lora, int64_t rope_dim);
+// `stages`: depth of the cp.async ring, 2 (default: two blocks per SM) or 3 .. 5 (one block per
+// SM); the workspace and the call must use the same.
 int64_t mla_decode_bf16_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len,
-                                         int64_t kv_lora);
+                                         int64_t kv_lora, int64_t rope_dim, int stages = 2);
 void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
                      const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
                      const int32_t* ctx_len, int64_t page_size, int64_t kv_lora, int64_t rope_dim,
                      int64_t max_ctx_len, float scale, float* out, float* workspace,
-                     int64_t workspace_floats, cudaStream_t stream);
+                     int64_t workspace_floats, cudaStream_t stream, int stages = 2);
 
 }  // namespace dpa::kernels

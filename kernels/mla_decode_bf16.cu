@@ -42,7 +42,8 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -74,19 +75,24 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-std::size_t smem_bytes(int Ws) {
-  return static_cast<std::size_t>(kHG * Ws + 2 * kT * Ws + kHG * kPs) * sizeof(__nv_bfloat16) +
+// Pipeline depths: 2 stages and two resident blocks per SM, or more stages and one block.
+constexpr int kStagesDefault = 2;
+int blocks_per_sm(int stages) { return stages <= 2 ? 2 : 1; }
+
+std::size_t smem_bytes(int Ws, int stages) {
+  return static_cast<std::size_t>(kHG * Ws + stages * kT * Ws + kHG * kPs) * sizeof(__nv_bfloat16) +
          static_cast<std::size_t>(kHG * kSs + 3 * kHG) * sizeof(float);
 }
 
-// NT: 8-channel tiles of the latent per warp (L = 32 NT).
-template <int NT>
-__global__ void __launch_bounds__(kThreads, 2) mla_decode_bf16_kernel(Args a) {
+// NT: 8-channel tiles of the latent per warp (L = 32 NT); ST: tiles in the cp.async ring (ST - 1
+// loads ahead of the tile being computed, ST while waiting for it).
+template <int NT, int ST>
+__global__ void __launch_bounds__(kThreads, ST <= 2 ? 2 : 1) mla_decode_bf16_kernel(Args a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int Ws = a.Ws;
   auto* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kHG][Ws] queries [q_lat, q_pe]
-  __nv_bfloat16* kb = qs + kHG * Ws;                       // [2][kT][Ws] cache tiles
-  __nv_bfloat16* P = kb + 2 * kT * Ws;                     // [kHG][kPs] probabilities
+  __nv_bfloat16* kb = qs + kHG * Ws;                       // [ST][kT][Ws] cache tiles
+  __nv_bfloat16* P = kb + ST * kT * Ws;                    // [kHG][kPs] probabilities
   float* S = reinterpret_cast<float*>(P + kHG * kPs);      // [kHG][kSs] scores (log2 domain)
   float* alpha_s = S + kHG * kSs;                          // [kHG]
   float* l_s = alpha_s + kHG;
@@ -145,8 +151,12 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_bf16_kernel(Args a) {
   };
 
   const int n_tiles = (k_end - k_begin + kT - 1) / kT;
-  load_tile(k_begin, page_of(k_begin), kb);
-  int next_page = page_of(k_begin + kT);
+#pragma unroll
+  for (int i = 0; i < ST - 1; ++i) {  // one commit group per tile, empty past the last
+    if (i < n_tiles) load_tile(k_begin + i * kT, page_of(k_begin + i * kT), kb + i * kT * Ws);
+    else cp_async_commit();
+  }
+  int next_page = page_of(k_begin + (ST - 1) * kT);
 
   // Fragment addresses (ldmatrix: lane l gives row l % 8 of matrix l / 8).
   const int r16 = (lane & 7) + 8 * ((lane >> 3) & 1);  // row within a 16-row A / trans-B tile
@@ -164,15 +174,16 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_bf16_kernel(Args a) {
 
   for (int it = 0; it < n_tiles; ++it) {
     const int t0 = k_begin + it * kT;
-    const __nv_bfloat16* kc = kb + (it & 1) * kT * Ws;
-    __syncthreads();  // the other buffer, S and P are free
-    if (it + 1 < n_tiles) {
-      load_tile(t0 + kT, next_page, kb + ((it + 1) & 1) * kT * Ws);
-      next_page = page_of(t0 + 2 * kT);  // used by the next iteration's load
+    const __nv_bfloat16* kc = kb + (it % ST) * kT * Ws;
+    __syncthreads();  // tile it - 1's buffer, S and P are free
+    const int nx = it + ST - 1;  // the tile loaded now, into tile it - 1's buffer
+    if (nx < n_tiles) {
+      load_tile(k_begin + nx * kT, next_page, kb + (nx % ST) * kT * Ws);
+      next_page = page_of(k_begin + (nx + 1) * kT);  // used by the next iteration's load
     } else {
       cp_async_commit();
     }
-    cp_async_wait1();
+    cp_async_wait<ST - 1>();  // groups 0 .. it done
     __syncthreads();  // tile it is in (and, on the first tile, the queries)
 
     // Scores of rows 8 warp .. 8 warp + 7: two accumulators to halve the dependency chain.
@@ -284,17 +295,33 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_bf16_kernel(Args a) {
 
 int padded_row(int64_t W) { return static_cast<int>(W + 8); }
 
-template <int NT>
+template <int NT, int ST>
 void launch(const Args& a, unsigned blocks, cudaStream_t stream) {
-  const std::size_t smem = smem_bytes(a.Ws);
+  const std::size_t smem = smem_bytes(a.Ws, ST);
   static std::size_t configured = 0;
   if (smem > 48 * 1024 && smem > configured) {
-    cudaFuncSetAttribute(mla_decode_bf16_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    cudaFuncSetAttribute(mla_decode_bf16_kernel<NT>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    cudaFuncSetAttribute(mla_decode_bf16_kernel<NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    cudaFuncSetAttribute(mla_decode_bf16_kernel<NT, ST>, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     cudaGetLastError();  // a refused hint is not an error; the launch reports real ones
     configured = smem;
   }
-  mla_decode_bf16_kernel<NT><<<blocks, kThreads, smem, stream>>>(a);
+  mla_decode_bf16_kernel<NT, ST><<<blocks, kThreads, smem, stream>>>(a);
+}
+
+template <int ST>
+void launch_lora(int64_t kv_lora, const Args& a, unsigned blocks, cudaStream_t stream) {
+  switch (kv_lora) {
+    case 64: launch<2, ST>(a, blocks, stream); break;
+    case 128: launch<4, ST>(a, blocks, stream); break;
+    case 256: launch<8, ST>(a, blocks, stream); break;
+    default: launch<16, ST>(a, blocks, stream); break;
+  }
+}
+
+// The depth asked for when it is one of 3 .. 5 and fits in shared memory, else the default.
+int valid_stages(int stages, int Ws) {
+  const bool ok = (stages == 3 || stages == 4 || stages == 5) && smem_bytes(Ws, stages) <= 227 * 1024;
+  return ok ? stages : kStagesDefault;
 }
 
 }  // namespace
@@ -302,13 +329,15 @@ void launch(const Args& a, unsigned blocks, cudaStream_t stream) {
 bool mla_decode_bf16_supported(int64_t kv_lora, int64_t rope_dim) {
   if (kv_lora != 64 && kv_lora != 128 && kv_lora != 256 && kv_lora != 512) return false;
   if (rope_dim < 0 || (kv_lora + rope_dim) % 16 != 0) return false;
-  return smem_bytes(padded_row(kv_lora + rope_dim)) <= 113 * 1024;  // two blocks per SM
+  return smem_bytes(padded_row(kv_lora + rope_dim), kStagesDefault) <= 113 * 1024;  // two blocks per SM
 }
 
 int64_t mla_decode_bf16_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len,
-                                         int64_t kv_lora) {
+                                         int64_t kv_lora, int64_t rope_dim, int stages) {
   if (n_seqs <= 0 || n_heads <= 0) return 0;
-  const detail::DecodePlan p = detail::plan_decode(n_seqs, (n_heads + kHG - 1) / kHG, max_ctx_len, kT);
+  stages = valid_stages(stages, padded_row(kv_lora + rope_dim));
+  const detail::DecodePlan p =
+      detail::plan_decode(n_seqs, (n_heads + kHG - 1) / kHG, max_ctx_len, kT, blocks_per_sm(stages));
   return p.n_splits > 1 ? n_seqs * n_heads * p.n_splits * (kv_lora + 2) : 0;
 }
 
@@ -316,10 +345,11 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
                      const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
                      const int32_t* ctx_len, int64_t page_size, int64_t kv_lora, int64_t rope_dim,
                      int64_t max_ctx_len, float scale, float* out, float* workspace,
-                     int64_t workspace_floats, cudaStream_t stream) {
+                     int64_t workspace_floats, cudaStream_t stream, int stages) {
   if (n_seqs <= 0 || n_heads <= 0) return;
+  stages = valid_stages(stages, padded_row(kv_lora + rope_dim));
   const int n_hg = static_cast<int>((n_heads + kHG - 1) / kHG);
-  detail::DecodePlan p = detail::plan_decode(n_seqs, n_hg, max_ctx_len, kT);
+  detail::DecodePlan p = detail::plan_decode(n_seqs, n_hg, max_ctx_len, kT, blocks_per_sm(stages));
   if (p.n_splits > 1 && (!workspace || n_seqs * n_heads * p.n_splits * (kv_lora + 2) > workspace_floats)) {
     p.n_splits = 1;
     p.split_len = static_cast<int>(max_ctx_len < 1 ? 1 : max_ctx_len);
@@ -334,11 +364,11 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
   a.Ws = padded_row(a.W), a.n_splits = p.n_splits, a.split_len = p.split_len;
   a.scale_log2 = scale * kLog2e;
   const auto blocks = static_cast<unsigned>(n_seqs * n_hg * p.n_splits);
-  switch (kv_lora) {
-    case 64: launch<2>(a, blocks, stream); break;
-    case 128: launch<4>(a, blocks, stream); break;
-    case 256: launch<8>(a, blocks, stream); break;
-    default: launch<16>(a, blocks, stream); break;
+  switch (stages) {
+    case 3: launch_lora<3>(kv_lora, a, blocks, stream); break;
+    case 4: launch_lora<4>(kv_lora, a, blocks, stream); break;
+    case 5: launch_lora<5>(kv_lora, a, blocks, stream); break;
+    default: launch_lora<kStagesDefault>(kv_lora, a, blocks, stream); break;
   }
   if (p.n_splits > 1) detail::merge_decode_splits(workspace, n_seqs * n_heads, p.n_splits, a.L, out, stream);
 }

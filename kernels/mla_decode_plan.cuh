@@ -11,9 +11,9 @@ struct DecodePlan {
   int n_splits, split_len;
 };
 
-// Splits of the context for n_seqs x n_hg blocks of two resident blocks per SM: the fewest
+// Splits of the context for n_seqs x n_hg blocks, `per_sm` resident blocks per SM: the fewest
 // waves times rows per split plus a fixed cost per block; split_len is a multiple of `tile`.
-DecodePlan plan_decode(int64_t n_seqs, int64_t n_hg, int64_t max_ctx, int tile);
+DecodePlan plan_decode(int64_t n_seqs, int64_t n_hg, int64_t max_ctx, int tile, int per_sm = 2);
 
 // Largest number of splits plan_decode returns.
 constexpr int kMaxDecodeSplits = 128;

@@ -4,12 +4,14 @@
 // mla_decode with CUDA events (warm-up, median of --reps), and prints the bytes it must read
 // (the cache rows of every sequence, once), the achieved rate, and that rate over the measured
 // device-to-device copy bandwidth. FLOP/s counts QK (latent + rope) and PV per head.
-//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--json]
+// --stages times the bf16 kernel at several load-ring depths (DPA_CUDA_MLA_DECODE_STAGES).
+//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--json]
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -144,13 +146,23 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool json = false;
   std::string kv_arg = "both";
+  std::vector<std::string> stages = {"2"};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--kv" && i + 1 < argc) kv_arg = argv[++i];
     else if (a == "--json") json = true;
+    else if (a == "--stages" && i + 1 < argc) {
+      stages.clear();
+      std::string list = argv[++i];
+      for (std::size_t p = 0; p <= list.size();) {
+        const std::size_t q = std::min(list.find(',', p), list.size());
+        if (q > p) stages.push_back(list.substr(p, q - p));
+        p = q + 1;
+      }
+    }
     else {
-      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--json]\n");
+      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--json]\n");
       return 2;
     }
   }
@@ -162,18 +174,26 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   auto cpu = dpa::backend::make_cpu_backend();
-  auto gpu = dpa::backend::make_cuda_backend(0);
   const double bw = copy_bandwidth_gbs();
   std::printf("mla_decode_bench on %s: measured copy bandwidth %.0f GB/s (the floor's denominator)\n", prop.name, bw);
-  std::printf("%-5s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
+  std::printf("%-8s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
               "of HBM", "TFLOP/s", "check");
-  std::vector<DType> kinds;
-  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back(DType::f32);
-  if (kv_arg == "bf16" || kv_arg == "both") kinds.push_back(DType::bf16);
+  struct Kind {
+    DType kv;
+    std::string stages, label;
+  };
+  std::vector<Kind> kinds;
+  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "f32"});
+  if (kv_arg == "bf16" || kv_arg == "both")
+    for (const std::string& st : stages) kinds.push_back({DType::bf16, st, "bf16 s" + st});
   const Shape shapes[] = {{128, 4096, 16}, {128, 4096, 128}, {512, 1536, 16}, {64, 2048, 16}, {1, 4096, 16}};
   std::mt19937 rng(7);
   int failed = 0;
-  for (DType kv : kinds)
+  for (const Kind& k : kinds) {
+    if (!k.stages.empty()) setenv("DPA_CUDA_MLA_DECODE_STAGES", k.stages.c_str(), 1);
+    auto gpu = dpa::backend::make_cuda_backend(0);
+    unsetenv("DPA_CUDA_MLA_DECODE_STAGES");
+    const DType kv = k.kv;
     for (const Shape& sh : shapes) {
       const Result r = run(*cpu, *gpu, sh, kv, reps, rng);
       const double bytes = static_cast<double>(sh.seqs * sh.ctx * 576) * static_cast<double>(dpa::dtype_size(kv));
@@ -183,15 +203,16 @@ int main(int argc, char** argv) {
       char shape[64];
       std::snprintf(shape, sizeof shape, "%lld x %lld x %lld", static_cast<long long>(sh.seqs),
                     static_cast<long long>(sh.ctx), static_cast<long long>(sh.heads));
-      std::printf("%-5s %-22s %-10.2e %-9.3f %-10.0f %-8.1f%% %-10.1f %s\n", std::string(dpa::dtype_name(kv)).c_str(),
+      std::printf("%-8s %-22s %-10.2e %-9.3f %-10.0f %-7.1f%% %-10.1f %s\n", k.label.c_str(),
                   shape, r.max_err, r.ms, gbs, 100.0 * gbs / bw, tf, r.ok ? "OK" : "FAIL");
       if (json)
         std::printf("{\"bench\":\"mla_decode\",\"gpu\":\"%s\",\"kv\":\"%s\",\"seqs\":%lld,\"ctx\":%lld,\"heads\":%lld,"
                     "\"ms\":%.4f,\"gbs\":%.1f,\"hbm_gbs\":%.1f,\"tflops\":%.2f,\"max_rel_err\":%.3e,\"ok\":%s}\n",
-                    prop.name, std::string(dpa::dtype_name(kv)).c_str(), static_cast<long long>(sh.seqs),
+                    prop.name, k.label.c_str(), static_cast<long long>(sh.seqs),
                     static_cast<long long>(sh.ctx), static_cast<long long>(sh.heads), r.ms, gbs, bw, tf, r.max_err,
                     r.ok ? "true" : "false");
       failed += !r.ok;
     }
+  }
   return failed ? 1 : 0;
 }

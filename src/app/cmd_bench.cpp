@@ -1,5 +1,7 @@
 // `dpa_serve bench`: offline throughput with the bench_serving metrics block and a JSON line.
+#include <algorithm>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -11,6 +13,25 @@
 
 namespace dpa::app {
 namespace {
+
+// Rank 0's phase times: per kind of step, ms per step and share, largest first.
+void print_phases(const engine::CheckpointExecutor& ex) {
+  std::printf("Phase breakdown (rank 0; time between markers on the backend's queue):\n");
+  for (bool decode : {true, false}) {
+    const model::PhaseStats& p = ex.phase_stats(decode);
+    if (p.steps == 0) continue;
+    double total = 0;
+    for (const auto& [name, s] : p.seconds) total += s;
+    std::printf("  %s: %lld steps, %.2f ms per step\n", decode ? "decode steps" : "prefill / mixed steps",
+                static_cast<long long>(p.steps), 1e3 * total / static_cast<double>(p.steps));
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [name, s] : p.seconds) rows.emplace_back(s, name);
+    std::sort(rows.rbegin(), rows.rend());
+    for (const auto& [s, name] : rows)
+      std::printf("    %-18s %9.3f ms  %5.1f%%\n", name.c_str(), 1e3 * s / static_cast<double>(p.steps),
+                  total > 0 ? 100.0 * s / total : 0.0);
+  }
+}
 
 struct BenchFlags {
   EngineFlags engine;
@@ -41,6 +62,7 @@ int run_bench(Context& ctx, BenchFlags& f) {
   }
   s.engine->run([&](const engine::TokenOutput& o) { runner->on_output(o); });
   if (driver.joinable()) driver.join();
+  if (root && f.engine.profile_phases) print_phases(*s.executor);
   if (trace) {
     const auto& g = s.groups->layout();
     trace->write({{"model", f.engine.model},
@@ -80,6 +102,7 @@ Command bench_command() {
                 ("no-ignore-eos", po::bool_switch(&f->no_ignore_eos), "stop at EOS (default: ignore_eos, fixed output lengths)")
                 ("bench-seed", po::value<uint64_t>(&b.seed)->default_value(b.seed), "workload seed")
                 ("result-file", po::value<std::string>(&b.result_json), "append the JSON result line to this file")
+                ("profile-phases", po::bool_switch(&f->engine.profile_phases), "time the phases of every step (attention, MoE routing / dispatch / experts / combine, LM head) and print them per decode and prefill step")
                 ("trace", po::value<std::string>(&b.trace), "write a per-step HDF5 trace here (step time, tokens and mode per rank, KV use, tokens per expert per layer)");
           },
           [f](Context& ctx) { return run_bench(ctx, *f); }};

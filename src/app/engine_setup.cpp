@@ -119,6 +119,7 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   eo.gpu = gpu ? ctx.gpu : -1;
   eo.gpu_memory_utilization = f.gpu_memory_utilization;
   eo.max_pages = eo.n_pages;
+  eo.profile_phases = f.profile_phases;
   if (f.kv_cache_dtype == "float32" || f.kv_cache_dtype == "fp32")
     eo.kv_dtype = DType::f32;
   else if (f.kv_cache_dtype == "bfloat16" || f.kv_cache_dtype == "bf16")

@@ -24,6 +24,7 @@ struct EngineFlags {
   int64_t max_total_tokens = 0;  // KV tokens per replica (0: 16384 on the CPU, what memory allows on GPUs)
   double gpu_memory_utilization = 0.9;
   std::string kv_cache_dtype = "auto";  // auto | float32 | bfloat16
+  bool profile_phases = false;          // bench --profile-phases
   int64_t max_num_seqs = 256;
   int64_t max_num_batched_tokens = 4096;
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)

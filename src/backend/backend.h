@@ -4,9 +4,12 @@
 // into a checkpoint's memory mapping), converted on the fly.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 
@@ -186,6 +189,10 @@ class Backend {
   // out[j, :] = x[rows[j], :] for j < n, rows of d floats (token permute).
   virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                            float* out) = 0;
+  // out[j, :] = x[rows[j] / div, :]: the tokens of sorted MoE slots (slot = token * top_k + k)
+  // straight from moe_sort's order, with no trip through the host.
+  virtual void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n,
+                               int64_t d, float* out) = 0;
   // out[rows[j], :] = x[j, :] for j < n, rows of d floats (token unpermute); rows distinct.
   virtual void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                             float* out) = 0;
@@ -202,6 +209,34 @@ class Backend {
 
   // out[i] = argmax of logits row i (lowest index on ties): greedy sampling.
   virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;
+
+  // Lets the GEMM forms of attention (expanded and absorbed) round their fp32 operands to TF32
+  // on tensor cores. The model turns it on over a bf16 KV cache, whose values already carry
+  // bf16 precision; off by default (IEEE fp32). Backends without such a path ignore it.
+  virtual void set_attention_tf32(bool) {}
+
+  // ---- Phase timing (profiling). phase_mark(name) starts phase `name` at this point of the
+  // queue, ending the previous one; phase_collect() ends the last phase, waits for the queued
+  // work and adds each phase's seconds into into[name], then forgets the marks. This default
+  // takes wall-clock times after synchronize() (exact for the synchronous CPU ops); the CUDA
+  // backend records events instead, so marking does not stall the stream.
+  virtual void phase_mark(const char* name) {
+    synchronize();
+    marks_.emplace_back(name, std::chrono::steady_clock::now());
+  }
+  virtual void phase_collect(std::map<std::string, double>& into) {
+    if (marks_.empty()) return;
+    synchronize();
+    const auto end = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < marks_.size(); ++i) {
+      const auto stop = i + 1 < marks_.size() ? marks_[i + 1].second : end;
+      into[marks_[i].first] += std::chrono::duration<double>(stop - marks_[i].second).count();
+    }
+    marks_.clear();
+  }
+
+ private:
+  std::vector<std::pair<const char*, std::chrono::steady_clock::time_point>> marks_;
 };
 
 // Owning buffer of n elements of T in a backend's memory.

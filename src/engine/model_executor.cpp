@@ -35,6 +35,7 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
   fo.page_size = opt.page_size;
   fo.n_pages = opt.n_pages;
   fo.kv_dtype = opt.kv_dtype;
+  fo.profile_phases = opt.profile_phases;
   if (opt.gpu < 0) {
     attn_tp_ = dist::make_mpi_communicator(groups.attn_tp());
     ep_ = dist::make_mpi_communicator(groups.ep());

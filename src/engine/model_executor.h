@@ -24,6 +24,7 @@ struct ExecutorOptions {
   double gpu_memory_utilization = 0.9;
   int64_t max_pages = 0;     // cap on the pages (0: none)
   std::optional<DType> kv_dtype;  // KV cache elements (unset: the model's choice, see ForwardOptions)
+  bool profile_phases = false;    // time the phases of each step (phase_stats())
 };
 
 class CheckpointExecutor final : public ModelExecutor {
@@ -40,6 +41,7 @@ class CheckpointExecutor final : public ModelExecutor {
   int64_t num_pages() const override { return opt_.n_pages; }
   int64_t max_position() const override;
   const std::vector<int64_t>& expert_counts() const override { return model_->expert_counts(); }
+  const model::PhaseStats& phase_stats(bool decode) const { return model_->phase_stats(decode); }
   int64_t n_layers() const override;
   int64_t n_experts() const override;
 

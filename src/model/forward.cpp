@@ -25,6 +25,7 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   kv_dtype_ = opts.kv_dtype.value_or(bf16_attention && be_.supports_kv(DType::bf16) ? DType::bf16 : DType::f32);
   if (!be_.supports_kv(kv_dtype_))
     throw ConfigError("kv-cache-dtype", fmt::format("the {} backend keeps no {} KV cache", be_.name(), dtype_name(kv_dtype_)));
+  be_.set_attention_tf32(kv_dtype_ == DType::bf16);
   if (opts.n_pages > 0) allocate_cache(opts.n_pages);
 }
 
@@ -152,18 +153,40 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   float* h = scratch(h_, N * D);
   float* out = scratch(out_, N * D);
   const float eps = static_cast<float>(c.rms_norm_eps);
+  // Profiling: a pure decode step (every sequence one token) or another (prefill, mixed).
+  const bool decode_step = !batch.empty() && std::all_of(batch.begin(), batch.end(), [](const SeqInput& s) {
+    return s.tokens.size() == 1;
+  });
+  mark("embed");
   be_.embedding(weights_.embed, d_ids_.data(), N, residual);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
+    mark("attention");
     be_.rms_norm(residual, lw.input_norm, N, eps, h);
     attention(l, batch, h, N, out);
     be_.add_rms_norm(residual, out, lw.post_attention_norm, N, eps, h);
-    if (lw.moe)
+    if (lw.moe) {
       moe(l, h, N, out);
-    else
+    } else {
+      mark("mlp");
       mlp(lw.dense, h, N, out);
+    }
     be_.add(residual, out, N * D);
   }
+  mark("lm_head");
+  struct Collect {  // the step's phase times go to its kind when forward() returns
+    Model& m;
+    bool decode;
+    ~Collect() {
+      if (!m.opts_.profile_phases) return;
+      PhaseStats& p = decode ? m.phase_decode_ : m.phase_other_;
+      try {
+        m.be_.phase_collect(p.seconds);
+        ++p.steps;
+      } catch (const std::exception&) {  // a failed step reports its own error
+      }
+    }
+  } collect{*this, decode_step};
   // LM head only on the rows whose logits are wanted.
   std::vector<int32_t> rows, keep;  // keep: wanted rows whose full logits go to the host
   int64_t offset = 0;

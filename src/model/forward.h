@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <map>
 #include <optional>
+#include <string>
 #include <span>
 #include <vector>
 
@@ -44,6 +46,15 @@ struct ForwardOptions {
   // KV cache elements; unset (auto): bf16 when the backend keeps a bf16 cache and the
   // attention weights are bf16 (the model's dtype, as vLLM's auto), else f32.
   std::optional<DType> kv_dtype;
+  // Time the phases of every step (embed, attention, mlp, moe.route / dispatch / experts /
+  // combine / shared, lm_head) with backend markers; see Model::phase_stats().
+  bool profile_phases = false;
+};
+
+// Seconds per phase summed over steps of one kind, and the number of steps.
+struct PhaseStats {
+  std::map<std::string, double> seconds;
+  int64_t steps = 0;
 };
 
 // The groups a rank's forward talks to; null communicators mean a group of one.
@@ -76,6 +87,8 @@ class Model {
 
   // Routed slots per expert of the last forward on this rank: [n_layers * n_routed_experts].
   const std::vector<int64_t>& expert_counts() const { return expert_counts_; }
+  // With ForwardOptions::profile_phases: phase times of pure decode steps and of the others.
+  const PhaseStats& phase_stats(bool decode) const { return decode ? phase_decode_ : phase_other_; }
 
  private:
   // h [n, hidden] -> out [n, hidden] for the local heads, all-reduced over attn_tp.
@@ -98,6 +111,9 @@ class Model {
     return p;
   }
   void prepare_weights();
+  void mark(const char* phase) {
+    if (opts_.profile_phases) be_.phase_mark(phase);
+  }
   // Row indices 0 .. n-1 in backend memory (kept and grown across steps).
   const int32_t* identity_rows(int64_t n);
 
@@ -107,6 +123,7 @@ class Model {
   ParallelComms comms_;
   ForwardOptions opts_;
   DType kv_dtype_ = DType::f32;
+  PhaseStats phase_decode_, phase_other_;
   std::unique_ptr<KvCache> cache_;
   backend::Buffer<float> inv_freq_;
   backend::RopeParams rope_;
@@ -137,7 +154,7 @@ class Model {
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
   backend::Buffer<float> g_, u_;
   backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, by_slot_, mine_, shared_;
-  backend::Buffer<int32_t> gate_ids_, order_, slot_token_, send_ids_, recv_ids_, local_ids_, local_order_;
+  backend::Buffer<int32_t> gate_ids_, order_, send_ids_, recv_ids_, local_ids_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
   backend::Buffer<int32_t> d_identity_;
   int64_t identity_n_ = 0;

@@ -72,6 +72,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   float* router_logits = scratch(router_logits_, my_n * E);
   int32_t* ids = scratch(gate_ids_, my_n * K);
   float* weights = scratch(gate_w_, my_n * K);
+  mark("moe.route");
   be_.linear(hm, my_n, lw.router, router_logits);
   if (my_n > 0)
     be_.moe_gate(router_logits, my_n, gate_params(c, bias_[static_cast<std::size_t>(layer)].data()), ids, weights);
@@ -82,12 +83,9 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
   be_.moe_sort(ids, n_slots, E, order, expert_counts.data());
   std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
-  std::vector<int32_t> h_order(static_cast<std::size_t>(n_slots));
-  if (n_slots > 0) be_.download(h_order.data(), order, h_order.size() * sizeof(int32_t));
-  std::vector<int32_t> slot_token(h_order.size());
-  for (int64_t j = 0; j < n_slots; ++j) slot_token[j] = h_order[j] / static_cast<int32_t>(K);
+  // Rows in slot order: the token of sorted slot j is order[j] / K (no trip through the host).
   float* send = scratch(send_, n_slots * D);
-  be_.gather_rows(hm, upload(slot_token_, slot_token), n_slots, D, send);
+  be_.gather_rows_div(hm, order, K, n_slots, D, send);
 
   const std::size_t l = static_cast<std::size_t>(layer);
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
@@ -95,11 +93,15 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   if (!distributed) {
     // Every expert is local and `send` is already grouped by expert: run them on it in place.
     expert_out = scratch(expert_out_, n_slots * D);
+    mark("moe.experts");
     if (n_slots > 0)
       be_.moe_experts(send, identity_rows(n_slots), expert_counts.data(), E, expert_gate_[l].data(),
                       expert_up_[l].data(), expert_down_[l].data(), expert_out);
   } else {
     // Exchange row counts, then rows and their expert ids.
+    mark("moe.dispatch");
+    std::vector<int32_t> h_order(static_cast<std::size_t>(n_slots));
+    if (n_slots > 0) be_.download(h_order.data(), order, h_order.size() * sizeof(int32_t));
     std::vector<int32_t> h_ids(h_order.size()), send_ids(h_order.size());
     if (n_slots > 0) be_.download(h_ids.data(), ids, h_ids.size() * sizeof(int32_t));
     for (int64_t j = 0; j < n_slots; ++j) send_ids[j] = h_ids[h_order[j]];
@@ -141,6 +143,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order,
                  local_counts.data());
     expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
+    mark("moe.experts");
     if (n_recv > 0)
       be_.moe_experts(recv, local_order, local_counts.data(), n_local, expert_gate_[l].data(), expert_up_[l].data(),
                       expert_down_[l].data(), expert_out);
@@ -155,8 +158,10 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
       rc[p] = send_rows[p] * D, rdd[p] = sd[p] * D, sc[p] = recv_rows[p] * D, sdd[p] = rd[p] * D;
     }
     back = scratch(back_, n_slots * D);
+    mark("moe.combine_a2a");
     comms_.ep->all_to_all_v(expert_out, sc.data(), sdd.data(), back, rc.data(), rdd.data(), DType::f32);
   }
+  mark("moe.combine");
   float* by_slot = scratch(by_slot_, n_slots * D);
   be_.scatter_rows(back, order, n_slots, D, by_slot);
   float* mine = scratch(mine_, my_n * D);
@@ -164,11 +169,13 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   be_.moe_combine(by_slot, weights, my_n, K, D, mine);
   if (lw.has_shared && my_n > 0) {
     float* sh = scratch(shared_, my_n * D);
+    mark("moe.shared");
     mlp(lw.shared, hm, my_n, sh);
     be_.add(mine, sh, my_n * D);
   }
 
   if (comms_.attn_tp && tp > 1) {
+    mark("moe.gather_tp");
     std::vector<std::size_t> counts(tp), displs(tp);
     for (int r = 0; r < tp; ++r) {
       counts[r] = static_cast<std::size_t>((slice_begin(r + 1) - slice_begin(r)) * D);

@@ -276,6 +276,8 @@ TEST(BackendParity, MlaDecodeBf16) {
       {"40 seqs", 16, 16, 512, 64, many},
       {"lora 40 (fallback)", 4, 8, 40, 8, {9, 1, 40}},
   };
+  for (const char* stages : {"2", "5"})
+  with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", stages, [&] {
   for (const C& c : cases) {
     DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
     Buffer<uint16_t> g = bf16_pool(b.pool);
@@ -289,11 +291,44 @@ TEST(BackendParity, MlaDecodeBf16) {
     const float scale = 1.0f / std::sqrt(192.0f);
     cpu().mla_decode(ql_r.c.data(), qp_r.c.data(), c.heads, b.view(false), scale, out.c.data());
     gpu().mla_decode(ql.g.data(), qp.g.data(), c.heads, gv, scale, out.g.data());
-    EXPECT_TRUE(close("mla_decode", std::string("bf16 ") + c.name + " " +
+    EXPECT_TRUE(close("mla_decode", std::string("bf16 s") + stages + " " + c.name + " " +
                                         shp({{"seqs", n}, {"H", c.heads}, {"page", c.page},
                                              {"lora", c.lora}, {"rope", c.rope}, {"max_ctx", b.max_ctx}}),
                       out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
   }
+  });
+}
+
+// The GEMM forms with TF32 allowed (as over a bf16 cache): fp32 operands rounded to 10-bit
+// mantissas, so the bound is that of bf16-class inputs.
+TEST(BackendParity, AttentionTf32) {
+  with_attn_mode("gemm", [&] {  // a backend of its own: the setting goes with it
+    gpu().set_attention_tf32(true);
+    struct C { int64_t n_q, q_start, heads, d_qk, d_v; };
+    for (const C& c : {C{7, 0, 4, 24, 16}, C{16, 64, 16, 192, 128}, C{300, 700, 16, 192, 128}}) {
+      const int64_t n_kv = c.q_start + c.n_q;
+      Dual<float> q(rnd(c.n_q * c.heads * c.d_qk, -2, 2)), k(rnd(n_kv * c.heads * c.d_qk, -2, 2)),
+          v(rnd(n_kv * c.heads * c.d_v)), out(c.n_q * c.heads * c.d_v);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(c.d_qk));
+      cpu().attention(q.c.data(), k.c.data(), v.c.data(), c.n_q, n_kv, c.heads, c.d_qk, c.d_v, c.q_start, scale, out.c.data());
+      gpu().attention(q.g.data(), k.g.data(), v.g.data(), c.n_q, n_kv, c.heads, c.d_qk, c.d_v, c.q_start, scale, out.g.data());
+      EXPECT_TRUE(close("attention", "tf32 " + shp({{"n_q", c.n_q}, {"q_start", c.q_start}, {"H", c.heads},
+                                                  {"d_qk", c.d_qk}, {"d_v", c.d_v}}),
+                        out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
+    }
+    const int64_t n_q = 64, q_start = 900, H = 16, page = 16, L = 512, R = 64;
+    const int64_t seq_pages = (q_start + n_q + page - 1) / page + 1;
+    Cache cache(seq_pages + 5, page, L, R, seq_pages);
+    Buffer<uint16_t> g = bf16_pool(cache.pool);
+    PagedLatent gv = cache.view(true);
+    gv.base = g.data(), gv.dtype = DType::bf16;
+    Dual<float> ql(rnd(n_q * H * L)), qp(rnd(n_q * H * R)), out(n_q * H * L);
+    const float scale = 1.0f / std::sqrt(192.0f);
+    cpu().mla_absorbed(ql.c.data(), qp.c.data(), n_q, H, cache.view(false), q_start, scale, out.c.data());
+    gpu().mla_absorbed(ql.g.data(), qp.g.data(), n_q, H, gv, q_start, scale, out.g.data());
+    EXPECT_TRUE(close("mla_absorbed", "bf16 tf32 " + shp({{"n_q", n_q}, {"q_start", q_start}, {"H", H}}),
+                      out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
+  });
 }
 
 }  // namespace

@@ -244,6 +244,11 @@ TEST(BackendParity, GatherScatterCombine) {
         cpu().gather_rows(x.c.data(), dr.c.data(), n, d, out.c.data());
         gpu().gather_rows(x.g.data(), dr.g.data(), n, d, out.g.data());
         EXPECT_TRUE(close("gather_rows", s, out.on_cpu(), out.on_gpu(), 0.0));
+        for (auto& r : rows) r = static_cast<int32_t>(rnd_int(0, 6 * m - 1));  // slots of top-6
+        Dual<int32_t> slots(rows.empty() ? std::vector<int32_t>(1, 0) : rows);
+        cpu().gather_rows_div(x.c.data(), slots.c.data(), 6, n, d, out.c.data());
+        gpu().gather_rows_div(x.g.data(), slots.g.data(), 6, n, d, out.g.data());
+        EXPECT_TRUE(close("gather_rows_div", s + " div=6", out.on_cpu(), out.on_gpu(), 0.0));
       }
       {
         std::vector<int32_t> rows(m);

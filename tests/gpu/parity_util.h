@@ -175,15 +175,20 @@ struct Cache {
   }
 };
 
-// Runs fn with the CUDA backend swapped for one made under DPA_CUDA_ATTN=mode ("kernel": the
-// fused kernel, split over keys for long contexts; "gemm": cuBLAS around a masked softmax).
-inline void with_attn_mode(const char* mode, const std::function<void()>& fn) {
-  setenv("DPA_CUDA_ATTN", mode, 1);
+// Runs fn with the CUDA backend swapped for one made under the environment variable var=value.
+inline void with_env_backend(const char* var, const char* value, const std::function<void()>& fn) {
+  setenv(var, value, 1);
   std::unique_ptr<Backend> be = make_cuda_backend(0);
-  unsetenv("DPA_CUDA_ATTN");
+  unsetenv(var);
   std::swap(env().gpu, be);
   fn();
   std::swap(env().gpu, be);
+}
+
+// DPA_CUDA_ATTN=mode ("kernel": the fused kernel, split over keys for long contexts; "gemm":
+// cuBLAS around a masked softmax).
+inline void with_attn_mode(const char* mode, const std::function<void()>& fn) {
+  with_env_backend("DPA_CUDA_ATTN", mode, fn);
 }
 
 // A batch of sequences over one shuffled page pool: each sequence's table is a slice of a
@@ -235,14 +240,9 @@ struct DecodeBatch {
   }
 };
 
-// Runs fn with the CUDA backend swapped for one made under DPA_CUDA_MLA_DECODE=variant.
+// DPA_CUDA_MLA_DECODE=variant (the fp32 kernel's versions, v1 and v2).
 inline void with_decode_variant(const char* variant, const std::function<void()>& fn) {
-  setenv("DPA_CUDA_MLA_DECODE", variant, 1);
-  std::unique_ptr<Backend> be = make_cuda_backend(0);
-  unsetenv("DPA_CUDA_MLA_DECODE");
-  std::swap(env().gpu, be);
-  fn();
-  std::swap(env().gpu, be);
+  with_env_backend("DPA_CUDA_MLA_DECODE", variant, fn);
 }
 
 }  // namespace dpa::backend

@@ -58,6 +58,8 @@ class CpuBackend final : public Backend {
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
                 int64_t* counts) override;
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
+  void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
+                       float* out) override;
   void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
   void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
                    float* out) override;

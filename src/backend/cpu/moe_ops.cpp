@@ -93,7 +93,12 @@ void CpuBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts
 
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                              float* out) {
-  for (int64_t j = 0; j < n; ++j) std::copy_n(x + static_cast<int64_t>(rows[j]) * d, d, out + j * d);
+  gather_rows_div(x, rows, 1, n, d, out);
+}
+
+void CpuBackend::gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n,
+                                 int64_t d, float* out) {
+  for (int64_t j = 0; j < n; ++j) std::copy_n(x + rows[j] / div * d, d, out + j * d);
 }
 
 void CpuBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,

@@ -54,6 +54,13 @@ class CudaBackend final : public Backend {
       else if (!v.empty())
         throw Error(fmt::format("DPA_CUDA_MLA_DECODE={}: expected v1 or v2", v));
     }
+    // Depth of the bf16 mla_decode kernel's load ring: 2 (default) .. 5. For measurements.
+    if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_STAGES")) {
+      const std::string v(m);
+      if (v == "2" || v == "3" || v == "4" || v == "5") mla_bf16_stages_ = std::stoi(v);
+      else if (!v.empty())
+        throw Error(fmt::format("DPA_CUDA_MLA_DECODE_STAGES={}: expected 2, 3, 4 or 5", v));
+    }
     DPA_CHECK_CUDA(cudaSetDevice(device_));
     DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
@@ -62,7 +69,44 @@ class CudaBackend final : public Backend {
     DPA_CHECK_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
   }
 
+  void set_attention_tf32(bool on) override { attention_tf32_ = on; }
+
+  // The math mode of attention's GEMMs for the lifetime of this object (TF32 when allowed).
+  struct AttentionMath {
+    cublasHandle_t h;
+    bool tf32;
+    AttentionMath(cublasHandle_t handle, bool on) : h(handle), tf32(on) {
+      if (tf32) DPA_CHECK_CUBLAS(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH));
+    }
+    ~AttentionMath() {
+      if (tf32) cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    }
+  };
+
+  void phase_mark(const char* name) override {
+    if (n_marks_ == mark_events_.size()) {
+      cudaEvent_t e;
+      DPA_CHECK_CUDA(cudaEventCreate(&e));
+      mark_events_.push_back(e);
+    }
+    DPA_CHECK_CUDA(cudaEventRecord(mark_events_[n_marks_], stream_));
+    mark_names_.resize(n_marks_ + 1);
+    mark_names_[n_marks_++] = name;
+  }
+  void phase_collect(std::map<std::string, double>& into) override {
+    if (n_marks_ == 0) return;
+    phase_mark("");  // the end of the last phase
+    DPA_CHECK_CUDA(cudaEventSynchronize(mark_events_[n_marks_ - 1]));
+    for (std::size_t i = 0; i + 1 < n_marks_; ++i) {
+      float ms = 0;
+      DPA_CHECK_CUDA(cudaEventElapsedTime(&ms, mark_events_[i], mark_events_[i + 1]));
+      into[mark_names_[i]] += ms * 1e-3;
+    }
+    n_marks_ = 0;
+  }
+
   ~CudaBackend() override {
+    for (cudaEvent_t e : mark_events_) cudaEventDestroy(e);
     cudaStreamSynchronize(stream_);
     for (auto& [key, p] : weights_) cudaFree(p);
     if (bf16_ws_) cudaFree(bf16_ws_);
@@ -307,10 +351,11 @@ class CudaBackend final : public Backend {
     if (c.n_seqs <= 0 || n_heads <= 0) return;
     if (kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) &&
         reinterpret_cast<uintptr_t>(c.base) % 16 == 0) {
-      const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora);
+      const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora,
+                                                                   c.rope_dim, mla_bf16_stages_);
       kernels::mla_decode_bf16(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base),
                                c.pages, c.table_offset, c.ctx_len, c.page_size, c.kv_lora, c.rope_dim,
-                               c.max_ctx_len, scale, out_lat, scratch(ws), ws, stream_);
+                               c.max_ctx_len, scale, out_lat, scratch(ws), ws, stream_, mla_bf16_stages_);
       DPA_CHECK_LAUNCH();
       return;
     }
@@ -505,7 +550,15 @@ class CudaBackend final : public Backend {
 
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override {
     if (n <= 0 || d <= 0) return;
-    kernels::gather_rows(x, rows, n, d, out, stream_);
+    kernels::gather_rows(x, rows, 1, n, d, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
+                       float* out) override {
+    if (n <= 0 || d <= 0) return;
+    if (div <= 0) throw Error(fmt::format("cuda backend gather_rows_div: divisor {}", div));
+    kernels::gather_rows(x, rows, div, n, d, out, stream_);
     DPA_CHECK_LAUNCH();
   }
 
@@ -530,6 +583,9 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  std::vector<cudaEvent_t> mark_events_;  // phase marks, reused across steps
+  std::vector<const char*> mark_names_;
+  std::size_t n_marks_ = 0;
   static bool is_device(const void* p) {
     if (!p) return false;
     cudaPointerAttributes attr{};
@@ -652,6 +708,7 @@ class CudaBackend final : public Backend {
   // queries S = Q_lat·C_lat^T + Q_pe·C_pe^T, P = causal softmax(scale·S), O = P·C_lat.
   void mla_gemm(const float* q_lat, const float* q_pe, int64_t n_q, int64_t H,
                 const PagedLatent& cache, int64_t q_start, float scale, float* out) {
+    const AttentionMath math(cublas_, attention_tf32_);
     const int64_t L = cache.kv_lora, R = cache.rope_dim, W = L + R, n_ctx = q_start + n_q;
     const int64_t qc = std::clamp<int64_t>(kScoreCap / (H * n_ctx), 1, n_q);
     float* c = scratch(n_ctx * W + qc * H * n_ctx);
@@ -680,6 +737,7 @@ class CudaBackend final : public Backend {
   void attention_gemm(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
                       int64_t H, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
                       float* out) {
+    const AttentionMath math(cublas_, attention_tf32_);
     const int64_t n_ctx = std::min(q_start + n_q, n_kv);
     const int64_t qc = std::clamp<int64_t>(kScoreCap / (H * n_ctx), 1, n_q);
     float* sc = scratch(qc * H * n_ctx);
@@ -722,6 +780,8 @@ class CudaBackend final : public Backend {
   std::size_t bf16_ws_elems_ = 0;
   AttnMode attn_mode_ = AttnMode::automatic;
   int mla_decode_variant_ = 2;
+  bool attention_tf32_ = false;
+  int mla_bf16_stages_ = 2;
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;
   int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
