@@ -60,6 +60,10 @@ int run_serve(Context& ctx, ServeFlags& f) {
       auto guard = boost::asio::make_work_guard(ioc);
       ioc.run();
     });
+    // A stalled step ends the job (watchdog); the clients hear of it first.
+    s.engine->set_fatal_handler([a = api.get()](const std::string& why) {
+      a->fail_all(why, engine::Engine::kFatalGraceS - 1.0);
+    });
   }
   s.engine->run([&](const engine::TokenOutput& o) { api->on_output(o); },
                 [&](const engine::Rejection& r) { api->on_reject(r); });

@@ -380,10 +380,12 @@ LoadSnapshot Engine::load_snapshot() const {
 }
 
 void Engine::watchdog_loop() {
+  // Rank 0 fires first, so that it can answer its clients before the job ends.
+  const double limit = cfg_.watchdog_timeout_s + (groups_.layout().world_rank == 0 ? 0.0 : kFatalGraceS);
   while (!stop_watchdog_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     const double started = step_started_;
-    if (started > 0 && now_s() - started > cfg_.watchdog_timeout_s) watchdog_fire(now_s() - started);
+    if (started > 0 && now_s() - started > limit) watchdog_fire(now_s() - started);
   }
 }
 
@@ -398,6 +400,13 @@ void Engine::watchdog_fire(double stalled_s) {
   }
   std::fputs(dump.c_str(), stderr);
   std::fflush(stderr);
+  if (fatal_) {
+    try {
+      fatal_(fmt::format("the engine stopped: step {} made no progress for {:.1f} s on some rank; the job is ending",
+                         step_, stalled_s));
+    } catch (...) {  // the job ends either way
+    }
+  }
   dist::abort_job(3);
 }
 

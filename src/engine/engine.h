@@ -4,7 +4,9 @@
 // is all-gathered, so every rank derives the same run_forward decision; (4) every rank runs the
 // forward, idle ones with an empty batch; (5) replica leaders sample and broadcast the tokens
 // inside the replica; (6) leaders send their outputs to rank 0, which hands them to the sink.
-// A watchdog thread ends the job, after dumping the last headers, when a step stalls.
+// A watchdog thread ends the job, after dumping the last headers, when a step stalls; on rank 0
+// it first calls the fatal handler (serve: an error to every waiting client), and the other
+// ranks give rank 0 kFatalGraceS more seconds before they end the job themselves.
 #pragma once
 
 #include <atomic>
@@ -89,6 +91,8 @@ class Engine {
   using Sink = std::function<void(const TokenOutput&)>;
   using RejectSink = std::function<void(const Rejection&)>;
   using StepObserver = std::function<void(const StepRecord&)>;
+  using FatalHandler = std::function<void(const std::string& why)>;
+  static constexpr double kFatalGraceS = 3.0;
 
   Engine(const EngineConfig& cfg, const dist::Groups& groups, ModelExecutor& model);
   ~Engine();
@@ -108,6 +112,9 @@ class Engine {
 
   // Rank 0, before run(): called on the engine thread after every step that ran a forward.
   void set_step_observer(StepObserver obs) { observer_ = std::move(obs); }
+  // Rank 0, before the job ends on a stalled step: tell the clients (bounded: the handler must
+  // return within kFatalGraceS). Set before run().
+  void set_fatal_handler(FatalHandler h) { fatal_ = std::move(h); }
   // Rank 0, any thread.
   LoadSnapshot load_snapshot() const;
 
@@ -160,6 +167,7 @@ class Engine {
 
   // Step statistics (rank 0).
   StepObserver observer_;
+  FatalHandler fatal_;
   std::vector<int64_t> expert_step_, expert_total_;
   mutable std::mutex load_mu_;
   LoadSnapshot load_;

@@ -3,10 +3,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <future>
+#include <thread>
 #include <set>
 
 #include <fmt/format.h>
@@ -139,6 +142,40 @@ void ApiServer::stop() {
 }
 
 // ---- engine thread -> io thread ------------------------------------------------------------
+
+void ApiServer::fail_all(const std::string& message, double wait_s) {
+  auto done = std::make_shared<std::promise<void>>();
+  std::future<void> f = done->get_future();
+  asio::post(ioc_, [this, message, done] {
+    failed_ = true;
+    failure_ = message;
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (auto& [id, jc] : by_id_) jobs.push_back(jc.first);
+    by_id_.clear();
+    std::sort(jobs.begin(), jobs.end());
+    jobs.erase(std::unique(jobs.begin(), jobs.end()), jobs.end());
+    for (const auto& j : jobs) {
+      if (j->internal || !j->http || !j->http->open()) continue;
+      const ApiError e(500, message);
+      if (!j->header_sent) {
+        j->http->send(500, "application/json", json_response(e.body()));
+      } else {
+        j->http->write_chunk("data: " + json::serialize(e.body()) + "\n\ndata: [DONE]\n\n");
+        j->http->end_stream();
+      }
+    }
+    log::error("serve: {} ({} open request(s) answered with an error)", message, jobs.size());
+    done->set_value();
+  });
+  using clock = std::chrono::steady_clock;
+  const clock::time_point until =
+      clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(wait_s));
+  if (f.wait_until(until) == std::future_status::ready) {
+    // The writes are queued on the io thread; give it a moment to put them on the wire.
+    const clock::time_point flushed = clock::now() + std::chrono::milliseconds(500);
+    std::this_thread::sleep_until(std::min(until, flushed));
+  }
+}
 
 void ApiServer::on_output(const engine::TokenOutput& o) {
   std::lock_guard lk(mu_);
@@ -413,7 +450,7 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
   const bool get = req.method == "GET";
   const bool post = req.method == "POST";
   if (path == "/health" || path == "/v1/health") {
-    if (ready_ && !draining_) s->send(200, "application/json", "{}");
+    if (ready_ && !draining_ && !failed_) s->send(200, "application/json", "{}");
     else send_error(s, ApiError(503, draining_ ? "the server is shutting down" : "the engine is loading", "", "unavailable_error"));
     return;
   }
@@ -550,6 +587,7 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
 
 void ApiServer::generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep) {
   if (draining_) throw ApiError(503, "the server is shutting down", "", "unavailable_error");
+  if (failed_) throw ApiError(503, failure_, "", "unavailable_error");
   if (!ready_) throw ApiError(503, "the engine is loading", "", "unavailable_error");
   const json::object o = parse_body(req);
   auto pr = std::make_unique<ParsedRequest>(parse_request(o, ep, model_));

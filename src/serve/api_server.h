@@ -45,6 +45,10 @@ class ApiServer {
   void on_reject(const engine::Rejection& r);
   // After Engine::run returned: stop accepting and let the io thread end.
   void stop();
+  // The engine is gone (watchdog, any thread): every open request gets an error now (HTTP 500
+  // with an OpenAI error body, or an error event and [DONE] on a stream), new ones 503. Returns
+  // once the answers are handed to the sockets, or after `wait_s`.
+  void fail_all(const std::string& message, double wait_s);
   std::string url() const { return url_; }
 
  private:
@@ -89,7 +93,8 @@ class ApiServer {
   int64_t n_queued_ = 0;
   uint64_t next_serial_ = 1;
   int64_t created_ = 0;
-  bool ready_ = false, draining_ = false, stopping_ = false;
+  bool ready_ = false, draining_ = false, stopping_ = false, failed_ = false;
+  std::string failure_;
   double drain_deadline_ = 0;
   int dp_ = 1;
 };

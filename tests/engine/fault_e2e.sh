@@ -4,17 +4,14 @@
 # within the watchdog timeout, with the watchdog's dump of every rank's last step header and a
 # non-zero exit, never a hang:
 #  1. batch under mpirun -np 2; the output file keeps only whole lines and a rerun completes it;
-#  2. serve under mpirun -np 2 with a client streaming: the client's stream ends without
-#     `data: [DONE]` and the job exits non-zero.
+#  2. serve under mpirun -np 2 with two clients waiting: rank 0 answers both before the job ends,
+#     the streaming one with an OpenAI error event and `data: [DONE]`, the other with HTTP 500 and
+#     an error body ("the engine stopped ..."), and the job exits non-zero.
 #   fault_e2e.sh MPIEXEC DPA_SERVE INPUT_JSONL WORKDIR
 set -u
 mpiexec=$1; bin=$2; input=$3; work=$4
-M="$mpiexec --oversubscribe --bind-to none"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
-export OMPI_MCA_mpi_yield_when_idle=1
+source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"
 rm -rf "$work"; mkdir -p "$work"
-fails=0; passes=0
-ok() { passes=$((passes+1)); echo "ok: $*"; }
-bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 "$bin" make-model --preset tiny --output "$work/tiny" --log-level warn >/dev/null || { echo "make-model failed"; exit 1; }
 model=(--model "$work/tiny" --device cpu --dp 2 --ep 2 --watchdog-timeout 3)
 
@@ -38,7 +35,8 @@ timeout 300 $M -np 2 "$bin" batch --model "$work/tiny" --device cpu --dp 2 --ep 
   --output "$work/out.jsonl" >"$work/rerun.log" 2>&1 \
   && [[ $(wc -l <"$work/out.jsonl") -eq $(grep -c . "$input") ]] && ok "a rerun completes the batch" || bad "rerun: $(tail -3 "$work/rerun.log")"
 
-# 2. serve: rank 1 hangs at step 6 while a client streams a long completion.
+# 2. serve: rank 1 hangs at step 6 while one client streams a long completion and another waits
+# for a whole one.
 rm -f "$work/ready"
 t0=$(date +%s)
 timeout 120 $M -np 2 "$bin" serve "${model[@]}" --port 0 --ready-file "$work/ready" --test-fault-rank 1 --test-fault-step 6 \
@@ -49,15 +47,22 @@ url=$(sed 's/.*url=//' "$work/ready" 2>/dev/null)
 if [[ -z $url ]]; then
   bad "serve never became ready: $(tail -5 "$work/serve.log")"
 else
+  timeout 60 curl -s -o "$work/whole.json" -w '%{http_code}' "$url/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"model": "tiny", "prompt": [8, 9], "max_tokens": 200, "ignore_eos": true}' >"$work/whole.code" 2>&1 &
+  wpid=$!
   timeout 60 curl -sN "$url/v1/completions" -H 'Content-Type: application/json' \
     -d '{"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 200, "ignore_eos": true, "stream": true}' >"$work/stream.txt" 2>&1
   crc=$?
-  ! grep -q "data: \[DONE\]" "$work/stream.txt" && [[ $crc -ne 124 ]] \
-    && ok "the streaming client is cut off, not left hanging (curl rc $crc)" || bad "stream (rc $crc): $(tail -c 300 "$work/stream.txt")"
+  wait "$wpid"
+  grep -q '"error".*the engine stopped' "$work/stream.txt" && tail -c 20 "$work/stream.txt" | grep -q "data: \[DONE\]" \
+    && [[ $crc -eq 0 ]] && ok "the streaming client gets an error event and [DONE]" \
+    || bad "stream (rc $crc): $(tail -c 300 "$work/stream.txt")"
+  [[ $(cat "$work/whole.code") == 500 ]] && grep -q '"message":"the engine stopped' "$work/whole.json" \
+    && ok "the waiting non-streaming client gets HTTP 500 with an error body" \
+    || bad "non-streaming client: $(cat "$work/whole.code") $(head -c 300 "$work/whole.json")"
 fi
 wait "$spid"; rc=$?; dt=$(( $(date +%s) - t0 ))
 [[ $rc -ne 0 && $rc -ne 124 ]] && ok "serve with a hung rank exits non-zero ($rc) in ${dt} s" || bad "serve with a hung rank: rc $rc after ${dt} s: $(tail -5 "$work/serve.log")"
 grep -q "watchdog: step .* made no progress" "$work/serve.log" && ok "serve: the watchdog fired" || bad "serve: no watchdog dump"
 
-echo "$passes passed, $fails failed"
-[[ $fails -eq 0 ]]
+finish

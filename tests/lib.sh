@@ -1,0 +1,51 @@
+# Shared by the end-to-end shell tests and perf scripts (source it): pass/fail counters, the
+# mpiexec command line, a CPU server on a checkpoint started and waited for, rank 0's pid.
+# The caller sets `mpiexec`, `bin` (dpa_serve) and `work` (a scratch directory) first.
+
+M="$mpiexec --oversubscribe --bind-to none"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
+export OMPI_MCA_mpi_yield_when_idle=1
+fails=0; passes=0
+ok() { passes=$((passes+1)); echo "ok: $*"; }
+bad() { fails=$((fails+1)); echo "FAIL: $*"; }
+finish() { echo "$passes passed, $fails failed"; [[ $fails -eq 0 ]]; }
+
+# start_server NAME NP MODEL ARGS...: `serve --device cpu` under mpiexec, waits for its ready file
+# (up to 120 s); sets mpirun_pid, url and log. Extra mpiexec options may come in MPI_EXTRA.
+mpirun_pid=""; url=""; log=""
+start_server() {
+  local name=$1 np=$2 model=$3; shift 3
+  log="$work/$name.log"
+  rm -f "$work/$name.ready"
+  $M ${MPI_EXTRA:-} -np "$np" "$bin" serve --device cpu --model "$model" --port 0 \
+    --ready-file "$work/$name.ready" "$@" >"$log" 2>&1 &
+  mpirun_pid=$!
+  for _ in $(seq 1 600); do
+    [[ -s "$work/$name.ready" ]] && break
+    kill -0 "$mpirun_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [[ ! -s "$work/$name.ready" ]]; then
+    bad "$name: the server did not become ready; its log:"; tail -30 "$log"
+    kill "$mpirun_pid" 2>/dev/null; wait "$mpirun_pid" 2>/dev/null
+    return 1
+  fi
+  url=$(sed -n 's/^ready url=//p' "$work/$name.ready")
+}
+
+# The dpa_serve processes under mpirun_pid, and the one of world rank 0 among them.
+rank_pids() { pgrep -P "$mpirun_pid"; }
+rank0_pid() {
+  local p
+  for p in $(rank_pids); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0' && { echo "$p"; return; }
+  done
+}
+
+# stop_server: SIGTERM to rank 0 (a drain), then the job's exit code in `server_rc`.
+stop_server() {
+  local r0; r0=$(rank0_pid)
+  [[ -n "$r0" ]] && kill -TERM "$r0"
+  for _ in $(seq 1 300); do kill -0 "$mpirun_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$mpirun_pid" 2>/dev/null && kill -KILL "$mpirun_pid"
+  wait "$mpirun_pid"; server_rc=$?
+}
