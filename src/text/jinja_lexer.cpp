@@ -101,8 +101,12 @@ class Lexer {
       if (line_starts_[mid] <= offset) lo = mid; else hi = mid;
     }
     line = static_cast<int>(lo) + 1;
-    column = static_cast<int>(utf8_length(std::string_view(src_).substr(
-                 line_starts_[lo], offset - line_starts_[lo]))) + 1;
+    // Columns count code points from the line start; positions are asked in increasing order,
+    // so counting on from the last one keeps a long single-line template linear.
+    if (col_line_ != lo || col_offset_ > offset) col_line_ = lo, col_offset_ = line_starts_[lo], col_count_ = 0;
+    col_count_ += utf8_length(std::string_view(src_).substr(col_offset_, offset - col_offset_));
+    col_offset_ = offset;
+    column = static_cast<int>(col_count_) + 1;
   }
 
   [[noreturn]] void error_at(size_t offset, const std::string& message) const {
@@ -254,6 +258,7 @@ class Lexer {
 
   std::string src_;
   std::vector<size_t> line_starts_;
+  mutable size_t col_line_ = static_cast<size_t>(-1), col_offset_ = 0, col_count_ = 0;  // position() cache
   std::vector<Segment> segments_;
 };
 

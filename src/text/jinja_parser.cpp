@@ -30,6 +30,7 @@ class Parser {
   // error that points at the opening tag.
   Body parse_body(const std::vector<std::string>& stops, std::string& found, int open_line,
                   int open_column, const std::string& opener) {
+    const Nest nest(*this, open_line, open_column);
     Body body;
     while (seg_ < segs_.size()) {
       Segment& seg = segs_[seg_];
@@ -227,6 +228,7 @@ class Parser {
   // ---- expressions -----------------------------------------------------------------------
 
   ExprPtr parse_expr(bool with_cond = true) {
+    const Nest nest(*this, peek().line, peek().column);
     ExprPtr e = parse_or();
     if (with_cond && peek_name("if")) {
       auto cond = make_expr(Expr::Kind::cond, next());
@@ -271,6 +273,7 @@ class Parser {
   }
 
   ExprPtr parse_not() {
+    const Nest nest(*this, peek().line, peek().column);
     if (peek_name("not")) {
       auto e = make_expr(Expr::Kind::unary, next());
       e->name = "not";
@@ -339,6 +342,7 @@ class Parser {
   }
 
   ExprPtr parse_unary(bool with_filter) {
+    const Nest nest(*this, peek().line, peek().column);
     ExprPtr e;
     if (peek_op("-") || peek_op("+")) {
       e = make_expr(Expr::Kind::unary, peek());
@@ -588,6 +592,23 @@ class Parser {
     e->value = Value(std::move(v));
     return e;
   }
+
+  // Nesting of blocks and expressions, bounded so that a hostile template cannot exhaust the
+  // stack of the parser or of the evaluator that walks the same tree.
+  static constexpr int kMaxNesting = 256;
+  struct Nest {
+    Parser& p;
+    Nest(Parser& parser, int line, int column) : p(parser) {
+      if (++p.nesting_ > kMaxNesting) {
+        --p.nesting_;
+        syntax_error(line, column, "the template nests deeper than " + std::to_string(kMaxNesting) + " levels");
+      }
+    }
+    ~Nest() { --p.nesting_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+  };
+  int nesting_ = 0;
 
   std::vector<Segment> segs_;
   size_t seg_ = 0;

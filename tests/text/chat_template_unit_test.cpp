@@ -10,6 +10,12 @@
 
 namespace {
 
+std::string repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
 using dpa::text::ChatTemplate;
 
 // The message of the dpa::Error that parsing `source` throws ("" when it parses).
@@ -109,6 +115,25 @@ TEST(ChatTemplateRuntime, WorkIsBounded) {
   const std::string message =
       render_error("{% for i in range(1000) %}{% set s = 'x' * 1000000 %}{{ s ~ s }}{% endfor %}", {});
   EXPECT_NE(message.find("template builds more than"), std::string::npos) << message;
+}
+
+// Nesting is bounded at parse time, so a hostile template cannot exhaust the parser's or the
+// evaluator's stack; the nesting of real templates stays far below the bound.
+TEST(ChatTemplateSyntax, NestingIsBounded) {
+  const int deep = 100000;
+  for (const std::string& t : {"{{ " + std::string(deep, '(') + "1" + std::string(deep, ')') + " }}",
+                               "{{ " + std::string(deep, '-') + "1 }}", "{{ " + repeat("not ", deep) + "1 }}",
+                               "{{ " + std::string(deep, '[') + std::string(deep, ']') + " }}",
+                               repeat("{% if true %}", deep) + repeat("{% endif %}", deep)}) {
+    try {
+      ChatTemplate::parse(t);
+      ADD_FAILURE() << "a template nested " << deep << " deep was accepted";
+    } catch (const dpa::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("nests deeper than"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(ChatTemplate::parse("{{ " + std::string(20, '(') + "1 + 2" + std::string(20, ')') + " }}")->render({}), "3");
+  EXPECT_EQ(ChatTemplate::parse(repeat("{% if true %}", 30) + "x" + repeat("{% endif %}", 30))->render({}), "x");
 }
 
 }  // namespace
