@@ -177,6 +177,7 @@ int main(int argc, char** argv) {
   double rate = std::numeric_limits<double>::infinity();
   std::string rate_s = "inf";
   int64_t max_conc = 0;
+  double duration = 0;
   dpa::serve::BenchOptions bo;
   int64_t low_id = 1000;
   po::options_description d("bench_serving options");
@@ -191,6 +192,7 @@ int main(int argc, char** argv) {
       ("dataset", po::value(&bo.dataset), "JSONL {\"prompt\": ids, \"output_len\": n} instead of random prompts")
       ("request-rate", po::value(&rate_s)->default_value(rate_s), "requests per second, Poisson arrivals (inf: all at once)")
       ("max-concurrency", po::value(&max_conc)->default_value(0), "most requests in flight (0: no cap)")
+      ("duration", po::value(&duration)->default_value(0), "soak: keep --max-concurrency clients busy (each starts its next request when one ends, prompts reused in turn) for this many seconds (0: send --num-prompts once)")
       ("seed", po::value(&bo.seed)->default_value(bo.seed), "prompts and arrivals")
       ("low-token-id", po::value(&low_id)->default_value(low_id), "random ids start here (skips special tokens)")
       ("result-json", po::value(&result_json), "also append the JSON line to this file");
@@ -209,6 +211,10 @@ int main(int argc, char** argv) {
   if (api_key.empty())
     if (const char* k = std::getenv("OPENAI_API_KEY")) api_key = k;
   rate = rate_s == "inf" ? std::numeric_limits<double>::infinity() : std::stod(rate_s);
+  if (duration > 0 && max_conc <= 0) {
+    std::fprintf(stderr, "bench_serving: --duration needs --max-concurrency (the number of clients)\n");
+    return 2;
+  }
   std::string hostport = base_url;
   if (hostport.rfind("http://", 0) == 0) hostport = hostport.substr(7);
   while (!hostport.empty() && hostport.back() == '/') hostport.pop_back();
@@ -232,7 +238,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto reqs = dpa::serve::make_bench_requests(bo, vocab, low_id);
-  std::vector<Result> results(reqs.size());
+  std::deque<Result> results(reqs.size());  // a deque: clients keep references while it grows
+  std::vector<int64_t> prompt_lens;
   std::vector<std::string> bodies;
   for (std::size_t i = 0; i < reqs.size(); ++i) {
     json::array p;
@@ -241,6 +248,7 @@ int main(int argc, char** argv) {
                    {"ignore_eos", true}, {"stream", true}, {"stream_options", json::object{{"include_usage", true}}}};
     bodies.push_back(json::serialize(b));
     results[i].prompt_len = static_cast<int64_t>(reqs[i].prompt.size());
+    prompt_lens.push_back(results[i].prompt_len);
   }
   const auto ep = tcp::resolver(ioc).resolve(host, port);
 
@@ -273,12 +281,33 @@ int main(int argc, char** argv) {
     timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(gap(rng))));
     timer.async_wait([&](beast::error_code) { arrive(); });
   };
+  // Soak: closed-loop clients; request k uses prompt k mod N; no new request after the deadline.
+  std::function<void()> soak;
+  double deadline = 0;
+  soak = [&] {
+    while (in_flight < max_conc && now_s() < deadline) {
+      const std::size_t k = next++;
+      if (k >= results.size()) results.emplace_back().prompt_len = prompt_lens[k % bodies.size()];
+      ++in_flight;
+      std::make_shared<Client>(ioc, ep, host, bodies[k % bodies.size()], api_key, results[k], [&] {
+        --in_flight;
+        ++done;
+        asio::post(ioc, soak);
+      })->start();
+    }
+  };
   const double t0 = now_s();
-  arrive();
+  if (duration > 0) {
+    deadline = t0 + duration;
+    soak();
+  } else {
+    arrive();
+  }
   ioc.run();
   const double dur = now_s() - t0;
 
-  int64_t ok = 0, in_tok = 0, out_tok = 0;
+  int64_t ok = 0, in_tok = 0, out_tok = 0, rejected = 0;
+  for (const auto& r : results) rejected += !r.ok && r.error.rfind("HTTP 429", 0) == 0;
   std::vector<double> ttft, tpot, itl, e2e;
   for (const auto& r : results) {
     if (!r.ok) continue;
@@ -292,10 +321,11 @@ int main(int argc, char** argv) {
     for (double g : r.itl) itl.push_back(g * 1e3);
   }
   for (const auto& r : results)
-    if (!r.ok) {
+    if (!r.ok && r.error.rfind("HTTP 429", 0) != 0) {
       std::fprintf(stderr, "bench_serving: a request failed: %s\n", r.error.c_str());
       break;
     }
+  const int64_t failed = static_cast<int64_t>(results.size()) - ok - rejected;
   using dpa::serve::percentiles;
   const dpa::serve::LatencyReport lat{percentiles(ttft), percentiles(tpot), percentiles(itl), percentiles(e2e)};
   std::printf("\n============ Serving Benchmark Result ============\n");
@@ -303,6 +333,8 @@ int main(int argc, char** argv) {
   std::printf("%-40s %s\n", "Traffic request rate:", rate_s.c_str());
   std::printf("%-40s %s\n", "Max request concurrency:", max_conc > 0 ? std::to_string(max_conc).c_str() : "not set");
   std::printf("%-40s %lld\n", "Successful requests:", static_cast<long long>(ok));
+  std::printf("%-40s %lld\n", "Rejected requests (429):", static_cast<long long>(rejected));
+  std::printf("%-40s %lld\n", "Failed requests:", static_cast<long long>(failed));
   std::printf("%-40s %.2f\n", "Benchmark duration (s):", dur);
   std::printf("%-40s %lld\n", "Total input tokens:", static_cast<long long>(in_tok));
   std::printf("%-40s %lld\n", "Total generated tokens:", static_cast<long long>(out_tok));
@@ -317,7 +349,9 @@ int main(int argc, char** argv) {
                  {"request_rate", std::isinf(rate) ? json::value("inf") : json::value(rate)},
                  {"max_concurrency", max_conc},
                  {"completed", ok},
-                 {"failed", static_cast<int64_t>(results.size()) - ok},
+                 {"failed", failed},
+                 {"rejected_429", rejected},
+                 {"soak_duration", duration},
                  {"duration", dur},
                  {"total_input_tokens", in_tok},
                  {"total_output_tokens", out_tok},
@@ -336,5 +370,6 @@ int main(int argc, char** argv) {
     std::ofstream f(result_json, std::ios::app);
     f << line << "\n";
   }
-  return ok == static_cast<int64_t>(results.size()) ? 0 : 1;
+  // A soak may see explicit 429s (the server's queue cap); anything else is a failure.
+  return failed == 0 && (duration > 0 || rejected == 0) ? 0 : 1;
 }

@@ -15,6 +15,7 @@ packages=(
   nodejs python3 python3-jinja2
   clang-14 libclang-rt-14-dev
   curl
+  iproute2  # network namespaces: the multi-host test on one machine
 )
 
 # nodejs from some repositories bundles npm and conflicts with Debian's npm package.
