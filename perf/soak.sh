@@ -4,7 +4,8 @@
 # --device cpu` on the tiny model. Records the ranks' resident memory every 10 s, then drains the
 # server (SIGTERM to rank 0: the engine checks its KV accounting on the way out, a broken one is a
 # non-zero exit). Pass: no failed request (explicit 429s allowed), resident memory at the end
-# within 5% of the level after warm-up (the first minute), and the server exits 0.
+# within 5% of the level after warm-up (the first minute), recovery from a storm of CLIENTS
+# disconnects at the end (every request aborted, every KV page free), and the server exits 0.
 #   perf/soak.sh [--clients 1000] [--duration 600] [--np 4] [--out DIR] [--build build]
 set -u
 clients=1000; duration=600; np=4; out=soak_out; build=build
@@ -39,6 +40,12 @@ sampler=$!
 client_rc=$?
 curl -s "$url/metrics" >"$out/metrics.txt"
 curl -s "$url/get_load" >"$out/load.json"
+# Then a storm: as many clients on long streams, all disconnected at once.
+if disconnect_storm "$client" "$clients"; then
+  ok "disconnect storm: $storm_streams streams cut at once, every request and KV page freed in $storm_ms ms"
+else
+  bad "the server did not recover from a storm of $clients disconnects"
+fi
 stop_server
 kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
 cp "$log" "$out/server.log"

@@ -49,3 +49,38 @@ stop_server() {
   kill -0 "$mpirun_pid" 2>/dev/null && kill -KILL "$mpirun_pid"
   wait "$mpirun_pid"; server_rc=$?
 }
+
+# disconnect_storm BENCH_SERVING N: N streaming clients start long completions (1,500 tokens; the
+# model must take 1,532-token sequences) against $url; after
+# they stream for a while the client process is killed (every socket closes at once). Then polls
+# /get_load for up to 60 s until every replica holds no request and all its KV pages are free
+# again. Sets storm_ms (time to recover after the kill) and storm_streams (replicas' requests
+# before the kill); returns non-zero if the server did not recover.
+disconnect_storm() {
+  local client=$1 n=$2 load t0 t1
+  "$client" --base-url "$url" --max-concurrency "$n" --num-prompts "$n" --random-input-len 32 \
+    --random-output-len 1500 >"$work/storm_client.txt" 2>&1 &
+  local cpid=$!
+  storm_streams=0
+  for _ in $(seq 1 300); do  # until every client is admitted (or 30 s)
+    sleep 0.1
+    load=$(curl -s "$url/get_load")
+    storm_streams=$(grep -o '"num_reqs":[0-9]*' <<<"$load" | awk -F: '{s += $2} END {print s + 0}')
+    [[ $storm_streams -ge $n ]] && break
+  done
+  sleep 2  # let them stream
+  kill -KILL "$cpid"; wait "$cpid" 2>/dev/null
+  if [[ $storm_streams -lt $n ]]; then
+    echo "only $storm_streams of $n requests reached the engine: $(head -3 "$work/storm_client.txt")"; return 1
+  fi
+  t0=$(date +%s%N)
+  for _ in $(seq 1 600); do
+    load=$(curl -s "$url/get_load")
+    if [[ -n $load ]] && ! grep -qE '"num_reqs":[1-9]|"frontend_inflight":[1-9]' <<<"$load" &&
+       /usr/bin/env python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if all(r["kv_free_blocks"]==r["kv_total_blocks"] for r in d) else 1)' "$load" 2>/dev/null; then
+      t1=$(date +%s%N); storm_ms=$(( (t1 - t0) / 1000000 )); return 0
+    fi
+    sleep 0.1
+  done
+  storm_ms=-1; echo "after the storm: $load"; return 1
+}
