@@ -73,7 +73,7 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("gpu-memory-utilization", po::value<double>(&f.gpu_memory_utilization)->default_value(f.gpu_memory_utilization), "share of each GPU's memory for weights + KV cache")
       ("kv-cache-dtype", po::value<std::string>(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype), "KV cache elements: auto (bfloat16 on GPUs for bf16 checkpoints, else float32) | float32 | bfloat16 (GPUs only)")
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
-      ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill)")
+      ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill; 0: 8192 on GPUs, 4096 on the CPU)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
       ("enable-prefix-caching", po::value<bool>(&f.enable_prefix_caching)->default_value(f.enable_prefix_caching)->implicit_value(true), "reuse the KV pages of cached prompt prefixes on every replica (--enable-prefix-caching=false or --no-prefix-caching: off)")
       ("no-prefix-caching", po::bool_switch(&f.no_prefix_caching), "turn prefix caching off")
@@ -131,7 +131,10 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
 
   engine::EngineConfig ec;
   ec.scheduler.max_num_seqs = f.max_num_seqs;
-  ec.scheduler.max_num_batched_tokens = f.max_num_batched_tokens;
+  if (f.max_num_batched_tokens < 0) throw ConfigError("max-num-batched-tokens", "must be >= 0 (0: the device's default)");
+  // GPUs: larger prefill chunks keep the GEMMs busy (v2-lite on an H200, 512 x 1024/1024: ~4%
+  // more output tok/s at 8192 than at 4096, p99 ITL 163 -> 246 ms during prefill bursts).
+  ec.scheduler.max_num_batched_tokens = f.max_num_batched_tokens > 0 ? f.max_num_batched_tokens : gpu ? 8192 : 4096;
   ec.scheduler.enable_prefix_caching = f.enable_prefix_caching && !f.no_prefix_caching;
   ec.scheduler.max_model_len = f.max_model_len > 0 ? f.max_model_len
                                                    : std::min<int64_t>(cfg.max_position_embeddings, kv_tokens);

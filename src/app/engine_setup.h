@@ -26,7 +26,7 @@ struct EngineFlags {
   std::string kv_cache_dtype = "auto";  // auto | float32 | bfloat16
   bool profile_phases = false;          // bench --profile-phases
   int64_t max_num_seqs = 256;
-  int64_t max_num_batched_tokens = 4096;
+  int64_t max_num_batched_tokens = 0;  // 0: 8192 on GPUs, 4096 on the CPU
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)
   engine::RouterConfig router;  // --router-policy and the cache_aware parameters
   bool enable_prefix_caching = true;  // --enable-prefix-caching[=true|false]
