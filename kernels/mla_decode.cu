@@ -14,31 +14,10 @@ constexpr int kMaxLora = 2 * kThreads;  // PV: thread t owns latent columns 2t, 
 constexpr int kMinSplit = 64;           // cache rows per split, at least
 constexpr int kMaxSplits = detail::kMaxDecodeSplits;
 
-struct Args {
-  const float* q_lat;
-  const float* q_pe;
-  const float* base;
-  const int32_t* pages;
-  const int32_t* table_offset;
-  const int32_t* ctx_len;
-  float* out;
-  float* part;  // null: one split, results straight to out
-  int n_seqs, n_heads, n_hg, page_size, L, R, W, Wp, n_splits, split_len;
-  float scale;
-};
-
-__device__ __forceinline__ void cp_async16(float* smem, const float* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_size = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
-}
-__device__ __forceinline__ void cp_async4(float* smem, const float* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_size = valid ? 4 : 0;
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+using Args = detail::DecodeArgs<float>;
+using detail::cp_async16;
+using detail::cp_async4;
+using detail::cp_async_commit;
 
 size_t smem_bytes(int Wp) {
   return static_cast<size_t>(kHG * Wp + 2 * kT * Wp + 2 * kHG * kT + 3 * kHG) * sizeof(float);
@@ -51,7 +30,7 @@ size_t smem_bytes(int Wp) {
 template <bool kV2>
 __global__ void __launch_bounds__(kThreads, 2) mla_decode_kernel(Args a) {
   extern __shared__ __align__(16) float smem[];
-  const int Wp = a.Wp;
+  const int Wp = a.Wpad;
   float* qs = smem;                    // [kHG][Wp]  queries [q_lat, q_pe, 0...]
   float* kb = qs + kHG * Wp;           // [2][kT][Wp] cache tiles (columns >= W zero)
   float* S = kb + 2 * kT * Wp;         // [kHG][kT] scaled scores
@@ -60,33 +39,13 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_kernel(Args a) {
   float* l_s = alpha_s + kHG;          // [kHG]
   float* m_s = l_s + kHG;              // [kHG]
   const int tid = threadIdx.x;
-  int bid = blockIdx.x;
-  const int hg = bid % a.n_hg;
-  bid /= a.n_hg;
-  const int split = bid % a.n_splits;
-  const int s = bid / a.n_splits;
-  const int h0 = hg * kHG;
-  const int nh = min(kHG, a.n_heads - h0);
-  const int ctx = a.ctx_len[s];
-  const int k_begin = split * a.split_len;
-  const int k_end = split == a.n_splits - 1 ? ctx : min(ctx, k_begin + a.split_len);
+  const detail::DecodeBlock blk = detail::decode_block(a, kHG);
+  if (detail::empty_split(a, blk)) return;
+  const int split = blk.split, s = blk.s, nh = blk.nh, k_begin = blk.k_begin, k_end = blk.k_end;
   const int L = a.L;
   const int c0 = 2 * tid;
   const bool pv = c0 < L;
-  const int64_t sh0 = static_cast<int64_t>(s) * a.n_heads + h0;  // (sequence, first head) row
-
-  if (k_begin >= k_end) {  // nothing to see (splits past this sequence's context)
-    if (a.part) {
-      if (tid < nh) {
-        float* ml = a.part + static_cast<int64_t>(a.n_seqs) * a.n_heads * a.n_splits * L +
-                    ((sh0 + tid) * a.n_splits + split) * 2;
-        ml[0] = -INFINITY, ml[1] = 0.0f;
-      }
-    } else if (pv) {
-      for (int h = 0; h < nh; ++h) a.out[(sh0 + h) * L + c0] = 0.0f, a.out[(sh0 + h) * L + c0 + 1] = 0.0f;
-    }
-    return;
-  }
+  const int64_t sh0 = blk.sh0;
 
   // Queries of the group, zero beyond W and for heads past n_heads; zero pad columns of the tiles.
   if constexpr (kV2) {
@@ -182,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_kernel(Args a) {
     __syncthreads();  // tile it-1 (the other buffer), S and P are free
     if (it + 1 < n_tiles) load_tile(t0 + kT, kb + ((it + 1) & 1) * kT * Wp);
     else cp_async_commit();
-    cp_async_wait1();
+    detail::cp_async_wait<1>();
     __syncthreads();  // tile it is in
 
     // Scores: v[a * 4 + b] = q[4hq + a] . k[4tq + b] over this lane's columns.
@@ -297,8 +256,7 @@ __global__ void __launch_bounds__(kThreads, 2) mla_decode_kernel(Args a) {
         }
     }
     if (tid < nh) {
-      float* ml = a.part + static_cast<int64_t>(a.n_seqs) * a.n_heads * a.n_splits * L +
-                  ((sh0 + tid) * a.n_splits + split) * 2;
+      float* ml = detail::split_max_sum(a, sh0 + tid, split);
       ml[0] = m_s[tid], ml[1] = l_s[tid];
     }
   } else if (pv) {
@@ -434,8 +392,8 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
   a.n_seqs = static_cast<int>(n_seqs), a.n_heads = static_cast<int>(n_heads), a.n_hg = p.n_hg;
   a.page_size = static_cast<int>(page_size), a.L = static_cast<int>(kv_lora);
   a.R = static_cast<int>(rope_dim), a.W = static_cast<int>(kv_lora + rope_dim);
-  a.Wp = padded_width(a.W), a.n_splits = p.n_splits, a.split_len = p.split_len, a.scale = scale;
-  const size_t smem = smem_bytes(a.Wp);
+  a.Wpad = padded_width(a.W), a.n_splits = p.n_splits, a.split_len = p.split_len, a.scale = scale;
+  const size_t smem = smem_bytes(a.Wpad);
   static size_t configured[2] = {0, 0};
   auto kernel = v2 ? mla_decode_kernel<true> : mla_decode_kernel<false>;
   if (smem > 48 * 1024 && smem > configured[v2]) {

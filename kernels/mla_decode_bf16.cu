@@ -23,27 +23,10 @@ constexpr int kSs = kT + 4;  // S row stride (floats)
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
 
-struct Args {
-  const float* q_lat;
-  const float* q_pe;
-  const __nv_bfloat16* base;
-  const int32_t* pages;
-  const int32_t* table_offset;
-  const int32_t* ctx_len;
-  float* out;
-  float* part;  // null: one split, results straight to out
-  int n_seqs, n_heads, n_hg, page_size, L, R, W, Ws, n_splits, split_len;
-  float scale_log2;  // softmax scale times log2(e)
-};
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_size = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+using Args = detail::DecodeArgs<__nv_bfloat16>;  // scale: softmax scale times log2(e)
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -89,7 +72,7 @@ std::size_t smem_bytes(int Ws, int stages) {
 template <int NT, int ST>
 __global__ void __launch_bounds__(kThreads, ST <= 2 ? 2 : 1) mla_decode_bf16_kernel(Args a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int Ws = a.Ws;
+  const int Ws = a.Wpad;
   auto* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kHG][Ws] queries [q_lat, q_pe]
   __nv_bfloat16* kb = qs + kHG * Ws;                       // [ST][kT][Ws] cache tiles
   __nv_bfloat16* P = kb + ST * kT * Ws;                    // [kHG][kPs] probabilities
@@ -99,31 +82,11 @@ __global__ void __launch_bounds__(kThreads, ST <= 2 ? 2 : 1) mla_decode_bf16_ker
   float* m_s = l_s + kHG;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  int bid = blockIdx.x;
-  const int hg = bid % a.n_hg;
-  bid /= a.n_hg;
-  const int split = bid % a.n_splits;
-  const int s = bid / a.n_splits;
-  const int h0 = hg * kHG;
-  const int nh = min(kHG, a.n_heads - h0);
-  const int ctx = a.ctx_len[s];
-  const int k_begin = split * a.split_len;
-  const int k_end = split == a.n_splits - 1 ? ctx : min(ctx, k_begin + a.split_len);
+  const detail::DecodeBlock blk = detail::decode_block(a, kHG);
+  if (detail::empty_split(a, blk)) return;
+  const int split = blk.split, s = blk.s, nh = blk.nh, k_begin = blk.k_begin, k_end = blk.k_end;
   const int L = a.L, W = a.W;
-  const int64_t sh0 = static_cast<int64_t>(s) * a.n_heads + h0;  // (sequence, first head) row
-  float* ml_base = a.part ? a.part + static_cast<int64_t>(a.n_seqs) * a.n_heads * a.n_splits * L : nullptr;
-
-  if (k_begin >= k_end) {  // splits past this sequence's context
-    if (a.part) {
-      if (tid < nh) {
-        float* ml = ml_base + ((sh0 + tid) * a.n_splits + split) * 2;
-        ml[0] = -INFINITY, ml[1] = 0.0f;
-      }
-    } else {
-      for (int i = tid; i < nh * L; i += kThreads) a.out[sh0 * L + i] = 0.0f;
-    }
-    return;
-  }
+  const int64_t sh0 = blk.sh0;
 
   // Queries as bf16, zero for heads past n_heads.
   for (int i = tid; i < kHG * W; i += kThreads) {
@@ -208,10 +171,10 @@ __global__ void __launch_bounds__(kThreads, ST <= 2 ? 2 : 1) mla_decode_bf16_ker
       }
       const int h = lane >> 2, t = 8 * warp + 2 * (lane & 3);
       const bool v0 = t0 + t < k_end, v1 = t0 + t + 1 < k_end;
-      S[h * kSs + t] = v0 ? (c0[0] + c1[0]) * a.scale_log2 : -INFINITY;
-      S[h * kSs + t + 1] = v1 ? (c0[1] + c1[1]) * a.scale_log2 : -INFINITY;
-      S[(h + 8) * kSs + t] = v0 ? (c0[2] + c1[2]) * a.scale_log2 : -INFINITY;
-      S[(h + 8) * kSs + t + 1] = v1 ? (c0[3] + c1[3]) * a.scale_log2 : -INFINITY;
+      S[h * kSs + t] = v0 ? (c0[0] + c1[0]) * a.scale : -INFINITY;
+      S[h * kSs + t + 1] = v1 ? (c0[1] + c1[1]) * a.scale : -INFINITY;
+      S[(h + 8) * kSs + t] = v0 ? (c0[2] + c1[2]) * a.scale : -INFINITY;
+      S[(h + 8) * kSs + t + 1] = v1 ? (c0[3] + c1[3]) * a.scale : -INFINITY;
     }
     __syncthreads();
 
@@ -272,7 +235,7 @@ __global__ void __launch_bounds__(kThreads, ST <= 2 ? 2 : 1) mla_decode_bf16_ker
         *reinterpret_cast<float2*>(a.part + ((sh0 + hB) * a.n_splits + split) * L + c) = make_float2(acc[j][2], acc[j][3]);
     }
     if (tid < nh) {
-      float* ml = ml_base + ((sh0 + tid) * a.n_splits + split) * 2;
+      float* ml = detail::split_max_sum(a, sh0 + tid, split);
       ml[0] = m_s[tid] * kLn2, ml[1] = l_s[tid];  // back to the natural-log domain of the merge
     }
   } else {
@@ -297,7 +260,7 @@ int padded_row(int64_t W) { return static_cast<int>(W + 8); }
 
 template <int NT, int ST>
 void launch(const Args& a, unsigned blocks, cudaStream_t stream) {
-  const std::size_t smem = smem_bytes(a.Ws, ST);
+  const std::size_t smem = smem_bytes(a.Wpad, ST);
   static std::size_t configured = 0;
   if (smem > 48 * 1024 && smem > configured) {
     cudaFuncSetAttribute(mla_decode_bf16_kernel<NT, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
@@ -361,8 +324,8 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
   a.n_seqs = static_cast<int>(n_seqs), a.n_heads = static_cast<int>(n_heads), a.n_hg = n_hg;
   a.page_size = static_cast<int>(page_size), a.L = static_cast<int>(kv_lora);
   a.R = static_cast<int>(rope_dim), a.W = static_cast<int>(kv_lora + rope_dim);
-  a.Ws = padded_row(a.W), a.n_splits = p.n_splits, a.split_len = p.split_len;
-  a.scale_log2 = scale * kLog2e;
+  a.Wpad = padded_row(a.W), a.n_splits = p.n_splits, a.split_len = p.split_len;
+  a.scale = scale * kLog2e;
   const auto blocks = static_cast<unsigned>(n_seqs * n_hg * p.n_splits);
   switch (stages) {
     case 3: launch_lora<3>(kv_lora, a, blocks, stream); break;

@@ -106,44 +106,34 @@ TEST(BackendParity, MlaAbsorbed) {
 }
 
 // ---- MoE.
-TEST(BackendParity, KvWrite) {
-  struct C { int64_t width, n, col0, cols; };
-  const C cases[] = {{576, 0, 0, 576}, {576, 1, 0, 512}, {576, 37, 512, 64}, {48, 100, 3, 40},
-                     {576, 300, 0, 576}};
-  for (const C& c : cases) {
-    const int64_t n_slots = 300;
-    std::vector<int64_t> slots(n_slots);
-    std::iota(slots.begin(), slots.end(), 0);
-    std::shuffle(slots.begin(), slots.end(), rng());
-    slots.resize(std::max<int64_t>(c.n, 1));
-    const int64_t lds = c.cols + 5;
-    Dual<int64_t> ds(slots);
-    Dual<float> pool(rnd(n_slots * c.width)), src(rnd(std::max<int64_t>(c.n * lds, 1)));
-    cpu().kv_write(pool.c.data(), DType::f32, c.width, ds.c.data(), c.n, c.col0, c.cols, src.c.data(), lds);
-    gpu().kv_write(pool.g.data(), DType::f32, c.width, ds.g.data(), c.n, c.col0, c.cols, src.g.data(), lds);
-    EXPECT_TRUE(close("kv_write", shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}}),
-                      pool.on_cpu(), pool.on_gpu(), 0.0));
-  }
-}
 
-TEST(BackendParity, MlaDecode) {
-  struct C { const char* name; int64_t heads, page, lora, rope; std::vector<int64_t> ctx; };
+// Decode batches for both caches: varied contexts, head counts not a multiple of 16, other
+// latent widths, and shapes the fused kernels do not take (the per-sequence fallback).
+struct DecodeCase { const char* name; int64_t heads, page, lora, rope; std::vector<int64_t> ctx; };
+std::vector<DecodeCase> decode_cases() {
   std::vector<int64_t> many(40);
   for (auto& c : many) c = rnd_int(1, 600);
-  const std::vector<C> cases = {
+  return {
       {"no seqs", 16, 16, 512, 64, {}},
       {"one seq ctx=1", 16, 16, 512, 64, {1}},
       {"one seq", 16, 16, 512, 64, {3001}},
       {"varied ctx", 16, 16, 512, 64, {1, 17, 300, 2049, 4100}},
+      {"page 64", 16, 64, 512, 64, {33, 64, 65, 1000}},
       {"H=128", 128, 16, 512, 64, {1, 700, 2500}},
       {"H=20", 20, 16, 512, 64, {65, 1, 129, 16}},
       {"small dims H=3", 3, 4, 40, 8, {5, 1, 33, 64, 200}},
+      {"lora 64 rope 16", 3, 4, 64, 16, {5, 1, 33, 64, 200}},
+      {"lora 128 rope 0", 5, 8, 128, 0, {7, 90}},
       {"40 seqs", 16, 16, 512, 64, many},
       {"lora 520 (fallback)", 4, 8, 520, 8, {9, 1, 40}},
   };
+}
+
+TEST(BackendParity, MlaDecode) {
+  const std::vector<DecodeCase> cases = decode_cases();
   for (const char* variant : {"v1", "v2"})
   with_decode_variant(variant, [&] {
-  for (const C& c : cases) {
+  for (const DecodeCase& c : cases) {
     DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
     const int64_t n = static_cast<int64_t>(c.ctx.size());
     Dual<float> ql(rnd(std::max<int64_t>(n * c.heads * c.lora, 1))),
@@ -187,27 +177,32 @@ std::vector<float> bf16_on_gpu(const Buffer<uint16_t>& g, std::size_t n) {
   return f;
 }
 
-TEST(BackendParity, KvWriteBf16) {
-  // The GPU rounds the written values to nearest even; the CPU writes them pre-rounded.
+// A bf16 cache: the GPU rounds the written values to nearest even; the CPU (f32) writes them
+// pre-rounded, so both hold the same values.
+TEST(BackendParity, KvWrite) {
   struct C { int64_t width, n, col0, cols; };
-  const C cases[] = {{576, 0, 0, 576}, {576, 1, 0, 512}, {576, 37, 512, 64}, {80, 100, 3, 40}};
-  for (const C& c : cases) {
-    const int64_t n_slots = 300;
-    std::vector<int64_t> slots(n_slots);
-    std::iota(slots.begin(), slots.end(), 0);
-    std::shuffle(slots.begin(), slots.end(), rng());
-    slots.resize(std::max<int64_t>(c.n, 1));
-    const int64_t lds = c.cols + 5;
-    Dual<int64_t> ds(slots);
-    Dual<float> pool(rnd(n_slots * c.width));
-    Buffer<uint16_t> g = bf16_pool(pool);
-    const std::vector<float> h = rnd(std::max<int64_t>(c.n * lds, 1), -3, 3);
-    Dual<float> src(h), src_r(bf16_round(h));
-    cpu().kv_write(pool.c.data(), DType::f32, c.width, ds.c.data(), c.n, c.col0, c.cols, src_r.c.data(), lds);
-    gpu().kv_write(g.data(), DType::bf16, c.width, ds.g.data(), c.n, c.col0, c.cols, src.g.data(), lds);
-    EXPECT_TRUE(close("kv_write", "bf16 " + shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}}),
-                      pool.on_cpu(), bf16_on_gpu(g, pool.n), 0.0));
-  }
+  const C cases[] = {{576, 0, 0, 576}, {576, 1, 0, 512}, {576, 37, 512, 64}, {48, 100, 3, 40},
+                     {576, 300, 0, 576}};
+  for (DType dtp : {DType::f32, DType::bf16})
+    for (const C& c : cases) {
+      const int64_t n_slots = 300;
+      std::vector<int64_t> slots(n_slots);
+      std::iota(slots.begin(), slots.end(), 0);
+      std::shuffle(slots.begin(), slots.end(), rng());
+      slots.resize(std::max<int64_t>(c.n, 1));
+      const int64_t lds = c.cols + 5;
+      Dual<int64_t> ds(slots);
+      Dual<float> pool(rnd(n_slots * c.width));
+      const bool bf16 = dtp == DType::bf16;
+      Buffer<uint16_t> g = bf16 ? bf16_pool(pool) : Buffer<uint16_t>();
+      const std::vector<float> h = rnd(std::max<int64_t>(c.n * lds, 1), -3, 3);
+      Dual<float> src(h), src_r(bf16 ? bf16_round(h) : h);
+      cpu().kv_write(pool.c.data(), DType::f32, c.width, ds.c.data(), c.n, c.col0, c.cols, src_r.c.data(), lds);
+      gpu().kv_write(bf16 ? static_cast<void*>(g.data()) : pool.g.data(), dtp, c.width, ds.g.data(), c.n, c.col0,
+                     c.cols, src.g.data(), lds);
+      EXPECT_TRUE(close("kv_write", dt(dtp) + " " + shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}}),
+                        pool.on_cpu(), bf16 ? bf16_on_gpu(g, pool.n) : pool.on_gpu(), 0.0));
+    }
 }
 
 TEST(BackendParity, PagedWriteGatherBf16) {
@@ -260,25 +255,10 @@ TEST(BackendParity, MlaAbsorbedBf16) {
 }
 
 TEST(BackendParity, MlaDecodeBf16) {
-  struct C { const char* name; int64_t heads, page, lora, rope; std::vector<int64_t> ctx; };
-  std::vector<int64_t> many(40);
-  for (auto& c : many) c = rnd_int(1, 600);
-  const std::vector<C> cases = {
-      {"no seqs", 16, 16, 512, 64, {}},
-      {"one seq ctx=1", 16, 16, 512, 64, {1}},
-      {"one seq", 16, 16, 512, 64, {3001}},
-      {"varied ctx", 16, 16, 512, 64, {1, 17, 300, 2049, 4100}},
-      {"page 64", 16, 64, 512, 64, {33, 64, 65, 1000}},
-      {"H=128", 128, 16, 512, 64, {1, 700, 2500}},
-      {"H=20", 20, 16, 512, 64, {65, 1, 129, 16}},
-      {"lora 64 rope 16", 3, 4, 64, 16, {5, 1, 33, 64, 200}},
-      {"lora 128 rope 0", 5, 8, 128, 0, {7, 90}},
-      {"40 seqs", 16, 16, 512, 64, many},
-      {"lora 40 (fallback)", 4, 8, 40, 8, {9, 1, 40}},
-  };
+  const std::vector<DecodeCase> cases = decode_cases();
   for (const char* stages : {"2", "5"})
   with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", stages, [&] {
-  for (const C& c : cases) {
+  for (const DecodeCase& c : cases) {
     DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
     Buffer<uint16_t> g = bf16_pool(b.pool);
     PagedBatch gv = b.view(true);

@@ -5,22 +5,25 @@
 namespace dpa::backend {
 namespace {
 
+// Mean GPU time of fn over 20 runs on the CUDA backend's stream, after one warm-up.
+template <class F>
+float time_ms(F&& fn) {
+  cudaStream_t st = static_cast<cudaStream_t>(gpu().stream());
+  fn();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a), cudaEventCreate(&b);
+  cudaEventRecord(a, st);
+  const int reps = 20;
+  for (int r = 0; r < reps; ++r) fn();
+  cudaEventRecord(b, st);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return ms / reps;
+}
+
 TEST(BackendParity, Timing) {
-  auto time_ms = [](auto&& fn) {
-    cudaStream_t st = static_cast<cudaStream_t>(gpu().stream());
-    fn();  // warm-up
-    cudaEvent_t a, b;
-    cudaEventCreate(&a), cudaEventCreate(&b);
-    cudaEventRecord(a, st);
-    const int reps = 20;
-    for (int r = 0; r < reps; ++r) fn();
-    cudaEventRecord(b, st);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    cudaEventDestroy(a), cudaEventDestroy(b);
-    return ms / reps;
-  };
   for (const char* mode : {"kernel", "gemm"})
   with_attn_mode(mode, [&] {
   for (int64_t heads : {16, 128})
@@ -71,21 +74,6 @@ TEST(BackendParity, Timing) {
 }
 
 TEST(BackendParity, TimingBatched) {
-  auto time_ms = [](auto&& fn) {
-    cudaStream_t st = static_cast<cudaStream_t>(gpu().stream());
-    fn();  // warm-up
-    cudaEvent_t a, b;
-    cudaEventCreate(&a), cudaEventCreate(&b);
-    cudaEventRecord(a, st);
-    const int reps = 20;
-    for (int r = 0; r < reps; ++r) fn();
-    cudaEventRecord(b, st);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    cudaEventDestroy(a), cudaEventDestroy(b);
-    return ms / reps;
-  };
   // mla_decode vs one mla_absorbed per sequence (default attention form).
   struct M { int64_t seqs, ctx, heads; };
   const M ms[] = {{1, 512, 16},  {1, 4096, 16},  {32, 512, 16},  {32, 4096, 16},

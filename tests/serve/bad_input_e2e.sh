@@ -11,12 +11,8 @@
 #   bad_input_e2e.sh MPIEXEC DPA_SERVE WORKDIR
 set -u
 mpiexec=$1; bin=$2; work=$3
-M="$mpiexec --oversubscribe --bind-to none"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
-export OMPI_MCA_mpi_yield_when_idle=1
+source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"
 rm -rf "$work"; mkdir -p "$work"
-fails=0; passes=0
-ok() { passes=$((passes+1)); echo "ok: $*"; }
-bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 command -v curl >/dev/null || { echo "curl is not installed: skipped"; exit 77; }
 PY=$(command -v /usr/bin/python3 || command -v python3) || { echo "python3 is not installed: skipped"; exit 77; }
 
@@ -24,22 +20,12 @@ PY=$(command -v /usr/bin/python3 || command -v python3) || { echo "python3 is no
 
 KEY=sk-test-$RANDOM$RANDOM
 MAXB=1048576
-log="$work/server.log"
 # A short request read timeout (http_server.cpp; 60 s by default) for the slow-client checks.
-DPA_HTTP_READ_TIMEOUT_MS=1500 $M -x DPA_HTTP_READ_TIMEOUT_MS -np 2 "$bin" serve --device cpu --dp 2 --model "$work/tiny" --port 0 --ready-file "$work/ready" \
-  --api-key "$KEY" --max-request-bytes $MAXB --log-level info >"$log" 2>&1 &
-mpirun_pid=$!
+export DPA_HTTP_READ_TIMEOUT_MS=1500
 cleanup() { kill "$mpirun_pid" 2>/dev/null; wait "$mpirun_pid" 2>/dev/null; }
 trap cleanup EXIT
-for _ in $(seq 1 600); do
-  [[ -s "$work/ready" ]] && break
-  kill -0 "$mpirun_pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [[ ! -s "$work/ready" ]]; then
-  echo "FAIL: the server did not become ready; its log:"; cat "$log"; exit 1
-fi
-url=$(sed -n 's/^ready url=//p' "$work/ready")
+MPI_EXTRA="-x DPA_HTTP_READ_TIMEOUT_MS" start_server server 2 "$work/tiny" --dp 2 --api-key "$KEY" \
+  --max-request-bytes $MAXB --log-level info || exit 1
 host=${url#http://}; port=${host##*:}; host=${host%:*}
 echo "server at $url"
 

@@ -11,44 +11,19 @@
 set -u
 mpiexec=$1; bin=$2; node_modules=$3; work=$4; bench=${5:-}
 here=$(cd "$(dirname "$0")" && pwd)
-M="$mpiexec --oversubscribe --bind-to none"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
-export OMPI_MCA_mpi_yield_when_idle=1
+source "$here/../lib.sh"
 rm -rf "$work"; mkdir -p "$work"
-fails=0; passes=0
-ok() { passes=$((passes+1)); echo "ok: $*"; }
-bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 command -v node >/dev/null || { echo "node is not installed: skipped"; exit 77; }
 command -v curl >/dev/null || { echo "curl is not installed: skipped"; exit 77; }
 [[ -d "$node_modules/openai" ]] || { echo "$node_modules/openai is missing (scripts/setup.sh installs it): skipped"; exit 77; }
 
 "$bin" make-model --preset tiny --output "$work/tiny" --log-level warn >/dev/null || { echo "make-model failed"; exit 1; }
 
-mpirun_pid=""; url=""; log=""
-start_server() {  # start_server NAME NP ARGS...
+# start NAME NP ARGS...: lib.sh's start_server on the tiny model, and the ready line on stdout.
+start() {
   local name=$1 np=$2; shift 2
-  log="$work/$name.log"
-  rm -f "$work/$name.ready"
-  $M -np "$np" "$bin" serve --device cpu --model "$work/tiny" --port 0 --ready-file "$work/$name.ready" "$@" \
-    >"$log" 2>&1 &
-  mpirun_pid=$!
-  for _ in $(seq 1 600); do
-    [[ -s "$work/$name.ready" ]] && break
-    kill -0 "$mpirun_pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if [[ ! -s "$work/$name.ready" ]]; then
-    bad "$name: the server did not become ready; its log:"; cat "$log"
-    kill "$mpirun_pid" 2>/dev/null; wait "$mpirun_pid" 2>/dev/null
-    return 1
-  fi
-  url=$(sed -n 's/^ready url=//p' "$work/$name.ready")
+  start_server "$name" "$np" "$work/tiny" "$@" || return 1
   grep -q "^ready url=$url" "$log" && ok "$name: ready line printed ($url)" || bad "$name: no ready line on stdout"
-}
-rank0_pid() {  # the rank-0 process among mpirun's children
-  local p
-  for p in $(pgrep -P "$mpirun_pid"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0' && { echo "$p"; return; }
-  done
 }
 dump_log() { echo "---- server log ($log) ----"; tail -50 "$log"; echo "----"; }
 
@@ -62,7 +37,7 @@ expect() {
 J=(-H 'Content-Type: application/json')
 
 # ---------------------------------------------------------------- 4 ranks, dp 4
-if start_server dp4 4 --dp 4 --ep 4 --max-request-bytes 65536 --shutdown-timeout 60 --log-level info; then
+if start dp4 4 --dp 4 --ep 4 --max-request-bytes 65536 --shutdown-timeout 60 --log-level info; then
   node "$here/openai_sdk_test.mjs" "$url" "$node_modules" tiny >"$work/sdk.log" 2>&1 \
     && ok "openai SDK checks: $(tail -1 "$work/sdk.log")" || { bad "openai SDK checks:"; cat "$work/sdk.log"; dump_log; }
 
@@ -162,7 +137,7 @@ if start_server dp4 4 --dp 4 --ep 4 --max-request-bytes 65536 --shutdown-timeout
 fi
 
 # ---------------------------------------------------------------- 1 rank, api key, queue limit 1
-if start_server auth 1 --dp 1 --ep 1 --api-key s3cret --max-queued-requests 1 --shutdown-timeout 1 --log-level info; then
+if start auth 1 --dp 1 --ep 1 --api-key s3cret --max-queued-requests 1 --shutdown-timeout 1 --log-level info; then
   expect 200 GET /health
   expect 401 GET /v1/models
   expect 401 GET /v1/models -H 'Authorization: Bearer wrong'
