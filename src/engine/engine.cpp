@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -196,38 +197,56 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::ve
   const bool leader = g.attn_tp_rank == 0;
   std::vector<int32_t> tokens;
   std::vector<TokenOutput> outs;
+  // Rows without a device argmax are sampled on the host, independently: collected first, then
+  // sampled on several threads when there are many (a vocabulary-sized row costs ~1 ms).
+  struct HostRow {
+    std::size_t out;       // index into tokens / outs
+    std::size_t full_row;  // row of `logits`
+    const Sequence* seq;
+  };
+  std::vector<HostRow> host_rows;
   std::size_t row = 0, full_row = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.chunks[i].need_logits) continue;
     Sequence* s = plan.seqs[i];
     const int32_t cached = s->n_generated() == 0 ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
-    if (leader && argmax[row] >= 0) {
-      tokens.push_back(argmax[row]);
+    if (leader) {
       TokenOutput o;
       o.request_id = s->req.id;
-      o.token = argmax[row];
       o.cached_tokens = cached;
-      outs.push_back(std::move(o));
-    } else if (leader) {
-      const auto& p = s->req.params;
-      const bool suppress = s->n_generated() < p.min_tokens;
-      std::vector<int32_t> banned = cfg_.eos_ids;
-      banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
-      auto res = sample_token(std::span<const float>(logits).subspan(full_row * vocab, vocab), p,
-                              std::span<const int32_t>(s->tokens).first(s->n_prompt),
-                              std::span<const int32_t>(s->tokens).subspan(s->n_prompt),
-                              cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated(), suppress, banned);
-      tokens.push_back(res.token);
-      TokenOutput o;
-      o.request_id = s->req.id;
-      o.token = res.token;
-      o.logprob = res.logprob;
-      o.top = std::move(res.top);
-      o.cached_tokens = cached;
+      if (argmax[row] >= 0) o.token = argmax[row];
+      else host_rows.push_back({outs.size(), full_row, s});
+      tokens.push_back(o.token);
       outs.push_back(std::move(o));
     }
     if (argmax[row] < 0) ++full_row;
     ++row;
+  }
+  auto sample_row = [&](const HostRow& h) {
+    const Sequence* s = h.seq;
+    const auto& p = s->req.params;
+    const bool suppress = s->n_generated() < p.min_tokens;
+    std::vector<int32_t> banned = cfg_.eos_ids;
+    banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
+    auto res = sample_token(std::span<const float>(logits).subspan(h.full_row * vocab, vocab), p,
+                            std::span<const int32_t>(s->tokens).first(s->n_prompt),
+                            std::span<const int32_t>(s->tokens).subspan(s->n_prompt),
+                            cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated(), suppress, banned);
+    tokens[h.out] = res.token;
+    outs[h.out].token = res.token;
+    outs[h.out].logprob = res.logprob;
+    outs[h.out].top = std::move(res.top);
+  };
+  const std::size_t n_threads = std::min<std::size_t>({host_rows.size() / 4, std::thread::hardware_concurrency(), 16});
+  if (n_threads <= 1) {
+    for (const HostRow& h : host_rows) sample_row(h);
+  } else {
+    std::vector<std::thread> pool;
+    for (std::size_t t = 0; t < n_threads; ++t)
+      pool.emplace_back([&, t] {
+        for (std::size_t j = t; j < host_rows.size(); j += n_threads) sample_row(host_rows[j]);
+      });
+    for (auto& th : pool) th.join();
   }
   if (g.attn_tp > 1) {  // the replica's other ranks take the leader's tokens
     tokens.resize(row);

@@ -57,21 +57,43 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
     for (int32_t e : eos_ids) if (e >= 0 && e < vocab) x[e] = neg_inf;
 
   // Log-softmax of the processed logits: what logprobs report.
+  // Sums of exponentials over the vocabulary: single-precision exp, double accumulation (the
+  // terms' rounding is far below what a draw or a reported logprob resolves).
   const double mx = *std::max_element(x.begin(), x.end());
-  double z = 0;
-  for (double v : x) z += std::exp(v - mx);
+  auto sum_exp = [&](double scale, double shift) {
+    double acc = 0;
+    for (double v : x) acc += std::exp(static_cast<float>(v * scale - shift));
+    return acc;
+  };
+  const double z = sum_exp(1.0, mx);
   const double log_z = mx + std::log(z);
   auto logprob_of = [&](int64_t i) { return static_cast<float>(x[i] - log_z); };
 
-  // Ordering by logit (ties: lower id first) serves greedy, top-k, top-p and top_logprobs.
+  // Ordering by logit (ties: lower id first) serves greedy, top-k, top-p and top_logprobs. Only
+  // the prefix a request needs is ordered: sorted(n) puts the n largest first, in order, growing
+  // the ordered prefix geometrically (one selection pass over the rest each time), so a draw that
+  // stops early never pays for sorting the whole vocabulary.
   std::vector<int32_t> order(vocab);
   std::iota(order.begin(), order.end(), 0);
   auto by_logit = [&](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+  int64_t n_sorted = 0;
+  auto sorted = [&](int64_t n) {
+    if (n <= n_sorted) return;
+    n = std::min<int64_t>(vocab, std::max<int64_t>({n, 8 * n_sorted, 64}));
+    if (n_sorted == 0 && n <= vocab / 16) {
+      // A small head: a heap selection rejects most entries with one comparison.
+      std::partial_sort(order.begin(), order.begin() + n, order.end(), by_logit);
+    } else {
+      if (n < vocab) std::nth_element(order.begin() + n_sorted, order.begin() + n, order.end(), by_logit);
+      std::sort(order.begin() + n_sorted, order.begin() + n, by_logit);
+    }
+    n_sorted = n;
+  };
 
   SampleResult r;
   if (p.logprobs > 0) {
     const int64_t k = std::min<int64_t>(p.logprobs, vocab);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), by_logit);
+    sorted(k);
     for (int64_t i = 0; i < k; ++i) r.top.push_back({order[i], logprob_of(order[i])});
   }
   if (p.greedy()) {
@@ -81,38 +103,54 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
     r.logprob = logprob_of(best);
     return r;
   }
-  // Temperature, then truncation on the probabilities.
-  std::sort(order.begin(), order.end(), by_logit);
+  // Temperature, then truncation on the probabilities: prob(i) of the i-th largest logit,
+  // normalised over the top-k set (or the whole vocabulary without top-k).
+  const double t = p.temperature, top = mx / t;
   int64_t keep = vocab;
-  if (p.top_k > 0) keep = std::min<int64_t>(keep, p.top_k);
-  std::vector<double> prob(keep);
-  const double t = p.temperature, top = x[order[0]] / t;
   double sum = 0;
-  for (int64_t i = 0; i < keep; ++i) sum += prob[i] = std::exp(x[order[i]] / t - top);
-  for (auto& v : prob) v /= sum;
+  if (p.top_k > 0) {
+    keep = std::min<int64_t>(keep, p.top_k);
+    sorted(keep);
+    for (int64_t i = 0; i < keep; ++i) sum += std::exp(x[order[i]] / t - top);
+  } else {
+    sum = t == 1.0 ? z : sum_exp(1.0 / t, top);
+  }
+  auto prob = [&](int64_t i) {
+    sorted(i + 1);
+    return std::exp(x[order[i]] / t - top) / sum;
+  };
   if (p.min_p > 0.0f) {
-    const double floor = p.min_p * prob[0];
+    const double floor = p.min_p * prob(0);
     int64_t k = 1;
-    while (k < keep && prob[k] >= floor) ++k;
+    while (k < keep && prob(k) >= floor) ++k;
     keep = k;
   }
+  bool truncated = keep < vocab;
   if (p.top_p < 1.0f) {
     double acc = 0;
     int64_t k = 0;
     while (k < keep) {
-      acc += prob[k++];
+      acc += prob(k++);
       if (acc >= p.top_p) break;
     }
     keep = std::max<int64_t>(k, 1);
+    truncated = true;
   }
-  double mass = 0;
-  for (int64_t i = 0; i < keep; ++i) mass += prob[i];
+  double mass = 1.0;  // the whole tempered distribution, normalised
+  if (truncated) {
+    mass = 0;
+    for (int64_t i = 0; i < keep; ++i) mass += prob(i);
+  }
   const double u = uniform_from(p.seed.value_or(fallback_seed), position) * mass;
   double acc = 0;
-  int64_t pick = keep - 1;
+  int64_t pick = -1;
   for (int64_t i = 0; i < keep; ++i) {
-    acc += prob[i];
+    acc += prob(i);
     if (u < acc) { pick = i; break; }
+  }
+  if (pick < 0) {  // rounding left u at the very end of the mass
+    pick = keep - 1;
+    sorted(keep);
   }
   r.token = order[pick];
   r.logprob = logprob_of(r.token);
