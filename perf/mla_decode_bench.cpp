@@ -21,6 +21,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "core/dtype.h"
+#include "gpu_ceilings.h"
 
 namespace {
 
@@ -29,33 +30,8 @@ using dpa::backend::Backend;
 using dpa::backend::Buffer;
 using dpa::backend::PagedBatch;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Device-to-device copy of 2 GiB: (read + write bytes) / time, median of 10.
-double copy_bandwidth_gbs() {
-  const std::size_t bytes = std::size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
-  cudaMemset(a, 1, bytes);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0), cudaEventCreate(&e1);
-  std::vector<double> t;
-  for (int i = 0; i < 12; ++i) {
-    cudaEventRecord(e0);
-    cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    if (i >= 2) t.push_back(ms);
-  }
-  cudaEventDestroy(e0), cudaEventDestroy(e1);
-  cudaFree(a), cudaFree(b);
-  return 2.0 * static_cast<double>(bytes) / (median(t) * 1e-3) / 1e9;
-}
+using dpa::perf::copy_bandwidth_gbs;
+using dpa::perf::median;
 
 struct Shape {
   int64_t seqs, ctx, heads;

@@ -1,0 +1,157 @@
+// Issue 6, target 2: the routed experts' grouped GEMMs (moe_experts: gate and up, SwiGLU, down per
+// expert) in DeepSeek-V2-Lite's shapes (hidden 2048, expert width 1408, bf16 weights, fp32
+// activations) on one GPU, for EP 1 (64 local experts) and EP 2 (32), at 256 and 8192 tokens per
+// GPU with top-6 routing spread uniformly at random over the experts (each GPU gets tokens x 6 rows
+// either way). First checks the op against the CPU reference on two of the same experts, then times
+// it (CUDA events, median of --reps after warm-up) and prints it against both floors measured in
+// the same process: the weight bytes over the copy bandwidth (the small-batch floor) and the FLOPs
+// over cuBLAS's bf16 GEMM rate (the large-batch floor).
+//   moe_experts_bench [--reps N] [--json]
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "core/dtype.h"
+#include "gpu_ceilings.h"
+
+namespace {
+
+using dpa::DType;
+using dpa::backend::Backend;
+using dpa::backend::Buffer;
+using dpa::backend::WeightView;
+
+constexpr int64_t kD = 2048, kI = 1408, kTopK = 6, kMaxExperts = 64;
+
+struct Experts {  // views of the experts on one backend: gate, up (I x D), down (D x I)
+  std::vector<WeightView> gate, up, down;   // prepared on a backend
+};
+
+// Random bf16 expert weights, scaled so that activations stay O(1).
+std::vector<std::vector<uint16_t>> make_weights(int64_t n_experts, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-0.03f, 0.03f);
+  std::vector<std::vector<uint16_t>> w(static_cast<std::size_t>(3 * n_experts));
+  for (auto& m : w) {
+    m.resize(static_cast<std::size_t>(kI * kD));
+    for (auto& v : m) v = dpa::f32_to_bf16(u(rng));
+  }
+  return w;
+}
+
+void prepare(Backend& be, const std::vector<std::vector<uint16_t>>& w, int64_t n_experts, Experts& e) {
+  for (int64_t x = 0; x < n_experts; ++x) {
+    e.gate.push_back(be.prepare_weight(WeightView::dense(w[3 * x].data(), DType::bf16, kI, kD)));
+    e.up.push_back(be.prepare_weight(WeightView::dense(w[3 * x + 1].data(), DType::bf16, kI, kD)));
+    e.down.push_back(be.prepare_weight(WeightView::dense(w[3 * x + 2].data(), DType::bf16, kD, kI)));
+  }
+}
+
+// The CUDA op on experts 0 and 1 (5 and 3 rows) against the CPU reference; max relative error.
+double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>>& w, std::mt19937& rng) {
+  Experts ec, eg;
+  prepare(cpu, w, 2, ec);
+  prepare(gpu, w, 2, eg);
+  const std::vector<int64_t> counts = {5, 3};
+  const int64_t rows = 8;
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(rows * kD)), ref(x.size()), got(x.size());
+  for (auto& v : x) v = u(rng);
+  std::vector<int32_t> order = {3, 0, 6, 1, 7, 2, 5, 4};
+  cpu.moe_experts(x.data(), order.data(), counts.data(), 2, ec.gate.data(), ec.up.data(), ec.down.data(), ref.data());
+  Buffer<float> gx(gpu, x.size()), gout(gpu, x.size());
+  Buffer<int32_t> gord(gpu, order.size());
+  gpu.upload(gx.data(), x.data(), x.size() * 4);
+  gpu.upload(gord.data(), order.data(), order.size() * 4);
+  gpu.fill_zero(gout.data(), x.size() * 4);
+  gpu.moe_experts(gx.data(), gord.data(), counts.data(), 2, eg.gate.data(), eg.up.data(), eg.down.data(), gout.data());
+  gpu.download(got.data(), gout.data(), got.size() * 4);
+  double scale = 0, err = 0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
+    const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    err = std::isnan(e) ? INFINITY : std::max(err, e);
+  }
+  return scale > 0 ? err / scale : err;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 20;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--json") json = true;
+    else {
+      std::fprintf(stderr, "usage: moe_experts_bench [--reps N] [--json]\n");
+      return 2;
+    }
+  }
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::fprintf(stderr, "moe_experts_bench: no CUDA device\n");
+    return 77;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, 0);
+  auto cpu = dpa::backend::make_cpu_backend();
+  auto gpu = dpa::backend::make_cuda_backend(0);
+  const double bw = dpa::perf::copy_bandwidth_gbs(), gemm = dpa::perf::bf16_gemm_tflops();
+  std::mt19937 rng(11);
+  const auto w = make_weights(kMaxExperts, rng);
+  const double rel = check(*cpu, *gpu, w, rng);
+  const bool ok = rel <= 2e-2;
+  std::printf("moe_experts_bench on %s: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s (8192^3, cuBLAS); check vs CPU: "
+              "max rel %.2e (bound 2e-2) %s\n", prop.name, bw, gemm, rel, ok ? "OK" : "FAIL");
+  if (!ok) return 1;
+  Experts e;
+  prepare(*gpu, w, kMaxExperts, e);
+  std::printf("%-4s %-7s %-6s %-9s %-11s %-9s %-11s %s\n", "EP", "tokens", "rows", "ms", "weight GB/s", "of HBM",
+              "TFLOP/s", "of GEMM");
+  for (int ep : {1, 2})
+    for (int64_t tokens : {256, 8192}) {
+      const int64_t E = kMaxExperts / ep, rows = tokens * kTopK;
+      std::vector<int64_t> counts(static_cast<std::size_t>(E), 0);
+      std::uniform_int_distribution<int64_t> pick(0, E - 1);
+      for (int64_t r = 0; r < rows; ++r) ++counts[static_cast<std::size_t>(pick(rng))];
+      int64_t active = 0;
+      for (int64_t c : counts) active += c > 0;
+      std::vector<int32_t> order(static_cast<std::size_t>(rows));
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng);
+      std::vector<float> x(static_cast<std::size_t>(rows * kD));
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      for (auto& v : x) v = u(rng);
+      Buffer<float> gx(*gpu, x.size()), gout(*gpu, x.size());
+      Buffer<int32_t> gord(*gpu, order.size());
+      gpu->upload(gx.data(), x.data(), x.size() * 4);
+      gpu->upload(gord.data(), order.data(), order.size() * 4);
+      gpu->synchronize();
+      const double ms = dpa::perf::median_ms(
+          [&] {
+            gpu->moe_experts(gx.data(), gord.data(), counts.data(), E, e.gate.data(), e.up.data(), e.down.data(),
+                             gout.data());
+          },
+          reps, 3, static_cast<cudaStream_t>(gpu->stream()));
+      const double weight_bytes = static_cast<double>(active) * 3.0 * kD * kI * 2.0;
+      const double flops = 2.0 * static_cast<double>(rows) * 3.0 * kD * kI;
+      const double gbs = weight_bytes / (ms * 1e-3) / 1e9, tf = flops / (ms * 1e-3) / 1e12;
+      std::printf("%-4d %-7lld %-6lld %-9.3f %-11.0f %-8.1f%% %-11.1f %.1f%%\n", ep, static_cast<long long>(tokens),
+                  static_cast<long long>(rows), ms, gbs, 100.0 * gbs / bw, tf, 100.0 * tf / gemm);
+      if (json)
+        std::printf("{\"bench\":\"moe_experts\",\"gpu\":\"%s\",\"ep\":%d,\"experts\":%lld,\"tokens\":%lld,\"rows\":%lld,"
+                    "\"ms\":%.4f,\"weight_gbs\":%.1f,\"hbm_gbs\":%.1f,\"tflops\":%.2f,\"gemm_tflops\":%.1f}\n",
+                    prop.name, ep, static_cast<long long>(E), static_cast<long long>(tokens),
+                    static_cast<long long>(rows), ms, gbs, bw, tf, gemm);
+    }
+  return 0;
+}
