@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -272,5 +273,13 @@ class Buffer {
 
 // The plain fp32 CPU reference.
 std::unique_ptr<Backend> make_cpu_backend();
+
+// moe_experts one expert at a time through be's plain ops (gather, gate and up, SwiGLU, down,
+// scatter): the CPU reference's definition, and the CUDA backend's path for experts of mixed
+// shapes or dtypes. `workspace(floats)` returns backend memory for one expert's rows (reused).
+void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, const int64_t* counts,
+                            int64_t n_experts, const WeightView* gate, const WeightView* up,
+                            const WeightView* down, float* out,
+                            const std::function<float*(std::size_t floats)>& workspace);
 
 }  // namespace dpa::backend

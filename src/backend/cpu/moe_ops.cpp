@@ -109,21 +109,11 @@ void CpuBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, in
 void CpuBackend::moe_experts(const float* x, const int32_t* order, const int64_t* counts,
                              int64_t n_experts, const WeightView* gate, const WeightView* up,
                              const WeightView* down, float* out) {
-  int64_t pos = 0;
-  for (int64_t e = 0; e < n_experts; ++e) {
-    const int64_t cnt = counts[e];
-    if (cnt == 0) continue;
-    const int64_t D = gate[e].cols, I = gate[e].rows;
-    std::vector<float> xe(static_cast<std::size_t>(cnt * D)), g(static_cast<std::size_t>(cnt * I)), u(g.size()),
-        ye(xe.size());
-    gather_rows(x, order + pos, cnt, D, xe.data());
-    linear(xe.data(), cnt, gate[e], g.data());
-    linear(xe.data(), cnt, up[e], u.data());
-    silu_mul(g.data(), u.data(), cnt * I, g.data());
-    linear(g.data(), cnt, down[e], ye.data());
-    scatter_rows(ye.data(), order + pos, cnt, D, out);
-    pos += cnt;
-  }
+  std::vector<float> ws;
+  moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
+    if (ws.size() < floats) ws.resize(floats);
+    return ws.data();
+  });
 }
 
 void CpuBackend::moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,

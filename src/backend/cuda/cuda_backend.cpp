@@ -414,7 +414,10 @@ class CudaBackend final : public Backend {
                 g.cols == D && u.rows == I && u.cols == D && d.rows == D && d.cols == I &&
                 g.ld == lda_gu && u.ld == lda_gu && d.ld == lda_d;
     }
-    if (!uniform) return moe_experts_loop(x, order, counts, n_experts, gate, up, down, out);
+    if (!uniform)  // experts of mixed shapes or dtypes: one at a time through the plain ops
+      return moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
+        return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
+      });
     check_expert_weights(ids, gate, up, down);
 
     // Groups over the experts sorted by descending count.
@@ -644,28 +647,6 @@ class CudaBackend final : public Backend {
       check_weight(gate[e], "moe_experts gate");
       check_weight(up[e], "moe_experts up");
       check_weight(down[e], "moe_experts down");
-    }
-  }
-
-  // Experts of mixed shapes or dtypes: one expert at a time through the plain ops.
-  void moe_experts_loop(const float* x, const int32_t* order, const int64_t* counts,
-                        int64_t n_experts, const WeightView* gate, const WeightView* up,
-                        const WeightView* down, float* out) {
-    int64_t pos = 0;
-    for (int64_t e = 0; e < n_experts; ++e) {
-      const int64_t cnt = counts[e];
-      if (cnt == 0) continue;
-      const int64_t D = gate[e].cols, I = gate[e].rows;
-      float* ws = reinterpret_cast<float*>(
-          moe_workspace(static_cast<std::size_t>(cnt * (2 * D + 2 * I)) * sizeof(float)));
-      float *xe = ws, *ge = xe + cnt * D, *ue = ge + cnt * I, *ye = ue + cnt * I;
-      gather_rows(x, order + pos, cnt, D, xe);
-      linear(xe, cnt, gate[e], ge);
-      linear(xe, cnt, up[e], ue);
-      silu_mul(ge, ue, cnt * I, ge);
-      linear(ge, cnt, down[e], ye);
-      scatter_rows(ye, order + pos, cnt, D, out);
-      pos += cnt;
     }
   }
 

@@ -1,0 +1,27 @@
+// Ops composed of other Backend ops, shared by the backends.
+#include "backend/backend.h"
+
+namespace dpa::backend {
+
+void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, const int64_t* counts,
+                            int64_t n_experts, const WeightView* gate, const WeightView* up,
+                            const WeightView* down, float* out,
+                            const std::function<float*(std::size_t floats)>& workspace) {
+  int64_t pos = 0;
+  for (int64_t e = 0; e < n_experts; ++e) {
+    const int64_t cnt = counts[e];
+    if (cnt == 0) continue;
+    const int64_t D = gate[e].cols, I = gate[e].rows;
+    float* xe = workspace(static_cast<std::size_t>(cnt * (2 * D + 2 * I)));
+    float *ge = xe + cnt * D, *ue = ge + cnt * I, *ye = ue + cnt * I;
+    be.gather_rows(x, order + pos, cnt, D, xe);
+    be.linear(xe, cnt, gate[e], ge);
+    be.linear(xe, cnt, up[e], ue);
+    be.silu_mul(ge, ue, cnt * I, ge);
+    be.linear(ge, cnt, down[e], ye);
+    be.scatter_rows(ye, order + pos, cnt, D, out);
+    pos += cnt;
+  }
+}
+
+}  // namespace dpa::backend
