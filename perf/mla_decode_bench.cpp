@@ -31,7 +31,6 @@ using dpa::backend::Buffer;
 using dpa::backend::PagedBatch;
 
 using dpa::perf::copy_bandwidth_gbs;
-using dpa::perf::median;
 
 struct Shape {
   int64_t seqs, ctx, heads;
@@ -98,22 +97,9 @@ Result run(Backend& cpu, Backend& gpu, const Shape& sh, DType kv, int reps, std:
   const double rel = max_ref > 0 ? max_err / max_ref : max_err;
   const bool ok = rel <= (kv == DType::bf16 ? 1e-2 : 1e-4);
 
-  cudaStream_t st = static_cast<cudaStream_t>(gpu.stream());
-  for (int i = 0; i < 3; ++i) gpu.mla_decode(gql.data(), gqp.data(), sh.heads, pb, scale, gout.data());
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0), cudaEventCreate(&e1);
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    cudaEventRecord(e0, st);
-    gpu.mla_decode(gql.data(), gqp.data(), sh.heads, pb, scale, gout.data());
-    cudaEventRecord(e1, st);
-    cudaEventSynchronize(e1);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, e0, e1);
-    t.push_back(ms);
-  }
-  cudaEventDestroy(e0), cudaEventDestroy(e1);
-  return Result{ok, rel, median(t)};
+  const double ms = dpa::perf::median_ms([&] { gpu.mla_decode(gql.data(), gqp.data(), sh.heads, pb, scale, gout.data()); },
+                                         reps, 3, static_cast<cudaStream_t>(gpu.stream()));
+  return Result{ok, rel, ms};
 }
 
 }  // namespace

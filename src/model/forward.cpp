@@ -153,10 +153,6 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   float* h = scratch(h_, N * D);
   float* out = scratch(out_, N * D);
   const float eps = static_cast<float>(c.rms_norm_eps);
-  // Profiling: a pure decode step (every sequence one token) or another (prefill, mixed).
-  const bool decode_step = !batch.empty() && std::all_of(batch.begin(), batch.end(), [](const SeqInput& s) {
-    return s.tokens.size() == 1;
-  });
   mark("embed");
   be_.embedding(weights_.embed, d_ids_.data(), N, residual);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -174,11 +170,14 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     be_.add(residual, out, N * D);
   }
   mark("lm_head");
-  struct Collect {  // the step's phase times go to its kind when forward() returns
+  struct Collect {  // profiling: the step's phase times go to its kind when forward() returns
     Model& m;
-    bool decode;
+    const std::vector<SeqInput>& batch;
     ~Collect() {
       if (!m.opts_.profile_phases) return;
+      const bool decode = !batch.empty() && std::all_of(batch.begin(), batch.end(), [](const SeqInput& s) {
+        return s.tokens.size() == 1;
+      });
       PhaseStats& p = decode ? m.phase_decode_ : m.phase_other_;
       try {
         m.be_.phase_collect(p.seconds);
@@ -186,7 +185,7 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
       } catch (const std::exception&) {  // a failed step reports its own error
       }
     }
-  } collect{*this, decode_step};
+  } collect{*this, batch};
   // LM head only on the rows whose logits are wanted.
   std::vector<int32_t> rows, keep;  // keep: wanted rows whose full logits go to the host
   int64_t offset = 0;
