@@ -9,6 +9,24 @@ ok() { passes=$((passes+1)); echo "ok: $*"; }
 bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 finish() { echo "$passes passed, $fails failed"; [[ $fails -eq 0 ]]; }
 
+# batch_canon OUT.jsonl: a batch output's token ids and finish reasons per custom_id (error lines by
+# custom_id and status) as one canonical line, to compare runs.
+batch_canon() { /usr/bin/env python3 - "$1" <<'PY'
+import json, sys
+rows = []
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    r = o.get("response")
+    if r and r["status_code"] == 200:
+        rows.append((str(o["custom_id"]), [c["token_ids"] for c in r["body"]["choices"]],
+                     [c["finish_reason"] for c in r["body"]["choices"]]))
+    else:
+        rows.append((str(o["custom_id"]), "error", r["status_code"] if r else o["error"]["code"]))
+rows.sort(key=lambda x: x[0])
+print(json.dumps(rows))
+PY
+}
+
 # start_server NAME NP MODEL ARGS...: `serve --device cpu` under mpiexec, waits for its ready file
 # (up to 120 s); sets mpirun_pid, url and log. Extra mpiexec options may come in MPI_EXTRA.
 mpirun_pid=""; url=""; log=""

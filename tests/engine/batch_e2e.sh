@@ -12,32 +12,12 @@
 set -u
 mpiexec=$1; bin=$2; input=$3; work=$4
 py=/usr/bin/python3
-M="$mpiexec --oversubscribe --bind-to none"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
-export OMPI_MCA_mpi_yield_when_idle=1
+source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"
 rm -rf "$work"; mkdir -p "$work"
-fails=0; passes=0
-ok() { passes=$((passes+1)); echo "ok: $*"; }
-bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 
 "$bin" make-model --preset tiny --output "$work/tiny" --log-level warn >/dev/null || { echo "make-model failed"; exit 1; }
 model=(--model "$work/tiny" --device cpu --no-progress)
 
-# token ids per custom_id (and error lines by custom_id) as one canonical text
-canon() { $py - "$1" <<'PY'
-import json, sys
-rows = []
-for line in open(sys.argv[1]):
-    o = json.loads(line)
-    r = o.get("response")
-    if r and r["status_code"] == 200:
-        rows.append((str(o["custom_id"]), [c["token_ids"] for c in r["body"]["choices"]],
-                     [c["finish_reason"] for c in r["body"]["choices"]]))
-    else:
-        rows.append((str(o["custom_id"]), "error", r["status_code"] if r else o["error"]["code"]))
-rows.sort(key=lambda x: x[0])
-print(json.dumps(rows))
-PY
-}
 
 run_batch() {  # run_batch NAME NP ARGS...
   local name=$1 np=$2; shift 2
@@ -47,14 +27,14 @@ run_batch() {  # run_batch NAME NP ARGS...
 }
 
 run_batch ref 1 --dp 1 --ep 1 || bad "reference run (1,1,1) failed: $(tail -3 "$work/ref.log")"
-ref=$(canon "$work/ref.jsonl")
+ref=$(batch_canon "$work/ref.jsonl")
 n_ok=$(grep -c '"status_code":200' "$work/ref.jsonl")
 [[ $n_ok -ge 20 ]] && ok "reference: $n_ok successful lines" || bad "reference has only $n_ok successful lines"
 for layout in "2 2 2" "4 2 4" "4 4 4"; do
   set -- $layout
   name="w$1_dp$2_ep$3"
   if run_batch "$name" "$1" --dp "$2" --ep "$3"; then
-    [[ $(canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches (1,1,1)" || bad "$name differs from (1,1,1)"
+    [[ $(batch_canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches (1,1,1)" || bad "$name differs from (1,1,1)"
   else
     bad "$name failed: $(tail -3 "$work/$name.log")"
   fi
@@ -85,7 +65,7 @@ head -1 "$input" > "$work/one.jsonl"
 timeout 300 $M -np 4 "$bin" batch "${model[@]}" --log-level warn --dp 4 --input "$work/one.jsonl" --output "$work/one_out.jsonl" >"$work/one.log" 2>&1 \
   && [[ $(wc -l <"$work/one_out.jsonl") -eq 1 ]] && ok "one request, four replicas" || bad "one request on four replicas: $(tail -3 "$work/one.log")"
 if run_batch dp1 4 --dp 1 --ep 4; then
-  [[ $(canon "$work/dp1.jsonl") == "$ref" ]] && ok "one replica (attn_tp 4) matches" || bad "dp 1 of 4 ranks differs"
+  [[ $(batch_canon "$work/dp1.jsonl") == "$ref" ]] && ok "one replica (attn_tp 4) matches" || bad "dp 1 of 4 ranks differs"
 else
   bad "dp 1 of 4 ranks failed: $(tail -3 "$work/dp1.log")"
 fi
@@ -142,5 +122,4 @@ if [[ -f "$work/trace.h5" ]] && [[ $(sum_ds "$work/trace.h5" /tokens) -eq 138 ]]
    && h5ls "$work/trace.h5" | grep -q "kv_used_pages"; then ok "bench --trace writes the per-step HDF5 trace"
 else bad "bench trace: $(h5ls "$work/trace.h5" 2>&1) tokens=$(sum_ds "$work/trace.h5" /tokens) experts=$(sum_ds "$work/trace.h5" /expert_tokens)"; fi
 
-echo "$passes passed, $fails failed"
-[[ $fails -eq 0 ]]
+finish

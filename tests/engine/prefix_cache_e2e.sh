@@ -17,12 +17,8 @@
 set -u
 mpiexec=$1; bin=$2; work=$3
 py=/usr/bin/python3
-M="$mpiexec --oversubscribe --bind-to none"; [[ $(id -u) -eq 0 ]] && M="$M --allow-run-as-root"
-export OMPI_MCA_mpi_yield_when_idle=1
+source "$(cd "$(dirname "$0")" && pwd)/../lib.sh"
 rm -rf "$work"; mkdir -p "$work"
-fails=0; passes=0
-ok() { passes=$((passes+1)); echo "ok: $*"; }
-bad() { fails=$((fails+1)); echo "FAIL: $*"; }
 
 "$bin" make-model --preset tiny --output "$work/tiny" --log-level warn >/dev/null || { echo "make-model failed"; exit 1; }
 model=(--model "$work/tiny" --device cpu --no-progress)
@@ -44,21 +40,6 @@ with open(sys.argv[1], "w") as f:
             i += 1
 PY
 
-canon() { $py - "$1" <<'PY'
-import json, sys
-rows = []
-for line in open(sys.argv[1]):
-    o = json.loads(line)
-    r = o.get("response")
-    if r and r["status_code"] == 200:
-        rows.append((str(o["custom_id"]), [c["token_ids"] for c in r["body"]["choices"]],
-                     [c["finish_reason"] for c in r["body"]["choices"]]))
-    else:
-        rows.append((str(o["custom_id"]), "error", r["status_code"] if r else o["error"]["code"]))
-rows.sort(key=lambda x: x[0])
-print(json.dumps(rows))
-PY
-}
 hits() { grep -o 'prefix_cache_hits=[0-9]*' "$1" | head -1 | cut -d= -f2; }
 cached_sum() { $py -c '
 import json, sys
@@ -73,7 +54,7 @@ run_batch() {  # run_batch NAME NP ARGS...
 
 # 1. Off vs on, three layouts.
 run_batch off 1 --dp 1 --ep 1 --no-prefix-caching || bad "reference run (caching off) failed: $(tail -3 "$work/off.log")"
-ref=$(canon "$work/off.jsonl")
+ref=$(batch_canon "$work/off.jsonl")
 n_ok=$(grep -c '"status_code":200' "$work/off.jsonl")
 [[ $n_ok -eq 40 ]] && ok "reference: $n_ok lines" || bad "reference has $n_ok successful lines, want 40"
 [[ $(hits "$work/off.log") == 0 ]] && ok "caching off: no hits" || bad "caching off reports hits: $(grep prefix_cache "$work/off.log")"
@@ -81,7 +62,7 @@ for layout in "1 1 1" "2 2 2" "4 4 4"; do
   set -- $layout
   name="on_w$1_dp$2_ep$3"
   if run_batch "$name" "$1" --dp "$2" --ep "$3"; then
-    [[ $(canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches caching off" || bad "$name differs from caching off"
+    [[ $(batch_canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches caching off" || bad "$name differs from caching off"
     h=$(hits "$work/$name.log")
     [[ ${h:-0} -gt 0 ]] && ok "$name: $h prompt tokens from the cache" || bad "$name: no cache hits"
     c=$(cached_sum "$work/$name.jsonl")
@@ -99,7 +80,7 @@ for mode in on off; do
   if run_batch "$name" 2 --dp 2 --ep 2 "${small[@]}" "${extra[@]}"; then
     np=$(grep -o 'preemptions=[0-9]*' "$work/$name.log" | head -1 | cut -d= -f2)
     [[ ${np:-0} -gt 0 ]] && ok "$name: preemption happened ($np)" || bad "$name: no preemption with a tiny KV cache"
-    [[ $(canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches the reference" || bad "$name differs from the reference"
+    [[ $(batch_canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches the reference" || bad "$name differs from the reference"
     h=$(hits "$work/$name.log")
     if [[ $mode == on ]]; then [[ ${h:-0} -gt 0 ]] && ok "$name: $h hits" || bad "$name: no hits"
     else [[ ${h:-1} -eq 0 ]] && ok "$name (--enable-prefix-caching=false): no hits" || bad "$name: hits with caching off"; fi
@@ -110,7 +91,7 @@ done
 
 # Chunked prefill: a 24-token step budget splits every shared prefix over several steps.
 if run_batch chunked 2 --dp 2 --ep 2 --page-size 8 --max-num-batched-tokens 24; then
-  [[ $(canon "$work/chunked.jsonl") == "$ref" ]] && ok "chunked prefill (24-token budget) matches the reference" || bad "chunked prefill differs"
+  [[ $(batch_canon "$work/chunked.jsonl") == "$ref" ]] && ok "chunked prefill (24-token budget) matches the reference" || bad "chunked prefill differs"
   h=$(hits "$work/chunked.log")
   [[ ${h:-0} -gt 0 ]] && ok "chunked: $h hits" || bad "chunked: no hits"
 else
@@ -119,13 +100,7 @@ fi
 
 # 4. serve: cached_tokens in usage, /metrics, /flush_cache through the step protocol.
 if command -v curl >/dev/null; then
-  rm -f "$work/serve.ready"
-  $M -np 2 "$bin" serve --device cpu --model "$work/tiny" --port 0 --ready-file "$work/serve.ready" --dp 2 --ep 2 \
-    --router-policy cache_aware --log-level info >"$work/serve.log" 2>&1 &
-  spid=$!
-  for _ in $(seq 1 600); do [[ -s "$work/serve.ready" ]] && break; kill -0 "$spid" 2>/dev/null || break; sleep 0.2; done
-  if [[ -s "$work/serve.ready" ]]; then
-    url=$(sed -n 's/^ready url=//p' "$work/serve.ready")
+  if start_server serve 2 "$work/tiny" --dp 2 --ep 2 --router-policy cache_aware --log-level info; then
     body=$($py -c 'import json; print(json.dumps({"prompt": list(range(1000, 1100)), "max_tokens": 4, "temperature": 0, "ignore_eos": True}))')
     ask() { curl -s -H 'Content-Type: application/json' -d "$body" "$url/v1/completions"; }
     field() { $py -c 'import json, sys; o = json.loads(sys.stdin.read()); print(o["usage"].get("prompt_tokens_details", {}).get("cached_tokens"), o["choices"][0]["text"])'; }
@@ -141,17 +116,10 @@ if command -v curl >/dev/null; then
       || bad "serve: /flush_cache $code, then '$r3'"
     r4=$(ask | field)
     [[ ${r4%% *} == 96 ]] && ok "serve: cached again after the flush" || bad "serve: after flush and one request: '$r4'"
-  else
-    bad "serve did not become ready: $(tail -5 "$work/serve.log")"
+    # SIGTERM to rank 0, which drains and shuts the engine down on every rank.
+    stop_server
+    [[ $server_rc -eq 0 ]] && ok "serve: every rank exited 0 (KV accounting held)" || bad "serve exited $server_rc: $(tail -5 "$log")"
   fi
-  # SIGTERM to rank 0, which drains and shuts the engine down on every rank.
-  r0=""
-  for p in $(pgrep -P "$spid"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=0' && r0=$p
-  done
-  kill -TERM "${r0:-$spid}" 2>/dev/null
-  wait "$spid"; rc=$?
-  [[ $rc -eq 0 ]] && ok "serve: every rank exited 0 (KV accounting held)" || bad "serve exited $rc: $(tail -5 "$work/serve.log")"
 else
   echo "curl is not installed: serve checks skipped"
 fi
@@ -165,5 +133,4 @@ if grep -q "Prefix cache hit rate:" <<<"$out" && grep -q '"prefix_cache_hit_rate
    && grep -q '"prefix_cache_hits":256' <<<"$out"; then ok "bench generated-shared-prefix: hit rate in the block and JSON line"
 else bad "bench output: $out"; fi
 
-echo "$passes passed, $fails failed"
-[[ $fails -eq 0 ]]
+finish
