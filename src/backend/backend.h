@@ -90,6 +90,55 @@ struct PagedBatch {
   DType dtype = DType::f32;
 };
 
+// ---- Sampling (DESIGN: the sampler runs where the logits are; only tokens come back).
+// The most top-logprob entries a row may ask for (OpenAI's top_logprobs limit).
+constexpr int kMaxTopLogprobs = 20;
+
+// One sparse edit of a logits row before sampling (penalties, suppressed ids): x = logits[row,
+// token]; if repetition != 1, x = x > 0 ? x / repetition : x * repetition; then x -= subtract
+// (frequency * count + presence; +inf bans the token); computed in double, stored as float.
+// (row, token) pairs are distinct.
+struct LogitEdit {
+  int32_t row = 0, token = 0;
+  float repetition = 1.0f;
+  float subtract = 0.0f;
+};
+
+// How to draw the token of one logits row. temperature <= 0: greedy (the argmax, lowest id on
+// ties). Otherwise, with the row ordered by logit (ties: lower id first) and weights
+// w_i = exp(x_i / t - max / t) quantized to fixed point (sampling_fixed_bits), the kept set is
+// the first top_k (all when <= 0), cut to the ids with w >= min_p, then to the shortest prefix
+// holding top_p of the weight of the top-k set; the pick is the first kept id at which the
+// running weight exceeds floor(u * the kept weight). Every backend gives the same picks
+// (integer sums), up to a one-ulp difference of exp() landing on a rounding boundary.
+struct SampleSpec {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  double u = 0.0;     // the uniform draw in [0, 1)
+  int32_t n_top = 0;  // top logprobs wanted, 0 .. kMaxTopLogprobs
+  int32_t pad_ = 0;
+};
+
+// A row's result: the token, its log-softmax under the (edited) logits before temperature and
+// truncation, and the n_top highest-logit ids (ties: lower id) with theirs.
+struct SampleOut {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  int32_t n_top = 0;
+  int32_t top_token[kMaxTopLogprobs] = {};
+  float top_logprob[kMaxTopLogprobs] = {};
+};
+
+// Fixed-point fraction bits of the sampling weights for a vocabulary: the sum of a row's
+// weights (each <= 1) stays below 2^62.
+int sampling_fixed_bits(int64_t vocab);
+// The reference definitions the backends share: a LogitEdit applied to its value, and the
+// sampling of one (edited) row.
+float apply_logit_edit(float x, const LogitEdit& e);
+void sample_row_reference(const float* x, int64_t vocab, const SampleSpec& spec, SampleOut& out);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -210,6 +259,12 @@ class Backend {
 
   // out[i] = argmax of logits row i (lowest index on ties): greedy sampling.
   virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;
+  // logits[e.row * vocab + e.token] = apply_logit_edit(that, e) for each of n edits.
+  virtual void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) = 0;
+  // out[i] = the token drawn from logits row i under specs[i] (SampleSpec's definition), with
+  // logprobs; i < n.
+  virtual void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,
+                      SampleOut* out) = 0;
 
   // Lets the GEMM forms of attention (expanded and absorbed) round their fp32 operands to TF32
   // on tensor cores. The model turns it on over a bf16 KV cache, whose values already carry

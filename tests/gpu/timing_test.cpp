@@ -1,5 +1,7 @@
 // Not parity checks: GPU times of a few decode-shaped ops and of the batched ops against the
 // loops they replace, printed in the table for the record (no bound).
+#include <chrono>
+
 #include "parity_util.h"
 
 namespace dpa::backend {
@@ -187,5 +189,37 @@ TEST(BackendParity, TimingBatched) {
       line("time lin_bat", dt(dtp) + " " + shp({{"batch", H}, {"n", n}, {"rows", rows}, {"cols", cols}}), buf, true);
     }
 }
+// Sampling a decode batch where the logits are, against the host reference per row (the path
+// that downloads every row's logits first).
+TEST(BackendParity, TimingSample) {
+  for (int64_t vocab : {102400, 129280})
+    for (const char* kind : {"t=1", "t=0.7 top_p=0.9 top=5"}) {
+      const int64_t n = 512;
+      std::normal_distribution<float> d(0.0f, 3.0f);
+      std::vector<float> l(static_cast<std::size_t>(n * vocab));
+      for (auto& x : l) x = d(rng());
+      std::vector<SampleSpec> specs(n);
+      for (int64_t r = 0; r < n; ++r) {
+        specs[r].temperature = kind[2] == '1' ? 1.0f : 0.7f;
+        specs[r].top_p = kind[2] == '1' ? 1.0f : 0.9f;
+        specs[r].n_top = kind[2] == '1' ? 0 : 5;
+        specs[r].u = (r + 0.5) / n;
+      }
+      Buffer<float> dl(gpu(), l.size());
+      Buffer<SampleSpec> ds(gpu(), n);
+      Buffer<SampleOut> out(gpu(), n);
+      gpu().upload(dl.data(), l.data(), l.size() * sizeof(float));
+      gpu().upload(ds.data(), specs.data(), n * sizeof(SampleSpec));
+      const float ms = time_ms([&] { gpu().sample(dl.data(), n, vocab, ds.data(), out.data()); });
+      std::vector<SampleOut> host(8);
+      const auto t0 = std::chrono::steady_clock::now();
+      cpu().sample(l.data(), 8, vocab, specs.data(), host.data());
+      const double host_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 8;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "gpu %.3f ms / batch, host %.2f ms / row", ms, host_ms);
+      line("time sample", std::string(kind) + " " + shp({{"n", n}, {"vocab", vocab}}), buf, true);
+    }
+}
+
 }  // namespace
 }  // namespace dpa::backend

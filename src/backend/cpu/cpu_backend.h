@@ -64,6 +64,9 @@ class CpuBackend final : public Backend {
   void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
                    float* out) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
+  void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
+  void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,
+              SampleOut* out) override;
 };
 
 // Row r of a weight view as f32 into dst[0..w.cols).

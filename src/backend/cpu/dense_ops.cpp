@@ -1,8 +1,9 @@
-// CPU reference: embedding, RMSNorm, linear, elementwise ops and argmax.
+// CPU reference: embedding, RMSNorm, linear, elementwise ops, argmax and sampling.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -119,6 +120,27 @@ void CpuBackend::argmax(const float* logits, int64_t n, int64_t vocab, int32_t* 
       if (l[v] > l[best]) best = v;
     out[i] = static_cast<int32_t>(best);
   }
+}
+
+void CpuBackend::edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float& x = logits[static_cast<int64_t>(edits[i].row) * vocab + edits[i].token];
+    x = apply_logit_edit(x, edits[i]);
+  }
+}
+
+void CpuBackend::sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,
+                        SampleOut* out) {
+  // Rows are independent (a vocabulary-sized row costs about a millisecond): several threads
+  // when there are many.
+  const int64_t threads = std::min<int64_t>({n / 4, std::thread::hardware_concurrency(), 16});
+  auto run = [&](int64_t first, int64_t step) {
+    for (int64_t i = first; i < n; i += step) sample_row_reference(logits + i * vocab, vocab, specs[i], out[i]);
+  };
+  if (threads <= 1) return run(0, 1);
+  std::vector<std::thread> pool;
+  for (int64_t t = 0; t < threads; ++t) pool.emplace_back(run, t, threads);
+  for (auto& th : pool) th.join();
 }
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
@@ -26,10 +27,22 @@
 #include "kernels/moe_combine.cuh"
 #include "kernels/moe_gate.cuh"
 #include "kernels/moe_sort.cuh"
+#include "kernels/sample.cuh"
 #include "kernels/rms_norm.cuh"
 #include "kernels/rope.cuh"
 
 namespace dpa::backend {
+
+// The sampling structs cross into the kernels as their mirrors there.
+static_assert(sizeof(LogitEdit) == sizeof(kernels::LogitEditArgs) &&
+              offsetof(LogitEdit, subtract) == offsetof(kernels::LogitEditArgs, subtract));
+static_assert(sizeof(SampleSpec) == sizeof(kernels::SampleSpecArgs) &&
+              offsetof(SampleSpec, u) == offsetof(kernels::SampleSpecArgs, u) &&
+              offsetof(SampleSpec, n_top) == offsetof(kernels::SampleSpecArgs, n_top));
+static_assert(sizeof(SampleOut) == sizeof(kernels::SampleOutArgs) &&
+              offsetof(SampleOut, top_token) == offsetof(kernels::SampleOutArgs, top_token) &&
+              offsetof(SampleOut, top_logprob) == offsetof(kernels::SampleOutArgs, top_logprob) &&
+              kMaxTopLogprobs == kernels::kSampleMaxTop);
 
 namespace {
 
@@ -582,6 +595,19 @@ class CudaBackend final : public Backend {
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override {
     if (n <= 0) return;
     kernels::argmax(logits, n, vocab, out, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override {
+    if (n <= 0) return;
+    kernels::edit_logits(logits, vocab, reinterpret_cast<const kernels::LogitEditArgs*>(edits), n, stream_);
+    DPA_CHECK_LAUNCH();
+  }
+
+  void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs, SampleOut* out) override {
+    if (n <= 0) return;
+    kernels::sample(logits, n, vocab, reinterpret_cast<const kernels::SampleSpecArgs*>(specs),
+                    sampling_fixed_bits(vocab), reinterpret_cast<kernels::SampleOutArgs*>(out), stream_);
     DPA_CHECK_LAUNCH();
   }
 
