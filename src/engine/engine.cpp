@@ -179,74 +179,56 @@ void Engine::gather_headers(const StepPlan& plan) {
 }
 
 // Greedy sequences that want no logprobs, penalties or EOS suppression need only the argmax of
-// their logits: the executor computes it where the logits are (the GPU) and sends 4 bytes.
-void Engine::mark_argmax_only(StepPlan& plan) const {
+// their logits: the executor computes it where the logits are (the GPU) and sends 4 bytes. The
+// others are sampled there too, under a SampleSpec and the logit edits of their penalties.
+void Engine::plan_sampling(StepPlan& plan) {
+  const int64_t vocab = model_.vocab_size();
+  specs_.clear();
+  edits_.clear();
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
+    SeqChunk& chunk = plan.chunks[i];
+    if (!chunk.need_logits) continue;
     const Sequence* s = plan.seqs[i];
     const auto& p = s->req.params;
-    plan.chunks[i].argmax_only = plan.chunks[i].need_logits && p.greedy() && p.logprobs < 0 &&
-                                 p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-                                 p.frequency_penalty == 0.0f && s->n_generated() >= p.min_tokens;
+    const bool suppress = s->n_generated() < p.min_tokens;
+    chunk.argmax_only = p.greedy() && p.logprobs < 0 && p.repetition_penalty == 1.0f &&
+                        p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f && !suppress;
+    if (chunk.argmax_only) continue;
+    std::vector<int32_t> banned;
+    if (suppress) {
+      banned = cfg_.eos_ids;
+      banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
+    }
+    logit_edits(p, std::span<const int32_t>(s->tokens).first(s->n_prompt),
+                std::span<const int32_t>(s->tokens).subspan(s->n_prompt), suppress, banned, vocab,
+                static_cast<int32_t>(specs_.size()), edits_);
+    specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
 }
 
-std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan, const std::vector<float>& logits,
-                                                   const std::vector<int32_t>& argmax) {
+std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
   const auto& g = groups_.layout();
-  const int64_t vocab = model_.vocab_size();
   const bool leader = g.attn_tp_rank == 0;
   std::vector<int32_t> tokens;
   std::vector<TokenOutput> outs;
-  // Rows without a device argmax are sampled on the host, independently: collected first, then
-  // sampled on several threads when there are many (a vocabulary-sized row costs ~1 ms).
-  struct HostRow {
-    std::size_t out;       // index into tokens / outs
-    std::size_t full_row;  // row of `logits`
-    const Sequence* seq;
-  };
-  std::vector<HostRow> host_rows;
-  std::size_t row = 0, full_row = 0;
+  std::size_t row = 0, sampled = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.chunks[i].need_logits) continue;
     Sequence* s = plan.seqs[i];
-    const int32_t cached = s->n_generated() == 0 ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
-    if (leader) {
-      TokenOutput o;
-      o.request_id = s->req.id;
-      o.cached_tokens = cached;
-      if (argmax[row] >= 0) o.token = argmax[row];
-      else host_rows.push_back({outs.size(), full_row, s});
-      tokens.push_back(o.token);
-      outs.push_back(std::move(o));
+    TokenOutput o;
+    o.request_id = s->req.id;
+    o.cached_tokens = s->n_generated() == 0 ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
+    if (argmax_[row] >= 0) {
+      o.token = argmax_[row];
+    } else {
+      const backend::SampleOut& d = samples_[sampled++];
+      o.token = d.token;
+      o.logprob = d.logprob;
+      for (int32_t k = 0; k < d.n_top; ++k) o.top.push_back({d.top_token[k], d.top_logprob[k]});
     }
-    if (argmax[row] < 0) ++full_row;
+    tokens.push_back(o.token);
+    if (leader) outs.push_back(std::move(o));
     ++row;
-  }
-  auto sample_row = [&](const HostRow& h) {
-    const Sequence* s = h.seq;
-    const auto& p = s->req.params;
-    const bool suppress = s->n_generated() < p.min_tokens;
-    std::vector<int32_t> banned = cfg_.eos_ids;
-    banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
-    auto res = sample_token(std::span<const float>(logits).subspan(h.full_row * vocab, vocab), p,
-                            std::span<const int32_t>(s->tokens).first(s->n_prompt),
-                            std::span<const int32_t>(s->tokens).subspan(s->n_prompt),
-                            cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated(), suppress, banned);
-    tokens[h.out] = res.token;
-    outs[h.out].token = res.token;
-    outs[h.out].logprob = res.logprob;
-    outs[h.out].top = std::move(res.top);
-  };
-  const std::size_t n_threads = std::min<std::size_t>({host_rows.size() / 4, std::thread::hardware_concurrency(), 16});
-  if (n_threads <= 1) {
-    for (const HostRow& h : host_rows) sample_row(h);
-  } else {
-    std::vector<std::thread> pool;
-    for (std::size_t t = 0; t < n_threads; ++t)
-      pool.emplace_back([&, t] {
-        for (std::size_t j = t; j < host_rows.size(); j += n_threads) sample_row(host_rows[j]);
-      });
-    for (auto& th : pool) th.join();
   }
   if (g.attn_tp > 1) {  // the replica's other ranks take the leader's tokens
     tokens.resize(row);
@@ -316,9 +298,9 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     int64_t total_tokens = 0, unfinished = 0;
     for (const auto& h : headers_) total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting;
     if (total_tokens > 0) {
-      mark_argmax_only(plan);
-      model_.forward(plan.chunks, logits_, argmax_);
-      auto outs = sample_and_commit(plan, logits_, argmax_);
+      plan_sampling(plan);
+      model_.forward(plan.chunks, specs_, edits_, samples_, argmax_);
+      auto outs = sample_and_commit(plan);
       send_outputs(outs, sink);
       collect_step_stats(step_started_);
     } else if (root) {

@@ -137,9 +137,8 @@ class Engine {
   void broadcast_intake(Intake& in);
   void admit(Intake& in, const RejectSink& reject);
   void gather_headers(const StepPlan& plan);
-  void mark_argmax_only(StepPlan& plan) const;
-  std::vector<TokenOutput> sample_and_commit(StepPlan& plan, const std::vector<float>& logits,
-                                             const std::vector<int32_t>& argmax);
+  void plan_sampling(StepPlan& plan);
+  std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
   void send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink);
   void collect_step_stats(double started);
   void watchdog_loop();
@@ -152,7 +151,10 @@ class Engine {
   std::unique_ptr<Router> router_;
   int64_t step_ = 0;
   std::vector<StepHeader> headers_;  // last gathered, one per world rank
-  std::vector<float> logits_;
+  // This step's draws: specs and logit edits of the sampled rows, what came back.
+  std::vector<backend::SampleSpec> specs_;
+  std::vector<backend::LogitEdit> edits_;
+  std::vector<backend::SampleOut> samples_;
   std::vector<int32_t> argmax_;
 
   // Rank 0 intake queue, filled by other threads.

@@ -7,6 +7,8 @@
 #include <span>
 #include <vector>
 
+#include "backend/backend.h"
+
 namespace dpa::engine {
 
 // The tokens of one sequence fed in one step: positions [start, start + tokens.size()).
@@ -23,9 +25,11 @@ class ModelExecutor {
   virtual ~ModelExecutor() = default;
   // Collective over the world. For the chunks with need_logits, in batch order: `argmax` gets
   // one entry each (the row's argmax, lowest id on ties, for argmax_only chunks; -1 otherwise)
-  // and `logits` one row of vocab_size() floats per chunk that is not argmax_only (resized).
-  // Identical on the ranks of one replica.
-  virtual void forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits,
+  // and `samples` one entry per chunk that is not argmax_only, drawn under specs[i] after the
+  // edits (LogitEdit::row indexes specs), where the logits are. Identical on the ranks of one
+  // replica.
+  virtual void forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
+                       std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
                        std::vector<int32_t>& argmax) = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t page_size() const = 0;

@@ -82,13 +82,15 @@ void CheckpointExecutor::size_cache_from_memory(const dist::Groups& groups) {
 
 CheckpointExecutor::~CheckpointExecutor() = default;
 
-void CheckpointExecutor::forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits,
+void CheckpointExecutor::forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
+                                 std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
                                  std::vector<int32_t>& argmax) {
   inputs_.clear();
   for (const auto& c : batch)
     inputs_.push_back({c.tokens, c.start, c.pages, c.need_logits ? model::LogitsWanted::last : model::LogitsWanted::none,
                        c.argmax_only});
-  model_->forward(inputs_, logits, &argmax);
+  const model::Sampling sampling{specs, edits, &samples};
+  model_->forward(inputs_, no_logits_, &argmax, &sampling);
 }
 
 int64_t CheckpointExecutor::vocab_size() const { return model_->config().vocab_size; }

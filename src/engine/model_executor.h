@@ -34,7 +34,8 @@ class CheckpointExecutor final : public ModelExecutor {
   CheckpointExecutor(const model::Checkpoint& ckpt, const dist::Groups& groups, const ExecutorOptions& opt);
   ~CheckpointExecutor() override;
 
-  void forward(const std::vector<SeqChunk>& batch, std::vector<float>& logits,
+  void forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
+               std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
                std::vector<int32_t>& argmax) override;
   int64_t vocab_size() const override;
   int64_t page_size() const override { return opt_.page_size; }
@@ -53,6 +54,7 @@ class CheckpointExecutor final : public ModelExecutor {
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<model::Model> model_;
   std::vector<model::SeqInput> inputs_;
+  std::vector<float> no_logits_;  // stays empty: every wanted row is sampled or argmax
 };
 
 // Checks the model against the layout on every rank (same decision everywhere): heads divisible

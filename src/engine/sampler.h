@@ -1,7 +1,8 @@
-// Turns one row of logits into a token, per request, on the CPU reference path: penalties over the
-// tokens seen so far, temperature, top-k, top-p, min-p, then a draw from a random stream that
-// depends only on (seed, position): a seeded request samples the same tokens whatever else shares
-// its batch. Log-probabilities are the log-softmax of the logits after penalties, before
+// A request's sampling as the backends run it: penalties over the tokens seen so far become
+// logit edits, and temperature, top-k, top-p, min-p and a draw from a random stream that depends
+// only on (seed, position) become a SampleSpec (a seeded request samples the same tokens whatever
+// else shares its batch). sample_token runs both on the host through the backends' reference
+// (tests, tools). Log-probabilities are the log-softmax of the logits after penalties, before
 // temperature and truncation.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include <span>
 #include <vector>
 
+#include "backend/backend.h"
 #include "engine/request.h"
 
 namespace dpa::engine {
@@ -26,6 +28,16 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
                           std::span<const int32_t> prompt, std::span<const int32_t> generated,
                           uint64_t fallback_seed, int64_t position, bool suppress_eos,
                           std::span<const int32_t> eos_ids);
+
+// The logit edits of one request (repetition, presence and frequency penalties; EOS and stop ids
+// suppressed while fewer than min_tokens are out) for logits row `row`, appended to `out`; ids
+// outside [0, vocab) are ignored.
+void logit_edits(const SamplingParams& params, std::span<const int32_t> prompt,
+                 std::span<const int32_t> generated, bool suppress_eos, std::span<const int32_t> eos_ids,
+                 int64_t vocab, int32_t row, std::vector<backend::LogitEdit>& out);
+
+// The draw of one request at `position` (greedy requests get temperature 0).
+backend::SampleSpec sample_spec(const SamplingParams& params, uint64_t fallback_seed, int64_t position);
 
 // A uniform double in [0, 1) from (seed, position): splitmix64 of the pair.
 double uniform_from(uint64_t seed, int64_t position);

@@ -93,7 +93,7 @@ void Model::mlp(const MlpWeights& w, const float* h, int64_t n, float* out) {
 }
 
 void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
-                    std::vector<int32_t>* argmax) {
+                    std::vector<int32_t>* argmax, const Sampling* sampling) {
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
   std::vector<int32_t> ids, pages, decode_offset, decode_ctx;
@@ -209,8 +209,9 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   float* d_logits = scratch(logits_, n_rows * c.vocab_size);
   be_.linear(picked, n_rows, weights_.lm_head, d_logits);
   const int64_t V = c.vocab_size, n_keep = static_cast<int64_t>(keep.size());
-  logits.resize(static_cast<std::size_t>(n_keep * V));
+  logits.resize(sampling ? 0 : static_cast<std::size_t>(n_keep * V));
   if (!argmax) {
+    if (sampling) throw Error("forward: sampling needs the argmax output");
     if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
     return;
   }
@@ -221,13 +222,27 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     be_.download(argmax->data(), d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
     for (int32_t k : keep) (*argmax)[static_cast<std::size_t>(k)] = -1;
   }
-  if (n_keep == n_rows) {
-    if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
-  } else if (n_keep > 0) {
-    float* kept = scratch(kept_, n_keep * V);
+  float* kept = d_logits;
+  if (n_keep > 0 && n_keep < n_rows) {
+    kept = scratch(kept_, n_keep * V);
     be_.gather_rows(d_logits, upload(d_keep_, keep), n_keep, V, kept);
-    be_.download(logits.data(), kept, logits.size() * sizeof(float));
   }
+  if (!sampling) {
+    if (n_keep > 0) be_.download(logits.data(), kept, logits.size() * sizeof(float));
+    return;
+  }
+  if (static_cast<int64_t>(sampling->specs.size()) != n_keep)
+    throw Error(fmt::format("forward: {} sampling specs for {} sampled rows", sampling->specs.size(), n_keep));
+  for (const backend::LogitEdit& e : sampling->edits)
+    if (e.row < 0 || e.row >= n_keep || e.token < 0 || e.token >= V)
+      throw Error(fmt::format("forward: logit edit ({}, {}) outside [{}, {}]", e.row, e.token, n_keep, V));
+  sampling->out->resize(static_cast<std::size_t>(n_keep));
+  if (n_keep == 0) return;
+  if (!sampling->edits.empty())
+    be_.edit_logits(kept, V, upload(d_edits_, sampling->edits), static_cast<int64_t>(sampling->edits.size()));
+  backend::SampleOut* d_out = scratch(d_samples_, n_keep);
+  be_.sample(kept, n_keep, V, upload(d_specs_, sampling->specs), d_out);
+  be_.download(sampling->out->data(), d_out, static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
 }
 
 }  // namespace dpa::model

@@ -34,6 +34,15 @@ struct SeqInput {
   bool argmax_only = false;  // with an argmax output: only the argmax of its rows is returned
 };
 
+// Draws made where the logits are, for the wanted rows of sequences that are not argmax_only
+// (in row order): their logits get `edits` (LogitEdit::row indexes `specs`), then each row is
+// sampled under its spec; `out` gets one SampleOut per spec and no logits leave the backend.
+struct Sampling {
+  std::span<const backend::SampleSpec> specs;
+  std::span<const backend::LogitEdit> edits;
+  std::vector<backend::SampleOut>* out = nullptr;
+};
+
 // How attention reads the cache: expanded k/v (prefill form), absorbed latent (decode form), or
 // auto: expanded for chunks of several tokens, absorbed for single tokens.
 enum class AttentionForm : uint8_t { automatic, expanded, absorbed };
@@ -82,8 +91,9 @@ class Model {
   // argmax of every wanted row (computed in backend memory; -1 for rows of sequences that are
   // not argmax_only), and `logits` only the rows of sequences that are not argmax_only, so
   // greedy decoding moves a few bytes per sequence instead of a vocabulary of floats.
+  // With `sampling` (and `argmax`), the rows that are not argmax_only are sampled instead.
   void forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
-               std::vector<int32_t>* argmax = nullptr);
+               std::vector<int32_t>* argmax = nullptr, const Sampling* sampling = nullptr);
 
   // Routed slots per expert of the last forward on this rank: [n_layers * n_routed_experts].
   const std::vector<int64_t>& expert_counts() const { return expert_counts_; }
@@ -106,6 +116,12 @@ class Model {
   // Copies host data into a scratch buffer of backend memory.
   template <typename T>
   T* upload(backend::Buffer<T>& b, const std::vector<T>& host) {
+    T* p = scratch(b, static_cast<int64_t>(host.size()));
+    if (!host.empty()) be_.upload(p, host.data(), host.size() * sizeof(T));
+    return p;
+  }
+  template <typename T>
+  T* upload(backend::Buffer<T>& b, std::span<const T> host) {
     T* p = scratch(b, static_cast<int64_t>(host.size()));
     if (!host.empty()) be_.upload(p, host.data(), host.size() * sizeof(T));
     return p;
@@ -157,6 +173,9 @@ class Model {
   backend::Buffer<int32_t> gate_ids_, order_, send_ids_, recv_ids_, local_ids_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
   backend::Buffer<int32_t> d_identity_;
+  backend::Buffer<backend::LogitEdit> d_edits_;
+  backend::Buffer<backend::SampleSpec> d_specs_;
+  backend::Buffer<backend::SampleOut> d_samples_;
   int64_t identity_n_ = 0;
 };
 
