@@ -25,6 +25,9 @@ double now_s() {
 
 std::vector<BenchRequest> make_bench_requests(const BenchOptions& o, int64_t vocab, int64_t low_id) {
   std::vector<BenchRequest> out;
+  if (!(o.temperature >= 0.0f) || !std::isfinite(o.temperature)) throw ConfigError("temperature", "must be >= 0");
+  if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) throw ConfigError("top-p", "must be in (0, 1]");
+  if (o.top_k < -1) throw ConfigError("top-k", "must be -1 (off) or positive");
   if (!o.dataset.empty()) {
     std::ifstream in(o.dataset);
     if (!in) throw Error(fmt::format("--dataset: cannot open {}", o.dataset));
@@ -177,7 +180,9 @@ void BenchRunner::run() {
     engine::Request r;
     r.id = i + 1;
     r.prompt = reqs_[i].prompt;
-    r.params.temperature = 0;
+    r.params.temperature = opt_.temperature;
+    r.params.top_p = opt_.top_p;
+    r.params.top_k = opt_.top_k;
     r.params.max_tokens = reqs_[i].output_len;
     r.params.ignore_eos = opt_.ignore_eos;
     {
@@ -243,6 +248,9 @@ void BenchRunner::run() {
                         {"random_output_len", opt_.random_output_len},
                         {"random_range_ratio", opt_.random_range_ratio},
                         {"ignore_eos", opt_.ignore_eos},
+                        {"temperature", opt_.temperature},
+                        {"top_p", opt_.top_p},
+                        {"top_k", opt_.top_k},
                         {"dataset_name", opt_.dataset.empty() ? opt_.dataset_name : std::string("jsonl")},
                         {"prefix_cache_hit_rate", hit_rate},
                         {"prefix_cache_hits", cache_h},

@@ -31,6 +31,11 @@ struct BenchOptions {
   int64_t gsp_question_len = 128;
   int64_t gsp_output_len = 256;
   bool ignore_eos = true;
+  // Sampling of every request: temperature 0 is greedy (the default, as SGLang's offline
+  // benchmark); vLLM's benchmark_throughput samples at temperature 1.
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  int32_t top_k = -1;
   uint64_t seed = 1;
   std::string trace;                // HDF5 per-step trace file
   std::string result_json;          // also append the JSON line here
