@@ -266,9 +266,10 @@ class Backend {
   virtual void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,
                       SampleOut* out) = 0;
 
-  // Lets the GEMM forms of attention (expanded and absorbed) round their fp32 operands to TF32
-  // on tensor cores. The model turns it on over a bf16 KV cache, whose values already carry
-  // bf16 precision; off by default (IEEE fp32). Backends without such a path ignore it.
+  // Lets attention round its fp32 operands to TF32 (the GEMM forms, expanded and absorbed) or
+  // to bf16 (the CUDA flash kernel of the expanded form) on tensor cores. The model turns it on
+  // over a bf16 KV cache, whose values already carry bf16 precision; off by default (IEEE
+  // fp32). Backends without such a path ignore it.
   virtual void set_attention_tf32(bool) {}
 
   // ---- Phase timing (profiling). phase_mark(name) starts phase `name` at this point of the

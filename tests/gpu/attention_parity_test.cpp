@@ -311,5 +311,26 @@ TEST(BackendParity, AttentionTf32) {
   });
 }
 
+// The expanded form on tensor cores (flash_prefill: q, k, v rounded to bf16, fp32 softmax and
+// accumulation), taken in the default mode where TF32 is allowed; MLA's head dims 192 / 128.
+TEST(BackendParity, AttentionFlashBf16) {
+  with_attn_mode("auto", [&] {
+    gpu().set_attention_tf32(true);
+    struct C { int64_t n_q, q_start, n_kv, heads; };
+    for (const C& c : {C{1, 0, 1, 16}, C{7, 0, 7, 3}, C{64, 0, 64, 16}, C{65, 3, 68, 16}, C{1, 1500, 1501, 16},
+                       C{300, 700, 1000, 16}, C{1024, 0, 1024, 16}, C{130, 0, 100, 2}}) {
+      const int64_t d_qk = 192, d_v = 128;
+      Dual<float> q(rnd(c.n_q * c.heads * d_qk, -2, 2)), k(rnd(c.n_kv * c.heads * d_qk, -2, 2)),
+          v(rnd(c.n_kv * c.heads * d_v)), out(c.n_q * c.heads * d_v);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d_qk));
+      cpu().attention(q.c.data(), k.c.data(), v.c.data(), c.n_q, c.n_kv, c.heads, d_qk, d_v, c.q_start, scale, out.c.data());
+      gpu().attention(q.g.data(), k.g.data(), v.g.data(), c.n_q, c.n_kv, c.heads, d_qk, d_v, c.q_start, scale, out.g.data());
+      EXPECT_TRUE(close("attention", "flash bf16 " + shp({{"n_q", c.n_q}, {"q_start", c.q_start}, {"n_kv", c.n_kv},
+                                                        {"H", c.heads}}),
+                        out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
+    }
+  });
+}
+
 }  // namespace
 }  // namespace dpa::backend

@@ -189,6 +189,32 @@ TEST(BackendParity, TimingBatched) {
       line("time lin_bat", dt(dtp) + " " + shp({{"batch", H}, {"n", n}, {"rows", rows}, {"cols", cols}}), buf, true);
     }
 }
+// Prefill attention over a bf16 cache (TF32 allowed): the GEMM form (cuBLAS, scores in fp32
+// memory, masked softmax) against the flash kernel, one sequence of n tokens, 16 heads.
+TEST(BackendParity, TimingFlash) {
+  for (const char* mode : {"gemm", "auto"})
+    with_attn_mode(mode, [&] {
+      gpu().set_attention_tf32(true);
+      for (int64_t n_q : {1024, 4096}) {
+        const int64_t H = 16;
+        Buffer<float> q(gpu(), n_q * H * 192), k(gpu(), n_q * H * 192), v(gpu(), n_q * H * 128),
+            out(gpu(), n_q * H * 128);
+        const auto hq = rnd(n_q * H * 192), hk = rnd(n_q * H * 192), hv = rnd(n_q * H * 128);
+        gpu().upload(q.data(), hq.data(), hq.size() * sizeof(float));
+        gpu().upload(k.data(), hk.data(), hk.size() * sizeof(float));
+        gpu().upload(v.data(), hv.data(), hv.size() * sizeof(float));
+        const float ms = time_ms([&] {
+          gpu().attention(q.data(), k.data(), v.data(), n_q, n_q, H, 192, 128, 0, 0.07f, out.data());
+        });
+        const double flops = static_cast<double>(H) * n_q * (n_q + 1) / 2 * (192 + 128) * 2;
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%.3f ms, %.0f TFLOP/s (causal)", ms, flops / (ms * 1e-3) / 1e12);
+        line("time attention", std::string(mode == std::string("auto") ? "flash" : "gemm tf32") + " " +
+                                   shp({{"n_q", n_q}, {"H", H}, {"d_qk", 192}, {"d_v", 128}}), buf, true);
+      }
+    });
+}
+
 // Sampling a decode batch where the logits are, against the host reference per row (the path
 // that downloads every row's logits first).
 TEST(BackendParity, TimingSample) {

@@ -21,6 +21,7 @@
 #include "kernels/convert.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
+#include "kernels/flash_prefill.cuh"
 #include "kernels/gather_scatter.cuh"
 #include "kernels/mla_attention.cuh"
 #include "kernels/mla_decode.cuh"
@@ -333,6 +334,15 @@ class CudaBackend final : public Backend {
                  int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
                  float* out) override {
     if (n_q <= 0 || n_heads <= 0) return;
+    // Where the GEMM forms may round to TF32 (bf16-class inputs), the tensor-core flash kernel.
+    if (attention_tf32_ && attn_mode_ == AttnMode::automatic &&
+        kernels::flash_prefill_supported(d_qk, d_v, q, k, v, out, n_heads)) {
+      const int64_t ws = kernels::flash_prefill_workspace(n_q, n_kv, n_heads, d_qk, d_v);
+      kernels::flash_prefill(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out,
+                             reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
+      DPA_CHECK_LAUNCH();
+      return;
+    }
     const int64_t n_ctx = std::min(q_start + n_q, n_kv);
     if (use_gemm(n_ctx)) return attention_gemm(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out);
     check_dims(d_qk, d_v, "attention");

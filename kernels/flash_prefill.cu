@@ -1,0 +1,223 @@
+#include <cfloat>
+
+#include "kernels/common.cuh"
+#include "kernels/convert.cuh"
+#include "kernels/flash_prefill.cuh"
+#include "kernels/mma.cuh"
+
+namespace dpa::kernels {
+namespace {
+
+using detail::ldsm_x4;
+using detail::ldsm_x4_trans;
+using detail::mma16816;
+using detail::pack_bf16;
+
+constexpr int kM = 64;   // queries per block (16 per warp)
+constexpr int kN = 64;   // keys per tile
+constexpr int kThreads = 128;
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Args {
+  const __nv_bfloat16 *q, *k, *v;  // the inputs rounded to bf16 (same layouts)
+  float* out;
+  int64_t n_q, n_kv, H, q_start;
+  float scale_log2;  // softmax scale times log2(e): exp2 domain
+};
+
+// Rows [r0, r0 + kRows) of a [rows, H, D] bf16 array (row stride ld elements, head already
+// applied) into shared memory rows of stride S, by cp.async; rows past n_rows are zero-filled.
+template <int D, int S, int kRows>
+__device__ __forceinline__ void load_tile(__nv_bfloat16* dst, const __nv_bfloat16* src, int64_t ld, int64_t r0,
+                                          int64_t n_rows) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  for (int idx = threadIdx.x; idx < kRows * kChunks; idx += kThreads) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    const bool valid = r0 + r < n_rows;
+    detail::cp_async16(dst + r * S + c, src + (valid ? r0 + r : 0) * ld + c, valid);
+  }
+}
+
+template <int DQK, int DV>
+__global__ void __launch_bounds__(kThreads) flash_prefill_kernel(Args a) {
+  // Rows padded by 16 bytes: ldmatrix's 8 rows fall in 8 distinct bank groups.
+  constexpr int QS = DQK + 8, VS = DV + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* sK0 = sQ + kM * QS;        // two stages of K, then two of V
+  __nv_bfloat16* sV0 = sK0 + 2 * kN * QS;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int h = blockIdx.y;
+  // Blocks with the most keys (the last queries) go first.
+  const int64_t m0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kM;
+  const int64_t ldq = a.H * DQK, ldv = a.H * DV;
+
+  const int64_t last_q = m0 + kM < a.n_q ? m0 + kM : a.n_q;
+  const int64_t kv_end = a.q_start + last_q < a.n_kv ? a.q_start + last_q : a.n_kv;
+  const int n_tiles = static_cast<int>((kv_end + kN - 1) / kN);
+  auto load_kv = [&](int t) {
+    const int st = t & 1;
+    load_tile<DQK, QS, kN>(sK0 + st * kN * QS, a.k + h * DQK, ldq, static_cast<int64_t>(t) * kN, a.n_kv);
+    load_tile<DV, VS, kN>(sV0 + st * kN * VS, a.v + h * DV, ldv, static_cast<int64_t>(t) * kN, a.n_kv);
+  };
+  load_tile<DQK, QS, kM>(sQ, a.q + h * DQK, ldq, m0, a.n_q);
+  if (n_tiles > 0) load_kv(0);
+  detail::cp_async_commit();
+
+  unsigned qf[DQK / 16][4];
+  bool have_q = false;
+  float o[DV / 8][4];
+#pragma unroll
+  for (int j = 0; j < DV / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const int64_t row0 = m0 + warp * 16 + (lane >> 2);  // this thread's rows: row0 and row0 + 8
+
+  for (int t = 0; t < n_tiles; ++t) {
+    // Tile t + 1 streams in while tile t is used (its stage was released at the end of t - 1).
+    if (t + 1 < n_tiles) {
+      load_kv(t + 1);
+      detail::cp_async_commit();
+      detail::cp_async_wait<1>();
+    } else {
+      detail::cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (!have_q) {
+#pragma unroll
+      for (int kk = 0; kk < DQK / 16; ++kk)
+        ldsm_x4(qf[kk], sQ + (warp * 16 + (lane & 15)) * QS + kk * 16 + (lane >> 4) * 8);
+      have_q = true;
+    }
+    const __nv_bfloat16* sK = sK0 + (t & 1) * kN * QS;
+    const __nv_bfloat16* sV = sV0 + (t & 1) * kN * VS;
+    const int64_t n0 = static_cast<int64_t>(t) * kN;
+
+    float s[kN / 8][4];
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+#pragma unroll
+      for (int jj = 0; jj < kN / 16; ++jj) {
+        unsigned b[4];
+        ldsm_x4(b, sK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * QS + kk * 16 + ((lane >> 3) & 1) * 8);
+        mma16816(s[2 * jj], qf[kk], b[0], b[1]);
+        mma16816(s[2 * jj + 1], qf[kk], b[2], b[3]);
+      }
+
+    // Causal and length mask, scale, online softmax (rows r = 0: row0, 1: row0 + 8).
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = n0 + 8 * j + 2 * (lane & 3) + (e & 1);
+        const int64_t row = row0 + (e >> 1) * 8;
+        const bool ok = key < a.n_kv && key <= a.q_start + row;
+        s[j][e] = ok ? s[j][e] * a.scale_log2 : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+      }
+    float use[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);
+      use[r] = m_new == -INFINITY ? 0.0f : m_new;
+      const float corr = exp2f(m[r] - use[r]);
+      m[r] = m_new;
+      l[r] *= corr;
+#pragma unroll
+      for (int j = 0; j < DV / 8; ++j) o[j][2 * r] *= corr, o[j][2 * r + 1] *= corr;
+    }
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = exp2f(s[j][e] - use[e >> 1]);
+        l[e >> 1] += s[j][e];
+      }
+
+    // O += P·V: P's accumulators are the A fragments of 16-key steps.
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk) {
+      const unsigned pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int nn = 0; nn < DV / 16; ++nn) {
+        unsigned b[4];
+        ldsm_x4_trans(b, sV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * VS + nn * 16 + (lane >> 4) * 8);
+        mma16816(o[2 * nn], pa, b[0], b[1]);
+        mma16816(o[2 * nn + 1], pa, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // this stage is free for tile t + 2
+  }
+  detail::cp_async_wait<0>();  // no tile at all (n_kv == 0): the query tile's copy
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    const int64_t row = row0 + 8 * r;
+    if (row >= a.n_q) continue;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    float* dst = a.out + row * ldv + h * DV + 2 * (lane & 3);
+#pragma unroll
+    for (int j = 0; j < DV / 8; ++j)
+      *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+  }
+}
+
+template <int DQK, int DV>
+std::size_t smem_bytes() {
+  return static_cast<std::size_t>((kM + 2 * kN) * (DQK + 8) + 2 * kN * (DV + 8)) * sizeof(__nv_bfloat16);
+}
+
+template <int DQK, int DV>
+void launch(const Args& a, cudaStream_t stream) {
+  static const bool configured = [] {
+    cudaFuncSetAttribute(flash_prefill_kernel<DQK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(smem_bytes<DQK, DV>()));
+    return true;
+  }();
+  (void)configured;
+  const dim3 grid(static_cast<unsigned>((a.n_q + kM - 1) / kM), static_cast<unsigned>(a.H));
+  flash_prefill_kernel<DQK, DV><<<grid, kThreads, smem_bytes<DQK, DV>(), stream>>>(a);
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+bool flash_prefill_supported(int64_t d_qk, int64_t d_v, const void* q, const void* k, const void* v,
+                             const void* out, int64_t n_heads) {
+  return d_qk == 192 && d_v == 128 && n_heads > 0 && n_heads < 65536 && aligned16(q) && aligned16(k) &&
+         aligned16(v) && aligned16(out);
+}
+
+int64_t flash_prefill_workspace(int64_t n_q, int64_t n_kv, int64_t n_heads, int64_t d_qk, int64_t d_v) {
+  return n_heads * (n_q * d_qk + n_kv * (d_qk + d_v));
+}
+
+void flash_prefill(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                   int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                   float* out, uint16_t* workspace, cudaStream_t stream) {
+  if (n_q <= 0 || n_heads <= 0) return;
+  // d_qk, d_v: 192 / 128 (flash_prefill_supported). Each part of the workspace starts on a
+  // 256-byte boundary (its element count is a multiple of 128).
+  uint16_t* qb = workspace;
+  uint16_t* kb = qb + n_q * n_heads * d_qk;
+  uint16_t* vb = kb + n_kv * n_heads * d_qk;
+  f32_to_bf16(q, qb, n_q * n_heads * d_qk, stream);
+  if (n_kv > 0) {
+    f32_to_bf16(k, kb, n_kv * n_heads * d_qk, stream);
+    f32_to_bf16(v, vb, n_kv * n_heads * d_v, stream);
+  }
+  const Args a{reinterpret_cast<const __nv_bfloat16*>(qb), reinterpret_cast<const __nv_bfloat16*>(kb),
+               reinterpret_cast<const __nv_bfloat16*>(vb), out, n_q, n_kv, n_heads, q_start, scale * kLog2e};
+  launch<192, 128>(a, stream);
+}
+
+}  // namespace dpa::kernels
