@@ -47,18 +47,29 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   const std::vector<bool>& absorbed = absorbed_;
   const bool any_absorbed = any_absorbed_, all_absorbed = all_absorbed_;
   float* o = scratch(o_, n * Hl * dv);
-  float *q_lat = nullptr, *q_pe = nullptr, *out_lat = nullptr;
+  const int64_t nd = static_cast<int64_t>(decode_rows_.size());
   if (any_absorbed) {
-    // q_lat [n, Hl, L] = q_nope · W_UK per head, q_pe [n, Hl, R]: all n tokens at once.
-    q_lat = scratch(q_lat_, n * Hl * L);
-    q_pe = scratch(q_pe_, n * Hl * R);
-    out_lat = scratch(out_lat_, n * Hl * L);
-    be_.copy2d(q_pe, R, q + nope, dqk, n * Hl, R);
+    mark("attention.decode");
+    // The absorbed rows: every row when every sequence is absorbed; in a mixed step only the
+    // single-token rows (the automatic form absorbs nothing else), gathered first so that the
+    // W_UK and W_UV products do not run over the prefill tokens.
+    const bool rows_only = !all_absorbed;
+    const int64_t na = rows_only ? nd : n;
+    const float* qa = q;
+    if (rows_only) {
+      float* dq = scratch(dq_, nd * Hl * dqk);
+      be_.gather_rows(q, d_decode_rows_.data(), nd, Hl * dqk, dq);
+      qa = dq;
+    }
+    // q_lat [na, Hl, L] = q_nope · W_UK per head, q_pe [na, Hl, R].
+    float* q_lat = scratch(q_lat_, na * Hl * L);
+    float* q_pe = scratch(q_pe_, na * Hl * R);
+    float* out_lat = scratch(out_lat_, na * Hl * L);
+    be_.copy2d(q_pe, R, qa + nope, dqk, na * Hl, R);
     const backend::WeightView& w_uk = w_uk_[static_cast<std::size_t>(layer)];
-    be_.linear_batched(q, Hl * dqk, dqk, n, w_uk.row_slice(0, L), L * nope, Hl, q_lat, Hl * L, L);
+    be_.linear_batched(qa, Hl * dqk, dqk, na, w_uk.row_slice(0, L), L * nope, Hl, q_lat, Hl * L, L);
 
     // Every single-token sequence in one batched decode call.
-    const int64_t nd = static_cast<int64_t>(decode_rows_.size());
     if (nd > 0) {
       backend::PagedBatch pb;
       pb.base = layer_base;
@@ -71,9 +82,9 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
       pb.rope_dim = R;
       pb.max_ctx_len = decode_max_ctx_;
       pb.dtype = kv_dt;
-      if (decode_contiguous_) {
+      if (decode_contiguous_ || rows_only) {
         be_.mla_decode(q_lat, q_pe, Hl, pb, scale, out_lat);
-      } else {
+      } else {  // every sequence absorbed (forced), some of several tokens
         float* dq_lat = scratch(dq_lat_, nd * Hl * L);
         float* dq_pe = scratch(dq_pe_, nd * Hl * R);
         float* dout = scratch(dout_lat_, nd * Hl * L);
@@ -83,16 +94,36 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
         be_.scatter_rows(dout, d_decode_rows_.data(), nd, Hl * L, out_lat);
       }
     }
+    int64_t t0 = 0;
+    for (std::size_t i = 0; i < batch.size() && !rows_only; ++i) {
+      const SeqInput& s = batch[i];
+      const int64_t ns = static_cast<int64_t>(s.tokens.size());
+      if (ns > 1) {
+        const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
+        be_.mla_absorbed(q_lat + t0 * Hl * L, q_pe + t0 * Hl * R, ns, Hl, view, s.start, scale,
+                         out_lat + t0 * Hl * L);
+      }
+      t0 += ns;
+    }
+    // W_UV per head over the attended latents, into o (through the decode rows in a mixed step).
+    const backend::WeightView w_uv0 = lw.w_uv(0, c);
+    float* o_abs = rows_only ? scratch(o_abs_, nd * Hl * dv) : o;
+    be_.linear_batched(out_lat, Hl * L, L, na, w_uv0, (nope + dv) * L, Hl, o_abs, Hl * dv, dv);
+    if (rows_only) be_.scatter_rows(o_abs, d_decode_rows_.data(), nd, Hl * dv, o);
   }
 
-  int64_t t0 = 0;
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    const SeqInput& s = batch[i];
-    const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    if (ns == 0) continue;
-    const int64_t n_ctx = s.start + ns;
-    if (!absorbed[i]) {
+  if (!all_absorbed) {
+    mark("attention.prefill");
+    int64_t t0 = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const SeqInput& s = batch[i];
+      const int64_t ns = static_cast<int64_t>(s.tokens.size());
+      if (ns == 0 || absorbed[i]) {
+        t0 += ns;
+        continue;
+      }
       // Expanded: k = [k_nope from kv_b_proj, k_pe], v from kv_b_proj, for every cached position.
+      const int64_t n_ctx = s.start + ns;
       const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
       float* ctx_lat = scratch(ctx_lat_, n_ctx * L);
       float* kvb = scratch(kvb_, n_ctx * Hl * (nope + dv));
@@ -104,30 +135,10 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
       be_.copy2d(v, dv, kvb + nope, nope + dv, n_ctx * Hl, dv);
       for (int64_t hh = 0; hh < Hl; ++hh) be_.paged_gather(view, L, R, n_ctx, k + hh * dqk + nope, Hl * dqk);
       be_.attention(q + t0 * Hl * dqk, k, v, ns, n_ctx, Hl, dqk, dv, s.start, scale, o + t0 * Hl * dv);
-    } else if (ns > 1) {
-      const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
-      be_.mla_absorbed(q_lat + t0 * Hl * L, q_pe + t0 * Hl * R, ns, Hl, view, s.start, scale,
-                       out_lat + t0 * Hl * L);
-    }
-    t0 += ns;
-  }
-
-  if (any_absorbed) {
-    // W_UV per head over every token's attended latent, written into o for absorbed sequences
-    // (directly when every sequence is absorbed, the decode case).
-    float* o_abs = all_absorbed ? o : scratch(o_abs_, n * Hl * dv);
-    const backend::WeightView w_uv0 = lw.w_uv(0, c);
-    be_.linear_batched(out_lat, Hl * L, L, n, w_uv0, (nope + dv) * L, Hl, o_abs, Hl * dv, dv);
-    if (!all_absorbed) {
-      t0 = 0;
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        const int64_t ns = static_cast<int64_t>(batch[i].tokens.size());
-        if (absorbed[i] && ns > 0)
-          be_.copy(o + t0 * Hl * dv, o_abs + t0 * Hl * dv, static_cast<std::size_t>(ns * Hl * dv) * sizeof(float));
-        t0 += ns;
-      }
+      t0 += ns;
     }
   }
+  mark("attention.out");
   be_.linear(o, n, lw.o_proj, out);
   if (comms_.attn_tp && comms_.attn_tp->size() > 1)
     comms_.attn_tp->all_reduce(out, out, static_cast<std::size_t>(n * D), DType::f32,

@@ -157,7 +157,7 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   be_.embedding(weights_.embed, d_ids_.data(), N, residual);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
-    mark("attention");
+    mark("attention.qkv");
     be_.rms_norm(residual, lw.input_norm, N, eps, h);
     attention(l, batch, h, N, out);
     be_.add_rms_norm(residual, out, lw.post_attention_norm, N, eps, h);

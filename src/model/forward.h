@@ -164,7 +164,7 @@ class Model {
   bool any_absorbed_ = false, all_absorbed_ = true;
   int64_t decode_max_ctx_ = 0;
   backend::Buffer<int32_t> d_decode_rows_, d_decode_offset_, d_decode_ctx_;
-  backend::Buffer<float> dq_lat_, dq_pe_, dout_lat_;
+  backend::Buffer<float> dq_, dq_lat_, dq_pe_, dout_lat_;
   backend::Buffer<float> residual_, h_, out_, picked_, logits_, kept_;
   backend::Buffer<float> q_, qa_, kva_, lat_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;

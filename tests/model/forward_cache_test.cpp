@@ -65,6 +65,31 @@ TEST(ModelForward, ChunkedAndAbsorbedMatchOneShot) {
   EXPECT_LT(max_abs_diff(run(m, chunks), one_shot), 1e-5);
 }
 
+// A mixed step (one sequence decoding, absorbed; another prefilling, expanded) gives each the
+// logits it gets in a step of its own: the absorbed products run over the decode rows only.
+TEST(ModelForward, MixedStepMatchesSeparateSteps) {
+  auto ckpt = Checkpoint::open(fixture_dir());
+  auto be = backend::make_cpu_backend();
+  ForwardOptions opts;
+  opts.page_size = 4;
+  opts.n_pages = 32;
+  Model m(*ckpt, *be, ShardSpec{}, {}, opts);
+  const std::vector<int32_t> a(kPrompt.begin(), kPrompt.begin() + 8), b(kPrompt.begin() + 2, kPrompt.end());
+  std::vector<int32_t> ta, tb;
+  m.cache().grow(ta, 9);
+  m.cache().grow(tb, static_cast<int64_t>(b.size()));
+  std::vector<float> logits, a_alone, b_alone, mixed;
+  m.forward({SeqInput{a, 0, ta, LogitsWanted::none}}, logits);
+  const std::vector<int32_t> next = {kPrompt[8]};
+  m.forward({SeqInput{next, 8, ta, LogitsWanted::all}}, a_alone);
+  m.forward({SeqInput{b, 0, tb, LogitsWanted::all}}, b_alone);
+  // The same two chunks again in one step (the cache rows they write are the same values).
+  m.forward({SeqInput{b, 0, tb, LogitsWanted::all}, SeqInput{next, 8, ta, LogitsWanted::all}}, mixed);
+  std::vector<float> expect = b_alone;
+  expect.insert(expect.end(), a_alone.begin(), a_alone.end());
+  EXPECT_LT(max_abs_diff(mixed, expect), 1e-5);
+}
+
 TEST(ModelForward, RefusesShortPageTableAndLongPositions) {
   auto ckpt = Checkpoint::open(fixture_dir());
   auto be = backend::make_cpu_backend();
