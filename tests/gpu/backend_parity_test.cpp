@@ -218,7 +218,7 @@ TEST(BackendParity, MoeGate) {
 
 TEST(BackendParity, MoeSort) {
   for (int64_t E : {8, 64, 256})
-    for (int64_t n_slots : {0, 1, 6 * 37, 8 * 300}) {
+    for (int64_t n_slots : {0, 1, 6 * 37, 8 * 300, 6 * 8704}) {
       std::vector<int32_t> ids(n_slots);
       for (auto& id : ids) id = static_cast<int32_t>(rnd_int(0, E - 1));
       Dual<int32_t> di(ids), order(n_slots);

@@ -215,6 +215,26 @@ TEST(BackendParity, TimingFlash) {
     });
 }
 
+// The MoE slot sort of a decode step (512 tokens x top-6) and of a prefill step (8,704 x 6).
+TEST(BackendParity, TimingMoeSort) {
+  for (int64_t n_slots : {6 * 512, 6 * 8704}) {
+    const int64_t E = 64;
+    std::vector<int32_t> ids(n_slots);
+    for (auto& id : ids) id = static_cast<int32_t>(rnd_int(0, E - 1));
+    Buffer<int32_t> d_ids(gpu(), n_slots), order(gpu(), n_slots);
+    gpu().upload(d_ids.data(), ids.data(), ids.size() * sizeof(int32_t));
+    std::vector<int64_t> counts(E);
+    // moe_sort downloads its counts (a host sync), so time it on the host.
+    gpu().moe_sort(d_ids.data(), n_slots, E, order.data(), counts.data());
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < 20; ++r) gpu().moe_sort(d_ids.data(), n_slots, E, order.data(), counts.data());
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 20;
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%.3f ms with its counts download", ms);
+    line("time moe_sort", shp({{"slots", n_slots}, {"E", E}}), buf, true);
+  }
+}
+
 // Sampling a decode batch where the logits are, against the host reference per row (the path
 // that downloads every row's logits first).
 TEST(BackendParity, TimingSample) {
