@@ -49,10 +49,13 @@ __global__ void paged_write_kernel(T* base, const int32_t* pages, int64_t page_s
 template <class T>
 __global__ void paged_gather_kernel(const T* base, const int32_t* pages, int64_t page_size,
                                     int64_t width, int64_t col0, int64_t cols, int64_t n,
-                                    float* out, int64_t ldo) {
+                                    float* out, int64_t ldo, int64_t copies, int64_t copy_stride) {
   for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
     const T* src = base + paged_row(pages, page_size, j) * width + col0;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[j * ldo + c] = detail::load_f32(src + c);
+    for (int64_t i = threadIdx.x; i < copies * cols; i += blockDim.x) {
+      const int64_t k = i / cols, c = i - k * cols;
+      out[j * ldo + k * copy_stride + c] = detail::load_f32(src + c);
+    }
   }
 }
 
@@ -90,14 +93,14 @@ void paged_write(void* base, bool bf16, const int32_t* pages, int64_t page_size,
 
 void paged_gather(const void* base, bool bf16, const int32_t* pages, int64_t page_size,
                   int64_t width, int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
-                  cudaStream_t stream) {
-  if (n <= 0 || cols <= 0) return;
+                  int64_t copies, int64_t copy_stride, cudaStream_t stream) {
+  if (n <= 0 || cols <= 0 || copies <= 0) return;
   if (bf16)
     paged_gather_kernel<<<grid_rows(n), kThreads, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(base), pages, page_size, width, col0, cols, n, out, ldo);
+        static_cast<const __nv_bfloat16*>(base), pages, page_size, width, col0, cols, n, out, ldo, copies, copy_stride);
   else
     paged_gather_kernel<<<grid_rows(n), kThreads, 0, stream>>>(
-        static_cast<const float*>(base), pages, page_size, width, col0, cols, n, out, ldo);
+        static_cast<const float*>(base), pages, page_size, width, col0, cols, n, out, ldo, copies, copy_stride);
 }
 
 }  // namespace dpa::kernels

@@ -22,9 +22,10 @@ void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows
 void paged_write(void* base, bool bf16, const int32_t* pages, int64_t page_size, int64_t width,
                  int64_t col0, int64_t cols, int64_t start, int64_t n, const float* src,
                  int64_t lds, cudaStream_t stream);
-// out[j * ldo + c] = column col0 + c of the cache row of position j, j < n, as f32.
+// out[j * ldo + k * copy_stride + c] = column col0 + c of the cache row of position j, j < n,
+// as f32, for k < copies.
 void paged_gather(const void* base, bool bf16, const int32_t* pages, int64_t page_size,
                   int64_t width, int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
-                  cudaStream_t stream);
+                  int64_t copies, int64_t copy_stride, cudaStream_t stream);
 
 }  // namespace dpa::kernels

@@ -184,9 +184,11 @@ class Backend {
   // of the sequence `cache` describes take src rows (row i at src + i * lds).
   virtual void paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start,
                            int64_t n, const float* src, int64_t lds) = 0;
-  // Cache read: out[j * ldo + c] = column col0 + c of the cache row of position j, j < n.
+  // Cache read: out[j * ldo + k * copy_stride + c] = column col0 + c of the cache row of
+  // position j, j < n, for each of `copies` copies (k < copies; 1 for a plain gather; MLA's
+  // expanded form puts the shared rope key into every head this way).
   virtual void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n,
-                            float* out, int64_t ldo) = 0;
+                            float* out, int64_t ldo, int64_t copies, int64_t copy_stride) = 0;
   // Batched strided linear: for b < batch, y_b[n, w.rows] = x_b[n, w.cols] · W_b^T with
   // x_b(i, c) = x[b * stride_x + i * ldx + c], y_b(i, r) = y[b * stride_y + i * ldy + r] and W_b
   // the view w moved by b * w_stride elements (per-head projections of MLA in one call).

@@ -129,11 +129,11 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
       float* kvb = scratch(kvb_, n_ctx * Hl * (nope + dv));
       float* k = scratch(k_, n_ctx * Hl * dqk);
       float* v = scratch(v_, n_ctx * Hl * dv);
-      be_.paged_gather(view, 0, L, n_ctx, ctx_lat, L);
+      be_.paged_gather(view, 0, L, n_ctx, ctx_lat, L, 1, 0);
       be_.linear(ctx_lat, n_ctx, lw.kv_b_proj, kvb);
       be_.copy2d(k, dqk, kvb, nope + dv, n_ctx * Hl, nope);
       be_.copy2d(v, dv, kvb + nope, nope + dv, n_ctx * Hl, dv);
-      for (int64_t hh = 0; hh < Hl; ++hh) be_.paged_gather(view, L, R, n_ctx, k + hh * dqk + nope, Hl * dqk);
+      be_.paged_gather(view, L, R, n_ctx, k + nope, Hl * dqk, Hl, dqk);  // the rope key into every head
       be_.attention(q + t0 * Hl * dqk, k, v, ns, n_ctx, Hl, dqk, dv, s.start, scale, o + t0 * Hl * dv);
       t0 += ns;
     }

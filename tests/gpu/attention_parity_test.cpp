@@ -23,9 +23,15 @@ TEST(BackendParity, PagedWriteGather) {
     EXPECT_TRUE(close("paged_write", s, cache.pool.on_cpu(), cache.pool.on_gpu(), 0.0));
     const int64_t n_read = c.start + c.n, ldo = c.cols + 1;
     Dual<float> out(std::max<int64_t>(n_read * ldo, 1));
-    cpu().paged_gather(cache.view(false), c.col0, c.cols, n_read, out.c.data(), ldo);
-    gpu().paged_gather(cache.view(true), c.col0, c.cols, n_read, out.g.data(), ldo);
+    cpu().paged_gather(cache.view(false), c.col0, c.cols, n_read, out.c.data(), ldo, 1, 0);
+    gpu().paged_gather(cache.view(true), c.col0, c.cols, n_read, out.g.data(), ldo, 1, 0);
     EXPECT_TRUE(close("paged_gather", s, out.on_cpu(), out.on_gpu(), 0.0));
+    // The same columns into 3 interleaved copies per row (MLA's rope key into every head).
+    const int64_t copies = 3, stride = c.cols + 5, ldc = copies * stride;
+    Dual<float> rep(std::max<int64_t>(n_read * ldc, 1));
+    cpu().paged_gather(cache.view(false), c.col0, c.cols, n_read, rep.c.data(), ldc, copies, stride);
+    gpu().paged_gather(cache.view(true), c.col0, c.cols, n_read, rep.g.data(), ldc, copies, stride);
+    EXPECT_TRUE(close("paged_gather", s + " copies=3", rep.on_cpu(), rep.on_gpu(), 0.0));
   }
 }
 
@@ -224,8 +230,8 @@ TEST(BackendParity, PagedWriteGatherBf16) {
     EXPECT_TRUE(close("paged_write", s, cache.pool.on_cpu(), bf16_on_gpu(g, cache.pool.n), 0.0));
     const int64_t n_read = c.start + c.n, W = c.kv_lora + c.rope;
     Dual<float> out(std::max<int64_t>(n_read * W, 1));
-    cpu().paged_gather(cache.view(false), 0, W, n_read, out.c.data(), W);
-    gpu().paged_gather(gv, 0, W, n_read, out.g.data(), W);
+    cpu().paged_gather(cache.view(false), 0, W, n_read, out.c.data(), W, 1, 0);
+    gpu().paged_gather(gv, 0, W, n_read, out.g.data(), W, 1, 0);
     EXPECT_TRUE(close("paged_gather", s, out.on_cpu(), out.on_gpu(), 0.0));
   }
 }

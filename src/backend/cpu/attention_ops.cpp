@@ -125,9 +125,10 @@ void CpuBackend::paged_write(const PagedLatent& cache, int64_t col0, int64_t col
 }
 
 void CpuBackend::paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n,
-                              float* out, int64_t ldo) {
+                              float* out, int64_t ldo, int64_t copies, int64_t copy_stride) {
   require_f32_cache(cache.dtype, "paged_gather");
-  for (int64_t j = 0; j < n; ++j) std::copy_n(cache.token(j) + col0, cols, out + j * ldo);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t k = 0; k < copies; ++k) std::copy_n(cache.token(j) + col0, cols, out + j * ldo + k * copy_stride);
 }
 
 }  // namespace dpa::backend

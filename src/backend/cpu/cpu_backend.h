@@ -34,7 +34,7 @@ class CpuBackend final : public Backend {
   void paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start, int64_t n,
                    const float* src, int64_t lds) override;
   void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
-                    int64_t ldo) override;
+                    int64_t ldo, int64_t copies, int64_t copy_stride) override;
   void linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
                       int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y) override;
   void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n, int64_t col0,

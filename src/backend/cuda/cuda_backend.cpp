@@ -262,10 +262,10 @@ class CudaBackend final : public Backend {
   }
 
   void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
-                    int64_t ldo) override {
-    if (n <= 0 || cols <= 0) return;
+                    int64_t ldo, int64_t copies, int64_t copy_stride) override {
+    if (n <= 0 || cols <= 0 || copies <= 0) return;
     kernels::paged_gather(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size,
-                          cache.width(), col0, cols, n, out, ldo, stream_);
+                          cache.width(), col0, cols, n, out, ldo, copies, copy_stride, stream_);
     DPA_CHECK_LAUNCH();
   }
 
@@ -731,7 +731,7 @@ class CudaBackend final : public Backend {
     float* c = scratch(n_ctx * W + qc * H * n_ctx);
     float* sc = c + n_ctx * W;
     kernels::paged_gather(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size, W, 0, W,
-                          n_ctx, c, W, stream_);
+                          n_ctx, c, W, 1, 0, stream_);
     DPA_CHECK_LAUNCH();
     const float one = 1.0f, zero = 0.0f;
     for (int64_t i0 = 0; i0 < n_q; i0 += qc) {
