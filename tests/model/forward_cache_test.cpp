@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,21 @@ std::vector<float> run(Model& m, const std::vector<std::vector<int32_t>>& chunks
   return all;
 }
 
+// The fixture's checkpoint on the CPU backend, as a model with a small paged cache.
+struct Loaded {
+  std::unique_ptr<Checkpoint> ckpt;
+  std::unique_ptr<backend::Backend> be;
+  std::unique_ptr<Model> m;
+  Loaded(int64_t page_size, int64_t n_pages, AttentionForm form = AttentionForm::automatic)
+      : ckpt(Checkpoint::open(fixture_dir())), be(backend::make_cpu_backend()) {
+    ForwardOptions opts;
+    opts.page_size = page_size;
+    opts.n_pages = n_pages;
+    opts.attention = form;
+    m = std::make_unique<Model>(*ckpt, *be, ShardSpec{}, ParallelComms{}, opts);
+  }
+};
+
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double d = 0;
@@ -47,13 +63,8 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(ModelForward, ChunkedAndAbsorbedMatchOneShot) {
   ASSERT_FALSE(fixture_dir().empty());
-  auto ckpt = Checkpoint::open(fixture_dir());
-  auto be = backend::make_cpu_backend();
-  ForwardOptions opts;
-  opts.page_size = 3;
-  opts.n_pages = 32;
-  opts.attention = AttentionForm::expanded;
-  Model m(*ckpt, *be, ShardSpec{}, {}, opts);
+  Loaded f(3, 32, AttentionForm::expanded);
+  Model& m = *f.m;
   const auto one_shot = run(m, {kPrompt});
   ASSERT_EQ(one_shot.size(), kPrompt.size() * static_cast<std::size_t>(m.config().vocab_size));
   // Chunks 5 + 1 + 6: the cached prefix is read back from pages in the later chunks.
@@ -68,12 +79,8 @@ TEST(ModelForward, ChunkedAndAbsorbedMatchOneShot) {
 // A mixed step (one sequence decoding, absorbed; another prefilling, expanded) gives each the
 // logits it gets in a step of its own: the absorbed products run over the decode rows only.
 TEST(ModelForward, MixedStepMatchesSeparateSteps) {
-  auto ckpt = Checkpoint::open(fixture_dir());
-  auto be = backend::make_cpu_backend();
-  ForwardOptions opts;
-  opts.page_size = 4;
-  opts.n_pages = 32;
-  Model m(*ckpt, *be, ShardSpec{}, {}, opts);
+  Loaded f(4, 32);
+  Model& m = *f.m;
   const std::vector<int32_t> a(kPrompt.begin(), kPrompt.begin() + 8), b(kPrompt.begin() + 2, kPrompt.end());
   std::vector<int32_t> ta, tb;
   m.cache().grow(ta, 9);
@@ -91,12 +98,8 @@ TEST(ModelForward, MixedStepMatchesSeparateSteps) {
 }
 
 TEST(ModelForward, RefusesShortPageTableAndLongPositions) {
-  auto ckpt = Checkpoint::open(fixture_dir());
-  auto be = backend::make_cpu_backend();
-  ForwardOptions opts;
-  opts.page_size = 4;
-  opts.n_pages = 8;
-  Model m(*ckpt, *be, ShardSpec{}, {}, opts);
+  Loaded f(4, 8);
+  Model& m = *f.m;
   std::vector<int32_t> table;
   m.cache().grow(table, 4);  // one page for 12 tokens
   std::vector<float> logits;
