@@ -1,0 +1,198 @@
+// CUDA backend: KV cache writes and reads, RoPE, attention (expanded, absorbed, batched decode).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "core/error.h"
+#include "kernels/batched_ops.cuh"
+#include "kernels/flash_prefill.cuh"
+#include "kernels/gather_scatter.cuh"
+#include "kernels/mla_attention.cuh"
+#include "kernels/mla_decode.cuh"
+#include "kernels/rope.cuh"
+
+namespace dpa::backend {
+
+void CudaBackend::paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start, int64_t n,
+                              const float* src, int64_t lds) {
+  if (n <= 0 || cols <= 0) return;
+  kernels::paged_write(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size,
+                       cache.width(), col0, cols, start, n, src, lds, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
+                               int64_t ldo, int64_t copies, int64_t copy_stride) {
+  if (n <= 0 || cols <= 0 || copies <= 0) return;
+  kernels::paged_gather(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size,
+                        cache.width(), col0, cols, n, out, ldo, copies, copy_stride, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
+                           int64_t col0, int64_t cols, const float* src, int64_t lds) {
+  if (n <= 0 || cols <= 0) return;
+  kernels::kv_write(base, kv_bf16(dtype), width, slots, n, col0, cols, src, lds, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,
+                       const int64_t* positions, const RopeParams& p) {
+  if (n <= 0 || n_heads <= 0 || p.dim <= 1) return;
+  kernels::rope(x, n, n_heads, token_stride, head_stride, positions, p.inv_freq, p.dim,
+                p.attention_scaling, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                            int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                            float* out) {
+  if (n_q <= 0 || n_heads <= 0) return;
+  // Where the GEMM forms may round to TF32 (bf16-class inputs), the tensor-core flash kernel.
+  if (attention_tf32_ && attn_mode_ == AttnMode::automatic &&
+      kernels::flash_prefill_supported(d_qk, d_v, q, k, v, out, n_heads)) {
+    const int64_t ws = kernels::flash_prefill_workspace(n_q, n_kv, n_heads, d_qk, d_v);
+    kernels::flash_prefill(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out,
+                           reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
+    DPA_CHECK_LAUNCH();
+    return;
+  }
+  const int64_t n_ctx = std::min(q_start + n_q, n_kv);
+  if (use_gemm(n_ctx)) return attention_gemm(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out);
+  check_dims(d_qk, d_v, "attention");
+  const int64_t ws = kernels::attention_workspace_floats(n_q, n_heads, n_ctx, d_v);
+  kernels::attention(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out,
+                     scratch(ws), ws, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
+                               const PagedLatent& cache, int64_t q_start, float scale,
+                               float* out_lat) {
+  if (n_q <= 0 || n_heads <= 0) return;
+  // A bf16 cache is read by the GEMM form (its rows gathered into f32 first).
+  if (kv_bf16(cache.dtype) || use_gemm(q_start + n_q))
+    return mla_gemm(q_lat, q_pe, n_q, n_heads, cache, q_start, scale, out_lat);
+  check_dims(cache.width(), cache.kv_lora, "mla_absorbed");
+  const int64_t ws =
+      kernels::attention_workspace_floats(n_q, n_heads, q_start + n_q, cache.kv_lora);
+  kernels::mla_absorbed(q_lat, q_pe, n_q, n_heads, static_cast<const float*>(cache.base),
+                        cache.pages, cache.page_size,
+                        cache.kv_lora, cache.rope_dim, q_start, scale, out_lat,
+                        scratch(ws), ws, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
+                             float scale, float* out_lat) {
+  if (c.n_seqs <= 0 || n_heads <= 0) return;
+  if (kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) &&
+      reinterpret_cast<uintptr_t>(c.base) % 16 == 0) {
+    const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora,
+                                                                 c.rope_dim, mla_bf16_stages_);
+    kernels::mla_decode_bf16(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base),
+                             c.pages, c.table_offset, c.ctx_len, c.page_size, c.kv_lora, c.rope_dim,
+                             c.max_ctx_len, scale, out_lat, scratch(ws), ws, stream_, mla_bf16_stages_);
+    DPA_CHECK_LAUNCH();
+    return;
+  }
+  if (!kv_bf16(c.dtype) && kernels::mla_decode_supported(c.kv_lora, c.rope_dim, c.base)) {
+    const int64_t ws = kernels::mla_decode_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len,
+                                                            c.kv_lora, mla_decode_variant_);
+    kernels::mla_decode(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const float*>(c.base), c.pages, c.table_offset,
+                        c.ctx_len, c.page_size, c.kv_lora, c.rope_dim, c.max_ctx_len, scale,
+                        out_lat, scratch(ws), ws, stream_, mla_decode_variant_);
+    DPA_CHECK_LAUNCH();
+    return;
+  }
+  // Shapes the fused kernel does not take: one mla_absorbed per sequence (host round trip).
+  std::vector<int32_t> off(c.n_seqs), len(c.n_seqs);
+  download(off.data(), c.table_offset, off.size() * sizeof(int32_t));
+  download(len.data(), c.ctx_len, len.size() * sizeof(int32_t));
+  const int64_t L = c.kv_lora, R = c.rope_dim;
+  for (int64_t s = 0; s < c.n_seqs; ++s) {
+    PagedLatent one;
+    one.base = c.base;
+    one.pages = c.pages + off[s];
+    one.page_size = c.page_size;
+    one.kv_lora = L;
+    one.rope_dim = R;
+    one.dtype = c.dtype;
+    mla_absorbed(q_lat + s * n_heads * L, q_pe + s * n_heads * R, 1, n_heads, one, len[s] - 1,
+                 scale, out_lat + s * n_heads * L);
+  }
+}
+
+bool CudaBackend::use_gemm(int64_t n_ctx) const {
+  if (n_ctx <= 0) return false;
+  return attn_mode_ == AttnMode::gemm || (attn_mode_ == AttnMode::automatic && n_ctx >= kGemmMinCtx);
+}
+
+void CudaBackend::sgemm_xat(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* x,
+                            int64_t ldx, float beta, float* y, int64_t ldy) {
+  const float one = 1.0f;
+  DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, to_int(m, "m"), to_int(n, "n"),
+                               to_int(k, "k"), &one, a, to_int(lda, "lda"), x, to_int(ldx, "ldx"),
+                               &beta, y, to_int(ldy, "ldy")));
+}
+
+void CudaBackend::mla_gemm(const float* q_lat, const float* q_pe, int64_t n_q, int64_t H,
+                           const PagedLatent& cache, int64_t q_start, float scale, float* out) {
+  const AttentionMath math(cublas_, attention_tf32_);
+  const int64_t L = cache.kv_lora, R = cache.rope_dim, W = L + R, n_ctx = q_start + n_q;
+  const int64_t qc = std::clamp<int64_t>(kScoreCap / (H * n_ctx), 1, n_q);
+  float* c = scratch(n_ctx * W + qc * H * n_ctx);
+  float* sc = c + n_ctx * W;
+  kernels::paged_gather(cache.base, kv_bf16(cache.dtype), cache.pages, cache.page_size, W, 0, W,
+                        n_ctx, c, W, 1, 0, stream_);
+  DPA_CHECK_LAUNCH();
+  const float one = 1.0f, zero = 0.0f;
+  for (int64_t i0 = 0; i0 < n_q; i0 += qc) {
+    const int64_t i1 = std::min(n_q, i0 + qc), rows = (i1 - i0) * H, n_cols = q_start + i1;
+    sgemm_xat(n_cols, rows, L, c, W, q_lat + i0 * H * L, L, 0.0f, sc, n_cols);
+    if (R > 0) sgemm_xat(n_cols, rows, R, c + L, W, q_pe + i0 * H * R, R, 1.0f, sc, n_cols);
+    kernels::masked_softmax(sc, rows, n_cols, n_cols, H, n_q, q_start + i0, scale, stream_);
+    DPA_CHECK_LAUNCH();
+    // Row-major O[rows, L] = P[rows, n_cols] · C_lat[n_cols, L] is, column-major,
+    // O^T = C_lat^T (L x n_cols, ld W) · P^T (n_cols x rows, ld n_cols).
+    DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, to_int(L, "L"),
+                                 to_int(rows, "rows"), to_int(n_cols, "n_cols"), &one, c,
+                                 to_int(W, "W"), sc, to_int(n_cols, "n_cols"), &zero,
+                                 out + i0 * H * L, to_int(L, "L")));
+  }
+}
+
+void CudaBackend::attention_gemm(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                                 int64_t H, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                                 float* out) {
+  const AttentionMath math(cublas_, attention_tf32_);
+  const int64_t n_ctx = std::min(q_start + n_q, n_kv);
+  const int64_t qc = std::clamp<int64_t>(kScoreCap / (H * n_ctx), 1, n_q);
+  float* sc = scratch(qc * H * n_ctx);
+  const float one = 1.0f, zero = 0.0f;
+  const int hh = to_int(H, "heads"), ldq = to_int(H * d_qk, "H*d_qk"), ldv = to_int(H * d_v, "H*d_v");
+  for (int64_t i0 = 0; i0 < n_q; i0 += qc) {
+    const int64_t i1 = std::min(n_q, i0 + qc), nq = i1 - i0;
+    const int64_t n_cols = std::min(n_kv, q_start + i1);
+    DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, to_int(n_cols, "n_cols"), to_int(nq, "nq"),
+        to_int(d_qk, "d_qk"), &one, k, ldq, d_qk, q + i0 * H * d_qk, ldq, d_qk, &zero, sc,
+        to_int(n_cols, "n_cols"), nq * n_cols, hh));
+    kernels::masked_softmax(sc, H * nq, n_cols, n_cols, 1, nq, q_start + i0, scale, stream_);
+    DPA_CHECK_LAUNCH();
+    DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
+        cublas_, CUBLAS_OP_N, CUBLAS_OP_N, to_int(d_v, "d_v"), to_int(nq, "nq"),
+        to_int(n_cols, "n_cols"), &one, v, ldv, d_v, sc, to_int(n_cols, "n_cols"), nq * n_cols,
+        &zero, out + i0 * H * d_v, ldv, d_v, hh));
+  }
+}
+
+void CudaBackend::check_dims(int64_t d_qk, int64_t d_v, const char* op) {
+  if (d_qk + d_v > kernels::attention_max_dims())
+    throw Error(fmt::format("cuda backend {}: head dims {} + {} exceed {}", op, d_qk, d_v,
+                            kernels::attention_max_dims()));
+}
+
+}  // namespace dpa::backend

@@ -1,0 +1,213 @@
+// The CUDA backend's class, shared by its source files (cuda_backend.cpp: construction, memory,
+// weights, phase marks and helpers; dense_ops.cpp, attention_ops.cpp, moe_ops.cpp: the ops,
+// as the CPU reference is split). Private to src/backend/cuda; users call make_cuda_backend.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/cuda_check.h"
+
+namespace dpa::backend {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device);
+
+  void set_attention_tf32(bool on) override { attention_tf32_ = on; }
+
+  // The math mode of attention's GEMMs for the lifetime of this object (TF32 when allowed).
+  struct AttentionMath {
+    cublasHandle_t h;
+    bool tf32;
+    AttentionMath(cublasHandle_t handle, bool on) : h(handle), tf32(on) {
+      if (tf32) DPA_CHECK_CUBLAS(cublasSetMathMode(h, CUBLAS_TF32_TENSOR_OP_MATH));
+    }
+    ~AttentionMath() {
+      if (tf32) cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    }
+  };
+
+  void phase_mark(const char* name) override;
+  void phase_collect(std::map<std::string, double>& into) override;
+
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+
+  // ---- Memory.
+  void* alloc(std::size_t bytes) override;
+  void release(void* p) override;
+  void upload(void* dst, const void* host_src, std::size_t bytes) override;
+  void download(void* host_dst, const void* src, std::size_t bytes) override;
+  void copy(void* dst, const void* src, std::size_t bytes) override;
+  void fill_zero(void* p, std::size_t bytes) override;
+
+  WeightView prepare_weight(const WeightView& w) override;
+
+  void synchronize() override { DPA_CHECK_CUDA(cudaStreamSynchronize(stream_)); }
+  void* stream() const override { return stream_; }
+  bool supports_kv(DType dtype) const override { return dtype == DType::f32 || dtype == DType::bf16; }
+  bool supports_weight(DType dtype) const override;
+
+  // ---- Ops.
+  void embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) override;
+
+  void rms_norm(const float* x, const WeightView& w, int64_t n, float eps, float* out) override;
+
+  void add_rms_norm(float* residual, const float* x, const WeightView& w, int64_t n, float eps,
+                    float* out) override;
+
+  // Row-major y[n, R] = x[n, C] · W^T is, column-major, y^T[R, n] = W'^T · x^T with W' the
+  // column-major [C, R] matrix of leading dimension ld that the row-major W is.
+  void linear(const float* x, int64_t n, const WeightView& w, float* y) override;
+
+  void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+              int64_t cols) override;
+
+  void paged_write(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t start, int64_t n,
+                   const float* src, int64_t lds) override;
+
+  void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n, float* out,
+                    int64_t ldo, int64_t copies, int64_t copy_stride) override;
+
+  // Column-major view as in linear, one GEMM per batch entry in a single strided-batched call.
+  void linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
+                      int64_t w_stride, int64_t batch, float* y, int64_t ldy,
+                      int64_t stride_y) override;
+
+  void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
+                int64_t col0, int64_t cols, const float* src, int64_t lds) override;
+
+  void add(float* y, const float* x, int64_t count) override;
+
+  void silu_mul(const float* gate, const float* up, int64_t count, float* out) override;
+
+  void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,
+            const int64_t* positions, const RopeParams& p) override;
+
+  void attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                 int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                 float* out) override;
+
+  void mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
+                    const PagedLatent& cache, int64_t q_start, float scale,
+                    float* out_lat) override;
+
+  void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
+                  float scale, float* out_lat) override;
+
+  // All experts with rows in a few launches: experts sorted by row count are grouped so that a
+  // group pads its experts to its largest count (at most ~25% or 16 rows of padding each); rows
+  // are gathered into padded per-expert slabs (bf16 for bf16 weights), gate and up of a group
+  // are one batched GEMM, SwiGLU one kernel, down one batched GEMM per group, then one scatter.
+  void moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                   const WeightView* gate, const WeightView* up, const WeightView* down,
+                   float* out) override;
+
+  void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
+                float* weights) override;
+
+  void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
+                int64_t* counts) override;
+
+  void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
+
+  void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
+                       float* out) override;
+
+  void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                    float* out) override;
+
+  void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
+                   float* out) override;
+
+  void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
+
+  void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
+
+  void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs, SampleOut* out) override;
+
+ private:
+  std::vector<cudaEvent_t> mark_events_;  // phase marks, reused across steps
+  std::vector<const char*> mark_names_;
+  std::size_t n_marks_ = 0;
+  static bool is_device(const void* p);
+
+  // Whether p lies inside a weight prepare_weight copied (a map lookup: this runs for every
+  // weight of every op, so no driver call), else whether the driver says device memory.
+  bool on_device(const void* p) const;
+
+  // Weights must be prepared (device memory) and of a supported dtype.
+  void check_weight(const WeightView& w, const char* op) const;
+
+  // linear's bf16 activation workspace, grown (never shrunk) to `count` elements.
+  uint16_t* bf16_workspace(std::size_t count);
+
+  // moe_experts' workspace, grown (never shrunk).
+  char* moe_workspace(std::size_t bytes);
+
+  void check_expert_weights(const std::vector<int64_t>& ids, const WeightView* gate,
+                            const WeightView* up, const WeightView* down) const;
+
+  // Attention's workspace (split-KV partials, or the GEMM form's gathered cache and scores),
+  // grown (never shrunk) to `floats`; null for none. One op uses it at a time, in stream order.
+  float* scratch(int64_t floats);
+
+  enum class AttnMode { automatic, kernel, gemm };
+  static constexpr int64_t kGemmMinCtx = 256;      // visible keys from which "auto" takes GEMMs
+  static constexpr int64_t kScoreCap = 32 << 20;  // score floats per query chunk (128 MiB)
+  static bool kv_bf16(DType dtype);
+  bool use_gemm(int64_t n_ctx) const;
+
+  // Row-major Y[n, m] = X[n, k] · A^T with A row-major [m, k] (stride lda), X stride ldx, Y stride
+  // ldy (= linear's mapping onto column-major SGEMM); beta 0 or 1.
+  void sgemm_xat(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* x,
+                 int64_t ldx, float beta, float* y, int64_t ldy);
+
+  // Absorbed MLA as GEMMs: the sequence's cache rows gathered into C [n_ctx, W], then per chunk of
+  // queries S = Q_lat·C_lat^T + Q_pe·C_pe^T, P = causal softmax(scale·S), O = P·C_lat.
+  void mla_gemm(const float* q_lat, const float* q_pe, int64_t n_q, int64_t H,
+                const PagedLatent& cache, int64_t q_start, float scale, float* out);
+
+  // Expanded attention as head-batched GEMMs: per chunk of queries and head h,
+  // S_h = Q_h·K_h^T, P_h = causal softmax(scale·S_h), O_h = P_h·V_h (scores laid out [H][q][key]).
+  void attention_gemm(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
+                      int64_t H, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
+                      float* out);
+
+  static void check_dims(int64_t d_qk, int64_t d_v, const char* op);
+
+  static int to_int(int64_t v, const char* what);
+
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  mutable std::mutex mu_;
+  std::map<std::tuple<const void*, DType, int64_t, int64_t, int64_t>, void*> weights_;
+  std::map<std::uintptr_t, std::size_t> prepared_;  // device copies of weights: start -> bytes
+  uint16_t* bf16_ws_ = nullptr;  // bf16 copy of linear's activations
+  std::size_t bf16_ws_elems_ = 0;
+  AttnMode attn_mode_ = AttnMode::automatic;
+  int mla_decode_variant_ = 2;
+  bool attention_tf32_ = false;
+  int mla_bf16_stages_ = 2;
+  float* attn_ws_ = nullptr;  // scratch(): attention's workspace
+  std::size_t attn_ws_floats_ = 0;
+  int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
+  std::size_t counts_elems_ = 0;
+  std::vector<int64_t> counts_host_;
+  char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
+  std::size_t moe_ws_bytes_ = 0;
+  std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
+};
+
+}  // namespace dpa::backend

@@ -1,0 +1,150 @@
+// CUDA backend: embedding, norms, linear layers (cuBLAS), elementwise ops, copies, argmax, sampling.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "core/error.h"
+#include "kernels/argmax.cuh"
+#include "kernels/batched_ops.cuh"
+#include "kernels/convert.cuh"
+#include "kernels/elementwise.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/gather_scatter.cuh"
+#include "kernels/rms_norm.cuh"
+#include "kernels/sample.cuh"
+
+namespace dpa::backend {
+
+// The sampling structs cross into the kernels as their mirrors there.
+static_assert(sizeof(LogitEdit) == sizeof(kernels::LogitEditArgs) &&
+              offsetof(LogitEdit, subtract) == offsetof(kernels::LogitEditArgs, subtract));
+static_assert(sizeof(SampleSpec) == sizeof(kernels::SampleSpecArgs) &&
+              offsetof(SampleSpec, u) == offsetof(kernels::SampleSpecArgs, u) &&
+              offsetof(SampleSpec, n_top) == offsetof(kernels::SampleSpecArgs, n_top));
+static_assert(sizeof(SampleOut) == sizeof(kernels::SampleOutArgs) &&
+              offsetof(SampleOut, top_token) == offsetof(kernels::SampleOutArgs, top_token) &&
+              offsetof(SampleOut, top_logprob) == offsetof(kernels::SampleOutArgs, top_logprob) &&
+              kMaxTopLogprobs == kernels::kSampleMaxTop);
+
+void CudaBackend::embedding(const WeightView& table, const int32_t* ids, int64_t n, float* out) {
+  if (n <= 0) return;
+  check_weight(table, "embedding");
+  kernels::embedding(table.data, table.dtype == DType::bf16, table.rows, table.cols, table.ld,
+                     ids, n, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::rms_norm(const float* x, const WeightView& w, int64_t n, float eps, float* out) {
+  if (n <= 0) return;
+  check_weight(w, "rms_norm");
+  kernels::rms_norm(x, w.data, w.dtype == DType::bf16, n, w.cols, eps, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::add_rms_norm(float* residual, const float* x, const WeightView& w, int64_t n, float eps,
+                               float* out) {
+  if (n <= 0) return;
+  check_weight(w, "add_rms_norm");
+  kernels::add_rms_norm(residual, x, w.data, w.dtype == DType::bf16, n, w.cols, eps, out,
+                        stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* y) {
+  if (n <= 0 || w.rows <= 0) return;
+  if (w.cols <= 0) {
+    fill_zero(y, static_cast<std::size_t>(n * w.rows) * sizeof(float));
+    return;
+  }
+  check_weight(w, "linear");
+  const int m = to_int(w.rows, "linear rows"), nn = to_int(n, "linear n"),
+            k = to_int(w.cols, "linear cols"), lda = to_int(w.ld, "linear ld");
+  const float one = 1.0f, zero = 0.0f;
+  if (w.dtype == DType::f32) {
+    DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one,
+                                 static_cast<const float*>(w.data), lda, x, k, &zero, y, m));
+  } else {
+    const std::size_t count = static_cast<std::size_t>(n * w.cols);
+    bf16_workspace(count);
+    kernels::f32_to_bf16(x, bf16_ws_, static_cast<int64_t>(count), stream_);
+    DPA_CHECK_LAUNCH();
+    DPA_CHECK_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data,
+                                  CUDA_R_16BF, lda, bf16_ws_, CUDA_R_16BF, k, &zero, y,
+                                  CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+}
+
+void CudaBackend::copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
+                         int64_t cols) {
+  if (rows <= 0 || cols <= 0) return;
+  DPA_CHECK_CUDA(cudaMemcpy2DAsync(dst, ldd * sizeof(float), src, lds * sizeof(float),
+                                   cols * sizeof(float), rows, cudaMemcpyDeviceToDevice,
+                                   stream_));
+}
+
+void CudaBackend::linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
+                                 int64_t w_stride, int64_t batch, float* y, int64_t ldy,
+                                 int64_t stride_y) {
+  if (n <= 0 || batch <= 0 || w.rows <= 0) return;
+  if (w.cols <= 0) {
+    for (int64_t b = 0; b < batch; ++b)
+      DPA_CHECK_CUDA(cudaMemset2DAsync(y + b * stride_y, ldy * sizeof(float), 0,
+                                       w.rows * sizeof(float), n, stream_));
+    return;
+  }
+  check_weight(w, "linear_batched");
+  const int m = to_int(w.rows, "linear_batched rows"), nn = to_int(n, "linear_batched n"),
+            k = to_int(w.cols, "linear_batched cols"), lda = to_int(w.ld, "linear_batched ld"),
+            bc = to_int(batch, "linear_batched batch");
+  // With one row the leading dimensions are never stepped; cuBLAS still wants them >= k, m.
+  const int ldb = to_int(n == 1 ? std::max(ldx, w.cols) : ldx, "linear_batched ldx");
+  const int ldc = to_int(n == 1 ? std::max(ldy, w.rows) : ldy, "linear_batched ldy");
+  const float one = 1.0f, zero = 0.0f;
+  if (w.dtype == DType::f32) {
+    DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, static_cast<const float*>(w.data), lda,
+        w_stride, x, ldb, stride_x, &zero, y, ldc, stride_y, bc));
+  } else {
+    uint16_t* xb = bf16_workspace(static_cast<std::size_t>(batch * n * w.cols));
+    kernels::strided_to_bf16(x, ldx, stride_x, n, w.cols, batch, xb, stream_);
+    DPA_CHECK_LAUNCH();
+    DPA_CHECK_CUBLAS(cublasGemmStridedBatchedEx(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF, lda, w_stride, xb,
+        CUDA_R_16BF, k, n * w.cols, &zero, y, CUDA_R_32F, ldc, stride_y, bc, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
+  }
+}
+
+void CudaBackend::add(float* y, const float* x, int64_t count) {
+  if (count <= 0) return;
+  kernels::add(y, x, count, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::silu_mul(const float* gate, const float* up, int64_t count, float* out) {
+  if (count <= 0) return;
+  kernels::silu_mul(gate, up, count, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) {
+  if (n <= 0) return;
+  kernels::argmax(logits, n, vocab, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) {
+  if (n <= 0) return;
+  kernels::edit_logits(logits, vocab, reinterpret_cast<const kernels::LogitEditArgs*>(edits), n, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs, SampleOut* out) {
+  if (n <= 0) return;
+  kernels::sample(logits, n, vocab, reinterpret_cast<const kernels::SampleSpecArgs*>(specs),
+                  sampling_fixed_bits(vocab), reinterpret_cast<kernels::SampleOutArgs*>(out), stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+}  // namespace dpa::backend

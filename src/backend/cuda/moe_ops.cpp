@@ -1,0 +1,226 @@
+// CUDA backend: MoE router, slot sort, token gather / scatter, grouped experts, combine.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "core/error.h"
+#include "kernels/batched_ops.cuh"
+#include "kernels/gather_scatter.cuh"
+#include "kernels/moe_combine.cuh"
+#include "kernels/moe_gate.cuh"
+#include "kernels/moe_sort.cuh"
+
+namespace dpa::backend {
+
+void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                              const WeightView* gate, const WeightView* up, const WeightView* down,
+                              float* out) {
+  if (n_experts <= 0) return;
+  std::vector<int64_t> start(n_experts), ids;
+  int64_t total = 0;
+  for (int64_t e = 0; e < n_experts; ++e) {
+    if (counts[e] < 0) throw Error(fmt::format("moe_experts: count {} of expert {}", counts[e], e));
+    start[e] = total;
+    total += counts[e];
+    if (counts[e] > 0) ids.push_back(e);
+  }
+  if (total == 0) return;
+  const WeightView& g0 = gate[ids[0]];
+  const int64_t D = g0.cols, I = g0.rows;
+  const DType dt = g0.dtype;
+  const int64_t lda_gu = g0.ld, lda_d = down[ids[0]].ld;
+  bool uniform = D > 0 && I > 0 && supports_weight(dt);
+  for (int64_t e : ids) {
+    const WeightView &g = gate[e], &u = up[e], &d = down[e];
+    uniform = uniform && g.dtype == dt && u.dtype == dt && d.dtype == dt && g.rows == I &&
+              g.cols == D && u.rows == I && u.cols == D && d.rows == D && d.cols == I &&
+              g.ld == lda_gu && u.ld == lda_gu && d.ld == lda_d;
+  }
+  if (!uniform)  // experts of mixed shapes or dtypes: one at a time through the plain ops
+    return moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
+      return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
+    });
+  check_expert_weights(ids, gate, up, down);
+
+  // Groups over the experts sorted by descending count.
+  std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return counts[a] > counts[b]; });
+  struct Group { std::size_t first, size; int64_t rows; };
+  std::vector<Group> groups;
+  std::vector<int64_t> poff(ids.size());
+  int64_t P = 0;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const int64_t c = counts[ids[i]];
+    if (groups.empty() || (c * 5 < groups.back().rows * 4 && groups.back().rows - c > 16))
+      groups.push_back(Group{i, 0, c});
+    poff[i] = P;
+    P += groups.back().rows;
+    ++groups.back().size;
+  }
+  const std::size_t ne = ids.size();
+  const bool bf16 = dt == DType::bf16;
+  const std::size_t es = bf16 ? 2 : 4;
+  const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;  // 16-byte aligned rows
+  auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t ptr_bytes = al(9 * ne * sizeof(void*)), pos_bytes = al(P * sizeof(int32_t));
+  const std::size_t xb_bytes = al(P * ldx * es), gu_bytes = al(P * ldi * sizeof(float)),
+                    h_bytes = al(P * ldi * es), y_bytes = al(P * ldx * sizeof(float));
+  char* ws = moe_workspace(ptr_bytes + pos_bytes + xb_bytes + 2 * gu_bytes + h_bytes + y_bytes);
+  void** ptrs = reinterpret_cast<void**>(ws);
+  int32_t* pos = reinterpret_cast<int32_t*>(ws + ptr_bytes);
+  char* xb = ws + ptr_bytes + pos_bytes;
+  float* g = reinterpret_cast<float*>(xb + xb_bytes);
+  float* u = reinterpret_cast<float*>(xb + xb_bytes + gu_bytes);
+  char* h = xb + xb_bytes + 2 * gu_bytes;
+  float* yb = reinterpret_cast<float*>(h + h_bytes);
+
+  // Host staging: pointer arrays (per group: gate pointers then up pointers), then the row map.
+  staging_.assign(ptr_bytes + P * sizeof(int32_t), 0);
+  void** a_gu = reinterpret_cast<void**>(staging_.data());
+  void** b_gu = a_gu + 2 * ne;
+  void** c_gu = b_gu + 2 * ne;
+  void** a_d = c_gu + 2 * ne;
+  void** b_d = a_d + ne;
+  void** c_d = b_d + ne;
+  int32_t* pos_h = reinterpret_cast<int32_t*>(staging_.data() + ptr_bytes);
+  for (const Group& gr : groups)
+    for (std::size_t k = 0; k < gr.size; ++k) {
+      const std::size_t i = gr.first + k;
+      const int64_t e = ids[i], r0 = poff[i];
+      a_gu[2 * gr.first + k] = const_cast<void*>(gate[e].data);
+      a_gu[2 * gr.first + gr.size + k] = const_cast<void*>(up[e].data);
+      b_gu[2 * gr.first + k] = b_gu[2 * gr.first + gr.size + k] = xb + r0 * ldx * es;
+      c_gu[2 * gr.first + k] = g + r0 * ldi;
+      c_gu[2 * gr.first + gr.size + k] = u + r0 * ldi;
+      a_d[i] = const_cast<void*>(down[e].data);
+      b_d[i] = h + r0 * ldi * es;
+      c_d[i] = yb + r0 * ldx;
+      for (int64_t r = 0; r < gr.rows; ++r)
+        pos_h[r0 + r] = r < counts[e] ? static_cast<int32_t>(start[e] + r) : -1;
+    }
+  upload(ws, staging_.data(), staging_.size());
+
+  kernels::moe_gather_pad(x, order, pos, P, D, ldx, bf16, xb, stream_);
+  DPA_CHECK_LAUNCH();
+  const cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const float one = 1.0f, zero = 0.0f;
+  const int iD = to_int(D, "moe D"), iI = to_int(I, "moe I");
+  for (const Group& gr : groups)
+    DPA_CHECK_CUBLAS(cublasGemmBatchedEx(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, iI, to_int(gr.rows, "moe rows"), iD, &one,
+        const_cast<const void**>(ptrs + 2 * gr.first), ab, to_int(lda_gu, "moe ld"),
+        const_cast<const void**>(ptrs + 2 * ne + 2 * gr.first), ab, to_int(ldx, "moe ldx"),
+        &zero, ptrs + 4 * ne + 2 * gr.first, CUDA_R_32F, to_int(ldi, "moe ldi"),
+        to_int(2 * gr.size, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  kernels::moe_silu_mul(g, u, P * ldi, bf16, h, stream_);
+  DPA_CHECK_LAUNCH();
+  for (const Group& gr : groups)
+    DPA_CHECK_CUBLAS(cublasGemmBatchedEx(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, iD, to_int(gr.rows, "moe rows"), iI, &one,
+        const_cast<const void**>(ptrs + 6 * ne + gr.first), ab, to_int(lda_d, "moe ld"),
+        const_cast<const void**>(ptrs + 7 * ne + gr.first), ab, to_int(ldi, "moe ldi"), &zero,
+        ptrs + 8 * ne + gr.first, CUDA_R_32F, to_int(ldx, "moe ldx"),
+        to_int(gr.size, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  kernels::moe_scatter_pad(yb, ldx, order, pos, P, D, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
+                           float* weights) {
+  const int64_t E = p.n_experts;
+  // The same parameter checks, with the same messages, as the CPU reference.
+  if (p.top_k <= 0 || p.top_k > E)
+    throw Error(fmt::format("moe gate: top_k {} of {} experts", p.top_k, E));
+  const bool grouped = p.n_group > 1 && p.method != TopkMethod::greedy;
+  if (grouped && (E % p.n_group != 0 || p.topk_group <= 0 || p.topk_group > p.n_group))
+    throw Error(fmt::format("moe gate: {} experts in {} groups, topk_group {}", E, p.n_group,
+                            p.topk_group));
+  if (n <= 0) return;
+  kernels::GateArgs a;
+  a.n_experts = E;
+  a.top_k = p.top_k;
+  a.n_group = p.n_group;
+  a.topk_group = p.topk_group;
+  a.sigmoid = p.scoring == Scoring::sigmoid;
+  a.grouped = grouped;
+  a.noaux_tc = p.method == TopkMethod::noaux_tc;
+  a.norm_topk_prob = p.norm_topk_prob;
+  a.routed_scaling_factor = p.routed_scaling_factor;
+  a.correction_bias = p.correction_bias;
+  kernels::moe_gate(logits, n, a, ids, weights, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
+                           int64_t* counts) {
+  if (n_experts <= 0) return;
+  const std::size_t need = static_cast<std::size_t>(n_experts + 1);
+  if (need > counts_elems_) {
+    if (counts_dev_) DPA_CHECK_CUDA(cudaFree(counts_dev_));
+    counts_dev_ = static_cast<int64_t*>(alloc(need * sizeof(int64_t)));
+    counts_elems_ = need;
+  }
+  if (n_slots <= 0) {
+    std::memset(counts, 0, static_cast<std::size_t>(n_experts) * sizeof(int64_t));
+    synchronize();
+    return;
+  }
+  kernels::moe_sort(ids, n_slots, n_experts, order, counts_dev_, stream_);
+  DPA_CHECK_LAUNCH();
+  counts_host_.resize(need);
+  download(counts_host_.data(), counts_dev_, need * sizeof(int64_t));
+  if (counts_host_[n_experts])
+    throw Error(fmt::format("moe sort: expert id outside [0, {})", n_experts));
+  std::memcpy(counts, counts_host_.data(), static_cast<std::size_t>(n_experts) * sizeof(int64_t));
+}
+
+void CudaBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) {
+  if (n <= 0 || d <= 0) return;
+  kernels::gather_rows(x, rows, 1, n, d, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
+                                  float* out) {
+  if (n <= 0 || d <= 0) return;
+  if (div <= 0) throw Error(fmt::format("cuda backend gather_rows_div: divisor {}", div));
+  kernels::gather_rows(x, rows, div, n, d, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
+                               float* out) {
+  if (n <= 0 || d <= 0) return;
+  kernels::scatter_rows(x, rows, n, d, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
+                              float* out) {
+  if (n <= 0 || d <= 0 || top_k <= 0) return;
+  kernels::moe_combine(y, weights, n, top_k, d, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+char* CudaBackend::moe_workspace(std::size_t bytes) {
+  if (bytes > moe_ws_bytes_) {
+    if (moe_ws_) DPA_CHECK_CUDA(cudaFree(moe_ws_));  // synchronizes: nothing still uses it
+    moe_ws_ = static_cast<char*>(alloc(bytes));
+    moe_ws_bytes_ = bytes;
+  }
+  return moe_ws_;
+}
+
+void CudaBackend::check_expert_weights(const std::vector<int64_t>& ids, const WeightView* gate,
+                                       const WeightView* up, const WeightView* down) const {
+  for (int64_t e : ids) {
+    check_weight(gate[e], "moe_experts gate");
+    check_weight(up[e], "moe_experts up");
+    check_weight(down[e], "moe_experts down");
+  }
+}
+
+}  // namespace dpa::backend
