@@ -1,4 +1,4 @@
-// Weighted combine of the top-k expert outputs of each token (unpermuted).
+// Weighted combine of the top-k expert outputs of each token (read in place through their rows).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -7,8 +7,9 @@
 
 namespace dpa::kernels {
 
-// out[t, :] += sum_k weights[t, k] * y[t * top_k + k, :], summed in k order (fp32).
-void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
-                 float* out, cudaStream_t stream);
+// out[t, :] += sum_k weights[t, k] * y[row(t * top_k + k), :], summed in k order (fp32);
+// row(s) = rows[s], or s when rows is null.
+void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
+                 int64_t d, float* out, cudaStream_t stream);
 
 }  // namespace dpa::kernels

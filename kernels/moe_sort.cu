@@ -44,7 +44,7 @@ __device__ void block_exclusive_scan(int* a, int64_t n, int* warp_sums) {
 // result is the stable order of the single-pass sort.
 __global__ void __launch_bounds__(kThreads) moe_sort_kernel(const int32_t* ids, int64_t n,
                                                             int64_t E, int32_t* order,
-                                                            int64_t* counts) {
+                                                            int32_t* position, int64_t* counts) {
   extern __shared__ int pos[];  // [E][nw]: counts, then first positions
   __shared__ int bad;
   __shared__ int warp_sums[32];
@@ -76,7 +76,11 @@ __global__ void __launch_bounds__(kThreads) moe_sort_kernel(const int32_t* ids, 
     const int id = valid ? ids[s] : -1;
     const unsigned peers = __match_any_sync(0xffffffffu, id);
     const int rank = __popc(peers & lt);
-    if (valid) order[pos[id * nw + warp] + rank] = static_cast<int32_t>(s);
+    if (valid) {
+      const int j = pos[id * nw + warp] + rank;
+      order[j] = static_cast<int32_t>(s);
+      if (position) position[s] = j;
+    }
     __syncwarp();
     if (valid && rank == 0) pos[id * nw + warp] += __popc(peers);
     __syncwarp();
@@ -86,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) moe_sort_kernel(const int32_t* ids, 
 }  // namespace
 
 void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-              int64_t* counts_dev, cudaStream_t stream) {
+              int32_t* position, int64_t* counts_dev, cudaStream_t stream) {
   if (n_experts <= 0) return;
   // As many warps as the (expert, warp) counters fit in 96 KiB of shared memory (32 for up to
   // 768 experts); one warp per 32 slots at most.
@@ -99,7 +103,7 @@ void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* o
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(moe_sort_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(smem));
-  moe_sort_kernel<<<1, static_cast<unsigned>(warps * 32), smem, stream>>>(ids, n_slots, n_experts, order, counts_dev);
+  moe_sort_kernel<<<1, static_cast<unsigned>(warps * 32), smem, stream>>>(ids, n_slots, n_experts, order, position, counts_dev);
 }
 
 }  // namespace dpa::kernels

@@ -234,10 +234,11 @@ class Backend {
   virtual void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                         float* weights) = 0;
   // Stable counting sort of n_slots expert ids: order[j] = the slot at sorted position j;
-  // counts[e] = slots routed to expert e (counts: n_experts entries in HOST memory, because the
-  // all-to-all needs them there; the one host synchronisation of a MoE layer).
+  // position[order[j]] = j when position is not null (where each slot went); counts[e] = slots
+  // routed to expert e (counts: n_experts entries in HOST memory, because the all-to-all needs
+  // them there; the one host synchronisation of a MoE layer).
   virtual void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                        int64_t* counts) = 0;
+                        int32_t* position, int64_t* counts) = 0;
   // out[j, :] = x[rows[j], :] for j < n, rows of d floats (token permute).
   virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                            float* out) = 0;
@@ -255,9 +256,11 @@ class Backend {
   virtual void moe_experts(const float* x, const int32_t* order, const int64_t* counts,
                            int64_t n_experts, const WeightView* gate, const WeightView* up,
                            const WeightView* down, float* out) = 0;
-  // out[t, :] += Σ_k weights[t, k] · y[t*top_k + k, :], summed in k order (unpermuted combine).
-  virtual void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,
-                           int64_t d, float* out) = 0;
+  // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
+  // rows[s] (the expert results still in sorted order: moe_sort's position) or s when rows is
+  // null (unpermuted).
+  virtual void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
+                           int64_t top_k, int64_t d, float* out) = 0;
 
   // out[i] = argmax of logits row i (lowest index on ties): greedy sampling.
   virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;

@@ -80,8 +80,9 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   // Slots (token, k) sorted by expert, which also groups them by owning rank.
   const int64_t n_slots = my_n * K;
   int32_t* order = scratch(order_, n_slots);
+  int32_t* position = scratch(position_, n_slots);  // where each slot's result comes back
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
-  be_.moe_sort(ids, n_slots, E, order, expert_counts.data());
+  be_.moe_sort(ids, n_slots, E, order, position, expert_counts.data());
   std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
   // Rows in slot order: the token of sorted slot j is order[j] / K (no trip through the host).
   float* send = scratch(send_, n_slots * D);
@@ -140,7 +141,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     }
     std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local));
     int32_t* local_order = scratch(local_order_, static_cast<int64_t>(n_recv));
-    be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order,
+    be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order, nullptr,
                  local_counts.data());
     expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
     mark("moe.experts");
@@ -149,7 +150,8 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
                       expert_down_[l].data(), expert_out);
   }
 
-  // Combine: rows come back in this rank's send order, i.e. sorted slot order.
+  // Combine: rows come back in this rank's send order, i.e. sorted slot order; slot s's result is
+  // row position[s].
   float* back = expert_out;
   if (distributed) {
     const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);
@@ -162,11 +164,9 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     comms_.ep->all_to_all_v(expert_out, sc.data(), sdd.data(), back, rc.data(), rdd.data(), DType::f32);
   }
   mark("moe.combine");
-  float* by_slot = scratch(by_slot_, n_slots * D);
-  be_.scatter_rows(back, order, n_slots, D, by_slot);
   float* mine = scratch(mine_, my_n * D);
   be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
-  be_.moe_combine(by_slot, weights, my_n, K, D, mine);
+  be_.moe_combine(back, position, weights, my_n, K, D, mine);
   if (lw.has_shared && my_n > 0) {
     float* sh = scratch(shared_, my_n * D);
     mark("moe.shared");

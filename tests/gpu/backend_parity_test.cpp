@@ -221,12 +221,13 @@ TEST(BackendParity, MoeSort) {
     for (int64_t n_slots : {0, 1, 6 * 37, 8 * 300, 6 * 8704}) {
       std::vector<int32_t> ids(n_slots);
       for (auto& id : ids) id = static_cast<int32_t>(rnd_int(0, E - 1));
-      Dual<int32_t> di(ids), order(n_slots);
+      Dual<int32_t> di(ids), order(n_slots), position(n_slots);
       std::vector<int64_t> cc(E, -1), cg(E, -1);
-      cpu().moe_sort(di.c.data(), n_slots, E, order.c.data(), cc.data());
-      gpu().moe_sort(di.g.data(), n_slots, E, order.g.data(), cg.data());
+      cpu().moe_sort(di.c.data(), n_slots, E, order.c.data(), position.c.data(), cc.data());
+      gpu().moe_sort(di.g.data(), n_slots, E, order.g.data(), position.g.data(), cg.data());
       const std::string s = shp({{"slots", n_slots}, {"E", E}});
       EXPECT_TRUE(exact("moe_sort order", s, order.on_cpu(), order.on_gpu()));
+      EXPECT_TRUE(exact("moe_sort position", s, position.on_cpu(), position.on_gpu()));
       EXPECT_TRUE(exact("moe_sort counts", s, cc, cg));
     }
 }
@@ -264,9 +265,17 @@ TEST(BackendParity, GatherScatterCombine) {
       for (int64_t k : {1, 8}) {
         Dual<float> y(rnd(std::max<int64_t>(n * k * d, 1))), w(rnd(std::max<int64_t>(n * k, 1), 0, 1)),
             out(rnd(std::max<int64_t>(n * d, 1)));
-        cpu().moe_combine(y.c.data(), w.c.data(), n, k, d, out.c.data());
-        gpu().moe_combine(y.g.data(), w.g.data(), n, k, d, out.g.data());
+        cpu().moe_combine(y.c.data(), nullptr, w.c.data(), n, k, d, out.c.data());
+        gpu().moe_combine(y.g.data(), nullptr, w.g.data(), n, k, d, out.g.data());
         EXPECT_TRUE(close("moe_combine", s + " top_k=" + std::to_string(k), out.on_cpu(), out.on_gpu(), 3e-6));
+        // Through a row permutation (the results left in sorted order).
+        std::vector<int32_t> perm(static_cast<std::size_t>(std::max<int64_t>(n * k, 1)));
+        std::iota(perm.begin(), perm.end(), 0);
+        std::shuffle(perm.begin(), perm.end(), rng());
+        Dual<int32_t> dp(perm);
+        cpu().moe_combine(y.c.data(), dp.c.data(), w.c.data(), n, k, d, out.c.data());
+        gpu().moe_combine(y.g.data(), dp.g.data(), w.g.data(), n, k, d, out.g.data());
+        EXPECT_TRUE(close("moe_combine", s + " top_k=" + std::to_string(k) + " rows", out.on_cpu(), out.on_gpu(), 3e-6));
       }
     }
 }

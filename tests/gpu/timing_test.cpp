@@ -225,9 +225,9 @@ TEST(BackendParity, TimingMoeSort) {
     gpu().upload(d_ids.data(), ids.data(), ids.size() * sizeof(int32_t));
     std::vector<int64_t> counts(E);
     // moe_sort downloads its counts (a host sync), so time it on the host.
-    gpu().moe_sort(d_ids.data(), n_slots, E, order.data(), counts.data());
+    gpu().moe_sort(d_ids.data(), n_slots, E, order.data(), nullptr, counts.data());
     const auto t0 = std::chrono::steady_clock::now();
-    for (int r = 0; r < 20; ++r) gpu().moe_sort(d_ids.data(), n_slots, E, order.data(), counts.data());
+    for (int r = 0; r < 20; ++r) gpu().moe_sort(d_ids.data(), n_slots, E, order.data(), nullptr, counts.data());
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 20;
     char buf[96];
     std::snprintf(buf, sizeof buf, "%.3f ms with its counts download", ms);

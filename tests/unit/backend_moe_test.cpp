@@ -85,11 +85,12 @@ TEST(BackendMoe, SigmoidNoauxTcBiasSelectsOnly) {
 TEST(BackendMoe, SortGatherCombine) {
   auto be = make_cpu_backend();
   const std::vector<int32_t> ids = {2, 0, 2, 1, 0, 2};  // 3 tokens x top-2
-  std::vector<int32_t> order(6);
+  std::vector<int32_t> order(6), position(6);
   std::vector<int64_t> counts(3);
-  be->moe_sort(ids.data(), 6, 3, order.data(), counts.data());
+  be->moe_sort(ids.data(), 6, 3, order.data(), position.data(), counts.data());
   EXPECT_EQ(counts, (std::vector<int64_t>{2, 1, 3}));
   EXPECT_EQ(order, (std::vector<int32_t>{1, 4, 3, 0, 2, 5}));  // stable within an expert
+  EXPECT_EQ(position, (std::vector<int32_t>{3, 0, 4, 2, 1, 5}));  // position[order[j]] = j
   const std::vector<float> x = {0, 1, 10, 11, 20, 21};
   const int32_t rows[3] = {2, 0, 2};
   std::vector<float> g(6);
@@ -98,8 +99,14 @@ TEST(BackendMoe, SortGatherCombine) {
   const std::vector<float> y = {1, 2, 3, 4, /**/ 5, 6, 7, 8};  // 2 tokens x top-2 x d=2
   const std::vector<float> w = {0.5f, 2.0f, 1.0f, -1.0f};
   std::vector<float> out = {100, 100, 0, 0};
-  be->moe_combine(y.data(), w.data(), 2, 2, 2, out.data());
+  be->moe_combine(y.data(), nullptr, w.data(), 2, 2, 2, out.data());
   EXPECT_EQ(out, (std::vector<float>{100 + 0.5f + 6, 100 + 1 + 8, 5 - 7, 6 - 8}));
+  // The same results stored in another row order, read through their rows.
+  const std::vector<float> y_moved = {7, 8, 1, 2, 5, 6, 3, 4};  // slots 3, 0, 2, 1
+  const std::vector<int32_t> where = {1, 3, 2, 0};              // slot s is row where[s]
+  std::vector<float> out2 = {100, 100, 0, 0};
+  be->moe_combine(y_moved.data(), where.data(), w.data(), 2, 2, 2, out2.data());
+  EXPECT_EQ(out2, out);
 }
 
 }  // namespace

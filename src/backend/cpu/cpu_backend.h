@@ -56,13 +56,13 @@ class CpuBackend final : public Backend {
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                int64_t* counts) override;
+                int32_t* position, int64_t* counts) override;
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
   void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
                        float* out) override;
   void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
-  void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
-                   float* out) override;
+  void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
+                   int64_t d, float* out) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
   void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,

@@ -79,7 +79,7 @@ void CpuBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, i
 }
 
 void CpuBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                          int64_t* counts) {
+                          int32_t* position, int64_t* counts) {
   std::fill(counts, counts + n_experts, 0);
   for (int64_t s = 0; s < n_slots; ++s) {
     if (ids[s] < 0 || ids[s] >= n_experts)
@@ -88,7 +88,11 @@ void CpuBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts
   }
   std::vector<int64_t> next(n_experts, 0);
   std::exclusive_scan(counts, counts + n_experts, next.begin(), int64_t{0});
-  for (int64_t s = 0; s < n_slots; ++s) order[next[ids[s]]++] = static_cast<int32_t>(s);
+  for (int64_t s = 0; s < n_slots; ++s) {
+    const int64_t j = next[ids[s]]++;
+    order[j] = static_cast<int32_t>(s);
+    if (position) position[s] = static_cast<int32_t>(j);
+  }
 }
 
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
@@ -116,13 +120,14 @@ void CpuBackend::moe_experts(const float* x, const int32_t* order, const int64_t
   });
 }
 
-void CpuBackend::moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k,
-                             int64_t d, float* out) {
+void CpuBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
+                             int64_t top_k, int64_t d, float* out) {
   std::vector<double> acc(d);
   for (int64_t t = 0; t < n; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0);
     for (int64_t k = 0; k < top_k; ++k) {
-      const float* yk = y + (t * top_k + k) * d;
+      const int64_t s = t * top_k + k;
+      const float* yk = y + (rows ? static_cast<int64_t>(rows[s]) : s) * d;
       const double w = weights[t * top_k + k];
       for (int64_t c = 0; c < d; ++c) acc[c] += w * yk[c];
     }

@@ -117,7 +117,7 @@ class CudaBackend final : public Backend {
                 float* weights) override;
 
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                int64_t* counts) override;
+                int32_t* position, int64_t* counts) override;
 
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
 
@@ -127,8 +127,8 @@ class CudaBackend final : public Backend {
   void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                     float* out) override;
 
-  void moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
-                   float* out) override;
+  void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
+                   int64_t d, float* out) override;
 
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
 

@@ -155,7 +155,7 @@ void CudaBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, 
 }
 
 void CudaBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                           int64_t* counts) {
+                           int32_t* position, int64_t* counts) {
   if (n_experts <= 0) return;
   const std::size_t need = static_cast<std::size_t>(n_experts + 1);
   if (need > counts_elems_) {
@@ -168,7 +168,7 @@ void CudaBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_expert
     synchronize();
     return;
   }
-  kernels::moe_sort(ids, n_slots, n_experts, order, counts_dev_, stream_);
+  kernels::moe_sort(ids, n_slots, n_experts, order, position, counts_dev_, stream_);
   DPA_CHECK_LAUNCH();
   counts_host_.resize(need);
   download(counts_host_.data(), counts_dev_, need * sizeof(int64_t));
@@ -198,10 +198,10 @@ void CudaBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, i
   DPA_CHECK_LAUNCH();
 }
 
-void CudaBackend::moe_combine(const float* y, const float* weights, int64_t n, int64_t top_k, int64_t d,
-                              float* out) {
+void CudaBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
+                              int64_t top_k, int64_t d, float* out) {
   if (n <= 0 || d <= 0 || top_k <= 0) return;
-  kernels::moe_combine(y, weights, n, top_k, d, out, stream_);
+  kernels::moe_combine(y, rows, weights, n, top_k, d, out, stream_);
   DPA_CHECK_LAUNCH();
 }
 
