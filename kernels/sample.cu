@@ -54,7 +54,8 @@ struct Row {
   int64_t V;
   double t, top, scale;  // temperature, max / t, 2^fixed_bits
   __device__ double w(float v) const { return exp(static_cast<double>(v) / t - top); }
-  __device__ unsigned long long q(double w) const { return __double2ull_rn(w * scale); }
+  // NaN (a broken model) weighs nothing, as in the reference.
+  __device__ unsigned long long q(double w) const { return w >= 0.0 ? __double2ull_rn(w * scale) : 0ull; }
 };
 
 // Sum (or other associative op) over the block in a fixed order; every thread gets the result.

@@ -70,10 +70,12 @@ void sample_row_reference(const float* x, int64_t vocab, const SampleSpec& spec,
 
   // Weights w_i = exp(x_i / t - max / t) in (0, 1], quantized to F fraction bits.
   const double t = spec.temperature, top = mx / t, scale = std::ldexp(1.0, sampling_fixed_bits(vocab));
+  // A NaN logit (a broken model) weighs nothing rather than reaching an undefined conversion.
+  auto quantize = [scale](double w) { return w >= 0.0 ? static_cast<uint64_t>(std::nearbyint(w * scale)) : uint64_t{0}; };
   uint64_t total = 0;
   for (int64_t i = 0; i < vocab; ++i) {
     if (t != 1.0) w[i] = std::exp(static_cast<double>(x[i]) / t - top);
-    total += static_cast<uint64_t>(std::nearbyint(w[i] * scale));
+    total += quantize(w[i]);
   }
   std::vector<uint64_t> cum;  // cum[k - 1]: the weight of the first k ordered ids
   auto weight_of_first = [&](int64_t k) -> uint64_t {
@@ -81,7 +83,7 @@ void sample_row_reference(const float* x, int64_t vocab, const SampleSpec& spec,
     sorted(k);
     while (static_cast<int64_t>(cum.size()) < k) {
       const int32_t id = order[cum.size()];
-      cum.push_back((cum.empty() ? 0 : cum.back()) + static_cast<uint64_t>(std::nearbyint(w[id] * scale)));
+      cum.push_back((cum.empty() ? 0 : cum.back()) + quantize(w[id]));
     }
     return cum[k - 1];
   };

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -165,6 +166,19 @@ TEST(Sampler, PartialOrderingPicksWhatAFullSortPicks) {
   // The sampler sums exponentials in single precision: a draw landing within ~1e-7 of a boundary
   // may go the other way; none is expected in this many.
   EXPECT_EQ(differ, 0) << differ << " of " << compared << " draws differ";
+}
+
+// Logits of a broken model (NaN entries) still give a token of the vocabulary: NaN weighs
+// nothing (converting a NaN weight to an integer would be undefined behaviour).
+TEST(Sampler, NanLogitsWeighNothing) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> logits = {1.0f, nan, 2.0f, nan};
+  SamplingParams p;
+  p.top_p = 0.9f;
+  for (int64_t pos = 0; pos < 50; ++pos) {
+    const int32_t t = sample_token(logits, p, {}, {}, 5, pos, false, {}).token;
+    EXPECT_TRUE(t == 0 || t == 2) << t;
+  }
 }
 
 TEST(Wire, IntakeAndOutputsRoundTrip) {
