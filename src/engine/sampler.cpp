@@ -1,4 +1,5 @@
-// CPU sampler: penalties, temperature, truncation, seeded draw, logprobs.
+// Sampling parameters as the backends take them (logit edits, SampleSpec), and sample_token: the
+// same draw on the host through the backends' reference.
 #include "engine/sampler.h"
 
 #include <algorithm>
@@ -51,22 +52,15 @@ void logit_edits(const SamplingParams& p, std::span<const int32_t> prompt, std::
   if (suppress_eos)
     for (int32_t t : eos_ids)
       if (valid(t)) count.emplace(t, 0);
-  const std::size_t first = out.size();
   for (auto [t, c] : count) {
     backend::LogitEdit e;
     e.row = row, e.token = t;
     if (repetition) e.repetition = p.repetition_penalty;
     if (additive && c > 0) e.subtract = p.frequency_penalty * c + p.presence_penalty;
+    if (suppress_eos && std::find(eos_ids.begin(), eos_ids.end(), t) != eos_ids.end())
+      e.subtract = std::numeric_limits<float>::infinity();
     out.push_back(e);
   }
-  if (suppress_eos)
-    for (auto it = out.begin() + static_cast<std::ptrdiff_t>(first); it != out.end(); ++it)
-      if (std::find(eos_ids.begin(), eos_ids.end(), it->token) != eos_ids.end())
-        it->subtract = std::numeric_limits<float>::infinity();
-  // A prompt id never generated is only "seen": with no repetition penalty it needs no edit.
-  out.erase(std::remove_if(out.begin() + static_cast<std::ptrdiff_t>(first), out.end(),
-                           [](const backend::LogitEdit& e) { return e.repetition == 1.0f && e.subtract == 0.0f; }),
-            out.end());
 }
 
 backend::SampleSpec sample_spec(const SamplingParams& p, uint64_t fallback_seed, int64_t position) {

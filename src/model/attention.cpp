@@ -94,16 +94,18 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
         be_.scatter_rows(dout, d_decode_rows_.data(), nd, Hl * L, out_lat);
       }
     }
-    int64_t t0 = 0;
-    for (std::size_t i = 0; i < batch.size() && !rows_only; ++i) {
-      const SeqInput& s = batch[i];
-      const int64_t ns = static_cast<int64_t>(s.tokens.size());
-      if (ns > 1) {
-        const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
-        be_.mla_absorbed(q_lat + t0 * Hl * L, q_pe + t0 * Hl * R, ns, Hl, view, s.start, scale,
-                         out_lat + t0 * Hl * L);
+    if (!rows_only) {  // every sequence absorbed: those of several tokens one at a time
+      int64_t t0 = 0;
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        const SeqInput& s = batch[i];
+        const int64_t ns = static_cast<int64_t>(s.tokens.size());
+        if (ns > 1) {
+          const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
+          be_.mla_absorbed(q_lat + t0 * Hl * L, q_pe + t0 * Hl * R, ns, Hl, view, s.start, scale,
+                           out_lat + t0 * Hl * L);
+        }
+        t0 += ns;
       }
-      t0 += ns;
     }
     // W_UV per head over the attended latents, into o (through the decode rows in a mixed step).
     const backend::WeightView w_uv0 = lw.w_uv(0, c);
