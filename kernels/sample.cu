@@ -54,8 +54,12 @@ struct Row {
   int64_t V;
   double t, top, scale;  // temperature, max / t, 2^fixed_bits
   __device__ double w(float v) const { return exp(static_cast<double>(v) / t - top); }
-  // NaN (a broken model) weighs nothing, as in the reference.
-  __device__ unsigned long long q(double w) const { return w >= 0.0 ? __double2ull_rn(w * scale) : 0ull; }
+  __device__ unsigned long long q(double w) const { return __double2ull_rn(w * scale); }
+  // Logit i; NaN (a broken model) counts as -inf, as in the reference.
+  __device__ float at(int64_t i) const {
+    const float v = x[i];
+    return v == v ? v : -INFINITY;
+  }
 };
 
 // Sum (or other associative op) over the block in a fixed order; every thread gets the result.
@@ -103,7 +107,7 @@ __device__ Cross descend(const Row& r, Shared& sh, int mode, unsigned long long 
       sh.cnt[b] = 0, sh.mass[b] = 0, sh.kmin[b] = 0xffffffffu, sh.kmax[b] = 0;
     __syncthreads();
     for (int64_t i = threadIdx.x; i < r.V; i += kThreads) {
-      const float v = r.x[i];
+      const float v = r.at(i);
       const uint32_t key = order_key(v);
       int b;
       if (level0) {
@@ -179,7 +183,7 @@ __device__ int64_t nth_with_key(const Row& r, Shared& sh, uint32_t key, int64_t 
   int64_t seen = 0;
   for (int64_t base = 0; base < r.V && seen < j; base += kThreads) {
     const int64_t i = base + threadIdx.x;
-    const bool match = i < r.V && order_key(r.x[i]) == key;
+    const bool match = i < r.V && order_key(r.at(i)) == key;
     const unsigned ballot = __ballot_sync(0xffffffffu, match);
     if (lane == 0) sh.warp_count[warp] = __popc(ballot);
     __syncthreads();
@@ -213,7 +217,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   float bv = -INFINITY, mn = INFINITY;
   int64_t bi = V;
   for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-    const float v = r.x[i];
+    const float v = r.at(i);
     if (v > bv || (v == bv && i < bi)) bv = v, bi = i;
     if (v < mn && v > -INFINITY) mn = v;
   }
@@ -239,7 +243,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   unsigned long long total = 0, min_p_w = 0;
   long long min_p_c = 0;
   for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-    const float v = r.x[i];
+    const float v = r.at(i);
     z += exp(static_cast<double>(v) - mx);
     if (sampling) {
       const double w = r.w(v);
@@ -253,7 +257,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   min_p_w = block_reduce(min_p_w, Add{}, sh.red_u);
   min_p_c = block_reduce(min_p_c, Add{}, sh.red_i);
   const double log_z = mx + log(z);
-  auto logprob = [&](int64_t i) { return static_cast<float>(static_cast<double>(r.x[i]) - log_z); };
+  auto logprob = [&](int64_t i) { return static_cast<float>(static_cast<double>(r.at(i)) - log_z); };
 
   float scale0 = mn < bv ? 256.0f / (bv - mn) : 0.0f;
   if (!isfinite(scale0)) scale0 = 0.0f;
@@ -266,14 +270,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
     if (threadIdx.x == 0) sh.n_list = 0;
     __syncthreads();
     for (int64_t i = threadIdx.x; i < V; i += kThreads)
-      if (order_key(r.x[i]) > c.key) sh.list[atomicAdd(&sh.n_list, 1)] = static_cast<int32_t>(i);
+      if (order_key(r.at(i)) > c.key) sh.list[atomicAdd(&sh.n_list, 1)] = static_cast<int32_t>(i);
     __syncthreads();
     nth_with_key(r, sh, c.key, c.j, sh.list + (c.k - c.j));
     if (threadIdx.x == 0) {
       for (int a = 1; a < n_top; ++a)  // insertion sort: logit descending, id ascending
         for (int b = a; b > 0; --b) {
           const int32_t p = sh.list[b - 1], q = sh.list[b];
-          if (r.x[q] > r.x[p] || (r.x[q] == r.x[p] && q < p)) sh.list[b - 1] = q, sh.list[b] = p;
+          if (r.at(q) > r.at(p) || (r.at(q) == r.at(p) && q < p)) sh.list[b - 1] = q, sh.list[b] = p;
           else break;
         }
       out->n_top = n_top;

@@ -109,7 +109,8 @@ struct LogitEdit {
 // w_i = exp(x_i / t - max / t) quantized to fixed point (sampling_fixed_bits), the kept set is
 // the first top_k (all when <= 0), cut to the ids with w >= min_p, then to the shortest prefix
 // holding top_p of the weight of the top-k set; the pick is the first kept id at which the
-// running weight exceeds floor(u * the kept weight). Every backend gives the same picks
+// running weight exceeds floor(u * the kept weight). A NaN logit counts as -inf. Every backend
+// gives the same picks
 // (integer sums), up to a one-ulp difference of exp() landing on a rounding boundary.
 struct SampleSpec {
   float temperature = 0.0f;

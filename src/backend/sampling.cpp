@@ -3,6 +3,7 @@
 // GPU does, reaches the same sums and so the same picks.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -23,9 +24,15 @@ float apply_logit_edit(float x, const LogitEdit& e) {
   return static_cast<float>(v);
 }
 
-void sample_row_reference(const float* x, int64_t vocab, const SampleSpec& spec, SampleOut& out) {
+void sample_row_reference(const float* row, int64_t vocab, const SampleSpec& spec, SampleOut& out) {
   out = SampleOut{};
   if (vocab <= 0) return;
+  // A NaN logit (a broken model) counts as -inf: never picked, weight 0, and the ordering below
+  // stays a strict weak order.
+  std::vector<float> xs(row, row + vocab);
+  for (float& v : xs)
+    if (std::isnan(v)) v = -std::numeric_limits<float>::infinity();
+  const float* x = xs.data();
   int64_t best = 0;
   for (int64_t i = 1; i < vocab; ++i)
     if (x[i] > x[best]) best = i;
@@ -70,8 +77,7 @@ void sample_row_reference(const float* x, int64_t vocab, const SampleSpec& spec,
 
   // Weights w_i = exp(x_i / t - max / t) in (0, 1], quantized to F fraction bits.
   const double t = spec.temperature, top = mx / t, scale = std::ldexp(1.0, sampling_fixed_bits(vocab));
-  // A NaN logit (a broken model) weighs nothing rather than reaching an undefined conversion.
-  auto quantize = [scale](double w) { return w >= 0.0 ? static_cast<uint64_t>(std::nearbyint(w * scale)) : uint64_t{0}; };
+  auto quantize = [scale](double w) { return static_cast<uint64_t>(std::nearbyint(w * scale)); };
   uint64_t total = 0;
   for (int64_t i = 0; i < vocab; ++i) {
     if (t != 1.0) w[i] = std::exp(static_cast<double>(x[i]) / t - top);

@@ -168,16 +168,30 @@ TEST(Sampler, PartialOrderingPicksWhatAFullSortPicks) {
   EXPECT_EQ(differ, 0) << differ << " of " << compared << " draws differ";
 }
 
-// Logits of a broken model (NaN entries) still give a token of the vocabulary: NaN weighs
-// nothing (converting a NaN weight to an integer would be undefined behaviour).
-TEST(Sampler, NanLogitsWeighNothing) {
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  const std::vector<float> logits = {1.0f, nan, 2.0f, nan};
-  SamplingParams p;
-  p.top_p = 0.9f;
-  for (int64_t pos = 0; pos < 50; ++pos) {
-    const int32_t t = sample_token(logits, p, {}, {}, 5, pos, false, {}).token;
-    EXPECT_TRUE(t == 0 || t == 2) << t;
+// Logits of a broken model: a NaN entry counts as -inf, so a row with NaNs draws exactly what
+// the same row with -inf there draws (token, logprob and top logprobs), greedy or sampled.
+TEST(Sampler, NanLogitsCountAsMinusInfinity) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> with_nan(300), with_inf;
+  std::mt19937 g(3);
+  std::normal_distribution<float> d(0.0f, 2.0f);
+  for (auto& x : with_nan) x = d(g);
+  for (int i : {0, 7, 8, 150, 299}) with_nan[i] = nan;
+  with_inf = with_nan;
+  for (auto& x : with_inf)
+    if (std::isnan(x)) x = -inf;
+  for (float t : {0.0f, 1.0f, 0.6f}) {
+    SamplingParams p;
+    p.temperature = t, p.top_p = 0.9f, p.top_k = 40, p.logprobs = 5;
+    for (int64_t pos = 0; pos < 40; ++pos) {
+      const SampleResult a = sample_token(with_nan, p, {}, {}, 5, pos, false, {});
+      const SampleResult b = sample_token(with_inf, p, {}, {}, 5, pos, false, {});
+      EXPECT_EQ(a.token, b.token);
+      EXPECT_EQ(a.logprob, b.logprob);
+      ASSERT_EQ(a.top.size(), b.top.size());
+      for (std::size_t k = 0; k < a.top.size(); ++k)
+        EXPECT_TRUE(a.top[k].token == b.top[k].token && a.top[k].logprob == b.top[k].logprob);
+    }
   }
 }
 

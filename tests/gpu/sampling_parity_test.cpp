@@ -2,6 +2,8 @@
 // edits must match bit for bit; the picks and top-logprob ids too (the weights are summed as
 // integers on both sides, so only a one-ulp difference of exp() at a rounding boundary could
 // move a pick: none is expected in these draws); logprobs within 1e-5.
+#include <limits>
+
 #include "parity_util.h"
 
 namespace dpa::backend {
@@ -146,6 +148,31 @@ TEST(BackendParity, SampleSweep) {
   for (const auto& o : out.on_cpu()) a.push_back(o.token);
   for (const auto& o : out.on_gpu()) b.push_back(o.token);
   EXPECT_TRUE(exact("sample", shp({{"n", n}, {"vocab", vocab}}) + " u sweep", a, b));
+}
+
+// Rows with NaN logits (a broken model): NaN counts as -inf on both backends.
+TEST(BackendParity, SampleNan) {
+  const int64_t vocab = 5000, n = 32;
+  std::vector<float> l;
+  std::vector<SampleSpec> specs;
+  for (int64_t r = 0; r < n; ++r) {
+    auto row = logits_row(vocab, 2.0f, false, false);
+    for (int k = 0; k < 20; ++k) row[rnd_int(0, vocab - 1)] = std::numeric_limits<float>::quiet_NaN();
+    if (r % 4 == 0) row[0] = std::numeric_limits<float>::quiet_NaN();
+    l.insert(l.end(), row.begin(), row.end());
+    specs.push_back(random_spec(vocab));
+  }
+  Dual<float> dl(l);
+  Dual<SampleSpec> ds(specs);
+  Dual<SampleOut> out(n);
+  cpu().sample(dl.c.data(), n, vocab, ds.c.data(), out.c.data());
+  gpu().sample(dl.g.data(), n, vocab, ds.g.data(), out.g.data());
+  std::vector<int32_t> a, b;
+  std::vector<float> la, lb;
+  for (const auto& o : out.on_cpu()) a.push_back(o.token), la.push_back(o.logprob);
+  for (const auto& o : out.on_gpu()) b.push_back(o.token), lb.push_back(o.logprob);
+  EXPECT_TRUE(exact("sample", shp({{"n", n}, {"vocab", vocab}}) + " NaN tokens", a, b));
+  EXPECT_TRUE(close("sample", shp({{"n", n}, {"vocab", vocab}}) + " NaN logprobs", la, lb, 0.0, 1e-5));
 }
 
 }  // namespace
