@@ -12,9 +12,8 @@
 
 namespace dpa::kernels {
 
-// Whether flash_prefill takes these head dims and pointers (16-byte aligned rows).
-bool flash_prefill_supported(int64_t d_qk, int64_t d_v, const void* q, const void* k, const void* v,
-                             const void* out, int64_t n_heads);
+// Whether flash_prefill takes these head dims (and an 8-byte aligned output).
+bool flash_prefill_supported(int64_t d_qk, int64_t d_v, const void* out, int64_t n_heads);
 
 // bf16 elements of the workspace flash_prefill needs (the inputs rounded to bf16).
 int64_t flash_prefill_workspace(int64_t n_q, int64_t n_kv, int64_t n_heads, int64_t d_qk, int64_t d_v);

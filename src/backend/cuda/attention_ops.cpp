@@ -52,7 +52,7 @@ void CudaBackend::attention(const float* q, const float* k, const float* v, int6
   if (n_q <= 0 || n_heads <= 0) return;
   // Where the GEMM forms may round to TF32 (bf16-class inputs), the tensor-core flash kernel.
   if (attention_tf32_ && attn_mode_ == AttnMode::automatic &&
-      kernels::flash_prefill_supported(d_qk, d_v, q, k, v, out, n_heads)) {
+      kernels::flash_prefill_supported(d_qk, d_v, out, n_heads)) {
     const int64_t ws = kernels::flash_prefill_workspace(n_q, n_kv, n_heads, d_qk, d_v);
     kernels::flash_prefill(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out,
                            reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
