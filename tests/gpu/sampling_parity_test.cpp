@@ -3,6 +3,7 @@
 // integers on both sides, so only a one-ulp difference of exp() at a rounding boundary could
 // move a pick: none is expected in these draws); logprobs within 1e-5.
 #include <limits>
+#include <utility>
 
 #include "parity_util.h"
 
@@ -44,6 +45,19 @@ std::string spec_text(const SampleSpec& s) {
   std::snprintf(b, sizeof b, "t=%.2f k=%d p=%.2f min_p=%.2f top=%d u=%.3f", s.temperature, s.top_k, s.top_p,
                 s.min_p, s.n_top, s.u);
   return b;
+}
+
+// sample() of the same rows on both backends: (CPU outputs, GPU outputs).
+std::pair<std::vector<SampleOut>, std::vector<SampleOut>> sample_both(const std::vector<float>& l,
+                                                                      const std::vector<SampleSpec>& specs,
+                                                                      int64_t vocab) {
+  const int64_t n = static_cast<int64_t>(specs.size());
+  Dual<float> dl(l);
+  Dual<SampleSpec> ds(specs);
+  Dual<SampleOut> out(static_cast<std::size_t>(n));
+  cpu().sample(dl.c.data(), n, vocab, ds.c.data(), out.c.data());
+  gpu().sample(dl.g.data(), n, vocab, ds.g.data(), out.g.data());
+  return {out.on_cpu(), out.on_gpu()};
 }
 
 TEST(BackendParity, Sample) {
@@ -139,14 +153,10 @@ TEST(BackendParity, SampleSweep) {
     s.u = (static_cast<double>(r) + 0.5) / static_cast<double>(n);
     specs.push_back(s);
   }
-  Dual<float> dl(l);
-  Dual<SampleSpec> ds(specs);
-  Dual<SampleOut> out(n);
-  cpu().sample(dl.c.data(), n, vocab, ds.c.data(), out.c.data());
-  gpu().sample(dl.g.data(), n, vocab, ds.g.data(), out.g.data());
+  const auto [ref, got] = sample_both(l, specs, vocab);
   std::vector<int32_t> a, b;
-  for (const auto& o : out.on_cpu()) a.push_back(o.token);
-  for (const auto& o : out.on_gpu()) b.push_back(o.token);
+  for (const auto& o : ref) a.push_back(o.token);
+  for (const auto& o : got) b.push_back(o.token);
   EXPECT_TRUE(exact("sample", shp({{"n", n}, {"vocab", vocab}}) + " u sweep", a, b));
 }
 
@@ -162,15 +172,11 @@ TEST(BackendParity, SampleNan) {
     l.insert(l.end(), row.begin(), row.end());
     specs.push_back(random_spec(vocab));
   }
-  Dual<float> dl(l);
-  Dual<SampleSpec> ds(specs);
-  Dual<SampleOut> out(n);
-  cpu().sample(dl.c.data(), n, vocab, ds.c.data(), out.c.data());
-  gpu().sample(dl.g.data(), n, vocab, ds.g.data(), out.g.data());
+  const auto [ref, got] = sample_both(l, specs, vocab);
   std::vector<int32_t> a, b;
   std::vector<float> la, lb;
-  for (const auto& o : out.on_cpu()) a.push_back(o.token), la.push_back(o.logprob);
-  for (const auto& o : out.on_gpu()) b.push_back(o.token), lb.push_back(o.logprob);
+  for (const auto& o : ref) a.push_back(o.token), la.push_back(o.logprob);
+  for (const auto& o : got) b.push_back(o.token), lb.push_back(o.logprob);
   EXPECT_TRUE(exact("sample", shp({{"n", n}, {"vocab", vocab}}) + " NaN tokens", a, b));
   EXPECT_TRUE(close("sample", shp({{"n", n}, {"vocab", vocab}}) + " NaN logprobs", la, lb, 0.0, 1e-5));
 }
