@@ -4,8 +4,9 @@
 // mla_decode with CUDA events (warm-up, median of --reps), and prints the bytes it must read
 // (the cache rows of every sequence, once), the achieved rate, and that rate over the measured
 // device-to-device copy bandwidth. FLOP/s counts QK (latent + rope) and PV per head.
-// --stages times the bf16 kernel at several load-ring depths (DPA_CUDA_MLA_DECODE_STAGES).
-//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--json]
+// --stages times the bf16 kernel at several load-ring depths (DPA_CUDA_MLA_DECODE_STAGES),
+// --layouts in several kernel layouts (DPA_CUDA_MLA_DECODE_LAYOUT: w4t32, w8t32, w8t64, v1).
+//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--layouts w4t32,v1] [--json]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -108,23 +109,25 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool json = false;
   std::string kv_arg = "both";
-  std::vector<std::string> stages = {"2"};
+  std::vector<std::string> stages = {"2"}, layouts = {""};
+  auto split_list = [](const std::string& list) {
+    std::vector<std::string> out;
+    for (std::size_t p = 0; p <= list.size();) {
+      const std::size_t q = std::min(list.find(',', p), list.size());
+      if (q > p) out.push_back(list.substr(p, q - p));
+      p = q + 1;
+    }
+    return out;
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--kv" && i + 1 < argc) kv_arg = argv[++i];
     else if (a == "--json") json = true;
-    else if (a == "--stages" && i + 1 < argc) {
-      stages.clear();
-      std::string list = argv[++i];
-      for (std::size_t p = 0; p <= list.size();) {
-        const std::size_t q = std::min(list.find(',', p), list.size());
-        if (q > p) stages.push_back(list.substr(p, q - p));
-        p = q + 1;
-      }
-    }
+    else if (a == "--stages" && i + 1 < argc) stages = split_list(argv[++i]);
+    else if (a == "--layouts" && i + 1 < argc) layouts = split_list(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--json]\n");
+      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--layouts w4t32,v1] [--json]\n");
       return 2;
     }
   }
@@ -138,23 +141,27 @@ int main(int argc, char** argv) {
   auto cpu = dpa::backend::make_cpu_backend();
   const double bw = copy_bandwidth_gbs();
   std::printf("mla_decode_bench on %s: measured copy bandwidth %.0f GB/s (the floor's denominator)\n", prop.name, bw);
-  std::printf("%-8s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
+  std::printf("%-12s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
               "of HBM", "TFLOP/s", "check");
   struct Kind {
     DType kv;
-    std::string stages, label;
+    std::string stages, layout, label;
   };
   std::vector<Kind> kinds;
-  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "f32"});
+  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "", "f32"});
   if (kv_arg == "bf16" || kv_arg == "both")
-    for (const std::string& st : stages) kinds.push_back({DType::bf16, st, "bf16 s" + st});
+    for (const std::string& lay : layouts)
+      for (const std::string& st : stages)
+        kinds.push_back({DType::bf16, st, lay, (lay.empty() ? "bf16" : lay) + " s" + st});
   const Shape shapes[] = {{128, 4096, 16}, {128, 4096, 128}, {512, 1536, 16}, {64, 2048, 16}, {1, 4096, 16}};
   std::mt19937 rng(7);
   int failed = 0;
   for (const Kind& k : kinds) {
     if (!k.stages.empty()) setenv("DPA_CUDA_MLA_DECODE_STAGES", k.stages.c_str(), 1);
+    if (!k.layout.empty()) setenv("DPA_CUDA_MLA_DECODE_LAYOUT", k.layout.c_str(), 1);
     auto gpu = dpa::backend::make_cuda_backend(0);
     unsetenv("DPA_CUDA_MLA_DECODE_STAGES");
+    unsetenv("DPA_CUDA_MLA_DECODE_LAYOUT");
     const DType kv = k.kv;
     for (const Shape& sh : shapes) {
       const Result r = run(*cpu, *gpu, sh, kv, reps, rng);
@@ -165,7 +172,7 @@ int main(int argc, char** argv) {
       char shape[64];
       std::snprintf(shape, sizeof shape, "%lld x %lld x %lld", static_cast<long long>(sh.seqs),
                     static_cast<long long>(sh.ctx), static_cast<long long>(sh.heads));
-      std::printf("%-8s %-22s %-10.2e %-9.3f %-10.0f %-7.1f%% %-10.1f %s\n", k.label.c_str(),
+      std::printf("%-12s %-22s %-10.2e %-9.3f %-10.0f %-7.1f%% %-10.1f %s\n", k.label.c_str(),
                   shape, r.max_err, r.ms, gbs, 100.0 * gbs / bw, tf, r.ok ? "OK" : "FAIL");
       if (json)
         std::printf("{\"bench\":\"mla_decode\",\"gpu\":\"%s\",\"kv\":\"%s\",\"seqs\":%lld,\"ctx\":%lld,\"heads\":%lld,"

@@ -130,6 +130,8 @@ std::vector<DecodeCase> decode_cases() {
       {"small dims H=3", 3, 4, 40, 8, {5, 1, 33, 64, 200}},
       {"lora 64 rope 16", 3, 4, 64, 16, {5, 1, 33, 64, 200}},
       {"lora 128 rope 0", 5, 8, 128, 0, {7, 90}},
+      {"lora 64 rope 0", 2, 16, 64, 0, {70, 3}},
+      {"lora 256 rope 64", 17, 32, 256, 64, {1, 95, 300}},
       {"40 seqs", 16, 16, 512, 64, many},
       {"lora 520 (fallback)", 4, 8, 520, 8, {9, 1, 40}},
   };
@@ -262,27 +264,36 @@ TEST(BackendParity, MlaAbsorbedBf16) {
 
 TEST(BackendParity, MlaDecodeBf16) {
   const std::vector<DecodeCase> cases = decode_cases();
-  for (const char* stages : {"2", "5"})
-  with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", stages, [&] {
-  for (const DecodeCase& c : cases) {
-    DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
-    Buffer<uint16_t> g = bf16_pool(b.pool);
-    PagedBatch gv = b.view(true);
-    gv.base = g.data(), gv.dtype = DType::bf16;
-    const int64_t n = static_cast<int64_t>(c.ctx.size());
-    const std::vector<float> hl = rnd(std::max<int64_t>(n * c.heads * c.lora, 1)),
-                             hp = rnd(std::max<int64_t>(n * c.heads * c.rope, 1), -3, 3);
-    Dual<float> ql(hl), qp(hp), ql_r(bf16_round(hl)), qp_r(bf16_round(hp)),
-        out(rnd(std::max<int64_t>(n * c.heads * c.lora, 1)));
-    const float scale = 1.0f / std::sqrt(192.0f);
-    cpu().mla_decode(ql_r.c.data(), qp_r.c.data(), c.heads, b.view(false), scale, out.c.data());
-    gpu().mla_decode(ql.g.data(), qp.g.data(), c.heads, gv, scale, out.g.data());
-    EXPECT_TRUE(close("mla_decode", std::string("bf16 s") + stages + " " + c.name + " " +
-                                        shp({{"seqs", n}, {"H", c.heads}, {"page", c.page},
-                                             {"lora", c.lora}, {"rope", c.rope}, {"max_ctx", b.max_ctx}}),
-                      out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
+  auto run_cases = [&](const std::string& label) {
+    for (const DecodeCase& c : cases) {
+      DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
+      Buffer<uint16_t> g = bf16_pool(b.pool);
+      PagedBatch gv = b.view(true);
+      gv.base = g.data(), gv.dtype = DType::bf16;
+      const int64_t n = static_cast<int64_t>(c.ctx.size());
+      const std::vector<float> hl = rnd(std::max<int64_t>(n * c.heads * c.lora, 1)),
+                               hp = rnd(std::max<int64_t>(n * c.heads * c.rope, 1), -3, 3);
+      Dual<float> ql(hl), qp(hp), ql_r(bf16_round(hl)), qp_r(bf16_round(hp)),
+          out(rnd(std::max<int64_t>(n * c.heads * c.lora, 1)));
+      const float scale = 1.0f / std::sqrt(192.0f);
+      cpu().mla_decode(ql_r.c.data(), qp_r.c.data(), c.heads, b.view(false), scale, out.c.data());
+      gpu().mla_decode(ql.g.data(), qp.g.data(), c.heads, gv, scale, out.g.data());
+      EXPECT_TRUE(close("mla_decode", label + c.name + " " +
+                                          shp({{"seqs", n}, {"H", c.heads}, {"page", c.page},
+                                               {"lora", c.lora}, {"rope", c.rope}, {"max_ctx", b.max_ctx}}),
+                        out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
+    }
+  };
+  // Every kernel layout, at the default depth and a deeper ring (kernels/mla_decode.cuh).
+  struct Variant { const char* layout; const char* stages; };
+  for (const Variant v : {Variant{"w4t32", "2"}, Variant{"w4t32", "3"}, Variant{"w8t32", "2"},
+                          Variant{"w8t64", "2"}, Variant{"w4t32b", "2"}, Variant{"w4t32b", "3"},
+                          Variant{"w8t32b", "2"}, Variant{"v1", "2"}, Variant{"v1", "5"}}) {
+    setenv("DPA_CUDA_MLA_DECODE_LAYOUT", v.layout, 1);
+    with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", v.stages,
+                     [&] { run_cases(std::string("bf16 ") + v.layout + " s" + v.stages + " "); });
+    unsetenv("DPA_CUDA_MLA_DECODE_LAYOUT");
   }
-  });
 }
 
 // The GEMM forms with TF32 allowed (as over a bf16 cache): fp32 operands rounded to 10-bit

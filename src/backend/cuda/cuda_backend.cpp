@@ -17,6 +17,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
+#include "kernels/mla_decode.cuh"
 
 namespace dpa::backend {
 
@@ -45,6 +46,19 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     if (v == "2" || v == "3" || v == "4" || v == "5") mla_bf16_stages_ = std::stoi(v);
     else if (!v.empty())
       throw Error(fmt::format("DPA_CUDA_MLA_DECODE_STAGES={}: expected 2, 3, 4 or 5", v));
+  }
+  // Layout of the bf16 mla_decode kernel (kernels/mla_decode.cuh): w4t32 (default), w4t32b,
+  // w8t32, w8t32b, w8t64 or v1. For measurements.
+  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_LAYOUT")) {
+    const std::string v(m);
+    if (v == "v1") mla_bf16_layout_ = kernels::kMlaDecodeV1;
+    else if (v == "w4t32") mla_bf16_layout_ = kernels::kMlaDecodeW4T32;
+    else if (v == "w8t32") mla_bf16_layout_ = kernels::kMlaDecodeW8T32;
+    else if (v == "w8t64") mla_bf16_layout_ = kernels::kMlaDecodeW8T64;
+    else if (v == "w4t32b") mla_bf16_layout_ = kernels::kMlaDecodeW4T32B;
+    else if (v == "w8t32b") mla_bf16_layout_ = kernels::kMlaDecodeW8T32B;
+    else if (!v.empty())
+      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_LAYOUT={}: expected w4t32, w4t32b, w8t32, w8t32b, w8t64 or v1", v));
   }
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

@@ -200,6 +200,7 @@ class CudaBackend final : public Backend {
   int mla_decode_variant_ = 2;
   bool attention_tf32_ = false;
   int mla_bf16_stages_ = 2;
+  int mla_bf16_layout_ = -1;  // kernels::MlaDecodeLayout; -1: the default
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;
   int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
