@@ -5,8 +5,8 @@
 // (the cache rows of every sequence, once), the achieved rate, and that rate over the measured
 // device-to-device copy bandwidth. FLOP/s counts QK (latent + rope) and PV per head.
 // --stages times the bf16 kernel at several load-ring depths (DPA_CUDA_MLA_DECODE_STAGES),
-// --layouts in several kernel layouts (DPA_CUDA_MLA_DECODE_LAYOUT: w4t32, w8t32, w8t64, v1).
-//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--layouts w4t32,v1] [--json]
+// --loads with its tiles loaded either way (DPA_CUDA_MLA_DECODE_LOAD: bulk, cp.async).
+//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async] [--json]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool json = false;
   std::string kv_arg = "both";
-  std::vector<std::string> stages = {"2"}, layouts = {""};
+  std::vector<std::string> stages = {"2"}, loads = {""};
   auto split_list = [](const std::string& list) {
     std::vector<std::string> out;
     for (std::size_t p = 0; p <= list.size();) {
@@ -125,9 +125,9 @@ int main(int argc, char** argv) {
     else if (a == "--kv" && i + 1 < argc) kv_arg = argv[++i];
     else if (a == "--json") json = true;
     else if (a == "--stages" && i + 1 < argc) stages = split_list(argv[++i]);
-    else if (a == "--layouts" && i + 1 < argc) layouts = split_list(argv[++i]);
+    else if (a == "--loads" && i + 1 < argc) loads = split_list(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,5] [--layouts w4t32,v1] [--json]\n");
+      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async] [--json]\n");
       return 2;
     }
   }
@@ -145,23 +145,23 @@ int main(int argc, char** argv) {
               "of HBM", "TFLOP/s", "check");
   struct Kind {
     DType kv;
-    std::string stages, layout, label;
+    std::string stages, load, label;
   };
   std::vector<Kind> kinds;
   if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "", "f32"});
   if (kv_arg == "bf16" || kv_arg == "both")
-    for (const std::string& lay : layouts)
+    for (const std::string& ld : loads)
       for (const std::string& st : stages)
-        kinds.push_back({DType::bf16, st, lay, (lay.empty() ? "bf16" : lay) + " s" + st});
+        kinds.push_back({DType::bf16, st, ld, (ld.empty() ? "bf16" : ld) + " s" + st});
   const Shape shapes[] = {{128, 4096, 16}, {128, 4096, 128}, {512, 1536, 16}, {64, 2048, 16}, {1, 4096, 16}};
   std::mt19937 rng(7);
   int failed = 0;
   for (const Kind& k : kinds) {
     if (!k.stages.empty()) setenv("DPA_CUDA_MLA_DECODE_STAGES", k.stages.c_str(), 1);
-    if (!k.layout.empty()) setenv("DPA_CUDA_MLA_DECODE_LAYOUT", k.layout.c_str(), 1);
+    if (!k.load.empty()) setenv("DPA_CUDA_MLA_DECODE_LOAD", k.load.c_str(), 1);
     auto gpu = dpa::backend::make_cuda_backend(0);
     unsetenv("DPA_CUDA_MLA_DECODE_STAGES");
-    unsetenv("DPA_CUDA_MLA_DECODE_LAYOUT");
+    unsetenv("DPA_CUDA_MLA_DECODE_LOAD");
     const DType kv = k.kv;
     for (const Shape& sh : shapes) {
       const Result r = run(*cpu, *gpu, sh, kv, reps, rng);

@@ -284,15 +284,13 @@ TEST(BackendParity, MlaDecodeBf16) {
                         out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
     }
   };
-  // Every kernel layout, at the default depth and a deeper ring (kernels/mla_decode.cuh).
-  struct Variant { const char* layout; const char* stages; };
-  for (const Variant v : {Variant{"w4t32", "2"}, Variant{"w4t32", "3"}, Variant{"w8t32", "2"},
-                          Variant{"w8t64", "2"}, Variant{"w4t32b", "2"}, Variant{"w4t32b", "3"},
-                          Variant{"w8t32b", "2"}, Variant{"v1", "2"}, Variant{"v1", "5"}}) {
-    setenv("DPA_CUDA_MLA_DECODE_LAYOUT", v.layout, 1);
+  // Both ways of loading tiles, at both ring depths.
+  struct Variant { const char* load; const char* stages; };
+  for (const Variant v : {Variant{"bulk", "2"}, Variant{"bulk", "3"}, Variant{"cp.async", "2"}, Variant{"cp.async", "3"}}) {
+    setenv("DPA_CUDA_MLA_DECODE_LOAD", v.load, 1);
     with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", v.stages,
-                     [&] { run_cases(std::string("bf16 ") + v.layout + " s" + v.stages + " "); });
-    unsetenv("DPA_CUDA_MLA_DECODE_LAYOUT");
+                     [&] { run_cases(std::string("bf16 ") + v.load + " s" + v.stages + " "); });
+    unsetenv("DPA_CUDA_MLA_DECODE_LOAD");
   }
 }
 

@@ -91,11 +91,11 @@ void CudaBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_he
   if (kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) &&
       reinterpret_cast<uintptr_t>(c.base) % 16 == 0) {
     const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora,
-                                                                 c.rope_dim, mla_bf16_stages_, mla_bf16_layout_);
+                                                                 c.rope_dim, mla_bf16_stages_);
     kernels::mla_decode_bf16(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base),
                              c.pages, c.table_offset, c.ctx_len, c.page_size, c.kv_lora, c.rope_dim,
                              c.max_ctx_len, scale, out_lat, scratch(ws), ws, stream_, mla_bf16_stages_,
-                             mla_bf16_layout_);
+                             mla_bf16_bulk_);
     DPA_CHECK_LAUNCH();
     return;
   }

@@ -17,7 +17,6 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
-#include "kernels/mla_decode.cuh"
 
 namespace dpa::backend {
 
@@ -40,25 +39,20 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     else if (!v.empty())
       throw Error(fmt::format("DPA_CUDA_MLA_DECODE={}: expected v1 or v2", v));
   }
-  // Depth of the bf16 mla_decode kernel's load ring: 2 (default) .. 5. For measurements.
+  // The bf16 mla_decode kernel's tile ring: 2 slots (default, two blocks per SM) or 3 (one), and
+  // how its tiles come in: "bulk" (default: TMA bulk copies) or "cp.async". For measurements.
   if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_STAGES")) {
     const std::string v(m);
-    if (v == "2" || v == "3" || v == "4" || v == "5") mla_bf16_stages_ = std::stoi(v);
+    if (v == "2" || v == "3") mla_bf16_stages_ = std::stoi(v);
     else if (!v.empty())
-      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_STAGES={}: expected 2, 3, 4 or 5", v));
+      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_STAGES={}: expected 2 or 3", v));
   }
-  // Layout of the bf16 mla_decode kernel (kernels/mla_decode.cuh): w4t32 (default), w4t32b,
-  // w8t32, w8t32b, w8t64 or v1. For measurements.
-  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_LAYOUT")) {
+  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_LOAD")) {
     const std::string v(m);
-    if (v == "v1") mla_bf16_layout_ = kernels::kMlaDecodeV1;
-    else if (v == "w4t32") mla_bf16_layout_ = kernels::kMlaDecodeW4T32;
-    else if (v == "w8t32") mla_bf16_layout_ = kernels::kMlaDecodeW8T32;
-    else if (v == "w8t64") mla_bf16_layout_ = kernels::kMlaDecodeW8T64;
-    else if (v == "w4t32b") mla_bf16_layout_ = kernels::kMlaDecodeW4T32B;
-    else if (v == "w8t32b") mla_bf16_layout_ = kernels::kMlaDecodeW8T32B;
+    if (v == "bulk") mla_bf16_bulk_ = true;
+    else if (v == "cp.async") mla_bf16_bulk_ = false;
     else if (!v.empty())
-      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_LAYOUT={}: expected w4t32, w4t32b, w8t32, w8t32b, w8t64 or v1", v));
+      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_LOAD={}: expected bulk or cp.async", v));
   }
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

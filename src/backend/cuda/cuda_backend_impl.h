@@ -200,7 +200,7 @@ class CudaBackend final : public Backend {
   int mla_decode_variant_ = 2;
   bool attention_tf32_ = false;
   int mla_bf16_stages_ = 2;
-  int mla_bf16_layout_ = -1;  // kernels::MlaDecodeLayout; -1: the default
+  bool mla_bf16_bulk_ = true;  // bf16 mla_decode tiles by bulk copies (else cp.async)
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;
   int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
