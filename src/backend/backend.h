@@ -235,11 +235,15 @@ class Backend {
   virtual void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                         float* weights) = 0;
   // Stable counting sort of n_slots expert ids: order[j] = the slot at sorted position j;
-  // position[order[j]] = j when position is not null (where each slot went); counts[e] = slots
-  // routed to expert e (counts: n_experts entries in HOST memory, because the all-to-all needs
-  // them there; the one host synchronisation of a MoE layer).
+  // position[order[j]] = j when position is not null (where each slot went). The slots per expert
+  // go to the host (the all-to-all and the grouped GEMMs need them there) and are read by
+  // moe_counts, which must follow before the next moe_sort: work issued in between overlaps their
+  // trip, the one host synchronisation of a MoE layer.
   virtual void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                        int32_t* position, int64_t* counts) = 0;
+                        int32_t* position) = 0;
+  // counts[e] = slots of the last moe_sort routed to expert e (its n_experts entries, HOST
+  // memory); waits for them. An expert id outside [0, n_experts) throws here or in moe_sort.
+  virtual void moe_counts(int64_t* counts) = 0;
   // out[j, :] = x[rows[j], :] for j < n, rows of d floats (token permute).
   virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                            float* out) = 0;

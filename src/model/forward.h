@@ -3,8 +3,8 @@
 // ep: every rank calls forward() on the same steps, with an empty batch when it has no tokens.
 // Weights, KV cache and activations live in the backend's memory (host for the CPU backend,
 // device for CUDA); the communicators must work on that memory (MPI for CPU, NCCL for CUDA).
-// Host synchronisation points inside a step: the MoE routing counts (moe_sort), the index
-// bookkeeping of dispatch, and the logits download at the end.
+// Host synchronisation points inside a step: the MoE routing counts (moe_counts, overlapped by
+// the shared experts), the index bookkeeping of dispatch, and the logits download at the end.
 #pragma once
 
 #include <algorithm>

@@ -1,8 +1,10 @@
 // The MoE layer across ranks: route locally, dispatch token rows to the ranks owning their
 // experts (all_to_all_v over ep, counts exchanged first), run the local experts, combine back,
 // weighted sum in top-k order + shared experts. Rows move in backend memory; the routing
-// bookkeeping (counts, slot indices) is done on the host: the MoE layer's synchronisation point. With attn_tp > 1 the replica's ranks hold the
-// same tokens, so each dispatches only its 1/attn_tp slice and the results are all-gathered.
+// bookkeeping (counts, slot indices) is done on the host: the MoE layer's synchronisation point,
+// which the shared experts (and the token gather) overlap: they are issued between the sort and
+// the wait for its counts. With attn_tp > 1 the replica's ranks hold the same tokens, so each
+// dispatches only its 1/attn_tp slice and the results are all-gathered.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -81,12 +83,21 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const int64_t n_slots = my_n * K;
   int32_t* order = scratch(order_, n_slots);
   int32_t* position = scratch(position_, n_slots);  // where each slot's result comes back
-  std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
-  be_.moe_sort(ids, n_slots, E, order, position, expert_counts.data());
-  std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
+  be_.moe_sort(ids, n_slots, E, order, position);
   // Rows in slot order: the token of sorted slot j is order[j] / K (no trip through the host).
   float* send = scratch(send_, n_slots * D);
   be_.gather_rows_div(hm, order, K, n_slots, D, send);
+  // The shared experts need no routing: they run while the counts travel to the host.
+  float* sh = nullptr;
+  if (lw.has_shared && my_n > 0) {
+    sh = scratch(shared_, my_n * D);
+    mark("moe.shared");
+    mlp(lw.shared, hm, my_n, sh);
+    mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
+  }
+  std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
+  be_.moe_counts(expert_counts.data());
+  std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
 
   const std::size_t l = static_cast<std::size_t>(layer);
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
@@ -141,8 +152,8 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     }
     std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local));
     int32_t* local_order = scratch(local_order_, static_cast<int64_t>(n_recv));
-    be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order, nullptr,
-                 local_counts.data());
+    be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order, nullptr);
+    be_.moe_counts(local_counts.data());
     expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
     mark("moe.experts");
     if (n_recv > 0)
@@ -167,12 +178,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   float* mine = scratch(mine_, my_n * D);
   be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
   be_.moe_combine(back, position, weights, my_n, K, D, mine);
-  if (lw.has_shared && my_n > 0) {
-    float* sh = scratch(shared_, my_n * D);
-    mark("moe.shared");
-    mlp(lw.shared, hm, my_n, sh);
-    be_.add(mine, sh, my_n * D);
-  }
+  if (sh) be_.add(mine, sh, my_n * D);
 
   if (comms_.attn_tp && tp > 1) {
     mark("moe.gather_tp");

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/error.h"
 
 namespace dpa::backend {
 namespace {
@@ -82,12 +83,41 @@ TEST(BackendMoe, SigmoidNoauxTcBiasSelectsOnly) {
   EXPECT_NEAR(w[1], s5 / (s4 + s5) * 2.5, 1e-6);
 }
 
+// moe_counts reads the counts of the moe_sort before it, once; ops issued in between do not
+// disturb them; a bad expert id is an error, not a count.
+TEST(BackendMoe, SortThenCounts) {
+  auto be = make_cpu_backend();
+  std::vector<int64_t> counts(3, -1);
+  EXPECT_THROW(be->moe_counts(counts.data()), dpa::Error);
+  const std::vector<int32_t> ids = {1, 1, 0, 2};
+  std::vector<int32_t> order(4);
+  be->moe_sort(ids.data(), 4, 3, order.data(), nullptr);
+  const std::vector<float> x = {1, 2, 3, 4};
+  std::vector<float> g(4);
+  be->gather_rows_div(x.data(), order.data(), 2, 4, 1, g.data());  // issued before the wait
+  be->moe_counts(counts.data());
+  EXPECT_EQ(counts, (std::vector<int64_t>{1, 2, 1}));
+  EXPECT_EQ(g, (std::vector<float>{2, 1, 1, 2}));  // slots 2, 0, 1, 3 -> tokens 1, 0, 0, 1
+  EXPECT_THROW(be->moe_counts(counts.data()), dpa::Error);  // read once
+  be->moe_sort(ids.data(), 0, 3, order.data(), nullptr);    // no slots: zeros
+  be->moe_counts(counts.data());
+  EXPECT_EQ(counts, (std::vector<int64_t>{0, 0, 0}));
+  const std::vector<int32_t> bad = {0, 3};
+  EXPECT_THROW(
+      {
+        be->moe_sort(bad.data(), 2, 3, order.data(), nullptr);
+        be->moe_counts(counts.data());
+      },
+      dpa::Error);
+}
+
 TEST(BackendMoe, SortGatherCombine) {
   auto be = make_cpu_backend();
   const std::vector<int32_t> ids = {2, 0, 2, 1, 0, 2};  // 3 tokens x top-2
   std::vector<int32_t> order(6), position(6);
   std::vector<int64_t> counts(3);
-  be->moe_sort(ids.data(), 6, 3, order.data(), position.data(), counts.data());
+  be->moe_sort(ids.data(), 6, 3, order.data(), position.data());
+  be->moe_counts(counts.data());
   EXPECT_EQ(counts, (std::vector<int64_t>{2, 1, 3}));
   EXPECT_EQ(order, (std::vector<int32_t>{1, 4, 3, 0, 2, 5}));  // stable within an expert
   EXPECT_EQ(position, (std::vector<int32_t>{3, 0, 4, 2, 1, 5}));  // position[order[j]] = j

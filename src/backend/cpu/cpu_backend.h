@@ -56,7 +56,8 @@ class CpuBackend final : public Backend {
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                int32_t* position, int64_t* counts) override;
+                int32_t* position) override;
+  void moe_counts(int64_t* counts) override;
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
   void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
                        float* out) override;
@@ -67,6 +68,10 @@ class CpuBackend final : public Backend {
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
   void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,
               SampleOut* out) override;
+
+ private:
+  std::vector<int64_t> counts_;  // the last moe_sort's, until moe_counts reads them
+  bool counts_pending_ = false;
 };
 
 // Row r of a weight view as f32 into dst[0..w.cols).

@@ -79,20 +79,29 @@ void CpuBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, i
 }
 
 void CpuBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                          int32_t* position, int64_t* counts) {
-  std::fill(counts, counts + n_experts, 0);
+                          int32_t* position) {
+  counts_pending_ = false;
+  counts_.assign(static_cast<std::size_t>(std::max<int64_t>(n_experts, 0)), 0);
+  int64_t* counts = counts_.data();
   for (int64_t s = 0; s < n_slots; ++s) {
     if (ids[s] < 0 || ids[s] >= n_experts)
       throw Error(fmt::format("moe sort: expert id {} outside [0, {})", ids[s], n_experts));
     ++counts[ids[s]];
   }
-  std::vector<int64_t> next(n_experts, 0);
-  std::exclusive_scan(counts, counts + n_experts, next.begin(), int64_t{0});
+  counts_pending_ = true;
+  std::vector<int64_t> next(counts_.size(), 0);
+  std::exclusive_scan(counts_.begin(), counts_.end(), next.begin(), int64_t{0});
   for (int64_t s = 0; s < n_slots; ++s) {
     const int64_t j = next[ids[s]]++;
     order[j] = static_cast<int32_t>(s);
     if (position) position[s] = static_cast<int32_t>(j);
   }
+}
+
+void CpuBackend::moe_counts(int64_t* counts) {
+  if (!counts_pending_) throw Error("moe_counts: no moe_sort before it");
+  counts_pending_ = false;
+  std::copy(counts_.begin(), counts_.end(), counts);
 }
 
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,

@@ -91,6 +91,8 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, p] : weights_) cudaFree(p);
   if (bf16_ws_) cudaFree(bf16_ws_);
   if (counts_dev_) cudaFree(counts_dev_);
+  if (counts_pinned_) cudaFreeHost(counts_pinned_);
+  if (counts_ready_) cudaEventDestroy(counts_ready_);
   if (attn_ws_) cudaFree(attn_ws_);
   if (moe_ws_) cudaFree(moe_ws_);
   cublasDestroy(cublas_);

@@ -117,7 +117,8 @@ class CudaBackend final : public Backend {
                 float* weights) override;
 
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                int32_t* position, int64_t* counts) override;
+                int32_t* position) override;
+  void moe_counts(int64_t* counts) override;
 
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
 
@@ -204,8 +205,11 @@ class CudaBackend final : public Backend {
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;
   int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
+  int64_t* counts_pinned_ = nullptr;  // their copy on the host (page-locked: the copy is async)
   std::size_t counts_elems_ = 0;
-  std::vector<int64_t> counts_host_;
+  cudaEvent_t counts_ready_ = nullptr;  // the copy is done
+  int64_t counts_n_ = 0;                // experts of the pending counts
+  bool counts_pending_ = false, counts_zero_ = false;
   char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
   std::size_t moe_ws_bytes_ = 0;
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map

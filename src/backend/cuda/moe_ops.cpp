@@ -155,26 +155,40 @@ void CudaBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, 
 }
 
 void CudaBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-                           int32_t* position, int64_t* counts) {
-  if (n_experts <= 0) return;
-  const std::size_t need = static_cast<std::size_t>(n_experts + 1);
+                           int32_t* position) {
+  counts_pending_ = false;
+  const std::size_t need = static_cast<std::size_t>(std::max<int64_t>(n_experts, 0) + 1);
   if (need > counts_elems_) {
     if (counts_dev_) DPA_CHECK_CUDA(cudaFree(counts_dev_));
+    if (counts_pinned_) DPA_CHECK_CUDA(cudaFreeHost(counts_pinned_));
+    counts_dev_ = nullptr, counts_pinned_ = nullptr, counts_elems_ = 0;
     counts_dev_ = static_cast<int64_t*>(alloc(need * sizeof(int64_t)));
+    DPA_CHECK_CUDA(cudaMallocHost(reinterpret_cast<void**>(&counts_pinned_), need * sizeof(int64_t)));
     counts_elems_ = need;
   }
-  if (n_slots <= 0) {
-    std::memset(counts, 0, static_cast<std::size_t>(n_experts) * sizeof(int64_t));
-    synchronize();
+  if (!counts_ready_) DPA_CHECK_CUDA(cudaEventCreateWithFlags(&counts_ready_, cudaEventDisableTiming));
+  counts_n_ = std::max<int64_t>(n_experts, 0);
+  counts_zero_ = n_slots <= 0 || n_experts <= 0;
+  if (!counts_zero_) {
+    kernels::moe_sort(ids, n_slots, n_experts, order, position, counts_dev_, stream_);
+    DPA_CHECK_LAUNCH();
+    DPA_CHECK_CUDA(cudaMemcpyAsync(counts_pinned_, counts_dev_, need * sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
+    DPA_CHECK_CUDA(cudaEventRecord(counts_ready_, stream_));
+  }
+  counts_pending_ = true;
+}
+
+void CudaBackend::moe_counts(int64_t* counts) {
+  if (!counts_pending_) throw Error("moe_counts: no moe_sort before it");
+  counts_pending_ = false;
+  const std::size_t bytes = static_cast<std::size_t>(counts_n_) * sizeof(int64_t);
+  if (counts_zero_) {
+    if (bytes) std::memset(counts, 0, bytes);
     return;
   }
-  kernels::moe_sort(ids, n_slots, n_experts, order, position, counts_dev_, stream_);
-  DPA_CHECK_LAUNCH();
-  counts_host_.resize(need);
-  download(counts_host_.data(), counts_dev_, need * sizeof(int64_t));
-  if (counts_host_[n_experts])
-    throw Error(fmt::format("moe sort: expert id outside [0, {})", n_experts));
-  std::memcpy(counts, counts_host_.data(), static_cast<std::size_t>(n_experts) * sizeof(int64_t));
+  DPA_CHECK_CUDA(cudaEventSynchronize(counts_ready_));
+  if (counts_pinned_[counts_n_]) throw Error(fmt::format("moe sort: expert id outside [0, {})", counts_n_));
+  std::memcpy(counts, counts_pinned_, bytes);
 }
 
 void CudaBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) {
