@@ -9,19 +9,13 @@
 
 #include <cstdint>
 
+#include "kernels/common.cuh"
+
 namespace dpa::kernels::detail {
 
 // Whether the current device has the bulk copy engine (compute capability 9.0+), asked once.
 inline bool has_bulk_copy() {
-  static const bool yes = [] {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
-    return major >= 9;
-  }();
+  static const bool yes = device_attribute(cudaDevAttrComputeCapabilityMajor, 0) >= 9;
   return yes;
 }
 

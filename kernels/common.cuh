@@ -8,17 +8,19 @@
 
 namespace dpa::kernels::detail {
 
+// An attribute of the current device, or `fallback` if the query fails.
+inline int device_attribute(cudaDeviceAttr attr, int fallback) {
+  int dev = 0, v = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, attr, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return fallback;
+  }
+  return v;
+}
+
 // Streaming multiprocessors of the current device, asked once (132 on an H200 if the query fails).
 inline int sm_count() {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 132;
-    }
-    return n;
-  }();
+  static const int sms = device_attribute(cudaDevAttrMultiProcessorCount, 132);
   return sms;
 }
 
