@@ -22,8 +22,17 @@ void print_phases(const engine::CheckpointExecutor& ex) {
     if (p.steps == 0) continue;
     double total = 0;
     for (const auto& [name, s] : p.seconds) total += s;
+    const double per_step = 1e3 * total / static_cast<double>(p.steps);
     std::printf("  %s: %lld steps, %.2f ms per step\n", decode ? "decode steps" : "prefill / mixed steps",
-                static_cast<long long>(p.steps), 1e3 * total / static_cast<double>(p.steps));
+                static_cast<long long>(p.steps), per_step);
+    if (decode) {  // a decode step moves its weights and cache rows at least once
+      const double gb = p.floor_bytes / static_cast<double>(p.steps) / 1e9, bw = ex.copy_bandwidth_gbs();
+      if (bw > 0)
+        std::printf("    floor: %.2f GB of weights touched + KV read per step at %.0f GB/s (copy) = %.2f ms; "
+                    "step / floor %.2fx\n", gb, bw, 1e3 * gb / bw, per_step / (1e3 * gb / bw));
+      else
+        std::printf("    floor: %.2f GB of weights touched + KV read per step (copy bandwidth not measured)\n", gb);
+    }
     std::vector<std::pair<double, std::string>> rows;
     for (const auto& [name, s] : p.seconds) rows.emplace_back(s, name);
     std::sort(rows.rbegin(), rows.rend());

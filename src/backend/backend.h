@@ -282,6 +282,11 @@ class Backend {
   // fp32). Backends without such a path ignore it.
   virtual void set_attention_tf32(bool) {}
 
+  // Copy bandwidth of the backend's memory in GB/s of bytes read + written (a large buffer copied
+  // a few times, the median), measured on the first call and kept; 0 when it cannot be measured
+  // (no room for the buffers). The denominator of a step's floor (--profile-phases).
+  virtual double copy_bandwidth_gbs();
+
   // ---- Phase timing (profiling). phase_mark(name) starts phase `name` at this point of the
   // queue, ending the previous one; phase_collect() ends the last phase, waits for the queued
   // work and adds each phase's seconds into into[name], then forgets the marks. This default

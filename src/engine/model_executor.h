@@ -43,6 +43,7 @@ class CheckpointExecutor final : public ModelExecutor {
   int64_t max_position() const override;
   const std::vector<int64_t>& expert_counts() const override { return model_->expert_counts(); }
   const model::PhaseStats& phase_stats(bool decode) const { return model_->phase_stats(decode); }
+  double copy_bandwidth_gbs() const { return model_->copy_bandwidth_gbs(); }
   int64_t n_layers() const override;
   int64_t n_experts() const override;
 

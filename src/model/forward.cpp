@@ -21,6 +21,10 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   rope_.dim = ckpt.config().qk_rope_head_dim;
   rope_.attention_scaling = rope_attention_scaling(ckpt.config());
   prepare_weights();
+  if (opts.profile_phases) {
+    floor_fixed_bytes_ = fixed_weight_bytes();
+    copy_gbs_ = be_.copy_bandwidth_gbs();
+  }
   const bool bf16_attention = !weights_.layers.empty() && weights_.layers[0].kv_a_proj.dtype == DType::bf16;
   kv_dtype_ = opts.kv_dtype.value_or(bf16_attention && be_.supports_kv(DType::bf16) ? DType::bf16 : DType::f32);
   if (!be_.supports_kv(kv_dtype_))
@@ -79,6 +83,38 @@ void Model::prepare_weights() {
     }
   }
   be_.synchronize();
+}
+
+namespace {
+int64_t view_bytes(const backend::WeightView& w) {
+  return w.data ? w.rows * w.cols * static_cast<int64_t>(dtype_size(w.dtype)) : 0;
+}
+int64_t mlp_bytes(const MlpWeights& m) { return view_bytes(m.gate) + view_bytes(m.up) + view_bytes(m.down); }
+}  // namespace
+
+int64_t Model::fixed_weight_bytes() const {
+  const ModelConfig& c = config();
+  const int64_t Hl = weights_.n_local_heads();
+  int64_t b = view_bytes(weights_.final_norm) + view_bytes(weights_.lm_head);
+  for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
+    const LayerWeights& lw = weights_.layers[l];
+    for (const auto* w : {&lw.input_norm, &lw.post_attention_norm, &lw.q_proj, &lw.q_a_proj, &lw.q_a_norm,
+                          &lw.q_b_proj, &lw.kv_a_proj, &lw.kv_a_norm, &lw.o_proj, &lw.router})
+      b += view_bytes(*w);
+    b += view_bytes(w_uk_[l]);
+    if (lw.kv_b_proj.data)  // W_UV: the v rows of each local head
+      b += Hl * c.v_head_dim * c.kv_lora_rank * static_cast<int64_t>(dtype_size(lw.kv_b_proj.dtype));
+    if (!lw.moe) b += mlp_bytes(lw.dense);
+    if (lw.has_shared) b += mlp_bytes(lw.shared);
+  }
+  return b;
+}
+
+void Model::add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local) {
+  if (!opts_.profile_phases) return;
+  const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
+  for (int64_t e = 0; e < n_local && e < static_cast<int64_t>(lw.experts.size()); ++e)
+    if (counts[e] > 0) step_bytes_ += mlp_bytes(lw.experts[static_cast<std::size_t>(e)]);
 }
 
 void Model::mlp(const MlpWeights& w, const float* h, int64_t n, float* out) {
@@ -148,6 +184,13 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   upload(d_decode_ctx_, decode_ctx);
   if (!c.n_routed_experts) expert_counts_.clear();
   else expert_counts_.assign(static_cast<std::size_t>(c.num_hidden_layers * c.n_routed_experts), 0);
+  if (opts_.profile_phases) {  // the floor: fixed weights, embedding rows, each cache row once per layer
+    int64_t kv_rows = 0;
+    for (const SeqInput& s : batch) kv_rows += s.start + static_cast<int64_t>(s.tokens.size());
+    step_bytes_ = floor_fixed_bytes_ + N * D * static_cast<int64_t>(dtype_size(weights_.embed.dtype)) +
+                  c.num_hidden_layers * kv_rows * (c.kv_lora_rank + c.qk_rope_head_dim) *
+                      static_cast<int64_t>(dtype_size(kv_dtype_));
+  }
 
   float* residual = scratch(residual_, N * D);
   float* h = scratch(h_, N * D);
@@ -182,6 +225,7 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
       try {
         m.be_.phase_collect(p.seconds);
         ++p.steps;
+        p.floor_bytes += static_cast<double>(m.step_bytes_);
       } catch (const std::exception&) {  // a failed step reports its own error
       }
     }

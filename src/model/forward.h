@@ -64,6 +64,10 @@ struct ForwardOptions {
 struct PhaseStats {
   std::map<std::string, double> seconds;
   int64_t steps = 0;
+  // Bytes the steps had to move at least: the weights they touched (every attention and dense
+  // weight, the routed experts that got rows, the LM head; W_UV only, not all of kv_b_proj) and
+  // the KV cache rows they read, once each.
+  double floor_bytes = 0;
 };
 
 // The groups a rank's forward talks to; null communicators mean a group of one.
@@ -99,6 +103,9 @@ class Model {
   const std::vector<int64_t>& expert_counts() const { return expert_counts_; }
   // With ForwardOptions::profile_phases: phase times of pure decode steps and of the others.
   const PhaseStats& phase_stats(bool decode) const { return decode ? phase_decode_ : phase_other_; }
+  // With profile_phases: the backend's copy bandwidth (GB/s), measured before the KV cache is
+  // allocated; a step's floor is its floor_bytes over this.
+  double copy_bandwidth_gbs() const { return copy_gbs_; }
 
  private:
   // h [n, hidden] -> out [n, hidden] for the local heads, all-reduced over attn_tp.
@@ -127,6 +134,9 @@ class Model {
     return p;
   }
   void prepare_weights();
+  // Profiling: bytes of the weights every step reads; adds the routed experts that got rows.
+  int64_t fixed_weight_bytes() const;
+  void add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local);
   void mark(const char* phase) {
     if (opts_.profile_phases) be_.phase_mark(phase);
   }
@@ -140,6 +150,9 @@ class Model {
   ForwardOptions opts_;
   DType kv_dtype_ = DType::f32;
   PhaseStats phase_decode_, phase_other_;
+  // Profiling: the weight bytes every step touches, this step's bytes so far, copy bandwidth.
+  int64_t floor_fixed_bytes_ = 0, step_bytes_ = 0;
+  double copy_gbs_ = 0;
   std::unique_ptr<KvCache> cache_;
   backend::Buffer<float> inv_freq_;
   backend::RopeParams rope_;

@@ -98,6 +98,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
   be_.moe_counts(expert_counts.data());
   std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
+  if (!distributed) add_expert_bytes(layer, expert_counts.data(), E);
 
   const std::size_t l = static_cast<std::size_t>(layer);
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
@@ -154,6 +155,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     int32_t* local_order = scratch(local_order_, static_cast<int64_t>(n_recv));
     be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order, nullptr);
     be_.moe_counts(local_counts.data());
+    add_expert_bytes(layer, local_counts.data(), n_local);
     expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
     mark("moe.experts");
     if (n_recv > 0)

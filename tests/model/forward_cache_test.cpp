@@ -44,12 +44,13 @@ struct Loaded {
   std::unique_ptr<Checkpoint> ckpt;
   std::unique_ptr<backend::Backend> be;
   std::unique_ptr<Model> m;
-  Loaded(int64_t page_size, int64_t n_pages, AttentionForm form = AttentionForm::automatic)
+  Loaded(int64_t page_size, int64_t n_pages, AttentionForm form = AttentionForm::automatic, bool profile = false)
       : ckpt(Checkpoint::open(fixture_dir())), be(backend::make_cpu_backend()) {
     ForwardOptions opts;
     opts.page_size = page_size;
     opts.n_pages = n_pages;
     opts.attention = form;
+    opts.profile_phases = profile;
     m = std::make_unique<Model>(*ckpt, *be, ShardSpec{}, ParallelComms{}, opts);
   }
 };
@@ -95,6 +96,43 @@ TEST(ModelForward, MixedStepMatchesSeparateSteps) {
   std::vector<float> expect = b_alone;
   expect.insert(expect.end(), a_alone.begin(), a_alone.end());
   EXPECT_LT(max_abs_diff(mixed, expect), 1e-5);
+}
+
+// The floor --profile-phases reports: a decode step reads each cache row once per layer and the
+// weights of the routed experts that got rows, so one more row of context and the change in
+// experts touched account for the whole difference between two decode steps.
+TEST(ModelForward, DecodeFloorBytes) {
+  Loaded f(4, 32, AttentionForm::automatic, true);
+  Model& m = *f.m;
+  const ModelConfig& c = m.config();
+  std::vector<int32_t> table;
+  m.cache().grow(table, 10);
+  std::vector<float> logits;
+  const std::vector<int32_t> prompt(kPrompt.begin(), kPrompt.begin() + 8);
+  m.forward({SeqInput{prompt, 0, table, LogitsWanted::none}}, logits);
+  auto experts_touched = [&] {
+    int64_t n = 0;
+    for (int64_t x : m.expert_counts()) n += x > 0;
+    return n;
+  };
+  auto decode = [&](int64_t pos) {
+    const std::vector<int32_t> tok = {kPrompt[static_cast<std::size_t>(pos)]};
+    const double before = m.phase_stats(true).floor_bytes;
+    m.forward({SeqInput{tok, pos, table, LogitsWanted::last}}, logits);
+    return m.phase_stats(true).floor_bytes - before;
+  };
+  const double b8 = decode(8);
+  const int64_t n8 = experts_touched();
+  const double b9 = decode(9);
+  const int64_t n9 = experts_touched();
+  ASSERT_EQ(m.phase_stats(true).steps, 2);
+  ASSERT_GT(n8, 0);
+  const double f32 = 4;  // the fixture's weights and the CPU cache are f32
+  const double row = static_cast<double>(c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim)) * f32;
+  const double expert = 3.0 * static_cast<double>(c.moe_intermediate_size * c.hidden_size) * f32;
+  EXPECT_DOUBLE_EQ(b9 - b8, row + static_cast<double>(n9 - n8) * expert);
+  // At least the LM head and every touched expert.
+  EXPECT_GT(b8, static_cast<double>(c.vocab_size * c.hidden_size) * f32 + static_cast<double>(n8) * expert);
 }
 
 TEST(ModelForward, RefusesShortPageTableAndLongPositions) {

@@ -62,6 +62,44 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   DPA_CHECK_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
 }
 
+double CudaBackend::copy_bandwidth_gbs() {
+  if (copy_gbs_ >= 0) return copy_gbs_;
+  copy_gbs_ = 0;
+  std::size_t free_bytes = 0, total = 0;
+  if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  const std::size_t bytes = std::min<std::size_t>(std::size_t{1} << 30, free_bytes / 4) / 4096 * 4096;
+  if (bytes < (std::size_t{64} << 20)) return 0;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {
+    if (a) cudaFree(a);
+    cudaGetLastError();
+    return 0;
+  }
+  cudaEvent_t e0, e1;
+  DPA_CHECK_CUDA(cudaEventCreate(&e0));
+  DPA_CHECK_CUDA(cudaEventCreate(&e1));
+  DPA_CHECK_CUDA(cudaMemsetAsync(a, 1, bytes, stream_));
+  std::vector<float> ms;
+  for (int r = 0; r < 8; ++r) {
+    DPA_CHECK_CUDA(cudaEventRecord(e0, stream_));
+    DPA_CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream_));
+    DPA_CHECK_CUDA(cudaEventRecord(e1, stream_));
+    DPA_CHECK_CUDA(cudaEventSynchronize(e1));
+    float t = 0;
+    DPA_CHECK_CUDA(cudaEventElapsedTime(&t, e0, e1));
+    if (r > 0) ms.push_back(t);  // the first copy warms up
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  cudaFree(a), cudaFree(b);
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  copy_gbs_ = med > 0 ? 2.0 * static_cast<double>(bytes) / (med * 1e-3) / 1e9 : 0;
+  return copy_gbs_;
+}
+
 void CudaBackend::phase_mark(const char* name) {
   if (n_marks_ == mark_events_.size()) {
     cudaEvent_t e;

@@ -36,6 +36,7 @@ class CudaBackend final : public Backend {
     }
   };
 
+  double copy_bandwidth_gbs() override;
   void phase_mark(const char* name) override;
   void phase_collect(std::map<std::string, double>& into) override;
 
@@ -201,7 +202,8 @@ class CudaBackend final : public Backend {
   int mla_decode_variant_ = 2;
   bool attention_tf32_ = false;
   int mla_bf16_stages_ = 2;
-  bool mla_bf16_bulk_ = true;  // bf16 mla_decode tiles by bulk copies (else cp.async)
+  bool mla_bf16_bulk_ = true;
+  double copy_gbs_ = -1;  // copy_bandwidth_gbs(), once measured  // bf16 mla_decode tiles by bulk copies (else cp.async)
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;
   int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
