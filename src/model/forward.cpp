@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <functional>
+
 #include "core/error.h"
 #include "model/rope.h"
 
@@ -48,35 +51,28 @@ void Model::allocate_cache(int64_t n_pages) {
 }
 
 // Every weight view becomes one the backend's ops take (device copies for CUDA, the same
-// views for the CPU); W_UK^T and the correction biases move to backend memory.
+// views for the CPU); W_UK^T and the correction biases move to backend memory. The views are
+// prepared in the order of their bytes in memory, i.e. in file order within each shard: a
+// checkpoint written tensor by name (Hugging Face's writer) puts a layer's tensors in another
+// order than the model's, and following the model's order there read the mapping at 62% of the
+// disk's sequential rate against 90% in file order (perf/RESULTS.md, checkpoint_read_bench).
 void Model::prepare_weights() {
   const ModelConfig& c = config();
-  auto prep = [&](backend::WeightView& w) {
-    if (w.data) w = be_.prepare_weight(w);
-  };
-  auto prep_mlp = [&](MlpWeights& m) { prep(m.gate), prep(m.up), prep(m.down); };
-  const bool tied = weights_.lm_head.data == weights_.embed.data;
-  prep(weights_.embed);
-  if (tied)
-    weights_.lm_head = weights_.embed;
-  else
-    prep(weights_.lm_head);
-  prep(weights_.final_norm);
+  std::vector<backend::WeightView*> views = weights_.views();
+  std::stable_sort(views.begin(), views.end(), [](const backend::WeightView* a, const backend::WeightView* b) {
+    return std::less<const void*>()(a->data, b->data);
+  });
+  for (backend::WeightView* w : views)
+    if (w->data) *w = be_.prepare_weight(*w);  // tied embedding and LM head: one device copy
   const int64_t Hl = weights_.n_local_heads(), L = c.kv_lora_rank, nope = c.qk_nope_head_dim;
   w_uk_.resize(weights_.layers.size());
   bias_.resize(weights_.layers.size());
   for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
     LayerWeights& lw = weights_.layers[l];
-    for (auto* w : {&lw.input_norm, &lw.post_attention_norm, &lw.q_proj, &lw.q_a_proj, &lw.q_a_norm,
-                    &lw.q_b_proj, &lw.kv_a_proj, &lw.kv_a_norm, &lw.kv_b_proj, &lw.o_proj, &lw.router})
-      prep(*w);
     w_uk_[l] = be_.prepare_weight(backend::WeightView::dense(lw.w_uk_t.data(), DType::f32, Hl * L, nope));
     if (!lw.correction_bias.empty()) upload(bias_[l], lw.correction_bias);
-    prep_mlp(lw.dense);
-    prep_mlp(lw.shared);
     expert_gate_.emplace_back(), expert_up_.emplace_back(), expert_down_.emplace_back();
     for (auto& e : lw.experts) {
-      prep_mlp(e);
       expert_gate_.back().push_back(e.gate);
       expert_up_.back().push_back(e.up);
       expert_down_.back().push_back(e.down);

@@ -11,6 +11,19 @@ namespace dpa::model {
 
 using backend::WeightView;
 
+std::vector<WeightView*> ModelWeights::views() {
+  std::vector<WeightView*> v = {&embed, &lm_head, &final_norm};
+  auto mlp = [&](MlpWeights& m) { v.insert(v.end(), {&m.gate, &m.up, &m.down}); };
+  for (LayerWeights& lw : layers) {
+    v.insert(v.end(), {&lw.input_norm, &lw.post_attention_norm, &lw.q_proj, &lw.q_a_proj, &lw.q_a_norm,
+                       &lw.q_b_proj, &lw.kv_a_proj, &lw.kv_a_norm, &lw.kv_b_proj, &lw.o_proj, &lw.router});
+    mlp(lw.dense);
+    mlp(lw.shared);
+    for (MlpWeights& e : lw.experts) mlp(e);
+  }
+  return v;
+}
+
 WeightView ModelWeights::load(const Checkpoint& ckpt, const std::string& name) {
   const TensorInfo& ti = ckpt.info(name);
   int64_t rows = 1, cols = 1;

@@ -64,6 +64,10 @@ class ModelWeights {
   backend::WeightView embed, final_norm, lm_head;
   std::vector<LayerWeights> layers;
 
+  // Every weight view, in the model's order (embedding, LM head, final norm, then per layer
+  // attention, dense or shared MLP, local experts); views with no data included.
+  std::vector<backend::WeightView*> views();
+
  private:
   backend::WeightView load(const Checkpoint& ckpt, const std::string& name);
   MlpWeights load_mlp(const Checkpoint& ckpt, const std::string& prefix);
