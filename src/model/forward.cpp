@@ -54,8 +54,8 @@ void Model::allocate_cache(int64_t n_pages) {
 // views for the CPU); W_UK^T and the correction biases move to backend memory. The views are
 // prepared in the order of their bytes in memory, i.e. in file order within each shard: a
 // checkpoint written tensor by name (Hugging Face's writer) puts a layer's tensors in another
-// order than the model's, and following the model's order there read the mapping at 62% of the
-// disk's sequential rate against 90% in file order (perf/RESULTS.md, checkpoint_read_bench).
+// order than the model's, and following the model's order there read the mapping 1.3-1.45x
+// slower than file order, cold (perf/RESULTS.md, checkpoint_read_bench).
 void Model::prepare_weights() {
   const ModelConfig& c = config();
   std::vector<backend::WeightView*> views = weights_.views();
