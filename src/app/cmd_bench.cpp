@@ -1,5 +1,6 @@
 // `dpa_serve bench`: offline throughput with the bench_serving metrics block and a JSON line.
 #include <algorithm>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -13,6 +14,15 @@
 
 namespace dpa::app {
 namespace {
+
+// 0 attention (attention.*), 1 MoE GEMMs (routed and shared experts), 2 all-to-all (the MoE
+// exchanges and the attn_tp gather), 3 other (embedding, dense MLP, routing, combine, LM head).
+int phase_group(const std::string& name) {
+  if (name.rfind("attention.", 0) == 0) return 0;
+  if (name == "moe.experts" || name == "moe.shared") return 1;
+  if (name == "moe.dispatch" || name == "moe.combine_a2a" || name == "moe.gather_tp") return 2;
+  return 3;
+}
 
 // Rank 0's phase times: per kind of step, ms per step and share, largest first.
 void print_phases(const engine::CheckpointExecutor& ex) {
@@ -39,6 +49,12 @@ void print_phases(const engine::CheckpointExecutor& ex) {
     for (const auto& [s, name] : rows)
       std::printf("    %-18s %9.3f ms  %5.1f%%\n", name.c_str(), 1e3 * s / static_cast<double>(p.steps),
                   total > 0 ? 100.0 * s / total : 0.0);
+    // The coarse split of the GPU performance issue: attention, MoE GEMMs, all-to-all, other.
+    double group[4] = {0, 0, 0, 0};
+    for (const auto& [name, s] : p.seconds) group[phase_group(name)] += s;
+    const double k = 1e3 / static_cast<double>(p.steps);
+    std::printf("    attention %.3f ms, MoE GEMMs %.3f ms, all-to-all %.3f ms, other %.3f ms\n", k * group[0],
+                k * group[1], k * group[2], k * group[3]);
   }
 }
 
