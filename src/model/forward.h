@@ -183,7 +183,7 @@ class Model {
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
   backend::Buffer<float> g_, u_;
   backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, mine_, shared_;
-  backend::Buffer<int32_t> gate_ids_, order_, position_, send_ids_, recv_ids_, local_ids_, local_order_;
+  backend::Buffer<int32_t> gate_ids_, order_, position_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
   backend::Buffer<int32_t> d_identity_;
   backend::Buffer<backend::LogitEdit> d_edits_;

@@ -1,5 +1,5 @@
 // The MoE layer across ranks: route locally, dispatch token rows to the ranks owning their
-// experts (all_to_all_v over ep, counts exchanged first), run the local experts, combine back,
+// experts (all_to_all_v over ep, per-expert counts exchanged first), run the local experts, combine back,
 // weighted sum in top-k order + shared experts. Rows move in backend memory; the routing
 // bookkeeping (counts, slot indices) is done on the host: the MoE layer's synchronisation point,
 // which the shared experts (and the token gather) overlap: they are issued between the sort and
@@ -111,50 +111,50 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
       be_.moe_experts(send, identity_rows(n_slots), expert_counts.data(), E, expert_gate_[l].data(),
                       expert_up_[l].data(), expert_down_[l].data(), expert_out);
   } else {
-    // Exchange row counts, then rows and their expert ids.
+    // Dispatch. The slots are sorted by expert, so the rows for rank p are the run of p's experts;
+    // each rank sends every rank its slot count per expert of that rank. From those counts the
+    // receiver knows which of its experts each received row belongs to (rows arrive source by
+    // source, experts ascending within a source): no expert ids travel and the counts are the
+    // only host trip of the dispatch.
     mark("moe.dispatch");
-    std::vector<int32_t> h_order(static_cast<std::size_t>(n_slots));
-    if (n_slots > 0) be_.download(h_order.data(), order, h_order.size() * sizeof(int32_t));
-    std::vector<int32_t> h_ids(h_order.size()), send_ids(h_order.size());
-    if (n_slots > 0) be_.download(h_ids.data(), ids, h_ids.size() * sizeof(int32_t));
-    for (int64_t j = 0; j < n_slots; ++j) send_ids[j] = h_ids[h_order[j]];
-    const int32_t* d_send_ids = upload(send_ids_, send_ids);
+    const int64_t n_local = weights_.n_local_experts();
+    if (n_local != per_rank) throw Error(fmt::format("moe: {} local experts, expected {}", n_local, per_rank));
     for (int64_t e = 0; e < E; ++e) send_rows[static_cast<std::size_t>(e / per_rank)] += expert_counts[e];
-    std::vector<std::size_t> ones(ep, 1), iota_d(ep);
-    std::iota(iota_d.begin(), iota_d.end(), std::size_t{0});
-    std::vector<int64_t> s64(send_rows.begin(), send_rows.end()), r64(ep);
-    int64_t* d_r64 = scratch(count_recv_, ep);
-    comms_.ep->all_to_all_v(upload(count_send_, s64), ones.data(), iota_d.data(), d_r64, ones.data(),
-                            iota_d.data(), DType::i64);
-    be_.download(r64.data(), d_r64, r64.size() * sizeof(int64_t));
-    for (int p = 0; p < ep; ++p) recv_rows[p] = static_cast<std::size_t>(r64[p]);
+    std::vector<std::size_t> per(ep, static_cast<std::size_t>(per_rank)), per_displ(ep);
+    for (int p = 0; p < ep; ++p) per_displ[p] = static_cast<std::size_t>(p * per_rank);
+    int64_t* d_recv_counts = scratch(count_recv_, E);  // [ep][per_rank]: source p's slots per local expert
+    comms_.ep->all_to_all_v(upload(count_send_, expert_counts), per.data(), per_displ.data(), d_recv_counts,
+                            per.data(), per_displ.data(), DType::i64);
+    std::vector<int64_t> recv_counts(static_cast<std::size_t>(E));
+    be_.download(recv_counts.data(), d_recv_counts, recv_counts.size() * sizeof(int64_t));
+    std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local), 0);
+    for (int p = 0; p < ep; ++p)
+      for (int64_t e = 0; e < n_local; ++e) {
+        const int64_t c = recv_counts[static_cast<std::size_t>(p * per_rank + e)];
+        if (c < 0) throw Error(fmt::format("moe: rank {} announced {} rows for local expert {}", p, c, e));
+        recv_rows[p] += static_cast<std::size_t>(c);
+        local_counts[static_cast<std::size_t>(e)] += c;
+      }
     const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);
     const std::size_t n_recv = rd.back() + recv_rows.back();
-    int32_t* r_ids = scratch(recv_ids_, static_cast<int64_t>(n_recv));
-    comms_.ep->all_to_all_v(d_send_ids, send_rows.data(), sd.data(), r_ids, recv_rows.data(), rd.data(),
-                            DType::i32);
     std::vector<std::size_t> sc(ep), sdd(ep), rc(ep), rdd(ep);
     for (int p = 0; p < ep; ++p) {
       sc[p] = send_rows[p] * D, sdd[p] = sd[p] * D, rc[p] = recv_rows[p] * D, rdd[p] = rd[p] * D;
     }
     float* recv = scratch(recv_, static_cast<int64_t>(n_recv) * D);
     comms_.ep->all_to_all_v(send, sc.data(), sdd.data(), recv, rc.data(), rdd.data(), DType::f32);
-    std::vector<int32_t> h_recv_ids(n_recv);
-    if (n_recv > 0) be_.download(h_recv_ids.data(), r_ids, n_recv * sizeof(int32_t));
 
-    // Local experts, each on its received rows (grouped by a local sort).
-    const int64_t e0 = weights_.expert_begin(), n_local = weights_.n_local_experts();
-    std::vector<int32_t> local_ids(n_recv);
-    for (std::size_t j = 0; j < n_recv; ++j) {
-      local_ids[j] = h_recv_ids[j] - static_cast<int32_t>(e0);
-      if (local_ids[j] < 0 || local_ids[j] >= n_local)
-        throw Error(fmt::format("moe: received a row for expert {} outside this rank's [{}, {})",
-                                h_recv_ids[j], e0, e0 + n_local));
-    }
-    std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local));
-    int32_t* local_order = scratch(local_order_, static_cast<int64_t>(n_recv));
-    be_.moe_sort(upload(local_ids_, local_ids), static_cast<int64_t>(n_recv), n_local, local_order, nullptr);
-    be_.moe_counts(local_counts.data());
+    // Each local expert's rows, source by source: the order a stable sort by expert would give.
+    std::vector<std::size_t> cursor(rd);  // next row of each source's block
+    std::vector<std::vector<int32_t>> rows_of(static_cast<std::size_t>(n_local));
+    for (int p = 0; p < ep; ++p)
+      for (int64_t e = 0; e < n_local; ++e)
+        for (int64_t i = recv_counts[static_cast<std::size_t>(p * per_rank + e)]; i > 0; --i)
+          rows_of[static_cast<std::size_t>(e)].push_back(static_cast<int32_t>(cursor[p]++));
+    std::vector<int32_t> order_h;
+    order_h.reserve(n_recv);
+    for (const auto& r : rows_of) order_h.insert(order_h.end(), r.begin(), r.end());
+    const int32_t* local_order = upload(local_order_, order_h);
     add_expert_bytes(layer, local_counts.data(), n_local);
     expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
     mark("moe.experts");
