@@ -5,7 +5,8 @@
 #  2. fewer requests than replicas, and one replica with many requests;
 #  3. a batch killed with SIGKILL mid-run and rerun yields every custom_id exactly once, with the
 #     same outputs as an uninterrupted run (a torn last line included);
-#  4. bench prints the block and the JSON line; --trace writes the per-step HDF5 trace.
+#  4. bench prints the block and the JSON line; --profile-phases the phases, the decode step's
+#     floor and the coarse split; --trace writes the per-step HDF5 trace.
 # The engine itself checks at exit that every replica's free + used KV pages equal the total and
 # that no page is still held (it aborts the job otherwise), so every run below checks that too.
 #   batch_e2e.sh MPIEXEC DPA_SERVE INPUT_JSONL WORKDIR
@@ -110,6 +111,15 @@ PY
 out=$(timeout 300 $M -np 2 "$bin" bench --model "$work/tiny" --device cpu --log-level warn --num-prompts 6 --random-input-len 16 --random-output-len 8 2>&1)
 if grep -q "Output token throughput (tok/s):" <<<"$out" && grep -q "P99 ITL (ms):" <<<"$out" && grep -q '^{"backend":"dpa_serve' <<<"$out" \
    && grep -q '"total_output_tokens":48' <<<"$out"; then ok "bench block and JSON line"; else bad "bench output: $out"; fi
+
+# --profile-phases (dp 2, ep 2): phase times, the decode step's floor, and the coarse split in
+# which the MoE exchanges count as all-to-all.
+out=$(timeout 300 $M -np 2 "$bin" bench --model "$work/tiny" --device cpu --log-level warn --dp 2 --ep 2 --num-prompts 6 \
+  --random-input-len 16 --random-output-len 8 --profile-phases 2>&1)
+a2a=$(grep -A40 "decode steps:" <<<"$out" | grep -oE "all-to-all [0-9]+\.[0-9]+ ms" | head -1)
+if grep -q "moe.dispatch" <<<"$out" && grep -qE "floor: [0-9.]+ GB of weights touched \+ KV read per step at [0-9]+ GB/s" <<<"$out" \
+   && [[ -n $a2a && $a2a != "all-to-all 0.000 ms" ]]; then ok "bench --profile-phases: phases, floor, coarse split"
+else bad "bench --profile-phases output: $out"; fi
 
 # Bench trace: every token fed appears once in /tokens (96 prompt tokens + 6 x 7 decode tokens),
 # and the routed slots of an MoE layer sum to the tokens times top-k (tiny: top-2).
