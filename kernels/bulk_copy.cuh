@@ -19,10 +19,6 @@ inline bool has_bulk_copy() {
   return yes;
 }
 
-__device__ __forceinline__ unsigned bulk_smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #define DPA_BULK_ASM(...) __trap()
 #else
@@ -31,14 +27,14 @@ __device__ __forceinline__ unsigned bulk_smem_addr(const void* p) {
 
 // One arrival per phase expected; fence so that the async proxy sees the initialised barrier.
 __device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
-  DPA_BULK_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bulk_smem_addr(bar)), "r"(count) : "memory");
+  DPA_BULK_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
 }
 __device__ __forceinline__ void mbar_init_fence() {
   DPA_BULK_ASM("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 // Arrive (the phase's one arrival) and expect `bytes` of copies to complete on the barrier.
 __device__ __forceinline__ void mbar_arrive_expect(uint64_t* bar, unsigned bytes) {
-  DPA_BULK_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bulk_smem_addr(bar)), "r"(bytes)
+  DPA_BULK_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
                : "memory");
 }
 // Waits until the phase of parity `parity` has completed.
@@ -51,7 +47,7 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
       "@P1 bra DONE;\n"
       "bra LAB_WAIT;\n"
       "DONE:\n"
-      "}\n" ::"r"(bulk_smem_addr(bar)),
+      "}\n" ::"r"(smem_addr(bar)),
       "r"(parity)
       : "memory");
 }
@@ -63,8 +59,8 @@ __device__ __forceinline__ void fence_proxy_async() {
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
   DPA_BULK_ASM(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-          bulk_smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(bulk_smem_addr(bar))
+          smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar))
       : "memory");
 }
 

@@ -8,6 +8,11 @@
 
 namespace dpa::kernels::detail {
 
+// The shared-memory address of a generic pointer into shared memory (for inline PTX).
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
 // An attribute of the current device, or `fallback` if the query fails.
 inline int device_attribute(cudaDeviceAttr attr, int fallback) {
   int dev = 0, v = 0;
