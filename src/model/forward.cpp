@@ -88,20 +88,20 @@ int64_t view_bytes(const backend::WeightView& w) {
 int64_t mlp_bytes(const MlpWeights& m) { return view_bytes(m.gate) + view_bytes(m.up) + view_bytes(m.down); }
 }  // namespace
 
-int64_t Model::fixed_weight_bytes() const {
+int64_t Model::fixed_weight_bytes() {
   const ModelConfig& c = config();
   const int64_t Hl = weights_.n_local_heads();
-  int64_t b = view_bytes(weights_.final_norm) + view_bytes(weights_.lm_head);
+  // Every view, less the embedding table (a step reads its rows; a tied LM head stays counted as
+  // its own view), the routed experts (add_expert_bytes) and kv_b_proj, of which decode reads
+  // W_UV only; plus W_UK.
+  int64_t b = -view_bytes(weights_.embed);
+  for (const backend::WeightView* w : weights_.views()) b += view_bytes(*w);
   for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
     const LayerWeights& lw = weights_.layers[l];
-    for (const auto* w : {&lw.input_norm, &lw.post_attention_norm, &lw.q_proj, &lw.q_a_proj, &lw.q_a_norm,
-                          &lw.q_b_proj, &lw.kv_a_proj, &lw.kv_a_norm, &lw.o_proj, &lw.router})
-      b += view_bytes(*w);
-    b += view_bytes(w_uk_[l]);
+    for (const MlpWeights& e : lw.experts) b -= mlp_bytes(e);
+    b += view_bytes(w_uk_[l]) - view_bytes(lw.kv_b_proj);
     if (lw.kv_b_proj.data)  // W_UV: the v rows of each local head
       b += Hl * c.v_head_dim * c.kv_lora_rank * static_cast<int64_t>(dtype_size(lw.kv_b_proj.dtype));
-    if (!lw.moe) b += mlp_bytes(lw.dense);
-    if (lw.has_shared) b += mlp_bytes(lw.shared);
   }
   return b;
 }

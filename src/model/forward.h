@@ -135,7 +135,7 @@ class Model {
   }
   void prepare_weights();
   // Profiling: bytes of the weights every step reads; adds the routed experts that got rows.
-  int64_t fixed_weight_bytes() const;
+  int64_t fixed_weight_bytes();
   void add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local);
   void mark(const char* phase) {
     if (opts_.profile_phases) be_.phase_mark(phase);
