@@ -110,8 +110,8 @@ struct LogitEdit {
 // the first top_k (all when <= 0), cut to the ids with w >= min_p, then to the shortest prefix
 // holding top_p of the weight of the top-k set; the pick is the first kept id at which the
 // running weight exceeds floor(u * the kept weight). A NaN logit counts as -inf. Every backend
-// gives the same picks
-// (integer sums), up to a one-ulp difference of exp() landing on a rounding boundary.
+// gives the same picks (integer sums), up to a one-ulp difference of exp() landing on a rounding
+// boundary.
 struct SampleSpec {
   float temperature = 0.0f;
   int32_t top_k = 0;

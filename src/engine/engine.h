@@ -3,7 +3,8 @@
 // shutdown flag; (2) every rank schedules its replica's batch; (3) a fixed-size header per rank
 // is all-gathered, so every rank derives the same run_forward decision; (4) every rank runs the
 // forward, idle ones with an empty batch, ending with the draw where the logits are; (5) replica
-// leaders broadcast their tokens inside the replica; (6) leaders send their outputs to rank 0, which hands them to the sink.
+// leaders broadcast their tokens inside the replica; (6) leaders send their outputs to rank 0,
+// which hands them to the sink.
 // A watchdog thread ends the job, after dumping the last headers, when a step stalls; on rank 0
 // it first calls the fatal handler (serve: an error to every waiting client), and the other
 // ranks give rank 0 kFatalGraceS more seconds before they end the job themselves.
