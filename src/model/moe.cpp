@@ -145,15 +145,15 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     comms_.ep->all_to_all_v(send, sc.data(), sdd.data(), recv, rc.data(), rdd.data(), DType::f32);
 
     // Each local expert's rows, source by source: the order a stable sort by expert would give.
-    std::vector<std::size_t> cursor(rd);  // next row of each source's block
-    std::vector<std::vector<int32_t>> rows_of(static_cast<std::size_t>(n_local));
+    // Received rows come source by source, experts ascending within a source.
+    std::vector<int64_t> next(static_cast<std::size_t>(n_local));  // next slot of each expert's run
+    std::exclusive_scan(local_counts.begin(), local_counts.end(), next.begin(), int64_t{0});
+    std::vector<int32_t> order_h(n_recv);
+    int32_t row = 0;
     for (int p = 0; p < ep; ++p)
       for (int64_t e = 0; e < n_local; ++e)
         for (int64_t i = recv_counts[static_cast<std::size_t>(p * per_rank + e)]; i > 0; --i)
-          rows_of[static_cast<std::size_t>(e)].push_back(static_cast<int32_t>(cursor[p]++));
-    std::vector<int32_t> order_h;
-    order_h.reserve(n_recv);
-    for (const auto& r : rows_of) order_h.insert(order_h.end(), r.begin(), r.end());
+          order_h[static_cast<std::size_t>(next[static_cast<std::size_t>(e)]++)] = row++;
     const int32_t* local_order = upload(local_order_, order_h);
     add_expert_bytes(layer, local_counts.data(), n_local);
     expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
