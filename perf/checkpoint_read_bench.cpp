@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
   std::printf("sequential read (dd bs=16M), %zu files: %.2f GB in %.1f s = %.2f GB/s\n", files.size(),
               seq_bytes / 1e9, seq_s, seq_bytes / seq_s / 1e9);
 
-  for (const std::string o : {std::string("model"), std::string("file")}) {
+  for (const std::string& o : {std::string("model"), std::string("file")}) {
     if (order != "both" && order != o) continue;
     drop_cache(files);
     auto c = dpa::model::Checkpoint::open(dir);  // fresh mappings
