@@ -13,7 +13,8 @@
 // channels. Two block barriers per tile besides the one that frees the ring slot. BULK: the tile
 // comes in by one bulk copy (TMA) per row, T / NW rows issued by each warp, completing on a
 // shared-memory barrier that every thread waits on (no cp.async per thread, one block barrier
-// less).
+// less). The block's first tiles are requested before the queries are staged, and a thread's
+// query loads are issued together (the prologue is most of a short split's time).
 #include "kernels/bulk_copy.cuh"
 #include "kernels/common.cuh"
 #include "kernels/mla_decode.cuh"
@@ -89,16 +90,6 @@ __global__ void __launch_bounds__(32 * NW, MB) mla_decode_ksplit_kernel(Args a) 
   const int L = a.L;
   const int64_t sh0 = blk.sh0;
 
-  // Queries as bf16 (zero past n_heads) in the last ring slot, which the first load into it
-  // (issued after the loop's first barrier) overwrites.
-  __nv_bfloat16* qs = kb + (ST - 1) * T * Ws;
-  for (int h = 0; h < kHG; ++h)
-    for (int d = tid; d < W; d += kThr) {
-      float v = 0.0f;
-      if (h < nh) v = d < L ? a.q_lat[(sh0 + h) * L + d] : a.q_pe[(sh0 + h) * a.R + (d - L)];
-      qs[h * Ws + d] = __float2bfloat16_rn(v);
-    }
-
   const int32_t* table = a.pages + a.table_offset[s];
   constexpr int chunks = W / 8;
   const int my_row = tid / Lay::kTpr, my_q = tid % Lay::kTpr;
@@ -145,6 +136,32 @@ __global__ void __launch_bounds__(32 * NW, MB) mla_decode_ksplit_kernel(Args a) 
     else if (!BULK) cp_async_commit();
   }
   int next_page = page_of(k_begin + (ST - 1) * T);
+
+  // Queries as bf16 (zero past n_heads) in the last ring slot, which the first load into it
+  // (issued after the loop's first barrier) overwrites; staged while the first tiles are on
+  // their way. A thread's loads of a group are all issued before any is used (one round trip
+  // per group instead of one per head).
+  __nv_bfloat16* qs = kb + (ST - 1) * T * Ws;
+  {
+    constexpr int kQ = kHG * W / kThr;  // queries per thread
+    constexpr int kGroups = (kQ + 35) / 36, kG = kQ / kGroups;
+    static_assert(kHG * W % kThr == 0 && kQ % kGroups == 0, "query staging");
+#pragma unroll
+    for (int q0 = 0; q0 < kQ; q0 += kG) {
+      float v[kG];
+#pragma unroll
+      for (int i = 0; i < kG; ++i) {
+        const int e = (q0 + i) * kThr + tid, h = e / W, d = e - h * W;
+        v[i] = 0.0f;
+        if (h < nh) v[i] = d < L ? a.q_lat[(sh0 + h) * L + d] : a.q_pe[(sh0 + h) * a.R + (d - L)];
+      }
+#pragma unroll
+      for (int i = 0; i < kG; ++i) {
+        const int e = (q0 + i) * kThr + tid, h = e / W, d = e - h * W;
+        qs[h * Ws + d] = __float2bfloat16_rn(v[i]);
+      }
+    }
+  }
 
   // This warp's quarter of the queries' k-steps, as A fragments.
   const int kq = warp & 3, rh = warp >> 2;
