@@ -6,7 +6,7 @@
 // it (CUDA events, median of --reps after warm-up) and prints it against both floors measured in
 // the same process: the weight bytes over the copy bandwidth (the small-batch floor) and the FLOPs
 // over cuBLAS's bf16 GEMM rate (the large-batch floor).
-//   moe_experts_bench [--reps N] [--json]
+//   moe_experts_bench [--reps N] [--tokens N,N...] [--json]   (tokens: default 256,8192)
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -87,12 +88,25 @@ double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>
 int main(int argc, char** argv) {
   int reps = 20;
   bool json = false;
+  std::vector<int64_t> token_counts{256, 8192};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--json") json = true;
-    else {
-      std::fprintf(stderr, "usage: moe_experts_bench [--reps N] [--json]\n");
+    else if (a == "--tokens" && i + 1 < argc) {
+      token_counts.clear();
+      for (std::stringstream ss(argv[++i]); ss.good();) {
+        std::string t;
+        std::getline(ss, t, ',');
+        const long long v = std::atoll(t.c_str());
+        if (v <= 0) {
+          std::fprintf(stderr, "moe_experts_bench: --tokens: '%s' is not a positive count\n", t.c_str());
+          return 2;
+        }
+        token_counts.push_back(v);
+      }
+    } else {
+      std::fprintf(stderr, "usage: moe_experts_bench [--reps N] [--tokens N,N...] [--json]\n");
       return 2;
     }
   }
@@ -118,7 +132,7 @@ int main(int argc, char** argv) {
   std::printf("%-4s %-7s %-6s %-9s %-11s %-9s %-11s %s\n", "EP", "tokens", "rows", "ms", "weight GB/s", "of HBM",
               "TFLOP/s", "of GEMM");
   for (int ep : {1, 2})
-    for (int64_t tokens : {256, 8192}) {
+    for (int64_t tokens : token_counts) {
       const int64_t E = kMaxExperts / ep, rows = tokens * kTopK;
       std::vector<int64_t> counts(static_cast<std::size_t>(E), 0);
       std::uniform_int_distribution<int64_t> pick(0, E - 1);
