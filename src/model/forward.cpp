@@ -69,7 +69,9 @@ void Model::prepare_weights() {
   bias_.resize(weights_.layers.size());
   for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
     LayerWeights& lw = weights_.layers[l];
-    w_uk_[l] = be_.prepare_weight(backend::WeightView::dense(lw.w_uk_t.data(), DType::f32, Hl * L, nope));
+    w_uk_[l] = be_.prepare_weight(
+        lw.w_uk_t_bf16.empty() ? backend::WeightView::dense(lw.w_uk_t.data(), DType::f32, Hl * L, nope)
+                               : backend::WeightView::dense(lw.w_uk_t_bf16.data(), DType::bf16, Hl * L, nope));
     if (!lw.correction_bias.empty()) upload(bias_[l], lw.correction_bias);
     expert_gate_.emplace_back(), expert_up_.emplace_back(), expert_down_.emplace_back();
     for (auto& e : lw.experts) {

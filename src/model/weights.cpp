@@ -123,12 +123,20 @@ ModelWeights::ModelWeights(const Checkpoint& ckpt, const ShardSpec& shard, bool 
     expect_shape(o, hidden, H * dv, a + "o_proj.weight");
     lw.o_proj = o.col_slice(h0 * dv, h1 * dv);
     // W_UK^T per local head, so the absorbed query is one linear: q_lat = q_nope · W_UK.
-    lw.w_uk_t.resize(static_cast<std::size_t>(n_local_heads_ * L * nope));
+    const std::size_t uk_elems = static_cast<std::size_t>(n_local_heads_ * L * nope);
+    const bool uk_bf16 = lw.kv_b_proj.dtype == DType::bf16;
+    if (uk_bf16) lw.w_uk_t_bf16.resize(uk_elems);
+    else lw.w_uk_t.resize(uk_elems);
+    const auto* kvb_bits = static_cast<const uint16_t*>(lw.kv_b_proj.data);
     for (int64_t h = 0; h < n_local_heads_; ++h)
-      for (int64_t d = 0; d < nope; ++d)
-        for (int64_t j = 0; j < L; ++j)
-          lw.w_uk_t[static_cast<std::size_t>((h * L + j) * nope + d)] =
-              lw.kv_b_proj.at(h * (nope + dv) + d, j);
+      for (int64_t d = 0; d < nope; ++d) {
+        const int64_t r = h * (nope + dv) + d;
+        for (int64_t j = 0; j < L; ++j) {
+          const std::size_t i = static_cast<std::size_t>((h * L + j) * nope + d);
+          if (uk_bf16) lw.w_uk_t_bf16[i] = kvb_bits[r * lw.kv_b_proj.ld + j];
+          else lw.w_uk_t[i] = lw.kv_b_proj.at(r, j);
+        }
+      }
 
     lw.moe = c.is_moe_layer(l);
     const std::string m = p + "mlp.";

@@ -31,7 +31,10 @@ struct LayerWeights {
   backend::WeightView kv_a_proj, kv_a_norm;    // [kv_lora + rope, hidden], [kv_lora]
   backend::WeightView kv_b_proj;               // local rows: [H_local*(nope + v), kv_lora]
   backend::WeightView o_proj;                  // local columns: [hidden, H_local*v]
-  std::vector<float> w_uk_t;                   // [H_local, kv_lora, nope]: q_nope -> latent
+  // W_UK^T [H_local, kv_lora, nope]: q_nope -> latent; in bf16 (an exact transpose) when
+  // kv_b_proj is bf16, so that the absorbed query's GEMM runs on tensor cores; else f32.
+  std::vector<float> w_uk_t;                   // f32 kv_b_proj, else empty
+  std::vector<uint16_t> w_uk_t_bf16;           // bf16 kv_b_proj, else empty
   // MLP: dense, or MoE with local experts [expert_begin, expert_end).
   bool moe = false;
   MlpWeights dense;
