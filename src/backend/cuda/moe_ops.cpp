@@ -46,7 +46,12 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
     });
   check_expert_weights(ids, gate, up, down);
 
-  // Groups over the experts sorted by descending count.
+  // Groups over the experts sorted by descending count, each padded to its largest. A group
+  // whose largest is at most kWeightBoundRows takes every expert after it: below about that many
+  // rows an expert's GEMMs stream its weights (bf16 on H200: ~200 FLOP per byte at the ridge), so
+  // padded rows cost little and one call beats several with their tails (decode steps, one H200:
+  // the experts 11.4 -> 10.7 ms per step); above it padding is compute, so counts far apart split.
+  constexpr int64_t kWeightBoundRows = 128;
   std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return counts[a] > counts[b]; });
   struct Group { std::size_t first, size; int64_t rows; };
   std::vector<Group> groups;
@@ -54,7 +59,8 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
   int64_t P = 0;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     const int64_t c = counts[ids[i]];
-    if (groups.empty() || (c * 5 < groups.back().rows * 4 && groups.back().rows - c > 16))
+    const int64_t top = groups.empty() ? 0 : groups.back().rows;
+    if (groups.empty() || (top > kWeightBoundRows && c * 5 < top * 4 && top - c > 16))
       groups.push_back(Group{i, 0, c});
     poff[i] = P;
     P += groups.back().rows;
