@@ -182,7 +182,7 @@ class Model {
   backend::Buffer<float> q_, qa_, kva_, lat_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
   backend::Buffer<float> g_, u_;
-  backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, mine_, shared_;
+  backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, mine_;
   backend::Buffer<int32_t> gate_ids_, order_, position_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
   backend::Buffer<int32_t> d_identity_;

@@ -87,12 +87,15 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   // Rows in slot order: the token of sorted slot j is order[j] / K (no trip through the host).
   float* send = scratch(send_, n_slots * D);
   be_.gather_rows_div(hm, order, K, n_slots, D, send);
-  // The shared experts need no routing: they run while the counts travel to the host.
-  float* sh = nullptr;
-  if (lw.has_shared && my_n > 0) {
-    sh = scratch(shared_, my_n * D);
+  // The shared experts need no routing: they run while the counts travel to the host. Their
+  // output is where the routed results are then added: `out` itself unless the slices of attn_tp
+  // ranks are gathered into it at the end.
+  const bool gather_tp = comms_.attn_tp && tp > 1;
+  float* mine = gather_tp ? scratch(mine_, my_n * D) : out;
+  const bool has_shared = lw.has_shared && my_n > 0;
+  if (has_shared) {
     mark("moe.shared");
-    mlp(lw.shared, hm, my_n, sh);
+    mlp(lw.shared, hm, my_n, mine);
     mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
   }
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
@@ -177,12 +180,10 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     comms_.ep->all_to_all_v(expert_out, sc.data(), sdd.data(), back, rc.data(), rdd.data(), DType::f32);
   }
   mark("moe.combine");
-  float* mine = scratch(mine_, my_n * D);
-  be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
-  be_.moe_combine(back, position, weights, my_n, K, D, mine);
-  if (sh) be_.add(mine, sh, my_n * D);
+  if (!has_shared) be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
+  be_.moe_combine(back, position, weights, my_n, K, D, mine);  // adds: shared + routed
 
-  if (comms_.attn_tp && tp > 1) {
+  if (gather_tp) {
     mark("moe.gather_tp");
     std::vector<std::size_t> counts(tp), displs(tp);
     for (int r = 0; r < tp; ++r) {
@@ -191,8 +192,6 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     }
     comms_.attn_tp->all_gather_v(mine, static_cast<std::size_t>(my_n * D), out, counts.data(), displs.data(),
                                  DType::f32);
-  } else if (my_n > 0) {
-    be_.copy(out, mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
   }
 }
 
