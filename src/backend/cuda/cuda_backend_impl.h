@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/backend.h"
@@ -157,8 +158,11 @@ class CudaBackend final : public Backend {
   // moe_experts' workspace, grown (never shrunk).
   char* moe_workspace(std::size_t bytes);
 
-  void check_expert_weights(const std::vector<int64_t>& ids, const WeightView* gate,
-                            const WeightView* up, const WeightView* down) const;
+  // check_weight on the experts in `ids`. A model passes the same arrays every step: arrays
+  // whose every view checked out are remembered by a digest of their views (pointer, dtype,
+  // shape) and not walked again (a changed view changes the digest).
+  void check_expert_weights(const std::vector<int64_t>& ids, int64_t n_experts, const WeightView* gate,
+                            const WeightView* up, const WeightView* down);
 
   // Attention's workspace (split-KV partials, or the GEMM form's gathered cache and scores),
   // grown (never shrunk) to `floats`; null for none. One op uses it at a time, in stream order.
@@ -202,8 +206,8 @@ class CudaBackend final : public Backend {
   int mla_decode_variant_ = 2;
   bool attention_tf32_ = false;
   int mla_bf16_stages_ = 2;
-  bool mla_bf16_bulk_ = true;
-  double copy_gbs_ = -1;  // copy_bandwidth_gbs(), once measured  // bf16 mla_decode tiles by bulk copies (else cp.async)
+  bool mla_bf16_bulk_ = true;  // bf16 mla_decode tiles by bulk copies (else cp.async)
+  double copy_gbs_ = -1;  // copy_bandwidth_gbs(), once measured
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;
   int64_t* counts_dev_ = nullptr;  // moe_sort's counts and error flag
@@ -215,6 +219,7 @@ class CudaBackend final : public Backend {
   char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
   std::size_t moe_ws_bytes_ = 0;
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
+  std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
 };
 
 }  // namespace dpa::backend

@@ -44,7 +44,7 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
     return moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
       return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
     });
-  check_expert_weights(ids, gate, up, down);
+  check_expert_weights(ids, n_experts, gate, up, down);
 
   // Groups over the experts sorted by descending count, each padded to its largest. A group
   // whose largest is at most kWeightBoundRows takes every expert after it: below about that many
@@ -234,9 +234,28 @@ char* CudaBackend::moe_workspace(std::size_t bytes) {
   return moe_ws_;
 }
 
-void CudaBackend::check_expert_weights(const std::vector<int64_t>& ids, const WeightView* gate,
-                                       const WeightView* up, const WeightView* down) const {
-  for (int64_t e : ids) {
+void CudaBackend::check_expert_weights(const std::vector<int64_t>& ids, int64_t n_experts, const WeightView* gate,
+                                       const WeightView* up, const WeightView* down) {
+  uint64_t digest = 1469598103934665603ull;  // FNV-1a over the views' fields
+  auto mix = [&](uint64_t v) { digest = (digest ^ v) * 1099511628211ull; };
+  auto mix_view = [&](const WeightView& w) {
+    mix(reinterpret_cast<std::uintptr_t>(w.data));
+    mix(static_cast<uint64_t>(w.dtype));
+    mix(static_cast<uint64_t>(w.rows)), mix(static_cast<uint64_t>(w.cols)), mix(static_cast<uint64_t>(w.ld));
+  };
+  mix(reinterpret_cast<std::uintptr_t>(gate)), mix(static_cast<uint64_t>(n_experts));
+  for (int64_t e = 0; e < n_experts; ++e) mix_view(gate[e]), mix_view(up[e]), mix_view(down[e]);
+  if (checked_experts_.count(digest)) return;
+  bool all = true;  // every expert of the arrays, not only those with rows this time
+  for (int64_t e = 0; e < n_experts && all; ++e)
+    for (const WeightView* w : {&gate[e], &up[e], &down[e]})
+      all = all && supports_weight(w->dtype) && (w->rows <= 0 || w->cols <= 0 || on_device(w->data));
+  if (all) {
+    if (checked_experts_.size() >= 4096) checked_experts_.clear();  // bounded: a model has one array per layer
+    checked_experts_.insert(digest);
+    return;
+  }
+  for (int64_t e : ids) {  // some expert is not usable: report the first one this call needs
     check_weight(gate[e], "moe_experts gate");
     check_weight(up[e], "moe_experts up");
     check_weight(down[e], "moe_experts down");
