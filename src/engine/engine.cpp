@@ -188,7 +188,7 @@ void Engine::plan_sampling(StepPlan& plan) {
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     SeqChunk& chunk = plan.chunks[i];
     if (!chunk.need_logits) continue;
-    const Sequence* s = plan.seqs[i];
+    Sequence* s = plan.seqs[i];
     const auto& p = s->req.params;
     const bool suppress = s->n_generated() < p.min_tokens;
     chunk.argmax_only = p.greedy() && p.logprobs < 0 && p.repetition_penalty == 1.0f &&
@@ -199,9 +199,13 @@ void Engine::plan_sampling(StepPlan& plan) {
       banned = cfg_.eos_ids;
       banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
     }
-    logit_edits(p, std::span<const int32_t>(s->tokens).first(s->n_prompt),
-                std::span<const int32_t>(s->tokens).subspan(s->n_prompt), suppress, banned, vocab,
-                static_cast<int32_t>(specs_.size()), edits_);
+    const std::span<const int32_t> prompt = std::span<const int32_t>(s->tokens).first(s->n_prompt),
+                                   generated = std::span<const int32_t>(s->tokens).subspan(s->n_prompt);
+    const auto row = static_cast<int32_t>(specs_.size());
+    if (suppress)  // a few steps at most (min_tokens): the whole count, EOS and stop ids included
+      logit_edits(p, prompt, generated, true, banned, vocab, row, edits_);
+    else  // the counts so far plus this step's token, not the whole history again
+      s->penalty.append(p, prompt, generated, vocab, row, edits_);
     specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
 }

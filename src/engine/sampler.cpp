@@ -63,6 +63,49 @@ void logit_edits(const SamplingParams& p, std::span<const int32_t> prompt, std::
   }
 }
 
+void PenaltyEdits::append(const SamplingParams& p, std::span<const int32_t> prompt,
+                          std::span<const int32_t> generated, int64_t vocab, int32_t row,
+                          std::vector<backend::LogitEdit>& out) {
+  const bool repetition = p.repetition_penalty != 1.0f;
+  const bool additive = p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+  if (!repetition && !additive) return;
+  // The same history as before plus generated tokens, or count afresh.
+  const bool same = started_ && prompt.data() == prompt_ && prompt.size() == n_prompt_ &&
+                    generated.size() >= n_generated_ &&
+                    (n_generated_ == 0 || generated[0] == first_generated_);
+  if (!same) {
+    edits_.clear(), generated_count_.clear(), at_.clear();
+    prompt_ = prompt.data(), n_prompt_ = prompt.size(), n_generated_ = 0, started_ = true;
+  }
+  auto valid = [&](int32_t t) { return t >= 0 && t < vocab; };
+  auto entry = [&](int32_t t) -> std::size_t {
+    auto [it, fresh] = at_.try_emplace(t, edits_.size());
+    if (fresh) {
+      backend::LogitEdit e;
+      e.token = t;
+      if (repetition) e.repetition = p.repetition_penalty;
+      edits_.push_back(e);
+      generated_count_.push_back(0);
+    }
+    return it->second;
+  };
+  if (!same && repetition)
+    for (int32_t t : prompt)
+      if (valid(t)) entry(t);
+  for (std::size_t i = n_generated_; i < generated.size(); ++i) {
+    const int32_t t = generated[i];
+    if (!valid(t)) continue;
+    const std::size_t k = entry(t);
+    const int32_t c = ++generated_count_[k];
+    if (additive) edits_[k].subtract = p.frequency_penalty * c + p.presence_penalty;
+  }
+  n_generated_ = generated.size();
+  if (n_generated_ > 0) first_generated_ = generated[0];
+  const std::size_t base = out.size();
+  out.insert(out.end(), edits_.begin(), edits_.end());
+  for (std::size_t i = base; i < out.size(); ++i) out[i].row = row;
+}
+
 backend::SampleSpec sample_spec(const SamplingParams& p, uint64_t fallback_seed, int64_t position) {
   backend::SampleSpec s;
   s.temperature = p.greedy() ? 0.0f : p.temperature;

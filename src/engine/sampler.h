@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
@@ -35,6 +36,27 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
 void logit_edits(const SamplingParams& params, std::span<const int32_t> prompt,
                  std::span<const int32_t> generated, bool suppress_eos, std::span<const int32_t> eos_ids,
                  int64_t vocab, int32_t row, std::vector<backend::LogitEdit>& out);
+
+// One sequence's penalty edits (repetition, presence, frequency; what logit_edits gives without
+// EOS suppression), kept as its history grows: each call folds in the tokens added since the last
+// one and copies the edits out, instead of recounting the whole history every step.
+class PenaltyEdits {
+ public:
+  // Appends the edits for logits row `row` to `out`; `prompt` and `generated` as for logit_edits.
+  // A history that is not the previous one plus new generated tokens is counted afresh.
+  void append(const SamplingParams& params, std::span<const int32_t> prompt,
+              std::span<const int32_t> generated, int64_t vocab, int32_t row,
+              std::vector<backend::LogitEdit>& out);
+
+ private:
+  std::vector<backend::LogitEdit> edits_;      // one per distinct token seen (row unset)
+  std::vector<int32_t> generated_count_;       // parallel to edits_
+  std::unordered_map<int32_t, std::size_t> at_;  // token -> index in edits_
+  const int32_t* prompt_ = nullptr;            // the history folded in so far
+  std::size_t n_prompt_ = 0, n_generated_ = 0;
+  int32_t first_generated_ = -1;
+  bool started_ = false;
+};
 
 // The draw of one request at `position` (greedy requests get temperature 0).
 backend::SampleSpec sample_spec(const SamplingParams& params, uint64_t fallback_seed, int64_t position);

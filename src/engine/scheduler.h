@@ -19,6 +19,7 @@
 #include "engine/executor.h"
 #include "engine/kv_blocks.h"
 #include "engine/request.h"
+#include "engine/sampler.h"
 
 namespace dpa::engine {
 
@@ -41,6 +42,7 @@ struct Sequence {
   int64_t n_cached = -1;        // prompt tokens reused from the cache at first admission (-1: not yet)
   std::vector<uint64_t> page_hash;  // chain hash of each full prompt page (prefix caching)
   bool finished = false;
+  PenaltyEdits penalty;  // its penalties' logit edits, kept as tokens are added
   int64_t n_generated() const { return static_cast<int64_t>(tokens.size()) - n_prompt; }
 };
 

@@ -106,6 +106,48 @@ TEST(Sampler, PenaltiesAsDefined) {
   EXPECT_EQ(sample_token(kLogits, g, prompt, {}, 0, 0, true, eos).token, 4);
 }
 
+// PenaltyEdits, fed a history one generated token at a time (the vector reallocating as it grows,
+// now and then a different history), gives the edits logit_edits counts from scratch.
+TEST(Sampler, IncrementalPenaltyEditsMatchTheFullCount) {
+  std::mt19937 rng(5);
+  auto sorted = [](std::vector<dpa::backend::LogitEdit> v) {
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.token < b.token; });
+    return v;
+  };
+  struct P { float rep, presence, frequency; };
+  for (const P& pp : {P{1.3f, 0.0f, 0.0f}, P{1.0f, 0.5f, 0.0f}, P{1.0f, 0.0f, 0.25f}, P{0.8f, -0.4f, 0.1f},
+                      P{1.0f, 0.0f, 0.0f}}) {
+    SamplingParams p;
+    p.repetition_penalty = pp.rep, p.presence_penalty = pp.presence, p.frequency_penalty = pp.frequency;
+    const int64_t vocab = 50;
+    std::uniform_int_distribution<int32_t> tok(-3, 55);  // a few outside [0, vocab)
+    PenaltyEdits inc;
+    for (int history = 0; history < 3; ++history) {
+      std::vector<int32_t> tokens(static_cast<std::size_t>(history == 1 ? 0 : 7 + 20 * history));
+      for (auto& t : tokens) t = tok(rng);
+      const std::size_t n_prompt = tokens.size();
+      for (int step = 0; step < 60; ++step) {
+        const std::span<const int32_t> prompt(tokens.data(), n_prompt),
+            generated(tokens.data() + n_prompt, tokens.size() - n_prompt);
+        const int32_t row = step % 4;
+        std::vector<dpa::backend::LogitEdit> want, got(2);  // appended after what is there
+        logit_edits(p, prompt, generated, false, {}, vocab, row, want);
+        inc.append(p, prompt, generated, vocab, row, got);
+        ASSERT_EQ(got.size(), want.size() + 2) << "history " << history << " step " << step;
+        got.erase(got.begin(), got.begin() + 2);
+        const auto a = sorted(got), b = sorted(want);
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          EXPECT_EQ(a[i].row, b[i].row);
+          EXPECT_EQ(a[i].token, b[i].token);
+          EXPECT_EQ(a[i].repetition, b[i].repetition);
+          EXPECT_EQ(a[i].subtract, b[i].subtract) << "token " << a[i].token;
+        }
+        tokens.push_back(step % 5 == 0 ? tok(rng) : tokens.empty() ? 3 : tokens[static_cast<std::size_t>(step) % tokens.size()]);
+      }
+    }
+  }
+}
+
 // The sampler orders only the head of the vocabulary a draw needs; it must pick what a full sort
 // of the vocabulary picks (temperature, then top-k / min-p / top-p on the ordered probabilities,
 // then the seeded walk in that order). The reference below sorts everything.
