@@ -28,6 +28,13 @@ std::vector<BenchRequest> make_bench_requests(const BenchOptions& o, int64_t voc
   if (!(o.temperature >= 0.0f) || !std::isfinite(o.temperature)) throw ConfigError("temperature", "must be >= 0");
   if (!(o.top_p > 0.0f && o.top_p <= 1.0f)) throw ConfigError("top-p", "must be in (0, 1]");
   if (o.top_k < -1) throw ConfigError("top-k", "must be -1 (off) or positive");
+  // The ranges the OpenAI API accepts (openai_request.cpp).
+  if (!(o.repetition_penalty >= 1e-6f && o.repetition_penalty <= 100.0f))
+    throw ConfigError("repetition-penalty", "must be in [1e-6, 100]");
+  if (!(o.presence_penalty >= -2.0f && o.presence_penalty <= 2.0f))
+    throw ConfigError("presence-penalty", "must be in [-2, 2]");
+  if (!(o.frequency_penalty >= -2.0f && o.frequency_penalty <= 2.0f))
+    throw ConfigError("frequency-penalty", "must be in [-2, 2]");
   if (!o.dataset.empty()) {
     std::ifstream in(o.dataset);
     if (!in) throw Error(fmt::format("--dataset: cannot open {}", o.dataset));
@@ -183,6 +190,9 @@ void BenchRunner::run() {
     r.params.temperature = opt_.temperature;
     r.params.top_p = opt_.top_p;
     r.params.top_k = opt_.top_k;
+    r.params.repetition_penalty = opt_.repetition_penalty;
+    r.params.presence_penalty = opt_.presence_penalty;
+    r.params.frequency_penalty = opt_.frequency_penalty;
     r.params.max_tokens = reqs_[i].output_len;
     r.params.ignore_eos = opt_.ignore_eos;
     {
@@ -251,6 +261,9 @@ void BenchRunner::run() {
                         {"temperature", opt_.temperature},
                         {"top_p", opt_.top_p},
                         {"top_k", opt_.top_k},
+                        {"repetition_penalty", opt_.repetition_penalty},
+                        {"presence_penalty", opt_.presence_penalty},
+                        {"frequency_penalty", opt_.frequency_penalty},
                         {"dataset_name", opt_.dataset.empty() ? opt_.dataset_name : std::string("jsonl")},
                         {"prefix_cache_hit_rate", hit_rate},
                         {"prefix_cache_hits", cache_h},

@@ -36,6 +36,10 @@ struct BenchOptions {
   float temperature = 0.0f;
   float top_p = 1.0f;
   int32_t top_k = -1;
+  // Penalties of every request (OpenAI / vLLM semantics; the defaults are off).
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
   uint64_t seed = 1;
   std::string trace;                // HDF5 per-step trace file
   std::string result_json;          // also append the JSON line here

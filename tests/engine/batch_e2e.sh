@@ -112,6 +112,15 @@ out=$(timeout 300 $M -np 2 "$bin" bench --model "$work/tiny" --device cpu --log-
 if grep -q "Output token throughput (tok/s):" <<<"$out" && grep -q "P99 ITL (ms):" <<<"$out" && grep -q '^{"backend":"dpa_serve' <<<"$out" \
    && grep -q '"total_output_tokens":48' <<<"$out"; then ok "bench block and JSON line"; else bad "bench output: $out"; fi
 
+# Penalties on every request (the engine keeps each sequence's edits as it grows); an out-of-range
+# penalty is refused before anything runs.
+out=$(timeout 300 $M -np 2 "$bin" bench --model "$work/tiny" --device cpu --log-level warn --num-prompts 6 --random-input-len 16 \
+      --random-output-len 8 --temperature 0.8 --repetition-penalty 1.25 --frequency-penalty 0.5 --presence-penalty 0.2 2>&1)
+if grep -q '"total_output_tokens":48' <<<"$out" && grep -q '"repetition_penalty":1.25' <<<"$out"; then ok "bench with penalties"
+else bad "bench with penalties: $out"; fi
+out=$(timeout 60 "$bin" bench --model "$work/tiny" --device cpu --num-prompts 2 --frequency-penalty 3 2>&1) && bad "frequency penalty 3 accepted"
+grep -q "frequency-penalty: must be in \[-2, 2\]" <<<"$out" && ok "bench refuses a penalty out of range" || bad "bench penalty error: $out"
+
 # --profile-phases (dp 2, ep 2): phase times, the decode step's floor, and the coarse split in
 # which the MoE exchanges count as all-to-all.
 out=$(timeout 300 $M -np 2 "$bin" bench --model "$work/tiny" --device cpu --log-level warn --dp 2 --ep 2 --num-prompts 6 \
