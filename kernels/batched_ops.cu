@@ -47,6 +47,18 @@ __global__ void moe_gather_pad_kernel(const float* x, const int32_t* order, cons
   }
 }
 
+__global__ void moe_fixed_positions_kernel(const int64_t* counts, int64_t n_experts, int64_t capacity,
+                                           int32_t* pos) {
+  const int64_t n = n_experts * capacity;
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < n;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t e = p / capacity, r = p - e * capacity;
+    int64_t start = 0;
+    for (int64_t i = 0; i < e; ++i) start += counts[i];
+    pos[p] = r < counts[e] ? static_cast<int32_t>(start + r) : -1;
+  }
+}
+
 template <class T>
 __global__ void moe_silu_mul_kernel(const float* g, const float* u, int64_t count, T* h) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
@@ -97,6 +109,14 @@ void moe_gather_pad(const float* x, const int32_t* order, const int32_t* pos, in
   else
     moe_gather_pad_kernel<<<grid_rows(n_rows), kThreads, 0, stream>>>(
         x, order, pos, n_rows, d, ldx, static_cast<float*>(xb));
+}
+
+void moe_fixed_positions(const int64_t* counts, int64_t n_experts, int64_t capacity, int32_t* pos,
+                         cudaStream_t stream) {
+  const int64_t n = n_experts * capacity;
+  if (n <= 0) return;
+  moe_fixed_positions_kernel<<<detail::blocks_for(n, kThreads), kThreads, 0, stream>>>(counts, n_experts,
+                                                                                       capacity, pos);
 }
 
 void moe_silu_mul(const float* g, const float* u, int64_t count, bool bf16, void* h,

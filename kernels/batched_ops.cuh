@@ -22,6 +22,11 @@ void strided_to_bf16(const float* x, int64_t ldx, int64_t stride_x, int64_t n, i
 // x[order[pos[r]], :d] or zeros where pos[r] < 0.
 void moe_gather_pad(const float* x, const int32_t* order, const int32_t* pos, int64_t n_rows,
                     int64_t d, int64_t ldx, bool bf16, void* xb, cudaStream_t stream);
+// The row map of experts padded to `capacity` rows each: pos[e * capacity + r] = (counts of the
+// experts before e) + r for r < counts[e], else -1; counts in device memory (n_experts entries,
+// each <= capacity).
+void moe_fixed_positions(const int64_t* counts, int64_t n_experts, int64_t capacity, int32_t* pos,
+                         cudaStream_t stream);
 // h[i] = silu(g[i]) * u[i], i < count, stored as bf16 when `bf16`, else f32.
 void moe_silu_mul(const float* g, const float* u, int64_t count, bool bf16, void* h,
                   cudaStream_t stream);

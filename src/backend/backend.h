@@ -244,6 +244,9 @@ class Backend {
   // counts[e] = slots of the last moe_sort routed to expert e (its n_experts entries, HOST
   // memory); waits for them. An expert id outside [0, n_experts) throws here or in moe_sort.
   virtual void moe_counts(int64_t* counts) = 0;
+  // The counts of the last moe_sort into BACKEND memory dst [n_experts], in stream order: no
+  // wait, and moe_counts may still follow.
+  virtual void moe_counts_to(int64_t* dst) = 0;
   // out[j, :] = x[rows[j], :] for j < n, rows of d floats (token permute).
   virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                            float* out) = 0;
@@ -261,6 +264,13 @@ class Backend {
   virtual void moe_experts(const float* x, const int32_t* order, const int64_t* counts,
                            int64_t n_experts, const WeightView* gate, const WeightView* up,
                            const WeightView* down, float* out) = 0;
+  // moe_experts with the counts in BACKEND memory (moe_counts_to) and every expert given
+  // `capacity` rows, counts[e] <= capacity (a bound known without the counts, such as the tokens
+  // routed: top-k picks distinct experts): shapes fixed by (n_experts, capacity), no host trip, so
+  // a step can be queued whole. Experts with no rows cost their weights' read.
+  virtual void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts,
+                                 int64_t n_experts, int64_t capacity, const WeightView* gate,
+                                 const WeightView* up, const WeightView* down, float* out) = 0;
   // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
   // rows[s] (the expert results still in sorted order: moe_sort's position) or s when rows is
   // null (unpermuted).

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 
 #include "core/error.h"
@@ -24,6 +25,13 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   rope_.dim = ckpt.config().qk_rope_head_dim;
   rope_.attention_scaling = rope_attention_scaling(ckpt.config());
   prepare_weights();
+  if (const char* v = std::getenv("DPA_MOE_FIXED_TOKENS")) {
+    char* end = nullptr;
+    const long long n = std::strtoll(v, &end, 10);
+    if (!*v || *end || n < 0 || n > (1 << 20))
+      throw Error(fmt::format("DPA_MOE_FIXED_TOKENS='{}': not a token count in [0, 1048576]", v));
+    moe_fixed_tokens_ = n;
+  }
   if (opts.profile_phases) {
     floor_fixed_bytes_ = fixed_weight_bytes();
     copy_gbs_ = be_.copy_bandwidth_gbs();
@@ -108,6 +116,20 @@ int64_t Model::fixed_weight_bytes() {
   return b;
 }
 
+const std::vector<int64_t>& Model::expert_counts() const {
+  if (counts_on_device_) {
+    const int64_t E = config().n_routed_experts;
+    std::vector<int64_t> all(expert_counts_.size());
+    be_.download(all.data(), d_expert_counts_.data(), all.size() * sizeof(int64_t));
+    for (std::size_t l = 0; l < fixed_layers_.size(); ++l)
+      if (fixed_layers_[l])
+        std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(l * E), E,
+                    expert_counts_.begin() + static_cast<std::ptrdiff_t>(l * E));
+    counts_on_device_ = false;
+  }
+  return expert_counts_;
+}
+
 void Model::add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local) {
   if (!opts_.profile_phases) return;
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
@@ -182,6 +204,8 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   upload(d_decode_ctx_, decode_ctx);
   if (!c.n_routed_experts) expert_counts_.clear();
   else expert_counts_.assign(static_cast<std::size_t>(c.num_hidden_layers * c.n_routed_experts), 0);
+  fixed_layers_.assign(static_cast<std::size_t>(c.num_hidden_layers), 0);
+  counts_on_device_ = false;
   if (opts_.profile_phases) {  // the floor: fixed weights, embedding rows, each cache row once per layer
     int64_t kv_rows = 0;
     for (const SeqInput& s : batch) kv_rows += s.start + static_cast<int64_t>(s.tokens.size());
@@ -221,6 +245,12 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
       });
       PhaseStats& p = decode ? m.phase_decode_ : m.phase_other_;
       try {
+        if (m.counts_on_device_) {  // the fixed-capacity layers' expert bytes, from their counts
+          const auto& ec = m.expert_counts();
+          const int64_t E = m.config().n_routed_experts;
+          for (std::size_t l = 0; l < m.fixed_layers_.size(); ++l)
+            if (m.fixed_layers_[l]) m.add_expert_bytes(static_cast<int64_t>(l), ec.data() + l * E, E);
+        }
         m.be_.phase_collect(p.seconds);
         ++p.steps;
         p.floor_bytes += static_cast<double>(m.step_bytes_);

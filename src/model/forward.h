@@ -100,7 +100,9 @@ class Model {
                std::vector<int32_t>* argmax = nullptr, const Sampling* sampling = nullptr);
 
   // Routed slots per expert of the last forward on this rank: [n_layers * n_routed_experts].
-  const std::vector<int64_t>& expert_counts() const { return expert_counts_; }
+  // Layers that kept their counts in backend memory (the fixed-capacity experts) are downloaded
+  // here, on the first call after the step.
+  const std::vector<int64_t>& expert_counts() const;
   // With ForwardOptions::profile_phases: phase times of pure decode steps and of the others.
   const PhaseStats& phase_stats(bool decode) const { return decode ? phase_decode_ : phase_other_; }
   // With profile_phases: the backend's copy bandwidth (GB/s), measured before the KV cache is
@@ -162,7 +164,14 @@ class Model {
   std::vector<backend::Buffer<float>> bias_;
   // Per layer, the local experts' weights as arrays (moe_experts).
   std::vector<std::vector<backend::WeightView>> expert_gate_, expert_up_, expert_down_;
-  std::vector<int64_t> expert_counts_;
+  mutable std::vector<int64_t> expert_counts_;
+  // Experimental (DPA_MOE_FIXED_TOKENS=N, 0: off): with ep 1 and at most N tokens on the rank, a
+  // MoE layer runs moe_experts_fixed with capacity = the tokens rounded up to 16 and its counts
+  // stay in backend memory (no host wait in the layer); those layers are marked here.
+  int64_t moe_fixed_tokens_ = 0;
+  std::vector<uint8_t> fixed_layers_;
+  mutable bool counts_on_device_ = false;
+  backend::Buffer<int64_t> d_expert_counts_;  // [n_layers * n_routed_experts]
 
   // This step's inputs in backend memory, and scratch activations reused across steps.
   backend::Buffer<int32_t> d_ids_, d_pages_, d_rows_, d_argmax_, d_keep_;

@@ -98,15 +98,30 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     mlp(lw.shared, hm, my_n, mine);
     mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
   }
-  std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
-  be_.moe_counts(expert_counts.data());
-  std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
-  if (!distributed) add_expert_bytes(layer, expert_counts.data(), E);
-
   const std::size_t l = static_cast<std::size_t>(layer);
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
   float* expert_out = nullptr;  // expert results, rows in the order the experts received them
-  if (!distributed) {
+  // Few tokens and every expert local: the counts stay in backend memory and every expert gets
+  // `capacity` rows (a token picks distinct experts, so no count exceeds the tokens): no host
+  // wait in the layer.
+  const bool fixed = !distributed && moe_fixed_tokens_ > 0 && my_n > 0 && my_n <= moe_fixed_tokens_;
+  std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
+  if (!fixed) {
+    be_.moe_counts(expert_counts.data());
+    std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
+    if (!distributed) add_expert_bytes(layer, expert_counts.data(), E);
+  }
+  if (fixed) {
+    if (d_expert_counts_.size() < static_cast<std::size_t>(c.num_hidden_layers * E))
+      scratch(d_expert_counts_, c.num_hidden_layers * E);  // before any layer of a step uses it
+    int64_t* d_counts = d_expert_counts_.data() + layer * E;
+    be_.moe_counts_to(d_counts);
+    fixed_layers_[l] = 1, counts_on_device_ = true;
+    expert_out = scratch(expert_out_, n_slots * D);
+    mark("moe.experts");
+    be_.moe_experts_fixed(send, identity_rows(n_slots), d_counts, E, (my_n + 15) / 16 * 16,
+                          expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
+  } else if (!distributed) {
     // Every expert is local and `send` is already grouped by expert: run them on it in place.
     expert_out = scratch(expert_out_, n_slots * D);
     mark("moe.experts");

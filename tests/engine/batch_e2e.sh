@@ -140,5 +140,13 @@ sum_ds() { h5dump -d "$2" -w 0 "$1" 2>/dev/null | sed -n '/DATA {/,/}/p' | sed '
 if [[ -f "$work/trace.h5" ]] && [[ $(sum_ds "$work/trace.h5" /tokens) -eq 138 ]] && [[ $(sum_ds "$work/trace.h5" /expert_tokens) -eq $((138 * 2 * 2)) ]] \
    && h5ls "$work/trace.h5" | grep -q "kv_used_pages"; then ok "bench --trace writes the per-step HDF5 trace"
 else bad "bench trace: $(h5ls "$work/trace.h5" 2>&1) tokens=$(sum_ds "$work/trace.h5" /tokens) experts=$(sum_ds "$work/trace.h5" /expert_tokens)"; fi
+# The same with the fixed-capacity experts (one rank: every expert local), whose counts stay in
+# backend memory until the step's statistics ask for them.
+rm -f "$work/trace1.h5"
+DPA_MOE_FIXED_TOKENS=4096 timeout 300 $M -np 1 -x DPA_MOE_FIXED_TOKENS "$bin" bench --model "$work/tiny" --device cpu \
+  --log-level warn --num-prompts 6 --random-input-len 16 --random-output-len 8 --trace "$work/trace1.h5" >/dev/null 2>&1
+if [[ -f "$work/trace1.h5" ]] && [[ $(sum_ds "$work/trace1.h5" /tokens) -eq 138 ]] \
+   && [[ $(sum_ds "$work/trace1.h5" /expert_tokens) -eq $((138 * 2 * 2)) ]]; then ok "bench --trace with DPA_MOE_FIXED_TOKENS: expert counts"
+else bad "fixed-capacity trace: tokens=$(sum_ds "$work/trace1.h5" /tokens) experts=$(sum_ds "$work/trace1.h5" /expert_tokens)"; fi
 
 finish

@@ -1,7 +1,8 @@
 // Golden test: the forward reproduces Hugging Face transformers (fixtures/{v2,v3}/expected.json)
 // under one (W, dp, ep) layout given by --dp/--ep, on the CPU backend (MPI) or, with
 // --device=cuda, on one GPU per rank (CUDA backend, NCCL); --weights=bf16 rounds every matrix
-// to bf16 first; --kv=bf16 keeps the KV cache in bf16 (GPUs). Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
+// to bf16 first; --kv=bf16 keeps the KV cache in bf16 (GPUs); --moe-fixed-tokens=N turns on the
+// fixed-capacity experts up to N tokens. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
 // without prompts still run every step with empty batches.
 // Metric, per position: max_v |ours - hf| / max_v |hf| <= 1e-4 with fp32 weights (fp32 on both
 // sides), <= 2e-2 with bf16 weights or a bf16 cache (HF stays fp32: this bounds the rounding).
@@ -58,6 +59,9 @@ Args parse_args() {
     if (s == "--weights=bf16") a.bf16 = true;
     if (s == "--kv=f32") a.kv = DType::f32;
     if (s == "--kv=bf16") a.kv = DType::bf16;
+    // The experimental fixed-capacity experts (Model reads DPA_MOE_FIXED_TOKENS; set here so that
+    // no launcher has to forward it).
+    if (s.rfind("--moe-fixed-tokens=", 0) == 0) setenv("DPA_MOE_FIXED_TOKENS", s.substr(19).c_str(), 1);
   }
   return a;
 }

@@ -5,6 +5,7 @@
 // built without near-ties. This file: dense, MoE and memory ops; attention_parity_test.cpp: the
 // attention ops and the paged cache; timing_test.cpp: GPU times (no bound). The executable
 // (parity_main.cpp) exits 77 (skipped) when no CUDA device is present.
+#include "core/error.h"
 #include "parity_util.h"
 
 namespace dpa::backend {
@@ -385,6 +386,27 @@ TEST(BackendParity, MoeExperts) {
     EXPECT_TRUE(close("moe_experts", dt(c.dt) + " " + c.name + " " +
                                          shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
                       out.on_cpu(), out.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+    // The fixed-capacity form (counts in backend memory, every expert padded to the capacity):
+    // the largest count rounded up to 16, and a capacity far above it; against the CPU's
+    // moe_experts, from the same starting output.
+    int64_t top = 0;
+    for (int64_t k : c.counts) top = std::max(top, k);
+    Dual<int64_t> dcounts(c.counts);
+    for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 100}) {
+      Dual<float> out2(rnd(std::max<int64_t>(total * c.D, 1)));
+      cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(), out2.c.data());
+      gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, gg.data(), ug.data(), dg.data(),
+                              out2.g.data());
+      EXPECT_TRUE(close("moe_experts_fixed", dt(c.dt) + " " + c.name + " " +
+                                                 shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
+                        out2.on_cpu(), out2.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+    }
+    // The CPU reference refuses a count over the capacity.
+    if (top > 1) {
+      EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), c.counts.data(), E, top - 1, gc.data(),
+                                           uc.data(), dc.data(), out.c.data()),
+                   dpa::Error);
+    }
   }
 }
 

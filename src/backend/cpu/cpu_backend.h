@@ -53,11 +53,15 @@ class CpuBackend final : public Backend {
                   float scale, float* out_lat) override;
   void moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
                    const WeightView* gate, const WeightView* up, const WeightView* down, float* out) override;
+  void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                         int64_t capacity, const WeightView* gate, const WeightView* up, const WeightView* down,
+                         float* out) override;
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
                 int32_t* position) override;
   void moe_counts(int64_t* counts) override;
+  void moe_counts_to(int64_t* dst) override;
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
   void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
                        float* out) override;

@@ -104,6 +104,20 @@ void CpuBackend::moe_counts(int64_t* counts) {
   std::copy(counts_.begin(), counts_.end(), counts);
 }
 
+void CpuBackend::moe_counts_to(int64_t* dst) {
+  if (!counts_pending_) throw Error("moe_counts_to: no moe_sort before it");
+  std::copy(counts_.begin(), counts_.end(), dst);
+}
+
+void CpuBackend::moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts,
+                                   int64_t n_experts, int64_t capacity, const WeightView* gate,
+                                   const WeightView* up, const WeightView* down, float* out) {
+  for (int64_t e = 0; e < n_experts; ++e)
+    if (counts[e] > capacity)
+      throw Error(fmt::format("moe_experts_fixed: expert {} has {} rows, capacity {}", e, counts[e], capacity));
+  moe_experts(x, order, counts, n_experts, gate, up, down, out);
+}
+
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                              float* out) {
   gather_rows_div(x, rows, 1, n, d, out);

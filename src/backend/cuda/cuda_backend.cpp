@@ -133,6 +133,7 @@ CudaBackend::~CudaBackend() {
   if (counts_ready_) cudaEventDestroy(counts_ready_);
   if (attn_ws_) cudaFree(attn_ws_);
   if (moe_ws_) cudaFree(moe_ws_);
+  for (auto& [key, p] : fixed_ptrs_) cudaFree(p);
   cublasDestroy(cublas_);
   cudaStreamDestroy(stream_);
 }

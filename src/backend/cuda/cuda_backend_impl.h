@@ -114,6 +114,10 @@ class CudaBackend final : public Backend {
   void moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
                    const WeightView* gate, const WeightView* up, const WeightView* down,
                    float* out) override;
+  void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                         int64_t capacity, const WeightView* gate, const WeightView* up, const WeightView* down,
+                         float* out) override;
+  void moe_counts_to(int64_t* dst) override;
 
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
@@ -220,6 +224,9 @@ class CudaBackend final : public Backend {
   std::size_t moe_ws_bytes_ = 0;
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
+  // moe_experts_fixed's pointer arrays in device memory, one per (expert arrays, capacity,
+  // workspace): uploaded once, so a call issues no host-to-device copy.
+  std::map<std::tuple<const void*, const void*, const void*, int64_t, int64_t, const void*>, void**> fixed_ptrs_;
 };
 
 }  // namespace dpa::backend

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <vector>
 
 #include "backend/cuda/cuda_backend_impl.h"
@@ -132,6 +133,99 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
         to_int(gr.size, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   kernels::moe_scatter_pad(yb, ldx, order, pos, P, D, out, stream_);
   DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                                    int64_t capacity, const WeightView* gate, const WeightView* up,
+                                    const WeightView* down, float* out) {
+  if (n_experts <= 0) return;
+  if (capacity <= 0) throw Error(fmt::format("moe_experts_fixed: capacity {}", capacity));
+  const WeightView& g0 = gate[0];
+  const int64_t D = g0.cols, I = g0.rows;
+  const DType dt = g0.dtype;
+  const int64_t lda_gu = g0.ld, lda_d = down[0].ld;
+  bool uniform = D > 0 && I > 0 && supports_weight(dt);
+  for (int64_t e = 0; e < n_experts && uniform; ++e) {
+    const WeightView &g = gate[e], &u = up[e], &d = down[e];
+    uniform = g.dtype == dt && u.dtype == dt && d.dtype == dt && g.rows == I && g.cols == D && u.rows == I &&
+              u.cols == D && d.rows == D && d.cols == I && g.ld == lda_gu && u.ld == lda_gu && d.ld == lda_d;
+  }
+  if (!uniform) {  // experts of mixed shapes or dtypes: the counts to the host (a wait), then the grouped path
+    std::vector<int64_t> h(static_cast<std::size_t>(n_experts));
+    download(h.data(), counts, h.size() * sizeof(int64_t));
+    return moe_experts(x, order, h.data(), n_experts, gate, up, down, out);
+  }
+  std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
+  std::iota(all.begin(), all.end(), int64_t{0});
+  check_expert_weights(all, n_experts, gate, up, down);
+
+  const int64_t C = capacity, R = n_experts * C;  // every expert padded to C rows
+  const bool bf16 = dt == DType::bf16;
+  const std::size_t es = bf16 ? 2 : 4;
+  const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
+  auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t pos_bytes = al(R * sizeof(int32_t)), xb_bytes = al(R * ldx * es),
+                    gu_bytes = al(R * ldi * sizeof(float)), h_bytes = al(R * ldi * es);
+  char* ws = moe_workspace(pos_bytes + xb_bytes + 2 * gu_bytes + h_bytes + al(R * ldx * sizeof(float)));
+  int32_t* pos = reinterpret_cast<int32_t*>(ws);
+  char* xb = ws + pos_bytes;
+  float* g = reinterpret_cast<float*>(xb + xb_bytes);
+  float* u = reinterpret_cast<float*>(xb + xb_bytes + gu_bytes);
+  char* h = xb + xb_bytes + 2 * gu_bytes;
+  float* yb = reinterpret_cast<float*>(h + h_bytes);
+
+  // Pointer arrays: gate then up (A), the padded rows twice (B), gate then up outputs (C); then
+  // down (A), SwiGLU rows (B), outputs (C). Fixed by the arrays, C and the workspace: built once.
+  const std::size_t ne = static_cast<std::size_t>(n_experts);
+  const auto key = std::make_tuple(static_cast<const void*>(gate), static_cast<const void*>(up),
+                                   static_cast<const void*>(down), n_experts, C, static_cast<const void*>(ws));
+  void**& ptrs = fixed_ptrs_[key];
+  if (!ptrs) {
+    std::vector<void*> hp(9 * ne);
+    for (std::size_t e = 0; e < ne; ++e) {
+      const int64_t r0 = static_cast<int64_t>(e) * C;
+      hp[e] = const_cast<void*>(gate[e].data);
+      hp[ne + e] = const_cast<void*>(up[e].data);
+      hp[2 * ne + e] = hp[3 * ne + e] = xb + r0 * ldx * es;
+      hp[4 * ne + e] = g + r0 * ldi;
+      hp[5 * ne + e] = u + r0 * ldi;
+      hp[6 * ne + e] = const_cast<void*>(down[e].data);
+      hp[7 * ne + e] = h + r0 * ldi * es;
+      hp[8 * ne + e] = yb + r0 * ldx;
+    }
+    ptrs = static_cast<void**>(alloc(hp.size() * sizeof(void*)));
+    DPA_CHECK_CUDA(cudaMemcpy(ptrs, hp.data(), hp.size() * sizeof(void*), cudaMemcpyHostToDevice));
+  }
+
+  kernels::moe_fixed_positions(counts, n_experts, C, pos, stream_);
+  DPA_CHECK_LAUNCH();
+  kernels::moe_gather_pad(x, order, pos, R, D, ldx, bf16, xb, stream_);
+  DPA_CHECK_LAUNCH();
+  const cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const float one = 1.0f, zero = 0.0f;
+  const int iD = to_int(D, "moe D"), iI = to_int(I, "moe I"), iC = to_int(C, "moe capacity");
+  DPA_CHECK_CUBLAS(cublasGemmBatchedEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, iI, iC, iD, &one,
+                                       const_cast<const void**>(ptrs), ab, to_int(lda_gu, "moe ld"),
+                                       const_cast<const void**>(ptrs + 2 * ne), ab, to_int(ldx, "moe ldx"), &zero,
+                                       ptrs + 4 * ne, CUDA_R_32F, to_int(ldi, "moe ldi"),
+                                       to_int(2 * n_experts, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  kernels::moe_silu_mul(g, u, R * ldi, bf16, h, stream_);
+  DPA_CHECK_LAUNCH();
+  DPA_CHECK_CUBLAS(cublasGemmBatchedEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, iD, iC, iI, &one,
+                                       const_cast<const void**>(ptrs + 6 * ne), ab, to_int(lda_d, "moe ld"),
+                                       const_cast<const void**>(ptrs + 7 * ne), ab, to_int(ldi, "moe ldi"), &zero,
+                                       ptrs + 8 * ne, CUDA_R_32F, to_int(ldx, "moe ldx"),
+                                       to_int(n_experts, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  kernels::moe_scatter_pad(yb, ldx, order, pos, R, D, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_counts_to(int64_t* dst) {
+  if (!counts_pending_) throw Error("moe_counts_to: no moe_sort before it");
+  const std::size_t bytes = static_cast<std::size_t>(counts_n_) * sizeof(int64_t);
+  if (!bytes) return;
+  if (counts_zero_) DPA_CHECK_CUDA(cudaMemsetAsync(dst, 0, bytes, stream_));
+  else DPA_CHECK_CUDA(cudaMemcpyAsync(dst, counts_dev_, bytes, cudaMemcpyDeviceToDevice, stream_));
 }
 
 void CudaBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
