@@ -17,6 +17,30 @@
 
 namespace dpa::backend {
 
+namespace {
+
+// The shape the batched expert GEMMs need every expert in `ids` to share: gate and up [I x D],
+// down [D x I], one dtype, one stride each. Whether they do (filled from the first).
+struct ExpertShape {
+  int64_t D = 0, I = 0, lda_gu = 0, lda_d = 0;
+  DType dt = DType::f32;
+};
+bool uniform_experts(const std::vector<int64_t>& ids, const WeightView* gate, const WeightView* up,
+                     const WeightView* down, ExpertShape& s) {
+  const WeightView& g0 = gate[ids[0]];
+  s = ExpertShape{g0.cols, g0.rows, g0.ld, down[ids[0]].ld, g0.dtype};
+  bool uniform = s.D > 0 && s.I > 0;
+  for (int64_t e : ids) {
+    const WeightView &g = gate[e], &u = up[e], &d = down[e];
+    uniform = uniform && g.dtype == s.dt && u.dtype == s.dt && d.dtype == s.dt && g.rows == s.I &&
+              g.cols == s.D && u.rows == s.I && u.cols == s.D && d.rows == s.D && d.cols == s.I &&
+              g.ld == s.lda_gu && u.ld == s.lda_gu && d.ld == s.lda_d;
+  }
+  return uniform;
+}
+
+}  // namespace
+
 void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
                               const WeightView* gate, const WeightView* up, const WeightView* down,
                               float* out) {
@@ -30,17 +54,10 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
     if (counts[e] > 0) ids.push_back(e);
   }
   if (total == 0) return;
-  const WeightView& g0 = gate[ids[0]];
-  const int64_t D = g0.cols, I = g0.rows;
-  const DType dt = g0.dtype;
-  const int64_t lda_gu = g0.ld, lda_d = down[ids[0]].ld;
-  bool uniform = D > 0 && I > 0 && supports_weight(dt);
-  for (int64_t e : ids) {
-    const WeightView &g = gate[e], &u = up[e], &d = down[e];
-    uniform = uniform && g.dtype == dt && u.dtype == dt && d.dtype == dt && g.rows == I &&
-              g.cols == D && u.rows == I && u.cols == D && d.rows == D && d.cols == I &&
-              g.ld == lda_gu && u.ld == lda_gu && d.ld == lda_d;
-  }
+  ExpertShape shape;
+  const bool uniform = uniform_experts(ids, gate, up, down, shape) && supports_weight(shape.dt);
+  const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
+  const DType dt = shape.dt;
   if (!uniform)  // experts of mixed shapes or dtypes: one at a time through the plain ops
     return moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
       return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
@@ -140,23 +157,17 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
                                     const WeightView* down, float* out) {
   if (n_experts <= 0) return;
   if (capacity <= 0) throw Error(fmt::format("moe_experts_fixed: capacity {}", capacity));
-  const WeightView& g0 = gate[0];
-  const int64_t D = g0.cols, I = g0.rows;
-  const DType dt = g0.dtype;
-  const int64_t lda_gu = g0.ld, lda_d = down[0].ld;
-  bool uniform = D > 0 && I > 0 && supports_weight(dt);
-  for (int64_t e = 0; e < n_experts && uniform; ++e) {
-    const WeightView &g = gate[e], &u = up[e], &d = down[e];
-    uniform = g.dtype == dt && u.dtype == dt && d.dtype == dt && g.rows == I && g.cols == D && u.rows == I &&
-              u.cols == D && d.rows == D && d.cols == I && g.ld == lda_gu && u.ld == lda_gu && d.ld == lda_d;
-  }
+  std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
+  std::iota(all.begin(), all.end(), int64_t{0});
+  ExpertShape shape;
+  const bool uniform = uniform_experts(all, gate, up, down, shape) && supports_weight(shape.dt);
+  const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
+  const DType dt = shape.dt;
   if (!uniform) {  // experts of mixed shapes or dtypes: the counts to the host (a wait), then the grouped path
     std::vector<int64_t> h(static_cast<std::size_t>(n_experts));
     download(h.data(), counts, h.size() * sizeof(int64_t));
     return moe_experts(x, order, h.data(), n_experts, gate, up, down, out);
   }
-  std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
-  std::iota(all.begin(), all.end(), int64_t{0});
   check_expert_weights(all, n_experts, gate, up, down);
 
   const int64_t C = capacity, R = n_experts * C;  // every expert padded to C rows
