@@ -22,6 +22,7 @@ KvCache::KvCache(backend::Backend& be, int64_t n_layers, int64_t n_pages, int64_
 }
 
 backend::PagedLatent KvCache::view(int64_t layer, const int32_t* pages) const {
+  if (layer < 0 || layer >= n_layers_) throw Error(fmt::format("kv cache: layer {} of {}", layer, n_layers_));
   backend::PagedLatent v;
   v.base = data_.data() + static_cast<std::size_t>(layer * n_pages_ * page_size_ * token_width()) * dtype_size(dtype_);
   v.dtype = dtype_;

@@ -21,7 +21,8 @@ class KvCache {
   int64_t token_width() const { return kv_lora_ + rope_dim_; }
   DType dtype() const { return dtype_; }
   std::size_t bytes() const { return data_.size(); }
-  // Layer `layer`'s view for one sequence's page table (in backend memory).
+  // Layer `layer`'s view for one sequence's page table (in backend memory); throws for a layer
+  // outside [0, n_layers).
   backend::PagedLatent view(int64_t layer, const int32_t* pages) const;
 
   // Simple allocator: pages for n_tokens more tokens appended to `table`; throws when full.

@@ -147,6 +147,10 @@ TEST(ModelForward, RefusesShortPageTableAndLongPositions) {
   // An empty batch is valid (idle ranks still run the step).
   m.forward({}, logits);
   EXPECT_TRUE(logits.empty());
+  // A cache view of a layer the cache does not have.
+  EXPECT_THROW(m.cache().view(m.config().num_hidden_layers, nullptr), dpa::Error);
+  EXPECT_THROW(m.cache().view(-1, nullptr), dpa::Error);
+  EXPECT_NO_THROW(m.cache().view(m.config().num_hidden_layers - 1, nullptr));
 }
 
 }  // namespace
