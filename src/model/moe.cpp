@@ -112,9 +112,9 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     if (!distributed) add_expert_bytes(layer, expert_counts.data(), E);
   }
   if (fixed) {
-    if (d_expert_counts_.size() < static_cast<std::size_t>(c.num_hidden_layers * E))
-      scratch(d_expert_counts_, c.num_hidden_layers * E);  // before any layer of a step uses it
-    int64_t* d_counts = d_expert_counts_.data() + layer * E;
+    // Sized for every layer at once: it only grows at the first fixed layer ever, before any
+    // layer of that step wrote into it.
+    int64_t* d_counts = scratch(d_expert_counts_, c.num_hidden_layers * E) + layer * E;
     be_.moe_counts_to(d_counts);
     fixed_layers_[l] = 1, counts_on_device_ = true;
     expert_out = scratch(expert_out_, n_slots * D);
