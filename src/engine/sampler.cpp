@@ -69,13 +69,12 @@ void PenaltyEdits::append(const SamplingParams& p, std::span<const int32_t> prom
   const bool repetition = p.repetition_penalty != 1.0f;
   const bool additive = p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
   if (!repetition && !additive) return;
-  // The same history as before plus generated tokens, or count afresh.
-  const bool same = started_ && prompt.data() == prompt_ && prompt.size() == n_prompt_ &&
-                    generated.size() >= n_generated_ &&
-                    (n_generated_ == 0 || generated[0] == first_generated_);
+  // A sequence's history only grows: the same prompt and at least the tokens folded in so far
+  // continue it; anything else is counted afresh.
+  const bool same = prompt.size() == n_prompt_ && generated.size() >= n_generated_;
   if (!same) {
     edits_.clear(), generated_count_.clear(), at_.clear();
-    prompt_ = prompt.data(), n_prompt_ = prompt.size(), n_generated_ = 0, started_ = true;
+    n_prompt_ = prompt.size(), n_generated_ = 0;
   }
   auto valid = [&](int32_t t) { return t >= 0 && t < vocab; };
   auto entry = [&](int32_t t) -> std::size_t {
@@ -100,7 +99,6 @@ void PenaltyEdits::append(const SamplingParams& p, std::span<const int32_t> prom
     if (additive) edits_[k].subtract = p.frequency_penalty * c + p.presence_penalty;
   }
   n_generated_ = generated.size();
-  if (n_generated_ > 0) first_generated_ = generated[0];
   const std::size_t base = out.size();
   out.insert(out.end(), edits_.begin(), edits_.end());
   for (std::size_t i = base; i < out.size(); ++i) out[i].row = row;

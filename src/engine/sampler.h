@@ -42,8 +42,9 @@ void logit_edits(const SamplingParams& params, std::span<const int32_t> prompt,
 // one and copies the edits out, instead of recounting the whole history every step.
 class PenaltyEdits {
  public:
-  // Appends the edits for logits row `row` to `out`; `prompt` and `generated` as for logit_edits.
-  // A history that is not the previous one plus new generated tokens is counted afresh.
+  // Appends the edits for logits row `row` to `out`; `prompt` and `generated` as for logit_edits,
+  // the history of the one sequence this belongs to (it only grows). A prompt of another length
+  // or fewer generated tokens than last time is counted afresh.
   void append(const SamplingParams& params, std::span<const int32_t> prompt,
               std::span<const int32_t> generated, int64_t vocab, int32_t row,
               std::vector<backend::LogitEdit>& out);
@@ -52,10 +53,7 @@ class PenaltyEdits {
   std::vector<backend::LogitEdit> edits_;      // one per distinct token seen (row unset)
   std::vector<int32_t> generated_count_;       // parallel to edits_
   std::unordered_map<int32_t, std::size_t> at_;  // token -> index in edits_
-  const int32_t* prompt_ = nullptr;            // the history folded in so far
-  std::size_t n_prompt_ = 0, n_generated_ = 0;
-  int32_t first_generated_ = -1;
-  bool started_ = false;
+  std::size_t n_prompt_ = static_cast<std::size_t>(-1), n_generated_ = 0;  // folded in so far (none)
 };
 
 // The draw of one request at `position` (greedy requests get temperature 0).
