@@ -95,10 +95,14 @@ TEST(BackendMoe, SortThenCounts) {
   const std::vector<float> x = {1, 2, 3, 4};
   std::vector<float> g(4);
   be->gather_rows_div(x.data(), order.data(), 2, 4, 1, g.data());  // issued before the wait
+  std::vector<int64_t> in_backend(3, -1);  // CPU backend memory is host memory
+  be->moe_counts_to(in_backend.data());     // a copy in stream order; moe_counts may still follow
+  EXPECT_EQ(in_backend, (std::vector<int64_t>{1, 2, 1}));
   be->moe_counts(counts.data());
   EXPECT_EQ(counts, (std::vector<int64_t>{1, 2, 1}));
   EXPECT_EQ(g, (std::vector<float>{2, 1, 1, 2}));  // slots 2, 0, 1, 3 -> tokens 1, 0, 0, 1
   EXPECT_THROW(be->moe_counts(counts.data()), dpa::Error);  // read once
+  EXPECT_THROW(be->moe_counts_to(in_backend.data()), dpa::Error);
   be->moe_sort(ids.data(), 0, 3, order.data(), nullptr);    // no slots: zeros
   be->moe_counts(counts.data());
   EXPECT_EQ(counts, (std::vector<int64_t>{0, 0, 0}));
