@@ -1,5 +1,6 @@
-// The machine's ceilings the GPU benchmarks measure themselves against, measured in the same
-// process: device-to-device copy bandwidth and the bf16 GEMM rate of cuBLAS.
+// What the GPU benchmarks share: their timing (CUDA events, median) and the bf16 GEMM rate of
+// cuBLAS they measure themselves against in the same process. The copy bandwidth is the CUDA
+// backend's (Backend::copy_bandwidth_gbs, the denominator of dpa_serve's decode floor too).
 #pragma once
 
 #include <cublas_v2.h>
@@ -7,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace dpa::perf {
@@ -15,6 +17,17 @@ inline double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// "a,b,c" -> {"a", "b", "c"} (empty items dropped): the benches' list options.
+inline std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
+  for (std::size_t p = 0; p <= list.size();) {
+    const std::size_t q = std::min(list.find(',', p), list.size());
+    if (q > p) out.push_back(list.substr(p, q - p));
+    p = q + 1;
+  }
+  return out;
 }
 
 // Median GPU milliseconds of `reps` calls of fn on the default stream, after `warmup` calls.
@@ -35,21 +48,6 @@ double median_ms(F&& fn, int reps, int warmup = 2, cudaStream_t stream = nullptr
   }
   cudaEventDestroy(e0), cudaEventDestroy(e1);
   return median(t);
-}
-
-// Device-to-device copy of 2 GiB: (read + write bytes) / time, GB/s (0 if it cannot allocate).
-inline double copy_bandwidth_gbs() {
-  const std::size_t bytes = std::size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {
-    cudaFree(a);
-    cudaGetLastError();
-    return 0;
-  }
-  cudaMemset(a, 1, bytes);
-  const double ms = median_ms([&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice); }, 10);
-  cudaFree(a), cudaFree(b);
-  return 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
 }
 
 // cuBLAS bf16 x bf16 -> fp32 GEMM of n x n x n (fp32 accumulation), TFLOP/s.

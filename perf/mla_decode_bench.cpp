@@ -31,7 +31,7 @@ using dpa::backend::Backend;
 using dpa::backend::Buffer;
 using dpa::backend::PagedBatch;
 
-using dpa::perf::copy_bandwidth_gbs;
+using dpa::perf::split_list;
 
 struct Shape {
   int64_t seqs, ctx, heads;
@@ -110,15 +110,6 @@ int main(int argc, char** argv) {
   bool json = false;
   std::string kv_arg = "both";
   std::vector<std::string> stages = {"2"}, loads = {""};
-  auto split_list = [](const std::string& list) {
-    std::vector<std::string> out;
-    for (std::size_t p = 0; p <= list.size();) {
-      const std::size_t q = std::min(list.find(',', p), list.size());
-      if (q > p) out.push_back(list.substr(p, q - p));
-      p = q + 1;
-    }
-    return out;
-  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
@@ -139,7 +130,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   auto cpu = dpa::backend::make_cpu_backend();
-  const double bw = copy_bandwidth_gbs();
+  const double bw = dpa::backend::make_cuda_backend(0)->copy_bandwidth_gbs();
   std::printf("mla_decode_bench on %s: measured copy bandwidth %.0f GB/s (the floor's denominator)\n", prop.name, bw);
   std::printf("%-12s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
               "of HBM", "TFLOP/s", "check");

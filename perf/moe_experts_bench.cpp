@@ -14,7 +14,6 @@
 #include <cstdlib>
 #include <numeric>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -95,9 +94,7 @@ int main(int argc, char** argv) {
     else if (a == "--json") json = true;
     else if (a == "--tokens" && i + 1 < argc) {
       token_counts.clear();
-      for (std::stringstream ss(argv[++i]); ss.good();) {
-        std::string t;
-        std::getline(ss, t, ',');
+      for (const std::string& t : dpa::perf::split_list(argv[++i])) {
         const long long v = std::atoll(t.c_str());
         if (v <= 0) {
           std::fprintf(stderr, "moe_experts_bench: --tokens: '%s' is not a positive count\n", t.c_str());
@@ -119,7 +116,7 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   auto cpu = dpa::backend::make_cpu_backend();
   auto gpu = dpa::backend::make_cuda_backend(0);
-  const double bw = dpa::perf::copy_bandwidth_gbs(), gemm = dpa::perf::bf16_gemm_tflops();
+  const double bw = gpu->copy_bandwidth_gbs(), gemm = dpa::perf::bf16_gemm_tflops();
   std::mt19937 rng(11);
   const auto w = make_weights(kMaxExperts, rng);
   const double rel = check(*cpu, *gpu, w, rng);
