@@ -33,7 +33,7 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
 
 // The same over a bf16 cache (base [pages, page_size, kv_lora + rope_dim] bf16), on tensor cores:
 // queries and probabilities rounded to bf16, scores, softmax and sums in fp32. Takes kv_lora of
-// 64, 128, 256 or 512, rope_dim of 0 .. 64 with kv_lora + rope_dim a multiple of 16; base
+// 64, 128, 256 or 512 and rope_dim 0 or 64 (other widths take the per-sequence fallback); base
 // 16-byte aligned.
 bool mla_decode_bf16_supported(int64_t kv_lora, int64_t rope_dim);
 // `stages`: depth of the tile ring, 2 (default: two blocks per SM) or 3 (one block per SM); the
