@@ -2,8 +2,11 @@
 // expert) in DeepSeek-V2-Lite's shapes (hidden 2048, expert width 1408, bf16 weights, fp32
 // activations) on one GPU, for EP 1 (64 local experts) and EP 2 (32), at 256 and 8192 tokens per
 // GPU with top-6 routing spread uniformly at random over the experts (each GPU gets tokens x 6 rows
-// either way). First checks the op against the CPU reference on two of the same experts, then times
-// it (CUDA events, median of --reps after warm-up) and prints it against both floors measured in
+// either way). Both forms: `grouped` (moe_experts: host counts, cuBLAS batched GEMMs over padded
+// groups) and `fixed` (moe_experts_fixed: counts in device memory, the capacity the tokens rounded
+// up to 16, as a decode step without a host trip runs it). First checks both against the CPU
+// reference on two of the same experts, then times them (CUDA events, median of --reps after
+// warm-up) and prints them against both floors measured in
 // the same process: the weight bytes over the copy bandwidth (the small-batch floor) and the FLOPs
 // over cuBLAS's bf16 GEMM rate (the large-batch floor).
 //   moe_experts_bench [--reps N] [--tokens N,N...] [--json]   (tokens: default 256,8192)
@@ -54,7 +57,8 @@ void prepare(Backend& be, const std::vector<std::vector<uint16_t>>& w, int64_t n
   }
 }
 
-// The CUDA op on experts 0 and 1 (5 and 3 rows) against the CPU reference; max relative error.
+// The CUDA op on experts 0 and 1 (5 and 3 rows) against the CPU reference, in both forms (host
+// counts, and counts in device memory with a capacity); the larger max relative error.
 double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>>& w, std::mt19937& rng) {
   Experts ec, eg;
   prepare(cpu, w, 2, ec);
@@ -71,15 +75,24 @@ double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>
   gpu.upload(gx.data(), x.data(), x.size() * 4);
   gpu.upload(gord.data(), order.data(), order.size() * 4);
   gpu.fill_zero(gout.data(), x.size() * 4);
+  auto rel = [&] {
+    gpu.download(got.data(), gout.data(), got.size() * 4);
+    double scale = 0, err = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
+      const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
+      err = std::isnan(e) ? INFINITY : std::max(err, e);
+    }
+    return scale > 0 ? err / scale : err;
+  };
   gpu.moe_experts(gx.data(), gord.data(), counts.data(), 2, eg.gate.data(), eg.up.data(), eg.down.data(), gout.data());
-  gpu.download(got.data(), gout.data(), got.size() * 4);
-  double scale = 0, err = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
-    const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    err = std::isnan(e) ? INFINITY : std::max(err, e);
-  }
-  return scale > 0 ? err / scale : err;
+  const double grouped = rel();
+  Buffer<int64_t> gcounts(gpu, counts.size());
+  gpu.upload(gcounts.data(), counts.data(), counts.size() * 8);
+  gpu.fill_zero(gout.data(), x.size() * 4);
+  gpu.moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), 2, 16, eg.gate.data(), eg.up.data(), eg.down.data(),
+                        gout.data());
+  return std::max(grouped, rel());
 }
 
 }  // namespace
@@ -126,8 +139,8 @@ int main(int argc, char** argv) {
   if (!ok) return 1;
   Experts e;
   prepare(*gpu, w, kMaxExperts, e);
-  std::printf("%-4s %-7s %-6s %-9s %-11s %-9s %-11s %s\n", "EP", "tokens", "rows", "ms", "weight GB/s", "of HBM",
-              "TFLOP/s", "of GEMM");
+  std::printf("%-4s %-7s %-6s %-6s %-9s %-11s %-9s %-11s %s\n", "EP", "tokens", "rows", "form", "ms", "weight GB/s",
+              "of HBM", "TFLOP/s", "of GEMM");
   for (int ep : {1, 2})
     for (int64_t tokens : token_counts) {
       const int64_t E = kMaxExperts / ep, rows = tokens * kTopK;
@@ -146,23 +159,38 @@ int main(int argc, char** argv) {
       Buffer<int32_t> gord(*gpu, order.size());
       gpu->upload(gx.data(), x.data(), x.size() * 4);
       gpu->upload(gord.data(), order.data(), order.size() * 4);
+      Buffer<int64_t> gcounts(*gpu, counts.size());
+      gpu->upload(gcounts.data(), counts.data(), counts.size() * 8);
       gpu->synchronize();
-      const double ms = dpa::perf::median_ms(
-          [&] {
-            gpu->moe_experts(gx.data(), gord.data(), counts.data(), E, e.gate.data(), e.up.data(), e.down.data(),
-                             gout.data());
-          },
-          reps, 3, static_cast<cudaStream_t>(gpu->stream()));
-      const double weight_bytes = static_cast<double>(active) * 3.0 * kD * kI * 2.0;
-      const double flops = 2.0 * static_cast<double>(rows) * 3.0 * kD * kI;
-      const double gbs = weight_bytes / (ms * 1e-3) / 1e9, tf = flops / (ms * 1e-3) / 1e12;
-      std::printf("%-4d %-7lld %-6lld %-9.3f %-11.0f %-8.1f%% %-11.1f %.1f%%\n", ep, static_cast<long long>(tokens),
-                  static_cast<long long>(rows), ms, gbs, 100.0 * gbs / bw, tf, 100.0 * tf / gemm);
-      if (json)
-        std::printf("{\"bench\":\"moe_experts\",\"gpu\":\"%s\",\"ep\":%d,\"experts\":%lld,\"tokens\":%lld,\"rows\":%lld,"
-                    "\"ms\":%.4f,\"weight_gbs\":%.1f,\"hbm_gbs\":%.1f,\"tflops\":%.2f,\"gemm_tflops\":%.1f}\n",
-                    prop.name, ep, static_cast<long long>(E), static_cast<long long>(tokens),
-                    static_cast<long long>(rows), ms, gbs, bw, tf, gemm);
+      // grouped: host counts, cuBLAS batched GEMMs over padded groups; fixed: counts in device
+      // memory, every expert's capacity the tokens rounded up to 16 (what a decode step without a
+      // host trip gives it).
+      const int64_t capacity = (tokens + 15) / 16 * 16;
+      for (const char* form : {"grouped", "fixed"}) {
+        const bool fixed = form[0] == 'f';
+        const double ms = dpa::perf::median_ms(
+            [&] {
+              if (fixed)
+                gpu->moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), E, capacity, e.gate.data(), e.up.data(),
+                                       e.down.data(), gout.data());
+              else
+                gpu->moe_experts(gx.data(), gord.data(), counts.data(), E, e.gate.data(), e.up.data(), e.down.data(),
+                                 gout.data());
+            },
+            reps, 3, static_cast<cudaStream_t>(gpu->stream()));
+        const double weight_bytes = static_cast<double>(active) * 3.0 * kD * kI * 2.0;
+        const double flops = 2.0 * static_cast<double>(rows) * 3.0 * kD * kI;
+        const double gbs = weight_bytes / (ms * 1e-3) / 1e9, tf = flops / (ms * 1e-3) / 1e12;
+        std::printf("%-4d %-7lld %-6lld %-6s %-9.3f %-11.0f %-8.1f%% %-11.1f %.1f%%\n", ep,
+                    static_cast<long long>(tokens), static_cast<long long>(rows), form, ms, gbs, 100.0 * gbs / bw, tf,
+                    100.0 * tf / gemm);
+        if (json)
+          std::printf("{\"bench\":\"moe_experts\",\"form\":\"%s\",\"gpu\":\"%s\",\"ep\":%d,\"experts\":%lld,"
+                      "\"tokens\":%lld,\"rows\":%lld,\"ms\":%.4f,\"weight_gbs\":%.1f,\"hbm_gbs\":%.1f,\"tflops\":%.2f,"
+                      "\"gemm_tflops\":%.1f}\n",
+                      form, prop.name, ep, static_cast<long long>(E), static_cast<long long>(tokens),
+                      static_cast<long long>(rows), ms, gbs, bw, tf, gemm);
+      }
     }
   return 0;
 }

@@ -353,6 +353,7 @@ TEST(BackendParity, MoeExperts) {
       {"few", DType::bf16, 64, 48, few, 0, false},
       {"skewed", DType::f32, 40, 24, skewed, 0, false},
       {"skewed", DType::bf16, 128, 96, skewed, 0, false},
+      {"wide", DType::bf16, 512, 392, {40, 0, 3, 70, 1, 33, 0, 16}, 0, false},
       {"no rows", DType::bf16, 64, 48, {0, 0, 0, 0}, 0, false},
       {"one expert", DType::bf16, 64, 48, {0, 0, 5, 0}, 0, false},
       {"one row", DType::f32, 64, 48, {0, 1, 0}, 0, false},

@@ -134,6 +134,7 @@ CudaBackend::~CudaBackend() {
   if (attn_ws_) cudaFree(attn_ws_);
   if (moe_ws_) cudaFree(moe_ws_);
   for (auto& [key, p] : fixed_ptrs_) cudaFree(p);
+  for (auto& [key, p] : expert_ptrs_) cudaFree(p.dev);
   cublasDestroy(cublas_);
   cudaStreamDestroy(stream_);
 }

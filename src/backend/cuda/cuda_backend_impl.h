@@ -164,8 +164,8 @@ class CudaBackend final : public Backend {
 
   // check_weight on the experts in `ids`. A model passes the same arrays every step: arrays
   // whose every view checked out are remembered by a digest of their views (pointer, dtype,
-  // shape) and not walked again (a changed view changes the digest).
-  void check_expert_weights(const std::vector<int64_t>& ids, int64_t n_experts, const WeightView* gate,
+  // shape) and not walked again (a changed view changes the digest). Returns the digest.
+  uint64_t check_expert_weights(const std::vector<int64_t>& ids, int64_t n_experts, const WeightView* gate,
                             const WeightView* up, const WeightView* down);
 
   // Attention's workspace (split-KV partials, or the GEMM form's gathered cache and scores),
@@ -227,6 +227,14 @@ class CudaBackend final : public Backend {
   // moe_experts_fixed's pointer arrays in device memory, one per (expert arrays, capacity,
   // workspace): uploaded once, so a call issues no host-to-device copy.
   std::map<std::tuple<const void*, const void*, const void*, int64_t, int64_t, const void*>, void**> fixed_ptrs_;
+  // The tensor-core form of moe_experts_fixed (kernels/moe_expert_gemm): per expert arrays (by
+  // check_expert_weights' digest), the gate, up and down pointers in device memory, and whether
+  // every view starts on 16 bytes (else the cuBLAS form runs).
+  struct ExpertPointers {
+    void** dev = nullptr;
+    bool aligned = false;
+  };
+  std::unordered_map<uint64_t, ExpertPointers> expert_ptrs_;
 };
 
 }  // namespace dpa::backend

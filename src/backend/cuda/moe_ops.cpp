@@ -12,6 +12,7 @@
 #include "kernels/batched_ops.cuh"
 #include "kernels/gather_scatter.cuh"
 #include "kernels/moe_combine.cuh"
+#include "kernels/moe_expert_gemm.cuh"
 #include "kernels/moe_gate.cuh"
 #include "kernels/moe_sort.cuh"
 
@@ -168,12 +169,43 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
     download(h.data(), counts, h.size() * sizeof(int64_t));
     return moe_experts(x, order, h.data(), n_experts, gate, up, down, out);
   }
-  check_expert_weights(all, n_experts, gate, up, down);
+  const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
 
   const int64_t C = capacity, R = n_experts * C;  // every expert padded to C rows
   const bool bf16 = dt == DType::bf16;
   const std::size_t es = bf16 ? 2 : 4;
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
+  const std::size_t ne = static_cast<std::size_t>(n_experts);
+
+  // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
+  // rows leave at once, so padding costs nothing and an expert without rows reads no weights.
+  if (bf16 && kernels::expert_gemm_supported(D, I, lda_gu, lda_d) &&
+      reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && reinterpret_cast<std::uintptr_t>(out) % 8 == 0) {
+    ExpertPointers& ep = expert_ptrs_[digest];
+    if (!ep.dev) {
+      std::vector<void*> hp(3 * ne);
+      ep.aligned = true;
+      for (std::size_t e = 0; e < ne; ++e) {
+        hp[e] = const_cast<void*>(gate[e].data), hp[ne + e] = const_cast<void*>(up[e].data);
+        hp[2 * ne + e] = const_cast<void*>(down[e].data);
+        for (std::size_t k = 0; k < 3; ++k) ep.aligned = ep.aligned && reinterpret_cast<std::uintptr_t>(hp[k * ne + e]) % 16 == 0;
+      }
+      ep.dev = static_cast<void**>(alloc(hp.size() * sizeof(void*)));
+      DPA_CHECK_CUDA(cudaMemcpy(ep.dev, hp.data(), hp.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    }
+    if (ep.aligned) {
+      kernels::ExpertGemmArgs a;
+      a.gate = ep.dev, a.up = ep.dev + ne, a.down = ep.dev + 2 * ne;
+      a.ld_gu = lda_gu, a.ld_down = lda_d, a.counts = counts;
+      a.n_experts = n_experts, a.capacity = C, a.D = D, a.I = I;
+      auto* hb = reinterpret_cast<uint16_t*>(moe_workspace(static_cast<std::size_t>(R * ldi) * 2));
+      kernels::moe_gate_up_silu(x, order, a, hb, ldi, stream_);
+      DPA_CHECK_LAUNCH();
+      kernels::moe_down(hb, ldi, order, a, out, stream_);
+      DPA_CHECK_LAUNCH();
+      return;
+    }
+  }
   auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
   const std::size_t pos_bytes = al(R * sizeof(int32_t)), xb_bytes = al(R * ldx * es),
                     gu_bytes = al(R * ldi * sizeof(float)), h_bytes = al(R * ldi * es);
@@ -187,7 +219,6 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
 
   // Pointer arrays: gate then up (A), the padded rows twice (B), gate then up outputs (C); then
   // down (A), SwiGLU rows (B), outputs (C). Fixed by the arrays, C and the workspace: built once.
-  const std::size_t ne = static_cast<std::size_t>(n_experts);
   const auto key = std::make_tuple(static_cast<const void*>(gate), static_cast<const void*>(up),
                                    static_cast<const void*>(down), n_experts, C, static_cast<const void*>(ws));
   void**& ptrs = fixed_ptrs_[key];
@@ -339,7 +370,7 @@ char* CudaBackend::moe_workspace(std::size_t bytes) {
   return moe_ws_;
 }
 
-void CudaBackend::check_expert_weights(const std::vector<int64_t>& ids, int64_t n_experts, const WeightView* gate,
+uint64_t CudaBackend::check_expert_weights(const std::vector<int64_t>& ids, int64_t n_experts, const WeightView* gate,
                                        const WeightView* up, const WeightView* down) {
   uint64_t digest = 1469598103934665603ull;  // FNV-1a over the views' fields
   auto mix = [&](uint64_t v) { digest = (digest ^ v) * 1099511628211ull; };
@@ -350,7 +381,7 @@ void CudaBackend::check_expert_weights(const std::vector<int64_t>& ids, int64_t 
   };
   mix(reinterpret_cast<std::uintptr_t>(gate)), mix(static_cast<uint64_t>(n_experts));
   for (int64_t e = 0; e < n_experts; ++e) mix_view(gate[e]), mix_view(up[e]), mix_view(down[e]);
-  if (checked_experts_.count(digest)) return;
+  if (checked_experts_.count(digest)) return digest;
   bool all = true;  // every expert of the arrays, not only those with rows this time
   for (int64_t e = 0; e < n_experts && all; ++e)
     for (const WeightView* w : {&gate[e], &up[e], &down[e]})
@@ -358,13 +389,14 @@ void CudaBackend::check_expert_weights(const std::vector<int64_t>& ids, int64_t 
   if (all) {
     if (checked_experts_.size() >= 4096) checked_experts_.clear();  // bounded: a model has one array per layer
     checked_experts_.insert(digest);
-    return;
+    return digest;
   }
   for (int64_t e : ids) {  // some expert is not usable: report the first one this call needs
     check_weight(gate[e], "moe_experts gate");
     check_weight(up[e], "moe_experts up");
     check_weight(down[e], "moe_experts down");
   }
+  return digest;
 }
 
 }  // namespace dpa::backend

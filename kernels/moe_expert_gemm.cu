@@ -1,0 +1,293 @@
+#include <algorithm>
+
+#include "kernels/common.cuh"
+#include "kernels/mma.cuh"
+#include "kernels/moe_expert_gemm.cuh"
+
+namespace dpa::kernels {
+namespace {
+
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
+using detail::ldsm_x4;
+using detail::mma16816;
+using detail::pack_bf16;
+
+// A block: 4 warps over a tile of kBM rows x kBN weight rows (gate/up: 64 of each, the same
+// columns; down: 128 output columns), kBK deep, kStages tiles in flight by cp.async. The tiles
+// are weight-bound at decode sizes: the weight tile (16 KB a stage) is what streams. Measured on
+// one H200 (perf/RESULTS.md): 64-row weight tiles (finer waves) ran slower than 128, and 16-row
+// tiles win only while an expert's rows fit one or two of them.
+constexpr int kThreads = 128, kBN = 128, kBK = 64;
+constexpr int kS = kBK + 8;  // smem row stride (elements): conflict-free ldmatrix and float2 loads
+// Rows of one expert whose tiles run side by side (grid x), sharing each weight panel through L2.
+constexpr int kRowsAtOnce = 128;
+
+// A tile shape: BM rows (16 or 32), ST stages.
+template <int BM, int ST>
+struct Shape {
+  static_assert(BM == 16 || BM == 32, "tile rows");
+  static constexpr int kBM = BM, kStages = ST, kMF = BM / 16;
+  // Shared memory: the stages of A (f32 rows for gate/up, bf16 for down), then those of B.
+  static constexpr int smem_a(int elem_bytes) { return ST * BM * kS * elem_bytes; }
+  static constexpr int kSmemB = ST * kBN * kS * 2;
+};
+
+// The tile's rows: rem (0 when the expert has no rows from r0 on) and s_row[r] = order[start_e +
+// r0 + r] (-1 past rem). Uniform across the block.
+template <int kBM>
+__device__ __forceinline__ int tile_rows(const int64_t* counts, int64_t capacity, int e, int64_t r0,
+                                         const int32_t* order, int64_t* s_start, int32_t* s_row) {
+  const int64_t cnt = min(counts[e], capacity);  // a count over the capacity is a broken contract: no overrun
+  if (r0 >= cnt) return 0;
+  if (threadIdx.x < 32) {
+    long long s = 0;
+    for (int j = threadIdx.x; j < e; j += 32) s += counts[j];
+    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x == 0) *s_start = s;
+  }
+  __syncthreads();
+  const int rem = static_cast<int>(cnt - r0 < kBM ? cnt - r0 : kBM);
+  if (threadIdx.x < kBM) s_row[threadIdx.x] = threadIdx.x < rem ? order[*s_start + r0 + threadIdx.x] : -1;
+  __syncthreads();
+  return rem;
+}
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
+// The k loop shared by both GEMMs: load(stage, kt) issues a tile's copies, mma(stage) consumes it.
+template <int kStages, class Load, class Mma>
+__device__ __forceinline__ void pipeline(int nk, Load load, Mma mma) {
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nk) load(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < nk; ++kt) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile kt visible to all; every warp is past tile kt - 1, whose stage is reused
+    const int nx = kt + kStages - 1;
+    if (nx < nk) load(nx % kStages, nx);
+    cp_async_commit();
+    mma(kt % kStages);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the stages and s_row may be refilled by the next row tile
+}
+
+template <class S>
+__global__ void __launch_bounds__(kThreads, 2)
+    gate_up_kernel(const float* __restrict__ x, const int32_t* __restrict__ order, ExpertGemmArgs a,
+                   __nv_bfloat16* __restrict__ h, int64_t ldh) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* sA = reinterpret_cast<float*>(smem);
+  constexpr int kBM = S::kBM, kStages = S::kStages, kMF = S::kMF;
+  __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + S::smem_a(4));
+  __shared__ int64_t s_start;
+  __shared__ int32_t s_row[kBM];
+  const int e = blockIdx.z, n0 = blockIdx.y * (kBN / 2);
+  const int D = static_cast<int>(a.D), I = static_cast<int>(a.I);
+  const auto* wg = static_cast<const __nv_bfloat16*>(a.gate[e]);
+  const auto* wu = static_cast<const __nv_bfloat16*>(a.up[e]);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int nk = (D + kBK - 1) / kBK;
+  for (int64_t r0 = static_cast<int64_t>(blockIdx.x) * kBM;; r0 += static_cast<int64_t>(gridDim.x) * kBM) {
+    const int rem = tile_rows<kBM>(a.counts, a.capacity, e, r0, order, &s_start, s_row);
+    if (!rem) return;
+    auto load = [&](int st, int kt) {
+      const int k0 = kt * kBK;
+      float* dA = sA + st * kBM * kS;
+      for (int c = threadIdx.x; c < kBM * (kBK / 4); c += kThreads) {  // f32 rows, 4 per chunk
+        const int r = c / (kBK / 4), kc = (c % (kBK / 4)) * 4;
+        const int row = s_row[r];
+        const bool ok = row >= 0 && k0 + kc < D;
+        cp_async16(dA + r * kS + kc, ok ? x + static_cast<int64_t>(row) * D + k0 + kc : x, ok);
+      }
+      __nv_bfloat16* dB = sB + st * kBN * kS;
+      for (int c = threadIdx.x; c < kBN * (kBK / 8); c += kThreads) {  // bf16 rows, 8 per chunk
+        const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+        const int n = n0 + (r & (kBN / 2 - 1));
+        const __nv_bfloat16* w = r < kBN / 2 ? wg : wu;
+        const bool ok = n < I && k0 + kc < D;
+        cp_async16(dB + r * kS + kc, ok ? w + static_cast<int64_t>(n) * a.ld_gu + k0 + kc : w, ok);
+      }
+    };
+    float acc[kMF][4][4] = {};  // [16-row half][gate 0, gate 1, up 0, up 1][fragment]
+    auto mma = [&](int st) {
+      const float* A = sA + st * kBM * kS;
+      const __nv_bfloat16* B = sB + st * kBN * kS;
+#pragma unroll
+      for (int kk = 0; kk < kBK; kk += 16) {
+        unsigned af[kMF][4];
+#pragma unroll
+        for (int mf = 0; mf < kMF; ++mf) {
+          const float* p = A + (mf * 16 + g) * kS + kk + 2 * t;
+          const float2 v0 = *reinterpret_cast<const float2*>(p), v1 = *reinterpret_cast<const float2*>(p + 8 * kS),
+                       v2 = *reinterpret_cast<const float2*>(p + 8),
+                       v3 = *reinterpret_cast<const float2*>(p + 8 * kS + 8);
+          af[mf][0] = pack_bf16(v0.x, v0.y), af[mf][1] = pack_bf16(v1.x, v1.y);
+          af[mf][2] = pack_bf16(v2.x, v2.y), af[mf][3] = pack_bf16(v3.x, v3.y);
+        }
+        const int m = lane >> 3;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {  // gate rows, then the same columns' up rows
+          unsigned b[4];
+          ldsm_x4(b, B + (half * (kBN / 2) + warp * 16 + (m >> 1) * 8 + (lane & 7)) * kS + kk + (m & 1) * 8);
+#pragma unroll
+          for (int mf = 0; mf < kMF; ++mf) {
+            mma16816(acc[mf][half * 2], af[mf], b[0], b[1]);
+            mma16816(acc[mf][half * 2 + 1], af[mf], b[2], b[3]);
+          }
+        }
+      }
+    };
+    pipeline<kStages>(nk, load, mma);
+    __nv_bfloat16* hb = h + (static_cast<int64_t>(e) * a.capacity + r0) * ldh;
+#pragma unroll
+    for (int mf = 0; mf < kMF; ++mf)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int r = mf * 16 + g + hr * 8, col = n0 + warp * 16 + j * 8 + 2 * t;
+          if (r >= rem || col >= I) continue;
+          const float* gv = acc[mf][j] + hr * 2;
+          const float* uv = acc[mf][2 + j] + hr * 2;
+          *reinterpret_cast<unsigned*>(hb + static_cast<int64_t>(r) * ldh + col) =
+              pack_bf16(silu(gv[0]) * uv[0], silu(gv[1]) * uv[1]);
+        }
+  }
+}
+
+template <class S>
+__global__ void __launch_bounds__(kThreads, 2)
+    down_kernel(const __nv_bfloat16* __restrict__ h, int64_t ldh, const int32_t* __restrict__ order,
+                ExpertGemmArgs a, float* __restrict__ out) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* sA = reinterpret_cast<__nv_bfloat16*>(smem);
+  constexpr int kBM = S::kBM, kStages = S::kStages, kMF = S::kMF;
+  __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + S::smem_a(2));
+  __shared__ int64_t s_start;
+  __shared__ int32_t s_row[kBM];
+  const int e = blockIdx.z, n0 = blockIdx.y * kBN;
+  const int D = static_cast<int>(a.D), I = static_cast<int>(a.I);
+  const auto* wd = static_cast<const __nv_bfloat16*>(a.down[e]);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int nk = (I + kBK - 1) / kBK;
+  for (int64_t r0 = static_cast<int64_t>(blockIdx.x) * kBM;; r0 += static_cast<int64_t>(gridDim.x) * kBM) {
+    const int rem = tile_rows<kBM>(a.counts, a.capacity, e, r0, order, &s_start, s_row);
+    if (!rem) return;
+    const __nv_bfloat16* hb = h + (static_cast<int64_t>(e) * a.capacity + r0) * ldh;
+    auto load = [&](int st, int kt) {
+      const int k0 = kt * kBK;
+      __nv_bfloat16* dA = sA + st * kBM * kS;
+      for (int c = threadIdx.x; c < kBM * (kBK / 8); c += kThreads) {
+        const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+        const bool ok = r < rem && k0 + kc < I;
+        cp_async16(dA + r * kS + kc, ok ? hb + static_cast<int64_t>(r) * ldh + k0 + kc : hb, ok);
+      }
+      __nv_bfloat16* dB = sB + st * kBN * kS;
+      for (int c = threadIdx.x; c < kBN * (kBK / 8); c += kThreads) {
+        const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+        const bool ok = n0 + r < D && k0 + kc < I;
+        cp_async16(dB + r * kS + kc, ok ? wd + static_cast<int64_t>(n0 + r) * a.ld_down + k0 + kc : wd, ok);
+      }
+    };
+    float acc[kMF][4][4] = {};  // [16-row half][8-column group of the warp's 32][fragment]
+    auto mma = [&](int st) {
+      const __nv_bfloat16* A = sA + st * kBM * kS;
+      const __nv_bfloat16* B = sB + st * kBN * kS;
+#pragma unroll
+      for (int kk = 0; kk < kBK; kk += 16) {
+        unsigned af[kMF][4];
+#pragma unroll
+        for (int mf = 0; mf < kMF; ++mf) ldsm_x4(af[mf], A + (mf * 16 + (lane & 15)) * kS + kk + (lane >> 4) * 8);
+#pragma unroll
+        for (int pair = 0; pair < 2; ++pair) {
+          const int m = lane >> 3;
+          unsigned b[4];
+          ldsm_x4(b, B + (warp * 32 + pair * 16 + (m >> 1) * 8 + (lane & 7)) * kS + kk + (m & 1) * 8);
+#pragma unroll
+          for (int mf = 0; mf < kMF; ++mf) {
+            mma16816(acc[mf][pair * 2], af[mf], b[0], b[1]);
+            mma16816(acc[mf][pair * 2 + 1], af[mf], b[2], b[3]);
+          }
+        }
+      }
+    };
+    pipeline<kStages>(nk, load, mma);
+#pragma unroll
+    for (int mf = 0; mf < kMF; ++mf)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const int r = mf * 16 + g + hr * 8, col = n0 + warp * 32 + j * 8 + 2 * t;
+          if (r >= rem || col >= D) continue;
+          *reinterpret_cast<float2*>(out + static_cast<int64_t>(s_row[r]) * D + col) =
+              make_float2(acc[mf][j][hr * 2], acc[mf][j][hr * 2 + 1]);
+        }
+  }
+}
+
+// Row tiles side by side cover kRowsAtOnce rows of an expert; an expert with more rows loops.
+template <class S>
+dim3 grid_of(const ExpertGemmArgs& a, int64_t cols_per_block, int64_t cols) {
+  const int64_t row_tiles = (a.capacity + S::kBM - 1) / S::kBM;
+  return dim3(static_cast<unsigned>(std::min<int64_t>(row_tiles, kRowsAtOnce / S::kBM)),
+              static_cast<unsigned>((cols + cols_per_block - 1) / cols_per_block), static_cast<unsigned>(a.n_experts));
+}
+
+template <class S>
+void launch_gate_up(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
+                    cudaStream_t stream) {
+  constexpr int smem = S::smem_a(4) + S::kSmemB;
+  static const bool once = [] {  // one GPU per process
+    cudaFuncSetAttribute(gate_up_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    return true;
+  }();
+  (void)once;
+  gate_up_kernel<S><<<grid_of<S>(a, kBN / 2, a.I), kThreads, smem, stream>>>(
+      x, order, a, reinterpret_cast<__nv_bfloat16*>(h), ldh);
+}
+
+template <class S>
+void launch_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, float* out,
+                 cudaStream_t stream) {
+  constexpr int smem = S::smem_a(2) + S::kSmemB;
+  static const bool once = [] {
+    cudaFuncSetAttribute(down_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    return true;
+  }();
+  (void)once;
+  down_kernel<S><<<grid_of<S>(a, kBN, a.D), kThreads, smem, stream>>>(reinterpret_cast<const __nv_bfloat16*>(h),
+                                                                       ldh, order, a, out);
+}
+
+}  // namespace
+
+bool expert_gemm_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down) {
+  return D > 0 && I > 0 && D % 8 == 0 && I % 8 == 0 && ld_gu % 8 == 0 && ld_down % 8 == 0 && D < (1 << 30) &&
+         I < (1 << 30);
+}
+
+// 16-row tiles while every expert fits one (up to 16 rows) or two side by side sharing the weight
+// panel; 32-row tiles above. One H200, V2-Lite experts, EP 1 (perf/RESULTS.md): 64 tokens 0.328
+// against 0.365 ms, 256 tokens 0.570 against 0.387 ms.
+constexpr int64_t kSmallTileCapacity = 64;
+
+void moe_gate_up_silu(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
+                      cudaStream_t stream) {
+  if (a.n_experts <= 0 || a.capacity <= 0) return;
+  if (a.capacity <= kSmallTileCapacity) return launch_gate_up<Shape<16, 4>>(x, order, a, h, ldh, stream);
+  launch_gate_up<Shape<32, 3>>(x, order, a, h, ldh, stream);
+}
+
+void moe_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, float* out,
+              cudaStream_t stream) {
+  if (a.n_experts <= 0 || a.capacity <= 0) return;
+  if (a.capacity <= kSmallTileCapacity) return launch_down<Shape<16, 4>>(h, ldh, order, a, out, stream);
+  launch_down<Shape<32, 3>>(h, ldh, order, a, out, stream);
+}
+
+}  // namespace dpa::kernels
