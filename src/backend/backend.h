@@ -297,6 +297,19 @@ class Backend {
   // (no room for the buffers). The denominator of a step's floor (--profile-phases).
   virtual double copy_bandwidth_gbs();
 
+  // ---- Graphs (experimental: DPA_CUDA_GRAPHS). capture_begin() starts recording the ops queued
+  // from now on instead of running them (false: this backend cannot); capture_end() stops and
+  // returns an executable graph of them, or null when the capture failed; nothing recorded has
+  // run either way. While recording, an op that would wait for the device, copy from the host or
+  // (re)allocate memory throws instead. replay(g) queues graph g; drop_graph(g) frees it.
+  // workspace_epoch() changes whenever a workspace the backend owns is reallocated: a graph that
+  // recorded the old address must not be replayed after that.
+  virtual bool capture_begin() { return false; }
+  virtual void* capture_end() { return nullptr; }
+  virtual void replay(void* graph) { (void)graph; }
+  virtual void drop_graph(void* graph) { (void)graph; }
+  virtual uint64_t workspace_epoch() const { return 0; }
+
   // ---- Phase timing (profiling). phase_mark(name) starts phase `name` at this point of the
   // queue, ending the previous one; phase_collect() ends the last phase, waits for the queued
   // work and adds each phase's seconds into into[name], then forgets the marks. This default

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
+#include <string>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "model/rope.h"
 
 namespace dpa::model {
@@ -31,6 +33,11 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     if (!*v || *end || n < 0 || n > (1 << 20))
       throw Error(fmt::format("DPA_MOE_FIXED_TOKENS='{}': not a token count in [0, 1048576]", v));
     moe_fixed_tokens_ = n;
+  }
+  if (const char* v = std::getenv("DPA_CUDA_GRAPHS")) {
+    const std::string g = v;
+    if (g != "0" && g != "1") throw Error(fmt::format("DPA_CUDA_GRAPHS='{}': 0 or 1", g));
+    graphs_ = g == "1";
   }
   if (opts.profile_phases) {
     floor_fixed_bytes_ = fixed_weight_bytes();
@@ -148,6 +155,103 @@ void Model::mlp(const MlpWeights& w, const float* h, int64_t n, float* out) {
   be_.linear(g, n, w.down, out);
 }
 
+Model::~Model() {
+  try {
+    drop_graphs();
+  } catch (const std::exception& e) {
+    log::warn("model: dropping decode graphs: {}", e.what());
+  }
+  if (graph_stats_.recorded || graph_stats_.failed)
+    log::info("decode graphs: {} recorded, {} replays, {} failed", graph_stats_.recorded, graph_stats_.replayed,
+              graph_stats_.failed);
+}
+
+void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out) {
+  const ModelConfig& c = config();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  mark("embed");
+  be_.embedding(weights_.embed, d_ids_.data(), n, residual);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
+    mark("attention.qkv");
+    be_.rms_norm(residual, lw.input_norm, n, eps, h);
+    attention(l, batch, h, n, out);
+    be_.add_rms_norm(residual, out, lw.post_attention_norm, n, eps, h);
+    if (lw.moe) {
+      moe(l, h, n, out);
+    } else {
+      mark("mlp");
+      mlp(lw.dense, h, n, out);
+    }
+    be_.add(residual, out, n * c.hidden_size);
+  }
+}
+
+bool Model::graphable(int64_t n) const {
+  if (!graphs_ || opts_.profile_phases || n <= 0 || !decode_contiguous_) return false;
+  if ((comms_.attn_tp && comms_.attn_tp->size() > 1) || (comms_.ep && comms_.ep->size() > 1)) return false;
+  // Every MoE layer must keep its routing counts on the device (no host wait inside the step).
+  const bool any_moe = std::any_of(weights_.layers.begin(), weights_.layers.end(), [](const LayerWeights& lw) {
+    return lw.moe;
+  });
+  return !any_moe || n <= moe_fixed_tokens_;
+}
+
+void Model::drop_graphs() {
+  if (graphs_map_.empty()) return;
+  be_.synchronize();  // no replay still running
+  for (auto& [key, g] : graphs_map_) be_.drop_graph(g);
+  graphs_map_.clear();
+}
+
+void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out) {
+  constexpr std::size_t kMaxGraphs = 16;
+  const GraphKey key{n, decode_max_ctx_, scratch_epoch_, be_.workspace_epoch(), cache_.get()};
+  // Recordings that address moved buffers: all of them or none (the epochs are global).
+  if (!graphs_map_.empty()) {
+    const GraphKey& k = graphs_map_.begin()->first;
+    if (k.scratch_epoch != key.scratch_epoch || k.workspace_epoch != key.workspace_epoch || k.cache != key.cache)
+      drop_graphs();
+  }
+  auto run = [&](void* g) {  // the graph, then the host state layers() leaves: counts on the device
+    be_.replay(g);
+    for (std::size_t l = 0; l < weights_.layers.size(); ++l)
+      if (weights_.layers[l].moe) fixed_layers_[l] = 1, counts_on_device_ = true;
+  };
+  if (auto it = graphs_map_.find(key); it != graphs_map_.end()) {
+    run(it->second);
+    ++graph_stats_.replayed;
+    return;
+  }
+  // Record only shapes that ran as they are in the previous step: it allocated whatever they
+  // need (or the epochs would differ), so nothing is allocated while recording.
+  const bool record = last_graph_key_ == key;
+  last_graph_key_ = key;
+  if (!record) return layers(batch, n, residual, h, out);
+  if (graphs_map_.size() >= kMaxGraphs) drop_graphs();
+  auto give_up = [&](const std::string& why) {
+    ++graph_stats_.failed;
+    graphs_ = false;
+    log::warn("decode graphs off: {}; the ops run one by one", why);
+    layers(batch, n, residual, h, out);  // nothing recorded ran
+  };
+  if (!be_.capture_begin()) return give_up(fmt::format("the {} backend records no graphs", be_.name()));
+  try {
+    layers(batch, n, residual, h, out);
+  } catch (const std::exception& e) {
+    be_.drop_graph(be_.capture_end());
+    return give_up(fmt::format("recording a step of {} tokens failed ({})", n, e.what()));
+  }
+  void* g = be_.capture_end();
+  if (!g || scratch_epoch_ != key.scratch_epoch || be_.workspace_epoch() != key.workspace_epoch) {
+    be_.drop_graph(g);
+    return give_up(fmt::format("recording a step of {} tokens failed", n));
+  }
+  graphs_map_.emplace(key, g);
+  ++graph_stats_.recorded;
+  run(g);
+}
+
 void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
                     std::vector<int32_t>* argmax, const Sampling* sampling) {
   const ModelConfig& c = config();
@@ -192,6 +296,8 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     page_offset_.push_back(static_cast<int64_t>(pages.size()));
     pages.insert(pages.end(), s.pages.begin(), s.pages.end());
   }
+  if (graphs_)  // the decode kernels' split plan follows this bound: one recording serves 256 positions
+    decode_max_ctx_ = (decode_max_ctx_ + 255) / 256 * 256;
   if (!cache_) throw Error("model: forward before allocate_cache()");
   const int64_t N = static_cast<int64_t>(ids.size());
   upload(d_ids_, ids);
@@ -218,22 +324,8 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   float* h = scratch(h_, N * D);
   float* out = scratch(out_, N * D);
   const float eps = static_cast<float>(c.rms_norm_eps);
-  mark("embed");
-  be_.embedding(weights_.embed, d_ids_.data(), N, residual);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
-    mark("attention.qkv");
-    be_.rms_norm(residual, lw.input_norm, N, eps, h);
-    attention(l, batch, h, N, out);
-    be_.add_rms_norm(residual, out, lw.post_attention_norm, N, eps, h);
-    if (lw.moe) {
-      moe(l, h, N, out);
-    } else {
-      mark("mlp");
-      mlp(lw.dense, h, N, out);
-    }
-    be_.add(residual, out, N * D);
-  }
+  if (graphable(N)) layers_graphed(batch, N, residual, h, out);
+  else layers(batch, N, residual, h, out);
   mark("lm_head");
   struct Collect {  // profiling: the step's phase times go to its kind when forward() returns
     Model& m;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <compare>
 #include <cstdint>
 #include <memory>
 #include <map>
@@ -80,6 +81,9 @@ class Model {
  public:
   Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shard, ParallelComms comms,
         const ForwardOptions& opts);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   const ModelConfig& config() const { return weights_.config(); }
   KvCache& cache() { return *cache_; }
@@ -109,6 +113,16 @@ class Model {
   // allocated; a step's floor is its floor_bytes over this.
   double copy_bandwidth_gbs() const { return copy_gbs_; }
 
+  // Experimental decode graphs (DPA_CUDA_GRAPHS=1, with DPA_MOE_FIXED_TOKENS=N covering the
+  // step): a pure decode step on a single-rank replica (attn_tp 1, ep 1) whose shapes (tokens,
+  // the decode context rounded up to 256) and buffers equal the previous step's is recorded by
+  // the backend, and later steps of those shapes replay the recording instead of issuing every
+  // op (no host work, no launches inside the layers). What happened so far:
+  struct GraphStats {
+    int64_t recorded = 0, replayed = 0, failed = 0;
+  };
+  const GraphStats& graph_stats() const { return graph_stats_; }
+
  private:
   // h [n, hidden] -> out [n, hidden] for the local heads, all-reduced over attn_tp.
   void attention(int64_t layer, const std::vector<SeqInput>& batch, const float* h, int64_t n,
@@ -116,24 +130,32 @@ class Model {
   // h [n, hidden] -> out [n, hidden]: dense MLP, or MoE with dispatch/combine over ep.
   void mlp(const MlpWeights& w, const float* h, int64_t n, float* out);
   void moe(int64_t layer, const float* h, int64_t n, float* out);
+  // The embedding and every layer of a step of n tokens: residual gets the last hidden states.
+  void layers(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out);
+  // Decode graphs: whether this step may take them, and layers() through them.
+  bool graphable(int64_t n) const;
+  void layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out);
+  void drop_graphs();
 
   template <typename T>
   T* scratch(backend::Buffer<T>& b, int64_t n) {
+    const T* before = b.data();
     b.ensure(be_, static_cast<std::size_t>(std::max<int64_t>(n, 1)));
+    if (b.data() != before) ++scratch_epoch_;  // a recorded graph holding the old address is stale
     return b.data();
   }
-  // Copies host data into a scratch buffer of backend memory.
+  // Copies host data into a scratch buffer of backend memory. A buffer that must grow takes half
+  // as much again, so that page tables growing a page at a time do not move it every step.
   template <typename T>
-  T* upload(backend::Buffer<T>& b, const std::vector<T>& host) {
-    T* p = scratch(b, static_cast<int64_t>(host.size()));
-    if (!host.empty()) be_.upload(p, host.data(), host.size() * sizeof(T));
+  T* upload(backend::Buffer<T>& b, std::span<const T> host) {
+    const std::size_t n = host.size();
+    T* p = scratch(b, static_cast<int64_t>(n > b.size() ? n + n / 2 + 16 : n));
+    if (n) be_.upload(p, host.data(), n * sizeof(T));
     return p;
   }
   template <typename T>
-  T* upload(backend::Buffer<T>& b, std::span<const T> host) {
-    T* p = scratch(b, static_cast<int64_t>(host.size()));
-    if (!host.empty()) be_.upload(p, host.data(), host.size() * sizeof(T));
-    return p;
+  T* upload(backend::Buffer<T>& b, const std::vector<T>& host) {
+    return upload(b, std::span<const T>(host));
   }
   void prepare_weights();
   // Profiling: bytes of the weights every step reads; adds the routed experts that got rows.
@@ -199,6 +221,20 @@ class Model {
   backend::Buffer<backend::SampleSpec> d_specs_;
   backend::Buffer<backend::SampleOut> d_samples_;
   int64_t identity_n_ = 0;
+
+  // Decode graphs (see graph_stats). A recording is valid while the buffers it addresses stay:
+  // the key holds the step's shapes and the epochs of model and backend allocations.
+  struct GraphKey {
+    int64_t tokens = 0, max_ctx = 0;
+    uint64_t scratch_epoch = 0, workspace_epoch = 0;
+    const void* cache = nullptr;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  bool graphs_ = false;
+  uint64_t scratch_epoch_ = 0;  // bumped whenever scratch() moves a buffer
+  std::map<GraphKey, void*> graphs_map_;
+  std::optional<GraphKey> last_graph_key_;  // the previous graphable step's key
+  GraphStats graph_stats_;
 };
 
 }  // namespace dpa::model

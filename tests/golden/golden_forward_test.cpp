@@ -2,7 +2,8 @@
 // under one (W, dp, ep) layout given by --dp/--ep, on the CPU backend (MPI) or, with
 // --device=cuda, on one GPU per rank (CUDA backend, NCCL); --weights=bf16 rounds every matrix
 // to bf16 first; --kv=bf16 keeps the KV cache in bf16 (GPUs); --moe-fixed-tokens=N turns on the
-// fixed-capacity experts up to N tokens. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
+// fixed-capacity experts up to N tokens; --cuda-graphs (with it) records and replays the decode
+// steps. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
 // without prompts still run every step with empty batches.
 // Metric, per position: max_v |ours - hf| / max_v |hf| <= 1e-4 with fp32 weights (fp32 on both
 // sides), <= 2e-2 with bf16 weights or a bf16 cache (HF stays fp32: this bounds the rounding).
@@ -46,6 +47,7 @@ struct Args {
   std::string fixture;
   int dp = 1, ep = 1;
   bool cuda = false, bf16 = false;
+  bool graphs = false;    // --cuda-graphs: decode steps recorded and replayed (DPA_CUDA_GRAPHS)
   DType kv = DType::f32;  // --kv=f32|bf16: the KV cache's elements (bf16: GPUs only)
 };
 
@@ -62,6 +64,7 @@ Args parse_args() {
     // The experimental fixed-capacity experts (Model reads DPA_MOE_FIXED_TOKENS; set here so that
     // no launcher has to forward it).
     if (s.rfind("--moe-fixed-tokens=", 0) == 0) setenv("DPA_MOE_FIXED_TOKENS", s.substr(19).c_str(), 1);
+    if (s == "--cuda-graphs") a.graphs = true, setenv("DPA_CUDA_GRAPHS", "1", 1);
   }
   return a;
 }
@@ -233,6 +236,22 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     model.forward(batch, logits);
     for (std::size_t i = 0; i < mine.size(); ++i)
       gen[i].push_back(host_argmax(logits.data() + static_cast<int64_t>(i) * V, V));
+  }
+  if (args.graphs) {
+    // The greedy steps above must have gone through recorded graphs on a GPU (the first steps
+    // run the ops, then one is recorded), and the CPU reference, which records none, must have
+    // run them one by one after a single refusal.
+    const Model::GraphStats& gs = model.graph_stats();
+    if (args.cuda) {
+      EXPECT_GT(gs.replayed, 0) << "recorded " << gs.recorded << ", failed " << gs.failed;
+      EXPECT_EQ(gs.failed, 0);
+    } else {
+      EXPECT_EQ(gs.replayed, 0);
+      EXPECT_EQ(gs.failed, 1);
+    }
+    if (rank == 0)
+      std::printf("decode graphs: %lld recorded, %lld replays, %lld failed\n", static_cast<long long>(gs.recorded),
+                  static_cast<long long>(gs.replayed), static_cast<long long>(gs.failed));
   }
   int checked = 0;
   for (std::size_t i = 0; i < mine.size(); ++i) {

@@ -140,6 +140,7 @@ CudaBackend::~CudaBackend() {
 }
 
 void* CudaBackend::alloc(std::size_t bytes) {
+  not_capturing("alloc");
   void* p = nullptr;
   const cudaError_t rc = cudaMalloc(&p, bytes ? bytes : 1);
   if (rc != cudaSuccess || !p) {
@@ -154,16 +155,20 @@ void* CudaBackend::alloc(std::size_t bytes) {
 }
 
 void CudaBackend::release(void* p) {
-  if (p) DPA_CHECK_CUDA(cudaFree(p));
+  if (!p) return;
+  not_capturing("release");
+  DPA_CHECK_CUDA(cudaFree(p));
 }
 
 void CudaBackend::upload(void* dst, const void* host_src, std::size_t bytes) {
   if (!bytes) return;
+  not_capturing("upload");  // pageable host memory: read when the copy runs, not recordable
   DPA_CHECK_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaBackend::download(void* host_dst, const void* src, std::size_t bytes) {
   if (!bytes) return;
+  not_capturing("download");
   DPA_CHECK_CUDA(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   DPA_CHECK_CUDA(cudaStreamSynchronize(stream_));
 }
@@ -232,6 +237,8 @@ void CudaBackend::check_weight(const WeightView& w, const char* op) const {
 
 uint16_t* CudaBackend::bf16_workspace(std::size_t count) {
   if (count > bf16_ws_elems_) {
+    not_capturing("a workspace reallocation");
+    ++workspace_epoch_;
     if (bf16_ws_) DPA_CHECK_CUDA(cudaFree(bf16_ws_));  // synchronizes: nothing still reads it
     bf16_ws_ = static_cast<uint16_t*>(alloc(count * sizeof(uint16_t)));
     bf16_ws_elems_ = count;
@@ -242,6 +249,8 @@ uint16_t* CudaBackend::bf16_workspace(std::size_t count) {
 float* CudaBackend::scratch(int64_t floats) {
   if (floats <= 0) return nullptr;
   if (static_cast<std::size_t>(floats) > attn_ws_floats_) {
+    not_capturing("a workspace reallocation");
+    ++workspace_epoch_;
     if (attn_ws_) DPA_CHECK_CUDA(cudaFree(attn_ws_));  // synchronizes: nothing still uses it
     attn_ws_ = static_cast<float*>(alloc(static_cast<std::size_t>(floats) * sizeof(float)));
     attn_ws_floats_ = static_cast<std::size_t>(floats);
@@ -258,6 +267,36 @@ bool CudaBackend::kv_bf16(DType dtype) {
 int CudaBackend::to_int(int64_t v, const char* what) {
   if (v < 0 || v > INT32_MAX) throw Error(fmt::format("cuda backend: {} = {} does not fit cuBLAS's int", what, v));
   return static_cast<int>(v);
+}
+
+bool CudaBackend::capture_begin() {
+  if (capturing_) return false;
+  if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  capturing_ = true;
+  return true;
+}
+
+void* CudaBackend::capture_end() {
+  if (!capturing_) return nullptr;
+  capturing_ = false;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t rc = cudaStreamEndCapture(stream_, &graph);
+  if (rc == cudaSuccess && graph && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) exec = nullptr;
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // a failed capture leaves its error behind; the caller runs the ops instead
+  return exec;
+}
+
+void CudaBackend::replay(void* graph) {
+  DPA_CHECK_CUDA(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), stream_));
+}
+
+void CudaBackend::drop_graph(void* graph) {
+  if (graph) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph));
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device_ordinal) {

@@ -5,12 +5,14 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <fmt/format.h>
 
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -38,6 +40,11 @@ class CudaBackend final : public Backend {
   };
 
   double copy_bandwidth_gbs() override;
+  bool capture_begin() override;
+  void* capture_end() override;
+  void replay(void* graph) override;
+  void drop_graph(void* graph) override;
+  uint64_t workspace_epoch() const override { return workspace_epoch_; }
   void phase_mark(const char* name) override;
   void phase_collect(std::map<std::string, double>& into) override;
 
@@ -55,7 +62,10 @@ class CudaBackend final : public Backend {
 
   WeightView prepare_weight(const WeightView& w) override;
 
-  void synchronize() override { DPA_CHECK_CUDA(cudaStreamSynchronize(stream_)); }
+  void synchronize() override {
+    not_capturing("synchronize");
+    DPA_CHECK_CUDA(cudaStreamSynchronize(stream_));
+  }
   void* stream() const override { return stream_; }
   bool supports_kv(DType dtype) const override { return dtype == DType::f32 || dtype == DType::bf16; }
   bool supports_weight(DType dtype) const override;
@@ -159,6 +169,12 @@ class CudaBackend final : public Backend {
   // linear's bf16 activation workspace, grown (never shrunk) to `count` elements.
   uint16_t* bf16_workspace(std::size_t count);
 
+  // Throws when a graph is being recorded (what an op must not do then: wait, copy from the host,
+  // allocate), so the caller can drop the capture and run the ops instead.
+  void not_capturing(const char* what) const {
+    if (capturing_) throw Error(fmt::format("cuda backend: {} while recording a graph", what));
+  }
+
   // moe_experts' workspace, grown (never shrunk).
   char* moe_workspace(std::size_t bytes);
 
@@ -235,6 +251,8 @@ class CudaBackend final : public Backend {
     bool aligned = false;
   };
   std::unordered_map<uint64_t, ExpertPointers> expert_ptrs_;
+  bool capturing_ = false;         // between capture_begin and capture_end
+  uint64_t workspace_epoch_ = 0;   // bumped at every workspace reallocation
 };
 
 }  // namespace dpa::backend

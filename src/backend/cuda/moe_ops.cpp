@@ -183,6 +183,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
       reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && reinterpret_cast<std::uintptr_t>(out) % 8 == 0) {
     ExpertPointers& ep = expert_ptrs_[digest];
     if (!ep.dev) {
+      not_capturing("an expert pointer upload");
       std::vector<void*> hp(3 * ne);
       ep.aligned = true;
       for (std::size_t e = 0; e < ne; ++e) {
@@ -223,6 +224,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
                                    static_cast<const void*>(down), n_experts, C, static_cast<const void*>(ws));
   void**& ptrs = fixed_ptrs_[key];
   if (!ptrs) {
+    not_capturing("an expert pointer upload");
     std::vector<void*> hp(9 * ne);
     for (std::size_t e = 0; e < ne; ++e) {
       const int64_t r0 = static_cast<int64_t>(e) * C;
@@ -301,6 +303,8 @@ void CudaBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_expert
   counts_pending_ = false;
   const std::size_t need = static_cast<std::size_t>(std::max<int64_t>(n_experts, 0) + 1);
   if (need > counts_elems_) {
+    not_capturing("a workspace reallocation");
+    ++workspace_epoch_;
     if (counts_dev_) DPA_CHECK_CUDA(cudaFree(counts_dev_));
     if (counts_pinned_) DPA_CHECK_CUDA(cudaFreeHost(counts_pinned_));
     counts_dev_ = nullptr, counts_pinned_ = nullptr, counts_elems_ = 0;
@@ -314,8 +318,10 @@ void CudaBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_expert
   if (!counts_zero_) {
     kernels::moe_sort(ids, n_slots, n_experts, order, position, counts_dev_, stream_);
     DPA_CHECK_LAUNCH();
-    DPA_CHECK_CUDA(cudaMemcpyAsync(counts_pinned_, counts_dev_, need * sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
-    DPA_CHECK_CUDA(cudaEventRecord(counts_ready_, stream_));
+    if (!capturing_) {  // a recorded step keeps its counts on the device (moe_counts_to)
+      DPA_CHECK_CUDA(cudaMemcpyAsync(counts_pinned_, counts_dev_, need * sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
+      DPA_CHECK_CUDA(cudaEventRecord(counts_ready_, stream_));
+    }
   }
   counts_pending_ = true;
 }
@@ -328,6 +334,7 @@ void CudaBackend::moe_counts(int64_t* counts) {
     if (bytes) std::memset(counts, 0, bytes);
     return;
   }
+  not_capturing("moe_counts");
   DPA_CHECK_CUDA(cudaEventSynchronize(counts_ready_));
   if (counts_pinned_[counts_n_]) throw Error(fmt::format("moe sort: expert id outside [0, {})", counts_n_));
   std::memcpy(counts, counts_pinned_, bytes);
@@ -363,6 +370,8 @@ void CudaBackend::moe_combine(const float* y, const int32_t* rows, const float* 
 
 char* CudaBackend::moe_workspace(std::size_t bytes) {
   if (bytes > moe_ws_bytes_) {
+    not_capturing("a workspace reallocation");
+    ++workspace_epoch_;
     if (moe_ws_) DPA_CHECK_CUDA(cudaFree(moe_ws_));  // synchronizes: nothing still uses it
     moe_ws_ = static_cast<char*>(alloc(bytes));
     moe_ws_bytes_ = bytes;
