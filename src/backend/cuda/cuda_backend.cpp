@@ -58,6 +58,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
   DPA_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
+  // A workspace of our own (cuBLAS's default size on Hopper), set after the stream: cuBLAS then
+  // never allocates one while a graph is being recorded (decode graphs).
+  DPA_CHECK_CUDA(cudaMalloc(&cublas_ws_, kCublasWorkspaceBytes));
+  DPA_CHECK_CUBLAS(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspaceBytes));
   // No TF32 and no reduced-precision reductions: the parity bounds assume IEEE fp32 sums.
   DPA_CHECK_CUBLAS(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
 }
@@ -136,6 +140,7 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, p] : fixed_ptrs_) cudaFree(p);
   for (auto& [key, p] : expert_ptrs_) cudaFree(p.dev);
   cublasDestroy(cublas_);
+  if (cublas_ws_) cudaFree(cublas_ws_);
   cudaStreamDestroy(stream_);
 }
 

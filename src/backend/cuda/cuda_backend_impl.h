@@ -217,6 +217,8 @@ class CudaBackend final : public Backend {
   int device_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  static constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
+  void* cublas_ws_ = nullptr;
   mutable std::mutex mu_;
   std::map<std::tuple<const void*, DType, int64_t, int64_t, int64_t>, void*> weights_;
   std::map<std::uintptr_t, std::size_t> prepared_;  // device copies of weights: start -> bytes
