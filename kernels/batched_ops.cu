@@ -16,6 +16,7 @@ template <class T>
 __global__ void kv_write_kernel(T* base, int64_t width, const int64_t* slots, int64_t n,
                                 int64_t col0, int64_t cols, const float* src, int64_t lds) {
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+    if (slots[i] < 0) continue;  // a padding row
     T* dst = base + slots[i] * width + col0;
     const float* s = src + i * lds;
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) store(dst + c, s[c]);

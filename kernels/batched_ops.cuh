@@ -8,8 +8,8 @@
 
 namespace dpa::kernels {
 
-// base[slots[i] * width + col0 + c] = src[i * lds + c], i < n, c < cols; base holds bf16
-// (values rounded) or f32.
+// base[slots[i] * width + col0 + c] = src[i * lds + c], i < n, c < cols, rows with a negative
+// slot skipped; base holds bf16 (values rounded) or f32.
 void kv_write(void* base, bool bf16, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
               int64_t cols, const float* src, int64_t lds, cudaStream_t stream);
 

@@ -198,7 +198,8 @@ class Backend {
                               int64_t ldy, int64_t stride_y) = 0;
   // Cache write by flat slot: base[slots[i] * width + col0 + c] = src[i * lds + c], i < n,
   // c < cols (slot = page * page_size + position % page_size, the same for every layer); the
-  // cache holds elements of `dtype` (values rounded to it).
+  // cache holds elements of `dtype` (values rounded to it). A negative slot skips its row (the
+  // padding rows of a decode step, ForwardOptions::decode_bucket).
   virtual void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
                         int64_t col0, int64_t cols, const float* src, int64_t lds) = 0;
   // y[i] += x[i], i < count.

@@ -38,7 +38,9 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     const std::string g = v;
     if (g != "0" && g != "1") throw Error(fmt::format("DPA_CUDA_GRAPHS='{}': 0 or 1", g));
     graphs_ = g == "1";
+    if (graphs_ && opts_.decode_bucket == 0) opts_.decode_bucket = 16;
   }
+  if (opts_.decode_bucket < 0) throw Error(fmt::format("decode bucket {}: not a token count", opts_.decode_bucket));
   if (opts.profile_phases) {
     floor_fixed_bytes_ = fixed_weight_bytes();
     copy_gbs_ = be_.copy_bandwidth_gbs();
@@ -298,6 +300,16 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   }
   if (graphs_)  // the decode kernels' split plan follows this bound: one recording serves 256 positions
     decode_max_ctx_ = (decode_max_ctx_ + 255) / 256 * 256;
+  // A pure decode step padded to its bucket (ForwardOptions::decode_bucket): copies of the first
+  // row that read its context and write nothing; the logits rows below are the batch's only.
+  if (opts_.decode_bucket > 1 && !ids.empty() && decode_rows_.size() == ids.size()) {
+    const std::size_t b = static_cast<std::size_t>(opts_.decode_bucket), padded = (ids.size() + b - 1) / b * b;
+    while (ids.size() < padded) {
+      decode_rows_.push_back(static_cast<int32_t>(ids.size()));
+      ids.push_back(ids[0]), positions.push_back(positions[0]), slots.push_back(-1);
+      decode_offset.push_back(decode_offset[0]), decode_ctx.push_back(decode_ctx[0]);
+    }
+  }
   if (!cache_) throw Error("model: forward before allocate_cache()");
   const int64_t N = static_cast<int64_t>(ids.size());
   upload(d_ids_, ids);

@@ -59,6 +59,11 @@ struct ForwardOptions {
   // Time the phases of every step (embed, attention, mlp, moe.route / dispatch / experts /
   // combine / shared, lm_head) with backend markers; see Model::phase_stats().
   bool profile_phases = false;
+  // Pure decode steps run padded to a multiple of this many tokens (0: as they are): the padding
+  // rows repeat the first row's token, position and context but write no KV (slot -1) and give
+  // no logits, so one decode graph serves every batch size of its bucket. Their routed slots
+  // count in the expert statistics. DPA_CUDA_GRAPHS=1 sets 16 when unset.
+  int64_t decode_bucket = 0;
 };
 
 // Seconds per phase summed over steps of one kind, and the number of steps.

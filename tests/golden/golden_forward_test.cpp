@@ -3,7 +3,7 @@
 // --device=cuda, on one GPU per rank (CUDA backend, NCCL); --weights=bf16 rounds every matrix
 // to bf16 first; --kv=bf16 keeps the KV cache in bf16 (GPUs); --moe-fixed-tokens=N turns on the
 // fixed-capacity experts up to N tokens; --cuda-graphs (with it) records and replays the decode
-// steps. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
+// steps; --decode-bucket=N pads the decode steps to multiples of N tokens. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
 // without prompts still run every step with empty batches.
 // Metric, per position: max_v |ours - hf| / max_v |hf| <= 1e-4 with fp32 weights (fp32 on both
 // sides), <= 2e-2 with bf16 weights or a bf16 cache (HF stays fp32: this bounds the rounding).
@@ -48,6 +48,7 @@ struct Args {
   int dp = 1, ep = 1;
   bool cuda = false, bf16 = false;
   bool graphs = false;    // --cuda-graphs: decode steps recorded and replayed (DPA_CUDA_GRAPHS)
+  int64_t decode_bucket = 0;  // --decode-bucket=N: decode steps padded to multiples of N tokens
   DType kv = DType::f32;  // --kv=f32|bf16: the KV cache's elements (bf16: GPUs only)
 };
 
@@ -65,6 +66,7 @@ Args parse_args() {
     // no launcher has to forward it).
     if (s.rfind("--moe-fixed-tokens=", 0) == 0) setenv("DPA_MOE_FIXED_TOKENS", s.substr(19).c_str(), 1);
     if (s == "--cuda-graphs") a.graphs = true, setenv("DPA_CUDA_GRAPHS", "1", 1);
+    if (s.rfind("--decode-bucket=", 0) == 0) a.decode_bucket = std::stoll(s.substr(16));
   }
   return a;
 }
@@ -185,6 +187,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   opts.attention = GetParam();
   opts.bf16_weights = args.bf16;
   opts.kv_dtype = args.kv;  // explicit: one rounding per variant (see the bf16 bound)
+  opts.decode_bucket = args.decode_bucket;
   Model model(*ckpt, *be, shard, {tp_comm.get(), ep_comm.get()}, opts);
   const int64_t V = model.config().vocab_size;
 

@@ -188,9 +188,9 @@ std::vector<float> bf16_on_gpu(const Buffer<uint16_t>& g, std::size_t n) {
 // A bf16 cache: the GPU rounds the written values to nearest even; the CPU (f32) writes them
 // pre-rounded, so both hold the same values.
 TEST(BackendParity, KvWrite) {
-  struct C { int64_t width, n, col0, cols; };
+  struct C { int64_t width, n, col0, cols; bool skips = false; };
   const C cases[] = {{576, 0, 0, 576}, {576, 1, 0, 512}, {576, 37, 512, 64}, {48, 100, 3, 40},
-                     {576, 300, 0, 576}};
+                     {576, 300, 0, 576}, {576, 40, 0, 576, true}};  // skips: every 3rd slot -1
   for (DType dtp : {DType::f32, DType::bf16})
     for (const C& c : cases) {
       const int64_t n_slots = 300;
@@ -198,6 +198,8 @@ TEST(BackendParity, KvWrite) {
       std::iota(slots.begin(), slots.end(), 0);
       std::shuffle(slots.begin(), slots.end(), rng());
       slots.resize(std::max<int64_t>(c.n, 1));
+      if (c.skips)
+        for (std::size_t i = 0; i < slots.size(); i += 3) slots[i] = -1;
       const int64_t lds = c.cols + 5;
       Dual<int64_t> ds(slots);
       Dual<float> pool(rnd(n_slots * c.width));
@@ -208,7 +210,7 @@ TEST(BackendParity, KvWrite) {
       cpu().kv_write(pool.c.data(), DType::f32, c.width, ds.c.data(), c.n, c.col0, c.cols, src_r.c.data(), lds);
       gpu().kv_write(bf16 ? static_cast<void*>(g.data()) : pool.g.data(), dtp, c.width, ds.g.data(), c.n, c.col0,
                      c.cols, src.g.data(), lds);
-      EXPECT_TRUE(close("kv_write", dt(dtp) + " " + shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}}),
+      EXPECT_TRUE(close("kv_write", dt(dtp) + " " + shp({{"width", c.width}, {"n", c.n}, {"col0", c.col0}, {"cols", c.cols}, {"skips", c.skips}}),
                         pool.on_cpu(), bf16 ? bf16_on_gpu(g, pool.n) : pool.on_gpu(), 0.0));
     }
 }

@@ -98,7 +98,8 @@ void CpuBackend::kv_write(void* base, DType dtype, int64_t width, const int64_t*
                           int64_t col0, int64_t cols, const float* src, int64_t lds) {
   require_f32_cache(dtype, "kv_write");
   auto* b = static_cast<float*>(base);
-  for (int64_t i = 0; i < n; ++i) std::copy_n(src + i * lds, cols, b + slots[i] * width + col0);
+  for (int64_t i = 0; i < n; ++i)
+    if (slots[i] >= 0) std::copy_n(src + i * lds, cols, b + slots[i] * width + col0);
 }
 
 void CpuBackend::add(float* y, const float* x, int64_t count) {
