@@ -56,6 +56,19 @@ __device__ __forceinline__ int tile_rows(const int64_t* counts, int64_t capacity
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 
+// The accumulator pairs a thread holds after the k loop, fragment by fragment: f(mf, j, hr, row,
+// col) for rows mf * 16 + g + hr * 8 of the tile and columns col0 + j * 8 + 2t, 2t + 1 (g, t: the
+// lane's group and index in it, as mma.m16n8k16 lays out C).
+template <int kMF, int kNJ, class F>
+__device__ __forceinline__ void for_each_pair(int g, int t, int col0, F f) {
+#pragma unroll
+  for (int mf = 0; mf < kMF; ++mf)
+#pragma unroll
+    for (int j = 0; j < kNJ; ++j)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) f(mf, j, hr, mf * 16 + g + hr * 8, col0 + j * 8 + 2 * t);
+}
+
 // The k loop shared by both GEMMs: load(stage, kt) issues a tile's copies, mma(stage) consumes it.
 template <int kStages, class Load, class Mma>
 __device__ __forceinline__ void pipeline(int nk, Load load, Mma mma) {
@@ -143,19 +156,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     };
     pipeline<kStages>(nk, load, mma);
     __nv_bfloat16* hb = h + (static_cast<int64_t>(e) * a.capacity + r0) * ldh;
-#pragma unroll
-    for (int mf = 0; mf < kMF; ++mf)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const int r = mf * 16 + g + hr * 8, col = n0 + warp * 16 + j * 8 + 2 * t;
-          if (r >= rem || col >= I) continue;
-          const float* gv = acc[mf][j] + hr * 2;
-          const float* uv = acc[mf][2 + j] + hr * 2;
-          *reinterpret_cast<unsigned*>(hb + static_cast<int64_t>(r) * ldh + col) =
-              pack_bf16(silu(gv[0]) * uv[0], silu(gv[1]) * uv[1]);
-        }
+    for_each_pair<kMF, 2>(g, t, n0 + warp * 16, [&](int mf, int j, int hr, int r, int col) {
+      if (r >= rem || col >= I) return;
+      const float* gv = acc[mf][j] + hr * 2;
+      const float* uv = acc[mf][2 + j] + hr * 2;
+      *reinterpret_cast<unsigned*>(hb + static_cast<int64_t>(r) * ldh + col) =
+          pack_bf16(silu(gv[0]) * uv[0], silu(gv[1]) * uv[1]);
+    });
   }
 }
 
@@ -216,17 +223,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     };
     pipeline<kStages>(nk, load, mma);
-#pragma unroll
-    for (int mf = 0; mf < kMF; ++mf)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const int r = mf * 16 + g + hr * 8, col = n0 + warp * 32 + j * 8 + 2 * t;
-          if (r >= rem || col >= D) continue;
-          *reinterpret_cast<float2*>(out + static_cast<int64_t>(s_row[r]) * D + col) =
-              make_float2(acc[mf][j][hr * 2], acc[mf][j][hr * 2 + 1]);
-        }
+    for_each_pair<kMF, 4>(g, t, n0 + warp * 32, [&](int mf, int j, int hr, int r, int col) {
+      if (r >= rem || col >= D) return;
+      *reinterpret_cast<float2*>(out + static_cast<int64_t>(s_row[r]) * D + col) =
+          make_float2(acc[mf][j][hr * 2], acc[mf][j][hr * 2 + 1]);
+    });
   }
 }
 
