@@ -1,4 +1,4 @@
-// CPU backend: embedding, RMSNorm, linear (f32 and bf16 views), SiLU-gate, RoPE, attention and
+// CPU backend: embedding, the KV write by slot, RMSNorm, linear (f32 and bf16 views), SiLU-gate, RoPE, attention and
 // absorbed MLA, each checked against a naive formula written independently here.
 #include <gtest/gtest.h>
 
@@ -34,6 +34,23 @@ TEST(BackendOps, EmbeddingAndBf16Rows) {
   }
   const int32_t bad = 5;
   EXPECT_ANY_THROW(be->embedding(WeightView::dense(tb.data(), DType::bf16, 5, 3), &bad, 1, out.data()));
+}
+
+// kv_write: rows land at their slots' columns [col0, col0 + cols) of the cache rows; a negative
+// slot (a padding row of a decode step) writes nothing.
+TEST(BackendOps, KvWriteBySlotSkippingNegative) {
+  auto be = make_cpu_backend();
+  const int64_t width = 6, n_slots = 5, cols = 4, col0 = 1, lds = 5;
+  std::vector<float> cache(static_cast<std::size_t>(n_slots * width), -7.0f);
+  const std::vector<float> src = random_vec(3 * lds, 3);
+  const int64_t slots[3] = {3, -1, 0};
+  be->kv_write(cache.data(), DType::f32, width, slots, 3, col0, cols, src.data(), lds);
+  for (int64_t s = 0; s < n_slots; ++s)
+    for (int64_t c = 0; c < width; ++c) {
+      float want = -7.0f;
+      if (c >= col0 && c < col0 + cols && (s == 3 || s == 0)) want = src[(s == 3 ? 0 : 2) * lds + c - col0];
+      EXPECT_EQ(cache[s * width + c], want) << "slot " << s << " column " << c;
+    }
 }
 
 TEST(BackendOps, RmsNorm) {
