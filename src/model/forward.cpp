@@ -40,6 +40,7 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     graphs_ = g == "1";
     if (graphs_ && opts_.decode_bucket == 0) opts_.decode_bucket = 16;
   }
+  any_moe_ = std::any_of(weights_.layers.begin(), weights_.layers.end(), [](const LayerWeights& lw) { return lw.moe; });
   if (opts_.decode_bucket < 0) throw Error(fmt::format("decode bucket {}: not a token count", opts_.decode_bucket));
   if (opts.profile_phases) {
     floor_fixed_bytes_ = fixed_weight_bytes();
@@ -193,10 +194,7 @@ bool Model::graphable(int64_t n) const {
   if (!graphs_ || opts_.profile_phases || n <= 0 || !decode_contiguous_) return false;
   if ((comms_.attn_tp && comms_.attn_tp->size() > 1) || (comms_.ep && comms_.ep->size() > 1)) return false;
   // Every MoE layer must keep its routing counts on the device (no host wait inside the step).
-  const bool any_moe = std::any_of(weights_.layers.begin(), weights_.layers.end(), [](const LayerWeights& lw) {
-    return lw.moe;
-  });
-  return !any_moe || n <= moe_fixed_tokens_;
+  return !any_moe_ || n <= moe_fixed_tokens_;
 }
 
 void Model::drop_graphs() {

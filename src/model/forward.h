@@ -236,6 +236,7 @@ class Model {
     auto operator<=>(const GraphKey&) const = default;
   };
   bool graphs_ = false;
+  bool any_moe_ = false;        // some layer is MoE (graphs then need the fixed-capacity experts)
   uint64_t scratch_epoch_ = 0;  // bumped whenever scratch() moves a buffer
   std::map<GraphKey, void*> graphs_map_;
   std::optional<GraphKey> last_graph_key_;  // the previous graphable step's key

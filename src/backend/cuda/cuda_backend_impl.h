@@ -242,9 +242,9 @@ class CudaBackend final : public Backend {
   std::size_t moe_ws_bytes_ = 0;
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
-  // moe_experts_fixed's pointer arrays in device memory, one per (expert arrays, capacity,
-  // workspace): uploaded once, so a call issues no host-to-device copy.
-  std::map<std::tuple<const void*, const void*, const void*, int64_t, int64_t, const void*>, void**> fixed_ptrs_;
+  // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of
+  // the experts, capacity, workspace): uploaded once, so a call issues no host-to-device copy.
+  std::map<std::tuple<uint64_t, int64_t, const void*>, void**> fixed_ptrs_;
   // The tensor-core form of moe_experts_fixed (kernels/moe_expert_gemm): per expert arrays (by
   // check_expert_weights' digest), the gate, up and down pointers in device memory, and whether
   // every view starts on 16 bytes (else the cuBLAS form runs).

@@ -219,10 +219,9 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
   float* yb = reinterpret_cast<float*>(h + h_bytes);
 
   // Pointer arrays: gate then up (A), the padded rows twice (B), gate then up outputs (C); then
-  // down (A), SwiGLU rows (B), outputs (C). Fixed by the arrays, C and the workspace: built once.
-  const auto key = std::make_tuple(static_cast<const void*>(gate), static_cast<const void*>(up),
-                                   static_cast<const void*>(down), n_experts, C, static_cast<const void*>(ws));
-  void**& ptrs = fixed_ptrs_[key];
+  // down (A), SwiGLU rows (B), outputs (C). Fixed by the experts (their digest), C and the
+  // workspace: built once.
+  void**& ptrs = fixed_ptrs_[std::make_tuple(digest, C, static_cast<const void*>(ws))];
   if (!ptrs) {
     not_capturing("an expert pointer upload");
     std::vector<void*> hp(9 * ne);
