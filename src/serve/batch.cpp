@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -258,11 +259,15 @@ void BatchRunner::run() {
   } shutdown{engine_};
   auto [done_ids, good_bytes] = scan_batch_output(opt_.output);
   std::set<std::string> done(done_ids.begin(), done_ids.end());
-  if (!done.empty() || good_bytes) {
+  // Whatever follows the last whole line is a torn one, also when it is the file's only content.
+  std::error_code size_ec;
+  const uintmax_t size = std::filesystem::file_size(opt_.output, size_ec);
+  if (!size_ec && size > good_bytes) {
     if (truncate(opt_.output.c_str(), static_cast<off_t>(good_bytes)) != 0)
       throw Error(fmt::format("{}: cannot cut the torn last line", opt_.output));
-    log::info("batch: resuming: {} lines already in {}", done.size(), opt_.output);
+    log::warn("batch: dropped a torn last line of {} bytes from {}", size - good_bytes, opt_.output);
   }
+  if (!done.empty()) log::info("batch: resuming: {} lines already in {}", done.size(), opt_.output);
   out_ = std::fopen(opt_.output.c_str(), "ab");
   if (!out_) throw Error(fmt::format("cannot open {} for writing", opt_.output));
   std::ifstream in(opt_.input);

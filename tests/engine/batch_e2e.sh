@@ -65,6 +65,12 @@ fi
 head -1 "$input" > "$work/one.jsonl"
 timeout 300 $M -np 4 "$bin" batch "${model[@]}" --log-level warn --dp 4 --input "$work/one.jsonl" --output "$work/one_out.jsonl" >"$work/one.log" 2>&1 \
   && [[ $(wc -l <"$work/one_out.jsonl") -eq 1 ]] && ok "one request, four replicas" || bad "one request on four replicas: $(tail -3 "$work/one.log")"
+# An output file holding nothing but a torn line (a run killed before its first line was whole):
+# cut, not appended to.
+printf '{"id":"batch_req_torn","custom_id":"x' >"$work/torn_only.jsonl"
+timeout 300 $M -np 1 "$bin" batch "${model[@]}" --log-level warn --input "$work/one.jsonl" --output "$work/torn_only.jsonl" >"$work/torn_only.log" 2>&1 \
+  && $py -c 'import json, sys; l = open(sys.argv[1]).read().splitlines(); assert len(l) == 1; json.loads(l[0])' "$work/torn_only.jsonl" \
+  && ok "an output of one torn line is cut, not appended to" || bad "torn-only output: $(head -c 200 "$work/torn_only.jsonl")"
 if run_batch dp1 4 --dp 1 --ep 4; then
   [[ $(batch_canon "$work/dp1.jsonl") == "$ref" ]] && ok "one replica (attn_tp 4) matches" || bad "dp 1 of 4 ranks differs"
 else
@@ -84,7 +90,7 @@ many=(--input "$work/many.jsonl" --max-num-seqs 4 --log-level warn)
 timeout 600 $M -np 2 "$bin" batch "${model[@]}" "${many[@]}" --output "$work/full.jsonl" >"$work/full.log" 2>&1 || bad "uninterrupted run failed"
 setsid $M -np 2 "$bin" batch "${model[@]}" "${many[@]}" --output "$work/killed.jsonl" >"$work/killed.log" 2>&1 &
 pid=$!
-for _ in $(seq 600); do [[ -f "$work/killed.jsonl" && $(wc -l <"$work/killed.jsonl") -ge 20 ]] && break; sleep 0.1; done
+for _ in $(seq 1800); do [[ -f "$work/killed.jsonl" && $(wc -l <"$work/killed.jsonl") -ge 20 ]] && break; sleep 0.1; done
 kill -KILL -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 # Ranks outside mpirun's process group die too, and nothing writes the file any more before the
 # torn line is appended (a late writer would interleave with it).
@@ -92,7 +98,7 @@ for _ in $(seq 100); do
   pkill -KILL -f "batch.*killed.jsonl" 2>/dev/null || break
   sleep 0.1
 done
-before=$(wc -l <"$work/killed.jsonl")
+before=$(wc -l <"$work/killed.jsonl" 2>/dev/null || echo 0)
 printf '{"id":"batch_req_torn","custom_id":"r9' >>"$work/killed.jsonl"  # a torn last line
 timeout 600 $M -np 2 "$bin" batch "${model[@]}" "${many[@]}" --output "$work/killed.jsonl" >"$work/resume.log" 2>&1 || bad "resume run failed: $(tail -5 "$work/resume.log")"
 $py - "$work/full.jsonl" "$work/killed.jsonl" <<'PY' && ok "killed after $before lines and resumed: every custom_id once, outputs equal" || bad "resume lost or duplicated lines"
