@@ -1,18 +1,56 @@
+#include <cstdint>
+#include <type_traits>
+
 #include "kernels/common.cuh"
 #include "kernels/moe_combine.cuh"
 
 namespace dpa::kernels {
 namespace {
 
-__global__ void moe_combine_kernel(const float* y, const int32_t* rows, const float* weights, int64_t n,
-                                   int64_t top_k, int64_t d, float* out) {
-  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
-      float acc = 0.0f;
-      for (int64_t k = 0; k < top_k; ++k)
-        acc = fmaf(weights[t * top_k + k], y[(rows ? rows[t * top_k + k] : t * top_k + k) * d + c], acc);
-      out[t * d + c] += acc;
-    }
+constexpr int kThreads = 128;
+
+// Block (t, y): token t, kThreads * W columns from y * kThreads * W. A thread's k rows are read
+// kChunk at a time, every load issued before the first sum (one memory latency per chunk, not one
+// per k). W = 4: float4 rows (d % 4 == 0 and 16-byte aligned buffers).
+constexpr int kChunk = 8;
+template <int W>
+__global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* __restrict__ y, const int32_t* __restrict__ rows,
+                                                               const float* __restrict__ weights, int64_t top_k,
+                                                               int64_t d, float* __restrict__ out) {
+  using V = std::conditional_t<W == 4, float4, float>;
+  const int64_t t = blockIdx.x;
+  const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * W;
+  if (c >= d) return;
+  const int64_t s0 = t * top_k;
+  float acc[W] = {};
+  for (int64_t k0 = 0; k0 < top_k; k0 += kChunk) {
+    float w[kChunk];
+    V v[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j)
+      if (k0 + j < top_k) {
+        const int64_t s = s0 + k0 + j;
+        w[j] = weights[s];
+        v[j] = *reinterpret_cast<const V*>(y + static_cast<int64_t>(rows ? rows[s] : s) * d + c);
+      }
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j)  // in k order, as the reference
+      if (k0 + j < top_k) {
+        if constexpr (W == 4) {
+          acc[0] = fmaf(w[j], v[j].x, acc[0]), acc[1] = fmaf(w[j], v[j].y, acc[1]);
+          acc[2] = fmaf(w[j], v[j].z, acc[2]), acc[3] = fmaf(w[j], v[j].w, acc[3]);
+        } else {
+          acc[0] = fmaf(w[j], v[j], acc[0]);
+        }
+      }
+  }
+  float* o = out + t * d + c;
+  if constexpr (W == 4) {
+    float4 cur = *reinterpret_cast<float4*>(o);
+    cur.x += acc[0], cur.y += acc[1], cur.z += acc[2], cur.w += acc[3];
+    *reinterpret_cast<float4*>(o) = cur;
+  } else {
+    *o += acc[0];
   }
 }
 
@@ -21,8 +59,14 @@ __global__ void moe_combine_kernel(const float* y, const int32_t* rows, const fl
 void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                  int64_t d, float* out, cudaStream_t stream) {
   if (n <= 0 || d <= 0 || top_k <= 0) return;
-  const unsigned grid = static_cast<unsigned>(n < (1 << 20) ? n : (1 << 20));
-  moe_combine_kernel<<<grid, 256, 0, stream>>>(y, rows, weights, n, top_k, d, out);
+  const bool vec = d % 4 == 0 && reinterpret_cast<std::uintptr_t>(y) % 16 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
+  const int w = vec ? 4 : 1;
+  const int64_t per_block = static_cast<int64_t>(kThreads) * w;
+  // Tokens on grid x (up to 2^31 - 1), column chunks on y.
+  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((d + per_block - 1) / per_block));
+  if (vec) moe_combine_kernel<4><<<grid, kThreads, 0, stream>>>(y, rows, weights, top_k, d, out);
+  else moe_combine_kernel<1><<<grid, kThreads, 0, stream>>>(y, rows, weights, top_k, d, out);
 }
 
 }  // namespace dpa::kernels
