@@ -60,6 +60,27 @@ struct GateParams {
   const float* correction_bias = nullptr;  // [n_experts], noaux_tc only: used to choose, not weigh
 };
 
+// MLA's per-token preparation before attention (Backend::mla_prepare), n tokens.
+struct MlaPrepare {
+  int64_t n = 0;
+  // Queries: n_heads heads of q_head_dim at row stride q_stride, each with its rope part of
+  // rope.dim after the first nope elements.
+  float* q = nullptr;
+  int64_t n_heads = 0, q_stride = 0, q_head_dim = 0, nope = 0;
+  float* q_pe = nullptr;  // [n, n_heads, rope.dim], or null
+  // kv_a_proj's output: the latent [kv_lora] then the rope key [rope.dim], row stride kva_stride.
+  const float* kva = nullptr;
+  int64_t kva_stride = 0, kv_lora = 0;
+  WeightView kv_norm;  // [kv_lora]
+  float eps = 0;
+  const int64_t* positions = nullptr;  // [n]
+  RopeParams rope;
+  // The layer's cache rows (kv_write's layout, width kv_lora + rope.dim) and each token's slot.
+  void* cache = nullptr;
+  DType cache_dtype = DType::f32;
+  const int64_t* slots = nullptr;
+};
+
 // One sequence's view of a paged latent cache layer: page p holds page_size tokens of
 // [kv_lora + rope_dim] elements of `dtype` (f32 or bf16; the normalized latent, then the rotated
 // rope key). Both pointers are in backend memory; token() is for an f32 cache in host memory only
@@ -202,6 +223,11 @@ class Backend {
   // padding rows of a decode step, ForwardOptions::decode_bucket).
   virtual void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
                         int64_t col0, int64_t cols, const float* src, int64_t lds) = 0;
+  // MlaPrepare in one pass: each token's query rope parts rotated in place (and copied to q_pe
+  // when given); rms_norm(latent) · kv_norm and the rotated rope key written to its cache slot
+  // (a negative slot writes nothing). The same values as rope, rms_norm and kv_write one by one;
+  // kva is left as it is.
+  virtual void mla_prepare(const MlaPrepare& a) = 0;
   // y[i] += x[i], i < count.
   virtual void add(float* y, const float* x, int64_t count) = 0;
   // out[i] = silu(gate[i]) * up[i], i < count (SwiGLU; out may alias either input).

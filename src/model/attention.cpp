@@ -1,9 +1,9 @@
-// MLA attention of one layer for this rank's heads: projections, RoPE, cache write, then the
-// absorbed form for single-token sequences (decode: W_UK folded into the query, one batched
-// mla_decode over the paged latents of every such sequence, W_UV after), and per sequence the
-// expanded form (k/v rebuilt from the cached latents through kv_b_proj) for chunks of several
-// tokens, or the absorbed form when forced; o_proj on the local heads' columns, all-reduced
-// over attn_tp. Every buffer is backend memory.
+// MLA attention of one layer for this rank's heads: projections, RoPE and cache write (one
+// mla_prepare), then the absorbed form for single-token sequences (decode: W_UK folded into the
+// query, one batched mla_decode over the paged latents of every such sequence, W_UV after), and
+// per sequence the expanded form (k/v rebuilt from the cached latents through kv_b_proj) for
+// chunks of several tokens, or the absorbed form when forced; o_proj on the local heads'
+// columns, all-reduced over attn_tp. Every buffer is backend memory.
 #include "dist/communicator.h"
 #include "model/forward.h"
 
@@ -29,20 +29,19 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   } else {
     be_.linear(h, n, lw.q_proj, q);
   }
-  // latent [n, L] normalized, k_pe [n, R] rotated (inside kva), written to the cache.
+  // Rope on q; the latent [n, L] normalized and k_pe [n, R] rotated, both into the cache; when
+  // every row takes the absorbed form, q's rope parts also copied apart for it (q_pe).
   float* kva = scratch(kva_, n * (L + R));
-  float* lat = scratch(lat_, n * L);
   be_.linear(h, n, lw.kv_a_proj, kva);
-  be_.copy2d(lat, L, kva, L + R, n, L);
-  be_.rms_norm(lat, lw.kv_a_norm, n, eps, lat);
-  if (n > 0) {
-    be_.rope(q + nope, n, Hl, Hl * dqk, dqk, d_pos_.data(), rope_);
-    be_.rope(kva + L, n, 1, L + R, R, d_pos_.data(), rope_);
-  }
   void* layer_base = cache_->view(layer, nullptr).base;
   const DType kv_dt = cache_->dtype();
-  be_.kv_write(layer_base, kv_dt, L + R, d_slots_.data(), n, 0, L, lat, L);
-  be_.kv_write(layer_base, kv_dt, L + R, d_slots_.data(), n, L, R, kva + L, L + R);
+  backend::MlaPrepare prep;
+  prep.n = n, prep.q = q, prep.n_heads = Hl, prep.q_stride = Hl * dqk, prep.q_head_dim = dqk, prep.nope = nope;
+  prep.q_pe = all_absorbed_ ? scratch(q_pe_, n * Hl * R) : nullptr;
+  prep.kva = kva, prep.kva_stride = L + R, prep.kv_lora = L, prep.kv_norm = lw.kv_a_norm, prep.eps = eps;
+  prep.positions = d_pos_.data(), prep.rope = rope_;
+  prep.cache = layer_base, prep.cache_dtype = kv_dt, prep.slots = d_slots_.data();
+  be_.mla_prepare(prep);
 
   const std::vector<bool>& absorbed = absorbed_;
   const bool any_absorbed = any_absorbed_, all_absorbed = all_absorbed_;
@@ -63,9 +62,9 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
     }
     // q_lat [na, Hl, L] = q_nope · W_UK per head, q_pe [na, Hl, R].
     float* q_lat = scratch(q_lat_, na * Hl * L);
-    float* q_pe = scratch(q_pe_, na * Hl * R);
+    float* q_pe = scratch(q_pe_, na * Hl * R);  // all absorbed: written by mla_prepare
     float* out_lat = scratch(out_lat_, na * Hl * L);
-    be_.copy2d(q_pe, R, qa + nope, dqk, na * Hl, R);
+    if (rows_only) be_.copy2d(q_pe, R, qa + nope, dqk, na * Hl, R);
     const backend::WeightView& w_uk = w_uk_[static_cast<std::size_t>(layer)];
     be_.linear_batched(qa, Hl * dqk, dqk, na, w_uk.row_slice(0, L), L * nope, Hl, q_lat, Hl * L, L);
 

@@ -215,7 +215,7 @@ class Model {
   backend::Buffer<int32_t> d_decode_rows_, d_decode_offset_, d_decode_ctx_;
   backend::Buffer<float> dq_, dq_lat_, dq_pe_, dout_lat_;
   backend::Buffer<float> residual_, h_, out_, picked_, logits_, kept_;
-  backend::Buffer<float> q_, qa_, kva_, lat_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
+  backend::Buffer<float> q_, qa_, kva_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
   backend::Buffer<float> g_, u_;
   backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, mine_;

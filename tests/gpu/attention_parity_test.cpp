@@ -215,6 +215,61 @@ TEST(BackendParity, KvWrite) {
     }
 }
 
+// mla_prepare against the CPU's rope / rms_norm / kv_write in sequence: the rotated queries and
+// q_pe, and the cache rows (the untouched ones and the skipped slots' included). A bf16 cache
+// holds the GPU's own rounding of values the CPU computes in f32: one bf16 step apart at most.
+TEST(BackendParity, MlaPrepare) {
+  struct C { int64_t heads, nope, rope, lora, n; bool q_pe, skips; };
+  const C cases[] = {{16, 128, 64, 512, 64, true, false}, {16, 128, 64, 512, 40, true, true},
+                     {3, 16, 8, 32, 9, false, false}, {128, 128, 64, 512, 5, true, false}, {2, 8, 4, 24, 0, true, false},
+                     {2, 8, 5, 24, 3, true, false}};  // an odd rope part: its last element stays
+  const int64_t n_slots = 200;
+  for (DType cdt : {DType::f32, DType::bf16})
+    for (DType wdt : {DType::f32, DType::bf16})
+      for (const C& c : cases) {
+        const int64_t dqk = c.nope + c.rope, q_stride = c.heads * dqk + 3, kva_stride = c.lora + c.rope + 5;
+        const int64_t width = c.lora + c.rope, n = c.n;
+        std::vector<float> inv(c.rope / 2);
+        for (std::size_t i = 0; i < inv.size(); ++i) inv[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / c.rope));
+        Dual<float> dinv(inv);
+        std::vector<int64_t> pos(std::max<int64_t>(n, 1)), slots(n_slots);
+        for (auto& p : pos) p = rnd_int(0, 4000);
+        std::iota(slots.begin(), slots.end(), 0);
+        std::shuffle(slots.begin(), slots.end(), rng());
+        slots.resize(std::max<int64_t>(n, 1));
+        if (c.skips)
+          for (std::size_t i = 0; i < slots.size(); i += 3) slots[i] = -1;
+        Dual<int64_t> dpos(pos), ds(slots);
+        Dual<float> q(rnd(std::max<int64_t>(n * q_stride, 1))), kva(rnd(std::max<int64_t>(n * kva_stride, 1), -3, 3));
+        Dual<float> qpe(std::max<int64_t>(n * c.heads * c.rope, 1));
+        Dual<float> pool(rnd(n_slots * width));
+        const bool bf16 = cdt == DType::bf16;
+        Buffer<uint16_t> g = bf16 ? bf16_pool(pool) : Buffer<uint16_t>();
+        const HostWeight& w = weight(wdt, 1, c.lora, 0.5f, 1.5f);
+        MlaPrepare a;
+        a.n = n, a.n_heads = c.heads, a.q_stride = q_stride, a.q_head_dim = dqk, a.nope = c.nope;
+        a.kva_stride = kva_stride, a.kv_lora = c.lora, a.eps = 1e-6f;
+        MlaPrepare ac = a, ag = a;
+        ac.q = q.c.data(), ac.q_pe = c.q_pe ? qpe.c.data() : nullptr, ac.kva = kva.c.data();
+        ac.kv_norm = cpu().prepare_weight(w.view()), ac.positions = dpos.c.data(), ac.rope = {dinv.c.data(), c.rope, 1.2f};
+        ac.cache = pool.c.data(), ac.cache_dtype = DType::f32, ac.slots = ds.c.data();
+        ag.q = q.g.data(), ag.q_pe = c.q_pe ? qpe.g.data() : nullptr, ag.kva = kva.g.data();
+        ag.kv_norm = gpu().prepare_weight(w.view()), ag.positions = dpos.g.data(), ag.rope = {dinv.g.data(), c.rope, 1.2f};
+        ag.cache = bf16 ? static_cast<void*>(g.data()) : pool.g.data(), ag.cache_dtype = cdt, ag.slots = ds.g.data();
+        cpu().mla_prepare(ac);
+        gpu().mla_prepare(ag);
+        const std::string s = dt(cdt) + " w " + dt(wdt) + " " +
+                              shp({{"heads", c.heads}, {"rope", c.rope}, {"lora", c.lora}, {"n", n}, {"skips", c.skips}});
+        EXPECT_TRUE(close("mla_prepare", s + " q", q.on_cpu(), q.on_gpu(), 1e-5));
+        if (c.q_pe) {
+          EXPECT_TRUE(close("mla_prepare", s + " q_pe", qpe.on_cpu(), qpe.on_gpu(), 1e-5));
+        }
+        EXPECT_TRUE(close("mla_prepare", s + " cache", pool.on_cpu(), bf16 ? bf16_on_gpu(g, pool.n) : pool.on_gpu(),
+                          bf16 ? 8e-3 : 1e-5));
+        EXPECT_TRUE(close("mla_prepare", s + " kva kept", kva.on_cpu(), kva.on_gpu(), 0.0));
+      }
+}
+
 TEST(BackendParity, PagedWriteGatherBf16) {
   struct C { int64_t page_size, kv_lora, rope, start, n, col0, cols; };
   const C cases[] = {{4, 32, 8, 5, 1, 0, 40}, {16, 512, 64, 17, 40, 512, 64}, {64, 512, 64, 0, 150, 0, 576}};

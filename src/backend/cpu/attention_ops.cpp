@@ -1,9 +1,12 @@
-// CPU reference: interleaved RoPE, expanded causal attention, absorbed MLA over a paged cache.
+// CPU reference: interleaved RoPE, MLA's preparation, expanded causal attention, absorbed MLA over a paged cache.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
 
 namespace dpa::backend {
 
@@ -27,6 +30,28 @@ void CpuBackend::rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride
       }
     }
   }
+}
+
+// The unfused ops in their model order, over copies of the latent and rope key (kva stays).
+void CpuBackend::mla_prepare(const MlaPrepare& a) {
+  if (a.n <= 0) return;
+  require_f32_cache(a.cache_dtype, "mla_prepare");
+  const int64_t n = a.n, L = a.kv_lora, R = a.rope.dim, H = a.n_heads;
+  if (a.kv_norm.cols != L) throw Error(fmt::format("mla_prepare: norm of {} for a latent of {}", a.kv_norm.cols, L));
+  std::vector<float> lat(static_cast<std::size_t>(n * L)), kpe(static_cast<std::size_t>(n * R));
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy_n(a.kva + t * a.kva_stride, L, lat.data() + t * L);
+    std::copy_n(a.kva + t * a.kva_stride + L, R, kpe.data() + t * R);
+  }
+  rms_norm(lat.data(), a.kv_norm, n, a.eps, lat.data());
+  rope(a.q + a.nope, n, H, a.q_stride, a.q_head_dim, a.positions, a.rope);
+  rope(kpe.data(), n, 1, R, R, a.positions, a.rope);
+  kv_write(a.cache, a.cache_dtype, L + R, a.slots, n, 0, L, lat.data(), L);
+  kv_write(a.cache, a.cache_dtype, L + R, a.slots, n, L, R, kpe.data(), R);
+  if (a.q_pe)
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t h = 0; h < H; ++h)
+        std::copy_n(a.q + t * a.q_stride + h * a.q_head_dim + a.nope, R, a.q_pe + (t * H + h) * R);
 }
 
 namespace {

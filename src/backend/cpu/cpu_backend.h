@@ -39,6 +39,7 @@ class CpuBackend final : public Backend {
                       int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y) override;
   void kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n, int64_t col0,
                 int64_t cols, const float* src, int64_t lds) override;
+  void mla_prepare(const MlaPrepare& a) override;
   void add(float* y, const float* x, int64_t count) override;
   void silu_mul(const float* gate, const float* up, int64_t count, float* out) override;
   void rope(float* x, int64_t n, int64_t n_heads, int64_t token_stride, int64_t head_stride,

@@ -11,6 +11,7 @@
 #include "kernels/gather_scatter.cuh"
 #include "kernels/mla_attention.cuh"
 #include "kernels/mla_decode.cuh"
+#include "kernels/mla_prepare.cuh"
 #include "kernels/rope.cuh"
 
 namespace dpa::backend {
@@ -35,6 +36,21 @@ void CudaBackend::kv_write(void* base, DType dtype, int64_t width, const int64_t
                            int64_t col0, int64_t cols, const float* src, int64_t lds) {
   if (n <= 0 || cols <= 0) return;
   kernels::kv_write(base, kv_bf16(dtype), width, slots, n, col0, cols, src, lds, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::mla_prepare(const MlaPrepare& a) {
+  if (a.n <= 0) return;
+  check_weight(a.kv_norm, "mla_prepare norm");
+  if (a.kv_norm.cols != a.kv_lora)
+    throw Error(fmt::format("mla_prepare: norm of {} for a latent of {}", a.kv_norm.cols, a.kv_lora));
+  kernels::MlaPrepareArgs k;
+  k.n = a.n, k.q = a.q, k.n_heads = a.n_heads, k.q_stride = a.q_stride, k.q_head_dim = a.q_head_dim;
+  k.nope = a.nope, k.q_pe = a.q_pe, k.kva = a.kva, k.kva_stride = a.kva_stride, k.kv_lora = a.kv_lora;
+  k.rope_dim = a.rope.dim, k.norm = a.kv_norm.data, k.norm_bf16 = a.kv_norm.dtype == DType::bf16;
+  k.eps = a.eps, k.scaling = a.rope.attention_scaling, k.positions = a.positions, k.inv_freq = a.rope.inv_freq;
+  k.cache = a.cache, k.cache_bf16 = kv_bf16(a.cache_dtype), k.slots = a.slots;
+  kernels::mla_prepare(k, stream_);
   DPA_CHECK_LAUNCH();
 }
 
