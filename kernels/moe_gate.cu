@@ -146,12 +146,15 @@ __global__ void __launch_bounds__(kWarps * 32)
       wsum += se;  // in rank order, as the reference
       if (lane == k) my_id = e, my_s = se;
     }
+    const int64_t stride = K + a.shared_slots;
     if (lane < K) {
       double wt = my_s;
       if (a.norm_topk_prob && K > 1) wt /= (wsum + 1e-20);
-      ids[t * K + lane] = my_id;
-      weights[t * K + lane] = static_cast<float>(wt * a.routed_scaling_factor);
+      ids[t * stride + lane] = my_id;
+      weights[t * stride + lane] = static_cast<float>(wt * a.routed_scaling_factor);
     }
+    for (int64_t sl = lane; sl < a.shared_slots; sl += 32)
+      ids[t * stride + K + sl] = static_cast<int32_t>(E + sl), weights[t * stride + K + sl] = 1.0f;
     __syncwarp();  // the next token rewrites this warp's rows
   }
 }
@@ -242,12 +245,15 @@ __global__ void __launch_bounds__(kThreads) moe_gate_kernel(const float* logits,
     if (threadIdx.x == 0) {
       double sum = 0;
       for (int64_t k = 0; k < K; ++k) sum += static_cast<float>(score[sel[k]]);
+      const int64_t stride = K + a.shared_slots;
       for (int64_t k = 0; k < K; ++k) {
         double w = static_cast<float>(score[sel[k]]);
         if (a.norm_topk_prob && K > 1) w /= (sum + 1e-20);
-        ids[t * K + k] = sel[k];
-        weights[t * K + k] = static_cast<float>(w * a.routed_scaling_factor);
+        ids[t * stride + k] = sel[k];
+        weights[t * stride + k] = static_cast<float>(w * a.routed_scaling_factor);
       }
+      for (int64_t sl = 0; sl < a.shared_slots; ++sl)
+        ids[t * stride + K + sl] = static_cast<int32_t>(E + sl), weights[t * stride + K + sl] = 1.0f;
     }
     __syncthreads();
   }

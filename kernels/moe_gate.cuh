@@ -16,9 +16,10 @@ struct GateArgs {
   bool norm_topk_prob = false;
   float routed_scaling_factor = 1.0f;
   const float* correction_bias = nullptr;  // device, [n_experts] or null
+  int64_t shared_slots = 0;  // slots after each token's top_k: experts n_experts + s, weight 1
 };
 
-// logits [n, n_experts] -> ids [n, top_k], weights [n, top_k]. Parameters are validated by the
+// logits [n, n_experts] -> ids [n, top_k + shared_slots], weights [n, top_k + shared_slots]. Parameters are validated by the
 // caller. Arithmetic follows the CPU reference (double, rounded to float where it rounds).
 void moe_gate(const float* logits, int64_t n, const GateArgs& a, int32_t* ids, float* weights,
               cudaStream_t stream);

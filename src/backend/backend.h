@@ -58,6 +58,10 @@ struct GateParams {
   bool norm_topk_prob = false;
   float routed_scaling_factor = 1.0f;
   const float* correction_bias = nullptr;  // [n_experts], noaux_tc only: used to choose, not weigh
+  // Slots every token gets after its top_k: experts n_experts .. n_experts + shared_slots - 1 with
+  // weight 1 (the shared experts run among the routed ones, cut to their size). The outputs are
+  // then [n, top_k + shared_slots].
+  int64_t shared_slots = 0;
 };
 
 // MLA's per-token preparation before attention (Backend::mla_prepare), n tokens.
@@ -257,8 +261,9 @@ class Backend {
   virtual void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads,
                           const PagedBatch& cache, float scale, float* out_lat) = 0;
 
-  // MoE router: logits [n, n_experts] (x · gate^T) -> ids [n, top_k] and weights [n, top_k].
-  // Ids of a token are ordered by descending selection score (ties: lower expert id first).
+  // MoE router: logits [n, n_experts] (x · gate^T) -> ids [n, top_k] and weights [n, top_k]
+  // (each row followed by p.shared_slots slots). Ids of a token are ordered by descending selection
+  // score (ties: lower expert id first).
   virtual void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                         float* weights) = 0;
   // Stable counting sort of n_slots expert ids: order[j] = the slot at sorted position j;

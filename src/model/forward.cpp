@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 
@@ -26,7 +27,6 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   rope_.inv_freq = upload(inv_freq_, inv_freq);
   rope_.dim = ckpt.config().qk_rope_head_dim;
   rope_.attention_scaling = rope_attention_scaling(ckpt.config());
-  prepare_weights();
   if (const char* v = std::getenv("DPA_MOE_FIXED_TOKENS")) {
     char* end = nullptr;
     const long long n = std::strtoll(v, &end, 10);
@@ -34,6 +34,7 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
       throw Error(fmt::format("DPA_MOE_FIXED_TOKENS='{}': not a token count in [0, 1048576]", v));
     moe_fixed_tokens_ = n;
   }
+  prepare_weights();
   if (const char* v = std::getenv("DPA_CUDA_GRAPHS")) {
     const std::string g = v;
     if (g != "0" && g != "1") throw Error(fmt::format("DPA_CUDA_GRAPHS='{}': 0 or 1", g));
@@ -76,6 +77,7 @@ void Model::allocate_cache(int64_t n_pages) {
 // slower than file order, cold (perf/RESULTS.md, checkpoint_read_bench).
 void Model::prepare_weights() {
   const ModelConfig& c = config();
+  split_shared_experts();
   std::vector<backend::WeightView*> views = weights_.views();
   std::stable_sort(views.begin(), views.end(), [](const backend::WeightView* a, const backend::WeightView* b) {
     return std::less<const void*>()(a->data, b->data);
@@ -97,8 +99,74 @@ void Model::prepare_weights() {
       expert_up_.back().push_back(e.up);
       expert_down_.back().push_back(e.down);
     }
+    if (shared_pieces_ && lw.moe) {
+      const int64_t I = lw.experts[0].gate.rows, D = lw.experts[0].down.rows;
+      const DType dt = lw.shared.down.dtype;
+      for (int64_t p = 0; p < shared_pieces_; ++p) {
+        expert_gate_.back().push_back(lw.shared.gate.row_slice(p * I, (p + 1) * I));
+        expert_up_.back().push_back(lw.shared.up.row_slice(p * I, (p + 1) * I));
+        const unsigned char* block = shared_down_host_[l].data() + p * D * I * dtype_size(dt);
+        expert_down_.back().push_back(be_.prepare_weight(backend::WeightView::dense(block, dt, D, I)));
+      }
+      // The backend's copies may have changed dtypes or strides: the pieces must still look like
+      // a routed expert to moe_experts_fixed, or the shared MLP runs apart.
+      const std::size_t e0 = lw.experts.size();
+      const backend::WeightView &rg = expert_gate_.back()[0], &rd = expert_down_.back()[0];
+      for (std::size_t p = e0; p < expert_gate_.back().size(); ++p) {
+        const backend::WeightView &g = expert_gate_.back()[p], &u = expert_up_.back()[p], &d = expert_down_.back()[p];
+        if (g.dtype != rg.dtype || u.dtype != rg.dtype || d.dtype != rd.dtype || g.ld != rg.ld ||
+            u.ld != expert_up_.back()[0].ld || d.ld != rd.ld)
+          shared_pieces_ = 0;
+      }
+    }
+  }
+  if (!shared_pieces_) {  // none of them (every layer alike, or the counts' stride would differ)
+    for (std::size_t l = 0; l < expert_gate_.size(); ++l) {
+      const std::size_t e = weights_.layers[l].experts.size();
+      expert_gate_[l].resize(e), expert_up_[l].resize(e), expert_down_[l].resize(e);
+    }
+    shared_down_host_.clear();
   }
   be_.synchronize();
+}
+
+// Whether every MoE layer's shared MLP splits into pieces of its routed experts' size (same
+// dtype, width and row strides; intermediate size a multiple), and if so the down projections'
+// column blocks copied apart (host views, prepared with the rest). Only where the fixed-capacity
+// experts can run: they are the only path that takes the pieces.
+void Model::split_shared_experts() {
+  shared_pieces_ = 0;
+  shared_down_host_.assign(weights_.layers.size(), {});
+  if (moe_fixed_tokens_ <= 0 || shard_.ep_size != 1) return;
+  int64_t pieces = 0;
+  for (const LayerWeights& lw : weights_.layers) {
+    if (!lw.moe) continue;
+    if (!lw.has_shared || lw.experts.empty()) return;
+    const MlpWeights &r = lw.experts[0], &s = lw.shared;
+    const int64_t I = r.gate.rows, D = r.gate.cols;
+    const bool fits = I > 0 && D > 0 && s.gate.rows % I == 0 && s.gate.cols == D && s.up.rows == s.gate.rows &&
+                      s.up.cols == D && s.down.rows == D && s.down.cols == s.gate.rows &&
+                      s.gate.dtype == r.gate.dtype && s.up.dtype == r.up.dtype && s.down.dtype == r.down.dtype &&
+                      s.gate.ld == r.gate.ld && s.up.ld == r.up.ld && r.down.ld == I && s.down.data;
+    if (!fits || (pieces && s.gate.rows / I != pieces)) return;
+    pieces = s.gate.rows / I;
+  }
+  if (!pieces) return;
+  for (std::size_t l = 0; l < weights_.layers.size(); ++l) {
+    const LayerWeights& lw = weights_.layers[l];
+    if (!lw.moe) continue;
+    const backend::WeightView& d = lw.shared.down;
+    const int64_t I = lw.experts[0].gate.rows, D = d.rows;
+    const std::size_t es = dtype_size(d.dtype);
+    std::vector<unsigned char>& out = shared_down_host_[l];
+    out.resize(static_cast<std::size_t>(pieces * D * I) * es);
+    const auto* src = static_cast<const unsigned char*>(d.data);
+    for (int64_t p = 0; p < pieces; ++p)
+      for (int64_t r = 0; r < D; ++r)
+        std::memcpy(out.data() + static_cast<std::size_t>((p * D + r) * I) * es,
+                    src + static_cast<std::size_t>(r * d.ld + p * I) * es, static_cast<std::size_t>(I) * es);
+  }
+  shared_pieces_ = pieces;
 }
 
 namespace {
@@ -128,12 +196,12 @@ int64_t Model::fixed_weight_bytes() {
 
 const std::vector<int64_t>& Model::expert_counts() const {
   if (counts_on_device_) {
-    const int64_t E = config().n_routed_experts;
-    std::vector<int64_t> all(expert_counts_.size());
+    const int64_t E = config().n_routed_experts, stride = E + shared_pieces_;
+    std::vector<int64_t> all(fixed_layers_.size() * static_cast<std::size_t>(stride));
     be_.download(all.data(), d_expert_counts_.data(), all.size() * sizeof(int64_t));
     for (std::size_t l = 0; l < fixed_layers_.size(); ++l)
       if (fixed_layers_[l])
-        std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(l * E), E,
+        std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(l * stride), E,
                     expert_counts_.begin() + static_cast<std::ptrdiff_t>(l * E));
     counts_on_device_ = false;
   }

@@ -198,7 +198,16 @@ class Model {
   int64_t moe_fixed_tokens_ = 0;
   std::vector<uint8_t> fixed_layers_;
   mutable bool counts_on_device_ = false;
-  backend::Buffer<int64_t> d_expert_counts_;  // [n_layers * n_routed_experts]
+  backend::Buffer<int64_t> d_expert_counts_;  // [n_layers * (n_routed_experts + shared_pieces_)]
+  // Shared experts inside the fixed-capacity experts: each MoE layer's shared MLP as
+  // shared_pieces_ pieces of a routed expert's size after its local experts in expert_gate_ /
+  // expert_up_ / expert_down_ (gate and up: row slices; down: its column blocks, copied apart to
+  // the routed experts' layout in shared_down_host_, kept while the model lives: the backend's
+  // copies are keyed by host address), run in the same two launches as the routed ones. 0: the
+  // shared MLP runs apart (the grouped path, ep > 1, or shapes that do not split).
+  int64_t shared_pieces_ = 0;
+  std::vector<std::vector<unsigned char>> shared_down_host_;
+  void split_shared_experts();
 
   // This step's inputs in backend memory, and scratch activations reused across steps.
   backend::Buffer<int32_t> d_ids_, d_pages_, d_rows_, d_argmax_, d_keep_;

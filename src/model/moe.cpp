@@ -71,29 +71,40 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const int64_t b = slice_begin(tp_rank), my_n = slice_begin(tp_rank + 1) - b;
   const float* hm = h + b * D;
 
+  // Few tokens and every expert local: the counts stay in backend memory and every expert gets
+  // `capacity` rows (a token picks distinct experts, so no count exceeds the tokens): no host
+  // wait in the layer. The shared MLP then runs among the routed experts, as shared_pieces_
+  // experts that every token picks with weight 1.
+  const bool fixed = !distributed && moe_fixed_tokens_ > 0 && my_n > 0 && my_n <= moe_fixed_tokens_;
+  const bool has_shared = lw.has_shared && my_n > 0;
+  const int64_t S = fixed && has_shared ? shared_pieces_ : 0, KS = K + S;
+
   float* router_logits = scratch(router_logits_, my_n * E);
-  int32_t* ids = scratch(gate_ids_, my_n * K);
-  float* weights = scratch(gate_w_, my_n * K);
+  int32_t* ids = scratch(gate_ids_, my_n * KS);
+  float* weights = scratch(gate_w_, my_n * KS);
   mark("moe.route");
   be_.linear(hm, my_n, lw.router, router_logits);
-  if (my_n > 0)
-    be_.moe_gate(router_logits, my_n, gate_params(c, bias_[static_cast<std::size_t>(layer)].data()), ids, weights);
+  if (my_n > 0) {
+    backend::GateParams gp = gate_params(c, bias_[static_cast<std::size_t>(layer)].data());
+    gp.shared_slots = S;
+    be_.moe_gate(router_logits, my_n, gp, ids, weights);
+  }
 
   // Slots (token, k) sorted by expert, which also groups them by owning rank.
-  const int64_t n_slots = my_n * K;
+  const int64_t n_slots = my_n * KS;
   int32_t* order = scratch(order_, n_slots);
   int32_t* position = scratch(position_, n_slots);  // where each slot's result comes back
-  be_.moe_sort(ids, n_slots, E, order, position);
-  // Rows in slot order: the token of sorted slot j is order[j] / K (no trip through the host).
+  be_.moe_sort(ids, n_slots, E + S, order, position);
+  // Rows in slot order: the token of sorted slot j is order[j] / KS (no trip through the host).
   float* send = scratch(send_, n_slots * D);
-  be_.gather_rows_div(hm, order, K, n_slots, D, send);
+  be_.gather_rows_div(hm, order, KS, n_slots, D, send);
   // The shared experts need no routing: they run while the counts travel to the host. Their
   // output is where the routed results are then added: `out` itself unless the slices of attn_tp
   // ranks are gathered into it at the end.
   const bool gather_tp = comms_.attn_tp && tp > 1;
   float* mine = gather_tp ? scratch(mine_, my_n * D) : out;
-  const bool has_shared = lw.has_shared && my_n > 0;
-  if (has_shared) {
+  const bool shared_apart = has_shared && S == 0;
+  if (shared_apart) {
     mark("moe.shared");
     mlp(lw.shared, hm, my_n, mine);
     mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
@@ -101,10 +112,6 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const std::size_t l = static_cast<std::size_t>(layer);
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
   float* expert_out = nullptr;  // expert results, rows in the order the experts received them
-  // Few tokens and every expert local: the counts stay in backend memory and every expert gets
-  // `capacity` rows (a token picks distinct experts, so no count exceeds the tokens): no host
-  // wait in the layer.
-  const bool fixed = !distributed && moe_fixed_tokens_ > 0 && my_n > 0 && my_n <= moe_fixed_tokens_;
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
   if (!fixed) {
     be_.moe_counts(expert_counts.data());
@@ -114,12 +121,13 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   if (fixed) {
     // Sized for every layer at once: it only grows at the first fixed layer ever, before any
     // layer of that step wrote into it.
-    int64_t* d_counts = scratch(d_expert_counts_, c.num_hidden_layers * E) + layer * E;
+    const int64_t stride = E + shared_pieces_;
+    int64_t* d_counts = scratch(d_expert_counts_, c.num_hidden_layers * stride) + layer * stride;
     be_.moe_counts_to(d_counts);
     fixed_layers_[l] = 1, counts_on_device_ = true;
     expert_out = scratch(expert_out_, n_slots * D);
     mark("moe.experts");
-    be_.moe_experts_fixed(send, identity_rows(n_slots), d_counts, E, (my_n + 15) / 16 * 16,
+    be_.moe_experts_fixed(send, identity_rows(n_slots), d_counts, E + S, (my_n + 15) / 16 * 16,
                           expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
   } else if (!distributed) {
     // Every expert is local and `send` is already grouped by expert: run them on it in place.
@@ -195,8 +203,8 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     comms_.ep->all_to_all_v(expert_out, sc.data(), sdd.data(), back, rc.data(), rdd.data(), DType::f32);
   }
   mark("moe.combine");
-  if (!has_shared) be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
-  be_.moe_combine(back, position, weights, my_n, K, D, mine);  // adds: shared + routed
+  if (!shared_apart) be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
+  be_.moe_combine(back, position, weights, my_n, KS, D, mine);  // adds: shared + routed
 
   if (gather_tp) {
     mark("moe.gather_tp");

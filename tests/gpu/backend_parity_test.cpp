@@ -189,32 +189,33 @@ TEST(BackendParity, MoeGate) {
       {"sigmoid greedy K=1 norm", 32, 1, 1, 1, Scoring::sigmoid, TopkMethod::greedy, true, false, 1.0f},
   };
   for (const C& c : cases)
-    for (int64_t n : {0, 1, 17, 200}) {
-      GateParams p;
-      p.n_experts = c.E, p.top_k = c.K, p.n_group = c.G, p.topk_group = c.TG;
-      p.scoring = c.sc, p.method = c.m, p.norm_topk_prob = c.norm, p.routed_scaling_factor = c.rsf;
-      std::vector<float> bias;
-      if (c.bias) bias = rnd(c.E, -0.05f, 0.05f);
-      std::vector<float> logits(n * c.E);
-      for (int64_t t = 0; t < n; ++t) {
-        for (int tries = 0;; ++tries) {
-          auto row = rnd(c.E, -4.0f, 4.0f);
-          std::copy(row.begin(), row.end(), logits.begin() + t * c.E);
-          if (well_separated(logits.data() + t * c.E, p, bias)) break;
-          ASSERT_LT(tries, 1000) << "no well separated logits";
+    for (int64_t n : {0, 1, 17, 200})
+      for (int64_t S : {0, 2}) {  // S: shared slots after each token's top_k
+        GateParams p;
+        p.n_experts = c.E, p.top_k = c.K, p.n_group = c.G, p.topk_group = c.TG, p.shared_slots = S;
+        p.scoring = c.sc, p.method = c.m, p.norm_topk_prob = c.norm, p.routed_scaling_factor = c.rsf;
+        std::vector<float> bias;
+        if (c.bias) bias = rnd(c.E, -0.05f, 0.05f);
+        std::vector<float> logits(n * c.E);
+        for (int64_t t = 0; t < n; ++t) {
+          for (int tries = 0;; ++tries) {
+            auto row = rnd(c.E, -4.0f, 4.0f);
+            std::copy(row.begin(), row.end(), logits.begin() + t * c.E);
+            if (well_separated(logits.data() + t * c.E, p, bias)) break;
+            ASSERT_LT(tries, 1000) << "no well separated logits";
+          }
         }
+        Dual<float> dl(logits), dw(n * (c.K + S));
+        Dual<int32_t> di(n * (c.K + S));
+        Dual<float> db(bias.empty() ? std::vector<float>(1, 0.0f) : bias);
+        GateParams pc = p, pg = p;
+        if (c.bias) pc.correction_bias = db.c.data(), pg.correction_bias = db.g.data();
+        cpu().moe_gate(dl.c.data(), n, pc, di.c.data(), dw.c.data());
+        gpu().moe_gate(dl.g.data(), n, pg, di.g.data(), dw.g.data());
+        const std::string s = std::string(c.name) + " " + shp({{"n", n}, {"E", c.E}, {"K", c.K}, {"S", S}});
+        EXPECT_TRUE(exact("moe_gate ids", s, di.on_cpu(), di.on_gpu()));
+        EXPECT_TRUE(close("moe_gate w", s, dw.on_cpu(), dw.on_gpu(), 1e-6));
       }
-      Dual<float> dl(logits), dw(n * c.K);
-      Dual<int32_t> di(n * c.K);
-      Dual<float> db(bias.empty() ? std::vector<float>(1, 0.0f) : bias);
-      GateParams pc = p, pg = p;
-      if (c.bias) pc.correction_bias = db.c.data(), pg.correction_bias = db.g.data();
-      cpu().moe_gate(dl.c.data(), n, pc, di.c.data(), dw.c.data());
-      gpu().moe_gate(dl.g.data(), n, pg, di.g.data(), dw.g.data());
-      const std::string s = std::string(c.name) + " " + shp({{"n", n}, {"E", c.E}, {"K", c.K}});
-      EXPECT_TRUE(exact("moe_gate ids", s, di.on_cpu(), di.on_gpu()));
-      EXPECT_TRUE(close("moe_gate w", s, dw.on_cpu(), dw.on_gpu(), 1e-6));
-    }
 }
 
 TEST(BackendParity, MoeSort) {

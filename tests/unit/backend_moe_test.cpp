@@ -32,6 +32,27 @@ TEST(BackendMoe, SoftmaxGreedy) {
   EXPECT_EQ(ids[3], 1);  // tie between experts 1 and 2: the lower id
 }
 
+TEST(BackendMoe, SharedSlotsFollowTheTopK) {
+  auto be = make_cpu_backend();
+  const std::vector<float> logits = {0, 1, 2, 3, /**/ 5, 1, 1, 0};
+  GateParams p;
+  p.n_experts = 4;
+  p.top_k = 2;
+  p.routed_scaling_factor = 1.5f;
+  p.shared_slots = 2;
+  int32_t ids[8];
+  float w[8];
+  be->moe_gate(logits.data(), 2, p, ids, w);
+  const double z0 = 1 + std::exp(1) + std::exp(2) + std::exp(3);
+  const int32_t want[8] = {3, 2, 4, 5, 0, 1, 4, 5};
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(ids[i], want[i]) << i;
+  EXPECT_NEAR(w[0], std::exp(3) / z0 * 1.5, 1e-6);
+  EXPECT_NEAR(w[1], std::exp(2) / z0 * 1.5, 1e-6);
+  for (int i : {2, 3, 6, 7}) EXPECT_EQ(w[i], 1.0f) << i;  // unscaled
+  p.shared_slots = -1;
+  EXPECT_THROW(be->moe_gate(logits.data(), 2, p, ids, w), Error);
+}
+
 TEST(BackendMoe, GroupLimitedGreedyUsesGroupMax) {
   auto be = make_cpu_backend();
   // Groups of 2: g0 = {3, 0} (max 3), g1 = {2.5, 2.4} (max 2.5, sum larger). One group kept: g0.

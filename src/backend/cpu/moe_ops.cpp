@@ -32,6 +32,8 @@ void CpuBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, i
                           float* weights) {
   const int64_t E = p.n_experts;
   if (p.top_k <= 0 || p.top_k > E) throw Error(fmt::format("moe gate: top_k {} of {} experts", p.top_k, E));
+  if (p.shared_slots < 0) throw Error(fmt::format("moe gate: {} shared slots", p.shared_slots));
+  const int64_t stride = p.top_k + p.shared_slots;
   const bool grouped = p.n_group > 1 && p.method != TopkMethod::greedy;
   if (grouped && (E % p.n_group != 0 || p.topk_group <= 0 || p.topk_group > p.n_group))
     throw Error(fmt::format("moe gate: {} experts in {} groups, topk_group {}", E, p.n_group,
@@ -72,9 +74,11 @@ void CpuBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, i
     for (int64_t k = 0; k < p.top_k; ++k) {
       double w = static_cast<float>(score[top[k]]);  // weights come from the unbiased scores
       if (p.norm_topk_prob && p.top_k > 1) w /= (sum + 1e-20);
-      ids[t * p.top_k + k] = static_cast<int32_t>(top[k]);
-      weights[t * p.top_k + k] = static_cast<float>(w * p.routed_scaling_factor);
+      ids[t * stride + k] = static_cast<int32_t>(top[k]);
+      weights[t * stride + k] = static_cast<float>(w * p.routed_scaling_factor);
     }
+    for (int64_t s = 0; s < p.shared_slots; ++s)
+      ids[t * stride + p.top_k + s] = static_cast<int32_t>(E + s), weights[t * stride + p.top_k + s] = 1.0f;
   }
 }
 

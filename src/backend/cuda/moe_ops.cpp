@@ -277,6 +277,7 @@ void CudaBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, 
   // The same parameter checks, with the same messages, as the CPU reference.
   if (p.top_k <= 0 || p.top_k > E)
     throw Error(fmt::format("moe gate: top_k {} of {} experts", p.top_k, E));
+  if (p.shared_slots < 0) throw Error(fmt::format("moe gate: {} shared slots", p.shared_slots));
   const bool grouped = p.n_group > 1 && p.method != TopkMethod::greedy;
   if (grouped && (E % p.n_group != 0 || p.topk_group <= 0 || p.topk_group > p.n_group))
     throw Error(fmt::format("moe gate: {} experts in {} groups, topk_group {}", E, p.n_group,
@@ -293,6 +294,7 @@ void CudaBackend::moe_gate(const float* logits, int64_t n, const GateParams& p, 
   a.norm_topk_prob = p.norm_topk_prob;
   a.routed_scaling_factor = p.routed_scaling_factor;
   a.correction_bias = p.correction_bias;
+  a.shared_slots = p.shared_slots;
   kernels::moe_gate(logits, n, a, ids, weights, stream_);
   DPA_CHECK_LAUNCH();
 }
