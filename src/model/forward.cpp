@@ -242,10 +242,13 @@ void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residua
   const float eps = static_cast<float>(c.rms_norm_eps);
   mark("embed");
   be_.embedding(weights_.embed, d_ids_.data(), n, residual);
+  // A layer's MLP output joins the residual in the next layer's input norm (add_rms_norm: the
+  // same sum, one launch fewer), the last one's by itself.
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
     mark("attention.qkv");
-    be_.rms_norm(residual, lw.input_norm, n, eps, h);
+    if (l == 0) be_.rms_norm(residual, lw.input_norm, n, eps, h);
+    else be_.add_rms_norm(residual, out, lw.input_norm, n, eps, h);
     attention(l, batch, h, n, out);
     be_.add_rms_norm(residual, out, lw.post_attention_norm, n, eps, h);
     if (lw.moe) {
@@ -254,8 +257,8 @@ void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residua
       mark("mlp");
       mlp(lw.dense, h, n, out);
     }
-    be_.add(residual, out, n * c.hidden_size);
   }
+  if (c.num_hidden_layers > 0) be_.add(residual, out, n * c.hidden_size);
 }
 
 bool Model::graphable(int64_t n) const {
