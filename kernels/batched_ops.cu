@@ -38,13 +38,7 @@ __global__ void moe_gather_pad_kernel(const float* x, const int32_t* order, cons
                                       int64_t n_rows, int64_t d, int64_t ldx, T* xb) {
   for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
     const int32_t p = pos[r];
-    T* dst = xb + r * ldx;
-    if (p < 0) {
-      for (int64_t c = threadIdx.x; c < d; c += blockDim.x) store(dst + c, 0.0f);
-    } else {
-      const float* src = x + static_cast<int64_t>(order[p]) * d;
-      for (int64_t c = threadIdx.x; c < d; c += blockDim.x) store(dst + c, src[c]);
-    }
+    detail::copy_row(xb + r * ldx, p < 0 ? nullptr : x + static_cast<int64_t>(order[p]) * d, d);
   }
 }
 
@@ -74,9 +68,7 @@ __global__ void moe_scatter_pad_kernel(const float* y, int64_t ldy, const int32_
   for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
     const int32_t p = pos[r];
     if (p < 0) continue;
-    float* dst = out + static_cast<int64_t>(order[p]) * d;
-    const float* src = y + r * ldy;
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) dst[c] = src[c];
+    detail::copy_row(out + static_cast<int64_t>(order[p]) * d, y + r * ldy, d);
   }
 }
 

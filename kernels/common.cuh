@@ -63,6 +63,40 @@ __device__ __forceinline__ float load_f32(const __nv_bfloat16* p) { return __bfl
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
+// Four floats to four elements (f32: one 16-byte store; bf16: one 8-byte store).
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 u;
+  u.x = *reinterpret_cast<const unsigned*>(&a), u.y = *reinterpret_cast<const unsigned*>(&b);
+  *reinterpret_cast<uint2*>(p) = u;
+}
+
+// One row of d floats copied by the block (dst[c] = src[c], rounded to T; src null: zeros). With
+// 16-byte aligned f32 rows (4-element aligned dst) and d % 4 == 0, float4 pieces, each thread's
+// four loads issued before its stores: a plain loop waits one memory latency per element.
+template <class T>
+__device__ __forceinline__ void copy_row(T* dst, const float* src, int64_t d) {
+  const bool vec = d % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(dst) % (4 * sizeof(T)) == 0;
+  if (!vec) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) store(dst + c, src ? src[c] : 0.0f);
+    return;
+  }
+  constexpr int kU = 4;
+  const int64_t d4 = d / 4, step = static_cast<int64_t>(blockDim.x);
+  for (int64_t q0 = threadIdx.x; q0 < d4; q0 += kU * step) {
+    float4 v[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+      if (q0 + u * step < d4)
+        v[u] = src ? reinterpret_cast<const float4*>(src)[q0 + u * step] : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+      if (q0 + u * step < d4) store4(dst + 4 * (q0 + u * step), v[u]);
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

@@ -17,16 +17,14 @@ __device__ __forceinline__ int64_t paged_row(const int32_t* pages, int64_t page_
 __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int64_t div, int64_t n,
                                    int64_t d, float* out) {
   for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
-    const float* src = x + rows[j] / div * d;
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) out[j * d + c] = src[c];
+    detail::copy_row(out + j * d, x + rows[j] / div * d, d);
   }
 }
 
 __global__ void scatter_rows_kernel(const float* x, const int32_t* rows, int64_t n, int64_t d,
                                     float* out) {
   for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
-    float* dst = out + static_cast<int64_t>(rows[j]) * d;
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) dst[c] = x[j * d + c];
+    detail::copy_row(out + static_cast<int64_t>(rows[j]) * d, x + j * d, d);
   }
 }
 
