@@ -32,23 +32,27 @@ TEST(BackendMoe, SoftmaxGreedy) {
   EXPECT_EQ(ids[3], 1);  // tie between experts 1 and 2: the lower id
 }
 
+// Shared slots: each token's top-k as without them, then experts E, E + 1 at weight 1.
 TEST(BackendMoe, SharedSlotsFollowTheTopK) {
   auto be = make_cpu_backend();
-  const std::vector<float> logits = {0, 1, 2, 3, /**/ 5, 1, 1, 0};
+  const std::vector<float> logits = {0.5f, -1, 2, 3, 1, /**/ 4, 1, 0, 2, -2};
   GateParams p;
-  p.n_experts = 4;
-  p.top_k = 2;
-  p.routed_scaling_factor = 1.5f;
+  p.n_experts = 5, p.top_k = 2, p.routed_scaling_factor = 2.5f, p.norm_topk_prob = true;
+  int32_t ids0[4], ids[8];
+  float w0[4], w[8];
+  be->moe_gate(logits.data(), 2, p, ids0, w0);
   p.shared_slots = 2;
-  int32_t ids[8];
-  float w[8];
   be->moe_gate(logits.data(), 2, p, ids, w);
-  const double z0 = 1 + std::exp(1) + std::exp(2) + std::exp(3);
-  const int32_t want[8] = {3, 2, 4, 5, 0, 1, 4, 5};
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(ids[i], want[i]) << i;
-  EXPECT_NEAR(w[0], std::exp(3) / z0 * 1.5, 1e-6);
-  EXPECT_NEAR(w[1], std::exp(2) / z0 * 1.5, 1e-6);
-  for (int i : {2, 3, 6, 7}) EXPECT_EQ(w[i], 1.0f) << i;  // unscaled
+  for (int t = 0; t < 2; ++t) {
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_EQ(ids[t * 4 + k], ids0[t * 2 + k]);
+      EXPECT_EQ(w[t * 4 + k], w0[t * 2 + k]);
+    }
+    EXPECT_EQ(ids[t * 4 + 2], 5);
+    EXPECT_EQ(ids[t * 4 + 3], 6);
+    EXPECT_EQ(w[t * 4 + 2], 1.0f);  // unscaled
+    EXPECT_EQ(w[t * 4 + 3], 1.0f);
+  }
   p.shared_slots = -1;
   EXPECT_THROW(be->moe_gate(logits.data(), 2, p, ids, w), Error);
 }
