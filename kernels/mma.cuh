@@ -1,6 +1,6 @@
 // Tensor-core building blocks shared by the bf16 kernels (included by .cu files only):
-// ldmatrix loads of 8x8 bf16 tiles from shared memory and the m16n8k16 bf16 MMA with fp32
-// accumulation (sm_80+).
+// ldmatrix loads of 8x8 bf16 tiles from shared memory, the m16n8k16 bf16 MMA with fp32
+// accumulation (sm_80+), and the cp.async k loop and fragment walk of the GEMM kernels.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -40,6 +40,38 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], 
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const unsigned*>(&v);
+}
+
+// The accumulator pairs a thread holds after the k loop, fragment by fragment: f(mf, j, hr, row,
+// col) for rows mf * 16 + g + hr * 8 of the tile and columns col0 + j * 8 + 2t, 2t + 1 (g, t: the
+// lane's group and index in it, as mma.m16n8k16 lays out C).
+template <int kMF, int kNJ, class F>
+__device__ __forceinline__ void for_each_pair(int g, int t, int col0, F f) {
+#pragma unroll
+  for (int mf = 0; mf < kMF; ++mf)
+#pragma unroll
+    for (int j = 0; j < kNJ; ++j)
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) f(mf, j, hr, mf * 16 + g + hr * 8, col0 + j * 8 + 2 * t);
+}
+
+// The k loop of the GEMM kernels: load(stage, kt) issues a tile's copies, mma(stage) consumes it.
+template <int kStages, class Load, class Mma>
+__device__ __forceinline__ void pipeline(int nk, Load load, Mma mma) {
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nk) load(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < nk; ++kt) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile kt visible to all; every warp is past tile kt - 1, whose stage is reused
+    const int nx = kt + kStages - 1;
+    if (nx < nk) load(nx % kStages, nx);
+    cp_async_commit();
+    mma(kt % kStages);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the stages (and a caller's per-tile shared state) may be refilled
 }
 
 }  // namespace dpa::kernels::detail

@@ -13,6 +13,8 @@ using detail::cp_async_wait;
 using detail::ldsm_x4;
 using detail::mma16816;
 using detail::pack_bf16;
+using detail::for_each_pair;
+using detail::pipeline;
 
 // A block: 4 warps over a tile of kBM rows x kBN weight rows (gate/up: 64 of each, the same
 // columns; down: 128 output columns), kBK deep, kStages tiles in flight by cp.async. The tiles
@@ -55,38 +57,6 @@ __device__ __forceinline__ int tile_rows(const int64_t* counts, int64_t capacity
 }
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
-
-// The accumulator pairs a thread holds after the k loop, fragment by fragment: f(mf, j, hr, row,
-// col) for rows mf * 16 + g + hr * 8 of the tile and columns col0 + j * 8 + 2t, 2t + 1 (g, t: the
-// lane's group and index in it, as mma.m16n8k16 lays out C).
-template <int kMF, int kNJ, class F>
-__device__ __forceinline__ void for_each_pair(int g, int t, int col0, F f) {
-#pragma unroll
-  for (int mf = 0; mf < kMF; ++mf)
-#pragma unroll
-    for (int j = 0; j < kNJ; ++j)
-#pragma unroll
-      for (int hr = 0; hr < 2; ++hr) f(mf, j, hr, mf * 16 + g + hr * 8, col0 + j * 8 + 2 * t);
-}
-
-// The k loop shared by both GEMMs: load(stage, kt) issues a tile's copies, mma(stage) consumes it.
-template <int kStages, class Load, class Mma>
-__device__ __forceinline__ void pipeline(int nk, Load load, Mma mma) {
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nk) load(s, s);
-    cp_async_commit();
-  }
-  for (int kt = 0; kt < nk; ++kt) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // tile kt visible to all; every warp is past tile kt - 1, whose stage is reused
-    const int nx = kt + kStages - 1;
-    if (nx < nk) load(nx % kStages, nx);
-    cp_async_commit();
-    mma(kt % kStages);
-  }
-  cp_async_wait<0>();
-  __syncthreads();  // the stages and s_row may be refilled by the next row tile
-}
 
 template <class S>
 __global__ void __launch_bounds__(kThreads, 2)

@@ -54,6 +54,14 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     else if (!v.empty())
       throw Error(fmt::format("DPA_CUDA_MLA_DECODE_LOAD={}: expected bulk or cp.async", v));
   }
+  // Linear layers of up to 64 rows with bf16 weights: "1" (default) the small-batch kernel
+  // (kernels/linear_small), "0" cuBLAS after a bf16 copy of the input. For comparisons.
+  if (const char* m = std::getenv("DPA_CUDA_SMALL_LINEAR")) {
+    const std::string v(m);
+    if (v == "0" || v == "1") small_linear_ = v == "1";
+    else if (!v.empty())
+      throw Error(fmt::format("DPA_CUDA_SMALL_LINEAR={}: expected 0 or 1", v));
+  }
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
@@ -137,6 +145,7 @@ CudaBackend::~CudaBackend() {
   if (counts_ready_) cudaEventDestroy(counts_ready_);
   if (attn_ws_) cudaFree(attn_ws_);
   if (moe_ws_) cudaFree(moe_ws_);
+  if (small_ws_) cudaFree(small_ws_);
   for (auto& [key, p] : fixed_ptrs_) cudaFree(p);
   for (auto& [key, p] : expert_ptrs_) cudaFree(p.dev);
   cublasDestroy(cublas_);

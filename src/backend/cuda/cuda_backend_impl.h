@@ -241,6 +241,10 @@ class CudaBackend final : public Backend {
   bool counts_pending_ = false, counts_zero_ = false;
   char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
   std::size_t moe_ws_bytes_ = 0;
+  bool small_linear_ = true;     // DPA_CUDA_SMALL_LINEAR
+  char* small_ws_ = nullptr;     // kernels::small_linear: split counters (zeroed once), partial sums
+  std::size_t small_ws_bytes_ = 0;
+  char* small_linear_workspace(std::size_t bytes);
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
   // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of

@@ -11,6 +11,7 @@
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/gather_scatter.cuh"
+#include "kernels/linear_small.cuh"
 #include "kernels/rms_norm.cuh"
 #include "kernels/sample.cuh"
 
@@ -64,6 +65,12 @@ void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* 
   if (w.dtype == DType::f32) {
     DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one,
                                  static_cast<const float*>(w.data), lda, x, k, &zero, y, m));
+  } else if (small_linear_ && kernels::small_linear_supported(n, w.cols, w.rows, w.ld, x, w.data)) {
+    // A decode step's rows: the input read in f32 by the kernel itself, K split to fill the GPU.
+    const int splits = kernels::small_linear_splits(w.cols, w.rows);
+    char* ws = small_linear_workspace(kernels::small_linear_workspace(n, w.rows, splits));
+    kernels::small_linear(x, n, w.cols, static_cast<const uint16_t*>(w.data), w.ld, w.rows, y, ws, splits, stream_);
+    DPA_CHECK_LAUNCH();
   } else {
     const std::size_t count = static_cast<std::size_t>(n * w.cols);
     bf16_workspace(count);
@@ -73,6 +80,19 @@ void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* 
                                   CUDA_R_16BF, lda, bf16_ws_, CUDA_R_16BF, k, &zero, y,
                                   CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
+}
+
+char* CudaBackend::small_linear_workspace(std::size_t bytes) {
+  if (bytes > small_ws_bytes_) {
+    not_capturing("a workspace reallocation");
+    ++workspace_epoch_;
+    if (small_ws_) DPA_CHECK_CUDA(cudaFree(small_ws_));  // synchronizes: nothing still uses it
+    bytes = std::max<std::size_t>(bytes, std::size_t{1} << 20);
+    small_ws_ = static_cast<char*>(alloc(bytes));
+    small_ws_bytes_ = bytes;
+    DPA_CHECK_CUDA(cudaMemsetAsync(small_ws_, 0, bytes, stream_));  // the split counters start at zero
+  }
+  return small_ws_;
 }
 
 void CudaBackend::copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,

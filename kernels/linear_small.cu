@@ -1,0 +1,178 @@
+#include <algorithm>
+
+#include "kernels/common.cuh"
+#include "kernels/linear_small.cuh"
+#include "kernels/mma.cuh"
+
+namespace dpa::kernels {
+namespace {
+
+using detail::cp_async16;
+using detail::for_each_pair;
+using detail::ldsm_x4;
+using detail::mma16816;
+using detail::pack_bf16;
+using detail::pipeline;
+
+// A block: 4 warps over all (up to 16 * kMF) rows x kBN weight rows (16 a warp), one split of K
+// in kBK-deep tiles, kStages in flight. The rows are read in f32 and rounded to bf16 in
+// registers, as the expert kernels' first GEMM does.
+constexpr int kThreads = 128, kBN = 64, kBK = 64, kStages = 4;
+constexpr int kS = kBK + 8;  // smem row stride (elements)
+constexpr int kMaxSplits = 8;
+constexpr int kTargetBlocks = 264;  // two a streaming multiprocessor on an H200
+
+template <int kMF>
+constexpr int smem_bytes() {
+  return kStages * (kMF * 16 * kS * 4 + kBN * kS * 2);
+}
+
+// The counters of the column tiles, at the workspace's start: one size for every call, so that no
+// call's partial sums overlap another's counters (a split call has fewer tiles than kTargetBlocks).
+constexpr std::size_t kCounterBytes = 2048;
+static_assert(kTargetBlocks * sizeof(int) <= kCounterBytes, "counters");
+
+template <int kMF>
+__global__ void __launch_bounds__(kThreads, 2)
+    small_linear_kernel(const float* __restrict__ x, int n, int K, const __nv_bfloat16* __restrict__ w, int64_t ldw,
+                        int N, float* __restrict__ y, int* __restrict__ counters, float* __restrict__ part,
+                        int kt_per_split) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kBM = kMF * 16;
+  float* sA = reinterpret_cast<float*>(smem);
+  __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + kStages * kBM * kS * 4);
+  __shared__ int s_last;
+  const int tile = blockIdx.x, split = blockIdx.y, splits = gridDim.y, n0 = tile * kBN;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int kt0 = split * kt_per_split;
+  const int nk = max(0, min((K + kBK - 1) / kBK, kt0 + kt_per_split) - kt0);
+  auto load = [&](int st, int kt) {
+    const int k0 = (kt0 + kt) * kBK;
+    float* dA = sA + st * kBM * kS;
+    for (int c = threadIdx.x; c < kBM * (kBK / 4); c += kThreads) {  // f32 rows, 4 per chunk
+      const int r = c / (kBK / 4), kc = (c % (kBK / 4)) * 4;
+      const bool ok = r < n && k0 + kc < K;
+      cp_async16(dA + r * kS + kc, ok ? x + static_cast<int64_t>(r) * K + k0 + kc : x, ok);
+    }
+    __nv_bfloat16* dB = sB + st * kBN * kS;
+    for (int c = threadIdx.x; c < kBN * (kBK / 8); c += kThreads) {  // bf16 weight rows, 8 per chunk
+      const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+      const bool ok = n0 + r < N && k0 + kc < K;
+      cp_async16(dB + r * kS + kc, ok ? w + static_cast<int64_t>(n0 + r) * ldw + k0 + kc : w, ok);
+    }
+  };
+  float acc[kMF][2][4] = {};  // [16-row block][8-column half of the warp's 16][fragment]
+  auto mma = [&](int st) {
+    const float* A = sA + st * kBM * kS;
+    const __nv_bfloat16* B = sB + st * kBN * kS;
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      unsigned af[kMF][4];
+#pragma unroll
+      for (int mf = 0; mf < kMF; ++mf) {
+        const float* p = A + (mf * 16 + g) * kS + kk + 2 * t;
+        const float2 v0 = *reinterpret_cast<const float2*>(p), v1 = *reinterpret_cast<const float2*>(p + 8 * kS),
+                     v2 = *reinterpret_cast<const float2*>(p + 8),
+                     v3 = *reinterpret_cast<const float2*>(p + 8 * kS + 8);
+        af[mf][0] = pack_bf16(v0.x, v0.y), af[mf][1] = pack_bf16(v1.x, v1.y);
+        af[mf][2] = pack_bf16(v2.x, v2.y), af[mf][3] = pack_bf16(v3.x, v3.y);
+      }
+      const int m = lane >> 3;
+      unsigned b[4];
+      ldsm_x4(b, B + (warp * 16 + (m >> 1) * 8 + (lane & 7)) * kS + kk + (m & 1) * 8);
+#pragma unroll
+      for (int mf = 0; mf < kMF; ++mf) {
+        mma16816(acc[mf][0], af[mf], b[0], b[1]);
+        mma16816(acc[mf][1], af[mf], b[2], b[3]);
+      }
+    }
+  };
+  pipeline<kStages>(nk, load, mma);
+  // One split: the result. Several: this split's partial sums, and the last split of the tile to
+  // finish adds them all in split order (the same sums whichever block is last).
+  float* dst = splits == 1 ? y : part + static_cast<int64_t>(split) * n * N;
+  for_each_pair<kMF, 2>(g, t, n0 + warp * 16, [&](int mf, int j, int hr, int r, int col) {
+    if (r >= n) return;
+    float* o = dst + static_cast<int64_t>(r) * N + col;
+    if (col < N) o[0] = acc[mf][j][hr * 2];
+    if (col + 1 < N) o[1] = acc[mf][j][hr * 2 + 1];
+  });
+  if (splits == 1) return;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&counters[tile], 1) == splits - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const int cols = min(kBN, N - n0);
+  // Two outputs a thread at a time, every split's load of both in flight together.
+  for (int i0 = threadIdx.x; i0 < n * cols; i0 += 2 * kThreads) {
+    float v[2][kMaxSplits];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int i = i0 + u * kThreads;
+      const int64_t off = static_cast<int64_t>(i / cols) * N + n0 + i % cols;
+#pragma unroll
+      for (int sp = 0; sp < kMaxSplits; ++sp)
+        v[u][sp] = i < n * cols && sp < splits ? __ldcg(part + static_cast<int64_t>(sp) * n * N + off) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int i = i0 + u * kThreads;
+      if (i >= n * cols) continue;
+      float s = v[u][0];
+#pragma unroll
+      for (int sp = 1; sp < kMaxSplits; ++sp)
+        if (sp < splits) s += v[u][sp];
+      y[static_cast<int64_t>(i / cols) * N + n0 + i % cols] = s;
+    }
+  }
+  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next call (and a graph's next replay)
+}
+
+template <int kMF>
+void launch(const float* x, int n, int K, const __nv_bfloat16* w, int64_t ldw, int N, float* y, void* ws,
+            int splits, cudaStream_t stream) {
+  constexpr int smem = smem_bytes<kMF>();
+  static const bool once = [] {  // one GPU per process
+    cudaFuncSetAttribute(small_linear_kernel<kMF>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    return true;
+  }();
+  (void)once;
+  const int nk = (K + kBK - 1) / kBK, tiles = (N + kBN - 1) / kBN;
+  int* counters = static_cast<int*>(ws);
+  float* part = reinterpret_cast<float*>(static_cast<char*>(ws) + kCounterBytes);
+  small_linear_kernel<kMF><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), kThreads, smem, stream>>>(
+      x, n, K, w, ldw, N, y, counters, part, (nk + splits - 1) / splits);
+}
+
+}  // namespace
+
+bool small_linear_supported(int64_t n, int64_t K, int64_t N, int64_t ldw, const void* x, const void* w) {
+  return n >= 1 && n <= kSmallLinearRows && K > 0 && N > 0 && K % 8 == 0 && ldw % 8 == 0 && K < (1 << 30) &&
+         N < (1 << 30) && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+}
+
+int small_linear_splits(int64_t K, int64_t N) {
+  const int64_t nk = (K + kBK - 1) / kBK, tiles = (N + kBN - 1) / kBN;
+  const int64_t want = (kTargetBlocks + tiles - 1) / tiles;
+  // Every split at least two k tiles, and no split left empty by the rounding of kt_per_split.
+  int64_t s = tiles >= kTargetBlocks ? 1 : std::max<int64_t>(1, std::min<int64_t>({want, kMaxSplits, nk / 2}));
+  while (s > 1 && (s - 1) * ((nk + s - 1) / s) >= nk) --s;
+  return static_cast<int>(s);
+}
+
+std::size_t small_linear_workspace(int64_t n, int64_t N, int splits) {
+  return kCounterBytes + (splits > 1 ? static_cast<std::size_t>(splits * n * N) * sizeof(float) : 0);
+}
+
+void small_linear(const float* x, int64_t n, int64_t K, const uint16_t* w, int64_t ldw, int64_t N, float* y,
+                  void* workspace, int splits, cudaStream_t stream) {
+  const auto* wb = reinterpret_cast<const __nv_bfloat16*>(w);
+  const int in = static_cast<int>(n), iK = static_cast<int>(K), iN = static_cast<int>(N);
+  if (n <= 16) return launch<1>(x, in, iK, wb, ldw, iN, y, workspace, splits, stream);
+  if (n <= 32) return launch<2>(x, in, iK, wb, ldw, iN, y, workspace, splits, stream);
+  launch<4>(x, in, iK, wb, ldw, iN, y, workspace, splits, stream);
+}
+
+}  // namespace dpa::kernels
