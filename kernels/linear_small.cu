@@ -34,15 +34,18 @@ static_assert(kTargetBlocks * sizeof(int) <= kCounterBytes, "counters");
 
 template <int kMF>
 __global__ void __launch_bounds__(kThreads, 2)
-    small_linear_kernel(const float* __restrict__ x, int n, int K, const __nv_bfloat16* __restrict__ w, int64_t ldw,
-                        int N, float* __restrict__ y, int* __restrict__ counters, float* __restrict__ part,
-                        int kt_per_split) {
+    small_linear_kernel(SmallLinear a, int* __restrict__ counters, float* __restrict__ part, int kt_per_split) {
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kBM = kMF * 16;
   float* sA = reinterpret_cast<float*>(smem);
   __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + kStages * kBM * kS * 4);
   __shared__ int s_last;
+  const int n = static_cast<int>(a.n), K = static_cast<int>(a.K), N = static_cast<int>(a.N);
   const int tile = blockIdx.x, split = blockIdx.y, splits = gridDim.y, n0 = tile * kBN;
+  const int bz = blockIdx.z, batch = gridDim.z, slot = bz * gridDim.x + tile;  // slot: the tile's counter
+  const float* x = a.x + bz * a.stride_x;
+  const auto* w = static_cast<const __nv_bfloat16*>(a.w) + bz * a.w_stride;
+  float* y = a.y + bz * a.stride_y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int kt0 = split * kt_per_split;
   const int nk = max(0, min((K + kBK - 1) / kBK, kt0 + kt_per_split) - kt0);
@@ -52,13 +55,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int c = threadIdx.x; c < kBM * (kBK / 4); c += kThreads) {  // f32 rows, 4 per chunk
       const int r = c / (kBK / 4), kc = (c % (kBK / 4)) * 4;
       const bool ok = r < n && k0 + kc < K;
-      cp_async16(dA + r * kS + kc, ok ? x + static_cast<int64_t>(r) * K + k0 + kc : x, ok);
+      cp_async16(dA + r * kS + kc, ok ? x + static_cast<int64_t>(r) * a.ldx + k0 + kc : x, ok);
     }
     __nv_bfloat16* dB = sB + st * kBN * kS;
     for (int c = threadIdx.x; c < kBN * (kBK / 8); c += kThreads) {  // bf16 weight rows, 8 per chunk
       const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
       const bool ok = n0 + r < N && k0 + kc < K;
-      cp_async16(dB + r * kS + kc, ok ? w + static_cast<int64_t>(n0 + r) * ldw + k0 + kc : w, ok);
+      cp_async16(dB + r * kS + kc, ok ? w + static_cast<int64_t>(n0 + r) * a.ldw + k0 + kc : w, ok);
     }
   };
   float acc[kMF][2][4] = {};  // [16-row block][8-column half of the warp's 16][fragment]
@@ -88,19 +91,20 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   };
   pipeline<kStages>(nk, load, mma);
-  // One split: the result. Several: this split's partial sums, and the last split of the tile to
-  // finish adds them all in split order (the same sums whichever block is last).
-  float* dst = splits == 1 ? y : part + static_cast<int64_t>(split) * n * N;
+  // One split: the result. Several: this split's partial sums ([split][batch][n][N]), and the
+  // last split of the tile to finish adds them all in split order (the same sums whichever block
+  // is last).
+  float* mine = part + (static_cast<int64_t>(split) * batch + bz) * n * N;
   for_each_pair<kMF, 2>(g, t, n0 + warp * 16, [&](int mf, int j, int hr, int r, int col) {
     if (r >= n) return;
-    float* o = dst + static_cast<int64_t>(r) * N + col;
+    float* o = splits == 1 ? y + static_cast<int64_t>(r) * a.ldy + col : mine + static_cast<int64_t>(r) * N + col;
     if (col < N) o[0] = acc[mf][j][hr * 2];
     if (col + 1 < N) o[1] = acc[mf][j][hr * 2 + 1];
   });
   if (splits == 1) return;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(&counters[tile], 1) == splits - 1;
+  if (threadIdx.x == 0) s_last = atomicAdd(&counters[slot], 1) == splits - 1;
   __syncthreads();
   if (!s_last) return;
   __threadfence();
@@ -111,10 +115,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
       const int i = i0 + u * kThreads;
-      const int64_t off = static_cast<int64_t>(i / cols) * N + n0 + i % cols;
+      const int64_t off = (static_cast<int64_t>(bz) * n + i / cols) * N + n0 + i % cols;
 #pragma unroll
       for (int sp = 0; sp < kMaxSplits; ++sp)
-        v[u][sp] = i < n * cols && sp < splits ? __ldcg(part + static_cast<int64_t>(sp) * n * N + off) : 0.0f;
+        v[u][sp] = i < n * cols && sp < splits ? __ldcg(part + static_cast<int64_t>(sp) * batch * n * N + off) : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < 2; ++u) {
@@ -124,37 +128,39 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int sp = 1; sp < kMaxSplits; ++sp)
         if (sp < splits) s += v[u][sp];
-      y[static_cast<int64_t>(i / cols) * N + n0 + i % cols] = s;
+      y[static_cast<int64_t>(i / cols) * a.ldy + n0 + i % cols] = s;
     }
   }
-  if (threadIdx.x == 0) counters[tile] = 0;  // ready for the next call (and a graph's next replay)
+  if (threadIdx.x == 0) counters[slot] = 0;  // ready for the next call (and a graph's next replay)
 }
 
 template <int kMF>
-void launch(const float* x, int n, int K, const __nv_bfloat16* w, int64_t ldw, int N, float* y, void* ws,
-            int splits, cudaStream_t stream) {
+void launch(const SmallLinear& a, void* ws, int splits, cudaStream_t stream) {
   constexpr int smem = smem_bytes<kMF>();
   static const bool once = [] {  // one GPU per process
     cudaFuncSetAttribute(small_linear_kernel<kMF>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     return true;
   }();
   (void)once;
-  const int nk = (K + kBK - 1) / kBK, tiles = (N + kBN - 1) / kBN;
+  const int64_t nk = (a.K + kBK - 1) / kBK, tiles = (a.N + kBN - 1) / kBN;
   int* counters = static_cast<int*>(ws);
   float* part = reinterpret_cast<float*>(static_cast<char*>(ws) + kCounterBytes);
-  small_linear_kernel<kMF><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), kThreads, smem, stream>>>(
-      x, n, K, w, ldw, N, y, counters, part, (nk + splits - 1) / splits);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits), static_cast<unsigned>(a.batch));
+  small_linear_kernel<kMF><<<grid, kThreads, smem, stream>>>(a, counters, part,
+                                                             static_cast<int>((nk + splits - 1) / splits));
 }
 
 }  // namespace
 
-bool small_linear_supported(int64_t n, int64_t K, int64_t N, int64_t ldw, const void* x, const void* w) {
-  return n >= 1 && n <= kSmallLinearRows && K > 0 && N > 0 && K % 8 == 0 && ldw % 8 == 0 && K < (1 << 30) &&
-         N < (1 << 30) && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+bool small_linear_supported(const SmallLinear& a) {
+  auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return a.n >= 1 && a.n <= kSmallLinearRows && a.K > 0 && a.N > 0 && a.batch >= 1 && a.batch <= 65535 &&
+         a.K < (1 << 30) && a.N < (1 << 30) && a.K % 8 == 0 && a.ldw % 8 == 0 && a.w_stride % 8 == 0 &&
+         a.ldx % 4 == 0 && a.stride_x % 4 == 0 && al16(a.x) && al16(a.w);
 }
 
-int small_linear_splits(int64_t K, int64_t N) {
-  const int64_t nk = (K + kBK - 1) / kBK, tiles = (N + kBN - 1) / kBN;
+int small_linear_splits(const SmallLinear& a) {
+  const int64_t nk = (a.K + kBK - 1) / kBK, tiles = (a.N + kBN - 1) / kBN * a.batch;
   const int64_t want = (kTargetBlocks + tiles - 1) / tiles;
   // Every split at least two k tiles, and no split left empty by the rounding of kt_per_split.
   int64_t s = tiles >= kTargetBlocks ? 1 : std::max<int64_t>(1, std::min<int64_t>({want, kMaxSplits, nk / 2}));
@@ -162,17 +168,14 @@ int small_linear_splits(int64_t K, int64_t N) {
   return static_cast<int>(s);
 }
 
-std::size_t small_linear_workspace(int64_t n, int64_t N, int splits) {
-  return kCounterBytes + (splits > 1 ? static_cast<std::size_t>(splits * n * N) * sizeof(float) : 0);
+std::size_t small_linear_workspace(const SmallLinear& a, int splits) {
+  return kCounterBytes + (splits > 1 ? static_cast<std::size_t>(splits * a.batch * a.n * a.N) * sizeof(float) : 0);
 }
 
-void small_linear(const float* x, int64_t n, int64_t K, const uint16_t* w, int64_t ldw, int64_t N, float* y,
-                  void* workspace, int splits, cudaStream_t stream) {
-  const auto* wb = reinterpret_cast<const __nv_bfloat16*>(w);
-  const int in = static_cast<int>(n), iK = static_cast<int>(K), iN = static_cast<int>(N);
-  if (n <= 16) return launch<1>(x, in, iK, wb, ldw, iN, y, workspace, splits, stream);
-  if (n <= 32) return launch<2>(x, in, iK, wb, ldw, iN, y, workspace, splits, stream);
-  launch<4>(x, in, iK, wb, ldw, iN, y, workspace, splits, stream);
+void small_linear(const SmallLinear& a, void* workspace, int splits, cudaStream_t stream) {
+  if (a.n <= 16) return launch<1>(a, workspace, splits, stream);
+  if (a.n <= 32) return launch<2>(a, workspace, splits, stream);
+  launch<4>(a, workspace, splits, stream);
 }
 
 }  // namespace dpa::kernels

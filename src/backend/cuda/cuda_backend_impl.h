@@ -245,6 +245,10 @@ class CudaBackend final : public Backend {
   char* small_ws_ = nullptr;     // kernels::small_linear: split counters (zeroed once), partial sums
   std::size_t small_ws_bytes_ = 0;
   char* small_linear_workspace(std::size_t bytes);
+  // linear / linear_batched by kernels::small_linear where it applies (bf16 weights, few rows);
+  // false: not taken, nothing done.
+  bool small_linear(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w, int64_t w_stride,
+                    int64_t batch, float* y, int64_t ldy, int64_t stride_y);
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
   // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of

@@ -65,13 +65,7 @@ void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* 
   if (w.dtype == DType::f32) {
     DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one,
                                  static_cast<const float*>(w.data), lda, x, k, &zero, y, m));
-  } else if (small_linear_ && kernels::small_linear_supported(n, w.cols, w.rows, w.ld, x, w.data)) {
-    // A decode step's rows: the input read in f32 by the kernel itself, K split to fill the GPU.
-    const int splits = kernels::small_linear_splits(w.cols, w.rows);
-    char* ws = small_linear_workspace(kernels::small_linear_workspace(n, w.rows, splits));
-    kernels::small_linear(x, n, w.cols, static_cast<const uint16_t*>(w.data), w.ld, w.rows, y, ws, splits, stream_);
-    DPA_CHECK_LAUNCH();
-  } else {
+  } else if (!small_linear(x, w.cols, 0, n, w, 0, 1, y, w.rows, 0)) {  // else a decode step's rows: done
     const std::size_t count = static_cast<std::size_t>(n * w.cols);
     bf16_workspace(count);
     kernels::f32_to_bf16(x, bf16_ws_, static_cast<int64_t>(count), stream_);
@@ -80,6 +74,18 @@ void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* 
                                   CUDA_R_16BF, lda, bf16_ws_, CUDA_R_16BF, k, &zero, y,
                                   CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
+}
+
+bool CudaBackend::small_linear(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
+                               int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y) {
+  kernels::SmallLinear a;
+  a.x = x, a.ldx = ldx, a.stride_x = stride_x, a.w = w.data, a.ldw = w.ld, a.w_stride = w_stride;
+  a.y = y, a.ldy = ldy, a.stride_y = stride_y, a.n = n, a.K = w.cols, a.N = w.rows, a.batch = batch;
+  if (!small_linear_ || w.dtype != DType::bf16 || !kernels::small_linear_supported(a)) return false;
+  const int splits = kernels::small_linear_splits(a);
+  kernels::small_linear(a, small_linear_workspace(kernels::small_linear_workspace(a, splits)), splits, stream_);
+  DPA_CHECK_LAUNCH();
+  return true;
 }
 
 char* CudaBackend::small_linear_workspace(std::size_t bytes) {
@@ -125,7 +131,7 @@ void CudaBackend::linear_batched(const float* x, int64_t ldx, int64_t stride_x, 
     DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
         cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, static_cast<const float*>(w.data), lda,
         w_stride, x, ldb, stride_x, &zero, y, ldc, stride_y, bc));
-  } else {
+  } else if (!small_linear(x, ldx, stride_x, n, w, w_stride, batch, y, ldy, stride_y)) {
     uint16_t* xb = bf16_workspace(static_cast<std::size_t>(batch * n * w.cols));
     kernels::strided_to_bf16(x, ldx, stride_x, n, w.cols, batch, xb, stream_);
     DPA_CHECK_LAUNCH();
