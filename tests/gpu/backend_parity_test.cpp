@@ -330,7 +330,9 @@ TEST(BackendParity, LinearBatched) {
         v.rows = c.rows, v.cols = c.cols, v.ld = ldw;
         return v;
       };
-      const int64_t sx = c.cols + 3, sy = c.rows + 2;  // x [n, batch, sx], y [n, batch, sy]
+      // x [n, batch, sx], y [n, batch, sy]; sx a multiple of 4 for even batches (the small-batch
+      // kernel takes those, with K and the weight strides multiples of 8), odd otherwise.
+      const int64_t sx = c.cols + (c.batch % 2 ? 3 : 4), sy = c.rows + 2;
       Dual<float> x(rnd(std::max<int64_t>(c.n * c.batch * sx, 1))),
           y(rnd(std::max<int64_t>(c.n * c.batch * sy, 1)));
       cpu().linear_batched(x.c.data(), c.batch * sx, sx, c.n, head0(fc), c.rows * ldw, c.batch,
