@@ -8,12 +8,10 @@ namespace dpa::kernels {
 namespace {
 
 using detail::cp_async16;
-using detail::cp_async_commit;
-using detail::cp_async_wait;
 using detail::ldsm_x4;
 using detail::mma16816;
-using detail::pack_bf16;
 using detail::for_each_pair;
+using detail::pack_bf16;
 using detail::pipeline;
 
 // A block: 4 warps over a tile of kBM rows x kBN weight rows (gate/up: 64 of each, the same
