@@ -7,11 +7,11 @@
 namespace dpa::kernels {
 namespace {
 
+using detail::a_frag_f32;
 using detail::cp_async16;
 using detail::for_each_pair;
 using detail::ldsm_x4;
 using detail::mma16816;
-using detail::pack_bf16;
 using detail::pipeline;
 
 // A block: 4 warps over all (up to 16 * kMF) rows x kBN weight rows (16 a warp), one split of K
@@ -72,14 +72,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int kk = 0; kk < kBK; kk += 16) {
       unsigned af[kMF][4];
 #pragma unroll
-      for (int mf = 0; mf < kMF; ++mf) {
-        const float* p = A + (mf * 16 + g) * kS + kk + 2 * t;
-        const float2 v0 = *reinterpret_cast<const float2*>(p), v1 = *reinterpret_cast<const float2*>(p + 8 * kS),
-                     v2 = *reinterpret_cast<const float2*>(p + 8),
-                     v3 = *reinterpret_cast<const float2*>(p + 8 * kS + 8);
-        af[mf][0] = pack_bf16(v0.x, v0.y), af[mf][1] = pack_bf16(v1.x, v1.y);
-        af[mf][2] = pack_bf16(v2.x, v2.y), af[mf][3] = pack_bf16(v3.x, v3.y);
-      }
+      for (int mf = 0; mf < kMF; ++mf) a_frag_f32(af[mf], A + mf * 16 * kS + kk, kS, g, t);
       const int m = lane >> 3;
       unsigned b[4];
       ldsm_x4(b, B + (warp * 16 + (m >> 1) * 8 + (lane & 7)) * kS + kk + (m & 1) * 8);

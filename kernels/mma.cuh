@@ -42,6 +42,16 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&v);
 }
 
+// The A fragment of m16n8k16 for a 16 x 16 block of f32 rows in shared memory (row stride ld
+// floats, from p), rounded to bf16 pairs: rows g and g + 8, columns 2t, 2t + 1 and 2t + 8, 2t + 9.
+__device__ __forceinline__ void a_frag_f32(unsigned (&a)[4], const float* p, int ld, int g, int t) {
+  p += g * ld + 2 * t;
+  const float2 v0 = *reinterpret_cast<const float2*>(p), v1 = *reinterpret_cast<const float2*>(p + 8 * ld),
+               v2 = *reinterpret_cast<const float2*>(p + 8), v3 = *reinterpret_cast<const float2*>(p + 8 * ld + 8);
+  a[0] = pack_bf16(v0.x, v0.y), a[1] = pack_bf16(v1.x, v1.y);
+  a[2] = pack_bf16(v2.x, v2.y), a[3] = pack_bf16(v3.x, v3.y);
+}
+
 // The accumulator pairs a thread holds after the k loop, fragment by fragment: f(mf, j, hr, row,
 // col) for rows mf * 16 + g + hr * 8 of the tile and columns col0 + j * 8 + 2t, 2t + 1 (g, t: the
 // lane's group and index in it, as mma.m16n8k16 lays out C).

@@ -7,6 +7,7 @@
 namespace dpa::kernels {
 namespace {
 
+using detail::a_frag_f32;
 using detail::cp_async16;
 using detail::ldsm_x4;
 using detail::mma16816;
@@ -101,14 +102,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int kk = 0; kk < kBK; kk += 16) {
         unsigned af[kMF][4];
 #pragma unroll
-        for (int mf = 0; mf < kMF; ++mf) {
-          const float* p = A + (mf * 16 + g) * kS + kk + 2 * t;
-          const float2 v0 = *reinterpret_cast<const float2*>(p), v1 = *reinterpret_cast<const float2*>(p + 8 * kS),
-                       v2 = *reinterpret_cast<const float2*>(p + 8),
-                       v3 = *reinterpret_cast<const float2*>(p + 8 * kS + 8);
-          af[mf][0] = pack_bf16(v0.x, v0.y), af[mf][1] = pack_bf16(v1.x, v1.y);
-          af[mf][2] = pack_bf16(v2.x, v2.y), af[mf][3] = pack_bf16(v3.x, v3.y);
-        }
+        for (int mf = 0; mf < kMF; ++mf) a_frag_f32(af[mf], A + mf * 16 * kS + kk, kS, g, t);
         const int m = lane >> 3;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {  // gate rows, then the same columns' up rows
