@@ -11,6 +11,7 @@ using detail::a_frag_f32;
 using detail::cp_async16;
 using detail::for_each_pair;
 using detail::ldsm_x4;
+using detail::load_weight_tile;
 using detail::mma16816;
 using detail::pipeline;
 
@@ -57,12 +58,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const bool ok = r < n && k0 + kc < K;
       cp_async16(dA + r * kS + kc, ok ? x + static_cast<int64_t>(r) * a.ldx + k0 + kc : x, ok);
     }
-    __nv_bfloat16* dB = sB + st * kBN * kS;
-    for (int c = threadIdx.x; c < kBN * (kBK / 8); c += kThreads) {  // bf16 weight rows, 8 per chunk
-      const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
-      const bool ok = n0 + r < N && k0 + kc < K;
-      cp_async16(dB + r * kS + kc, ok ? w + static_cast<int64_t>(n0 + r) * a.ldw + k0 + kc : w, ok);
-    }
+    load_weight_tile<kBN, kBK, kS, kThreads>(sB + st * kBN * kS, w, a.ldw, n0, N, k0, K);
   };
   float acc[kMF][2][4] = {};  // [16-row block][8-column half of the warp's 16][fragment]
   auto mma = [&](int st) {

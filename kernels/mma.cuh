@@ -52,6 +52,19 @@ __device__ __forceinline__ void a_frag_f32(unsigned (&a)[4], const float* p, int
   a[2] = pack_bf16(v2.x, v2.y), a[3] = pack_bf16(v3.x, v3.y);
 }
 
+// A k tile of bf16 weight rows into shared memory by the block's kThreads threads, 16-byte
+// copies: rows n0 .. n0 + kRows of w (row stride ld) at columns k0 .. k0 + kBK, to dst with row
+// stride kS; rows from `rows` on and columns from `cols` on are zeros.
+template <int kRows, int kBK, int kS, int kThreads>
+__device__ __forceinline__ void load_weight_tile(__nv_bfloat16* dst, const __nv_bfloat16* w, int64_t ld, int n0,
+                                                 int rows, int k0, int cols) {
+  for (int c = threadIdx.x; c < kRows * (kBK / 8); c += kThreads) {
+    const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+    const bool ok = n0 + r < rows && k0 + kc < cols;
+    cp_async16(dst + r * kS + kc, ok ? w + static_cast<int64_t>(n0 + r) * ld + k0 + kc : w, ok);
+  }
+}
+
 // The accumulator pairs a thread holds after the k loop, fragment by fragment: f(mf, j, hr, row,
 // col) for rows mf * 16 + g + hr * 8 of the tile and columns col0 + j * 8 + 2t, 2t + 1 (g, t: the
 // lane's group and index in it, as mma.m16n8k16 lays out C).

@@ -10,6 +10,7 @@ namespace {
 using detail::a_frag_f32;
 using detail::cp_async16;
 using detail::ldsm_x4;
+using detail::load_weight_tile;
 using detail::mma16816;
 using detail::for_each_pair;
 using detail::pack_bf16;
@@ -155,12 +156,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         const bool ok = r < rem && k0 + kc < I;
         cp_async16(dA + r * kS + kc, ok ? hb + static_cast<int64_t>(r) * ldh + k0 + kc : hb, ok);
       }
-      __nv_bfloat16* dB = sB + st * kBN * kS;
-      for (int c = threadIdx.x; c < kBN * (kBK / 8); c += kThreads) {
-        const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
-        const bool ok = n0 + r < D && k0 + kc < I;
-        cp_async16(dB + r * kS + kc, ok ? wd + static_cast<int64_t>(n0 + r) * a.ld_down + k0 + kc : wd, ok);
-      }
+      load_weight_tile<kBN, kBK, kS, kThreads>(sB + st * kBN * kS, wd, a.ld_down, n0, D, k0, I);
     };
     float acc[kMF][4][4] = {};  // [16-row half][8-column group of the warp's 32][fragment]
     auto mma = [&](int st) {
