@@ -1,3 +1,5 @@
+#include <cooperative_groups.h>
+
 #include <algorithm>
 
 #include "kernels/common.cuh"
@@ -6,6 +8,8 @@
 
 namespace dpa::kernels {
 namespace {
+
+namespace cg = cooperative_groups;
 
 using detail::a_frag_f32;
 using detail::cp_async16;
@@ -17,33 +21,29 @@ using detail::pipeline;
 
 // A block: 4 warps over all (up to 16 * kMF) rows x kBN weight rows (16 a warp), one split of K
 // in kBK-deep tiles, kStages in flight. The rows are read in f32 and rounded to bf16 in
-// registers, as the expert kernels' first GEMM does.
+// registers, as the expert kernels' first GEMM does. The splits of a column tile form one thread
+// block cluster: each leaves its partial sums in its shared memory and every block then sums a
+// share of the tile's outputs over all the splits' shared memory (distributed shared memory), in
+// split order: deterministic, in one launch, with no global workspace and no serial tail.
 constexpr int kThreads = 128, kBN = 64, kBK = 64, kStages = 4;
-constexpr int kS = kBK + 8;  // smem row stride (elements)
-constexpr int kMaxSplits = 8;
-constexpr int kTargetBlocks = 264;  // two a streaming multiprocessor on an H200
+constexpr int kS = kBK + 8;   // smem row stride of the stages (elements)
+constexpr int kP = kBN + 8;   // smem row stride of the partial sums (floats): conflict-free pairs
+constexpr int kMaxSplits = 8;  // the portable cluster size
 
 template <int kMF>
 constexpr int smem_bytes() {
   return kStages * (kMF * 16 * kS * 4 + kBN * kS * 2);
 }
-
-// The counters of the column tiles, at the workspace's start: one size for every call, so that no
-// call's partial sums overlap another's counters (a split call has fewer tiles than kTargetBlocks).
-constexpr std::size_t kCounterBytes = 2048;
-static_assert(kTargetBlocks * sizeof(int) <= kCounterBytes, "counters");
+static_assert(16 * kP * 4 <= smem_bytes<1>(), "the partial sums reuse the stages");
 
 template <int kMF>
-__global__ void __launch_bounds__(kThreads, 2)
-    small_linear_kernel(SmallLinear a, int* __restrict__ counters, float* __restrict__ part, int kt_per_split) {
+__global__ void __launch_bounds__(kThreads, 2) small_linear_kernel(SmallLinear a, int kt_per_split) {
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kBM = kMF * 16;
   float* sA = reinterpret_cast<float*>(smem);
   __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + kStages * kBM * kS * 4);
-  __shared__ int s_last;
   const int n = static_cast<int>(a.n), K = static_cast<int>(a.K), N = static_cast<int>(a.N);
-  const int tile = blockIdx.x, split = blockIdx.y, splits = gridDim.y, n0 = tile * kBN;
-  const int bz = blockIdx.z, batch = gridDim.z, slot = bz * gridDim.x + tile;  // slot: the tile's counter
+  const int tile = blockIdx.x, split = blockIdx.y, splits = gridDim.y, n0 = tile * kBN, bz = blockIdx.z;
   const float* x = a.x + bz * a.stride_x;
   const auto* w = static_cast<const __nv_bfloat16*>(a.w) + bz * a.w_stride;
   float* y = a.y + bz * a.stride_y;
@@ -79,52 +79,50 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     }
   };
-  pipeline<kStages>(nk, load, mma);
-  // One split: the result. Several: this split's partial sums ([split][batch][n][N]), and the
-  // last split of the tile to finish adds them all in split order (the same sums whichever block
-  // is last).
-  float* mine = part + (static_cast<int64_t>(split) * batch + bz) * n * N;
-  for_each_pair<kMF, 2>(g, t, n0 + warp * 16, [&](int mf, int j, int hr, int r, int col) {
-    if (r >= n) return;
-    float* o = splits == 1 ? y + static_cast<int64_t>(r) * a.ldy + col : mine + static_cast<int64_t>(r) * N + col;
-    if (col < N) o[0] = acc[mf][j][hr * 2];
-    if (col + 1 < N) o[1] = acc[mf][j][hr * 2 + 1];
-  });
-  if (splits == 1) return;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(&counters[slot], 1) == splits - 1;
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-  const int cols = min(kBN, N - n0);
-  // Two outputs a thread at a time, every split's load of both in flight together.
-  for (int i0 = threadIdx.x; i0 < n * cols; i0 += 2 * kThreads) {
-    float v[2][kMaxSplits];
-#pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int i = i0 + u * kThreads;
-      const int64_t off = (static_cast<int64_t>(bz) * n + i / cols) * N + n0 + i % cols;
-#pragma unroll
-      for (int sp = 0; sp < kMaxSplits; ++sp)
-        v[u][sp] = i < n * cols && sp < splits ? __ldcg(part + static_cast<int64_t>(sp) * batch * n * N + off) : 0.0f;
-    }
-#pragma unroll
-    for (int u = 0; u < 2; ++u) {
-      const int i = i0 + u * kThreads;
-      if (i >= n * cols) continue;
-      float s = v[u][0];
-#pragma unroll
-      for (int sp = 1; sp < kMaxSplits; ++sp)
-        if (sp < splits) s += v[u][sp];
-      y[static_cast<int64_t>(i / cols) * a.ldy + n0 + i % cols] = s;
-    }
+  pipeline<kStages>(nk, load, mma);  // ends with the stages free
+  if (splits == 1) {
+    for_each_pair<kMF, 2>(g, t, n0 + warp * 16, [&](int mf, int j, int hr, int r, int col) {
+      if (r >= n) return;
+      float* o = y + static_cast<int64_t>(r) * a.ldy + col;
+      if (col < N) o[0] = acc[mf][j][hr * 2];
+      if (col + 1 < N) o[1] = acc[mf][j][hr * 2 + 1];
+    });
+    return;
   }
-  if (threadIdx.x == 0) counters[slot] = 0;  // ready for the next call (and a graph's next replay)
+  float* part = reinterpret_cast<float*>(smem);  // [kBM][kP]: this split's sums, tile-relative columns
+  for_each_pair<kMF, 2>(g, t, warp * 16, [&](int mf, int j, int hr, int r, int col) {
+    *reinterpret_cast<float2*>(part + r * kP + col) = make_float2(acc[mf][j][hr * 2], acc[mf][j][hr * 2 + 1]);
+  });
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every split's sums written and visible cluster-wide
+  const int cols = min(kBN, N - n0);
+  const float* src[kMaxSplits];
+#pragma unroll
+  for (int sp = 0; sp < kMaxSplits; ++sp) src[sp] = sp < splits ? cluster.map_shared_rank(part, sp) : part;
+  // Four outputs of one row a unit; block `split` takes units split * kThreads + tid, stepping by
+  // the cluster's threads (one unit a thread at 64 rows and 8 splits).
+  for (int u = split * kThreads + threadIdx.x; u < n * (kBN / 4); u += splits * kThreads) {
+    const int r = u / (kBN / 4), c = (u % (kBN / 4)) * 4;
+    if (c >= cols) continue;
+    float4 v[kMaxSplits];
+#pragma unroll
+    for (int sp = 0; sp < kMaxSplits; ++sp)
+      if (sp < splits) v[sp] = *reinterpret_cast<const float4*>(src[sp] + r * kP + c);
+    float4 s = v[0];
+#pragma unroll
+    for (int sp = 1; sp < kMaxSplits; ++sp)
+      if (sp < splits) s.x += v[sp].x, s.y += v[sp].y, s.z += v[sp].z, s.w += v[sp].w;
+    float* o = y + static_cast<int64_t>(r) * a.ldy + n0 + c;
+    o[0] = s.x;
+    if (c + 1 < cols) o[1] = s.y;
+    if (c + 2 < cols) o[2] = s.z;
+    if (c + 3 < cols) o[3] = s.w;
+  }
+  cluster.sync();  // no block leaves (freeing its shared memory) while another still reads it
 }
 
 template <int kMF>
-void launch(const SmallLinear& a, void* ws, int splits, cudaStream_t stream) {
+void launch(const SmallLinear& a, int splits, cudaStream_t stream) {
   constexpr int smem = smem_bytes<kMF>();
   static const bool once = [] {  // one GPU per process
     cudaFuncSetAttribute(small_linear_kernel<kMF>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -132,11 +130,16 @@ void launch(const SmallLinear& a, void* ws, int splits, cudaStream_t stream) {
   }();
   (void)once;
   const int64_t nk = (a.K + kBK - 1) / kBK, tiles = (a.N + kBN - 1) / kBN;
-  int* counters = static_cast<int*>(ws);
-  float* part = reinterpret_cast<float*>(static_cast<char*>(ws) + kCounterBytes);
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits), static_cast<unsigned>(a.batch));
-  small_linear_kernel<kMF><<<grid, kThreads, smem, stream>>>(a, counters, part,
-                                                             static_cast<int>((nk + splits - 1) / splits));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits), static_cast<unsigned>(a.batch));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1, attr[0].val.clusterDim.y = static_cast<unsigned>(splits), attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr, cfg.numAttrs = 1;
+  cudaLaunchKernelEx(&cfg, small_linear_kernel<kMF>, a, static_cast<int>((nk + splits - 1) / splits));
 }
 
 }  // namespace
@@ -150,21 +153,19 @@ bool small_linear_supported(const SmallLinear& a) {
 
 int small_linear_splits(const SmallLinear& a) {
   const int64_t nk = (a.K + kBK - 1) / kBK, tiles = (a.N + kBN - 1) / kBN * a.batch;
-  const int64_t want = (kTargetBlocks + tiles - 1) / tiles;
-  // Every split at least two k tiles, and no split left empty by the rounding of kt_per_split.
-  int64_t s = tiles >= kTargetBlocks ? 1 : std::max<int64_t>(1, std::min<int64_t>({want, kMaxSplits, nk / 2}));
+  const int64_t slots = 2 * static_cast<int64_t>(detail::sm_count());  // two blocks a streaming multiprocessor
+  // As many splits as one wave holds (a second, partial wave would double the time), every split
+  // at least two k tiles, and no split left empty by the rounding of kt_per_split.
+  int64_t s = std::max<int64_t>(1, std::min<int64_t>({slots / tiles, kMaxSplits, nk / 2}));
   while (s > 1 && (s - 1) * ((nk + s - 1) / s) >= nk) --s;
   return static_cast<int>(s);
 }
 
-std::size_t small_linear_workspace(const SmallLinear& a, int splits) {
-  return kCounterBytes + (splits > 1 ? static_cast<std::size_t>(splits * a.batch * a.n * a.N) * sizeof(float) : 0);
-}
-
-void small_linear(const SmallLinear& a, void* workspace, int splits, cudaStream_t stream) {
-  if (a.n <= 16) return launch<1>(a, workspace, splits, stream);
-  if (a.n <= 32) return launch<2>(a, workspace, splits, stream);
-  launch<4>(a, workspace, splits, stream);
+void small_linear(const SmallLinear& a, cudaStream_t stream) {
+  const int splits = small_linear_splits(a);
+  if (a.n <= 16) return launch<1>(a, splits, stream);
+  if (a.n <= 32) return launch<2>(a, splits, stream);
+  launch<4>(a, splits, stream);
 }
 
 }  // namespace dpa::kernels

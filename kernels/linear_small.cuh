@@ -1,7 +1,8 @@
 // y = x · W^T for a handful of rows (decode steps), plain or batched over heads: x f32 [n, K] read
-// as it is (no bf16 copy of it first), W bf16 [N, K], y f32 [n, N], on tensor cores; the K range split over blocks so that
-// a few thousand weight rows still fill the GPU, the splits summed in a fixed order by the last
-// block of each column tile (deterministic, one launch).
+// as it is (no bf16 copy of it first), W bf16 [N, K], y f32 [n, N], on tensor cores; the K range
+// split over the blocks of a thread block cluster so that a few thousand weight rows still fill
+// the GPU, the splits summed in a fixed order through the cluster's shared memory (deterministic,
+// one launch, no workspace; sm_90).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -31,12 +32,9 @@ struct SmallLinear {
 // ldx and stride_x of 4, x and w 16-byte aligned.
 bool small_linear_supported(const SmallLinear& a);
 
-// The K splits a call uses, and the workspace it needs (bytes): partial sums after a counter
-// region of fixed size. The counters must be zero before the first call; every call leaves them
-// zero.
+// The K splits (blocks of a cluster) a call uses: as many as one wave of blocks holds, up to 8.
 int small_linear_splits(const SmallLinear& a);
-std::size_t small_linear_workspace(const SmallLinear& a, int splits);
 
-void small_linear(const SmallLinear& a, void* workspace, int splits, cudaStream_t stream);
+void small_linear(const SmallLinear& a, cudaStream_t stream);
 
 }  // namespace dpa::kernels

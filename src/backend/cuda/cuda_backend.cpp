@@ -145,7 +145,6 @@ CudaBackend::~CudaBackend() {
   if (counts_ready_) cudaEventDestroy(counts_ready_);
   if (attn_ws_) cudaFree(attn_ws_);
   if (moe_ws_) cudaFree(moe_ws_);
-  if (small_ws_) cudaFree(small_ws_);
   for (auto& [key, p] : fixed_ptrs_) cudaFree(p);
   for (auto& [key, p] : expert_ptrs_) cudaFree(p.dev);
   cublasDestroy(cublas_);

@@ -242,9 +242,6 @@ class CudaBackend final : public Backend {
   char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
   std::size_t moe_ws_bytes_ = 0;
   bool small_linear_ = true;     // DPA_CUDA_SMALL_LINEAR
-  char* small_ws_ = nullptr;     // kernels::small_linear: split counters (zeroed once), partial sums
-  std::size_t small_ws_bytes_ = 0;
-  char* small_linear_workspace(std::size_t bytes);
   // linear / linear_batched by kernels::small_linear where it applies (bf16 weights, few rows);
   // false: not taken, nothing done.
   bool small_linear(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w, int64_t w_stride,

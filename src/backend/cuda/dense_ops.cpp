@@ -82,23 +82,9 @@ bool CudaBackend::small_linear(const float* x, int64_t ldx, int64_t stride_x, in
   a.x = x, a.ldx = ldx, a.stride_x = stride_x, a.w = w.data, a.ldw = w.ld, a.w_stride = w_stride;
   a.y = y, a.ldy = ldy, a.stride_y = stride_y, a.n = n, a.K = w.cols, a.N = w.rows, a.batch = batch;
   if (!small_linear_ || w.dtype != DType::bf16 || !kernels::small_linear_supported(a)) return false;
-  const int splits = kernels::small_linear_splits(a);
-  kernels::small_linear(a, small_linear_workspace(kernels::small_linear_workspace(a, splits)), splits, stream_);
+  kernels::small_linear(a, stream_);
   DPA_CHECK_LAUNCH();
   return true;
-}
-
-char* CudaBackend::small_linear_workspace(std::size_t bytes) {
-  if (bytes > small_ws_bytes_) {
-    not_capturing("a workspace reallocation");
-    ++workspace_epoch_;
-    if (small_ws_) DPA_CHECK_CUDA(cudaFree(small_ws_));  // synchronizes: nothing still uses it
-    bytes = std::max<std::size_t>(bytes, std::size_t{1} << 20);
-    small_ws_ = static_cast<char*>(alloc(bytes));
-    small_ws_bytes_ = bytes;
-    DPA_CHECK_CUDA(cudaMemsetAsync(small_ws_, 0, bytes, stream_));  // the split counters start at zero
-  }
-  return small_ws_;
 }
 
 void CudaBackend::copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
