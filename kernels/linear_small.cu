@@ -20,26 +20,34 @@ using detail::mma16816;
 using detail::pipeline;
 
 // A block: 4 warps over all (up to 16 * kMF) rows x kBN weight rows (16 a warp), one split of K
-// in kBK-deep tiles, kStages in flight. The rows are read in f32 and rounded to bf16 in
+// in kBK-deep tiles, stages<kMF>() in flight. The rows are read in f32 and rounded to bf16 in
 // registers, as the expert kernels' first GEMM does. The splits of a column tile form one thread
 // block cluster: each leaves its partial sums in its shared memory and every block then sums a
 // share of the tile's outputs over all the splits' shared memory (distributed shared memory), in
 // split order: deterministic, in one launch, with no global workspace and no serial tail.
-constexpr int kThreads = 128, kBN = 64, kBK = 64, kStages = 4;
+constexpr int kThreads = 128, kBN = 64, kBK = 64;
 constexpr int kS = kBK + 8;   // smem row stride of the stages (elements)
 constexpr int kP = kBN + 8;   // smem row stride of the partial sums (floats): conflict-free pairs
 constexpr int kMaxSplits = 8;  // the portable cluster size
 
+// Stages in flight: as many as keep two blocks on a streaming multiprocessor (~110 KB each), so
+// that the fewer the rows the more weight bytes each block has in flight.
+template <int kMF>
+constexpr int stages() {
+  return kMF == 1 ? 8 : kMF == 2 ? 6 : 4;
+}
 template <int kMF>
 constexpr int smem_bytes() {
-  return kStages * (kMF * 16 * kS * 4 + kBN * kS * 2);
+  return stages<kMF>() * (kMF * 16 * kS * 4 + kBN * kS * 2);
 }
+static_assert(smem_bytes<1>() <= 113 * 1024 && smem_bytes<2>() <= 113 * 1024 && smem_bytes<4>() <= 113 * 1024,
+              "two blocks a streaming multiprocessor");
 static_assert(16 * kP * 4 <= smem_bytes<1>(), "the partial sums reuse the stages");
 
 template <int kMF>
 __global__ void __launch_bounds__(kThreads, 2) small_linear_kernel(SmallLinear a, int kt_per_split) {
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kBM = kMF * 16;
+  constexpr int kBM = kMF * 16, kStages = stages<kMF>();
   float* sA = reinterpret_cast<float*>(smem);
   __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + kStages * kBM * kS * 4);
   const int n = static_cast<int>(a.n), K = static_cast<int>(a.K), N = static_cast<int>(a.N);

@@ -10,10 +10,12 @@
 // read when one is made), made per shape and dropped after it, so that one shape's weights at a
 // time are on the GPU. First checks, for every shape and row count, the two forms against each
 // other (and V2-Lite's q_proj at 8 rows against the CPU reference), then times them: CUDA events
-// on the backend's stream around 8 back-to-back calls, median of --reps after warm-up, over
-// enough copies of the weight (>= 200 MiB in all, each call the next copy) that the 50 MB L2
-// holds none of it; the weight bytes of one call over that time against the copy bandwidth.
-//   dense_linear_bench [--reps N] [--rows N,N...] [--model v2-lite|v3|all] [--json]
+// on the backend's stream around 8 back-to-back calls recorded in a CUDA graph (the GPU's time, as
+// in a decode step replayed from a graph; --eager: queued one by one, host launch costs included),
+// median of --reps after warm-up, over enough copies of the weight (>= 200 MiB in all up to 512
+// copies, each call the next copy) that the 50 MB L2 holds none of it; the weight bytes of one call
+// over that time against the copy bandwidth.
+//   dense_linear_bench [--reps N] [--rows N,N...] [--model v2-lite|v3|all] [--eager] [--json]
 // (rows: default 1,8,16,32,64, at most 64; model: default all)
 #include <cuda_runtime.h>
 
@@ -25,6 +27,7 @@
 #include <exception>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -44,6 +47,7 @@ using dpa::backend::WeightView;
 constexpr int64_t kNope = 128, kRope = 64, kDv = 128, kLora = 512, kDqk = kNope + kRope;
 constexpr int64_t kMaxRows = 64;  // the most rows the small kernel takes (kernels::kSmallLinearRows)
 constexpr int kCallsPerRep = 8;   // calls between a timing's two events
+constexpr std::size_t kMaxGraphs = 64;  // graphs of kCallsPerRep calls each, cycled through
 constexpr double kCopiesBytes = 200.0 * (1 << 20);  // the copies of a weight cycled through, at least
 constexpr int64_t kCopyShift = 8;  // host elements between copies (distinct views, so distinct device copies)
 
@@ -215,16 +219,41 @@ double check_cpu(const std::vector<uint16_t>& block, std::mt19937& rng) {
 }
 
 // Microseconds per call: kCallsPerRep calls back to back, each on the next copy of the weight.
-double time_us(Form& f, const Shape& s, int64_t n, int reps) {
+// Graphs (the default): the calls recorded once per group of copies and replayed, so the time is
+// the GPU's alone, as in a decode step replayed from a graph; eager: queued one by one, so that a
+// call shorter than its launch on the host counts the launch (cuBLAS's path is two launches and
+// its own host work).
+double time_us(Form& f, const Shape& s, int64_t n, int reps, bool eager) {
+  const auto stream = static_cast<cudaStream_t>(f.be->stream());
   std::size_t next = 0;
+  if (eager) {
+    const double ms = dpa::perf::median_ms(
+        [&] {
+          for (int i = 0; i < kCallsPerRep; ++i) {
+            call(f, s, next, n);
+            next = (next + 1) % f.w.size();
+          }
+        },
+        reps, 2, stream);
+    return ms * 1e3 / kCallsPerRep;
+  }
+  call(f, s, 0, n);  // workspaces sized before recording (a reallocation cannot be recorded)
+  f.be->synchronize();
+  std::vector<void*> graphs;
+  for (std::size_t c = 0; c < f.w.size() && graphs.size() < kMaxGraphs; c += kCallsPerRep) {
+    if (!f.be->capture_begin()) throw std::runtime_error("cannot record a graph");
+    for (int i = 0; i < kCallsPerRep; ++i) call(f, s, (c + i) % f.w.size(), n);
+    void* g = f.be->capture_end();
+    if (!g) throw std::runtime_error("recording a graph failed");
+    graphs.push_back(g);
+  }
   const double ms = dpa::perf::median_ms(
       [&] {
-        for (int i = 0; i < kCallsPerRep; ++i) {
-          call(f, s, next, n);
-          next = (next + 1) % f.w.size();
-        }
+        f.be->replay(graphs[next]);
+        next = (next + 1) % graphs.size();
       },
-      reps, 2, static_cast<cudaStream_t>(f.be->stream()));
+      reps, 2, stream);
+  for (void* g : graphs) f.be->drop_graph(g);
   return ms * 1e3 / kCallsPerRep;
 }
 
@@ -232,7 +261,7 @@ double time_us(Form& f, const Shape& s, int64_t n, int reps) {
 
 int main(int argc, char** argv) {
   int reps = 20;
-  bool json = false;
+  bool json = false, eager = false;
   std::string model = "all";
   std::vector<int64_t> rows{1, 8, 16, 32, 64};
   for (int i = 1; i < argc; ++i) {
@@ -241,6 +270,8 @@ int main(int argc, char** argv) {
       reps = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--json") {
       json = true;
+    } else if (a == "--eager") {
+      eager = true;
     } else if (a == "--model" && i + 1 < argc && model_shapes(argv[i + 1]).size() > 0) {
       model = argv[++i];
     } else if (a == "--rows" && i + 1 < argc) {
@@ -260,7 +291,7 @@ int main(int argc, char** argv) {
       }
     } else {
       std::fprintf(
-          stderr, "usage: dense_linear_bench [--reps N] [--rows N,N...] [--model v2-lite|v3|all] [--json]\n");
+          stderr, "usage: dense_linear_bench [--reps N] [--rows N,N...] [--model v2-lite|v3|all] [--eager] [--json]\n");
       return 2;
     }
   }
@@ -289,7 +320,8 @@ int main(int argc, char** argv) {
         "over %d (shape, n), v2-lite q_proj n=8 vs CPU: max rel %.2e (bound 2e-2) %s\n",
         prop.name, bw, c.worst, c.where.c_str(), c.compared, cpu_rel, ok ? "OK" : "FAIL");
     if (!ok) return 1;
-
+    std::printf("timing: %s\n", eager ? "eager (calls queued one by one, host launch costs included)"
+                                       : "graphs (calls replayed from CUDA graphs: GPU time only)");
     std::printf("%-8s %-11s %-5s %-11s %-4s %-7s %-9s %-11s %-8s %s\n", "model", "op", "heads", "N x K", "n",
                 "form", "us", "weight GB/s", "of copy", "speed-up");
     const int64_t last_n = *std::max_element(rows.begin(), rows.end());
@@ -306,7 +338,7 @@ int main(int argc, char** argv) {
       if (totals.empty() || totals.back().model != s.model) totals.push_back(Total{s.model});
       const std::string shape = std::to_string(s.N) + "x" + std::to_string(s.K);
       for (int64_t n : rows) {
-        const double us_small = time_us(small, s, n, reps), us_cublas = time_us(cublas, s, n, reps);
+        const double us_small = time_us(small, s, n, reps, eager), us_cublas = time_us(cublas, s, n, reps, eager);
         if (n == last_n) totals.back().small += us_small, totals.back().cublas += us_cublas;
         for (const bool is_small : {true, false}) {
           const double us = is_small ? us_small : us_cublas;
@@ -322,10 +354,10 @@ int main(int argc, char** argv) {
                       gbs, 100.0 * gbs / bw, speedup);
           if (json)
             std::printf(
-                "{\"bench\":\"dense_linear\",\"form\":\"%s\",\"gpu\":\"%s\",\"model\":\"%s\",\"op\":\"%s\","
+                "{\"bench\":\"dense_linear\",\"timing\":\"%s\",\"form\":\"%s\",\"gpu\":\"%s\",\"model\":\"%s\",\"op\":\"%s\","
                 "\"heads\":%lld,\"N\":%lld,\"K\":%lld,\"n\":%lld,\"copies\":%d,\"us\":%.3f,"
                 "\"weight_gbs\":%.1f,\"copy_gbs\":%.1f,\"speedup\":%s}\n",
-                form, prop.name, s.model, s.op, static_cast<long long>(s.heads), static_cast<long long>(s.N),
+                eager ? "eager" : "graphs", form, prop.name, s.model, s.op, static_cast<long long>(s.heads), static_cast<long long>(s.N),
                 static_cast<long long>(s.K), static_cast<long long>(n), copies, us, gbs, bw, speedup_json);
         }
       }
