@@ -14,6 +14,12 @@ namespace dpa::kernels {
 
 // The most rows one call takes.
 constexpr int64_t kSmallLinearRows = 64;
+// The weight bytes of a call (all heads) up to which the kernel is the default: measured against
+// cuBLAS (perf/dense_linear_bench, CUDA-graph replays, H200; perf/RESULTS.md) it wins where a
+// call is all latency (V2-Lite's kv_a_proj, router and per-head W_UK / W_UV: 2.4 MB and less,
+// 1.03-1.68x at 1-64 rows) and loses where the weights stream (o_proj 8.4 MB 0.50-0.78x, V3's
+// 3.7 MB router 0.55-0.82x): cuBLAS's floor of ~8 us a call holds up to ~8 MB.
+constexpr int64_t kSmallLinearMaxWeightBytes = int64_t{3} << 20;
 
 // One call: batch products y_b = x_b · W_b^T, b < batch (the per-head projections of MLA; batch 1
 // for a plain linear layer), with x_b(i, c) = x[b * stride_x + i * ldx + c] (f32), W_b(r, c) =

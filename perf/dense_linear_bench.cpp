@@ -1,9 +1,9 @@
 // The dense linear layers of a decode step (bf16 weights, f32 activations, 1 to 64 rows) on one
 // GPU, in both forms of the CUDA backend: `small` (kernels/linear_small, the tensor-core kernel
-// that reads the f32 rows as they are: DPA_CUDA_SMALL_LINEAR=1, the default, for n <= 64) and
-// `cublas` (DPA_CUDA_SMALL_LINEAR=0: the rows copied to bf16, then cuBLAS). The small kernel
-// measured slower than cuBLAS end to end in a 64-sequence decode step; this times every such
-// shape in both forms so that the kernel can be tuned and its default chosen. Shapes: DeepSeek-V2-
+// that reads the f32 rows as they are: DPA_CUDA_SMALL_LINEAR=force, for n <= 64 whatever the
+// weights' size) and `cublas` (DPA_CUDA_SMALL_LINEAR=0: the rows copied to bf16, then cuBLAS).
+// This times every decode-step shape in both forms: the kernel's tuning and the weight size up to
+// which the backend takes it by default (kernels::kSmallLinearMaxWeightBytes) come from it. Shapes: DeepSeek-V2-
 // Lite's and DeepSeek-V3's projections (linear) and the absorbed MLA's per-head W_UK and W_UV
 // products (linear_batched over every head, with the strides and weight layout of
 // src/model/attention.cpp), the weights random bf16. Each form is its own backend (the variable is
@@ -135,7 +135,7 @@ struct Form {
 };
 
 Form make_form(bool small, const Shape& s, const HostWeight& hw, const std::vector<float>& x, int64_t max_n) {
-  setenv("DPA_CUDA_SMALL_LINEAR", small ? "1" : "0", 1);  // read by the backend's constructor
+  setenv("DPA_CUDA_SMALL_LINEAR", small ? "force" : "0", 1);  // read by the backend's constructor
   Form f;
   f.be = dpa::backend::make_cuda_backend(0);
   for (int c = 0; c < hw.copies; ++c) f.w.push_back(s.view(f.be->prepare_weight(hw.copy(s, c))));

@@ -55,12 +55,14 @@ CudaBackend::CudaBackend(int device) : device_(device) {
       throw Error(fmt::format("DPA_CUDA_MLA_DECODE_LOAD={}: expected bulk or cp.async", v));
   }
   // Linear layers of up to 64 rows with bf16 weights: "1" (default) the small-batch kernel
-  // (kernels/linear_small), "0" cuBLAS after a bf16 copy of the input. For comparisons.
+  // (kernels/linear_small) where it is measured faster (kSmallLinearMaxWeightBytes), "force" it
+  // wherever it applies, "0" never: cuBLAS after a bf16 copy of the input. For comparisons.
   if (const char* m = std::getenv("DPA_CUDA_SMALL_LINEAR")) {
     const std::string v(m);
-    if (v == "0" || v == "1") small_linear_ = v == "1";
+    if (v == "0" || v == "1") small_linear_ = v == "1" ? SmallLinearUse::preferred : SmallLinearUse::never;
+    else if (v == "force") small_linear_ = SmallLinearUse::always;
     else if (!v.empty())
-      throw Error(fmt::format("DPA_CUDA_SMALL_LINEAR={}: expected 0 or 1", v));
+      throw Error(fmt::format("DPA_CUDA_SMALL_LINEAR={}: expected 0, 1 or force", v));
   }
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

@@ -241,7 +241,8 @@ class CudaBackend final : public Backend {
   bool counts_pending_ = false, counts_zero_ = false;
   char* moe_ws_ = nullptr;  // moe_experts: pointer arrays, row map and padded activations
   std::size_t moe_ws_bytes_ = 0;
-  bool small_linear_ = true;     // DPA_CUDA_SMALL_LINEAR
+  // DPA_CUDA_SMALL_LINEAR: kernels::small_linear never, where preferred, or wherever it applies.
+  enum class SmallLinearUse { never, preferred, always } small_linear_ = SmallLinearUse::preferred;
   // linear / linear_batched by kernels::small_linear where it applies (bf16 weights, few rows);
   // false: not taken, nothing done.
   bool small_linear(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w, int64_t w_stride,

@@ -81,7 +81,10 @@ bool CudaBackend::small_linear(const float* x, int64_t ldx, int64_t stride_x, in
   kernels::SmallLinear a;
   a.x = x, a.ldx = ldx, a.stride_x = stride_x, a.w = w.data, a.ldw = w.ld, a.w_stride = w_stride;
   a.y = y, a.ldy = ldy, a.stride_y = stride_y, a.n = n, a.K = w.cols, a.N = w.rows, a.batch = batch;
-  if (!small_linear_ || w.dtype != DType::bf16 || !kernels::small_linear_supported(a)) return false;
+  if (small_linear_ == SmallLinearUse::never || w.dtype != DType::bf16 || !kernels::small_linear_supported(a))
+    return false;
+  if (small_linear_ == SmallLinearUse::preferred && 2 * batch * w.rows * w.cols > kernels::kSmallLinearMaxWeightBytes)
+    return false;
   kernels::small_linear(a, stream_);
   DPA_CHECK_LAUNCH();
   return true;
