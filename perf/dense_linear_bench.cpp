@@ -295,13 +295,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "dense_linear_bench: no CUDA device\n");
-    return 77;
-  }
   cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
+  if (!dpa::perf::first_gpu("dense_linear_bench", prop)) return 77;
   try {
     setenv("DPA_CUDA_SMALL_LINEAR", "1", 1);
     const double bw = dpa::backend::make_cuda_backend(0)->copy_bandwidth_gbs();

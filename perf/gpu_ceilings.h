@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,18 @@ inline std::vector<std::string> split_list(const std::string& list) {
     p = q + 1;
   }
   return out;
+}
+
+// Device 0's properties, or false after a line on stderr when there is no CUDA device (the
+// benches then exit 77: skipped).
+inline bool first_gpu(const char* bench, cudaDeviceProp& prop) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::fprintf(stderr, "%s: no CUDA device\n", bench);
+    return false;
+  }
+  cudaGetDeviceProperties(&prop, 0);
+  return true;
 }
 
 // Median GPU milliseconds of `reps` calls of fn on the default stream, after `warmup` calls.

@@ -122,13 +122,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "mla_decode_bench: no CUDA device\n");
-    return 77;
-  }
   cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
+  if (!dpa::perf::first_gpu("mla_decode_bench", prop)) return 77;
   auto cpu = dpa::backend::make_cpu_backend();
   const double bw = dpa::backend::make_cuda_backend(0)->copy_bandwidth_gbs();
   std::printf("mla_decode_bench on %s: measured copy bandwidth %.0f GB/s (the floor's denominator)\n", prop.name, bw);

@@ -120,13 +120,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "moe_experts_bench: no CUDA device\n");
-    return 77;
-  }
   cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
+  if (!dpa::perf::first_gpu("moe_experts_bench", prop)) return 77;
   auto cpu = dpa::backend::make_cpu_backend();
   auto gpu = dpa::backend::make_cuda_backend(0);
   const double bw = gpu->copy_bandwidth_gbs(), gemm = dpa::perf::bf16_gemm_tflops();

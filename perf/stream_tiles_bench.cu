@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "gpu_ceilings.h"
+
 namespace {
 
 constexpr long kRowBytes = 4096;
@@ -78,26 +80,6 @@ __global__ void plain_read(const int4* __restrict__ p, long n, int* out) {
   if (acc == 0x7fffffff) out[0] = acc;  // keeps the loads
 }
 
-template <class F>
-float median_ms(F f) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a), cudaEventCreate(&b);
-  f();
-  std::vector<float> v;
-  for (int i = 0; i < 9; ++i) {
-    cudaEventRecord(a);
-    f();
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
-    v.push_back(ms);
-  }
-  cudaEventDestroy(a), cudaEventDestroy(b);
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 const char* g_w = nullptr;
 unsigned long long* g_sums = nullptr;
 
@@ -125,7 +107,8 @@ bool run(int per_sm, double plain_gbs) {
     std::printf("rows %3d seg %4d B stages %d: CHECK FAILED\n", kR, kSeg, kSt);
     return false;
   }
-  const float ms = median_ms([&] { stream<kR, kSeg, kSt><<<blocks, kThreads, smem>>>(g_w, g_sums); });
+  const double ms =
+      dpa::perf::median_ms([&] { stream<kR, kSeg, kSt><<<blocks, kThreads, smem>>>(g_w, g_sums); }, 9, 1);
   const double gbs = kRows * kRowBytes / (ms * 1e-3) / 1e9;
   std::printf("%-5d %-8d %-7d %-10d %-9.1f %.0f%%\n", kR, kSeg, kSt, occ, gbs, 100.0 * gbs / plain_gbs);
   return true;
@@ -134,13 +117,8 @@ bool run(int per_sm, double plain_gbs) {
 }  // namespace
 
 int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "stream_tiles_bench: no CUDA device\n");
-    return 77;
-  }
   cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
+  if (!dpa::perf::first_gpu("stream_tiles_bench", prop)) return 77;
   char* w = nullptr;
   int* sink = nullptr;
   if (cudaMalloc(&w, kRows * kRowBytes) != cudaSuccess || cudaMalloc(&g_sums, kRows * 8) != cudaSuccess ||
@@ -150,9 +128,12 @@ int main() {
   }
   g_w = w;
   fill<<<prop.multiProcessorCount * 8, 256>>>(reinterpret_cast<uint32_t*>(w), kRows * kRowBytes / 4);
-  const float ms = median_ms([&] {
-    plain_read<<<prop.multiProcessorCount * 8, 256>>>(reinterpret_cast<const int4*>(w), kRows * kRowBytes / 16, sink);
-  });
+  const double ms = dpa::perf::median_ms(
+      [&] {
+        plain_read<<<prop.multiProcessorCount * 8, 256>>>(reinterpret_cast<const int4*>(w), kRows * kRowBytes / 16,
+                                                          sink);
+      },
+      9, 1);
   const double plain = kRows * kRowBytes / (ms * 1e-3) / 1e9;
   std::printf("stream_tiles_bench on %s: 512 MB, rows of %ld B; plain vectorized read %.1f GB/s\n", prop.name,
               kRowBytes, plain);
