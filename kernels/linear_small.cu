@@ -31,7 +31,10 @@ constexpr int kP = kBN + 8;   // smem row stride of the partial sums (floats): c
 constexpr int kMaxSplits = 8;  // the portable cluster size
 
 // Stages in flight: as many as keep two blocks on a streaming multiprocessor (~110 KB each), so
-// that the fewer the rows the more weight bytes each block has in flight.
+// that the fewer the rows the more weight bytes each block has in flight. Measured on an H200
+// (perf/RESULTS.md): 8 stages at 16 rows speed up the latency-bound calls the backend sends here
+// by default (W_UK 6.2 -> 5.0 us) and slow the streaming ones, which at 4 stages fit four blocks
+// an SM (V3's dense gate 90 -> 164 us with DPA_CUDA_SMALL_LINEAR=force).
 template <int kMF>
 constexpr int stages() {
   return kMF == 1 ? 8 : kMF == 2 ? 6 : 4;
