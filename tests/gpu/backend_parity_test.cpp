@@ -80,8 +80,9 @@ TEST(BackendParity, Linear) {
   for (DType d : {DType::f32, DType::bf16}) {
     const double rtol = d == DType::f32 ? 1e-5 : 1e-2;
     const int64_t shapes[][2] = {{16, 32}, {64, 128}, {100, 300}, {256, 512}, {1, 7168}};
+    // n: none, the small-row kernel's 16-, 32- and 64-row tiles (bf16), and cuBLAS past 64 rows.
     for (auto& s : shapes)
-      for (int64_t n : {0, 1, 7, 33}) {
+      for (int64_t n : {0, 1, 7, 20, 33, 65}) {
         const HostWeight& w = weight(d, s[0], s[1]);
         linear_case("dense", w.view(), n, rtol);
       }
