@@ -153,15 +153,7 @@ void launch(const SmallLinear& a, int splits, cudaStream_t stream) {
   cudaLaunchKernelEx(&cfg, small_linear_kernel<kMF>, a, static_cast<int>((nk + splits - 1) / splits));
 }
 
-}  // namespace
-
-bool small_linear_supported(const SmallLinear& a) {
-  auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return a.n >= 1 && a.n <= kSmallLinearRows && a.K > 0 && a.N > 0 && a.batch >= 1 && a.batch <= 65535 &&
-         a.K < (1 << 30) && a.N < (1 << 30) && a.K % 8 == 0 && a.ldw % 8 == 0 && a.w_stride % 8 == 0 &&
-         a.ldx % 4 == 0 && a.stride_x % 4 == 0 && al16(a.x) && al16(a.w);
-}
-
+// The K splits (blocks of a cluster) a call uses: as many as one wave of blocks holds, up to 8.
 int small_linear_splits(const SmallLinear& a) {
   const int64_t nk = (a.K + kBK - 1) / kBK, tiles = (a.N + kBN - 1) / kBN * a.batch;
   const int64_t slots = 2 * static_cast<int64_t>(detail::sm_count());  // two blocks a streaming multiprocessor
@@ -170,6 +162,15 @@ int small_linear_splits(const SmallLinear& a) {
   int64_t s = std::max<int64_t>(1, std::min<int64_t>({slots / tiles, kMaxSplits, nk / 2}));
   while (s > 1 && (s - 1) * ((nk + s - 1) / s) >= nk) --s;
   return static_cast<int>(s);
+}
+
+}  // namespace
+
+bool small_linear_supported(const SmallLinear& a) {
+  auto al16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return a.n >= 1 && a.n <= kSmallLinearRows && a.K > 0 && a.N > 0 && a.batch >= 1 && a.batch <= 65535 &&
+         a.K < (1 << 30) && a.N < (1 << 30) && a.K % 8 == 0 && a.ldw % 8 == 0 && a.w_stride % 8 == 0 &&
+         a.ldx % 4 == 0 && a.stride_x % 4 == 0 && al16(a.x) && al16(a.w);
 }
 
 void small_linear(const SmallLinear& a, cudaStream_t stream) {

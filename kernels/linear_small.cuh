@@ -38,9 +38,6 @@ struct SmallLinear {
 // ldx and stride_x of 4, x and w 16-byte aligned.
 bool small_linear_supported(const SmallLinear& a);
 
-// The K splits (blocks of a cluster) a call uses: as many as one wave of blocks holds, up to 8.
-int small_linear_splits(const SmallLinear& a);
-
 void small_linear(const SmallLinear& a, cudaStream_t stream);
 
 }  // namespace dpa::kernels
