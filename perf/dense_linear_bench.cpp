@@ -161,15 +161,8 @@ std::vector<float> output(Form& f, const Shape& s, int64_t n) {
   return y;
 }
 
-// max |got - ref| / max |ref| (a NaN counts as infinite).
 double rel_diff(const std::vector<float>& got, const std::vector<float>& ref) {
-  double scale = 0, err = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
-    const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    err = std::isnan(e) ? INFINITY : std::max(err, e);
-  }
-  return scale > 0 ? err / scale : err;
+  return dpa::perf::max_rel_error(got.data(), ref.data(), ref.size());
 }
 
 std::vector<float> random_rows(const Shape& s, int64_t max_n, std::mt19937& rng) {

@@ -89,13 +89,7 @@ Result run(Backend& cpu, Backend& gpu, const Shape& sh, DType kv, int reps, std:
   cb.n_seqs = n_check, cb.dtype = DType::f32;
   std::vector<float> ref(static_cast<std::size_t>(n_check * sh.heads * L));
   cpu.mla_decode(ql.data(), qp.data(), sh.heads, cb, scale, ref.data());
-  double max_ref = 0, max_err = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
-    const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    max_err = std::isnan(e) ? INFINITY : std::max(max_err, e);
-  }
-  const double rel = max_ref > 0 ? max_err / max_ref : max_err;
+  const double rel = dpa::perf::max_rel_error(got.data(), ref.data(), ref.size());
   const bool ok = rel <= (kv == DType::bf16 ? 1e-2 : 1e-4);
 
   const double ms = dpa::perf::median_ms([&] { gpu.mla_decode(gql.data(), gqp.data(), sh.heads, pb, scale, gout.data()); },

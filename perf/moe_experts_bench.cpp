@@ -77,13 +77,7 @@ double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>
   gpu.fill_zero(gout.data(), x.size() * 4);
   auto rel = [&] {
     gpu.download(got.data(), gout.data(), got.size() * 4);
-    double scale = 0, err = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) {
-      scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
-      const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
-      err = std::isnan(e) ? INFINITY : std::max(err, e);
-    }
-    return scale > 0 ? err / scale : err;
+    return dpa::perf::max_rel_error(got.data(), ref.data(), ref.size());
   };
   gpu.moe_experts(gx.data(), gord.data(), counts.data(), 2, eg.gate.data(), eg.up.data(), eg.down.data(), gout.data());
   const double grouped = rel();
