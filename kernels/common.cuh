@@ -47,6 +47,11 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   const int src_size = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
 }
+// The same with the shared-memory address already converted (a kernel's precomputed offsets).
+__device__ __forceinline__ void cp_async16(unsigned smem, const void* gmem, bool valid) {
+  const int src_size = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size));
+}
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   const int src_size = valid ? 4 : 0;

@@ -12,10 +12,9 @@ namespace {
 namespace cg = cooperative_groups;
 
 using detail::a_frag_f32;
-using detail::cp_async16;
 using detail::for_each_pair;
 using detail::ldsm_x4;
-using detail::load_weight_tile;
+using detail::TileCopier;
 using detail::mma16816;
 using detail::pipeline;
 
@@ -61,15 +60,13 @@ __global__ void __launch_bounds__(kThreads, 2) small_linear_kernel(SmallLinear a
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int kt0 = split * kt_per_split;
   const int nk = max(0, min((K + kBK - 1) / kBK, kt0 + kt_per_split) - kt0);
+  TileCopier<float, kBM, kBK, kS, kThreads> ca;  // each thread's rows, addressed once for the k loop
+  TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
+  ca.init(sA, [&](int r) { return r < n ? x + static_cast<int64_t>(r) * a.ldx : nullptr; }, x);
+  cb.init(sB, [&](int r) { return n0 + r < N ? w + static_cast<int64_t>(n0 + r) * a.ldw : nullptr; }, w);
   auto load = [&](int st, int kt) {
-    const int k0 = (kt0 + kt) * kBK;
-    float* dA = sA + st * kBM * kS;
-    for (int c = threadIdx.x; c < kBM * (kBK / 4); c += kThreads) {  // f32 rows, 4 per chunk
-      const int r = c / (kBK / 4), kc = (c % (kBK / 4)) * 4;
-      const bool ok = r < n && k0 + kc < K;
-      cp_async16(dA + r * kS + kc, ok ? x + static_cast<int64_t>(r) * a.ldx + k0 + kc : x, ok);
-    }
-    load_weight_tile<kBN, kBK, kS, kThreads>(sB + st * kBN * kS, w, a.ldw, n0, N, k0, K);
+    ca.load(st * (kBM * kS * 4), (kt0 + kt) * kBK, K);
+    cb.load(st * (kBN * kS * 2), (kt0 + kt) * kBK, K);
   };
   float acc[kMF][2][4] = {};  // [16-row block][8-column half of the warp's 16][fragment]
   auto mma = [&](int st) {

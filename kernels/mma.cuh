@@ -52,18 +52,46 @@ __device__ __forceinline__ void a_frag_f32(unsigned (&a)[4], const float* p, int
   a[2] = pack_bf16(v2.x, v2.y), a[3] = pack_bf16(v3.x, v3.y);
 }
 
-// A k tile of bf16 weight rows into shared memory by the block's kThreads threads, 16-byte
-// copies: rows n0 .. n0 + kRows of w (row stride ld) at columns k0 .. k0 + kBK, to dst with row
-// stride kS; rows from `rows` on and columns from `cols` on are zeros.
-template <int kRows, int kBK, int kS, int kThreads>
-__device__ __forceinline__ void load_weight_tile(__nv_bfloat16* dst, const __nv_bfloat16* w, int64_t ld, int n0,
-                                                 int rows, int k0, int cols) {
-  for (int c = threadIdx.x; c < kRows * (kBK / 8); c += kThreads) {
-    const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
-    const bool ok = n0 + r < rows && k0 + kc < cols;
-    cp_async16(dst + r * kS + kc, ok ? w + static_cast<int64_t>(n0 + r) * ld + k0 + kc : w, ok);
+// One thread's share of the cp.async copies of a kRows x kBK tile of T rows (f32 or bf16) into
+// shared memory (row stride kS elements), with the rows' addresses worked out once per tile, so
+// that a k step costs a thread only its copies: every thread copies the same 16-byte column chunk
+// of rows row(0), row(1), ... (kRowStep apart). init() takes row_ptr(r): tile row r's first
+// element in global memory, or nullptr for a row to zero-fill (its copies read nothing, from
+// `fallback`: any row of the source); load() copies columns k0 .. k0 + kBK (zeros from `cols` on)
+// into the tile `stage_bytes` past the one init() was given.
+template <class T, int kRows, int kBK, int kS, int kThreads>
+struct TileCopier {
+  static constexpr int kPer = 16 / static_cast<int>(sizeof(T)), kChunks = kBK / kPer,
+                       kRowStep = kThreads / kChunks, kN = kRows / kRowStep;
+  static_assert(kBK % kPer == 0 && kThreads % kChunks == 0 && kRows % kRowStep == 0 && kN >= 1 && kN <= 32,
+                "a whole number of chunks a thread");
+  static constexpr unsigned kRowBytes = kRowStep * kS * sizeof(T);  // shared bytes between a thread's chunks
+  const T* src[kN];
+  unsigned dst = 0, valid = 0;
+  int kc = 0;
+
+  __device__ static int row(int i) { return static_cast<int>(threadIdx.x) / kChunks + i * kRowStep; }
+
+  template <class RowPtr>
+  __device__ __forceinline__ void init(const T* tile, RowPtr row_ptr, const T* fallback) {
+    kc = (static_cast<int>(threadIdx.x) % kChunks) * kPer;
+    dst = smem_addr(tile + row(0) * kS + kc);
+    valid = 0;
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      const T* p = row_ptr(row(i));
+      valid |= (p != nullptr ? 1u : 0u) << i;
+      src[i] = (p != nullptr ? p : fallback) + kc;
+    }
   }
-}
+  __device__ __forceinline__ void load(unsigned stage_bytes, int k0, int cols) const {
+    const bool in = k0 + kc < cols;
+    const int k = in ? k0 : 0;  // past `cols`: the row's first chunk, read for nothing
+#pragma unroll
+    for (int i = 0; i < kN; ++i)
+      cp_async16(dst + stage_bytes + i * kRowBytes, src[i] + k, in && ((valid >> i) & 1u));
+  }
+};
 
 // The accumulator pairs a thread holds after the k loop, fragment by fragment: f(mf, j, hr, row,
 // col) for rows mf * 16 + g + hr * 8 of the tile and columns col0 + j * 8 + 2t, 2t + 1 (g, t: the

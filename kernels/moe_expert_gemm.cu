@@ -8,13 +8,12 @@ namespace dpa::kernels {
 namespace {
 
 using detail::a_frag_f32;
-using detail::cp_async16;
 using detail::ldsm_x4;
-using detail::load_weight_tile;
 using detail::mma16816;
 using detail::for_each_pair;
 using detail::pack_bf16;
 using detail::pipeline;
+using detail::TileCopier;
 
 // A block: 4 warps over a tile of kBM rows x kBN weight rows (gate/up: 64 of each, the same
 // columns; down: 128 output columns), kBK deep, kStages tiles in flight by cp.async. The tiles
@@ -77,23 +76,22 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int64_t r0 = static_cast<int64_t>(blockIdx.x) * kBM;; r0 += static_cast<int64_t>(gridDim.x) * kBM) {
     const int rem = tile_rows<kBM>(a.counts, a.capacity, e, r0, order, &s_start, s_row);
     if (!rem) return;
+    // Each thread's rows of the activation tile (the tile's tokens) and of the weight tile (gate
+    // rows, then the same columns' up rows), addressed once for the k loop.
+    TileCopier<float, kBM, kBK, kS, kThreads> ca;
+    TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
+    ca.init(
+        sA, [&](int r) { return s_row[r] >= 0 ? x + static_cast<int64_t>(s_row[r]) * D : nullptr; }, x);
+    cb.init(
+        sB,
+        [&](int r) {
+          const int n = n0 + (r & (kBN / 2 - 1));
+          return n < I ? (r < kBN / 2 ? wg : wu) + static_cast<int64_t>(n) * a.ld_gu : nullptr;
+        },
+        wg);
     auto load = [&](int st, int kt) {
-      const int k0 = kt * kBK;
-      float* dA = sA + st * kBM * kS;
-      for (int c = threadIdx.x; c < kBM * (kBK / 4); c += kThreads) {  // f32 rows, 4 per chunk
-        const int r = c / (kBK / 4), kc = (c % (kBK / 4)) * 4;
-        const int row = s_row[r];
-        const bool ok = row >= 0 && k0 + kc < D;
-        cp_async16(dA + r * kS + kc, ok ? x + static_cast<int64_t>(row) * D + k0 + kc : x, ok);
-      }
-      __nv_bfloat16* dB = sB + st * kBN * kS;
-      for (int c = threadIdx.x; c < kBN * (kBK / 8); c += kThreads) {  // bf16 rows, 8 per chunk
-        const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
-        const int n = n0 + (r & (kBN / 2 - 1));
-        const __nv_bfloat16* w = r < kBN / 2 ? wg : wu;
-        const bool ok = n < I && k0 + kc < D;
-        cp_async16(dB + r * kS + kc, ok ? w + static_cast<int64_t>(n) * a.ld_gu + k0 + kc : w, ok);
-      }
+      ca.load(st * (kBM * kS * 4), kt * kBK, D);
+      cb.load(st * (kBN * kS * 2), kt * kBK, D);
     };
     float acc[kMF][4][4] = {};  // [16-row half][gate 0, gate 1, up 0, up 1][fragment]
     auto mma = [&](int st) {
@@ -148,15 +146,13 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int rem = tile_rows<kBM>(a.counts, a.capacity, e, r0, order, &s_start, s_row);
     if (!rem) return;
     const __nv_bfloat16* hb = h + (static_cast<int64_t>(e) * a.capacity + r0) * ldh;
+    TileCopier<__nv_bfloat16, kBM, kBK, kS, kThreads> ca;
+    TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
+    ca.init(sA, [&](int r) { return r < rem ? hb + static_cast<int64_t>(r) * ldh : nullptr; }, hb);
+    cb.init(sB, [&](int r) { return n0 + r < D ? wd + static_cast<int64_t>(n0 + r) * a.ld_down : nullptr; }, wd);
     auto load = [&](int st, int kt) {
-      const int k0 = kt * kBK;
-      __nv_bfloat16* dA = sA + st * kBM * kS;
-      for (int c = threadIdx.x; c < kBM * (kBK / 8); c += kThreads) {
-        const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
-        const bool ok = r < rem && k0 + kc < I;
-        cp_async16(dA + r * kS + kc, ok ? hb + static_cast<int64_t>(r) * ldh + k0 + kc : hb, ok);
-      }
-      load_weight_tile<kBN, kBK, kS, kThreads>(sB + st * kBN * kS, wd, a.ld_down, n0, D, k0, I);
+      ca.load(st * (kBM * kS * 2), kt * kBK, I);
+      cb.load(st * (kBN * kS * 2), kt * kBK, I);
     };
     float acc[kMF][4][4] = {};  // [16-row half][8-column group of the warp's 32][fragment]
     auto mma = [&](int st) {
