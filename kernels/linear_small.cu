@@ -62,8 +62,9 @@ __global__ void __launch_bounds__(kThreads, 2) small_linear_kernel(SmallLinear a
   const int nk = max(0, min((K + kBK - 1) / kBK, kt0 + kt_per_split) - kt0);
   TileCopier<float, kBM, kBK, kS, kThreads> ca;  // each thread's rows, addressed once for the k loop
   TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
-  ca.init(sA, [&](int r) { return r < n ? x + static_cast<int64_t>(r) * a.ldx : nullptr; }, x);
-  cb.init(sB, [&](int r) { return n0 + r < N ? w + static_cast<int64_t>(n0 + r) * a.ldw : nullptr; }, w);
+  ca.init(sA, [&](int r) { return r < n ? x + static_cast<int64_t>(r) * a.ldx : nullptr; }, kStages, kBM * kS * 4);
+  cb.init(sB, [&](int r) { return n0 + r < N ? w + static_cast<int64_t>(n0 + r) * a.ldw : nullptr; },
+          kStages, kBN * kS * 2);
   auto load = [&](int st, int kt) {
     ca.load(st * (kBM * kS * 4), (kt0 + kt) * kBK, K);
     cb.load(st * (kBN * kS * 2), (kt0 + kt) * kBK, K);

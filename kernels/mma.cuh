@@ -56,9 +56,10 @@ __device__ __forceinline__ void a_frag_f32(unsigned (&a)[4], const float* p, int
 // shared memory (row stride kS elements), with the rows' addresses worked out once per tile, so
 // that a k step costs a thread only its copies: every thread copies the same 16-byte column chunk
 // of rows row(0), row(1), ... (kRowStep apart). init() takes row_ptr(r): tile row r's first
-// element in global memory, or nullptr for a row to zero-fill (its copies read nothing, from
-// `fallback`: any row of the source); load() copies columns k0 .. k0 + kBK (zeros from `cols` on)
-// into the tile `stage_bytes` past the one init() was given.
+// element in global memory, or nullptr for a row that holds zeros (written once into all
+// `stages` tiles, `stage_bytes` apart; no copies for them in the k loop: a tile of a few tokens
+// would otherwise issue most of its activation copies for nothing); load() copies columns k0 ..
+// k0 + kBK (zeros from `cols` on) into the tile `stage_bytes` past the one init() was given.
 template <class T, int kRows, int kBK, int kS, int kThreads>
 struct TileCopier {
   static constexpr int kPer = 16 / static_cast<int>(sizeof(T)), kChunks = kBK / kPer,
@@ -73,23 +74,31 @@ struct TileCopier {
   __device__ static int row(int i) { return static_cast<int>(threadIdx.x) / kChunks + i * kRowStep; }
 
   template <class RowPtr>
-  __device__ __forceinline__ void init(const T* tile, RowPtr row_ptr, const T* fallback) {
+  __device__ __forceinline__ void init(const T* tile, RowPtr row_ptr, int stages, unsigned stage_bytes) {
     kc = (static_cast<int>(threadIdx.x) % kChunks) * kPer;
     dst = smem_addr(tile + row(0) * kS + kc);
     valid = 0;
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
       const T* p = row_ptr(row(i));
-      valid |= (p != nullptr ? 1u : 0u) << i;
-      src[i] = (p != nullptr ? p : fallback) + kc;
+      src[i] = p;
+      if (p != nullptr) {
+        valid |= 1u << i;
+        src[i] += kc;
+      } else {
+        for (int st = 0; st < stages; ++st)
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(dst + st * stage_bytes + i * kRowBytes),
+                       "r"(0u)
+                       : "memory");
+      }
     }
   }
   __device__ __forceinline__ void load(unsigned stage_bytes, int k0, int cols) const {
     const bool in = k0 + kc < cols;
-    const int k = in ? k0 : 0;  // past `cols`: the row's first chunk, read for nothing
+    const int k = in ? k0 : 0;  // past `cols`: zeros, from the row's first chunk read for nothing
 #pragma unroll
     for (int i = 0; i < kN; ++i)
-      cp_async16(dst + stage_bytes + i * kRowBytes, src[i] + k, in && ((valid >> i) & 1u));
+      if ((valid >> i) & 1u) cp_async16(dst + stage_bytes + i * kRowBytes, src[i] + k, in);
   }
 };
 

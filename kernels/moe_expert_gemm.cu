@@ -81,14 +81,15 @@ __global__ void __launch_bounds__(kThreads, 2)
     TileCopier<float, kBM, kBK, kS, kThreads> ca;
     TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
     ca.init(
-        sA, [&](int r) { return s_row[r] >= 0 ? x + static_cast<int64_t>(s_row[r]) * D : nullptr; }, x);
+        sA, [&](int r) { return s_row[r] >= 0 ? x + static_cast<int64_t>(s_row[r]) * D : nullptr; }, kStages,
+        kBM * kS * 4);
     cb.init(
         sB,
         [&](int r) {
           const int n = n0 + (r & (kBN / 2 - 1));
           return n < I ? (r < kBN / 2 ? wg : wu) + static_cast<int64_t>(n) * a.ld_gu : nullptr;
         },
-        wg);
+        kStages, kBN * kS * 2);
     auto load = [&](int st, int kt) {
       ca.load(st * (kBM * kS * 4), kt * kBK, D);
       cb.load(st * (kBN * kS * 2), kt * kBK, D);
@@ -148,8 +149,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     const __nv_bfloat16* hb = h + (static_cast<int64_t>(e) * a.capacity + r0) * ldh;
     TileCopier<__nv_bfloat16, kBM, kBK, kS, kThreads> ca;
     TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
-    ca.init(sA, [&](int r) { return r < rem ? hb + static_cast<int64_t>(r) * ldh : nullptr; }, hb);
-    cb.init(sB, [&](int r) { return n0 + r < D ? wd + static_cast<int64_t>(n0 + r) * a.ld_down : nullptr; }, wd);
+    ca.init(sA, [&](int r) { return r < rem ? hb + static_cast<int64_t>(r) * ldh : nullptr; }, kStages, kBM * kS * 2);
+    cb.init(sB, [&](int r) { return n0 + r < D ? wd + static_cast<int64_t>(n0 + r) * a.ld_down : nullptr; },
+            kStages, kBN * kS * 2);
     auto load = [&](int st, int kt) {
       ca.load(st * (kBM * kS * 2), kt * kBK, I);
       cb.load(st * (kBN * kS * 2), kt * kBK, I);
