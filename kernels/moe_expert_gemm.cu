@@ -28,7 +28,7 @@ constexpr int kRowsAtOnce = 128;
 // A tile shape: BM rows (16 or 32), ST stages.
 template <int BM, int ST>
 struct Shape {
-  static_assert(BM == 16 || BM == 32, "tile rows");
+  static_assert(BM == 16 || BM == 32 || BM == 64, "tile rows");
   static constexpr int kBM = BM, kStages = ST, kMF = BM / 16;
   // Shared memory: the stages of A (f32 rows for gate/up, bf16 for down), then those of B.
   static constexpr int smem_a(int elem_bytes) { return ST * BM * kS * elem_bytes; }
@@ -228,23 +228,39 @@ bool expert_gemm_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down)
          I < (1 << 30);
 }
 
-// 16-row tiles while every expert fits one (up to 16 rows) or two side by side sharing the weight
-// panel; 32-row tiles above. One H200, V2-Lite experts, EP 1 (perf/RESULTS.md): 64 tokens 0.328
-// against 0.365 ms, 256 tokens 0.570 against 0.387 ms.
-constexpr int64_t kSmallTileCapacity = 64;
+// Rows a tile: by the rows an expert holds on average (the slots routed over the experts; the
+// capacity when they are not known), so that an expert's rows take one or two tiles and its
+// weights stream once. Measured on one H200, V2-Lite experts (perf/RESULTS.md, moe_experts_bench
+// fixed, ms a call): EP 1, 64 tokens (~8 rows an expert) 16-row tiles 0.31 against 0.32 for 32
+// rows; 128 tokens (~16) 16 and 32 alike (0.33); 256 tokens (~31) 32 rows 0.36 against 0.51 for 16
+// and 0.38 for 64; 512 tokens (~62) 64 rows 0.44 against 0.59 for 32. EP 2 (32 experts a rank):
+// 256 tokens 64 rows 0.23 against 0.32.
+int tile_rows(const ExpertGemmArgs& a) {
+  if (a.rows > 0) {
+    const int64_t per_expert = a.rows / a.n_experts;
+    return per_expert <= 12 ? 16 : per_expert <= 40 ? 32 : 64;
+  }
+  return a.capacity <= 64 ? 16 : a.capacity <= 256 ? 32 : 64;
+}
 
 void moe_gate_up_silu(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
                       cudaStream_t stream) {
   if (a.n_experts <= 0 || a.capacity <= 0) return;
-  if (a.capacity <= kSmallTileCapacity) return launch_gate_up<Shape<16, 4>>(x, order, a, h, ldh, stream);
-  launch_gate_up<Shape<32, 3>>(x, order, a, h, ldh, stream);
+  switch (tile_rows(a)) {
+    case 16: return launch_gate_up<Shape<16, 4>>(x, order, a, h, ldh, stream);
+    case 32: return launch_gate_up<Shape<32, 3>>(x, order, a, h, ldh, stream);
+    default: return launch_gate_up<Shape<64, 3>>(x, order, a, h, ldh, stream);
+  }
 }
 
 void moe_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, float* out,
               cudaStream_t stream) {
   if (a.n_experts <= 0 || a.capacity <= 0) return;
-  if (a.capacity <= kSmallTileCapacity) return launch_down<Shape<16, 4>>(h, ldh, order, a, out, stream);
-  launch_down<Shape<32, 3>>(h, ldh, order, a, out, stream);
+  switch (tile_rows(a)) {
+    case 16: return launch_down<Shape<16, 4>>(h, ldh, order, a, out, stream);
+    case 32: return launch_down<Shape<32, 3>>(h, ldh, order, a, out, stream);
+    default: return launch_down<Shape<64, 3>>(h, ldh, order, a, out, stream);
+  }
 }
 
 }  // namespace dpa::kernels

@@ -18,6 +18,9 @@ struct ExpertGemmArgs {
   int64_t ld_gu = 0, ld_down = 0;
   const int64_t* counts = nullptr;  // device [n_experts]: rows of each expert, each <= capacity
   int64_t n_experts = 0, capacity = 0, D = 0, I = 0;
+  // The sum of the counts (the slots routed) as known without them, or a bound: picks the rows a
+  // tile by the rows an expert holds on average. Any value gives the same results; 0: none known.
+  int64_t rows = 0;
 };
 
 // Whether the kernels take these shapes: D, I and both strides multiples of 8 (16-byte rows).

@@ -84,8 +84,8 @@ double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>
   Buffer<int64_t> gcounts(gpu, counts.size());
   gpu.upload(gcounts.data(), counts.data(), counts.size() * 8);
   gpu.fill_zero(gout.data(), x.size() * 4);
-  gpu.moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), 2, 16, eg.gate.data(), eg.up.data(), eg.down.data(),
-                        gout.data());
+  gpu.moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), 2, 16, rows, eg.gate.data(), eg.up.data(),
+                        eg.down.data(), gout.data());
   return std::max(grouped, rel());
 }
 
@@ -160,8 +160,8 @@ int main(int argc, char** argv) {
         const double ms = dpa::perf::median_ms(
             [&] {
               if (fixed)
-                gpu->moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), E, capacity, e.gate.data(), e.up.data(),
-                                       e.down.data(), gout.data());
+                gpu->moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), E, capacity, rows, e.gate.data(),
+                                       e.up.data(), e.down.data(), gout.data());
               else
                 gpu->moe_experts(gx.data(), gord.data(), counts.data(), E, e.gate.data(), e.up.data(), e.down.data(),
                                  gout.data());

@@ -299,9 +299,11 @@ class Backend {
   // moe_experts with the counts in BACKEND memory (moe_counts_to) and every expert given
   // `capacity` rows, counts[e] <= capacity (a bound known without the counts, such as the tokens
   // routed: top-k picks distinct experts): shapes fixed by (n_experts, capacity), no host trip, so
-  // a step can be queued whole. Experts with no rows cost their weights' read.
+  // a step can be queued whole. Experts with no rows cost their weights' read. `rows`: the sum of
+  // the counts as known without them (the slots routed), by which a backend may shape its work;
+  // a wrong one costs time, never results; 0: none known.
   virtual void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts,
-                                 int64_t n_experts, int64_t capacity, const WeightView* gate,
+                                 int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
                                  const WeightView* up, const WeightView* down, float* out) = 0;
   // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
   // rows[s] (the expert results still in sorted order: moe_sort's position) or s when rows is

@@ -127,7 +127,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     fixed_layers_[l] = 1, counts_on_device_ = true;
     expert_out = scratch(expert_out_, n_slots * D);
     mark("moe.experts");
-    be_.moe_experts_fixed(send, identity_rows(n_slots), d_counts, E + S, (my_n + 15) / 16 * 16,
+    be_.moe_experts_fixed(send, identity_rows(n_slots), d_counts, E + S, (my_n + 15) / 16 * 16, n_slots,
                           expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
   } else if (!distributed) {
     // Every expert is local and `send` is already grouped by expert: run them on it in place.

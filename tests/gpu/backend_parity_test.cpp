@@ -397,18 +397,23 @@ TEST(BackendParity, MoeExperts) {
     int64_t top = 0;
     for (int64_t k : c.counts) top = std::max(top, k);
     Dual<int64_t> dcounts(c.counts);
-    for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 100}) {
-      Dual<float> out2(rnd(std::max<int64_t>(total * c.D, 1)));
-      cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(), out2.c.data());
-      gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, gg.data(), ug.data(), dg.data(),
-                              out2.g.data());
-      EXPECT_TRUE(close("moe_experts_fixed", dt(c.dt) + " " + c.name + " " +
-                                                 shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
-                        out2.on_cpu(), out2.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
-    }
+    // The slots routed as the backend is told them: exact, none known (0) and wrong (1); each
+    // picks the CUDA kernels' tile rows (16, 32 or 64: "skewed" takes all three), never results.
+    for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 100})
+      for (int64_t bound : {total, int64_t{0}, int64_t{1}}) {
+        Dual<float> out2(rnd(std::max<int64_t>(total * c.D, 1)));
+        cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          out2.c.data());
+        gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, bound, gg.data(), ug.data(),
+                                dg.data(), out2.g.data());
+        EXPECT_TRUE(close("moe_experts_fixed",
+                          dt(c.dt) + " " + c.name + " " +
+                              shp({{"E", E}, {"rows", total}, {"cap", cap}, {"bound", bound}, {"D", c.D}}),
+                          out2.on_cpu(), out2.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+      }
     // The CPU reference refuses a count over the capacity.
     if (top > 1) {
-      EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), c.counts.data(), E, top - 1, gc.data(),
+      EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), c.counts.data(), E, top - 1, total, gc.data(),
                                            uc.data(), dc.data(), out.c.data()),
                    dpa::Error);
     }

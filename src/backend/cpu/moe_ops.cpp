@@ -114,7 +114,8 @@ void CpuBackend::moe_counts_to(int64_t* dst) {
 }
 
 void CpuBackend::moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts,
-                                   int64_t n_experts, int64_t capacity, const WeightView* gate,
+                                   int64_t n_experts, int64_t capacity, int64_t /*rows: a hint*/,
+                                   const WeightView* gate,
                                    const WeightView* up, const WeightView* down, float* out) {
   for (int64_t e = 0; e < n_experts; ++e)
     if (counts[e] > capacity)

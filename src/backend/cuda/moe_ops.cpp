@@ -154,7 +154,7 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
 }
 
 void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                                    int64_t capacity, const WeightView* gate, const WeightView* up,
+                                    int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up,
                                     const WeightView* down, float* out) {
   if (n_experts <= 0) return;
   if (capacity <= 0) throw Error(fmt::format("moe_experts_fixed: capacity {}", capacity));
@@ -198,7 +198,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
       kernels::ExpertGemmArgs a;
       a.gate = ep.dev, a.up = ep.dev + ne, a.down = ep.dev + 2 * ne;
       a.ld_gu = lda_gu, a.ld_down = lda_d, a.counts = counts;
-      a.n_experts = n_experts, a.capacity = C, a.D = D, a.I = I;
+      a.n_experts = n_experts, a.capacity = C, a.D = D, a.I = I, a.rows = std::max<int64_t>(rows, 0);
       auto* hb = reinterpret_cast<uint16_t*>(moe_workspace(static_cast<std::size_t>(R * ldi) * 2));
       kernels::moe_gate_up_silu(x, order, a, hb, ldi, stream_);
       DPA_CHECK_LAUNCH();
