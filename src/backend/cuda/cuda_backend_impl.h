@@ -126,8 +126,8 @@ class CudaBackend final : public Backend {
                    const WeightView* gate, const WeightView* up, const WeightView* down,
                    float* out) override;
   void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                         int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up, const WeightView* down,
-                         float* out) override;
+                         int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up,
+                         const WeightView* down, float* out) override;
   void moe_counts_to(int64_t* dst) override;
 
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
