@@ -194,15 +194,42 @@ int64_t Model::fixed_weight_bytes() {
   return b;
 }
 
+Model::Slice Model::my_slice(int64_t n) const {
+  const int tp = shard_.attn_tp_size, r = shard_.attn_tp_rank;
+  Slice s;
+  s.begin = n * r / tp;
+  s.rows = n * (r + 1) / tp - s.begin;
+  if (n == step_rows_ && step_pad_rows_ > 0)  // the padding rows are the step's last ones
+    s.pad = std::clamp<int64_t>(s.begin + s.rows - (n - step_pad_rows_), 0, s.rows);
+  return s;
+}
+
 const std::vector<int64_t>& Model::expert_counts() const {
   if (counts_on_device_) {
-    const int64_t E = config().n_routed_experts, stride = E + shared_pieces_;
+    const ModelConfig& c = config();
+    const int64_t E = c.n_routed_experts, stride = E + shared_pieces_;
     std::vector<int64_t> all(fixed_layers_.size() * static_cast<std::size_t>(stride));
     be_.download(all.data(), d_expert_counts_.data(), all.size() * sizeof(int64_t));
     for (std::size_t l = 0; l < fixed_layers_.size(); ++l)
       if (fixed_layers_[l])
         std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(l * stride), E,
                     expert_counts_.begin() + static_cast<std::ptrdiff_t>(l * E));
+    // The padding rows out again: each fixed layer's routing of this rank's last row (moe()
+    // keeps the layers' routing apart in gate_ids_ on that path).
+    const Slice sl = my_slice(step_rows_);
+    if (sl.pad > 0) {
+      const int64_t ks_all = c.num_experts_per_tok + shared_pieces_, per_layer = sl.rows * ks_all;
+      std::vector<int32_t> ids(fixed_layers_.size() * static_cast<std::size_t>(per_layer));
+      be_.download(ids.data(), gate_ids_.data(), ids.size() * sizeof(int32_t));
+      for (std::size_t l = 0; l < fixed_layers_.size(); ++l) {
+        if (!fixed_layers_[l]) continue;
+        const bool shared = weights_.layers[l].has_shared;
+        const int64_t ks = c.num_experts_per_tok + (shared ? shared_pieces_ : 0);
+        const int32_t* last = ids.data() + static_cast<int64_t>(l) * per_layer + (sl.rows - 1) * ks;
+        for (int64_t k = 0; k < ks; ++k)
+          if (last[k] >= 0 && last[k] < E) expert_counts_[l * static_cast<std::size_t>(E) + last[k]] -= sl.pad;
+      }
+    }
     counts_on_device_ = false;
   }
   return expert_counts_;
@@ -371,8 +398,10 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     decode_max_ctx_ = (decode_max_ctx_ + 255) / 256 * 256;
   // A pure decode step padded to its bucket (ForwardOptions::decode_bucket): copies of the first
   // row that read its context and write nothing; the logits rows below are the batch's only.
+  step_pad_rows_ = 0;
   if (opts_.decode_bucket > 1 && !ids.empty() && decode_rows_.size() == ids.size()) {
     const std::size_t b = static_cast<std::size_t>(opts_.decode_bucket), padded = (ids.size() + b - 1) / b * b;
+    step_pad_rows_ = static_cast<int64_t>(padded - ids.size());
     while (ids.size() < padded) {
       decode_rows_.push_back(static_cast<int32_t>(ids.size()));
       ids.push_back(ids[0]), positions.push_back(positions[0]), slots.push_back(-1);
@@ -381,6 +410,7 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   }
   if (!cache_) throw Error("model: forward before allocate_cache()");
   const int64_t N = static_cast<int64_t>(ids.size());
+  step_rows_ = N;
   upload(d_ids_, ids);
   upload(d_pos_, positions);
   upload(d_pages_, pages);

@@ -61,8 +61,9 @@ struct ForwardOptions {
   bool profile_phases = false;
   // Pure decode steps run padded to a multiple of this many tokens (0: as they are): the padding
   // rows repeat the first row's token, position and context but write no KV (slot -1) and give
-  // no logits, so one decode graph serves every batch size of its bucket. Their routed slots
-  // count in the expert statistics. DPA_CUDA_GRAPHS=1 sets 16 when unset.
+  // no logits, so one decode graph serves every batch size of its bucket. The experts run their
+  // slots; the expert statistics (expert_counts()) leave them out. DPA_CUDA_GRAPHS=1 sets 16 when
+  // unset.
   int64_t decode_bucket = 0;
 };
 
@@ -192,6 +193,16 @@ class Model {
   // Per layer, the local experts' weights as arrays (moe_experts).
   std::vector<std::vector<backend::WeightView>> expert_gate_, expert_up_, expert_down_;
   mutable std::vector<int64_t> expert_counts_;
+  // Padding rows of this step (ForwardOptions::decode_bucket; copies of the first row, so they
+  // route as it does): the statistics take them out again, by the routing of this rank's last
+  // row, which is one of them whenever its slice holds any (moe(), expert_counts()).
+  int64_t step_rows_ = 0, step_pad_rows_ = 0;
+  // This rank's slice [begin, begin + rows) of a replica's n tokens, and how many of its rows
+  // are the step's padding.
+  struct Slice {
+    int64_t begin = 0, rows = 0, pad = 0;
+  };
+  Slice my_slice(int64_t n) const;
   // Experimental (DPA_MOE_FIXED_TOKENS=N, 0: off): with ep 1 and at most N tokens on the rank, a
   // MoE layer runs moe_experts_fixed with capacity = the tokens rounded up to 16 and its counts
   // stay in backend memory (no host wait in the layer); those layers are marked here.

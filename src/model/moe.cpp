@@ -61,14 +61,15 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const ModelConfig& c = config();
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
   const int64_t D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
-  const int tp = shard_.attn_tp_size, tp_rank = shard_.attn_tp_rank;
+  const int tp = shard_.attn_tp_size;
   const int ep = shard_.ep_size;
   const int64_t per_rank = E / ep;
   const bool distributed = comms_.ep && ep > 1;
 
-  // This rank's token slice [b, e) of the replica's n tokens.
+  // This rank's token slice [b, b + my_n) of the replica's n tokens (rank r's starts at n * r / tp).
   auto slice_begin = [&](int r) { return n * r / tp; };
-  const int64_t b = slice_begin(tp_rank), my_n = slice_begin(tp_rank + 1) - b;
+  const Slice slice = my_slice(n);
+  const int64_t b = slice.begin, my_n = slice.rows;
   const float* hm = h + b * D;
 
   // Few tokens and every expert local: the counts stay in backend memory and every expert gets
@@ -80,7 +81,11 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const int64_t S = fixed && has_shared ? shared_pieces_ : 0, KS = K + S;
 
   float* router_logits = scratch(router_logits_, my_n * E);
-  int32_t* ids = scratch(gate_ids_, my_n * KS);
+  // Fixed layers keep each layer's routing apart ([layer][row][K + shared pieces]) until
+  // expert_counts() has read the padding rows' routing of the step.
+  const int64_t ks_all = K + shared_pieces_;
+  int32_t* ids = fixed ? scratch(gate_ids_, c.num_hidden_layers * my_n * ks_all) + layer * my_n * ks_all
+                       : scratch(gate_ids_, my_n * KS);
   float* weights = scratch(gate_w_, my_n * KS);
   mark("moe.route");
   be_.linear(hm, my_n, lw.router, router_logits);
@@ -117,6 +122,12 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     be_.moe_counts(expert_counts.data());
     std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
     if (!distributed) add_expert_bytes(layer, expert_counts.data(), E);
+    if (slice.pad > 0) {  // the padding rows out of the statistics (the experts ran them)
+      std::vector<int32_t> last(static_cast<std::size_t>(KS));
+      be_.download(last.data(), ids + (my_n - 1) * KS, last.size() * sizeof(int32_t));
+      for (int32_t e : last)
+        if (e >= 0 && e < E) expert_counts_[static_cast<std::size_t>(layer * E + e)] -= slice.pad;
+    }
   }
   if (fixed) {
     // Sized for every layer at once: it only grows at the first fixed layer ever, before any

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -133,6 +134,46 @@ TEST(ModelForward, DecodeFloorBytes) {
   EXPECT_DOUBLE_EQ(b9 - b8, row + static_cast<double>(n9 - n8) * expert);
   // At least the LM head and every touched expert.
   EXPECT_GT(b8, static_cast<double>(c.vocab_size * c.hidden_size) * f32 + static_cast<double>(n8) * expert);
+}
+
+// A decode step padded to its bucket (ForwardOptions::decode_bucket) runs copies of its first row
+// through the experts; the expert statistics leave them out, on the host-count path and on the
+// fixed-capacity one (DPA_MOE_FIXED_TOKENS), and the logits are the unpadded step's.
+TEST(ModelForward, DecodePaddingStaysOutOfExpertStats) {
+  for (const char* fixed : {"0", "64"}) {
+    ::setenv("DPA_MOE_FIXED_TOKENS", fixed, 1);
+    std::vector<int64_t> counts[2];
+    std::vector<float> logits[2];
+    int64_t routed_rows = 0;  // MoE layers x K per real row
+    for (int padded = 0; padded < 2; ++padded) {
+      Loaded f(4, 64);
+      Model& m = *f.m;
+      m.options().decode_bucket = padded ? 16 : 0;
+      std::vector<std::vector<int32_t>> tables(3), prompts, next;
+      std::vector<float> unused;
+      for (std::size_t i = 0; i < 3; ++i) {
+        m.cache().grow(tables[i], 9);
+        const auto from = kPrompt.begin() + static_cast<std::ptrdiff_t>(i);
+        prompts.emplace_back(from, from + 8);
+        next.push_back({kPrompt[8 + i]});
+        m.forward({SeqInput{prompts[i], 0, tables[i], LogitsWanted::none}}, unused);
+      }
+      std::vector<SeqInput> step;
+      for (std::size_t i = 0; i < 3; ++i) step.push_back(SeqInput{next[i], 8, tables[i], LogitsWanted::last});
+      m.forward(step, logits[padded]);
+      counts[padded] = m.expert_counts();
+      int64_t moe_layers = 0;
+      for (int64_t l = 0; l < m.config().num_hidden_layers; ++l) moe_layers += m.config().is_moe_layer(l);
+      routed_rows = moe_layers * m.config().num_experts_per_tok * 3;
+    }
+    ::unsetenv("DPA_MOE_FIXED_TOKENS");
+    ASSERT_GT(routed_rows, 0);
+    int64_t sum = 0;
+    for (int64_t x : counts[0]) sum += x;
+    EXPECT_EQ(sum, routed_rows) << "DPA_MOE_FIXED_TOKENS=" << fixed;
+    EXPECT_EQ(counts[1], counts[0]) << "DPA_MOE_FIXED_TOKENS=" << fixed;
+    EXPECT_LT(max_abs_diff(logits[1], logits[0]), 1e-5) << "DPA_MOE_FIXED_TOKENS=" << fixed;
+  }
 }
 
 TEST(ModelForward, RefusesShortPageTableAndLongPositions) {
