@@ -236,7 +236,7 @@ bool expert_gemm_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down)
 // rows; 128 tokens (~16) 16 and 32 alike (0.33); 256 tokens (~31) 32 rows 0.36 against 0.51 for 16
 // and 0.38 for 64; 512 tokens (~62) 64 rows 0.44 against 0.59 for 32. EP 2 (32 experts a rank):
 // 256 tokens 64 rows 0.23 against 0.32.
-int tile_rows(const ExpertGemmArgs& a) {
+int rows_per_tile(const ExpertGemmArgs& a) {
   if (a.rows > 0) {
     const int64_t per_expert = a.rows / a.n_experts;
     return per_expert <= 12 ? 16 : per_expert <= 40 ? 32 : 64;
@@ -247,7 +247,7 @@ int tile_rows(const ExpertGemmArgs& a) {
 void moe_gate_up_silu(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
                       cudaStream_t stream) {
   if (a.n_experts <= 0 || a.capacity <= 0) return;
-  switch (tile_rows(a)) {
+  switch (rows_per_tile(a)) {
     case 16: return launch_gate_up<Shape<16, 4>>(x, order, a, h, ldh, stream);
     case 32: return launch_gate_up<Shape<32, 3>>(x, order, a, h, ldh, stream);
     default: return launch_gate_up<Shape<64, 3>>(x, order, a, h, ldh, stream);
@@ -257,7 +257,7 @@ void moe_gate_up_silu(const float* x, const int32_t* order, const ExpertGemmArgs
 void moe_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, float* out,
               cudaStream_t stream) {
   if (a.n_experts <= 0 || a.capacity <= 0) return;
-  switch (tile_rows(a)) {
+  switch (rows_per_tile(a)) {
     case 16: return launch_down<Shape<16, 4>>(h, ldh, order, a, out, stream);
     case 32: return launch_down<Shape<32, 3>>(h, ldh, order, a, out, stream);
     default: return launch_down<Shape<64, 3>>(h, ldh, order, a, out, stream);

@@ -195,10 +195,10 @@ int64_t Model::fixed_weight_bytes() {
 }
 
 Model::Slice Model::my_slice(int64_t n) const {
-  const int tp = shard_.attn_tp_size, r = shard_.attn_tp_rank;
+  const int r = shard_.attn_tp_rank;
   Slice s;
-  s.begin = n * r / tp;
-  s.rows = n * (r + 1) / tp - s.begin;
+  s.begin = slice_begin(n, r);
+  s.rows = slice_begin(n, r + 1) - s.begin;
   if (n == step_rows_ && step_pad_rows_ > 0)  // the padding rows are the step's last ones
     s.pad = std::clamp<int64_t>(s.begin + s.rows - (n - step_pad_rows_), 0, s.rows);
   return s;

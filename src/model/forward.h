@@ -203,6 +203,8 @@ class Model {
     int64_t begin = 0, rows = 0, pad = 0;
   };
   Slice my_slice(int64_t n) const;
+  // Where attn_tp rank r's slice of n tokens starts (rank tp's: n).
+  int64_t slice_begin(int64_t n, int r) const { return n * r / shard_.attn_tp_size; }
   // Experimental (DPA_MOE_FIXED_TOKENS=N, 0: off): with ep 1 and at most N tokens on the rank, a
   // MoE layer runs moe_experts_fixed with capacity = the tokens rounded up to 16 and its counts
   // stay in backend memory (no host wait in the layer); those layers are marked here.

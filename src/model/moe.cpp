@@ -66,8 +66,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const int64_t per_rank = E / ep;
   const bool distributed = comms_.ep && ep > 1;
 
-  // This rank's token slice [b, b + my_n) of the replica's n tokens (rank r's starts at n * r / tp).
-  auto slice_begin = [&](int r) { return n * r / tp; };
+  // This rank's token slice [b, b + my_n) of the replica's n tokens.
   const Slice slice = my_slice(n);
   const int64_t b = slice.begin, my_n = slice.rows;
   const float* hm = h + b * D;
@@ -221,8 +220,8 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     mark("moe.gather_tp");
     std::vector<std::size_t> counts(tp), displs(tp);
     for (int r = 0; r < tp; ++r) {
-      counts[r] = static_cast<std::size_t>((slice_begin(r + 1) - slice_begin(r)) * D);
-      displs[r] = static_cast<std::size_t>(slice_begin(r) * D);
+      counts[r] = static_cast<std::size_t>((slice_begin(n, r + 1) - slice_begin(n, r)) * D);
+      displs[r] = static_cast<std::size_t>(slice_begin(n, r) * D);
     }
     comms_.attn_tp->all_gather_v(mine, static_cast<std::size_t>(my_n * D), out, counts.data(), displs.data(),
                                  DType::f32);
