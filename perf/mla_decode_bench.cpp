@@ -5,8 +5,11 @@
 // (the cache rows of every sequence, once), the achieved rate, and that rate over the measured
 // device-to-device copy bandwidth. FLOP/s counts QK (latent + rope) and PV per head.
 // --stages times the bf16 kernel at several load-ring depths (DPA_CUDA_MLA_DECODE_STAGES),
-// --loads with its tiles loaded either way (DPA_CUDA_MLA_DECODE_LOAD: bulk, cp.async).
-//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async] [--json]
+// --loads with its tiles loaded either way (DPA_CUDA_MLA_DECODE_LOAD: bulk, cp.async), --mma on
+// the mma.sync kernel or the warpgroup-MMA one (DPA_CUDA_MLA_DECODE_MMA: auto, wgmma, mma);
+// --shapes picks the batches (sequences x context x heads).
+//   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async]
+//                    [--mma auto,wgmma,mma] [--shapes 128x4096x128,...] [--json]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -36,6 +39,20 @@ using dpa::perf::split_list;
 struct Shape {
   int64_t seqs, ctx, heads;
 };
+
+// "128x4096x128,64x2048x16" -> shapes; false (usage) on anything else.
+bool parse_shapes(const std::string& arg, std::vector<Shape>& out) {
+  std::vector<Shape> v;
+  for (const std::string& item : split_list(arg)) {
+    long long s = 0, c = 0, h = 0;
+    char tail = 0;
+    if (std::sscanf(item.c_str(), "%lldx%lldx%lld%c", &s, &c, &h, &tail) != 3 || s < 1 || c < 1 || h < 1) return false;
+    v.push_back({s, c, h});
+  }
+  if (v.empty()) return false;
+  out = v;
+  return true;
+}
 
 struct Result {
   bool ok;
@@ -103,7 +120,8 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool json = false;
   std::string kv_arg = "both";
-  std::vector<std::string> stages = {"2"}, loads = {""};
+  std::vector<std::string> stages = {"2"}, loads = {""}, mmas = {""};
+  std::vector<Shape> shapes = {{128, 4096, 16}, {128, 4096, 128}, {512, 1536, 16}, {64, 2048, 16}, {1, 4096, 16}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
@@ -111,8 +129,12 @@ int main(int argc, char** argv) {
     else if (a == "--json") json = true;
     else if (a == "--stages" && i + 1 < argc) stages = split_list(argv[++i]);
     else if (a == "--loads" && i + 1 < argc) loads = split_list(argv[++i]);
+    else if (a == "--mma" && i + 1 < argc) mmas = split_list(argv[++i]);
+    else if (a == "--shapes" && i + 1 < argc && parse_shapes(argv[++i], shapes)) continue;
     else {
-      std::fprintf(stderr, "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async] [--json]\n");
+      std::fprintf(stderr,
+                   "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async]\n"
+                   "                        [--mma auto,wgmma,mma] [--shapes 128x4096x128,...] [--json]\n");
       return 2;
     }
   }
@@ -125,23 +147,25 @@ int main(int argc, char** argv) {
               "of HBM", "TFLOP/s", "check");
   struct Kind {
     DType kv;
-    std::string stages, load, label;
+    std::string stages, load, mma, label;
   };
   std::vector<Kind> kinds;
-  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "", "f32"});
+  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "", "", "f32"});
   if (kv_arg == "bf16" || kv_arg == "both")
-    for (const std::string& ld : loads)
-      for (const std::string& st : stages)
-        kinds.push_back({DType::bf16, st, ld, (ld.empty() ? "bf16" : ld) + " s" + st});
-  const Shape shapes[] = {{128, 4096, 16}, {128, 4096, 128}, {512, 1536, 16}, {64, 2048, 16}, {1, 4096, 16}};
+    for (const std::string& mm : mmas)
+      for (const std::string& ld : loads)
+        for (const std::string& st : stages)
+          kinds.push_back({DType::bf16, st, ld, mm, (ld.empty() ? "bf16" : ld) + " s" + st + (mm.empty() ? "" : " " + mm)});
   std::mt19937 rng(7);
   int failed = 0;
   for (const Kind& k : kinds) {
     if (!k.stages.empty()) setenv("DPA_CUDA_MLA_DECODE_STAGES", k.stages.c_str(), 1);
     if (!k.load.empty()) setenv("DPA_CUDA_MLA_DECODE_LOAD", k.load.c_str(), 1);
+    if (!k.mma.empty()) setenv("DPA_CUDA_MLA_DECODE_MMA", k.mma.c_str(), 1);
     auto gpu = dpa::backend::make_cuda_backend(0);
     unsetenv("DPA_CUDA_MLA_DECODE_STAGES");
     unsetenv("DPA_CUDA_MLA_DECODE_LOAD");
+    unsetenv("DPA_CUDA_MLA_DECODE_MMA");
     const DType kv = k.kv;
     for (const Shape& sh : shapes) {
       const Result r = run(*cpu, *gpu, sh, kv, reps, rng);

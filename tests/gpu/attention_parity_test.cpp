@@ -126,6 +126,8 @@ std::vector<DecodeCase> decode_cases() {
       {"varied ctx", 16, 16, 512, 64, {1, 17, 300, 2049, 4100}},
       {"page 64", 16, 64, 512, 64, {33, 64, 65, 1000}},
       {"H=128", 128, 16, 512, 64, {1, 700, 2500}},
+      {"H=128 page 64", 128, 64, 512, 64, {64, 63, 129, 4100, 2, 1000}},
+      {"H=72", 72, 32, 512, 64, {200, 1, 65}},
       {"H=20", 20, 16, 512, 64, {65, 1, 129, 16}},
       {"small dims H=3", 3, 4, 40, 8, {5, 1, 33, 64, 200}},
       {"lora 64 rope 16", 3, 4, 64, 16, {5, 1, 33, 64, 200}},
@@ -341,13 +343,17 @@ TEST(BackendParity, MlaDecodeBf16) {
                         out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
     }
   };
-  // Both ways of loading tiles, at both ring depths.
-  struct Variant { const char* load; const char* stages; };
-  for (const Variant v : {Variant{"bulk", "2"}, Variant{"bulk", "3"}, Variant{"cp.async", "2"}, Variant{"cp.async", "3"}}) {
+  // The mma.sync kernel's both ways of loading tiles at both ring depths (every head count), and
+  // the warpgroup-MMA kernel wherever it applies (latent 512 + rope 64, any head count; sm_90).
+  struct Variant { const char* load; const char* stages; const char* mma; };
+  for (const Variant v : {Variant{"bulk", "2", "mma"}, Variant{"bulk", "3", "mma"}, Variant{"cp.async", "2", "mma"},
+                          Variant{"cp.async", "3", "mma"}, Variant{"bulk", "2", "wgmma"}}) {
     setenv("DPA_CUDA_MLA_DECODE_LOAD", v.load, 1);
+    setenv("DPA_CUDA_MLA_DECODE_MMA", v.mma, 1);
     with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", v.stages,
-                     [&] { run_cases(std::string("bf16 ") + v.load + " s" + v.stages + " "); });
+                     [&] { run_cases(std::string("bf16 ") + v.mma + " " + v.load + " s" + v.stages + " "); });
     unsetenv("DPA_CUDA_MLA_DECODE_LOAD");
+    unsetenv("DPA_CUDA_MLA_DECODE_MMA");
   }
 }
 

@@ -104,8 +104,18 @@ void CudaBackend::mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_
 void CudaBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
                              float scale, float* out_lat) {
   if (c.n_seqs <= 0 || n_heads <= 0) return;
-  if (kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) &&
-      reinterpret_cast<uintptr_t>(c.base) % 16 == 0) {
+  const bool base16 = reinterpret_cast<uintptr_t>(c.base) % 16 == 0;
+  if (kv_bf16(c.dtype) && base16 && mla_wgmma_ != MlaWgmma::never &&
+      (mla_wgmma_ != MlaWgmma::automatic || n_heads >= kWgmmaMinHeads) &&
+      kernels::mla_decode_wgmma_supported(n_heads, c.kv_lora, c.rope_dim)) {
+    const int64_t ws = kernels::mla_decode_wgmma_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len);
+    kernels::mla_decode_wgmma(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base), c.pages,
+                              c.table_offset, c.ctx_len, c.page_size, c.max_ctx_len, scale, out_lat, scratch(ws),
+                              ws, stream_);
+    DPA_CHECK_LAUNCH();
+    return;
+  }
+  if (kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) && base16) {
     const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora,
                                                                  c.rope_dim, mla_bf16_stages_);
     kernels::mla_decode_bf16(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base),

@@ -47,6 +47,16 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     else if (!v.empty())
       throw Error(fmt::format("DPA_CUDA_MLA_DECODE_STAGES={}: expected 2 or 3", v));
   }
+  // The bf16 mla_decode kernel for many heads: "auto" (default: the warpgroup-MMA kernel from
+  // kWgmmaMinHeads heads on, where latent 512 + rope 64 on sm_90), "wgmma" (wherever it
+  // applies), "mma" (never: the mma.sync kernel). For tests and measurements.
+  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_MMA")) {
+    const std::string v(m);
+    if (v == "wgmma") mla_wgmma_ = MlaWgmma::always;
+    else if (v == "mma") mla_wgmma_ = MlaWgmma::never;
+    else if (v != "auto" && !v.empty())
+      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_MMA={}: expected auto, wgmma or mma", v));
+  }
   if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_LOAD")) {
     const std::string v(m);
     if (v == "bulk") mla_bf16_bulk_ = true;

@@ -230,6 +230,10 @@ class CudaBackend final : public Backend {
   bool attention_tf32_ = false;
   int mla_bf16_stages_ = 2;
   bool mla_bf16_bulk_ = true;  // bf16 mla_decode tiles by bulk copies (else cp.async)
+  // bf16 mla_decode on the warpgroup-MMA kernel (64 heads a block): auto (from kWgmmaMinHeads heads
+  // on), always where it applies, or never.
+  enum class MlaWgmma { automatic, always, never } mla_wgmma_ = MlaWgmma::automatic;
+  static constexpr int64_t kWgmmaMinHeads = 17;
   double copy_gbs_ = -1;  // copy_bandwidth_gbs(), once measured
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
   std::size_t attn_ws_floats_ = 0;

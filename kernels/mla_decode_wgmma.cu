@@ -1,0 +1,298 @@
+// Batched absorbed-MLA decode over a bf16 paged latent cache on Hopper's warpgroup MMA
+// (wgmma, sm_90a), for many heads (DeepSeek-V3: 128 a rank): a block takes (sequence, 64-head
+// group, context split), so the cache is read once per 64 heads instead of once per 16 as in
+// the mma.sync kernel (mla_decode_bf16.cu), and each cache tile in shared memory feeds 64 heads
+// per tensor-core instruction instead of 16 per warp. Latent 512 + rope 64 only.
+//
+// Two warpgroups (256 threads), one block per SM. Shared memory (128-byte swizzled tiles, see
+// wgmma.cuh): the queries Q [64 heads][576] as 9 column blocks (72 KB); a ring of two cache
+// tiles of 64 rows [64][576] (72 KB each), loaded by cp.async with swizzled destinations; the
+// probabilities P [64 heads][64 rows] (8 KB). For each tile:
+//   scores: warpgroup w computes S_w = Q K_w^T for its half of the tile's rows (rows 32 w ..
+//     32 w + 31; wgmma m64n32k16 x 36, both operands from shared memory);
+//   softmax: the two halves' per-head maxima meet in shared memory, so both warpgroups use the
+//     same running maximum; P_w = 2^(S_w - m) goes to shared memory as bf16;
+//   P·V: warpgroup w accumulates O[:, 256 w .. 256 w + 255] += P C_lat[:, 256 w ..] over all 64
+//     rows (wgmma m64n256k16 x 4, the cache tile read N-major), 128 fp32 registers a thread.
+// Three block barriers a tile: tile in and the other slot free (then the next tile's loads go
+// out), maxima exchanged, P written. Each warpgroup's running sums cover its own rows; they
+// are added at the end.
+#include <cuda_bf16.h>
+
+#include "kernels/bulk_copy.cuh"
+#include "kernels/common.cuh"
+#include "kernels/mla_decode.cuh"
+#include "kernels/mla_decode_plan.cuh"
+#include "kernels/mma.cuh"
+#include "kernels/wgmma.cuh"
+
+namespace dpa::kernels {
+namespace {
+
+constexpr int kL = 512, kR = 64, kW = kL + kR;  // latent, rope, cache row (elements)
+constexpr int kHeads = 64;                      // heads per block (the wgmma M)
+constexpr int kT = 64;                          // cache rows per tile
+constexpr int kThreads = 256;                   // two warpgroups
+constexpr unsigned kQBytes = kHeads * kW * 2;   // 73,728
+constexpr unsigned kTileBytes = kT * kW * 2;    // 73,728
+constexpr unsigned kBlkBytes = kT * 128;        // one 64-column block of a tile (or of Q): 8,192
+constexpr unsigned kPBytes = kHeads * kT * 2;   // 8,192
+constexpr std::size_t kSmem = 1024 + kQBytes + 2 * kTileBytes + kPBytes + 4 * kHeads * sizeof(float);
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLog2e = 1.4426950408889634f;
+static_assert(kHeads * 128 == kBlkBytes, "Q blocks and tile blocks share a size");
+
+struct WgArgs {
+  detail::DecodeArgs<__nv_bfloat16> d;  // scale: softmax scale times log2(e)
+  int vec_q;                            // queries 16-byte aligned: float4 loads
+};
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa) {
+  const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  unsigned char* qs = sm;                            // [9][64 heads][128 B]
+  unsigned char* ks = sm + kQBytes;                  // [2][9][64 rows][128 B]
+  unsigned char* ps = ks + 2 * kTileBytes;           // [64 heads][128 B]
+  float* red = reinterpret_cast<float*>(ps + kPBytes);  // [2][64] maxima, then [2][64] sums
+
+  const int tid = threadIdx.x;
+  const detail::DecodeBlock blk = detail::decode_block(a, kHeads);
+  if (detail::empty_split(a, blk)) return;
+  const int split = blk.split, nh = blk.nh, k_begin = blk.k_begin, k_end = blk.k_end;
+  const int64_t sh0 = blk.sh0;
+  const int32_t* table = a.pages + a.table_offset[blk.s];
+  const int pgs = a.page_size;
+
+  // Loads: thread t takes row t / 4 of a tile, 16-byte chunks t % 4, t % 4 + 4, ... (18 of 72).
+  const int lrow = tid >> 2, lsub = tid & 3;
+  auto page_of = [&](int t0) { return t0 + lrow < k_end ? table[(t0 + lrow) / pgs] : 0; };
+  auto load_tile = [&](int t0, int page, int slot) {
+    const int pos = t0 + lrow;
+    const bool ok = pos < k_end;  // past the context: zeros (P is 0 there; 0 * stale bits could be NaN)
+    const __nv_bfloat16* src = ok ? a.base + (static_cast<int64_t>(page) * pgs + (pos - pos / pgs * pgs)) * kW : a.base;
+    const unsigned dst = detail::smem_addr(ks + slot * kTileBytes) + lrow * 128;
+#pragma unroll
+    for (int i = 0; i < kW / 8 / 4; ++i) {
+      const int c = lsub + 4 * i, b = c >> 3, j = c & 7;
+      detail::cp_async16(dst + b * kBlkBytes + ((j ^ (lrow & 7)) << 4), src + 8 * c, ok);
+    }
+    detail::cp_async_commit();
+  };
+  const int n_tiles = (k_end - k_begin + kT - 1) / kT;
+  load_tile(k_begin, page_of(k_begin), 0);
+  int next_page = page_of(k_begin + kT);
+
+  // Queries as bf16 (zero past the block's heads), staged while the first tile is on its way.
+  {
+    constexpr int kPer = kHeads * (kW / 8) / kThreads;  // 16-byte chunks a thread: 18
+#pragma unroll 6
+    for (int i = 0; i < kPer; ++i) {
+      const int e = tid + kThreads * i, h = e / (kW / 8), c = e - h * (kW / 8);
+      float v[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = 0.0f;
+      if (h < nh) {
+        const float* src = c < kL / 8 ? a.q_lat + (sh0 + h) * kL + 8 * c : a.q_pe + (sh0 + h) * kR + 8 * (c - kL / 8);
+        if (wa.vec_q) {
+          const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
+          v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z, v[7] = y.w;
+        } else {
+#pragma unroll
+          for (int k = 0; k < 8; ++k) v[k] = src[k];
+        }
+      }
+      uint4 pk;
+      pk.x = detail::pack_bf16(v[0], v[1]), pk.y = detail::pack_bf16(v[2], v[3]);
+      pk.z = detail::pack_bf16(v[4], v[5]), pk.w = detail::pack_bf16(v[6], v[7]);
+      *reinterpret_cast<uint4*>(qs + (c >> 3) * kBlkBytes + h * 128 + (((c & 7) ^ (h & 7)) << 4)) = pk;
+    }
+  }
+
+  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
+  const int hA = 16 * warp + g, hB = hA + 8;  // this thread's two heads (accumulator rows)
+  const unsigned q_addr = detail::smem_addr(qs), k_addr = detail::smem_addr(ks), p_addr = detail::smem_addr(ps);
+  float m_run = -INFINITY, m_runB = -INFINITY, l_run = 0.0f, l_runB = 0.0f;
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int t0 = k_begin + it * kT;
+    const unsigned slot = k_addr + (it & 1) * kTileBytes;
+    detail::cp_async_wait<0>();    // this thread's copies of tile it (and the queries' stores)
+    detail::fence_proxy_async();   // ... visible to the tensor cores' reads
+    __syncthreads();               // everyone's; and both warpgroups are done with tile it - 1
+    if (it + 1 < n_tiles) {
+      load_tile(t0 + kT, next_page, (it + 1) & 1);
+      next_page = page_of(t0 + 2 * kT);
+    }
+
+    // Scores of this warpgroup's 32 rows: s[4 c + e] is (head hA, row 32 wg + 8 c + 2 q4 + e),
+    // s[4 c + 2 + e] the same for head hB.
+    float s[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) s[i] = 0.0f;
+    detail::wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < kW / 16; ++k) {
+      const unsigned off = (k >> 2) * kBlkBytes + (k & 3) * 32;
+      detail::wgmma_m64n32k16(s, detail::sw128_desc(q_addr + off, 16, 1024),
+                              detail::sw128_desc(slot + wg * 32 * 128 + off, 16, 1024), k > 0);
+    }
+    detail::wgmma_commit();
+    detail::wgmma_wait<0>();
+    detail::wgmma_fence_operands(s);
+
+    float mxA = -INFINITY, mxB = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < 4; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const bool ok = t0 + 32 * wg + 8 * c + 2 * q4 + e < k_end;
+        s[4 * c + e] = ok ? s[4 * c + e] * a.scale : -INFINITY;
+        s[4 * c + 2 + e] = ok ? s[4 * c + 2 + e] * a.scale : -INFINITY;
+        mxA = fmaxf(mxA, s[4 * c + e]), mxB = fmaxf(mxB, s[4 * c + 2 + e]);
+      }
+    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 1));
+    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 2));
+    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 1));
+    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 2));
+    if (q4 == 0) red[wg * kHeads + hA] = mxA, red[wg * kHeads + hB] = mxB;
+    __syncthreads();  // both halves' maxima are in
+    mxA = fmaxf(mxA, red[(1 - wg) * kHeads + hA]);
+    mxB = fmaxf(mxB, red[(1 - wg) * kHeads + hB]);
+    const float mA = fmaxf(m_run, mxA), mB = fmaxf(m_runB, mxB);  // finite: the tile has a visible row
+    const float alA = fast_exp2(m_run - mA), alB = fast_exp2(m_runB - mB);
+    m_run = mA, m_runB = mB;
+    float sumA = 0.0f, sumB = 0.0f;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const float p0 = fast_exp2(s[4 * c] - mA), p1 = fast_exp2(s[4 * c + 1] - mA);
+      const float p2 = fast_exp2(s[4 * c + 2] - mB), p3 = fast_exp2(s[4 * c + 3] - mB);
+      sumA += p0 + p1, sumB += p2 + p3;
+      const int chunk = 4 * wg + c;  // the 8-row group of the tile (a 16-byte chunk of P's rows)
+      *reinterpret_cast<unsigned*>(ps + hA * 128 + ((chunk ^ g) << 4) + 4 * q4) = detail::pack_bf16(p0, p1);
+      *reinterpret_cast<unsigned*>(ps + hB * 128 + ((chunk ^ g) << 4) + 4 * q4) = detail::pack_bf16(p2, p3);
+    }
+    l_run = l_run * alA + sumA, l_runB = l_runB * alB + sumB;
+    if (__any_sync(0xffffffffu, alA != 1.0f || alB != 1.0f)) {
+#pragma unroll
+      for (int i = 0; i < 128; i += 4) o[i] *= alA, o[i + 1] *= alA, o[i + 2] *= alB, o[i + 3] *= alB;
+    }
+    detail::fence_proxy_async();  // P's stores visible to the tensor cores
+    __syncthreads();              // both halves of P are in
+
+    // O[:, 256 wg ..] += P · C_lat[:, 256 wg ..] over the tile's 64 rows (16 a step).
+    detail::wgmma_fence_operands(o);
+    detail::wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < kT / 16; ++k)
+      detail::wgmma_m64n256k16_bt(o, detail::sw128_desc(p_addr + k * 32, 16, 1024),
+                                  detail::sw128_desc(slot + 4 * wg * kBlkBytes + k * 16 * 128, kBlkBytes, 1024), 1);
+    detail::wgmma_commit();
+    detail::wgmma_wait<0>();
+    detail::wgmma_fence_operands(o);
+  }
+
+  // A thread's sums cover its quad's share of its warpgroup's rows: the quad's four, then the
+  // other warpgroup's.
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 1);
+  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 2);
+  float* lred = red + 2 * kHeads;
+  if (q4 == 0) lred[wg * kHeads + hA] = l_run, lred[wg * kHeads + hB] = l_runB;
+  __syncthreads();
+  l_run += lred[(1 - wg) * kHeads + hA];
+  l_runB += lred[(1 - wg) * kHeads + hB];
+
+  // o[4 j + e]: (hA, channel 256 wg + 8 j + 2 q4 + e); o[4 j + 2 + e]: the same for hB.
+  const int c0 = 256 * wg + 2 * q4;
+  if (a.part) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const int c = c0 + 8 * j;
+      if (hA < nh)
+        *reinterpret_cast<float2*>(a.part + ((sh0 + hA) * a.n_splits + split) * kL + c) = make_float2(o[4 * j], o[4 * j + 1]);
+      if (hB < nh)
+        *reinterpret_cast<float2*>(a.part + ((sh0 + hB) * a.n_splits + split) * kL + c) = make_float2(o[4 * j + 2], o[4 * j + 3]);
+    }
+    if (wg == 0 && q4 == 0) {  // both warpgroups hold the same (max, sum)
+      if (hA < nh) {
+        float* ml = detail::split_max_sum(a, sh0 + hA, split);
+        ml[0] = m_run * kLn2, ml[1] = l_run;
+      }
+      if (hB < nh) {
+        float* ml = detail::split_max_sum(a, sh0 + hB, split);
+        ml[0] = m_runB * kLn2, ml[1] = l_runB;
+      }
+    }
+  } else {
+    const float invA = l_run > 0.0f ? 1.0f / l_run : 0.0f, invB = l_runB > 0.0f ? 1.0f / l_runB : 0.0f;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const int c = c0 + 8 * j;
+      if (hA < nh)
+        *reinterpret_cast<float2*>(a.out + (sh0 + hA) * kL + c) = make_float2(o[4 * j] * invA, o[4 * j + 1] * invA);
+      if (hB < nh)
+        *reinterpret_cast<float2*>(a.out + (sh0 + hB) * kL + c) = make_float2(o[4 * j + 2] * invB, o[4 * j + 3] * invB);
+    }
+  }
+}
+
+detail::DecodePlan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len) {
+  return detail::plan_decode(n_seqs, (n_heads + kHeads - 1) / kHeads, max_ctx_len, kT, 1);
+}
+
+}  // namespace
+
+bool mla_decode_wgmma_supported(int64_t n_heads, int64_t kv_lora, int64_t rope_dim) {
+  static const bool sm90 = detail::device_attribute(cudaDevAttrComputeCapabilityMajor, 0) == 9;
+  return sm90 && n_heads > 0 && kv_lora == kL && rope_dim == kR;
+}
+
+int64_t mla_decode_wgmma_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len) {
+  if (n_seqs <= 0 || n_heads <= 0) return 0;
+  const detail::DecodePlan p = plan(n_seqs, n_heads, max_ctx_len);
+  return p.n_splits > 1 ? n_seqs * n_heads * p.n_splits * (kL + 2) : 0;
+}
+
+void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
+                      const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
+                      const int32_t* ctx_len, int64_t page_size, int64_t max_ctx_len, float scale,
+                      float* out, float* workspace, int64_t workspace_floats, cudaStream_t stream) {
+  if (n_seqs <= 0 || n_heads <= 0) return;
+  detail::DecodePlan p = plan(n_seqs, n_heads, max_ctx_len);
+  if (p.n_splits > 1 && (!workspace || n_seqs * n_heads * p.n_splits * (kL + 2) > workspace_floats)) {
+    p.n_splits = 1;
+    p.split_len = static_cast<int>(max_ctx_len < 1 ? 1 : max_ctx_len);
+  }
+  WgArgs wa;
+  detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
+  a.q_lat = q_lat, a.q_pe = q_pe, a.base = reinterpret_cast<const __nv_bfloat16*>(base);
+  a.pages = pages, a.table_offset = table_offset, a.ctx_len = ctx_len, a.out = out;
+  a.part = p.n_splits > 1 ? workspace : nullptr;
+  a.n_seqs = static_cast<int>(n_seqs), a.n_heads = static_cast<int>(n_heads);
+  a.n_hg = static_cast<int>((n_heads + kHeads - 1) / kHeads);
+  a.page_size = static_cast<int>(page_size), a.L = kL, a.R = kR, a.W = kW, a.Wpad = kW;
+  a.n_splits = p.n_splits, a.split_len = p.split_len;
+  a.scale = scale * kLog2e;
+  wa.vec_q = reinterpret_cast<std::uintptr_t>(q_lat) % 16 == 0 && reinterpret_cast<std::uintptr_t>(q_pe) % 16 == 0;
+  const auto blocks = static_cast<unsigned>(n_seqs * a.n_hg * p.n_splits);
+  static bool configured = false;
+  if (!configured) {
+    cudaFuncSetAttribute(mla_decode_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
+    configured = true;
+  }
+  mla_decode_wgmma_kernel<<<blocks, kThreads, kSmem, stream>>>(wa);
+  if (p.n_splits > 1) detail::merge_decode_splits(workspace, n_seqs * n_heads, p.n_splits, kL, out, stream);
+}
+
+}  // namespace dpa::kernels
