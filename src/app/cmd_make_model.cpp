@@ -51,11 +51,11 @@ int run_make_model(Context& ctx, MakeModelFlags& f) {
 
 Command make_model_command() {
   auto flags = std::make_shared<MakeModelFlags>();
-  return {"make-model", "write a random Hugging Face checkpoint (tiny, v2-lite, v3-mini)",
+  return {"make-model", "write a random Hugging Face checkpoint (tiny, v2-lite, v3-mini, v3-attn)",
           [flags](po::options_description& desc) {
             auto& o = flags->opt;
             desc.add_options()
-                ("preset", po::value<std::string>(&o.preset)->default_value(o.preset), "tiny | v2-lite | v3-mini")
+                ("preset", po::value<std::string>(&o.preset)->default_value(o.preset), "tiny | v2-lite | v3-mini | v3-attn")
                 ("output", po::value<std::string>(&o.output)->required(), "directory to write (created if absent)")
                 ("layers", po::value<int64_t>(&o.layers), "override num_hidden_layers")
                 ("experts", po::value<int64_t>(&o.experts), "override n_routed_experts")

@@ -344,8 +344,22 @@ ModelConfig preset_config(const std::string& preset, int64_t vocab_size) {
     c.routed_scaling_factor = 2.5;
     c.rope_scaling = {"yarn", 40.0, 4096, 32.0, 1.0, 1.0, 1.0};
     c.max_position_embeddings = 163840;
+  } else if (preset == "v3-attn") {
+    // DeepSeek-V3's attention (128 heads, q_lora 1536, latent 512 + rope 64, YaRN) on a small
+    // body: the decode kernels' real shape inside a model that loads in seconds.
+    c = preset_config("v3-mini", vocab_size);
+    c.hidden_size = 1024;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 128;
+    c.q_lora_rank = 1536;
+    c.kv_lora_rank = 512;
+    c.qk_nope_head_dim = 128;
+    c.qk_rope_head_dim = 64;
+    c.v_head_dim = 128;
+    c.intermediate_size = 2048;
+    c.moe_intermediate_size = 256;
   } else {
-    throw ConfigError("preset", fmt::format("unknown preset '{}' (tiny, v2-lite, v3-mini)", preset));
+    throw ConfigError("preset", fmt::format("unknown preset '{}' (tiny, v2-lite, v3-mini, v3-attn)", preset));
   }
   return c;
 }

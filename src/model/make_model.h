@@ -14,7 +14,7 @@
 namespace dpa::model {
 
 struct MakeModelOptions {
-  std::string preset = "tiny";  // tiny | v2-lite | v3-mini
+  std::string preset = "tiny";  // tiny | v2-lite | v3-mini | v3-attn
   std::string output;           // directory, created if absent
   int64_t layers = 0;           // > 0: override num_hidden_layers
   int64_t experts = 0;          // > 0: override n_routed_experts

@@ -165,6 +165,29 @@ TEST_F(MakeModelTest, V3MiniLoads) {
   for (float b : ck->read_f32("model.layers.1.mlp.gate.e_score_correction_bias")) EXPECT_LT(std::abs(b), 0.1f);
 }
 
+// v3-attn: V3's attention shapes (what the many-head decode kernels take) on v3-mini's gate;
+// written here with a narrow hidden size and one layer to keep the test's files small.
+TEST_F(MakeModelTest, V3AttnHasV3AttentionShapes) {
+  MakeModelOptions o;
+  o.preset = "v3-attn";
+  o.hidden = 64;
+  o.layers = 1;
+  o.output = dir_ + "/v3attn";
+  make_model(o);
+  auto ck = Checkpoint::open(o.output);
+  const ModelConfig& c = ck->config();
+  EXPECT_EQ(c.architecture, "DeepseekV3ForCausalLM");
+  EXPECT_EQ(c.num_attention_heads, 128);
+  EXPECT_EQ(c.q_lora_rank, 1536);
+  EXPECT_EQ(c.kv_lora_rank, 512);
+  EXPECT_EQ(c.qk_rope_head_dim, 64);
+  EXPECT_EQ(c.qk_nope_head_dim, 128);
+  EXPECT_EQ(c.v_head_dim, 128);
+  EXPECT_EQ(c.scoring_func, "sigmoid");
+  EXPECT_EQ(ck->info("model.layers.0.self_attn.kv_b_proj.weight").shape, (std::vector<int64_t>{128 * 256, 512}));
+  EXPECT_EQ(ck->info("model.layers.0.self_attn.q_b_proj.weight").shape, (std::vector<int64_t>{128 * 192, 1536}));
+}
+
 TEST_F(MakeModelTest, OverridesAndSeeds) {
   MakeModelOptions o;
   o.preset = "tiny";
