@@ -31,14 +31,7 @@ constexpr int kStagesDefault = 2;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// 2^x on the special-function unit, denormal results flushed to zero (probabilities that small
-// are zero in bf16 P anyway); 2^-inf = 0.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
+using detail::fast_exp2;
 using Args = detail::DecodeArgs<__nv_bfloat16>;  // scale: softmax scale times log2(e)
 using detail::bulk_load;
 using detail::cp_async16;

@@ -47,11 +47,7 @@ struct WgArgs {
   int vec_q;                            // queries 16-byte aligned: float4 loads
 };
 
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
+using detail::fast_exp2;
 
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa) {
   const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
