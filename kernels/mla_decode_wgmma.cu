@@ -73,11 +73,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
     const int pos = t0 + lrow;
     const bool ok = pos < k_end;  // past the context: zeros (P is 0 there; 0 * stale bits could be NaN)
     const __nv_bfloat16* src = ok ? a.base + (static_cast<int64_t>(page) * pgs + (pos - pos / pgs * pgs)) * kW : a.base;
-    const unsigned dst = detail::smem_addr(ks + slot * kTileBytes) + lrow * 128;
+    const unsigned dst = detail::smem_addr(ks + slot * kTileBytes);
 #pragma unroll
     for (int i = 0; i < kW / 8 / 4; ++i) {
       const int c = lsub + 4 * i, b = c >> 3, j = c & 7;
-      detail::cp_async16(dst + b * kBlkBytes + ((j ^ (lrow & 7)) << 4), src + 8 * c, ok);
+      detail::cp_async16(dst + b * kBlkBytes + detail::sw128_offset(lrow, 8 * j), src + 8 * c, ok);
     }
     detail::cp_async_commit();
   };
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
       uint4 pk;
       pk.x = detail::pack_bf16(v[0], v[1]), pk.y = detail::pack_bf16(v[2], v[3]);
       pk.z = detail::pack_bf16(v[4], v[5]), pk.w = detail::pack_bf16(v[6], v[7]);
-      *reinterpret_cast<uint4*>(qs + (c >> 3) * kBlkBytes + h * 128 + (((c & 7) ^ (h & 7)) << 4)) = pk;
+      *reinterpret_cast<uint4*>(qs + (c >> 3) * kBlkBytes + detail::sw128_offset(h, 8 * (c & 7))) = pk;
     }
   }
 
@@ -173,9 +173,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
       const float p0 = fast_exp2(s[4 * c] - mA), p1 = fast_exp2(s[4 * c + 1] - mA);
       const float p2 = fast_exp2(s[4 * c + 2] - mB), p3 = fast_exp2(s[4 * c + 3] - mB);
       sumA += p0 + p1, sumB += p2 + p3;
-      const int chunk = 4 * wg + c;  // the 8-row group of the tile (a 16-byte chunk of P's rows)
-      *reinterpret_cast<unsigned*>(ps + hA * 128 + ((chunk ^ g) << 4) + 4 * q4) = detail::pack_bf16(p0, p1);
-      *reinterpret_cast<unsigned*>(ps + hB * 128 + ((chunk ^ g) << 4) + 4 * q4) = detail::pack_bf16(p2, p3);
+      const int row = 32 * wg + 8 * c + 2 * q4;  // the tile row of p0 / p2 (a column of P)
+      *reinterpret_cast<unsigned*>(ps + detail::sw128_offset(hA, row)) = detail::pack_bf16(p0, p1);
+      *reinterpret_cast<unsigned*>(ps + detail::sw128_offset(hB, row)) = detail::pack_bf16(p2, p3);
     }
     l_run = l_run * alA + sumA, l_runB = l_runB * alB + sumB;
     if (__any_sync(0xffffffffu, alA != 1.0f || alB != 1.0f)) {
@@ -247,6 +247,11 @@ detail::DecodePlan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len) {
   return detail::plan_decode(n_seqs, (n_heads + kHeads - 1) / kHeads, max_ctx_len, kT, 1);
 }
 
+// Workspace floats of a plan: the splits' partial outputs and (max, sum) pairs (0: one split).
+int64_t split_floats(int64_t n_seqs, int64_t n_heads, const detail::DecodePlan& p) {
+  return p.n_splits > 1 ? n_seqs * n_heads * p.n_splits * (kL + 2) : 0;
+}
+
 }  // namespace
 
 bool mla_decode_wgmma_supported(int64_t n_heads, int64_t kv_lora, int64_t rope_dim) {
@@ -256,8 +261,7 @@ bool mla_decode_wgmma_supported(int64_t n_heads, int64_t kv_lora, int64_t rope_d
 
 int64_t mla_decode_wgmma_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len) {
   if (n_seqs <= 0 || n_heads <= 0) return 0;
-  const detail::DecodePlan p = plan(n_seqs, n_heads, max_ctx_len);
-  return p.n_splits > 1 ? n_seqs * n_heads * p.n_splits * (kL + 2) : 0;
+  return split_floats(n_seqs, n_heads, plan(n_seqs, n_heads, max_ctx_len));
 }
 
 void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
@@ -266,7 +270,7 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
                       float* out, float* workspace, int64_t workspace_floats, cudaStream_t stream) {
   if (n_seqs <= 0 || n_heads <= 0) return;
   detail::DecodePlan p = plan(n_seqs, n_heads, max_ctx_len);
-  if (p.n_splits > 1 && (!workspace || n_seqs * n_heads * p.n_splits * (kL + 2) > workspace_floats)) {
+  if (p.n_splits > 1 && (!workspace || split_floats(n_seqs, n_heads, p) > workspace_floats)) {
     p.n_splits = 1;
     p.split_len = static_cast<int>(max_ctx_len < 1 ? 1 : max_ctx_len);
   }
