@@ -37,7 +37,7 @@ template <class T>
 __global__ void moe_gather_pad_kernel(const float* x, const int32_t* order, const int32_t* pos,
                                       int64_t n_rows, int64_t d, int64_t ldx, T* xb) {
   for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
-    const int32_t p = pos[r];
+    const int32_t p = pos ? pos[r] : static_cast<int32_t>(r);
     detail::copy_row(xb + r * ldx, p < 0 ? nullptr : x + static_cast<int64_t>(order[p]) * d, d);
   }
 }
@@ -66,7 +66,7 @@ __global__ void moe_silu_mul_kernel(const float* g, const float* u, int64_t coun
 __global__ void moe_scatter_pad_kernel(const float* y, int64_t ldy, const int32_t* order,
                                        const int32_t* pos, int64_t n_rows, int64_t d, float* out) {
   for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
-    const int32_t p = pos[r];
+    const int32_t p = pos ? pos[r] : static_cast<int32_t>(r);
     if (p < 0) continue;
     detail::copy_row(out + static_cast<int64_t>(order[p]) * d, y + r * ldy, d);
   }

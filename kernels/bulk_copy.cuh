@@ -64,6 +64,21 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned b
       : "memory");
 }
 
+// One arrival on the barrier (no transaction bytes).
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  DPA_BULK_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// The box at (c0, c1) (c0 the inner, contiguous coordinate) of the 2-D tensor that `map` (a
+// CUtensorMap in global, constant or __grid_constant__ parameter memory) describes, into shared
+// memory at dst in the map's swizzled layout; its bytes count off `bar`.
+__device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int c0, int c1, uint64_t* bar) {
+  DPA_BULK_ASM(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(map), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+}
+
 #undef DPA_BULK_ASM
 
 }  // namespace dpa::kernels::detail

@@ -60,9 +60,10 @@ __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t desc_a,
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
-// D[64 x 256] (+)= A[64 x 16] B[16 x 256]: A and B by shared-memory descriptors, B N-major (transposed);
-// scale_d 0 overwrites D.
-__device__ __forceinline__ void wgmma_m64n256k16_bt(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+// D[64 x 256] (+)= A[64 x 16] B[16 x 256]: A and B by shared-memory descriptors, B K-major
+// (kTransB 0) or N-major (kTransB 1); scale_d 0 overwrites D.
+template <int kTransB>
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int scale_d) {
   DPA_WGMMA_ASM(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
@@ -81,7 +82,7 @@ __device__ __forceinline__ void wgmma_m64n256k16_bt(float (&d)[128], uint64_t de
       "%96, %97, %98, %99, %100, %101, %102, %103,"
       "%104, %105, %106, %107, %108, %109, %110, %111,"
       "%112, %113, %114, %115, %116, %117, %118, %119,"
-      "%120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 1;\n}\n"
+      "%120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, %131;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
         "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -114,7 +115,10 @@ __device__ __forceinline__ void wgmma_m64n256k16_bt(float (&d)[128], uint64_t de
         "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
         "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]),
         "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB));
+}
+__device__ __forceinline__ void wgmma_m64n256k16_bt(float (&d)[128], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  wgmma_m64n256k16<1>(d, desc_a, desc_b, scale_d);
 }
 
 }  // namespace dpa::kernels::detail

@@ -364,6 +364,11 @@ TEST(BackendParity, MoeExperts) {
       {"ld!=cols", DType::f32, 32, 24, {4, 0, 9, 1, 30, 2}, 8, false},
       {"ld!=cols", DType::bf16, 32, 24, {4, 0, 9, 1, 30, 2}, 8, false},
       {"mixed ld (loop)", DType::bf16, 32, 24, {4, 0, 9, 1, 30, 2}, 8, true},
+      // Shapes the warpgroup-MMA kernels take (D a multiple of 256, I of 128): partial 128-row
+      // tiles, an expert of exactly one tile, one past it, experts without rows.
+      {"wgmma", DType::bf16, 256, 128, {0, 300, 1, 129, 0, 128, 77, 0}, 0, false},
+      {"wgmma ld!=cols", DType::bf16, 512, 384, {260, 5, 0, 140}, 8, false},
+      {"wgmma many rows", DType::bf16, 256, 256, {700, 650, 900}, 0, false},
   };
   for (const C& c : cases) {
     const int64_t E = static_cast<int64_t>(c.counts.size());
@@ -391,6 +396,22 @@ TEST(BackendParity, MoeExperts) {
     EXPECT_TRUE(close("moe_experts", dt(c.dt) + " " + c.name + " " +
                                          shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
                       out.on_cpu(), out.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+    // bf16: the warpgroup-MMA kernels wherever they apply (DPA_MOE_WGMMA=1; the others fall
+    // back), and never (0: cuBLAS over padded groups), from the same starting output.
+    if (c.dt == DType::bf16)
+      for (const char* mode : {"1", "0"}) {
+        Dual<float> out3(rnd(std::max<int64_t>(total * c.D, 1)));
+        cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          out3.c.data());
+        gpu().synchronize();  // the other backend's stream runs after this one's uploads
+        with_env_backend("DPA_MOE_WGMMA", mode, [&] {
+          gpu().moe_experts(x.g.data(), dord.g.data(), c.counts.data(), E, gg.data(), ug.data(), dg.data(),
+                            out3.g.data());
+        });
+        EXPECT_TRUE(close("moe_experts", std::string("DPA_MOE_WGMMA=") + mode + " " + c.name + " " +
+                                             shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
+                          out3.on_cpu(), out3.on_gpu(), 2e-2, 1e-5));
+      }
     // The fixed-capacity form (counts in backend memory, every expert padded to the capacity):
     // the largest count rounded up to 16, and a capacity far above it; against the CPU's
     // moe_experts, from the same starting output.

@@ -74,6 +74,15 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     else if (!v.empty())
       throw Error(fmt::format("DPA_CUDA_SMALL_LINEAR={}: expected 0, 1 or force", v));
   }
+  // The routed experts of moe_experts on the warpgroup-MMA kernels: "auto" (default: where
+  // active experts hold kWgmmaExpertMinRows rows on average), "1" wherever they apply, "0" never.
+  if (const char* m = std::getenv("DPA_MOE_WGMMA")) {
+    const std::string v(m);
+    if (v == "1") expert_wgmma_ = ExpertWgmma::always;
+    else if (v == "0") expert_wgmma_ = ExpertWgmma::never;
+    else if (v != "auto" && !v.empty())
+      throw Error(fmt::format("DPA_MOE_WGMMA={}: expected auto, 1 or 0", v));
+  }
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
@@ -159,6 +168,8 @@ CudaBackend::~CudaBackend() {
   if (moe_ws_) cudaFree(moe_ws_);
   for (auto& [key, p] : fixed_ptrs_) cudaFree(p);
   for (auto& [key, p] : expert_ptrs_) cudaFree(p.dev);
+  for (auto& [key, p] : expert_maps_)
+    if (p) cudaFree(p);
   cublasDestroy(cublas_);
   if (cublas_ws_) cudaFree(cublas_ws_);
   cudaStreamDestroy(stream_);

@@ -264,6 +264,19 @@ class CudaBackend final : public Backend {
     bool aligned = false;
   };
   std::unordered_map<uint64_t, ExpertPointers> expert_ptrs_;
+  // The warpgroup-MMA form of moe_experts (kernels/moe_expert_wgmma): the experts' weight tensor
+  // maps in device memory, by the digest of every expert (null: the driver refused one).
+  // DPA_MOE_WGMMA: auto (from kWgmmaExpertMinRows rows an active expert on average), 1 (wherever
+  // it applies), 0 (never: cuBLAS over padded groups). Measured on an H200 with V2-Lite's experts
+  // (moe_experts_bench): ahead of cuBLAS from 64 tokens x top-6 (6 rows an expert) to 8,192, behind
+  // at 16 tokens (1.5 rows an expert: 0.275 against 0.246 ms).
+  std::unordered_map<uint64_t, void*> expert_maps_;
+  enum class ExpertWgmma { automatic, always, never } expert_wgmma_ = ExpertWgmma::automatic;
+  static constexpr int64_t kWgmmaExpertMinRows = 4;
+  // moe_experts by the warpgroup-MMA kernels; false: they do not apply, nothing done.
+  bool moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                         int64_t total, const WeightView* gate, const WeightView* up, const WeightView* down,
+                         float* out);
   bool capturing_ = false;         // between capture_begin and capture_end
   uint64_t workspace_epoch_ = 0;   // bumped at every workspace reallocation
 };

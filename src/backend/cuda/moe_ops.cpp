@@ -13,6 +13,7 @@
 #include "kernels/gather_scatter.cuh"
 #include "kernels/moe_combine.cuh"
 #include "kernels/moe_expert_gemm.cuh"
+#include "kernels/moe_expert_wgmma.cuh"
 #include "kernels/moe_gate.cuh"
 #include "kernels/moe_sort.cuh"
 
@@ -64,6 +65,7 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
       return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
     });
   check_expert_weights(ids, n_experts, gate, up, down);
+  if (dt == DType::bf16 && moe_experts_wgmma(x, order, counts, n_experts, total, gate, up, down, out)) return;
 
   // Groups over the experts sorted by descending count, each padded to its largest. A group
   // whose largest is at most kWeightBoundRows takes every expert after it: below about that many
@@ -151,6 +153,69 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
         to_int(gr.size, "moe batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   kernels::moe_scatter_pad(yb, ldx, order, pos, P, D, out, stream_);
   DPA_CHECK_LAUNCH();
+}
+
+bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                                    int64_t total, const WeightView* gate, const WeightView* up,
+                                    const WeightView* down, float* out) {
+  if (expert_wgmma_ == ExpertWgmma::never) return false;
+  int64_t active = 0;
+  for (int64_t e = 0; e < n_experts; ++e) active += counts[e] > 0;
+  if (expert_wgmma_ == ExpertWgmma::automatic && total < kWgmmaExpertMinRows * active) return false;
+  std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
+  std::iota(all.begin(), all.end(), int64_t{0});
+  ExpertShape s;
+  if (!uniform_experts(all, gate, up, down, s) || s.dt != DType::bf16 ||
+      !kernels::expert_wgmma_supported(s.D, s.I, s.lda_gu, s.lda_d) || reinterpret_cast<std::uintptr_t>(out) % 8 != 0 ||
+      total > INT32_MAX)
+    return false;
+  for (int64_t e = 0; e < n_experts; ++e)
+    for (const WeightView* w : {gate + e, up + e, down + e})
+      if (reinterpret_cast<std::uintptr_t>(w->data) % 16 != 0) return false;
+  const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
+  auto [it, fresh] = expert_maps_.try_emplace(digest, nullptr);
+  if (fresh) {
+    not_capturing("an expert tensor-map upload");
+    const std::size_t ne = static_cast<std::size_t>(n_experts);
+    std::vector<const void*> g(ne), u(ne), d(ne);
+    for (std::size_t e = 0; e < ne; ++e) g[e] = gate[e].data, u[e] = up[e].data, d[e] = down[e].data;
+    std::vector<uint64_t> maps(3 * ne * kernels::kTensorMapBytes / sizeof(uint64_t) + 8);
+    void* m = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(maps.data()) + 63) & ~std::uintptr_t{63});
+    if (kernels::encode_expert_maps(g.data(), u.data(), d.data(), n_experts, s.D, s.I, s.lda_gu, s.lda_d, m)) {
+      it->second = alloc(3 * ne * kernels::kTensorMapBytes);
+      DPA_CHECK_CUDA(cudaMemcpy(it->second, m, 3 * ne * kernels::kTensorMapBytes, cudaMemcpyHostToDevice));
+    }
+  }
+  if (!it->second) return false;
+
+  // Tiles of 128 rows, expert by expert, over the compact sorted rows (no padding).
+  std::vector<kernels::ExpertTile> tiles;
+  for (int64_t e = 0, p = 0; e < n_experts; p += counts[e], ++e)
+    for (int64_t r = 0; r < counts[e]; r += kernels::kExpertWgmmaRows)
+      tiles.push_back({static_cast<int32_t>(e), static_cast<int32_t>(p + r),
+                       static_cast<int32_t>(std::min<int64_t>(kernels::kExpertWgmmaRows, counts[e] - r)), 0});
+  const int64_t ldx = (s.D + 7) / 8 * 8, ldi = (s.I + 7) / 8 * 8;
+  auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t tile_bytes = al(tiles.size() * sizeof(kernels::ExpertTile));
+  const std::size_t xb_bytes = al(static_cast<std::size_t>(total * ldx) * 2);
+  char* ws = moe_workspace(tile_bytes + xb_bytes + static_cast<std::size_t>(total * ldi) * 2);
+  auto* d_tiles = reinterpret_cast<kernels::ExpertTile*>(ws);
+  auto* xb = reinterpret_cast<uint16_t*>(ws + tile_bytes);
+  auto* h = reinterpret_cast<uint16_t*>(ws + tile_bytes + xb_bytes);
+  upload(d_tiles, tiles.data(), tiles.size() * sizeof(kernels::ExpertTile));
+
+  kernels::ExpertWgmmaArgs a;
+  a.maps = it->second, a.tiles = d_tiles, a.n_tiles = static_cast<int64_t>(tiles.size());
+  a.n_experts = n_experts, a.D = s.D, a.I = s.I;
+  kernels::moe_gather_pad(x, order, nullptr, total, s.D, ldx, true, xb, stream_);
+  DPA_CHECK_LAUNCH();
+  if (!kernels::moe_wgmma_gate_up(xb, total, ldx, a, h, ldi, stream_))
+    throw Error("moe_experts: the driver refused the activations' tensor map");
+  DPA_CHECK_LAUNCH();
+  if (!kernels::moe_wgmma_down(h, total, ldi, order, a, out, stream_))
+    throw Error("moe_experts: the driver refused the SwiGLU rows' tensor map");
+  DPA_CHECK_LAUNCH();
+  return true;
 }
 
 void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,

@@ -1,0 +1,198 @@
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/bulk_copy.cuh"
+#include "kernels/common.cuh"
+#include "kernels/mma.cuh"
+#include "kernels/moe_expert_wgmma.cuh"
+#include "kernels/wgmma.cuh"
+
+namespace dpa::kernels {
+
+namespace {
+
+// A block: 128 rows x 256 weight rows (gate/up: 128 of gate then the same 128 of up, so a
+// thread's accumulators hold both halves of its SwiGLU columns), 64-deep k steps, four stages
+// of 48 KiB. Warpgroup 0 issues the copies (one thread); warpgroups 1 and 2 take rows 0..63 and
+// 64..127 with wgmma.m64n256k16, both operands K-major from 128-byte swizzled shared memory.
+constexpr int kBM = kExpertWgmmaRows, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
+constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
+constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // + alignment slack, barriers
+static_assert(kTensorMapBytes == sizeof(CUtensorMap), "tensor map size");
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
+// Persistent: block b takes output tiles b, b + gridDim.x, ... (weight-row tiles fastest, so the
+// tiles in flight at once share rows and weights through L2). The producer runs ahead across
+// tiles, so the next tile's first stages load while the consumers write this one's results.
+template <bool kGateUp>
+__global__ void __launch_bounds__(kThreads, 1)
+    expert_wgmma_kernel(const __grid_constant__ CUtensorMap a_map, ExpertWgmmaArgs a, int n_tiles_n, int k_steps,
+                        uint16_t* h, int64_t ldh, const int32_t* order, float* out) {
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  uint64_t* empty = full + kStages;
+  const int wg = threadIdx.x / 128;
+  const int64_t n_work = a.n_tiles * n_tiles_n;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) detail::mbar_init(&full[s], 1), detail::mbar_init(&empty[s], 2);
+    detail::mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {  // the producer: one thread issues every copy
+    if (threadIdx.x != 0) return;
+    const CUtensorMap* maps = static_cast<const CUtensorMap*>(a.maps);
+    int it = 0;  // k steps issued so far, over every tile: stage it % kStages, its use it / kStages
+    for (int64_t w = blockIdx.x; w < n_work; w += gridDim.x) {
+      const ExpertTile t = a.tiles[w / n_tiles_n];
+      const int nt = static_cast<int>(w % n_tiles_n);
+      const void* b0 = kGateUp ? maps + t.expert : maps + 2 * a.n_experts + t.expert;
+      const void* b1 = maps + a.n_experts + t.expert;  // up (gate/up only)
+      for (int kt = 0; kt < k_steps; ++kt, ++it) {
+        const int s = it % kStages;
+        if (it >= kStages) detail::mbar_wait(&empty[s], ((it / kStages) - 1) & 1);
+        unsigned char* sa = smem + s * kStageBytes;
+        unsigned char* sb = sa + kABytes;
+        detail::mbar_arrive_expect(&full[s], kStageBytes);
+        detail::tma_load_2d(sa, &a_map, kt * kBK, t.p0, &full[s]);
+        if (kGateUp) {
+          detail::tma_load_2d(sb, b0, kt * kBK, nt * (kBN / 2), &full[s]);
+          detail::tma_load_2d(sb + kBBytes / 2, b1, kt * kBK, nt * (kBN / 2), &full[s]);
+        } else {
+          detail::tma_load_2d(sb, b0, kt * kBK, nt * kBN, &full[s]);
+        }
+      }
+    }
+    return;
+  }
+
+  const int cw = wg - 1;  // rows 64 cw .. 64 cw + 63 of a tile
+  const int w4 = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const unsigned base = detail::smem_addr(smem);
+  int it = 0;
+  for (int64_t w = blockIdx.x; w < n_work; w += gridDim.x) {
+    const ExpertTile t = a.tiles[w / n_tiles_n];
+    const int nt = static_cast<int>(w % n_tiles_n);
+    float acc[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
+    for (int kt = 0; kt < k_steps; ++kt, ++it) {
+      const int s = it % kStages;
+      detail::mbar_wait(&full[s], (it / kStages) & 1);
+      const unsigned sa = base + s * kStageBytes + cw * 64 * 128, sb = base + s * kStageBytes + kABytes;
+      detail::wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < kBK / 16; ++k)
+        detail::wgmma_m64n256k16<0>(acc, detail::sw128_desc(sa + k * 32, 16, 1024),
+                                    detail::sw128_desc(sb + k * 32, 16, 1024), 1);
+      detail::wgmma_commit();
+      detail::wgmma_wait<1>();  // the step before this one is done: its stage is free
+      if (kt > 0 && threadIdx.x % 128 == 0) detail::mbar_arrive(&empty[(it - 1) % kStages]);
+    }
+    detail::wgmma_wait<0>();
+    detail::wgmma_fence_operands(acc);
+    if (threadIdx.x % 128 == 0) detail::mbar_arrive(&empty[(it - 1) % kStages]);  // the tile's last stage
+
+    // acc[4 j + 2 hh + c]: row 16 w4 + lane / 4 + 8 hh of this warpgroup's 64, column 8 j + 2 (lane % 4) + c.
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int r = cw * 64 + 16 * w4 + lane / 4 + 8 * hh;
+      if (r >= t.rows) continue;
+      const int64_t p = t.p0 + r;
+      if (kGateUp) {
+        uint16_t* dst = h + p * ldh + nt * (kBN / 2) + 2 * (lane % 4);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const float g0 = acc[4 * j + 2 * hh], g1 = acc[4 * j + 2 * hh + 1];
+          const float u0 = acc[4 * (j + 16) + 2 * hh], u1 = acc[4 * (j + 16) + 2 * hh + 1];
+          *reinterpret_cast<unsigned*>(dst + 8 * j) = detail::pack_bf16(silu(g0) * u0, silu(g1) * u1);
+        }
+      } else {
+        float* dst = out + static_cast<int64_t>(order[p]) * a.D + nt * kBN + 2 * (lane % 4);
+#pragma unroll
+        for (int j = 0; j < 32; ++j)
+          *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(acc[4 * j + 2 * hh], acc[4 * j + 2 * hh + 1]);
+      }
+    }
+  }
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      p = nullptr;
+    cudaGetLastError();
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// A [outer][inner] bf16 matrix (row stride ld elements) read in boxes of 64 x box_rows, 128-byte swizzled.
+bool encode_2d(CUtensorMap* m, const void* base, int64_t inner, int64_t outer, int64_t ld, int box_rows) {
+  const auto fn = encoder();
+  if (!fn || outer <= 0) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(outer)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
+  const cuuint32_t box[2] = {kBK, static_cast<cuuint32_t>(box_rows)}, elem[2] = {1, 1};
+  return fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, elem,
+            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <bool kGateUp>
+bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t n, const ExpertWgmmaArgs& a,
+            uint16_t* h, int64_t ldh, const int32_t* order, float* out, cudaStream_t stream) {
+  if (a.n_tiles <= 0) return true;
+  CUtensorMap map;
+  if (!encode_2d(&map, a_ptr, k, rows, lda, kBM)) return false;
+  static const bool attr = [] {
+    return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) ==
+           cudaSuccess;
+  }();
+  (void)attr;
+  const int n_tiles_n = static_cast<int>(kGateUp ? n / (kBN / 2) : n / kBN);
+  const int64_t work = a.n_tiles * n_tiles_n;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(work, detail::sm_count()));
+  expert_wgmma_kernel<kGateUp><<<grid, kThreads, kSmemBytes, stream>>>(map, a, n_tiles_n, static_cast<int>(k / kBK), h,
+                                                                         ldh, order, out);
+  return true;
+}
+
+}  // namespace
+
+bool expert_wgmma_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down) {
+  static const bool hopper = detail::device_attribute(cudaDevAttrComputeCapabilityMajor, 0) == 9;
+  return hopper && encoder() && D > 0 && I > 0 && D % kBN == 0 && I % (kBN / 2) == 0 && ld_gu % 8 == 0 &&
+         ld_down % 8 == 0 && ld_gu >= D && ld_down >= I && D <= (1 << 20) && I <= (1 << 20);
+}
+
+bool encode_expert_maps(const void* const* gate, const void* const* up, const void* const* down,
+                        int64_t n_experts, int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down, void* maps) {
+  CUtensorMap* m = static_cast<CUtensorMap*>(maps);
+  for (int64_t e = 0; e < n_experts; ++e)
+    if (!encode_2d(m + e, gate[e], D, I, ld_gu, kBN / 2) || !encode_2d(m + n_experts + e, up[e], D, I, ld_gu, kBN / 2) ||
+        !encode_2d(m + 2 * n_experts + e, down[e], I, D, ld_down, kBN))
+      return false;
+  return true;
+}
+
+bool moe_wgmma_gate_up(const uint16_t* xb, int64_t rows, int64_t ldx, const ExpertWgmmaArgs& a, uint16_t* h,
+                       int64_t ldh, cudaStream_t stream) {
+  return launch<true>(xb, rows, ldx, a.D, a.I, a, h, ldh, nullptr, nullptr, stream);
+}
+
+bool moe_wgmma_down(const uint16_t* h, int64_t rows, int64_t ldh, const int32_t* order, const ExpertWgmmaArgs& a,
+                    float* out, cudaStream_t stream) {
+  return launch<false>(h, rows, ldh, a.I, a.D, a, nullptr, 0, order, out, stream);
+}
+
+}  // namespace dpa::kernels

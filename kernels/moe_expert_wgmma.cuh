@@ -1,0 +1,48 @@
+// The routed experts' two GEMMs on Hopper's warpgroup MMA for batches where experts hold many
+// rows (prefill-sized steps): a block computes 128 rows of one expert against 256 weight rows,
+// one warpgroup loading both operands by tensor-map copies (TMA) into a four-stage ring and two
+// warpgroups multiplying. The rows are compact, in moe_sort's order (no per-expert padding), and
+// the epilogues apply the SwiGLU (first GEMM) and write each row where `order` says (second).
+// sm_90a only: callers ask expert_wgmma_supported first.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dpa::kernels {
+
+// One block row of work: expert `expert`'s sorted rows p0 .. p0 + rows - 1 (rows <= 128).
+struct ExpertTile {
+  int32_t expert = 0, p0 = 0, rows = 0, pad = 0;
+};
+inline constexpr int kExpertWgmmaRows = 128;
+inline constexpr std::size_t kTensorMapBytes = 128;  // sizeof(CUtensorMap)
+
+// Whether the kernels take these shapes here: a device of compute capability 9.0, D a multiple
+// of 256, I of 128, both row strides of 16-byte multiples, and the driver's tensor-map encoder.
+bool expert_wgmma_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down);
+
+// The experts' weight tensor maps, 3 * n_experts of kTensorMapBytes each into `maps` (host
+// memory, 64-byte aligned): gate[e] then up[e] ([I x D] bf16, row stride ld_gu elements), then
+// down[e] ([D x I], ld_down). Every pointer 16-byte aligned. False when the driver refuses one.
+bool encode_expert_maps(const void* const* gate, const void* const* up, const void* const* down,
+                        int64_t n_experts, int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down, void* maps);
+
+struct ExpertWgmmaArgs {
+  const void* maps = nullptr;  // device copy of encode_expert_maps' output
+  const ExpertTile* tiles = nullptr;  // device [n_tiles]
+  int64_t n_tiles = 0, n_experts = 0, D = 0, I = 0;
+};
+
+// Both return false, launching nothing, when the driver refuses the operand's tensor map.
+// h[p, :I] = bf16(silu(xb_p · gate_e^T) * (xb_p · up_e^T)) for every tile's rows p (expert e).
+// xb: bf16 [rows][ldx], 16-byte aligned, ldx a multiple of 8; h likewise with ldh.
+bool moe_wgmma_gate_up(const uint16_t* xb, int64_t rows, int64_t ldx, const ExpertWgmmaArgs& a, uint16_t* h,
+                       int64_t ldh, cudaStream_t stream);
+// out[order[p], :D] = h_p · down_e^T (f32, row stride D) for every tile's rows p.
+bool moe_wgmma_down(const uint16_t* h, int64_t rows, int64_t ldh, const int32_t* order, const ExpertWgmmaArgs& a,
+                    float* out, cudaStream_t stream);
+
+}  // namespace dpa::kernels
