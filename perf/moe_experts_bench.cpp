@@ -2,16 +2,20 @@
 // expert) in DeepSeek-V2-Lite's shapes (hidden 2048, expert width 1408, bf16 weights, fp32
 // activations) on one GPU, for EP 1 (64 local experts) and EP 2 (32), at 256 and 8192 tokens per
 // GPU with top-6 routing spread uniformly at random over the experts (each GPU gets tokens x 6 rows
-// either way). Both forms: `grouped` (moe_experts: host counts, cuBLAS batched GEMMs over padded
-// groups) and `fixed` (moe_experts_fixed: counts in device memory, the capacity the tokens rounded
-// up to 16, as a decode step without a host trip runs it). First checks both against the CPU
-// reference on two of the same experts, then times them (CUDA events, median of --reps after
-// warm-up) and prints them against both floors measured in
+// either way). The forms: `grouped` (moe_experts as the engine runs it: host counts, the choice
+// below by rows an expert), `cublas` (moe_experts with DPA_MOE_WGMMA=0: cuBLAS batched GEMMs over
+// padded groups), `wgmma` (DPA_MOE_WGMMA=1: the warpgroup-MMA kernels over compact rows) and
+// `fixed` (moe_experts_fixed: counts in device memory, the capacity the tokens rounded up to 16,
+// as a decode step without a host trip runs it). First checks them against the CPU reference on
+// a few of the same experts, then times them (CUDA events, median of --reps after warm-up) and
+// prints them against both floors measured in
 // the same process: the weight bytes over the copy bandwidth (the small-batch floor) and the FLOPs
 // over cuBLAS's bf16 GEMM rate (the large-batch floor).
-//   moe_experts_bench [--reps N] [--tokens N,N...] [--json]   (tokens: default 256,8192)
+//   moe_experts_bench [--reps N] [--tokens N,N...] [--forms F,F...] [--json]
+//   (tokens: default 256,8192; forms: default grouped,cublas,wgmma,fixed, timed in that order)
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -58,8 +62,10 @@ void prepare(Backend& be, const std::vector<std::vector<uint16_t>>& w, int64_t n
 }
 
 // The CUDA op on experts 0 and 1 (5 and 3 rows) against the CPU reference, in both forms (host
-// counts, and counts in device memory with a capacity); the larger max relative error.
-double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>>& w, std::mt19937& rng) {
+// counts, and counts in device memory with a capacity); then on experts 0..2 with 200, 0 and 129
+// rows on `wg` (DPA_MOE_WGMMA=1: two partial 128-row tiles and a full one); the largest max
+// relative error.
+double check(Backend& cpu, Backend& gpu, Backend& wg, const std::vector<std::vector<uint16_t>>& w, std::mt19937& rng) {
   Experts ec, eg;
   prepare(cpu, w, 2, ec);
   prepare(gpu, w, 2, eg);
@@ -86,7 +92,30 @@ double check(Backend& cpu, Backend& gpu, const std::vector<std::vector<uint16_t>
   gpu.fill_zero(gout.data(), x.size() * 4);
   gpu.moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), 2, 16, rows, eg.gate.data(), eg.up.data(),
                         eg.down.data(), gout.data());
-  return std::max(grouped, rel());
+  const double fixed = rel();
+
+  Experts ec3, eg3;
+  prepare(cpu, w, 3, ec3);
+  prepare(wg, w, 3, eg3);
+  const std::vector<int64_t> counts3 = {200, 0, 129};
+  const int64_t rows3 = 329;
+  std::vector<float> x3(static_cast<std::size_t>(rows3 * kD)), ref3(x3.size()), got3(x3.size());
+  for (auto& v : x3) v = u(rng);
+  std::vector<int32_t> order3(static_cast<std::size_t>(rows3));
+  std::iota(order3.begin(), order3.end(), 0);
+  std::shuffle(order3.begin(), order3.end(), rng);
+  cpu.moe_experts(x3.data(), order3.data(), counts3.data(), 3, ec3.gate.data(), ec3.up.data(), ec3.down.data(),
+                  ref3.data());
+  Buffer<float> wx(wg, x3.size()), wout(wg, x3.size());
+  Buffer<int32_t> word(wg, order3.size());
+  wg.upload(wx.data(), x3.data(), x3.size() * 4);
+  wg.upload(word.data(), order3.data(), order3.size() * 4);
+  wg.fill_zero(wout.data(), x3.size() * 4);
+  wg.moe_experts(wx.data(), word.data(), counts3.data(), 3, eg3.gate.data(), eg3.up.data(), eg3.down.data(),
+                 wout.data());
+  wg.download(got3.data(), wout.data(), got3.size() * 4);
+  const double wgmma = dpa::perf::max_rel_error(got3.data(), ref3.data(), ref3.size());
+  return std::max({grouped, fixed, wgmma});
 }
 
 }  // namespace
@@ -95,6 +124,7 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool json = false;
   std::vector<int64_t> token_counts{256, 8192};
+  std::vector<std::string> forms{"grouped", "cublas", "wgmma", "fixed"};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
@@ -109,8 +139,15 @@ int main(int argc, char** argv) {
         }
         token_counts.push_back(v);
       }
+    } else if (a == "--forms" && i + 1 < argc) {
+      forms = dpa::perf::split_list(argv[++i]);
+      for (const std::string& f : forms)
+        if (f != "grouped" && f != "cublas" && f != "wgmma" && f != "fixed") {
+          std::fprintf(stderr, "moe_experts_bench: --forms: '%s' is not grouped, cublas, wgmma or fixed\n", f.c_str());
+          return 2;
+        }
     } else {
-      std::fprintf(stderr, "usage: moe_experts_bench [--reps N] [--tokens N,N...] [--json]\n");
+      std::fprintf(stderr, "usage: moe_experts_bench [--reps N] [--tokens N,N...] [--forms F,F...] [--json]\n");
       return 2;
     }
   }
@@ -118,10 +155,17 @@ int main(int argc, char** argv) {
   if (!dpa::perf::first_gpu("moe_experts_bench", prop)) return 77;
   auto cpu = dpa::backend::make_cpu_backend();
   auto gpu = dpa::backend::make_cuda_backend(0);
+  auto with_env = [](const char* value) {  // a backend with DPA_MOE_WGMMA=value
+    setenv("DPA_MOE_WGMMA", value, 1);
+    auto be = dpa::backend::make_cuda_backend(0);
+    unsetenv("DPA_MOE_WGMMA");
+    return be;
+  };
+  auto gpu_cublas = with_env("0"), gpu_wgmma = with_env("1");
   const double bw = gpu->copy_bandwidth_gbs(), gemm = dpa::perf::bf16_gemm_tflops();
   std::mt19937 rng(11);
   const auto w = make_weights(kMaxExperts, rng);
-  const double rel = check(*cpu, *gpu, w, rng);
+  const double rel = check(*cpu, *gpu, *gpu_wgmma, w, rng);
   const bool ok = rel <= 2e-2;
   std::printf("moe_experts_bench on %s: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s (8192^3, cuBLAS); check vs CPU: "
               "max rel %.2e (bound 2e-2) %s\n", prop.name, bw, gemm, rel, ok ? "OK" : "FAIL");
@@ -155,18 +199,19 @@ int main(int argc, char** argv) {
       // memory, every expert's capacity the tokens rounded up to 16 (what a decode step without a
       // host trip gives it).
       const int64_t capacity = (tokens + 15) / 16 * 16;
-      for (const char* form : {"grouped", "fixed"}) {
-        const bool fixed = form[0] == 'f';
+      for (const std::string& f : forms) {
+        const char* form = f.c_str();
+        Backend& be = f == "cublas" ? *gpu_cublas : f == "wgmma" ? *gpu_wgmma : *gpu;
         const double ms = dpa::perf::median_ms(
             [&] {
-              if (fixed)
-                gpu->moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), E, capacity, rows, e.gate.data(),
-                                       e.up.data(), e.down.data(), gout.data());
+              if (f == "fixed")
+                be.moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), E, capacity, rows, e.gate.data(),
+                                     e.up.data(), e.down.data(), gout.data());
               else
-                gpu->moe_experts(gx.data(), gord.data(), counts.data(), E, e.gate.data(), e.up.data(), e.down.data(),
-                                 gout.data());
+                be.moe_experts(gx.data(), gord.data(), counts.data(), E, e.gate.data(), e.up.data(), e.down.data(),
+                               gout.data());
             },
-            reps, 3, static_cast<cudaStream_t>(gpu->stream()));
+            reps, 3, static_cast<cudaStream_t>(be.stream()));
         const double weight_bytes = static_cast<double>(active) * 3.0 * kD * kI * 2.0;
         const double flops = 2.0 * static_cast<double>(rows) * 3.0 * kD * kI;
         const double gbs = weight_bytes / (ms * 1e-3) / 1e9, tf = flops / (ms * 1e-3) / 1e12;
