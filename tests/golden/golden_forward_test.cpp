@@ -2,8 +2,9 @@
 // under one (W, dp, ep) layout given by --dp/--ep, on the CPU backend (MPI) or, with
 // --device=cuda, on one GPU per rank (CUDA backend, NCCL); --weights=bf16 rounds every matrix
 // to bf16 first; --kv=bf16 keeps the KV cache in bf16 (GPUs); --moe-fixed-tokens=N turns on the
-// fixed-capacity experts up to N tokens; --cuda-graphs (with it) records and replays the decode
-// steps; --decode-bucket=N pads the decode steps to multiples of N tokens. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
+// fixed-capacity experts up to N tokens; --cuda-graphs records and replays the decode steps (and
+// takes the fixed experts at N = 4096 unless told N); --decode-bucket=N pads the decode steps to
+// multiples of N tokens. Each replica runs the prompts p with p % dp == dp_rank, batched; replicas
 // without prompts still run every step with empty batches.
 // Metric, per position: max_v |ours - hf| / max_v |hf| <= 1e-4 with fp32 weights (fp32 on both
 // sides), <= 2e-2 with bf16 weights or a bf16 cache (HF stays fp32: this bounds the rounding).
@@ -65,7 +66,9 @@ Args parse_args() {
     // The experimental fixed-capacity experts (Model reads DPA_MOE_FIXED_TOKENS; set here so that
     // no launcher has to forward it).
     if (s.rfind("--moe-fixed-tokens=", 0) == 0) setenv("DPA_MOE_FIXED_TOKENS", s.substr(19).c_str(), 1);
-    if (s == "--cuda-graphs") a.graphs = true, setenv("DPA_CUDA_GRAPHS", "1", 1);
+    // Decode graphs replay MoE layers only with their counts on the device: --cuda-graphs alone
+    // takes the fixed-capacity experts too (an explicit --moe-fixed-tokens wins, in any order).
+    if (s == "--cuda-graphs") a.graphs = true, setenv("DPA_CUDA_GRAPHS", "1", 1), setenv("DPA_MOE_FIXED_TOKENS", "4096", 0);
     if (s.rfind("--decode-bucket=", 0) == 0) a.decode_bucket = std::stoll(s.substr(16));
   }
   return a;
