@@ -1,5 +1,6 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -38,7 +39,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
   uint64_t* empty = full + kStages;
   const int wg = threadIdx.x / 128;
-  const int64_t n_work = a.n_tiles * n_tiles_n;
+  const int64_t n_work = (a.plan ? a.plan[0] : a.n_tiles) * n_tiles_n;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) detail::mbar_init(&full[s], 1), detail::mbar_init(&empty[s], 2);
     detail::mbar_init_fence();
@@ -123,6 +124,36 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
+// One block: expert e's tiles over the compact rows (start = the counts before e), in expert
+// order; plan[0] = tiles, plan[1] = rows.
+__global__ void plan_kernel(const int64_t* counts, int64_t n_experts, int64_t capacity, ExpertTile* tiles,
+                            int32_t* plan) {
+  extern __shared__ int32_t first[];  // [2 * n_experts]: each expert's first row, first tile
+  if (threadIdx.x == 0) {
+    int32_t rows = 0, n = 0;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      const int32_t c = static_cast<int32_t>(min(max(counts[e], int64_t{0}), capacity));
+      first[2 * e] = rows, first[2 * e + 1] = n;
+      rows += c, n += (c + kBM - 1) / kBM;
+    }
+    plan[0] = n, plan[1] = rows;
+  }
+  __syncthreads();
+  for (int64_t e = threadIdx.x; e < n_experts; e += blockDim.x) {
+    const int32_t c = static_cast<int32_t>(min(max(counts[e], int64_t{0}), capacity));
+    for (int32_t r = 0, i = first[2 * e + 1]; r < c; r += kBM, ++i)
+      tiles[i] = ExpertTile{static_cast<int32_t>(e), first[2 * e] + r, min(kBM, c - r), 0};
+  }
+}
+
+// xb[p] = bf16(x[order[p]]) for p < plan[1].
+__global__ void gather_kernel(const float* x, const int32_t* order, const int32_t* plan, int64_t n_rows, int64_t d,
+                              int64_t ldx, __nv_bfloat16* xb) {
+  const int64_t rows = min(n_rows, static_cast<int64_t>(plan[1]));
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    detail::copy_row(xb + r * ldx, x + static_cast<int64_t>(order[r]) * d, d);
+}
+
 PFN_cuTensorMapEncodeTiled_v12000 encoder() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void* p = nullptr;
@@ -183,6 +214,20 @@ bool encode_expert_maps(const void* const* gate, const void* const* up, const vo
         !encode_2d(m + 2 * n_experts + e, down[e], I, D, ld_down, kBN))
       return false;
   return true;
+}
+
+void moe_wgmma_plan(const int64_t* counts, int64_t n_experts, int64_t capacity, ExpertTile* tiles, int32_t* plan,
+                    cudaStream_t stream) {
+  if (n_experts <= 0) return;
+  plan_kernel<<<1, 256, static_cast<std::size_t>(2 * n_experts) * sizeof(int32_t), stream>>>(counts, n_experts,
+                                                                                            capacity, tiles, plan);
+}
+
+void moe_wgmma_gather(const float* x, const int32_t* order, const int32_t* plan, int64_t n_rows, int64_t d,
+                      int64_t ldx, uint16_t* xb, cudaStream_t stream) {
+  if (n_rows <= 0 || d <= 0) return;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(n_rows, 8 * detail::sm_count()));
+  gather_kernel<<<blocks, 256, 0, stream>>>(x, order, plan, n_rows, d, ldx, reinterpret_cast<__nv_bfloat16*>(xb));
 }
 
 bool moe_wgmma_gate_up(const uint16_t* xb, int64_t rows, int64_t ldx, const ExpertWgmmaArgs& a, uint16_t* h,

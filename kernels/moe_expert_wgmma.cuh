@@ -33,8 +33,20 @@ bool encode_expert_maps(const void* const* gate, const void* const* up, const vo
 struct ExpertWgmmaArgs {
   const void* maps = nullptr;  // device copy of encode_expert_maps' output
   const ExpertTile* tiles = nullptr;  // device [n_tiles]
+  // The tiles in use: plan[0] when plan (device memory, moe_wgmma_plan) is set, else n_tiles;
+  // n_tiles is then a bound, which sizes the launch.
+  const int32_t* plan = nullptr;
   int64_t n_tiles = 0, n_experts = 0, D = 0, I = 0;
 };
+
+// For counts in device memory (no host trip, recordable in a graph): expert e's tiles over the
+// compact rows into `tiles` (room for n_experts * ceil(capacity / 128)), each count taken within
+// [0, capacity]; plan[0] = the tiles, plan[1] = the rows (the counts' sum). n_experts <= 4096.
+void moe_wgmma_plan(const int64_t* counts, int64_t n_experts, int64_t capacity, ExpertTile* tiles, int32_t* plan,
+                    cudaStream_t stream);
+// xb[p, :d] = bf16(x[order[p], :d]) for p < min(n_rows, plan[1]) (the rows in moe_sort's order).
+void moe_wgmma_gather(const float* x, const int32_t* order, const int32_t* plan, int64_t n_rows, int64_t d,
+                      int64_t ldx, uint16_t* xb, cudaStream_t stream);
 
 // Both return false, launching nothing, when the driver refuses the operand's tensor map.
 // h[p, :I] = bf16(silu(xb_p · gate_e^T) * (xb_p · up_e^T)) for every tile's rows p (expert e).

@@ -432,6 +432,22 @@ TEST(BackendParity, MoeExperts) {
                               shp({{"E", E}, {"rows", total}, {"cap", cap}, {"bound", bound}, {"D", c.D}}),
                           out2.on_cpu(), out2.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
       }
+    // bf16: the fixed form on the warpgroup-MMA kernels wherever they apply (tiles planned on the
+    // device), also with no bound known, and a capacity past the largest count.
+    if (c.dt == DType::bf16)
+      for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 200}) {
+        Dual<float> out4(rnd(std::max<int64_t>(total * c.D, 1)));
+        cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          out4.c.data());
+        gpu().synchronize();
+        with_env_backend("DPA_MOE_WGMMA", "1", [&] {
+          gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, 0, gg.data(), ug.data(),
+                                  dg.data(), out4.g.data());
+        });
+        EXPECT_TRUE(close("moe_experts_fixed", std::string("DPA_MOE_WGMMA=1 ") + c.name + " " +
+                                                   shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
+                          out4.on_cpu(), out4.on_gpu(), 2e-2, 1e-5));
+      }
     // The CPU reference refuses a count over the capacity.
     if (top > 1) {
       EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), c.counts.data(), E, top - 1, total, gc.data(),

@@ -19,6 +19,10 @@
 #include "backend/backend.h"
 #include "core/cuda_check.h"
 
+namespace dpa::kernels {
+struct ExpertWgmmaArgs;  // kernels/moe_expert_wgmma.cuh
+}
+
 namespace dpa::backend {
 
 class CudaBackend final : public Backend {
@@ -273,10 +277,22 @@ class CudaBackend final : public Backend {
   std::unordered_map<uint64_t, void*> expert_maps_;
   enum class ExpertWgmma { automatic, always, never } expert_wgmma_ = ExpertWgmma::automatic;
   static constexpr int64_t kWgmmaExpertMinRows = 4;
-  // moe_experts by the warpgroup-MMA kernels; false: they do not apply, nothing done.
+  // moe_experts / moe_experts_fixed by the warpgroup-MMA kernels; false: they do not apply (or
+  // are not wanted at these rows), nothing done. The fixed form plans its tiles on the device.
   bool moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
                          int64_t total, const WeightView* gate, const WeightView* up, const WeightView* down,
                          float* out);
+  bool moe_experts_fixed_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                               int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up,
+                               const WeightView* down, float* out);
+  // The experts' tensor maps in device memory (built once per weight set), or null where the
+  // kernels do not take them (shapes, dtype, alignment, a driver refusal).
+  const void* wgmma_expert_maps(int64_t n_experts, const WeightView* gate, const WeightView* up,
+                                const WeightView* down);
+  // Whether `rows` rows over `experts` experts should take the kernels (DPA_MOE_WGMMA).
+  bool wgmma_experts_wanted(int64_t rows, int64_t experts) const;
+  void run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uint16_t* xb, uint16_t* h, int64_t rows,
+                         const int32_t* order, float* out);
   bool capturing_ = false;         // between capture_begin and capture_end
   uint64_t workspace_epoch_ = 0;   // bumped at every workspace reallocation
 };

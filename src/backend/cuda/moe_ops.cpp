@@ -155,23 +155,17 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
   DPA_CHECK_LAUNCH();
 }
 
-bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                                    int64_t total, const WeightView* gate, const WeightView* up,
-                                    const WeightView* down, float* out) {
-  if (expert_wgmma_ == ExpertWgmma::never) return false;
-  int64_t active = 0;
-  for (int64_t e = 0; e < n_experts; ++e) active += counts[e] > 0;
-  if (expert_wgmma_ == ExpertWgmma::automatic && total < kWgmmaExpertMinRows * active) return false;
+const void* CudaBackend::wgmma_expert_maps(int64_t n_experts, const WeightView* gate, const WeightView* up,
+                                           const WeightView* down) {
   std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
   std::iota(all.begin(), all.end(), int64_t{0});
   ExpertShape s;
-  if (!uniform_experts(all, gate, up, down, s) || s.dt != DType::bf16 ||
-      !kernels::expert_wgmma_supported(s.D, s.I, s.lda_gu, s.lda_d) || reinterpret_cast<std::uintptr_t>(out) % 8 != 0 ||
-      total > INT32_MAX)
-    return false;
+  if (n_experts <= 0 || n_experts > 4096 || !uniform_experts(all, gate, up, down, s) || s.dt != DType::bf16 ||
+      !kernels::expert_wgmma_supported(s.D, s.I, s.lda_gu, s.lda_d))
+    return nullptr;
   for (int64_t e = 0; e < n_experts; ++e)
     for (const WeightView* w : {gate + e, up + e, down + e})
-      if (reinterpret_cast<std::uintptr_t>(w->data) % 16 != 0) return false;
+      if (reinterpret_cast<std::uintptr_t>(w->data) % 16 != 0) return nullptr;
   const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
   auto [it, fresh] = expert_maps_.try_emplace(digest, nullptr);
   if (fresh) {
@@ -186,7 +180,34 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const 
       DPA_CHECK_CUDA(cudaMemcpy(it->second, m, 3 * ne * kernels::kTensorMapBytes, cudaMemcpyHostToDevice));
     }
   }
-  if (!it->second) return false;
+  return it->second;
+}
+
+bool CudaBackend::wgmma_experts_wanted(int64_t rows, int64_t experts) const {
+  return expert_wgmma_ == ExpertWgmma::always ||
+         (expert_wgmma_ == ExpertWgmma::automatic && rows >= kWgmmaExpertMinRows * experts);
+}
+
+void CudaBackend::run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uint16_t* xb, uint16_t* h, int64_t rows,
+                                    const int32_t* order, float* out) {
+  const int64_t ldx = (a.D + 7) / 8 * 8, ldi = (a.I + 7) / 8 * 8;
+  if (!kernels::moe_wgmma_gate_up(xb, rows, ldx, a, h, ldi, stream_))
+    throw Error("moe_experts: the driver refused the activations' tensor map");
+  DPA_CHECK_LAUNCH();
+  if (!kernels::moe_wgmma_down(h, rows, ldi, order, a, out, stream_))
+    throw Error("moe_experts: the driver refused the SwiGLU rows' tensor map");
+  DPA_CHECK_LAUNCH();
+}
+
+bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                                    int64_t total, const WeightView* gate, const WeightView* up,
+                                    const WeightView* down, float* out) {
+  int64_t active = 0;
+  for (int64_t e = 0; e < n_experts; ++e) active += counts[e] > 0;
+  if (!wgmma_experts_wanted(total, active) || total > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
+    return false;
+  const void* maps = wgmma_expert_maps(n_experts, gate, up, down);
+  if (!maps) return false;
 
   // Tiles of 128 rows, expert by expert, over the compact sorted rows (no padding).
   std::vector<kernels::ExpertTile> tiles;
@@ -194,7 +215,7 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const 
     for (int64_t r = 0; r < counts[e]; r += kernels::kExpertWgmmaRows)
       tiles.push_back({static_cast<int32_t>(e), static_cast<int32_t>(p + r),
                        static_cast<int32_t>(std::min<int64_t>(kernels::kExpertWgmmaRows, counts[e] - r)), 0});
-  const int64_t ldx = (s.D + 7) / 8 * 8, ldi = (s.I + 7) / 8 * 8;
+  const int64_t D = gate[0].cols, I = gate[0].rows, ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
   const std::size_t tile_bytes = al(tiles.size() * sizeof(kernels::ExpertTile));
   const std::size_t xb_bytes = al(static_cast<std::size_t>(total * ldx) * 2);
@@ -205,16 +226,41 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const 
   upload(d_tiles, tiles.data(), tiles.size() * sizeof(kernels::ExpertTile));
 
   kernels::ExpertWgmmaArgs a;
-  a.maps = it->second, a.tiles = d_tiles, a.n_tiles = static_cast<int64_t>(tiles.size());
-  a.n_experts = n_experts, a.D = s.D, a.I = s.I;
-  kernels::moe_gather_pad(x, order, nullptr, total, s.D, ldx, true, xb, stream_);
+  a.maps = maps, a.tiles = d_tiles, a.n_tiles = static_cast<int64_t>(tiles.size());
+  a.n_experts = n_experts, a.D = D, a.I = I;
+  kernels::moe_gather_pad(x, order, nullptr, total, D, ldx, true, xb, stream_);
   DPA_CHECK_LAUNCH();
-  if (!kernels::moe_wgmma_gate_up(xb, total, ldx, a, h, ldi, stream_))
-    throw Error("moe_experts: the driver refused the activations' tensor map");
+  run_wgmma_experts(a, xb, h, total, order, out);
+  return true;
+}
+
+bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, const int64_t* counts,
+                                          int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
+                                          const WeightView* up, const WeightView* down, float* out) {
+  const int64_t R = n_experts * capacity;  // the rows' bound
+  if (!wgmma_experts_wanted(rows, n_experts) || R > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
+    return false;
+  const void* maps = wgmma_expert_maps(n_experts, gate, up, down);
+  if (!maps) return false;
+  const int64_t D = gate[0].cols, I = gate[0].rows, ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
+  const int64_t max_tiles = n_experts * ((capacity + kernels::kExpertWgmmaRows - 1) / kernels::kExpertWgmmaRows);
+  auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t tile_bytes = al(static_cast<std::size_t>(max_tiles) * sizeof(kernels::ExpertTile) + 256);
+  const std::size_t xb_bytes = al(static_cast<std::size_t>(R * ldx) * 2);
+  char* ws = moe_workspace(tile_bytes + xb_bytes + static_cast<std::size_t>(R * ldi) * 2);
+  auto* plan = reinterpret_cast<int32_t*>(ws);
+  auto* d_tiles = reinterpret_cast<kernels::ExpertTile*>(ws + 256);
+  auto* xb = reinterpret_cast<uint16_t*>(ws + tile_bytes);
+  auto* h = reinterpret_cast<uint16_t*>(ws + tile_bytes + xb_bytes);
+
+  kernels::ExpertWgmmaArgs a;
+  a.maps = maps, a.tiles = d_tiles, a.plan = plan, a.n_tiles = max_tiles;
+  a.n_experts = n_experts, a.D = D, a.I = I;
+  kernels::moe_wgmma_plan(counts, n_experts, capacity, d_tiles, plan, stream_);
   DPA_CHECK_LAUNCH();
-  if (!kernels::moe_wgmma_down(h, total, ldi, order, a, out, stream_))
-    throw Error("moe_experts: the driver refused the SwiGLU rows' tensor map");
+  kernels::moe_wgmma_gather(x, order, plan, R, D, ldx, xb, stream_);
   DPA_CHECK_LAUNCH();
+  run_wgmma_experts(a, xb, h, R, order, out);
   return true;
 }
 
@@ -242,6 +288,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   const std::size_t ne = static_cast<std::size_t>(n_experts);
 
+  if (bf16 && moe_experts_fixed_wgmma(x, order, counts, n_experts, C, rows, gate, up, down, out)) return;
   // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
   // rows leave at once, so padding costs nothing and an expert without rows reads no weights.
   if (bf16 && kernels::expert_gemm_supported(D, I, lda_gu, lda_d) &&
