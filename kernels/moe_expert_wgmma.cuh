@@ -1,9 +1,9 @@
-// The routed experts' two GEMMs on Hopper's warpgroup MMA for batches where experts hold many
-// rows (prefill-sized steps): a block computes 128 rows of one expert against 256 weight rows,
-// one warpgroup loading both operands by tensor-map copies (TMA) into a four-stage ring and two
-// warpgroups multiplying. The rows are compact, in moe_sort's order (no per-expert padding), and
-// the epilogues apply the SwiGLU (first GEMM) and write each row where `order` says (second).
-// sm_90a only: callers ask expert_wgmma_supported first.
+// The routed experts' two GEMMs on Hopper's warpgroup MMA, from a few rows an expert (weight
+// streaming) to prefill-sized steps (compute): a block computes 128 rows of one expert against
+// 256 weight rows, one producer thread loading both operands by tensor-map copies (TMA) into a
+// four-stage ring and two warpgroups multiplying. The rows are compact, in moe_sort's order (no
+// per-expert padding), and the epilogues apply the SwiGLU (first GEMM) and write each row where
+// `order` says (second). sm_90a only: callers ask expert_wgmma_supported first.
 #pragma once
 
 #include <cuda_runtime_api.h>
