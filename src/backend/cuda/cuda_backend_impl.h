@@ -279,16 +279,17 @@ class CudaBackend final : public Backend {
   static constexpr int64_t kWgmmaExpertMinRows = 4;
   // moe_experts / moe_experts_fixed by the warpgroup-MMA kernels; false: they do not apply (or
   // are not wanted at these rows), nothing done. The fixed form plans its tiles on the device.
+  // `digest`: check_expert_weights' of the arrays.
   bool moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                         int64_t total, const WeightView* gate, const WeightView* up, const WeightView* down,
-                         float* out);
+                         int64_t total, uint64_t digest, const WeightView* gate, const WeightView* up,
+                         const WeightView* down, float* out);
   bool moe_experts_fixed_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                               int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up,
-                               const WeightView* down, float* out);
-  // The experts' tensor maps in device memory (built once per weight set), or null where the
-  // kernels do not take them (shapes, dtype, alignment, a driver refusal).
+                               int64_t capacity, int64_t rows, uint64_t digest, const WeightView* gate,
+                               const WeightView* up, const WeightView* down, float* out);
+  // The experts' tensor maps in device memory, or null where the kernels do not take them
+  // (shapes, dtype, alignment, a driver refusal): worked out once per digest.
   const void* wgmma_expert_maps(int64_t n_experts, const WeightView* gate, const WeightView* up,
-                                const WeightView* down);
+                                const WeightView* down, uint64_t digest);
   // Whether `rows` rows over `experts` experts should take the kernels (DPA_MOE_WGMMA).
   bool wgmma_experts_wanted(int64_t rows, int64_t experts) const;
   void run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uint16_t* xb, uint16_t* h, int64_t rows,

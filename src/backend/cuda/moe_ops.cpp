@@ -64,8 +64,8 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
     return moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
       return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
     });
-  check_expert_weights(ids, n_experts, gate, up, down);
-  if (dt == DType::bf16 && moe_experts_wgmma(x, order, counts, n_experts, total, gate, up, down, out)) return;
+  const uint64_t digest = check_expert_weights(ids, n_experts, gate, up, down);  // of every expert, not only ids
+  if (dt == DType::bf16 && moe_experts_wgmma(x, order, counts, n_experts, total, digest, gate, up, down, out)) return;
 
   // Groups over the experts sorted by descending count, each padded to its largest. A group
   // whose largest is at most kWeightBoundRows takes every expert after it: below about that many
@@ -156,7 +156,11 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
 }
 
 const void* CudaBackend::wgmma_expert_maps(int64_t n_experts, const WeightView* gate, const WeightView* up,
-                                           const WeightView* down) {
+                                           const WeightView* down, uint64_t digest) {
+  // The digest covers every view's pointer, dtype, shape and stride: whether the kernels take
+  // the experts is worked out once per weight set, not in every layer of every step.
+  auto [it, fresh] = expert_maps_.try_emplace(digest, nullptr);
+  if (!fresh) return it->second;
   std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
   std::iota(all.begin(), all.end(), int64_t{0});
   ExpertShape s;
@@ -166,19 +170,15 @@ const void* CudaBackend::wgmma_expert_maps(int64_t n_experts, const WeightView* 
   for (int64_t e = 0; e < n_experts; ++e)
     for (const WeightView* w : {gate + e, up + e, down + e})
       if (reinterpret_cast<std::uintptr_t>(w->data) % 16 != 0) return nullptr;
-  const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
-  auto [it, fresh] = expert_maps_.try_emplace(digest, nullptr);
-  if (fresh) {
-    not_capturing("an expert tensor-map upload");
-    const std::size_t ne = static_cast<std::size_t>(n_experts);
-    std::vector<const void*> g(ne), u(ne), d(ne);
-    for (std::size_t e = 0; e < ne; ++e) g[e] = gate[e].data, u[e] = up[e].data, d[e] = down[e].data;
-    std::vector<uint64_t> maps(3 * ne * kernels::kTensorMapBytes / sizeof(uint64_t) + 8);
-    void* m = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(maps.data()) + 63) & ~std::uintptr_t{63});
-    if (kernels::encode_expert_maps(g.data(), u.data(), d.data(), n_experts, s.D, s.I, s.lda_gu, s.lda_d, m)) {
-      it->second = alloc(3 * ne * kernels::kTensorMapBytes);
-      DPA_CHECK_CUDA(cudaMemcpy(it->second, m, 3 * ne * kernels::kTensorMapBytes, cudaMemcpyHostToDevice));
-    }
+  not_capturing("an expert tensor-map upload");
+  const std::size_t ne = static_cast<std::size_t>(n_experts);
+  std::vector<const void*> g(ne), u(ne), d(ne);
+  for (std::size_t e = 0; e < ne; ++e) g[e] = gate[e].data, u[e] = up[e].data, d[e] = down[e].data;
+  std::vector<uint64_t> maps(3 * ne * kernels::kTensorMapBytes / sizeof(uint64_t) + 8);
+  void* m = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(maps.data()) + 63) & ~std::uintptr_t{63});
+  if (kernels::encode_expert_maps(g.data(), u.data(), d.data(), n_experts, s.D, s.I, s.lda_gu, s.lda_d, m)) {
+    it->second = alloc(3 * ne * kernels::kTensorMapBytes);
+    DPA_CHECK_CUDA(cudaMemcpy(it->second, m, 3 * ne * kernels::kTensorMapBytes, cudaMemcpyHostToDevice));
   }
   return it->second;
 }
@@ -200,13 +200,13 @@ void CudaBackend::run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uin
 }
 
 bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                                    int64_t total, const WeightView* gate, const WeightView* up,
+                                    int64_t total, uint64_t digest, const WeightView* gate, const WeightView* up,
                                     const WeightView* down, float* out) {
   int64_t active = 0;
   for (int64_t e = 0; e < n_experts; ++e) active += counts[e] > 0;
   if (!wgmma_experts_wanted(total, active) || total > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
     return false;
-  const void* maps = wgmma_expert_maps(n_experts, gate, up, down);
+  const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
 
   // Tiles of 128 rows, expert by expert, over the compact sorted rows (no padding).
@@ -235,12 +235,13 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const 
 }
 
 bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, const int64_t* counts,
-                                          int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
-                                          const WeightView* up, const WeightView* down, float* out) {
+                                          int64_t n_experts, int64_t capacity, int64_t rows, uint64_t digest,
+                                          const WeightView* gate, const WeightView* up, const WeightView* down,
+                                          float* out) {
   const int64_t R = n_experts * capacity;  // the rows' bound
   if (!wgmma_experts_wanted(rows, n_experts) || R > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
     return false;
-  const void* maps = wgmma_expert_maps(n_experts, gate, up, down);
+  const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
   const int64_t D = gate[0].cols, I = gate[0].rows, ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   const int64_t max_tiles = n_experts * ((capacity + kernels::kExpertWgmmaRows - 1) / kernels::kExpertWgmmaRows);
@@ -288,7 +289,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   const std::size_t ne = static_cast<std::size_t>(n_experts);
 
-  if (bf16 && moe_experts_fixed_wgmma(x, order, counts, n_experts, C, rows, gate, up, down, out)) return;
+  if (bf16 && moe_experts_fixed_wgmma(x, order, counts, n_experts, C, rows, digest, gate, up, down, out)) return;
   // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
   // rows leave at once, so padding costs nothing and an expert without rows reads no weights.
   if (bf16 && kernels::expert_gemm_supported(D, I, lda_gu, lda_d) &&
