@@ -66,7 +66,7 @@ __global__ void moe_silu_mul_kernel(const float* g, const float* u, int64_t coun
 __global__ void moe_scatter_pad_kernel(const float* y, int64_t ldy, const int32_t* order,
                                        const int32_t* pos, int64_t n_rows, int64_t d, float* out) {
   for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
-    const int32_t p = pos ? pos[r] : static_cast<int32_t>(r);
+    const int32_t p = pos[r];
     if (p < 0) continue;
     detail::copy_row(out + static_cast<int64_t>(order[p]) * d, y + r * ldy, d);
   }
