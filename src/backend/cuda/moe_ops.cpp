@@ -209,25 +209,27 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const 
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
 
-  // Tiles of 128 rows, expert by expert, over the compact sorted rows (no padding).
-  std::vector<kernels::ExpertTile> tiles;
-  for (int64_t e = 0, p = 0; e < n_experts; p += counts[e], ++e)
-    for (int64_t r = 0; r < counts[e]; r += kernels::kExpertWgmmaRows)
-      tiles.push_back({static_cast<int32_t>(e), static_cast<int32_t>(p + r),
-                       static_cast<int32_t>(std::min<int64_t>(kernels::kExpertWgmmaRows, counts[e] - r)), 0});
+  // Tiles of 128 rows, expert by expert, over the compact sorted rows (no padding), planned on
+  // the device from the counts as in the fixed form: an expert adds at most one partial tile.
   const int64_t D = gate[0].cols, I = gate[0].rows, ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
+  const int64_t max_tiles = total / kernels::kExpertWgmmaRows + active;
   auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
-  const std::size_t tile_bytes = al(tiles.size() * sizeof(kernels::ExpertTile));
+  const std::size_t counts_bytes = al(static_cast<std::size_t>(n_experts) * sizeof(int64_t));
+  const std::size_t tile_bytes = al(static_cast<std::size_t>(max_tiles) * sizeof(kernels::ExpertTile) + 256);
   const std::size_t xb_bytes = al(static_cast<std::size_t>(total * ldx) * 2);
-  char* ws = moe_workspace(tile_bytes + xb_bytes + static_cast<std::size_t>(total * ldi) * 2);
-  auto* d_tiles = reinterpret_cast<kernels::ExpertTile*>(ws);
-  auto* xb = reinterpret_cast<uint16_t*>(ws + tile_bytes);
-  auto* h = reinterpret_cast<uint16_t*>(ws + tile_bytes + xb_bytes);
-  upload(d_tiles, tiles.data(), tiles.size() * sizeof(kernels::ExpertTile));
+  char* ws = moe_workspace(counts_bytes + tile_bytes + xb_bytes + static_cast<std::size_t>(total * ldi) * 2);
+  auto* d_counts = reinterpret_cast<int64_t*>(ws);
+  auto* plan = reinterpret_cast<int32_t*>(ws + counts_bytes);
+  auto* d_tiles = reinterpret_cast<kernels::ExpertTile*>(ws + counts_bytes + 256);
+  auto* xb = reinterpret_cast<uint16_t*>(ws + counts_bytes + tile_bytes);
+  auto* h = reinterpret_cast<uint16_t*>(ws + counts_bytes + tile_bytes + xb_bytes);
+  upload(d_counts, counts, static_cast<std::size_t>(n_experts) * sizeof(int64_t));
 
   kernels::ExpertWgmmaArgs a;
-  a.maps = maps, a.tiles = d_tiles, a.n_tiles = static_cast<int64_t>(tiles.size());
+  a.maps = maps, a.tiles = d_tiles, a.plan = plan, a.n_tiles = max_tiles;
   a.n_experts = n_experts, a.D = D, a.I = I;
+  kernels::moe_wgmma_plan(d_counts, n_experts, total, d_tiles, plan, stream_);
+  DPA_CHECK_LAUNCH();
   kernels::moe_gather_pad(x, order, nullptr, total, D, ldx, true, xb, stream_);
   DPA_CHECK_LAUNCH();
   run_wgmma_experts(a, xb, h, total, order, out);
