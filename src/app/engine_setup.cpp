@@ -73,6 +73,8 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("gpu-memory-utilization", po::value<double>(&f.gpu_memory_utilization)->default_value(f.gpu_memory_utilization), "share of each GPU's memory for weights + KV cache")
       ("kv-cache-dtype", po::value<std::string>(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype), "KV cache elements: auto (bfloat16 on GPUs for bf16 checkpoints, else float32) | float32 | bfloat16 (GPUs only)")
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
+      ("enforce-eager", po::bool_switch(&f.enforce_eager), "GPUs: run every step op by op (no CUDA graphs)")
+      ("cuda-graph-max-bs", po::value<int64_t>(&f.cuda_graph_max_bs)->default_value(f.cuda_graph_max_bs), "GPUs, single-rank replicas (attn_tp 1, ep 1): decode steps of up to this many sequences replay recorded CUDA graphs, their experts at a fixed capacity (0: none)")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill; 0: 8192 on GPUs, 4096 on the CPU)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
       ("enable-prefix-caching", po::value<bool>(&f.enable_prefix_caching)->default_value(f.enable_prefix_caching)->implicit_value(true), "reuse the KV pages of cached prompt prefixes on every replica (--enable-prefix-caching=false or --no-prefix-caching: off)")
@@ -120,6 +122,9 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   eo.gpu_memory_utilization = f.gpu_memory_utilization;
   eo.max_pages = eo.n_pages;
   eo.profile_phases = f.profile_phases;
+  if (f.cuda_graph_max_bs < 0 || f.cuda_graph_max_bs > (1 << 20))
+    throw ConfigError("cuda-graph-max-bs", "must be in [0, 1048576]");
+  eo.cuda_graph_max_tokens = f.enforce_eager ? 0 : f.cuda_graph_max_bs;
   if (f.kv_cache_dtype == "float32" || f.kv_cache_dtype == "fp32")
     eo.kv_dtype = DType::f32;
   else if (f.kv_cache_dtype == "bfloat16" || f.kv_cache_dtype == "bf16")

@@ -25,6 +25,8 @@ struct EngineFlags {
   double gpu_memory_utilization = 0.9;
   std::string kv_cache_dtype = "auto";  // auto | float32 | bfloat16
   bool profile_phases = false;          // bench --profile-phases
+  bool enforce_eager = false;           // no decode graphs (vLLM's flag)
+  int64_t cuda_graph_max_bs = 512;      // decode graphs for steps of up to this many sequences (SGLang's flag)
   int64_t max_num_seqs = 256;
   int64_t max_num_batched_tokens = 0;  // 0: 8192 on GPUs, 4096 on the CPU
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)

@@ -47,6 +47,7 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
     if (g.attn_tp > 1) attn_tp_ = dist::make_nccl_communicator(groups.attn_tp(), backend_->stream());
     if (g.ep > 1) ep_ = dist::make_nccl_communicator(groups.ep(), backend_->stream());
     fo.n_pages = 0;  // sized from the memory the weights leave
+    fo.cuda_graph_max_tokens = opt.cuda_graph_max_tokens;
 #else
     throw Error("this dpa_serve was built without CUDA");
 #endif

@@ -25,6 +25,10 @@ struct ExecutorOptions {
   int64_t max_pages = 0;     // cap on the pages (0: none)
   std::optional<DType> kv_dtype;  // KV cache elements (unset: the model's choice, see ForwardOptions)
   bool profile_phases = false;    // time the phases of each step (phase_stats())
+  // GPUs: pure decode steps of up to this many tokens on a single-rank replica run as recorded
+  // CUDA graphs, over the fixed-capacity experts (ForwardOptions::cuda_graph_max_tokens); 0: every
+  // step eager (--enforce-eager). Ignored on the CPU.
+  int64_t cuda_graph_max_tokens = 512;
 };
 
 class CheckpointExecutor final : public ModelExecutor {

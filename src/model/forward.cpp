@@ -27,6 +27,12 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   rope_.inv_freq = upload(inv_freq_, inv_freq);
   rope_.dim = ckpt.config().qk_rope_head_dim;
   rope_.attention_scaling = rope_attention_scaling(ckpt.config());
+  if (opts_.cuda_graph_max_tokens < 0 || opts_.cuda_graph_max_tokens > (1 << 20))
+    throw Error(fmt::format("decode graphs up to {} tokens: not a token count in [0, 1048576]", opts_.cuda_graph_max_tokens));
+  // Graphs need a step with no host wait inside: on a single-rank replica the fixed-capacity
+  // experts give that, so both cover the same steps.
+  if (tp == 1 && ep == 1 && opts_.cuda_graph_max_tokens > 0)
+    graphs_ = true, moe_fixed_tokens_ = opts_.cuda_graph_max_tokens;
   if (const char* v = std::getenv("DPA_MOE_FIXED_TOKENS")) {
     char* end = nullptr;
     const long long n = std::strtoll(v, &end, 10);
@@ -39,9 +45,15 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     const std::string g = v;
     if (g != "0" && g != "1") throw Error(fmt::format("DPA_CUDA_GRAPHS='{}': 0 or 1", g));
     graphs_ = g == "1";
-    if (graphs_ && opts_.decode_bucket == 0) opts_.decode_bucket = 16;
   }
+  if (graphs_ && opts_.decode_bucket == 0) opts_.decode_bucket = 16;
+
   any_moe_ = std::any_of(weights_.layers.begin(), weights_.layers.end(), [](const LayerWeights& lw) { return lw.moe; });
+  if (graphs_ && any_moe_ && moe_fixed_tokens_ <= 0)
+    log::warn("decode graphs: no step qualifies without the fixed-capacity experts (DPA_MOE_FIXED_TOKENS=0)");
+  else if (graphs_)
+    log::info("decode graphs: pure decode steps{}, padded to multiples of {} tokens",
+              any_moe_ ? fmt::format(" of up to {} tokens", moe_fixed_tokens_) : std::string(), opts_.decode_bucket);
   if (opts_.decode_bucket < 0) throw Error(fmt::format("decode bucket {}: not a token count", opts_.decode_bucket));
   if (opts.profile_phases) {
     floor_fixed_bytes_ = fixed_weight_bytes();
@@ -298,12 +310,15 @@ bool Model::graphable(int64_t n) const {
 void Model::drop_graphs() {
   if (graphs_map_.empty()) return;
   be_.synchronize();  // no replay still running
-  for (auto& [key, g] : graphs_map_) be_.drop_graph(g);
+  for (auto& [key, r] : graphs_map_) be_.drop_graph(r.graph);
   graphs_map_.clear();
 }
 
 void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out) {
-  constexpr std::size_t kMaxGraphs = 16;
+  // A key is a batch bucket and a context bucket. Contexts grow, so the recordings of a served
+  // load's earlier contexts stop being replayed: the least recently replayed goes first, and the
+  // cap bounds what the recordings (~1,000 kernel nodes each for V2-Lite) hold.
+  constexpr std::size_t kMaxGraphs = 48;
   const GraphKey key{n, decode_max_ctx_, scratch_epoch_, be_.workspace_epoch(), cache_.get()};
   // Recordings that address moved buffers: all of them or none (the epochs are global).
   if (!graphs_map_.empty()) {
@@ -317,7 +332,8 @@ void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float*
       if (weights_.layers[l].moe) fixed_layers_[l] = 1, counts_on_device_ = true;
   };
   if (auto it = graphs_map_.find(key); it != graphs_map_.end()) {
-    run(it->second);
+    it->second.used = ++graph_clock_;
+    run(it->second.graph);
     ++graph_stats_.replayed;
     return;
   }
@@ -326,7 +342,13 @@ void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float*
   const bool record = last_graph_key_ == key;
   last_graph_key_ = key;
   if (!record) return layers(batch, n, residual, h, out);
-  if (graphs_map_.size() >= kMaxGraphs) drop_graphs();
+  if (graphs_map_.size() >= kMaxGraphs) {  // the least recently replayed makes room
+    auto lru = std::min_element(graphs_map_.begin(), graphs_map_.end(),
+                                [](const auto& a, const auto& b) { return a.second.used < b.second.used; });
+    be_.synchronize();  // not still running
+    be_.drop_graph(lru->second.graph);
+    graphs_map_.erase(lru);
+  }
   auto give_up = [&](const std::string& why) {
     ++graph_stats_.failed;
     graphs_ = false;
@@ -345,7 +367,7 @@ void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float*
     be_.drop_graph(g);
     return give_up(fmt::format("recording a step of {} tokens failed", n));
   }
-  graphs_map_.emplace(key, g);
+  graphs_map_.emplace(key, Recording{g, ++graph_clock_});
   ++graph_stats_.recorded;
   run(g);
 }

@@ -62,9 +62,15 @@ struct ForwardOptions {
   // Pure decode steps run padded to a multiple of this many tokens (0: as they are): the padding
   // rows repeat the first row's token, position and context but write no KV (slot -1) and give
   // no logits, so one decode graph serves every batch size of its bucket. The experts run their
-  // slots; the expert statistics (expert_counts()) leave them out. DPA_CUDA_GRAPHS=1 sets 16 when
+  // slots; the expert statistics (expert_counts()) leave them out. Decode graphs set 16 when
   // unset.
   int64_t decode_bucket = 0;
+  // Decode graphs (see Model::graph_stats) for pure decode steps of up to this many tokens, on a
+  // single-rank replica (attn_tp 1, ep 1) whose backend records graphs, with the fixed-capacity
+  // experts (Model::moe) over the same range of tokens, which leave no host wait in the layers;
+  // 0: off. Elsewhere it changes nothing. DPA_CUDA_GRAPHS=0|1 and DPA_MOE_FIXED_TOKENS=N, when
+  // set, decide instead (experiments).
+  int64_t cuda_graph_max_tokens = 0;
 };
 
 // Seconds per phase summed over steps of one kind, and the number of steps.
@@ -119,8 +125,8 @@ class Model {
   // allocated; a step's floor is its floor_bytes over this.
   double copy_bandwidth_gbs() const { return copy_gbs_; }
 
-  // Experimental decode graphs (DPA_CUDA_GRAPHS=1, with DPA_MOE_FIXED_TOKENS=N covering the
-  // step): a pure decode step on a single-rank replica (attn_tp 1, ep 1) whose shapes (tokens,
+  // Decode graphs (ForwardOptions::cuda_graph_max_tokens, or DPA_CUDA_GRAPHS=1 with
+  // DPA_MOE_FIXED_TOKENS=N covering the step): a pure decode step on a single-rank replica (attn_tp 1, ep 1) whose shapes (tokens,
   // the decode context rounded up to 256) and buffers equal the previous step's is recorded by
   // the backend, and later steps of those shapes replay the recording instead of issuing every
   // op (no host work, no launches inside the layers). What happened so far:
@@ -260,7 +266,12 @@ class Model {
   bool graphs_ = false;
   bool any_moe_ = false;        // some layer is MoE (graphs then need the fixed-capacity experts)
   uint64_t scratch_epoch_ = 0;  // bumped whenever scratch() moves a buffer
-  std::map<GraphKey, void*> graphs_map_;
+  struct Recording {
+    void* graph = nullptr;
+    uint64_t used = 0;  // graph_clock_ at its last replay: the least recent goes first when full
+  };
+  std::map<GraphKey, Recording> graphs_map_;
+  uint64_t graph_clock_ = 0;
   std::optional<GraphKey> last_graph_key_;  // the previous graphable step's key
   GraphStats graph_stats_;
 };

@@ -45,13 +45,15 @@ struct Loaded {
   std::unique_ptr<Checkpoint> ckpt;
   std::unique_ptr<backend::Backend> be;
   std::unique_ptr<Model> m;
-  Loaded(int64_t page_size, int64_t n_pages, AttentionForm form = AttentionForm::automatic, bool profile = false)
+  Loaded(int64_t page_size, int64_t n_pages, AttentionForm form = AttentionForm::automatic, bool profile = false,
+         int64_t graph_tokens = 0)
       : ckpt(Checkpoint::open(fixture_dir())), be(backend::make_cpu_backend()) {
     ForwardOptions opts;
     opts.page_size = page_size;
     opts.n_pages = n_pages;
     opts.attention = form;
     opts.profile_phases = profile;
+    opts.cuda_graph_max_tokens = graph_tokens;
     m = std::make_unique<Model>(*ckpt, *be, ShardSpec{}, ParallelComms{}, opts);
   }
 };
@@ -174,6 +176,44 @@ TEST(ModelForward, DecodePaddingStaysOutOfExpertStats) {
     EXPECT_EQ(counts[1], counts[0]) << "DPA_MOE_FIXED_TOKENS=" << fixed;
     EXPECT_LT(max_abs_diff(logits[1], logits[0]), 1e-5) << "DPA_MOE_FIXED_TOKENS=" << fixed;
   }
+}
+
+// Decode graphs asked of a backend that records none (the CPU): the first recording is refused,
+// graphs turn off, and the steps, padded to the graphs' bucket over the fixed-capacity experts
+// that come with them, give the eager model's logits and expert statistics.
+TEST(ModelForward, GraphsOnABackendWithoutThemRunEager) {
+  std::vector<float> logits[2];
+  std::vector<int64_t> counts[2];
+  for (int graphs = 0; graphs < 2; ++graphs) {
+    Loaded f(4, 64, AttentionForm::automatic, false, graphs ? 64 : 0);
+    Model& m = *f.m;
+    EXPECT_EQ(m.options().decode_bucket, graphs ? 16 : 0);
+    std::vector<std::vector<int32_t>> tables(3);
+    std::vector<float> unused, out;
+    for (std::size_t i = 0; i < 3; ++i) {
+      m.cache().grow(tables[i], 11);
+      const auto from = kPrompt.begin() + static_cast<std::ptrdiff_t>(i);
+      m.forward({SeqInput{std::vector<int32_t>(from, from + 8), 0, tables[i], LogitsWanted::none}}, unused);
+    }
+    for (int64_t pos = 8; pos < 11; ++pos) {  // three decode steps of the same shape: the second records
+      std::vector<std::vector<int32_t>> next(3);
+      std::vector<SeqInput> step;
+      for (std::size_t i = 0; i < 3; ++i) {
+        next[i] = {kPrompt[(static_cast<std::size_t>(pos) + i) % kPrompt.size()]};
+        step.push_back(SeqInput{next[i], pos, tables[i], LogitsWanted::last});
+      }
+      m.forward(step, out);
+      logits[graphs].insert(logits[graphs].end(), out.begin(), out.end());
+      const auto& c = m.expert_counts();
+      counts[graphs].insert(counts[graphs].end(), c.begin(), c.end());
+    }
+    EXPECT_EQ(m.graph_stats().recorded, 0);
+    EXPECT_EQ(m.graph_stats().replayed, 0);
+    EXPECT_EQ(m.graph_stats().failed, graphs ? 1 : 0);
+  }
+  ASSERT_FALSE(logits[0].empty());
+  EXPECT_LT(max_abs_diff(logits[1], logits[0]), 1e-5);
+  EXPECT_EQ(counts[1], counts[0]);
 }
 
 TEST(ModelForward, RefusesShortPageTableAndLongPositions) {
