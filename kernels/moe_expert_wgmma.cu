@@ -16,43 +16,24 @@ namespace dpa::kernels {
 
 namespace {
 
-// A block: 128 rows x kBN weight rows (gate/up: kBN / 2 of gate then the same of up, so a
-// thread's accumulators hold both halves of its SwiGLU columns), 64-deep k steps, a ring of
-// stages (48 KiB x 4 at kBN 256, 32 KiB x 6 at 128). Warpgroup 0 issues the copies (one
-// thread); warpgroups 1 and 2 take rows 0..63 and 64..127 with wgmma.m64n{kBN}k16, both operands
-// K-major from 128-byte swizzled shared memory. Weights arrive in boxes of 64 rows. kBN 128
-// serves weight-bound calls (an expert's rows in one row tile): twice the tiles of 256, so the
-// last of the waves over the SMs is less empty.
-constexpr int kBM = kExpertWgmmaRows, kBK = 64, kThreads = 384, kBox = 64;
-constexpr int kABytes = kBM * kBK * 2, kBoxBytes = kBox * kBK * 2;
-template <int kBN>
-struct Shape {
-  static constexpr int kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
-  static constexpr int kStages = kBN == 256 ? 4 : 6;
-  static constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // + alignment slack, barriers
-  static constexpr int kAcc = kBN / 2;  // accumulators a thread
-};
+// A block: 128 rows x 256 weight rows (gate/up: 128 of gate then the same 128 of up, so a
+// thread's accumulators hold both halves of its SwiGLU columns), 64-deep k steps, four stages
+// of 48 KiB. Warpgroup 0 issues the copies (one thread); warpgroups 1 and 2 take rows 0..63 and
+// 64..127 with wgmma.m64n256k16, both operands K-major from 128-byte swizzled shared memory.
+constexpr int kBM = kExpertWgmmaRows, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
+constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
+constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // + alignment slack, barriers
 static_assert(kTensorMapBytes == sizeof(CUtensorMap), "tensor map size");
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 
-template <int kBN>
-__device__ __forceinline__ void wgmma_tile(float (&acc)[kBN / 2], uint64_t da, uint64_t db) {
-  if constexpr (kBN == 256)
-    detail::wgmma_m64n256k16<0>(acc, da, db, 1);
-  else
-    detail::wgmma_m64n128k16<0>(acc, da, db, 1);
-}
-
 // Persistent: block b takes output tiles b, b + gridDim.x, ... (weight-row tiles fastest, so the
 // tiles in flight at once share rows and weights through L2). The producer runs ahead across
 // tiles, so the next tile's first stages load while the consumers write this one's results.
-template <bool kGateUp, int kBN>
+template <bool kGateUp>
 __global__ void __launch_bounds__(kThreads, 1)
     expert_wgmma_kernel(const __grid_constant__ CUtensorMap a_map, ExpertWgmmaArgs a, int n_tiles_n, int k_steps,
                         uint16_t* h, int64_t ldh, const int32_t* order, float* out) {
-  using S = Shape<kBN>;
-  constexpr int kStages = S::kStages, kStageBytes = S::kStageBytes;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
@@ -82,15 +63,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         detail::mbar_arrive_expect(&full[s], kStageBytes);
         detail::tma_load_2d(sa, &a_map, kt * kBK, t.p0, &full[s]);
         if (kGateUp) {
-#pragma unroll
-          for (int b = 0; b < kBN / 2 / kBox; ++b) {
-            detail::tma_load_2d(sb + b * kBoxBytes, b0, kt * kBK, nt * (kBN / 2) + b * kBox, &full[s]);
-            detail::tma_load_2d(sb + S::kBBytes / 2 + b * kBoxBytes, b1, kt * kBK, nt * (kBN / 2) + b * kBox, &full[s]);
-          }
+          detail::tma_load_2d(sb, b0, kt * kBK, nt * (kBN / 2), &full[s]);
+          detail::tma_load_2d(sb + kBBytes / 2, b1, kt * kBK, nt * (kBN / 2), &full[s]);
         } else {
-#pragma unroll
-          for (int b = 0; b < kBN / kBox; ++b)
-            detail::tma_load_2d(sb + b * kBoxBytes, b0, kt * kBK, nt * kBN + b * kBox, &full[s]);
+          detail::tma_load_2d(sb, b0, kt * kBK, nt * kBN, &full[s]);
         }
       }
     }
@@ -104,9 +80,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int64_t w = blockIdx.x; w < n_work; w += gridDim.x) {
     const ExpertTile t = a.tiles[w / n_tiles_n];
     const int nt = static_cast<int>(w % n_tiles_n);
-    float acc[S::kAcc];
+    float acc[128];
 #pragma unroll
-    for (int i = 0; i < S::kAcc; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
     for (int kt = 0; kt < k_steps; ++kt, ++it) {
       const int s = it % kStages;
       detail::mbar_wait(&full[s], (it / kStages) & 1);
@@ -114,7 +90,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       detail::wgmma_fence();
 #pragma unroll
       for (int k = 0; k < kBK / 16; ++k)
-        wgmma_tile<kBN>(acc, detail::sw128_desc(sa + k * 32, 16, 1024), detail::sw128_desc(sb + k * 32, 16, 1024));
+        detail::wgmma_m64n256k16<0>(acc, detail::sw128_desc(sa + k * 32, 16, 1024),
+                                    detail::sw128_desc(sb + k * 32, 16, 1024), 1);
       detail::wgmma_commit();
       detail::wgmma_wait<1>();  // the step before this one is done: its stage is free
       if (kt > 0 && threadIdx.x % 128 == 0) detail::mbar_arrive(&empty[(it - 1) % kStages]);
@@ -132,15 +109,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (kGateUp) {
         uint16_t* dst = h + p * ldh + nt * (kBN / 2) + 2 * (lane % 4);
 #pragma unroll
-        for (int j = 0; j < kBN / 16; ++j) {
+        for (int j = 0; j < 16; ++j) {
           const float g0 = acc[4 * j + 2 * hh], g1 = acc[4 * j + 2 * hh + 1];
-          const float u0 = acc[4 * (j + kBN / 16) + 2 * hh], u1 = acc[4 * (j + kBN / 16) + 2 * hh + 1];
+          const float u0 = acc[4 * (j + 16) + 2 * hh], u1 = acc[4 * (j + 16) + 2 * hh + 1];
           *reinterpret_cast<unsigned*>(dst + 8 * j) = detail::pack_bf16(silu(g0) * u0, silu(g1) * u1);
         }
       } else {
         float* dst = out + static_cast<int64_t>(order[p]) * a.D + nt * kBN + 2 * (lane % 4);
 #pragma unroll
-        for (int j = 0; j < kBN / 8; ++j)
+        for (int j = 0; j < 32; ++j)
           *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(acc[4 * j + 2 * hh], acc[4 * j + 2 * hh + 1]);
       }
     }
@@ -202,32 +179,22 @@ bool encode_2d(CUtensorMap* m, const void* base, int64_t inner, int64_t outer, i
             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <bool kGateUp, int kBN>
-void launch_bn(const CUtensorMap& map, int64_t k, int64_t n, const ExpertWgmmaArgs& a, uint16_t* h, int64_t ldh,
-               const int32_t* order, float* out, cudaStream_t stream) {
-  constexpr int kSmem = Shape<kBN>::kSmemBytes;
-  static const bool attr = [] {
-    return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp, kBN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                kSmem) == cudaSuccess;
-  }();
-  (void)attr;
-  const int n_tiles_n = static_cast<int>(kGateUp ? n / (kBN / 2) : n / kBN);
-  const int64_t work = a.n_tiles * n_tiles_n;
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(work, detail::sm_count()));
-  expert_wgmma_kernel<kGateUp, kBN><<<grid, kThreads, kSmem, stream>>>(map, a, n_tiles_n, static_cast<int>(k / kBK),
-                                                                       h, ldh, order, out);
-}
-
 template <bool kGateUp>
 bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t n, const ExpertWgmmaArgs& a,
             uint16_t* h, int64_t ldh, const int32_t* order, float* out, cudaStream_t stream) {
   if (a.n_tiles <= 0) return true;
   CUtensorMap map;
   if (!encode_2d(&map, a_ptr, k, rows, lda, kBM)) return false;
-  if (a.narrow)
-    launch_bn<kGateUp, 128>(map, k, n, a, h, ldh, order, out, stream);
-  else
-    launch_bn<kGateUp, 256>(map, k, n, a, h, ldh, order, out, stream);
+  static const bool attr = [] {
+    return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) ==
+           cudaSuccess;
+  }();
+  (void)attr;
+  const int n_tiles_n = static_cast<int>(kGateUp ? n / (kBN / 2) : n / kBN);
+  const int64_t work = a.n_tiles * n_tiles_n;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(work, detail::sm_count()));
+  expert_wgmma_kernel<kGateUp><<<grid, kThreads, kSmemBytes, stream>>>(map, a, n_tiles_n, static_cast<int>(k / kBK), h,
+                                                                         ldh, order, out);
   return true;
 }
 
@@ -235,7 +202,7 @@ bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t
 
 bool expert_wgmma_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down) {
   static const bool hopper = detail::device_attribute(cudaDevAttrComputeCapabilityMajor, 0) == 9;
-  return hopper && encoder() && D > 0 && I > 0 && D % 256 == 0 && I % 128 == 0 && ld_gu % 8 == 0 &&
+  return hopper && encoder() && D > 0 && I > 0 && D % kBN == 0 && I % (kBN / 2) == 0 && ld_gu % 8 == 0 &&
          ld_down % 8 == 0 && ld_gu >= D && ld_down >= I && D <= (1 << 20) && I <= (1 << 20);
 }
 
@@ -243,8 +210,8 @@ bool encode_expert_maps(const void* const* gate, const void* const* up, const vo
                         int64_t n_experts, int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down, void* maps) {
   CUtensorMap* m = static_cast<CUtensorMap*>(maps);
   for (int64_t e = 0; e < n_experts; ++e)
-    if (!encode_2d(m + e, gate[e], D, I, ld_gu, kBox) || !encode_2d(m + n_experts + e, up[e], D, I, ld_gu, kBox) ||
-        !encode_2d(m + 2 * n_experts + e, down[e], I, D, ld_down, kBox))
+    if (!encode_2d(m + e, gate[e], D, I, ld_gu, kBN / 2) || !encode_2d(m + n_experts + e, up[e], D, I, ld_gu, kBN / 2) ||
+        !encode_2d(m + 2 * n_experts + e, down[e], I, D, ld_down, kBN))
       return false;
   return true;
 }

@@ -1,7 +1,7 @@
 // The routed experts' two GEMMs on Hopper's warpgroup MMA, from a few rows an expert (weight
 // streaming) to prefill-sized steps (compute): a block computes 128 rows of one expert against
-// 256 weight rows (128 for weight-bound calls), one producer thread loading both operands by
-// tensor-map copies (TMA) into a ring of stages and two warpgroups multiplying. The rows are compact, in moe_sort's order (no
+// 256 weight rows, one producer thread loading both operands by tensor-map copies (TMA) into a
+// four-stage ring and two warpgroups multiplying. The rows are compact, in moe_sort's order (no
 // per-expert padding), and the epilogues apply the SwiGLU (first GEMM) and write each row where
 // `order` says (second). sm_90a only: callers ask expert_wgmma_supported first.
 #pragma once
@@ -37,9 +37,6 @@ struct ExpertWgmmaArgs {
   // n_tiles is then a bound, which sizes the launch.
   const int32_t* plan = nullptr;
   int64_t n_tiles = 0, n_experts = 0, D = 0, I = 0;
-  // 128 weight rows a tile instead of 256: for weight-bound calls (about one row tile an
-  // expert), where twice the tiles leave the last wave over the SMs less empty.
-  bool narrow = false;
 };
 
 // For counts in device memory (no host trip, recordable in a graph): expert e's tiles over the

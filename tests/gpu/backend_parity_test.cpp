@@ -397,22 +397,18 @@ TEST(BackendParity, MoeExperts) {
                                          shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
                       out.on_cpu(), out.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
     // bf16: the warpgroup-MMA kernels wherever they apply (DPA_MOE_WGMMA=1; the others fall
-    // back) at either tile width (DPA_MOE_WGMMA_N), and never (0: cuBLAS over padded groups),
-    // from the same starting output.
-    const std::pair<const char*, const char*> wgmma_modes[] = {{"1", "auto"}, {"1", "128"}, {"1", "256"}, {"0", "auto"}};
+    // back), and never (0: cuBLAS over padded groups), from the same starting output.
     if (c.dt == DType::bf16)
-      for (const auto& [mode, width] : wgmma_modes) {
+      for (const char* mode : {"1", "0"}) {
         Dual<float> out3(rnd(std::max<int64_t>(total * c.D, 1)));
         cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
                           out3.c.data());
         gpu().synchronize();  // the other backend's stream runs after this one's uploads
-        setenv("DPA_MOE_WGMMA_N", width, 1);
         with_env_backend("DPA_MOE_WGMMA", mode, [&] {
           gpu().moe_experts(x.g.data(), dord.g.data(), c.counts.data(), E, gg.data(), ug.data(), dg.data(),
                             out3.g.data());
         });
-        unsetenv("DPA_MOE_WGMMA_N");
-        EXPECT_TRUE(close("moe_experts", std::string("DPA_MOE_WGMMA=") + mode + " N=" + width + " " + c.name + " " +
+        EXPECT_TRUE(close("moe_experts", std::string("DPA_MOE_WGMMA=") + mode + " " + c.name + " " +
                                              shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
                           out3.on_cpu(), out3.on_gpu(), 2e-2, 1e-5));
       }
@@ -439,22 +435,19 @@ TEST(BackendParity, MoeExperts) {
     // bf16: the fixed form on the warpgroup-MMA kernels wherever they apply (tiles planned on the
     // device), also with no bound known, and a capacity past the largest count.
     if (c.dt == DType::bf16)
-      for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 200})
-        for (const char* width : {"auto", "128", "256"}) {
-          Dual<float> out4(rnd(std::max<int64_t>(total * c.D, 1)));
-          cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
-                            out4.c.data());
-          gpu().synchronize();
-          setenv("DPA_MOE_WGMMA_N", width, 1);
-          with_env_backend("DPA_MOE_WGMMA", "1", [&] {
-            gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, 0, gg.data(), ug.data(),
-                                    dg.data(), out4.g.data());
-          });
-          unsetenv("DPA_MOE_WGMMA_N");
-          EXPECT_TRUE(close("moe_experts_fixed", std::string("DPA_MOE_WGMMA=1 N=") + width + " " + c.name + " " +
-                                                     shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
-                            out4.on_cpu(), out4.on_gpu(), 2e-2, 1e-5));
-        }
+      for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 200}) {
+        Dual<float> out4(rnd(std::max<int64_t>(total * c.D, 1)));
+        cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          out4.c.data());
+        gpu().synchronize();
+        with_env_backend("DPA_MOE_WGMMA", "1", [&] {
+          gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, 0, gg.data(), ug.data(),
+                                  dg.data(), out4.g.data());
+        });
+        EXPECT_TRUE(close("moe_experts_fixed", std::string("DPA_MOE_WGMMA=1 ") + c.name + " " +
+                                                   shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
+                          out4.on_cpu(), out4.on_gpu(), 2e-2, 1e-5));
+      }
     // The CPU reference refuses a count over the capacity.
     if (top > 1) {
       EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), c.counts.data(), E, top - 1, total, gc.data(),

@@ -83,14 +83,6 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     else if (v != "auto" && !v.empty())
       throw Error(fmt::format("DPA_MOE_WGMMA={}: expected auto, 1 or 0", v));
   }
-  // Their weight rows a tile: "auto" (default: 128 up to kExpertWgmmaRows rows an active expert
-  // on average, 256 above), "128" or "256" everywhere. For comparisons.
-  if (const char* m = std::getenv("DPA_MOE_WGMMA_N")) {
-    const std::string v(m);
-    if (v == "128" || v == "256") expert_wgmma_n_ = std::stoi(v);
-    else if (v != "auto" && !v.empty())
-      throw Error(fmt::format("DPA_MOE_WGMMA_N={}: expected auto, 128 or 256", v));
-  }
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DPA_CHECK_CUBLAS(cublasCreate(&cublas_));

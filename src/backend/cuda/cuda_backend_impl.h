@@ -277,9 +277,6 @@ class CudaBackend final : public Backend {
   std::unordered_map<uint64_t, void*> expert_maps_;
   enum class ExpertWgmma { automatic, always, never } expert_wgmma_ = ExpertWgmma::automatic;
   static constexpr int64_t kWgmmaExpertMinRows = 4;
-  // DPA_MOE_WGMMA_N: the kernels' weight rows a tile (0: by the rows an expert holds, see
-  // wgmma_narrow).
-  int expert_wgmma_n_ = 0;
   // moe_experts / moe_experts_fixed by the warpgroup-MMA kernels; false: they do not apply (or
   // are not wanted at these rows), nothing done. The fixed form plans its tiles on the device.
   // `digest`: check_expert_weights' of the arrays.
@@ -295,10 +292,6 @@ class CudaBackend final : public Backend {
                                 const WeightView* down, uint64_t digest);
   // Whether `rows` rows over `experts` experts should take the kernels (DPA_MOE_WGMMA).
   bool wgmma_experts_wanted(int64_t rows, int64_t experts) const;
-  // Whether they take 128 weight rows a tile: up to one row tile an expert on average the
-  // calls stream weights, and 256-row tiles leave the last of few waves over the SMs part empty
-  // (V2-Lite's gate/up at 512 tokens: 704 tiles = 5.3 waves of 132; at 128 rows: 10.7).
-  bool wgmma_narrow(int64_t rows, int64_t experts) const;
   void run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uint16_t* xb, uint16_t* h, int64_t rows,
                          const int32_t* order, float* out);
   bool capturing_ = false;         // between capture_begin and capture_end

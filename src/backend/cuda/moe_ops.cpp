@@ -188,11 +188,6 @@ bool CudaBackend::wgmma_experts_wanted(int64_t rows, int64_t experts) const {
          (expert_wgmma_ == ExpertWgmma::automatic && rows >= kWgmmaExpertMinRows * experts);
 }
 
-bool CudaBackend::wgmma_narrow(int64_t rows, int64_t experts) const {
-  if (expert_wgmma_n_ != 0) return expert_wgmma_n_ == 128;
-  return rows <= kernels::kExpertWgmmaRows * std::max<int64_t>(experts, 1);
-}
-
 void CudaBackend::run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uint16_t* xb, uint16_t* h, int64_t rows,
                                     const int32_t* order, float* out) {
   const int64_t ldx = (a.D + 7) / 8 * 8, ldi = (a.I + 7) / 8 * 8;
@@ -232,7 +227,7 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const 
 
   kernels::ExpertWgmmaArgs a;
   a.maps = maps, a.tiles = d_tiles, a.plan = plan, a.n_tiles = max_tiles;
-  a.n_experts = n_experts, a.D = D, a.I = I, a.narrow = wgmma_narrow(total, active);
+  a.n_experts = n_experts, a.D = D, a.I = I;
   kernels::moe_wgmma_plan(d_counts, n_experts, total, d_tiles, plan, stream_);
   DPA_CHECK_LAUNCH();
   kernels::moe_gather_pad(x, order, nullptr, total, D, ldx, true, xb, stream_);
@@ -263,7 +258,7 @@ bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, 
 
   kernels::ExpertWgmmaArgs a;
   a.maps = maps, a.tiles = d_tiles, a.plan = plan, a.n_tiles = max_tiles;
-  a.n_experts = n_experts, a.D = D, a.I = I, a.narrow = wgmma_narrow(rows > 0 ? rows : R, n_experts);
+  a.n_experts = n_experts, a.D = D, a.I = I;
   kernels::moe_wgmma_plan(counts, n_experts, capacity, d_tiles, plan, stream_);
   DPA_CHECK_LAUNCH();
   kernels::moe_wgmma_gather(x, order, plan, R, D, ldx, xb, stream_);
