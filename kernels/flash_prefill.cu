@@ -1,4 +1,7 @@
+#include <algorithm>
 #include <cfloat>
+#include <numeric>
+#include <vector>
 
 #include "kernels/common.cuh"
 #include "kernels/convert.cuh"
@@ -18,11 +21,18 @@ constexpr int kN = 64;   // keys per tile
 constexpr int kThreads = 128;
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Up to kMaxSeqs sequences packed along the rows, by value (no upload: a launch stays
+// recordable). Block x takes query tile x of the sequence whose tiles [tile0[s], tile0[s + 1])
+// hold it, the sequence's last tile first (the most keys), sequences longest first.
+constexpr int kMaxSeqs = 24;
 struct Args {
   const __nv_bfloat16 *q, *k, *v;  // the inputs rounded to bf16 (same layouts)
   float* out;
-  int64_t n_q, n_kv, H, q_start;
+  int64_t H;
   float scale_log2;  // softmax scale times log2(e): exp2 domain
+  int n_seqs;
+  int64_t q0[kMaxSeqs], kv0[kMaxSeqs], q_start[kMaxSeqs];
+  int32_t n_q[kMaxSeqs], n_kv[kMaxSeqs], tile0[kMaxSeqs + 1];
 };
 
 // Rows [r0, r0 + kRows) of a [rows, H, D] bf16 array (row stride ld elements, head already
@@ -48,19 +58,25 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(Args a) {
   __nv_bfloat16* sV0 = sK0 + 2 * kN * QS;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int h = blockIdx.y;
-  // Blocks with the most keys (the last queries) go first.
-  const int64_t m0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kM;
+  int sq = 0;
+  while (sq + 1 < a.n_seqs && a.tile0[sq + 1] <= static_cast<int>(blockIdx.x)) ++sq;
+  // Within a sequence, the tiles with the most keys (the last queries) go first.
+  const int64_t m0 = static_cast<int64_t>(a.tile0[sq + 1] - 1 - static_cast<int>(blockIdx.x)) * kM;
   const int64_t ldq = a.H * DQK, ldv = a.H * DV;
+  const int64_t n_q = a.n_q[sq], n_kv = a.n_kv[sq], q_start = a.q_start[sq];
+  const __nv_bfloat16* qs = a.q + a.q0[sq] * ldq + h * DQK;
+  const __nv_bfloat16* ks = a.k + a.kv0[sq] * ldq + h * DQK;
+  const __nv_bfloat16* vs = a.v + a.kv0[sq] * ldv + h * DV;
 
-  const int64_t last_q = m0 + kM < a.n_q ? m0 + kM : a.n_q;
-  const int64_t kv_end = a.q_start + last_q < a.n_kv ? a.q_start + last_q : a.n_kv;
+  const int64_t last_q = m0 + kM < n_q ? m0 + kM : n_q;
+  const int64_t kv_end = q_start + last_q < n_kv ? q_start + last_q : n_kv;
   const int n_tiles = static_cast<int>((kv_end + kN - 1) / kN);
   auto load_kv = [&](int t) {
     const int st = t & 1;
-    load_tile<DQK, QS, kN>(sK0 + st * kN * QS, a.k + h * DQK, ldq, static_cast<int64_t>(t) * kN, a.n_kv);
-    load_tile<DV, VS, kN>(sV0 + st * kN * VS, a.v + h * DV, ldv, static_cast<int64_t>(t) * kN, a.n_kv);
+    load_tile<DQK, QS, kN>(sK0 + st * kN * QS, ks, ldq, static_cast<int64_t>(t) * kN, n_kv);
+    load_tile<DV, VS, kN>(sV0 + st * kN * VS, vs, ldv, static_cast<int64_t>(t) * kN, n_kv);
   };
-  load_tile<DQK, QS, kM>(sQ, a.q + h * DQK, ldq, m0, a.n_q);
+  load_tile<DQK, QS, kM>(sQ, qs, ldq, m0, n_q);
   if (n_tiles > 0) load_kv(0);
   detail::cp_async_commit();
 
@@ -113,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(Args a) {
       for (int e = 0; e < 4; ++e) {
         const int64_t key = n0 + 8 * j + 2 * (lane & 3) + (e & 1);
         const int64_t row = row0 + (e >> 1) * 8;
-        const bool ok = key < a.n_kv && key <= a.q_start + row;
+        const bool ok = key < n_kv && key <= q_start + row;
         s[j][e] = ok ? s[j][e] * a.scale_log2 : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
       }
@@ -161,9 +177,9 @@ __global__ void __launch_bounds__(kThreads) flash_prefill_kernel(Args a) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
     const int64_t row = row0 + 8 * r;
-    if (row >= a.n_q) continue;
+    if (row >= n_q) continue;
     const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    float* dst = a.out + row * ldv + h * DV + 2 * (lane & 3);
+    float* dst = a.out + (a.q0[sq] + row) * ldv + h * DV + 2 * (lane & 3);
 #pragma unroll
     for (int j = 0; j < DV / 8; ++j)
       *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
@@ -183,7 +199,7 @@ void launch(const Args& a, cudaStream_t stream) {
     return true;
   }();
   (void)configured;
-  const dim3 grid(static_cast<unsigned>((a.n_q + kM - 1) / kM), static_cast<unsigned>(a.H));
+  const dim3 grid(static_cast<unsigned>(a.tile0[a.n_seqs]), static_cast<unsigned>(a.H));
   flash_prefill_kernel<DQK, DV><<<grid, kThreads, smem_bytes<DQK, DV>(), stream>>>(a);
 }
 
@@ -199,23 +215,52 @@ int64_t flash_prefill_workspace(int64_t n_q, int64_t n_kv, int64_t n_heads, int6
   return n_heads * (n_q * d_qk + n_kv * (d_qk + d_v));
 }
 
+void flash_prefill_packed(const float* q, const float* k, const float* v, const FlashSeq* seqs, int64_t n_seqs,
+                          int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out, uint16_t* workspace,
+                          cudaStream_t stream) {
+  if (n_seqs <= 0 || n_heads <= 0) return;
+  // d_qk, d_v: 192 / 128 (flash_prefill_supported). The rows the sequences use, rounded to bf16
+  // at the same offsets; each part of the workspace starts on a 256-byte boundary.
+  int64_t q_rows = 0, kv_rows = 0;
+  for (int64_t i = 0; i < n_seqs; ++i) {
+    q_rows = std::max(q_rows, seqs[i].q0 + seqs[i].n_q);
+    kv_rows = std::max(kv_rows, seqs[i].kv0 + seqs[i].n_kv);
+  }
+  uint16_t* qb = workspace;
+  uint16_t* kb = qb + q_rows * n_heads * d_qk;
+  uint16_t* vb = kb + kv_rows * n_heads * d_qk;
+  if (q_rows <= 0) return;
+  f32_to_bf16(q, qb, q_rows * n_heads * d_qk, stream);
+  if (kv_rows > 0) {
+    f32_to_bf16(k, kb, kv_rows * n_heads * d_qk, stream);
+    f32_to_bf16(v, vb, kv_rows * n_heads * d_v, stream);
+  }
+  // Sequences longest first (most keys in their last tile), kMaxSeqs a launch.
+  std::vector<int64_t> by_len(static_cast<std::size_t>(n_seqs));
+  std::iota(by_len.begin(), by_len.end(), int64_t{0});
+  auto work = [&](int64_t i) { return std::min(seqs[i].n_kv, seqs[i].q_start + seqs[i].n_q); };
+  std::stable_sort(by_len.begin(), by_len.end(), [&](int64_t x, int64_t y) { return work(x) > work(y); });
+  for (std::size_t b = 0; b < by_len.size(); b += kMaxSeqs) {
+    Args a{};
+    a.q = reinterpret_cast<const __nv_bfloat16*>(qb), a.k = reinterpret_cast<const __nv_bfloat16*>(kb);
+    a.v = reinterpret_cast<const __nv_bfloat16*>(vb), a.out = out, a.H = n_heads, a.scale_log2 = scale * kLog2e;
+    for (std::size_t j = b; j < by_len.size() && j < b + kMaxSeqs; ++j) {
+      const FlashSeq& s = seqs[by_len[j]];
+      if (s.n_q <= 0) continue;
+      const int i = a.n_seqs++;
+      a.q0[i] = s.q0, a.kv0[i] = s.kv0, a.q_start[i] = s.q_start;
+      a.n_q[i] = static_cast<int32_t>(s.n_q), a.n_kv[i] = static_cast<int32_t>(s.n_kv);
+      a.tile0[i + 1] = a.tile0[i] + static_cast<int32_t>((s.n_q + kM - 1) / kM);
+    }
+    if (a.n_seqs > 0) launch<192, 128>(a, stream);
+  }
+}
+
 void flash_prefill(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
                    int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
                    float* out, uint16_t* workspace, cudaStream_t stream) {
-  if (n_q <= 0 || n_heads <= 0) return;
-  // d_qk, d_v: 192 / 128 (flash_prefill_supported). Each part of the workspace starts on a
-  // 256-byte boundary (its element count is a multiple of 128).
-  uint16_t* qb = workspace;
-  uint16_t* kb = qb + n_q * n_heads * d_qk;
-  uint16_t* vb = kb + n_kv * n_heads * d_qk;
-  f32_to_bf16(q, qb, n_q * n_heads * d_qk, stream);
-  if (n_kv > 0) {
-    f32_to_bf16(k, kb, n_kv * n_heads * d_qk, stream);
-    f32_to_bf16(v, vb, n_kv * n_heads * d_v, stream);
-  }
-  const Args a{reinterpret_cast<const __nv_bfloat16*>(qb), reinterpret_cast<const __nv_bfloat16*>(kb),
-               reinterpret_cast<const __nv_bfloat16*>(vb), out, n_q, n_kv, n_heads, q_start, scale * kLog2e};
-  launch<192, 128>(a, stream);
+  const FlashSeq s{0, n_q, 0, n_kv, q_start};
+  flash_prefill_packed(q, k, v, &s, 1, n_heads, d_qk, d_v, scale, out, workspace, stream);
 }
 
 }  // namespace dpa::kernels

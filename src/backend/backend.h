@@ -115,6 +115,13 @@ struct PagedBatch {
   DType dtype = DType::f32;
 };
 
+// One sequence of a packed attention call (Backend::attention_packed): its queries are rows
+// q0 .. q0 + n_q - 1 of q and out, its keys and values rows kv0 .. kv0 + n_kv - 1 of k and v,
+// and its query i sits at position q_start + i. Host values.
+struct PackedSeq {
+  int64_t q0 = 0, n_q = 0, kv0 = 0, n_kv = 0, q_start = 0;
+};
+
 // ---- Sampling (DESIGN: the sampler runs where the logits are; only tokens come back).
 // The most top-logprob entries a row may ask for (OpenAI's top_logprobs limit).
 constexpr int kMaxTopLogprobs = 20;
@@ -249,6 +256,11 @@ class Backend {
   virtual void attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
                          int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
                          float* out) = 0;
+  // attention() for several sequences packed along the rows of q, k, v and out (seqs: HOST
+  // array of n_seqs, rows of different sequences disjoint), so that one call can fill the GPU.
+  // The default runs attention() per sequence.
+  virtual void attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs,
+                                int64_t n_seqs, int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out);
   // Absorbed MLA of one sequence over its paged latent cache: q_lat [n_q, H, kv_lora] (q_nope
   // already multiplied by W_UK), q_pe [n_q, H, rope_dim] (rotated) -> out_lat [n_q, H, kv_lora]
   // = softmax(scale · (q_lat·c + q_pe·k_pe)) · c over cache positions 0 .. q_start + i.

@@ -3,6 +3,15 @@
 
 namespace dpa::backend {
 
+void Backend::attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs,
+                               int64_t n_seqs, int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out) {
+  for (int64_t i = 0; i < n_seqs; ++i) {
+    const PackedSeq& s = seqs[i];
+    attention(q + s.q0 * n_heads * d_qk, k + s.kv0 * n_heads * d_qk, v + s.kv0 * n_heads * d_v, s.n_q, s.n_kv,
+              n_heads, d_qk, d_v, s.q_start, scale, out + s.q0 * n_heads * d_v);
+  }
+}
+
 void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, const int64_t* counts,
                             int64_t n_experts, const WeightView* gate, const WeightView* up,
                             const WeightView* down, float* out,

@@ -1,9 +1,12 @@
 // MLA attention of one layer for this rank's heads: projections, RoPE and cache write (one
 // mla_prepare), then the absorbed form for single-token sequences (decode: W_UK folded into the
 // query, one batched mla_decode over the paged latents of every such sequence, W_UV after), and
-// per sequence the expanded form (k/v rebuilt from the cached latents through kv_b_proj) for
-// chunks of several tokens, or the absorbed form when forced; o_proj on the local heads'
+// the expanded form (k/v rebuilt from the cached latents through kv_b_proj, sequences packed
+// along the rows) for chunks of several tokens, or the absorbed form when forced; o_proj on the local heads'
 // columns, all-reduced over attn_tp. Every buffer is backend memory.
+#include <algorithm>
+#include <vector>
+
 #include "dist/communicator.h"
 #include "model/forward.h"
 
@@ -115,29 +118,50 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
 
   if (!all_absorbed) {
     mark("attention.prefill");
+    // Expanded: k = [k_nope from kv_b_proj, k_pe], v from kv_b_proj, for every cached position of
+    // each chunk's sequence. The sequences are packed along the rows, as many at once as
+    // kExpandedBytes of f32 buffers hold (at least one), so kv_b_proj, the copies and the
+    // attention run once per pack instead of once per sequence.
+    constexpr int64_t kExpandedBytes = int64_t{512} << 20;
+    const int64_t row_bytes = (L + Hl * (nope + dv) + Hl * dqk + Hl * dv) * static_cast<int64_t>(sizeof(float));
+    const int64_t budget_rows = std::max<int64_t>(1, kExpandedBytes / row_bytes);
+    std::vector<backend::PackedSeq> pack;
+    std::vector<std::size_t> members;  // batch index of each packed sequence
+    int64_t rows = 0;
+    auto run_pack = [&] {
+      if (pack.empty()) return;
+      float* ctx_lat = scratch(ctx_lat_, rows * L);
+      float* kvb = scratch(kvb_, rows * Hl * (nope + dv));
+      float* k = scratch(k_, rows * Hl * dqk);
+      float* v = scratch(v_, rows * Hl * dv);
+      for (std::size_t j = 0; j < pack.size(); ++j) {
+        const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[members[j]]);
+        be_.paged_gather(view, 0, L, pack[j].n_kv, ctx_lat + pack[j].kv0 * L, L, 1, 0);
+      }
+      be_.linear(ctx_lat, rows, lw.kv_b_proj, kvb);
+      be_.copy2d(k, dqk, kvb, nope + dv, rows * Hl, nope);
+      be_.copy2d(v, dv, kvb + nope, nope + dv, rows * Hl, dv);
+      for (std::size_t j = 0; j < pack.size(); ++j) {  // the rope key into every head
+        const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[members[j]]);
+        be_.paged_gather(view, L, R, pack[j].n_kv, k + pack[j].kv0 * Hl * dqk + nope, Hl * dqk, Hl, dqk);
+      }
+      be_.attention_packed(q, k, v, pack.data(), static_cast<int64_t>(pack.size()), Hl, dqk, dv, scale, o);
+      pack.clear(), members.clear(), rows = 0;
+    };
     int64_t t0 = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const SeqInput& s = batch[i];
       const int64_t ns = static_cast<int64_t>(s.tokens.size());
-      if (ns == 0 || absorbed[i]) {
-        t0 += ns;
-        continue;
+      if (ns > 0 && !absorbed[i]) {
+        const int64_t n_ctx = s.start + ns;
+        if (rows > 0 && rows + n_ctx > budget_rows) run_pack();
+        pack.push_back(backend::PackedSeq{t0, ns, rows, n_ctx, s.start});
+        members.push_back(i);
+        rows += n_ctx;
       }
-      // Expanded: k = [k_nope from kv_b_proj, k_pe], v from kv_b_proj, for every cached position.
-      const int64_t n_ctx = s.start + ns;
-      const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
-      float* ctx_lat = scratch(ctx_lat_, n_ctx * L);
-      float* kvb = scratch(kvb_, n_ctx * Hl * (nope + dv));
-      float* k = scratch(k_, n_ctx * Hl * dqk);
-      float* v = scratch(v_, n_ctx * Hl * dv);
-      be_.paged_gather(view, 0, L, n_ctx, ctx_lat, L, 1, 0);
-      be_.linear(ctx_lat, n_ctx, lw.kv_b_proj, kvb);
-      be_.copy2d(k, dqk, kvb, nope + dv, n_ctx * Hl, nope);
-      be_.copy2d(v, dv, kvb + nope, nope + dv, n_ctx * Hl, dv);
-      be_.paged_gather(view, L, R, n_ctx, k + nope, Hl * dqk, Hl, dqk);  // the rope key into every head
-      be_.attention(q + t0 * Hl * dqk, k, v, ns, n_ctx, Hl, dqk, dv, s.start, scale, o + t0 * Hl * dv);
       t0 += ns;
     }
+    run_pack();
   }
   mark("attention.out");
   be_.linear(o, n, lw.o_proj, out);

@@ -410,5 +410,34 @@ TEST(BackendParity, AttentionFlashBf16) {
   });
 }
 
+// Sequences packed along the rows (attention_packed): one flash launch over all of them (more
+// than one launch's worth of sequences too), against the CPU reference's per-sequence loop; rows
+// between the sequences' q rows stay as they were.
+TEST(BackendParity, AttentionPackedFlashBf16) {
+  with_attn_mode("auto", [&] {
+    gpu().set_attention_tf32(true);
+    const int64_t H = 16, d_qk = 192, d_v = 128;
+    for (int64_t n_seqs : {int64_t{3}, int64_t{30}}) {
+      std::vector<PackedSeq> seqs;
+      int64_t q_rows = 0, kv_rows = 0;
+      for (int64_t i = 0; i < n_seqs; ++i) {
+        const int64_t n_q = rnd_int(1, i % 3 == 0 ? 300 : 70), q_start = i % 2 ? rnd_int(0, 200) : 0;
+        seqs.push_back(PackedSeq{q_rows, n_q, kv_rows, q_start + n_q, q_start});
+        q_rows += n_q + (i % 4 == 1 ? 5 : 0);  // a gap of rows no sequence owns
+        kv_rows += q_start + n_q;
+      }
+      Dual<float> q(rnd(q_rows * H * d_qk, -2, 2)), k(rnd(kv_rows * H * d_qk, -2, 2)), v(rnd(kv_rows * H * d_v)),
+          out(rnd(q_rows * H * d_v));
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d_qk));
+      cpu().attention_packed(q.c.data(), k.c.data(), v.c.data(), seqs.data(), n_seqs, H, d_qk, d_v, scale,
+                             out.c.data());
+      gpu().attention_packed(q.g.data(), k.g.data(), v.g.data(), seqs.data(), n_seqs, H, d_qk, d_v, scale,
+                             out.g.data());
+      EXPECT_TRUE(close("attention_packed", "flash bf16 " + shp({{"seqs", n_seqs}, {"q_rows", q_rows}, {"kv_rows", kv_rows}}),
+                        out.on_cpu(), out.on_gpu(), 1e-2, 1e-5));
+    }
+  });
+}
+
 }  // namespace
 }  // namespace dpa::backend

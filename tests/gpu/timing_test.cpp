@@ -215,6 +215,39 @@ TEST(BackendParity, TimingFlash) {
     });
 }
 
+// A prefill step's expanded attention: 8 sequences of 1,024 tokens, one call each against one
+// packed call (attention_packed).
+TEST(BackendParity, TimingFlashPacked) {
+  with_attn_mode("auto", [&] {
+    gpu().set_attention_tf32(true);
+    const int64_t H = 16, n = 1024, S = 8, rows = S * n;
+    Buffer<float> q(gpu(), rows * H * 192), k(gpu(), rows * H * 192), v(gpu(), rows * H * 128),
+        out(gpu(), rows * H * 128);
+    const auto hq = rnd(rows * H * 192), hv = rnd(rows * H * 128);
+    gpu().upload(q.data(), hq.data(), hq.size() * sizeof(float));
+    gpu().upload(k.data(), hq.data(), hq.size() * sizeof(float));
+    gpu().upload(v.data(), hv.data(), hv.size() * sizeof(float));
+    std::vector<PackedSeq> seqs;
+    for (int64_t i = 0; i < S; ++i) seqs.push_back(PackedSeq{i * n, n, i * n, n, 0});
+    const double flops = static_cast<double>(S) * H * n * (n + 1) / 2 * (192 + 128) * 2;
+    for (bool packed : {false, true}) {
+      const float ms = time_ms([&] {
+        if (packed) {
+          gpu().attention_packed(q.data(), k.data(), v.data(), seqs.data(), S, H, 192, 128, 0.07f, out.data());
+        } else {
+          for (const PackedSeq& s : seqs)
+            gpu().attention(q.data() + s.q0 * H * 192, k.data() + s.kv0 * H * 192, v.data() + s.kv0 * H * 128, n,
+                            n, H, 192, 128, 0, 0.07f, out.data() + s.q0 * H * 128);
+        }
+      });
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%.3f ms, %.0f TFLOP/s (causal)", ms, flops / (ms * 1e-3) / 1e12);
+      line("time attention", std::string(packed ? "flash packed" : "flash per sequence") + " " +
+                                 shp({{"seqs", S}, {"n", n}, {"H", H}}), buf, true);
+    }
+  });
+}
+
 // The MoE slot sort of a decode step (512 tokens x top-6) and of a prefill step (8,704 x 6).
 TEST(BackendParity, TimingMoeSort) {
   for (int64_t n_slots : {6 * 512, 6 * 8704}) {

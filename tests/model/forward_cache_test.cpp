@@ -101,6 +101,34 @@ TEST(ModelForward, MixedStepMatchesSeparateSteps) {
   EXPECT_LT(max_abs_diff(mixed, expect), 1e-5);
 }
 
+// Several chunks of several tokens in one step take the expanded form packed along the rows
+// (one kv_b_proj and one attention call for all): the logits are each chunk's alone, for a
+// chunk that starts a sequence and one that continues a cached prefix, in either order.
+TEST(ModelForward, PackedPrefillChunksMatchSeparateSteps) {
+  Loaded f(4, 48);
+  Model& m = *f.m;
+  const std::vector<int32_t> a0(kPrompt.begin(), kPrompt.begin() + 5), a1(kPrompt.begin() + 5, kPrompt.end());
+  const std::vector<int32_t> b(kPrompt.begin() + 3, kPrompt.begin() + 10), c(kPrompt.rbegin(), kPrompt.rbegin() + 6);
+  std::vector<int32_t> ta, tb, tc;
+  m.cache().grow(ta, static_cast<int64_t>(kPrompt.size()));
+  m.cache().grow(tb, static_cast<int64_t>(b.size()));
+  m.cache().grow(tc, static_cast<int64_t>(c.size()));
+  std::vector<float> unused, a_alone, b_alone, c_alone, packed;
+  m.forward({SeqInput{a0, 0, ta, LogitsWanted::none}}, unused);
+  m.forward({SeqInput{a1, 5, ta, LogitsWanted::all}}, a_alone);
+  m.forward({SeqInput{b, 0, tb, LogitsWanted::all}}, b_alone);
+  m.forward({SeqInput{c, 0, tc, LogitsWanted::all}}, c_alone);
+  // Again in one step (the cache rows they write are the same values).
+  m.forward({SeqInput{b, 0, tb, LogitsWanted::all}, SeqInput{a1, 5, ta, LogitsWanted::all},
+             SeqInput{c, 0, tc, LogitsWanted::all}},
+            packed);
+  std::vector<float> expect = b_alone;
+  expect.insert(expect.end(), a_alone.begin(), a_alone.end());
+  expect.insert(expect.end(), c_alone.begin(), c_alone.end());
+  ASSERT_EQ(packed.size(), expect.size());
+  EXPECT_LT(max_abs_diff(packed, expect), 1e-5);
+}
+
 // The floor --profile-phases reports: a decode step reads each cache row once per layer and the
 // weights of the routed experts that got rows, so one more row of context and the change in
 // experts touched account for the whole difference between two decode steps.

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
@@ -81,6 +82,25 @@ void CudaBackend::attention(const float* q, const float* k, const float* v, int6
   const int64_t ws = kernels::attention_workspace_floats(n_q, n_heads, n_ctx, d_v);
   kernels::attention(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out,
                      scratch(ws), ws, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs,
+                                   int64_t n_seqs, int64_t n_heads, int64_t d_qk, int64_t d_v, float scale,
+                                   float* out) {
+  if (n_seqs <= 0 || n_heads <= 0) return;
+  if (!(attention_tf32_ && attn_mode_ == AttnMode::automatic && kernels::flash_prefill_supported(d_qk, d_v, out, n_heads)))
+    return Backend::attention_packed(q, k, v, seqs, n_seqs, n_heads, d_qk, d_v, scale, out);
+  std::vector<kernels::FlashSeq> fs(static_cast<std::size_t>(n_seqs));
+  int64_t q_rows = 0, kv_rows = 0;
+  for (std::size_t i = 0; i < fs.size(); ++i) {
+    const PackedSeq& p = seqs[i];
+    fs[i] = kernels::FlashSeq{p.q0, p.n_q, p.kv0, p.n_kv, p.q_start};
+    q_rows = std::max(q_rows, p.q0 + p.n_q), kv_rows = std::max(kv_rows, p.kv0 + p.n_kv);
+  }
+  const int64_t ws = kernels::flash_prefill_workspace(q_rows, kv_rows, n_heads, d_qk, d_v);
+  kernels::flash_prefill_packed(q, k, v, fs.data(), n_seqs, n_heads, d_qk, d_v, scale, out,
+                                reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
   DPA_CHECK_LAUNCH();
 }
 

@@ -114,6 +114,9 @@ class CudaBackend final : public Backend {
   void attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
                  int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
                  float* out) override;
+  // Where the flash kernel takes the shapes, every sequence in one launch (or a few).
+  void attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs, int64_t n_seqs,
+                        int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out) override;
 
   void mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
                     const PagedLatent& cache, int64_t q_start, float scale,
