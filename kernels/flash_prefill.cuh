@@ -1,7 +1,7 @@
-// Causal attention of one sequence's chunk on tensor cores (the expanded MLA form of prefill):
-// q, k and v in fp32 are rounded to bf16 first, S = Q·K^T and O = P·V run
-// on mma.sync with fp32 accumulation, and the softmax is the online (flash) form in fp32, so
-// no score matrix is written. A block takes 64 queries of one head (4 warps, 16 queries each)
+// Causal attention of prefill chunks on tensor cores (the expanded MLA form of prefill), one
+// sequence or several packed along the rows: q, k and v in fp32 are rounded to bf16 first,
+// S = Q·K^T and O = P·V run on mma.sync with fp32 accumulation, and the softmax is the online
+// (flash) form in fp32, so no score matrix is written. A block takes 64 queries of one head (4 warps, 16 queries each)
 // and walks the key tiles its queries see. For bf16-class inputs only: the backend uses it where
 // the attention GEMMs may round to TF32 (over a bf16 KV cache).
 #pragma once
