@@ -34,11 +34,11 @@ __global__ void strided_to_bf16_kernel(const float* x, int64_t ldx, int64_t stri
 }
 
 template <class T>
-__global__ void moe_gather_pad_kernel(const float* x, const int32_t* order, const int32_t* pos,
+__global__ void moe_gather_pad_kernel(const float* x, const int32_t* order, int64_t x_div, const int32_t* pos,
                                       int64_t n_rows, int64_t d, int64_t ldx, T* xb) {
   for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
     const int32_t p = pos ? pos[r] : static_cast<int32_t>(r);
-    detail::copy_row(xb + r * ldx, p < 0 ? nullptr : x + static_cast<int64_t>(order[p]) * d, d);
+    detail::copy_row(xb + r * ldx, p < 0 ? nullptr : x + static_cast<int64_t>(order[p]) / x_div * d, d);
   }
 }
 
@@ -93,15 +93,15 @@ void strided_to_bf16(const float* x, int64_t ldx, int64_t stride_x, int64_t n, i
       x, ldx, stride_x, n, cols, rows, reinterpret_cast<__nv_bfloat16*>(out));
 }
 
-void moe_gather_pad(const float* x, const int32_t* order, const int32_t* pos, int64_t n_rows,
+void moe_gather_pad(const float* x, const int32_t* order, int64_t x_div, const int32_t* pos, int64_t n_rows,
                     int64_t d, int64_t ldx, bool bf16, void* xb, cudaStream_t stream) {
   if (n_rows <= 0 || d <= 0) return;
   if (bf16)
     moe_gather_pad_kernel<<<grid_rows(n_rows), kThreads, 0, stream>>>(
-        x, order, pos, n_rows, d, ldx, static_cast<__nv_bfloat16*>(xb));
+        x, order, x_div, pos, n_rows, d, ldx, static_cast<__nv_bfloat16*>(xb));
   else
     moe_gather_pad_kernel<<<grid_rows(n_rows), kThreads, 0, stream>>>(
-        x, order, pos, n_rows, d, ldx, static_cast<float*>(xb));
+        x, order, x_div, pos, n_rows, d, ldx, static_cast<float*>(xb));
 }
 
 void moe_fixed_positions(const int64_t* counts, int64_t n_experts, int64_t capacity, int32_t* pos,

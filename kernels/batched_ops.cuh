@@ -19,8 +19,8 @@ void strided_to_bf16(const float* x, int64_t ldx, int64_t stride_x, int64_t n, i
                      int64_t batch, uint16_t* out, cudaStream_t stream);
 
 // Padded expert rows: row r (of n_rows) of xb (stride ldx, bf16 when `bf16`, else f32) is
-// x[order[pos[r]], :d] or zeros where pos[r] < 0; pos null: x[order[r], :d].
-void moe_gather_pad(const float* x, const int32_t* order, const int32_t* pos, int64_t n_rows,
+// x[order[pos[r]] / x_div, :d] or zeros where pos[r] < 0; pos null: x[order[r] / x_div, :d].
+void moe_gather_pad(const float* x, const int32_t* order, int64_t x_div, const int32_t* pos, int64_t n_rows,
                     int64_t d, int64_t ldx, bool bf16, void* xb, cudaStream_t stream);
 // The row map of experts padded to `capacity` rows each: pos[e * capacity + r] = (counts of the
 // experts before e) + r for r < counts[e], else -1; counts in device memory (n_experts entries,

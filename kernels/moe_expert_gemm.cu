@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     TileCopier<float, kBM, kBK, kS, kThreads> ca;
     TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
     ca.init(
-        sA, [&](int r) { return s_row[r] >= 0 ? x + static_cast<int64_t>(s_row[r]) * D : nullptr; }, kStages,
+        sA, [&](int r) { return s_row[r] >= 0 ? x + static_cast<int64_t>(s_row[r]) / a.x_div * D : nullptr; }, kStages,
         kBM * kS * 4);
     cb.init(
         sB,

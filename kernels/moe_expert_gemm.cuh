@@ -21,13 +21,15 @@ struct ExpertGemmArgs {
   // The sum of the counts (the slots routed) as known without them, or a bound: picks the rows a
   // tile by the rows an expert holds on average. Any value gives the same results; 0: none known.
   int64_t rows = 0;
+  int64_t x_div = 1;  // slot p's token row is x[order[p] / x_div] (the outputs stay at order[p])
 };
 
 // Whether the kernels take these shapes: D, I and both strides multiples of 8 (16-byte rows).
 bool expert_gemm_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down);
 
 // Expert e's rows are the sorted slots start_e .. start_e + counts[e] (start_e: the counts of the
-// experts before it); slot p's token row is x[order[p], :D] (f32, row stride D, 16-byte aligned).
+// experts before it); slot p's token row is x[order[p] / a.x_div, :D] (f32, row stride D, 16-byte
+// aligned).
 // h[e * capacity + r, :I] = bf16(silu(x_r · gate_e^T) * (x_r · up_e^T)) for r < counts[e].
 void moe_gate_up_silu(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
                       cudaStream_t stream);

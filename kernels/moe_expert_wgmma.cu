@@ -146,12 +146,12 @@ __global__ void plan_kernel(const int64_t* counts, int64_t n_experts, int64_t ca
   }
 }
 
-// xb[p] = bf16(x[order[p]]) for p < plan[1].
-__global__ void gather_kernel(const float* x, const int32_t* order, const int32_t* plan, int64_t n_rows, int64_t d,
-                              int64_t ldx, __nv_bfloat16* xb) {
+// xb[p] = bf16(x[order[p] / x_div]) for p < plan[1].
+__global__ void gather_kernel(const float* x, const int32_t* order, int64_t x_div, const int32_t* plan,
+                              int64_t n_rows, int64_t d, int64_t ldx, __nv_bfloat16* xb) {
   const int64_t rows = min(n_rows, static_cast<int64_t>(plan[1]));
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
-    detail::copy_row(xb + r * ldx, x + static_cast<int64_t>(order[r]) * d, d);
+    detail::copy_row(xb + r * ldx, x + static_cast<int64_t>(order[r]) / x_div * d, d);
 }
 
 PFN_cuTensorMapEncodeTiled_v12000 encoder() {
@@ -223,11 +223,12 @@ void moe_wgmma_plan(const int64_t* counts, int64_t n_experts, int64_t capacity, 
                                                                                             capacity, tiles, plan);
 }
 
-void moe_wgmma_gather(const float* x, const int32_t* order, const int32_t* plan, int64_t n_rows, int64_t d,
-                      int64_t ldx, uint16_t* xb, cudaStream_t stream) {
+void moe_wgmma_gather(const float* x, const int32_t* order, int64_t x_div, const int32_t* plan, int64_t n_rows,
+                      int64_t d, int64_t ldx, uint16_t* xb, cudaStream_t stream) {
   if (n_rows <= 0 || d <= 0) return;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(n_rows, 8 * detail::sm_count()));
-  gather_kernel<<<blocks, 256, 0, stream>>>(x, order, plan, n_rows, d, ldx, reinterpret_cast<__nv_bfloat16*>(xb));
+  gather_kernel<<<blocks, 256, 0, stream>>>(x, order, x_div, plan, n_rows, d, ldx,
+                                            reinterpret_cast<__nv_bfloat16*>(xb));
 }
 
 bool moe_wgmma_gate_up(const uint16_t* xb, int64_t rows, int64_t ldx, const ExpertWgmmaArgs& a, uint16_t* h,

@@ -44,9 +44,10 @@ struct ExpertWgmmaArgs {
 // [0, capacity]; plan[0] = the tiles, plan[1] = the rows (the counts' sum). n_experts <= 4096.
 void moe_wgmma_plan(const int64_t* counts, int64_t n_experts, int64_t capacity, ExpertTile* tiles, int32_t* plan,
                     cudaStream_t stream);
-// xb[p, :d] = bf16(x[order[p], :d]) for p < min(n_rows, plan[1]) (the rows in moe_sort's order).
-void moe_wgmma_gather(const float* x, const int32_t* order, const int32_t* plan, int64_t n_rows, int64_t d,
-                      int64_t ldx, uint16_t* xb, cudaStream_t stream);
+// xb[p, :d] = bf16(x[order[p] / x_div, :d]) for p < min(n_rows, plan[1]) (the rows in
+// moe_sort's order).
+void moe_wgmma_gather(const float* x, const int32_t* order, int64_t x_div, const int32_t* plan, int64_t n_rows,
+                      int64_t d, int64_t ldx, uint16_t* xb, cudaStream_t stream);
 
 // Both return false, launching nothing, when the driver refuses the operand's tensor map.
 // h[p, :I] = bf16(silu(xb_p · gate_e^T) * (xb_p · up_e^T)) for every tile's rows p (expert e).

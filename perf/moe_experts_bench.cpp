@@ -2,7 +2,7 @@
 // expert) in DeepSeek-V2-Lite's shapes (hidden 2048, expert width 1408, bf16 weights, fp32
 // activations) on one GPU, for EP 1 (64 local experts) and EP 2 (32), at 256 and 8192 tokens per
 // GPU with top-6 routing spread uniformly at random over the experts (each GPU gets tokens x 6 rows
-// either way). The forms: `grouped` (moe_experts as the engine runs it: host counts, the choice
+// either way; at EP 1 the experts read them from the tokens, x_div 6, as the engine does). The forms: `grouped` (moe_experts as the engine runs it: host counts, the choice
 // below by rows an expert), `cublas` (moe_experts with DPA_MOE_WGMMA=0: cuBLAS batched GEMMs over
 // padded groups), `wgmma` (DPA_MOE_WGMMA=1: the warpgroup-MMA kernels over compact rows) and
 // `fixed` (moe_experts_fixed: counts in device memory, the capacity the tokens rounded up to 16,
@@ -75,7 +75,7 @@ double check(Backend& cpu, Backend& gpu, Backend& wg, const std::vector<std::vec
   std::vector<float> x(static_cast<std::size_t>(rows * kD)), ref(x.size()), got(x.size());
   for (auto& v : x) v = u(rng);
   std::vector<int32_t> order = {3, 0, 6, 1, 7, 2, 5, 4};
-  cpu.moe_experts(x.data(), order.data(), counts.data(), 2, ec.gate.data(), ec.up.data(), ec.down.data(), ref.data());
+  cpu.moe_experts(x.data(), order.data(), 1, counts.data(), 2, ec.gate.data(), ec.up.data(), ec.down.data(), ref.data());
   Buffer<float> gx(gpu, x.size()), gout(gpu, x.size());
   Buffer<int32_t> gord(gpu, order.size());
   gpu.upload(gx.data(), x.data(), x.size() * 4);
@@ -85,12 +85,12 @@ double check(Backend& cpu, Backend& gpu, Backend& wg, const std::vector<std::vec
     gpu.download(got.data(), gout.data(), got.size() * 4);
     return dpa::perf::max_rel_error(got.data(), ref.data(), ref.size());
   };
-  gpu.moe_experts(gx.data(), gord.data(), counts.data(), 2, eg.gate.data(), eg.up.data(), eg.down.data(), gout.data());
+  gpu.moe_experts(gx.data(), gord.data(), 1, counts.data(), 2, eg.gate.data(), eg.up.data(), eg.down.data(), gout.data());
   const double grouped = rel();
   Buffer<int64_t> gcounts(gpu, counts.size());
   gpu.upload(gcounts.data(), counts.data(), counts.size() * 8);
   gpu.fill_zero(gout.data(), x.size() * 4);
-  gpu.moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), 2, 16, rows, eg.gate.data(), eg.up.data(),
+  gpu.moe_experts_fixed(gx.data(), gord.data(), 1, gcounts.data(), 2, 16, rows, eg.gate.data(), eg.up.data(),
                         eg.down.data(), gout.data());
   const double fixed = rel();
 
@@ -104,14 +104,14 @@ double check(Backend& cpu, Backend& gpu, Backend& wg, const std::vector<std::vec
   std::vector<int32_t> order3(static_cast<std::size_t>(rows3));
   std::iota(order3.begin(), order3.end(), 0);
   std::shuffle(order3.begin(), order3.end(), rng);
-  cpu.moe_experts(x3.data(), order3.data(), counts3.data(), 3, ec3.gate.data(), ec3.up.data(), ec3.down.data(),
+  cpu.moe_experts(x3.data(), order3.data(), 1, counts3.data(), 3, ec3.gate.data(), ec3.up.data(), ec3.down.data(),
                   ref3.data());
   Buffer<float> wx(wg, x3.size()), wout(wg, x3.size());
   Buffer<int32_t> word(wg, order3.size());
   wg.upload(wx.data(), x3.data(), x3.size() * 4);
   wg.upload(word.data(), order3.data(), order3.size() * 4);
   wg.fill_zero(wout.data(), x3.size() * 4);
-  wg.moe_experts(wx.data(), word.data(), counts3.data(), 3, eg3.gate.data(), eg3.up.data(), eg3.down.data(),
+  wg.moe_experts(wx.data(), word.data(), 1, counts3.data(), 3, eg3.gate.data(), eg3.up.data(), eg3.down.data(),
                  wout.data());
   wg.download(got3.data(), wout.data(), got3.size() * 4);
   const double wgmma = dpa::perf::max_rel_error(got3.data(), ref3.data(), ref3.size());
@@ -185,10 +185,13 @@ int main(int argc, char** argv) {
       std::vector<int32_t> order(static_cast<std::size_t>(rows));
       std::iota(order.begin(), order.end(), 0);
       std::shuffle(order.begin(), order.end(), rng);
-      std::vector<float> x(static_cast<std::size_t>(rows * kD));
+      // EP 1: the experts read the tokens by slot (x_div = top-k), as the engine's local experts
+      // do; EP 2: the rows an exchange delivered, one per slot.
+      const int64_t x_div = ep == 1 ? kTopK : 1;
+      std::vector<float> x(static_cast<std::size_t>(rows / x_div * kD));
       std::uniform_real_distribution<float> u(-1.0f, 1.0f);
       for (auto& v : x) v = u(rng);
-      Buffer<float> gx(*gpu, x.size()), gout(*gpu, x.size());
+      Buffer<float> gx(*gpu, x.size()), gout(*gpu, static_cast<std::size_t>(rows * kD));
       Buffer<int32_t> gord(*gpu, order.size());
       gpu->upload(gx.data(), x.data(), x.size() * 4);
       gpu->upload(gord.data(), order.data(), order.size() * 4);
@@ -205,11 +208,11 @@ int main(int argc, char** argv) {
         const double ms = dpa::perf::median_ms(
             [&] {
               if (f == "fixed")
-                be.moe_experts_fixed(gx.data(), gord.data(), gcounts.data(), E, capacity, rows, e.gate.data(),
+                be.moe_experts_fixed(gx.data(), gord.data(), x_div, gcounts.data(), E, capacity, rows, e.gate.data(),
                                      e.up.data(), e.down.data(), gout.data());
               else
-                be.moe_experts(gx.data(), gord.data(), counts.data(), E, e.gate.data(), e.up.data(), e.down.data(),
-                               gout.data());
+                be.moe_experts(gx.data(), gord.data(), x_div, counts.data(), E, e.gate.data(), e.up.data(),
+                               e.down.data(), gout.data());
             },
             reps, 3, static_cast<cudaStream_t>(be.stream()));
         const double weight_bytes = static_cast<double>(active) * 3.0 * kD * kI * 2.0;

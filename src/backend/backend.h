@@ -301,11 +301,13 @@ class Backend {
   // out[rows[j], :] = x[j, :] for j < n, rows of d floats (token unpermute); rows distinct.
   virtual void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                             float* out) = 0;
-  // The routed experts of one rank: rows order[p_e .. p_e + counts[e]) of x (p_e = counts of
-  // the experts before e; counts in HOST memory) go through expert e's SwiGLU
-  // down(silu(gate x) * up x); results land in the same rows of out. x rows have gate[0].cols
-  // floats; experts with no rows are skipped.
-  virtual void moe_experts(const float* x, const int32_t* order, const int64_t* counts,
+  // The routed experts of one rank: sorted rows p_e .. p_e + counts[e] - 1 (p_e = counts of the
+  // experts before e; counts in HOST memory) go through expert e's SwiGLU
+  // down(silu(gate x) * up x): row p reads x[order[p] / x_div] and its result lands in
+  // out[order[p]]. x rows have gate[0].cols floats; experts with no rows are skipped. With
+  // x_div = top_k and order = moe_sort's order, x is the tokens themselves and out is in slot
+  // order (no gathered copy of the rows); x_div = 1: rows in and out at the same index.
+  virtual void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                            int64_t n_experts, const WeightView* gate, const WeightView* up,
                            const WeightView* down, float* out) = 0;
   // moe_experts with the counts in BACKEND memory (moe_counts_to) and every expert given
@@ -314,7 +316,7 @@ class Backend {
   // a step can be queued whole. Experts with no rows cost their weights' read. `rows`: the sum of
   // the counts as known without them (the slots routed), by which a backend may shape its work;
   // a wrong one costs time, never results; 0: none known.
-  virtual void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts,
+  virtual void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                  int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
                                  const WeightView* up, const WeightView* down, float* out) = 0;
   // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
@@ -417,8 +419,8 @@ std::unique_ptr<Backend> make_cpu_backend();
 // moe_experts one expert at a time through be's plain ops (gather, gate and up, SwiGLU, down,
 // scatter): the CPU reference's definition, and the CUDA backend's path for experts of mixed
 // shapes or dtypes. `workspace(floats)` returns backend memory for one expert's rows (reused).
-void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, const int64_t* counts,
-                            int64_t n_experts, const WeightView* gate, const WeightView* up,
+void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, int64_t x_div,
+                            const int64_t* counts, int64_t n_experts, const WeightView* gate, const WeightView* up,
                             const WeightView* down, float* out,
                             const std::function<float*(std::size_t floats)>& workspace);
 

@@ -12,8 +12,8 @@ void Backend::attention_packed(const float* q, const float* k, const float* v, c
   }
 }
 
-void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, const int64_t* counts,
-                            int64_t n_experts, const WeightView* gate, const WeightView* up,
+void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, int64_t x_div,
+                            const int64_t* counts, int64_t n_experts, const WeightView* gate, const WeightView* up,
                             const WeightView* down, float* out,
                             const std::function<float*(std::size_t floats)>& workspace) {
   int64_t pos = 0;
@@ -23,7 +23,7 @@ void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, c
     const int64_t D = gate[e].cols, I = gate[e].rows;
     float* xe = workspace(static_cast<std::size_t>(cnt * (2 * D + 2 * I)));
     float *ge = xe + cnt * D, *ue = ge + cnt * I, *ye = ue + cnt * I;
-    be.gather_rows(x, order + pos, cnt, D, xe);
+    be.gather_rows_div(x, order + pos, x_div, cnt, D, xe);
     be.linear(xe, cnt, gate[e], ge);
     be.linear(xe, cnt, up[e], ue);
     be.silu_mul(ge, ue, cnt * I, ge);

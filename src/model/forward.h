@@ -176,8 +176,6 @@ class Model {
   void mark(const char* phase) {
     if (opts_.profile_phases) be_.phase_mark(phase);
   }
-  // Row indices 0 .. n-1 in backend memory (kept and grown across steps).
-  const int32_t* identity_rows(int64_t n);
 
   ModelWeights weights_;
   backend::Backend& be_;
@@ -249,11 +247,9 @@ class Model {
   backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, mine_;
   backend::Buffer<int32_t> gate_ids_, order_, position_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
-  backend::Buffer<int32_t> d_identity_;
   backend::Buffer<backend::LogitEdit> d_edits_;
   backend::Buffer<backend::SampleSpec> d_specs_;
   backend::Buffer<backend::SampleOut> d_samples_;
-  int64_t identity_n_ = 0;
 
   // Decode graphs (see graph_stats). A recording is valid while the buffers it addresses stay:
   // the key holds the step's shapes and the epochs of model and backend allocations.

@@ -47,16 +47,6 @@ std::vector<std::size_t> displs_of(const std::vector<std::size_t>& counts) {
 
 }  // namespace
 
-const int32_t* Model::identity_rows(int64_t n) {
-  if (n > identity_n_) {
-    std::vector<int32_t> v(static_cast<std::size_t>(n));
-    std::iota(v.begin(), v.end(), 0);
-    upload(d_identity_, v);
-    identity_n_ = n;
-  }
-  return d_identity_.data();
-}
-
 void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const ModelConfig& c = config();
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
@@ -97,11 +87,17 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   // Slots (token, k) sorted by expert, which also groups them by owning rank.
   const int64_t n_slots = my_n * KS;
   int32_t* order = scratch(order_, n_slots);
-  int32_t* position = scratch(position_, n_slots);  // where each slot's result comes back
+  // Where each slot's result comes back from the exchange (local experts write slot order).
+  int32_t* position = distributed ? scratch(position_, n_slots) : nullptr;
   be_.moe_sort(ids, n_slots, E + S, order, position);
-  // Rows in slot order: the token of sorted slot j is order[j] / KS (no trip through the host).
-  float* send = scratch(send_, n_slots * D);
-  be_.gather_rows_div(hm, order, KS, n_slots, D, send);
+  // With every expert local the experts read each slot's token where it is (order[j] / KS) and
+  // write its result at its slot, so no copy of the rows is made; for the exchange, the rows in
+  // slot order: the token of sorted slot j is order[j] / KS (no trip through the host).
+  float* send = nullptr;
+  if (distributed) {
+    send = scratch(send_, n_slots * D);
+    be_.gather_rows_div(hm, order, KS, n_slots, D, send);
+  }
   // The shared experts need no routing: they run while the counts travel to the host. Their
   // output is where the routed results are then added: `out` itself unless the slices of attn_tp
   // ranks are gathered into it at the end.
@@ -137,14 +133,14 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     fixed_layers_[l] = 1, counts_on_device_ = true;
     expert_out = scratch(expert_out_, n_slots * D);
     mark("moe.experts");
-    be_.moe_experts_fixed(send, identity_rows(n_slots), d_counts, E + S, (my_n + 15) / 16 * 16, n_slots,
+    be_.moe_experts_fixed(hm, order, KS, d_counts, E + S, (my_n + 15) / 16 * 16, n_slots,
                           expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
   } else if (!distributed) {
-    // Every expert is local and `send` is already grouped by expert: run them on it in place.
+    // Every expert is local: they read the tokens and write the results in slot order.
     expert_out = scratch(expert_out_, n_slots * D);
     mark("moe.experts");
     if (n_slots > 0)
-      be_.moe_experts(send, identity_rows(n_slots), expert_counts.data(), E, expert_gate_[l].data(),
+      be_.moe_experts(hm, order, KS, expert_counts.data(), E, expert_gate_[l].data(),
                       expert_up_[l].data(), expert_down_[l].data(), expert_out);
   } else {
     // Dispatch. The slots are sorted by expert, so the rows for rank p are the run of p's experts;
@@ -195,12 +191,12 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
     mark("moe.experts");
     if (n_recv > 0)
-      be_.moe_experts(recv, local_order, local_counts.data(), n_local, expert_gate_[l].data(), expert_up_[l].data(),
+      be_.moe_experts(recv, local_order, 1, local_counts.data(), n_local, expert_gate_[l].data(), expert_up_[l].data(),
                       expert_down_[l].data(), expert_out);
   }
 
-  // Combine: rows come back in this rank's send order, i.e. sorted slot order; slot s's result is
-  // row position[s].
+  // Combine: exchanged rows come back in this rank's send order, i.e. sorted slot order; slot
+  // s's result is row position[s]. Local experts wrote slot s's result at row s.
   float* back = expert_out;
   if (distributed) {
     const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);

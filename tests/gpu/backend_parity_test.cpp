@@ -391,21 +391,49 @@ TEST(BackendParity, MoeExperts) {
     std::shuffle(order.begin(), order.end(), rng());
     Dual<int32_t> dord(order);
     Dual<float> x(rnd(std::max<int64_t>(total * c.D, 1))), out(rnd(std::max<int64_t>(total * c.D, 1)));
-    cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(), out.c.data());
-    gpu().moe_experts(x.g.data(), dord.g.data(), c.counts.data(), E, gg.data(), ug.data(), dg.data(), out.g.data());
+    cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(), out.c.data());
+    gpu().moe_experts(x.g.data(), dord.g.data(), 1, c.counts.data(), E, gg.data(), ug.data(), dg.data(), out.g.data());
     EXPECT_TRUE(close("moe_experts", dt(c.dt) + " " + c.name + " " +
                                          shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
                       out.on_cpu(), out.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+    // The model's form with every expert local: x holds the tokens and order the sorted slots,
+    // row p reads token order[p] / 3 and lands at slot order[p]; both forms, each expert path.
+    {
+      const int64_t kd = 3;
+      Dual<float> xt(rnd(std::max<int64_t>((total + kd - 1) / kd * c.D, 1)));
+      Dual<int64_t> dcounts(c.counts);
+      int64_t top = 0;
+      for (int64_t k : c.counts) top = std::max(top, k);
+      const int64_t cap = std::max<int64_t>((top + 15) / 16 * 16, 16);
+      for (const char* mode : {"auto", "1", "0"}) {
+        Dual<float> o1(rnd(std::max<int64_t>(total * c.D, 1))), o2(o1.on_cpu());
+        cpu().moe_experts(xt.c.data(), dord.c.data(), kd, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          o1.c.data());
+        cpu().moe_experts(xt.c.data(), dord.c.data(), kd, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          o2.c.data());
+        gpu().synchronize();
+        with_env_backend("DPA_MOE_WGMMA", mode, [&] {
+          gpu().moe_experts(xt.g.data(), dord.g.data(), kd, c.counts.data(), E, gg.data(), ug.data(), dg.data(),
+                            o1.g.data());
+          gpu().moe_experts_fixed(xt.g.data(), dord.g.data(), kd, dcounts.g.data(), E, cap, total, gg.data(),
+                                  ug.data(), dg.data(), o2.g.data());
+        });
+        const std::string what = dt(c.dt) + " x_div 3 DPA_MOE_WGMMA=" + mode + " " + c.name + " " +
+                                 shp({{"E", E}, {"rows", total}, {"D", c.D}});
+        EXPECT_TRUE(close("moe_experts", what, o1.on_cpu(), o1.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+        EXPECT_TRUE(close("moe_experts_fixed", what, o2.on_cpu(), o2.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+      }
+    }
     // bf16: the warpgroup-MMA kernels wherever they apply (DPA_MOE_WGMMA=1; the others fall
     // back), and never (0: cuBLAS over padded groups), from the same starting output.
     if (c.dt == DType::bf16)
       for (const char* mode : {"1", "0"}) {
         Dual<float> out3(rnd(std::max<int64_t>(total * c.D, 1)));
-        cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+        cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
                           out3.c.data());
         gpu().synchronize();  // the other backend's stream runs after this one's uploads
         with_env_backend("DPA_MOE_WGMMA", mode, [&] {
-          gpu().moe_experts(x.g.data(), dord.g.data(), c.counts.data(), E, gg.data(), ug.data(), dg.data(),
+          gpu().moe_experts(x.g.data(), dord.g.data(), 1, c.counts.data(), E, gg.data(), ug.data(), dg.data(),
                             out3.g.data());
         });
         EXPECT_TRUE(close("moe_experts", std::string("DPA_MOE_WGMMA=") + mode + " " + c.name + " " +
@@ -423,9 +451,9 @@ TEST(BackendParity, MoeExperts) {
     for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 100})
       for (int64_t bound : {total, int64_t{0}, int64_t{1}}) {
         Dual<float> out2(rnd(std::max<int64_t>(total * c.D, 1)));
-        cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+        cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
                           out2.c.data());
-        gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, bound, gg.data(), ug.data(),
+        gpu().moe_experts_fixed(x.g.data(), dord.g.data(), 1, dcounts.g.data(), E, cap, bound, gg.data(), ug.data(),
                                 dg.data(), out2.g.data());
         EXPECT_TRUE(close("moe_experts_fixed",
                           dt(c.dt) + " " + c.name + " " +
@@ -437,11 +465,11 @@ TEST(BackendParity, MoeExperts) {
     if (c.dt == DType::bf16)
       for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 200}) {
         Dual<float> out4(rnd(std::max<int64_t>(total * c.D, 1)));
-        cpu().moe_experts(x.c.data(), dord.c.data(), c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+        cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
                           out4.c.data());
         gpu().synchronize();
         with_env_backend("DPA_MOE_WGMMA", "1", [&] {
-          gpu().moe_experts_fixed(x.g.data(), dord.g.data(), dcounts.g.data(), E, cap, 0, gg.data(), ug.data(),
+          gpu().moe_experts_fixed(x.g.data(), dord.g.data(), 1, dcounts.g.data(), E, cap, 0, gg.data(), ug.data(),
                                   dg.data(), out4.g.data());
         });
         EXPECT_TRUE(close("moe_experts_fixed", std::string("DPA_MOE_WGMMA=1 ") + c.name + " " +
@@ -450,7 +478,7 @@ TEST(BackendParity, MoeExperts) {
       }
     // The CPU reference refuses a count over the capacity.
     if (top > 1) {
-      EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), c.counts.data(), E, top - 1, total, gc.data(),
+      EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), 1, c.counts.data(), E, top - 1, total, gc.data(),
                                            uc.data(), dc.data(), out.c.data()),
                    dpa::Error);
     }

@@ -141,7 +141,7 @@ TEST(BackendParity, TimingBatched) {
           ge(gpu(), total * I), ue(gpu(), total * I);
       gpu().fill_zero(x.data(), total * D * sizeof(float));
       const float fused = time_ms([&] {
-        gpu().moe_experts(x.data(), dord.data(), counts.data(), E, g.data(), u.data(), d.data(), out.data());
+        gpu().moe_experts(x.data(), dord.data(), 1, counts.data(), E, g.data(), u.data(), d.data(), out.data());
       });
       const float loop = time_ms([&] {
         int64_t pos = 0;

@@ -52,11 +52,12 @@ class CpuBackend final : public Backend {
                     float* out_lat) override;
   void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& cache,
                   float scale, float* out_lat) override;
-  void moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                   const WeightView* gate, const WeightView* up, const WeightView* down, float* out) override;
-  void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                         int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up,
-                         const WeightView* down, float* out) override;
+  void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                   int64_t n_experts, const WeightView* gate, const WeightView* up, const WeightView* down,
+                   float* out) override;
+  void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                         int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
+                         const WeightView* up, const WeightView* down, float* out) override;
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,

@@ -113,14 +113,14 @@ void CpuBackend::moe_counts_to(int64_t* dst) {
   std::copy(counts_.begin(), counts_.end(), dst);
 }
 
-void CpuBackend::moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts,
+void CpuBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                    int64_t n_experts, int64_t capacity, int64_t /*rows: a hint*/,
                                    const WeightView* gate,
                                    const WeightView* up, const WeightView* down, float* out) {
   for (int64_t e = 0; e < n_experts; ++e)
     if (counts[e] > capacity)
       throw Error(fmt::format("moe_experts_fixed: expert {} has {} rows, capacity {}", e, counts[e], capacity));
-  moe_experts(x, order, counts, n_experts, gate, up, down, out);
+  moe_experts(x, order, x_div, counts, n_experts, gate, up, down, out);
 }
 
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
@@ -138,11 +138,12 @@ void CpuBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, in
   for (int64_t j = 0; j < n; ++j) std::copy_n(x + j * d, d, out + static_cast<int64_t>(rows[j]) * d);
 }
 
-void CpuBackend::moe_experts(const float* x, const int32_t* order, const int64_t* counts,
+void CpuBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                              int64_t n_experts, const WeightView* gate, const WeightView* up,
                              const WeightView* down, float* out) {
   std::vector<float> ws;
-  moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
+  if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
+  moe_experts_per_expert(*this, x, order, x_div, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
     if (ws.size() < floats) ws.resize(floats);
     return ws.data();
   });

@@ -129,12 +129,12 @@ class CudaBackend final : public Backend {
   // group pads its experts to its largest count (at most ~25% or 16 rows of padding each); rows
   // are gathered into padded per-expert slabs (bf16 for bf16 weights), gate and up of a group
   // are one batched GEMM, SwiGLU one kernel, down one batched GEMM per group, then one scatter.
-  void moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                   const WeightView* gate, const WeightView* up, const WeightView* down,
+  void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                   int64_t n_experts, const WeightView* gate, const WeightView* up, const WeightView* down,
                    float* out) override;
-  void moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                         int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up,
-                         const WeightView* down, float* out) override;
+  void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                         int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
+                         const WeightView* up, const WeightView* down, float* out) override;
   void moe_counts_to(int64_t* dst) override;
 
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
@@ -283,10 +283,11 @@ class CudaBackend final : public Backend {
   // moe_experts / moe_experts_fixed by the warpgroup-MMA kernels; false: they do not apply (or
   // are not wanted at these rows), nothing done. The fixed form plans its tiles on the device.
   // `digest`: check_expert_weights' of the arrays.
-  bool moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+  bool moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_experts,
                          int64_t total, uint64_t digest, const WeightView* gate, const WeightView* up,
                          const WeightView* down, float* out);
-  bool moe_experts_fixed_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+  bool moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                               int64_t n_experts,
                                int64_t capacity, int64_t rows, uint64_t digest, const WeightView* gate,
                                const WeightView* up, const WeightView* down, float* out);
   // The experts' tensor maps in device memory, or null where the kernels do not take them

@@ -43,10 +43,12 @@ bool uniform_experts(const std::vector<int64_t>& ids, const WeightView* gate, co
 
 }  // namespace
 
-void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                              int64_t n_experts,
                               const WeightView* gate, const WeightView* up, const WeightView* down,
                               float* out) {
   if (n_experts <= 0) return;
+  if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
   std::vector<int64_t> start(n_experts), ids;
   int64_t total = 0;
   for (int64_t e = 0; e < n_experts; ++e) {
@@ -61,11 +63,12 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
   const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
   const DType dt = shape.dt;
   if (!uniform)  // experts of mixed shapes or dtypes: one at a time through the plain ops
-    return moe_experts_per_expert(*this, x, order, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
+    return moe_experts_per_expert(*this, x, order, x_div, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
       return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
     });
   const uint64_t digest = check_expert_weights(ids, n_experts, gate, up, down);  // of every expert, not only ids
-  if (dt == DType::bf16 && moe_experts_wgmma(x, order, counts, n_experts, total, digest, gate, up, down, out)) return;
+  if (dt == DType::bf16 && moe_experts_wgmma(x, order, x_div, counts, n_experts, total, digest, gate, up, down, out))
+    return;
 
   // Groups over the experts sorted by descending count, each padded to its largest. A group
   // whose largest is at most kWeightBoundRows takes every expert after it: below about that many
@@ -130,7 +133,7 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, const int64_
     }
   upload(ws, staging_.data(), staging_.size());
 
-  kernels::moe_gather_pad(x, order, pos, P, D, ldx, bf16, xb, stream_);
+  kernels::moe_gather_pad(x, order, x_div, pos, P, D, ldx, bf16, xb, stream_);
   DPA_CHECK_LAUNCH();
   const cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const float one = 1.0f, zero = 0.0f;
@@ -199,7 +202,8 @@ void CudaBackend::run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uin
   DPA_CHECK_LAUNCH();
 }
 
-bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                                    int64_t n_experts,
                                     int64_t total, uint64_t digest, const WeightView* gate, const WeightView* up,
                                     const WeightView* down, float* out) {
   int64_t active = 0;
@@ -230,14 +234,14 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, const 
   a.n_experts = n_experts, a.D = D, a.I = I;
   kernels::moe_wgmma_plan(d_counts, n_experts, total, d_tiles, plan, stream_);
   DPA_CHECK_LAUNCH();
-  kernels::moe_gather_pad(x, order, nullptr, total, D, ldx, true, xb, stream_);
+  kernels::moe_gather_pad(x, order, x_div, nullptr, total, D, ldx, true, xb, stream_);
   DPA_CHECK_LAUNCH();
   run_wgmma_experts(a, xb, h, total, order, out);
   return true;
 }
 
-bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, const int64_t* counts,
-                                          int64_t n_experts, int64_t capacity, int64_t rows, uint64_t digest,
+bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div,
+                                          const int64_t* counts, int64_t n_experts, int64_t capacity, int64_t rows, uint64_t digest,
                                           const WeightView* gate, const WeightView* up, const WeightView* down,
                                           float* out) {
   const int64_t R = n_experts * capacity;  // the rows' bound
@@ -261,17 +265,18 @@ bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, 
   a.n_experts = n_experts, a.D = D, a.I = I;
   kernels::moe_wgmma_plan(counts, n_experts, capacity, d_tiles, plan, stream_);
   DPA_CHECK_LAUNCH();
-  kernels::moe_wgmma_gather(x, order, plan, R, D, ldx, xb, stream_);
+  kernels::moe_wgmma_gather(x, order, x_div, plan, R, D, ldx, xb, stream_);
   DPA_CHECK_LAUNCH();
   run_wgmma_experts(a, xb, h, R, order, out);
   return true;
 }
 
-void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
-                                    int64_t capacity, int64_t rows, const WeightView* gate, const WeightView* up,
-                                    const WeightView* down, float* out) {
+void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                                    int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
+                                    const WeightView* up, const WeightView* down, float* out) {
   if (n_experts <= 0) return;
   if (capacity <= 0) throw Error(fmt::format("moe_experts_fixed: capacity {}", capacity));
+  if (x_div < 1) throw Error(fmt::format("moe_experts_fixed: row divisor {}", x_div));
   std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
   std::iota(all.begin(), all.end(), int64_t{0});
   ExpertShape shape;
@@ -281,7 +286,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
   if (!uniform) {  // experts of mixed shapes or dtypes: the counts to the host (a wait), then the grouped path
     std::vector<int64_t> h(static_cast<std::size_t>(n_experts));
     download(h.data(), counts, h.size() * sizeof(int64_t));
-    return moe_experts(x, order, h.data(), n_experts, gate, up, down, out);
+    return moe_experts(x, order, x_div, h.data(), n_experts, gate, up, down, out);
   }
   const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
 
@@ -291,7 +296,8 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   const std::size_t ne = static_cast<std::size_t>(n_experts);
 
-  if (bf16 && moe_experts_fixed_wgmma(x, order, counts, n_experts, C, rows, digest, gate, up, down, out)) return;
+  if (bf16 && moe_experts_fixed_wgmma(x, order, x_div, counts, n_experts, C, rows, digest, gate, up, down, out))
+    return;
   // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
   // rows leave at once, so padding costs nothing and an expert without rows reads no weights.
   if (bf16 && kernels::expert_gemm_supported(D, I, lda_gu, lda_d) &&
@@ -314,6 +320,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
       a.gate = ep.dev, a.up = ep.dev + ne, a.down = ep.dev + 2 * ne;
       a.ld_gu = lda_gu, a.ld_down = lda_d, a.counts = counts;
       a.n_experts = n_experts, a.capacity = C, a.D = D, a.I = I, a.rows = std::max<int64_t>(rows, 0);
+      a.x_div = x_div;
       auto* hb = reinterpret_cast<uint16_t*>(moe_workspace(static_cast<std::size_t>(R * ldi) * 2));
       kernels::moe_gate_up_silu(x, order, a, hb, ldi, stream_);
       DPA_CHECK_LAUNCH();
@@ -357,7 +364,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, const 
 
   kernels::moe_fixed_positions(counts, n_experts, C, pos, stream_);
   DPA_CHECK_LAUNCH();
-  kernels::moe_gather_pad(x, order, pos, R, D, ldx, bf16, xb, stream_);
+  kernels::moe_gather_pad(x, order, x_div, pos, R, D, ldx, bf16, xb, stream_);
   DPA_CHECK_LAUNCH();
   const cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const float one = 1.0f, zero = 0.0f;
