@@ -2,15 +2,15 @@
 // expert) in DeepSeek-V2-Lite's shapes (hidden 2048, expert width 1408, bf16 weights, fp32
 // activations) on one GPU, for EP 1 (64 local experts) and EP 2 (32), at 256 and 8192 tokens per
 // GPU with top-6 routing spread uniformly at random over the experts (each GPU gets tokens x 6 rows
-// either way; at EP 1 the experts read them from the tokens, x_div 6, as the engine does). The forms: `grouped` (moe_experts as the engine runs it: host counts, the choice
-// below by rows an expert), `cublas` (moe_experts with DPA_MOE_WGMMA=0: cuBLAS batched GEMMs over
-// padded groups), `wgmma` (DPA_MOE_WGMMA=1: the warpgroup-MMA kernels over compact rows) and
-// `fixed` (moe_experts_fixed: counts in device memory, the capacity the tokens rounded up to 16,
-// as a decode step without a host trip runs it). First checks them against the CPU reference on
-// a few of the same experts, then times them (CUDA events, median of --reps after warm-up) and
-// prints them against both floors measured in
-// the same process: the weight bytes over the copy bandwidth (the small-batch floor) and the FLOPs
-// over cuBLAS's bf16 GEMM rate (the large-batch floor).
+// either way; at EP 1 the experts read them from the tokens, x_div 6, as the engine does). The
+// forms: `grouped` (moe_experts as the engine runs it: host counts, the choice below by rows an
+// expert), `cublas` (moe_experts with DPA_MOE_WGMMA=0: cuBLAS batched GEMMs over padded groups),
+// `wgmma` (DPA_MOE_WGMMA=1: the warpgroup-MMA kernels over compact rows) and `fixed`
+// (moe_experts_fixed: counts in device memory, the capacity the tokens rounded up to 16, as a
+// decode step without a host trip runs it). First checks them against the CPU reference on a few
+// of the same experts, then times them (CUDA events, median of --reps after warm-up) and prints
+// them against both floors measured in the same process: the weight bytes over the copy bandwidth
+// (the small-batch floor) and the FLOPs over cuBLAS's bf16 GEMM rate (the large-batch floor).
 //   moe_experts_bench [--reps N] [--tokens N,N...] [--forms F,F...] [--json]
 //   (tokens: default 256,8192; forms: default grouped,cublas,wgmma,fixed, timed in that order)
 #include <cuda_runtime.h>

@@ -2,8 +2,8 @@
 // mla_prepare), then the absorbed form for single-token sequences (decode: W_UK folded into the
 // query, one batched mla_decode over the paged latents of every such sequence, W_UV after), and
 // the expanded form (k/v rebuilt from the cached latents through kv_b_proj, sequences packed
-// along the rows) for chunks of several tokens, or the absorbed form when forced; o_proj on the local heads'
-// columns, all-reduced over attn_tp. Every buffer is backend memory.
+// along the rows) for chunks of several tokens, or the absorbed form when forced; o_proj on the
+// local heads' columns, all-reduced over attn_tp. Every buffer is backend memory.
 #include <algorithm>
 #include <vector>
 
@@ -126,7 +126,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
     const int64_t row_bytes = (L + Hl * (nope + dv) + Hl * dqk + Hl * dv) * static_cast<int64_t>(sizeof(float));
     const int64_t budget_rows = std::max<int64_t>(1, kExpandedBytes / row_bytes);
     std::vector<backend::PackedSeq> pack;
-    std::vector<std::size_t> members;  // batch index of each packed sequence
+    std::vector<backend::PagedLatent> views;  // each packed sequence's cache
     int64_t rows = 0;
     auto run_pack = [&] {
       if (pack.empty()) return;
@@ -134,19 +134,15 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
       float* kvb = scratch(kvb_, rows * Hl * (nope + dv));
       float* k = scratch(k_, rows * Hl * dqk);
       float* v = scratch(v_, rows * Hl * dv);
-      for (std::size_t j = 0; j < pack.size(); ++j) {
-        const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[members[j]]);
-        be_.paged_gather(view, 0, L, pack[j].n_kv, ctx_lat + pack[j].kv0 * L, L, 1, 0);
-      }
+      for (std::size_t j = 0; j < pack.size(); ++j)
+        be_.paged_gather(views[j], 0, L, pack[j].n_kv, ctx_lat + pack[j].kv0 * L, L, 1, 0);
       be_.linear(ctx_lat, rows, lw.kv_b_proj, kvb);
       be_.copy2d(k, dqk, kvb, nope + dv, rows * Hl, nope);
       be_.copy2d(v, dv, kvb + nope, nope + dv, rows * Hl, dv);
-      for (std::size_t j = 0; j < pack.size(); ++j) {  // the rope key into every head
-        const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[members[j]]);
-        be_.paged_gather(view, L, R, pack[j].n_kv, k + pack[j].kv0 * Hl * dqk + nope, Hl * dqk, Hl, dqk);
-      }
+      for (std::size_t j = 0; j < pack.size(); ++j)  // the rope key into every head
+        be_.paged_gather(views[j], L, R, pack[j].n_kv, k + pack[j].kv0 * Hl * dqk + nope, Hl * dqk, Hl, dqk);
       be_.attention_packed(q, k, v, pack.data(), static_cast<int64_t>(pack.size()), Hl, dqk, dv, scale, o);
-      pack.clear(), members.clear(), rows = 0;
+      pack.clear(), views.clear(), rows = 0;
     };
     int64_t t0 = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -156,7 +152,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
         const int64_t n_ctx = s.start + ns;
         if (rows > 0 && rows + n_ctx > budget_rows) run_pack();
         pack.push_back(backend::PackedSeq{t0, ns, rows, n_ctx, s.start});
-        members.push_back(i);
+        views.push_back(cache_->view(layer, d_pages_.data() + page_offset_[i]));
         rows += n_ctx;
       }
       t0 += ns;

@@ -28,7 +28,8 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   rope_.dim = ckpt.config().qk_rope_head_dim;
   rope_.attention_scaling = rope_attention_scaling(ckpt.config());
   if (opts_.cuda_graph_max_tokens < 0 || opts_.cuda_graph_max_tokens > (1 << 20))
-    throw Error(fmt::format("decode graphs up to {} tokens: not a token count in [0, 1048576]", opts_.cuda_graph_max_tokens));
+    throw Error(fmt::format("decode graphs up to {} tokens: not a token count in [0, 1048576]",
+                            opts_.cuda_graph_max_tokens));
   // Graphs need a step with no host wait inside: on a single-rank replica the fixed-capacity
   // experts give that, so both cover the same steps.
   if (tp == 1 && ep == 1 && opts_.cuda_graph_max_tokens > 0)

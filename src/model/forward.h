@@ -126,10 +126,11 @@ class Model {
   double copy_bandwidth_gbs() const { return copy_gbs_; }
 
   // Decode graphs (ForwardOptions::cuda_graph_max_tokens, or DPA_CUDA_GRAPHS=1 with
-  // DPA_MOE_FIXED_TOKENS=N covering the step): a pure decode step on a single-rank replica (attn_tp 1, ep 1) whose shapes (tokens,
-  // the decode context rounded up to 256) and buffers equal the previous step's is recorded by
-  // the backend, and later steps of those shapes replay the recording instead of issuing every
-  // op (no host work, no launches inside the layers). What happened so far:
+  // DPA_MOE_FIXED_TOKENS=N covering the step): a pure decode step on a single-rank replica
+  // (attn_tp 1, ep 1) whose shapes (tokens, the decode context rounded up to 256) and buffers
+  // equal the previous step's is recorded by the backend, and later steps of those shapes replay
+  // the recording instead of issuing every op (no host work, no launches inside the layers). What
+  // happened so far:
   struct GraphStats {
     int64_t recorded = 0, replayed = 0, failed = 0;
   };
