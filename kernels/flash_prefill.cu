@@ -211,21 +211,30 @@ bool flash_prefill_supported(int64_t d_qk, int64_t d_v, const void* out, int64_t
   return d_qk == 192 && d_v == 128 && n_heads > 0 && n_heads < 65536 && reinterpret_cast<uintptr_t>(out) % 8 == 0;
 }
 
-int64_t flash_prefill_workspace(int64_t n_q, int64_t n_kv, int64_t n_heads, int64_t d_qk, int64_t d_v) {
-  return n_heads * (n_q * d_qk + n_kv * (d_qk + d_v));
+// The rows of q and of k / v that the sequences span.
+static void spans(const FlashSeq* seqs, int64_t n_seqs, int64_t* q_rows, int64_t* kv_rows) {
+  *q_rows = 0, *kv_rows = 0;
+  for (int64_t i = 0; i < n_seqs; ++i) {
+    *q_rows = std::max(*q_rows, seqs[i].q0 + seqs[i].n_q);
+    *kv_rows = std::max(*kv_rows, seqs[i].kv0 + seqs[i].n_kv);
+  }
 }
 
-void flash_prefill_packed(const float* q, const float* k, const float* v, const FlashSeq* seqs, int64_t n_seqs,
+int64_t flash_prefill_workspace(const FlashSeq* seqs, int64_t n_seqs, int64_t n_heads, int64_t d_qk,
+                                int64_t d_v) {
+  int64_t q_rows, kv_rows;
+  spans(seqs, n_seqs, &q_rows, &kv_rows);
+  return n_heads * (q_rows * d_qk + kv_rows * (d_qk + d_v));
+}
+
+void flash_prefill(const float* q, const float* k, const float* v, const FlashSeq* seqs, int64_t n_seqs,
                           int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out, uint16_t* workspace,
                           cudaStream_t stream) {
   if (n_seqs <= 0 || n_heads <= 0) return;
   // d_qk, d_v: 192 / 128 (flash_prefill_supported). The rows the sequences use, rounded to bf16
   // at the same offsets; each part of the workspace starts on a 256-byte boundary.
-  int64_t q_rows = 0, kv_rows = 0;
-  for (int64_t i = 0; i < n_seqs; ++i) {
-    q_rows = std::max(q_rows, seqs[i].q0 + seqs[i].n_q);
-    kv_rows = std::max(kv_rows, seqs[i].kv0 + seqs[i].n_kv);
-  }
+  int64_t q_rows, kv_rows;
+  spans(seqs, n_seqs, &q_rows, &kv_rows);
   uint16_t* qb = workspace;
   uint16_t* kb = qb + q_rows * n_heads * d_qk;
   uint16_t* vb = kb + kv_rows * n_heads * d_qk;
@@ -254,13 +263,6 @@ void flash_prefill_packed(const float* q, const float* k, const float* v, const 
     }
     if (a.n_seqs > 0) launch<192, 128>(a, stream);
   }
-}
-
-void flash_prefill(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
-                   int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
-                   float* out, uint16_t* workspace, cudaStream_t stream) {
-  const FlashSeq s{0, n_q, 0, n_kv, q_start};
-  flash_prefill_packed(q, k, v, &s, 1, n_heads, d_qk, d_v, scale, out, workspace, stream);
 }
 
 }  // namespace dpa::kernels

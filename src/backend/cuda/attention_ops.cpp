@@ -67,14 +67,9 @@ void CudaBackend::attention(const float* q, const float* k, const float* v, int6
                             int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
                             float* out) {
   if (n_q <= 0 || n_heads <= 0) return;
-  // Where the GEMM forms may round to TF32 (bf16-class inputs), the tensor-core flash kernel.
-  if (attention_tf32_ && attn_mode_ == AttnMode::automatic &&
-      kernels::flash_prefill_supported(d_qk, d_v, out, n_heads)) {
-    const int64_t ws = kernels::flash_prefill_workspace(n_q, n_kv, n_heads, d_qk, d_v);
-    kernels::flash_prefill(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out,
-                           reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
-    DPA_CHECK_LAUNCH();
-    return;
+  if (flash_applies(d_qk, d_v, out, n_heads)) {
+    const PackedSeq s{0, n_q, 0, n_kv, q_start};
+    return attention_packed(q, k, v, &s, 1, n_heads, d_qk, d_v, scale, out);
   }
   const int64_t n_ctx = std::min(q_start + n_q, n_kv);
   if (use_gemm(n_ctx)) return attention_gemm(q, k, v, n_q, n_kv, n_heads, d_qk, d_v, q_start, scale, out);
@@ -85,22 +80,23 @@ void CudaBackend::attention(const float* q, const float* k, const float* v, int6
   DPA_CHECK_LAUNCH();
 }
 
+bool CudaBackend::flash_applies(int64_t d_qk, int64_t d_v, const float* out, int64_t n_heads) const {
+  return attention_tf32_ && attn_mode_ == AttnMode::automatic &&
+         kernels::flash_prefill_supported(d_qk, d_v, out, n_heads);
+}
+
 void CudaBackend::attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs,
                                    int64_t n_seqs, int64_t n_heads, int64_t d_qk, int64_t d_v, float scale,
                                    float* out) {
   if (n_seqs <= 0 || n_heads <= 0) return;
-  if (!(attention_tf32_ && attn_mode_ == AttnMode::automatic && kernels::flash_prefill_supported(d_qk, d_v, out, n_heads)))
+  if (!flash_applies(d_qk, d_v, out, n_heads))
     return Backend::attention_packed(q, k, v, seqs, n_seqs, n_heads, d_qk, d_v, scale, out);
   std::vector<kernels::FlashSeq> fs(static_cast<std::size_t>(n_seqs));
-  int64_t q_rows = 0, kv_rows = 0;
-  for (std::size_t i = 0; i < fs.size(); ++i) {
-    const PackedSeq& p = seqs[i];
-    fs[i] = kernels::FlashSeq{p.q0, p.n_q, p.kv0, p.n_kv, p.q_start};
-    q_rows = std::max(q_rows, p.q0 + p.n_q), kv_rows = std::max(kv_rows, p.kv0 + p.n_kv);
-  }
-  const int64_t ws = kernels::flash_prefill_workspace(q_rows, kv_rows, n_heads, d_qk, d_v);
-  kernels::flash_prefill_packed(q, k, v, fs.data(), n_seqs, n_heads, d_qk, d_v, scale, out,
-                                reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
+  for (std::size_t i = 0; i < fs.size(); ++i)
+    fs[i] = kernels::FlashSeq{seqs[i].q0, seqs[i].n_q, seqs[i].kv0, seqs[i].n_kv, seqs[i].q_start};
+  const int64_t ws = kernels::flash_prefill_workspace(fs.data(), n_seqs, n_heads, d_qk, d_v);
+  kernels::flash_prefill(q, k, v, fs.data(), n_seqs, n_heads, d_qk, d_v, scale, out,
+                         reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
   DPA_CHECK_LAUNCH();
 }
 

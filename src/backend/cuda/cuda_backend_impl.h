@@ -19,10 +19,6 @@
 #include "backend/backend.h"
 #include "core/cuda_check.h"
 
-namespace dpa::kernels {
-struct ExpertWgmmaArgs;  // kernels/moe_expert_wgmma.cuh
-}
-
 namespace dpa::backend {
 
 class CudaBackend final : public Backend {
@@ -114,7 +110,7 @@ class CudaBackend final : public Backend {
   void attention(const float* q, const float* k, const float* v, int64_t n_q, int64_t n_kv,
                  int64_t n_heads, int64_t d_qk, int64_t d_v, int64_t q_start, float scale,
                  float* out) override;
-  // Where the flash kernel takes the shapes, every sequence in one launch (or a few).
+  // Where the flash kernel applies (flash_applies), every sequence in one launch (or a few).
   void attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs, int64_t n_seqs,
                         int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out) override;
 
@@ -201,6 +197,9 @@ class CudaBackend final : public Backend {
   static constexpr int64_t kScoreCap = 32 << 20;  // score floats per query chunk (128 MiB)
   static bool kv_bf16(DType dtype);
   bool use_gemm(int64_t n_ctx) const;
+  // Whether expanded attention takes the bf16 flash kernel: where the GEMM forms may round to
+  // TF32 (bf16-class inputs), in the automatic mode, for the shapes it takes.
+  bool flash_applies(int64_t d_qk, int64_t d_v, const float* out, int64_t n_heads) const;
 
   // Row-major Y[n, m] = X[n, k] · A^T with A row-major [m, k] (stride lda), X stride ldx, Y stride
   // ldy (= linear's mapping onto column-major SGEMM); beta 0 or 1.
@@ -283,21 +282,24 @@ class CudaBackend final : public Backend {
   // moe_experts / moe_experts_fixed by the warpgroup-MMA kernels; false: they do not apply (or
   // are not wanted at these rows), nothing done. The fixed form plans its tiles on the device.
   // `digest`: check_expert_weights' of the arrays.
-  bool moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_experts,
-                         int64_t total, uint64_t digest, const WeightView* gate, const WeightView* up,
-                         const WeightView* down, float* out);
+  bool moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                         int64_t n_experts, int64_t total, uint64_t digest, const WeightView* gate,
+                         const WeightView* up, const WeightView* down, float* out);
   bool moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
-                               int64_t n_experts,
-                               int64_t capacity, int64_t rows, uint64_t digest, const WeightView* gate,
-                               const WeightView* up, const WeightView* down, float* out);
+                               int64_t n_experts, int64_t capacity, int64_t rows, uint64_t digest,
+                               const WeightView* gate, const WeightView* up, const WeightView* down, float* out);
+  // What both run: the tiles planned on the device from the counts (HOST memory when
+  // host_counts, uploaded first; else backend memory), each count taken within `capacity`, at
+  // most max_tiles tiles over at most max_rows rows; the rows gathered to bf16, then both GEMMs.
+  void wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                             bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
+                             int64_t max_rows, const void* maps, int64_t D, int64_t I, float* out);
   // The experts' tensor maps in device memory, or null where the kernels do not take them
   // (shapes, dtype, alignment, a driver refusal): worked out once per digest.
   const void* wgmma_expert_maps(int64_t n_experts, const WeightView* gate, const WeightView* up,
                                 const WeightView* down, uint64_t digest);
   // Whether `rows` rows over `experts` experts should take the kernels (DPA_MOE_WGMMA).
   bool wgmma_experts_wanted(int64_t rows, int64_t experts) const;
-  void run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uint16_t* xb, uint16_t* h, int64_t rows,
-                         const int32_t* order, float* out);
   bool capturing_ = false;         // between capture_begin and capture_end
   uint64_t workspace_epoch_ = 0;   // bumped at every workspace reallocation
 };

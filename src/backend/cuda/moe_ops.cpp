@@ -44,9 +44,8 @@ bool uniform_experts(const std::vector<int64_t>& ids, const WeightView* gate, co
 }  // namespace
 
 void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
-                              int64_t n_experts,
-                              const WeightView* gate, const WeightView* up, const WeightView* down,
-                              float* out) {
+                              int64_t n_experts, const WeightView* gate, const WeightView* up,
+                              const WeightView* down, float* out) {
   if (n_experts <= 0) return;
   if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
   std::vector<int64_t> start(n_experts), ids;
@@ -63,9 +62,10 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_di
   const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
   const DType dt = shape.dt;
   if (!uniform)  // experts of mixed shapes or dtypes: one at a time through the plain ops
-    return moe_experts_per_expert(*this, x, order, x_div, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
-      return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
-    });
+    return moe_experts_per_expert(*this, x, order, x_div, counts, n_experts, gate, up, down, out,
+                                  [&](std::size_t floats) {
+                                    return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
+                                  });
   const uint64_t digest = check_expert_weights(ids, n_experts, gate, up, down);  // of every expert, not only ids
   if (dt == DType::bf16 && moe_experts_wgmma(x, order, x_div, counts, n_experts, total, digest, gate, up, down, out))
     return;
@@ -191,83 +191,68 @@ bool CudaBackend::wgmma_experts_wanted(int64_t rows, int64_t experts) const {
          (expert_wgmma_ == ExpertWgmma::automatic && rows >= kWgmmaExpertMinRows * experts);
 }
 
-void CudaBackend::run_wgmma_experts(const kernels::ExpertWgmmaArgs& a, const uint16_t* xb, uint16_t* h, int64_t rows,
-                                    const int32_t* order, float* out) {
-  const int64_t ldx = (a.D + 7) / 8 * 8, ldi = (a.I + 7) / 8 * 8;
-  if (!kernels::moe_wgmma_gate_up(xb, rows, ldx, a, h, ldi, stream_))
+void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                                        bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
+                                        int64_t max_rows, const void* maps, int64_t D, int64_t I, float* out) {
+  const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
+  auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
+  const std::size_t counts_bytes = host_counts ? al(static_cast<std::size_t>(n_experts) * sizeof(int64_t)) : 0;
+  const std::size_t tile_bytes = al(static_cast<std::size_t>(max_tiles) * sizeof(kernels::ExpertTile) + 256);
+  const std::size_t xb_bytes = al(static_cast<std::size_t>(max_rows * ldx) * 2);
+  char* ws = moe_workspace(counts_bytes + tile_bytes + xb_bytes + static_cast<std::size_t>(max_rows * ldi) * 2);
+  const int64_t* d_counts = counts;
+  if (host_counts) {
+    upload(ws, counts, static_cast<std::size_t>(n_experts) * sizeof(int64_t));
+    d_counts = reinterpret_cast<const int64_t*>(ws);
+  }
+  char* p = ws + counts_bytes;
+  auto* plan = reinterpret_cast<int32_t*>(p);
+  auto* tiles = reinterpret_cast<kernels::ExpertTile*>(p + 256);
+  auto* xb = reinterpret_cast<uint16_t*>(p + tile_bytes);
+  auto* h = reinterpret_cast<uint16_t*>(p + tile_bytes + xb_bytes);
+
+  kernels::ExpertWgmmaArgs a;
+  a.maps = maps, a.tiles = tiles, a.plan = plan, a.n_tiles = max_tiles;
+  a.n_experts = n_experts, a.D = D, a.I = I;
+  kernels::moe_wgmma_plan(d_counts, n_experts, capacity, tiles, plan, stream_);
+  DPA_CHECK_LAUNCH();
+  kernels::moe_wgmma_gather(x, order, x_div, plan, max_rows, D, ldx, xb, stream_);
+  DPA_CHECK_LAUNCH();
+  if (!kernels::moe_wgmma_gate_up(xb, max_rows, ldx, a, h, ldi, stream_))
     throw Error("moe_experts: the driver refused the activations' tensor map");
   DPA_CHECK_LAUNCH();
-  if (!kernels::moe_wgmma_down(h, rows, ldi, order, a, out, stream_))
+  if (!kernels::moe_wgmma_down(h, max_rows, ldi, order, a, out, stream_))
     throw Error("moe_experts: the driver refused the SwiGLU rows' tensor map");
   DPA_CHECK_LAUNCH();
 }
 
 bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
-                                    int64_t n_experts,
-                                    int64_t total, uint64_t digest, const WeightView* gate, const WeightView* up,
-                                    const WeightView* down, float* out) {
+                                    int64_t n_experts, int64_t total, uint64_t digest, const WeightView* gate,
+                                    const WeightView* up, const WeightView* down, float* out) {
   int64_t active = 0;
   for (int64_t e = 0; e < n_experts; ++e) active += counts[e] > 0;
   if (!wgmma_experts_wanted(total, active) || total > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
     return false;
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
-
-  // Tiles of 128 rows, expert by expert, over the compact sorted rows (no padding), planned on
-  // the device from the counts as in the fixed form: an expert adds at most one partial tile.
-  const int64_t D = gate[0].cols, I = gate[0].rows, ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
-  const int64_t max_tiles = total / kernels::kExpertWgmmaRows + active;
-  auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
-  const std::size_t counts_bytes = al(static_cast<std::size_t>(n_experts) * sizeof(int64_t));
-  const std::size_t tile_bytes = al(static_cast<std::size_t>(max_tiles) * sizeof(kernels::ExpertTile) + 256);
-  const std::size_t xb_bytes = al(static_cast<std::size_t>(total * ldx) * 2);
-  char* ws = moe_workspace(counts_bytes + tile_bytes + xb_bytes + static_cast<std::size_t>(total * ldi) * 2);
-  auto* d_counts = reinterpret_cast<int64_t*>(ws);
-  auto* plan = reinterpret_cast<int32_t*>(ws + counts_bytes);
-  auto* d_tiles = reinterpret_cast<kernels::ExpertTile*>(ws + counts_bytes + 256);
-  auto* xb = reinterpret_cast<uint16_t*>(ws + counts_bytes + tile_bytes);
-  auto* h = reinterpret_cast<uint16_t*>(ws + counts_bytes + tile_bytes + xb_bytes);
-  upload(d_counts, counts, static_cast<std::size_t>(n_experts) * sizeof(int64_t));
-
-  kernels::ExpertWgmmaArgs a;
-  a.maps = maps, a.tiles = d_tiles, a.plan = plan, a.n_tiles = max_tiles;
-  a.n_experts = n_experts, a.D = D, a.I = I;
-  kernels::moe_wgmma_plan(d_counts, n_experts, total, d_tiles, plan, stream_);
-  DPA_CHECK_LAUNCH();
-  kernels::moe_gather_pad(x, order, x_div, nullptr, total, D, ldx, true, xb, stream_);
-  DPA_CHECK_LAUNCH();
-  run_wgmma_experts(a, xb, h, total, order, out);
+  // The compact sorted rows, no padding: an expert adds at most one partial tile.
+  wgmma_experts_planned(x, order, x_div, counts, true, n_experts, total,
+                        total / kernels::kExpertWgmmaRows + active, total, maps, gate[0].cols, gate[0].rows, out);
   return true;
 }
 
 bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div,
-                                          const int64_t* counts, int64_t n_experts, int64_t capacity, int64_t rows, uint64_t digest,
-                                          const WeightView* gate, const WeightView* up, const WeightView* down,
-                                          float* out) {
+                                          const int64_t* counts, int64_t n_experts, int64_t capacity,
+                                          int64_t rows, uint64_t digest, const WeightView* gate,
+                                          const WeightView* up, const WeightView* down, float* out) {
   const int64_t R = n_experts * capacity;  // the rows' bound
   if (!wgmma_experts_wanted(rows, n_experts) || R > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
     return false;
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
-  const int64_t D = gate[0].cols, I = gate[0].rows, ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
-  const int64_t max_tiles = n_experts * ((capacity + kernels::kExpertWgmmaRows - 1) / kernels::kExpertWgmmaRows);
-  auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
-  const std::size_t tile_bytes = al(static_cast<std::size_t>(max_tiles) * sizeof(kernels::ExpertTile) + 256);
-  const std::size_t xb_bytes = al(static_cast<std::size_t>(R * ldx) * 2);
-  char* ws = moe_workspace(tile_bytes + xb_bytes + static_cast<std::size_t>(R * ldi) * 2);
-  auto* plan = reinterpret_cast<int32_t*>(ws);
-  auto* d_tiles = reinterpret_cast<kernels::ExpertTile*>(ws + 256);
-  auto* xb = reinterpret_cast<uint16_t*>(ws + tile_bytes);
-  auto* h = reinterpret_cast<uint16_t*>(ws + tile_bytes + xb_bytes);
-
-  kernels::ExpertWgmmaArgs a;
-  a.maps = maps, a.tiles = d_tiles, a.plan = plan, a.n_tiles = max_tiles;
-  a.n_experts = n_experts, a.D = D, a.I = I;
-  kernels::moe_wgmma_plan(counts, n_experts, capacity, d_tiles, plan, stream_);
-  DPA_CHECK_LAUNCH();
-  kernels::moe_wgmma_gather(x, order, x_div, plan, R, D, ldx, xb, stream_);
-  DPA_CHECK_LAUNCH();
-  run_wgmma_experts(a, xb, h, R, order, out);
+  const int64_t per_expert = (capacity + kernels::kExpertWgmmaRows - 1) / kernels::kExpertWgmmaRows;
+  wgmma_experts_planned(x, order, x_div, counts, false, n_experts, capacity, n_experts * per_expert, R, maps,
+                        gate[0].cols, gate[0].rows, out);
   return true;
 }
 
