@@ -1,8 +1,9 @@
 // Hopper warpgroup MMA (wgmma, sm_90a) for the kernels that use it: shared-memory matrix
-// descriptors for the 128-byte swizzled layout, the fences and group waits, and the two shapes
-// the MLA decode kernel issues. A tile in that layout is [rows][64 bf16] (128-byte rows) whose
-// 16-byte chunk j of row r sits at chunk j ^ (r % 8), 8-row groups 1024 bytes apart, the tile
-// 1024-byte aligned. On other architectures these trap; callers do not pick kernels using them.
+// descriptors for the 128-byte swizzled layout, the fences and group waits, and the shapes the
+// MLA decode kernel and the wgmma rate bench issue. A tile in that layout is [rows][64 bf16]
+// (128-byte rows) whose 16-byte chunk j of row r sits at chunk j ^ (r % 8), 8-row groups 1024
+// bytes apart, the tile 1024-byte aligned. On other architectures these trap; callers do not
+// pick kernels using them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -57,6 +58,27 @@ __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t desc_a,
         "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
         "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+// D[64 x 64] (+)= A[64 x 16] B[16 x 64]: A and B by shared-memory descriptors, B K-major;
+// scale_d 0 overwrites D.
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  DPA_WGMMA_ASM(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7,"
+      "%8, %9, %10, %11, %12, %13, %14, %15,"
+      "%16, %17, %18, %19, %20, %21, %22, %23,"
+      "%24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+        "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+        "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
