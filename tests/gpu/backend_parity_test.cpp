@@ -486,6 +486,29 @@ TEST(BackendParity, MoeExperts) {
 }
 
 // Not a parity check: the batched ops against the loops they replace (GPU times).
+TEST(BackendParity, EnvSwitchesRejectUnknownValues) {
+  // The backend's switches: an unknown value is an error that names the choices; empty is the
+  // default.
+  const std::pair<const char*, const char*> cases[] = {
+      {"DPA_CUDA_ATTN", "DPA_CUDA_ATTN=fused: expected auto, kernel or gemm"},
+      {"DPA_CUDA_MLA_DECODE_STAGES", "DPA_CUDA_MLA_DECODE_STAGES=fused: expected 2 or 3"},
+      {"DPA_CUDA_SMALL_LINEAR", "DPA_CUDA_SMALL_LINEAR=fused: expected 0, 1 or force"},
+      {"DPA_MOE_WGMMA", "DPA_MOE_WGMMA=fused: expected auto, 1 or 0"}};
+  for (const auto& [var, message] : cases) {
+    setenv(var, "fused", 1);
+    std::string what;
+    try {
+      make_cuda_backend(0);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    setenv(var, "", 1);
+    EXPECT_NE(make_cuda_backend(0), nullptr) << var << " empty";
+    unsetenv(var);
+    EXPECT_EQ(what, message) << var;
+  }
+}
+
 TEST(BackendParity, MemoryOps) {
   // copy, fill_zero and download of a partly written buffer.
   const auto h = rnd(1000);

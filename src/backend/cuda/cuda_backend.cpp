@@ -9,80 +9,74 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
+#include <utility>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
 
 namespace dpa::backend {
 
+namespace {
+
+// The choice that environment variable `name` makes among `choices` (unset or empty: none);
+// any other value is an error that names the choices. The backend's switches for tests and
+// measurements.
+template <class T>
+std::optional<T> env_choice(const char* name, std::initializer_list<std::pair<std::string_view, T>> choices) {
+  const char* value = std::getenv(name);
+  if (!value || !*value) return std::nullopt;
+  std::string expected;
+  std::size_t i = 0;
+  for (const auto& [key, choice] : choices) {
+    if (key == value) return choice;
+    expected += fmt::format("{}{}", i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ", key);
+    ++i;
+  }
+  throw Error(fmt::format("{}={}: expected {}", name, value, expected));
+}
+
+}  // namespace
+
 CudaBackend::CudaBackend(int device) : device_(device) {
   // Attention form: "kernel" (one fused kernel, split over keys when the context is long),
   // "gemm" (scores and P·V by cuBLAS around a masked softmax), default: gemm from
-  // kGemmMinCtx visible keys on. For tests and measurements.
-  if (const char* m = std::getenv("DPA_CUDA_ATTN")) {
-    const std::string mode(m);
-    if (mode == "kernel") attn_mode_ = AttnMode::kernel;
-    else if (mode == "gemm") attn_mode_ = AttnMode::gemm;
-    else if (mode != "auto" && !mode.empty())
-      throw Error(fmt::format("DPA_CUDA_ATTN={}: expected auto, kernel or gemm", mode));
-  }
+  // kGemmMinCtx visible keys on.
+  if (auto v = env_choice<AttnMode>("DPA_CUDA_ATTN",
+                                    {{"auto", attn_mode_}, {"kernel", AttnMode::kernel}, {"gemm", AttnMode::gemm}}))
+    attn_mode_ = *v;
   // mla_decode kernel version: "v2" (default) or "v1" (the first one; for comparisons).
-  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE")) {
-    const std::string v(m);
-    if (v == "v1") mla_decode_variant_ = 1;
-    else if (v == "v2") mla_decode_variant_ = 2;
-    else if (!v.empty())
-      throw Error(fmt::format("DPA_CUDA_MLA_DECODE={}: expected v1 or v2", v));
-  }
+  if (auto v = env_choice<int>("DPA_CUDA_MLA_DECODE", {{"v1", 1}, {"v2", 2}})) mla_decode_variant_ = *v;
   // The bf16 mla_decode kernel's tile ring: 2 slots (default, two blocks per SM) or 3 (one), and
-  // how its tiles come in: "bulk" (default: TMA bulk copies) or "cp.async". For measurements.
-  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_STAGES")) {
-    const std::string v(m);
-    if (v == "2" || v == "3") mla_bf16_stages_ = std::stoi(v);
-    else if (!v.empty())
-      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_STAGES={}: expected 2 or 3", v));
-  }
+  // how its tiles come in: "bulk" (default: TMA bulk copies) or "cp.async".
+  if (auto v = env_choice<int>("DPA_CUDA_MLA_DECODE_STAGES", {{"2", 2}, {"3", 3}})) mla_bf16_stages_ = *v;
+  if (auto v = env_choice<bool>("DPA_CUDA_MLA_DECODE_LOAD", {{"bulk", true}, {"cp.async", false}}))
+    mla_bf16_bulk_ = *v;
   // The bf16 mla_decode kernel for many heads: "auto" (default: the warpgroup-MMA kernel from
   // kWgmmaMinHeads heads on, where latent 512 + rope 64 on sm_90), "wgmma" (wherever it
-  // applies), "mma" (never: the mma.sync kernel). For tests and measurements.
-  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_MMA")) {
-    const std::string v(m);
-    if (v == "wgmma") mla_wgmma_ = MlaWgmma::always;
-    else if (v == "mma") mla_wgmma_ = MlaWgmma::never;
-    else if (v != "auto" && !v.empty())
-      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_MMA={}: expected auto, wgmma or mma", v));
-  }
-  if (const char* m = std::getenv("DPA_CUDA_MLA_DECODE_LOAD")) {
-    const std::string v(m);
-    if (v == "bulk") mla_bf16_bulk_ = true;
-    else if (v == "cp.async") mla_bf16_bulk_ = false;
-    else if (!v.empty())
-      throw Error(fmt::format("DPA_CUDA_MLA_DECODE_LOAD={}: expected bulk or cp.async", v));
-  }
+  // applies), "mma" (never: the mma.sync kernel).
+  if (auto v = env_choice<MlaWgmma>("DPA_CUDA_MLA_DECODE_MMA",
+                                    {{"auto", mla_wgmma_}, {"wgmma", MlaWgmma::always}, {"mma", MlaWgmma::never}}))
+    mla_wgmma_ = *v;
   // Linear layers of up to 64 rows with bf16 weights: "1" (default) the small-batch kernel
   // (kernels/linear_small) where it is measured faster (kSmallLinearMaxWeightBytes), "force" it
-  // wherever it applies, "0" never: cuBLAS after a bf16 copy of the input. For comparisons.
-  if (const char* m = std::getenv("DPA_CUDA_SMALL_LINEAR")) {
-    const std::string v(m);
-    if (v == "0" || v == "1") small_linear_ = v == "1" ? SmallLinearUse::preferred : SmallLinearUse::never;
-    else if (v == "force") small_linear_ = SmallLinearUse::always;
-    else if (!v.empty())
-      throw Error(fmt::format("DPA_CUDA_SMALL_LINEAR={}: expected 0, 1 or force", v));
-  }
+  // wherever it applies, "0" never: cuBLAS after a bf16 copy of the input.
+  if (auto v = env_choice<SmallLinearUse>(
+          "DPA_CUDA_SMALL_LINEAR",
+          {{"0", SmallLinearUse::never}, {"1", SmallLinearUse::preferred}, {"force", SmallLinearUse::always}}))
+    small_linear_ = *v;
   // The routed experts of moe_experts on the warpgroup-MMA kernels: "auto" (default: where
   // active experts hold kWgmmaExpertMinRows rows on average), "1" wherever they apply, "0" never.
-  if (const char* m = std::getenv("DPA_MOE_WGMMA")) {
-    const std::string v(m);
-    if (v == "1") expert_wgmma_ = ExpertWgmma::always;
-    else if (v == "0") expert_wgmma_ = ExpertWgmma::never;
-    else if (v != "auto" && !v.empty())
-      throw Error(fmt::format("DPA_MOE_WGMMA={}: expected auto, 1 or 0", v));
-  }
+  if (auto v = env_choice<ExpertWgmma>(
+          "DPA_MOE_WGMMA", {{"auto", expert_wgmma_}, {"1", ExpertWgmma::always}, {"0", ExpertWgmma::never}}))
+    expert_wgmma_ = *v;
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
