@@ -319,6 +319,26 @@ class Backend {
   virtual void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                  int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
                                  const WeightView* up, const WeightView* down, float* out) = 0;
+  // The padded expert-parallel exchange (Model::moe with ep > 1 and the counts kept in backend
+  // memory): every peer of the EP group gets a block of `capacity` rows, so the all-to-all's sizes
+  // are known without the counts. Sender: sorted slot j (moe_sort's order; counts [n_peers *
+  // experts_per_peer] from moe_counts_to) of expert e goes to peer p = e / experts_per_peer, at
+  // row r = p * capacity + (j - the first sorted slot of p's experts): send[r, :] =
+  // x[order[j] / x_div, :] and slot_row[order[j]] = r (moe_combine's rows once the results come
+  // back in the same layout). Rows of a block past its count are left as they are. A peer's count
+  // must not exceed capacity (tokens * min(top_k, experts_per_peer) is a bound: a token picks
+  // distinct experts); the CPU reference throws, CUDA clamps (memory stays safe, results do not).
+  virtual void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                           int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d,
+                           float* send, int32_t* slot_row) = 0;
+  // Receiver: counts [n_peers, n_local] (source p's rows per local expert, in BACKEND memory),
+  // whose rows sit in p's block (p * capacity ..), experts ascending. local_counts[e] = Σ_p
+  // counts[p, e] and order[q] = the received row at position q of the rows sorted by expert,
+  // sources ascending within an expert: moe_experts_fixed's order (x_div 1), results landing in
+  // the received rows' layout. Negative counts, or a source's counts past its block: the CPU
+  // reference throws; CUDA counts them as 0 and cuts them at the block.
+  virtual void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
+                             int64_t* local_counts, int32_t* order) = 0;
   // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
   // rows[s] (the expert results still in sorted order: moe_sort's position) or s when rows is
   // null (unpermuted).
@@ -415,6 +435,9 @@ class Buffer {
 
 // The plain fp32 CPU reference.
 std::unique_ptr<Backend> make_cpu_backend();
+
+// The argument checks moe_ep_pack / moe_ep_unpack share on every backend (same messages).
+void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t x_div);
 
 // moe_experts one expert at a time through be's plain ops (gather, gate and up, SwiGLU, down,
 // scatter): the CPU reference's definition, and the CUDA backend's path for experts of mixed

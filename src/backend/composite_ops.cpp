@@ -1,6 +1,12 @@
 // Ops composed of other Backend ops, shared by the backends.
 #include "backend/backend.h"
 
+#include <fmt/format.h>
+
+#include <cstdint>
+
+#include "core/error.h"
+
 namespace dpa::backend {
 
 void Backend::attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs,
@@ -10,6 +16,14 @@ void Backend::attention_packed(const float* q, const float* k, const float* v, c
     attention(q + s.q0 * n_heads * d_qk, k + s.kv0 * n_heads * d_qk, v + s.kv0 * n_heads * d_v, s.n_q, s.n_kv,
               n_heads, d_qk, d_v, s.q_start, scale, out + s.q0 * n_heads * d_v);
   }
+}
+
+void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t x_div) {
+  if (n_peers < 1 || per_peer < 1 || capacity < 0 || x_div < 1)
+    throw Error(fmt::format("{}: {} peers of {} experts, capacity {}, row divisor {}", op, n_peers, per_peer,
+                            capacity, x_div));
+  if (n_peers * capacity > INT32_MAX)
+    throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, capacity));
 }
 
 void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, int64_t x_div,

@@ -237,6 +237,77 @@ TEST(BackendParity, MoeSort) {
     }
 }
 
+// The padded EP exchange's layouts (moe_ep_pack / moe_ep_unpack) on routings whose tokens pick
+// distinct experts; every buffer starts from the same random contents on both backends, so rows
+// left alone must match too.
+TEST(BackendParity, MoeEpLayouts) {
+  struct Case {
+    int64_t peers, per, tokens, k, d;
+  };
+  for (const Case& c : {Case{2, 32, 0, 6, 256}, Case{2, 32, 1, 6, 2048}, Case{2, 32, 256, 6, 2048},
+                        Case{8, 32, 64, 8, 576}, Case{4, 2, 13, 3, 5}, Case{16, 16, 512, 8, 64}}) {
+    const int64_t E = c.peers * c.per, n_slots = c.tokens * c.k;
+    const int64_t C = (c.tokens + 15) / 16 * 16 * std::min(c.k, c.per);  // as Model::moe sizes it
+    const std::string s = shp({{"peers", c.peers}, {"per", c.per}, {"tokens", c.tokens}, {"k", c.k}, {"d", c.d}});
+    std::vector<int32_t> ids;
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      std::vector<int32_t> all(E);
+      std::iota(all.begin(), all.end(), 0);
+      std::shuffle(all.begin(), all.end(), rng());
+      ids.insert(ids.end(), all.begin(), all.begin() + c.k);
+    }
+    std::vector<int32_t> order_h(n_slots);
+    std::vector<int64_t> counts_h(E);
+    cpu().moe_sort(ids.data(), n_slots, E, order_h.data(), nullptr);
+    cpu().moe_counts(counts_h.data());
+    Dual<float> x(rnd(std::max<int64_t>(c.tokens * c.d, 1))), send(rnd(std::max<int64_t>(c.peers * C * c.d, 1)));
+    Dual<int32_t> order(order_h.empty() ? std::vector<int32_t>(1, 0) : order_h);
+    Dual<int32_t> slot_row(std::vector<int32_t>(std::max<int64_t>(n_slots, 1), -7));
+    Dual<int64_t> counts(counts_h);
+    cpu().moe_ep_pack(x.c.data(), order.c.data(), c.k, counts.c.data(), c.peers, c.per, C, n_slots, c.d,
+                      send.c.data(), slot_row.c.data());
+    gpu().moe_ep_pack(x.g.data(), order.g.data(), c.k, counts.g.data(), c.peers, c.per, C, n_slots, c.d,
+                      send.g.data(), slot_row.g.data());
+    EXPECT_TRUE(exact("moe_ep_pack", s, send.on_cpu(), send.on_gpu()));
+    EXPECT_TRUE(exact("moe_ep_pack rows", s, slot_row.on_cpu(), slot_row.on_gpu()));
+
+    // What a rank receives: per source, counts per local expert summing to at most C (empty
+    // sources and experts included).
+    std::vector<int64_t> rc(E, 0);
+    for (int64_t p = 0; p < c.peers; ++p) {
+      int64_t left = p % 3 == 2 ? 0 : rnd_int(0, C);
+      for (int64_t e = 0; e < c.per && left > 0; ++e) {
+        const int64_t v = e + 1 == c.per ? left : rnd_int(0, left);
+        rc[p * c.per + e] = v, left -= v;
+      }
+    }
+    Dual<int64_t> drc(rc), local(std::vector<int64_t>(c.per, -1));
+    Dual<int32_t> uorder(std::vector<int32_t>(std::max<int64_t>(c.peers * C, 1), -3));
+    cpu().moe_ep_unpack(drc.c.data(), c.peers, c.per, C, local.c.data(), uorder.c.data());
+    gpu().moe_ep_unpack(drc.g.data(), c.peers, c.per, C, local.g.data(), uorder.g.data());
+    EXPECT_TRUE(exact("moe_ep_unpack counts", s, local.on_cpu(), local.on_gpu()));
+    EXPECT_TRUE(exact("moe_ep_unpack order", s, uorder.on_cpu(), uorder.on_gpu()));
+
+    // Counts no sender makes (negative, past a block): the CPU refuses them; the GPU must stay
+    // inside the blocks.
+    if (c.tokens > 0) {
+      std::vector<int64_t> bad(E, C);
+      bad[0] = -5;
+      Dual<int64_t> dbad(bad);
+      EXPECT_THROW(cpu().moe_ep_unpack(dbad.c.data(), c.peers, c.per, C, local.c.data(), uorder.c.data()),
+                   dpa::Error);
+      gpu().moe_ep_unpack(dbad.g.data(), c.peers, c.per, C, local.g.data(), uorder.g.data());
+      const std::vector<int64_t> lg = local.on_gpu();
+      const std::vector<int32_t> og = uorder.on_gpu();
+      const int64_t total = std::accumulate(lg.begin(), lg.end(), int64_t{0});
+      bool inside = total <= c.peers * C;
+      for (int64_t q = 0; q < total && inside; ++q) inside = og[q] >= 0 && og[q] < c.peers * C;
+      line("moe_ep_unpack", s, "bad counts: rows stay in the blocks", inside);
+      EXPECT_TRUE(inside);
+    }
+  }
+}
+
 TEST(BackendParity, GatherScatterCombine) {
   for (int64_t d : {7, 256})
     for (int64_t n : {0, 1, 50}) {

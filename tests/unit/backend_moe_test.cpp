@@ -168,5 +168,89 @@ TEST(BackendMoe, SortGatherCombine) {
   EXPECT_EQ(out2, out);
 }
 
+// The padded EP exchange's layouts: two ranks simulated in one process, each with 3 tokens x
+// top-2 over 4 experts (2 per rank). Pack, swap the blocks as the all-to-all would, unpack, apply
+// "experts" that scale a row by (global expert id + 1), swap back and combine: every token must
+// get sum_k w[t, k] (id[t, k] + 1) x[t].
+TEST(BackendMoe, PaddedExchangeLayoutsRoundTrip) {
+  auto be = make_cpu_backend();
+  constexpr int64_t kPeers = 2, kPer = 2, kTokens = 3, kK = 2, kD = 2, kCap = kTokens * kK;
+  const std::vector<std::vector<int32_t>> ids = {{2, 0, 3, 2, 1, 0}, {0, 1, 1, 3, 2, 3}};
+  const std::vector<std::vector<float>> x = {{1, 2, 3, 4, 5, 6}, {-1, 1, 2, -2, 7, 0.5f}};
+  const std::vector<float> w = {0.5f, 2, 1, -1, 0.25f, 4};
+  std::vector<std::vector<float>> send(kPeers, std::vector<float>(kPeers * kCap * kD, -9));
+  std::vector<std::vector<int32_t>> slot_row(kPeers, std::vector<int32_t>(kTokens * kK, -1));
+  std::vector<std::vector<int64_t>> counts(kPeers, std::vector<int64_t>(kPeers * kPer));
+  for (int r = 0; r < kPeers; ++r) {
+    std::vector<int32_t> order(kTokens * kK);
+    be->moe_sort(ids[r].data(), kTokens * kK, kPeers * kPer, order.data(), nullptr);
+    be->moe_counts_to(counts[r].data());
+    be->moe_ep_pack(x[r].data(), order.data(), kK, counts[r].data(), kPeers, kPer, kCap, kTokens * kK, kD,
+                    send[r].data(), slot_row[r].data());
+  }
+  // Rank 0's routing: experts 0 0 1 2 2 3 for slots 1 5 4 0 3 2, so peer 0 gets slots 1 5 4 at
+  // rows 0 1 2 (tokens 0 2 2) and peer 1 slots 0 3 2 at rows 6 7 8 (tokens 0 1 1).
+  EXPECT_EQ(slot_row[0], (std::vector<int32_t>{6, 0, 8, 7, 2, 1}));
+  EXPECT_EQ(std::vector<float>(send[0].begin(), send[0].begin() + 6), (std::vector<float>{1, 2, 5, 6, 5, 6}));
+  EXPECT_EQ(std::vector<float>(send[0].begin() + 12, send[0].begin() + 18), (std::vector<float>{1, 2, 3, 4, 3, 4}));
+  EXPECT_EQ(send[0][6], -9);  // past peer 0's three rows: untouched
+  std::vector<std::vector<float>> back(kPeers, std::vector<float>(kPeers * kCap * kD));
+  std::vector<std::vector<float>> results(kPeers, std::vector<float>(kPeers * kCap * kD, 0));
+  for (int r = 0; r < kPeers; ++r) {  // rank r receives block r of every source
+    std::vector<float> recv(kPeers * kCap * kD);
+    std::vector<int64_t> rc(kPeers * kPer), local(kPer);
+    for (int p = 0; p < kPeers; ++p) {
+      std::copy_n(send[p].begin() + r * kCap * kD, kCap * kD, recv.begin() + p * kCap * kD);
+      std::copy_n(counts[p].begin() + r * kPer, kPer, rc.begin() + p * kPer);
+    }
+    std::vector<int32_t> order(kPeers * kCap, -1);
+    be->moe_ep_unpack(rc.data(), kPeers, kPer, kCap, local.data(), order.data());
+    for (int64_t e = 0, q = 0; e < kPer; ++e)
+      for (int64_t i = 0; i < local[e]; ++i, ++q)
+        for (int64_t c = 0; c < kD; ++c)
+          results[r][order[q] * kD + c] = recv[order[q] * kD + c] * static_cast<float>(r * kPer + e + 1);
+    if (r == 1) {  // experts 2, 3: rank 0 sent 2 rows of 2 and 1 of 3; rank 1 1 row of 2 and 2 of 3
+      EXPECT_EQ(local, (std::vector<int64_t>{3, 3}));
+      EXPECT_EQ(std::vector<int32_t>(order.begin(), order.begin() + 6), (std::vector<int32_t>{0, 1, 6, 2, 7, 8}));
+    }
+  }
+  for (int r = 0; r < kPeers; ++r) {
+    for (int p = 0; p < kPeers; ++p)
+      std::copy_n(results[p].begin() + r * kCap * kD, kCap * kD, back[r].begin() + p * kCap * kD);
+    std::vector<float> out(kTokens * kD, 0);
+    be->moe_combine(back[r].data(), slot_row[r].data(), w.data(), kTokens, kK, kD, out.data());
+    for (int64_t t = 0; t < kTokens; ++t)
+      for (int64_t c = 0; c < kD; ++c) {
+        float want = 0;
+        for (int64_t k = 0; k < kK; ++k)
+          want += w[t * kK + k] * (static_cast<float>(ids[r][t * kK + k]) + 1) * x[r][t * kD + c];
+        EXPECT_FLOAT_EQ(out[t * kD + c], want) << "rank " << r << " token " << t;
+      }
+  }
+}
+
+TEST(BackendMoe, PaddedExchangeLayoutsRejectBadCounts) {
+  auto be = make_cpu_backend();
+  const std::vector<float> x(8, 1);
+  const std::vector<int32_t> order = {0, 1, 2, 3};
+  std::vector<float> send(64);
+  std::vector<int32_t> slot_row(4), uorder(16);
+  std::vector<int64_t> local(2);
+  const std::vector<int64_t> three_to_peer0 = {2, 1, 1, 0};
+  EXPECT_THROW(be->moe_ep_pack(x.data(), order.data(), 1, three_to_peer0.data(), 2, 2, 2, 4, 2, send.data(),
+                               slot_row.data()),
+               dpa::Error);  // peer 0 gets 3 rows, capacity 2
+  EXPECT_THROW(be->moe_ep_pack(x.data(), order.data(), 1, three_to_peer0.data(), 2, 2, 4, 3, 2, send.data(),
+                               slot_row.data()),
+               dpa::Error);  // the counts hold 4 slots, 3 given
+  EXPECT_THROW(be->moe_ep_pack(x.data(), order.data(), 0, three_to_peer0.data(), 2, 2, 4, 4, 2, send.data(),
+                               slot_row.data()),
+               dpa::Error);  // row divisor 0
+  const std::vector<int64_t> negative = {1, -1, 0, 0};
+  EXPECT_THROW(be->moe_ep_unpack(negative.data(), 2, 2, 4, local.data(), uorder.data()), dpa::Error);
+  const std::vector<int64_t> too_many = {3, 2, 0, 0};  // source 0: 5 rows in a block of 4
+  EXPECT_THROW(be->moe_ep_unpack(too_many.data(), 2, 2, 4, local.data(), uorder.data()), dpa::Error);
+}
+
 }  // namespace
 }  // namespace dpa::backend

@@ -68,6 +68,11 @@ class CpuBackend final : public Backend {
   void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
                        float* out) override;
   void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
+  void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
+                   int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, float* send,
+                   int32_t* slot_row) override;
+  void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
+                     int64_t* local_counts, int32_t* order) override;
   void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                    int64_t d, float* out) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;

@@ -149,6 +149,53 @@ void CpuBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div
   });
 }
 
+void CpuBackend::moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                             int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d,
+                             float* send, int32_t* slot_row) {
+  check_ep_layout("moe_ep_pack", n_peers, experts_per_peer, capacity, x_div);
+  int64_t j = 0;
+  for (int64_t p = 0; p < n_peers; ++p) {
+    int64_t rows = 0;
+    for (int64_t e = p * experts_per_peer; e < (p + 1) * experts_per_peer; ++e) rows += counts[e];
+    if (rows > capacity)
+      throw Error(fmt::format("moe_ep_pack: {} rows for peer {}, capacity {}", rows, p, capacity));
+    for (int64_t i = 0; i < rows; ++i, ++j) {
+      if (j >= n_slots) throw Error(fmt::format("moe_ep_pack: the counts hold more than {} slots", n_slots));
+      const int64_t r = p * capacity + i;
+      std::copy_n(x + order[j] / x_div * d, d, send + r * d);
+      slot_row[order[j]] = static_cast<int32_t>(r);
+    }
+  }
+  if (j != n_slots) throw Error(fmt::format("moe_ep_pack: the counts hold {} of {} slots", j, n_slots));
+}
+
+void CpuBackend::moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
+                               int64_t* local_counts, int32_t* order) {
+  check_ep_layout("moe_ep_unpack", n_peers, n_local, capacity, 1);
+  std::vector<int64_t> off(static_cast<std::size_t>(n_peers * n_local));  // (p, e)'s first row in p's block
+  for (int64_t p = 0; p < n_peers; ++p) {
+    int64_t run = 0;
+    for (int64_t e = 0; e < n_local; ++e) {
+      const int64_t c = counts[p * n_local + e];
+      if (c < 0 || c > capacity - run)
+        throw Error(fmt::format("moe_ep_unpack: source {} announced {} rows for local expert {} ({} before it, "
+                                "capacity {})", p, c, e, run, capacity));
+      off[static_cast<std::size_t>(p * n_local + e)] = run;
+      run += c;
+    }
+  }
+  int64_t q = 0;
+  for (int64_t e = 0; e < n_local; ++e) {
+    local_counts[e] = 0;
+    for (int64_t p = 0; p < n_peers; ++p) {
+      const int64_t c = counts[p * n_local + e];
+      for (int64_t i = 0; i < c; ++i)
+        order[q++] = static_cast<int32_t>(p * capacity + off[static_cast<std::size_t>(p * n_local + e)] + i);
+      local_counts[e] += c;
+    }
+  }
+}
+
 void CpuBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
                              int64_t top_k, int64_t d, float* out) {
   std::vector<double> acc(d);

@@ -148,6 +148,11 @@ class CudaBackend final : public Backend {
   void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                     float* out) override;
 
+  void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
+                   int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, float* send,
+                   int32_t* slot_row) override;
+  void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
+                     int64_t* local_counts, int32_t* order) override;
   void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                    int64_t d, float* out) override;
 

@@ -12,6 +12,7 @@
 #include "kernels/batched_ops.cuh"
 #include "kernels/gather_scatter.cuh"
 #include "kernels/moe_combine.cuh"
+#include "kernels/moe_ep_layout.cuh"
 #include "kernels/moe_expert_gemm.cuh"
 #include "kernels/moe_expert_wgmma.cuh"
 #include "kernels/moe_gate.cuh"
@@ -466,6 +467,28 @@ void CudaBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, i
                                float* out) {
   if (n <= 0 || d <= 0) return;
   kernels::scatter_rows(x, rows, n, d, out, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                              int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d,
+                              float* send, int32_t* slot_row) {
+  check_ep_layout("moe_ep_pack", n_peers, experts_per_peer, capacity, x_div);
+  if (n_slots > 0 && capacity == 0) throw Error(fmt::format("moe_ep_pack: {} slots, capacity 0", n_slots));
+  if (n_peers * experts_per_peer > kernels::kEpLayoutMaxExperts)
+    throw Error(fmt::format("moe_ep_pack: {} experts, at most {}", n_peers * experts_per_peer,
+                            kernels::kEpLayoutMaxExperts));
+  kernels::moe_ep_pack(x, order, x_div, counts, n_peers, experts_per_peer, capacity, n_slots, d, send, slot_row,
+                       stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
+                                int64_t* local_counts, int32_t* order) {
+  check_ep_layout("moe_ep_unpack", n_peers, n_local, capacity, 1);
+  if (n_peers * n_local > kernels::kEpLayoutMaxExperts)
+    throw Error(fmt::format("moe_ep_unpack: {} experts, at most {}", n_peers * n_local, kernels::kEpLayoutMaxExperts));
+  kernels::moe_ep_unpack(counts, n_peers, n_local, capacity, local_counts, order, stream_);
   DPA_CHECK_LAUNCH();
 }
 
