@@ -75,6 +75,7 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
       ("enforce-eager", po::bool_switch(&f.enforce_eager), "GPUs: run every step op by op (no CUDA graphs)")
       ("cuda-graph-max-bs", po::value<int64_t>(&f.cuda_graph_max_bs)->default_value(f.cuda_graph_max_bs), "GPUs, single-rank replicas (attn_tp 1, ep 1): decode steps of up to this many sequences replay recorded CUDA graphs, their experts at a fixed capacity (0: none)")
+      ("ep-exchange", po::value<std::string>(&f.ep_exchange)->default_value(f.ep_exchange), "ep > 1: how MoE rows move between ranks: exact (the routed rows, counts through the host: one wait per MoE layer) or padded (steps of up to --cuda-graph-max-bs tokens on every rank: fixed-size blocks, counts on the device, no wait; decode graphs too with attn_tp 1; larger steps exact)")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill; 0: 8192 on GPUs, 4096 on the CPU)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
       ("enable-prefix-caching", po::value<bool>(&f.enable_prefix_caching)->default_value(f.enable_prefix_caching)->implicit_value(true), "reuse the KV pages of cached prompt prefixes on every replica (--enable-prefix-caching=false or --no-prefix-caching: off)")
@@ -125,6 +126,9 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   if (f.cuda_graph_max_bs < 0 || f.cuda_graph_max_bs > (1 << 20))
     throw ConfigError("cuda-graph-max-bs", "must be in [0, 1048576]");
   eo.cuda_graph_max_tokens = f.enforce_eager ? 0 : f.cuda_graph_max_bs;
+  if (f.ep_exchange != "exact" && f.ep_exchange != "padded")
+    throw ConfigError("ep-exchange", fmt::format("'{}': exact or padded", f.ep_exchange));
+  eo.ep_padded_max_tokens = f.ep_exchange == "padded" ? (f.cuda_graph_max_bs > 0 ? f.cuda_graph_max_bs : 512) : 0;
   if (f.kv_cache_dtype == "float32" || f.kv_cache_dtype == "fp32")
     eo.kv_dtype = DType::f32;
   else if (f.kv_cache_dtype == "bfloat16" || f.kv_cache_dtype == "bf16")

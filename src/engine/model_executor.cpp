@@ -36,6 +36,7 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
   fo.n_pages = opt.n_pages;
   fo.kv_dtype = opt.kv_dtype;
   fo.profile_phases = opt.profile_phases;
+  fo.ep_padded_max_tokens = opt.ep_padded_max_tokens;
   if (opt.gpu < 0) {
     attn_tp_ = dist::make_mpi_communicator(groups.attn_tp());
     ep_ = dist::make_mpi_communicator(groups.ep());

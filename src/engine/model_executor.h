@@ -29,6 +29,9 @@ struct ExecutorOptions {
   // CUDA graphs, over the fixed-capacity experts (ForwardOptions::cuda_graph_max_tokens); 0: every
   // step eager (--enforce-eager). Ignored on the CPU.
   int64_t cuda_graph_max_tokens = 512;
+  // ep > 1: steps whose largest token slice over the EP group is at most this many take the
+  // padded exchange (ForwardOptions::ep_padded_max_tokens; CPU and GPUs); 0: the exact one.
+  int64_t ep_padded_max_tokens = 0;
 };
 
 class CheckpointExecutor final : public ModelExecutor {

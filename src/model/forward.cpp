@@ -32,8 +32,15 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
                             opts_.cuda_graph_max_tokens));
   // Graphs need a step with no host wait inside: on a single-rank replica the fixed-capacity
   // experts give that, so both cover the same steps.
+  if (opts_.ep_padded_max_tokens < 0 || opts_.ep_padded_max_tokens > (1 << 20))
+    throw Error(fmt::format("padded exchange up to {} tokens: not a token count in [0, 1048576]",
+                            opts_.ep_padded_max_tokens));
+  if (ep == 1) opts_.ep_padded_max_tokens = 0;
   if (tp == 1 && ep == 1 && opts_.cuda_graph_max_tokens > 0)
     graphs_ = true, moe_fixed_tokens_ = opts_.cuda_graph_max_tokens;
+  // Across ranks the padded exchange gives that (the step's collectives then have sizes fixed by
+  // its agreed capacity).
+  if (tp == 1 && ep > 1 && opts_.cuda_graph_max_tokens > 0 && opts_.ep_padded_max_tokens > 0) graphs_ = true;
   if (const char* v = std::getenv("DPA_MOE_FIXED_TOKENS")) {
     char* end = nullptr;
     const long long n = std::strtoll(v, &end, 10);
@@ -50,11 +57,16 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   if (graphs_ && opts_.decode_bucket == 0) opts_.decode_bucket = 16;
 
   any_moe_ = std::any_of(weights_.layers.begin(), weights_.layers.end(), [](const LayerWeights& lw) { return lw.moe; });
-  if (graphs_ && any_moe_ && moe_fixed_tokens_ <= 0)
+  if (graphs_ && any_moe_ && moe_fixed_tokens_ <= 0 && opts_.ep_padded_max_tokens <= 0)
     log::warn("decode graphs: no step qualifies without the fixed-capacity experts (DPA_MOE_FIXED_TOKENS=0)");
   else if (graphs_)
     log::info("decode graphs: pure decode steps{}, padded to multiples of {} tokens",
-              any_moe_ ? fmt::format(" of up to {} tokens", moe_fixed_tokens_) : std::string(), opts_.decode_bucket);
+              any_moe_ ? fmt::format(" of up to {} tokens{}",
+                                     ep > 1 ? std::min(opts_.ep_padded_max_tokens, opts_.cuda_graph_max_tokens)
+                                            : moe_fixed_tokens_,
+                                     ep > 1 ? " on every rank of the EP group" : "")
+                       : std::string(),
+              opts_.decode_bucket);
   if (opts_.decode_bucket < 0) throw Error(fmt::format("decode bucket {}: not a token count", opts_.decode_bucket));
   if (opts.profile_phases) {
     floor_fixed_bytes_ = fixed_weight_bytes();
@@ -277,6 +289,20 @@ Model::~Model() {
               graph_stats_.failed);
 }
 
+// The padded exchange's capacity for this step: the largest token slice over the EP group,
+// rounded up to 16 (so that recordings are shared within a bucket), when at most
+// ep_padded_max_tokens; 0 otherwise. Collective over the EP group; every rank gets the same.
+void Model::agree_ep_capacity(int64_t n) {
+  ep_cap_tokens_ = 0;
+  if (opts_.ep_padded_max_tokens <= 0 || !any_moe_ || !comms_.ep || comms_.ep->size() <= 1) return;
+  int64_t* d = upload(d_ep_max_, std::vector<int64_t>{my_slice(n).rows});
+  comms_.ep->all_reduce(d, d, 1, DType::i64, dist::ReduceOp::max);
+  int64_t most = 0;
+  be_.download(&most, d, sizeof most);
+  const int64_t cap = (most + 15) / 16 * 16;
+  if (cap > 0 && cap <= opts_.ep_padded_max_tokens) ep_cap_tokens_ = cap;
+}
+
 void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out) {
   const ModelConfig& c = config();
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -303,7 +329,11 @@ void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residua
 
 bool Model::graphable(int64_t n) const {
   if (!graphs_ || opts_.profile_phases || n <= 0 || !decode_contiguous_) return false;
-  if ((comms_.attn_tp && comms_.attn_tp->size() > 1) || (comms_.ep && comms_.ep->size() > 1)) return false;
+  if (comms_.attn_tp && comms_.attn_tp->size() > 1) return false;
+  // Across ranks: the padded exchange (no host wait) within the graphs' range. The ranks need
+  // not record alike: a recording holds the same collectives as the ops it replaces.
+  if (comms_.ep && comms_.ep->size() > 1)
+    return !any_moe_ || (ep_cap_tokens_ > 0 && ep_cap_tokens_ <= opts_.cuda_graph_max_tokens);
   // Every MoE layer must keep its routing counts on the device (no host wait inside the step).
   return !any_moe_ || n <= moe_fixed_tokens_;
 }
@@ -320,7 +350,7 @@ void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float*
   // load's earlier contexts stop being replayed: the least recently replayed goes first, and the
   // cap bounds what the recordings (~1,000 kernel nodes each for V2-Lite) hold.
   constexpr std::size_t kMaxGraphs = 48;
-  const GraphKey key{n, decode_max_ctx_, scratch_epoch_, be_.workspace_epoch(), cache_.get()};
+  const GraphKey key{n, decode_max_ctx_, ep_cap_tokens_, scratch_epoch_, be_.workspace_epoch(), cache_.get()};
   // Recordings that address moved buffers: all of them or none (the epochs are global).
   if (!graphs_map_.empty()) {
     const GraphKey& k = graphs_map_.begin()->first;
@@ -434,6 +464,7 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   if (!cache_) throw Error("model: forward before allocate_cache()");
   const int64_t N = static_cast<int64_t>(ids.size());
   step_rows_ = N;
+  agree_ep_capacity(N);
   upload(d_ids_, ids);
   upload(d_pos_, positions);
   upload(d_pages_, pages);
@@ -474,8 +505,15 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
         if (m.counts_on_device_) {  // the fixed-capacity layers' expert bytes, from their counts
           const auto& ec = m.expert_counts();
           const int64_t E = m.config().n_routed_experts;
+          const int64_t n_local = m.weights_.n_local_experts();
+          std::vector<int64_t> local(static_cast<std::size_t>(n_local));
           for (std::size_t l = 0; l < m.fixed_layers_.size(); ++l)
-            if (m.fixed_layers_[l]) m.add_expert_bytes(static_cast<int64_t>(l), ec.data() + l * E, E);
+            if (m.fixed_layers_[l] == 2) {  // padded exchange: the rows this rank's experts received
+              m.be_.download(local.data(), m.d_local_counts_.data() + l * n_local, local.size() * sizeof(int64_t));
+              m.add_expert_bytes(static_cast<int64_t>(l), local.data(), n_local);
+            } else if (m.fixed_layers_[l]) {
+              m.add_expert_bytes(static_cast<int64_t>(l), ec.data() + l * E, E);
+            }
         }
         m.be_.phase_collect(p.seconds);
         ++p.steps;

@@ -71,6 +71,12 @@ struct ForwardOptions {
   // 0: off. Elsewhere it changes nothing. DPA_CUDA_GRAPHS=0|1 and DPA_MOE_FIXED_TOKENS=N, when
   // set, decide instead (experiments).
   int64_t cuda_graph_max_tokens = 0;
+  // With ep > 1: steps whose largest token slice over the EP group is at most this many run the
+  // padded exchange (Model::moe: every peer a block of a size known without the routing counts,
+  // the counts exchanged in backend memory, so no host wait in the MoE layers, and decode graphs
+  // as on a single rank where cuda_graph_max_tokens allows them, attn_tp 1); 0: every step
+  // exchanges exactly the rows routed, with the counts on the host.
+  int64_t ep_padded_max_tokens = 0;
 };
 
 // Seconds per phase summed over steps of one kind, and the number of steps.
@@ -208,12 +214,18 @@ class Model {
     int64_t begin = 0, rows = 0, pad = 0;
   };
   Slice my_slice(int64_t n) const;
+  void agree_ep_capacity(int64_t n);
   // Where attn_tp rank r's slice of n tokens starts (rank tp's: n).
   int64_t slice_begin(int64_t n, int r) const { return n * r / shard_.attn_tp_size; }
   // Experimental (DPA_MOE_FIXED_TOKENS=N, 0: off): with ep 1 and at most N tokens on the rank, a
   // MoE layer runs moe_experts_fixed with capacity = the tokens rounded up to 16 and its counts
   // stay in backend memory (no host wait in the layer); those layers are marked here.
   int64_t moe_fixed_tokens_ = 0;
+  // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
+  // largest slice of the EP group rounded up to 16, agreed at the step's start; 0: exact exchange.
+  int64_t ep_cap_tokens_ = 0;
+  backend::Buffer<int64_t> d_ep_max_;
+  // Per layer: 1 fixed-capacity experts, 2 padded exchange (counts in backend memory), 0 neither.
   std::vector<uint8_t> fixed_layers_;
   mutable bool counts_on_device_ = false;
   backend::Buffer<int64_t> d_expert_counts_;  // [n_layers * (n_routed_experts + shared_pieces_)]
@@ -248,6 +260,7 @@ class Model {
   backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, mine_;
   backend::Buffer<int32_t> gate_ids_, order_, position_, local_order_;
   backend::Buffer<int64_t> count_send_, count_recv_;
+  backend::Buffer<int64_t> d_local_counts_;  // padded exchange: [n_layers * local experts] rows received
   backend::Buffer<backend::LogitEdit> d_edits_;
   backend::Buffer<backend::SampleSpec> d_specs_;
   backend::Buffer<backend::SampleOut> d_samples_;
@@ -255,7 +268,7 @@ class Model {
   // Decode graphs (see graph_stats). A recording is valid while the buffers it addresses stay:
   // the key holds the step's shapes and the epochs of model and backend allocations.
   struct GraphKey {
-    int64_t tokens = 0, max_ctx = 0;
+    int64_t tokens = 0, max_ctx = 0, ep_cap = 0;
     uint64_t scratch_epoch = 0, workspace_epoch = 0;
     const void* cache = nullptr;
     auto operator<=>(const GraphKey&) const = default;

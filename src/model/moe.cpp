@@ -4,7 +4,9 @@
 // bookkeeping (counts, slot indices) is done on the host: the MoE layer's synchronisation point,
 // which the shared experts (and the token gather) overlap: they are issued between the sort and
 // the wait for its counts. With attn_tp > 1 the replica's ranks hold the same tokens, so each
-// dispatches only its 1/attn_tp slice and the results are all-gathered.
+// dispatches only its 1/attn_tp slice and the results are all-gathered. Small steps may instead
+// take the padded exchange (ForwardOptions::ep_padded_max_tokens): fixed-size blocks per peer and
+// the counts exchanged in backend memory, so the layer never waits for the host.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -66,6 +68,11 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   // wait in the layer. The shared MLP then runs among the routed experts, as shared_pieces_
   // experts that every token picks with weight 1.
   const bool fixed = !distributed && moe_fixed_tokens_ > 0 && my_n > 0 && my_n <= moe_fixed_tokens_;
+  // With ep > 1 the padded exchange (ForwardOptions::ep_padded_max_tokens) does the same across
+  // ranks: blocks of a size every rank knows (from ep_cap_tokens_, agreed at the step's start),
+  // the counts exchanged in backend memory. Either way no host wait in the layer.
+  const bool padded = distributed && ep_cap_tokens_ > 0;
+  const bool on_device = fixed || padded;
   const bool has_shared = lw.has_shared && my_n > 0;
   const int64_t S = fixed && has_shared ? shared_pieces_ : 0, KS = K + S;
 
@@ -73,8 +80,8 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   // Fixed layers keep each layer's routing apart ([layer][row][K + shared pieces]) until
   // expert_counts() has read the padding rows' routing of the step.
   const int64_t ks_all = K + shared_pieces_;
-  int32_t* ids = fixed ? scratch(gate_ids_, c.num_hidden_layers * my_n * ks_all) + layer * my_n * ks_all
-                       : scratch(gate_ids_, my_n * KS);
+  int32_t* ids = on_device ? scratch(gate_ids_, c.num_hidden_layers * my_n * ks_all) + layer * my_n * ks_all
+                           : scratch(gate_ids_, my_n * KS);
   float* weights = scratch(gate_w_, my_n * KS);
   mark("moe.route");
   be_.linear(hm, my_n, lw.router, router_logits);
@@ -88,13 +95,13 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   const int64_t n_slots = my_n * KS;
   int32_t* order = scratch(order_, n_slots);
   // Where each slot's result comes back from the exchange (local experts write slot order).
-  int32_t* position = distributed ? scratch(position_, n_slots) : nullptr;
+  int32_t* position = distributed && !padded ? scratch(position_, n_slots) : nullptr;
   be_.moe_sort(ids, n_slots, E + S, order, position);
   // With every expert local the experts read each slot's token where it is (order[j] / KS) and
   // write its result at its slot, so no copy of the rows is made; for the exchange, the rows in
   // slot order: the token of sorted slot j is order[j] / KS (no trip through the host).
   float* send = nullptr;
-  if (distributed) {
+  if (distributed && !padded) {
     send = scratch(send_, n_slots * D);
     be_.gather_rows_div(hm, order, KS, n_slots, D, send);
   }
@@ -113,7 +120,15 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
   float* expert_out = nullptr;  // expert results, rows in the order the experts received them
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
-  if (!fixed) {
+  int64_t* d_counts = nullptr;  // on_device: this layer's counts in backend memory
+  if (on_device) {
+    // Sized for every layer at once: it only grows at the first such layer ever, before any
+    // layer of that step wrote into it.
+    const int64_t stride = E + shared_pieces_;
+    d_counts = scratch(d_expert_counts_, c.num_hidden_layers * stride) + layer * stride;
+    be_.moe_counts_to(d_counts);
+    fixed_layers_[l] = padded ? 2 : 1, counts_on_device_ = true;
+  } else {
     be_.moe_counts(expert_counts.data());
     std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
     if (!distributed) add_expert_bytes(layer, expert_counts.data(), E);
@@ -124,16 +139,43 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
         if (e >= 0 && e < E) expert_counts_[static_cast<std::size_t>(layer * E + e)] -= slice.pad;
     }
   }
+  // The padded exchange's blocks: the rows one rank can send one peer (a token picks distinct
+  // experts, so at most min(top_k, experts per rank) of them there), every peer's block at p * C.
+  const int64_t C = padded ? ep_cap_tokens_ * std::min(K, per_rank) : 0;
+  std::vector<std::size_t> block(padded ? ep : 0, static_cast<std::size_t>(C * D)), block_displ(block.size());
+  for (std::size_t p = 0; p < block.size(); ++p) block_displ[p] = p * block[p];
+  const int32_t* combine_rows = position;  // where each slot's result is in the rows combined
   if (fixed) {
-    // Sized for every layer at once: it only grows at the first fixed layer ever, before any
-    // layer of that step wrote into it.
-    const int64_t stride = E + shared_pieces_;
-    int64_t* d_counts = scratch(d_expert_counts_, c.num_hidden_layers * stride) + layer * stride;
-    be_.moe_counts_to(d_counts);
-    fixed_layers_[l] = 1, counts_on_device_ = true;
     expert_out = scratch(expert_out_, n_slots * D);
     mark("moe.experts");
     be_.moe_experts_fixed(hm, order, KS, d_counts, E + S, (my_n + 15) / 16 * 16, n_slots,
+                          expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
+  } else if (padded) {
+    // Dispatch: slots to their peer's block, the counts (per expert of that peer) beside them in
+    // a fixed-size exchange; the receiver sorts what came by expert on the device.
+    mark("moe.dispatch");
+    const int64_t n_local = weights_.n_local_experts();
+    if (n_local != per_rank) throw Error(fmt::format("moe: {} local experts, expected {}", n_local, per_rank));
+    float* blocks = scratch(send_, ep * C * D);
+    int32_t* slot_row = scratch(position_, n_slots);
+    be_.moe_ep_pack(hm, order, KS, d_counts, ep, per_rank, C, n_slots, D, blocks, slot_row);
+    combine_rows = slot_row;
+    std::vector<std::size_t> per(ep, static_cast<std::size_t>(per_rank)), per_displ(ep);
+    for (int p = 0; p < ep; ++p) per_displ[p] = static_cast<std::size_t>(p * per_rank);
+    int64_t* d_recv_counts = scratch(count_recv_, E);  // [ep][per_rank]
+    comms_.ep->all_to_all_v(d_counts, per.data(), per_displ.data(), d_recv_counts, per.data(), per_displ.data(),
+                            DType::i64);
+    float* recv = scratch(recv_, ep * C * D);
+    comms_.ep->all_to_all_v(blocks, block.data(), block_displ.data(), recv, block.data(), block_displ.data(),
+                            DType::f32);
+    // Kept per layer for the profile's expert bytes (expert_counts() reads the routing side).
+    int64_t* local_counts = scratch(d_local_counts_, c.num_hidden_layers * n_local) + layer * n_local;
+    int32_t* local_order = scratch(local_order_, ep * C);
+    be_.moe_ep_unpack(d_recv_counts, ep, n_local, C, local_counts, local_order);
+    // Results land in the received rows' layout, which goes back as it came.
+    expert_out = scratch(expert_out_, ep * C * D);
+    mark("moe.experts");
+    be_.moe_experts_fixed(recv, local_order, 1, local_counts, n_local, ep * ep_cap_tokens_, n_slots,
                           expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
   } else if (!distributed) {
     // Every expert is local: they read the tokens and write the results in slot order.
@@ -198,7 +240,12 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   // Combine: exchanged rows come back in this rank's send order, i.e. sorted slot order; slot
   // s's result is row position[s]. Local experts wrote slot s's result at row s.
   float* back = expert_out;
-  if (distributed) {
+  if (padded) {
+    back = scratch(back_, ep * C * D);
+    mark("moe.combine_a2a");
+    comms_.ep->all_to_all_v(expert_out, block.data(), block_displ.data(), back, block.data(), block_displ.data(),
+                            DType::f32);
+  } else if (distributed) {
     const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);
     std::vector<std::size_t> sc(ep), sdd(ep), rc(ep), rdd(ep);
     for (int p = 0; p < ep; ++p) {
@@ -210,7 +257,7 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   }
   mark("moe.combine");
   if (!shared_apart) be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
-  be_.moe_combine(back, position, weights, my_n, KS, D, mine);  // adds: shared + routed
+  be_.moe_combine(back, combine_rows, weights, my_n, KS, D, mine);  // adds: shared + routed
 
   if (gather_tp) {
     mark("moe.gather_tp");

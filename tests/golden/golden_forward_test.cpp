@@ -50,6 +50,7 @@ struct Args {
   bool cuda = false, bf16 = false;
   bool graphs = false;    // --cuda-graphs: decode steps recorded and replayed (DPA_CUDA_GRAPHS)
   int64_t decode_bucket = 0;  // --decode-bucket=N: decode steps padded to multiples of N tokens
+  int64_t ep_padded = 0;      // --ep-padded=N: the padded EP exchange for steps of up to N tokens a rank
   DType kv = DType::f32;  // --kv=f32|bf16: the KV cache's elements (bf16: GPUs only)
 };
 
@@ -70,6 +71,7 @@ Args parse_args() {
     // takes the fixed-capacity experts too (an explicit --moe-fixed-tokens wins, in any order).
     if (s == "--cuda-graphs") a.graphs = true, setenv("DPA_CUDA_GRAPHS", "1", 1), setenv("DPA_MOE_FIXED_TOKENS", "4096", 0);
     if (s.rfind("--decode-bucket=", 0) == 0) a.decode_bucket = std::stoll(s.substr(16));
+    if (s.rfind("--ep-padded=", 0) == 0) a.ep_padded = std::stoll(s.substr(12));
   }
   return a;
 }
@@ -191,6 +193,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   opts.bf16_weights = args.bf16;
   opts.kv_dtype = args.kv;  // explicit: one rounding per variant (see the bf16 bound)
   opts.decode_bucket = args.decode_bucket;
+  opts.ep_padded_max_tokens = args.ep_padded;
   Model model(*ckpt, *be, shard, {tp_comm.get(), ep_comm.get()}, opts);
   const int64_t V = model.config().vocab_size;
 
