@@ -49,6 +49,9 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     moe_fixed_tokens_ = n;
   }
   prepare_weights();
+  if (ep > 1)
+    ex_ = std::make_unique<EpExchange>(be, *comms.ep, ckpt.config().n_routed_experts, ckpt.config().hidden_size,
+                                       scratch_epoch_);
   if (const char* v = std::getenv("DPA_CUDA_GRAPHS")) {
     const std::string g = v;
     if (g != "0" && g != "1") throw Error(fmt::format("DPA_CUDA_GRAPHS='{}': 0 or 1", g));

@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "dist/communicator.h"
+#include "model/ep_exchange.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 
@@ -257,9 +258,9 @@ class Model {
   backend::Buffer<float> q_, qa_, kva_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
   backend::Buffer<float> g_, u_;
-  backend::Buffer<float> router_logits_, gate_w_, send_, recv_,  expert_out_, back_, mine_;
-  backend::Buffer<int32_t> gate_ids_, order_, position_, local_order_;
-  backend::Buffer<int64_t> count_send_, count_recv_;
+  backend::Buffer<float> router_logits_, gate_w_, expert_out_, mine_;
+  backend::Buffer<int32_t> gate_ids_, order_, position_;
+  std::unique_ptr<EpExchange> ex_;  // ep > 1: the rows' moves between the EP group's ranks
   backend::Buffer<int64_t> d_local_counts_;  // padded exchange: [n_layers * local experts] rows received
   backend::Buffer<backend::LogitEdit> d_edits_;
   backend::Buffer<backend::SampleSpec> d_specs_;

@@ -10,10 +10,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <numeric>
 
 #include "core/error.h"
 #include "dist/communicator.h"
+#include "model/ep_exchange.h"
 #include "model/forward.h"
 
 namespace dpa::model {
@@ -39,12 +39,6 @@ backend::GateParams gate_params(const ModelConfig& c, const float* bias) {
   p.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   p.correction_bias = bias;
   return p;
-}
-
-std::vector<std::size_t> displs_of(const std::vector<std::size_t>& counts) {
-  std::vector<std::size_t> d(counts.size(), 0);
-  std::exclusive_scan(counts.begin(), counts.end(), d.begin(), std::size_t{0});
-  return d;
 }
 
 }  // namespace
@@ -98,13 +92,9 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
   int32_t* position = distributed && !padded ? scratch(position_, n_slots) : nullptr;
   be_.moe_sort(ids, n_slots, E + S, order, position);
   // With every expert local the experts read each slot's token where it is (order[j] / KS) and
-  // write its result at its slot, so no copy of the rows is made; for the exchange, the rows in
-  // slot order: the token of sorted slot j is order[j] / KS (no trip through the host).
-  float* send = nullptr;
-  if (distributed && !padded) {
-    send = scratch(send_, n_slots * D);
-    be_.gather_rows_div(hm, order, KS, n_slots, D, send);
-  }
+  // write its result at its slot, so no copy of the rows is made. The exact exchange stages the
+  // rows in slot order now, so that the copy overlaps the counts' trip to the host.
+  if (distributed && !padded) ex_->stage(hm, order, KS, n_slots);
   // The shared experts need no routing: they run while the counts travel to the host. Their
   // output is where the routed results are then added: `out` itself unless the slices of attn_tp
   // ranks are gathered into it at the end.
@@ -117,8 +107,6 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
     mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
   }
   const std::size_t l = static_cast<std::size_t>(layer);
-  std::vector<std::size_t> send_rows(ep, 0), recv_rows(ep, 0);
-  float* expert_out = nullptr;  // expert results, rows in the order the experts received them
   std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
   int64_t* d_counts = nullptr;  // on_device: this layer's counts in backend memory
   if (on_device) {
@@ -139,125 +127,44 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
         if (e >= 0 && e < E) expert_counts_[static_cast<std::size_t>(layer * E + e)] -= slice.pad;
     }
   }
-  // The padded exchange's blocks: the rows one rank can send one peer (a token picks distinct
-  // experts, so at most min(top_k, experts per rank) of them there), every peer's block at p * C.
-  const int64_t C = padded ? ep_cap_tokens_ * std::min(K, per_rank) : 0;
-  std::vector<std::size_t> block(padded ? ep : 0, static_cast<std::size_t>(C * D)), block_displ(block.size());
-  for (std::size_t p = 0; p < block.size(); ++p) block_displ[p] = p * block[p];
-  const int32_t* combine_rows = position;  // where each slot's result is in the rows combined
-  if (fixed) {
-    expert_out = scratch(expert_out_, n_slots * D);
-    mark("moe.experts");
-    be_.moe_experts_fixed(hm, order, KS, d_counts, E + S, (my_n + 15) / 16 * 16, n_slots,
-                          expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
-  } else if (padded) {
-    // Dispatch: slots to their peer's block, the counts (per expert of that peer) beside them in
-    // a fixed-size exchange; the receiver sorts what came by expert on the device.
-    mark("moe.dispatch");
-    const int64_t n_local = weights_.n_local_experts();
-    if (n_local != per_rank) throw Error(fmt::format("moe: {} local experts, expected {}", n_local, per_rank));
-    float* blocks = scratch(send_, ep * C * D);
-    int32_t* slot_row = scratch(position_, n_slots);
-    be_.moe_ep_pack(hm, order, KS, d_counts, ep, per_rank, C, n_slots, D, blocks, slot_row);
-    combine_rows = slot_row;
-    std::vector<std::size_t> per(ep, static_cast<std::size_t>(per_rank)), per_displ(ep);
-    for (int p = 0; p < ep; ++p) per_displ[p] = static_cast<std::size_t>(p * per_rank);
-    int64_t* d_recv_counts = scratch(count_recv_, E);  // [ep][per_rank]
-    comms_.ep->all_to_all_v(d_counts, per.data(), per_displ.data(), d_recv_counts, per.data(), per_displ.data(),
-                            DType::i64);
-    float* recv = scratch(recv_, ep * C * D);
-    comms_.ep->all_to_all_v(blocks, block.data(), block_displ.data(), recv, block.data(), block_displ.data(),
-                            DType::f32);
-    // Kept per layer for the profile's expert bytes (expert_counts() reads the routing side).
-    int64_t* local_counts = scratch(d_local_counts_, c.num_hidden_layers * n_local) + layer * n_local;
-    int32_t* local_order = scratch(local_order_, ep * C);
-    be_.moe_ep_unpack(d_recv_counts, ep, n_local, C, local_counts, local_order);
-    // Results land in the received rows' layout, which goes back as it came.
-    expert_out = scratch(expert_out_, ep * C * D);
-    mark("moe.experts");
-    be_.moe_experts_fixed(recv, local_order, 1, local_counts, n_local, ep * ep_cap_tokens_, n_slots,
-                          expert_gate_[l].data(), expert_up_[l].data(), expert_down_[l].data(), expert_out);
-  } else if (!distributed) {
+  const backend::WeightView *gate = expert_gate_[l].data(), *up = expert_up_[l].data(), *down = expert_down_[l].data();
+  const float* back = nullptr;       // the expert results the combine reads
+  const int32_t* back_rows = nullptr;  // slot s's result is back[back_rows[s]] (null: back[s])
+  if (!distributed) {
     // Every expert is local: they read the tokens and write the results in slot order.
-    expert_out = scratch(expert_out_, n_slots * D);
+    float* expert_out = scratch(expert_out_, n_slots * D);
     mark("moe.experts");
-    if (n_slots > 0)
-      be_.moe_experts(hm, order, KS, expert_counts.data(), E, expert_gate_[l].data(),
-                      expert_up_[l].data(), expert_down_[l].data(), expert_out);
+    if (fixed)
+      be_.moe_experts_fixed(hm, order, KS, d_counts, E + S, (my_n + 15) / 16 * 16, n_slots, gate, up, down, expert_out);
+    else if (n_slots > 0)
+      be_.moe_experts(hm, order, KS, expert_counts.data(), E, gate, up, down, expert_out);
+    back = expert_out;
   } else {
-    // Dispatch. The slots are sorted by expert, so the rows for rank p are the run of p's experts;
-    // each rank sends every rank its slot count per expert of that rank. From those counts the
-    // receiver knows which of its experts each received row belongs to (rows arrive source by
-    // source, experts ascending within a source): no expert ids travel and the counts are the
-    // only host trip of the dispatch.
+    // Dispatch (model/ep_exchange.h): the exact form waits for the counts exchanged; the padded
+    // one sends fixed-size blocks with the counts beside them, kept per layer for the profile's
+    // expert bytes (expert_counts() reads the routing side).
     mark("moe.dispatch");
     const int64_t n_local = weights_.n_local_experts();
     if (n_local != per_rank) throw Error(fmt::format("moe: {} local experts, expected {}", n_local, per_rank));
-    for (int64_t e = 0; e < E; ++e) send_rows[static_cast<std::size_t>(e / per_rank)] += expert_counts[e];
-    std::vector<std::size_t> per(ep, static_cast<std::size_t>(per_rank)), per_displ(ep);
-    for (int p = 0; p < ep; ++p) per_displ[p] = static_cast<std::size_t>(p * per_rank);
-    int64_t* d_recv_counts = scratch(count_recv_, E);  // [ep][per_rank]: source p's slots per local expert
-    comms_.ep->all_to_all_v(upload(count_send_, expert_counts), per.data(), per_displ.data(), d_recv_counts,
-                            per.data(), per_displ.data(), DType::i64);
-    std::vector<int64_t> recv_counts(static_cast<std::size_t>(E));
-    be_.download(recv_counts.data(), d_recv_counts, recv_counts.size() * sizeof(int64_t));
-    std::vector<int64_t> local_counts(static_cast<std::size_t>(n_local), 0);
-    for (int p = 0; p < ep; ++p)
-      for (int64_t e = 0; e < n_local; ++e) {
-        const int64_t c = recv_counts[static_cast<std::size_t>(p * per_rank + e)];
-        if (c < 0) throw Error(fmt::format("moe: rank {} announced {} rows for local expert {}", p, c, e));
-        recv_rows[p] += static_cast<std::size_t>(c);
-        local_counts[static_cast<std::size_t>(e)] += c;
-      }
-    const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);
-    const std::size_t n_recv = rd.back() + recv_rows.back();
-    std::vector<std::size_t> sc(ep), sdd(ep), rc(ep), rdd(ep);
-    for (int p = 0; p < ep; ++p) {
-      sc[p] = send_rows[p] * D, sdd[p] = sd[p] * D, rc[p] = recv_rows[p] * D, rdd[p] = rd[p] * D;
-    }
-    float* recv = scratch(recv_, static_cast<int64_t>(n_recv) * D);
-    comms_.ep->all_to_all_v(send, sc.data(), sdd.data(), recv, rc.data(), rdd.data(), DType::f32);
-
-    // Each local expert's rows, source by source: the order a stable sort by expert would give.
-    // Received rows come source by source, experts ascending within a source.
-    std::vector<int64_t> next(static_cast<std::size_t>(n_local));  // next slot of each expert's run
-    std::exclusive_scan(local_counts.begin(), local_counts.end(), next.begin(), int64_t{0});
-    std::vector<int32_t> order_h(n_recv);
-    int32_t row = 0;
-    for (int p = 0; p < ep; ++p)
-      for (int64_t e = 0; e < n_local; ++e)
-        for (int64_t i = recv_counts[static_cast<std::size_t>(p * per_rank + e)]; i > 0; --i)
-          order_h[static_cast<std::size_t>(next[static_cast<std::size_t>(e)]++)] = row++;
-    const int32_t* local_order = upload(local_order_, order_h);
-    add_expert_bytes(layer, local_counts.data(), n_local);
-    expert_out = scratch(expert_out_, static_cast<int64_t>(n_recv) * D);
+    const EpExchange::Local in =
+        padded ? ex_->dispatch_padded(hm, order, KS, n_slots, d_counts, ep_cap_tokens_, K,
+                                      scratch(d_local_counts_, c.num_hidden_layers * n_local) + layer * n_local)
+               : ex_->dispatch(expert_counts.data());
     mark("moe.experts");
-    if (n_recv > 0)
-      be_.moe_experts(recv, local_order, 1, local_counts.data(), n_local, expert_gate_[l].data(), expert_up_[l].data(),
-                      expert_down_[l].data(), expert_out);
-  }
-
-  // Combine: exchanged rows come back in this rank's send order, i.e. sorted slot order; slot
-  // s's result is row position[s]. Local experts wrote slot s's result at row s.
-  float* back = expert_out;
-  if (padded) {
-    back = scratch(back_, ep * C * D);
-    mark("moe.combine_a2a");
-    comms_.ep->all_to_all_v(expert_out, block.data(), block_displ.data(), back, block.data(), block_displ.data(),
-                            DType::f32);
-  } else if (distributed) {
-    const auto sd = displs_of(send_rows), rd = displs_of(recv_rows);
-    std::vector<std::size_t> sc(ep), sdd(ep), rc(ep), rdd(ep);
-    for (int p = 0; p < ep; ++p) {
-      rc[p] = send_rows[p] * D, rdd[p] = sd[p] * D, sc[p] = recv_rows[p] * D, sdd[p] = rd[p] * D;
+    if (padded) {
+      be_.moe_experts_fixed(in.rows, in.order, 1, in.counts, n_local, in.capacity, n_slots, gate, up, down,
+                            ex_->results());
+    } else {
+      add_expert_bytes(layer, in.counts, n_local);
+      if (in.n_rows > 0) be_.moe_experts(in.rows, in.order, 1, in.counts, n_local, gate, up, down, ex_->results());
     }
-    back = scratch(back_, n_slots * D);
     mark("moe.combine_a2a");
-    comms_.ep->all_to_all_v(expert_out, sc.data(), sdd.data(), back, rc.data(), rdd.data(), DType::f32);
+    const EpExchange::Back b = ex_->combine(position);
+    back = b.y, back_rows = b.rows;
   }
   mark("moe.combine");
   if (!shared_apart) be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
-  be_.moe_combine(back, combine_rows, weights, my_n, KS, D, mine);  // adds: shared + routed
+  be_.moe_combine(back, back_rows, weights, my_n, KS, D, mine);  // adds: shared + routed
 
   if (gather_tp) {
     mark("moe.gather_tp");

@@ -1,0 +1,297 @@
+// EP dispatch and combine (issue 6, target 3): model/ep_exchange.h's two forms moving the routed
+// rows of `tokens` tokens per rank (hidden floats each, top-k distinct experts of `experts`)
+// between every rank of the job, as Model::moe does.
+//  - exact: this rank's counts to the host (moe_counts), the counts exchanged and read back, then
+//    the routed rows only;
+//  - padded: fixed-size blocks per peer, counts exchanged on the device; on GPUs the dispatch and
+//    the combine are each recorded as a CUDA graph and replayed (a form that does not record
+//    fails the check).
+// Each form is checked first: identity experts (the results are the rows received), so the
+// combine must give sum_k w[t, k] x[t] for every token of every rank. Then timed: dispatch =
+// from the sorted slots to the rows in the local experts' order; combine = the results back and
+// weighted into the tokens. Per iteration: a barrier, CUDA events on the backend's stream (wall
+// clock on the CPU), the slowest rank's time; the median over --iters. Prints a table and one
+// JSON line per (tokens, form).
+//
+//   mpirun -np 2 perf/ep_exchange_bench --device cuda --tokens 128,256
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "dist/mpi_communicator.h"
+#include "dist/runtime.h"
+#include "model/ep_exchange.h"
+#ifdef DPA_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "core/cuda_check.h"
+#include "dist/nccl_communicator.h"
+#endif
+
+namespace {
+
+using dpa::DType;
+using dpa::backend::Backend;
+using dpa::backend::Buffer;
+
+struct Options {
+  std::string device = "cpu";
+  std::vector<int64_t> tokens = {128, 256};
+  int64_t hidden = 2048, experts = 64, top_k = 6;
+  int iters = 50, warmup = 10;
+};
+
+// Times one piece of work on every rank; returns the slowest rank's seconds.
+class Timer {
+ public:
+  explicit Timer(Backend& be) : be_(be) {
+#ifdef DPA_HAVE_CUDA
+    if (be_.stream()) {
+      DPA_CHECK_CUDA(cudaEventCreate(&a_));
+      DPA_CHECK_CUDA(cudaEventCreate(&b_));
+    }
+#endif
+  }
+  ~Timer() {
+#ifdef DPA_HAVE_CUDA
+    if (a_) cudaEventDestroy(a_), cudaEventDestroy(b_);
+#endif
+  }
+  template <class F>
+  double time(F&& work) {
+    be_.synchronize();
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t = 0;
+#ifdef DPA_HAVE_CUDA
+    if (a_) {
+      auto* st = static_cast<cudaStream_t>(be_.stream());
+      DPA_CHECK_CUDA(cudaEventRecord(a_, st));
+      work();
+      DPA_CHECK_CUDA(cudaEventRecord(b_, st));
+      DPA_CHECK_CUDA(cudaEventSynchronize(b_));
+      float ms = 0;
+      DPA_CHECK_CUDA(cudaEventElapsedTime(&ms, a_, b_));
+      t = ms * 1e-3;
+    } else
+#endif
+    {
+      const auto t0 = std::chrono::steady_clock::now();
+      work();
+      be_.synchronize();
+      t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    double slowest = 0;
+    MPI_Allreduce(&t, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return slowest;
+  }
+
+ private:
+  Backend& be_;
+#ifdef DPA_HAVE_CUDA
+  cudaEvent_t a_ = nullptr, b_ = nullptr;
+#endif
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+struct Result {
+  double dispatch_s = 0, combine_s = 0, max_rel_err = 0;
+  bool recorded = false;
+};
+
+// One form at one token count on this rank.
+Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t T, bool padded, int rank) {
+  const int64_t E = o.experts, K = o.top_k, D = o.hidden, n_slots = T * K;
+  std::mt19937 rng(static_cast<unsigned>(1234 + 7919 * rank + T));
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> all(static_cast<std::size_t>(E));
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    ids.insert(ids.end(), all.begin(), all.begin() + K);
+  }
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> x(static_cast<std::size_t>(T * D)), w(static_cast<std::size_t>(n_slots));
+  for (float& v : x) v = u(rng);
+  for (float& v : w) v = u(rng);
+  Buffer<int32_t> d_ids(be, ids.size() + 1), order(be, ids.size() + 1), position(be, ids.size() + 1);
+  Buffer<float> d_x(be, x.size() + 1), d_w(be, w.size() + 1), out(be, x.size() + 1);
+  Buffer<int64_t> d_counts(be, static_cast<std::size_t>(E));
+  be.upload(d_ids.data(), ids.data(), ids.size() * sizeof(int32_t));
+  be.upload(d_x.data(), x.data(), x.size() * sizeof(float));
+  be.upload(d_w.data(), w.data(), w.size() * sizeof(float));
+
+  uint64_t epoch = 0;
+  dpa::model::EpExchange ex(be, comm, E, D, epoch);
+  std::vector<int64_t> counts(static_cast<std::size_t>(E));
+  dpa::model::EpExchange::Local in;
+  dpa::model::EpExchange::Back back;
+  // The work of each timed piece (the sort before it is not timed: both forms need it).
+  auto sort = [&] {
+    be.moe_sort(d_ids.data(), n_slots, E, order.data(), padded ? nullptr : position.data());
+    if (padded) be.moe_counts_to(d_counts.data());
+  };
+  auto dispatch = [&] {
+    if (padded) {
+      in = ex.dispatch_padded(d_x.data(), order.data(), K, n_slots, d_counts.data(), (T + 15) / 16 * 16, K);
+    } else {
+      ex.stage(d_x.data(), order.data(), K, n_slots);
+      be.moe_counts(counts.data());
+      in = ex.dispatch(counts.data());
+    }
+  };
+  auto identity_experts = [&] {
+    if (in.n_rows > 0) be.copy(ex.results(), in.rows, static_cast<std::size_t>(in.n_rows * D) * sizeof(float));
+  };
+  auto combine = [&] {
+    back = ex.combine(position.data());
+    be.fill_zero(out.data(), x.size() * sizeof(float));
+    be.moe_combine(back.y, back.rows, d_w.data(), T, K, D, out.data());
+  };
+
+  // Once eagerly (buffers sized), then the padded form recorded where the backend records.
+  sort(), dispatch(), identity_experts(), combine();
+  be.synchronize();
+  void* g_dispatch = nullptr;
+  void* g_combine = nullptr;
+  Result r;
+  if (padded && be.capture_begin()) {
+    dispatch();
+    g_dispatch = be.capture_end();
+    if (be.capture_begin()) {
+      combine();
+      g_combine = be.capture_end();
+    }
+    r.recorded = g_dispatch && g_combine;
+  }
+  auto run_dispatch = [&] { g_dispatch ? be.replay(g_dispatch) : dispatch(); };
+  auto run_combine = [&] { g_combine ? be.replay(g_combine) : combine(); };
+
+  // The check, through what is timed.
+  sort(), run_dispatch(), identity_experts(), run_combine();
+  std::vector<float> got(x.size());
+  be.download(got.data(), out.data(), got.size() * sizeof(float));
+  double scale = 0, err = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < D; ++c) {
+      double want = 0;
+      for (int64_t k = 0; k < K; ++k) want += static_cast<double>(w[t * K + k]) * x[t * D + c];
+      scale = std::max(scale, std::fabs(want));
+      const double e = std::fabs(got[t * D + c] - want);
+      err = std::isnan(e) ? INFINITY : std::max(err, e);
+    }
+  double mine = scale > 0 ? err / scale : err;
+  MPI_Allreduce(&mine, &r.max_rel_err, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+
+  Timer timer(be);
+  std::vector<double> td, tc;
+  for (int i = 0; i < o.warmup + o.iters; ++i) {
+    sort();
+    const double a = timer.time(run_dispatch);
+    identity_experts();
+    const double b = timer.time(run_combine);
+    if (i >= o.warmup) td.push_back(a), tc.push_back(b);
+  }
+  r.dispatch_s = median(td), r.combine_s = median(tc);
+  be.synchronize();
+  if (g_dispatch) be.drop_graph(g_dispatch);
+  if (g_combine) be.drop_graph(g_combine);
+  return r;
+}
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> v;
+  for (std::size_t p = 0; p < s.size();) {
+    const std::size_t q = std::min(s.find(',', p), s.size());
+    if (q > p) v.push_back(std::stoll(s.substr(p, q - p)));
+    p = q + 1;
+  }
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dpa::dist::Runtime rt(&argc, &argv);
+  Options o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--device") o.device = v;
+    else if (k == "--tokens") o.tokens = parse_list(v);
+    else if (k == "--hidden") o.hidden = std::stoll(v);
+    else if (k == "--experts") o.experts = std::stoll(v);
+    else if (k == "--top-k") o.top_k = std::stoll(v);
+    else if (k == "--iters") o.iters = std::stoi(v);
+    else if (k == "--warmup") o.warmup = std::stoi(v);
+    else {
+      if (rt.rank() == 0) std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  if (o.experts % rt.size() != 0 || o.top_k < 1 || o.top_k > o.experts || o.iters < 1) {
+    if (rt.rank() == 0) std::fprintf(stderr, "need experts %% ranks == 0, 1 <= top-k <= experts, iters >= 1\n");
+    return 2;
+  }
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<dpa::dist::Communicator> comm;
+  if (o.device == "cuda") {
+#ifdef DPA_HAVE_CUDA
+    be = dpa::backend::make_cuda_backend(rt.local_rank());
+    comm = dpa::dist::make_nccl_communicator(MPI_COMM_WORLD, be->stream());
+#else
+    if (rt.rank() == 0) std::fprintf(stderr, "built without CUDA\n");
+    return 2;
+#endif
+  } else {
+    be = dpa::backend::make_cpu_backend();
+    comm = dpa::dist::make_mpi_communicator(MPI_COMM_WORLD);
+  }
+  if (rt.rank() == 0)
+    std::printf("# ep exchange: device=%s ranks=%d hidden=%lld experts=%lld top_k=%lld rows f32, iters=%d\n"
+                "%8s %8s %12s %12s %14s %9s %10s\n", o.device.c_str(), rt.size(), static_cast<long long>(o.hidden),
+                static_cast<long long>(o.experts), static_cast<long long>(o.top_k), o.iters, "tokens", "form",
+                "dispatch_us", "combine_us", "routed_MB/rank", "graphed", "max_rel");
+  std::vector<std::string> json;
+  bool ok = true;
+  for (int64_t T : o.tokens)
+    for (bool padded : {false, true}) {
+      const Result r = run(*be, *comm, o, T, padded, rt.rank());
+      const bool good = r.max_rel_err <= 1e-5 && (!padded || o.device != "cuda" || r.recorded);
+      ok = ok && good;
+      const double mb = static_cast<double>(T * o.top_k * o.hidden * 4) / 1e6;
+      if (rt.rank() == 0) {
+        std::printf("%8lld %8s %12.1f %12.1f %14.2f %9s %10.1e%s\n", static_cast<long long>(T),
+                    padded ? "padded" : "exact", r.dispatch_s * 1e6, r.combine_s * 1e6, mb,
+                    r.recorded ? "yes" : "no", r.max_rel_err, good ? "" : "  FAIL");
+        char line[320];
+        std::snprintf(line, sizeof line,
+                      "{\"bench\":\"ep_exchange\",\"device\":\"%s\",\"ranks\":%d,\"tokens\":%lld,\"hidden\":%lld,"
+                      "\"experts\":%lld,\"top_k\":%lld,\"form\":\"%s\",\"dispatch_us\":%.2f,\"combine_us\":%.2f,"
+                      "\"graphed\":%s,\"max_rel_err\":%.3g}",
+                      o.device.c_str(), rt.size(), static_cast<long long>(T), static_cast<long long>(o.hidden),
+                      static_cast<long long>(o.experts), static_cast<long long>(o.top_k), padded ? "padded" : "exact",
+                      r.dispatch_s * 1e6, r.combine_s * 1e6, r.recorded ? "true" : "false", r.max_rel_err);
+        json.push_back(line);
+      }
+    }
+  if (rt.rank() == 0) {
+    for (const std::string& j : json) std::printf("%s\n", j.c_str());
+    std::fflush(stdout);
+  }
+  comm.reset();
+  return ok ? 0 : 1;
+}
