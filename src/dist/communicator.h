@@ -48,6 +48,11 @@ class Communicator {
   virtual void barrier() = 0;
   // Waits for this rank's outstanding collective work (a no-op for MPI, a stream sync for NCCL).
   virtual void synchronize() = 0;
+  // The calls between group_start() and group_end() may be issued as one operation (NCCL: one
+  // launch for all of their transfers); none of them may read what another one writes. Groups
+  // nest. MPI runs each call at once.
+  virtual void group_start() {}
+  virtual void group_end() {}
 };
 
 }  // namespace dpa::dist

@@ -115,6 +115,8 @@ class NcclCommunicator final : public Communicator {
   }
 
   void synchronize() override { DPA_CHECK_CUDA(cudaStreamSynchronize(stream_)); }
+  void group_start() override { DPA_CHECK_NCCL(ncclGroupStart()); }
+  void group_end() override { DPA_CHECK_NCCL(ncclGroupEnd()); }
 
  private:
   ncclComm_t comm_ = nullptr;

@@ -108,9 +108,11 @@ EpExchange::Local EpExchange::dispatch_padded(const float* x, const int32_t* ord
   std::vector<std::size_t> block(per.size(), static_cast<std::size_t>(C * d_)), block_displ(per.size());
   for (std::size_t p = 0; p < per.size(); ++p) per_displ[p] = p * per[p], block_displ[p] = p * block[p];
   int64_t* d_recv_counts = grow(count_recv_, E_);  // [source][local expert]
-  comm_.all_to_all_v(counts, per.data(), per_displ.data(), d_recv_counts, per.data(), per_displ.data(), DType::i64);
   float* recv = grow(recv_, R * C * d_);
+  comm_.group_start();  // the counts and the rows in one exchange
+  comm_.all_to_all_v(counts, per.data(), per_displ.data(), d_recv_counts, per.data(), per_displ.data(), DType::i64);
   comm_.all_to_all_v(blocks, block.data(), block_displ.data(), recv, block.data(), block_displ.data(), DType::f32);
+  comm_.group_end();
   if (!local_counts) local_counts = grow(local_counts_, per_);
   int32_t* local_order = grow(order_, R * C);
   be_.moe_ep_unpack(d_recv_counts, R, per_, C, local_counts, local_order);

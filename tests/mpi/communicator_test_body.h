@@ -113,6 +113,45 @@ TEST(Communicator, AllToAllVUnevenWithZeroPeers) {
     for (std::size_t width : {3, 8, 257}) dpa::test::run_all_to_all_v(salt, width);
 }
 
+// Two exchanges issued as one group (NCCL: one launch): per-peer counts and uneven rows.
+TEST(Communicator, GroupedAllToAllV) {
+  auto& c = *env().comm;
+  const int n = c.size(), me = c.rank();
+  std::vector<std::size_t> one(n, 1), displ(n), sc(n), sd(n), rc(n), rd(n);
+  std::iota(displ.begin(), displ.end(), std::size_t{0});
+  std::vector<int64_t> counts(n);
+  for (int p = 0; p < n; ++p) {
+    counts[p] = me * 100 + p;
+    sc[p] = dpa::test::rows_between(me, p, 3), rc[p] = dpa::test::rows_between(p, me, 3);
+  }
+  std::exclusive_scan(sc.begin(), sc.end(), sd.begin(), std::size_t{0});
+  std::exclusive_scan(rc.begin(), rc.end(), rd.begin(), std::size_t{0});
+  std::vector<float> rows(sd.back() + sc.back());
+  for (int p = 0; p < n; ++p)
+    for (std::size_t i = 0; i < sc[p]; ++i) rows[sd[p] + i] = static_cast<float>(me * 1000 + p * 10 + static_cast<int>(i));
+  const std::size_t n_recv = rd.back() + rc.back();
+  Buffer<int64_t> cs(env().mem, n), cr(env().mem, n);
+  Buffer<float> rs(env().mem, std::max<std::size_t>(rows.size(), 1)), rr(env().mem, std::max<std::size_t>(n_recv, 1));
+  cs.set(counts);
+  cr.set(std::vector<int64_t>(n, -7));
+  if (!rows.empty()) rs.set(rows);
+  rr.set(std::vector<float>(std::max<std::size_t>(n_recv, 1), -7));
+  c.group_start();
+  c.all_to_all_v(cs.data(), one.data(), displ.data(), cr.data(), one.data(), displ.data(), DType::i64);
+  c.all_to_all_v(rs.data(), sc.data(), sd.data(), rr.data(), rc.data(), rd.data(), DType::f32);
+  c.group_end();
+  c.synchronize();
+  const auto got_counts = cr.get();
+  const auto got_rows = rr.get();
+  int wrong = 0;
+  for (int p = 0; p < n; ++p) {
+    wrong += got_counts[p] != p * 100 + me;
+    for (std::size_t i = 0; i < rc[p]; ++i)
+      wrong += got_rows[rd[p] + i] != static_cast<float>(p * 1000 + me * 10 + static_cast<int>(i));
+  }
+  EXPECT_EQ(global_wrong(wrong), 0);
+}
+
 TEST(Communicator, AllToAllVAllZero) {
   auto& c = *env().comm;
   const int n = c.size();
