@@ -29,4 +29,36 @@ void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int6
 void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
                    int64_t* local_counts, int32_t* order, cudaStream_t stream);
 
+// The same exchange with no collective library: every rank's receive and return areas are
+// mapped into its peers (one node, CUDA IPC), so the copies are the pack kernel's own stores
+// and a flag per source says a block is complete. Blocks are `stride` rows (capacity rows and a
+// header row: the counts of the receiver's experts, as int64, which needs experts_per_peer * 2 <= d).
+// Flags only grow: *seq counts the exchanges, the same on every rank.
+struct EpPeers {
+  float* const* blocks = nullptr;      // [n_peers] where my block starts in peer p's area
+  int64_t* const* flags = nullptr;     // [n_peers] my flag in peer p's flags
+  int64_t* seq = nullptr;              // this rank's exchange count (device)
+  int32_t* done = nullptr;             // blocks finished (device, 0 between launches)
+};
+
+// moe_ep_pack into the peers' areas: rows at blocks[p] + i * d (i < capacity), the header at
+// blocks[p] + capacity * d, slot_row = p * stride + i; then *seq + 1 into every peer's flag of
+// mine, and *seq incremented.
+void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
+                       int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
+                       const EpPeers& peers, int32_t* slot_row, cudaStream_t stream);
+// Waits until every source's flag in `flags` [n_peers] reaches *seq, then copies the headers of
+// the blocks in `area` (source p's at p * stride rows, header at row p * stride + capacity) into
+// counts [n_peers * experts_per_peer] and does moe_ep_unpack's work from them (blocks of stride
+// rows), in one launch.
+void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                         int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
+                         int64_t* local_counts, int32_t* order, cudaStream_t stream);
+// The results of source p's rows (results + p * stride * d, as many rows as counts [p, :] sum to,
+// cut at capacity) into blocks[p]; then *seq into every peer's flag of mine.
+void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
+                         int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers, cudaStream_t stream);
+// Waits until flags[0 .. n) all reach *seq.
+void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq, cudaStream_t stream);
+
 }  // namespace dpa::kernels

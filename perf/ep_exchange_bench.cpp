@@ -3,9 +3,11 @@
 // between every rank of the job, as Model::moe does.
 //  - exact: this rank's counts to the host (moe_counts), the counts exchanged and read back, then
 //    the routed rows only;
-//  - padded: fixed-size blocks per peer, counts exchanged on the device; on GPUs the dispatch and
-//    the combine are each recorded as a CUDA graph and replayed (a form that does not record
-//    fails the check).
+//  - padded: fixed-size blocks per peer, counts exchanged on the device, over the communicator;
+//  - peer: the same blocks stored straight into the owners' memory (CUDA IPC, one node), a flag
+//    per source, no collective call.
+// On GPUs the padded forms' dispatch and combine are each recorded as a CUDA graph and replayed
+// (a form that does not record fails the check).
 // Each form is checked first: identity experts (the results are the rows received), so the
 // combine must give sum_k w[t, k] x[t] for every token of every rank. Then timed: dispatch =
 // from the sorted slots to the rows in the local experts' order; combine = the results back and
@@ -14,6 +16,8 @@
 // JSON line per (tokens, form).
 //
 //   mpirun -np 2 perf/ep_exchange_bench --device cuda --tokens 128,256
+//   mpirun -np 2 perf/ep_exchange_bench --device cuda --comm mpi --same-gpu --forms peer
+//     (two processes on one GPU: the peer form's correctness where only one GPU is at hand)
 #include <mpi.h>
 
 #include <algorithm>
@@ -45,8 +49,13 @@ using dpa::DType;
 using dpa::backend::Backend;
 using dpa::backend::Buffer;
 
+enum class Form { exact, padded, peer };
+const char* form_name(Form f) { return f == Form::exact ? "exact" : f == Form::padded ? "padded" : "peer"; }
+
 struct Options {
-  std::string device = "cpu";
+  std::string device = "cpu", comm;  // comm: nccl on GPUs, mpi on the CPU unless told
+  std::vector<Form> forms = {Form::exact, Form::padded, Form::peer};
+  bool same_gpu = false;
   std::vector<int64_t> tokens = {128, 256};
   int64_t hidden = 2048, experts = 64, top_k = 6;
   int iters = 50, warmup = 10;
@@ -110,11 +119,12 @@ double median(std::vector<double> v) {
 
 struct Result {
   double dispatch_s = 0, combine_s = 0, max_rel_err = 0;
-  bool recorded = false;
+  bool recorded = false;  // max_rel_err < 0: the form is not available here
 };
 
 // One form at one token count on this rank.
-Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t T, bool padded, int rank) {
+Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t T, Form form, int rank) {
+  const bool padded = form != Form::exact;
   const int64_t E = o.experts, K = o.top_k, D = o.hidden, n_slots = T * K;
   std::mt19937 rng(static_cast<unsigned>(1234 + 7919 * rank + T));
   std::vector<int32_t> ids;
@@ -137,6 +147,15 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
 
   uint64_t epoch = 0;
   dpa::model::EpExchange ex(be, comm, E, D, epoch);
+  if (form == Form::peer) {
+    const bool on = ex.enable_peer_memory((T + 15) / 16 * 16, K, true, [&](const std::vector<uint8_t>& mine) {
+      std::vector<uint8_t> all(mine.size() * static_cast<std::size_t>(comm.size()));
+      MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, all.data(), static_cast<int>(mine.size()),
+                    MPI_BYTE, MPI_COMM_WORLD);
+      return all;
+    });
+    if (!on) return Result{0, 0, -1, false};
+  }
   std::vector<int64_t> counts(static_cast<std::size_t>(E));
   dpa::model::EpExchange::Local in;
   dpa::model::EpExchange::Back back;
@@ -232,6 +251,23 @@ int main(int argc, char** argv) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--device") o.device = v;
     else if (k == "--tokens") o.tokens = parse_list(v);
+    else if (k == "--comm") o.comm = v;
+    else if (k == "--same-gpu") o.same_gpu = v == "1" || v == "true";
+    else if (k == "--forms") {
+      o.forms.clear();
+      for (std::size_t p = 0; p <= v.size();) {
+        const std::size_t q = std::min(v.find(',', p), v.size());
+        const std::string f = v.substr(p, q - p);
+        if (f == "exact") o.forms.push_back(Form::exact);
+        else if (f == "padded") o.forms.push_back(Form::padded);
+        else if (f == "peer") o.forms.push_back(Form::peer);
+        else if (!f.empty()) {
+          if (rt.rank() == 0) std::fprintf(stderr, "unknown form %s (exact, padded, peer)\n", f.c_str());
+          return 2;
+        }
+        p = q + 1;
+      }
+    }
     else if (k == "--hidden") o.hidden = std::stoll(v);
     else if (k == "--experts") o.experts = std::stoll(v);
     else if (k == "--top-k") o.top_k = std::stoll(v);
@@ -250,8 +286,9 @@ int main(int argc, char** argv) {
   std::unique_ptr<dpa::dist::Communicator> comm;
   if (o.device == "cuda") {
 #ifdef DPA_HAVE_CUDA
-    be = dpa::backend::make_cuda_backend(rt.local_rank());
-    comm = dpa::dist::make_nccl_communicator(MPI_COMM_WORLD, be->stream());
+    be = dpa::backend::make_cuda_backend(o.same_gpu ? 0 : rt.local_rank());
+    if (o.comm.empty() || o.comm == "nccl") comm = dpa::dist::make_nccl_communicator(MPI_COMM_WORLD, be->stream());
+    else comm = dpa::dist::make_mpi_communicator(MPI_COMM_WORLD);
 #else
     if (rt.rank() == 0) std::fprintf(stderr, "built without CUDA\n");
     return 2;
@@ -261,21 +298,31 @@ int main(int argc, char** argv) {
     comm = dpa::dist::make_mpi_communicator(MPI_COMM_WORLD);
   }
   if (rt.rank() == 0)
-    std::printf("# ep exchange: device=%s ranks=%d hidden=%lld experts=%lld top_k=%lld rows f32, iters=%d\n"
-                "%8s %8s %12s %12s %14s %9s %10s\n", o.device.c_str(), rt.size(), static_cast<long long>(o.hidden),
+    std::printf("# ep exchange: device=%s comm=%s ranks=%d hidden=%lld experts=%lld top_k=%lld rows f32, iters=%d\n"
+                "%8s %8s %12s %12s %14s %9s %10s\n", o.device.c_str(), comm->name().c_str(), rt.size(), static_cast<long long>(o.hidden),
                 static_cast<long long>(o.experts), static_cast<long long>(o.top_k), o.iters, "tokens", "form",
                 "dispatch_us", "combine_us", "routed_MB/rank", "graphed", "max_rel");
   std::vector<std::string> json;
   bool ok = true;
+  // Rows in backend memory must be where the communicator moves them: on GPUs over MPI only the
+  // peer form (which calls no collective) applies.
+  const bool comm_fits = (comm->memory_space() == dpa::dist::MemorySpace::device) == (o.device == "cuda");
   for (int64_t T : o.tokens)
-    for (bool padded : {false, true}) {
-      const Result r = run(*be, *comm, o, T, padded, rt.rank());
+    for (Form form : o.forms) {
+      if (!comm_fits && form != Form::peer) continue;
+      const bool padded = form != Form::exact;
+      const Result r = run(*be, *comm, o, T, form, rt.rank());
+      if (r.max_rel_err < 0) {
+        if (rt.rank() == 0) std::printf("%8lld %8s   (no peer memory here: one node, a GPU backend)\n",
+                                        static_cast<long long>(T), form_name(form));
+        continue;
+      }
       const bool good = r.max_rel_err <= 1e-5 && (!padded || o.device != "cuda" || r.recorded);
       ok = ok && good;
       const double mb = static_cast<double>(T * o.top_k * o.hidden * 4) / 1e6;
       if (rt.rank() == 0) {
         std::printf("%8lld %8s %12.1f %12.1f %14.2f %9s %10.1e%s\n", static_cast<long long>(T),
-                    padded ? "padded" : "exact", r.dispatch_s * 1e6, r.combine_s * 1e6, mb,
+                    form_name(form), r.dispatch_s * 1e6, r.combine_s * 1e6, mb,
                     r.recorded ? "yes" : "no", r.max_rel_err, good ? "" : "  FAIL");
         char line[320];
         std::snprintf(line, sizeof line,
@@ -283,7 +330,7 @@ int main(int argc, char** argv) {
                       "\"experts\":%lld,\"top_k\":%lld,\"form\":\"%s\",\"dispatch_us\":%.2f,\"combine_us\":%.2f,"
                       "\"graphed\":%s,\"max_rel_err\":%.3g}",
                       o.device.c_str(), rt.size(), static_cast<long long>(T), static_cast<long long>(o.hidden),
-                      static_cast<long long>(o.experts), static_cast<long long>(o.top_k), padded ? "padded" : "exact",
+                      static_cast<long long>(o.experts), static_cast<long long>(o.top_k), form_name(form),
                       r.dispatch_s * 1e6, r.combine_s * 1e6, r.recorded ? "true" : "false", r.max_rel_err);
         json.push_back(line);
       }

@@ -172,6 +172,15 @@ int sampling_fixed_bits(int64_t vocab);
 float apply_logit_edit(float x, const LogitEdit& e);
 void sample_row_reference(const float* x, int64_t vocab, const SampleSpec& spec, SampleOut& out);
 
+// Where a rank's padded-exchange blocks go in its peers' memory (see Backend::moe_ep_pack_peers);
+// every pointer in backend memory.
+struct EpPeers {
+  float* const* blocks = nullptr;   // [n_peers]: where this rank's block starts in peer p's area
+  int64_t* const* flags = nullptr;  // [n_peers]: this rank's flag in peer p's flags
+  int64_t* seq = nullptr;           // this rank's dispatch count
+  int32_t* done = nullptr;          // a counter the backend keeps at 0 between calls
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -339,6 +348,37 @@ class Backend {
   // reference throws; CUDA counts them as 0 and cuts them at the block.
   virtual void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
                              int64_t* local_counts, int32_t* order) = 0;
+  // The padded exchange with no collective library (EpExchange over peer memory): each rank's
+  // receive and return areas are mapped into its peers, blocks are `stride` rows (capacity rows,
+  // then a header row holding the counts of the receiver's experts as int64: experts_per_peer * 2
+  // <= d), and a flag per source says a block is complete. Flags only grow; *peers.seq counts the
+  // rank's dispatches, the same on every rank. All pointers in BACKEND memory.
+  // moe_ep_pack's rows, written to peers.blocks[p] + i * d, the header at row capacity, slot_row
+  // = p * stride + i; then *seq + 1 into each peers.flags[p], and *seq incremented.
+  virtual void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                                 int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
+                                 int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row) = 0;
+  // Waits until flags[p] >= *seq for every source p, then counts [n_peers * experts_per_peer] =
+  // the headers of the blocks in `area` (source p's block at row p * stride), and local_counts /
+  // order as moe_ep_unpack gives them from those counts with blocks of `stride` rows.
+  virtual void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                                   int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
+                                   int64_t* counts, int64_t* local_counts, int32_t* order) = 0;
+  // Source p's results (rows p * stride .. as many as counts [p, :] sum to, cut at capacity) to
+  // peers.blocks[p]; then *seq into each peers.flags[p].
+  virtual void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers,
+                                   int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
+                                   const EpPeers& peers) = 0;
+  // Waits until flags[0 .. n) all reach *seq.
+  virtual void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) = 0;
+
+  // Memory another process of the node can map (CUDA IPC): export_memory gives the bytes that
+  // import_memory takes there for an allocation of alloc(); release_imported unmaps it.
+  virtual bool supports_peer_memory() const { return false; }
+  virtual std::vector<uint8_t> export_memory(void* p);
+  virtual void* import_memory(const std::vector<uint8_t>& handle);
+  virtual void release_imported(void* p);
+
   // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
   // rows[s] (the expert results still in sorted order: moe_sort's position) or s when rows is
   // null (unpermuted).
@@ -438,6 +478,9 @@ std::unique_ptr<Backend> make_cpu_backend();
 
 // The argument checks moe_ep_pack / moe_ep_unpack share on every backend (same messages).
 void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t x_div);
+// ... and those of the peer-memory form: blocks of at least capacity + 1 rows, the header's counts
+// within a row, rows of an even number of floats (the int64 headers stay aligned).
+void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride, int64_t d);
 
 // moe_experts one expert at a time through be's plain ops (gather, gate and up, SwiGLU, down,
 // scatter): the CPU reference's definition, and the CUDA backend's path for experts of mixed

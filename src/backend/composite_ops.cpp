@@ -26,6 +26,22 @@ void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t 
     throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, capacity));
 }
 
+void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride, int64_t d) {
+  if (stride < capacity + 1 || per_peer * 2 > d || d % 2 != 0)
+    throw Error(fmt::format("{}: blocks of {} rows for {} rows and a header; {} counts in rows of {} floats", op,
+                            stride, capacity, per_peer, d));
+  if (n_peers * stride > INT32_MAX)
+    throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, stride));
+}
+
+std::vector<uint8_t> Backend::export_memory(void*) {
+  throw Error(fmt::format("the {} backend shares no memory between processes", name()));
+}
+void* Backend::import_memory(const std::vector<uint8_t>&) {
+  throw Error(fmt::format("the {} backend shares no memory between processes", name()));
+}
+void Backend::release_imported(void*) {}
+
 void moe_experts_per_expert(Backend& be, const float* x, const int32_t* order, int64_t x_div,
                             const int64_t* counts, int64_t n_experts, const WeightView* gate, const WeightView* up,
                             const WeightView* down, float* out,

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <climits>
+#include <string>
 #include <numeric>
 
 #include "core/error.h"
@@ -32,6 +34,103 @@ EpExchange::EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n
   if (ranks_ < 1 || n_experts % ranks_ != 0)
     throw Error(fmt::format("ep exchange: {} experts over {} ranks", n_experts, ranks_));
   per_ = n_experts / ranks_;
+}
+
+EpExchange::~EpExchange() {
+  for (std::size_t r = 0; r < peer_.mapped.size(); ++r)
+    if (peer_.mapped[r] && peer_.mapped[r] != peer_.area) be_.release_imported(peer_.mapped[r]);
+  if (peer_.area) be_.release(peer_.area);
+}
+
+bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool wanted,
+                                    const AllGatherBytes& all_gather) {
+  // What every rank sends: [can (1 byte)][host (64 bytes)][handle], the handle's size the same on
+  // every rank of one backend kind.
+  constexpr std::size_t kHost = 64;
+  const int64_t stride = std::max<int64_t>(max_cap_tokens, 0) * std::min(top_k, per_) + 1;
+  const std::size_t block_floats = static_cast<std::size_t>(ranks_ * stride * d_);
+  const std::size_t bytes = 2 * block_floats * sizeof(float) + 2 * static_cast<std::size_t>(ranks_) * sizeof(int64_t);
+  bool can = wanted && be_.supports_peer_memory() && max_cap_tokens > 0 && top_k > 0 && per_ * 2 <= d_ &&
+             ranks_ * stride <= INT32_MAX;
+  std::vector<uint8_t> handle;
+  if (can) {
+    peer_.area = be_.alloc(bytes);
+    be_.fill_zero(static_cast<char*>(peer_.area) + 2 * block_floats * sizeof(float),
+                  2 * static_cast<std::size_t>(ranks_) * sizeof(int64_t));
+    be_.synchronize();  // the flags are zero before any peer can write them
+    handle = be_.export_memory(peer_.area);
+  }
+  std::vector<uint8_t> mine(1 + kHost + 64, 0);
+  mine[0] = can && handle.size() <= 64;
+  const std::string& host = process_identity().host;
+  std::copy_n(host.begin(), std::min(host.size(), kHost - 1), mine.begin() + 1);
+  std::copy(handle.begin(), handle.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(handle.size(), 64)),
+            mine.begin() + 1 + kHost);
+  const std::vector<uint8_t> all = all_gather(mine);
+  if (all.size() != mine.size() * static_cast<std::size_t>(ranks_))
+    throw Error(fmt::format("ep exchange: gathered {} bytes from {} ranks", all.size(), ranks_));
+  bool every = true;
+  for (int r = 0; r < ranks_; ++r) {
+    const uint8_t* rec = all.data() + static_cast<std::size_t>(r) * mine.size();
+    every = every && rec[0] && std::equal(rec + 1, rec + 1 + kHost, mine.begin() + 1);
+  }
+  if (!every) {
+    if (peer_.area) be_.release(peer_.area), peer_.area = nullptr;
+    return false;
+  }
+  const int me = comm_.rank();
+  peer_.mapped.assign(static_cast<std::size_t>(ranks_), nullptr);
+  for (int r = 0; r < ranks_; ++r) {
+    const uint8_t* h = all.data() + static_cast<std::size_t>(r) * mine.size() + 1 + kHost;
+    peer_.mapped[static_cast<std::size_t>(r)] =
+        r == me ? peer_.area : be_.import_memory(std::vector<uint8_t>(h, h + handle.size()));
+  }
+  // Area layout: recv blocks, return blocks, recv flags [source], return flags [source].
+  auto recv_of = [&](int r) { return static_cast<float*>(peer_.mapped[static_cast<std::size_t>(r)]); };
+  auto flags_of = [&](int r) { return reinterpret_cast<int64_t*>(recv_of(r) + 2 * block_floats); };
+  std::vector<float*> blocks(2 * static_cast<std::size_t>(ranks_));
+  std::vector<int64_t*> flags(blocks.size());
+  for (int p = 0; p < ranks_; ++p) {
+    const std::size_t mine_at = static_cast<std::size_t>(me * stride * d_);
+    blocks[static_cast<std::size_t>(p)] = recv_of(p) + mine_at;
+    blocks[static_cast<std::size_t>(ranks_ + p)] = recv_of(p) + block_floats + mine_at;
+    flags[static_cast<std::size_t>(p)] = flags_of(p) + me;
+    flags[static_cast<std::size_t>(ranks_ + p)] = flags_of(p) + ranks_ + me;
+  }
+  peer_.blocks.ensure(be_, blocks.size());
+  peer_.flags.ensure(be_, flags.size());
+  be_.upload(peer_.blocks.data(), blocks.data(), blocks.size() * sizeof(float*));
+  be_.upload(peer_.flags.data(), flags.data(), flags.size() * sizeof(int64_t*));
+  peer_.seq.ensure(be_, 1);
+  peer_.done.ensure(be_, 1);
+  be_.fill_zero(peer_.seq.data(), sizeof(int64_t));
+  be_.fill_zero(peer_.done.data(), sizeof(int32_t));
+  peer_.recv = recv_of(me);
+  peer_.back = recv_of(me) + block_floats;
+  peer_.recv_flags = flags_of(me);
+  peer_.back_flags = flags_of(me) + ranks_;
+  peer_.stride = stride, peer_.max_cap = max_cap_tokens;
+  be_.synchronize();
+  ++epoch_;
+  peer_.on = true;
+  return true;
+}
+
+EpExchange::Local EpExchange::dispatch_peers(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots,
+                                             const int64_t* counts, int64_t cap_tokens, int64_t top_k,
+                                             int64_t* local_counts) {
+  const int64_t R = ranks_, S = peer_.stride;
+  block_rows_ = cap_tokens * std::min(top_k, per_);
+  int32_t* slot_row = grow(slot_row_, n_slots);
+  backend::EpPeers out{peer_.blocks.data(), peer_.flags.data(), peer_.seq.data(), peer_.done.data()};
+  be_.moe_ep_pack_peers(x, order, x_div, counts, R, per_, block_rows_, S, n_slots, d_, out, slot_row);
+  int64_t* d_recv_counts = grow(count_recv_, E_);  // [source][local expert]
+  if (!local_counts) local_counts = grow(local_counts_, per_);
+  int32_t* local_order = grow(order_, R * S);
+  be_.moe_ep_unpack_peers(peer_.recv, peer_.recv_flags, peer_.seq.data(), R, per_, block_rows_, S, d_, d_recv_counts,
+                          local_counts, local_order);
+  grow(out_, R * S * d_);
+  return Local{peer_.recv, local_order, local_counts, R * S, R * cap_tokens};
 }
 
 template <typename T>
@@ -99,6 +198,11 @@ EpExchange::Local EpExchange::dispatch_padded(const float* x, const int32_t* ord
                                               int64_t* local_counts) {
   padded_ = true;
   n_slots_ = n_slots;
+  if (peer_.on) {
+    if (cap_tokens > peer_.max_cap)
+      throw Error(fmt::format("ep exchange: blocks of {} tokens, peer memory holds {}", cap_tokens, peer_.max_cap));
+    return dispatch_peers(x, order, x_div, n_slots, counts, cap_tokens, top_k, local_counts);
+  }
   block_rows_ = cap_tokens * std::min(top_k, per_);
   const int64_t R = ranks_, C = block_rows_;
   float* blocks = grow(send_, R * C * d_);
@@ -121,6 +225,13 @@ EpExchange::Local EpExchange::dispatch_padded(const float* x, const int32_t* ord
 }
 
 EpExchange::Back EpExchange::combine(const int32_t* position) {
+  if (padded_ && peer_.on) {
+    backend::EpPeers out{peer_.blocks.data() + ranks_, peer_.flags.data() + ranks_, peer_.seq.data(),
+                         peer_.done.data()};
+    be_.moe_ep_return_peers(out_.data(), count_recv_.data(), ranks_, per_, block_rows_, peer_.stride, d_, out);
+    be_.moe_ep_wait(peer_.back_flags, ranks_, peer_.seq.data());
+    return Back{peer_.back, slot_row_.data()};
+  }
   if (padded_) {
     const int64_t C = block_rows_;
     std::vector<std::size_t> block(static_cast<std::size_t>(ranks_), static_cast<std::size_t>(C * d_)),

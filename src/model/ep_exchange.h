@@ -4,12 +4,17 @@
 //    of that owner, so the sizes go through the host (a wait per dispatch);
 //  - padded: every peer gets a block of a size known beforehand (tokens x min(top_k, experts per
 //    rank) rows) and the counts travel beside the rows in backend memory: nothing waits for the
-//    host and a step can be recorded as a graph.
+//    host and a step can be recorded as a graph. Over the communicator (one grouped all-to-all
+//    each way), or, where every rank of the group shares one node and the backend maps memory
+//    between processes (enable_peer_memory), with no collective call: the pack kernel stores the
+//    rows into the owners' memory and raises a flag per source, the owners' results go back the
+//    same way.
 // Rank r owns experts [r * per_rank, (r + 1) * per_rank). No expert ids travel: rows arrive
 // source by source, experts ascending within a source, and the counts say which is which.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -21,6 +26,17 @@ class EpExchange {
  public:
   // epoch: bumped whenever one of the exchange's buffers moves (recorded graphs address them).
   EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n_experts, int64_t d, uint64_t& epoch);
+  ~EpExchange();
+  EpExchange(const EpExchange&) = delete;
+  EpExchange& operator=(const EpExchange&) = delete;
+
+  // Every rank's bytes in rank order (host memory), collective over the group.
+  using AllGatherBytes = std::function<std::vector<uint8_t>(const std::vector<uint8_t>& mine)>;
+  // The padded form over peer memory, for blocks of up to max_cap_tokens tokens at top_k: areas
+  // mapped into every rank of the group when all of them can (one host, a backend that shares
+  // memory, counts fitting a row; `wanted` false on any rank: none). Collective; true when on.
+  bool enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool wanted, const AllGatherBytes& all_gather);
+  bool peer_memory() const { return peer_.on; }
 
   // What the local experts get: rows of d floats and their order sorted by local expert
   // (moe_experts' order with x_div 1). They write their results to results() at the rows' own
@@ -40,7 +56,8 @@ class EpExchange {
   Local dispatch(const int64_t* counts);
 
   // Padded: counts per expert in BACKEND memory (moe_counts_to). cap_tokens: the same on every
-  // rank of the group and at least each rank's tokens; top_k: slots per token (distinct experts).
+  // rank of the group and at least each rank's tokens (over peer memory: at most the
+  // max_cap_tokens it was enabled for); top_k: slots per token (distinct experts).
   // local_counts: backend memory for the counts per local expert, or null for the exchange's own.
   Local dispatch_padded(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots, const int64_t* counts,
                         int64_t cap_tokens, int64_t top_k, int64_t* local_counts = nullptr);
@@ -71,6 +88,25 @@ class EpExchange {
   int64_t n_slots_ = 0, block_rows_ = 0;
   std::vector<std::size_t> send_rows_, recv_rows_;  // exact: rows to and from each rank
   std::vector<int64_t> local_host_;                 // exact: rows per local expert (Local::counts)
+  // Peer memory: this rank's area [recv blocks | return blocks | recv flags | return flags] (blocks
+  // of `stride` rows at p * stride), the peers' areas mapped here, and the device pointer arrays
+  // of backend::EpPeers for the dispatch (into the peers' recv) and the return.
+  struct Peers {
+    bool on = false;
+    int64_t stride = 0, max_cap = 0;
+    void* area = nullptr;
+    std::vector<void*> mapped;  // [rank]: the peers' areas (this rank's own: area)
+    backend::Buffer<float*> blocks;    // [dispatch: ranks][return: ranks]
+    backend::Buffer<int64_t*> flags;   // the same
+    backend::Buffer<int64_t> seq;
+    backend::Buffer<int32_t> done;
+    float* recv = nullptr;
+    float* back = nullptr;
+    int64_t* recv_flags = nullptr;
+    int64_t* back_flags = nullptr;
+  } peer_;
+  Local dispatch_peers(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots, const int64_t* counts,
+                       int64_t cap_tokens, int64_t top_k, int64_t* local_counts);
   backend::Buffer<float> send_, recv_, out_, back_;
   backend::Buffer<int32_t> order_, slot_row_;
   backend::Buffer<int64_t> count_send_, count_recv_, local_counts_;

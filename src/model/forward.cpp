@@ -49,9 +49,29 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     moe_fixed_tokens_ = n;
   }
   prepare_weights();
-  if (ep > 1)
+  if (ep > 1) {
     ex_ = std::make_unique<EpExchange>(be, *comms.ep, ckpt.config().n_routed_experts, ckpt.config().hidden_size,
                                        scratch_epoch_);
+    // The padded exchange over peer memory where every rank of the group can map the others'
+    // (one node, GPUs); DPA_EP_PEER_MEMORY=0 keeps it on the communicator (comparisons).
+    if (opts_.ep_padded_max_tokens > 0 && ckpt.config().n_routed_experts > 0) {
+      const char* v = std::getenv("DPA_EP_PEER_MEMORY");
+      if (v && std::string(v) != "0" && std::string(v) != "1")
+        throw Error(fmt::format("DPA_EP_PEER_MEMORY='{}': 0 or 1", v));
+      const bool on = ex_->enable_peer_memory(
+          (opts_.ep_padded_max_tokens + 15) / 16 * 16, ckpt.config().num_experts_per_tok, !v || std::string(v) == "1",
+          [&](const std::vector<uint8_t>& mine) {
+            backend::Buffer<uint8_t> a(be_, mine.size()), all(be_, mine.size() * static_cast<std::size_t>(ep));
+            be_.upload(a.data(), mine.data(), mine.size());
+            comms_.ep->all_gather(a.data(), all.data(), mine.size(), DType::u8);
+            std::vector<uint8_t> out(all.size());
+            be_.download(out.data(), all.data(), out.size());
+            return out;
+          });
+      if (comms_.ep->rank() == 0)
+        log::info("padded ep exchange: {}", on ? "over peer memory (no collective calls)" : "over the communicator");
+    }
+  }
   if (const char* v = std::getenv("DPA_CUDA_GRAPHS")) {
     const std::string g = v;
     if (g != "0" && g != "1") throw Error(fmt::format("DPA_CUDA_GRAPHS='{}': 0 or 1", g));

@@ -308,6 +308,127 @@ TEST(BackendParity, MoeEpLayouts) {
   }
 }
 
+// The peer-memory form with every rank's area on this one GPU (the mapping between processes is
+// the runtime's; the flags, headers and strides are the kernels'): dispatch, identity experts,
+// return and combine, per rank, on both backends; each token must get sum_k w x.
+TEST(BackendParity, MoeEpPeerMemory) {
+  for (int64_t R : {2, 3}) {
+    const int64_t per = 4, E = R * per, T = 9, K = 3, d = 16, C = 16 * std::min(K, per), S = C + 5;
+    const int64_t area_floats = 2 * R * S * d, total = area_floats + 4 * R;  // + 2R int64 flags
+    const std::string s = shp({{"ranks", R}, {"tokens", T}, {"k", K}, {"d", d}});
+    struct Side {
+      std::vector<Buffer<float>> area;
+      std::vector<std::vector<float*>> blocks, back_blocks;
+      std::vector<std::vector<int64_t*>> flags, back_flags;
+      std::vector<Buffer<int64_t>> seq;
+      std::vector<Buffer<int32_t>> done;
+    };
+    auto setup = [&](Backend& be, Side& sd) {
+      for (int64_t r = 0; r < R; ++r) {
+        sd.area.emplace_back(be, static_cast<std::size_t>(total));
+        be.fill_zero(sd.area.back().data(), static_cast<std::size_t>(total) * sizeof(float));
+        sd.seq.emplace_back(be, 1), sd.done.emplace_back(be, 1);
+        be.fill_zero(sd.seq.back().data(), sizeof(int64_t)), be.fill_zero(sd.done.back().data(), sizeof(int32_t));
+      }
+      auto fl = [&](int64_t p) { return reinterpret_cast<int64_t*>(sd.area[p].data() + area_floats); };
+      sd.blocks.resize(R), sd.back_blocks.resize(R), sd.flags.resize(R), sd.back_flags.resize(R);
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t p = 0; p < R; ++p) {
+          sd.blocks[r].push_back(sd.area[p].data() + r * S * d);
+          sd.back_blocks[r].push_back(sd.area[p].data() + R * S * d + r * S * d);
+          sd.flags[r].push_back(fl(p) + r), sd.back_flags[r].push_back(fl(p) + R + r);
+        }
+    };
+    Side c, g;
+    setup(cpu(), c), setup(gpu(), g);
+    // Pointer arrays: host memory for the CPU, device copies for the GPU.
+    auto on_gpu = [](const auto& v) {
+      using T0 = typename std::decay_t<decltype(v)>::value_type;
+      auto b = std::make_unique<Buffer<T0>>(gpu(), v.size());
+      gpu().upload(b->data(), v.data(), v.size() * sizeof(T0));
+      return b;
+    };
+    std::vector<std::vector<float>> x(R), w(R);
+    std::vector<std::unique_ptr<Dual<int32_t>>> order(R), slot_row(R);
+    std::vector<std::unique_ptr<Dual<int64_t>>> counts(R), recv_counts(R), local(R);
+    std::vector<std::unique_ptr<Dual<int32_t>>> uorder(R);
+    std::vector<std::unique_ptr<Dual<float>>> xs(R), results(R);
+    std::vector<std::unique_ptr<Buffer<float*>>> gb(R), gbb(R);
+    std::vector<std::unique_ptr<Buffer<int64_t*>>> gf(R), gbf(R);
+    for (int64_t r = 0; r < R; ++r) {
+      std::vector<int32_t> ids;
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<int32_t> all(E);
+        std::iota(all.begin(), all.end(), 0);
+        std::shuffle(all.begin(), all.end(), rng());
+        ids.insert(ids.end(), all.begin(), all.begin() + K);
+      }
+      std::vector<int32_t> oh(T * K);
+      std::vector<int64_t> ch(E);
+      cpu().moe_sort(ids.data(), T * K, E, oh.data(), nullptr);
+      cpu().moe_counts(ch.data());
+      x[r] = rnd(T * d), w[r] = rnd(T * K);
+      xs[r] = std::make_unique<Dual<float>>(x[r]);
+      order[r] = std::make_unique<Dual<int32_t>>(oh);
+      counts[r] = std::make_unique<Dual<int64_t>>(ch);
+      slot_row[r] = std::make_unique<Dual<int32_t>>(static_cast<std::size_t>(T * K));
+      recv_counts[r] = std::make_unique<Dual<int64_t>>(static_cast<std::size_t>(E));
+      local[r] = std::make_unique<Dual<int64_t>>(static_cast<std::size_t>(per));
+      uorder[r] = std::make_unique<Dual<int32_t>>(static_cast<std::size_t>(R * S));
+      results[r] = std::make_unique<Dual<float>>(static_cast<std::size_t>(R * S * d));
+      gb[r] = on_gpu(g.blocks[r]), gbb[r] = on_gpu(g.back_blocks[r]);
+      gf[r] = on_gpu(g.flags[r]), gbf[r] = on_gpu(g.back_flags[r]);
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      cpu().moe_ep_pack_peers(xs[r]->c.data(), order[r]->c.data(), K, counts[r]->c.data(), R, per, C, S, T * K, d,
+                              EpPeers{c.blocks[r].data(), c.flags[r].data(), c.seq[r].data(), c.done[r].data()},
+                              slot_row[r]->c.data());
+      gpu().moe_ep_pack_peers(xs[r]->g.data(), order[r]->g.data(), K, counts[r]->g.data(), R, per, C, S, T * K, d,
+                              EpPeers{gb[r]->data(), gf[r]->data(), g.seq[r].data(), g.done[r].data()},
+                              slot_row[r]->g.data());
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      auto flags_c = reinterpret_cast<const int64_t*>(c.area[r].data() + area_floats);
+      auto flags_g = reinterpret_cast<const int64_t*>(g.area[r].data() + area_floats);
+      cpu().moe_ep_unpack_peers(c.area[r].data(), flags_c, c.seq[r].data(), R, per, C, S, d, recv_counts[r]->c.data(),
+                                local[r]->c.data(), uorder[r]->c.data());
+      gpu().moe_ep_unpack_peers(g.area[r].data(), flags_g, g.seq[r].data(), R, per, C, S, d, recv_counts[r]->g.data(),
+                                local[r]->g.data(), uorder[r]->g.data());
+      for (Backend* be : {&cpu(), &gpu()}) {
+        const bool is_cpu = be == &cpu();
+        // Identity experts: the results are the received rows.
+        be->copy(is_cpu ? results[r]->c.data() : results[r]->g.data(), is_cpu ? c.area[r].data() : g.area[r].data(),
+                 static_cast<std::size_t>(R * S * d) * sizeof(float));
+      }
+      cpu().moe_ep_return_peers(results[r]->c.data(), recv_counts[r]->c.data(), R, per, C, S, d,
+                                EpPeers{c.back_blocks[r].data(), c.back_flags[r].data(), c.seq[r].data(), c.done[r].data()});
+      gpu().moe_ep_return_peers(results[r]->g.data(), recv_counts[r]->g.data(), R, per, C, S, d,
+                                EpPeers{gbb[r]->data(), gbf[r]->data(), g.seq[r].data(), g.done[r].data()});
+      EXPECT_TRUE(exact("moe_ep_unpack_peers counts", s + " rank " + std::to_string(r), recv_counts[r]->on_cpu(), recv_counts[r]->on_gpu()));
+      EXPECT_TRUE(exact("moe_ep_unpack_peers", s + " rank " + std::to_string(r), uorder[r]->on_cpu(), uorder[r]->on_gpu()));
+      EXPECT_TRUE(exact("moe_ep_unpack_peers local", s + " rank " + std::to_string(r), local[r]->on_cpu(), local[r]->on_gpu()));
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      cpu().moe_ep_wait(reinterpret_cast<const int64_t*>(c.area[r].data() + area_floats) + R, R, c.seq[r].data());
+      gpu().moe_ep_wait(reinterpret_cast<const int64_t*>(g.area[r].data() + area_floats) + R, R, g.seq[r].data());
+      Dual<float> dw(w[r]), out(static_cast<std::size_t>(T * d));
+      cpu().moe_combine(c.area[r].data() + R * S * d, slot_row[r]->c.data(), dw.c.data(), T, K, d, out.c.data());
+      gpu().moe_combine(g.area[r].data() + R * S * d, slot_row[r]->g.data(), dw.g.data(), T, K, d, out.g.data());
+      EXPECT_TRUE(exact("moe_ep_pack_peers rows", s + " rank " + std::to_string(r), slot_row[r]->on_cpu(), slot_row[r]->on_gpu()));
+      EXPECT_TRUE(close("moe_ep peers combine", s + " rank " + std::to_string(r), out.on_cpu(), out.on_gpu(), 3e-6));
+      std::vector<float> want(T * d, 0);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t j = 0; j < d; ++j) want[t * d + j] += w[r][t * K + k] * x[r][t * d + j];
+      EXPECT_TRUE(close("moe_ep peers combine", s + " rank " + std::to_string(r) + " vs sum_k w x", want, out.on_gpu(), 3e-6));
+    }
+    std::vector<int64_t> seq_g(1);
+    gpu().download(seq_g.data(), g.seq[0].data(), sizeof(int64_t));
+    line("moe_ep_pack_peers", s, "dispatch count " + std::to_string(seq_g[0]), seq_g[0] == 1);
+    EXPECT_EQ(seq_g[0], 1);
+  }
+}
+
 TEST(BackendParity, GatherScatterCombine) {
   for (int64_t d : {7, 256})
     for (int64_t n : {0, 1, 50}) {

@@ -229,6 +229,84 @@ TEST(BackendMoe, PaddedExchangeLayoutsRoundTrip) {
   }
 }
 
+// The peer-memory form of the same exchange, every rank's area in this one process: rank r's
+// area holds [recv blocks | return blocks | recv flags | return flags], block p at row p * S.
+TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
+  auto be = make_cpu_backend();
+  constexpr int64_t kPeers = 2, kPer = 2, kTokens = 3, kK = 2, kD = 4, kCap = kTokens * kK, kS = kCap + 1;
+  const std::vector<std::vector<int32_t>> ids = {{2, 0, 3, 2, 1, 0}, {0, 1, 1, 3, 2, 3}};
+  std::vector<std::vector<float>> x(kPeers);
+  for (int r = 0; r < kPeers; ++r)
+    for (int64_t i = 0; i < kTokens * kD; ++i) x[r].push_back(static_cast<float>(r * 100 + i));
+  const std::vector<float> w = {0.5f, 2, 1, -1, 0.25f, 4};
+  const int64_t area_floats = 2 * kPeers * kS * kD;
+  std::vector<std::vector<float>> area(kPeers, std::vector<float>(area_floats + 2 * kPeers * 2, -9));
+  auto flags_of = [&](int r) { return reinterpret_cast<int64_t*>(area[r].data() + area_floats); };
+  for (int r = 0; r < kPeers; ++r) std::fill_n(flags_of(r), 2 * kPeers, 0);
+  std::vector<int64_t> seq(kPeers, 0);
+  std::vector<int32_t> done(kPeers, 0);
+  struct Rank {
+    std::vector<float*> blocks, back_blocks;
+    std::vector<int64_t*> flags, back_flags;
+    std::vector<int32_t> order, slot_row = std::vector<int32_t>(kTokens * kK);
+    std::vector<int64_t> counts = std::vector<int64_t>(kPeers * kPer), recv_counts = std::vector<int64_t>(kPeers * kPer);
+  };
+  std::vector<Rank> rk(kPeers);
+  for (int r = 0; r < kPeers; ++r)
+    for (int p = 0; p < kPeers; ++p) {
+      rk[r].blocks.push_back(area[p].data() + r * kS * kD);
+      rk[r].back_blocks.push_back(area[p].data() + kPeers * kS * kD + r * kS * kD);
+      rk[r].flags.push_back(flags_of(p) + r);
+      rk[r].back_flags.push_back(flags_of(p) + kPeers + r);
+    }
+  for (int r = 0; r < kPeers; ++r) {  // dispatch
+    rk[r].order.resize(kTokens * kK);
+    be->moe_sort(ids[r].data(), kTokens * kK, kPeers * kPer, rk[r].order.data(), nullptr);
+    be->moe_counts_to(rk[r].counts.data());
+    const EpPeers peers{rk[r].blocks.data(), rk[r].flags.data(), &seq[r], &done[r]};
+    be->moe_ep_pack_peers(x[r].data(), rk[r].order.data(), kK, rk[r].counts.data(), kPeers, kPer, kCap, kS,
+                          kTokens * kK, kD, peers, rk[r].slot_row.data());
+  }
+  EXPECT_EQ(rk[0].slot_row, (std::vector<int32_t>{7, 0, 9, 8, 2, 1}));  // as the layout test, blocks of 7 rows
+  EXPECT_EQ(seq, (std::vector<int64_t>{1, 1}));
+  for (int r = 0; r < kPeers; ++r) {  // receive, "experts" scale by (global expert id + 1), return
+    std::vector<int64_t> local(kPer);
+    std::vector<int32_t> order(kPeers * kS);
+    be->moe_ep_unpack_peers(area[r].data(), flags_of(r), &seq[r], kPeers, kPer, kCap, kS, kD, rk[r].recv_counts.data(),
+                            local.data(), order.data());
+    std::vector<float> results(kPeers * kS * kD, 0);
+    for (int64_t e = 0, q = 0; e < kPer; ++e)
+      for (int64_t i = 0; i < local[e]; ++i, ++q)
+        for (int64_t c = 0; c < kD; ++c)
+          results[order[q] * kD + c] = area[r][order[q] * kD + c] * static_cast<float>(r * kPer + e + 1);
+    const EpPeers back{rk[r].back_blocks.data(), rk[r].back_flags.data(), &seq[r], &done[r]};
+    be->moe_ep_return_peers(results.data(), rk[r].recv_counts.data(), kPeers, kPer, kCap, kS, kD, back);
+  }
+  for (int r = 0; r < kPeers; ++r) {
+    be->moe_ep_wait(flags_of(r) + kPeers, kPeers, &seq[r]);
+    std::vector<float> out(kTokens * kD, 0);
+    be->moe_combine(area[r].data() + kPeers * kS * kD, rk[r].slot_row.data(), w.data(), kTokens, kK, kD, out.data());
+    for (int64_t t = 0; t < kTokens; ++t)
+      for (int64_t c = 0; c < kD; ++c) {
+        float want = 0;
+        for (int64_t k = 0; k < kK; ++k)
+          want += w[t * kK + k] * (static_cast<float>(ids[r][t * kK + k]) + 1) * x[r][t * kD + c];
+        EXPECT_FLOAT_EQ(out[t * kD + c], want) << "rank " << r << " token " << t;
+      }
+  }
+  // A flag short of the rank's count would be waited on forever: the reference says so.
+  seq[0] = 5;
+  EXPECT_THROW(be->moe_ep_wait(flags_of(0), kPeers, &seq[0]), dpa::Error);
+  // Counts must fit a row, and a block must hold its capacity and the header.
+  const EpPeers peers{rk[0].blocks.data(), rk[0].flags.data(), &seq[0], &done[0]};
+  EXPECT_THROW(be->moe_ep_pack_peers(x[0].data(), rk[0].order.data(), kK, rk[0].counts.data(), kPeers, kPer, kCap,
+                                     kCap, kTokens * kK, kD, peers, rk[0].slot_row.data()),
+               dpa::Error);
+  EXPECT_THROW(be->moe_ep_pack_peers(x[0].data(), rk[0].order.data(), kK, rk[0].counts.data(), kPeers, kPer, kCap,
+                                     kS, kTokens * kK, 3, peers, rk[0].slot_row.data()),
+               dpa::Error);
+}
+
 TEST(BackendMoe, PaddedExchangeLayoutsRejectBadCounts) {
   auto be = make_cpu_backend();
   const std::vector<float> x(8, 1);

@@ -196,6 +196,61 @@ void CpuBackend::moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n
   }
 }
 
+void CpuBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                                   int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
+                                   int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row) {
+  check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  check_ep_layout("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, x_div);
+  int64_t j = 0;
+  for (int64_t p = 0; p < n_peers; ++p) {
+    int64_t rows = 0;
+    for (int64_t e = p * experts_per_peer; e < (p + 1) * experts_per_peer; ++e) rows += counts[e];
+    if (rows > capacity)
+      throw Error(fmt::format("moe_ep_pack_peers: {} rows for peer {}, capacity {}", rows, p, capacity));
+    for (int64_t i = 0; i < rows; ++i, ++j) {
+      if (j >= n_slots) throw Error(fmt::format("moe_ep_pack_peers: the counts hold more than {} slots", n_slots));
+      std::copy_n(x + order[j] / x_div * d, d, peers.blocks[p] + i * d);
+      slot_row[order[j]] = static_cast<int32_t>(p * stride + i);
+    }
+    std::copy_n(counts + p * experts_per_peer, experts_per_peer, reinterpret_cast<int64_t*>(peers.blocks[p] + capacity * d));
+  }
+  if (j != n_slots) throw Error(fmt::format("moe_ep_pack_peers: the counts hold {} of {} slots", j, n_slots));
+  const int64_t v = *peers.seq + 1;
+  for (int64_t p = 0; p < n_peers; ++p) *peers.flags[p] = v;
+  *peers.seq = v;
+}
+
+void CpuBackend::moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                                     int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
+                                     int64_t* counts, int64_t* local_counts, int32_t* order) {
+  check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  moe_ep_wait(flags, n_peers, seq);
+  for (int64_t p = 0; p < n_peers; ++p)
+    std::copy_n(reinterpret_cast<const int64_t*>(area + (p * stride + capacity) * d), experts_per_peer,
+                counts + p * experts_per_peer);
+  moe_ep_unpack(counts, n_peers, experts_per_peer, stride, local_counts, order);
+}
+
+void CpuBackend::moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers,
+                                     int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
+                                     const EpPeers& peers) {
+  check_ep_peers("moe_ep_return_peers", n_peers, experts_per_peer, capacity, stride, d);
+  for (int64_t p = 0; p < n_peers; ++p) {
+    int64_t rows = 0;
+    for (int64_t e = 0; e < experts_per_peer; ++e) rows += std::max<int64_t>(counts[p * experts_per_peer + e], 0);
+    std::copy_n(results + p * stride * d, std::min(rows, capacity) * d, peers.blocks[p]);
+  }
+  for (int64_t p = 0; p < n_peers; ++p) *peers.flags[p] = *peers.seq;
+}
+
+// One process holds every rank here (the reference for the GPU's kernels): a flag short of
+// *seq would never move.
+void CpuBackend::moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) {
+  for (int64_t p = 0; p < n; ++p)
+    if (flags[p] < *seq)
+      throw Error(fmt::format("moe_ep_wait: source {} at exchange {}, this rank at {}", p, flags[p], *seq));
+}
+
 void CpuBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
                              int64_t top_k, int64_t d, float* out) {
   std::vector<double> acc(d);

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <iterator>
 #include <map>
@@ -188,6 +189,31 @@ void CudaBackend::release(void* p) {
   if (!p) return;
   not_capturing("release");
   DPA_CHECK_CUDA(cudaFree(p));
+}
+
+// CUDA IPC: the handle of an allocation's base (every alloc() is one), mapped in another process
+// of the node (peer access to another GPU is enabled by the mapping, over NVLink where linked).
+std::vector<uint8_t> CudaBackend::export_memory(void* p) {
+  not_capturing("export_memory");
+  cudaIpcMemHandle_t h;
+  DPA_CHECK_CUDA(cudaIpcGetMemHandle(&h, p));
+  const auto* b = reinterpret_cast<const uint8_t*>(&h);
+  return std::vector<uint8_t>(b, b + sizeof h);
+}
+
+void* CudaBackend::import_memory(const std::vector<uint8_t>& handle) {
+  not_capturing("import_memory");
+  cudaIpcMemHandle_t h;
+  if (handle.size() != sizeof h)
+    throw Error(fmt::format("import_memory: a handle of {} bytes, expected {}", handle.size(), sizeof h));
+  std::memcpy(&h, handle.data(), sizeof h);
+  void* p = nullptr;
+  DPA_CHECK_CUDA(cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess));
+  return p;
+}
+
+void CudaBackend::release_imported(void* p) {
+  if (p) DPA_CHECK_CUDA(cudaIpcCloseMemHandle(p));
 }
 
 void CudaBackend::upload(void* dst, const void* host_src, std::size_t bytes) {

@@ -153,6 +153,19 @@ class CudaBackend final : public Backend {
                    int32_t* slot_row) override;
   void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
                      int64_t* local_counts, int32_t* order) override;
+  void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
+                         int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
+                         const EpPeers& peers, int32_t* slot_row) override;
+  void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                          int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
+                           int64_t* local_counts, int32_t* order) override;
+  void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
+                           int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers) override;
+  void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
+  bool supports_peer_memory() const override { return true; }
+  std::vector<uint8_t> export_memory(void* p) override;
+  void* import_memory(const std::vector<uint8_t>& handle) override;
+  void release_imported(void* p) override;
   void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                    int64_t d, float* out) override;
 

@@ -492,6 +492,51 @@ void CudaBackend::moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t 
   DPA_CHECK_LAUNCH();
 }
 
+namespace {
+kernels::EpPeers kernel_peers(const EpPeers& p) {
+  kernels::EpPeers k;
+  k.blocks = p.blocks, k.flags = p.flags, k.seq = p.seq, k.done = p.done;
+  return k;
+}
+}  // namespace
+
+void CudaBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                                    int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
+                                    int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row) {
+  check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  check_ep_layout("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, x_div);
+  if (n_slots > 0 && capacity == 0) throw Error(fmt::format("moe_ep_pack_peers: {} slots, capacity 0", n_slots));
+  kernels::moe_ep_pack_peers(x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d,
+                             kernel_peers(peers), slot_row, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                                      int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
+                                      int64_t* counts, int64_t* local_counts, int32_t* order) {
+  check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  if (n_peers * experts_per_peer > kernels::kEpLayoutMaxExperts)
+    throw Error(fmt::format("moe_ep_unpack_peers: {} experts, at most {}", n_peers * experts_per_peer,
+                            kernels::kEpLayoutMaxExperts));
+  kernels::moe_ep_unpack_peers(area, flags, seq, n_peers, experts_per_peer, capacity, stride, d, counts, local_counts,
+                               order, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers,
+                                      int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
+                                      const EpPeers& peers) {
+  check_ep_peers("moe_ep_return_peers", n_peers, experts_per_peer, capacity, stride, d);
+  kernels::moe_ep_return_peers(results, counts, n_peers, experts_per_peer, capacity, stride, d, kernel_peers(peers),
+                               stream_);
+  DPA_CHECK_LAUNCH();
+}
+
+void CudaBackend::moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) {
+  kernels::moe_ep_wait(flags, n, seq, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
 void CudaBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
                               int64_t top_k, int64_t d, float* out) {
   if (n <= 0 || d <= 0 || top_k <= 0) return;
