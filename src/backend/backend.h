@@ -373,7 +373,8 @@ class Backend {
   virtual void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) = 0;
 
   // Memory another process of the node can map (CUDA IPC): export_memory gives the bytes that
-  // import_memory takes there for an allocation of alloc(); release_imported unmaps it.
+  // import_memory takes there for an allocation of alloc(); release_imported unmaps it. Both
+  // throw dpa::Error where the mapping cannot be made (no peer access between the GPUs).
   virtual bool supports_peer_memory() const { return false; }
   virtual std::vector<uint8_t> export_memory(void* p);
   virtual void* import_memory(const std::vector<uint8_t>& handle);

@@ -58,7 +58,11 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
     be_.fill_zero(static_cast<char*>(peer_.area) + 2 * block_floats * sizeof(float),
                   2 * static_cast<std::size_t>(ranks_) * sizeof(int64_t));
     be_.synchronize();  // the flags are zero before any peer can write them
-    handle = be_.export_memory(peer_.area);
+    try {
+      handle = be_.export_memory(peer_.area);
+    } catch (const Error&) {
+      can = false;
+    }
   }
   std::vector<uint8_t> mine(1 + kHost + 64, 0);
   mine[0] = can && handle.size() <= 64;
@@ -80,10 +84,23 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
   }
   const int me = comm_.rank();
   peer_.mapped.assign(static_cast<std::size_t>(ranks_), nullptr);
-  for (int r = 0; r < ranks_; ++r) {
+  bool mapped = true;  // GPUs without peer access: the mapping fails, every rank falls back
+  for (int r = 0; r < ranks_ && mapped; ++r) {
     const uint8_t* h = all.data() + static_cast<std::size_t>(r) * mine.size() + 1 + kHost;
-    peer_.mapped[static_cast<std::size_t>(r)] =
-        r == me ? peer_.area : be_.import_memory(std::vector<uint8_t>(h, h + handle.size()));
+    try {
+      peer_.mapped[static_cast<std::size_t>(r)] =
+          r == me ? peer_.area : be_.import_memory(std::vector<uint8_t>(h, h + handle.size()));
+    } catch (const Error&) {
+      mapped = false;
+    }
+  }
+  const std::vector<uint8_t> all_mapped = all_gather({static_cast<uint8_t>(mapped)});
+  if (std::find(all_mapped.begin(), all_mapped.end(), uint8_t{0}) != all_mapped.end()) {
+    for (void* m : peer_.mapped)
+      if (m && m != peer_.area) be_.release_imported(m);
+    peer_.mapped.clear();
+    be_.release(peer_.area), peer_.area = nullptr;
+    return false;
   }
   // Area layout: recv blocks, return blocks, recv flags [source], return flags [source].
   auto recv_of = [&](int r) { return static_cast<float*>(peer_.mapped[static_cast<std::size_t>(r)]); };

@@ -196,7 +196,10 @@ void CudaBackend::release(void* p) {
 std::vector<uint8_t> CudaBackend::export_memory(void* p) {
   not_capturing("export_memory");
   cudaIpcMemHandle_t h;
-  DPA_CHECK_CUDA(cudaIpcGetMemHandle(&h, p));
+  if (const cudaError_t rc = cudaIpcGetMemHandle(&h, p); rc != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(fmt::format("export_memory: {}", cudaGetErrorString(rc)));
+  }
   const auto* b = reinterpret_cast<const uint8_t*>(&h);
   return std::vector<uint8_t>(b, b + sizeof h);
 }
@@ -208,7 +211,10 @@ void* CudaBackend::import_memory(const std::vector<uint8_t>& handle) {
     throw Error(fmt::format("import_memory: a handle of {} bytes, expected {}", handle.size(), sizeof h));
   std::memcpy(&h, handle.data(), sizeof h);
   void* p = nullptr;
-  DPA_CHECK_CUDA(cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess));
+  if (const cudaError_t rc = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess); rc != cudaSuccess) {
+    cudaGetLastError();  // not sticky: the caller falls back
+    throw Error(fmt::format("import_memory: {}", cudaGetErrorString(rc)));
+  }
   return p;
 }
 
