@@ -355,8 +355,7 @@ bool Model::graphable(int64_t n) const {
   if (comms_.attn_tp && comms_.attn_tp->size() > 1) return false;
   // Across ranks: the padded exchange (no host wait) within the graphs' range. The ranks need
   // not record alike: a recording holds the same collectives as the ops it replaces.
-  if (comms_.ep && comms_.ep->size() > 1)
-    return !any_moe_ || (ep_cap_tokens_ > 0 && ep_cap_tokens_ <= opts_.cuda_graph_max_tokens);
+  if (comms_.ep && comms_.ep->size() > 1) return !any_moe_ || ep_cap_tokens_ > 0;
   // Every MoE layer must keep its routing counts on the device (no host wait inside the step).
   return !any_moe_ || n <= moe_fixed_tokens_;
 }
