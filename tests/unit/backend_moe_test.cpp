@@ -168,6 +168,18 @@ TEST(BackendMoe, SortGatherCombine) {
   EXPECT_EQ(out2, out);
 }
 
+// Each token of rank r must get sum_k w[t, k] (id[t, k] + 1) x[t]: the exchange round trips
+// below run "experts" that scale a row by its global expert id + 1.
+void expect_scaled_sum(const std::vector<float>& out, const std::vector<int32_t>& ids, const std::vector<float>& x,
+                       const std::vector<float>& w, int64_t tokens, int64_t k, int64_t d, int r) {
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t c = 0; c < d; ++c) {
+      float want = 0;
+      for (int64_t j = 0; j < k; ++j) want += w[t * k + j] * (static_cast<float>(ids[t * k + j]) + 1) * x[t * d + c];
+      EXPECT_FLOAT_EQ(out[t * d + c], want) << "rank " << r << " token " << t;
+    }
+}
+
 // The padded EP exchange's layouts: two ranks simulated in one process, each with 3 tokens x
 // top-2 over 4 experts (2 per rank). Pack, swap the blocks as the all-to-all would, unpack, apply
 // "experts" that scale a row by (global expert id + 1), swap back and combine: every token must
@@ -219,13 +231,7 @@ TEST(BackendMoe, PaddedExchangeLayoutsRoundTrip) {
       std::copy_n(results[p].begin() + r * kCap * kD, kCap * kD, back[r].begin() + p * kCap * kD);
     std::vector<float> out(kTokens * kD, 0);
     be->moe_combine(back[r].data(), slot_row[r].data(), w.data(), kTokens, kK, kD, out.data());
-    for (int64_t t = 0; t < kTokens; ++t)
-      for (int64_t c = 0; c < kD; ++c) {
-        float want = 0;
-        for (int64_t k = 0; k < kK; ++k)
-          want += w[t * kK + k] * (static_cast<float>(ids[r][t * kK + k]) + 1) * x[r][t * kD + c];
-        EXPECT_FLOAT_EQ(out[t * kD + c], want) << "rank " << r << " token " << t;
-      }
+    expect_scaled_sum(out, ids[r], x[r], w, kTokens, kK, kD, r);
   }
 }
 
@@ -286,13 +292,7 @@ TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
     be->moe_ep_wait(flags_of(r) + kPeers, kPeers, &seq[r]);
     std::vector<float> out(kTokens * kD, 0);
     be->moe_combine(area[r].data() + kPeers * kS * kD, rk[r].slot_row.data(), w.data(), kTokens, kK, kD, out.data());
-    for (int64_t t = 0; t < kTokens; ++t)
-      for (int64_t c = 0; c < kD; ++c) {
-        float want = 0;
-        for (int64_t k = 0; k < kK; ++k)
-          want += w[t * kK + k] * (static_cast<float>(ids[r][t * kK + k]) + 1) * x[r][t * kD + c];
-        EXPECT_FLOAT_EQ(out[t * kD + c], want) << "rank " << r << " token " << t;
-      }
+    expect_scaled_sum(out, ids[r], x[r], w, kTokens, kK, kD, r);
   }
   // A flag short of the rank's count would be waited on forever: the reference says so.
   seq[0] = 5;

@@ -149,24 +149,36 @@ void CpuBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div
   });
 }
 
+namespace {
+
+// moe_ep_pack's walk over the sorted slots, peer by peer: row(p, i) is where peer p's i-th row
+// goes, at slot_row index p * stride + i.
+template <class Row>
+void pack_slots(const char* op, const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
+                int32_t* slot_row, Row row) {
+  int64_t j = 0;
+  for (int64_t p = 0; p < n_peers; ++p) {
+    int64_t rows = 0;
+    for (int64_t e = p * per_peer; e < (p + 1) * per_peer; ++e) rows += counts[e];
+    if (rows > capacity) throw Error(fmt::format("{}: {} rows for peer {}, capacity {}", op, rows, p, capacity));
+    for (int64_t i = 0; i < rows; ++i, ++j) {
+      if (j >= n_slots) throw Error(fmt::format("{}: the counts hold more than {} slots", op, n_slots));
+      std::copy_n(x + order[j] / x_div * d, d, row(p, i));
+      slot_row[order[j]] = static_cast<int32_t>(p * stride + i);
+    }
+  }
+  if (j != n_slots) throw Error(fmt::format("{}: the counts hold {} of {} slots", op, j, n_slots));
+}
+
+}  // namespace
+
 void CpuBackend::moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                              int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d,
                              float* send, int32_t* slot_row) {
   check_ep_layout("moe_ep_pack", n_peers, experts_per_peer, capacity, x_div);
-  int64_t j = 0;
-  for (int64_t p = 0; p < n_peers; ++p) {
-    int64_t rows = 0;
-    for (int64_t e = p * experts_per_peer; e < (p + 1) * experts_per_peer; ++e) rows += counts[e];
-    if (rows > capacity)
-      throw Error(fmt::format("moe_ep_pack: {} rows for peer {}, capacity {}", rows, p, capacity));
-    for (int64_t i = 0; i < rows; ++i, ++j) {
-      if (j >= n_slots) throw Error(fmt::format("moe_ep_pack: the counts hold more than {} slots", n_slots));
-      const int64_t r = p * capacity + i;
-      std::copy_n(x + order[j] / x_div * d, d, send + r * d);
-      slot_row[order[j]] = static_cast<int32_t>(r);
-    }
-  }
-  if (j != n_slots) throw Error(fmt::format("moe_ep_pack: the counts hold {} of {} slots", j, n_slots));
+  pack_slots("moe_ep_pack", x, order, x_div, counts, n_peers, experts_per_peer, capacity, capacity, n_slots, d,
+             slot_row, [&](int64_t p, int64_t i) { return send + (p * capacity + i) * d; });
 }
 
 void CpuBackend::moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
@@ -201,20 +213,11 @@ void CpuBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_t
                                    int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row) {
   check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d);
   check_ep_layout("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, x_div);
-  int64_t j = 0;
-  for (int64_t p = 0; p < n_peers; ++p) {
-    int64_t rows = 0;
-    for (int64_t e = p * experts_per_peer; e < (p + 1) * experts_per_peer; ++e) rows += counts[e];
-    if (rows > capacity)
-      throw Error(fmt::format("moe_ep_pack_peers: {} rows for peer {}, capacity {}", rows, p, capacity));
-    for (int64_t i = 0; i < rows; ++i, ++j) {
-      if (j >= n_slots) throw Error(fmt::format("moe_ep_pack_peers: the counts hold more than {} slots", n_slots));
-      std::copy_n(x + order[j] / x_div * d, d, peers.blocks[p] + i * d);
-      slot_row[order[j]] = static_cast<int32_t>(p * stride + i);
-    }
-    std::copy_n(counts + p * experts_per_peer, experts_per_peer, reinterpret_cast<int64_t*>(peers.blocks[p] + capacity * d));
-  }
-  if (j != n_slots) throw Error(fmt::format("moe_ep_pack_peers: the counts hold {} of {} slots", j, n_slots));
+  pack_slots("moe_ep_pack_peers", x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d,
+             slot_row, [&](int64_t p, int64_t i) { return peers.blocks[p] + i * d; });
+  for (int64_t p = 0; p < n_peers; ++p)
+    std::copy_n(counts + p * experts_per_peer, experts_per_peer,
+                reinterpret_cast<int64_t*>(peers.blocks[p] + capacity * d));
   const int64_t v = *peers.seq + 1;
   for (int64_t p = 0; p < n_peers; ++p) *peers.flags[p] = v;
   *peers.seq = v;
