@@ -303,6 +303,10 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     for (const auto& h : headers_) total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting;
     if (total_tokens > 0) {
       plan_sampling(plan);
+      int64_t ep_most = 0;  // this rank's EP group: world ranks [ep_group * ep, + ep)
+      for (int r = g.ep_group * g.ep; r < (g.ep_group + 1) * g.ep && r < static_cast<int>(headers_.size()); ++r)
+        ep_most = std::max(ep_most, headers_[static_cast<std::size_t>(r)].n_tokens);
+      model_.set_ep_step_tokens(ep_most);
       model_.forward(plan.chunks, specs_, edits_, samples_, argmax_);
       auto outs = sample_and_commit(plan);
       send_outputs(outs, sink);

@@ -31,6 +31,10 @@ class ModelExecutor {
   virtual void forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
                        std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
                        std::vector<int32_t>& argmax) = 0;
+  // Before forward(): the most tokens any rank of this rank's EP group feeds the coming step (from
+  // the step headers every rank holds), so that a model sizing its exchange by it needs no
+  // collective of its own. Identical on the group's ranks; optional.
+  virtual void set_ep_step_tokens(int64_t most) { (void)most; }
   virtual int64_t vocab_size() const = 0;
   virtual int64_t page_size() const = 0;
   virtual int64_t num_pages() const = 0;      // KV pages this replica's cache holds

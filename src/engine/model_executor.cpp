@@ -84,6 +84,8 @@ void CheckpointExecutor::size_cache_from_memory(const dist::Groups& groups) {
 
 CheckpointExecutor::~CheckpointExecutor() = default;
 
+void CheckpointExecutor::set_ep_step_tokens(int64_t most) { model_->set_ep_step_tokens(most); }
+
 void CheckpointExecutor::forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
                                  std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
                                  std::vector<int32_t>& argmax) {

@@ -45,6 +45,7 @@ class CheckpointExecutor final : public ModelExecutor {
                std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
                std::vector<int32_t>& argmax) override;
   int64_t vocab_size() const override;
+  void set_ep_step_tokens(int64_t most) override;
   int64_t page_size() const override { return opt_.page_size; }
   int64_t num_pages() const override { return opt_.n_pages; }
   int64_t max_position() const override;

@@ -314,14 +314,24 @@ Model::~Model() {
 
 // The padded exchange's capacity for this step: the largest token slice over the EP group,
 // rounded up to 16 (so that recordings are shared within a bucket), when at most
-// ep_padded_max_tokens; 0 otherwise. Collective over the EP group; every rank gets the same.
+// ep_padded_max_tokens; 0 otherwise. Every rank gets the same: from set_ep_step_tokens() when
+// told (the engine's step headers: no collective, no wait), else by an all-reduce over the group.
 void Model::agree_ep_capacity(int64_t n) {
   ep_cap_tokens_ = 0;
+  const int64_t told = ep_step_tokens_;
+  ep_step_tokens_ = -1;
   if (opts_.ep_padded_max_tokens <= 0 || !any_moe_ || !comms_.ep || comms_.ep->size() <= 1) return;
-  int64_t* d = upload(d_ep_max_, std::vector<int64_t>{my_slice(n).rows});
-  comms_.ep->all_reduce(d, d, 1, DType::i64, dist::ReduceOp::max);
   int64_t most = 0;
-  be_.download(&most, d, sizeof most);
+  if (told >= 0) {
+    // A bound on every rank's slice from the tokens it feeds: padded to the decode bucket at most,
+    // then at most ceil(n / attn_tp) of them a rank.
+    const int64_t b = std::max<int64_t>(opts_.decode_bucket, 1), tp = shard_.attn_tp_size;
+    most = ((told + b - 1) / b * b + tp - 1) / tp;
+  } else {
+    int64_t* d = upload(d_ep_max_, std::vector<int64_t>{my_slice(n).rows});
+    comms_.ep->all_reduce(d, d, 1, DType::i64, dist::ReduceOp::max);
+    be_.download(&most, d, sizeof most);
+  }
   const int64_t cap = (most + 15) / 16 * 16;
   if (cap > 0 && cap <= opts_.ep_padded_max_tokens) ep_cap_tokens_ = cap;
 }

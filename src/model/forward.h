@@ -126,6 +126,10 @@ class Model {
   // Layers that kept their counts in backend memory (the fixed-capacity experts) are downloaded
   // here, on the first call after the step.
   const std::vector<int64_t>& expert_counts() const;
+  // The most tokens any rank of the EP group feeds the coming step (every rank of the group told
+  // the same, e.g. from the engine's step headers): the padded exchange's capacity then comes
+  // from it with no collective of the model's own. For the next forward() only.
+  void set_ep_step_tokens(int64_t most) { ep_step_tokens_ = most; }
   // With ForwardOptions::profile_phases: phase times of pure decode steps and of the others.
   const PhaseStats& phase_stats(bool decode) const { return decode ? phase_decode_ : phase_other_; }
   // With profile_phases: the backend's copy bandwidth (GB/s), measured before the KV cache is
@@ -216,6 +220,7 @@ class Model {
   };
   Slice my_slice(int64_t n) const;
   void agree_ep_capacity(int64_t n);
+  int64_t ep_step_tokens_ = -1;  // set_ep_step_tokens() for the coming step; -1: none
   // Where attn_tp rank r's slice of n tokens starts (rank tp's: n).
   int64_t slice_begin(int64_t n, int r) const { return n * r / shard_.attn_tp_size; }
   // Experimental (DPA_MOE_FIXED_TOKENS=N, 0: off): with ep 1 and at most N tokens on the rank, a

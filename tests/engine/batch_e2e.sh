@@ -40,6 +40,17 @@ for layout in "2 2 2" "4 2 4" "4 4 4"; do
     bad "$name failed: $(tail -3 "$work/$name.log")"
   fi
 done
+# The padded EP exchange (every step of up to 512 tokens a rank; only the decode steps with 16),
+# attention sliced in the first: the same tokens.
+for v in "4 2 4 512" "2 2 2 16"; do
+  set -- $v
+  name="w$1_dp$2_ep$3_padded$4"
+  if run_batch "$name" "$1" --dp "$2" --ep "$3" --ep-exchange padded --cuda-graph-max-bs "$4"; then
+    [[ $(batch_canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches (1,1,1)" || bad "$name differs from (1,1,1)"
+  else
+    bad "$name failed: $(tail -3 "$work/$name.log")"
+  fi
+done
 # Preemption: 12 pages of 8 tokens per replica cannot hold the batch at once.
 if run_batch preempt 2 --dp 2 --ep 2 --page-size 8 --max-total-tokens 96 --max-model-len 96 --log-level info; then
   np=$(grep -o 'preemptions=[0-9]*' "$work/preempt.log" | head -1 | cut -d= -f2)
