@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep golden (default: all present)
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep golden (default: all present)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
@@ -8,7 +8,7 @@ export LD_LIBRARY_PATH=$PWD/.gpupack/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0
 ngpu=$(nvidia-smi -L | wc -l)
 M="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG"
-steps=${*:-info nccl-test sweep golden}
+steps=${*:-info nccl-test sweep ep golden}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpus.txt"
 for step in $steps; do
   echo "=== $step"
@@ -20,6 +20,15 @@ for step in $steps; do
     sweep)
       [[ $ngpu -ge 2 ]] && NCCL_DEBUG=VERSION $M -np 2 .gpupack/bin/alltoall_sweep --comm nccl --min-bytes 1K --max-bytes 256M --iters 50 2>&1 | tee "$out/alltoall_nccl_np2.txt"
       [[ $ngpu -ge 2 ]] && $M -np 2 .gpupack/bin/alltoall_sweep --comm mpi --min-bytes 1K --max-bytes 64M --iters 20 2>&1 | grep -v '^{' | tee "$out/alltoall_mpi_np2.txt" ;;
+    ep)  # the MoE exchange (issue 6, target 3): every form checked, then timed; two GPUs and more
+      np=$(( ngpu >= 2 ? 2 : 1 ))
+      $M -np $np .gpupack/bin/ep_exchange_bench --device cuda --tokens 1,16,64,128,256,512 --iters 100 2>&1 | tee "$out/ep_exchange_np$np.txt"
+      if [[ $ngpu -ge 2 && -x .gpupack/bin/golden_forward ]]; then  # the model over it, exact against padded
+        for f in v2 v3; do for extra in "" "--cuda-graphs"; do
+          $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --dp=2 --ep=2 --device=cuda \
+            --weights=bf16 --ep-padded=4096 $extra 2>&1 | grep -E "PASSED|FAILED|decode graphs:" | tee -a "$out/golden_ep_padded.txt"
+        done; done
+      fi ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then
         PYTHONUNBUFFERED=1 python3 tests/golden/make_fixtures.py "$out/fixtures" 2>&1 | tail -40
