@@ -128,7 +128,9 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   eo.cuda_graph_max_tokens = f.enforce_eager ? 0 : f.cuda_graph_max_bs;
   if (f.ep_exchange != "exact" && f.ep_exchange != "padded")
     throw ConfigError("ep-exchange", fmt::format("'{}': exact or padded", f.ep_exchange));
-  eo.ep_padded_max_tokens = f.ep_exchange == "padded" ? (f.cuda_graph_max_bs > 0 ? f.cuda_graph_max_bs : 512) : 0;
+  if (f.ep_exchange == "padded" && f.cuda_graph_max_bs == 0)
+    throw ConfigError("ep-exchange", "padded sizes its blocks by --cuda-graph-max-bs, which is 0");
+  eo.ep_padded_max_tokens = f.ep_exchange == "padded" ? f.cuda_graph_max_bs : 0;
   if (f.kv_cache_dtype == "float32" || f.kv_cache_dtype == "fp32")
     eo.kv_dtype = DType::f32;
   else if (f.kv_cache_dtype == "bfloat16" || f.kv_cache_dtype == "bf16")

@@ -44,6 +44,7 @@ if "$bin" make-model --preset tiny --output "$model/tiny" --log-level warn >/dev
   expect 2 "error: --kv-cache-dtype: the cpu backend keeps no bf16 KV cache" bench --model "$model/tiny" --device cpu --kv-cache-dtype bfloat16
   expect 2 "error: --cuda-graph-max-bs: must be in \\[0, 1048576\\]" bench --model "$model/tiny" --device cpu --cuda-graph-max-bs -1
   expect 2 "error: --ep-exchange: 'fast': exact or padded" bench --model "$model/tiny" --device cpu --ep-exchange fast
+  expect 2 "error: --ep-exchange: padded sizes its blocks by --cuda-graph-max-bs, which is 0" bench --model "$model/tiny" --device cpu --ep-exchange padded --cuda-graph-max-bs 0
 else
   echo "FAIL: make-model --preset tiny"; fails=$((fails+1))
 fi
