@@ -226,13 +226,13 @@ EpExchange::Local EpExchange::dispatch_padded(const float* x, const int32_t* ord
   int32_t* slot_row = grow(slot_row_, n_slots);
   be_.moe_ep_pack(x, order, x_div, counts, R, per_, C, n_slots, d_, blocks, slot_row);
   std::vector<std::size_t> per(static_cast<std::size_t>(R), static_cast<std::size_t>(per_)), per_displ(per.size());
-  std::vector<std::size_t> block(per.size(), static_cast<std::size_t>(C * d_)), block_displ(per.size());
-  for (std::size_t p = 0; p < per.size(); ++p) per_displ[p] = p * per[p], block_displ[p] = p * block[p];
+  block_.assign(per.size(), static_cast<std::size_t>(C * d_)), block_displ_.resize(per.size());
+  for (std::size_t p = 0; p < per.size(); ++p) per_displ[p] = p * per[p], block_displ_[p] = p * block_[p];
   int64_t* d_recv_counts = grow(count_recv_, E_);  // [source][local expert]
   float* recv = grow(recv_, R * C * d_);
   comm_.group_start();  // the counts and the rows in one exchange
   comm_.all_to_all_v(counts, per.data(), per_displ.data(), d_recv_counts, per.data(), per_displ.data(), DType::i64);
-  comm_.all_to_all_v(blocks, block.data(), block_displ.data(), recv, block.data(), block_displ.data(), DType::f32);
+  comm_.all_to_all_v(blocks, block_.data(), block_displ_.data(), recv, block_.data(), block_displ_.data(), DType::f32);
   comm_.group_end();
   if (!local_counts) local_counts = grow(local_counts_, per_);
   int32_t* local_order = grow(order_, R * C);
@@ -250,12 +250,8 @@ EpExchange::Back EpExchange::combine(const int32_t* position) {
     return Back{peer_.back, slot_row_.data()};
   }
   if (padded_) {
-    const int64_t C = block_rows_;
-    std::vector<std::size_t> block(static_cast<std::size_t>(ranks_), static_cast<std::size_t>(C * d_)),
-        block_displ(block.size());
-    for (std::size_t p = 0; p < block.size(); ++p) block_displ[p] = p * block[p];
-    float* back = grow(back_, ranks_ * C * d_);
-    comm_.all_to_all_v(out_.data(), block.data(), block_displ.data(), back, block.data(), block_displ.data(),
+    float* back = grow(back_, ranks_ * block_rows_ * d_);  // the dispatch's blocks, back the same way
+    comm_.all_to_all_v(out_.data(), block_.data(), block_displ_.data(), back, block_.data(), block_displ_.data(),
                        DType::f32);
     return Back{back, slot_row_.data()};
   }

@@ -13,7 +13,6 @@
 
 #include "core/error.h"
 #include "dist/communicator.h"
-#include "model/ep_exchange.h"
 #include "model/forward.h"
 
 namespace dpa::model {
