@@ -1,5 +1,4 @@
 #include <cuda.h>
-#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -10,6 +9,7 @@
 #include "kernels/common.cuh"
 #include "kernels/mma.cuh"
 #include "kernels/moe_expert_wgmma.cuh"
+#include "kernels/tensor_map.cuh"
 #include "kernels/wgmma.cuh"
 
 namespace dpa::kernels {
@@ -154,29 +154,9 @@ __global__ void gather_kernel(const float* x, const int32_t* order, int64_t x_di
     detail::copy_row(xb + r * ldx, x + static_cast<int64_t>(order[r]) / x_div * d, d);
 }
 
-PFN_cuTensorMapEncodeTiled_v12000 encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      p = nullptr;
-    cudaGetLastError();
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
 // A [outer][inner] bf16 matrix (row stride ld elements) read in boxes of 64 x box_rows, 128-byte swizzled.
 bool encode_2d(CUtensorMap* m, const void* base, int64_t inner, int64_t outer, int64_t ld, int box_rows) {
-  const auto fn = encoder();
-  if (!fn || outer <= 0) return false;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(outer)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * 2};
-  const cuuint32_t box[2] = {kBK, static_cast<cuuint32_t>(box_rows)}, elem[2] = {1, 1};
-  return fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides, box, elem,
-            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return detail::encode_bf16_2d(m, base, inner, outer, ld, kBK, box_rows);
 }
 
 template <bool kGateUp>
@@ -202,7 +182,7 @@ bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t
 
 bool expert_wgmma_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down) {
   static const bool hopper = detail::device_attribute(cudaDevAttrComputeCapabilityMajor, 0) == 9;
-  return hopper && encoder() && D > 0 && I > 0 && D % kBN == 0 && I % (kBN / 2) == 0 && ld_gu % 8 == 0 &&
+  return hopper && detail::tensor_maps_available() && D > 0 && I > 0 && D % kBN == 0 && I % (kBN / 2) == 0 && ld_gu % 8 == 0 &&
          ld_down % 8 == 0 && ld_gu >= D && ld_down >= I && D <= (1 << 20) && I <= (1 << 20);
 }
 
