@@ -17,6 +17,7 @@
 // Three block barriers a tile: tile in and the other slot free (then the next tile's loads go
 // out), maxima exchanged, P written. Each warpgroup's running sums cover its own rows; they
 // are added at the end.
+#include <cuda.h>
 #include <cuda_bf16.h>
 
 #include "kernels/bulk_copy.cuh"
@@ -24,6 +25,7 @@
 #include "kernels/mla_decode.cuh"
 #include "kernels/mla_decode_plan.cuh"
 #include "kernels/mma.cuh"
+#include "kernels/tensor_map.cuh"
 #include "kernels/wgmma.cuh"
 
 namespace dpa::kernels {
@@ -48,6 +50,73 @@ struct WgArgs {
 };
 
 using detail::fast_exp2;
+
+// The queries of heads sh0 .. sh0 + nh - 1 as bf16 into qs ([9][64 heads][128 B], swizzled; zero
+// past nh), by kN threads (t = 0 .. kN - 1).
+template <int kN>
+__device__ __forceinline__ void stage_queries(const WgArgs& wa, unsigned char* qs, int nh, int64_t sh0, int t) {
+  const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
+  constexpr int kPer = kHeads * (kW / 8) / kN;  // 16-byte chunks a thread: 18
+#pragma unroll 6
+  for (int i = 0; i < kPer; ++i) {
+    const int e = t + kN * i, h = e / (kW / 8), c = e - h * (kW / 8);
+    float v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = 0.0f;
+    if (h < nh) {
+      const float* src = c < kL / 8 ? a.q_lat + (sh0 + h) * kL + 8 * c : a.q_pe + (sh0 + h) * kR + 8 * (c - kL / 8);
+      if (wa.vec_q) {
+        const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
+        v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z, v[7] = y.w;
+      } else {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = src[k];
+      }
+    }
+    uint4 pk;
+    pk.x = detail::pack_bf16(v[0], v[1]), pk.y = detail::pack_bf16(v[2], v[3]);
+    pk.z = detail::pack_bf16(v[4], v[5]), pk.w = detail::pack_bf16(v[6], v[7]);
+    *reinterpret_cast<uint4*>(qs + (c >> 3) * kBlkBytes + detail::sw128_offset(h, 8 * (c & 7))) = pk;
+  }
+}
+
+// Writes a block's result: o[4 j + e] is (head hA, channel 256 wg + 8 j + 2 q4 + e), o[4 j + 2 + e]
+// the same for hB; (m, l) the running maximum (log2 domain) and sum of each head.
+__device__ __forceinline__ void store_output(const detail::DecodeArgs<__nv_bfloat16>& a, const float (&o)[128], int wg,
+                                             int q4, int hA, int hB, int nh, int64_t sh0, int split, float m_run,
+                                             float m_runB, float l_run, float l_runB) {
+  const int c0 = 256 * wg + 2 * q4;
+  if (a.part) {
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const int c = c0 + 8 * j;
+      if (hA < nh)
+        *reinterpret_cast<float2*>(a.part + ((sh0 + hA) * a.n_splits + split) * kL + c) = make_float2(o[4 * j], o[4 * j + 1]);
+      if (hB < nh)
+        *reinterpret_cast<float2*>(a.part + ((sh0 + hB) * a.n_splits + split) * kL + c) = make_float2(o[4 * j + 2], o[4 * j + 3]);
+    }
+    if (wg == 0 && q4 == 0) {  // both warpgroups hold the same (max, sum)
+      if (hA < nh) {
+        float* ml = detail::split_max_sum(a, sh0 + hA, split);
+        ml[0] = m_run * kLn2, ml[1] = l_run;
+      }
+      if (hB < nh) {
+        float* ml = detail::split_max_sum(a, sh0 + hB, split);
+        ml[0] = m_runB * kLn2, ml[1] = l_runB;
+      }
+    }
+  } else {
+    const float invA = l_run > 0.0f ? 1.0f / l_run : 0.0f, invB = l_runB > 0.0f ? 1.0f / l_runB : 0.0f;
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      const int c = c0 + 8 * j;
+      if (hA < nh)
+        *reinterpret_cast<float2*>(a.out + (sh0 + hA) * kL + c) = make_float2(o[4 * j] * invA, o[4 * j + 1] * invA);
+      if (hB < nh)
+        *reinterpret_cast<float2*>(a.out + (sh0 + hB) * kL + c) = make_float2(o[4 * j + 2] * invB, o[4 * j + 3] * invB);
+    }
+  }
+}
 
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa) {
   const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
@@ -85,31 +154,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
   load_tile(k_begin, page_of(k_begin), 0);
   int next_page = page_of(k_begin + kT);
 
-  // Queries as bf16 (zero past the block's heads), staged while the first tile is on its way.
-  {
-    constexpr int kPer = kHeads * (kW / 8) / kThreads;  // 16-byte chunks a thread: 18
-#pragma unroll 6
-    for (int i = 0; i < kPer; ++i) {
-      const int e = tid + kThreads * i, h = e / (kW / 8), c = e - h * (kW / 8);
-      float v[8];
-#pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] = 0.0f;
-      if (h < nh) {
-        const float* src = c < kL / 8 ? a.q_lat + (sh0 + h) * kL + 8 * c : a.q_pe + (sh0 + h) * kR + 8 * (c - kL / 8);
-        if (wa.vec_q) {
-          const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
-          v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w, v[4] = y.x, v[5] = y.y, v[6] = y.z, v[7] = y.w;
-        } else {
-#pragma unroll
-          for (int k = 0; k < 8; ++k) v[k] = src[k];
-        }
-      }
-      uint4 pk;
-      pk.x = detail::pack_bf16(v[0], v[1]), pk.y = detail::pack_bf16(v[2], v[3]);
-      pk.z = detail::pack_bf16(v[4], v[5]), pk.w = detail::pack_bf16(v[6], v[7]);
-      *reinterpret_cast<uint4*>(qs + (c >> 3) * kBlkBytes + detail::sw128_offset(h, 8 * (c & 7))) = pk;
-    }
-  }
+  // Queries as bf16, staged while the first tile is on its way.
+  stage_queries<kThreads>(wa, qs, nh, sh0, tid);
+
 
   const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
   const int hA = 16 * warp + g, hB = hA + 8;  // this thread's two heads (accumulator rows)
@@ -209,38 +256,193 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
   l_run += lred[(1 - wg) * kHeads + hA];
   l_runB += lred[(1 - wg) * kHeads + hB];
 
-  // o[4 j + e]: (hA, channel 256 wg + 8 j + 2 q4 + e); o[4 j + 2 + e]: the same for hB.
-  const int c0 = 256 * wg + 2 * q4;
-  if (a.part) {
+  store_output(a, o, wg, q4, hA, hB, nh, sh0, split, m_run, m_runB, l_run, l_runB);
+}
+
+// ---- The TMA form: the same tile loop fed by a producer warp.
+//
+// Tiles come by tensor copies (TMA: one box a page and 64-column block, swizzled by the copy
+// engine; 9 to 36 instructions a tile instead of 4,608 cp.async) into the ring's two slots;
+// `full[slot]` counts the bytes in. The last of the eight warps to finish a tile's P·V (a
+// shared-memory counter tells it) copies tile i + 2 into that slot, with page ids its lane 0
+// read at the tile's start: no warp waits for another to free a slot, and a slot refills as soon
+// as it is free. (A separate producer warp would cost registers: 9 warps get the 168 a thread
+// of 12, since each of the SM's four register files serves every fourth warp.) P goes into the tile's own rope
+// block (free once the scores are done), so consecutive tiles never share a P buffer.
+// Scores, softmax and P·V as above.
+// Rows past the context in the tile's last pages are zeroed before P·V (the copy brings whole
+// pages, and 0 · stale bits could be NaN); pages past the context are not copied at all.
+constexpr int kConsumers = 256;  // the two warpgroups
+constexpr int kWarps = kConsumers / 32;
+constexpr std::size_t kTmaSmem = 1024 + kQBytes + 2 * kTileBytes + 4 * kHeads * sizeof(float) + 3 * 8;
+static_assert(kTmaSmem <= 232448, "the TMA form's shared memory fits one block an SM");
+
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+
+__global__ void __launch_bounds__(kConsumers, 1) mla_decode_tma_kernel(const __grid_constant__ CUtensorMap map, WgArgs wa) {
+  const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  unsigned char* qs = sm;                               // [9][64 heads][128 B]
+  unsigned char* ks = sm + kQBytes;                     // [2][9][64 rows][128 B]
+  float* red = reinterpret_cast<float*>(ks + 2 * kTileBytes);  // [2][64] maxima, then [2][64] sums
+  uint64_t* full = reinterpret_cast<uint64_t*>(red + 4 * kHeads);
+  unsigned* done = reinterpret_cast<unsigned*>(full + 2);  // warps done with each slot, ever
+
+  const int tid = threadIdx.x;
+  const detail::DecodeBlock blk = detail::decode_block(a, kHeads);
+  if (detail::empty_split(a, blk)) return;
+  const int split = blk.split, nh = blk.nh, k_begin = blk.k_begin, k_end = blk.k_end;
+  const int64_t sh0 = blk.sh0;
+  const int pgs = a.page_size;
+  const int n_tiles = (k_end - k_begin + kT - 1) / kT;
+  const int32_t* table = a.pages + a.table_offset[blk.s];
+  // Tile it's pages (1, 2 or 4; none past the context) and their ids.
+  auto tile_pages = [&](int it) { return min(kT / pgs, (k_end - k_begin - it * kT + pgs - 1) / pgs); };
+  auto read_ids = [&](int it, int(&ids)[4]) {
+    const int n = tile_pages(it), p0 = (k_begin + it * kT) / pgs;
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      const int c = c0 + 8 * j;
-      if (hA < nh)
-        *reinterpret_cast<float2*>(a.part + ((sh0 + hA) * a.n_splits + split) * kL + c) = make_float2(o[4 * j], o[4 * j + 1]);
-      if (hB < nh)
-        *reinterpret_cast<float2*>(a.part + ((sh0 + hB) * a.n_splits + split) * kL + c) = make_float2(o[4 * j + 2], o[4 * j + 3]);
-    }
-    if (wg == 0 && q4 == 0) {  // both warpgroups hold the same (max, sum)
-      if (hA < nh) {
-        float* ml = detail::split_max_sum(a, sh0 + hA, split);
-        ml[0] = m_run * kLn2, ml[1] = l_run;
-      }
-      if (hB < nh) {
-        float* ml = detail::split_max_sum(a, sh0 + hB, split);
-        ml[0] = m_runB * kLn2, ml[1] = l_runB;
-      }
-    }
-  } else {
-    const float invA = l_run > 0.0f ? 1.0f / l_run : 0.0f, invB = l_runB > 0.0f ? 1.0f / l_runB : 0.0f;
+    for (int p = 0; p < 4; ++p) ids[p] = p < n ? table[p0 + p] : 0;
+  };
+  // Copies tile it into its slot: one box a page and 64-column block, counted off full[slot].
+  auto issue = [&](int it, const int(&ids)[4]) {
+    const int slot = it & 1, n = tile_pages(it);
+    unsigned char* dst = ks + slot * kTileBytes;
+    detail::mbar_arrive_expect(&full[slot], static_cast<unsigned>(n * pgs * kW * 2));
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      const int c = c0 + 8 * j;
-      if (hA < nh)
-        *reinterpret_cast<float2*>(a.out + (sh0 + hA) * kL + c) = make_float2(o[4 * j] * invA, o[4 * j + 1] * invA);
-      if (hB < nh)
-        *reinterpret_cast<float2*>(a.out + (sh0 + hB) * kL + c) = make_float2(o[4 * j + 2] * invB, o[4 * j + 3] * invB);
+    for (int p = 0; p < 4; ++p) {
+      if (p >= n) break;
+#pragma unroll
+      for (int b = 0; b < kW / 64; ++b)
+        detail::tma_load_2d(dst + b * kBlkBytes + p * pgs * 128, &map, 64 * b, ids[p] * pgs, &full[slot]);
+    }
+  };
+  if (tid == 0) {
+    detail::mbar_init(&full[0], 1), detail::mbar_init(&full[1], 1);
+    detail::mbar_init_fence();
+    done[0] = done[1] = 0;
+    for (int it = 0; it < 2 && it < n_tiles; ++it) {
+      int ids[4];
+      read_ids(it, ids);
+      issue(it, ids);
     }
   }
+
+  // Queries as bf16, staged while the first tile is on its way.
+  stage_queries<kConsumers>(wa, qs, nh, sh0, tid);
+
+  detail::fence_proxy_async();  // the queries' stores visible to the tensor cores
+  __syncthreads();              // (and the barriers initialised)
+
+  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
+  const int hA = 16 * warp + g, hB = hA + 8;  // this thread's two heads (accumulator rows)
+  const unsigned q_addr = detail::smem_addr(qs), k_addr = detail::smem_addr(ks);
+  float m_run = -INFINITY, m_runB = -INFINITY, l_run = 0.0f, l_runB = 0.0f;
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int t0 = k_begin + it * kT, slot_i = it & 1;
+    unsigned char* slot_p = ks + slot_i * kTileBytes;
+    unsigned char* rope_p = slot_p + 8 * kBlkBytes;  // the rope block: P once the scores are done
+    const unsigned slot = k_addr + slot_i * kTileBytes, p_addr = slot + 8 * kBlkBytes;
+    int next_ids[4] = {0, 0, 0, 0};  // tile it + 2's pages, for whichever warp copies it
+    if (lane == 0 && it + 2 < n_tiles) read_ids(it + 2, next_ids);
+    detail::mbar_wait(&full[slot_i], (it >> 1) & 1);
+
+    // s[4 c + e]: (head hA, row 32 wg + 8 c + 2 q4 + e); s[4 c + 2 + e] the same for head hB.
+    float s[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) s[i] = 0.0f;
+    detail::wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < kW / 16; ++k) {
+      const unsigned off = (k >> 2) * kBlkBytes + (k & 3) * 32;
+      detail::wgmma_m64n32k16(s, detail::sw128_desc(q_addr + off, 16, 1024),
+                              detail::sw128_desc(slot + wg * 32 * 128 + off, 16, 1024), k > 0);
+    }
+    detail::wgmma_commit();
+    detail::wgmma_wait<0>();
+    detail::wgmma_fence_operands(s);
+
+    const int valid = k_end - t0;
+    float mxA = -INFINITY, mxB = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < 4; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const bool ok = 32 * wg + 8 * c + 2 * q4 + e < valid;
+        s[4 * c + e] = ok ? s[4 * c + e] * a.scale : -INFINITY;
+        s[4 * c + 2 + e] = ok ? s[4 * c + 2 + e] * a.scale : -INFINITY;
+        mxA = fmaxf(mxA, s[4 * c + e]), mxB = fmaxf(mxB, s[4 * c + 2 + e]);
+      }
+    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 1));
+    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 2));
+    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 1));
+    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 2));
+    if (q4 == 0) red[wg * kHeads + hA] = mxA, red[wg * kHeads + hB] = mxB;
+    consumer_sync();  // both halves' maxima are in
+    if (valid < kT) {  // rows past the context (both warpgroups' scores are done): zero what P·V reads
+      for (int e = tid; e < (kT - valid) * (kL / 8); e += kConsumers) {
+        const int r = valid + (e >> 6), c = e & 63;
+        *reinterpret_cast<uint4*>(slot_p + (c >> 3) * kBlkBytes + r * 128 + (c & 7) * 16) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    mxA = fmaxf(mxA, red[(1 - wg) * kHeads + hA]);
+    mxB = fmaxf(mxB, red[(1 - wg) * kHeads + hB]);
+    const float mA = fmaxf(m_run, mxA), mB = fmaxf(m_runB, mxB);  // finite: the tile has a visible row
+    const float alA = fast_exp2(m_run - mA), alB = fast_exp2(m_runB - mB);
+    m_run = mA, m_runB = mB;
+    float sumA = 0.0f, sumB = 0.0f;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const float p0 = fast_exp2(s[4 * c] - mA), p1 = fast_exp2(s[4 * c + 1] - mA);
+      const float p2 = fast_exp2(s[4 * c + 2] - mB), p3 = fast_exp2(s[4 * c + 3] - mB);
+      sumA += p0 + p1, sumB += p2 + p3;
+      const int row = 32 * wg + 8 * c + 2 * q4;  // the tile row of p0 / p2 (a column of P)
+      *reinterpret_cast<unsigned*>(rope_p + detail::sw128_offset(hA, row)) = detail::pack_bf16(p0, p1);
+      *reinterpret_cast<unsigned*>(rope_p + detail::sw128_offset(hB, row)) = detail::pack_bf16(p2, p3);
+    }
+    l_run = l_run * alA + sumA, l_runB = l_runB * alB + sumB;
+    if (__any_sync(0xffffffffu, alA != 1.0f || alB != 1.0f)) {
+#pragma unroll
+      for (int i = 0; i < 128; i += 4) o[i] *= alA, o[i + 1] *= alA, o[i + 2] *= alB, o[i + 3] *= alB;
+    }
+    detail::fence_proxy_async();  // P's (and the zeroed rows') stores visible to the tensor cores
+    consumer_sync();              // both halves of P are in
+
+    detail::wgmma_fence_operands(o);
+    detail::wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < kT / 16; ++k)
+      detail::wgmma_m64n256k16_bt(o, detail::sw128_desc(p_addr + k * 32, 16, 1024),
+                                  detail::sw128_desc(slot + 4 * wg * kBlkBytes + k * 16 * 128, kBlkBytes, 1024), 1);
+    detail::wgmma_commit();
+    detail::wgmma_wait<0>();
+    detail::wgmma_fence_operands(o);
+    if (it + 2 < n_tiles) {  // the last warp done with the slot copies tile it + 2 into it
+      __syncwarp();
+      if (lane == 0) {
+        __threadfence_block();
+        if (atomicAdd(&done[slot_i], 1u) % kWarps == kWarps - 1) {
+          __threadfence_block();
+          issue(it + 2, next_ids);
+        }
+      }
+    }
+  }
+
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 1);
+  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 2);
+  float* lred = red + 2 * kHeads;
+  if (q4 == 0) lred[wg * kHeads + hA] = l_run, lred[wg * kHeads + hB] = l_runB;
+  consumer_sync();
+  l_run += lred[(1 - wg) * kHeads + hA];
+  l_runB += lred[(1 - wg) * kHeads + hB];
+  store_output(a, o, wg, q4, hA, hB, nh, sh0, split, m_run, m_runB, l_run, l_runB);
 }
 
 detail::DecodePlan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len) {
@@ -250,6 +452,33 @@ detail::DecodePlan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len) {
 // Workspace floats of a plan: the splits' partial outputs and (max, sum) pairs (0: one split).
 int64_t split_floats(int64_t n_seqs, int64_t n_heads, const detail::DecodePlan& p) {
   return p.n_splits > 1 ? n_seqs * n_heads * p.n_splits * (kL + 2) : 0;
+}
+
+template <class Kernel>
+bool set_smem(Kernel k, std::size_t bytes) {
+  return cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) == cudaSuccess;
+}
+
+// The tensor map of a paged cache at `base` (rows of kW bf16 through the end of its allocation)
+// read a page by 64 columns at a time; false where TMA cannot take it (page sizes other than 16,
+// 32 or 64, no encoder). The last map is kept: the cache's base, page size and extent key it.
+bool cache_map(CUtensorMap* m, const uint16_t* base, int64_t page_size) {
+  if (page_size != 16 && page_size != 32 && page_size != 64) return false;
+  const int64_t rows = detail::allocation_bytes_after(base) / (kW * 2);
+  if (rows < page_size) return false;
+  struct Kept {
+    const void* base = nullptr;
+    int64_t page_size = 0, rows = 0;
+    CUtensorMap map;
+  };
+  static thread_local Kept kept;
+  if (kept.base != base || kept.page_size != page_size || kept.rows != rows) {
+    kept.base = nullptr;
+    if (!detail::encode_bf16_2d(&kept.map, base, kW, rows, kW, 64, static_cast<int>(page_size))) return false;
+    kept.base = base, kept.page_size = page_size, kept.rows = rows;
+  }
+  *m = kept.map;
+  return true;
 }
 
 }  // namespace
@@ -267,7 +496,8 @@ int64_t mla_decode_wgmma_workspace_floats(int64_t n_seqs, int64_t n_heads, int64
 void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
                       const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
                       const int32_t* ctx_len, int64_t page_size, int64_t max_ctx_len, float scale,
-                      float* out, float* workspace, int64_t workspace_floats, cudaStream_t stream) {
+                      float* out, float* workspace, int64_t workspace_floats, cudaStream_t stream,
+                      MlaWgmmaForm form) {
   if (n_seqs <= 0 || n_heads <= 0) return;
   detail::DecodePlan p = plan(n_seqs, n_heads, max_ctx_len);
   if (p.n_splits > 1 && (!workspace || split_floats(n_seqs, n_heads, p) > workspace_floats)) {
@@ -286,12 +516,16 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
   a.scale = scale * kLog2e;
   wa.vec_q = reinterpret_cast<std::uintptr_t>(q_lat) % 16 == 0 && reinterpret_cast<std::uintptr_t>(q_pe) % 16 == 0;
   const auto blocks = static_cast<unsigned>(n_seqs * a.n_hg * p.n_splits);
-  static bool configured = false;
-  if (!configured) {
-    cudaFuncSetAttribute(mla_decode_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
-    configured = true;
+  CUtensorMap map;
+  if (form != MlaWgmmaForm::cp_async && cache_map(&map, base, page_size)) {
+    static const bool attr = set_smem(mla_decode_tma_kernel, kTmaSmem);
+    (void)attr;
+    mla_decode_tma_kernel<<<blocks, kConsumers, kTmaSmem, stream>>>(map, wa);
+  } else {
+    static const bool attr = set_smem(mla_decode_wgmma_kernel, kSmem);
+    (void)attr;
+    mla_decode_wgmma_kernel<<<blocks, kThreads, kSmem, stream>>>(wa);
   }
-  mla_decode_wgmma_kernel<<<blocks, kThreads, kSmem, stream>>>(wa);
   if (p.n_splits > 1) detail::merge_decode_splits(workspace, n_seqs * n_heads, p.n_splits, kL, out, stream);
 }
 

@@ -6,10 +6,11 @@
 // device-to-device copy bandwidth. FLOP/s counts QK (latent + rope) and PV per head.
 // --stages times the bf16 kernel at several load-ring depths (DPA_CUDA_MLA_DECODE_STAGES),
 // --loads with its tiles loaded either way (DPA_CUDA_MLA_DECODE_LOAD: bulk, cp.async), --mma on
-// the mma.sync kernel or the warpgroup-MMA one (DPA_CUDA_MLA_DECODE_MMA: auto, wgmma, mma);
-// --shapes picks the batches (sequences x context x heads).
+// the mma.sync kernel or the warpgroup-MMA one (DPA_CUDA_MLA_DECODE_MMA: auto, wgmma, mma), --form
+// with the latter's forms (DPA_CUDA_MLA_WGMMA_FORM: tma, cp.async); --shapes picks the batches (sequences x context x heads).
 //   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async]
-//                    [--mma auto,wgmma,mma] [--shapes 128x4096x128,...] [--json]
+//                    [--mma auto,wgmma,mma] [--form tma,cp.async] [--shapes 128x4096x128,...]
+//                    [--json]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
   int reps = 20;
   bool json = false;
   std::string kv_arg = "both";
-  std::vector<std::string> stages = {"2"}, loads = {""}, mmas = {""};
+  std::vector<std::string> stages = {"2"}, loads = {""}, mmas = {""}, forms = {""};
   std::vector<Shape> shapes = {{128, 4096, 16}, {128, 4096, 128}, {512, 1536, 16}, {64, 2048, 16}, {1, 4096, 16}};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -130,11 +131,13 @@ int main(int argc, char** argv) {
     else if (a == "--stages" && i + 1 < argc) stages = split_list(argv[++i]);
     else if (a == "--loads" && i + 1 < argc) loads = split_list(argv[++i]);
     else if (a == "--mma" && i + 1 < argc) mmas = split_list(argv[++i]);
+    else if (a == "--form" && i + 1 < argc) forms = split_list(argv[++i]);
     else if (a == "--shapes" && i + 1 < argc && parse_shapes(argv[++i], shapes)) continue;
     else {
       std::fprintf(stderr,
                    "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async]\n"
-                   "                        [--mma auto,wgmma,mma] [--shapes 128x4096x128,...] [--json]\n");
+                   "                        [--mma auto,wgmma,mma] [--form tma,cp.async]\n"
+                   "                        [--shapes 128x4096x128,...] [--json]\n");
       return 2;
     }
   }
@@ -143,29 +146,34 @@ int main(int argc, char** argv) {
   auto cpu = dpa::backend::make_cpu_backend();
   const double bw = dpa::backend::make_cuda_backend(0)->copy_bandwidth_gbs();
   std::printf("mla_decode_bench on %s: measured copy bandwidth %.0f GB/s (the floor's denominator)\n", prop.name, bw);
-  std::printf("%-12s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
+  std::printf("%-24s %-22s %-10s %-9s %-10s %-8s %-10s %s\n", "kv", "seqs x ctx x heads", "max rel", "ms", "GB/s",
               "of HBM", "TFLOP/s", "check");
   struct Kind {
     DType kv;
-    std::string stages, load, mma, label;
+    std::string stages, load, mma, form, label;
   };
   std::vector<Kind> kinds;
-  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "", "", "f32"});
+  if (kv_arg == "f32" || kv_arg == "both") kinds.push_back({DType::f32, "", "", "", "", "f32"});
   if (kv_arg == "bf16" || kv_arg == "both")
     for (const std::string& mm : mmas)
-      for (const std::string& ld : loads)
-        for (const std::string& st : stages)
-          kinds.push_back({DType::bf16, st, ld, mm, (ld.empty() ? "bf16" : ld) + " s" + st + (mm.empty() ? "" : " " + mm)});
+      for (const std::string& fm : forms)
+        for (const std::string& ld : loads)
+          for (const std::string& st : stages)
+            kinds.push_back({DType::bf16, st, ld, mm, fm,
+                             (ld.empty() ? "bf16" : ld) + " s" + st + (mm.empty() ? "" : " " + mm) +
+                                 (fm.empty() ? "" : " " + fm)});
   std::mt19937 rng(7);
   int failed = 0;
   for (const Kind& k : kinds) {
     if (!k.stages.empty()) setenv("DPA_CUDA_MLA_DECODE_STAGES", k.stages.c_str(), 1);
     if (!k.load.empty()) setenv("DPA_CUDA_MLA_DECODE_LOAD", k.load.c_str(), 1);
     if (!k.mma.empty()) setenv("DPA_CUDA_MLA_DECODE_MMA", k.mma.c_str(), 1);
+    if (!k.form.empty()) setenv("DPA_CUDA_MLA_WGMMA_FORM", k.form.c_str(), 1);
     auto gpu = dpa::backend::make_cuda_backend(0);
     unsetenv("DPA_CUDA_MLA_DECODE_STAGES");
     unsetenv("DPA_CUDA_MLA_DECODE_LOAD");
     unsetenv("DPA_CUDA_MLA_DECODE_MMA");
+    unsetenv("DPA_CUDA_MLA_WGMMA_FORM");
     const DType kv = k.kv;
     for (const Shape& sh : shapes) {
       const Result r = run(*cpu, *gpu, sh, kv, reps, rng);
@@ -176,7 +184,7 @@ int main(int argc, char** argv) {
       char shape[64];
       std::snprintf(shape, sizeof shape, "%lld x %lld x %lld", static_cast<long long>(sh.seqs),
                     static_cast<long long>(sh.ctx), static_cast<long long>(sh.heads));
-      std::printf("%-12s %-22s %-10.2e %-9.3f %-10.0f %-7.1f%% %-10.1f %s\n", k.label.c_str(),
+      std::printf("%-24s %-22s %-10.2e %-9.3f %-10.0f %-7.1f%% %-10.1f %s\n", k.label.c_str(),
                   shape, r.max_err, r.ms, gbs, 100.0 * gbs / bw, tf, r.ok ? "OK" : "FAIL");
       if (json)
         std::printf("{\"bench\":\"mla_decode\",\"gpu\":\"%s\",\"kv\":\"%s\",\"seqs\":%lld,\"ctx\":%lld,\"heads\":%lld,"

@@ -321,12 +321,28 @@ TEST(BackendParity, MlaAbsorbedBf16) {
   }
 }
 
+// NaN (bf16 0x7FC0) into the GPU pool's rows past each sequence's context in its last page:
+// kernels that copy whole pages must not let them reach a result (0 * NaN).
+void poison_stale_rows(const DecodeBatch& b, Buffer<uint16_t>& g) {
+  const std::vector<int32_t> table = b.pages.on_cpu(), off = b.offsets.on_cpu();
+  const int64_t W = b.kv_lora + b.rope_dim;
+  const std::vector<uint16_t> nan(static_cast<std::size_t>(b.page_size * W), 0x7FC0);
+  for (std::size_t s = 0; s < b.ctx.size(); ++s) {
+    const int64_t used = b.ctx[s] % b.page_size;
+    if (used == 0) continue;
+    const int64_t page = table[off[s] + b.ctx[s] / b.page_size];
+    gpu().upload(g.data() + (page * b.page_size + used) * W, nan.data(),
+                 static_cast<std::size_t>((b.page_size - used) * W) * sizeof(uint16_t));
+  }
+}
+
 TEST(BackendParity, MlaDecodeBf16) {
   const std::vector<DecodeCase> cases = decode_cases();
   auto run_cases = [&](const std::string& label) {
     for (const DecodeCase& c : cases) {
       DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
       Buffer<uint16_t> g = bf16_pool(b.pool);
+      poison_stale_rows(b, g);
       PagedBatch gv = b.view(true);
       gv.base = g.data(), gv.dtype = DType::bf16;
       const int64_t n = static_cast<int64_t>(c.ctx.size());
@@ -344,16 +360,21 @@ TEST(BackendParity, MlaDecodeBf16) {
     }
   };
   // The mma.sync kernel's both ways of loading tiles at both ring depths (every head count), and
-  // the warpgroup-MMA kernel wherever it applies (latent 512 + rope 64, any head count; sm_90).
-  struct Variant { const char* load; const char* stages; const char* mma; };
-  for (const Variant v : {Variant{"bulk", "2", "mma"}, Variant{"bulk", "3", "mma"}, Variant{"cp.async", "2", "mma"},
-                          Variant{"cp.async", "3", "mma"}, Variant{"bulk", "2", "wgmma"}}) {
+  // the warpgroup-MMA kernel's two forms wherever it applies (latent 512 + rope 64, any head
+  // count; sm_90; the TMA form on pages of 16, 32 and 64 rows).
+  struct Variant { const char* load; const char* stages; const char* mma; const char* form; };
+  for (const Variant v : {Variant{"bulk", "2", "mma", ""}, Variant{"bulk", "3", "mma", ""},
+                          Variant{"cp.async", "2", "mma", ""}, Variant{"cp.async", "3", "mma", ""},
+                          Variant{"bulk", "2", "wgmma", "cp.async"}, Variant{"bulk", "2", "wgmma", "tma"}}) {
     setenv("DPA_CUDA_MLA_DECODE_LOAD", v.load, 1);
     setenv("DPA_CUDA_MLA_DECODE_MMA", v.mma, 1);
-    with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", v.stages,
-                     [&] { run_cases(std::string("bf16 ") + v.mma + " " + v.load + " s" + v.stages + " "); });
+    setenv("DPA_CUDA_MLA_WGMMA_FORM", v.form, 1);
+    with_env_backend("DPA_CUDA_MLA_DECODE_STAGES", v.stages, [&] {
+      run_cases(std::string("bf16 ") + v.mma + " " + v.load + " s" + v.stages + " " + v.form + " ");
+    });
     unsetenv("DPA_CUDA_MLA_DECODE_LOAD");
     unsetenv("DPA_CUDA_MLA_DECODE_MMA");
+    unsetenv("DPA_CUDA_MLA_WGMMA_FORM");
   }
 }
 

@@ -66,6 +66,11 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   if (auto v = env_choice<MlaWgmma>("DPA_CUDA_MLA_DECODE_MMA",
                                     {{"auto", mla_wgmma_}, {"wgmma", MlaWgmma::always}, {"mma", MlaWgmma::never}}))
     mla_wgmma_ = *v;
+  // Its form: "tma" (default: tiles by tensor copies; pages of 16, 32 or 64 rows) or "cp.async"
+  // (every thread copies; the first form).
+  if (auto v = env_choice<kernels::MlaWgmmaForm>(
+          "DPA_CUDA_MLA_WGMMA_FORM", {{"tma", kernels::MlaWgmmaForm::tma}, {"cp.async", kernels::MlaWgmmaForm::cp_async}}))
+    mla_wgmma_form_ = *v;
   // Linear layers of up to 64 rows with bf16 weights: "1" (default) the small-batch kernel
   // (kernels/linear_small) where it is measured faster (kSmallLinearMaxWeightBytes), "force" it
   // wherever it applies, "0" never: cuBLAS after a bf16 copy of the input.

@@ -18,6 +18,7 @@
 
 #include "backend/backend.h"
 #include "core/cuda_check.h"
+#include "kernels/mla_decode.cuh"
 
 namespace dpa::backend {
 
@@ -257,6 +258,8 @@ class CudaBackend final : public Backend {
   // bf16 mla_decode on the warpgroup-MMA kernel (64 heads a block): auto (from kWgmmaMinHeads heads
   // on), always where it applies, or never.
   enum class MlaWgmma { automatic, always, never } mla_wgmma_ = MlaWgmma::automatic;
+  // How that kernel's tiles come in and its scores are shared (kernels/mla_decode.cuh).
+  kernels::MlaWgmmaForm mla_wgmma_form_ = kernels::MlaWgmmaForm::tma;
   static constexpr int64_t kWgmmaMinHeads = 17;
   double copy_gbs_ = -1;  // copy_bandwidth_gbs(), once measured
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
