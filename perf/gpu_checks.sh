@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep golden (default: all present)
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep mla golden (default: all present)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
@@ -8,7 +8,7 @@ export LD_LIBRARY_PATH=$PWD/.gpupack/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0
 ngpu=$(nvidia-smi -L | wc -l)
 M="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG"
-steps=${*:-info nccl-test sweep ep golden}
+steps=${*:-info nccl-test sweep ep mla golden}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpus.txt"
 for step in $steps; do
   echo "=== $step"
@@ -29,6 +29,11 @@ for step in $steps; do
             --weights=bf16 --ep-padded=4096 $extra 2>&1 | grep -E "PASSED|FAILED|decode graphs:" | tee -a "$out/golden_ep_padded.txt"
         done; done
       fi ;;
+    mla)  # MLA paged decode (issue 6, target 1): both forms of the many-head kernel, checked, then timed
+      [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma \
+        --form tma,cp.async --reps 20 \
+        --shapes 128x4096x128,128x4096x64,512x1536x128,64x2048x128,32x4096x128,1x4096x128,128x4096x16 2>&1 |
+        tee "$out/mla_decode.txt" ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then
         PYTHONUNBUFFERED=1 python3 tests/golden/make_fixtures.py "$out/fixtures" 2>&1 | tail -40
