@@ -17,6 +17,9 @@
 // Three block barriers a tile: tile in and the other slot free (then the next tile's loads go
 // out), maxima exchanged, P written. Each warpgroup's running sums cover its own rows; they
 // are added at the end.
+// Two forms of this loop follow: the first (cp.async, any page size) as above; the TMA form
+// (pages of 16, 32 or 64 rows, the default) copies tiles by tensor copies and needs two barriers
+// a tile (see its own comment).
 #include <cuda.h>
 #include <cuda_bf16.h>
 
