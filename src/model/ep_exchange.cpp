@@ -34,6 +34,9 @@ EpExchange::EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n
   if (ranks_ < 1 || n_experts % ranks_ != 0)
     throw Error(fmt::format("ep exchange: {} experts over {} ranks", n_experts, ranks_));
   per_ = n_experts / ranks_;
+  per_count_.assign(static_cast<std::size_t>(ranks_), static_cast<std::size_t>(per_));
+  per_count_displ_.resize(per_count_.size());
+  for (std::size_t p = 0; p < per_count_.size(); ++p) per_count_displ_[p] = p * per_count_[p];
 }
 
 EpExchange::~EpExchange() {
@@ -172,13 +175,11 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
   if (std::accumulate(send_rows_.begin(), send_rows_.end(), std::size_t{0}) != static_cast<std::size_t>(n_slots_))
     throw Error(fmt::format("ep exchange: the counts hold other than the {} slots staged", n_slots_));
   // Every rank's counts for my experts: [source][local expert].
-  std::vector<std::size_t> per(R, static_cast<std::size_t>(per_)), per_displ(R);
-  for (std::size_t p = 0; p < R; ++p) per_displ[p] = p * static_cast<std::size_t>(per_);
   int64_t* d_send_counts = grow(count_send_, E_);
   be_.upload(d_send_counts, counts, static_cast<std::size_t>(E_) * sizeof(int64_t));
   int64_t* d_recv_counts = grow(count_recv_, E_);
-  comm_.all_to_all_v(d_send_counts, per.data(), per_displ.data(), d_recv_counts, per.data(), per_displ.data(),
-                     DType::i64);
+  comm_.all_to_all_v(d_send_counts, per_count_.data(), per_count_displ_.data(), d_recv_counts, per_count_.data(),
+                     per_count_displ_.data(), DType::i64);
   std::vector<int64_t> recv_counts(static_cast<std::size_t>(E_));
   be_.download(recv_counts.data(), d_recv_counts, recv_counts.size() * sizeof(int64_t));
   std::vector<int64_t> local(static_cast<std::size_t>(per_), 0);
@@ -225,13 +226,13 @@ EpExchange::Local EpExchange::dispatch_padded(const float* x, const int32_t* ord
   float* blocks = grow(send_, R * C * d_);
   int32_t* slot_row = grow(slot_row_, n_slots);
   be_.moe_ep_pack(x, order, x_div, counts, R, per_, C, n_slots, d_, blocks, slot_row);
-  std::vector<std::size_t> per(static_cast<std::size_t>(R), static_cast<std::size_t>(per_)), per_displ(per.size());
-  block_.assign(per.size(), static_cast<std::size_t>(C * d_)), block_displ_.resize(per.size());
-  for (std::size_t p = 0; p < per.size(); ++p) per_displ[p] = p * per[p], block_displ_[p] = p * block_[p];
+  block_.assign(static_cast<std::size_t>(R), static_cast<std::size_t>(C * d_)), block_displ_.resize(block_.size());
+  for (std::size_t p = 0; p < block_.size(); ++p) block_displ_[p] = p * block_[p];
   int64_t* d_recv_counts = grow(count_recv_, E_);  // [source][local expert]
   float* recv = grow(recv_, R * C * d_);
   comm_.group_start();  // the counts and the rows in one exchange
-  comm_.all_to_all_v(counts, per.data(), per_displ.data(), d_recv_counts, per.data(), per_displ.data(), DType::i64);
+  comm_.all_to_all_v(counts, per_count_.data(), per_count_displ_.data(), d_recv_counts, per_count_.data(),
+                     per_count_displ_.data(), DType::i64);
   comm_.all_to_all_v(blocks, block_.data(), block_displ_.data(), recv, block_.data(), block_displ_.data(), DType::f32);
   comm_.group_end();
   if (!local_counts) local_counts = grow(local_counts_, per_);

@@ -88,6 +88,7 @@ class EpExchange {
   int64_t n_slots_ = 0, block_rows_ = 0;
   std::vector<std::size_t> send_rows_, recv_rows_;  // exact: rows to and from each rank
   std::vector<std::size_t> block_, block_displ_;    // padded over the communicator: each block's floats, offsets
+  std::vector<std::size_t> per_count_, per_count_displ_;  // each rank's counts per expert (per_ each), offsets
   std::vector<int64_t> local_host_;                 // exact: rows per local expert (Local::counts)
   // Peer memory: this rank's area [recv blocks | return blocks | recv flags | return flags] (blocks
   // of `stride` rows at p * stride), the peers' areas mapped here, and the device pointer arrays
