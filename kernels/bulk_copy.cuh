@@ -79,6 +79,21 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int c0, 
       : "memory");
 }
 
+// The same, with an L2 cache policy (from l2_evict_first()): for data read once.
+__device__ __forceinline__ void tma_load_2d(void* dst, const void* map, int c0, int c1, uint64_t* bar, uint64_t policy) {
+  DPA_BULK_ASM(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(
+          smem_addr(dst)),
+      "l"(map), "r"(c0), "r"(c1), "r"(smem_addr(bar)), "l"(policy)
+      : "memory");
+}
+// An L2 policy that evicts the lines it brings in first.
+__device__ __forceinline__ uint64_t l2_evict_first() {
+  uint64_t policy = 0;
+  DPA_BULK_ASM("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+
 #undef DPA_BULK_ASM
 
 }  // namespace dpa::kernels::detail
