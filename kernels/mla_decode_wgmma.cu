@@ -448,6 +448,344 @@ __global__ void __launch_bounds__(kConsumers, 1) mla_decode_tma_kernel(const __g
   store_output(a, o, wg, q4, hA, hB, nh, sh0, split, m_run, m_runB, l_run, l_runB);
 }
 
+// ---- The seesaw form: the two warpgroups take turns at the tiles, so that one's softmax runs
+// beside the other's MMAs (the schedule of FlashMLA's 2025 kernel, "seesaw", written here from its
+// description and reordered so that each warpgroup meets the other only twice a pair).
+//
+// Tiles come in pairs (a = 2 j into slot 0, b = 2 j + 1 into slot 1). The output splits by
+// columns as above (warpgroup w holds O[:, 256 w ..], 128 registers a thread), but the scores do
+// not: warpgroup 0 computes all of S_a = Q K_a^T (m64n64k16 x 36: Q is read from shared memory
+// once a tile, not twice), warpgroup 1 all of S_b. With m the running maximum, a pair is
+//   wg 0: m_a = max(m, rowmax S_a); P_a = 2^(S_a - m_a) to shared memory;   [m_a, 2^(m - m_a), P_a]
+//         O_L = O_L 2^(m - m_a) + P_a V_aL (P_a from registers)
+//   wg 1: O_R = O_R 2^(m - m_a) + P_a V_aR, and meanwhile m_b = max(m_a, rowmax S_b),
+//         P_b = 2^(S_b - m_b) to shared memory;                               [m_b, 2^(m_a - m_b), P_b]
+//         O_R = O_R 2^(m_a - m_b) + P_b V_bR (P_b from registers); the scores S_b' of the next pair
+//   wg 0: O_L = O_L 2^(m_a - m_b) + P_b V_bL; the scores S_a' of the next pair.
+// The bracketed values cross at a named barrier (one side arrives, the other waits): two a pair.
+// Sums follow their outputs; the two warpgroups' sums are added at the end.
+// Copies come from a third warpgroup, the producer (one thread; its registers given to the two
+// consumers by setmaxnreg: 240 a consumer thread, which the loop needs, against 168 if all 384
+// threads shared them): the consumers only arrive on an "empty" barrier where they read half a
+// slot for the last time, so a copy's issue and its page-table reads never hold an MMA. Each
+// 64-column block of a tile has its own "full" barrier, so scores start on the first block that
+// lands. Halves: blocks 0-3 of slot 0 free after P_a V_aL (warpgroup 0), 4-8 (V_aR, and P_a in the
+// rope block, free once S_a is done) after P_a V_aR (warpgroup 1); blocks 4-8 of slot 1 after
+// P_b V_bR (warpgroup 1), 0-3 after P_b V_bL (warpgroup 0), and warpgroup 1 scores a tile from
+// block 4 on, so that the blocks copied last are read last. P_b has a buffer of its own. Copies
+// carry an evict-first L2 hint: each line is read by the two blocks of one sequence at about the
+// same time.
+constexpr std::size_t kSeeSmem = 1024 + kQBytes + 2 * kTileBytes + kPBytes + 5 * kHeads * sizeof(float) + 22 * 8;
+static_assert(kSeeSmem <= 232448, "the seesaw form's shared memory fits one block an SM");
+constexpr int kSeeThreads = kConsumers + 128;  // the two consumer warpgroups and the producer's
+constexpr int kBarScaleA = 2, kBarScaleB = 3, kBarWg = 4;  // 4, 5: one a warpgroup
+
+__device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+
+__global__ void __launch_bounds__(kSeeThreads, 1)
+    mla_decode_seesaw_kernel(const __grid_constant__ CUtensorMap map, WgArgs wa) {
+  const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  unsigned char* qs = sm;                                 // [9][64 heads][128 B]
+  unsigned char* ks = sm + kQBytes;                       // [2][9][64 rows][128 B]
+  unsigned char* pbs = ks + 2 * kTileBytes;               // P_b [64 heads][128 B]
+  float* sm_m = reinterpret_cast<float*>(pbs + kPBytes);  // running maximum a head (log2)
+  float* sm_sa = sm_m + kHeads;                           // this pair's rescale by tile a
+  float* sm_sb = sm_sa + kHeads;                          // and by tile b
+  float* sm_l = sm_sb + kHeads;                           // [2][64] the warpgroups' sums, at the end
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm_l + 2 * kHeads);  // [2 slots][9 blocks]
+  uint64_t* empty = full + 18;  // [2 slots][blocks 0-3, 4-8]: read for the last time
+
+  const int tid = threadIdx.x;
+  const detail::DecodeBlock blk = detail::decode_block(a, kHeads);
+  if (detail::empty_split(a, blk)) return;
+  const int split = blk.split, nh = blk.nh, k_begin = blk.k_begin, k_end = blk.k_end;
+  const int64_t sh0 = blk.sh0;
+  const int pgs = a.page_size;
+  const int n_tiles = (k_end - k_begin + kT - 1) / kT;
+  const int32_t* table = a.pages + a.table_offset[blk.s];
+  auto tile_pages = [&](int it) { return min(kT / pgs, (k_end - k_begin - it * kT + pgs - 1) / pgs); };
+  auto tile_valid = [&](int it) { return min(kT, k_end - k_begin - it * kT); };
+  auto read_ids = [&](int it, int(&ids)[4]) {
+    const int n = tile_pages(it), p0 = (k_begin + it * kT) / pgs;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) ids[p] = p < n ? table[p0 + p] : 0;
+  };
+  const uint64_t policy = detail::l2_evict_first();
+  // Copies the 64-column blocks of tile it in `mask` into slot it & 1, each on its own barrier.
+  auto issue = [&](int it, unsigned mask, const int(&ids)[4]) {
+    const int slot = it & 1, n = tile_pages(it);
+    unsigned char* dst = ks + slot * kTileBytes;
+#pragma unroll
+    for (int b = 0; b < kW / 64; ++b) {
+      if (!((mask >> b) & 1u)) continue;
+      uint64_t* bar = &full[slot * 9 + b];
+      detail::mbar_arrive_expect(bar, static_cast<unsigned>(n * pgs * 128));
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        if (p >= n) break;
+        detail::tma_load_2d(dst + b * kBlkBytes + p * pgs * 128, &map, 64 * b, ids[p] * pgs, bar, policy);
+      }
+    }
+  };
+  if (tid == 0) {
+    for (int i = 0; i < 18; ++i) detail::mbar_init(&full[i], 1);
+    for (int i = 0; i < 4; ++i) detail::mbar_init(&empty[i], 4);  // lane 0 of each warp of a warpgroup
+    detail::mbar_init_fence();
+    for (int it = 0; it < 2 && it < n_tiles; ++it) {
+      int ids[4];
+      read_ids(it, ids);
+      issue(it, 0x1FFu, ids);
+    }
+  }
+  if (tid < kHeads) sm_m[tid] = -INFINITY;
+  if (tid < kConsumers) stage_queries<kConsumers>(wa, qs, nh, sh0, tid);
+  detail::fence_proxy_async();  // the queries' stores visible to the tensor cores
+  __syncthreads();              // (and the barriers initialised)
+
+  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
+  if (wg == 2) {  // the producer: one thread refills each half slot once its last read is done
+    setmaxnreg_dec<24>();
+    if (tid != kConsumers) return;
+    for (int j = 0; 2 * j + 2 < n_tiles; ++j) {
+      const int ta = 2 * j + 2, tb = ta + 1;
+      int ids_a[4], ids_b[4] = {0, 0, 0, 0};
+      read_ids(ta, ids_a);
+      if (tb < n_tiles) read_ids(tb, ids_b);
+      const unsigned ph = j & 1;
+      detail::mbar_wait(&empty[0], ph);
+      issue(ta, 0x00Fu, ids_a);
+      detail::mbar_wait(&empty[1], ph);
+      issue(ta, 0x1F0u, ids_a);
+      if (tb < n_tiles) {
+        detail::mbar_wait(&empty[3], ph);
+        issue(tb, 0x1F0u, ids_b);
+        detail::mbar_wait(&empty[2], ph);
+        issue(tb, 0x00Fu, ids_b);
+      }
+    }
+    return;
+  }
+  setmaxnreg_inc<240>();
+  const int hA = 16 * warp + g, hB = hA + 8;  // this thread's two heads (accumulator rows)
+  const unsigned q_addr = detail::smem_addr(qs), k_addr = detail::smem_addr(ks);
+  float l_run = 0.0f, l_runB = 0.0f;
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+  // s[4 c + e]: (head hA, tile row 8 c + 2 q4 + e); s[4 c + 2 + e] the same for head hB.
+  float s[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) s[i] = 0.0f;
+  unsigned pb[16];  // the same as bf16 pairs, k-step kk's A fragment in pb[4 kk .. 4 kk + 3]
+
+  // S (+)= Q K^T over n blocks of the tile in `slot` from block b0 on (wrapping): a commit group a
+  // block, each once its copy is in; `fresh`: the first overwrites S.
+  auto scores = [&](int slot, unsigned parity, int b0, int n, bool fresh) {
+    const unsigned kb = k_addr + slot * kTileBytes;
+#pragma unroll
+    for (int i = 0; i < n; ++i) {
+      const int b = (b0 + i) % 9;
+      detail::mbar_wait(&full[slot * 9 + b], parity);
+      detail::wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const unsigned off = b * kBlkBytes + kk * 32;
+        detail::wgmma_m64n64k16(s, detail::sw128_desc(q_addr + off, 16, 1024), detail::sw128_desc(kb + off, 16, 1024),
+                                !fresh || i > 0 || kk > 0);
+      }
+      detail::wgmma_commit();
+    }
+  };
+  // Masks rows at and past `valid`, scales, and returns each head's maximum.
+  auto masked_max = [&](int valid, float& mxA, float& mxB) {
+    mxA = -INFINITY, mxB = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < 8; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const bool ok = 8 * c + 2 * q4 + e < valid;
+        s[4 * c + e] = ok ? s[4 * c + e] * a.scale : -INFINITY;
+        s[4 * c + 2 + e] = ok ? s[4 * c + 2 + e] * a.scale : -INFINITY;
+        mxA = fmaxf(mxA, s[4 * c + e]), mxB = fmaxf(mxB, s[4 * c + 2 + e]);
+      }
+    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 1));
+    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 2));
+    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 1));
+    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 2));
+  };
+  // P = 2^(S - m) in s and as bf16 in pb; adds the rows' sums.
+  auto exp_pack = [&](float mA, float mB, float& sumA, float& sumB) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      s[4 * c] = fast_exp2(s[4 * c] - mA), s[4 * c + 1] = fast_exp2(s[4 * c + 1] - mA);
+      s[4 * c + 2] = fast_exp2(s[4 * c + 2] - mB), s[4 * c + 3] = fast_exp2(s[4 * c + 3] - mB);
+      sumA += s[4 * c] + s[4 * c + 1], sumB += s[4 * c + 2] + s[4 * c + 3];
+    }
+#pragma unroll
+    for (int i = 0; i < 16; ++i) pb[i] = detail::pack_bf16(s[2 * i], s[2 * i + 1]);
+  };
+  // P times (fA, fB) as bf16 into a tile's rope block, [64 heads][64 rows] swizzled (an A operand).
+  auto store_p = [&](unsigned char* rope_p, float fA, float fB) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int row = 8 * c + 2 * q4;
+      *reinterpret_cast<unsigned*>(rope_p + detail::sw128_offset(hA, row)) = detail::pack_bf16(s[4 * c] * fA, s[4 * c + 1] * fA);
+      *reinterpret_cast<unsigned*>(rope_p + detail::sw128_offset(hB, row)) = detail::pack_bf16(s[4 * c + 2] * fB, s[4 * c + 3] * fB);
+    }
+  };
+  auto scale_o = [&](float fA, float fB) {
+    if (__any_sync(0xffffffffu, fA != 1.0f || fB != 1.0f)) {
+#pragma unroll
+      for (int i = 0; i < 128; i += 4) o[i] *= fA, o[i + 1] *= fA, o[i + 2] *= fB, o[i + 3] *= fB;
+    }
+  };
+  // Zeroes rows `valid` .. 63 of this warpgroup's half of V in a slot (the copy brings whole pages,
+  // and 0 · stale bits could be NaN), for this warpgroup's tensor cores.
+  auto zero_rows = [&](unsigned char* slot_p, int valid) {
+    for (int e = tid & 127; e < (kT - valid) * 32; e += 128) {
+      const int r = valid + (e >> 5), c = e & 31;
+      *reinterpret_cast<uint4*>(slot_p + (4 * wg + (c >> 3)) * kBlkBytes + r * 128 + (c & 7) * 16) = make_uint4(0, 0, 0, 0);
+    }
+    detail::fence_proxy_async();
+    named_sync(kBarWg + wg, 128);
+  };
+  // O[:, 256 w ..] += P V over the tile at `slot_addr`, P from registers (pb) or from shared memory
+  // at p_addr.
+  auto pv_local = [&](unsigned slot_addr) {
+    detail::wgmma_fence_operands(o);
+    detail::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      detail::wgmma_m64n256k16_rs_bt(o, *reinterpret_cast<const unsigned(*)[4]>(pb + 4 * kk),
+                                     detail::sw128_desc(slot_addr + 4 * wg * kBlkBytes + kk * 16 * 128, kBlkBytes, 1024));
+    detail::wgmma_commit();
+  };
+  auto pv_shared = [&](unsigned slot_addr, unsigned p_addr) {
+    detail::wgmma_fence_operands(o);
+    detail::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      detail::wgmma_m64n256k16_bt(o, detail::sw128_desc(p_addr + kk * 32, 16, 1024),
+                                  detail::sw128_desc(slot_addr + 4 * wg * kBlkBytes + kk * 16 * 128, kBlkBytes, 1024), 1);
+    detail::wgmma_commit();
+  };
+
+  if (wg == 0 || n_tiles > 1) scores(wg, 0, 0, 9, true);
+  detail::wgmma_wait<0>();
+  detail::wgmma_fence_operands(s);
+
+  const int n_pairs = (n_tiles + 1) / 2;
+  unsigned char* const slot0 = ks;
+  unsigned char* const slot1 = ks + kTileBytes;
+  const unsigned pb_addr = detail::smem_addr(pbs), pa_addr = k_addr + 8 * kBlkBytes;
+  for (int j = 0; j < n_pairs; ++j) {
+    const int ta = 2 * j, tb = ta + 1;
+    const bool has_b = tb < n_tiles, has_a2 = ta + 2 < n_tiles, has_b2 = tb + 2 < n_tiles;
+    const unsigned nxt = (j + 1) & 1;  // the parity of the next pair's copies
+    // Half k of the slots (slot k / 2, blocks 0-3 or 4-8) is read for the last time: the producer
+    // may copy the tile after next into it.
+    auto release = [&](int k) {
+      __syncwarp();
+      if (lane == 0) detail::mbar_arrive(&empty[k]);
+    };
+    if (wg == 0) {
+      const int va = tile_valid(ta);
+      float mxA, mxB;
+      masked_max(va, mxA, mxB);
+      const float moA = sm_m[hA], moB = sm_m[hB];
+      const float mA = fmaxf(moA, mxA), mB = fmaxf(moB, mxB);  // finite: tile a has a visible row
+      const float saA = fast_exp2(moA - mA), saB = fast_exp2(moB - mB);
+      __syncwarp();
+      if (q4 == 0) sm_m[hA] = mA, sm_m[hB] = mB, sm_sa[hA] = saA, sm_sa[hB] = saB;
+      float sumA = 0.0f, sumB = 0.0f;
+      exp_pack(mA, mB, sumA, sumB);
+      store_p(slot0 + 8 * kBlkBytes, 1.0f, 1.0f);  // P_a into its tile's rope block
+      detail::fence_proxy_async();
+      named_arrive(kBarScaleA);
+      l_run = l_run * saA + sumA, l_runB = l_runB * saB + sumB;
+      scale_o(saA, saB);
+      if (va < kT) zero_rows(slot0, va);
+      pv_local(k_addr);
+      detail::wgmma_wait<0>();
+      detail::wgmma_fence_operands(o);
+      detail::wgmma_fence_operands(pb);
+      if (has_a2) release(0);  // V_aL read: blocks 0-3 of slot 0 free
+      named_sync(kBarScaleB, 256);
+      if (has_b) {
+        const float sbA = sm_sb[hA], sbB = sm_sb[hB];
+        scale_o(sbA, sbB);
+        l_run *= sbA, l_runB *= sbB;
+        const int vb = tile_valid(tb);
+        if (vb < kT) zero_rows(slot1, vb);
+        pv_shared(k_addr + kTileBytes, pb_addr);
+        detail::wgmma_wait<0>();
+        detail::wgmma_fence_operands(o);
+        if (has_b2) release(2);  // V_bL and P_b read
+      }
+      if (has_a2) scores(0, nxt, 0, 9, true);
+      detail::wgmma_wait<0>();  // (inside each branch: wgmma groups open across the join serialise)
+      detail::wgmma_fence_operands(s);
+    } else {
+      named_sync(kBarScaleA, 256);
+      const float maA = sm_m[hA], maB = sm_m[hB], saA = sm_sa[hA], saB = sm_sa[hB];
+      scale_o(saA, saB);
+      l_run *= saA, l_runB *= saB;
+      const int va = tile_valid(ta);
+      if (va < kT) zero_rows(slot0, va);
+      pv_shared(k_addr, pa_addr);  // O_R += P_a V_aR beside this warpgroup's softmax
+      // (Without a tile b every row is masked: m_b = m_a, P_b = 0. Not skipped: a branch here,
+      // with P_a V_aR in flight, makes ptxas serialise the wgmmas.)
+      float mxA, mxB, sumA = 0.0f, sumB = 0.0f;
+      masked_max(tile_valid(tb), mxA, mxB);
+      const float mA = fmaxf(maA, mxA), mB = fmaxf(maB, mxB);
+      exp_pack(mA, mB, sumA, sumB);
+      if (has_b) {
+        store_p(pbs, 1.0f, 1.0f);
+        detail::fence_proxy_async();
+      }
+      const float sbA = fast_exp2(maA - mA), sbB = fast_exp2(maB - mB);
+      __syncwarp();
+      if (q4 == 0) sm_m[hA] = mA, sm_m[hB] = mB, sm_sb[hA] = sbA, sm_sb[hB] = sbB;
+      named_arrive(kBarScaleB);
+      detail::wgmma_wait<0>();
+      detail::wgmma_fence_operands(o);
+      if (has_a2) release(1);  // V_aR and P_a read: blocks 4-8 of slot 0 free
+      scale_o(sbA, sbB);
+      l_run = l_run * sbA + sumA, l_runB = l_runB * sbB + sumB;
+      if (has_b) {
+        const int vb = tile_valid(tb);
+        if (vb < kT) zero_rows(slot1, vb);
+        pv_local(k_addr + kTileBytes);
+        detail::wgmma_wait<0>();
+        detail::wgmma_fence_operands(o);
+        detail::wgmma_fence_operands(pb);
+        if (has_b2) release(3);  // V_bR read (and K_b's rope long ago)
+      }
+      if (has_b2) scores(1, nxt, 4, 9, true);  // blocks 4-8 first: warpgroup 0 copies 0-3 later
+      detail::wgmma_wait<0>();
+      detail::wgmma_fence_operands(s);
+    }
+  }
+
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
+  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 1);
+  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 2);
+  if (q4 == 0) sm_l[wg * kHeads + hA] = l_run, sm_l[wg * kHeads + hB] = l_runB;
+  consumer_sync();
+  l_run = sm_l[hA] + sm_l[kHeads + hA];
+  l_runB = sm_l[hB] + sm_l[kHeads + hB];
+  store_output(a, o, wg, q4, hA, hB, nh, sh0, split, sm_m[hA], sm_m[hB], l_run, l_runB);
+}
+
 detail::DecodePlan plan(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len) {
   return detail::plan_decode(n_seqs, (n_heads + kHeads - 1) / kHeads, max_ctx_len, kT, 1);
 }
@@ -521,9 +859,15 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
   const auto blocks = static_cast<unsigned>(n_seqs * a.n_hg * p.n_splits);
   CUtensorMap map;
   if (form != MlaWgmmaForm::cp_async && cache_map(&map, base, page_size)) {
-    static const bool attr = set_smem(mla_decode_tma_kernel, kTmaSmem);
-    (void)attr;
-    mla_decode_tma_kernel<<<blocks, kConsumers, kTmaSmem, stream>>>(map, wa);
+    if (form == MlaWgmmaForm::seesaw) {
+      static const bool attr = set_smem(mla_decode_seesaw_kernel, kSeeSmem);
+      (void)attr;
+      mla_decode_seesaw_kernel<<<blocks, kSeeThreads, kSeeSmem, stream>>>(map, wa);
+    } else {
+      static const bool attr = set_smem(mla_decode_tma_kernel, kTmaSmem);
+      (void)attr;
+      mla_decode_tma_kernel<<<blocks, kConsumers, kTmaSmem, stream>>>(map, wa);
+    }
   } else {
     static const bool attr = set_smem(mla_decode_wgmma_kernel, kSmem);
     (void)attr;

@@ -29,9 +29,9 @@ for step in $steps; do
             --weights=bf16 --ep-padded=4096 $extra 2>&1 | grep -E "PASSED|FAILED|decode graphs:" | tee -a "$out/golden_ep_padded.txt"
         done; done
       fi ;;
-    mla)  # MLA paged decode (issue 6, target 1): both forms of the many-head kernel, checked, then timed
+    mla)  # MLA paged decode (issue 6, target 1): the many-head kernel's forms, checked, then timed
       [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma \
-        --form tma,cp.async --reps 20 \
+        --form seesaw,tma,cp.async --reps 20 \
         --shapes 128x4096x128,128x4096x64,512x1536x128,64x2048x128,32x4096x128,1x4096x128,128x4096x16 2>&1 |
         tee "$out/mla_decode.txt" ;;
     golden)

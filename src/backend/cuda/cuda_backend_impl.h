@@ -259,7 +259,7 @@ class CudaBackend final : public Backend {
   // on), always where it applies, or never.
   enum class MlaWgmma { automatic, always, never } mla_wgmma_ = MlaWgmma::automatic;
   // How that kernel's tiles come in and its scores are shared (kernels/mla_decode.cuh).
-  kernels::MlaWgmmaForm mla_wgmma_form_ = kernels::MlaWgmmaForm::tma;
+  kernels::MlaWgmmaForm mla_wgmma_form_ = kernels::MlaWgmmaForm::seesaw;
   static constexpr int64_t kWgmmaMinHeads = 17;
   double copy_gbs_ = -1;  // copy_bandwidth_gbs(), once measured
   float* attn_ws_ = nullptr;  // scratch(): attention's workspace
