@@ -51,10 +51,9 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
 // only): 64 heads a block, so the cache is read once per 64 heads (DeepSeek-V3's 128 heads a
 // rank: twice instead of eight times). Queries and probabilities rounded to bf16 as above.
 // Forms: `seesaw` (the default: the two warpgroups take turns at the tiles, fed by a producer
-// warpgroup's tensor copies), `tma` (both warpgroups on every tile, tensor copies issued by the
-// consumers) and `cp_async` (every thread copies the tiles; the first form). The first two take
-// pages of 16, 32 or 64 rows; other sizes run `cp_async`.
-enum class MlaWgmmaForm { seesaw, tma, cp_async };
+// warpgroup's tensor copies; pages of 16, 32 or 64 rows, other sizes run the other form) and
+// `cp_async` (both warpgroups on every tile, every thread copies; the first form).
+enum class MlaWgmmaForm { seesaw, cp_async };
 bool mla_decode_wgmma_supported(int64_t n_heads, int64_t kv_lora, int64_t rope_dim);
 int64_t mla_decode_wgmma_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len);
 void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,

@@ -17,9 +17,11 @@
 // Three block barriers a tile: tile in and the other slot free (then the next tile's loads go
 // out), maxima exchanged, P written. Each warpgroup's running sums cover its own rows; they
 // are added at the end.
-// Two forms of this loop follow: the first (cp.async, any page size) as above; the TMA form
-// (pages of 16, 32 or 64 rows, the default) copies tiles by tensor copies and needs two barriers
-// a tile (see its own comment).
+// Two forms follow: the first (cp.async, any page size) as above; the seesaw form (pages of 16,
+// 32 or 64 rows, the default) has the warpgroups take turns at the tiles and a third one copy
+// them by tensor copies (see its own comment). A form between the two (both warpgroups on every
+// tile as above, tiles by tensor copies) was the default until the seesaw beat it; perf/RESULTS.md
+// has both.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
@@ -262,191 +264,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
   store_output(a, o, wg, q4, hA, hB, nh, sh0, split, m_run, m_runB, l_run, l_runB);
 }
 
-// ---- The TMA form: the same tile loop fed by a producer warp.
-//
-// Tiles come by tensor copies (TMA: one box a page and 64-column block, swizzled by the copy
-// engine; 9 to 36 instructions a tile instead of 4,608 cp.async) into the ring's two slots;
-// `full[slot]` counts the bytes in. The last of the eight warps to finish a tile's P·V (a
-// shared-memory counter tells it) copies tile i + 2 into that slot, with page ids its lane 0
-// read at the tile's start: no warp waits for another to free a slot, and a slot refills as soon
-// as it is free. (A separate producer warp would cost registers: 9 warps get the 168 a thread
-// of 12, since each of the SM's four register files serves every fourth warp.) P goes into the tile's own rope
-// block (free once the scores are done), so consecutive tiles never share a P buffer.
-// Scores, softmax and P·V as above.
-// Rows past the context in the tile's last pages are zeroed before P·V (the copy brings whole
-// pages, and 0 · stale bits could be NaN); pages past the context are not copied at all.
-constexpr int kConsumers = 256;  // the two warpgroups
-constexpr int kWarps = kConsumers / 32;
-constexpr std::size_t kTmaSmem = 1024 + kQBytes + 2 * kTileBytes + 4 * kHeads * sizeof(float) + 3 * 8;
-static_assert(kTmaSmem <= 232448, "the TMA form's shared memory fits one block an SM");
-
+constexpr int kConsumers = 256;  // the two warpgroups of the seesaw form
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-
-__global__ void __launch_bounds__(kConsumers, 1) mla_decode_tma_kernel(const __grid_constant__ CUtensorMap map, WgArgs wa) {
-  const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  unsigned char* qs = sm;                               // [9][64 heads][128 B]
-  unsigned char* ks = sm + kQBytes;                     // [2][9][64 rows][128 B]
-  float* red = reinterpret_cast<float*>(ks + 2 * kTileBytes);  // [2][64] maxima, then [2][64] sums
-  uint64_t* full = reinterpret_cast<uint64_t*>(red + 4 * kHeads);
-  unsigned* done = reinterpret_cast<unsigned*>(full + 2);  // warps done with each slot, ever
-
-  const int tid = threadIdx.x;
-  const detail::DecodeBlock blk = detail::decode_block(a, kHeads);
-  if (detail::empty_split(a, blk)) return;
-  const int split = blk.split, nh = blk.nh, k_begin = blk.k_begin, k_end = blk.k_end;
-  const int64_t sh0 = blk.sh0;
-  const int pgs = a.page_size;
-  const int n_tiles = (k_end - k_begin + kT - 1) / kT;
-  const int32_t* table = a.pages + a.table_offset[blk.s];
-  // Tile it's pages (1, 2 or 4; none past the context) and their ids.
-  auto tile_pages = [&](int it) { return min(kT / pgs, (k_end - k_begin - it * kT + pgs - 1) / pgs); };
-  auto read_ids = [&](int it, int(&ids)[4]) {
-    const int n = tile_pages(it), p0 = (k_begin + it * kT) / pgs;
-#pragma unroll
-    for (int p = 0; p < 4; ++p) ids[p] = p < n ? table[p0 + p] : 0;
-  };
-  // Copies tile it into its slot: one box a page and 64-column block, counted off full[slot].
-  auto issue = [&](int it, const int(&ids)[4]) {
-    const int slot = it & 1, n = tile_pages(it);
-    unsigned char* dst = ks + slot * kTileBytes;
-    detail::mbar_arrive_expect(&full[slot], static_cast<unsigned>(n * pgs * kW * 2));
-#pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      if (p >= n) break;
-#pragma unroll
-      for (int b = 0; b < kW / 64; ++b)
-        detail::tma_load_2d(dst + b * kBlkBytes + p * pgs * 128, &map, 64 * b, ids[p] * pgs, &full[slot]);
-    }
-  };
-  if (tid == 0) {
-    detail::mbar_init(&full[0], 1), detail::mbar_init(&full[1], 1);
-    detail::mbar_init_fence();
-    done[0] = done[1] = 0;
-    for (int it = 0; it < 2 && it < n_tiles; ++it) {
-      int ids[4];
-      read_ids(it, ids);
-      issue(it, ids);
-    }
-  }
-
-  // Queries as bf16, staged while the first tile is on its way.
-  stage_queries<kConsumers>(wa, qs, nh, sh0, tid);
-
-  detail::fence_proxy_async();  // the queries' stores visible to the tensor cores
-  __syncthreads();              // (and the barriers initialised)
-
-  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
-  const int hA = 16 * warp + g, hB = hA + 8;  // this thread's two heads (accumulator rows)
-  const unsigned q_addr = detail::smem_addr(qs), k_addr = detail::smem_addr(ks);
-  float m_run = -INFINITY, m_runB = -INFINITY, l_run = 0.0f, l_runB = 0.0f;
-  float o[128];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
-
-  for (int it = 0; it < n_tiles; ++it) {
-    const int t0 = k_begin + it * kT, slot_i = it & 1;
-    unsigned char* slot_p = ks + slot_i * kTileBytes;
-    unsigned char* rope_p = slot_p + 8 * kBlkBytes;  // the rope block: P once the scores are done
-    const unsigned slot = k_addr + slot_i * kTileBytes, p_addr = slot + 8 * kBlkBytes;
-    int next_ids[4] = {0, 0, 0, 0};  // tile it + 2's pages, for whichever warp copies it
-    if (lane == 0 && it + 2 < n_tiles) read_ids(it + 2, next_ids);
-    detail::mbar_wait(&full[slot_i], (it >> 1) & 1);
-
-    // s[4 c + e]: (head hA, row 32 wg + 8 c + 2 q4 + e); s[4 c + 2 + e] the same for head hB.
-    float s[16];
-#pragma unroll
-    for (int i = 0; i < 16; ++i) s[i] = 0.0f;
-    detail::wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < kW / 16; ++k) {
-      const unsigned off = (k >> 2) * kBlkBytes + (k & 3) * 32;
-      detail::wgmma_m64n32k16(s, detail::sw128_desc(q_addr + off, 16, 1024),
-                              detail::sw128_desc(slot + wg * 32 * 128 + off, 16, 1024), k > 0);
-    }
-    detail::wgmma_commit();
-    detail::wgmma_wait<0>();
-    detail::wgmma_fence_operands(s);
-
-    const int valid = k_end - t0;
-    float mxA = -INFINITY, mxB = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < 4; ++c)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const bool ok = 32 * wg + 8 * c + 2 * q4 + e < valid;
-        s[4 * c + e] = ok ? s[4 * c + e] * a.scale : -INFINITY;
-        s[4 * c + 2 + e] = ok ? s[4 * c + 2 + e] * a.scale : -INFINITY;
-        mxA = fmaxf(mxA, s[4 * c + e]), mxB = fmaxf(mxB, s[4 * c + 2 + e]);
-      }
-    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 1));
-    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 2));
-    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 1));
-    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 2));
-    if (q4 == 0) red[wg * kHeads + hA] = mxA, red[wg * kHeads + hB] = mxB;
-    consumer_sync();  // both halves' maxima are in
-    if (valid < kT) {  // rows past the context (both warpgroups' scores are done): zero what P·V reads
-      for (int e = tid; e < (kT - valid) * (kL / 8); e += kConsumers) {
-        const int r = valid + (e >> 6), c = e & 63;
-        *reinterpret_cast<uint4*>(slot_p + (c >> 3) * kBlkBytes + r * 128 + (c & 7) * 16) = make_uint4(0, 0, 0, 0);
-      }
-    }
-    mxA = fmaxf(mxA, red[(1 - wg) * kHeads + hA]);
-    mxB = fmaxf(mxB, red[(1 - wg) * kHeads + hB]);
-    const float mA = fmaxf(m_run, mxA), mB = fmaxf(m_runB, mxB);  // finite: the tile has a visible row
-    const float alA = fast_exp2(m_run - mA), alB = fast_exp2(m_runB - mB);
-    m_run = mA, m_runB = mB;
-    float sumA = 0.0f, sumB = 0.0f;
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const float p0 = fast_exp2(s[4 * c] - mA), p1 = fast_exp2(s[4 * c + 1] - mA);
-      const float p2 = fast_exp2(s[4 * c + 2] - mB), p3 = fast_exp2(s[4 * c + 3] - mB);
-      sumA += p0 + p1, sumB += p2 + p3;
-      const int row = 32 * wg + 8 * c + 2 * q4;  // the tile row of p0 / p2 (a column of P)
-      *reinterpret_cast<unsigned*>(rope_p + detail::sw128_offset(hA, row)) = detail::pack_bf16(p0, p1);
-      *reinterpret_cast<unsigned*>(rope_p + detail::sw128_offset(hB, row)) = detail::pack_bf16(p2, p3);
-    }
-    l_run = l_run * alA + sumA, l_runB = l_runB * alB + sumB;
-    if (__any_sync(0xffffffffu, alA != 1.0f || alB != 1.0f)) {
-#pragma unroll
-      for (int i = 0; i < 128; i += 4) o[i] *= alA, o[i + 1] *= alA, o[i + 2] *= alB, o[i + 3] *= alB;
-    }
-    detail::fence_proxy_async();  // P's (and the zeroed rows') stores visible to the tensor cores
-    consumer_sync();              // both halves of P are in
-
-    detail::wgmma_fence_operands(o);
-    detail::wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < kT / 16; ++k)
-      detail::wgmma_m64n256k16_bt(o, detail::sw128_desc(p_addr + k * 32, 16, 1024),
-                                  detail::sw128_desc(slot + 4 * wg * kBlkBytes + k * 16 * 128, kBlkBytes, 1024), 1);
-    detail::wgmma_commit();
-    detail::wgmma_wait<0>();
-    detail::wgmma_fence_operands(o);
-    if (it + 2 < n_tiles) {  // the last warp done with the slot copies tile it + 2 into it
-      __syncwarp();
-      if (lane == 0) {
-        __threadfence_block();
-        if (atomicAdd(&done[slot_i], 1u) % kWarps == kWarps - 1) {
-          __threadfence_block();
-          issue(it + 2, next_ids);
-        }
-      }
-    }
-  }
-
-  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
-  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
-  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 1);
-  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 2);
-  float* lred = red + 2 * kHeads;
-  if (q4 == 0) lred[wg * kHeads + hA] = l_run, lred[wg * kHeads + hB] = l_runB;
-  consumer_sync();
-  l_run += lred[(1 - wg) * kHeads + hA];
-  l_runB += lred[(1 - wg) * kHeads + hB];
-  store_output(a, o, wg, q4, hA, hB, nh, sh0, split, m_run, m_runB, l_run, l_runB);
-}
 
 // ---- The seesaw form: the two warpgroups take turns at the tiles, so that one's softmax runs
 // beside the other's MMAs (the schedule of FlashMLA's 2025 kernel, "seesaw", written here from its
@@ -858,16 +677,10 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
   wa.vec_q = reinterpret_cast<std::uintptr_t>(q_lat) % 16 == 0 && reinterpret_cast<std::uintptr_t>(q_pe) % 16 == 0;
   const auto blocks = static_cast<unsigned>(n_seqs * a.n_hg * p.n_splits);
   CUtensorMap map;
-  if (form != MlaWgmmaForm::cp_async && cache_map(&map, base, page_size)) {
-    if (form == MlaWgmmaForm::seesaw) {
-      static const bool attr = set_smem(mla_decode_seesaw_kernel, kSeeSmem);
-      (void)attr;
-      mla_decode_seesaw_kernel<<<blocks, kSeeThreads, kSeeSmem, stream>>>(map, wa);
-    } else {
-      static const bool attr = set_smem(mla_decode_tma_kernel, kTmaSmem);
-      (void)attr;
-      mla_decode_tma_kernel<<<blocks, kConsumers, kTmaSmem, stream>>>(map, wa);
-    }
+  if (form == MlaWgmmaForm::seesaw && cache_map(&map, base, page_size)) {
+    static const bool attr = set_smem(mla_decode_seesaw_kernel, kSeeSmem);
+    (void)attr;
+    mla_decode_seesaw_kernel<<<blocks, kSeeThreads, kSeeSmem, stream>>>(map, wa);
   } else {
     static const bool attr = set_smem(mla_decode_wgmma_kernel, kSmem);
     (void)attr;

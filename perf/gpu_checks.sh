@@ -31,7 +31,7 @@ for step in $steps; do
       fi ;;
     mla)  # MLA paged decode (issue 6, target 1): the many-head kernel's forms, checked, then timed
       [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma \
-        --form seesaw,tma,cp.async --reps 20 \
+        --form seesaw,cp.async --reps 20 \
         --shapes 128x4096x128,128x4096x64,512x1536x128,64x2048x128,32x4096x128,1x4096x128,128x4096x16 2>&1 |
         tee "$out/mla_decode.txt" ;;
     golden)

@@ -7,9 +7,9 @@
 // --stages times the bf16 kernel at several load-ring depths (DPA_CUDA_MLA_DECODE_STAGES),
 // --loads with its tiles loaded either way (DPA_CUDA_MLA_DECODE_LOAD: bulk, cp.async), --mma on
 // the mma.sync kernel or the warpgroup-MMA one (DPA_CUDA_MLA_DECODE_MMA: auto, wgmma, mma), --form
-// with the latter's forms (DPA_CUDA_MLA_WGMMA_FORM: seesaw, tma, cp.async); --shapes picks the batches (sequences x context x heads).
+// with the latter's forms (DPA_CUDA_MLA_WGMMA_FORM: seesaw, cp.async); --shapes picks the batches (sequences x context x heads).
 //   mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async]
-//                    [--mma auto,wgmma,mma] [--form seesaw,tma,cp.async] [--shapes 128x4096x128,...]
+//                    [--mma auto,wgmma,mma] [--form seesaw,cp.async] [--shapes 128x4096x128,...]
 //                    [--json]
 #include <cuda_runtime.h>
 
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: mla_decode_bench [--reps N] [--kv f32|bf16|both] [--stages 2,3] [--loads bulk,cp.async]\n"
-                   "                        [--mma auto,wgmma,mma] [--form seesaw,tma,cp.async]\n"
+                   "                        [--mma auto,wgmma,mma] [--form seesaw,cp.async]\n"
                    "                        [--shapes 128x4096x128,...] [--json]\n");
       return 2;
     }

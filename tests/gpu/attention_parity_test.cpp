@@ -360,13 +360,12 @@ TEST(BackendParity, MlaDecodeBf16) {
     }
   };
   // The mma.sync kernel's both ways of loading tiles at both ring depths (every head count), and
-  // the warpgroup-MMA kernel's three forms wherever it applies (latent 512 + rope 64, any head
-  // count; sm_90; the seesaw and TMA forms on pages of 16, 32 and 64 rows).
+  // the warpgroup-MMA kernel's two forms wherever it applies (latent 512 + rope 64, any head
+  // count; sm_90; the seesaw form on pages of 16, 32 and 64 rows).
   struct Variant { const char* load; const char* stages; const char* mma; const char* form; };
   for (const Variant v : {Variant{"bulk", "2", "mma", ""}, Variant{"bulk", "3", "mma", ""},
                           Variant{"cp.async", "2", "mma", ""}, Variant{"cp.async", "3", "mma", ""},
-                          Variant{"bulk", "2", "wgmma", "cp.async"}, Variant{"bulk", "2", "wgmma", "tma"},
-                          Variant{"bulk", "2", "wgmma", "seesaw"}}) {
+                          Variant{"bulk", "2", "wgmma", "cp.async"}, Variant{"bulk", "2", "wgmma", "seesaw"}}) {
     setenv("DPA_CUDA_MLA_DECODE_LOAD", v.load, 1);
     setenv("DPA_CUDA_MLA_DECODE_MMA", v.mma, 1);
     setenv("DPA_CUDA_MLA_WGMMA_FORM", v.form, 1);

@@ -684,7 +684,7 @@ TEST(BackendParity, EnvSwitchesRejectUnknownValues) {
   const std::pair<const char*, const char*> cases[] = {
       {"DPA_CUDA_ATTN", "DPA_CUDA_ATTN=fused: expected auto, kernel or gemm"},
       {"DPA_CUDA_MLA_DECODE_STAGES", "DPA_CUDA_MLA_DECODE_STAGES=fused: expected 2 or 3"},
-      {"DPA_CUDA_MLA_WGMMA_FORM", "DPA_CUDA_MLA_WGMMA_FORM=fused: expected seesaw, tma or cp.async"},
+      {"DPA_CUDA_MLA_WGMMA_FORM", "DPA_CUDA_MLA_WGMMA_FORM=fused: expected seesaw or cp.async"},
       {"DPA_CUDA_SMALL_LINEAR", "DPA_CUDA_SMALL_LINEAR=fused: expected 0, 1 or force"},
       {"DPA_MOE_WGMMA", "DPA_MOE_WGMMA=fused: expected auto, 1 or 0"}};
   for (const auto& [var, message] : cases) {

@@ -67,12 +67,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
                                     {{"auto", mla_wgmma_}, {"wgmma", MlaWgmma::always}, {"mma", MlaWgmma::never}}))
     mla_wgmma_ = *v;
   // Its form: "seesaw" (default: the warpgroups take turns at the tiles, a producer warpgroup
-  // copies them; pages of 16, 32 or 64 rows), "tma" (both warpgroups on every tile) or "cp.async"
-  // (every thread copies; the first form). See kernels/mla_decode.cuh.
-  if (auto v = env_choice<kernels::MlaWgmmaForm>("DPA_CUDA_MLA_WGMMA_FORM",
-                                                 {{"seesaw", kernels::MlaWgmmaForm::seesaw},
-                                                  {"tma", kernels::MlaWgmmaForm::tma},
-                                                  {"cp.async", kernels::MlaWgmmaForm::cp_async}}))
+  // copies them; pages of 16, 32 or 64 rows) or "cp.async" (both warpgroups on every tile, every
+  // thread copies; the first form). See kernels/mla_decode.cuh.
+  if (auto v = env_choice<kernels::MlaWgmmaForm>(
+          "DPA_CUDA_MLA_WGMMA_FORM", {{"seesaw", kernels::MlaWgmmaForm::seesaw}, {"cp.async", kernels::MlaWgmmaForm::cp_async}}))
     mla_wgmma_form_ = *v;
   // Linear layers of up to 64 rows with bf16 weights: "1" (default) the small-batch kernel
   // (kernels/linear_small) where it is measured faster (kSmallLinearMaxWeightBytes), "force" it
