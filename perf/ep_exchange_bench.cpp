@@ -33,6 +33,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "bench_util.h"
 #include "dist/mpi_communicator.h"
 #include "dist/runtime.h"
 #include "model/ep_exchange.h"
@@ -111,11 +112,6 @@ class Timer {
   cudaEvent_t a_ = nullptr, b_ = nullptr;
 #endif
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 struct Result {
   double dispatch_s = 0, combine_s = 0, max_rel_err = 0;
@@ -225,7 +221,7 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
     const double b = timer.time(run_combine);
     if (i >= o.warmup) td.push_back(a), tc.push_back(b);
   }
-  r.dispatch_s = median(td), r.combine_s = median(tc);
+  r.dispatch_s = dpa::perf::median(td), r.combine_s = dpa::perf::median(tc);
   be.synchronize();
   if (g_dispatch) be.drop_graph(g_dispatch);
   if (g_combine) be.drop_graph(g_combine);
