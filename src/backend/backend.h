@@ -461,6 +461,14 @@ class Buffer {
   void ensure(Backend& be, std::size_t n) {
     if (n > n_ || be_ != &be) *this = Buffer(be, n);
   }
+  // As ensure, but a buffer that must grow takes half as much again (and 16), so that a size that
+  // creeps up each step (page tables, the experts' row orders) does not move it every step.
+  // Returns whether it moved (a recorded graph holding the old address is then stale).
+  bool ensure_headroom(Backend& be, std::size_t n) {
+    if (n <= n_ && be_ == &be) return false;
+    *this = Buffer(be, n + n / 2 + 16);
+    return true;
+  }
   T* data() const { return p_; }
   std::size_t size() const { return n_; }
   void reset() {

@@ -204,7 +204,8 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
     for (int64_t e = 0; e < per_; ++e)
       for (int64_t i = recv_counts[p * static_cast<std::size_t>(per_) + static_cast<std::size_t>(e)]; i > 0; --i)
         order[static_cast<std::size_t>(next[static_cast<std::size_t>(e)]++)] = row++;
-  int32_t* d_order = grow(order_, static_cast<int64_t>(order.size() + order.size() / 2 + 16));
+  if (order_.ensure_headroom(be_, order.size())) ++epoch_;
+  int32_t* d_order = order_.data();
   if (!order.empty()) be_.upload(d_order, order.data(), order.size() * sizeof(int32_t));
   local_host_ = std::move(local);
   grow(out_, static_cast<int64_t>(n_recv) * d_);

@@ -168,14 +168,14 @@ class Model {
     if (b.data() != before) ++scratch_epoch_;  // a recorded graph holding the old address is stale
     return b.data();
   }
-  // Copies host data into a scratch buffer of backend memory. A buffer that must grow takes half
-  // as much again, so that page tables growing a page at a time do not move it every step.
+  // Copies host data into a scratch buffer of backend memory (grown with headroom: page tables
+  // grow a page at a time).
   template <typename T>
   T* upload(backend::Buffer<T>& b, std::span<const T> host) {
     const std::size_t n = host.size();
-    T* p = scratch(b, static_cast<int64_t>(n > b.size() ? n + n / 2 + 16 : n));
-    if (n) be_.upload(p, host.data(), n * sizeof(T));
-    return p;
+    if (b.ensure_headroom(be_, n)) ++scratch_epoch_;  // a recorded graph holding the old address is stale
+    if (n) be_.upload(b.data(), host.data(), n * sizeof(T));
+    return b.data();
   }
   template <typename T>
   T* upload(backend::Buffer<T>& b, const std::vector<T>& host) {
