@@ -123,6 +123,22 @@ __device__ __forceinline__ void store_output(const detail::DecodeArgs<__nv_bfloa
   }
 }
 
+// The two warpgroups (256 threads) meet at named barrier 1, which a producer warpgroup skips.
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+
+// A thread's running sums (heads hA, hB) cover its lanes' share of its warpgroup's tile rows:
+// adds the quad's four lanes, then the other warpgroup's through lsum [2][64].
+__device__ __forceinline__ void add_block_sums(float& lA, float& lB, float* lsum, int wg, int q4, int hA, int hB) {
+  lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+  lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+  lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+  lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+  if (q4 == 0) lsum[wg * kHeads + hA] = lA, lsum[wg * kHeads + hB] = lB;
+  consumer_sync();
+  lA += lsum[(1 - wg) * kHeads + hA];
+  lB += lsum[(1 - wg) * kHeads + hB];
+}
+
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa) {
   const detail::DecodeArgs<__nv_bfloat16>& a = wa.d;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -249,23 +265,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
     detail::wgmma_fence_operands(o);
   }
 
-  // A thread's sums cover its quad's share of its warpgroup's rows: the quad's four, then the
-  // other warpgroup's.
-  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
-  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
-  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 1);
-  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 2);
-  float* lred = red + 2 * kHeads;
-  if (q4 == 0) lred[wg * kHeads + hA] = l_run, lred[wg * kHeads + hB] = l_runB;
-  __syncthreads();
-  l_run += lred[(1 - wg) * kHeads + hA];
-  l_runB += lred[(1 - wg) * kHeads + hB];
+  add_block_sums(l_run, l_runB, red + 2 * kHeads, wg, q4, hA, hB);
 
   store_output(a, o, wg, q4, hA, hB, nh, sh0, split, m_run, m_runB, l_run, l_runB);
 }
 
 constexpr int kConsumers = 256;  // the two warpgroups of the seesaw form
-__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 
 // ---- The seesaw form: the two warpgroups take turns at the tiles, so that one's softmax runs
 // beside the other's MMAs (the schedule of FlashMLA's 2025 kernel, "seesaw", written here from its
@@ -594,14 +599,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     }
   }
 
-  l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
-  l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
-  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 1);
-  l_runB += __shfl_xor_sync(0xffffffffu, l_runB, 2);
-  if (q4 == 0) sm_l[wg * kHeads + hA] = l_run, sm_l[wg * kHeads + hB] = l_runB;
-  consumer_sync();
-  l_run = sm_l[hA] + sm_l[kHeads + hA];
-  l_runB = sm_l[hB] + sm_l[kHeads + hB];
+  add_block_sums(l_run, l_runB, sm_l, wg, q4, hA, hB);
   store_output(a, o, wg, q4, hA, hB, nh, sh0, split, sm_m[hA], sm_m[hB], l_run, l_runB);
 }
 
