@@ -123,6 +123,26 @@ __device__ __forceinline__ void store_output(const detail::DecodeArgs<__nv_bfloa
   }
 }
 
+// Scales a score fragment (s[4 c + e]: head hA, column 8 c + 2 q4 + e; s[4 c + 2 + e]: head hB)
+// and masks columns at and past `valid` with -inf; returns both heads' maxima over the quad.
+template <int N>
+__device__ __forceinline__ void masked_max(float (&s)[N], int valid, float scale, int q4, float& mxA, float& mxB) {
+  mxA = -INFINITY, mxB = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < N / 4; ++c)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const bool ok = 8 * c + 2 * q4 + e < valid;
+      s[4 * c + e] = ok ? s[4 * c + e] * scale : -INFINITY;
+      s[4 * c + 2 + e] = ok ? s[4 * c + 2 + e] * scale : -INFINITY;
+      mxA = fmaxf(mxA, s[4 * c + e]), mxB = fmaxf(mxB, s[4 * c + 2 + e]);
+    }
+  mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 1));
+  mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 2));
+  mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 1));
+  mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 2));
+}
+
 // The two warpgroups (256 threads) meet at named barrier 1, which a producer warpgroup skips.
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 
@@ -214,20 +234,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_wgmma_kernel(WgArgs wa
     detail::wgmma_wait<0>();
     detail::wgmma_fence_operands(s);
 
-    float mxA = -INFINITY, mxB = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < 4; ++c)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const bool ok = t0 + 32 * wg + 8 * c + 2 * q4 + e < k_end;
-        s[4 * c + e] = ok ? s[4 * c + e] * a.scale : -INFINITY;
-        s[4 * c + 2 + e] = ok ? s[4 * c + 2 + e] * a.scale : -INFINITY;
-        mxA = fmaxf(mxA, s[4 * c + e]), mxB = fmaxf(mxB, s[4 * c + 2 + e]);
-      }
-    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 1));
-    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 2));
-    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 1));
-    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 2));
+    float mxA, mxB;
+    masked_max(s, k_end - t0 - 32 * wg, a.scale, q4, mxA, mxB);  // this warpgroup's rows start at 32 wg
     if (q4 == 0) red[wg * kHeads + hA] = mxA, red[wg * kHeads + hB] = mxB;
     __syncthreads();  // both halves' maxima are in
     mxA = fmaxf(mxA, red[(1 - wg) * kHeads + hA]);
@@ -428,23 +436,6 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       detail::wgmma_commit();
     }
   };
-  // Masks rows at and past `valid`, scales, and returns each head's maximum.
-  auto masked_max = [&](int valid, float& mxA, float& mxB) {
-    mxA = -INFINITY, mxB = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < 8; ++c)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const bool ok = 8 * c + 2 * q4 + e < valid;
-        s[4 * c + e] = ok ? s[4 * c + e] * a.scale : -INFINITY;
-        s[4 * c + 2 + e] = ok ? s[4 * c + 2 + e] * a.scale : -INFINITY;
-        mxA = fmaxf(mxA, s[4 * c + e]), mxB = fmaxf(mxB, s[4 * c + 2 + e]);
-      }
-    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 1));
-    mxA = fmaxf(mxA, __shfl_xor_sync(0xffffffffu, mxA, 2));
-    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 1));
-    mxB = fmaxf(mxB, __shfl_xor_sync(0xffffffffu, mxB, 2));
-  };
   // P = 2^(S - m) in s and as bf16 in pb; adds the rows' sums.
   auto exp_pack = [&](float mA, float mB, float& sumA, float& sumB) {
 #pragma unroll
@@ -523,7 +514,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     if (wg == 0) {
       const int va = tile_valid(ta);
       float mxA, mxB;
-      masked_max(va, mxA, mxB);
+      masked_max(s, va, a.scale, q4, mxA, mxB);
       const float moA = sm_m[hA], moB = sm_m[hB];
       const float mA = fmaxf(moA, mxA), mB = fmaxf(moB, mxB);  // finite: tile a has a visible row
       const float saA = fast_exp2(moA - mA), saB = fast_exp2(moB - mB);
@@ -568,7 +559,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       // (Without a tile b every row is masked: m_b = m_a, P_b = 0. Not skipped: a branch here,
       // with P_a V_aR in flight, makes ptxas serialise the wgmmas.)
       float mxA, mxB, sumA = 0.0f, sumB = 0.0f;
-      masked_max(tile_valid(tb), mxA, mxB);
+      masked_max(s, tile_valid(tb), a.scale, q4, mxA, mxB);
       const float mA = fmaxf(maA, mxA), mB = fmaxf(maB, mxB);
       exp_pack(mA, mB, sumA, sumB);
       if (has_b) {
