@@ -203,6 +203,19 @@ class Backend {
   virtual void synchronize() = 0;
   // The cudaStream_t ops are queued on, or nullptr (CPU); communicators share it.
   virtual void* stream() const { return nullptr; }
+  // ---- Lanes: a second queue beside the first, for the two-batch overlap (one micro-batch's
+  // exchange on lane 1 while the other's compute runs on lane 0). Ops go to the current lane
+  // (0 unless set_lane said otherwise); lane_signal() marks the point the current lane has
+  // reached and lane_wait(mark) holds the current lane until that point, whichever lane it was
+  // on. Only the model's exchange steps run on lane 1, so ops that share a backend workspace never
+  // run side by side. A backend of one queue (the CPU's: every op done when it returns) ignores
+  // all of it; a recording (capture_begin) must start and end on lane 0, with lane 1 waited for.
+  virtual int lanes() const { return 1; }
+  virtual void set_lane(int lane) { (void)lane; }
+  virtual uint64_t lane_signal() { return 0; }
+  virtual void lane_wait(uint64_t mark) { (void)mark; }
+  // The cudaStream_t of `lane` (communicators bound to lane 1), or nullptr.
+  virtual void* lane_stream(int lane) const { return lane == 0 ? stream() : nullptr; }
 
   // Whether weight views of `dtype` are accepted by embedding, rms_norm and linear.
   virtual bool supports_weight(DType dtype) const = 0;

@@ -717,5 +717,36 @@ TEST(BackendParity, MemoryOps) {
   EXPECT_TRUE(gpu().supports_weight(DType::bf16));
 }
 
+TEST(BackendParity, Lanes) {
+  // Lane 1 copies what lane 0 writes last, after a long queue of lane-0 copies: without the
+  // wait on lane 0's mark it would read the zeros there before. Then lane 0 waits for lane 1.
+  Backend& g = gpu();
+  ASSERT_EQ(g.lanes(), 2);
+  EXPECT_EQ(cpu().lanes(), 1);
+  const std::size_t n = std::size_t{32} << 20;  // 128 MiB of floats a buffer
+  const auto host = rnd(n);
+  Buffer<float> x(g, n), a(g, n), b(g, n), c(g, n), d(g, n);
+  g.upload(x.data(), host.data(), n * sizeof(float));
+  g.fill_zero(a.data(), n * sizeof(float));
+  g.fill_zero(b.data(), n * sizeof(float));
+  g.synchronize();
+  for (int i = 0; i < 40; ++i) g.copy(i % 2 ? c.data() : d.data(), i % 2 ? d.data() : c.data(), n * sizeof(float));
+  g.copy(a.data(), x.data(), n * sizeof(float));
+  const uint64_t written = g.lane_signal();
+  g.set_lane(1);
+  EXPECT_EQ(g.stream(), g.lane_stream(0));  // stream() names lane 0 whatever the current lane
+  g.lane_wait(written);
+  g.copy(b.data(), a.data(), n * sizeof(float));
+  const uint64_t copied = g.lane_signal();
+  g.set_lane(0);
+  g.lane_wait(copied);
+  std::vector<float> got(n);
+  g.download(got.data(), b.data(), n * sizeof(float));
+  EXPECT_EQ(got, host);
+  EXPECT_THROW(g.lane_wait(copied + 1), Error);  // not signalled yet
+  EXPECT_THROW(g.set_lane(2), Error);
+  g.synchronize();
+}
+
 }  // namespace
 }  // namespace dpa::backend

@@ -85,7 +85,10 @@ CudaBackend::CudaBackend(int device) : device_(device) {
           "DPA_MOE_WGMMA", {{"auto", expert_wgmma_}, {"1", ExpertWgmma::always}, {"0", ExpertWgmma::never}}))
     expert_wgmma_ = *v;
   DPA_CHECK_CUDA(cudaSetDevice(device_));
-  DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  for (cudaStream_t& l : lanes_) DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&l, cudaStreamNonBlocking));
+  stream_ = lanes_[0];
+  lane_events_.resize(kLaneEvents);
+  for (cudaEvent_t& e : lane_events_) DPA_CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
   DPA_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
   // A workspace of our own (cuBLAS's default size on Hopper), set after the stream: cuBLAS then
@@ -157,9 +160,30 @@ void CudaBackend::phase_collect(std::map<std::string, double>& into) {
   n_marks_ = 0;
 }
 
+void CudaBackend::set_lane(int lane) {
+  if (lane != 0 && lane != 1) throw Error(fmt::format("cuda backend: lane {} (there are 2)", lane));
+  if (stream_ == lanes_[lane]) return;
+  stream_ = lanes_[lane];
+  DPA_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
+}
+
+uint64_t CudaBackend::lane_signal() {
+  const uint64_t mark = lane_marks_++;
+  DPA_CHECK_CUDA(cudaEventRecord(lane_events_[mark % kLaneEvents], stream_));
+  return mark;
+}
+
+void CudaBackend::lane_wait(uint64_t mark) {
+  if (mark >= lane_marks_ || mark + kLaneEvents < lane_marks_)
+    throw Error(fmt::format("cuda backend: lane mark {} not among the last {} of {}", mark, kLaneEvents, lane_marks_));
+  DPA_CHECK_CUDA(cudaStreamWaitEvent(stream_, lane_events_[mark % kLaneEvents], 0));
+}
+
 CudaBackend::~CudaBackend() {
   for (cudaEvent_t e : mark_events_) cudaEventDestroy(e);
-  cudaStreamSynchronize(stream_);
+  for (cudaEvent_t e : lane_events_) cudaEventDestroy(e);
+  cudaStreamSynchronize(lanes_[1]);
+  cudaStreamSynchronize(lanes_[0]);
   for (auto& [key, p] : weights_) cudaFree(p);
   if (bf16_ws_) cudaFree(bf16_ws_);
   if (counts_dev_) cudaFree(counts_dev_);
@@ -173,7 +197,7 @@ CudaBackend::~CudaBackend() {
     if (p) cudaFree(p);
   cublasDestroy(cublas_);
   if (cublas_ws_) cudaFree(cublas_ws_);
-  cudaStreamDestroy(stream_);
+  for (cudaStream_t l : lanes_) cudaStreamDestroy(l);
 }
 
 void* CudaBackend::alloc(std::size_t bytes) {
@@ -338,7 +362,7 @@ int CudaBackend::to_int(int64_t v, const char* what) {
 }
 
 bool CudaBackend::capture_begin() {
-  if (capturing_) return false;
+  if (capturing_ || stream_ != lanes_[0]) return false;
   if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
     cudaGetLastError();
     return false;

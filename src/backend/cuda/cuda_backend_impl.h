@@ -65,9 +65,15 @@ class CudaBackend final : public Backend {
 
   void synchronize() override {
     not_capturing("synchronize");
-    DPA_CHECK_CUDA(cudaStreamSynchronize(stream_));
+    DPA_CHECK_CUDA(cudaStreamSynchronize(lanes_[1]));
+    DPA_CHECK_CUDA(cudaStreamSynchronize(lanes_[0]));
   }
-  void* stream() const override { return stream_; }
+  void* stream() const override { return lanes_[0]; }
+  int lanes() const override { return 2; }
+  void set_lane(int lane) override;
+  uint64_t lane_signal() override;
+  void lane_wait(uint64_t mark) override;
+  void* lane_stream(int lane) const override { return lane == 0 || lane == 1 ? lanes_[lane] : nullptr; }
   bool supports_kv(DType dtype) const override { return dtype == DType::f32 || dtype == DType::bf16; }
   bool supports_weight(DType dtype) const override;
 
@@ -241,7 +247,13 @@ class CudaBackend final : public Backend {
   static int to_int(int64_t v, const char* what);
 
   int device_;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the current lane's: every op is queued here
+  // Lanes (Backend::set_lane): two streams, and a ring of events for lane_signal (a mark is the
+  // ring position; cudaStreamWaitEvent takes the event's state when called, so reuse is safe).
+  cudaStream_t lanes_[2] = {nullptr, nullptr};
+  static constexpr std::size_t kLaneEvents = 64;
+  std::vector<cudaEvent_t> lane_events_;
+  uint64_t lane_marks_ = 0;
   cublasHandle_t cublas_ = nullptr;
   static constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
   void* cublas_ws_ = nullptr;
