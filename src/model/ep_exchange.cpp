@@ -30,7 +30,7 @@ std::vector<std::size_t> scaled(const std::vector<std::size_t>& v, int64_t by) {
 
 EpExchange::EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n_experts, int64_t d,
                        uint64_t& epoch)
-    : be_(be), comm_(comm), E_(n_experts), d_(d), ranks_(comm.size()), epoch_(epoch) {
+    : be_(be), comm_(&comm), E_(n_experts), d_(d), ranks_(comm.size()), epoch_(epoch) {
   if (ranks_ < 1 || n_experts % ranks_ != 0)
     throw Error(fmt::format("ep exchange: {} experts over {} ranks", n_experts, ranks_));
   per_ = n_experts / ranks_;
@@ -85,7 +85,7 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
     if (peer_.area) be_.release(peer_.area), peer_.area = nullptr;
     return false;
   }
-  const int me = comm_.rank();
+  const int me = comm_->rank();
   peer_.mapped.assign(static_cast<std::size_t>(ranks_), nullptr);
   bool mapped = true;  // GPUs without peer access: the mapping fails, every rank falls back
   for (int r = 0; r < ranks_ && mapped; ++r) {
@@ -136,23 +136,6 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
   return true;
 }
 
-EpExchange::Local EpExchange::dispatch_peers(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots,
-                                             const int64_t* counts, int64_t cap_tokens, int64_t top_k,
-                                             int64_t* local_counts) {
-  const int64_t R = ranks_, S = peer_.stride;
-  block_rows_ = cap_tokens * std::min(top_k, per_);
-  int32_t* slot_row = grow(slot_row_, n_slots);
-  backend::EpPeers out{peer_.blocks.data(), peer_.flags.data(), peer_.seq.data(), peer_.done.data()};
-  be_.moe_ep_pack_peers(x, order, x_div, counts, R, per_, block_rows_, S, n_slots, d_, out, slot_row);
-  int64_t* d_recv_counts = grow(count_recv_, E_);  // [source][local expert]
-  if (!local_counts) local_counts = grow(local_counts_, per_);
-  int32_t* local_order = grow(order_, R * S);
-  be_.moe_ep_unpack_peers(peer_.recv, peer_.recv_flags, peer_.seq.data(), R, per_, block_rows_, S, d_, d_recv_counts,
-                          local_counts, local_order);
-  grow(out_, R * S * d_);
-  return Local{peer_.recv, local_order, local_counts, R * S, R * cap_tokens};
-}
-
 template <typename T>
 T* EpExchange::grow(backend::Buffer<T>& b, int64_t n) {
   const T* before = b.data();
@@ -178,7 +161,7 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
   int64_t* d_send_counts = grow(count_send_, E_);
   be_.upload(d_send_counts, counts, static_cast<std::size_t>(E_) * sizeof(int64_t));
   int64_t* d_recv_counts = grow(count_recv_, E_);
-  comm_.all_to_all_v(d_send_counts, per_count_.data(), per_count_displ_.data(), d_recv_counts, per_count_.data(),
+  comm_->all_to_all_v(d_send_counts, per_count_.data(), per_count_displ_.data(), d_recv_counts, per_count_.data(),
                      per_count_displ_.data(), DType::i64);
   std::vector<int64_t> recv_counts(static_cast<std::size_t>(E_));
   be_.download(recv_counts.data(), d_recv_counts, recv_counts.size() * sizeof(int64_t));
@@ -192,7 +175,7 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
     }
   const std::size_t n_recv = std::accumulate(recv_rows_.begin(), recv_rows_.end(), std::size_t{0});
   float* recv = grow(recv_, static_cast<int64_t>(n_recv) * d_);
-  comm_.all_to_all_v(send_.data(), scaled(send_rows_, d_).data(), scaled(displs_of(send_rows_), d_).data(), recv,
+  comm_->all_to_all_v(send_.data(), scaled(send_rows_, d_).data(), scaled(displs_of(send_rows_), d_).data(), recv,
                      scaled(recv_rows_, d_).data(), scaled(displs_of(recv_rows_), d_).data(), DType::f32);
 
   // Each local expert's rows, source by source: the order a stable sort by expert would give.
@@ -212,56 +195,100 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
   return Local{recv, d_order, local_host_.data(), static_cast<int64_t>(n_recv), 0};
 }
 
+void EpExchange::set_communicator(dist::Communicator& comm) {
+  if (comm.size() != ranks_ || comm.rank() != comm_->rank())
+    throw Error(fmt::format("ep exchange: a communicator of {} ranks (this one {}) for a group of {} (this one {})",
+                            comm.size(), comm.rank(), ranks_, comm_->rank()));
+  comm_ = &comm;
+}
+
 EpExchange::Local EpExchange::dispatch_padded(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots,
                                               const int64_t* counts, int64_t cap_tokens, int64_t top_k,
                                               int64_t* local_counts) {
+  pack_padded(x, order, x_div, n_slots, counts, cap_tokens, top_k, local_counts);
+  send_padded();
+  return received();
+}
+
+void EpExchange::pack_padded(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots,
+                             const int64_t* counts, int64_t cap_tokens, int64_t top_k, int64_t* local_counts) {
   padded_ = true;
   n_slots_ = n_slots;
+  block_rows_ = cap_tokens * std::min(top_k, per_);
+  pending_ = Pending{x, order, x_div, counts, cap_tokens, local_counts ? local_counts : grow(local_counts_, per_)};
+  grow(slot_row_, n_slots);
+  grow(count_recv_, E_);  // [source][local expert]
   if (peer_.on) {
     if (cap_tokens > peer_.max_cap)
       throw Error(fmt::format("ep exchange: blocks of {} tokens, peer memory holds {}", cap_tokens, peer_.max_cap));
-    return dispatch_peers(x, order, x_div, n_slots, counts, cap_tokens, top_k, local_counts);
+    grow(order_, ranks_ * peer_.stride);
+    grow(out_, ranks_ * peer_.stride * d_);
+    return;  // the stores into the owners' memory are the exchange: send_padded
   }
-  block_rows_ = cap_tokens * std::min(top_k, per_);
   const int64_t R = ranks_, C = block_rows_;
   float* blocks = grow(send_, R * C * d_);
-  int32_t* slot_row = grow(slot_row_, n_slots);
-  be_.moe_ep_pack(x, order, x_div, counts, R, per_, C, n_slots, d_, blocks, slot_row);
+  grow(recv_, R * C * d_);
+  grow(order_, R * C);
+  grow(out_, R * C * d_);
+  be_.moe_ep_pack(x, order, x_div, counts, R, per_, C, n_slots, d_, blocks, slot_row_.data());
   block_.assign(static_cast<std::size_t>(R), static_cast<std::size_t>(C * d_)), block_displ_.resize(block_.size());
   for (std::size_t p = 0; p < block_.size(); ++p) block_displ_[p] = p * block_[p];
-  int64_t* d_recv_counts = grow(count_recv_, E_);  // [source][local expert]
-  float* recv = grow(recv_, R * C * d_);
-  comm_.group_start();  // the counts and the rows in one exchange
-  comm_.all_to_all_v(counts, per_count_.data(), per_count_displ_.data(), d_recv_counts, per_count_.data(),
-                     per_count_displ_.data(), DType::i64);
-  comm_.all_to_all_v(blocks, block_.data(), block_displ_.data(), recv, block_.data(), block_displ_.data(), DType::f32);
-  comm_.group_end();
-  if (!local_counts) local_counts = grow(local_counts_, per_);
-  int32_t* local_order = grow(order_, R * C);
-  be_.moe_ep_unpack(d_recv_counts, R, per_, C, local_counts, local_order);
-  grow(out_, R * C * d_);
-  return Local{recv, local_order, local_counts, R * C, R * cap_tokens};
+}
+
+void EpExchange::send_padded() {
+  if (!padded_) throw Error("ep exchange: send_padded without pack_padded");
+  const Pending& p = pending_;
+  if (peer_.on) {
+    backend::EpPeers out{peer_.blocks.data(), peer_.flags.data(), peer_.seq.data(), peer_.done.data()};
+    be_.moe_ep_pack_peers(p.x, p.order, p.x_div, p.counts, ranks_, per_, block_rows_, peer_.stride, n_slots_, d_, out,
+                          slot_row_.data());
+    be_.moe_ep_unpack_peers(peer_.recv, peer_.recv_flags, peer_.seq.data(), ranks_, per_, block_rows_, peer_.stride,
+                            d_, count_recv_.data(), p.local_counts, order_.data());
+    return;
+  }
+  comm_->group_start();  // the counts and the rows in one exchange
+  comm_->all_to_all_v(p.counts, per_count_.data(), per_count_displ_.data(), count_recv_.data(), per_count_.data(),
+                      per_count_displ_.data(), DType::i64);
+  comm_->all_to_all_v(send_.data(), block_.data(), block_displ_.data(), recv_.data(), block_.data(),
+                      block_displ_.data(), DType::f32);
+  comm_->group_end();
+}
+
+EpExchange::Local EpExchange::received() {
+  const Pending& p = pending_;
+  if (peer_.on) return Local{peer_.recv, order_.data(), p.local_counts, ranks_ * peer_.stride, ranks_ * p.cap_tokens};
+  const int64_t R = ranks_, C = block_rows_;
+  be_.moe_ep_unpack(count_recv_.data(), R, per_, C, p.local_counts, order_.data());
+  return Local{recv_.data(), order_.data(), p.local_counts, R * C, R * p.cap_tokens};
 }
 
 EpExchange::Back EpExchange::combine(const int32_t* position) {
+  send_back();
+  return back(position);
+}
+
+void EpExchange::send_back() {
   if (padded_ && peer_.on) {
     backend::EpPeers out{peer_.blocks.data() + ranks_, peer_.flags.data() + ranks_, peer_.seq.data(),
                          peer_.done.data()};
     be_.moe_ep_return_peers(out_.data(), count_recv_.data(), ranks_, per_, block_rows_, peer_.stride, d_, out);
     be_.moe_ep_wait(peer_.back_flags, ranks_, peer_.seq.data());
-    return Back{peer_.back, slot_row_.data()};
-  }
-  if (padded_) {
+  } else if (padded_) {
     float* back = grow(back_, ranks_ * block_rows_ * d_);  // the dispatch's blocks, back the same way
-    comm_.all_to_all_v(out_.data(), block_.data(), block_displ_.data(), back, block_.data(), block_displ_.data(),
-                       DType::f32);
-    return Back{back, slot_row_.data()};
+    comm_->all_to_all_v(out_.data(), block_.data(), block_displ_.data(), back, block_.data(), block_displ_.data(),
+                        DType::f32);
+  } else {
+    // Rows come back in this rank's send order, i.e. sorted slot order.
+    float* back = grow(back_, n_slots_ * d_);
+    comm_->all_to_all_v(out_.data(), scaled(recv_rows_, d_).data(), scaled(displs_of(recv_rows_), d_).data(), back,
+                        scaled(send_rows_, d_).data(), scaled(displs_of(send_rows_), d_).data(), DType::f32);
   }
-  // Rows come back in this rank's send order, i.e. sorted slot order: slot s's is position[s].
-  float* back = grow(back_, n_slots_ * d_);
-  comm_.all_to_all_v(out_.data(), scaled(recv_rows_, d_).data(), scaled(displs_of(recv_rows_), d_).data(), back,
-                     scaled(send_rows_, d_).data(), scaled(displs_of(send_rows_), d_).data(), DType::f32);
-  return Back{back, position};
+}
+
+EpExchange::Back EpExchange::back(const int32_t* position) const {
+  if (padded_ && peer_.on) return Back{peer_.back, slot_row_.data()};
+  if (padded_) return Back{back_.data(), slot_row_.data()};
+  return Back{back_.data(), position};  // slot s's row is its sorted index, position[s]
 }
 
 }  // namespace dpa::model

@@ -62,16 +62,35 @@ class EpExchange {
   Local dispatch_padded(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots, const int64_t* counts,
                         int64_t cap_tokens, int64_t top_k, int64_t* local_counts = nullptr);
 
+  // The padded form in three steps, for the two-batch overlap (Model: the exchange on the
+  // backend's lane 1 while the other micro-batch computes on lane 0); dispatch_padded is the three
+  // in a row. pack_padded lays the rows out in blocks (over peer memory it only takes the
+  // arguments: the stores into the owners' memory are the exchange itself); send_padded moves
+  // them (the grouped collective, or the stores and the wait for every source's flag);
+  // received() sorts what came by local expert. Same arguments as dispatch_padded.
+  void pack_padded(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots, const int64_t* counts,
+                   int64_t cap_tokens, int64_t top_k, int64_t* local_counts = nullptr);
+  void send_padded();
+  Local received();
+
   // Where the local experts write (sized by the last dispatch).
   float* results() { return out_.data(); }
 
   // The results back to their slots: slot s's result is y[rows[s]] (moe_combine's rows).
   // position: the exact form's moe_sort position (slot -> sorted index); unused when padded.
+  // combine() is send_back() then back(): the first moves the results, the second says where
+  // they are.
   struct Back {
     const float* y = nullptr;
     const int32_t* rows = nullptr;
   };
   Back combine(const int32_t* position);
+  void send_back();
+  Back back(const int32_t* position) const;
+
+  // The communicator the exchange's collectives go to from now on (same group, e.g. one bound
+  // to the backend's lane 1); peer memory uses none.
+  void set_communicator(dist::Communicator& comm);
 
   int64_t per_rank() const { return per_; }
 
@@ -80,7 +99,7 @@ class EpExchange {
   T* grow(backend::Buffer<T>& b, int64_t n);
 
   backend::Backend& be_;
-  dist::Communicator& comm_;
+  dist::Communicator* comm_;
   int64_t E_, per_, d_;
   int ranks_;
   uint64_t& epoch_;
@@ -107,8 +126,15 @@ class EpExchange {
     int64_t* recv_flags = nullptr;
     int64_t* back_flags = nullptr;
   } peer_;
-  Local dispatch_peers(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots, const int64_t* counts,
-                       int64_t cap_tokens, int64_t top_k, int64_t* local_counts);
+  // The padded dispatch's arguments between pack_padded and send_padded / received.
+  struct Pending {
+    const float* x = nullptr;
+    const int32_t* order = nullptr;
+    int64_t x_div = 1;
+    const int64_t* counts = nullptr;
+    int64_t cap_tokens = 0;
+    int64_t* local_counts = nullptr;
+  } pending_;
   backend::Buffer<float> send_, recv_, out_, back_;
   backend::Buffer<int32_t> order_, slot_row_;
   backend::Buffer<int64_t> count_send_, count_recv_, local_counts_;
