@@ -2,6 +2,7 @@
 #include "app/engine_setup.h"
 
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 
 #include <boost/json.hpp>
@@ -76,6 +77,8 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("enforce-eager", po::bool_switch(&f.enforce_eager), "GPUs: run every step op by op (no CUDA graphs)")
       ("cuda-graph-max-bs", po::value<int64_t>(&f.cuda_graph_max_bs)->default_value(f.cuda_graph_max_bs), "GPUs, single-rank replicas (attn_tp 1, ep 1): decode steps of up to this many sequences replay recorded CUDA graphs, their experts at a fixed capacity (0: none)")
       ("ep-exchange", po::value<std::string>(&f.ep_exchange)->default_value(f.ep_exchange), "ep > 1: how MoE rows move between ranks: exact (the routed rows, counts through the host: one wait per MoE layer) or padded (steps of up to --cuda-graph-max-bs tokens on every rank: fixed-size blocks, counts on the device, no wait; decode graphs too with attn_tp 1; larger steps exact)")
+      ("enable-two-batch-overlap", po::bool_switch(&f.two_batch_overlap), "ep > 1 with --ep-exchange padded: run each step of at least --tbo-min-tokens tokens a rank as two micro-batches, one's exchange overlapping the other's compute (attn_tp 1)")
+      ("tbo-min-tokens", po::value<int64_t>(&f.tbo_min_tokens)->default_value(f.tbo_min_tokens), "the fewest tokens a rank (the step's largest slice over the EP group) for which --enable-two-batch-overlap splits a step")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill; 0: 8192 on GPUs, 4096 on the CPU)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
       ("enable-prefix-caching", po::value<bool>(&f.enable_prefix_caching)->default_value(f.enable_prefix_caching)->implicit_value(true), "reuse the KV pages of cached prompt prefixes on every replica (--enable-prefix-caching=false or --no-prefix-caching: off)")
@@ -131,6 +134,17 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   if (f.ep_exchange == "padded" && f.cuda_graph_max_bs == 0)
     throw ConfigError("ep-exchange", "padded sizes its blocks by --cuda-graph-max-bs, which is 0");
   eo.ep_padded_max_tokens = f.ep_exchange == "padded" ? f.cuda_graph_max_bs : 0;
+  if (f.two_batch_overlap && f.ep_exchange != "padded")
+    throw ConfigError("enable-two-batch-overlap", "overlaps the padded exchange: add --ep-exchange padded");
+  if (f.tbo_min_tokens < 2 || f.tbo_min_tokens > (1 << 20))
+    throw ConfigError("tbo-min-tokens", "must be in [2, 1048576]: a split needs two tokens");
+  eo.two_batch_overlap_min_tokens = f.two_batch_overlap ? f.tbo_min_tokens : 0;
+  // Experiment: the exchange at ep 1, with the rank itself (its cost, the overlap, on one GPU).
+  if (const char* v = std::getenv("DPA_EP_SELF_EXCHANGE")) {
+    if (std::string(v) != "0" && std::string(v) != "1")
+      throw Error(fmt::format("DPA_EP_SELF_EXCHANGE='{}': 0 or 1", v));
+    eo.ep_self_exchange = std::string(v) == "1";
+  }
   if (f.kv_cache_dtype == "float32" || f.kv_cache_dtype == "fp32")
     eo.kv_dtype = DType::f32;
   else if (f.kv_cache_dtype == "bfloat16" || f.kv_cache_dtype == "bf16")

@@ -37,6 +37,8 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
   fo.kv_dtype = opt.kv_dtype;
   fo.profile_phases = opt.profile_phases;
   fo.ep_padded_max_tokens = opt.ep_padded_max_tokens;
+  fo.two_batch_overlap_min_tokens = opt.two_batch_overlap_min_tokens;
+  fo.ep_self_exchange = opt.ep_self_exchange;
   if (opt.gpu < 0) {
     attn_tp_ = dist::make_mpi_communicator(groups.attn_tp());
     ep_ = dist::make_mpi_communicator(groups.ep());
@@ -46,7 +48,11 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
     // NCCL on the backend's stream, so collectives are ordered with the ops around them.
     backend_ = backend::make_cuda_backend(opt.gpu);
     if (g.attn_tp > 1) attn_tp_ = dist::make_nccl_communicator(groups.attn_tp(), backend_->stream());
-    if (g.ep > 1) ep_ = dist::make_nccl_communicator(groups.ep(), backend_->stream());
+    const bool exchange = g.ep > 1 || opt.ep_self_exchange;
+    if (exchange) ep_ = dist::make_nccl_communicator(groups.ep(), backend_->stream());
+    // The two-batch overlap's exchanges run on the backend's lane 1: the group again, there.
+    if (exchange && opt.ep_padded_max_tokens > 0 && opt.two_batch_overlap_min_tokens > 0)
+      ep_lane1_ = dist::make_nccl_communicator(groups.ep(), backend_->lane_stream(1));
     fo.n_pages = 0;  // sized from the memory the weights leave
     fo.cuda_graph_max_tokens = opt.cuda_graph_max_tokens;
 #else
@@ -55,7 +61,7 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
   }
   model::ShardSpec shard{g.attn_tp, g.attn_tp_rank, g.ep, g.ep_rank};
   model_ = std::make_unique<model::Model>(ckpt, *backend_, shard,
-                                          model::ParallelComms{attn_tp_.get(), ep_.get()}, fo);
+                                          model::ParallelComms{attn_tp_.get(), ep_.get(), ep_lane1_.get()}, fo);
   if (opt.gpu >= 0) size_cache_from_memory(groups);
 }
 

@@ -32,6 +32,12 @@ struct ExecutorOptions {
   // ep > 1: steps whose largest token slice over the EP group is at most this many take the
   // padded exchange (ForwardOptions::ep_padded_max_tokens; CPU and GPUs); 0: the exact one.
   int64_t ep_padded_max_tokens = 0;
+  // With the padded exchange: steps of at least this many tokens a rank run as two overlapped
+  // micro-batches (ForwardOptions::two_batch_overlap_min_tokens); 0: off.
+  int64_t two_batch_overlap_min_tokens = 0;
+  // Experiment (DPA_EP_SELF_EXCHANGE=1): with ep 1 the MoE layers still exchange, with the rank
+  // itself (ForwardOptions::ep_self_exchange).
+  bool ep_self_exchange = false;
 };
 
 class CheckpointExecutor final : public ModelExecutor {
@@ -59,7 +65,7 @@ class CheckpointExecutor final : public ModelExecutor {
   void size_cache_from_memory(const dist::Groups& groups);
 
   ExecutorOptions opt_;
-  std::unique_ptr<dist::Communicator> attn_tp_, ep_;
+  std::unique_ptr<dist::Communicator> attn_tp_, ep_, ep_lane1_;
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<model::Model> model_;
   std::vector<model::SeqInput> inputs_;

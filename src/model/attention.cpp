@@ -12,9 +12,10 @@
 
 namespace dpa::model {
 
-void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const float* h,
-                      int64_t n, float* out) {
+void Model::attention(int64_t layer, const Micro& m, const float* h, float* out) {
   const ModelConfig& c = config();
+  const std::vector<SeqInput>& batch = m.batch;
+  const int64_t n = m.n;
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
   const int64_t Hl = weights_.n_local_heads(), D = c.hidden_size;
   const int64_t nope = c.qk_nope_head_dim, R = c.qk_rope_head_dim, dqk = c.qk_head_dim();
@@ -40,16 +41,16 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
   const DType kv_dt = cache_->dtype();
   backend::MlaPrepare prep;
   prep.n = n, prep.q = q, prep.n_heads = Hl, prep.q_stride = Hl * dqk, prep.q_head_dim = dqk, prep.nope = nope;
-  prep.q_pe = all_absorbed_ ? scratch(q_pe_, n * Hl * R) : nullptr;
+  prep.q_pe = m.all_absorbed ? scratch(q_pe_, n * Hl * R) : nullptr;
   prep.kva = kva, prep.kva_stride = L + R, prep.kv_lora = L, prep.kv_norm = lw.kv_a_norm, prep.eps = eps;
-  prep.positions = d_pos_.data(), prep.rope = rope_;
-  prep.cache = layer_base, prep.cache_dtype = kv_dt, prep.slots = d_slots_.data();
+  prep.positions = d_pos_.data() + m.row0, prep.rope = rope_;
+  prep.cache = layer_base, prep.cache_dtype = kv_dt, prep.slots = d_slots_.data() + m.row0;
   be_.mla_prepare(prep);
 
-  const std::vector<bool>& absorbed = absorbed_;
-  const bool any_absorbed = any_absorbed_, all_absorbed = all_absorbed_;
+  const std::vector<bool>& absorbed = m.absorbed;
+  const bool any_absorbed = m.any_absorbed, all_absorbed = m.all_absorbed;
   float* o = scratch(o_, n * Hl * dv);
-  const int64_t nd = static_cast<int64_t>(decode_rows_.size());
+  const int64_t nd = static_cast<int64_t>(m.decode_rows.size());
   if (any_absorbed) {
     mark("attention.decode");
     // The absorbed rows: every row when every sequence is absorbed; in a mixed step only the
@@ -60,7 +61,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
     const float* qa = q;
     if (rows_only) {
       float* dq = scratch(dq_, nd * Hl * dqk);
-      be_.gather_rows(q, d_decode_rows_.data(), nd, Hl * dqk, dq);
+      be_.gather_rows(q, m.d_decode_rows.data(), nd, Hl * dqk, dq);
       qa = dq;
     }
     // q_lat [na, Hl, L] = q_nope · W_UK per head, q_pe [na, Hl, R].
@@ -76,24 +77,24 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
       backend::PagedBatch pb;
       pb.base = layer_base;
       pb.pages = d_pages_.data();
-      pb.table_offset = d_decode_offset_.data();
-      pb.ctx_len = d_decode_ctx_.data();
+      pb.table_offset = m.d_decode_offset.data();
+      pb.ctx_len = m.d_decode_ctx.data();
       pb.n_seqs = nd;
       pb.page_size = opts_.page_size;
       pb.kv_lora = L;
       pb.rope_dim = R;
       pb.max_ctx_len = decode_max_ctx_;
       pb.dtype = kv_dt;
-      if (decode_contiguous_ || rows_only) {
+      if (m.decode_contiguous || rows_only) {
         be_.mla_decode(q_lat, q_pe, Hl, pb, scale, out_lat);
       } else {  // every sequence absorbed (forced), some of several tokens
         float* dq_lat = scratch(dq_lat_, nd * Hl * L);
         float* dq_pe = scratch(dq_pe_, nd * Hl * R);
         float* dout = scratch(dout_lat_, nd * Hl * L);
-        be_.gather_rows(q_lat, d_decode_rows_.data(), nd, Hl * L, dq_lat);
-        be_.gather_rows(q_pe, d_decode_rows_.data(), nd, Hl * R, dq_pe);
+        be_.gather_rows(q_lat, m.d_decode_rows.data(), nd, Hl * L, dq_lat);
+        be_.gather_rows(q_pe, m.d_decode_rows.data(), nd, Hl * R, dq_pe);
         be_.mla_decode(dq_lat, dq_pe, Hl, pb, scale, dout);
-        be_.scatter_rows(dout, d_decode_rows_.data(), nd, Hl * L, out_lat);
+        be_.scatter_rows(dout, m.d_decode_rows.data(), nd, Hl * L, out_lat);
       }
     }
     if (!rows_only) {  // every sequence absorbed: those of several tokens one at a time
@@ -102,7 +103,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
         const SeqInput& s = batch[i];
         const int64_t ns = static_cast<int64_t>(s.tokens.size());
         if (ns > 1) {
-          const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + page_offset_[i]);
+          const backend::PagedLatent view = cache_->view(layer, d_pages_.data() + m.page_offset[i]);
           be_.mla_absorbed(q_lat + t0 * Hl * L, q_pe + t0 * Hl * R, ns, Hl, view, s.start, scale,
                            out_lat + t0 * Hl * L);
         }
@@ -113,7 +114,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
     const backend::WeightView w_uv0 = lw.w_uv(0, c);
     float* o_abs = rows_only ? scratch(o_abs_, nd * Hl * dv) : o;
     be_.linear_batched(out_lat, Hl * L, L, na, w_uv0, (nope + dv) * L, Hl, o_abs, Hl * dv, dv);
-    if (rows_only) be_.scatter_rows(o_abs, d_decode_rows_.data(), nd, Hl * dv, o);
+    if (rows_only) be_.scatter_rows(o_abs, m.d_decode_rows.data(), nd, Hl * dv, o);
   }
 
   if (!all_absorbed) {
@@ -152,7 +153,7 @@ void Model::attention(int64_t layer, const std::vector<SeqInput>& batch, const f
         const int64_t n_ctx = s.start + ns;
         if (rows > 0 && rows + n_ctx > budget_rows) run_pack();
         pack.push_back(backend::PackedSeq{t0, ns, rows, n_ctx, s.start});
-        views.push_back(cache_->view(layer, d_pages_.data() + page_offset_[i]));
+        views.push_back(cache_->view(layer, d_pages_.data() + m.page_offset[i]));
         rows += n_ctx;
       }
       t0 += ns;

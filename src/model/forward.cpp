@@ -35,12 +35,17 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   if (opts_.ep_padded_max_tokens < 0 || opts_.ep_padded_max_tokens > (1 << 20))
     throw Error(fmt::format("padded exchange up to {} tokens: not a token count in [0, 1048576]",
                             opts_.ep_padded_max_tokens));
-  if (ep == 1) opts_.ep_padded_max_tokens = 0;
-  if (tp == 1 && ep == 1 && opts_.cuda_graph_max_tokens > 0)
+  if (opts_.two_batch_overlap_min_tokens < 0)
+    throw Error(fmt::format("two-batch overlap from {} tokens: not a token count", opts_.two_batch_overlap_min_tokens));
+  exchange_ = ep > 1 || (opts_.ep_self_exchange && comms.ep != nullptr);
+  if (!exchange_) opts_.ep_padded_max_tokens = 0;
+  if (tp == 1 && !exchange_ && opts_.cuda_graph_max_tokens > 0)
     graphs_ = true, moe_fixed_tokens_ = opts_.cuda_graph_max_tokens;
   // Across ranks the padded exchange gives that (the step's collectives then have sizes fixed by
   // its agreed capacity).
-  if (tp == 1 && ep > 1 && opts_.cuda_graph_max_tokens > 0 && opts_.ep_padded_max_tokens > 0) graphs_ = true;
+  if (tp == 1 && exchange_ && opts_.cuda_graph_max_tokens > 0 && opts_.ep_padded_max_tokens > 0) graphs_ = true;
+  // The two-batch overlap interleaves micro-batches around the padded exchange, one slice a rank.
+  if (opts_.ep_padded_max_tokens <= 0 || tp > 1 || opts_.profile_phases) opts_.two_batch_overlap_min_tokens = 0;
   if (const char* v = std::getenv("DPA_MOE_FIXED_TOKENS")) {
     char* end = nullptr;
     const long long n = std::strtoll(v, &end, 10);
@@ -49,16 +54,18 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     moe_fixed_tokens_ = n;
   }
   prepare_weights();
-  if (ep > 1) {
-    ex_ = std::make_unique<EpExchange>(be, *comms.ep, ckpt.config().n_routed_experts, ckpt.config().hidden_size,
-                                       scratch_epoch_);
+  // One exchange a micro-batch: the second only for the two-batch overlap.
+  for (int i = 0; i < (opts_.two_batch_overlap_min_tokens > 0 ? 2 : 1) && exchange_; ++i) {
+    auto& ex = micro_[i].ex;
+    ex = std::make_unique<EpExchange>(be, *comms.ep, ckpt.config().n_routed_experts, ckpt.config().hidden_size,
+                                      scratch_epoch_);
     // The padded exchange over peer memory where every rank of the group can map the others'
     // (one node, GPUs); DPA_EP_PEER_MEMORY=0 keeps it on the communicator (comparisons).
     if (opts_.ep_padded_max_tokens > 0 && ckpt.config().n_routed_experts > 0) {
       const char* v = std::getenv("DPA_EP_PEER_MEMORY");
       if (v && std::string(v) != "0" && std::string(v) != "1")
         throw Error(fmt::format("DPA_EP_PEER_MEMORY='{}': 0 or 1", v));
-      const bool on = ex_->enable_peer_memory(
+      const bool on = ex->enable_peer_memory(
           (opts_.ep_padded_max_tokens + 15) / 16 * 16, ckpt.config().num_experts_per_tok, !v || std::string(v) == "1",
           [&](const std::vector<uint8_t>& mine) {
             backend::Buffer<uint8_t> a(be_, mine.size()), all(be_, mine.size() * static_cast<std::size_t>(ep));
@@ -68,8 +75,11 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
             be_.download(out.data(), all.data(), out.size());
             return out;
           });
-      if (comms_.ep->rank() == 0)
-        log::info("padded ep exchange: {}", on ? "over peer memory (no collective calls)" : "over the communicator");
+      if (comms_.ep->rank() == 0 && i == 0)
+        log::info("padded ep exchange: {}{}", on ? "over peer memory (no collective calls)" : "over the communicator",
+                  opts_.two_batch_overlap_min_tokens > 0
+                      ? fmt::format("; two-batch overlap from {} tokens a rank", opts_.two_batch_overlap_min_tokens)
+                      : std::string());
     }
   }
   if (const char* v = std::getenv("DPA_CUDA_GRAPHS")) {
@@ -85,9 +95,9 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   else if (graphs_)
     log::info("decode graphs: pure decode steps{}, padded to multiples of {} tokens",
               any_moe_ ? fmt::format(" of up to {} tokens{}",
-                                     ep > 1 ? std::min(opts_.ep_padded_max_tokens, opts_.cuda_graph_max_tokens)
-                                            : moe_fixed_tokens_,
-                                     ep > 1 ? " on every rank of the EP group" : "")
+                                     exchange_ ? std::min(opts_.ep_padded_max_tokens, opts_.cuda_graph_max_tokens)
+                                               : moe_fixed_tokens_,
+                                     exchange_ ? " on every rank of the EP group" : "")
                        : std::string(),
               opts_.decode_bucket);
   if (opts_.decode_bucket < 0) throw Error(fmt::format("decode bucket {}: not a token count", opts_.decode_bucket));
@@ -185,7 +195,7 @@ void Model::prepare_weights() {
 void Model::split_shared_experts() {
   shared_pieces_ = 0;
   shared_down_host_.assign(weights_.layers.size(), {});
-  if (moe_fixed_tokens_ <= 0 || shard_.ep_size != 1) return;
+  if (moe_fixed_tokens_ <= 0 || exchange_) return;
   int64_t pieces = 0;
   for (const LayerWeights& lw : weights_.layers) {
     if (!lw.moe) continue;
@@ -242,13 +252,13 @@ int64_t Model::fixed_weight_bytes() {
   return b;
 }
 
-Model::Slice Model::my_slice(int64_t n) const {
+Model::Slice Model::my_slice(const Micro& m) const {
   const int r = shard_.attn_tp_rank;
   Slice s;
-  s.begin = slice_begin(n, r);
-  s.rows = slice_begin(n, r + 1) - s.begin;
-  if (n == step_rows_ && step_pad_rows_ > 0)  // the padding rows are the step's last ones
-    s.pad = std::clamp<int64_t>(s.begin + s.rows - (n - step_pad_rows_), 0, s.rows);
+  s.begin = slice_begin(m.n, r);
+  s.rows = slice_begin(m.n, r + 1) - s.begin;
+  if (m.pad > 0)  // the padding rows are the micro-batch's last ones
+    s.pad = std::clamp<int64_t>(s.begin + s.rows - (m.n - m.pad), 0, s.rows);
   return s;
 }
 
@@ -256,19 +266,22 @@ const std::vector<int64_t>& Model::expert_counts() const {
   if (counts_on_device_) {
     const ModelConfig& c = config();
     const int64_t E = c.n_routed_experts, stride = E + shared_pieces_;
-    std::vector<int64_t> all(fixed_layers_.size() * static_cast<std::size_t>(stride));
-    be_.download(all.data(), d_expert_counts_.data(), all.size() * sizeof(int64_t));
     for (std::size_t l = 0; l < fixed_layers_.size(); ++l)
-      if (fixed_layers_[l])
-        std::copy_n(all.begin() + static_cast<std::ptrdiff_t>(l * stride), E,
-                    expert_counts_.begin() + static_cast<std::ptrdiff_t>(l * E));
-    // The padding rows out again: each fixed layer's routing of this rank's last row (moe()
-    // keeps the layers' routing apart in gate_ids_ on that path).
-    const Slice sl = my_slice(step_rows_);
-    if (sl.pad > 0) {
+      if (fixed_layers_[l]) std::fill_n(expert_counts_.begin() + static_cast<std::ptrdiff_t>(l * E), E, int64_t{0});
+    for (int i = 0; i < n_micro_; ++i) {
+      const Micro& m = micro_[i];
+      std::vector<int64_t> all(fixed_layers_.size() * static_cast<std::size_t>(stride));
+      be_.download(all.data(), m.d_expert_counts.data(), all.size() * sizeof(int64_t));
+      for (std::size_t l = 0; l < fixed_layers_.size(); ++l)
+        if (fixed_layers_[l])
+          for (int64_t e = 0; e < E; ++e) expert_counts_[l * static_cast<std::size_t>(E) + e] += all[l * stride + e];
+      // The padding rows out again: each fixed layer's routing of the micro-batch's last row on
+      // this rank (moe_route keeps the layers' routing apart in gate_ids on that path).
+      const Slice sl = my_slice(m);
+      if (sl.pad <= 0) continue;
       const int64_t ks_all = c.num_experts_per_tok + shared_pieces_, per_layer = sl.rows * ks_all;
       std::vector<int32_t> ids(fixed_layers_.size() * static_cast<std::size_t>(per_layer));
-      be_.download(ids.data(), gate_ids_.data(), ids.size() * sizeof(int32_t));
+      be_.download(ids.data(), m.gate_ids.data(), ids.size() * sizeof(int32_t));
       for (std::size_t l = 0; l < fixed_layers_.size(); ++l) {
         if (!fixed_layers_[l]) continue;
         const bool shared = weights_.layers[l].has_shared;
@@ -318,9 +331,10 @@ Model::~Model() {
 // told (the engine's step headers: no collective, no wait), else by an all-reduce over the group.
 void Model::agree_ep_capacity(int64_t n) {
   ep_cap_tokens_ = 0;
+  n_micro_ = 1;
   const int64_t told = ep_step_tokens_;
   ep_step_tokens_ = -1;
-  if (opts_.ep_padded_max_tokens <= 0 || !any_moe_ || !comms_.ep || comms_.ep->size() <= 1) return;
+  if (opts_.ep_padded_max_tokens <= 0 || !any_moe_ || !exchange_) return;
   int64_t most = 0;
   if (told >= 0) {
     // A bound on every rank's slice from the tokens it feeds: padded to the decode bucket at most,
@@ -328,15 +342,25 @@ void Model::agree_ep_capacity(int64_t n) {
     const int64_t b = std::max<int64_t>(opts_.decode_bucket, 1), tp = shard_.attn_tp_size;
     most = ((told + b - 1) / b * b + tp - 1) / tp;
   } else {
-    int64_t* d = upload(d_ep_max_, std::vector<int64_t>{my_slice(n).rows});
+    const int r = shard_.attn_tp_rank;
+    int64_t* d = upload(d_ep_max_, std::vector<int64_t>{slice_begin(n, r + 1) - slice_begin(n, r)});
     comms_.ep->all_reduce(d, d, 1, DType::i64, dist::ReduceOp::max);
     be_.download(&most, d, sizeof most);
   }
   const int64_t cap = (most + 15) / 16 * 16;
-  if (cap > 0 && cap <= opts_.ep_padded_max_tokens) ep_cap_tokens_ = cap;
+  if (cap <= 0 || cap > opts_.ep_padded_max_tokens) return;
+  ep_cap_tokens_ = cap;
+  // The two-batch overlap: every rank's halves hold ceil(n / 2) and floor(n / 2) of its rows, so
+  // the blocks need only half the capacity. Every rank decides from the same `most`.
+  if (opts_.two_batch_overlap_min_tokens > 0 && most >= std::max<int64_t>(opts_.two_batch_overlap_min_tokens, 2)) {
+    n_micro_ = 2;
+    ep_cap_tokens_ = ((most + 1) / 2 + 15) / 16 * 16;
+  }
 }
 
-void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out) {
+void Model::layers(int64_t n, float* residual, float* h, float* out) {
+  if (n_micro_ == 2) return layers_tbo(residual, h, out);
+  Micro& m = micro_[0];
   const ModelConfig& c = config();
   const float eps = static_cast<float>(c.rms_norm_eps);
   mark("embed");
@@ -348,10 +372,10 @@ void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residua
     mark("attention.qkv");
     if (l == 0) be_.rms_norm(residual, lw.input_norm, n, eps, h);
     else be_.add_rms_norm(residual, out, lw.input_norm, n, eps, h);
-    attention(l, batch, h, n, out);
+    attention(l, m, h, out);
     be_.add_rms_norm(residual, out, lw.post_attention_norm, n, eps, h);
     if (lw.moe) {
-      moe(l, h, n, out);
+      moe(l, m, h, out);
     } else {
       mark("mlp");
       mlp(lw.dense, h, n, out);
@@ -360,12 +384,74 @@ void Model::layers(const std::vector<SeqInput>& batch, int64_t n, float* residua
   if (c.num_hidden_layers > 0) be_.add(residual, out, n * c.hidden_size);
 }
 
+// Two micro-batches, the step's rows [0, T) and [T, N), interleaved so that one's exchange runs on
+// lane 1 while the other computes on lane 0. A MoE layer, then the next layer's start:
+//   lane 0: attention A, route A | attention B, route B | experts A | experts B | combine A, attention A'
+//   lane 1:                      | send A               | send B    | back A    | back B
+// Lane 1 takes the exchanges in the same order on every rank (send A, send B, back A, back B), so
+// collectives match; each waits for the lane-0 work it moves, and lane 0 waits for each before
+// using what came.
+void Model::layers_tbo(float* residual, float* h, float* out) {
+  const ModelConfig& c = config();
+  const int64_t D = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  struct LaneZero {  // whatever is thrown, ops go to lane 0 again
+    backend::Backend& be;
+    ~LaneZero() { be.set_lane(0); }
+  } lane_zero{be_};
+  auto on_lane1 = [&](const auto& work) {  // work on lane 1 after what lane 0 queued so far
+    const uint64_t ready = be_.lane_signal();
+    be_.set_lane(1);
+    be_.lane_wait(ready);
+    work();
+    const uint64_t done = be_.lane_signal();
+    be_.set_lane(0);
+    return done;
+  };
+  uint64_t sent[2] = {0, 0}, returned[2] = {0, 0};
+  bool pending[2] = {false, false};  // a MoE layer's results still to combine
+  auto finish = [&](int i) {
+    if (!pending[i]) return;
+    be_.lane_wait(returned[i]);
+    moe_finish(micro_[i]);
+    pending[i] = false;
+  };
+  be_.embedding(weights_.embed, d_ids_.data(), step_rows_, residual);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
+    for (int i = 0; i < 2; ++i) {
+      Micro& m = micro_[i];
+      finish(i);
+      float *r = residual + m.row0 * D, *hm = h + m.row0 * D, *o = out + m.row0 * D;
+      if (l == 0) be_.rms_norm(r, lw.input_norm, m.n, eps, hm);
+      else be_.add_rms_norm(r, o, lw.input_norm, m.n, eps, hm);
+      attention(l, m, hm, o);
+      be_.add_rms_norm(r, o, lw.post_attention_norm, m.n, eps, hm);
+      if (lw.moe) {
+        moe_route(l, m, hm, o);
+        sent[i] = on_lane1([&] { moe_send(m); });
+      } else {
+        mlp(lw.dense, hm, m.n, o);
+      }
+    }
+    if (!lw.moe) continue;
+    for (int i = 0; i < 2; ++i) {
+      be_.lane_wait(sent[i]);
+      moe_experts(micro_[i]);
+      returned[i] = on_lane1([&] { moe_return(micro_[i]); });
+      pending[i] = true;
+    }
+  }
+  finish(0), finish(1);
+  if (c.num_hidden_layers > 0) be_.add(residual, out, step_rows_ * D);
+}
+
 bool Model::graphable(int64_t n) const {
   if (!graphs_ || opts_.profile_phases || n <= 0 || !decode_contiguous_) return false;
   if (comms_.attn_tp && comms_.attn_tp->size() > 1) return false;
   // Across ranks: the padded exchange (no host wait) within the graphs' range. The ranks need
   // not record alike: a recording holds the same collectives as the ops it replaces.
-  if (comms_.ep && comms_.ep->size() > 1) return !any_moe_ || ep_cap_tokens_ > 0;
+  if (exchange_) return !any_moe_ || ep_cap_tokens_ > 0;
   // Every MoE layer must keep its routing counts on the device (no host wait inside the step).
   return !any_moe_ || n <= moe_fixed_tokens_;
 }
@@ -377,12 +463,12 @@ void Model::drop_graphs() {
   graphs_map_.clear();
 }
 
-void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out) {
+void Model::layers_graphed(int64_t n, float* residual, float* h, float* out) {
   // A key is a batch bucket and a context bucket. Contexts grow, so the recordings of a served
   // load's earlier contexts stop being replayed: the least recently replayed goes first, and the
   // cap bounds what the recordings (~1,000 kernel nodes each for V2-Lite) hold.
   constexpr std::size_t kMaxGraphs = 48;
-  const GraphKey key{n, decode_max_ctx_, ep_cap_tokens_, scratch_epoch_, be_.workspace_epoch(), cache_.get()};
+  const GraphKey key{n, decode_max_ctx_, ep_cap_tokens_, n_micro_, scratch_epoch_, be_.workspace_epoch(), cache_.get()};
   // Recordings that address moved buffers: all of them or none (the epochs are global).
   if (!graphs_map_.empty()) {
     const GraphKey& k = graphs_map_.begin()->first;
@@ -404,7 +490,7 @@ void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float*
   // need (or the epochs would differ), so nothing is allocated while recording.
   const bool record = last_graph_key_ == key;
   last_graph_key_ = key;
-  if (!record) return layers(batch, n, residual, h, out);
+  if (!record) return layers(n, residual, h, out);
   if (graphs_map_.size() >= kMaxGraphs) {  // the least recently replayed makes room
     auto lru = std::min_element(graphs_map_.begin(), graphs_map_.end(),
                                 [](const auto& a, const auto& b) { return a.second.used < b.second.used; });
@@ -416,11 +502,11 @@ void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float*
     ++graph_stats_.failed;
     graphs_ = false;
     log::warn("decode graphs off: {}; the ops run one by one", why);
-    layers(batch, n, residual, h, out);  // nothing recorded ran
+    layers(n, residual, h, out);  // nothing recorded ran
   };
   if (!be_.capture_begin()) return give_up(fmt::format("the {} backend records no graphs", be_.name()));
   try {
-    layers(batch, n, residual, h, out);
+    layers(n, residual, h, out);
   } catch (const std::exception& e) {
     be_.drop_graph(be_.capture_end());
     return give_up(fmt::format("recording a step of {} tokens failed ({})", n, e.what()));
@@ -435,17 +521,57 @@ void Model::layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float*
   run(g);
 }
 
+void Model::plan_micro(Micro& m, const std::vector<SeqInput>& batch, const std::vector<int64_t>& seq_pages,
+                       int64_t row0, int64_t n, int32_t pad_offset, int32_t pad_ctx) {
+  m.row0 = row0, m.n = n;
+  m.batch.clear(), m.page_offset.clear(), m.decode_rows.clear(), m.absorbed.clear();
+  m.any_absorbed = false, m.all_absorbed = true;
+  std::vector<int32_t> decode_offset, decode_ctx;
+  int64_t r = 0;  // the step row where sequence si starts
+  for (std::size_t si = 0; si < batch.size(); ++si) {
+    const SeqInput& s = batch[si];
+    const int64_t ns = static_cast<int64_t>(s.tokens.size());
+    const int64_t lo = std::max(r, row0), hi = std::min(r + ns, row0 + n);
+    r += ns;
+    if (lo >= hi) continue;
+    SeqInput part = s;
+    part.tokens = s.tokens.subspan(static_cast<std::size_t>(lo - (r - ns)), static_cast<std::size_t>(hi - lo));
+    part.start = s.start + (lo - (r - ns));
+    const int64_t k = hi - lo;
+    const bool absorbed =
+        opts_.attention == AttentionForm::absorbed || (opts_.attention == AttentionForm::automatic && k == 1);
+    m.batch.push_back(part);
+    m.page_offset.push_back(seq_pages[si]);
+    m.absorbed.push_back(absorbed);
+    m.any_absorbed |= absorbed, m.all_absorbed = m.all_absorbed && absorbed;
+    if (absorbed && k == 1) {  // decoded by the batched mla_decode
+      m.decode_rows.push_back(static_cast<int32_t>(lo - row0));
+      decode_offset.push_back(static_cast<int32_t>(seq_pages[si]));
+      decode_ctx.push_back(static_cast<int32_t>(part.start + 1));
+      decode_max_ctx_ = std::max(decode_max_ctx_, part.start + 1);
+    }
+  }
+  // The step's padding rows (its last step_pad_rows_) that fall in here attend as its first row.
+  m.pad = 0;
+  for (int64_t p = std::max(row0, step_rows_ - step_pad_rows_); p < row0 + n; ++p, ++m.pad) {
+    m.decode_rows.push_back(static_cast<int32_t>(p - row0));
+    decode_offset.push_back(pad_offset), decode_ctx.push_back(pad_ctx);
+  }
+  m.decode_contiguous = static_cast<int64_t>(m.decode_rows.size()) == n;
+  upload(m.d_decode_rows, m.decode_rows);
+  upload(m.d_decode_offset, decode_offset);
+  upload(m.d_decode_ctx, decode_ctx);
+}
+
 void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
                     std::vector<int32_t>* argmax, const Sampling* sampling) {
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
-  std::vector<int32_t> ids, pages, decode_offset, decode_ctx;
-  std::vector<int64_t> positions, slots;
-  page_offset_.clear();
-  decode_rows_.clear();
-  absorbed_.assign(batch.size(), false);
-  any_absorbed_ = false, all_absorbed_ = true;
-  decode_max_ctx_ = 0;
+  if (!cache_) throw Error("model: forward before allocate_cache()");
+  std::vector<int32_t> ids, pages;
+  std::vector<int64_t> positions, slots, seq_pages;
+  int64_t decode_seqs = 0;  // single-token sequences taking the absorbed form
+  int32_t pad_offset = 0, pad_ctx = 0;  // the first row's page table and context (the padding's)
   for (const SeqInput& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     if (s.start < 0 || s.start + n > c.max_position_embeddings)
@@ -457,15 +583,9 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     for (int32_t p : s.pages)
       if (p < 0 || p >= cache_->n_pages())
         throw Error(fmt::format("kv cache: page id {} outside [0, {})", p, cache_->n_pages()));
-    const std::size_t si = page_offset_.size();  // this sequence's index in the batch
-    absorbed_[si] = opts_.attention == AttentionForm::absorbed || (opts_.attention == AttentionForm::automatic && n == 1);
-    if (n > 0) any_absorbed_ |= absorbed_[si], all_absorbed_ = all_absorbed_ && absorbed_[si];
-    if (absorbed_[si] && n == 1) {  // decoded by the batched mla_decode
-      decode_rows_.push_back(static_cast<int32_t>(ids.size()));
-      decode_offset.push_back(static_cast<int32_t>(pages.size()));
-      decode_ctx.push_back(static_cast<int32_t>(s.start + 1));
-      decode_max_ctx_ = std::max(decode_max_ctx_, s.start + 1);
-    }
+    if (n == 1 && opts_.attention != AttentionForm::expanded) ++decode_seqs;
+    if (n > 0 && ids.empty())
+      pad_offset = static_cast<int32_t>(pages.size()), pad_ctx = static_cast<int32_t>(s.start + 1);
     for (int64_t i = 0; i < n; ++i) {
       const int32_t t = s.tokens[static_cast<std::size_t>(i)];
       if (t < 0 || t >= c.vocab_size)
@@ -476,35 +596,36 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
       slots.push_back(static_cast<int64_t>(s.pages[static_cast<std::size_t>(p / opts_.page_size)]) * opts_.page_size +
                       p % opts_.page_size);
     }
-    page_offset_.push_back(static_cast<int64_t>(pages.size()));
+    seq_pages.push_back(static_cast<int64_t>(pages.size()));
     pages.insert(pages.end(), s.pages.begin(), s.pages.end());
   }
-  if (graphs_)  // the decode kernels' split plan follows this bound: one recording serves 256 positions
-    decode_max_ctx_ = (decode_max_ctx_ + 255) / 256 * 256;
   // A pure decode step padded to its bucket (ForwardOptions::decode_bucket): copies of the first
   // row that read its context and write nothing; the logits rows below are the batch's only.
   step_pad_rows_ = 0;
-  if (opts_.decode_bucket > 1 && !ids.empty() && decode_rows_.size() == ids.size()) {
+  if (opts_.decode_bucket > 1 && !ids.empty() && decode_seqs == static_cast<int64_t>(ids.size())) {
     const std::size_t b = static_cast<std::size_t>(opts_.decode_bucket), padded = (ids.size() + b - 1) / b * b;
     step_pad_rows_ = static_cast<int64_t>(padded - ids.size());
-    while (ids.size() < padded) {
-      decode_rows_.push_back(static_cast<int32_t>(ids.size()));
-      ids.push_back(ids[0]), positions.push_back(positions[0]), slots.push_back(-1);
-      decode_offset.push_back(decode_offset[0]), decode_ctx.push_back(decode_ctx[0]);
-    }
+    while (ids.size() < padded) ids.push_back(ids[0]), positions.push_back(positions[0]), slots.push_back(-1);
   }
-  if (!cache_) throw Error("model: forward before allocate_cache()");
   const int64_t N = static_cast<int64_t>(ids.size());
   step_rows_ = N;
-  agree_ep_capacity(N);
+  agree_ep_capacity(N);  // and whether the step runs as two micro-batches
+  two_batch_steps_ += n_micro_ == 2;
+  if (n_micro_ == 2)  // the EP group's ranks agreed on the same capacity
+    for (int i = 0; i < 2; ++i) micro_[i].ex->set_communicator(comms_.ep_lane1 ? *comms_.ep_lane1 : *comms_.ep);
+  else if (micro_[0].ex)
+    micro_[0].ex->set_communicator(*comms_.ep);
   upload(d_ids_, ids);
   upload(d_pos_, positions);
   upload(d_pages_, pages);
   upload(d_slots_, slots);
-  decode_contiguous_ = static_cast<int64_t>(decode_rows_.size()) == N;
-  upload(d_decode_rows_, decode_rows_);
-  upload(d_decode_offset_, decode_offset);
-  upload(d_decode_ctx_, decode_ctx);
+  decode_max_ctx_ = 0;
+  const int64_t half = n_micro_ == 2 ? (N + 1) / 2 : N;
+  plan_micro(micro_[0], batch, seq_pages, 0, half, pad_offset, pad_ctx);
+  if (n_micro_ == 2) plan_micro(micro_[1], batch, seq_pages, half, N - half, pad_offset, pad_ctx);
+  decode_contiguous_ = micro_[0].decode_contiguous && (n_micro_ == 1 || micro_[1].decode_contiguous);
+  if (graphs_)  // the decode kernels' split plan follows this bound: one recording serves 256 positions
+    decode_max_ctx_ = (decode_max_ctx_ + 255) / 256 * 256;
   if (!c.n_routed_experts) expert_counts_.clear();
   else expert_counts_.assign(static_cast<std::size_t>(c.num_hidden_layers * c.n_routed_experts), 0);
   fixed_layers_.assign(static_cast<std::size_t>(c.num_hidden_layers), 0);
@@ -521,8 +642,8 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   float* h = scratch(h_, N * D);
   float* out = scratch(out_, N * D);
   const float eps = static_cast<float>(c.rms_norm_eps);
-  if (graphable(N)) layers_graphed(batch, N, residual, h, out);
-  else layers(batch, N, residual, h, out);
+  if (graphable(N)) layers_graphed(N, residual, h, out);
+  else layers(N, residual, h, out);
   mark("lm_head");
   struct Collect {  // profiling: the step's phase times go to its kind when forward() returns
     Model& m;
@@ -541,7 +662,9 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
           std::vector<int64_t> local(static_cast<std::size_t>(n_local));
           for (std::size_t l = 0; l < m.fixed_layers_.size(); ++l)
             if (m.fixed_layers_[l] == 2) {  // padded exchange: the rows this rank's experts received
-              m.be_.download(local.data(), m.d_local_counts_.data() + l * n_local, local.size() * sizeof(int64_t));
+              // (one micro-batch: no two-batch overlap while profiling)
+              m.be_.download(local.data(), m.micro_[0].d_local_counts.data() + l * n_local,
+                             local.size() * sizeof(int64_t));
               m.add_expert_bytes(static_cast<int64_t>(l), local.data(), n_local);
             } else if (m.fixed_layers_[l]) {
               m.add_expert_bytes(static_cast<int64_t>(l), ec.data() + l * E, E);

@@ -78,6 +78,15 @@ struct ForwardOptions {
   // as on a single rank where cuda_graph_max_tokens allows them, attn_tp 1); 0: every step
   // exchanges exactly the rows routed, with the counts on the host.
   int64_t ep_padded_max_tokens = 0;
+  // Two-batch overlap (with the padded exchange, attn_tp 1): steps whose largest slice over the EP
+  // group is at least this many tokens run as two micro-batches, the first half of the rows and
+  // the second, interleaved layer by layer so that one's exchange runs on the backend's lane 1
+  // while the other computes on lane 0 (Model::layers_tbo); 0: off. Off while profiling phases.
+  int64_t two_batch_overlap_min_tokens = 0;
+  // Experiment on one GPU: with ep 1 and an ep communicator given, the MoE layers still go through
+  // the exchange, to the rank itself, so that its cost and the two-batch overlap's lanes can be
+  // measured and checked without a second GPU.
+  bool ep_self_exchange = false;
 };
 
 // Seconds per phase summed over steps of one kind, and the number of steps.
@@ -94,6 +103,9 @@ struct PhaseStats {
 struct ParallelComms {
   dist::Communicator* attn_tp = nullptr;
   dist::Communicator* ep = nullptr;
+  // The ep group again, its collectives on the backend's lane 1 (the two-batch overlap's
+  // exchanges); null: those go to `ep` (host communicators, whose calls are done when they return).
+  dist::Communicator* ep_lane1 = nullptr;
 };
 
 class Model {
@@ -146,19 +158,76 @@ class Model {
     int64_t recorded = 0, replayed = 0, failed = 0;
   };
   const GraphStats& graph_stats() const { return graph_stats_; }
+  // Steps that ran as two micro-batches (ForwardOptions::two_batch_overlap_min_tokens) so far.
+  int64_t two_batch_steps() const { return two_batch_steps_; }
 
  private:
-  // h [n, hidden] -> out [n, hidden] for the local heads, all-reduced over attn_tp.
-  void attention(int64_t layer, const std::vector<SeqInput>& batch, const float* h, int64_t n,
-                 float* out);
+  // What a MoE layer of one micro-batch holds between its stages (moe_route .. moe_finish).
+  struct MoeStage {
+    int64_t layer = -1, n = 0, my_n = 0, ks = 0, n_slots = 0;
+    bool fixed = false, padded = false, shared_apart = false, gather_tp = false;
+    const float* hm = nullptr;  // this rank's slice of the layer's input
+    float* out = nullptr;       // the layer's output rows (all of the micro-batch's)
+    float* mine = nullptr;      // this rank's slice of them (out unless gathered over attn_tp)
+    const float* weights = nullptr;
+    const int32_t* order = nullptr;
+    const int32_t* position = nullptr;
+    int64_t* d_counts = nullptr;  // counts in backend memory (fixed, padded)
+    std::vector<int64_t> counts;  // counts on the host (the others)
+    EpExchange::Local in;
+    const float* back = nullptr;        // the expert results moe_finish reads
+    const int32_t* back_rows = nullptr;
+  };
+  // One micro-batch of a step: the whole step, or one of its two halves under the two-batch
+  // overlap: rows [row0, row0 + n) of the step's activations and inputs, with the sequences (or
+  // the parts of them) those rows hold. A sequence the split cuts appears in both halves; the
+  // first half's attention writes its part of the cache before the second half's reads it.
+  struct Micro {
+    std::vector<SeqInput> batch;
+    int64_t row0 = 0, n = 0;
+    int64_t pad = 0;                    // how many of its rows are the step's padding (the last ones)
+    std::vector<int64_t> page_offset;   // where each of its sequences' page table starts in d_pages_
+    // Decode: the single-token sequences taking the absorbed form, attended in one mla_decode.
+    std::vector<int32_t> decode_rows;   // their rows in the micro-batch
+    bool decode_contiguous = false;     // decode_rows == 0 .. n-1
+    // Per sequence, whether attention takes the absorbed form: single tokens (decode) unless
+    // expanded is forced, every sequence when absorbed is forced.
+    std::vector<bool> absorbed;
+    bool any_absorbed = false, all_absorbed = true;
+    backend::Buffer<int32_t> d_decode_rows, d_decode_offset, d_decode_ctx;
+    // MoE state that lives across the exchange (the two-batch overlap interleaves the halves).
+    backend::Buffer<float> gate_w, mine;
+    backend::Buffer<int32_t> gate_ids, order, position;
+    backend::Buffer<int64_t> d_expert_counts;  // [n_layers * (n_routed_experts + shared_pieces_)]
+    backend::Buffer<int64_t> d_local_counts;   // padded exchange: [n_layers * local experts] rows received
+    std::unique_ptr<EpExchange> ex;  // the rows' moves between the EP group's ranks
+    MoeStage moe;
+  };
+  // Splits the step's sequences into micro-batch m's rows [row0, row0 + n) (seq_pages: each
+  // sequence's page-table offset; the step's padding rows attend as its first row does).
+  void plan_micro(Micro& m, const std::vector<SeqInput>& batch, const std::vector<int64_t>& seq_pages, int64_t row0,
+                  int64_t n, int32_t pad_offset, int32_t pad_ctx);
+
+  // h [n, hidden] -> out [n, hidden] for the local heads of micro-batch m, all-reduced over attn_tp.
+  void attention(int64_t layer, const Micro& m, const float* h, float* out);
   // h [n, hidden] -> out [n, hidden]: dense MLP, or MoE with dispatch/combine over ep.
   void mlp(const MlpWeights& w, const float* h, int64_t n, float* out);
-  void moe(int64_t layer, const float* h, int64_t n, float* out);
-  // The embedding and every layer of a step of n tokens: residual gets the last hidden states.
-  void layers(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out);
+  // The MoE layer of micro-batch m in its stages: routing and the shared experts (and the padded
+  // exchange's packing), the exchange there, the local experts, the exchange back, the combine.
+  // moe() runs them in a row; the two-batch overlap runs the exchanges on lane 1.
+  void moe(int64_t layer, Micro& m, const float* h, float* out);
+  void moe_route(int64_t layer, Micro& m, const float* h, float* out);
+  void moe_send(Micro& m);
+  void moe_experts(Micro& m);
+  void moe_return(Micro& m);
+  void moe_finish(Micro& m);
+  // The embedding and every layer of the step's n tokens: residual gets the last hidden states.
+  void layers(int64_t n, float* residual, float* h, float* out);
+  // The same in two micro-batches (two-batch overlap).
+  void layers_tbo(float* residual, float* h, float* out);
   // Decode graphs: whether this step may take them, and layers() through them.
   bool graphable(int64_t n) const;
-  void layers_graphed(const std::vector<SeqInput>& batch, int64_t n, float* residual, float* h, float* out);
+  void layers_graphed(int64_t n, float* residual, float* h, float* out);
   void drop_graphs();
 
   template <typename T>
@@ -218,7 +287,7 @@ class Model {
   struct Slice {
     int64_t begin = 0, rows = 0, pad = 0;
   };
-  Slice my_slice(int64_t n) const;
+  Slice my_slice(const Micro& m) const;
   void agree_ep_capacity(int64_t n);
   int64_t ep_step_tokens_ = -1;  // set_ep_step_tokens() for the coming step; -1: none
   // Where attn_tp rank r's slice of n tokens starts (rank tp's: n).
@@ -228,13 +297,19 @@ class Model {
   // stay in backend memory (no host wait in the layer); those layers are marked here.
   int64_t moe_fixed_tokens_ = 0;
   // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
-  // largest slice of the EP group rounded up to 16, agreed at the step's start; 0: exact exchange.
+  // largest slice of the EP group (of a micro-batch's, under the two-batch overlap) rounded up to
+  // 16, agreed at the step's start; 0: exact exchange.
   int64_t ep_cap_tokens_ = 0;
+  // The MoE layers exchange rows: ep > 1, or the experiment ForwardOptions::ep_self_exchange.
+  bool exchange_ = false;
+  // This step's micro-batches: 1, or 2 under the two-batch overlap (agreed with the capacity).
+  int n_micro_ = 1;
+  Micro micro_[2];
+  int64_t two_batch_steps_ = 0;
   backend::Buffer<int64_t> d_ep_max_;
   // Per layer: 1 fixed-capacity experts, 2 padded exchange (counts in backend memory), 0 neither.
   std::vector<uint8_t> fixed_layers_;
   mutable bool counts_on_device_ = false;
-  backend::Buffer<int64_t> d_expert_counts_;  // [n_layers * (n_routed_experts + shared_pieces_)]
   // Shared experts inside the fixed-capacity experts: each MoE layer's shared MLP as
   // shared_pieces_ pieces of a routed expert's size after its local experts in expert_gate_ /
   // expert_up_ / expert_down_ (gate and up: row slices; down: its column blocks, copied apart to
@@ -248,25 +323,14 @@ class Model {
   // This step's inputs in backend memory, and scratch activations reused across steps.
   backend::Buffer<int32_t> d_ids_, d_pages_, d_rows_, d_argmax_, d_keep_;
   backend::Buffer<int64_t> d_pos_, d_slots_;
-  std::vector<int64_t> page_offset_;  // where each sequence's page table starts in d_pages_
-  // Decode: the single-token sequences taking the absorbed form, attended in one mla_decode.
-  std::vector<int32_t> decode_rows_;  // their token rows in the step
-  bool decode_contiguous_ = false;    // decode_rows_ == 0 .. n-1 (a pure decode step)
-  // Per sequence, whether attention takes the absorbed form: single tokens (decode) unless
-  // expanded is forced, every sequence when absorbed is forced. Set once per step.
-  std::vector<bool> absorbed_;
-  bool any_absorbed_ = false, all_absorbed_ = true;
-  int64_t decode_max_ctx_ = 0;
-  backend::Buffer<int32_t> d_decode_rows_, d_decode_offset_, d_decode_ctx_;
+  bool decode_contiguous_ = false;  // every row of the step is a decode row (a pure decode step)
+  int64_t decode_max_ctx_ = 0;      // the decode rows' longest context (rounded up under graphs)
   backend::Buffer<float> dq_, dq_lat_, dq_pe_, dout_lat_;
   backend::Buffer<float> residual_, h_, out_, picked_, logits_, kept_;
   backend::Buffer<float> q_, qa_, kva_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
   backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
   backend::Buffer<float> g_, u_;
-  backend::Buffer<float> router_logits_, gate_w_, expert_out_, mine_;
-  backend::Buffer<int32_t> gate_ids_, order_, position_;
-  std::unique_ptr<EpExchange> ex_;  // ep > 1: the rows' moves between the EP group's ranks
-  backend::Buffer<int64_t> d_local_counts_;  // padded exchange: [n_layers * local experts] rows received
+  backend::Buffer<float> router_logits_, expert_out_;
   backend::Buffer<backend::LogitEdit> d_edits_;
   backend::Buffer<backend::SampleSpec> d_specs_;
   backend::Buffer<backend::SampleOut> d_samples_;
@@ -274,7 +338,7 @@ class Model {
   // Decode graphs (see graph_stats). A recording is valid while the buffers it addresses stay:
   // the key holds the step's shapes and the epochs of model and backend allocations.
   struct GraphKey {
-    int64_t tokens = 0, max_ctx = 0, ep_cap = 0;
+    int64_t tokens = 0, max_ctx = 0, ep_cap = 0, micros = 1;
     uint64_t scratch_epoch = 0, workspace_epoch = 0;
     const void* cache = nullptr;
     auto operator<=>(const GraphKey&) const = default;

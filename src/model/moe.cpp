@@ -42,40 +42,52 @@ backend::GateParams gate_params(const ModelConfig& c, const float* bias) {
 
 }  // namespace
 
-void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
+void Model::moe(int64_t layer, Micro& m, const float* h, float* out) {
+  moe_route(layer, m, h, out);
+  if (exchange_) moe_send(m);
+  moe_experts(m);
+  if (exchange_) moe_return(m);
+  moe_finish(m);
+}
+
+void Model::moe_route(int64_t layer, Micro& m, const float* h, float* out) {
   const ModelConfig& c = config();
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
   const int64_t D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
   const int tp = shard_.attn_tp_size;
-  const int ep = shard_.ep_size;
-  const int64_t per_rank = E / ep;
-  const bool distributed = comms_.ep && ep > 1;
+  const bool distributed = exchange_;
+  MoeStage& st = m.moe;
+  st = MoeStage{};
+  st.layer = layer, st.n = m.n, st.out = out;
 
-  // This rank's token slice [b, b + my_n) of the replica's n tokens.
-  const Slice slice = my_slice(n);
+  // This rank's token slice [b, b + my_n) of the micro-batch's n tokens.
+  const Slice slice = my_slice(m);
   const int64_t b = slice.begin, my_n = slice.rows;
   const float* hm = h + b * D;
+  st.my_n = my_n, st.hm = hm;
 
   // Few tokens and every expert local: the counts stay in backend memory and every expert gets
   // `capacity` rows (a token picks distinct experts, so no count exceeds the tokens): no host
   // wait in the layer. The shared MLP then runs among the routed experts, as shared_pieces_
   // experts that every token picks with weight 1.
-  const bool fixed = !distributed && moe_fixed_tokens_ > 0 && my_n > 0 && my_n <= moe_fixed_tokens_;
-  // With ep > 1 the padded exchange (ForwardOptions::ep_padded_max_tokens) does the same across
+  st.fixed = !distributed && moe_fixed_tokens_ > 0 && my_n > 0 && my_n <= moe_fixed_tokens_;
+  // With an exchange the padded form (ForwardOptions::ep_padded_max_tokens) does the same across
   // ranks: blocks of a size every rank knows (from ep_cap_tokens_, agreed at the step's start),
   // the counts exchanged in backend memory. Either way no host wait in the layer.
-  const bool padded = distributed && ep_cap_tokens_ > 0;
-  const bool on_device = fixed || padded;
+  st.padded = distributed && ep_cap_tokens_ > 0;
+  const bool on_device = st.fixed || st.padded;
   const bool has_shared = lw.has_shared && my_n > 0;
-  const int64_t S = fixed && has_shared ? shared_pieces_ : 0, KS = K + S;
+  const int64_t S = st.fixed && has_shared ? shared_pieces_ : 0, KS = K + S;
+  st.ks = KS;
 
   float* router_logits = scratch(router_logits_, my_n * E);
   // Fixed layers keep each layer's routing apart ([layer][row][K + shared pieces]) until
   // expert_counts() has read the padding rows' routing of the step.
   const int64_t ks_all = K + shared_pieces_;
-  int32_t* ids = on_device ? scratch(gate_ids_, c.num_hidden_layers * my_n * ks_all) + layer * my_n * ks_all
-                           : scratch(gate_ids_, my_n * KS);
-  float* weights = scratch(gate_w_, my_n * KS);
+  int32_t* ids = on_device ? scratch(m.gate_ids, c.num_hidden_layers * my_n * ks_all) + layer * my_n * ks_all
+                           : scratch(m.gate_ids, my_n * KS);
+  float* weights = scratch(m.gate_w, my_n * KS);
+  st.weights = weights;
   mark("moe.route");
   be_.linear(hm, my_n, lw.router, router_logits);
   if (my_n > 0) {
@@ -86,39 +98,41 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
 
   // Slots (token, k) sorted by expert, which also groups them by owning rank.
   const int64_t n_slots = my_n * KS;
-  int32_t* order = scratch(order_, n_slots);
+  st.n_slots = n_slots;
+  int32_t* order = scratch(m.order, n_slots);
+  st.order = order;
   // Where each slot's result comes back from the exchange (local experts write slot order).
-  int32_t* position = distributed && !padded ? scratch(position_, n_slots) : nullptr;
+  int32_t* position = distributed && !st.padded ? scratch(m.position, n_slots) : nullptr;
+  st.position = position;
   be_.moe_sort(ids, n_slots, E + S, order, position);
   // With every expert local the experts read each slot's token where it is (order[j] / KS) and
   // write its result at its slot, so no copy of the rows is made. The exact exchange stages the
   // rows in slot order now, so that the copy overlaps the counts' trip to the host.
-  if (distributed && !padded) ex_->stage(hm, order, KS, n_slots);
+  if (distributed && !st.padded) m.ex->stage(hm, order, KS, n_slots);
   // The shared experts need no routing: they run while the counts travel to the host. Their
   // output is where the routed results are then added: `out` itself unless the slices of attn_tp
   // ranks are gathered into it at the end.
-  const bool gather_tp = comms_.attn_tp && tp > 1;
-  float* mine = gather_tp ? scratch(mine_, my_n * D) : out;
-  const bool shared_apart = has_shared && S == 0;
-  if (shared_apart) {
+  st.gather_tp = comms_.attn_tp && tp > 1;
+  st.mine = st.gather_tp ? scratch(m.mine, my_n * D) : out;
+  st.shared_apart = has_shared && S == 0;
+  if (st.shared_apart) {
     mark("moe.shared");
-    mlp(lw.shared, hm, my_n, mine);
+    mlp(lw.shared, hm, my_n, st.mine);
     mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
   }
   const std::size_t l = static_cast<std::size_t>(layer);
-  std::vector<int64_t> expert_counts(static_cast<std::size_t>(E));
-  int64_t* d_counts = nullptr;  // on_device: this layer's counts in backend memory
   if (on_device) {
     // Sized for every layer at once: it only grows at the first such layer ever, before any
     // layer of that step wrote into it.
     const int64_t stride = E + shared_pieces_;
-    d_counts = scratch(d_expert_counts_, c.num_hidden_layers * stride) + layer * stride;
-    be_.moe_counts_to(d_counts);
-    fixed_layers_[l] = padded ? 2 : 1, counts_on_device_ = true;
+    st.d_counts = scratch(m.d_expert_counts, c.num_hidden_layers * stride) + layer * stride;
+    be_.moe_counts_to(st.d_counts);
+    fixed_layers_[l] = st.padded ? 2 : 1, counts_on_device_ = true;
   } else {
-    be_.moe_counts(expert_counts.data());
-    std::copy(expert_counts.begin(), expert_counts.end(), expert_counts_.begin() + layer * E);
-    if (!distributed) add_expert_bytes(layer, expert_counts.data(), E);
+    st.counts.assign(static_cast<std::size_t>(E), 0);
+    be_.moe_counts(st.counts.data());
+    for (int64_t e = 0; e < E; ++e) expert_counts_[l * static_cast<std::size_t>(E) + e] += st.counts[e];
+    if (!distributed) add_expert_bytes(layer, st.counts.data(), E);
     if (slice.pad > 0) {  // the padding rows out of the statistics (the experts ran them)
       std::vector<int32_t> last(static_cast<std::size_t>(KS));
       be_.download(last.data(), ids + (my_n - 1) * KS, last.size() * sizeof(int32_t));
@@ -126,55 +140,92 @@ void Model::moe(int64_t layer, const float* h, int64_t n, float* out) {
         if (e >= 0 && e < E) expert_counts_[static_cast<std::size_t>(layer * E + e)] -= slice.pad;
     }
   }
-  const backend::WeightView *gate = expert_gate_[l].data(), *up = expert_up_[l].data(), *down = expert_down_[l].data();
-  const float* back = nullptr;       // the expert results the combine reads
-  const int32_t* back_rows = nullptr;  // slot s's result is back[back_rows[s]] (null: back[s])
-  if (!distributed) {
-    // Every expert is local: they read the tokens and write the results in slot order.
-    float* expert_out = scratch(expert_out_, n_slots * D);
-    mark("moe.experts");
-    if (fixed)
-      be_.moe_experts_fixed(hm, order, KS, d_counts, E + S, (my_n + 15) / 16 * 16, n_slots, gate, up, down, expert_out);
-    else if (n_slots > 0)
-      be_.moe_experts(hm, order, KS, expert_counts.data(), E, gate, up, down, expert_out);
-    back = expert_out;
-  } else {
-    // Dispatch (model/ep_exchange.h): the exact form waits for the counts exchanged; the padded
-    // one sends fixed-size blocks with the counts beside them, kept per layer for the profile's
-    // expert bytes (expert_counts() reads the routing side).
-    mark("moe.dispatch");
+  if (st.padded) {
+    // The padded exchange's blocks, and the counts kept per layer for the profile's expert bytes
+    // (expert_counts() reads the routing side).
     const int64_t n_local = weights_.n_local_experts();
-    if (n_local != per_rank) throw Error(fmt::format("moe: {} local experts, expected {}", n_local, per_rank));
-    const EpExchange::Local in =
-        padded ? ex_->dispatch_padded(hm, order, KS, n_slots, d_counts, ep_cap_tokens_, K,
-                                      scratch(d_local_counts_, c.num_hidden_layers * n_local) + layer * n_local)
-               : ex_->dispatch(expert_counts.data());
-    mark("moe.experts");
-    if (padded) {
-      be_.moe_experts_fixed(in.rows, in.order, 1, in.counts, n_local, in.capacity, n_slots, gate, up, down,
-                            ex_->results());
-    } else {
-      add_expert_bytes(layer, in.counts, n_local);
-      if (in.n_rows > 0) be_.moe_experts(in.rows, in.order, 1, in.counts, n_local, gate, up, down, ex_->results());
-    }
-    mark("moe.combine_a2a");
-    const EpExchange::Back b = ex_->combine(position);
-    back = b.y, back_rows = b.rows;
+    if (n_local != m.ex->per_rank())
+      throw Error(fmt::format("moe: {} local experts, expected {}", n_local, m.ex->per_rank()));
+    m.ex->pack_padded(hm, order, KS, n_slots, st.d_counts, ep_cap_tokens_, K,
+                      scratch(m.d_local_counts, c.num_hidden_layers * n_local) + layer * n_local);
+  }
+}
+
+// The exchange to the experts' owners: the padded form's blocks, or the exact form, which waits
+// for the counts exchanged.
+void Model::moe_send(Micro& m) {
+  mark("moe.dispatch");
+  MoeStage& st = m.moe;
+  if (st.padded) {
+    m.ex->send_padded();
+  } else {
+    const int64_t n_local = weights_.n_local_experts();
+    if (n_local != m.ex->per_rank())
+      throw Error(fmt::format("moe: {} local experts, expected {}", n_local, m.ex->per_rank()));
+    st.in = m.ex->dispatch(st.counts.data());
+  }
+}
+
+void Model::moe_experts(Micro& m) {
+  const ModelConfig& c = config();
+  MoeStage& st = m.moe;
+  const std::size_t l = static_cast<std::size_t>(st.layer);
+  const int64_t D = c.hidden_size, E = c.n_routed_experts;
+  const backend::WeightView *gate = expert_gate_[l].data(), *up = expert_up_[l].data(), *down = expert_down_[l].data();
+  mark("moe.experts");
+  if (!exchange_) {
+    // Every expert is local: they read the tokens and write the results in slot order.
+    float* expert_out = scratch(expert_out_, st.n_slots * D);
+    const int64_t S = st.ks - c.num_experts_per_tok;
+    if (st.fixed)
+      be_.moe_experts_fixed(st.hm, st.order, st.ks, st.d_counts, E + S, (st.my_n + 15) / 16 * 16, st.n_slots, gate,
+                            up, down, expert_out);
+    else if (st.n_slots > 0)
+      be_.moe_experts(st.hm, st.order, st.ks, st.counts.data(), E, gate, up, down, expert_out);
+    st.back = expert_out;
+    return;
+  }
+  const int64_t n_local = weights_.n_local_experts();
+  if (st.padded) {
+    st.in = m.ex->received();
+    be_.moe_experts_fixed(st.in.rows, st.in.order, 1, st.in.counts, n_local, st.in.capacity, st.n_slots, gate, up,
+                          down, m.ex->results());
+  } else {
+    add_expert_bytes(st.layer, st.in.counts, n_local);
+    if (st.in.n_rows > 0)
+      be_.moe_experts(st.in.rows, st.in.order, 1, st.in.counts, n_local, gate, up, down, m.ex->results());
+  }
+}
+
+void Model::moe_return(Micro& m) {
+  mark("moe.combine_a2a");
+  m.ex->send_back();
+}
+
+void Model::moe_finish(Micro& m) {
+  const ModelConfig& c = config();
+  MoeStage& st = m.moe;
+  const int64_t D = c.hidden_size;
+  if (exchange_) {
+    const EpExchange::Back b = m.ex->back(st.position);
+    st.back = b.y, st.back_rows = b.rows;
   }
   mark("moe.combine");
-  if (!shared_apart) be_.fill_zero(mine, static_cast<std::size_t>(my_n * D) * sizeof(float));
-  be_.moe_combine(back, back_rows, weights, my_n, KS, D, mine);  // adds: shared + routed
+  if (!st.shared_apart) be_.fill_zero(st.mine, static_cast<std::size_t>(st.my_n * D) * sizeof(float));
+  be_.moe_combine(st.back, st.back_rows, st.weights, st.my_n, st.ks, D, st.mine);  // adds: shared + routed
 
-  if (gather_tp) {
+  if (st.gather_tp) {
     mark("moe.gather_tp");
+    const int tp = shard_.attn_tp_size;
     std::vector<std::size_t> counts(tp), displs(tp);
     for (int r = 0; r < tp; ++r) {
-      counts[r] = static_cast<std::size_t>((slice_begin(n, r + 1) - slice_begin(n, r)) * D);
-      displs[r] = static_cast<std::size_t>(slice_begin(n, r) * D);
+      counts[r] = static_cast<std::size_t>((slice_begin(st.n, r + 1) - slice_begin(st.n, r)) * D);
+      displs[r] = static_cast<std::size_t>(slice_begin(st.n, r) * D);
     }
-    comms_.attn_tp->all_gather_v(mine, static_cast<std::size_t>(my_n * D), out, counts.data(), displs.data(),
-                                 DType::f32);
+    comms_.attn_tp->all_gather_v(st.mine, static_cast<std::size_t>(st.my_n * D), st.out, counts.data(),
+                                 displs.data(), DType::f32);
   }
+  st.layer = -1;
 }
 
 }  // namespace dpa::model

@@ -51,6 +51,8 @@ struct Args {
   bool graphs = false;    // --cuda-graphs: decode steps recorded and replayed (DPA_CUDA_GRAPHS)
   int64_t decode_bucket = 0;  // --decode-bucket=N: decode steps padded to multiples of N tokens
   int64_t ep_padded = 0;      // --ep-padded=N: the padded EP exchange for steps of up to N tokens a rank
+  int64_t tbo = 0;            // --tbo=N: two-batch overlap for steps of at least N tokens a rank
+  bool ep_self = false;       // --ep-self-exchange: with ep 1 the exchange still runs, to the rank itself
   DType kv = DType::f32;  // --kv=f32|bf16: the KV cache's elements (bf16: GPUs only)
 };
 
@@ -72,6 +74,8 @@ Args parse_args() {
     if (s == "--cuda-graphs") a.graphs = true, setenv("DPA_CUDA_GRAPHS", "1", 1), setenv("DPA_MOE_FIXED_TOKENS", "4096", 0);
     if (s.rfind("--decode-bucket=", 0) == 0) a.decode_bucket = std::stoll(s.substr(16));
     if (s.rfind("--ep-padded=", 0) == 0) a.ep_padded = std::stoll(s.substr(12));
+    if (s.rfind("--tbo=", 0) == 0) a.tbo = std::stoll(s.substr(6));
+    if (s == "--ep-self-exchange") a.ep_self = true;
   }
   return a;
 }
@@ -168,7 +172,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   dist::Groups groups(MPI_COMM_WORLD, pc);
   const auto& lay = groups.layout();
   std::unique_ptr<backend::Backend> be;
-  std::unique_ptr<dist::Communicator> tp_comm, ep_comm;
+  std::unique_ptr<dist::Communicator> tp_comm, ep_comm, ep_lane1;
   if (args.cuda) {
 #ifdef DPA_HAVE_CUDA
     int dev = 0;
@@ -176,6 +180,7 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     be = backend::make_cuda_backend(dev);
     tp_comm = dist::make_nccl_communicator(groups.attn_tp(), be->stream());
     ep_comm = dist::make_nccl_communicator(groups.ep(), be->stream());
+    if (args.tbo > 0) ep_lane1 = dist::make_nccl_communicator(groups.ep(), be->lane_stream(1));
 #endif
   } else {
     be = backend::make_cpu_backend();
@@ -194,7 +199,9 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   opts.kv_dtype = args.kv;  // explicit: one rounding per variant (see the bf16 bound)
   opts.decode_bucket = args.decode_bucket;
   opts.ep_padded_max_tokens = args.ep_padded;
-  Model model(*ckpt, *be, shard, {tp_comm.get(), ep_comm.get()}, opts);
+  opts.two_batch_overlap_min_tokens = args.tbo;
+  opts.ep_self_exchange = args.ep_self;
+  Model model(*ckpt, *be, shard, {tp_comm.get(), ep_comm.get(), ep_lane1.get()}, opts);
   const int64_t V = model.config().vocab_size;
 
   std::vector<int> mine;
@@ -261,6 +268,10 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     if (rank == 0)
       std::printf("decode graphs: %lld recorded, %lld replays, %lld failed\n", static_cast<long long>(gs.recorded),
                   static_cast<long long>(gs.replayed), static_cast<long long>(gs.failed));
+  }
+  if (args.tbo > 0) {  // the prompts' prefill, at least, is long enough to be split
+    EXPECT_GT(model.two_batch_steps(), 0);
+    if (rank == 0) std::printf("two-batch overlap: %lld steps\n", static_cast<long long>(model.two_batch_steps()));
   }
   int checked = 0;
   for (std::size_t i = 0; i < mine.size(); ++i) {
