@@ -95,8 +95,10 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   else if (graphs_)
     log::info("decode graphs: pure decode steps{}, padded to multiples of {} tokens",
               any_moe_ ? fmt::format(" of up to {} tokens{}",
-                                     exchange_ ? std::min(opts_.ep_padded_max_tokens, opts_.cuda_graph_max_tokens)
-                                               : moe_fixed_tokens_,
+                                     !exchange_                       ? moe_fixed_tokens_
+                                     : opts_.cuda_graph_max_tokens > 0 ? std::min(opts_.ep_padded_max_tokens,
+                                                                                  opts_.cuda_graph_max_tokens)
+                                                                       : opts_.ep_padded_max_tokens,  // DPA_CUDA_GRAPHS
                                      exchange_ ? " on every rank of the EP group" : "")
                        : std::string(),
               opts_.decode_bucket);

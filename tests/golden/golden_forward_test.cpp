@@ -269,9 +269,13 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
       std::printf("decode graphs: %lld recorded, %lld replays, %lld failed\n", static_cast<long long>(gs.recorded),
                   static_cast<long long>(gs.replayed), static_cast<long long>(gs.failed));
   }
-  if (args.tbo > 0) {  // the prompts' prefill, at least, is long enough to be split
-    EXPECT_GT(model.two_batch_steps(), 0);
-    if (rank == 0) std::printf("two-batch overlap: %lld steps\n", static_cast<long long>(model.two_batch_steps()));
+  if (args.tbo > 0) {  // some EP group had a step long enough to split (groups of idle ranks have none)
+    long long mine_tbo = model.two_batch_steps(), most_tbo = 0;
+    MPI_Reduce(&mine_tbo, &most_tbo, 1, MPI_LONG_LONG, MPI_MAX, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+      EXPECT_GT(most_tbo, 0);
+      std::printf("two-batch overlap: %lld steps\n", most_tbo);
+    }
   }
   int checked = 0;
   for (std::size_t i = 0; i < mine.size(); ++i) {
