@@ -401,15 +401,6 @@ void Model::layers_tbo(float* residual, float* h, float* out) {
     backend::Backend& be;
     ~LaneZero() { be.set_lane(0); }
   } lane_zero{be_};
-  auto on_lane1 = [&](const auto& work) {  // work on lane 1 after what lane 0 queued so far
-    const uint64_t ready = be_.lane_signal();
-    be_.set_lane(1);
-    be_.lane_wait(ready);
-    work();
-    const uint64_t done = be_.lane_signal();
-    be_.set_lane(0);
-    return done;
-  };
   uint64_t sent[2] = {0, 0}, returned[2] = {0, 0};
   bool pending[2] = {false, false};  // a MoE layer's results still to combine
   auto finish = [&](int i) {
@@ -432,6 +423,7 @@ void Model::layers_tbo(float* residual, float* h, float* out) {
       if (lw.moe) {
         moe_route(l, m, hm, o);
         sent[i] = on_lane1([&] { moe_send(m); });
+        moe_shared(m);  // beside its own blocks' trip
       } else {
         mlp(lw.dense, hm, m.n, o);
       }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <compare>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <map>
 #include <optional>
@@ -217,7 +218,11 @@ class Model {
   // moe() runs them in a row; the two-batch overlap runs the exchanges on lane 1.
   void moe(int64_t layer, Micro& m, const float* h, float* out);
   void moe_route(int64_t layer, Micro& m, const float* h, float* out);
+  void moe_shared(Micro& m);  // the shared experts apart from the routed ones (route runs them, or the caller)
   void moe_send(Micro& m);
+  // Queues work() on lane 1 behind what lane 0 queued so far; returns lane 1's mark after it (the
+  // current lane is 0 again).
+  uint64_t on_lane1(const std::function<void()>& work);
   void moe_experts(Micro& m);
   void moe_return(Micro& m);
   void moe_finish(Micro& m);

@@ -6,7 +6,9 @@
 // the wait for its counts. With attn_tp > 1 the replica's ranks hold the same tokens, so each
 // dispatches only its 1/attn_tp slice and the results are all-gathered. Small steps may instead
 // take the padded exchange (ForwardOptions::ep_padded_max_tokens): fixed-size blocks per peer and
-// the counts exchanged in backend memory, so the layer never waits for the host.
+// the counts exchanged in backend memory, so the layer never waits for the host; its blocks then
+// travel on the backend's lane 1 while the shared experts run on lane 0. The layer is five stages
+// (route, send, experts, return, finish), which the two-batch overlap interleaves (forward.cpp).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -44,7 +46,20 @@ backend::GateParams gate_params(const ModelConfig& c, const float* bias) {
 
 void Model::moe(int64_t layer, Micro& m, const float* h, float* out) {
   moe_route(layer, m, h, out);
-  if (exchange_) moe_send(m);
+  // The padded blocks travel on lane 1 while the shared experts run on lane 0 (in a row while
+  // profiling: the phase marks follow one queue).
+  if (m.moe.padded && !opts_.profile_phases) {
+    struct LaneZero {
+      backend::Backend& be;
+      ~LaneZero() { be.set_lane(0); }
+    } lane_zero{be_};
+    const uint64_t sent = on_lane1([&] { moe_send(m); });
+    moe_shared(m);
+    be_.lane_wait(sent);
+  } else {
+    if (exchange_) moe_send(m);
+    if (m.moe.padded) moe_shared(m);
+  }
   moe_experts(m);
   if (exchange_) moe_return(m);
   moe_finish(m);
@@ -115,11 +130,8 @@ void Model::moe_route(int64_t layer, Micro& m, const float* h, float* out) {
   st.gather_tp = comms_.attn_tp && tp > 1;
   st.mine = st.gather_tp ? scratch(m.mine, my_n * D) : out;
   st.shared_apart = has_shared && S == 0;
-  if (st.shared_apart) {
-    mark("moe.shared");
-    mlp(lw.shared, hm, my_n, st.mine);
-    mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
-  }
+  // The padded exchange runs the shared experts after its blocks leave (moe_shared), beside them.
+  if (!st.padded) moe_shared(m);
   const std::size_t l = static_cast<std::size_t>(layer);
   if (on_device) {
     // Sized for every layer at once: it only grows at the first such layer ever, before any
@@ -149,6 +161,24 @@ void Model::moe_route(int64_t layer, Micro& m, const float* h, float* out) {
     m.ex->pack_padded(hm, order, KS, n_slots, st.d_counts, ep_cap_tokens_, K,
                       scratch(m.d_local_counts, c.num_hidden_layers * n_local) + layer * n_local);
   }
+}
+
+void Model::moe_shared(Micro& m) {
+  MoeStage& st = m.moe;
+  if (!st.shared_apart) return;
+  mark("moe.shared");
+  mlp(weights_.layers[static_cast<std::size_t>(st.layer)].shared, st.hm, st.my_n, st.mine);
+  mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
+}
+
+uint64_t Model::on_lane1(const std::function<void()>& work) {
+  const uint64_t ready = be_.lane_signal();
+  be_.set_lane(1);
+  be_.lane_wait(ready);
+  work();
+  const uint64_t done = be_.lane_signal();
+  be_.set_lane(0);
+  return done;
 }
 
 // The exchange to the experts' owners: the padded form's blocks, or the exact form, which waits
