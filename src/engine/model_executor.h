@@ -65,8 +65,10 @@ class CheckpointExecutor final : public ModelExecutor {
   void size_cache_from_memory(const dist::Groups& groups);
 
   ExecutorOptions opt_;
-  std::unique_ptr<dist::Communicator> attn_tp_, ep_, ep_lane1_;
+  // Destroyed in reverse: the model, then the NCCL communicators (they synchronise the backend's
+  // streams they were bound to), then the backend that owns those streams.
   std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<dist::Communicator> attn_tp_, ep_, ep_lane1_;
   std::unique_ptr<model::Model> model_;
   std::vector<model::SeqInput> inputs_;
   std::vector<float> no_logits_;  // stays empty: every wanted row is sampled or argmax
