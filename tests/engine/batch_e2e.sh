@@ -51,6 +51,14 @@ for v in "4 2 4 512" "2 2 2 16"; do
     bad "$name failed: $(tail -3 "$work/$name.log")"
   fi
 done
+# The two-batch overlap over the padded exchange (every padded step of two tokens or more a rank
+# split in two): the same tokens.
+name="w2_dp2_ep2_tbo"
+if run_batch "$name" 2 --dp 2 --ep 2 --ep-exchange padded --enable-two-batch-overlap --tbo-min-tokens 2; then
+  [[ $(batch_canon "$work/$name.jsonl") == "$ref" ]] && ok "$name matches (1,1,1)" || bad "$name differs from (1,1,1)"
+else
+  bad "$name failed: $(tail -3 "$work/$name.log")"
+fi
 # Preemption: 12 pages of 8 tokens per replica cannot hold the batch at once.
 if run_batch preempt 2 --dp 2 --ep 2 --page-size 8 --max-total-tokens 96 --max-model-len 96 --log-level info; then
   np=$(grep -o 'preemptions=[0-9]*' "$work/preempt.log" | head -1 | cut -d= -f2)
