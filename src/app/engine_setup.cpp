@@ -1,6 +1,7 @@
 // Engine flags, model loading, executor and engine construction, signals.
 #include "app/engine_setup.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
@@ -78,7 +79,7 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("cuda-graph-max-bs", po::value<int64_t>(&f.cuda_graph_max_bs)->default_value(f.cuda_graph_max_bs), "GPUs, single-rank replicas (attn_tp 1, ep 1): decode steps of up to this many sequences replay recorded CUDA graphs, their experts at a fixed capacity (0: none)")
       ("ep-exchange", po::value<std::string>(&f.ep_exchange)->default_value(f.ep_exchange), "ep > 1: how MoE rows move between ranks: exact (the routed rows, counts through the host: one wait per MoE layer) or padded (steps of up to --cuda-graph-max-bs tokens on every rank: fixed-size blocks, counts on the device, no wait; decode graphs too with attn_tp 1; larger steps exact)")
       ("enable-two-batch-overlap", po::bool_switch(&f.two_batch_overlap), "ep > 1 with --ep-exchange padded: run each step of at least --tbo-min-tokens tokens a rank as two micro-batches, one's exchange overlapping the other's compute (attn_tp 1)")
-      ("tbo-min-tokens", po::value<int64_t>(&f.tbo_min_tokens)->default_value(f.tbo_min_tokens), "the fewest tokens a rank (the step's largest slice over the EP group) for which --enable-two-batch-overlap splits a step")
+      ("tbo-min-tokens", po::value<int64_t>(&f.tbo_min_tokens)->default_value(f.tbo_min_tokens), "the fewest tokens a rank (the step's largest slice over the EP group) for which --enable-two-batch-overlap splits a step (0: where each half gives every local expert 32 rows on average)")
       ("max-num-batched-tokens", po::value<int64_t>(&f.max_num_batched_tokens)->default_value(f.max_num_batched_tokens), "token budget of one step per replica (chunked prefill; 0: 8192 on GPUs, 4096 on the CPU)")
       ("max-model-len", po::value<int64_t>(&f.max_model_len)->default_value(f.max_model_len), "longest prompt + output (0: min of the model's and the KV capacity)")
       ("enable-prefix-caching", po::value<bool>(&f.enable_prefix_caching)->default_value(f.enable_prefix_caching)->implicit_value(true), "reuse the KV pages of cached prompt prefixes on every replica (--enable-prefix-caching=false or --no-prefix-caching: off)")
@@ -136,9 +137,18 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   eo.ep_padded_max_tokens = f.ep_exchange == "padded" ? f.cuda_graph_max_bs : 0;
   if (f.two_batch_overlap && f.ep_exchange != "padded")
     throw ConfigError("enable-two-batch-overlap", "overlaps the padded exchange: add --ep-exchange padded");
-  if (f.tbo_min_tokens < 2 || f.tbo_min_tokens > (1 << 20))
-    throw ConfigError("tbo-min-tokens", "must be in [2, 1048576]: a split needs two tokens");
-  eo.two_batch_overlap_min_tokens = f.two_batch_overlap ? f.tbo_min_tokens : 0;
+  if (f.tbo_min_tokens != 0 && (f.tbo_min_tokens < 2 || f.tbo_min_tokens > (1 << 20)))
+    throw ConfigError("tbo-min-tokens", "must be 0 (auto) or in [2, 1048576]: a split needs two tokens");
+  // Auto: where each half still gives every local expert kTboRowsPerExpert rows on average. Below
+  // that the experts stream their weights, and two halves read them twice (perf/RESULTS.md: a
+  // V2-Lite decode step of 256 tokens split in two took 1.8x as long on one H200).
+  constexpr int64_t kTboRowsPerExpert = 32;
+  const int64_t local_experts = cfg.n_routed_experts / std::max(1, s.groups->layout().ep);
+  const int64_t tbo_auto = cfg.num_experts_per_tok > 0
+                               ? (2 * kTboRowsPerExpert * local_experts / cfg.num_experts_per_tok + 15) / 16 * 16
+                               : 2;
+  eo.two_batch_overlap_min_tokens =
+      f.two_batch_overlap ? (f.tbo_min_tokens > 0 ? f.tbo_min_tokens : std::max<int64_t>(tbo_auto, 2)) : 0;
   // Experiment: the exchange at ep 1, with the rank itself (its cost, the overlap, on one GPU).
   if (const char* v = std::getenv("DPA_EP_SELF_EXCHANGE")) {
     if (std::string(v) != "0" && std::string(v) != "1")

@@ -29,7 +29,7 @@ struct EngineFlags {
   int64_t cuda_graph_max_bs = 512;      // decode graphs for steps of up to this many sequences (SGLang's flag)
   std::string ep_exchange = "exact";     // ep > 1: "exact" (counts via the host) or "padded" (fixed-size blocks)
   bool two_batch_overlap = false;        // SGLang's --enable-two-batch-overlap
-  int64_t tbo_min_tokens = 32;           // ... for steps of at least this many tokens a rank
+  int64_t tbo_min_tokens = 0;            // ... for steps of at least this many tokens a rank (0: auto)
   int64_t max_num_seqs = 256;
   int64_t max_num_batched_tokens = 0;  // 0: 8192 on GPUs, 4096 on the CPU
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)

@@ -46,7 +46,7 @@ if "$bin" make-model --preset tiny --output "$model/tiny" --log-level warn >/dev
   expect 2 "error: --ep-exchange: 'fast': exact or padded" bench --model "$model/tiny" --device cpu --ep-exchange fast
   expect 2 "error: --ep-exchange: padded sizes its blocks by --cuda-graph-max-bs, which is 0" bench --model "$model/tiny" --device cpu --ep-exchange padded --cuda-graph-max-bs 0
   expect 2 "error: --enable-two-batch-overlap: overlaps the padded exchange: add --ep-exchange padded" bench --model "$model/tiny" --device cpu --enable-two-batch-overlap
-  expect 2 "error: --tbo-min-tokens: must be in \\[2, 1048576\\]: a split needs two tokens" bench --model "$model/tiny" --device cpu --tbo-min-tokens 1
+  expect 2 "error: --tbo-min-tokens: must be 0 \\(auto\\) or in \\[2, 1048576\\]: a split needs two tokens" bench --model "$model/tiny" --device cpu --tbo-min-tokens 1
 else
   echo "FAIL: make-model --preset tiny"; fails=$((fails+1))
 fi
