@@ -261,9 +261,9 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     if (args.cuda) {
       EXPECT_GT(gs.replayed, 0) << "recorded " << gs.recorded << ", failed " << gs.failed;
       EXPECT_EQ(gs.failed, 0);
-    } else {
+    } else {  // a rank without prompts runs empty steps, which never try to record
       EXPECT_EQ(gs.replayed, 0);
-      EXPECT_EQ(gs.failed, 1);
+      EXPECT_EQ(gs.failed, mine.empty() ? 0 : 1);
     }
     if (rank == 0)
       std::printf("decode graphs: %lld recorded, %lld replays, %lld failed\n", static_cast<long long>(gs.recorded),
