@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep mla golden (default: all present)
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla golden (default: all but tbo)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
@@ -8,7 +8,7 @@ export LD_LIBRARY_PATH=$PWD/.gpupack/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0
 ngpu=$(nvidia-smi -L | wc -l)
 M="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG"
-steps=${*:-info nccl-test sweep ep mla golden}
+steps=${*:-info nccl-test sweep ep mla golden}  # tbo: asked for by name (it makes a 31 GB model)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpus.txt"
 for step in $steps; do
   echo "=== $step"
@@ -24,10 +24,23 @@ for step in $steps; do
       np=$(( ngpu >= 2 ? 2 : 1 ))
       $M -np $np .gpupack/bin/ep_exchange_bench --device cuda --tokens 1,16,64,128,256,512 --iters 100 2>&1 | tee "$out/ep_exchange_np$np.txt"
       if [[ $ngpu -ge 2 && -x .gpupack/bin/golden_forward ]]; then  # the model over it, exact against padded
-        for f in v2 v3; do for extra in "" "--cuda-graphs"; do
+        for f in v2 v3; do for extra in "" "--cuda-graphs" "--tbo=2" "--tbo=2 --cuda-graphs"; do
           $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --dp=2 --ep=2 --device=cuda \
-            --weights=bf16 --ep-padded=4096 $extra 2>&1 | grep -E "PASSED|FAILED|decode graphs:" | tee -a "$out/golden_ep_padded.txt"
+            --weights=bf16 --ep-padded=4096 $extra 2>&1 | grep -E "PASSED|FAILED|decode graphs:|two-batch" | tee -a "$out/golden_ep_padded.txt"
         done; done
+      fi ;;
+    tbo)  # the two-batch overlap (issue 6, target 7) on V2-Lite, two GPUs: where does the split win?
+      if [[ $ngpu -ge 2 ]]; then
+        [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
+          --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+        for w in "512 128 512" "2048 4 8192"; do set -- $w
+          for flags in "" "--enable-two-batch-overlap --tbo-min-tokens 2"; do
+            echo "-- in $1 out $2 max-bs $3 $flags" | tee -a "$out/tbo.txt"
+            $M -np 2 .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --dp 2 --ep 2 --num-prompts 512 \
+              --max-num-seqs 256 --random-input-len $1 --random-output-len $2 --ep-exchange padded \
+              --cuda-graph-max-bs $3 $flags 2>&1 | grep -E "token throughput|Median ITL|two-batch" | tee -a "$out/tbo.txt"
+          done
+        done
       fi ;;
     mla)  # MLA paged decode (issue 6, target 1): the many-head kernel's forms, checked, then timed
       [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma \
