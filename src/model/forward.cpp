@@ -60,6 +60,9 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     auto& ex = micro_[i].ex;
     ex = std::make_unique<EpExchange>(be, *comms.ep, ckpt.config().n_routed_experts, ckpt.config().hidden_size,
                                       scratch_epoch_);
+    if (weights_.n_local_experts() != ex->per_rank())  // the rows received are for these experts
+      throw Error(fmt::format("model: {} local experts, the exchange expects {}", weights_.n_local_experts(),
+                              ex->per_rank()));
     // The padded exchange over peer memory where every rank of the group can map the others'
     // (one node, GPUs); DPA_EP_PEER_MEMORY=0 keeps it on the communicator (comparisons).
     if (opts_.ep_padded_max_tokens > 0 && ckpt.config().n_routed_experts > 0) {
@@ -367,19 +370,18 @@ void Model::plan_micro(Micro& m, const std::vector<SeqInput>& batch, const std::
   m.batch.clear(), m.page_offset.clear(), m.decode_rows.clear(), m.absorbed.clear();
   m.any_absorbed = false, m.all_absorbed = true;
   std::vector<int32_t> decode_offset, decode_ctx;
-  int64_t r = 0;  // the step row where sequence si starts
+  int64_t next = 0;  // the step row where the next sequence starts
   for (std::size_t si = 0; si < batch.size(); ++si) {
     const SeqInput& s = batch[si];
-    const int64_t ns = static_cast<int64_t>(s.tokens.size());
-    const int64_t lo = std::max(r, row0), hi = std::min(r + ns, row0 + n);
-    r += ns;
+    const int64_t first = next;  // this sequence's first row in the step
+    next += static_cast<int64_t>(s.tokens.size());
+    const int64_t lo = std::max(first, row0), hi = std::min(next, row0 + n);
     if (lo >= hi) continue;
     SeqInput part = s;
-    part.tokens = s.tokens.subspan(static_cast<std::size_t>(lo - (r - ns)), static_cast<std::size_t>(hi - lo));
-    part.start = s.start + (lo - (r - ns));
+    part.tokens = s.tokens.subspan(static_cast<std::size_t>(lo - first), static_cast<std::size_t>(hi - lo));
+    part.start = s.start + (lo - first);
     const int64_t k = hi - lo;
-    const bool absorbed =
-        opts_.attention == AttentionForm::absorbed || (opts_.attention == AttentionForm::automatic && k == 1);
+    const bool absorbed = absorbs(k);
     m.batch.push_back(part);
     m.page_offset.push_back(seq_pages[si]);
     m.absorbed.push_back(absorbed);
@@ -423,7 +425,7 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     for (int32_t p : s.pages)
       if (p < 0 || p >= cache_->n_pages())
         throw Error(fmt::format("kv cache: page id {} outside [0, {})", p, cache_->n_pages()));
-    if (n == 1 && opts_.attention != AttentionForm::expanded) ++decode_seqs;
+    if (n == 1 && absorbs(n)) ++decode_seqs;
     if (n > 0 && ids.empty())
       pad_offset = static_cast<int32_t>(pages.size()), pad_ctx = static_cast<int32_t>(s.start + 1);
     for (int64_t i = 0; i < n; ++i) {

@@ -191,9 +191,7 @@ class Model {
     // Decode: the single-token sequences taking the absorbed form, attended in one mla_decode.
     std::vector<int32_t> decode_rows;   // their rows in the micro-batch
     bool decode_contiguous = false;     // decode_rows == 0 .. n-1
-    // Per sequence, whether attention takes the absorbed form: single tokens (decode) unless
-    // expanded is forced, every sequence when absorbed is forced.
-    std::vector<bool> absorbed;
+    std::vector<bool> absorbed;  // per sequence: absorbs() of its tokens here
     bool any_absorbed = false, all_absorbed = true;
     backend::Buffer<int32_t> d_decode_rows, d_decode_offset, d_decode_ctx;
     // MoE state that lives across the exchange (the two-batch overlap interleaves the halves).
@@ -204,6 +202,11 @@ class Model {
     std::unique_ptr<EpExchange> ex;  // the rows' moves between the EP group's ranks
     MoeStage moe;
   };
+  // Whether attention takes the absorbed form for a sequence of `tokens` new tokens: single tokens
+  // (decode) unless expanded is forced, every sequence when absorbed is forced.
+  bool absorbs(int64_t tokens) const {
+    return opts_.attention == AttentionForm::absorbed || (opts_.attention == AttentionForm::automatic && tokens == 1);
+  }
   // Splits the step's sequences into micro-batch m's rows [row0, row0 + n) (seq_pages: each
   // sequence's page-table offset; the step's padding rows attend as its first row does).
   void plan_micro(Micro& m, const std::vector<SeqInput>& batch, const std::vector<int64_t>& seq_pages, int64_t row0,

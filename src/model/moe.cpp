@@ -49,10 +49,6 @@ void Model::moe(int64_t layer, Micro& m, const float* h, float* out) {
   // The padded blocks travel on lane 1 while the shared experts run on lane 0 (in a row while
   // profiling: the phase marks follow one queue).
   if (m.moe.padded && !opts_.profile_phases) {
-    struct LaneZero {
-      backend::Backend& be;
-      ~LaneZero() { be.set_lane(0); }
-    } lane_zero{be_};
     const uint64_t sent = on_lane1([&] { moe_send(m); });
     moe_shared(m);
     be_.lane_wait(sent);
@@ -156,8 +152,6 @@ void Model::moe_route(int64_t layer, Micro& m, const float* h, float* out) {
     // The padded exchange's blocks, and the counts kept per layer for the profile's expert bytes
     // (expert_counts() reads the routing side).
     const int64_t n_local = weights_.n_local_experts();
-    if (n_local != m.ex->per_rank())
-      throw Error(fmt::format("moe: {} local experts, expected {}", n_local, m.ex->per_rank()));
     m.ex->pack_padded(hm, order, KS, n_slots, st.d_counts, ep_cap_tokens_, K,
                       scratch(m.d_local_counts, c.num_hidden_layers * n_local) + layer * n_local);
   }
@@ -172,13 +166,15 @@ void Model::moe_shared(Micro& m) {
 }
 
 uint64_t Model::on_lane1(const std::function<void()>& work) {
+  struct LaneZero {  // whatever work() throws, ops go to lane 0 again
+    backend::Backend& be;
+    ~LaneZero() { be.set_lane(0); }
+  } lane_zero{be_};
   const uint64_t ready = be_.lane_signal();
   be_.set_lane(1);
   be_.lane_wait(ready);
   work();
-  const uint64_t done = be_.lane_signal();
-  be_.set_lane(0);
-  return done;
+  return be_.lane_signal();
 }
 
 // The exchange to the experts' owners: the padded form's blocks, or the exact form, which waits
@@ -189,9 +185,6 @@ void Model::moe_send(Micro& m) {
   if (st.padded) {
     m.ex->send_padded();
   } else {
-    const int64_t n_local = weights_.n_local_experts();
-    if (n_local != m.ex->per_rank())
-      throw Error(fmt::format("moe: {} local experts, expected {}", n_local, m.ex->per_rank()));
     st.in = m.ex->dispatch(st.counts.data());
   }
 }

@@ -47,10 +47,6 @@ void Model::layers_tbo(float* residual, float* h, float* out) {
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  struct LaneZero {  // whatever is thrown, ops go to lane 0 again
-    backend::Backend& be;
-    ~LaneZero() { be.set_lane(0); }
-  } lane_zero{be_};
   uint64_t sent[2] = {0, 0}, returned[2] = {0, 0};
   bool pending[2] = {false, false};  // a MoE layer's results still to combine
   auto finish = [&](int i) {
