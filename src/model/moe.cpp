@@ -8,7 +8,7 @@
 // take the padded exchange (ForwardOptions::ep_padded_max_tokens): fixed-size blocks per peer and
 // the counts exchanged in backend memory, so the layer never waits for the host; its blocks then
 // travel on the backend's lane 1 while the shared experts run on lane 0. The layer is five stages
-// (route, send, experts, return, finish), which the two-batch overlap interleaves (forward.cpp).
+// (route, send, experts, return, finish), which the two-batch overlap interleaves (step_layers.cpp).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -162,7 +162,9 @@ void Model::moe_shared(Micro& m) {
   if (!st.shared_apart) return;
   mark("moe.shared");
   mlp(weights_.layers[static_cast<std::size_t>(st.layer)].shared, st.hm, st.my_n, st.mine);
-  mark("moe.route");  // the wait for the counts (an idle GPU, if the shared experts were short)
+  // Back to the routing phase: the exact exchange's wait for the counts (an idle GPU, if the shared
+  // experts were short); on the padded path, which profiles in a row, the send that follows.
+  mark("moe.route");
 }
 
 uint64_t Model::on_lane1(const std::function<void()>& work) {
