@@ -293,7 +293,8 @@ constexpr int kConsumers = 256;  // the two warpgroups of the seesaw form
 //   wg 1: O_R = O_R 2^(m - m_a) + P_a V_aR, and meanwhile m_b = max(m_a, rowmax S_b),
 //         P_b = 2^(S_b - m_b) to shared memory;                               [m_b, 2^(m_a - m_b), P_b]
 //         O_R = O_R 2^(m_a - m_b) + P_b V_bR (P_b from registers); the scores S_b' of the next pair
-//   wg 0: O_L = O_L 2^(m_a - m_b) + P_b V_bL; the scores S_a' of the next pair.
+//   wg 0: O_L = O_L 2^(m_a - m_b) + P_b V_bL; the scores S_a' of the next pair, whose first four
+//         blocks go out before P_b V_bL has finished (128 x 4,096 x 128: 5-6% faster).
 // The bracketed values cross at a named barrier (one side arrives, the other waits): two a pair.
 // Sums follow their outputs; the two warpgroups' sums are added at the end.
 // Copies come from a third warpgroup, the producer (one thread; its registers given to the two
@@ -543,11 +544,20 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
         const int vb = tile_valid(tb);
         if (vb < kT) zero_rows(slot1, vb);
         pv_shared(k_addr + kTileBytes, pb_addr);
-        detail::wgmma_wait<0>();
-        detail::wgmma_fence_operands(o);
-        if (has_b2) release(2);  // V_bL and P_b read
-      }
-      if (has_a2) scores(0, nxt, 0, 9, true);
+        if (has_a2) {
+          // The next tile's first four blocks of scores go out behind P_b V_bL (FlashMLA's order;
+          // their copies went out once P_a V_aL was done), so the tensor pipe does not drain
+          // while this warpgroup waits for P_b V_bL to release its half of slot 1.
+          scores(0, nxt, 0, 4, true);
+          detail::wgmma_wait<4>();
+          detail::wgmma_fence_operands(o);
+          if (has_b2) release(2);  // V_bL and P_b read
+          scores(0, nxt, 4, 5, false);
+        } else {
+          detail::wgmma_wait<0>();
+          detail::wgmma_fence_operands(o);
+        }
+      }  // (has_a2 implies has_b)
       detail::wgmma_wait<0>();  // (inside each branch: wgmma groups open across the join serialise)
       detail::wgmma_fence_operands(s);
     } else {
