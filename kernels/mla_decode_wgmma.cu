@@ -423,8 +423,13 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
 
   // S (+)= Q K^T over n blocks of the tile in `slot` from block b0 on (wrapping): a commit group a
   // block, each once its copy is in; `fresh`: the first overwrites S.
+  // The operands' wgmma descriptors, built once: each instruction's is one of these plus its
+  // offset (detail::desc_add). Rebuilding them from addresses cost ~10 uniform instructions a
+  // wgmma; the one add took 128 x 4,096 x 128 from 0.344-0.347 to 0.314-0.316 ms (same lease).
+  const uint64_t dQ = detail::sw128_desc(q_addr, 16, 1024);  // K-major: Q, and the tiles read as K
+  const uint64_t dK = detail::sw128_desc(k_addr, 16, 1024);
+  const uint64_t dV = detail::sw128_desc(k_addr + 4 * wg * kBlkBytes, kBlkBytes, 1024);  // N-major: this warpgroup's half of V
   auto scores = [&](int slot, unsigned parity, int b0, int n, bool fresh) {
-    const unsigned kb = k_addr + slot * kTileBytes;
 #pragma unroll
     for (int i = 0; i < n; ++i) {
       const int b = (b0 + i) % 9;
@@ -433,7 +438,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         const unsigned off = b * kBlkBytes + kk * 32;
-        detail::wgmma_m64n64k16(s, detail::sw128_desc(q_addr + off, 16, 1024), detail::sw128_desc(kb + off, 16, 1024),
+        detail::wgmma_m64n64k16(s, detail::desc_add(dQ, off), detail::desc_add(dK, slot * kTileBytes + off),
                                 !fresh || i > 0 || kk > 0);
       }
       detail::wgmma_commit();
@@ -475,24 +480,23 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
     detail::fence_proxy_async();
     named_sync(kBarWg + wg, 128);
   };
-  // O[:, 256 w ..] += P V over the tile at `slot_addr`, P from registers (pb) or from shared memory
-  // at p_addr.
-  auto pv_local = [&](unsigned slot_addr) {
+  // O[:, 256 w ..] += P V over the tile `slot_off` bytes into the ring, P from registers (pb) or
+  // from shared memory (descriptor dp).
+  auto pv_local = [&](unsigned slot_off) {
     detail::wgmma_fence_operands(o);
     detail::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
       detail::wgmma_m64n256k16_rs_bt(o, *reinterpret_cast<const unsigned(*)[4]>(pb + 4 * kk),
-                                     detail::sw128_desc(slot_addr + 4 * wg * kBlkBytes + kk * 16 * 128, kBlkBytes, 1024));
+                                     detail::desc_add(dV, slot_off + kk * 16 * 128));
     detail::wgmma_commit();
   };
-  auto pv_shared = [&](unsigned slot_addr, unsigned p_addr) {
+  auto pv_shared = [&](unsigned slot_off, uint64_t dp) {
     detail::wgmma_fence_operands(o);
     detail::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      detail::wgmma_m64n256k16_bt(o, detail::sw128_desc(p_addr + kk * 32, 16, 1024),
-                                  detail::sw128_desc(slot_addr + 4 * wg * kBlkBytes + kk * 16 * 128, kBlkBytes, 1024), 1);
+      detail::wgmma_m64n256k16_bt(o, detail::desc_add(dp, kk * 32), detail::desc_add(dV, slot_off + kk * 16 * 128), 1);
     detail::wgmma_commit();
   };
 
@@ -503,7 +507,8 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
   const int n_pairs = (n_tiles + 1) / 2;
   unsigned char* const slot0 = ks;
   unsigned char* const slot1 = ks + kTileBytes;
-  const unsigned pb_addr = detail::smem_addr(pbs), pa_addr = k_addr + 8 * kBlkBytes;
+  const uint64_t dPb = detail::sw128_desc(detail::smem_addr(pbs), 16, 1024);  // P_b, K-major
+  const uint64_t dPa = detail::desc_add(dK, 8 * kBlkBytes);                    // P_a, in slot 0's rope block
   for (int j = 0; j < n_pairs; ++j) {
     const int ta = 2 * j, tb = ta + 1;
     const bool has_b = tb < n_tiles, has_a2 = ta + 2 < n_tiles, has_b2 = tb + 2 < n_tiles;
@@ -531,7 +536,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       l_run = l_run * saA + sumA, l_runB = l_runB * saB + sumB;
       scale_o(saA, saB);
       if (va < kT) zero_rows(slot0, va);
-      pv_local(k_addr);
+      pv_local(0);
       detail::wgmma_wait<0>();
       detail::wgmma_fence_operands(o);
       detail::wgmma_fence_operands(pb);
@@ -543,7 +548,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
         l_run *= sbA, l_runB *= sbB;
         const int vb = tile_valid(tb);
         if (vb < kT) zero_rows(slot1, vb);
-        pv_shared(k_addr + kTileBytes, pb_addr);
+        pv_shared(kTileBytes, dPb);
         if (has_a2) {
           // The next tile's first four blocks of scores go out behind P_b V_bL (FlashMLA's order;
           // their copies went out once P_a V_aL was done), so the tensor pipe does not drain
@@ -567,7 +572,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       l_run *= saA, l_runB *= saB;
       const int va = tile_valid(ta);
       if (va < kT) zero_rows(slot0, va);
-      pv_shared(k_addr, pa_addr);  // O_R += P_a V_aR beside this warpgroup's softmax
+      pv_shared(0, dPa);  // O_R += P_a V_aR beside this warpgroup's softmax
       // (Without a tile b every row is masked: m_b = m_a, P_b = 0. Not skipped: a branch here,
       // with P_a V_aR in flight, makes ptxas serialise the wgmmas.)
       float mxA, mxB, sumA = 0.0f, sumB = 0.0f;
@@ -590,7 +595,7 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
       if (has_b) {
         const int vb = tile_valid(tb);
         if (vb < kT) zero_rows(slot1, vb);
-        pv_local(k_addr + kTileBytes);
+        pv_local(kTileBytes);
         detail::wgmma_wait<0>();
         detail::wgmma_fence_operands(o);
         detail::wgmma_fence_operands(pb);

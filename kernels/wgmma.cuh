@@ -31,6 +31,13 @@ __device__ __forceinline__ uint64_t sw128_desc(unsigned addr, unsigned lbo, unsi
          (static_cast<uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (1ull << 62);
 }
 
+// The descriptor of the operand `bytes` further on from the one `d` describes (the same strides):
+// the start address field holds address / 16 in its low 14 bits, and shared addresses stay below
+// 256 KB, so the field never carries. One add instead of rebuilding the descriptor's fields.
+__device__ __forceinline__ uint64_t desc_add(uint64_t d, unsigned bytes) {
+  return (d & 0xFFFFFFFF00000000ull) | static_cast<uint32_t>(static_cast<uint32_t>(d) + (bytes >> 4));
+}
+
 // Orders this thread's register writes of accumulators before the warpgroup's next wgmma.
 __device__ __forceinline__ void wgmma_fence() { DPA_WGMMA_ASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { DPA_WGMMA_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
