@@ -202,11 +202,6 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
               info.name, cfg.architecture, cfg.num_hidden_layers, cfg.hidden_size, cfg.n_routed_experts,
               cfg.num_experts_per_tok, s.groups->layout().dp, s.groups->layout().attn_tp, s.groups->layout().ep,
               s.executor->num_pages(), eo.page_size, ec.scheduler.enable_prefix_caching ? "on" : "off");
-  const auto& lay = s.groups->layout();
-  if (rt.rank() == 0 && f.two_batch_overlap && (lay.attn_tp > 1 || (lay.ep == 1 && !eo.ep_self_exchange)))
-    log::warn("--enable-two-batch-overlap: no step is split ({})",
-              lay.attn_tp > 1 ? "attention is sliced over attn_tp ranks; it needs --dp equal to the world"
-                              : "with --ep 1 there is no exchange to overlap");
   return s;
 }
 

@@ -45,8 +45,19 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   // Across ranks the padded exchange gives that (the step's collectives then have sizes fixed by
   // its agreed capacity).
   if (tp == 1 && exchange_ && opts_.cuda_graph_max_tokens > 0 && opts_.ep_padded_max_tokens > 0) graphs_ = true;
-  // The two-batch overlap interleaves micro-batches around the padded exchange, one slice a rank.
-  if (opts_.ep_padded_max_tokens <= 0 || tp > 1 || opts_.profile_phases) opts_.two_batch_overlap_min_tokens = 0;
+  // The two-batch overlap interleaves micro-batches around the padded exchange, one slice a rank;
+  // where it cannot, it is off, said once an EP group (the rule lives here, not in the callers).
+  if (opts_.two_batch_overlap_min_tokens > 0) {
+    const char* off = tp > 1                             ? "attention is sliced over attn_tp ranks; it needs --dp equal to the world"
+                      : !exchange_                       ? "with --ep 1 there is no exchange to overlap"
+                      : opts_.ep_padded_max_tokens <= 0 ? "it needs the padded exchange"
+                      : opts_.profile_phases             ? "the phase profile times the layers one after another"
+                                                         : nullptr;
+    if (off) {
+      if (shard.ep_rank == 0 && shard.attn_tp_rank == 0) log::warn("two-batch overlap: no step is split ({})", off);
+      opts_.two_batch_overlap_min_tokens = 0;
+    }
+  }
   if (const char* v = std::getenv("DPA_MOE_FIXED_TOKENS")) {
     char* end = nullptr;
     const long long n = std::strtoll(v, &end, 10);
