@@ -421,14 +421,14 @@ __global__ void __launch_bounds__(kSeeThreads, 1)
   for (int i = 0; i < 32; ++i) s[i] = 0.0f;
   unsigned pb[16];  // the same as bf16 pairs, k-step kk's A fragment in pb[4 kk .. 4 kk + 3]
 
-  // S (+)= Q K^T over n blocks of the tile in `slot` from block b0 on (wrapping): a commit group a
-  // block, each once its copy is in; `fresh`: the first overwrites S.
   // The operands' wgmma descriptors, built once: each instruction's is one of these plus its
   // offset (detail::desc_add). Rebuilding them from addresses cost ~10 uniform instructions a
   // wgmma; the one add took 128 x 4,096 x 128 from 0.344-0.347 to 0.314-0.316 ms (same lease).
   const uint64_t dQ = detail::sw128_desc(q_addr, 16, 1024);  // K-major: Q, and the tiles read as K
   const uint64_t dK = detail::sw128_desc(k_addr, 16, 1024);
   const uint64_t dV = detail::sw128_desc(k_addr + 4 * wg * kBlkBytes, kBlkBytes, 1024);  // N-major: this warpgroup's half of V
+  // S (+)= Q K^T over n blocks of the tile in `slot` from block b0 on (wrapping): a commit group a
+  // block, each once its copy is in; `fresh`: the first overwrites S.
   auto scores = [&](int slot, unsigned parity, int b0, int n, bool fresh) {
 #pragma unroll
     for (int i = 0; i < n; ++i) {
