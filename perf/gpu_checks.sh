@@ -46,7 +46,10 @@ for step in $steps; do
       [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma \
         --form seesaw,cp.async --reps 20 \
         --shapes 128x4096x128,128x4096x64,512x1536x128,64x2048x128,32x4096x128,1x4096x128,128x4096x16 2>&1 |
-        tee "$out/mla_decode.txt" ;;
+        tee "$out/mla_decode.txt"
+      # The same launched back to back (the host's part of a call overlapped, as in a graph replay).
+      [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma --reps 20 \
+        --calls 10 --shapes 128x4096x128,512x1536x128 2>&1 | tee -a "$out/mla_decode.txt" ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then
         PYTHONUNBUFFERED=1 python3 tests/golden/make_fixtures.py "$out/fixtures" 2>&1 | tail -40
