@@ -27,9 +27,7 @@ __global__ void strided_to_bf16_kernel(const float* x, int64_t ldx, int64_t stri
                                        int64_t cols, int64_t rows, __nv_bfloat16* out) {
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t b = r / n, i = r - b * n;
-    const float* src = x + b * stride_x + i * ldx;
-    __nv_bfloat16* dst = out + r * cols;
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = __float2bfloat16_rn(src[c]);
+    detail::copy_row(out + r * cols, x + b * stride_x + i * ldx, cols);  // float4 reads where aligned
   }
 }
 

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -232,6 +233,14 @@ class Backend {
                             float eps, float* out) = 0;
   // y[n, w.rows] = x[n, w.cols] · W^T (nn.Linear without bias); y must not alias x.
   virtual void linear(const float* x, int64_t n, const WeightView& w, float* y) = 0;
+  // linear(x, n, *o.w, o.y) for each o: several projections of the same rows (MLA's q and kv_a,
+  // an MLP's gate and up), whose weights share x's width. A backend that rounds the rows for its
+  // GEMMs rounds them once. Default: one linear call each.
+  struct LinearOut {
+    const WeightView* w;
+    float* y;
+  };
+  virtual void linear_many(const float* x, int64_t n, std::span<const LinearOut> outs);
   // dst[r * ldd + c] = src[r * lds + c] for r < rows, c < cols (strided 2-D copy; no overlap).
   virtual void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
                       int64_t cols) = 0;

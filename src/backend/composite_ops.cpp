@@ -34,6 +34,10 @@ void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t c
     throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, stride));
 }
 
+void Backend::linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) {
+  for (const LinearOut& o : outs) linear(x, n, *o.w, o.y);
+}
+
 std::vector<uint8_t> Backend::export_memory(void*) {
   throw Error(fmt::format("the {} backend shares no memory between processes", name()));
 }

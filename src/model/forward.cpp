@@ -325,8 +325,8 @@ void Model::mlp(const MlpWeights& w, const float* h, int64_t n, float* out) {
   const int64_t I = w.gate.rows;
   float* g = scratch(g_, n * I);
   float* u = scratch(u_, n * I);
-  be_.linear(h, n, w.gate, g);
-  be_.linear(h, n, w.up, u);
+  const backend::Backend::LinearOut gate_up[] = {{&w.gate, g}, {&w.up, u}};
+  be_.linear_many(h, n, gate_up);
   be_.silu_mul(g, u, n * I, g);
   be_.linear(g, n, w.down, out);
 }

@@ -110,6 +110,31 @@ TEST(BackendParity, Linear) {
   }
 }
 
+// Several weights over the same rows: on the GPU the rows are rounded to bf16 once for every
+// weight that goes through cuBLAS; weights the small-row kernel or SGEMM take read them as f32.
+TEST(BackendParity, LinearMany) {
+  const HostWeight &a = weight(DType::bf16, 96, 160), &b = weight(DType::bf16, 40, 160);
+  const HostWeight& f = weight(DType::f32, 24, 160);
+  const WeightView ac = cpu().prepare_weight(a.view()), ag = gpu().prepare_weight(a.view());
+  const WeightView bc = cpu().prepare_weight(b.view()), bg = gpu().prepare_weight(b.view());
+  const WeightView fc = cpu().prepare_weight(f.view()), fg = gpu().prepare_weight(f.view());
+  for (int64_t n : {0, 1, 33, 65, 300}) {
+    Dual<float> x(rnd(n * 160)), ya(n * 96), yb(n * 40), yf(n * 24);
+    const Backend::LinearOut oc[] = {{&ac, ya.c.data()}, {&fc, yf.c.data()}, {&bc, yb.c.data()}};
+    const Backend::LinearOut og[] = {{&ag, ya.g.data()}, {&fg, yf.g.data()}, {&bg, yb.g.data()}};
+    cpu().linear_many(x.c.data(), n, oc);
+    gpu().linear_many(x.g.data(), n, og);
+    const std::string s = shp({{"n", n}});
+    EXPECT_TRUE(close("linear_many", "bf16 96x160 " + s, ya.on_cpu(), ya.on_gpu(), 1e-2));
+    EXPECT_TRUE(close("linear_many", "f32 24x160 " + s, yf.on_cpu(), yf.on_gpu(), 1e-5, linear_atol(f.view())));
+    EXPECT_TRUE(close("linear_many", "bf16 40x160 " + s, yb.on_cpu(), yb.on_gpu(), 1e-2));
+  }
+  const WeightView narrow = gpu().prepare_weight(weight(DType::bf16, 8, 32).view());
+  Dual<float> x(rnd(100 * 160)), y(100 * 96), z(100 * 8);
+  const Backend::LinearOut mixed[] = {{&ag, y.g.data()}, {&narrow, z.g.data()}};
+  EXPECT_THROW(gpu().linear_many(x.g.data(), 100, mixed), Error);
+}
+
 TEST(BackendParity, AddSiluMul) {
   for (int64_t count : {0, 1, 1000, 100003}) {
     const auto a = rnd(count, -4, 4), b = rnd(count, -2, 2);
@@ -127,6 +152,16 @@ TEST(BackendParity, AddSiluMul) {
       cpu().silu_mul(g.c.data(), u.c.data(), count, g.c.data());  // out aliases gate
       gpu().silu_mul(g.g.data(), u.g.data(), count, g.g.data());
       EXPECT_TRUE(close("silu_mul", shp({{"count", count}}) + " inplace", g.on_cpu(), g.on_gpu(), 1e-6));
+    }
+    if (count > 1) {  // arrays off 16-byte alignment: every element one by one
+      const int64_t m = count - 1;
+      Dual<float> y(a), x(b), g(a), u(b), out(count);
+      cpu().add(y.c.data() + 1, x.c.data(), m);
+      gpu().add(y.g.data() + 1, x.g.data(), m);
+      EXPECT_TRUE(close("add", shp({{"count", m}}) + " unaligned", y.on_cpu(), y.on_gpu(), 0.0));
+      cpu().silu_mul(g.c.data() + 1, u.c.data(), m, out.c.data());
+      gpu().silu_mul(g.g.data() + 1, u.g.data(), m, out.g.data());
+      EXPECT_TRUE(close("silu_mul", shp({{"count", m}}) + " unaligned", out.on_cpu(), out.on_gpu(), 1e-6));
     }
   }
 }

@@ -88,6 +88,7 @@ class CudaBackend final : public Backend {
   // Row-major y[n, R] = x[n, C] · W^T is, column-major, y^T[R, n] = W'^T · x^T with W' the
   // column-major [C, R] matrix of leading dimension ld that the row-major W is.
   void linear(const float* x, int64_t n, const WeightView& w, float* y) override;
+  void linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) override;
 
   void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
               int64_t cols) override;

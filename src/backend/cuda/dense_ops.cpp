@@ -53,26 +53,40 @@ void CudaBackend::add_rms_norm(float* residual, const float* x, const WeightView
 }
 
 void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* y) {
-  if (n <= 0 || w.rows <= 0) return;
-  if (w.cols <= 0) {
-    fill_zero(y, static_cast<std::size_t>(n * w.rows) * sizeof(float));
-    return;
-  }
-  check_weight(w, "linear");
-  const int m = to_int(w.rows, "linear rows"), nn = to_int(n, "linear n"),
-            k = to_int(w.cols, "linear cols"), lda = to_int(w.ld, "linear ld");
-  const float one = 1.0f, zero = 0.0f;
-  if (w.dtype == DType::f32) {
-    DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one,
-                                 static_cast<const float*>(w.data), lda, x, k, &zero, y, m));
-  } else if (!small_linear(x, w.cols, 0, n, w, 0, 1, y, w.rows, 0)) {  // else a decode step's rows: done
-    const std::size_t count = static_cast<std::size_t>(n * w.cols);
-    bf16_workspace(count);
-    kernels::f32_to_bf16(x, bf16_ws_, static_cast<int64_t>(count), stream_);
-    DPA_CHECK_LAUNCH();
-    DPA_CHECK_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data,
-                                  CUDA_R_16BF, lda, bf16_ws_, CUDA_R_16BF, k, &zero, y,
-                                  CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  const LinearOut o{&w, y};
+  linear_many(x, n, {&o, 1});
+}
+
+void CudaBackend::linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) {
+  if (n <= 0) return;
+  bool rounded = false;  // bf16_ws_ holds x rounded to bf16 (for the first weight that needed it)
+  for (const LinearOut& o : outs) {
+    const WeightView& w = *o.w;
+    if (w.rows <= 0) continue;
+    if (w.cols != outs[0].w->cols) throw Error("linear_many: the weights differ in width");
+    if (w.cols <= 0) {
+      fill_zero(o.y, static_cast<std::size_t>(n * w.rows) * sizeof(float));
+      continue;
+    }
+    check_weight(w, "linear");
+    const int m = to_int(w.rows, "linear rows"), nn = to_int(n, "linear n"), k = to_int(w.cols, "linear cols"),
+              lda = to_int(w.ld, "linear ld");
+    const float one = 1.0f, zero = 0.0f;
+    if (w.dtype == DType::f32) {
+      DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one,
+                                   static_cast<const float*>(w.data), lda, x, k, &zero, o.y, m));
+    } else if (!small_linear(x, w.cols, 0, n, w, 0, 1, o.y, w.rows, 0)) {  // else a decode step's rows: done
+      if (!rounded) {
+        const std::size_t count = static_cast<std::size_t>(n * w.cols);
+        bf16_workspace(count);
+        kernels::f32_to_bf16(x, bf16_ws_, static_cast<int64_t>(count), stream_);
+        DPA_CHECK_LAUNCH();
+        rounded = true;
+      }
+      DPA_CHECK_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF, lda,
+                                    bf16_ws_, CUDA_R_16BF, k, &zero, o.y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+    }
   }
 }
 
