@@ -227,24 +227,49 @@ int64_t flash_prefill_workspace(const FlashSeq* seqs, int64_t n_seqs, int64_t n_
   return n_heads * (q_rows * d_qk + kv_rows * (d_qk + d_v));
 }
 
-void flash_prefill(const float* q, const float* k, const float* v, const FlashSeq* seqs, int64_t n_seqs,
-                          int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out, uint16_t* workspace,
-                          cudaStream_t stream) {
-  if (n_seqs <= 0 || n_heads <= 0) return;
-  // d_qk, d_v: 192 / 128 (flash_prefill_supported). The rows the sequences use, rounded to bf16
-  // at the same offsets; each part of the workspace starts on a 256-byte boundary.
-  int64_t q_rows, kv_rows;
-  spans(seqs, n_seqs, &q_rows, &kv_rows);
-  uint16_t* qb = workspace;
-  uint16_t* kb = qb + q_rows * n_heads * d_qk;
-  uint16_t* vb = kb + kv_rows * n_heads * d_qk;
-  if (q_rows <= 0) return;
-  f32_to_bf16(q, qb, q_rows * n_heads * d_qk, stream);
-  if (kv_rows > 0) {
-    f32_to_bf16(k, kb, kv_rows * n_heads * d_qk, stream);
-    f32_to_bf16(v, vb, kv_rows * n_heads * d_v, stream);
+namespace {
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// One block a key row (grid-stride): the row's heads' keys [kvb nope part, the shared rope key]
+// and values (kvb's other part), rounded to T; float4 at a time when every width and row start
+// allows, else one element at a time.
+template <class T>
+__global__ void expand_mla_kv_kernel(const float* kvb, const float* k_pe, int64_t rows, int64_t H, int64_t nope,
+                                     int64_t rope, int64_t d_v, bool vec, T* k, T* v) {
+  const int64_t dqk = nope + rope, w = nope + d_v, per_head = dqk + d_v, step = vec ? 4 : 1;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* src = kvb + r * H * w;
+    const float* pe = k_pe + r * rope;
+    T* kr = k + r * H * dqk;
+    T* vr = v + r * H * d_v;
+    for (int64_t i = threadIdx.x * step; i < H * per_head; i += blockDim.x * step) {
+      const int64_t h = i / per_head, c = i - h * per_head;
+      const float* from = c < nope ? src + h * w + c : c < dqk ? pe + (c - nope) : src + h * w + nope + (c - dqk);
+      T* to = c < dqk ? kr + h * dqk + c : vr + h * d_v + (c - dqk);
+      if (vec)
+        detail::store4(to, *reinterpret_cast<const float4*>(from));
+      else
+        detail::store(to, *from);
+    }
   }
-  // Sequences longest first (most keys in their last tile), kMaxSeqs a launch.
+}
+
+template <class T>
+void expand_mla_kv_as(const float* kvb, const float* k_pe, int64_t rows, int64_t H, int64_t nope, int64_t rope,
+                      int64_t d_v, T* k, T* v, cudaStream_t stream) {
+  if (rows <= 0 || H <= 0) return;
+  const bool vec = nope % 4 == 0 && rope % 4 == 0 && d_v % 4 == 0 && aligned16(kvb) && aligned16(k_pe) &&
+                   reinterpret_cast<uintptr_t>(k) % (4 * sizeof(T)) == 0 &&
+                   reinterpret_cast<uintptr_t>(v) % (4 * sizeof(T)) == 0;
+  const unsigned grid = static_cast<unsigned>(rows < (1 << 20) ? rows : (1 << 20));
+  expand_mla_kv_kernel<T><<<grid, 256, 0, stream>>>(kvb, k_pe, rows, H, nope, rope, d_v, vec, k, v);
+}
+
+// The launches over bf16 q / k / v (rows as the sequences say), kMaxSeqs sequences a launch,
+// longest first (most keys in their last tile).
+void flash_launches(const uint16_t* qb, const uint16_t* kb, const uint16_t* vb, const FlashSeq* seqs,
+                    int64_t n_seqs, int64_t n_heads, float scale, float* out, cudaStream_t stream) {
   std::vector<int64_t> by_len(static_cast<std::size_t>(n_seqs));
   std::iota(by_len.begin(), by_len.end(), int64_t{0});
   auto work = [&](int64_t i) { return std::min(seqs[i].n_kv, seqs[i].q_start + seqs[i].n_q); };
@@ -263,6 +288,50 @@ void flash_prefill(const float* q, const float* k, const float* v, const FlashSe
     }
     if (a.n_seqs > 0) launch<192, 128>(a, stream);
   }
+}
+
+}  // namespace
+
+void flash_prefill(const float* q, const float* k, const float* v, const FlashSeq* seqs, int64_t n_seqs,
+                   int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out, uint16_t* workspace,
+                   cudaStream_t stream) {
+  if (n_seqs <= 0 || n_heads <= 0) return;
+  // d_qk, d_v: 192 / 128 (flash_prefill_supported). The rows the sequences use, rounded to bf16
+  // at the same offsets; each part of the workspace starts on a 256-byte boundary.
+  int64_t q_rows, kv_rows;
+  spans(seqs, n_seqs, &q_rows, &kv_rows);
+  uint16_t* qb = workspace;
+  uint16_t* kb = qb + q_rows * n_heads * d_qk;
+  uint16_t* vb = kb + kv_rows * n_heads * d_qk;
+  if (q_rows <= 0) return;
+  f32_to_bf16(q, qb, q_rows * n_heads * d_qk, stream);
+  if (kv_rows > 0) {
+    f32_to_bf16(k, kb, kv_rows * n_heads * d_qk, stream);
+    f32_to_bf16(v, vb, kv_rows * n_heads * d_v, stream);
+  }
+  flash_launches(qb, kb, vb, seqs, n_seqs, n_heads, scale, out, stream);
+}
+
+void flash_prefill_mla(const float* q, const float* kvb, const float* k_pe, const FlashSeq* seqs, int64_t n_seqs,
+                       int64_t n_heads, int64_t nope, int64_t rope, int64_t d_v, float scale, float* out,
+                       uint16_t* workspace, cudaStream_t stream) {
+  if (n_seqs <= 0 || n_heads <= 0) return;
+  const int64_t d_qk = nope + rope;
+  int64_t q_rows, kv_rows;
+  spans(seqs, n_seqs, &q_rows, &kv_rows);
+  uint16_t* qb = workspace;
+  uint16_t* kb = qb + q_rows * n_heads * d_qk;
+  uint16_t* vb = kb + kv_rows * n_heads * d_qk;
+  if (q_rows <= 0) return;
+  f32_to_bf16(q, qb, q_rows * n_heads * d_qk, stream);
+  expand_mla_kv_as(kvb, k_pe, kv_rows, n_heads, nope, rope, d_v, reinterpret_cast<__nv_bfloat16*>(kb),
+                   reinterpret_cast<__nv_bfloat16*>(vb), stream);
+  flash_launches(qb, kb, vb, seqs, n_seqs, n_heads, scale, out, stream);
+}
+
+void expand_mla_kv(const float* kvb, const float* k_pe, int64_t rows, int64_t n_heads, int64_t nope, int64_t rope,
+                   int64_t d_v, float* k, float* v, cudaStream_t stream) {
+  expand_mla_kv_as(kvb, k_pe, rows, n_heads, nope, rope, d_v, k, v, stream);
 }
 
 }  // namespace dpa::kernels

@@ -36,4 +36,16 @@ void flash_prefill(const float* q, const float* k, const float* v, const FlashSe
                    int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out, uint16_t* workspace,
                    cudaStream_t stream);
 
+// MLA's expanded form without its keys and values in f32: the head h key of row r is
+// [kvb[r, h, :nope], k_pe[r, :]] and its value kvb[r, h, nope:] (kvb [rows, H, nope + d_v], k_pe
+// [rows, rope], both f32), built in bf16 in `workspace` (flash_prefill_workspace's size for
+// d_qk = nope + rope) in one pass, then flash_prefill's launches. nope + rope and d_v: 192 / 128.
+void flash_prefill_mla(const float* q, const float* kvb, const float* k_pe, const FlashSeq* seqs, int64_t n_seqs,
+                       int64_t n_heads, int64_t nope, int64_t rope, int64_t d_v, float scale, float* out,
+                       uint16_t* workspace, cudaStream_t stream);
+
+// The same keys and values in f32 (any widths): k [rows, H, nope + rope], v [rows, H, d_v].
+void expand_mla_kv(const float* kvb, const float* k_pe, int64_t rows, int64_t n_heads, int64_t nope, int64_t rope,
+                   int64_t d_v, float* k, float* v, cudaStream_t stream);
+
 }  // namespace dpa::kernels

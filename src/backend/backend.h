@@ -292,6 +292,15 @@ class Backend {
   // The default runs attention() per sequence.
   virtual void attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs,
                                 int64_t n_seqs, int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out);
+  // attention_packed in MLA's expanded form, from what its keys and values are made of: kvb
+  // [kv rows, H, nope + d_v] (kv_b_proj's output: each head's key part, then its value) and k_pe
+  // [kv rows, rope] (the rotated rope key, shared by the heads), kv rows = the sequences' key rows.
+  // Head h's key at row r is [kvb[r, h, :nope], k_pe[r]] and its value kvb[r, h, nope:]. k
+  // [kv rows, H, nope + rope] and v [kv rows, H, d_v] are room for them: the default builds them
+  // there, then runs attention_packed; a backend may build them in its own memory instead.
+  virtual void attention_packed_mla(const float* q, const float* kvb, const float* k_pe, const PackedSeq* seqs,
+                                    int64_t n_seqs, int64_t n_heads, int64_t nope, int64_t rope, int64_t d_v,
+                                    float scale, float* k, float* v, float* out);
   // Absorbed MLA of one sequence over its paged latent cache: q_lat [n_q, H, kv_lora] (q_nope
   // already multiplied by W_UK), q_pe [n_q, H, rope_dim] (rotated) -> out_lat [n_q, H, kv_lora]
   // = softmax(scale · (q_lat·c + q_pe·k_pe)) · c over cache positions 0 .. q_start + i.

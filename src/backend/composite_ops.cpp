@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/error.h"
@@ -16,6 +17,18 @@ void Backend::attention_packed(const float* q, const float* k, const float* v, c
     attention(q + s.q0 * n_heads * d_qk, k + s.kv0 * n_heads * d_qk, v + s.kv0 * n_heads * d_v, s.n_q, s.n_kv,
               n_heads, d_qk, d_v, s.q_start, scale, out + s.q0 * n_heads * d_v);
   }
+}
+
+void Backend::attention_packed_mla(const float* q, const float* kvb, const float* k_pe, const PackedSeq* seqs,
+                                   int64_t n_seqs, int64_t n_heads, int64_t nope, int64_t rope, int64_t d_v,
+                                   float scale, float* k, float* v, float* out) {
+  int64_t rows = 0;
+  for (int64_t i = 0; i < n_seqs; ++i) rows = std::max(rows, seqs[i].kv0 + seqs[i].n_kv);
+  const int64_t dqk = nope + rope;
+  copy2d(k, dqk, kvb, nope + d_v, rows * n_heads, nope);
+  copy2d(v, d_v, kvb + nope, nope + d_v, rows * n_heads, d_v);
+  for (int64_t h = 0; h < n_heads; ++h) copy2d(k + h * dqk + nope, n_heads * dqk, k_pe, rope, rows, rope);
+  attention_packed(q, k, v, seqs, n_seqs, n_heads, dqk, d_v, scale, out);
 }
 
 void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t x_div) {

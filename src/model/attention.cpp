@@ -122,11 +122,12 @@ void Model::attention(int64_t layer, const Micro& m, const float* h, float* out)
   if (!all_absorbed) {
     mark("attention.prefill");
     // Expanded: k = [k_nope from kv_b_proj, k_pe], v from kv_b_proj, for every cached position of
-    // each chunk's sequence. The sequences are packed along the rows, as many at once as
-    // kExpandedBytes of f32 buffers hold (at least one), so kv_b_proj, the copies and the
-    // attention run once per pack instead of once per sequence.
+    // each chunk's sequence (the backend assembles them from kv_b_proj's output and the rope keys:
+    // attention_packed_mla). The sequences are packed along the rows, as many at once as
+    // kExpandedBytes of f32 buffers hold (at least one), so kv_b_proj and the attention run once
+    // per pack instead of once per sequence.
     constexpr int64_t kExpandedBytes = int64_t{512} << 20;
-    const int64_t row_bytes = (L + Hl * (nope + dv) + Hl * dqk + Hl * dv) * static_cast<int64_t>(sizeof(float));
+    const int64_t row_bytes = (L + Hl * (nope + dv) + R + Hl * dqk + Hl * dv) * static_cast<int64_t>(sizeof(float));
     const int64_t budget_rows = std::max<int64_t>(1, kExpandedBytes / row_bytes);
     std::vector<backend::PackedSeq> pack;
     std::vector<backend::PagedLatent> views;  // each packed sequence's cache
@@ -135,16 +136,16 @@ void Model::attention(int64_t layer, const Micro& m, const float* h, float* out)
       if (pack.empty()) return;
       float* ctx_lat = scratch(ctx_lat_, rows * L);
       float* kvb = scratch(kvb_, rows * Hl * (nope + dv));
+      float* k_pe = scratch(k_pe_, rows * R);
       float* k = scratch(k_, rows * Hl * dqk);
       float* v = scratch(v_, rows * Hl * dv);
-      for (std::size_t j = 0; j < pack.size(); ++j)
+      for (std::size_t j = 0; j < pack.size(); ++j) {
         be_.paged_gather(views[j], 0, L, pack[j].n_kv, ctx_lat + pack[j].kv0 * L, L, 1, 0);
+        be_.paged_gather(views[j], L, R, pack[j].n_kv, k_pe + pack[j].kv0 * R, R, 1, 0);
+      }
       be_.linear(ctx_lat, rows, lw.kv_b_proj, kvb);
-      be_.copy2d(k, dqk, kvb, nope + dv, rows * Hl, nope);
-      be_.copy2d(v, dv, kvb + nope, nope + dv, rows * Hl, dv);
-      for (std::size_t j = 0; j < pack.size(); ++j)  // the rope key into every head
-        be_.paged_gather(views[j], L, R, pack[j].n_kv, k + pack[j].kv0 * Hl * dqk + nope, Hl * dqk, Hl, dqk);
-      be_.attention_packed(q, k, v, pack.data(), static_cast<int64_t>(pack.size()), Hl, dqk, dv, scale, o);
+      be_.attention_packed_mla(q, kvb, k_pe, pack.data(), static_cast<int64_t>(pack.size()), Hl, nope, R, dv, scale, k,
+                               v, o);
       pack.clear(), views.clear(), rows = 0;
     };
     int64_t t0 = 0;

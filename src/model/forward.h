@@ -336,7 +336,7 @@ class Model {
   backend::Buffer<float> dq_, dq_lat_, dq_pe_, dout_lat_;
   backend::Buffer<float> residual_, h_, out_, picked_, logits_, kept_;
   backend::Buffer<float> q_, qa_, kva_, o_, o_abs_, q_lat_, q_pe_, qn_, tmp_, out_lat_, lat_h_, vh_;
-  backend::Buffer<float> ctx_lat_, kvb_, k_, v_;
+  backend::Buffer<float> ctx_lat_, kvb_, k_pe_, k_, v_;
   backend::Buffer<float> g_, u_;
   backend::Buffer<float> router_logits_, expert_out_;
   backend::Buffer<backend::LogitEdit> d_edits_;

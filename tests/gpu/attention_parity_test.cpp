@@ -460,5 +460,47 @@ TEST(BackendParity, AttentionPackedFlashBf16) {
   });
 }
 
+// The expanded MLA form from kv_b_proj's output and the shared rope key. DeepSeek's widths with
+// the flash kernel (keys and values built in bf16 in the backend's memory) and, with TF32 off or
+// other widths, the keys and values built in the caller's f32 buffers (exact copies) and then
+// attention_packed.
+TEST(BackendParity, AttentionPackedMla) {
+  struct Case {
+    int64_t H, nope, rope, d_v;
+    bool tf32;
+    double rtol;
+  };
+  const Case cases[] = {{16, 128, 64, 128, true, 1e-2}, {16, 128, 64, 128, false, 1e-5}, {4, 16, 8, 12, false, 1e-5}};
+  with_attn_mode("auto", [&] {
+    for (const Case& c : cases) {
+      gpu().set_attention_tf32(c.tf32);
+      const int64_t n_seqs = 5, d_qk = c.nope + c.rope;
+      std::vector<PackedSeq> seqs;
+      int64_t q_rows = 0, kv_rows = 0;
+      for (int64_t i = 0; i < n_seqs; ++i) {
+        const int64_t n_q = rnd_int(1, 150), q_start = i % 2 ? rnd_int(0, 100) : 0;
+        seqs.push_back(PackedSeq{q_rows, n_q, kv_rows, q_start + n_q, q_start});
+        q_rows += n_q + (i % 4 == 1 ? 3 : 0);
+        kv_rows += q_start + n_q;
+      }
+      Dual<float> q(rnd(q_rows * c.H * d_qk, -2, 2)), kvb(rnd(kv_rows * c.H * (c.nope + c.d_v), -2, 2)),
+          k_pe(rnd(kv_rows * c.rope, -2, 2)), k(kv_rows * c.H * d_qk), v(kv_rows * c.H * c.d_v),
+          out(rnd(q_rows * c.H * c.d_v));
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d_qk));
+      cpu().attention_packed_mla(q.c.data(), kvb.c.data(), k_pe.c.data(), seqs.data(), n_seqs, c.H, c.nope, c.rope,
+                                 c.d_v, scale, k.c.data(), v.c.data(), out.c.data());
+      gpu().attention_packed_mla(q.g.data(), kvb.g.data(), k_pe.g.data(), seqs.data(), n_seqs, c.H, c.nope, c.rope,
+                                 c.d_v, scale, k.g.data(), v.g.data(), out.g.data());
+      const std::string s = shp({{"H", c.H}, {"nope", c.nope}, {"rope", c.rope}, {"d_v", c.d_v}, {"tf32", c.tf32},
+                                 {"kv_rows", kv_rows}});
+      EXPECT_TRUE(close("attention_packed_mla", s, out.on_cpu(), out.on_gpu(), c.rtol, 1e-5));
+      if (c.rtol < 1e-3) {  // not the flash kernel: the f32 keys and values were built in k and v
+        EXPECT_TRUE(close("attention_packed_mla", s + " k", k.on_cpu(), k.on_gpu(), 0.0));
+        EXPECT_TRUE(close("attention_packed_mla", s + " v", v.on_cpu(), v.on_gpu(), 0.0));
+      }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace dpa::backend

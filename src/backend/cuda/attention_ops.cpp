@@ -100,6 +100,29 @@ void CudaBackend::attention_packed(const float* q, const float* k, const float* 
   DPA_CHECK_LAUNCH();
 }
 
+void CudaBackend::attention_packed_mla(const float* q, const float* kvb, const float* k_pe, const PackedSeq* seqs,
+                                       int64_t n_seqs, int64_t n_heads, int64_t nope, int64_t rope, int64_t d_v,
+                                       float scale, float* k, float* v, float* out) {
+  if (n_seqs <= 0 || n_heads <= 0) return;
+  const int64_t dqk = nope + rope;
+  std::vector<kernels::FlashSeq> fs(static_cast<std::size_t>(n_seqs));
+  int64_t rows = 0;
+  for (std::size_t i = 0; i < fs.size(); ++i) {
+    fs[i] = kernels::FlashSeq{seqs[i].q0, seqs[i].n_q, seqs[i].kv0, seqs[i].n_kv, seqs[i].q_start};
+    rows = std::max(rows, seqs[i].kv0 + seqs[i].n_kv);
+  }
+  if (!flash_applies(dqk, d_v, out, n_heads)) {  // k and v built in f32 where the caller said
+    kernels::expand_mla_kv(kvb, k_pe, rows, n_heads, nope, rope, d_v, k, v, stream_);
+    DPA_CHECK_LAUNCH();
+    return attention_packed(q, k, v, seqs, n_seqs, n_heads, dqk, d_v, scale, out);
+  }
+  // The flash kernel's bf16 keys and values built straight from kvb and k_pe (k and v unused).
+  const int64_t ws = kernels::flash_prefill_workspace(fs.data(), n_seqs, n_heads, dqk, d_v);
+  kernels::flash_prefill_mla(q, kvb, k_pe, fs.data(), n_seqs, n_heads, nope, rope, d_v, scale, out,
+                             reinterpret_cast<uint16_t*>(scratch((ws + 1) / 2)), stream_);
+  DPA_CHECK_LAUNCH();
+}
+
 void CudaBackend::mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
                                const PagedLatent& cache, int64_t q_start, float scale,
                                float* out_lat) {

@@ -121,6 +121,9 @@ class CudaBackend final : public Backend {
   // Where the flash kernel applies (flash_applies), every sequence in one launch (or a few).
   void attention_packed(const float* q, const float* k, const float* v, const PackedSeq* seqs, int64_t n_seqs,
                         int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out) override;
+  void attention_packed_mla(const float* q, const float* kvb, const float* k_pe, const PackedSeq* seqs, int64_t n_seqs,
+                            int64_t n_heads, int64_t nope, int64_t rope, int64_t d_v, float scale, float* k, float* v,
+                            float* out) override;
 
   void mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_q, int64_t n_heads,
                     const PagedLatent& cache, int64_t q_start, float scale,
