@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "kernels/common.cuh"
 #include "kernels/moe_sort.cuh"
 
@@ -38,6 +40,28 @@ __device__ void block_exclusive_scan(int* a, int64_t n, int* warp_sums) {
   __syncthreads();
 }
 
+// Warp `warp` places its slots [s0, s1) in order, 32 at a time (equal ids within the 32 ranked by
+// lane), from pos[id * nw + warp], its first position for each expert (advanced as it goes).
+__device__ __forceinline__ void place_slots(const int32_t* ids, int64_t s0, int64_t s1, int* pos, int nw, int warp,
+                                            int lane, int32_t* order, int32_t* position) {
+  const unsigned lt = (1u << lane) - 1u;
+  for (int64_t base = s0; base < s1; base += 32) {
+    const int64_t s = base + lane;
+    const bool valid = s < s1;
+    const int id = valid ? ids[s] : -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, id);
+    const int rank = __popc(peers & lt);
+    if (valid) {
+      const int j = pos[id * nw + warp] + rank;
+      order[j] = static_cast<int32_t>(s);
+      if (position) position[s] = j;
+    }
+    __syncwarp();
+    if (valid && rank == 0) pos[id * nw + warp] += __popc(peers);
+    __syncwarp();
+  }
+}
+
 // Warp w of nw takes the contiguous slots [n w / nw, n (w + 1) / nw): counts per (expert, warp),
 // an exclusive scan in (expert, warp) order gives each warp its first position per expert, then
 // each warp places its slots in order, 32 at a time (equal ids within the 32 ranked by lane). The
@@ -69,29 +93,96 @@ __global__ void __launch_bounds__(kThreads) moe_sort_kernel(const int32_t* ids, 
   if (threadIdx.x == 0) counts[E] = bad;
   if (bad) return;  // uniform: read after the barrier above
   block_exclusive_scan(pos, E * nw, warp_sums);
-  const unsigned lt = (1u << lane) - 1u;
-  for (int64_t base = s0; base < s1; base += 32) {
-    const int64_t s = base + lane;
-    const bool valid = s < s1;
-    const int id = valid ? ids[s] : -1;
-    const unsigned peers = __match_any_sync(0xffffffffu, id);
-    const int rank = __popc(peers & lt);
-    if (valid) {
-      const int j = pos[id * nw + warp] + rank;
-      order[j] = static_cast<int32_t>(s);
-      if (position) position[s] = j;
-    }
-    __syncwarp();
-    if (valid && rank == 0) pos[id * nw + warp] += __popc(peers);
-    __syncwarp();
+  place_slots(ids, s0, s1, pos, nw, warp, lane, order, position);
+}
+
+// The wide form, for many slots: W warps over the grid (nw a block), warp g taking the slots
+// [n g / W, n (g + 1) / W). Pass 1 counts per (expert, warp) into cnt [E][W] and flags bad ids
+// in cnt[E W + block]; pass 2 (one block) totals and scans cnt in (expert, warp) order; pass 3
+// places each warp's slots as the one-block kernel does. Same order as the one-block kernel's.
+__global__ void moe_sort_count_kernel(const int32_t* ids, int64_t n, int64_t E, int W, int* cnt) {
+  extern __shared__ int c[];  // [E][nw]
+  const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = blockIdx.x * nw + warp;
+  __shared__ int bad;
+  for (int64_t i = threadIdx.x; i < E * nw; i += blockDim.x) c[i] = 0;
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  for (int64_t s = n * g / W + lane, s1 = n * (g + 1) / W; s < s1; s += 32) {
+    const int id = ids[s];
+    if (id < 0 || id >= E)
+      bad = 1;
+    else
+      atomicAdd(&c[id * nw + warp], 1);
   }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < E * nw; i += blockDim.x)
+    cnt[(i / nw) * W + blockIdx.x * nw + i % nw] = c[i];
+  if (threadIdx.x == 0) cnt[E * W + blockIdx.x] = bad;
+}
+
+__global__ void __launch_bounds__(kThreads) moe_sort_scan_kernel(int* cnt, int64_t E, int W, int blocks,
+                                                                 int64_t* counts) {
+  __shared__ int bad;
+  __shared__ int warp_sums[32];
+  if (threadIdx.x == 0) bad = 0;
+  __syncthreads();
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x)
+    if (cnt[E * W + b]) bad = 1;
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int64_t c = 0;
+    for (int w = 0; w < W; ++w) c += cnt[e * W + w];
+    counts[e] = c;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) counts[E] = bad;
+  if (bad) return;  // uniform: read after the barrier above
+  block_exclusive_scan(cnt, E * W, warp_sums);
+}
+
+__global__ void moe_sort_place_kernel(const int32_t* ids, int64_t n, int64_t E, int W, const int* cnt,
+                                      const int64_t* counts, int32_t* order, int32_t* position) {
+  if (counts[E]) return;  // a bad id: order unset, as the one-block kernel leaves it
+  extern __shared__ int pos[];  // [E][nw]: this block's warps' first positions
+  const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = blockIdx.x * nw + warp;
+  for (int64_t i = threadIdx.x; i < E * nw; i += blockDim.x) pos[i] = cnt[(i / nw) * W + blockIdx.x * nw + i % nw];
+  __syncthreads();
+  place_slots(ids, n * g / W, n * (g + 1) / W, pos, nw, warp, lane, order, position);
+}
+
+// The wide form's warps: about kWideSlots slots each, kWideWarps a block.
+constexpr int64_t kWideSlots = 256, kWideWarps = 8;
+
+void wide_shape(int64_t n_slots, int* warps, int* blocks) {
+  const int64_t b = std::max<int64_t>(1, (n_slots + kWideSlots * kWideWarps - 1) / (kWideSlots * kWideWarps));
+  *blocks = static_cast<int>(b), *warps = static_cast<int>(b * kWideWarps);
 }
 
 }  // namespace
 
-void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
-              int32_t* position, int64_t* counts_dev, cudaStream_t stream) {
+int64_t moe_sort_workspace_ints(int64_t n_slots, int64_t n_experts) {
+  if (n_slots < kMoeSortWideMinSlots || n_experts <= 0) return 0;
+  int warps, blocks;
+  wide_shape(n_slots, &warps, &blocks);
+  return n_experts * warps + blocks;
+}
+
+void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order, int32_t* position,
+              int64_t* counts_dev, int* workspace, int64_t workspace_ints, cudaStream_t stream) {
   if (n_experts <= 0) return;
+  const int64_t wide = moe_sort_workspace_ints(n_slots, n_experts);
+  const size_t wide_smem = static_cast<size_t>(n_experts * kWideWarps) * sizeof(int);
+  if (wide > 0 && workspace && workspace_ints >= wide && wide_smem <= 48 * 1024) {
+    int warps, blocks;
+    wide_shape(n_slots, &warps, &blocks);
+    const unsigned threads = static_cast<unsigned>(kWideWarps * 32);
+    moe_sort_count_kernel<<<blocks, threads, wide_smem, stream>>>(ids, n_slots, n_experts, warps, workspace);
+    moe_sort_scan_kernel<<<1, kThreads, 0, stream>>>(workspace, n_experts, warps, blocks, counts_dev);
+    moe_sort_place_kernel<<<blocks, threads, wide_smem, stream>>>(ids, n_slots, n_experts, warps, workspace,
+                                                                  counts_dev, order, position);
+    return;
+  }
   // As many warps as the (expert, warp) counters fit in 96 KiB of shared memory (32 for up to
   // 768 experts); one warp per 32 slots at most.
   constexpr int64_t kSmemCap = 96 * 1024;

@@ -270,6 +270,15 @@ TEST(BackendParity, MoeSort) {
       EXPECT_TRUE(exact("moe_sort position", s, position.on_cpu(), position.on_gpu()));
       EXPECT_TRUE(exact("moe_sort counts", s, cc, cg));
     }
+  // An id outside [0, E) is refused by both forms (one block; wide from 8,192 slots).
+  for (int64_t n_slots : {300, 20000}) {
+    std::vector<int32_t> ids(n_slots, 3);
+    ids[n_slots / 2] = 64;
+    Dual<int32_t> di(ids), order(n_slots);
+    std::vector<int64_t> cg(64);
+    gpu().moe_sort(di.g.data(), n_slots, 64, order.g.data(), nullptr);
+    EXPECT_THROW(gpu().moe_counts(cg.data()), Error) << n_slots << " slots";
+  }
 }
 
 // The padded EP exchange's layouts (moe_ep_pack / moe_ep_unpack) on routings whose tokens pick

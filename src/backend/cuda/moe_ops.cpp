@@ -425,7 +425,11 @@ void CudaBackend::moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_expert
   counts_n_ = std::max<int64_t>(n_experts, 0);
   counts_zero_ = n_slots <= 0 || n_experts <= 0;
   if (!counts_zero_) {
-    kernels::moe_sort(ids, n_slots, n_experts, order, position, counts_dev_, stream_);
+    // Many slots (prefill): the sort's wide form, its counters in the scratch (never while
+    // recording: a decode step's slots take the one-block form anyway).
+    const int64_t ws = capturing_ ? 0 : kernels::moe_sort_workspace_ints(n_slots, n_experts);
+    kernels::moe_sort(ids, n_slots, n_experts, order, position, counts_dev_,
+                      ws > 0 ? reinterpret_cast<int*>(scratch(ws)) : nullptr, ws, stream_);
     DPA_CHECK_LAUNCH();
     if (!capturing_) {  // a recorded step keeps its counts on the device (moe_counts_to)
       DPA_CHECK_CUDA(cudaMemcpyAsync(counts_pinned_, counts_dev_, need * sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
