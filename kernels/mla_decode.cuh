@@ -52,7 +52,9 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
 // rank: twice instead of eight times). Queries and probabilities rounded to bf16 as above.
 // Forms: `seesaw` (the default: the two warpgroups take turns at the tiles, fed by a producer
 // warpgroup's tensor copies; pages of 16, 32 or 64 rows, other sizes run the other form) and
-// `cp_async` (both warpgroups on every tile, every thread copies; the first form).
+// `cp_async` (both warpgroups on every tile, every thread copies; the first form). `cache_rows`:
+// the rows from base that page ids reach, the extent of the seesaw form's tensor map (0: the
+// allocation's, asked of the driver each call).
 enum class MlaWgmmaForm { seesaw, cp_async };
 bool mla_decode_wgmma_supported(int64_t n_heads, int64_t kv_lora, int64_t rope_dim);
 int64_t mla_decode_wgmma_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len);
@@ -60,6 +62,6 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
                       const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
                       const int32_t* ctx_len, int64_t page_size, int64_t max_ctx_len, float scale,
                       float* out, float* workspace, int64_t workspace_floats, cudaStream_t stream,
-                      MlaWgmmaForm form = MlaWgmmaForm::seesaw);
+                      MlaWgmmaForm form = MlaWgmmaForm::seesaw, int64_t cache_rows = 0);
 
 }  // namespace dpa::kernels

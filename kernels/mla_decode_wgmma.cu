@@ -625,12 +625,13 @@ bool set_smem(Kernel k, std::size_t bytes) {
   return cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) == cudaSuccess;
 }
 
-// The tensor map of a paged cache at `base` (rows of kW bf16 through the end of its allocation)
-// read a page by 64 columns at a time; false where TMA cannot take it (page sizes other than 16,
-// 32 or 64, no encoder). The last map is kept: the cache's base, page size and extent key it.
-bool cache_map(CUtensorMap* m, const uint16_t* base, int64_t page_size) {
+// The tensor map of a paged cache at `base` (`rows` rows of kW bf16; 0: through the end of its
+// allocation, which the driver is asked for) read a page by 64 columns at a time; false where TMA
+// cannot take it (page sizes other than 16, 32 or 64, no encoder). The last map is kept: the
+// cache's base, page size and extent key it.
+bool cache_map(CUtensorMap* m, const uint16_t* base, int64_t page_size, int64_t rows) {
   if (page_size != 16 && page_size != 32 && page_size != 64) return false;
-  const int64_t rows = detail::allocation_bytes_after(base) / (kW * 2);
+  if (rows <= 0) rows = detail::allocation_bytes_after(base) / (kW * 2);
   if (rows < page_size) return false;
   struct Kept {
     const void* base = nullptr;
@@ -663,7 +664,7 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
                       const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
                       const int32_t* ctx_len, int64_t page_size, int64_t max_ctx_len, float scale,
                       float* out, float* workspace, int64_t workspace_floats, cudaStream_t stream,
-                      MlaWgmmaForm form) {
+                      MlaWgmmaForm form, int64_t cache_rows) {
   if (n_seqs <= 0 || n_heads <= 0) return;
   detail::DecodePlan p = plan(n_seqs, n_heads, max_ctx_len);
   if (p.n_splits > 1 && (!workspace || split_floats(n_seqs, n_heads, p) > workspace_floats)) {
@@ -683,7 +684,7 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
   wa.vec_q = reinterpret_cast<std::uintptr_t>(q_lat) % 16 == 0 && reinterpret_cast<std::uintptr_t>(q_pe) % 16 == 0;
   const auto blocks = static_cast<unsigned>(n_seqs * a.n_hg * p.n_splits);
   CUtensorMap map;
-  if (form == MlaWgmmaForm::seesaw && cache_map(&map, base, page_size)) {
+  if (form == MlaWgmmaForm::seesaw && cache_map(&map, base, page_size, cache_rows)) {
     static const bool attr = set_smem(mla_decode_seesaw_kernel, kSeeSmem);
     (void)attr;
     mla_decode_seesaw_kernel<<<blocks, kSeeThreads, kSeeSmem, stream>>>(map, wa);

@@ -113,6 +113,9 @@ struct PagedBatch {
   const int32_t* ctx_len = nullptr;       // [n_seqs], each >= 1
   int64_t n_seqs = 0, page_size = 0, kv_lora = 0, rope_dim = 0;
   int64_t max_ctx_len = 0;
+  // Cache rows from base that page ids may reach (the layer's pages x page_size); 0: unknown (a
+  // backend that needs the bound then asks the allocator for the allocation's extent).
+  int64_t pool_rows = 0;
   DType dtype = DType::f32;
 };
 

@@ -86,6 +86,7 @@ void Model::attention(int64_t layer, const Micro& m, const float* h, float* out)
       pb.kv_lora = L;
       pb.rope_dim = R;
       pb.max_ctx_len = decode_max_ctx_;
+      pb.pool_rows = cache_->n_pages() * opts_.page_size;
       pb.dtype = kv_dt;
       if (m.decode_contiguous || rows_only) {
         be_.mla_decode(q_lat, q_pe, Hl, pb, scale, out_lat);

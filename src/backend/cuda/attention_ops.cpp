@@ -150,7 +150,7 @@ void CudaBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_he
     const int64_t ws = kernels::mla_decode_wgmma_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len);
     kernels::mla_decode_wgmma(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base), c.pages,
                               c.table_offset, c.ctx_len, c.page_size, c.max_ctx_len, scale, out_lat, scratch(ws),
-                              ws, stream_, mla_wgmma_form_);
+                              ws, stream_, mla_wgmma_form_, c.pool_rows);
     DPA_CHECK_LAUNCH();
     return;
   }
