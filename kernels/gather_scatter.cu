@@ -57,7 +57,50 @@ __global__ void paged_gather_kernel(const T* base, const int32_t* pages, int64_t
   }
 }
 
+struct GatherSeqs {
+  const int32_t* pages[kPagedGatherSeqs];
+  int64_t row0[kPagedGatherSeqs];
+  int64_t first[kPagedGatherSeqs + 1];  // the sequences' rows, one after the other: a prefix sum
+  int n_seqs;
+};
+
+// A block a row (grid-stride) over every sequence's rows.
+template <class T>
+__global__ void paged_gather_many_kernel(const T* base, GatherSeqs s, int64_t page_size, int64_t width, int64_t col0,
+                                         int64_t cols, float* out, int64_t ldo) {
+  for (int64_t r = blockIdx.x; r < s.first[s.n_seqs]; r += gridDim.x) {
+    int i = 0;
+    while (i + 1 < s.n_seqs && s.first[i + 1] <= r) ++i;
+    const int64_t j = r - s.first[i];
+    const T* src = base + paged_row(s.pages[i], page_size, j) * width + col0;
+    float* dst = out + (s.row0[i] + j) * ldo;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = detail::load_f32(src + c);
+  }
+}
+
 }  // namespace
+
+void paged_gather_many(const void* base, bool bf16, const int32_t* const* pages, const int64_t* n,
+                       const int64_t* row0, int64_t n_seqs, int64_t page_size, int64_t width, int64_t col0,
+                       int64_t cols, float* out, int64_t ldo, cudaStream_t stream) {
+  if (cols <= 0) return;
+  for (int64_t b = 0; b < n_seqs; b += kPagedGatherSeqs) {
+    GatherSeqs s{};
+    for (int64_t i = b; i < n_seqs && i < b + kPagedGatherSeqs; ++i) {
+      if (n[i] <= 0) continue;
+      const int k = s.n_seqs++;
+      s.pages[k] = pages[i], s.row0[k] = row0[i], s.first[k + 1] = s.first[k] + n[i];
+    }
+    if (s.n_seqs == 0) continue;
+    const unsigned grid = grid_rows(s.first[s.n_seqs]);
+    if (bf16)
+      paged_gather_many_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const __nv_bfloat16*>(base), s, page_size,
+                                                              width, col0, cols, out, ldo);
+    else
+      paged_gather_many_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const float*>(base), s, page_size, width,
+                                                              col0, cols, out, ldo);
+  }
+}
 
 void gather_rows(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
                  float* out, cudaStream_t stream) {

@@ -28,4 +28,12 @@ void paged_gather(const void* base, bool bf16, const int32_t* pages, int64_t pag
                   int64_t width, int64_t col0, int64_t cols, int64_t n, float* out, int64_t ldo,
                   int64_t copies, int64_t copy_stride, cudaStream_t stream);
 
+// paged_gather (one copy) of several sequences' caches that differ only in their page tables:
+// sequence i's positions j < n[i] into out rows row0[i] + j. One launch a kPagedGatherSeqs
+// sequences (their tables by value in the launch's parameters).
+constexpr int kPagedGatherSeqs = 32;
+void paged_gather_many(const void* base, bool bf16, const int32_t* const* pages, const int64_t* n,
+                       const int64_t* row0, int64_t n_seqs, int64_t page_size, int64_t width, int64_t col0,
+                       int64_t cols, float* out, int64_t ldo, cudaStream_t stream);
+
 }  // namespace dpa::kernels

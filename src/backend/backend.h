@@ -256,6 +256,10 @@ class Backend {
   // expanded form puts the shared rope key into every head this way).
   virtual void paged_gather(const PagedLatent& cache, int64_t col0, int64_t cols, int64_t n,
                             float* out, int64_t ldo, int64_t copies, int64_t copy_stride) = 0;
+  // paged_gather (one copy) for several sequences: caches[i]'s positions j < n[i] into out rows
+  // row0[i] + j (row stride ldo). Default: one paged_gather each.
+  virtual void paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,
+                                 int64_t col0, int64_t cols, float* out, int64_t ldo);
   // Batched strided linear: for b < batch, y_b[n, w.rows] = x_b[n, w.cols] · W_b^T with
   // x_b(i, c) = x[b * stride_x + i * ldx + c], y_b(i, r) = y[b * stride_y + i * ldy + r] and W_b
   // the view w moved by b * w_stride elements (per-head projections of MLA in one call).

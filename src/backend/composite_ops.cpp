@@ -47,6 +47,11 @@ void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t c
     throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, stride));
 }
 
+void Backend::paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,
+                                int64_t col0, int64_t cols, float* out, int64_t ldo) {
+  for (int64_t i = 0; i < n_seqs; ++i) paged_gather(caches[i], col0, cols, n[i], out + row0[i] * ldo, ldo, 1, 0);
+}
+
 void Backend::linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) {
   for (const LinearOut& o : outs) linear(x, n, *o.w, o.y);
 }

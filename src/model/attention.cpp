@@ -140,10 +140,11 @@ void Model::attention(int64_t layer, const Micro& m, const float* h, float* out)
       float* k_pe = scratch(k_pe_, rows * R);
       float* k = scratch(k_, rows * Hl * dqk);
       float* v = scratch(v_, rows * Hl * dv);
-      for (std::size_t j = 0; j < pack.size(); ++j) {
-        be_.paged_gather(views[j], 0, L, pack[j].n_kv, ctx_lat + pack[j].kv0 * L, L, 1, 0);
-        be_.paged_gather(views[j], L, R, pack[j].n_kv, k_pe + pack[j].kv0 * R, R, 1, 0);
-      }
+      std::vector<int64_t> n_kv, kv0;
+      for (const backend::PackedSeq& p : pack) n_kv.push_back(p.n_kv), kv0.push_back(p.kv0);
+      const int64_t ns = static_cast<int64_t>(pack.size());
+      be_.paged_gather_many(views.data(), n_kv.data(), kv0.data(), ns, 0, L, ctx_lat, L);
+      be_.paged_gather_many(views.data(), n_kv.data(), kv0.data(), ns, L, R, k_pe, R);
       be_.linear(ctx_lat, rows, lw.kv_b_proj, kvb);
       be_.attention_packed_mla(q, kvb, k_pe, pack.data(), static_cast<int64_t>(pack.size()), Hl, nope, R, dv, scale, k,
                                v, o);

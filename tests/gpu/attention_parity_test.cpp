@@ -179,6 +179,44 @@ Buffer<uint16_t> bf16_pool(Dual<float>& pool) {
   return g;
 }
 
+// Several sequences' gathers at once (the expanded prefill's latents and rope keys): 40
+// sequences (two launches), some empty, each with its own page table into one pool, into rows
+// with gaps between them; f32 and bf16 caches.
+TEST(BackendParity, PagedGatherMany) {
+  const int64_t page = 16, L = 32, R = 8, W = L + R, pool_pages = 96, n_seqs = 40;
+  for (bool bf16 : {false, true}) {
+    Dual<float> pool(rnd(pool_pages * page * W));
+    Buffer<uint16_t> g = bf16 ? bf16_pool(pool) : Buffer<uint16_t>();
+    std::vector<Dual<int32_t>> tables;
+    std::vector<int64_t> n, row0;
+    int64_t rows = 0;
+    for (int64_t i = 0; i < n_seqs; ++i) {
+      n.push_back(i % 7 == 3 ? 0 : rnd_int(1, 70));
+      row0.push_back(rows);
+      rows += n.back() + (i % 3);
+      tables.emplace_back(Cache::pick(pool_pages, (n.back() + page - 1) / page + 1));
+    }
+    for (auto [col0, cols] : {std::pair<int64_t, int64_t>{0, L}, {L, R}}) {
+      std::vector<PagedLatent> vc, vg;
+      for (const Dual<int32_t>& t : tables) {
+        PagedLatent v;
+        v.page_size = page, v.kv_lora = L, v.rope_dim = R;
+        v.base = pool.c.data(), v.pages = t.c.data();
+        vc.push_back(v);
+        v.base = bf16 ? static_cast<void*>(g.data()) : pool.g.data(), v.pages = t.g.data();
+        v.dtype = bf16 ? DType::bf16 : DType::f32;
+        vg.push_back(v);
+      }
+      const int64_t ldo = cols + 3;
+      Dual<float> out(rnd(rows * ldo));
+      cpu().paged_gather_many(vc.data(), n.data(), row0.data(), n_seqs, col0, cols, out.c.data(), ldo);
+      gpu().paged_gather_many(vg.data(), n.data(), row0.data(), n_seqs, col0, cols, out.g.data(), ldo);
+      EXPECT_TRUE(close("paged_gather_many", shp({{"bf16", bf16}, {"col0", col0}, {"cols", cols}}), out.on_cpu(),
+                        out.on_gpu(), 0.0));
+    }
+  }
+}
+
 std::vector<float> bf16_on_gpu(const Buffer<uint16_t>& g, std::size_t n) {
   std::vector<uint16_t> b(n);
   if (n) gpu().download(b.data(), g.data(), n * sizeof(uint16_t));

@@ -33,6 +33,22 @@ void CudaBackend::paged_gather(const PagedLatent& cache, int64_t col0, int64_t c
   DPA_CHECK_LAUNCH();
 }
 
+void CudaBackend::paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0,
+                                    int64_t n_seqs, int64_t col0, int64_t cols, float* out, int64_t ldo) {
+  if (n_seqs <= 0 || cols <= 0) return;
+  const PagedLatent& c0 = caches[0];
+  std::vector<const int32_t*> pages(static_cast<std::size_t>(n_seqs));
+  for (int64_t i = 0; i < n_seqs; ++i) {
+    const PagedLatent& c = caches[i];
+    if (c.base != c0.base || c.page_size != c0.page_size || c.width() != c0.width() || c.dtype != c0.dtype)
+      return Backend::paged_gather_many(caches, n, row0, n_seqs, col0, cols, out, ldo);  // not one cache
+    pages[static_cast<std::size_t>(i)] = c.pages;
+  }
+  kernels::paged_gather_many(c0.base, kv_bf16(c0.dtype), pages.data(), n, row0, n_seqs, c0.page_size, c0.width(),
+                             col0, cols, out, ldo, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
 void CudaBackend::kv_write(void* base, DType dtype, int64_t width, const int64_t* slots, int64_t n,
                            int64_t col0, int64_t cols, const float* src, int64_t lds) {
   if (n <= 0 || cols <= 0) return;

@@ -88,6 +88,8 @@ class CudaBackend final : public Backend {
   // Row-major y[n, R] = x[n, C] · W^T is, column-major, y^T[R, n] = W'^T · x^T with W' the
   // column-major [C, R] matrix of leading dimension ld that the row-major W is.
   void linear(const float* x, int64_t n, const WeightView& w, float* y) override;
+  void paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,
+                         int64_t col0, int64_t cols, float* out, int64_t ldo) override;
   void linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) override;
 
   void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
