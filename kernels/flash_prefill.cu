@@ -290,43 +290,44 @@ void flash_launches(const uint16_t* qb, const uint16_t* kb, const uint16_t* vb, 
   }
 }
 
+// The workspace's bf16 q, k and v: the rows the sequences span, at the same offsets; q rounded
+// into it.
+struct Rounded {
+  uint16_t *q, *k, *v;
+  int64_t q_rows, kv_rows;
+};
+Rounded round_q(const float* q, const FlashSeq* seqs, int64_t n_seqs, int64_t n_heads, int64_t d_qk,
+                uint16_t* workspace, cudaStream_t stream) {
+  Rounded r;
+  spans(seqs, n_seqs, &r.q_rows, &r.kv_rows);
+  r.q = workspace, r.k = r.q + r.q_rows * n_heads * d_qk, r.v = r.k + r.kv_rows * n_heads * d_qk;
+  f32_to_bf16(q, r.q, r.q_rows * n_heads * d_qk, stream);
+  return r;
+}
+
 }  // namespace
 
 void flash_prefill(const float* q, const float* k, const float* v, const FlashSeq* seqs, int64_t n_seqs,
                    int64_t n_heads, int64_t d_qk, int64_t d_v, float scale, float* out, uint16_t* workspace,
                    cudaStream_t stream) {
   if (n_seqs <= 0 || n_heads <= 0) return;
-  // d_qk, d_v: 192 / 128 (flash_prefill_supported). The rows the sequences use, rounded to bf16
-  // at the same offsets; each part of the workspace starts on a 256-byte boundary.
-  int64_t q_rows, kv_rows;
-  spans(seqs, n_seqs, &q_rows, &kv_rows);
-  uint16_t* qb = workspace;
-  uint16_t* kb = qb + q_rows * n_heads * d_qk;
-  uint16_t* vb = kb + kv_rows * n_heads * d_qk;
-  if (q_rows <= 0) return;
-  f32_to_bf16(q, qb, q_rows * n_heads * d_qk, stream);
-  if (kv_rows > 0) {
-    f32_to_bf16(k, kb, kv_rows * n_heads * d_qk, stream);
-    f32_to_bf16(v, vb, kv_rows * n_heads * d_v, stream);
-  }
-  flash_launches(qb, kb, vb, seqs, n_seqs, n_heads, scale, out, stream);
+  // d_qk, d_v: 192 / 128 (flash_prefill_supported).
+  const Rounded r = round_q(q, seqs, n_seqs, n_heads, d_qk, workspace, stream);
+  if (r.q_rows <= 0) return;
+  f32_to_bf16(k, r.k, r.kv_rows * n_heads * d_qk, stream);
+  f32_to_bf16(v, r.v, r.kv_rows * n_heads * d_v, stream);
+  flash_launches(r.q, r.k, r.v, seqs, n_seqs, n_heads, scale, out, stream);
 }
 
 void flash_prefill_mla(const float* q, const float* kvb, const float* k_pe, const FlashSeq* seqs, int64_t n_seqs,
                        int64_t n_heads, int64_t nope, int64_t rope, int64_t d_v, float scale, float* out,
                        uint16_t* workspace, cudaStream_t stream) {
   if (n_seqs <= 0 || n_heads <= 0) return;
-  const int64_t d_qk = nope + rope;
-  int64_t q_rows, kv_rows;
-  spans(seqs, n_seqs, &q_rows, &kv_rows);
-  uint16_t* qb = workspace;
-  uint16_t* kb = qb + q_rows * n_heads * d_qk;
-  uint16_t* vb = kb + kv_rows * n_heads * d_qk;
-  if (q_rows <= 0) return;
-  f32_to_bf16(q, qb, q_rows * n_heads * d_qk, stream);
-  expand_mla_kv_as(kvb, k_pe, kv_rows, n_heads, nope, rope, d_v, reinterpret_cast<__nv_bfloat16*>(kb),
-                   reinterpret_cast<__nv_bfloat16*>(vb), stream);
-  flash_launches(qb, kb, vb, seqs, n_seqs, n_heads, scale, out, stream);
+  const Rounded r = round_q(q, seqs, n_seqs, n_heads, nope + rope, workspace, stream);
+  if (r.q_rows <= 0) return;
+  expand_mla_kv_as(kvb, k_pe, r.kv_rows, n_heads, nope, rope, d_v, reinterpret_cast<__nv_bfloat16*>(r.k),
+                   reinterpret_cast<__nv_bfloat16*>(r.v), stream);
+  flash_launches(r.q, r.k, r.v, seqs, n_seqs, n_heads, scale, out, stream);
 }
 
 void expand_mla_kv(const float* kvb, const float* k_pe, int64_t rows, int64_t n_heads, int64_t nope, int64_t rope,
