@@ -457,6 +457,11 @@ class Backend {
   virtual void drop_graph(void* graph) { (void)graph; }
   virtual uint64_t workspace_epoch() const { return 0; }
 
+  // ---- Profiler window (DPA_PROFILE_DECODE_STEP): open(true) / open(false) bracket the work an
+  // outside profiler should record (the CUDA backend: cudaProfilerStart / Stop, for `ncu
+  // --profile-from-start off`). A no-op elsewhere.
+  virtual void profiler_window(bool open) { (void)open; }
+
   // ---- Phase timing (profiling). phase_mark(name) starts phase `name` at this point of the
   // queue, ending the previous one; phase_collect() ends the last phase, waits for the queued
   // work and adds each phase's seconds into into[name], then forgets the marks. This default

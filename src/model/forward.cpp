@@ -58,6 +58,12 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
       opts_.two_batch_overlap_min_tokens = 0;
     }
   }
+  if (const char* v = std::getenv("DPA_PROFILE_DECODE_STEP")) {  // a profiler's window: see forward()
+    char* end = nullptr;
+    const long long n = std::strtoll(v, &end, 10);
+    if (!*v || *end || n < 1) throw Error(fmt::format("DPA_PROFILE_DECODE_STEP='{}': not a step number from 1", v));
+    profile_decode_step_ = n;
+  }
   if (const char* v = std::getenv("DPA_MOE_FIXED_TOKENS")) {
     char* end = nullptr;
     const long long n = std::strtoll(v, &end, 10);
@@ -459,6 +465,24 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     const std::size_t b = static_cast<std::size_t>(opts_.decode_bucket), padded = (ids.size() + b - 1) / b * b;
     step_pad_rows_ = static_cast<int64_t>(padded - ids.size());
     while (ids.size() < padded) ids.push_back(ids[0]), positions.push_back(positions[0]), slots.push_back(-1);
+  }
+  // DPA_PROFILE_DECODE_STEP=K: the K-th pure decode step is bracketed for an outside profiler
+  // (`ncu --profile-from-start off`), from here to the step's last download.
+  struct ProfilerWindow {
+    backend::Backend* be = nullptr;
+    ~ProfilerWindow() {
+      if (!be) return;
+      try {
+        be->profiler_window(false);
+      } catch (const std::exception& e) {
+        log::warn("profiler window: {}", e.what());
+      }
+    }
+  } window;
+  if (profile_decode_step_ > 0 && !ids.empty() && decode_seqs == static_cast<int64_t>(batch.size()) &&
+      ++decode_steps_seen_ == profile_decode_step_) {
+    be_.profiler_window(true);
+    window.be = &be_;
   }
   const int64_t N = static_cast<int64_t>(ids.size());
   step_rows_ = N;

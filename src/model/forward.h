@@ -332,6 +332,8 @@ class Model {
   backend::Buffer<int32_t> d_ids_, d_pages_, d_rows_, d_argmax_, d_keep_;
   backend::Buffer<int64_t> d_pos_, d_slots_;
   bool decode_contiguous_ = false;  // every row of the step is a decode row (a pure decode step)
+  int64_t profile_decode_step_ = 0;  // DPA_PROFILE_DECODE_STEP: the pure decode step a profiler records (0: none)
+  int64_t decode_steps_seen_ = 0;    // pure decode steps so far (counted only for that window)
   int64_t decode_max_ctx_ = 0;      // the decode rows' longest context (rounded up under graphs)
   backend::Buffer<float> dq_, dq_lat_, dq_pe_, dout_lat_;
   backend::Buffer<float> residual_, h_, out_, picked_, logits_, kept_;

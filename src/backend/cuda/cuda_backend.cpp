@@ -2,6 +2,7 @@
 // workspaces and checks the ops share. The ops are in dense_ops.cpp, attention_ops.cpp and
 // moe_ops.cpp.
 #include "backend/cuda/cuda_backend.h"
+#include <cuda_profiler_api.h>
 
 #include <fmt/format.h>
 
@@ -135,6 +136,10 @@ double CudaBackend::copy_bandwidth_gbs() {
   const double med = ms[ms.size() / 2];
   copy_gbs_ = med > 0 ? 2.0 * static_cast<double>(bytes) / (med * 1e-3) / 1e9 : 0;
   return copy_gbs_;
+}
+
+void CudaBackend::profiler_window(bool open) {
+  DPA_CHECK_CUDA(open ? cudaProfilerStart() : cudaProfilerStop());
 }
 
 void CudaBackend::phase_mark(const char* name) {

@@ -46,6 +46,7 @@ class CudaBackend final : public Backend {
   void replay(void* graph) override;
   void drop_graph(void* graph) override;
   uint64_t workspace_epoch() const override { return workspace_epoch_; }
+  void profiler_window(bool open) override;
   void phase_mark(const char* name) override;
   void phase_collect(std::map<std::string, double>& into) override;
 
