@@ -128,11 +128,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 // order; plan[0] = tiles, plan[1] = rows.
 __global__ void plan_kernel(const int64_t* counts, int64_t n_experts, int64_t capacity, ExpertTile* tiles,
                             int32_t* plan) {
-  extern __shared__ int32_t first[];  // [2 * n_experts]: each expert's first row, first tile
+  extern __shared__ int32_t first[];  // [3 * n_experts]: each expert's first row, first tile; its rows
+  int32_t* rows_of = first + 2 * n_experts;
+  for (int64_t e = threadIdx.x; e < n_experts; e += blockDim.x)  // every load in flight at once
+    rows_of[e] = static_cast<int32_t>(min(max(counts[e], int64_t{0}), capacity));
+  __syncthreads();
   if (threadIdx.x == 0) {
     int32_t rows = 0, n = 0;
     for (int64_t e = 0; e < n_experts; ++e) {
-      const int32_t c = static_cast<int32_t>(min(max(counts[e], int64_t{0}), capacity));
+      const int32_t c = rows_of[e];
       first[2 * e] = rows, first[2 * e + 1] = n;
       rows += c, n += (c + kBM - 1) / kBM;
     }
@@ -140,9 +144,34 @@ __global__ void plan_kernel(const int64_t* counts, int64_t n_experts, int64_t ca
   }
   __syncthreads();
   for (int64_t e = threadIdx.x; e < n_experts; e += blockDim.x) {
-    const int32_t c = static_cast<int32_t>(min(max(counts[e], int64_t{0}), capacity));
+    const int32_t c = rows_of[e];
     for (int32_t r = 0, i = first[2 * e + 1]; r < c; r += kBM, ++i)
       tiles[i] = ExpertTile{static_cast<int32_t>(e), first[2 * e] + r, min(kBM, c - r), 0};
+  }
+}
+
+// The same for 16-byte aligned f32 rows of d % 4 == 0 (ldx % 4 == 0): kGroup threads a row, a
+// block's rows side by side, each thread's float4 loads of its row issued before its stores (a
+// block a row took one memory round trip per row, most of its threads idle).
+constexpr int kGatherGroup = 64, kGatherUnroll = 8;
+__global__ void gather_vec_kernel(const float* x, const int32_t* order, int64_t x_div, const int32_t* plan,
+                                  int64_t n_rows, int64_t d, int64_t ldx, __nv_bfloat16* xb) {
+  const int64_t rows = min(n_rows, static_cast<int64_t>(plan[1]));
+  const int per_block = blockDim.x / kGatherGroup, t = threadIdx.x % kGatherGroup;
+  const int64_t d4 = d / 4;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * per_block + threadIdx.x / kGatherGroup; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * per_block) {
+    const float4* src = reinterpret_cast<const float4*>(x + static_cast<int64_t>(order[r]) / x_div * d);
+    __nv_bfloat16* dst = xb + r * ldx;
+    for (int64_t c0 = t; c0 < d4; c0 += kGatherUnroll * kGatherGroup) {
+      float4 v[kGatherUnroll];
+#pragma unroll
+      for (int u = 0; u < kGatherUnroll; ++u)
+        if (c0 + u * kGatherGroup < d4) v[u] = src[c0 + u * kGatherGroup];
+#pragma unroll
+      for (int u = 0; u < kGatherUnroll; ++u)
+        if (c0 + u * kGatherGroup < d4) detail::store4(dst + 4 * (c0 + u * kGatherGroup), v[u]);
+    }
   }
 }
 
@@ -199,13 +228,21 @@ bool encode_expert_maps(const void* const* gate, const void* const* up, const vo
 void moe_wgmma_plan(const int64_t* counts, int64_t n_experts, int64_t capacity, ExpertTile* tiles, int32_t* plan,
                     cudaStream_t stream) {
   if (n_experts <= 0) return;
-  plan_kernel<<<1, 256, static_cast<std::size_t>(2 * n_experts) * sizeof(int32_t), stream>>>(counts, n_experts,
+  plan_kernel<<<1, 256, static_cast<std::size_t>(3 * n_experts) * sizeof(int32_t), stream>>>(counts, n_experts,
                                                                                             capacity, tiles, plan);
 }
 
 void moe_wgmma_gather(const float* x, const int32_t* order, int64_t x_div, const int32_t* plan, int64_t n_rows,
                       int64_t d, int64_t ldx, uint16_t* xb, cudaStream_t stream) {
   if (n_rows <= 0 || d <= 0) return;
+  if (d % 4 == 0 && ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(xb) % 8 == 0) {
+    constexpr int kRowsPerBlock = 256 / kGatherGroup;
+    const unsigned blocks = static_cast<unsigned>(
+        std::min<int64_t>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock, 16 * detail::sm_count()));
+    gather_vec_kernel<<<blocks, 256, 0, stream>>>(x, order, x_div, plan, n_rows, d, ldx,
+                                                  reinterpret_cast<__nv_bfloat16*>(xb));
+    return;
+  }
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(n_rows, 8 * detail::sm_count()));
   gather_kernel<<<blocks, 256, 0, stream>>>(x, order, x_div, plan, n_rows, d, ldx,
                                             reinterpret_cast<__nv_bfloat16*>(xb));

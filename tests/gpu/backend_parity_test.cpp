@@ -255,7 +255,9 @@ TEST(BackendParity, MoeGate) {
 }
 
 TEST(BackendParity, MoeSort) {
-  for (int64_t E : {8, 64, 256})
+  // Up to 8,192 slots one block; from 8,192 the wide form, except with 2,048 experts (too many
+  // counters for it): one block of 12 warps.
+  for (int64_t E : {8, 64, 256, 2048})
     for (int64_t n_slots : {0, 1, 6 * 37, 8 * 300, 6 * 8704}) {
       std::vector<int32_t> ids(n_slots);
       for (auto& id : ids) id = static_cast<int32_t>(rnd_int(0, E - 1));
@@ -270,14 +272,14 @@ TEST(BackendParity, MoeSort) {
       EXPECT_TRUE(exact("moe_sort position", s, position.on_cpu(), position.on_gpu()));
       EXPECT_TRUE(exact("moe_sort counts", s, cc, cg));
     }
-  // An id outside [0, E) is refused by both forms (one block; wide from 8,192 slots).
-  for (int64_t n_slots : {300, 20000}) {
+  // An id outside [0, E) is refused by every form (one block, small and large; wide).
+  for (auto [E, n_slots] : {std::pair<int64_t, int64_t>{64, 300}, {64, 20000}, {2048, 20000}}) {
     std::vector<int32_t> ids(n_slots, 3);
-    ids[n_slots / 2] = 64;
+    ids[n_slots / 2] = static_cast<int32_t>(E);
     Dual<int32_t> di(ids), order(n_slots);
-    std::vector<int64_t> cg(64);
-    gpu().moe_sort(di.g.data(), n_slots, 64, order.g.data(), nullptr);
-    EXPECT_THROW(gpu().moe_counts(cg.data()), Error) << n_slots << " slots";
+    std::vector<int64_t> cg(E);
+    gpu().moe_sort(di.g.data(), n_slots, E, order.g.data(), nullptr);
+    EXPECT_THROW(gpu().moe_counts(cg.data()), Error) << n_slots << " slots, " << E << " experts";
   }
 }
 
