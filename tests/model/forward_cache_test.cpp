@@ -262,5 +262,35 @@ TEST(ModelForward, RefusesShortPageTableAndLongPositions) {
   EXPECT_NO_THROW(m.cache().view(m.config().num_hidden_layers - 1, nullptr));
 }
 
+// DPA_PROFILE_DECODE_STEP names a pure decode step for an outside profiler: anything but a step
+// number from 1 is refused when the model is built; a window (a no-op on the CPU) changes no
+// logits.
+TEST(ModelForward, ProfileDecodeStepIsCheckedAndChangesNothing) {
+  for (const char* bad : {"0", "-3", "two", "", "5x"}) {
+    ::setenv("DPA_PROFILE_DECODE_STEP", bad, 1);
+    EXPECT_THROW({ Loaded f(4, 16); }, Error) << "DPA_PROFILE_DECODE_STEP='" << bad << "'";
+  }
+  std::vector<float> logits[2];
+  for (int window = 0; window < 2; ++window) {
+    if (window) ::setenv("DPA_PROFILE_DECODE_STEP", "2", 1);
+    else ::unsetenv("DPA_PROFILE_DECODE_STEP");
+    Loaded f(4, 16);
+    Model& m = *f.m;
+    std::vector<int32_t> table;
+    m.cache().grow(table, 11);
+    std::vector<float> step;
+    const std::vector<int32_t> prompt(kPrompt.begin(), kPrompt.begin() + 8);
+    m.forward({SeqInput{prompt, 0, table, LogitsWanted::last}}, step);
+    for (int64_t p = 8; p < 11; ++p) {  // decode steps 1, 2 (the window), 3
+      const std::vector<int32_t> token = {kPrompt[static_cast<std::size_t>(p)]};
+      m.forward({SeqInput{token, p, table, LogitsWanted::last}}, step);
+      logits[window].insert(logits[window].end(), step.begin(), step.end());
+    }
+  }
+  ::unsetenv("DPA_PROFILE_DECODE_STEP");
+  ASSERT_FALSE(logits[0].empty());
+  EXPECT_EQ(logits[1], logits[0]);
+}
+
 }  // namespace
 }  // namespace dpa::model
