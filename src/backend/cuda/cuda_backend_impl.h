@@ -191,6 +191,7 @@ class CudaBackend final : public Backend {
 
  private:
   std::vector<cudaEvent_t> mark_events_;  // phase marks, reused across steps
+  cudaEvent_t window_events_[2] = {};      // profiler_window's open and close
   std::vector<const char*> mark_names_;
   std::size_t n_marks_ = 0;
   static bool is_device(const void* p);
