@@ -20,6 +20,8 @@ namespace {
 // thread's accumulators hold both halves of its SwiGLU columns), 64-deep k steps, four stages
 // of 48 KiB. Warpgroup 0 issues the copies (one thread); warpgroups 1 and 2 take rows 0..63 and
 // 64..127 with wgmma.m64n256k16, both operands K-major from 128-byte swizzled shared memory.
+// A tile of at most 64 rows (a decode step's experts) loads only those and leaves warpgroup 2
+// idle: half the row traffic, no MMA over rows that are not there.
 constexpr int kBM = kExpertWgmmaRows, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
 constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
 constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // + alignment slack, barriers
@@ -32,7 +34,8 @@ __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 // tiles, so the next tile's first stages load while the consumers write this one's results.
 template <bool kGateUp>
 __global__ void __launch_bounds__(kThreads, 1)
-    expert_wgmma_kernel(const __grid_constant__ CUtensorMap a_map, ExpertWgmmaArgs a, int n_tiles_n, int k_steps,
+    expert_wgmma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap a_half,
+                        ExpertWgmmaArgs a, int n_tiles_n, int k_steps,
                         uint16_t* h, int64_t ldh, const int32_t* order, float* out) {
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -60,8 +63,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (it >= kStages) detail::mbar_wait(&empty[s], ((it / kStages) - 1) & 1);
         unsigned char* sa = smem + s * kStageBytes;
         unsigned char* sb = sa + kABytes;
-        detail::mbar_arrive_expect(&full[s], kStageBytes);
-        detail::tma_load_2d(sa, &a_map, kt * kBK, t.p0, &full[s]);
+        // A tile of at most 64 rows loads only those (a 64-row box); warpgroup 2 then skips it.
+        const bool half = t.rows <= kBM / 2;
+        detail::mbar_arrive_expect(&full[s], half ? kStageBytes - kABytes / 2 : kStageBytes);
+        detail::tma_load_2d(sa, half ? &a_half : &a_map, kt * kBK, t.p0, &full[s]);
         if (kGateUp) {
           detail::tma_load_2d(sb, b0, kt * kBK, nt * (kBN / 2), &full[s]);
           detail::tma_load_2d(sb + kBBytes / 2, b1, kt * kBK, nt * (kBN / 2), &full[s]);
@@ -80,6 +85,25 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int64_t w = blockIdx.x; w < n_work; w += gridDim.x) {
     const ExpertTile t = a.tiles[w / n_tiles_n];
     const int nt = static_cast<int>(w % n_tiles_n);
+    // This warpgroup's rows past the tile's: only pass its stages on. A loop of its own, because
+    // the MMA under a branch on t.rows makes ptxas serialize every wgmma of the kernel (C7520 with
+    // -Xptxas -v): 13% slower at 8,192 tokens (perf/RESULTS.md). One warp waits and releases;
+    // the others wait for it at the warpgroup's barrier. A parity wait is sound only in a thread
+    // whose own releases hold the ring back: without the MMA's warpgroup-wide steps, the arriving
+    // warp could run two phases ahead of a sibling, which then waits on a parity already gone
+    // round (a hang in the model's first prefill, perf/RESULTS.md).
+    if (cw * 64 >= t.rows) {
+      if (w4 == 0)
+        for (int kt = 0; kt < k_steps; ++kt) {
+          const int s = (it + kt) % kStages;
+          detail::mbar_wait(&full[s], ((it + kt) / kStages) & 1);
+          if (lane == 0) detail::mbar_arrive(&empty[s]);
+        }
+      it += k_steps;
+      __syncwarp();
+      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");  // this warpgroup's four warps
+      continue;
+    }
     float acc[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
@@ -192,8 +216,8 @@ template <bool kGateUp>
 bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t n, const ExpertWgmmaArgs& a,
             uint16_t* h, int64_t ldh, const int32_t* order, float* out, cudaStream_t stream) {
   if (a.n_tiles <= 0) return true;
-  CUtensorMap map;
-  if (!encode_2d(&map, a_ptr, k, rows, lda, kBM)) return false;
+  CUtensorMap map, half;  // a tile's rows: 128 rows a box, or 64 for tiles of at most 64 rows
+  if (!encode_2d(&map, a_ptr, k, rows, lda, kBM) || !encode_2d(&half, a_ptr, k, rows, lda, kBM / 2)) return false;
   static const bool attr = [] {
     return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) ==
            cudaSuccess;
@@ -202,7 +226,7 @@ bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t
   const int n_tiles_n = static_cast<int>(kGateUp ? n / (kBN / 2) : n / kBN);
   const int64_t work = a.n_tiles * n_tiles_n;
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(work, detail::sm_count()));
-  expert_wgmma_kernel<kGateUp><<<grid, kThreads, kSmemBytes, stream>>>(map, a, n_tiles_n, static_cast<int>(k / kBK), h,
+  expert_wgmma_kernel<kGateUp><<<grid, kThreads, kSmemBytes, stream>>>(map, half, a, n_tiles_n, static_cast<int>(k / kBK), h,
                                                                          ldh, order, out);
   return true;
 }
