@@ -64,6 +64,10 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, unsigned b
       : "memory");
 }
 
+// Named barrier `id` (1..15; 0 is __syncthreads) for `n` threads, whole warps, converged.
+__device__ __forceinline__ void named_sync(int id, int n) {
+  DPA_BULK_ASM("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 // One arrival on the barrier (no transaction bytes).
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
   DPA_BULK_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");

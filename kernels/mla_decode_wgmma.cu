@@ -55,6 +55,7 @@ struct WgArgs {
 };
 
 using detail::fast_exp2;
+using detail::named_sync;
 
 // The queries of heads sh0 .. sh0 + nh - 1 as bf16 into qs ([9][64 heads][128 B], swizzled; zero
 // past nh), by kN threads (t = 0 .. kN - 1).
@@ -314,7 +315,6 @@ constexpr int kSeeThreads = kConsumers + 128;  // the two consumer warpgroups an
 constexpr int kBarScaleA = 2, kBarScaleB = 3, kBarWg = 4;  // 4, 5: one a warpgroup
 
 __device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
-__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
 
 template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }

@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       it += k_steps;
       __syncwarp();
-      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");  // this warpgroup's four warps
+      detail::named_sync(1 + cw, 128);  // this warpgroup's four warps
       continue;
     }
     float acc[128];
