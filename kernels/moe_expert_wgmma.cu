@@ -16,15 +16,24 @@ namespace dpa::kernels {
 
 namespace {
 
-// A block: 128 rows x 256 weight rows (gate/up: 128 of gate then the same 128 of up, so a
-// thread's accumulators hold both halves of its SwiGLU columns), 64-deep k steps, four stages
-// of 48 KiB. Warpgroup 0 issues the copies (one thread); warpgroups 1 and 2 take rows 0..63 and
-// 64..127 with wgmma.m64n256k16, both operands K-major from 128-byte swizzled shared memory.
+// A block: 128 rows x kBN weight rows (gate/up: kBN / 2 of gate then the same kBN / 2 of up, so a
+// thread's accumulators hold both halves of its SwiGLU columns), 64-deep k steps in a ring of
+// stages. Warpgroup 0 issues the copies (one thread); warpgroups 1 and 2 take rows 0..63 and
+// 64..127 with wgmma.m64n{kBN}k16, both operands K-major from 128-byte swizzled shared memory.
 // A tile of at most 64 rows (a decode step's experts) loads only those and leaves warpgroup 2
 // idle: half the row traffic, no MMA over rows that are not there.
-constexpr int kBM = kExpertWgmmaRows, kBN = 256, kBK = 64, kStages = 4, kThreads = 384;
-constexpr int kABytes = kBM * kBK * 2, kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
-constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // + alignment slack, barriers
+// Wide blocks (kBN 256, four stages of 48 KiB) for compute; narrow ones (kBN 128, seven stages
+// of 32 KiB) for launches that stream weights: twice the work items, so the last round of the
+// persistent launch leaves fewer SMs idle (a decode step's down GEMM: 576 wide items on 132 SMs
+// are five rounds for 48 SMs and four for the rest; 1,152 narrow ones are 9 and 8).
+constexpr int kBM = kExpertWgmmaRows, kBK = 64, kThreads = 384, kABytes = kBM * kBK * 2;
+template <int kBN>
+struct Ring {
+  static constexpr int kStages = kBN == 256 ? 4 : 7;
+  static constexpr int kBBytes = kBN * kBK * 2, kStageBytes = kABytes + kBBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;  // + alignment slack, barriers
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory");
+};
 static_assert(kTensorMapBytes == sizeof(CUtensorMap), "tensor map size");
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
@@ -32,11 +41,12 @@ __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 // Persistent: block b takes output tiles b, b + gridDim.x, ... (weight-row tiles fastest, so the
 // tiles in flight at once share rows and weights through L2). The producer runs ahead across
 // tiles, so the next tile's first stages load while the consumers write this one's results.
-template <bool kGateUp>
+template <bool kGateUp, int kBN>
 __global__ void __launch_bounds__(kThreads, 1)
     expert_wgmma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap a_half,
                         ExpertWgmmaArgs a, int n_tiles_n, int k_steps,
                         uint16_t* h, int64_t ldh, const int32_t* order, float* out) {
+  constexpr int kStages = Ring<kBN>::kStages, kBBytes = Ring<kBN>::kBBytes, kStageBytes = Ring<kBN>::kStageBytes;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
@@ -51,7 +61,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (wg == 0) {  // the producer: one thread issues every copy
     if (threadIdx.x != 0) return;
-    const CUtensorMap* maps = static_cast<const CUtensorMap*>(a.maps);
+    // The wide blocks' maps, then the narrow blocks' (encode_expert_maps).
+    const CUtensorMap* maps = static_cast<const CUtensorMap*>(a.maps) + (kBN == 256 ? 0 : 3 * a.n_experts);
     int it = 0;  // k steps issued so far, over every tile: stage it % kStages, its use it / kStages
     for (int64_t w = blockIdx.x; w < n_work; w += gridDim.x) {
       const ExpertTile t = a.tiles[w / n_tiles_n];
@@ -104,18 +115,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       detail::named_sync(1 + cw, 128);  // this warpgroup's four warps
       continue;
     }
-    float acc[128];
+    float acc[kBN / 2];
 #pragma unroll
-    for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < kBN / 2; ++i) acc[i] = 0.0f;
     for (int kt = 0; kt < k_steps; ++kt, ++it) {
       const int s = it % kStages;
       detail::mbar_wait(&full[s], (it / kStages) & 1);
       const unsigned sa = base + s * kStageBytes + cw * 64 * 128, sb = base + s * kStageBytes + kABytes;
       detail::wgmma_fence();
 #pragma unroll
-      for (int k = 0; k < kBK / 16; ++k)
-        detail::wgmma_m64n256k16<0>(acc, detail::sw128_desc(sa + k * 32, 16, 1024),
-                                    detail::sw128_desc(sb + k * 32, 16, 1024), 1);
+      for (int k = 0; k < kBK / 16; ++k) {
+        const uint64_t da = detail::sw128_desc(sa + k * 32, 16, 1024), db = detail::sw128_desc(sb + k * 32, 16, 1024);
+        if constexpr (kBN == 256) detail::wgmma_m64n256k16<0>(acc, da, db, 1);
+        else detail::wgmma_m64n128k16(acc, da, db, 1);
+      }
       detail::wgmma_commit();
       detail::wgmma_wait<1>();  // the step before this one is done: its stage is free
       if (kt > 0 && threadIdx.x % 128 == 0) detail::mbar_arrive(&empty[(it - 1) % kStages]);
@@ -133,15 +146,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (kGateUp) {
         uint16_t* dst = h + p * ldh + nt * (kBN / 2) + 2 * (lane % 4);
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < kBN / 16; ++j) {
           const float g0 = acc[4 * j + 2 * hh], g1 = acc[4 * j + 2 * hh + 1];
-          const float u0 = acc[4 * (j + 16) + 2 * hh], u1 = acc[4 * (j + 16) + 2 * hh + 1];
+          const float u0 = acc[4 * (j + kBN / 16) + 2 * hh], u1 = acc[4 * (j + kBN / 16) + 2 * hh + 1];
           *reinterpret_cast<unsigned*>(dst + 8 * j) = detail::pack_bf16(silu(g0) * u0, silu(g1) * u1);
         }
       } else {
         float* dst = out + static_cast<int64_t>(order[p]) * a.D + nt * kBN + 2 * (lane % 4);
 #pragma unroll
-        for (int j = 0; j < 32; ++j)
+        for (int j = 0; j < kBN / 8; ++j)
           *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(acc[4 * j + 2 * hh], acc[4 * j + 2 * hh + 1]);
       }
     }
@@ -212,22 +225,29 @@ bool encode_2d(CUtensorMap* m, const void* base, int64_t inner, int64_t outer, i
   return detail::encode_bf16_2d(m, base, inner, outer, ld, kBK, box_rows);
 }
 
+template <bool kGateUp, int kBN>
+void launch_ring(const CUtensorMap& map, const CUtensorMap& half, const ExpertWgmmaArgs& a, int64_t k, int64_t n,
+                 uint16_t* h, int64_t ldh, const int32_t* order, float* out, cudaStream_t stream) {
+  static const bool attr = [] {
+    return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp, kBN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                Ring<kBN>::kSmemBytes) == cudaSuccess;
+  }();
+  (void)attr;
+  const int n_tiles_n = static_cast<int>(kGateUp ? n / (kBN / 2) : n / kBN);
+  const int64_t work = a.n_tiles * n_tiles_n;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(work, detail::sm_count()));
+  expert_wgmma_kernel<kGateUp, kBN><<<grid, kThreads, Ring<kBN>::kSmemBytes, stream>>>(
+      map, half, a, n_tiles_n, static_cast<int>(k / kBK), h, ldh, order, out);
+}
+
 template <bool kGateUp>
 bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t n, const ExpertWgmmaArgs& a,
             uint16_t* h, int64_t ldh, const int32_t* order, float* out, cudaStream_t stream) {
   if (a.n_tiles <= 0) return true;
   CUtensorMap map, half;  // a tile's rows: 128 rows a box, or 64 for tiles of at most 64 rows
   if (!encode_2d(&map, a_ptr, k, rows, lda, kBM) || !encode_2d(&half, a_ptr, k, rows, lda, kBM / 2)) return false;
-  static const bool attr = [] {
-    return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) ==
-           cudaSuccess;
-  }();
-  (void)attr;
-  const int n_tiles_n = static_cast<int>(kGateUp ? n / (kBN / 2) : n / kBN);
-  const int64_t work = a.n_tiles * n_tiles_n;
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(work, detail::sm_count()));
-  expert_wgmma_kernel<kGateUp><<<grid, kThreads, kSmemBytes, stream>>>(map, half, a, n_tiles_n, static_cast<int>(k / kBK), h,
-                                                                         ldh, order, out);
+  if (a.narrow) launch_ring<kGateUp, 128>(map, half, a, k, n, h, ldh, order, out, stream);
+  else launch_ring<kGateUp, 256>(map, half, a, k, n, h, ldh, order, out, stream);
   return true;
 }
 
@@ -235,17 +255,20 @@ bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t
 
 bool expert_wgmma_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down) {
   static const bool hopper = detail::device_attribute(cudaDevAttrComputeCapabilityMajor, 0) == 9;
-  return hopper && detail::tensor_maps_available() && D > 0 && I > 0 && D % kBN == 0 && I % (kBN / 2) == 0 && ld_gu % 8 == 0 &&
+  return hopper && detail::tensor_maps_available() && D > 0 && I > 0 && D % 256 == 0 && I % 128 == 0 && ld_gu % 8 == 0 &&
          ld_down % 8 == 0 && ld_gu >= D && ld_down >= I && D <= (1 << 20) && I <= (1 << 20);
 }
 
 bool encode_expert_maps(const void* const* gate, const void* const* up, const void* const* down,
                         int64_t n_experts, int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down, void* maps) {
   CUtensorMap* m = static_cast<CUtensorMap*>(maps);
-  for (int64_t e = 0; e < n_experts; ++e)
-    if (!encode_2d(m + e, gate[e], D, I, ld_gu, kBN / 2) || !encode_2d(m + n_experts + e, up[e], D, I, ld_gu, kBN / 2) ||
-        !encode_2d(m + 2 * n_experts + e, down[e], I, D, ld_down, kBN))
-      return false;
+  for (const int bn : {256, 128}) {  // the wide blocks' boxes, then the narrow ones'
+    for (int64_t e = 0; e < n_experts; ++e)
+      if (!encode_2d(m + e, gate[e], D, I, ld_gu, bn / 2) || !encode_2d(m + n_experts + e, up[e], D, I, ld_gu, bn / 2) ||
+          !encode_2d(m + 2 * n_experts + e, down[e], I, D, ld_down, bn))
+        return false;
+    m += 3 * n_experts;
+  }
   return true;
 }
 

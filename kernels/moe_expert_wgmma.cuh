@@ -24,9 +24,11 @@ inline constexpr std::size_t kTensorMapBytes = 128;  // sizeof(CUtensorMap)
 // of 256, I of 128, both row strides of 16-byte multiples, and the driver's tensor-map encoder.
 bool expert_wgmma_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down);
 
-// The experts' weight tensor maps, 3 * n_experts of kTensorMapBytes each into `maps` (host
-// memory, 64-byte aligned): gate[e] then up[e] ([I x D] bf16, row stride ld_gu elements), then
-// down[e] ([D x I], ld_down). Every pointer 16-byte aligned. False when the driver refuses one.
+// The experts' weight tensor maps, kExpertMapsPerExpert * n_experts of kTensorMapBytes each into
+// `maps` (host memory, 64-byte aligned): for the wide blocks' boxes, gate[e] then up[e] ([I x D]
+// bf16, row stride ld_gu elements), then down[e] ([D x I], ld_down); then the same three for the
+// narrow blocks' boxes. Every pointer 16-byte aligned. False when the driver refuses one.
+inline constexpr int kExpertMapsPerExpert = 6;
 bool encode_expert_maps(const void* const* gate, const void* const* up, const void* const* down,
                         int64_t n_experts, int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down, void* maps);
 
@@ -37,6 +39,10 @@ struct ExpertWgmmaArgs {
   // n_tiles is then a bound, which sizes the launch.
   const int32_t* plan = nullptr;
   int64_t n_tiles = 0, n_experts = 0, D = 0, I = 0;
+  // Blocks of 128 weight rows instead of 256: twice the work items, for launches that stream
+  // weights (about a tile's rows an expert or fewer), where the persistent launch's last round
+  // then leaves fewer SMs idle. Wide blocks reuse each row tile over more weights (compute).
+  bool narrow = false;
 };
 
 // For counts in device memory (no host trip, recordable in a graph): expert e's tiles over the

@@ -253,7 +253,8 @@ TEST(BackendParity, EnvSwitchesRejectUnknownValues) {
       {"DPA_CUDA_MLA_DECODE_STAGES", "DPA_CUDA_MLA_DECODE_STAGES=fused: expected 2 or 3"},
       {"DPA_CUDA_MLA_WGMMA_FORM", "DPA_CUDA_MLA_WGMMA_FORM=fused: expected seesaw or cp.async"},
       {"DPA_CUDA_SMALL_LINEAR", "DPA_CUDA_SMALL_LINEAR=fused: expected 0, 1 or force"},
-      {"DPA_MOE_WGMMA", "DPA_MOE_WGMMA=fused: expected auto, 1 or 0"}};
+      {"DPA_MOE_WGMMA", "DPA_MOE_WGMMA=fused: expected auto, 1 or 0"},
+      {"DPA_MOE_WGMMA_BLOCKS", "DPA_MOE_WGMMA_BLOCKS=fused: expected auto, wide or narrow"}};
   for (const auto& [var, message] : cases) {
     setenv(var, "fused", 1);
     std::string what;

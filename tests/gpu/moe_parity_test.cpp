@@ -357,6 +357,11 @@ TEST(BackendParity, MoeExperts) {
   struct C { const char* name; DType dt; int64_t D, I; std::vector<int64_t> counts; int64_t ld_extra; bool mixed; };
   const std::vector<int64_t> few = {3, 0, 1, 10, 0, 7, 2, 5};
   const std::vector<int64_t> skewed = {0, 200, 1, 37, 0, 0, 90, 3, 150, 8, 0, 60, 2, 17, 33, 120};
+  // 64 experts as a decode step routes them (30..69 rows: most tiles of at most 64 rows, some
+  // over), and as a prefill step (16..175, about 6,144 rows: the step where a ring hang showed,
+  // blocks of many tiles mixing half and full ones).
+  std::vector<int64_t> decode64(64), prefill64(64);
+  for (int64_t e = 0; e < 64; ++e) decode64[e] = 30 + (e * 13) % 40, prefill64[e] = 16 + (e * 37) % 160;
   const std::vector<C> cases = {
       {"few", DType::f32, 64, 48, few, 0, false},
       {"few", DType::bf16, 64, 48, few, 0, false},
@@ -374,6 +379,8 @@ TEST(BackendParity, MoeExperts) {
       {"wgmma", DType::bf16, 256, 128, {0, 300, 1, 129, 0, 128, 77, 0}, 0, false},
       {"wgmma ld!=cols", DType::bf16, 512, 384, {260, 5, 0, 140}, 8, false},
       {"wgmma many rows", DType::bf16, 256, 256, {700, 650, 900}, 0, false},
+      {"wgmma decode 64 experts", DType::bf16, 256, 128, decode64, 0, false},
+      {"wgmma prefill 64 experts", DType::bf16, 256, 256, prefill64, 0, false},
   };
   for (const C& c : cases) {
     const int64_t E = static_cast<int64_t>(c.counts.size());
@@ -431,18 +438,23 @@ TEST(BackendParity, MoeExperts) {
     }
     // bf16: the warpgroup-MMA kernels wherever they apply (DPA_MOE_WGMMA=1; the others fall
     // back), and never (0: cuBLAS over padded groups), from the same starting output.
+    // Both block widths of the warpgroup-MMA kernels (DPA_MOE_WGMMA_BLOCKS).
+    const std::pair<const char*, const char*> forms[] = {{"1", "wide"}, {"1", "narrow"}, {"0", "auto"}};
     if (c.dt == DType::bf16)
-      for (const char* mode : {"1", "0"}) {
+      for (const auto& [mode, blocks] : forms) {
         Dual<float> out3(rnd(std::max<int64_t>(total * c.D, 1)));
         cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
                           out3.c.data());
         gpu().synchronize();  // the other backend's stream runs after this one's uploads
+        setenv("DPA_MOE_WGMMA_BLOCKS", blocks, 1);
         with_env_backend("DPA_MOE_WGMMA", mode, [&] {
           gpu().moe_experts(x.g.data(), dord.g.data(), 1, c.counts.data(), E, gg.data(), ug.data(), dg.data(),
                             out3.g.data());
         });
-        EXPECT_TRUE(close("moe_experts", std::string("DPA_MOE_WGMMA=") + mode + " " + c.name + " " +
-                                             shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
+        unsetenv("DPA_MOE_WGMMA_BLOCKS");
+        EXPECT_TRUE(close("moe_experts",
+                          std::string("DPA_MOE_WGMMA=") + mode + " DPA_MOE_WGMMA_BLOCKS=" + blocks + " " + c.name +
+                              " " + shp({{"E", E}, {"rows", total}, {"D", c.D}, {"I", c.I}}),
                           out3.on_cpu(), out3.on_gpu(), 2e-2, 1e-5));
       }
     // The fixed-capacity form (counts in backend memory, every expert padded to the capacity):
@@ -468,19 +480,23 @@ TEST(BackendParity, MoeExperts) {
     // bf16: the fixed form on the warpgroup-MMA kernels wherever they apply (tiles planned on the
     // device), also with no bound known, and a capacity past the largest count.
     if (c.dt == DType::bf16)
-      for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 200}) {
-        Dual<float> out4(rnd(std::max<int64_t>(total * c.D, 1)));
-        cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
-                          out4.c.data());
-        gpu().synchronize();
-        with_env_backend("DPA_MOE_WGMMA", "1", [&] {
-          gpu().moe_experts_fixed(x.g.data(), dord.g.data(), 1, dcounts.g.data(), E, cap, 0, gg.data(), ug.data(),
-                                  dg.data(), out4.g.data());
-        });
-        EXPECT_TRUE(close("moe_experts_fixed", std::string("DPA_MOE_WGMMA=1 ") + c.name + " " +
-                                                   shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
-                          out4.on_cpu(), out4.on_gpu(), 2e-2, 1e-5));
-      }
+      for (int64_t cap : {std::max<int64_t>((top + 15) / 16 * 16, 16), top + 200})
+        for (const char* blocks : {"wide", "narrow"}) {
+          Dual<float> out4(rnd(std::max<int64_t>(total * c.D, 1)));
+          cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                            out4.c.data());
+          gpu().synchronize();
+          setenv("DPA_MOE_WGMMA_BLOCKS", blocks, 1);
+          with_env_backend("DPA_MOE_WGMMA", "1", [&] {
+            gpu().moe_experts_fixed(x.g.data(), dord.g.data(), 1, dcounts.g.data(), E, cap, 0, gg.data(), ug.data(),
+                                    dg.data(), out4.g.data());
+          });
+          unsetenv("DPA_MOE_WGMMA_BLOCKS");
+          EXPECT_TRUE(close("moe_experts_fixed",
+                            std::string("DPA_MOE_WGMMA=1 DPA_MOE_WGMMA_BLOCKS=") + blocks + " " + c.name + " " +
+                                shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
+                            out4.on_cpu(), out4.on_gpu(), 2e-2, 1e-5));
+        }
     // The CPU reference refuses a count over the capacity.
     if (top > 1) {
       EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), 1, c.counts.data(), E, top - 1, total, gc.data(),

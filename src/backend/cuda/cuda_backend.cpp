@@ -86,6 +86,12 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   if (auto v = env_choice<ExpertWgmma>(
           "DPA_MOE_WGMMA", {{"auto", expert_wgmma_}, {"1", ExpertWgmma::always}, {"0", ExpertWgmma::never}}))
     expert_wgmma_ = *v;
+  // Their blocks: "auto" (default: 128 weight rows where the launch streams weights, else 256),
+  // "wide" (256) or "narrow" (128) everywhere.
+  if (auto v = env_choice<ExpertBlocks>("DPA_MOE_WGMMA_BLOCKS", {{"auto", expert_blocks_},
+                                                                 {"wide", ExpertBlocks::wide},
+                                                                 {"narrow", ExpertBlocks::narrow}}))
+    expert_blocks_ = *v;
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   for (cudaStream_t& l : lanes_) DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&l, cudaStreamNonBlocking));
   stream_ = lanes_[0];

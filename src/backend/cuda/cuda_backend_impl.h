@@ -320,6 +320,9 @@ class CudaBackend final : public Backend {
   std::unordered_map<uint64_t, void*> expert_maps_;
   enum class ExpertWgmma { automatic, always, never } expert_wgmma_ = ExpertWgmma::automatic;
   static constexpr int64_t kWgmmaExpertMinRows = 4;
+  // DPA_MOE_WGMMA_BLOCKS: the kernels' block width, auto (narrow at up to a tile's rows an expert
+  // on average, ExpertWgmmaArgs::narrow), wide or narrow everywhere.
+  enum class ExpertBlocks { automatic, wide, narrow } expert_blocks_ = ExpertBlocks::automatic;
   // moe_experts / moe_experts_fixed by the warpgroup-MMA kernels; false: they do not apply (or
   // are not wanted at these rows), nothing done. The fixed form plans its tiles on the device.
   // `digest`: check_expert_weights' of the arrays.
@@ -332,9 +335,10 @@ class CudaBackend final : public Backend {
   // What both run: the tiles planned on the device from the counts (HOST memory when
   // host_counts, uploaded first; else backend memory), each count taken within `capacity`, at
   // most max_tiles tiles over at most max_rows rows; the rows gathered to bf16, then both GEMMs.
+  // `rows`: the rows in use (they pick the blocks' width).
   void wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                              bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
-                             int64_t max_rows, const void* maps, int64_t D, int64_t I, float* out);
+                             int64_t max_rows, int64_t rows, const void* maps, int64_t D, int64_t I, float* out);
   // The experts' tensor maps in device memory, or null where the kernels do not take them
   // (shapes, dtype, alignment, a driver refusal): worked out once per digest.
   const void* wgmma_expert_maps(int64_t n_experts, const WeightView* gate, const WeightView* up,

@@ -178,11 +178,12 @@ const void* CudaBackend::wgmma_expert_maps(int64_t n_experts, const WeightView* 
   const std::size_t ne = static_cast<std::size_t>(n_experts);
   std::vector<const void*> g(ne), u(ne), d(ne);
   for (std::size_t e = 0; e < ne; ++e) g[e] = gate[e].data, u[e] = up[e].data, d[e] = down[e].data;
-  std::vector<uint64_t> maps(3 * ne * kernels::kTensorMapBytes / sizeof(uint64_t) + 8);
+  const std::size_t bytes = kernels::kExpertMapsPerExpert * ne * kernels::kTensorMapBytes;
+  std::vector<uint64_t> maps(bytes / sizeof(uint64_t) + 8);
   void* m = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(maps.data()) + 63) & ~std::uintptr_t{63});
   if (kernels::encode_expert_maps(g.data(), u.data(), d.data(), n_experts, s.D, s.I, s.lda_gu, s.lda_d, m)) {
-    it->second = alloc(3 * ne * kernels::kTensorMapBytes);
-    DPA_CHECK_CUDA(cudaMemcpy(it->second, m, 3 * ne * kernels::kTensorMapBytes, cudaMemcpyHostToDevice));
+    it->second = alloc(bytes);
+    DPA_CHECK_CUDA(cudaMemcpy(it->second, m, bytes, cudaMemcpyHostToDevice));
   }
   return it->second;
 }
@@ -194,7 +195,8 @@ bool CudaBackend::wgmma_experts_wanted(int64_t rows, int64_t experts) const {
 
 void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                         bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
-                                        int64_t max_rows, const void* maps, int64_t D, int64_t I, float* out) {
+                                        int64_t max_rows, int64_t rows, const void* maps, int64_t D, int64_t I,
+                                        float* out) {
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
   const std::size_t counts_bytes = host_counts ? al(static_cast<std::size_t>(n_experts) * sizeof(int64_t)) : 0;
@@ -215,6 +217,10 @@ void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, in
   kernels::ExpertWgmmaArgs a;
   a.maps = maps, a.tiles = tiles, a.plan = plan, a.n_tiles = max_tiles;
   a.n_experts = n_experts, a.D = D, a.I = I;
+  // Narrow blocks where the launch streams weights: at most a tile's rows an expert on average
+  // (`rows` is the rows in use, or their bound).
+  a.narrow = expert_blocks_ == ExpertBlocks::narrow ||
+             (expert_blocks_ == ExpertBlocks::automatic && rows <= kernels::kExpertWgmmaRows * n_experts);
   kernels::moe_wgmma_plan(d_counts, n_experts, capacity, tiles, plan, stream_);
   DPA_CHECK_LAUNCH();
   kernels::moe_wgmma_gather(x, order, x_div, plan, max_rows, D, ldx, xb, stream_);
@@ -238,7 +244,8 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, int64_
   if (!maps) return false;
   // The compact sorted rows, no padding: an expert adds at most one partial tile.
   wgmma_experts_planned(x, order, x_div, counts, true, n_experts, total,
-                        total / kernels::kExpertWgmmaRows + active, total, maps, gate[0].cols, gate[0].rows, out);
+                        total / kernels::kExpertWgmmaRows + active, total, total, maps, gate[0].cols, gate[0].rows,
+                        out);
   return true;
 }
 
@@ -252,7 +259,7 @@ bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, 
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
   const int64_t per_expert = (capacity + kernels::kExpertWgmmaRows - 1) / kernels::kExpertWgmmaRows;
-  wgmma_experts_planned(x, order, x_div, counts, false, n_experts, capacity, n_experts * per_expert, R, maps,
+  wgmma_experts_planned(x, order, x_div, counts, false, n_experts, capacity, n_experts * per_expert, R, rows, maps,
                         gate[0].cols, gate[0].rows, out);
   return true;
 }
