@@ -7,9 +7,10 @@ namespace dpa::kernels {
 namespace {
 
 // One block per row. With `residual`, the row is residual += x first. Each thread touches the
-// same indices in both passes, so out may alias x or residual.
+// same indices in both passes, so out may alias x or residual. With out_bf16, out's values also
+// rounded there (the rows a GEMM then reads).
 __global__ void rms_norm_kernel(float* residual, const float* x, const void* w, bool w_bf16,
-                                int64_t n, int64_t d, float eps, float* out) {
+                                int64_t n, int64_t d, float eps, float* out, __nv_bfloat16* out_bf16) {
   __shared__ float red[32];
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     const float* xi = x + i * d;
@@ -27,8 +28,12 @@ __global__ void rms_norm_kernel(float* residual, const float* x, const void* w, 
     const float inv = static_cast<float>(1.0 / sqrt(static_cast<double>(ss) / d + eps));
     const float* src = ri ? ri : xi;
     float* oi = out + i * d;
-    for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
-      oi[j] = detail::load_weight(w, w_bf16, j) * (src[j] * inv);
+    __nv_bfloat16* bi = out_bf16 ? out_bf16 + i * d : nullptr;
+    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+      const float o = detail::load_weight(w, w_bf16, j) * (src[j] * inv);
+      oi[j] = o;
+      if (bi) bi[j] = __float2bfloat16_rn(o);
+    }
   }
 }
 
@@ -37,7 +42,8 @@ __global__ void rms_norm_kernel(float* residual, const float* x, const void* w, 
 constexpr int kThreads = 256;
 template <int kV>
 __global__ void __launch_bounds__(kThreads) rms_norm_vec_kernel(float* residual, const float* x, const void* w,
-                                                                bool w_bf16, int64_t d, float eps, float* out) {
+                                                                bool w_bf16, int64_t d, float eps, float* out,
+                                                                __nv_bfloat16* out_bf16) {
   __shared__ float red[32];
   const int64_t i = blockIdx.x;
   const int d4 = static_cast<int>(d / 4);
@@ -76,42 +82,48 @@ __global__ void __launch_bounds__(kThreads) rms_norm_vec_kernel(float* residual,
     } else {
       wq = reinterpret_cast<const float4*>(w)[q];
     }
-    oi[q] = make_float4(wq.x * (v[j].x * inv), wq.y * (v[j].y * inv), wq.z * (v[j].z * inv), wq.w * (v[j].w * inv));
+    const float4 o = make_float4(wq.x * (v[j].x * inv), wq.y * (v[j].y * inv), wq.z * (v[j].z * inv),
+                                 wq.w * (v[j].w * inv));
+    oi[q] = o;
+    if (out_bf16) detail::store4(out_bf16 + i * d + 4 * q, o);
   }
 }
 
 template <int kV>
 void launch_vec(float* residual, const float* x, const void* w, bool w_bf16, int64_t n, int64_t d, float eps,
-                float* out, cudaStream_t stream) {
-  rms_norm_vec_kernel<kV><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(residual, x, w, w_bf16, d, eps, out);
+                float* out, __nv_bfloat16* out_bf16, cudaStream_t stream) {
+  rms_norm_vec_kernel<kV><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(residual, x, w, w_bf16, d, eps, out,
+                                                                             out_bf16);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 void launch(float* residual, const float* x, const void* w, bool w_bf16, int64_t n, int64_t d,
-            float eps, float* out, cudaStream_t stream) {
+            float eps, float* out, uint16_t* out_bf16_bits, cudaStream_t stream) {
   if (n <= 0 || d <= 0) return;
+  auto* out_bf16 = reinterpret_cast<__nv_bfloat16*>(out_bf16_bits);
   const int64_t per_thread = (d / 4 + kThreads - 1) / kThreads;
   const bool vec = d % 4 == 0 && per_thread <= 8 && n < (int64_t{1} << 31) && aligned16(x) && aligned16(out) &&
-                   aligned16(w) && (!residual || aligned16(residual));
-  if (vec && per_thread <= 1) return launch_vec<1>(residual, x, w, w_bf16, n, d, eps, out, stream);
-  if (vec && per_thread <= 2) return launch_vec<2>(residual, x, w, w_bf16, n, d, eps, out, stream);
-  if (vec && per_thread <= 4) return launch_vec<4>(residual, x, w, w_bf16, n, d, eps, out, stream);
-  if (vec) return launch_vec<8>(residual, x, w, w_bf16, n, d, eps, out, stream);
+                   aligned16(w) && (!residual || aligned16(residual)) &&
+                   reinterpret_cast<std::uintptr_t>(out_bf16) % 8 == 0;
+  if (vec && per_thread <= 1) return launch_vec<1>(residual, x, w, w_bf16, n, d, eps, out, out_bf16, stream);
+  if (vec && per_thread <= 2) return launch_vec<2>(residual, x, w, w_bf16, n, d, eps, out, out_bf16, stream);
+  if (vec && per_thread <= 4) return launch_vec<4>(residual, x, w, w_bf16, n, d, eps, out, out_bf16, stream);
+  if (vec) return launch_vec<8>(residual, x, w, w_bf16, n, d, eps, out, out_bf16, stream);
   const unsigned grid = static_cast<unsigned>(n < (1 << 20) ? n : (1 << 20));
-  rms_norm_kernel<<<grid, 256, 0, stream>>>(residual, x, w, w_bf16, n, d, eps, out);
+  rms_norm_kernel<<<grid, 256, 0, stream>>>(residual, x, w, w_bf16, n, d, eps, out, out_bf16);
 }
 
 }  // namespace
 
 void rms_norm(const float* x, const void* w, bool w_bf16, int64_t n, int64_t d, float eps,
-              float* out, cudaStream_t stream) {
-  launch(nullptr, x, w, w_bf16, n, d, eps, out, stream);
+              float* out, cudaStream_t stream, uint16_t* out_bf16) {
+  launch(nullptr, x, w, w_bf16, n, d, eps, out, out_bf16, stream);
 }
 
 void add_rms_norm(float* residual, const float* x, const void* w, bool w_bf16, int64_t n,
-                  int64_t d, float eps, float* out, cudaStream_t stream) {
-  launch(residual, x, w, w_bf16, n, d, eps, out, stream);
+                  int64_t d, float eps, float* out, cudaStream_t stream, uint16_t* out_bf16) {
+  launch(residual, x, w, w_bf16, n, d, eps, out, out_bf16, stream);
 }
 
 }  // namespace dpa::kernels

@@ -244,6 +244,12 @@ class Backend {
     float* y;
   };
   virtual void linear_many(const float* x, int64_t n, std::span<const LinearOut> outs);
+  // A sub-layer's pre-norm and its first projections in one call: out = rms_norm(x) (residual
+  // null) or add_rms_norm(residual, x, ...), then linear_many(out, n, outs). A backend that rounds
+  // the rows for its GEMMs rounds them as the norm writes them. Each y must not alias out.
+  // Default: the two calls.
+  virtual void norm_linear(float* residual, const float* x, const WeightView& w, int64_t n, float eps, float* out,
+                           std::span<const LinearOut> outs);
   // dst[r * ldd + c] = src[r * lds + c] for r < rows, c < cols (strided 2-D copy; no overlap).
   virtual void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
                       int64_t cols) = 0;

@@ -56,6 +56,13 @@ void Backend::linear_many(const float* x, int64_t n, std::span<const LinearOut> 
   for (const LinearOut& o : outs) linear(x, n, *o.w, o.y);
 }
 
+void Backend::norm_linear(float* residual, const float* x, const WeightView& w, int64_t n, float eps, float* out,
+                          std::span<const LinearOut> outs) {
+  if (residual) add_rms_norm(residual, x, w, n, eps, out);
+  else rms_norm(x, w, n, eps, out);
+  linear_many(out, n, outs);
+}
+
 std::vector<uint8_t> Backend::export_memory(void*) {
   throw Error(fmt::format("the {} backend shares no memory between processes", name()));
 }

@@ -12,7 +12,7 @@
 
 namespace dpa::model {
 
-void Model::attention(int64_t layer, const Micro& m, const float* h, float* out) {
+void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* h, float* out) {
   const ModelConfig& c = config();
   const std::vector<SeqInput>& batch = m.batch;
   const int64_t n = m.n;
@@ -23,19 +23,20 @@ void Model::attention(int64_t layer, const Micro& m, const float* h, float* out)
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(c.softmax_scale());
 
-  // q [n, Hl, dqk] and the compressed kv [n, L + R], both projections of h (one call: the rows
-  // are rounded once where the backend rounds them).
+  // h from its pre-norm, then q [n, Hl, dqk] and the compressed kv [n, L + R], both projections
+  // of h (one call: the rows are rounded once, as the norm writes them, where the backend rounds
+  // them).
   float* q = scratch(q_, n * Hl * dqk);
   float* kva = scratch(kva_, n * (L + R));
   if (c.q_lora_rank > 0) {
     float* qa = scratch(qa_, n * c.q_lora_rank);
     const backend::Backend::LinearOut outs[] = {{&lw.q_a_proj, qa}, {&lw.kv_a_proj, kva}};
-    be_.linear_many(h, n, outs);
+    be_.norm_linear(pre.residual, pre.x, pre.w, n, eps, h, outs);
     be_.rms_norm(qa, lw.q_a_norm, n, eps, qa);
     be_.linear(qa, n, lw.q_b_proj, q);
   } else {
     const backend::Backend::LinearOut outs[] = {{&lw.q_proj, q}, {&lw.kv_a_proj, kva}};
-    be_.linear_many(h, n, outs);
+    be_.norm_linear(pre.residual, pre.x, pre.w, n, eps, h, outs);
   }
   // Rope on q; the latent [n, L] normalized and k_pe [n, R] rotated, both into the cache; when
   // every row takes the absorbed form, q's rope parts also copied apart for it (q_pe).

@@ -326,13 +326,14 @@ void Model::add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_loc
     if (counts[e] > 0) step_bytes_ += mlp_bytes(lw.experts[static_cast<std::size_t>(e)]);
 }
 
-void Model::mlp(const MlpWeights& w, const float* h, int64_t n, float* out) {
+void Model::mlp(const MlpWeights& w, const PreNorm* pre, float* h, int64_t n, float* out) {
   if (n == 0) return;
   const int64_t I = w.gate.rows;
   float* g = scratch(g_, n * I);
   float* u = scratch(u_, n * I);
   const backend::Backend::LinearOut gate_up[] = {{&w.gate, g}, {&w.up, u}};
-  be_.linear_many(h, n, gate_up);
+  if (pre) be_.norm_linear(pre->residual, pre->x, pre->w, n, static_cast<float>(config().rms_norm_eps), h, gate_up);
+  else be_.linear_many(h, n, gate_up);
   be_.silu_mul(g, u, n * I, g);
   be_.linear(g, n, w.down, out);
 }

@@ -167,7 +167,7 @@ class Model {
   struct MoeStage {
     int64_t layer = -1, n = 0, my_n = 0, ks = 0, n_slots = 0;
     bool fixed = false, padded = false, shared_apart = false, gather_tp = false;
-    const float* hm = nullptr;  // this rank's slice of the layer's input
+    float* hm = nullptr;  // this rank's slice of the layer's input
     float* out = nullptr;       // the layer's output rows (all of the micro-batch's)
     float* mine = nullptr;      // this rank's slice of them (out unless gathered over attn_tp)
     const float* weights = nullptr;
@@ -212,15 +212,25 @@ class Model {
   void plan_micro(Micro& m, const std::vector<SeqInput>& batch, const std::vector<int64_t>& seq_pages, int64_t row0,
                   int64_t n, int32_t pad_offset, int32_t pad_ctx);
 
-  // h [n, hidden] -> out [n, hidden] for the local heads of micro-batch m, all-reduced over attn_tp.
-  void attention(int64_t layer, const Micro& m, const float* h, float* out);
-  // h [n, hidden] -> out [n, hidden]: dense MLP, or MoE with dispatch/combine over ep.
-  void mlp(const MlpWeights& w, const float* h, int64_t n, float* out);
+  // A sub-layer's input h = rms_norm(x) with weight w, or rms_norm(residual += x) when residual is
+  // set: the sub-layer writes h in its first projection call (Backend::norm_linear), so that a
+  // backend rounding the rows for its GEMMs rounds them as the norm writes them.
+  struct PreNorm {
+    float* residual;
+    const float* x;
+    const backend::WeightView& w;
+  };
+  // pre -> h [n, hidden] -> out [n, hidden] for the local heads of micro-batch m, all-reduced over
+  // attn_tp.
+  void attention(int64_t layer, const Micro& m, const PreNorm& pre, float* h, float* out);
+  // h [n, hidden] -> out [n, hidden]: dense MLP (h from pre first, when given), or MoE with
+  // dispatch/combine over ep.
+  void mlp(const MlpWeights& w, const PreNorm* pre, float* h, int64_t n, float* out);
   // The MoE layer of micro-batch m in its stages: routing and the shared experts (and the padded
   // exchange's packing), the exchange there, the local experts, the exchange back, the combine.
   // moe() runs them in a row; the two-batch overlap runs the exchanges on lane 1.
-  void moe(int64_t layer, Micro& m, const float* h, float* out);
-  void moe_route(int64_t layer, Micro& m, const float* h, float* out);
+  void moe(int64_t layer, Micro& m, const PreNorm& pre, float* h, float* out);
+  void moe_route(int64_t layer, Micro& m, const PreNorm& pre, float* h, float* out);
   void moe_shared(Micro& m);  // the shared experts apart from the routed ones (route runs them, or the caller)
   void moe_send(Micro& m);
   // Queues work() on lane 1 behind what lane 0 queued so far; returns lane 1's mark after it (the

@@ -44,8 +44,8 @@ backend::GateParams gate_params(const ModelConfig& c, const float* bias) {
 
 }  // namespace
 
-void Model::moe(int64_t layer, Micro& m, const float* h, float* out) {
-  moe_route(layer, m, h, out);
+void Model::moe(int64_t layer, Micro& m, const PreNorm& pre, float* h, float* out) {
+  moe_route(layer, m, pre, h, out);
   // The padded blocks travel on lane 1 while the shared experts run on lane 0 (in a row while
   // profiling: the phase marks follow one queue).
   if (m.moe.padded && !opts_.profile_phases) {
@@ -61,7 +61,7 @@ void Model::moe(int64_t layer, Micro& m, const float* h, float* out) {
   moe_finish(m);
 }
 
-void Model::moe_route(int64_t layer, Micro& m, const float* h, float* out) {
+void Model::moe_route(int64_t layer, Micro& m, const PreNorm& pre, float* h, float* out) {
   const ModelConfig& c = config();
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
   const int64_t D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
@@ -74,7 +74,7 @@ void Model::moe_route(int64_t layer, Micro& m, const float* h, float* out) {
   // This rank's token slice [b, b + my_n) of the micro-batch's n tokens.
   const Slice slice = my_slice(m);
   const int64_t b = slice.begin, my_n = slice.rows;
-  const float* hm = h + b * D;
+  float* hm = h + b * D;
   st.my_n = my_n, st.hm = hm;
 
   // Few tokens and every expert local: the counts stay in backend memory and every expert gets
@@ -100,7 +100,17 @@ void Model::moe_route(int64_t layer, Micro& m, const float* h, float* out) {
   float* weights = scratch(m.gate_w, my_n * KS);
   st.weights = weights;
   mark("moe.route");
-  be_.linear(hm, my_n, lw.router, router_logits);
+  // h from its pre-norm (every row: the attn_tp ranks hold the same), with the router's product
+  // in the same call when this rank routes every row.
+  const backend::Backend::LinearOut router_out[] = {{&lw.router, router_logits}};
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  if (b == 0 && my_n == m.n) {
+    be_.norm_linear(pre.residual, pre.x, pre.w, m.n, eps, h, router_out);
+  } else {
+    if (pre.residual) be_.add_rms_norm(pre.residual, pre.x, pre.w, m.n, eps, h);
+    else be_.rms_norm(pre.x, pre.w, m.n, eps, h);
+    be_.linear(hm, my_n, lw.router, router_logits);
+  }
   if (my_n > 0) {
     backend::GateParams gp = gate_params(c, bias_[static_cast<std::size_t>(layer)].data());
     gp.shared_slots = S;
@@ -161,7 +171,7 @@ void Model::moe_shared(Micro& m) {
   MoeStage& st = m.moe;
   if (!st.shared_apart) return;
   mark("moe.shared");
-  mlp(weights_.layers[static_cast<std::size_t>(st.layer)].shared, st.hm, st.my_n, st.mine);
+  mlp(weights_.layers[static_cast<std::size_t>(st.layer)].shared, nullptr, st.hm, st.my_n, st.mine);
   // Back to the routing phase: the exact exchange's wait for the counts (an idle GPU, if the shared
   // experts were short); on the padded path, which profiles in a row, the send that follows.
   mark("moe.route");

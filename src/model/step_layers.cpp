@@ -14,23 +14,21 @@ void Model::layers(int64_t n, float* residual, float* h, float* out) {
   if (n_micro_ == 2) return layers_tbo(residual, h, out);
   Micro& m = micro_[0];
   const ModelConfig& c = config();
-  const float eps = static_cast<float>(c.rms_norm_eps);
   mark("embed");
   be_.embedding(weights_.embed, d_ids_.data(), n, residual);
   // A layer's MLP output joins the residual in the next layer's input norm (add_rms_norm: the
-  // same sum, one launch fewer), the last one's by itself.
+  // same sum, one launch fewer), the last one's by itself. Each norm runs in its sub-layer's
+  // first projection call (PreNorm).
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(l)];
     mark("attention.qkv");
-    if (l == 0) be_.rms_norm(residual, lw.input_norm, n, eps, h);
-    else be_.add_rms_norm(residual, out, lw.input_norm, n, eps, h);
-    attention(l, m, h, out);
-    be_.add_rms_norm(residual, out, lw.post_attention_norm, n, eps, h);
+    attention(l, m, PreNorm{l == 0 ? nullptr : residual, l == 0 ? residual : out, lw.input_norm}, h, out);
+    const PreNorm post{residual, out, lw.post_attention_norm};
     if (lw.moe) {
-      moe(l, m, h, out);
+      moe(l, m, post, h, out);
     } else {
       mark("mlp");
-      mlp(lw.dense, h, n, out);
+      mlp(lw.dense, &post, h, n, out);
     }
   }
   if (c.num_hidden_layers > 0) be_.add(residual, out, n * c.hidden_size);
@@ -46,7 +44,6 @@ void Model::layers(int64_t n, float* residual, float* h, float* out) {
 void Model::layers_tbo(float* residual, float* h, float* out) {
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
-  const float eps = static_cast<float>(c.rms_norm_eps);
   uint64_t sent[2] = {0, 0}, returned[2] = {0, 0};
   bool pending[2] = {false, false};  // a MoE layer's results still to combine
   auto finish = [&](int i) {
@@ -62,16 +59,14 @@ void Model::layers_tbo(float* residual, float* h, float* out) {
       Micro& m = micro_[i];
       finish(i);
       float *r = residual + m.row0 * D, *hm = h + m.row0 * D, *o = out + m.row0 * D;
-      if (l == 0) be_.rms_norm(r, lw.input_norm, m.n, eps, hm);
-      else be_.add_rms_norm(r, o, lw.input_norm, m.n, eps, hm);
-      attention(l, m, hm, o);
-      be_.add_rms_norm(r, o, lw.post_attention_norm, m.n, eps, hm);
+      attention(l, m, PreNorm{l == 0 ? nullptr : r, l == 0 ? r : o, lw.input_norm}, hm, o);
+      const PreNorm post{r, o, lw.post_attention_norm};
       if (lw.moe) {
-        moe_route(l, m, hm, o);
+        moe_route(l, m, post, hm, o);
         sent[i] = on_lane1([&] { moe_send(m); });
         moe_shared(m);  // beside its own blocks' trip
       } else {
-        mlp(lw.dense, hm, m.n, o);
+        mlp(lw.dense, &post, hm, m.n, o);
       }
     }
     if (!lw.moe) continue;

@@ -135,6 +135,46 @@ TEST(BackendParity, LinearMany) {
   EXPECT_THROW(gpu().linear_many(x.g.data(), 100, mixed), Error);
 }
 
+TEST(BackendParity, NormLinear) {
+  // The pre-norm and its projections in one call: against the CPU, and on the GPU against the
+  // two calls it stands for, bit for bit (the rows the norm rounds as it writes them are the
+  // rows linear_many would round). Widths on the wide norm path (160, 2048) and off it (162);
+  // rows on the small-row kernel (1, 33) and past it (65, 300); bf16 and f32 projections.
+  for (int64_t dim : {160, 162, 2048})
+    for (DType nd : {DType::bf16, DType::f32}) {
+      const HostWeight& nw = weight(nd, 1, dim, 0.5f, 1.5f);
+      const WeightView nc = cpu().prepare_weight(nw.view()), ng = gpu().prepare_weight(nw.view());
+      const HostWeight &a = weight(DType::bf16, 96, dim), &f = weight(DType::f32, 24, dim);
+      const WeightView ac = cpu().prepare_weight(a.view()), ag = gpu().prepare_weight(a.view());
+      const WeightView fc = cpu().prepare_weight(f.view()), fg = gpu().prepare_weight(f.view());
+      for (int64_t n : {0, 1, 33, 65, 300})
+        for (bool add : {false, true}) {
+          const std::string s = dt(nd) + " norm " + shp({{"n", n}, {"d", dim}}) + (add ? " add" : "");
+          const auto r0 = rnd(n * dim, -3.0f, 3.0f);
+          Dual<float> res(r0), x(rnd(n * dim, -3.0f, 3.0f)), h(n * dim), ya(n * 96), yf(n * 24);
+          const Backend::LinearOut oc[] = {{&ac, ya.c.data()}, {&fc, yf.c.data()}};
+          const Backend::LinearOut og[] = {{&ag, ya.g.data()}, {&fg, yf.g.data()}};
+          float* rc = add ? res.c.data() : nullptr;
+          float* rg = add ? res.g.data() : nullptr;
+          cpu().norm_linear(rc, add ? x.c.data() : res.c.data(), nc, n, 1e-6f, h.c.data(), oc);
+          gpu().norm_linear(rg, add ? x.g.data() : res.g.data(), ng, n, 1e-6f, h.g.data(), og);
+          EXPECT_TRUE(close("norm_linear", s + " h", h.on_cpu(), h.on_gpu(), 1e-5));
+          EXPECT_TRUE(close("norm_linear", s + " residual", res.on_cpu(), res.on_gpu(), 1e-6));
+          EXPECT_TRUE(close("norm_linear", s + " bf16 96", ya.on_cpu(), ya.on_gpu(), 1e-2));
+          EXPECT_TRUE(close("norm_linear", s + " f32 24", yf.on_cpu(), yf.on_gpu(), 1e-5, linear_atol(f.view())));
+          // The same on the GPU in two calls, from the same inputs.
+          Dual<float> res2(r0), h2(n * dim), ya2(n * 96), yf2(n * 24);
+          const Backend::LinearOut og2[] = {{&ag, ya2.g.data()}, {&fg, yf2.g.data()}};
+          if (add) gpu().add_rms_norm(res2.g.data(), x.g.data(), ng, n, 1e-6f, h2.g.data());
+          else gpu().rms_norm(res2.g.data(), ng, n, 1e-6f, h2.g.data());
+          gpu().linear_many(h2.g.data(), n, og2);
+          EXPECT_TRUE(close("norm_linear", s + " h vs two calls", h2.on_gpu(), h.on_gpu(), 0.0));
+          EXPECT_TRUE(close("norm_linear", s + " bf16 96 vs two calls", ya2.on_gpu(), ya.on_gpu(), 0.0));
+          EXPECT_TRUE(close("norm_linear", s + " f32 24 vs two calls", yf2.on_gpu(), yf.on_gpu(), 0.0));
+        }
+    }
+}
+
 TEST(BackendParity, AddSiluMul) {
   for (int64_t count : {0, 1, 1000, 100003}) {
     const auto a = rnd(count, -4, 4), b = rnd(count, -2, 2);

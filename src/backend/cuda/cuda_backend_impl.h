@@ -18,6 +18,7 @@
 
 #include "backend/backend.h"
 #include "core/cuda_check.h"
+#include "kernels/linear_small.cuh"
 #include "kernels/mla_decode.cuh"
 
 namespace dpa::backend {
@@ -92,6 +93,9 @@ class CudaBackend final : public Backend {
   void paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,
                          int64_t col0, int64_t cols, float* out, int64_t ldo) override;
   void linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) override;
+  // The norm writes bf16_ws_ as well when the first projection takes cuBLAS's bf16 route.
+  void norm_linear(float* residual, const float* x, const WeightView& w, int64_t n, float eps, float* out,
+                   std::span<const LinearOut> outs) override;
 
   void copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
               int64_t cols) override;
@@ -298,6 +302,10 @@ class CudaBackend final : public Backend {
   // false: not taken, nothing done.
   bool small_linear(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w, int64_t w_stride,
                     int64_t batch, float* y, int64_t ldy, int64_t stride_y);
+  // Whether small_linear takes these arguments.
+  bool small_linear_takes(const kernels::SmallLinear& a, const WeightView& w) const;
+  // linear_many with x's rows already rounded into bf16_ws_ when `rounded` (norm_linear).
+  void linear_many_from(const float* x, bool rounded, int64_t n, std::span<const LinearOut> outs);
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
   // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of

@@ -58,8 +58,35 @@ void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* 
 }
 
 void CudaBackend::linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) {
+  linear_many_from(x, false, n, outs);
+}
+
+void CudaBackend::norm_linear(float* residual, const float* x, const WeightView& w, int64_t n, float eps, float* out,
+                              std::span<const LinearOut> outs) {
   if (n <= 0) return;
-  bool rounded = false;  // bf16_ws_ holds x rounded to bf16 (for the first weight that needed it)
+  check_weight(w, "norm_linear");
+  // The rows rounded as the norm writes them, where linear_many would round them: a bf16 weight
+  // of the norm's width that the small-row kernel does not take.
+  bool round = false;
+  for (const LinearOut& o : outs) {
+    const WeightView& lw = *o.w;
+    if (lw.rows <= 0 || lw.cols <= 0) continue;
+    if (lw.dtype != DType::bf16 || lw.cols != w.cols) break;
+    kernels::SmallLinear a;
+    a.x = out, a.ldx = lw.cols, a.w = lw.data, a.ldw = lw.ld, a.y = o.y, a.ldy = lw.rows, a.n = n, a.K = lw.cols,
+    a.N = lw.rows, a.batch = 1;
+    round = !small_linear_takes(a, lw);
+    break;
+  }
+  uint16_t* xb = round ? bf16_workspace(static_cast<std::size_t>(n * w.cols)) : nullptr;
+  kernels::add_rms_norm(residual, x, w.data, w.dtype == DType::bf16, n, w.cols, eps, out, stream_, xb);
+  DPA_CHECK_LAUNCH();
+  linear_many_from(out, round, n, outs);
+}
+
+void CudaBackend::linear_many_from(const float* x, bool rounded, int64_t n, std::span<const LinearOut> outs) {
+  if (n <= 0) return;
+  // rounded: bf16_ws_ holds x rounded to bf16 (from the caller, or for the first weight that needed it)
   for (const LinearOut& o : outs) {
     const WeightView& w = *o.w;
     if (w.rows <= 0) continue;
@@ -95,13 +122,17 @@ bool CudaBackend::small_linear(const float* x, int64_t ldx, int64_t stride_x, in
   kernels::SmallLinear a;
   a.x = x, a.ldx = ldx, a.stride_x = stride_x, a.w = w.data, a.ldw = w.ld, a.w_stride = w_stride;
   a.y = y, a.ldy = ldy, a.stride_y = stride_y, a.n = n, a.K = w.cols, a.N = w.rows, a.batch = batch;
-  if (small_linear_ == SmallLinearUse::never || w.dtype != DType::bf16 || !kernels::small_linear_supported(a))
-    return false;
-  if (small_linear_ == SmallLinearUse::preferred && 2 * batch * w.rows * w.cols > kernels::kSmallLinearMaxWeightBytes)
-    return false;
+  if (!small_linear_takes(a, w)) return false;
   kernels::small_linear(a, stream_);
   DPA_CHECK_LAUNCH();
   return true;
+}
+
+bool CudaBackend::small_linear_takes(const kernels::SmallLinear& a, const WeightView& w) const {
+  if (small_linear_ == SmallLinearUse::never || w.dtype != DType::bf16 || !kernels::small_linear_supported(a))
+    return false;
+  return small_linear_ != SmallLinearUse::preferred ||
+         2 * a.batch * w.rows * w.cols <= kernels::kSmallLinearMaxWeightBytes;
 }
 
 void CudaBackend::copy2d(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows,
