@@ -16,7 +16,7 @@ constexpr int kChunk = 8;
 template <int W>
 __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* __restrict__ y, const int32_t* __restrict__ rows,
                                                                const float* __restrict__ weights, int64_t top_k,
-                                                               int64_t d, float* __restrict__ out) {
+                                                               int64_t d, float* __restrict__ out, bool accumulate) {
   using V = std::conditional_t<W == 4, float4, float>;
   const int64_t t = blockIdx.x;
   const int64_t c = (static_cast<int64_t>(blockIdx.y) * kThreads + threadIdx.x) * W;
@@ -46,18 +46,18 @@ __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* __re
   }
   float* o = out + t * d + c;
   if constexpr (W == 4) {
-    float4 cur = *reinterpret_cast<float4*>(o);
+    float4 cur = accumulate ? *reinterpret_cast<float4*>(o) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     cur.x += acc[0], cur.y += acc[1], cur.z += acc[2], cur.w += acc[3];
     *reinterpret_cast<float4*>(o) = cur;
   } else {
-    *o += acc[0];
+    *o = (accumulate ? *o : 0.0f) + acc[0];
   }
 }
 
 }  // namespace
 
 void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
-                 int64_t d, float* out, cudaStream_t stream) {
+                 int64_t d, float* out, bool accumulate, cudaStream_t stream) {
   if (n <= 0 || d <= 0 || top_k <= 0) return;
   const bool vec = d % 4 == 0 && reinterpret_cast<std::uintptr_t>(y) % 16 == 0 &&
                    reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
@@ -65,8 +65,8 @@ void moe_combine(const float* y, const int32_t* rows, const float* weights, int6
   const int64_t per_block = static_cast<int64_t>(kThreads) * w;
   // Tokens on grid x (up to 2^31 - 1), column chunks on y.
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((d + per_block - 1) / per_block));
-  if (vec) moe_combine_kernel<4><<<grid, kThreads, 0, stream>>>(y, rows, weights, top_k, d, out);
-  else moe_combine_kernel<1><<<grid, kThreads, 0, stream>>>(y, rows, weights, top_k, d, out);
+  if (vec) moe_combine_kernel<4><<<grid, kThreads, 0, stream>>>(y, rows, weights, top_k, d, out, accumulate);
+  else moe_combine_kernel<1><<<grid, kThreads, 0, stream>>>(y, rows, weights, top_k, d, out, accumulate);
 }
 
 }  // namespace dpa::kernels

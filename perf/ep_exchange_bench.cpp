@@ -175,7 +175,7 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
   auto combine = [&] {
     back = ex.combine(position.data());
     be.fill_zero(out.data(), x.size() * sizeof(float));
-    be.moe_combine(back.y, back.rows, d_w.data(), T, K, D, out.data());
+    be.moe_combine(back.y, back.rows, d_w.data(), T, K, D, out.data(), true);
   };
 
   // Once eagerly (buffers sized), then the padded form recorded where the backend records.

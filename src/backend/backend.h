@@ -426,9 +426,9 @@ class Backend {
 
   // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
   // rows[s] (the expert results still in sorted order: moe_sort's position) or s when rows is
-  // null (unpermuted).
+  // null (unpermuted). With accumulate false, out[t, :] = the sum (no zero fill before).
   virtual void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
-                           int64_t top_k, int64_t d, float* out) = 0;
+                           int64_t top_k, int64_t d, float* out, bool accumulate) = 0;
 
   // out[i] = argmax of logits row i (lowest index on ties): greedy sampling.
   virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;

@@ -246,8 +246,8 @@ void Model::moe_finish(Micro& m) {
     st.back = b.y, st.back_rows = b.rows;
   }
   mark("moe.combine");
-  if (!st.shared_apart) be_.fill_zero(st.mine, static_cast<std::size_t>(st.my_n * D) * sizeof(float));
-  be_.moe_combine(st.back, st.back_rows, st.weights, st.my_n, st.ks, D, st.mine);  // adds: shared + routed
+  // Onto the shared experts' output when they ran apart; else the sum is all (no zero fill).
+  be_.moe_combine(st.back, st.back_rows, st.weights, st.my_n, st.ks, D, st.mine, st.shared_apart);
 
   if (st.gather_tp) {
     mark("moe.gather_tp");

@@ -288,8 +288,8 @@ TEST(BackendParity, MoeEpPeerMemory) {
       cpu().moe_ep_wait(reinterpret_cast<const int64_t*>(c.area[r].data() + area_floats) + R, R, c.seq[r].data());
       gpu().moe_ep_wait(reinterpret_cast<const int64_t*>(g.area[r].data() + area_floats) + R, R, g.seq[r].data());
       Dual<float> dw(w[r]), out(static_cast<std::size_t>(T * d));
-      cpu().moe_combine(c.area[r].data() + R * S * d, slot_row[r]->c.data(), dw.c.data(), T, K, d, out.c.data());
-      gpu().moe_combine(g.area[r].data() + R * S * d, slot_row[r]->g.data(), dw.g.data(), T, K, d, out.g.data());
+      cpu().moe_combine(c.area[r].data() + R * S * d, slot_row[r]->c.data(), dw.c.data(), T, K, d, out.c.data(), true);
+      gpu().moe_combine(g.area[r].data() + R * S * d, slot_row[r]->g.data(), dw.g.data(), T, K, d, out.g.data(), true);
       EXPECT_TRUE(exact("moe_ep_pack_peers rows", s + " rank " + std::to_string(r), slot_row[r]->on_cpu(), slot_row[r]->on_gpu()));
       EXPECT_TRUE(close("moe_ep peers combine", s + " rank " + std::to_string(r), out.on_cpu(), out.on_gpu(), 3e-6));
       std::vector<float> want(T * d, 0);
@@ -338,17 +338,23 @@ TEST(BackendParity, GatherScatterCombine) {
       for (int64_t k : {1, 8, 11}) {  // 11: the combine reads 8 rows at a time
         Dual<float> y(rnd(std::max<int64_t>(n * k * d, 1))), w(rnd(std::max<int64_t>(n * k, 1), 0, 1)),
             out(rnd(std::max<int64_t>(n * d, 1)));
-        cpu().moe_combine(y.c.data(), nullptr, w.c.data(), n, k, d, out.c.data());
-        gpu().moe_combine(y.g.data(), nullptr, w.g.data(), n, k, d, out.g.data());
+        cpu().moe_combine(y.c.data(), nullptr, w.c.data(), n, k, d, out.c.data(), true);
+        gpu().moe_combine(y.g.data(), nullptr, w.g.data(), n, k, d, out.g.data(), true);
         EXPECT_TRUE(close("moe_combine", s + " top_k=" + std::to_string(k), out.on_cpu(), out.on_gpu(), 3e-6));
         // Through a row permutation (the results left in sorted order).
         std::vector<int32_t> perm(static_cast<std::size_t>(std::max<int64_t>(n * k, 1)));
         std::iota(perm.begin(), perm.end(), 0);
         std::shuffle(perm.begin(), perm.end(), rng());
         Dual<int32_t> dp(perm);
-        cpu().moe_combine(y.c.data(), dp.c.data(), w.c.data(), n, k, d, out.c.data());
-        gpu().moe_combine(y.g.data(), dp.g.data(), w.g.data(), n, k, d, out.g.data());
+        cpu().moe_combine(y.c.data(), dp.c.data(), w.c.data(), n, k, d, out.c.data(), true);
+        gpu().moe_combine(y.g.data(), dp.g.data(), w.g.data(), n, k, d, out.g.data(), true);
         EXPECT_TRUE(close("moe_combine", s + " top_k=" + std::to_string(k) + " rows", out.on_cpu(), out.on_gpu(), 3e-6));
+        // Overwriting: out's values before do not matter.
+        Dual<float> fresh(rnd(std::max<int64_t>(n * d, 1)));
+        cpu().moe_combine(y.c.data(), dp.c.data(), w.c.data(), n, k, d, fresh.c.data(), false);
+        gpu().moe_combine(y.g.data(), dp.g.data(), w.g.data(), n, k, d, fresh.g.data(), false);
+        EXPECT_TRUE(close("moe_combine", s + " top_k=" + std::to_string(k) + " rows, overwrite", fresh.on_cpu(),
+                          fresh.on_gpu(), 3e-6));
       }
     }
 }

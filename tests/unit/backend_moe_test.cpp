@@ -158,14 +158,18 @@ TEST(BackendMoe, SortGatherCombine) {
   const std::vector<float> y = {1, 2, 3, 4, /**/ 5, 6, 7, 8};  // 2 tokens x top-2 x d=2
   const std::vector<float> w = {0.5f, 2.0f, 1.0f, -1.0f};
   std::vector<float> out = {100, 100, 0, 0};
-  be->moe_combine(y.data(), nullptr, w.data(), 2, 2, 2, out.data());
+  be->moe_combine(y.data(), nullptr, w.data(), 2, 2, 2, out.data(), true);
   EXPECT_EQ(out, (std::vector<float>{100 + 0.5f + 6, 100 + 1 + 8, 5 - 7, 6 - 8}));
   // The same results stored in another row order, read through their rows.
   const std::vector<float> y_moved = {7, 8, 1, 2, 5, 6, 3, 4};  // slots 3, 0, 2, 1
   const std::vector<int32_t> where = {1, 3, 2, 0};              // slot s is row where[s]
   std::vector<float> out2 = {100, 100, 0, 0};
-  be->moe_combine(y_moved.data(), where.data(), w.data(), 2, 2, 2, out2.data());
+  be->moe_combine(y_moved.data(), where.data(), w.data(), 2, 2, 2, out2.data(), true);
   EXPECT_EQ(out2, out);
+  // Without accumulate the sum replaces what out held.
+  std::vector<float> out3 = {100, 100, 0, 0};
+  be->moe_combine(y_moved.data(), where.data(), w.data(), 2, 2, 2, out3.data(), false);
+  EXPECT_EQ(out3, (std::vector<float>{0.5f + 6, 1 + 8, 5 - 7, 6 - 8}));
 }
 
 // Each token of rank r must get sum_k w[t, k] (id[t, k] + 1) x[t]: the exchange round trips
@@ -230,7 +234,7 @@ TEST(BackendMoe, PaddedExchangeLayoutsRoundTrip) {
     for (int p = 0; p < kPeers; ++p)
       std::copy_n(results[p].begin() + r * kCap * kD, kCap * kD, back[r].begin() + p * kCap * kD);
     std::vector<float> out(kTokens * kD, 0);
-    be->moe_combine(back[r].data(), slot_row[r].data(), w.data(), kTokens, kK, kD, out.data());
+    be->moe_combine(back[r].data(), slot_row[r].data(), w.data(), kTokens, kK, kD, out.data(), true);
     expect_scaled_sum(out, ids[r], x[r], w, kTokens, kK, kD, r);
   }
 }
@@ -291,7 +295,7 @@ TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
   for (int r = 0; r < kPeers; ++r) {
     be->moe_ep_wait(flags_of(r) + kPeers, kPeers, &seq[r]);
     std::vector<float> out(kTokens * kD, 0);
-    be->moe_combine(area[r].data() + kPeers * kS * kD, rk[r].slot_row.data(), w.data(), kTokens, kK, kD, out.data());
+    be->moe_combine(area[r].data() + kPeers * kS * kD, rk[r].slot_row.data(), w.data(), kTokens, kK, kD, out.data(), true);
     expect_scaled_sum(out, ids[r], x[r], w, kTokens, kK, kD, r);
   }
   // A flag short of the rank's count would be waited on forever: the reference says so.

@@ -83,7 +83,7 @@ class CpuBackend final : public Backend {
                            int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers) override;
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
   void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
-                   int64_t d, float* out) override;
+                   int64_t d, float* out, bool accumulate) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
   void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,

@@ -255,7 +255,7 @@ void CpuBackend::moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq
 }
 
 void CpuBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
-                             int64_t top_k, int64_t d, float* out) {
+                             int64_t top_k, int64_t d, float* out, bool accumulate) {
   std::vector<double> acc(d);
   for (int64_t t = 0; t < n; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0);
@@ -266,7 +266,7 @@ void CpuBackend::moe_combine(const float* y, const int32_t* rows, const float* w
       for (int64_t c = 0; c < d; ++c) acc[c] += w * yk[c];
     }
     float* o = out + t * d;
-    for (int64_t c = 0; c < d; ++c) o[c] += static_cast<float>(acc[c]);
+    for (int64_t c = 0; c < d; ++c) o[c] = (accumulate ? o[c] : 0.0f) + static_cast<float>(acc[c]);
   }
 }
 

@@ -185,7 +185,7 @@ class CudaBackend final : public Backend {
   void* import_memory(const std::vector<uint8_t>& handle) override;
   void release_imported(void* p) override;
   void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
-                   int64_t d, float* out) override;
+                   int64_t d, float* out, bool accumulate) override;
 
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
 

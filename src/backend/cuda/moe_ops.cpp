@@ -549,9 +549,13 @@ void CudaBackend::moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* se
 }
 
 void CudaBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
-                              int64_t top_k, int64_t d, float* out) {
-  if (n <= 0 || d <= 0 || top_k <= 0) return;
-  kernels::moe_combine(y, rows, weights, n, top_k, d, out, stream_);
+                              int64_t top_k, int64_t d, float* out, bool accumulate) {
+  if (n <= 0 || d <= 0) return;
+  if (top_k <= 0) {
+    if (!accumulate) fill_zero(out, static_cast<std::size_t>(n * d) * sizeof(float));
+    return;
+  }
+  kernels::moe_combine(y, rows, weights, n, top_k, d, out, accumulate, stream_);
   DPA_CHECK_LAUNCH();
 }
 
