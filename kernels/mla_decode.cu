@@ -303,7 +303,8 @@ __global__ void __launch_bounds__(128) mla_decode_combine(const float* part, int
 
 // The same merge with the split weights computed by the whole block (v2).
 __global__ void __launch_bounds__(kMaxSplits) mla_decode_combine2(const float* part, int64_t n_rows,
-                                                                  int n_splits, int L, float* out) {
+                                                                  int n_splits, int L, float* out,
+                                                                  __nv_bfloat16* out_hm, int n_heads) {
   __shared__ float w[kMaxSplits];
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
@@ -325,7 +326,12 @@ __global__ void __launch_bounds__(kMaxSplits) mla_decode_combine2(const float* p
       const float wj = w[j];
       if (wj != 0.0f) acc += pa[static_cast<int64_t>(j) * L + c] * wj;
     }
-    out[row * L + c] = acc * inv;
+    if (out_hm) {
+      const int64_t s = row / n_heads;
+      out_hm[((row - s * n_heads) * (n_rows / n_heads) + s) * L + c] = __float2bfloat16_rn(acc * inv);
+    } else {
+      out[row * L + c] = acc * inv;
+    }
   }
 }
 
@@ -436,8 +442,9 @@ DecodePlan plan_decode(int64_t n_seqs, int64_t n_hg, int64_t max_ctx, int tile, 
 }
 
 void merge_decode_splits(const float* part, int64_t n_rows, int n_splits, int L, float* out,
-                         cudaStream_t stream) {
-  mla_decode_combine2<<<static_cast<unsigned>(n_rows), kMaxSplits, 0, stream>>>(part, n_rows, n_splits, L, out);
+                         cudaStream_t stream, uint16_t* out_hm, int n_heads) {
+  mla_decode_combine2<<<static_cast<unsigned>(n_rows), kMaxSplits, 0, stream>>>(
+      part, n_rows, n_splits, L, out, reinterpret_cast<__nv_bfloat16*>(out_hm), n_heads);
 }
 
 }  // namespace detail

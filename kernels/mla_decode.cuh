@@ -38,14 +38,17 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
 bool mla_decode_bf16_supported(int64_t kv_lora, int64_t rope_dim);
 // `stages`: depth of the tile ring, 2 (default: two blocks per SM) or 3 (one block per SM); the
 // workspace and the call must use the same. `bulk_loads`: tiles by bulk copies (TMA, sm_90; the
-// default) or by cp.async (the only way before sm_90; kept for comparisons).
+// default) or by cp.async (the only way before sm_90; kept for comparisons). With out_bf16_hm
+// the results go there instead of out ([n_heads][n_seqs][kv_lora] bf16 bits, head-major, rounded
+// to nearest even: the value projection's batched GEMM input, as strided_to_bf16 lays it out).
 int64_t mla_decode_bf16_workspace_floats(int64_t n_seqs, int64_t n_heads, int64_t max_ctx_len,
                                          int64_t kv_lora, int64_t rope_dim, int stages = 2);
 void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads,
                      const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
                      const int32_t* ctx_len, int64_t page_size, int64_t kv_lora, int64_t rope_dim,
                      int64_t max_ctx_len, float scale, float* out, float* workspace,
-                     int64_t workspace_floats, cudaStream_t stream, int stages = 2, bool bulk_loads = true);
+                     int64_t workspace_floats, cudaStream_t stream, int stages = 2, bool bulk_loads = true,
+                     uint16_t* out_bf16_hm = nullptr);
 
 // The same over a bf16 cache with latent 512 and rope 64 on Hopper's warpgroup MMA (sm_90a
 // only): 64 heads a block, so the cache is read once per 64 heads (DeepSeek-V3's 128 heads a

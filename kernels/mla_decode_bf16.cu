@@ -311,6 +311,19 @@ __global__ void __launch_bounds__(32 * NW, MB) mla_decode_ksplit_kernel(Args a) 
         }
   } else {
     const float invA = l_run[0] > 0.0f ? 1.0f / l_run[0] : 0.0f, invB = l_run[1] > 0.0f ? 1.0f / l_run[1] : 0.0f;
+    if (a.out_hm) {  // rounded, head-major (the value projection's input)
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int c = ch0 + 8 * j + cq;
+        if (hA < nh)
+          *reinterpret_cast<unsigned*>(a.out_hm + detail::head_major(a, sh0 + hA, c)) =
+              detail::pack_bf16(acc[j][0] * invA, acc[j][1] * invA);
+        if (hB < nh)
+          *reinterpret_cast<unsigned*>(a.out_hm + detail::head_major(a, sh0 + hB, c)) =
+              detail::pack_bf16(acc[j][2] * invB, acc[j][3] * invB);
+      }
+      return;
+    }
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       const int c = ch0 + 8 * j + cq;
@@ -388,7 +401,8 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
                      const uint16_t* base, const int32_t* pages, const int32_t* table_offset,
                      const int32_t* ctx_len, int64_t page_size, int64_t kv_lora, int64_t rope_dim,
                      int64_t max_ctx_len, float scale, float* out, float* workspace,
-                     int64_t workspace_floats, cudaStream_t stream, int stages, bool bulk_loads) {
+                     int64_t workspace_floats, cudaStream_t stream, int stages, bool bulk_loads,
+                     uint16_t* out_bf16_hm) {
   if (n_seqs <= 0 || n_heads <= 0) return;
   stages = valid_stages(stages, kv_lora + rope_dim);
   const bool bulk = bulk_loads && detail::has_bulk_copy();
@@ -402,6 +416,7 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
   a.q_lat = q_lat, a.q_pe = q_pe, a.base = reinterpret_cast<const __nv_bfloat16*>(base);
   a.pages = pages, a.table_offset = table_offset, a.ctx_len = ctx_len, a.out = out;
   a.part = p.n_splits > 1 ? workspace : nullptr;
+  a.out_hm = out_bf16_hm;
   a.n_seqs = static_cast<int>(n_seqs), a.n_heads = static_cast<int>(n_heads), a.n_hg = n_hg;
   a.page_size = static_cast<int>(page_size), a.L = static_cast<int>(kv_lora);
   a.R = static_cast<int>(rope_dim), a.W = static_cast<int>(kv_lora + rope_dim);
@@ -415,7 +430,9 @@ void mla_decode_bf16(const float* q_lat, const float* q_pe, int64_t n_seqs, int6
     if (bulk) launch_lora<kStagesDefault, true>(a, blocks, stream);
     else launch_lora<kStagesDefault, false>(a, blocks, stream);
   }
-  if (p.n_splits > 1) detail::merge_decode_splits(workspace, n_seqs * n_heads, p.n_splits, a.L, out, stream);
+  if (p.n_splits > 1)
+    detail::merge_decode_splits(workspace, n_seqs * n_heads, p.n_splits, a.L, out, stream, out_bf16_hm,
+                                static_cast<int>(n_heads));
 }
 
 }  // namespace dpa::kernels

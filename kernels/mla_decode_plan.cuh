@@ -19,6 +19,9 @@ struct DecodeArgs {
   const int32_t* ctx_len;
   float* out;
   float* part;  // null: one split, results straight to out
+  // Set: the results rounded to bf16 (bits) here instead of out, head-major [n_heads][n_seqs][L]
+  // (the value projection's batched GEMM input, as strided_to_bf16 lays it out).
+  uint16_t* out_hm = nullptr;
   int n_seqs, n_heads, n_hg, page_size, L, R, W;
   int Wpad;     // shared-memory row length in elements (W padded)
   int n_splits, split_len;
@@ -59,6 +62,11 @@ __device__ __forceinline__ float* split_max_sum(const DecodeArgs<T>& a, int64_t 
 // A block whose split lies past its sequence's context: it contributes nothing to the merge, or
 // zeros when there is a single split. Returns whether the block is such a one.
 template <class T>
+__device__ __forceinline__ int64_t head_major(const DecodeArgs<T>& a, int64_t sh, int c) {
+  const int64_t s = sh / a.n_heads;
+  return ((sh - s * a.n_heads) * a.n_seqs + s) * a.L + c;
+}
+template <class T>
 __device__ __forceinline__ bool empty_split(const DecodeArgs<T>& a, const DecodeBlock& b) {
   if (b.k_begin < b.k_end) return false;
   if (a.part) {
@@ -66,6 +74,8 @@ __device__ __forceinline__ bool empty_split(const DecodeArgs<T>& a, const Decode
       float* ml = split_max_sum(a, b.sh0 + threadIdx.x, b.split);
       ml[0] = -INFINITY, ml[1] = 0.0f;
     }
+  } else if (a.out_hm) {
+    for (int i = threadIdx.x; i < b.nh * a.L; i += blockDim.x) a.out_hm[head_major(a, b.sh0 + i / a.L, i % a.L)] = 0;
   } else {
     for (int i = threadIdx.x; i < b.nh * a.L; i += blockDim.x) a.out[b.sh0 * a.L + i] = 0.0f;
   }
@@ -85,8 +95,9 @@ constexpr int kMaxDecodeSplits = 128;
 
 // Merges the splits of each of n_rows (sequence, head) rows: part holds [n_rows][n_splits][L]
 // unnormalized outputs, then [n_rows][n_splits][2] (max score, sum of exponentials; natural log
-// domain); out[row] = sum_k acc_k e^(m_k - M) / sum_k l_k e^(m_k - M).
+// domain); out[row] = sum_k acc_k e^(m_k - M) / sum_k l_k e^(m_k - M). With out_hm, rounded to
+// bf16 there instead, head-major (DecodeArgs::out_hm; rows are sequence * n_heads + head).
 void merge_decode_splits(const float* part, int64_t n_rows, int n_splits, int L, float* out,
-                         cudaStream_t stream);
+                         cudaStream_t stream, uint16_t* out_hm = nullptr, int n_heads = 1);
 
 }  // namespace dpa::kernels::detail

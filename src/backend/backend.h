@@ -325,6 +325,14 @@ class Backend {
   // q_pe [n_seqs, H, rope_dim] -> out_lat [n_seqs, H, kv_lora], as mla_absorbed per sequence.
   virtual void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads,
                           const PagedBatch& cache, float scale, float* out_lat) = 0;
+  // mla_decode, then each head's value projection: linear_batched(out_lat, n_heads * kv_lora,
+  // kv_lora, n_seqs, w_uv, w_stride, n_heads, o, ldo, stride_o). One call, so that a backend can
+  // hand the attended latents to the projection in its GEMM's input precision, without a pass
+  // over them; out_lat (scratch of [n_seqs, H, kv_lora]) may then be left unwritten. Default:
+  // the two calls.
+  virtual void mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& cache,
+                             float scale, float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o,
+                             int64_t ldo, int64_t stride_o);
 
   // MoE router: logits [n, n_experts] (x · gate^T) -> ids [n, top_k] and weights [n, top_k]
   // (each row followed by p.shared_slots slots). Ids of a token are ordered by descending selection

@@ -63,6 +63,14 @@ void Backend::norm_linear(float* residual, const float* x, const WeightView& w, 
   linear_many(out, n, outs);
 }
 
+void Backend::mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& cache,
+                            float scale, float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o,
+                            int64_t ldo, int64_t stride_o) {
+  mla_decode(q_lat, q_pe, n_heads, cache, scale, out_lat);
+  linear_batched(out_lat, n_heads * cache.kv_lora, cache.kv_lora, cache.n_seqs, w_uv, w_stride, n_heads, o, ldo,
+                 stride_o);
+}
+
 std::vector<uint8_t> Backend::export_memory(void*) {
   throw Error(fmt::format("the {} backend shares no memory between processes", name()));
 }

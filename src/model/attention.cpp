@@ -74,6 +74,11 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
     if (rows_only) be_.copy2d(q_pe, R, qa + nope, dqk, na * Hl, R);
     const backend::WeightView& w_uk = w_uk_[static_cast<std::size_t>(layer)];
     be_.linear_batched(qa, Hl * dqk, dqk, na, w_uk.row_slice(0, L), L * nope, Hl, q_lat, Hl * L, L);
+    // W_UV per head over the attended latents, into o (through the decode rows in a mixed step):
+    // with the decode itself when it attends every absorbed row.
+    const backend::WeightView w_uv0 = lw.w_uv(0, c);
+    float* o_abs = rows_only ? scratch(o_abs_, nd * Hl * dv) : o;
+    bool projected = false;
 
     // Every single-token sequence in one batched decode call.
     if (nd > 0) {
@@ -90,7 +95,8 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
       pb.pool_rows = cache_->n_pages() * opts_.page_size;
       pb.dtype = kv_dt;
       if (m.decode_contiguous || rows_only) {
-        be_.mla_decode(q_lat, q_pe, Hl, pb, scale, out_lat);
+        be_.mla_decode_uv(q_lat, q_pe, Hl, pb, scale, out_lat, w_uv0, (nope + dv) * L, o_abs, Hl * dv, dv);
+        projected = true;
       } else {  // every sequence absorbed (forced), some of several tokens
         float* dq_lat = scratch(dq_lat_, nd * Hl * L);
         float* dq_pe = scratch(dq_pe_, nd * Hl * R);
@@ -114,10 +120,7 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
         t0 += ns;
       }
     }
-    // W_UV per head over the attended latents, into o (through the decode rows in a mixed step).
-    const backend::WeightView w_uv0 = lw.w_uv(0, c);
-    float* o_abs = rows_only ? scratch(o_abs_, nd * Hl * dv) : o;
-    be_.linear_batched(out_lat, Hl * L, L, na, w_uv0, (nope + dv) * L, Hl, o_abs, Hl * dv, dv);
+    if (!projected) be_.linear_batched(out_lat, Hl * L, L, na, w_uv0, (nope + dv) * L, Hl, o_abs, Hl * dv, dv);
     if (rows_only) be_.scatter_rows(o_abs, m.d_decode_rows.data(), nd, Hl * dv, o);
   }
 

@@ -420,6 +420,49 @@ TEST(BackendParity, MlaDecodeBf16) {
   }
 }
 
+TEST(BackendParity, MlaDecodeUv) {
+  // mla_decode and the value projection in one call: on the GPU against the two calls, bit for
+  // bit (the decode kernel rounds the latents as linear_batched would, in the same layout), and
+  // against the CPU. Rows past the small-row kernel, where the CUDA backend fuses (one split and
+  // several, two head groups), and few rows, where it makes the two calls.
+  std::vector<int64_t> c100(100), c300(300), c80(80);
+  for (auto& c : c100) c = rnd_int(1, 600);
+  for (auto& c : c300) c = rnd_int(1, 60);
+  for (auto& c : c80) c = rnd_int(1, 300);
+  const std::vector<DecodeCase> cases = {
+      {"100 seqs", 16, 16, 512, 64, c100},
+      {"300 short seqs page 64", 16, 64, 512, 64, c300},
+      {"80 seqs H=20", 20, 32, 512, 64, c80},
+      {"5 seqs (two calls)", 16, 16, 512, 64, {1, 17, 300, 2049, 4100}},
+  };
+  const int64_t nope = 128, dv = 128;
+  for (const DecodeCase& c : cases) {
+    DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
+    Buffer<uint16_t> g = bf16_pool(b.pool);
+    poison_stale_rows(b, g);
+    PagedBatch gv = b.view(true);
+    gv.base = g.data(), gv.dtype = DType::bf16;
+    const int64_t n = static_cast<int64_t>(c.ctx.size()), H = c.heads, L = c.lora;
+    // Each head's W_UV: the last dv rows of its (nope + dv) x L block of kv_b_proj.
+    const HostWeight& w = weight(DType::bf16, H * (nope + dv), L);
+    const WeightView wc = cpu().prepare_weight(w.view()).row_slice(nope, nope + dv);
+    const WeightView wg = gpu().prepare_weight(w.view()).row_slice(nope, nope + dv);
+    const std::vector<float> hl = rnd(n * H * L), hp = rnd(n * H * c.rope, -3, 3);
+    Dual<float> ql(hl), qp(hp), ql_r(bf16_round(hl)), qp_r(bf16_round(hp)), lat(n * H * L), lat2(n * H * L),
+        o(rnd(n * H * dv)), o2(n * H * dv);
+    const float scale = 1.0f / std::sqrt(192.0f);
+    cpu().mla_decode_uv(ql_r.c.data(), qp_r.c.data(), H, b.view(false), scale, lat.c.data(), wc, (nope + dv) * L,
+                        o.c.data(), H * dv, dv);
+    gpu().mla_decode_uv(ql.g.data(), qp.g.data(), H, gv, scale, lat.g.data(), wg, (nope + dv) * L, o.g.data(),
+                        H * dv, dv);
+    gpu().mla_decode(ql.g.data(), qp.g.data(), H, gv, scale, lat2.g.data());
+    gpu().linear_batched(lat2.g.data(), H * L, L, n, wg, (nope + dv) * L, H, o2.g.data(), H * dv, dv);
+    const std::string s = c.name + std::string(" ") + shp({{"seqs", n}, {"H", H}, {"page", c.page}});
+    EXPECT_TRUE(close("mla_decode_uv", s, o.on_cpu(), o.on_gpu(), 2e-2, 1e-5));
+    EXPECT_TRUE(close("mla_decode_uv", s + " vs two calls", o2.on_gpu(), o.on_gpu(), 0.0));
+  }
+}
+
 // The GEMM forms with TF32 allowed (as over a bf16 cache): fp32 operands rounded to 10-bit
 // mantissas, so the bound is that of bf16-class inputs.
 TEST(BackendParity, AttentionTf32) {

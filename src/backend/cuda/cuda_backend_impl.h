@@ -138,6 +138,13 @@ class CudaBackend final : public Backend {
 
   void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
                   float scale, float* out_lat) override;
+  // The bf16-cache kernel (fewer than kWgmmaMinHeads heads) writes the latents rounded for the
+  // projection's GEMM, head-major, where cuBLAS takes the projection.
+  void mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c, float scale,
+                     float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o, int64_t ldo,
+                     int64_t stride_o) override;
+  // Whether mla_decode takes the warpgroup-MMA kernel for these.
+  bool mla_wgmma_takes(int64_t n_heads, const PagedBatch& c) const;
 
   // All experts with rows in a few launches: experts sorted by row count are grouped so that a
   // group pads its experts to its largest count (at most ~25% or 16 rows of padding each); rows
