@@ -104,13 +104,11 @@ void Model::moe_route(int64_t layer, Micro& m, const PreNorm& pre, float* h, flo
   // in the same call when this rank routes every row.
   const backend::Backend::LinearOut router_out[] = {{&lw.router, router_logits}};
   const float eps = static_cast<float>(c.rms_norm_eps);
-  if (b == 0 && my_n == m.n) {
-    be_.norm_linear(pre.residual, pre.x, pre.w, m.n, eps, h, router_out);
-  } else {
-    if (pre.residual) be_.add_rms_norm(pre.residual, pre.x, pre.w, m.n, eps, h);
-    else be_.rms_norm(pre.x, pre.w, m.n, eps, h);
-    be_.linear(hm, my_n, lw.router, router_logits);
-  }
+  const bool all_rows = b == 0 && my_n == m.n;
+  be_.norm_linear(pre.residual, pre.x, pre.w, m.n, eps, h,
+                  all_rows ? std::span<const backend::Backend::LinearOut>(router_out)
+                           : std::span<const backend::Backend::LinearOut>());
+  if (!all_rows) be_.linear(hm, my_n, lw.router, router_logits);
   if (my_n > 0) {
     backend::GateParams gp = gate_params(c, bias_[static_cast<std::size_t>(layer)].data());
     gp.shared_slots = S;

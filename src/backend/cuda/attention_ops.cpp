@@ -159,7 +159,6 @@ void CudaBackend::mla_absorbed(const float* q_lat, const float* q_pe, int64_t n_
 void CudaBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
                              float scale, float* out_lat) {
   if (c.n_seqs <= 0 || n_heads <= 0) return;
-  const bool base16 = reinterpret_cast<uintptr_t>(c.base) % 16 == 0;
   if (mla_wgmma_takes(n_heads, c)) {
     const int64_t ws = kernels::mla_decode_wgmma_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len);
     kernels::mla_decode_wgmma(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base), c.pages,
@@ -168,14 +167,8 @@ void CudaBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_he
     DPA_CHECK_LAUNCH();
     return;
   }
-  if (kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) && base16) {
-    const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora,
-                                                                 c.rope_dim, mla_bf16_stages_);
-    kernels::mla_decode_bf16(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base),
-                             c.pages, c.table_offset, c.ctx_len, c.page_size, c.kv_lora, c.rope_dim,
-                             c.max_ctx_len, scale, out_lat, scratch(ws), ws, stream_, mla_bf16_stages_,
-                             mla_bf16_bulk_);
-    DPA_CHECK_LAUNCH();
+  if (mla_bf16_takes(c)) {
+    mla_decode_bf16_into(q_lat, q_pe, n_heads, c, scale, out_lat, nullptr);
     return;
   }
   if (!kv_bf16(c.dtype) && kernels::mla_decode_supported(c.kv_lora, c.rope_dim, c.base)) {
@@ -211,37 +204,36 @@ bool CudaBackend::mla_wgmma_takes(int64_t n_heads, const PagedBatch& c) const {
          kernels::mla_decode_wgmma_supported(n_heads, c.kv_lora, c.rope_dim);
 }
 
+bool CudaBackend::mla_bf16_takes(const PagedBatch& c) const {
+  return kv_bf16(c.dtype) && kernels::mla_decode_bf16_supported(c.kv_lora, c.rope_dim) &&
+         reinterpret_cast<uintptr_t>(c.base) % 16 == 0;
+}
+
+void CudaBackend::mla_decode_bf16_into(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
+                                       float scale, float* out_lat, uint16_t* out_hm) {
+  const int64_t ws = kernels::mla_decode_bf16_workspace_floats(c.n_seqs, n_heads, c.max_ctx_len, c.kv_lora,
+                                                               c.rope_dim, mla_bf16_stages_);
+  kernels::mla_decode_bf16(q_lat, q_pe, c.n_seqs, n_heads, static_cast<const uint16_t*>(c.base), c.pages,
+                           c.table_offset, c.ctx_len, c.page_size, c.kv_lora, c.rope_dim, c.max_ctx_len, scale,
+                           out_lat, scratch(ws), ws, stream_, mla_bf16_stages_, mla_bf16_bulk_, out_hm);
+  DPA_CHECK_LAUNCH();
+}
+
 void CudaBackend::mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
                                 float scale, float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o,
                                 int64_t ldo, int64_t stride_o) {
   const int64_t L = c.kv_lora, n = c.n_seqs;
-  kernels::SmallLinear sl;
-  sl.x = out_lat, sl.ldx = n_heads * L, sl.stride_x = L, sl.w = w_uv.data, sl.ldw = w_uv.ld, sl.w_stride = w_stride;
-  sl.y = o, sl.ldy = ldo, sl.stride_y = stride_o, sl.n = n, sl.K = w_uv.cols, sl.N = w_uv.rows, sl.batch = n_heads;
   // The latents rounded by the decode kernel where linear_batched would round them itself (bf16
   // weights, cuBLAS): the same bits in the same layout, one pass over them fewer.
-  const bool fused = n > 0 && n_heads > 0 && w_uv.rows > 0 && w_uv.cols == L && w_uv.dtype == DType::bf16 &&
-                     kv_bf16(c.dtype) && reinterpret_cast<uintptr_t>(c.base) % 16 == 0 &&
-                     !mla_wgmma_takes(n_heads, c) && kernels::mla_decode_bf16_supported(L, c.rope_dim) &&
-                     !small_linear_takes(sl, w_uv);
+  const bool fused =
+      n > 0 && n_heads > 0 && w_uv.rows > 0 && w_uv.cols == L && w_uv.dtype == DType::bf16 &&
+      !mla_wgmma_takes(n_heads, c) && mla_bf16_takes(c) &&
+      !small_linear_takes(small_linear_args(out_lat, n_heads * L, L, n, w_uv, w_stride, n_heads, o, ldo, stride_o),
+                          w_uv);
   if (!fused) return Backend::mla_decode_uv(q_lat, q_pe, n_heads, c, scale, out_lat, w_uv, w_stride, o, ldo, stride_o);
-  check_weight(w_uv, "mla_decode_uv");
   uint16_t* xb = bf16_workspace(static_cast<std::size_t>(n_heads * n * L));
-  const int64_t ws = kernels::mla_decode_bf16_workspace_floats(n, n_heads, c.max_ctx_len, L, c.rope_dim,
-                                                               mla_bf16_stages_);
-  kernels::mla_decode_bf16(q_lat, q_pe, n, n_heads, static_cast<const uint16_t*>(c.base), c.pages, c.table_offset,
-                           c.ctx_len, c.page_size, L, c.rope_dim, c.max_ctx_len, scale, nullptr, scratch(ws), ws,
-                           stream_, mla_bf16_stages_, mla_bf16_bulk_, xb);
-  DPA_CHECK_LAUNCH();
-  // As linear_batched's cuBLAS call after its strided_to_bf16 (the same operands and layout).
-  const int m = to_int(w_uv.rows, "mla_decode_uv rows"), nn = to_int(n, "mla_decode_uv n"),
-            k = to_int(L, "mla_decode_uv cols"), lda = to_int(w_uv.ld, "mla_decode_uv ld"),
-            bc = to_int(n_heads, "mla_decode_uv heads");
-  const int ldc = to_int(n == 1 ? std::max(ldo, w_uv.rows) : ldo, "mla_decode_uv ldo");
-  const float one = 1.0f, zero = 0.0f;
-  DPA_CHECK_CUBLAS(cublasGemmStridedBatchedEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w_uv.data,
-                                              CUDA_R_16BF, lda, w_stride, xb, CUDA_R_16BF, k, n * L, &zero, o,
-                                              CUDA_R_32F, ldc, stride_o, bc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  mla_decode_bf16_into(q_lat, q_pe, n_heads, c, scale, nullptr, xb);
+  linear_batched_from(out_lat, n_heads * L, L, n, w_uv, w_stride, n_heads, o, ldo, stride_o, xb);
 }
 
 bool CudaBackend::use_gemm(int64_t n_ctx) const {

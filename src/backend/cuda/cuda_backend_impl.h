@@ -143,8 +143,13 @@ class CudaBackend final : public Backend {
   void mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c, float scale,
                      float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o, int64_t ldo,
                      int64_t stride_o) override;
-  // Whether mla_decode takes the warpgroup-MMA kernel for these.
+  // Whether mla_decode takes the warpgroup-MMA kernel for these, and whether (failing that) the
+  // bf16-cache mma.sync kernel, which mla_decode_bf16_into runs (out_hm: mla_decode_bf16's
+  // rounded head-major output instead of out_lat).
   bool mla_wgmma_takes(int64_t n_heads, const PagedBatch& c) const;
+  bool mla_bf16_takes(const PagedBatch& c) const;
+  void mla_decode_bf16_into(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c, float scale,
+                            float* out_lat, uint16_t* out_hm);
 
   // All experts with rows in a few launches: experts sorted by row count are grouped so that a
   // group pads its experts to its largest count (at most ~25% or 16 rows of padding each); rows
@@ -309,10 +314,18 @@ class CudaBackend final : public Backend {
   // false: not taken, nothing done.
   bool small_linear(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w, int64_t w_stride,
                     int64_t batch, float* y, int64_t ldy, int64_t stride_y);
-  // Whether small_linear takes these arguments.
+  // small_linear's arguments as the kernel takes them, and whether it takes them.
+  static kernels::SmallLinear small_linear_args(const float* x, int64_t ldx, int64_t stride_x, int64_t n,
+                                                const WeightView& w, int64_t w_stride, int64_t batch, float* y,
+                                                int64_t ldy, int64_t stride_y);
   bool small_linear_takes(const kernels::SmallLinear& a, const WeightView& w) const;
   // linear_many with x's rows already rounded into bf16_ws_ when `rounded` (norm_linear).
   void linear_many_from(const float* x, bool rounded, int64_t n, std::span<const LinearOut> outs);
+  // linear_batched from x's rows already rounded to bf16 by the caller, [batch][n][w.cols] (as
+  // strided_to_bf16 lays them out), when `rounded` is set: cuBLAS on them, no small-row kernel.
+  void linear_batched_from(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
+                           int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y,
+                           const uint16_t* rounded);
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
   // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of

@@ -72,10 +72,7 @@ void CudaBackend::norm_linear(float* residual, const float* x, const WeightView&
     const WeightView& lw = *o.w;
     if (lw.rows <= 0 || lw.cols <= 0) continue;
     if (lw.dtype != DType::bf16 || lw.cols != w.cols) break;
-    kernels::SmallLinear a;
-    a.x = out, a.ldx = lw.cols, a.w = lw.data, a.ldw = lw.ld, a.y = o.y, a.ldy = lw.rows, a.n = n, a.K = lw.cols,
-    a.N = lw.rows, a.batch = 1;
-    round = !small_linear_takes(a, lw);
+    round = !small_linear_takes(small_linear_args(out, lw.cols, 0, n, lw, 0, 1, o.y, lw.rows, 0), lw);
     break;
   }
   uint16_t* xb = round ? bf16_workspace(static_cast<std::size_t>(n * w.cols)) : nullptr;
@@ -119,13 +116,20 @@ void CudaBackend::linear_many_from(const float* x, bool rounded, int64_t n, std:
 
 bool CudaBackend::small_linear(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
                                int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y) {
-  kernels::SmallLinear a;
-  a.x = x, a.ldx = ldx, a.stride_x = stride_x, a.w = w.data, a.ldw = w.ld, a.w_stride = w_stride;
-  a.y = y, a.ldy = ldy, a.stride_y = stride_y, a.n = n, a.K = w.cols, a.N = w.rows, a.batch = batch;
+  const kernels::SmallLinear a = small_linear_args(x, ldx, stride_x, n, w, w_stride, batch, y, ldy, stride_y);
   if (!small_linear_takes(a, w)) return false;
   kernels::small_linear(a, stream_);
   DPA_CHECK_LAUNCH();
   return true;
+}
+
+kernels::SmallLinear CudaBackend::small_linear_args(const float* x, int64_t ldx, int64_t stride_x, int64_t n,
+                                                    const WeightView& w, int64_t w_stride, int64_t batch, float* y,
+                                                    int64_t ldy, int64_t stride_y) {
+  kernels::SmallLinear a;
+  a.x = x, a.ldx = ldx, a.stride_x = stride_x, a.w = w.data, a.ldw = w.ld, a.w_stride = w_stride;
+  a.y = y, a.ldy = ldy, a.stride_y = stride_y, a.n = n, a.K = w.cols, a.N = w.rows, a.batch = batch;
+  return a;
 }
 
 bool CudaBackend::small_linear_takes(const kernels::SmallLinear& a, const WeightView& w) const {
@@ -146,6 +150,12 @@ void CudaBackend::copy2d(float* dst, int64_t ldd, const float* src, int64_t lds,
 void CudaBackend::linear_batched(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
                                  int64_t w_stride, int64_t batch, float* y, int64_t ldy,
                                  int64_t stride_y) {
+  linear_batched_from(x, ldx, stride_x, n, w, w_stride, batch, y, ldy, stride_y, nullptr);
+}
+
+void CudaBackend::linear_batched_from(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
+                                      int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y,
+                                      const uint16_t* rounded) {
   if (n <= 0 || batch <= 0 || w.rows <= 0) return;
   if (w.cols <= 0) {
     for (int64_t b = 0; b < batch; ++b)
@@ -165,10 +175,14 @@ void CudaBackend::linear_batched(const float* x, int64_t ldx, int64_t stride_x, 
     DPA_CHECK_CUBLAS(cublasSgemmStridedBatched(
         cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, static_cast<const float*>(w.data), lda,
         w_stride, x, ldb, stride_x, &zero, y, ldc, stride_y, bc));
-  } else if (!small_linear(x, ldx, stride_x, n, w, w_stride, batch, y, ldy, stride_y)) {
-    uint16_t* xb = bf16_workspace(static_cast<std::size_t>(batch * n * w.cols));
-    kernels::strided_to_bf16(x, ldx, stride_x, n, w.cols, batch, xb, stream_);
-    DPA_CHECK_LAUNCH();
+  } else if (rounded || !small_linear(x, ldx, stride_x, n, w, w_stride, batch, y, ldy, stride_y)) {
+    const uint16_t* xb = rounded;
+    if (!xb) {
+      uint16_t* ws = bf16_workspace(static_cast<std::size_t>(batch * n * w.cols));
+      kernels::strided_to_bf16(x, ldx, stride_x, n, w.cols, batch, ws, stream_);
+      DPA_CHECK_LAUNCH();
+      xb = ws;
+    }
     DPA_CHECK_CUBLAS(cublasGemmStridedBatchedEx(
         cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF, lda, w_stride, xb,
         CUDA_R_16BF, k, n * w.cols, &zero, y, CUDA_R_32F, ldc, stride_y, bc, CUBLAS_COMPUTE_32F,
