@@ -8,7 +8,7 @@ constexpr int kThreads = 256;
 
 // One block per token: the latent's sum of squares, its normalized values into the cache, then
 // every rope pair (the query heads', then the key's) with the arithmetic of rope_kernel and
-// rms_norm_kernel.
+// rms_norm_kernel; the query heads' nope parts rounded, head-major, when asked for.
 template <class T>
 __global__ void __launch_bounds__(kThreads) mla_prepare_kernel(MlaPrepareArgs a) {
   __shared__ float red[32];
@@ -28,6 +28,24 @@ __global__ void __launch_bounds__(kThreads) mla_prepare_kernel(MlaPrepareArgs a)
     for (int64_t h = 0; h < a.n_heads && a.q_pe; ++h)
       a.q_pe[(t * a.n_heads + h) * R + R - 1] = a.q[t * a.q_stride + h * a.q_head_dim + a.nope + R - 1];
     if (row) detail::store(row + W - 1, kv[W - 1]);
+  }
+  if (a.q_nope_hm) {  // pairs where both sides allow, else one by one
+    __nv_bfloat16* hm = reinterpret_cast<__nv_bfloat16*>(a.q_nope_hm);
+    const float* q = a.q + t * a.q_stride;
+    if (a.nope % 2 == 0 && a.q_stride % 2 == 0 && a.q_head_dim % 2 == 0 && reinterpret_cast<uintptr_t>(a.q) % 8 == 0 &&
+        reinterpret_cast<uintptr_t>(hm) % 4 == 0) {
+      const int64_t np = a.nope / 2;
+      for (int64_t k = threadIdx.x; k < a.n_heads * np; k += kThreads) {
+        const int64_t h = k / np, i = 2 * (k - h * np);
+        const float2 v = *reinterpret_cast<const float2*>(q + h * a.q_head_dim + i);
+        *reinterpret_cast<__nv_bfloat162*>(hm + (h * a.n + t) * a.nope + i) = __floats2bfloat162_rn(v.x, v.y);
+      }
+    } else {
+      for (int64_t k = threadIdx.x; k < a.n_heads * a.nope; k += kThreads) {
+        const int64_t h = k / a.nope, i = k - h * a.nope;
+        hm[(h * a.n + t) * a.nope + i] = __float2bfloat16_rn(q[h * a.q_head_dim + i]);
+      }
+    }
   }
   if (half == 0) return;
   const float pos = static_cast<float>(a.positions[t]);

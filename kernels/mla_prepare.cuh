@@ -13,6 +13,9 @@ struct MlaPrepareArgs {
   float* q = nullptr;  // [n, q_stride]: head h's rope part at h * q_head_dim + nope
   int64_t n_heads = 0, q_stride = 0, q_head_dim = 0, nope = 0;
   float* q_pe = nullptr;  // [n, n_heads, rope_dim] or null
+  // Or null: each head's nope part (the query before its rope part) rounded to bf16, head-major
+  // [n_heads, n, nope], as strided_to_bf16 lays out W_UK's input.
+  uint16_t* q_nope_hm = nullptr;
   const float* kva = nullptr;  // [n, kva_stride]: latent [kv_lora], rope key [rope_dim]
   int64_t kva_stride = 0, kv_lora = 0, rope_dim = 0;
   const void* norm = nullptr;  // [kv_lora], f32 or bf16

@@ -283,6 +283,12 @@ class Backend {
   // (a negative slot writes nothing). The same values as rope, rms_norm and kv_write one by one;
   // kva is left as it is.
   virtual void mla_prepare(const MlaPrepare& a) = 0;
+  // mla_prepare, then the absorbed form's query latents: q_lat [n, n_heads, w_uk.rows] = each
+  // head's nope part times its W_UK, linear_batched(a.q, a.q_stride, a.q_head_dim, a.n, w_uk,
+  // w_stride, a.n_heads, q_lat, n_heads * w_uk.rows, w_uk.rows) with w_uk.cols = a.nope. One call,
+  // so that a backend can write the product's input in its GEMM's precision as it prepares the
+  // rows. Default: the two calls.
+  virtual void mla_prepare_uk(const MlaPrepare& a, const WeightView& w_uk, int64_t w_stride, float* q_lat);
   // y[i] += x[i], i < count.
   virtual void add(float* y, const float* x, int64_t count) = 0;
   // out[i] = silu(gate[i]) * up[i], i < count (SwiGLU; out may alias either input).
@@ -326,13 +332,14 @@ class Backend {
   virtual void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads,
                           const PagedBatch& cache, float scale, float* out_lat) = 0;
   // mla_decode, then each head's value projection: linear_batched(out_lat, n_heads * kv_lora,
-  // kv_lora, n_seqs, w_uv, w_stride, n_heads, o, ldo, stride_o). One call, so that a backend can
-  // hand the attended latents to the projection in its GEMM's input precision, without a pass
-  // over them; out_lat (scratch of [n_seqs, H, kv_lora]) may then be left unwritten. Default:
-  // the two calls.
+  // kv_lora, n_seqs, w_uv, w_stride, n_heads, o, ldo, stride_o), then, when o_proj is given, the
+  // output projection linear(o, n_seqs, *o_proj->w, o_proj->y) (o's rows contiguous: ldo =
+  // o_proj->w->cols). One call, so that a backend can hand each product's input to its GEMM in
+  // the GEMM's input precision, without a pass over it; out_lat (scratch of [n_seqs, H,
+  // kv_lora]) may then be left unwritten, and o too when o_proj is given. Default: the calls.
   virtual void mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& cache,
                              float scale, float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o,
-                             int64_t ldo, int64_t stride_o);
+                             int64_t ldo, int64_t stride_o, const LinearOut* o_proj);
 
   // MoE router: logits [n, n_experts] (x · gate^T) -> ids [n, top_k] and weights [n, top_k]
   // (each row followed by p.shared_slots slots). Ids of a token are ordered by descending selection

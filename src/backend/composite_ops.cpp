@@ -63,12 +63,22 @@ void Backend::norm_linear(float* residual, const float* x, const WeightView& w, 
   linear_many(out, n, outs);
 }
 
+void Backend::mla_prepare_uk(const MlaPrepare& a, const WeightView& w_uk, int64_t w_stride, float* q_lat) {
+  mla_prepare(a);
+  linear_batched(a.q, a.q_stride, a.q_head_dim, a.n, w_uk, w_stride, a.n_heads, q_lat, a.n_heads * w_uk.rows,
+                 w_uk.rows);
+}
+
 void Backend::mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& cache,
                             float scale, float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o,
-                            int64_t ldo, int64_t stride_o) {
+                            int64_t ldo, int64_t stride_o, const LinearOut* o_proj) {
   mla_decode(q_lat, q_pe, n_heads, cache, scale, out_lat);
   linear_batched(out_lat, n_heads * cache.kv_lora, cache.kv_lora, cache.n_seqs, w_uv, w_stride, n_heads, o, ldo,
                  stride_o);
+  if (!o_proj) return;
+  if (o_proj->w->cols != ldo)
+    throw Error(fmt::format("mla_decode_uv: an output projection of width {} for rows of {}", o_proj->w->cols, ldo));
+  linear(o, cache.n_seqs, *o_proj->w, o_proj->y);
 }
 
 std::vector<uint8_t> Backend::export_memory(void*) {

@@ -39,7 +39,8 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
     be_.norm_linear(pre.residual, pre.x, pre.w, n, eps, h, outs);
   }
   // Rope on q; the latent [n, L] normalized and k_pe [n, R] rotated, both into the cache; when
-  // every row takes the absorbed form, q's rope parts also copied apart for it (q_pe).
+  // every row takes the absorbed form, q's rope parts also copied apart for it (q_pe), and its
+  // q_lat [n, Hl, L] = q_nope · W_UK per head in the same call.
   void* layer_base = cache_->view(layer, nullptr).base;
   const DType kv_dt = cache_->dtype();
   backend::MlaPrepare prep;
@@ -48,12 +49,15 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
   prep.kva = kva, prep.kva_stride = L + R, prep.kv_lora = L, prep.kv_norm = lw.kv_a_norm, prep.eps = eps;
   prep.positions = d_pos_.data() + m.row0, prep.rope = rope_;
   prep.cache = layer_base, prep.cache_dtype = kv_dt, prep.slots = d_slots_.data() + m.row0;
-  be_.mla_prepare(prep);
-
+  const backend::WeightView w_uk = w_uk_[static_cast<std::size_t>(layer)].row_slice(0, L);
   const std::vector<bool>& absorbed = m.absorbed;
   const bool any_absorbed = m.any_absorbed, all_absorbed = m.all_absorbed;
+  if (all_absorbed) be_.mla_prepare_uk(prep, w_uk, L * nope, scratch(q_lat_, n * Hl * L));
+  else be_.mla_prepare(prep);
+
   float* o = scratch(o_, n * Hl * dv);
   const int64_t nd = static_cast<int64_t>(m.decode_rows.size());
+  bool out_done = false;  // o_proj run with the decode
   if (any_absorbed) {
     mark("attention.decode");
     // The absorbed rows: every row when every sequence is absorbed; in a mixed step only the
@@ -67,13 +71,15 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
       be_.gather_rows(q, m.d_decode_rows.data(), nd, Hl * dqk, dq);
       qa = dq;
     }
-    // q_lat [na, Hl, L] = q_nope · W_UK per head, q_pe [na, Hl, R].
+    // q_lat [na, Hl, L] = q_nope · W_UK per head, q_pe [na, Hl, R] (all absorbed: both written by
+    // mla_prepare_uk).
     float* q_lat = scratch(q_lat_, na * Hl * L);
-    float* q_pe = scratch(q_pe_, na * Hl * R);  // all absorbed: written by mla_prepare
+    float* q_pe = scratch(q_pe_, na * Hl * R);
     float* out_lat = scratch(out_lat_, na * Hl * L);
-    if (rows_only) be_.copy2d(q_pe, R, qa + nope, dqk, na * Hl, R);
-    const backend::WeightView& w_uk = w_uk_[static_cast<std::size_t>(layer)];
-    be_.linear_batched(qa, Hl * dqk, dqk, na, w_uk.row_slice(0, L), L * nope, Hl, q_lat, Hl * L, L);
+    if (rows_only) {
+      be_.copy2d(q_pe, R, qa + nope, dqk, na * Hl, R);
+      be_.linear_batched(qa, Hl * dqk, dqk, na, w_uk, L * nope, Hl, q_lat, Hl * L, L);
+    }
     // W_UV per head over the attended latents, into o (through the decode rows in a mixed step):
     // with the decode itself when it attends every absorbed row.
     const backend::WeightView w_uv0 = lw.w_uv(0, c);
@@ -95,7 +101,11 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
       pb.pool_rows = cache_->n_pages() * opts_.page_size;
       pb.dtype = kv_dt;
       if (m.decode_contiguous || rows_only) {
-        be_.mla_decode_uv(q_lat, q_pe, Hl, pb, scale, out_lat, w_uv0, (nope + dv) * L, o_abs, Hl * dv, dv);
+        // o_proj too when the decode rows are the step's rows.
+        const backend::Backend::LinearOut proj{&lw.o_proj, out};
+        out_done = !rows_only;
+        be_.mla_decode_uv(q_lat, q_pe, Hl, pb, scale, out_lat, w_uv0, (nope + dv) * L, o_abs, Hl * dv, dv,
+                          out_done ? &proj : nullptr);
         projected = true;
       } else {  // every sequence absorbed (forced), some of several tokens
         float* dq_lat = scratch(dq_lat_, nd * Hl * L);
@@ -170,7 +180,7 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
     run_pack();
   }
   mark("attention.out");
-  be_.linear(o, n, lw.o_proj, out);
+  if (!out_done) be_.linear(o, n, lw.o_proj, out);
   if (comms_.attn_tp && comms_.attn_tp->size() > 1)
     comms_.attn_tp->all_reduce(out, out, static_cast<std::size_t>(n * D), DType::f32,
                                dist::ReduceOp::sum);

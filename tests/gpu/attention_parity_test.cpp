@@ -310,6 +310,55 @@ TEST(BackendParity, MlaPrepare) {
       }
 }
 
+// mla_prepare and W_UK in one call: on the GPU against the two calls, bit for bit (the prepare
+// kernel rounds the nope parts as linear_batched would, in the same layout; rows of an even and
+// of an odd stride, one load path each), and against the CPU. Rows past the small-row kernel,
+// where the CUDA backend fuses, and few rows, where it makes the two calls.
+TEST(BackendParity, MlaPrepareUk) {
+  struct C { int64_t heads, n, pad; };
+  const C cases[] = {{16, 100, 0}, {16, 300, 3}, {20, 80, 0}, {16, 5, 0}};
+  const int64_t nope = 128, R = 64, L = 512, n_slots = 320;
+  for (const C& c : cases) {
+    const int64_t dqk = nope + R, q_stride = c.heads * dqk + c.pad, kva_stride = L + R, H = c.heads, n = c.n;
+    std::vector<float> inv(R / 2);
+    for (std::size_t i = 0; i < inv.size(); ++i) inv[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / R));
+    Dual<float> dinv(inv);
+    std::vector<int64_t> pos(n), slots(n_slots);
+    for (auto& p : pos) p = rnd_int(0, 4000);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng());
+    slots.resize(n);
+    Dual<int64_t> dpos(pos), ds(slots);
+    const std::vector<float> hq = rnd(n * q_stride), hkva = rnd(n * kva_stride, -3, 3), hpool = rnd(n_slots * (L + R));
+    Dual<float> q(hq), q2(hq), kva(hkva), qpe(n * H * R), qpe2(n * H * R), pool(hpool), pool2(hpool);
+    Dual<float> lat(n * H * L), lat2(n * H * L);
+    const HostWeight& nw = weight(DType::bf16, 1, L, 0.5f, 1.5f);
+    const HostWeight& w = weight(DType::bf16, H * L, nope);  // each head's W_UK: [L, nope]
+    const WeightView wc = cpu().prepare_weight(w.view()).row_slice(0, L);
+    const WeightView wg = gpu().prepare_weight(w.view()).row_slice(0, L);
+    MlaPrepare a;
+    a.n = n, a.n_heads = H, a.q_stride = q_stride, a.q_head_dim = dqk, a.nope = nope;
+    a.kva_stride = kva_stride, a.kv_lora = L, a.eps = 1e-6f, a.cache_dtype = DType::f32;
+    MlaPrepare ac = a, ag = a, ag2 = a;
+    ac.q = q.c.data(), ac.q_pe = qpe.c.data(), ac.kva = kva.c.data(), ac.kv_norm = cpu().prepare_weight(nw.view());
+    ac.positions = dpos.c.data(), ac.rope = {dinv.c.data(), R, 1.0f}, ac.cache = pool.c.data(), ac.slots = ds.c.data();
+    ag.q = q.g.data(), ag.q_pe = qpe.g.data(), ag.kva = kva.g.data(), ag.kv_norm = gpu().prepare_weight(nw.view());
+    ag.positions = dpos.g.data(), ag.rope = {dinv.g.data(), R, 1.0f}, ag.cache = pool.g.data(), ag.slots = ds.g.data();
+    ag2 = ag, ag2.q = q2.g.data(), ag2.q_pe = qpe2.g.data(), ag2.cache = pool2.g.data();
+    cpu().mla_prepare_uk(ac, wc, L * nope, lat.c.data());
+    gpu().mla_prepare_uk(ag, wg, L * nope, lat.g.data());
+    gpu().mla_prepare(ag2);
+    gpu().linear_batched(q2.g.data(), q_stride, dqk, n, wg, L * nope, H, lat2.g.data(), H * L, L);
+    const std::string s = shp({{"heads", H}, {"n", n}, {"q_stride", q_stride}});
+    EXPECT_TRUE(close("mla_prepare_uk", s + " q_lat", lat.on_cpu(), lat.on_gpu(), 1e-2));
+    EXPECT_TRUE(close("mla_prepare_uk", s + " q", q.on_cpu(), q.on_gpu(), 1e-5));
+    EXPECT_TRUE(close("mla_prepare_uk", s + " q_lat vs two calls", lat2.on_gpu(), lat.on_gpu(), 0.0));
+    EXPECT_TRUE(close("mla_prepare_uk", s + " q vs two calls", q2.on_gpu(), q.on_gpu(), 0.0));
+    EXPECT_TRUE(close("mla_prepare_uk", s + " q_pe vs two calls", qpe2.on_gpu(), qpe.on_gpu(), 0.0));
+    EXPECT_TRUE(close("mla_prepare_uk", s + " cache vs two calls", pool2.on_gpu(), pool.on_gpu(), 0.0));
+  }
+}
+
 TEST(BackendParity, PagedWriteGatherBf16) {
   struct C { int64_t page_size, kv_lora, rope, start, n, col0, cols; };
   const C cases[] = {{4, 32, 8, 5, 1, 0, 40}, {16, 512, 64, 17, 40, 512, 64}, {64, 512, 64, 0, 150, 0, 576}};
@@ -424,7 +473,9 @@ TEST(BackendParity, MlaDecodeUv) {
   // mla_decode and the value projection in one call: on the GPU against the two calls, bit for
   // bit (the decode kernel rounds the latents as linear_batched would, in the same layout), and
   // against the CPU. Rows past the small-row kernel, where the CUDA backend fuses (one split and
-  // several, two head groups), and few rows, where it makes the two calls.
+  // several, two head groups), and few rows, where it makes the two calls. Then with the output
+  // projection as well: o rounded by the value projection's GEMM (the f32 sums rounded once, as
+  // linear rounds o; cuBLAS may sum in another order for a bf16 output, so not bit for bit).
   std::vector<int64_t> c100(100), c300(300), c80(80);
   for (auto& c : c100) c = rnd_int(1, 600);
   for (auto& c : c300) c = rnd_int(1, 60);
@@ -452,14 +503,28 @@ TEST(BackendParity, MlaDecodeUv) {
         o(rnd(n * H * dv)), o2(n * H * dv);
     const float scale = 1.0f / std::sqrt(192.0f);
     cpu().mla_decode_uv(ql_r.c.data(), qp_r.c.data(), H, b.view(false), scale, lat.c.data(), wc, (nope + dv) * L,
-                        o.c.data(), H * dv, dv);
+                        o.c.data(), H * dv, dv, nullptr);
     gpu().mla_decode_uv(ql.g.data(), qp.g.data(), H, gv, scale, lat.g.data(), wg, (nope + dv) * L, o.g.data(),
-                        H * dv, dv);
+                        H * dv, dv, nullptr);
     gpu().mla_decode(ql.g.data(), qp.g.data(), H, gv, scale, lat2.g.data());
     gpu().linear_batched(lat2.g.data(), H * L, L, n, wg, (nope + dv) * L, H, o2.g.data(), H * dv, dv);
     const std::string s = c.name + std::string(" ") + shp({{"seqs", n}, {"H", H}, {"page", c.page}});
     EXPECT_TRUE(close("mla_decode_uv", s, o.on_cpu(), o.on_gpu(), 2e-2, 1e-5));
     EXPECT_TRUE(close("mla_decode_uv", s + " vs two calls", o2.on_gpu(), o.on_gpu(), 0.0));
+
+    // With o_proj [D, H * dv].
+    const int64_t D = 384;
+    const HostWeight& wo = weight(DType::bf16, D, H * dv);
+    const WeightView woc = cpu().prepare_weight(wo.view()), wog = gpu().prepare_weight(wo.view());
+    Dual<float> y(rnd(n * D)), y2(n * D);
+    const Backend::LinearOut pc{&woc, y.c.data()}, pg{&wog, y.g.data()};
+    cpu().mla_decode_uv(ql_r.c.data(), qp_r.c.data(), H, b.view(false), scale, lat.c.data(), wc, (nope + dv) * L,
+                        o.c.data(), H * dv, dv, &pc);
+    gpu().mla_decode_uv(ql.g.data(), qp.g.data(), H, gv, scale, lat.g.data(), wg, (nope + dv) * L, o.g.data(),
+                        H * dv, dv, &pg);
+    gpu().linear(o2.g.data(), n, wog, y2.g.data());
+    EXPECT_TRUE(close("mla_decode_uv", s + " o_proj", y.on_cpu(), y.on_gpu(), 2e-2, 1e-5));
+    EXPECT_TRUE(close("mla_decode_uv", s + " o_proj vs three calls", y2.on_gpu(), y.on_gpu(), 2e-3));
   }
 }
 

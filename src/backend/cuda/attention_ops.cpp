@@ -56,7 +56,23 @@ void CudaBackend::kv_write(void* base, DType dtype, int64_t width, const int64_t
   DPA_CHECK_LAUNCH();
 }
 
-void CudaBackend::mla_prepare(const MlaPrepare& a) {
+void CudaBackend::mla_prepare(const MlaPrepare& a) { mla_prepare_into(a, nullptr); }
+
+void CudaBackend::mla_prepare_uk(const MlaPrepare& a, const WeightView& w_uk, int64_t w_stride, float* q_lat) {
+  const int64_t H = a.n_heads, L = w_uk.rows;
+  // The nope parts rounded by the prepare kernel where linear_batched would round them itself
+  // (bf16 weights, cuBLAS): the same bits in the same layout, one pass over them fewer.
+  const bool fused = uk_rounded_ && a.n > 0 && H > 0 && L > 0 && w_uk.cols == a.nope && w_uk.dtype == DType::bf16 &&
+                     !small_linear_takes(small_linear_args(a.q, a.q_stride, a.q_head_dim, a.n, w_uk, w_stride, H,
+                                                           q_lat, H * L, L),
+                                         w_uk);
+  if (!fused) return Backend::mla_prepare_uk(a, w_uk, w_stride, q_lat);
+  uint16_t* xb = bf16_workspace(static_cast<std::size_t>(H * a.n * a.nope));
+  mla_prepare_into(a, xb);
+  linear_batched_from(a.q, a.q_stride, a.q_head_dim, a.n, w_uk, w_stride, H, q_lat, H * L, L, xb);
+}
+
+void CudaBackend::mla_prepare_into(const MlaPrepare& a, uint16_t* q_nope_hm) {
   if (a.n <= 0) return;
   check_weight(a.kv_norm, "mla_prepare norm");
   if (a.kv_norm.cols != a.kv_lora)
@@ -66,7 +82,7 @@ void CudaBackend::mla_prepare(const MlaPrepare& a) {
   k.nope = a.nope, k.q_pe = a.q_pe, k.kva = a.kva, k.kva_stride = a.kva_stride, k.kv_lora = a.kv_lora;
   k.rope_dim = a.rope.dim, k.norm = a.kv_norm.data, k.norm_bf16 = a.kv_norm.dtype == DType::bf16;
   k.eps = a.eps, k.scaling = a.rope.attention_scaling, k.positions = a.positions, k.inv_freq = a.rope.inv_freq;
-  k.cache = a.cache, k.cache_bf16 = kv_bf16(a.cache_dtype), k.slots = a.slots;
+  k.cache = a.cache, k.cache_bf16 = kv_bf16(a.cache_dtype), k.slots = a.slots, k.q_nope_hm = q_nope_hm;
   kernels::mla_prepare(k, stream_);
   DPA_CHECK_LAUNCH();
 }
@@ -221,7 +237,7 @@ void CudaBackend::mla_decode_bf16_into(const float* q_lat, const float* q_pe, in
 
 void CudaBackend::mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c,
                                 float scale, float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o,
-                                int64_t ldo, int64_t stride_o) {
+                                int64_t ldo, int64_t stride_o, const LinearOut* o_proj) {
   const int64_t L = c.kv_lora, n = c.n_seqs;
   // The latents rounded by the decode kernel where linear_batched would round them itself (bf16
   // weights, cuBLAS): the same bits in the same layout, one pass over them fewer.
@@ -230,10 +246,26 @@ void CudaBackend::mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n
       !mla_wgmma_takes(n_heads, c) && mla_bf16_takes(c) &&
       !small_linear_takes(small_linear_args(out_lat, n_heads * L, L, n, w_uv, w_stride, n_heads, o, ldo, stride_o),
                           w_uv);
-  if (!fused) return Backend::mla_decode_uv(q_lat, q_pe, n_heads, c, scale, out_lat, w_uv, w_stride, o, ldo, stride_o);
-  uint16_t* xb = bf16_workspace(static_cast<std::size_t>(n_heads * n * L));
+  if (!fused)
+    return Backend::mla_decode_uv(q_lat, q_pe, n_heads, c, scale, out_lat, w_uv, w_stride, o, ldo, stride_o, o_proj);
+  if (o_proj && o_proj->w->cols != ldo)
+    throw Error(fmt::format("mla_decode_uv: an output projection of width {} for rows of {}", o_proj->w->cols, ldo));
+  // And o written rounded by the value projection's GEMM where linear would round it for cuBLAS:
+  // the accumulators rounded once, as f32_to_bf16 rounds them, one f32 write and pass fewer.
+  const WeightView* wo = o_proj ? o_proj->w : nullptr;
+  const bool o_rounded = wo && o_rounded_ && wo->rows > 0 && wo->dtype == DType::bf16 &&
+                         !small_linear_takes(small_linear_args(o, ldo, 0, n, *wo, 0, 1, o_proj->y, wo->rows, 0), *wo);
+  uint16_t* xb = bf16_workspace(static_cast<std::size_t>(n_heads * n * L), o_rounded ? 1 : 0);
   mla_decode_bf16_into(q_lat, q_pe, n_heads, c, scale, nullptr, xb);
-  linear_batched_from(out_lat, n_heads * L, L, n, w_uv, w_stride, n_heads, o, ldo, stride_o, xb);
+  if (!o_rounded) {
+    linear_batched_from(out_lat, n_heads * L, L, n, w_uv, w_stride, n_heads, o, ldo, stride_o, xb);
+    if (o_proj) linear(o, n, *wo, o_proj->y);
+    return;
+  }
+  check_weight(w_uv, "mla_decode_uv");
+  uint16_t* ob = bf16_workspace(static_cast<std::size_t>(n * ldo));
+  bf16_gemm_batched(xb, n, w_uv, w_stride, n_heads, ob, true, ldo, stride_o);
+  linear_many_from(nullptr, ob, n, std::span<const LinearOut>(o_proj, 1));
 }
 
 bool CudaBackend::use_gemm(int64_t n_ctx) const {

@@ -92,6 +92,14 @@ CudaBackend::CudaBackend(int device) : device_(device) {
                                                                  {"wide", ExpertBlocks::wide},
                                                                  {"narrow", ExpertBlocks::narrow}}))
     expert_blocks_ = *v;
+  // Which of MLA's GEMM inputs their producers write rounded to bf16: "all" (default: W_UK's by
+  // mla_prepare_uk's prepare kernel, o_proj's by mla_decode_uv's value projection), "uk", "o" or
+  // "none" (a conversion pass before each GEMM, as linear_batched and linear do it).
+  if (auto v = env_choice<std::pair<bool, bool>>("DPA_CUDA_MLA_ROUNDED", {{"all", {true, true}},
+                                                                          {"uk", {true, false}},
+                                                                          {"o", {false, true}},
+                                                                          {"none", {false, false}}}))
+    std::tie(uk_rounded_, o_rounded_) = *v;
   DPA_CHECK_CUDA(cudaSetDevice(device_));
   for (cudaStream_t& l : lanes_) DPA_CHECK_CUDA(cudaStreamCreateWithFlags(&l, cudaStreamNonBlocking));
   stream_ = lanes_[0];
@@ -213,7 +221,8 @@ CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(lanes_[1]);
   cudaStreamSynchronize(lanes_[0]);
   for (auto& [key, p] : weights_) cudaFree(p);
-  if (bf16_ws_) cudaFree(bf16_ws_);
+  for (const Bf16Workspace& w : bf16_ws_)
+    if (w.p) cudaFree(w.p);
   if (counts_dev_) cudaFree(counts_dev_);
   if (counts_pinned_) cudaFreeHost(counts_pinned_);
   if (counts_ready_) cudaEventDestroy(counts_ready_);
@@ -355,15 +364,16 @@ void CudaBackend::check_weight(const WeightView& w, const char* op) const {
                             "prepare_weight first)", op, w.rows, w.cols));
 }
 
-uint16_t* CudaBackend::bf16_workspace(std::size_t count) {
-  if (count > bf16_ws_elems_) {
+uint16_t* CudaBackend::bf16_workspace(std::size_t count, int which) {
+  Bf16Workspace& w = bf16_ws_[which];
+  if (count > w.elems) {
     not_capturing("a workspace reallocation");
     ++workspace_epoch_;
-    if (bf16_ws_) DPA_CHECK_CUDA(cudaFree(bf16_ws_));  // synchronizes: nothing still reads it
-    bf16_ws_ = static_cast<uint16_t*>(alloc(count * sizeof(uint16_t)));
-    bf16_ws_elems_ = count;
+    if (w.p) DPA_CHECK_CUDA(cudaFree(w.p));  // synchronizes: nothing still reads it
+    w.p = static_cast<uint16_t*>(alloc(count * sizeof(uint16_t)));
+    w.elems = count;
   }
-  return bf16_ws_;
+  return w.p;
 }
 
 float* CudaBackend::scratch(int64_t floats) {

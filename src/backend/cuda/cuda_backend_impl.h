@@ -93,7 +93,7 @@ class CudaBackend final : public Backend {
   void paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,
                          int64_t col0, int64_t cols, float* out, int64_t ldo) override;
   void linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) override;
-  // The norm writes bf16_ws_ as well when the first projection takes cuBLAS's bf16 route.
+  // The norm writes bf16 rows as well when the first projection takes cuBLAS's bf16 route.
   void norm_linear(float* residual, const float* x, const WeightView& w, int64_t n, float eps, float* out,
                    std::span<const LinearOut> outs) override;
 
@@ -115,6 +115,10 @@ class CudaBackend final : public Backend {
                 int64_t col0, int64_t cols, const float* src, int64_t lds) override;
 
   void mla_prepare(const MlaPrepare& a) override;
+  // The prepare kernel writes W_UK's input rounded (head-major) where cuBLAS takes the product.
+  void mla_prepare_uk(const MlaPrepare& a, const WeightView& w_uk, int64_t w_stride, float* q_lat) override;
+  // mla_prepare; q_nope_hm (or null): the nope parts rounded, head-major (MlaPrepareArgs).
+  void mla_prepare_into(const MlaPrepare& a, uint16_t* q_nope_hm);
   void add(float* y, const float* x, int64_t count) override;
 
   void silu_mul(const float* gate, const float* up, int64_t count, float* out) override;
@@ -140,9 +144,10 @@ class CudaBackend final : public Backend {
                   float scale, float* out_lat) override;
   // The bf16-cache kernel (fewer than kWgmmaMinHeads heads) writes the latents rounded for the
   // projection's GEMM, head-major, where cuBLAS takes the projection.
+  // And the value projection writes o rounded for o_proj's GEMM where cuBLAS takes o_proj.
   void mla_decode_uv(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& c, float scale,
                      float* out_lat, const WeightView& w_uv, int64_t w_stride, float* o, int64_t ldo,
-                     int64_t stride_o) override;
+                     int64_t stride_o, const LinearOut* o_proj) override;
   // Whether mla_decode takes the warpgroup-MMA kernel for these, and whether (failing that) the
   // bf16-cache mma.sync kernel, which mla_decode_bf16_into runs (out_hm: mla_decode_bf16's
   // rounded head-major output instead of out_lat).
@@ -219,8 +224,9 @@ class CudaBackend final : public Backend {
   // Weights must be prepared (device memory) and of a supported dtype.
   void check_weight(const WeightView& w, const char* op) const;
 
-  // linear's bf16 activation workspace, grown (never shrunk) to `count` elements.
-  uint16_t* bf16_workspace(std::size_t count);
+  // linear's bf16 activation workspace (which = 0; 1: a second one, for a GEMM whose bf16 input
+  // and output are both workspace), grown (never shrunk) to `count` elements.
+  uint16_t* bf16_workspace(std::size_t count, int which = 0);
 
   // Throws when a graph is being recorded (what an op must not do then: wait, copy from the host,
   // allocate), so the caller can drop the capture and run the ops instead.
@@ -284,13 +290,19 @@ class CudaBackend final : public Backend {
   mutable std::mutex mu_;
   std::map<std::tuple<const void*, DType, int64_t, int64_t, int64_t>, void*> weights_;
   std::map<std::uintptr_t, std::size_t> prepared_;  // device copies of weights: start -> bytes
-  uint16_t* bf16_ws_ = nullptr;  // bf16 copy of linear's activations
-  std::size_t bf16_ws_elems_ = 0;
+  struct Bf16Workspace {
+    uint16_t* p = nullptr;
+    std::size_t elems = 0;
+  };
+  Bf16Workspace bf16_ws_[2];  // bf16 copies of the GEMMs' activations (bf16_workspace)
   AttnMode attn_mode_ = AttnMode::automatic;
   int mla_decode_variant_ = 2;
   bool attention_tf32_ = false;
   int mla_bf16_stages_ = 2;
   bool mla_bf16_bulk_ = true;  // bf16 mla_decode tiles by bulk copies (else cp.async)
+  // DPA_CUDA_MLA_ROUNDED: W_UK's input rounded by mla_prepare_uk's kernel, o_proj's by the value
+  // projection's GEMM (mla_decode_uv).
+  bool uk_rounded_ = true, o_rounded_ = true;
   // bf16 mla_decode on the warpgroup-MMA kernel (64 heads a block): auto (from kWgmmaMinHeads heads
   // on), always where it applies, or never.
   enum class MlaWgmma { automatic, always, never } mla_wgmma_ = MlaWgmma::automatic;
@@ -319,13 +331,18 @@ class CudaBackend final : public Backend {
                                                 const WeightView& w, int64_t w_stride, int64_t batch, float* y,
                                                 int64_t ldy, int64_t stride_y);
   bool small_linear_takes(const kernels::SmallLinear& a, const WeightView& w) const;
-  // linear_many with x's rows already rounded into bf16_ws_ when `rounded` (norm_linear).
-  void linear_many_from(const float* x, bool rounded, int64_t n, std::span<const LinearOut> outs);
+  // linear_many from x's rows already rounded to bf16 when `rounded` is set (norm_linear,
+  // mla_decode_uv's output projection); x itself is then not read by cuBLAS's route.
+  void linear_many_from(const float* x, const uint16_t* rounded, int64_t n, std::span<const LinearOut> outs);
   // linear_batched from x's rows already rounded to bf16 by the caller, [batch][n][w.cols] (as
   // strided_to_bf16 lays them out), when `rounded` is set: cuBLAS on them, no small-row kernel.
   void linear_batched_from(const float* x, int64_t ldx, int64_t stride_x, int64_t n, const WeightView& w,
                            int64_t w_stride, int64_t batch, float* y, int64_t ldy, int64_t stride_y,
                            const uint16_t* rounded);
+  // Its cuBLAS call: bf16 rows xb [batch][n][w.cols] by bf16 weights into y, f32 or (y_bf16) bf16
+  // rounded from the f32 sums.
+  void bf16_gemm_batched(const uint16_t* xb, int64_t n, const WeightView& w, int64_t w_stride, int64_t batch, void* y,
+                         bool y_bf16, int64_t ldy, int64_t stride_y);
   std::vector<char> staging_;  // moe_experts' host side of the pointer arrays and row map
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
   // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of

@@ -58,7 +58,7 @@ void CudaBackend::linear(const float* x, int64_t n, const WeightView& w, float* 
 }
 
 void CudaBackend::linear_many(const float* x, int64_t n, std::span<const LinearOut> outs) {
-  linear_many_from(x, false, n, outs);
+  linear_many_from(x, nullptr, n, outs);
 }
 
 void CudaBackend::norm_linear(float* residual, const float* x, const WeightView& w, int64_t n, float eps, float* out,
@@ -78,12 +78,14 @@ void CudaBackend::norm_linear(float* residual, const float* x, const WeightView&
   uint16_t* xb = round ? bf16_workspace(static_cast<std::size_t>(n * w.cols)) : nullptr;
   kernels::add_rms_norm(residual, x, w.data, w.dtype == DType::bf16, n, w.cols, eps, out, stream_, xb);
   DPA_CHECK_LAUNCH();
-  linear_many_from(out, round, n, outs);
+  linear_many_from(out, xb, n, outs);
 }
 
-void CudaBackend::linear_many_from(const float* x, bool rounded, int64_t n, std::span<const LinearOut> outs) {
+void CudaBackend::linear_many_from(const float* x, const uint16_t* rounded, int64_t n,
+                                   std::span<const LinearOut> outs) {
   if (n <= 0) return;
-  // rounded: bf16_ws_ holds x rounded to bf16 (from the caller, or for the first weight that needed it)
+  // rounded: x rounded to bf16 (from the caller, or for the first weight that needed it); x null:
+  // only those (bf16 weights, cuBLAS)
   for (const LinearOut& o : outs) {
     const WeightView& w = *o.w;
     if (w.rows <= 0) continue;
@@ -99,16 +101,16 @@ void CudaBackend::linear_many_from(const float* x, bool rounded, int64_t n, std:
     if (w.dtype == DType::f32) {
       DPA_CHECK_CUBLAS(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one,
                                    static_cast<const float*>(w.data), lda, x, k, &zero, o.y, m));
-    } else if (!small_linear(x, w.cols, 0, n, w, 0, 1, o.y, w.rows, 0)) {  // else a decode step's rows: done
+    } else if (!x || !small_linear(x, w.cols, 0, n, w, 0, 1, o.y, w.rows, 0)) {  // else a decode step's rows: done
       if (!rounded) {
         const std::size_t count = static_cast<std::size_t>(n * w.cols);
-        bf16_workspace(count);
-        kernels::f32_to_bf16(x, bf16_ws_, static_cast<int64_t>(count), stream_);
+        uint16_t* ws = bf16_workspace(count);
+        kernels::f32_to_bf16(x, ws, static_cast<int64_t>(count), stream_);
         DPA_CHECK_LAUNCH();
-        rounded = true;
+        rounded = ws;
       }
       DPA_CHECK_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF, lda,
-                                    bf16_ws_, CUDA_R_16BF, k, &zero, o.y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                    rounded, CUDA_R_16BF, k, &zero, o.y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
                                     CUBLAS_GEMM_DEFAULT));
     }
   }
@@ -183,11 +185,22 @@ void CudaBackend::linear_batched_from(const float* x, int64_t ldx, int64_t strid
       DPA_CHECK_LAUNCH();
       xb = ws;
     }
-    DPA_CHECK_CUBLAS(cublasGemmStridedBatchedEx(
-        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF, lda, w_stride, xb,
-        CUDA_R_16BF, k, n * w.cols, &zero, y, CUDA_R_32F, ldc, stride_y, bc, CUBLAS_COMPUTE_32F,
-        CUBLAS_GEMM_DEFAULT));
+    bf16_gemm_batched(xb, n, w, w_stride, batch, y, false, ldy, stride_y);
   }
+}
+
+void CudaBackend::bf16_gemm_batched(const uint16_t* xb, int64_t n, const WeightView& w, int64_t w_stride,
+                                    int64_t batch, void* y, bool y_bf16, int64_t ldy, int64_t stride_y) {
+  const int m = to_int(w.rows, "linear_batched rows"), nn = to_int(n, "linear_batched n"),
+            k = to_int(w.cols, "linear_batched cols"), lda = to_int(w.ld, "linear_batched ld"),
+            bc = to_int(batch, "linear_batched batch");
+  // With one row the leading dimension is never stepped; cuBLAS still wants it >= m.
+  const int ldc = to_int(n == 1 ? std::max(ldy, w.rows) : ldy, "linear_batched ldy");
+  const float one = 1.0f, zero = 0.0f;
+  DPA_CHECK_CUBLAS(cublasGemmStridedBatchedEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, w.data, CUDA_R_16BF,
+                                              lda, w_stride, xb, CUDA_R_16BF, k, n * w.cols, &zero, y,
+                                              y_bf16 ? CUDA_R_16BF : CUDA_R_32F, ldc, stride_y, bc,
+                                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::add(float* y, const float* x, int64_t count) {
