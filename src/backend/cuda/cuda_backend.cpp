@@ -223,6 +223,9 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, p] : weights_) cudaFree(p);
   for (const Bf16Workspace& w : bf16_ws_)
     if (w.p) cudaFree(w.p);
+  if (staging_host_.base) cudaFreeHost(staging_host_.base);
+  for (cudaEvent_t e : staging_host_.done)
+    if (e) cudaEventDestroy(e);
   if (counts_dev_) cudaFree(counts_dev_);
   if (counts_pinned_) cudaFreeHost(counts_pinned_);
   if (counts_ready_) cudaEventDestroy(counts_ready_);
@@ -291,8 +294,30 @@ void CudaBackend::release_imported(void* p) {
 
 void CudaBackend::upload(void* dst, const void* host_src, std::size_t bytes) {
   if (!bytes) return;
-  not_capturing("upload");  // pageable host memory: read when the copy runs, not recordable
-  DPA_CHECK_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  not_capturing("upload");  // host memory read when the copy runs: not recordable
+  if (bytes > kStageHalfBytes) {  // pageable: the driver stages it
+    DPA_CHECK_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+    return;
+  }
+  // A step's inputs (a few to some hundred KB in several arrays): copied into page-locked staging,
+  // so that each asynchronous copy is queued at once instead of through the driver's bounce
+  // buffer. Two halves in turn; a half is written again only once the copies from it are done.
+  Staging& s = staging_host_;
+  if (!s.base) {
+    DPA_CHECK_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&s.base), 2 * kStageHalfBytes, cudaHostAllocDefault));
+    for (cudaEvent_t& e : s.done) DPA_CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  if (s.used + bytes > kStageHalfBytes) {  // the other half, after its last copies
+    for (int lane = 0; lane < 2; ++lane)
+      if (s.lanes & (1u << lane)) DPA_CHECK_CUDA(cudaEventRecord(s.done[2 * s.half + lane], lanes_[lane]));
+    s.half ^= 1, s.used = 0, s.lanes = 0;
+    for (int lane = 0; lane < 2; ++lane) DPA_CHECK_CUDA(cudaEventSynchronize(s.done[2 * s.half + lane]));
+  }
+  char* p = s.base + s.half * kStageHalfBytes + s.used;
+  std::memcpy(p, host_src, bytes);
+  s.used += (bytes + 15) / 16 * 16;
+  s.lanes |= stream_ == lanes_[1] ? 2u : 1u;
+  DPA_CHECK_CUDA(cudaMemcpyAsync(dst, p, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaBackend::download(void* host_dst, const void* src, std::size_t bytes) {

@@ -295,6 +295,17 @@ class CudaBackend final : public Backend {
     std::size_t elems = 0;
   };
   Bf16Workspace bf16_ws_[2];  // bf16 copies of the GEMMs' activations (bf16_workspace)
+  // upload's page-locked staging: two halves of kStageHalfBytes used in turn, the one being
+  // filled (`half`, `used` bytes, the lanes that copied from it: bit 0 and 1), and per half and
+  // lane an event recorded after its last copy when it was left.
+  static constexpr std::size_t kStageHalfBytes = std::size_t{1} << 20;
+  struct Staging {
+    char* base = nullptr;
+    int half = 0;
+    std::size_t used = 0;
+    unsigned lanes = 0;
+    cudaEvent_t done[4] = {nullptr, nullptr, nullptr, nullptr};
+  } staging_host_;
   AttnMode attn_mode_ = AttnMode::automatic;
   int mla_decode_variant_ = 2;
   bool attention_tf32_ = false;
