@@ -289,16 +289,23 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
   for (;;) {
     Intake in;
     // Rank 0 may block for work only when the last headers said every replica is idle.
+    double t[kStages + 1];
+    t[0] = now_s();
     if (root) in = take_intake(all_idle);
     broadcast_intake(in);
     step_started_ = now_s();
+    // An idle wait for work is not the step's: its stages start here then.
+    if (all_idle) t[0] = step_started_;
     if (g.world_rank == cfg_.fault_rank && step_ >= cfg_.fault_step && cfg_.fault_step >= 0) {
       log::warn("fault injection: rank {} stops answering at step {}", g.world_rank, step_);
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
     }
+    t[1] = step_started_;
     admit(in, reject);
     StepPlan plan = sched_.schedule();
+    t[2] = now_s();
     gather_headers(plan);
+    t[3] = now_s();
     int64_t total_tokens = 0, unfinished = 0;
     for (const auto& h : headers_) total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting;
     if (total_tokens > 0) {
@@ -307,10 +314,17 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
       for (int r = g.ep_group * g.ep; r < (g.ep_group + 1) * g.ep && r < static_cast<int>(headers_.size()); ++r)
         ep_most = std::max(ep_most, headers_[static_cast<std::size_t>(r)].n_tokens);
       model_.set_ep_step_tokens(ep_most);
+      t[4] = now_s();
       model_.forward(plan.chunks, specs_, edits_, samples_, argmax_);
+      t[5] = now_s();
       auto outs = sample_and_commit(plan);
+      t[6] = now_s();
       send_outputs(outs, sink);
+      t[7] = now_s();
       collect_step_stats(step_started_);
+      t[8] = now_s();
+      for (int i = 0; i < kStages; ++i) stage_s_[i] += t[i + 1] - t[i];
+      ++forward_steps_;
     } else if (root) {
       std::lock_guard lk(load_mu_);
       load_.steps = step_ + 1;
@@ -328,6 +342,13 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
   long long cache_total[2] = {0, 0};
   DPA_CHECK_MPI(MPI_Reduce(cache, cache_total, 2, MPI_LONG_LONG, MPI_SUM, 0, groups_.world()));
   if (root) log::info("engine: steps={} preemptions={} prefix_cache_hits={}/{} tokens", step_, total, cache_total[1], cache_total[0]);
+  if (root && forward_steps_ > 0) {
+    const double k = 1e3 / static_cast<double>(forward_steps_);
+    log::info("engine: per step with a forward (ms): intake {:.3f}, schedule {:.3f}, headers {:.3f}, sampling plan "
+              "{:.3f}, forward {:.3f}, commit {:.3f}, outputs {:.3f}, stats {:.3f}",
+              k * stage_s_[0], k * stage_s_[1], k * stage_s_[2], k * stage_s_[3], k * stage_s_[4], k * stage_s_[5],
+              k * stage_s_[6], k * stage_s_[7]);
+  }
   // Cached pages nobody holds are released before the check, so it is exact.
   sched_.flush_cache();
   if (cfg_.check_kv_accounting && !sched_.blocks().consistent())

@@ -177,6 +177,12 @@ class Engine {
 
   // Watchdog.
   std::atomic<double> step_started_{0.0};  // seconds since epoch; 0 when not inside a step
+  // Wall time of the steps that ran a forward, by stage (logged when run() ends): the intake and
+  // its broadcast, admission and scheduling, the header all-gather, sampling plans, the forward,
+  // sampling and commit, the outputs' gather and sink, the step's statistics.
+  static constexpr int kStages = 8;
+  double stage_s_[kStages] = {};
+  int64_t forward_steps_ = 0;
   std::atomic<bool> stop_watchdog_{false};
   std::thread watchdog_;
 };

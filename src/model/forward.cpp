@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -344,9 +345,12 @@ Model::~Model() {
   } catch (const std::exception& e) {
     log::warn("model: dropping decode graphs: {}", e.what());
   }
-  if (graph_stats_.recorded || graph_stats_.failed)
-    log::info("decode graphs: {} recorded, {} replays, {} failed", graph_stats_.recorded, graph_stats_.replayed,
-              graph_stats_.failed);
+  const GraphStats& g = graph_stats_;
+  if (g.recorded || g.failed)
+    log::info("decode graphs: {} recorded, {} replays, {} failed; host per replayed step: {:.3f} ms between "
+              "forwards, {:.3f} ms before the replay, {:.3f} ms from it to the return",
+              g.recorded, g.replayed, g.failed, g.replayed ? 1e3 * g.between_s / g.replayed : 0.0,
+              g.replayed ? 1e3 * g.before_s / g.replayed : 0.0, g.replayed ? 1e3 * g.replay_s / g.replayed : 0.0);
 }
 
 // The padded exchange's capacity for this step: the largest token slice over the EP group,
@@ -423,8 +427,26 @@ void Model::plan_micro(Micro& m, const std::vector<SeqInput>& batch, const std::
   upload(m.d_decode_ctx, decode_ctx);
 }
 
+namespace {
+double steady_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
 void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
                     std::vector<int32_t>* argmax, const Sampling* sampling) {
+  // The host's share of a replayed step (GraphStats), counted when the step returns.
+  struct HostClock {
+    Model& m;
+    const double called = steady_s(), between = m.last_return_s_ >= 0 ? called - m.last_return_s_ : 0.0;
+    double replay = -1;
+    ~HostClock() {
+      m.last_return_s_ = steady_s();
+      if (replay < 0) return;
+      m.graph_stats_.between_s += between, m.graph_stats_.before_s += replay - called;
+      m.graph_stats_.replay_s += m.last_return_s_ - replay;
+    }
+  } host_clock{*this};
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
   if (!cache_) throw Error("model: forward before allocate_cache()");
@@ -520,8 +542,14 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   float* h = scratch(h_, N * D);
   float* out = scratch(out_, N * D);
   const float eps = static_cast<float>(c.rms_norm_eps);
-  if (graphable(N)) layers_graphed(N, residual, h, out);
-  else layers(N, residual, h, out);
+  if (graphable(N)) {
+    const int64_t replayed = graph_stats_.replayed;
+    const double t = steady_s();
+    layers_graphed(N, residual, h, out);
+    if (graph_stats_.replayed > replayed) host_clock.replay = t;
+  } else {
+    layers(N, residual, h, out);
+  }
   mark("lm_head");
   struct Collect {  // profiling: the step's phase times go to its kind when forward() returns
     Model& m;

@@ -157,6 +157,11 @@ class Model {
   // happened so far:
   struct GraphStats {
     int64_t recorded = 0, replayed = 0, failed = 0;
+    // Host wall time of the replayed steps: from the previous forward's return to this one's call
+    // (the caller's share: sampling, outputs, scheduling), from the call to the replay (inputs
+    // checked and uploaded), and from the replay to the return (the GPU's step and the downloads).
+    // The first two are what the GPU waits for between steps.
+    double between_s = 0, before_s = 0, replay_s = 0;
   };
   const GraphStats& graph_stats() const { return graph_stats_; }
   // Steps that ran as two micro-batches (ForwardOptions::two_batch_overlap_min_tokens) so far.
@@ -374,6 +379,7 @@ class Model {
   uint64_t graph_clock_ = 0;
   std::optional<GraphKey> last_graph_key_;  // the previous graphable step's key
   GraphStats graph_stats_;
+  double last_return_s_ = -1;  // steady clock at the last forward's return (GraphStats' host times)
 };
 
 }  // namespace dpa::model
