@@ -215,6 +215,8 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
   const bool leader = g.attn_tp_rank == 0;
   std::vector<int32_t> tokens;
   std::vector<TokenOutput> outs;
+  tokens.reserve(plan.seqs.size());
+  if (leader) outs.reserve(plan.seqs.size());
   std::size_t row = 0, sampled = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.chunks[i].need_logits) continue;
@@ -265,6 +267,11 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
 
 void Engine::send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink) {
   const auto& g = groups_.layout();
+  if (g.world_size == 1) {  // nothing to gather: straight to the sink
+    if (sink)
+      for (const TokenOutput& o : mine) sink(o);
+    return;
+  }
   std::vector<uint8_t> blob = encode_outputs(mine);
   int len = static_cast<int>(blob.size());
   std::vector<int> lens(g.world_rank == 0 ? g.world_size : 0), displs(lens.size());

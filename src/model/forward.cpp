@@ -450,8 +450,13 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
   if (!cache_) throw Error("model: forward before allocate_cache()");
-  std::vector<int32_t> ids, pages;
-  std::vector<int64_t> positions, slots, seq_pages;
+  // The step's host inputs, in vectors kept from step to step (no allocation a step).
+  std::vector<int32_t>& ids = host_.ids;
+  std::vector<int32_t>& pages = host_.pages;
+  std::vector<int64_t>& positions = host_.positions;
+  std::vector<int64_t>& slots = host_.slots;
+  std::vector<int64_t>& seq_pages = host_.seq_pages;
+  ids.clear(), pages.clear(), positions.clear(), slots.clear(), seq_pages.clear();
   int64_t decode_seqs = 0;  // single-token sequences taking the absorbed form
   int32_t pad_offset = 0, pad_ctx = 0;  // the first row's page table and context (the padding's)
   for (const SeqInput& s : batch) {

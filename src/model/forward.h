@@ -380,6 +380,10 @@ class Model {
   std::optional<GraphKey> last_graph_key_;  // the previous graphable step's key
   GraphStats graph_stats_;
   double last_return_s_ = -1;  // steady clock at the last forward's return (GraphStats' host times)
+  struct HostInputs {  // forward()'s host side of the step's inputs
+    std::vector<int32_t> ids, pages;
+    std::vector<int64_t> positions, slots, seq_pages;
+  } host_;
 };
 
 }  // namespace dpa::model
