@@ -34,7 +34,7 @@ int run_batch(Context& ctx, BatchFlags& f) {
       }
     });
   }
-  s.engine->run([&](const engine::TokenOutput& o) { runner->on_output(o); },
+  s.engine->run([&](std::span<const engine::TokenOutput> outs) { runner->on_outputs(outs); },
                 [&](const engine::Rejection& r) { runner->on_reject(r); });
   if (io.joinable()) io.join();
   if (io_error) std::rethrow_exception(io_error);  // rank 0 only: input/output file problems

@@ -85,7 +85,7 @@ int run_bench(Context& ctx, BenchFlags& f) {
     trace = std::make_unique<engine::StepTrace>(f.bench.trace);
     s.engine->set_step_observer([&](const engine::StepRecord& r) { trace->record(r); });
   }
-  s.engine->run([&](const engine::TokenOutput& o) { runner->on_output(o); });
+  s.engine->run([&](std::span<const engine::TokenOutput> outs) { runner->on_outputs(outs); });
   if (driver.joinable()) driver.join();
   if (root && f.engine.profile_phases) print_phases(*s.executor);
   if (trace) {

@@ -65,7 +65,7 @@ int run_serve(Context& ctx, ServeFlags& f) {
       a->fail_all(why, engine::Engine::kFatalGraceS - 1.0);
     });
   }
-  s.engine->run([&](const engine::TokenOutput& o) { api->on_output(o); },
+  s.engine->run([&](std::span<const engine::TokenOutput> outs) { api->on_outputs(outs); },
                 [&](const engine::Rejection& r) { api->on_reject(r); });
   if (root) {
     api->stop();

@@ -268,8 +268,7 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
 void Engine::send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink) {
   const auto& g = groups_.layout();
   if (g.world_size == 1) {  // nothing to gather: straight to the sink
-    if (sink)
-      for (const TokenOutput& o : mine) sink(o);
+    if (sink && !mine.empty()) sink(mine);
     return;
   }
   std::vector<uint8_t> blob = encode_outputs(mine);
@@ -284,9 +283,13 @@ void Engine::send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink
   }
   DPA_CHECK_MPI(MPI_Gatherv(blob.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, 0,
                             groups_.world()));
-  if (g.world_rank == 0 && sink)
+  if (g.world_rank == 0 && sink) {
+    std::vector<TokenOutput> outs;
     for (int r = 0; r < g.world_size; ++r)
-      for (auto& o : decode_outputs(std::span<const uint8_t>(all).subspan(displs[r], lens[r]))) sink(o);
+      for (auto& o : decode_outputs(std::span<const uint8_t>(all).subspan(displs[r], lens[r])))
+        outs.push_back(std::move(o));
+    if (!outs.empty()) sink(outs);
+  }
 }
 
 void Engine::run(const Sink& sink, const RejectSink& reject) {

@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -89,7 +90,9 @@ struct LoadSnapshot {
 
 class Engine {
  public:
-  using Sink = std::function<void(const TokenOutput&)>;
+  // A step's token outputs, all at once (rank 0, engine thread): one hand-over a step, not one
+  // a token.
+  using Sink = std::function<void(std::span<const TokenOutput>)>;
   using RejectSink = std::function<void(const Rejection&)>;
   using StepObserver = std::function<void(const StepRecord&)>;
   using FatalHandler = std::function<void(const std::string& why)>;

@@ -177,9 +177,9 @@ void ApiServer::fail_all(const std::string& message, double wait_s) {
   }
 }
 
-void ApiServer::on_output(const engine::TokenOutput& o) {
+void ApiServer::on_outputs(std::span<const engine::TokenOutput> outs) {
   std::lock_guard lk(mu_);
-  pending_outputs_.push_back(o);
+  pending_outputs_.insert(pending_outputs_.end(), outs.begin(), outs.end());
   if (!posted_) {
     posted_ = true;
     asio::post(ioc_, [this] { drain_events(); });

@@ -1,6 +1,6 @@
 // The OpenAI-compatible API of `dpa_serve serve` on rank 0: routes, per-request state, routing
 // across replicas, metrics, readiness and the drain. Everything here runs on the io thread;
-// the engine thread only hands tokens and rejections over (on_output / on_reject post them).
+// the engine thread only hands tokens and rejections over (on_outputs / on_reject post them).
 #pragma once
 
 #include <atomic>
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -40,8 +41,8 @@ class ApiServer {
 
   // Binds (throws on failure) and starts the readiness / signal timers. Returns the port.
   int start();
-  // Engine thread: hand over one output / rejection.
-  void on_output(const engine::TokenOutput& o);
+  // Engine thread: hand over a step's outputs / one rejection.
+  void on_outputs(std::span<const engine::TokenOutput> outs);
   void on_reject(const engine::Rejection& r);
   // After Engine::run returned: stop accepting and let the io thread end.
   void stop();

@@ -70,9 +70,9 @@ BatchRunner::BatchRunner(const BatchOptions& opt, const ModelInfo& model, engine
 
 BatchRunner::~BatchRunner() = default;
 
-void BatchRunner::on_output(const engine::TokenOutput& o) {
+void BatchRunner::on_outputs(std::span<const engine::TokenOutput> outs) {
   std::lock_guard lk(mu_);
-  outputs_.push_back(o);
+  outputs_.insert(outputs_.end(), outs.begin(), outs.end());
   cv_.notify_one();
 }
 

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,7 @@ class BatchRunner {
               const std::atomic<bool>& interrupt);
   ~BatchRunner();
   // Engine-thread callbacks (rank 0): queue the event for the batch thread.
-  void on_output(const engine::TokenOutput& o);
+  void on_outputs(std::span<const engine::TokenOutput> outs);  // a step's
   void on_reject(const engine::Rejection& r);
   // The batch thread: reads, submits, writes; calls engine.shutdown() at the end.
   void run();

@@ -160,21 +160,25 @@ void add_latency_json(boost::json::object& j, const LatencyReport& r) {
 BenchRunner::BenchRunner(const BenchOptions& o, std::vector<BenchRequest> reqs, engine::Engine& engine, std::string label)
     : opt_(o), reqs_(std::move(reqs)), engine_(engine), label_(std::move(label)), tracks_(reqs_.size()) {}
 
-void BenchRunner::on_output(const engine::TokenOutput& out) {
-  const double t = now_s();
+void BenchRunner::on_outputs(std::span<const engine::TokenOutput> outs) {
+  const double t = now_s();  // a step's tokens arrive together
   std::lock_guard lk(mu_);
-  const uint64_t i = out.request_id - 1;  // ids are assigned 1..n in submission order below
-  if (i >= tracks_.size()) return;
-  auto& tr = tracks_[i];
-  if (tr.n_out == 0) tr.first = t;
-  else tr.itl.push_back(t - tr.last);
-  tr.last = t;
-  ++tr.n_out;
-  if (out.finish != engine::FinishReason::none && !tr.done) {
-    tr.done = true;
-    ++n_done_;
-    cv_.notify_one();
+  bool finished = false;
+  for (const engine::TokenOutput& out : outs) {
+    const uint64_t i = out.request_id - 1;  // ids are assigned 1..n in submission order below
+    if (i >= tracks_.size()) continue;
+    auto& tr = tracks_[i];
+    if (tr.n_out == 0) tr.first = t;
+    else tr.itl.push_back(t - tr.last);
+    tr.last = t;
+    ++tr.n_out;
+    if (out.finish != engine::FinishReason::none && !tr.done) {
+      tr.done = true;
+      ++n_done_;
+      finished = true;
+    }
   }
+  if (finished) cv_.notify_one();
 }
 
 void BenchRunner::run() {

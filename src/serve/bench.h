@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -72,7 +73,7 @@ void add_latency_json(boost::json::object& j, const LatencyReport& r);
 class BenchRunner {
  public:
   BenchRunner(const BenchOptions& o, std::vector<BenchRequest> reqs, engine::Engine& engine, std::string label);
-  void on_output(const engine::TokenOutput& out);  // engine thread
+  void on_outputs(std::span<const engine::TokenOutput> outs);  // engine thread: a step's
   void run();
   std::string json_line() const { return json_; }
 
