@@ -356,5 +356,37 @@ TEST(BackendParity, Lanes) {
   g.synchronize();
 }
 
+TEST(BackendParity, StagedUploads) {
+  // Uploads of 1 B to 1.5 MB (those up to 1 MB through the page-locked staging halves, the
+  // others pageable) from one host array rewritten after every call, behind a long queue of
+  // device copies so that the staged copies are still pending when the halves come round again;
+  // a third of them from lane 1. Each region must hold what the host held at its call.
+  Backend& g = gpu();
+  const std::size_t big = std::size_t{32} << 20;
+  Buffer<float> c(g, big), d(g, big);
+  g.fill_zero(c.data(), big * sizeof(float));
+  for (int i = 0; i < 20; ++i) g.copy(i % 2 ? c.data() : d.data(), i % 2 ? d.data() : c.data(), big * sizeof(float));
+  std::vector<std::size_t> sizes;
+  for (int i = 0; i < 300; ++i) sizes.push_back(static_cast<std::size_t>(i % 25 == 0 ? rnd_int(1 << 20, 3 << 19) : rnd_int(1, 300000)));
+  std::size_t total = 0;
+  for (std::size_t b : sizes) total += b;
+  Buffer<uint8_t> dst(g, total);
+  std::vector<uint8_t> expect(total), host(3 << 19);
+  std::size_t off = 0;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    for (std::size_t k = 0; k < sizes[i]; ++k) host[k] = static_cast<uint8_t>(rnd_int(0, 255));
+    std::copy_n(host.begin(), sizes[i], expect.begin() + static_cast<std::ptrdiff_t>(off));
+    g.set_lane(i % 3 == 2 ? 1 : 0);
+    g.upload(dst.data() + off, host.data(), sizes[i]);
+    std::fill(host.begin(), host.end(), uint8_t{0xAB});  // the call must have taken its bytes
+    off += sizes[i];
+  }
+  g.set_lane(0);
+  std::vector<uint8_t> got(total);
+  g.synchronize();
+  g.download(got.data(), dst.data(), total);
+  EXPECT_TRUE(got == expect) << "staged uploads: " << total << " bytes in " << sizes.size() << " calls";
+}
+
 }  // namespace
 }  // namespace dpa::backend
