@@ -40,10 +40,13 @@ __device__ void block_exclusive_scan(int* a, int64_t n, int* warp_sums) {
   __syncthreads();
 }
 
-// Warp `warp` places its slots [s0, s1) in order, 32 at a time (equal ids within the 32 ranked by
-// lane), from pos[id * nw + warp], its first position for each expert (advanced as it goes).
-__device__ __forceinline__ void place_slots(const int32_t* ids, int64_t s0, int64_t s1, int* pos, int nw, int warp,
-                                            int lane, int32_t* order, int32_t* position) {
+// A warp places its slots [s0, s1) in order, 32 at a time (equal ids within the 32 ranked by
+// lane), from pos[id], its first position for each expert (advanced as it goes). The counters
+// are laid out warp by warp ([warp][expert]), so that a warp's lanes, which hold different
+// experts, read and write different shared-memory banks (expert-major, all 32 lanes of a warp
+// hit one bank).
+__device__ __forceinline__ void place_slots(const int32_t* ids, int64_t s0, int64_t s1, int* pos, int lane,
+                                            int32_t* order, int32_t* position) {
   const unsigned lt = (1u << lane) - 1u;
   for (int64_t base = s0; base < s1; base += 32) {
     const int64_t s = base + lane;
@@ -52,27 +55,29 @@ __device__ __forceinline__ void place_slots(const int32_t* ids, int64_t s0, int6
     const unsigned peers = __match_any_sync(0xffffffffu, id);
     const int rank = __popc(peers & lt);
     if (valid) {
-      const int j = pos[id * nw + warp] + rank;
+      const int j = pos[id] + rank;
       order[j] = static_cast<int32_t>(s);
       if (position) position[s] = j;
     }
     __syncwarp();
-    if (valid && rank == 0) pos[id * nw + warp] += __popc(peers);
+    if (valid && rank == 0) pos[id] += __popc(peers);
     __syncwarp();
   }
 }
 
-// Warp w of nw takes the contiguous slots [n w / nw, n (w + 1) / nw): counts per (expert, warp),
-// an exclusive scan in (expert, warp) order gives each warp its first position per expert, then
-// each warp places its slots in order, 32 at a time (equal ids within the 32 ranked by lane). The
-// result is the stable order of the single-pass sort.
+// Warp w of nw takes the contiguous slots [n w / nw, n (w + 1) / nw): counts per (warp, expert),
+// each expert's total, an exclusive scan of the totals, then each expert's warps in turn give
+// each warp its first position per expert (the (expert, warp) order), and each warp places its
+// slots in order, 32 at a time (equal ids within the 32 ranked by lane). The result is the
+// stable order of the single-pass sort.
 __global__ void __launch_bounds__(kThreads) moe_sort_kernel(const int32_t* ids, int64_t n,
                                                             int64_t E, int32_t* order,
                                                             int32_t* position, int64_t* counts) {
-  extern __shared__ int pos[];  // [E][nw]: counts, then first positions
+  extern __shared__ int pos[];  // [nw][E]: counts, then first positions; then [E] expert starts
   __shared__ int bad;
   __shared__ int warp_sums[32];
   const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  int* start = pos + E * nw;
   for (int64_t i = threadIdx.x; i < E * nw; i += blockDim.x) pos[i] = 0;
   if (threadIdx.x == 0) bad = 0;
   __syncthreads();
@@ -82,18 +87,29 @@ __global__ void __launch_bounds__(kThreads) moe_sort_kernel(const int32_t* ids, 
     if (id < 0 || id >= E)
       bad = 1;
     else
-      atomicAdd(&pos[id * nw + warp], 1);
+      atomicAdd(&pos[warp * E + id], 1);
   }
   __syncthreads();
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
     int c = 0;
-    for (int w = 0; w < nw; ++w) c += pos[e * nw + w];
+    for (int w = 0; w < nw; ++w) c += pos[w * E + e];
     counts[e] = c;
+    start[e] = c;
   }
+  __syncthreads();  // the starts, before the scan reads them
   if (threadIdx.x == 0) counts[E] = bad;
   if (bad) return;  // uniform: read after the barrier above
-  block_exclusive_scan(pos, E * nw, warp_sums);
-  place_slots(ids, s0, s1, pos, nw, warp, lane, order, position);
+  block_exclusive_scan(start, E, warp_sums);
+  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+    int run = start[e];
+    for (int w = 0; w < nw; ++w) {
+      const int v = pos[w * E + e];
+      pos[w * E + e] = run;
+      run += v;
+    }
+  }
+  __syncthreads();
+  place_slots(ids, s0, s1, pos + warp * E, lane, order, position);
 }
 
 // The wide form, for many slots: W warps over the grid (nw a block), warp g taking the slots
@@ -101,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) moe_sort_kernel(const int32_t* ids, 
 // in cnt[E W + block]; pass 2 (one block) totals and scans cnt in (expert, warp) order; pass 3
 // places each warp's slots as the one-block kernel does. Same order as the one-block kernel's.
 __global__ void moe_sort_count_kernel(const int32_t* ids, int64_t n, int64_t E, int W, int* cnt) {
-  extern __shared__ int c[];  // [E][nw]
+  extern __shared__ int c[];  // [nw][E], as the one-block kernel's
   const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = blockIdx.x * nw + warp;
   __shared__ int bad;
@@ -113,11 +129,11 @@ __global__ void moe_sort_count_kernel(const int32_t* ids, int64_t n, int64_t E, 
     if (id < 0 || id >= E)
       bad = 1;
     else
-      atomicAdd(&c[id * nw + warp], 1);
+      atomicAdd(&c[warp * E + id], 1);
   }
   __syncthreads();
   for (int64_t i = threadIdx.x; i < E * nw; i += blockDim.x)
-    cnt[(i / nw) * W + blockIdx.x * nw + i % nw] = c[i];
+    cnt[(i % E) * W + blockIdx.x * nw + i / E] = c[i];
   if (threadIdx.x == 0) cnt[E * W + blockIdx.x] = bad;
 }
 
@@ -143,12 +159,12 @@ __global__ void __launch_bounds__(kThreads) moe_sort_scan_kernel(int* cnt, int64
 __global__ void moe_sort_place_kernel(const int32_t* ids, int64_t n, int64_t E, int W, const int* cnt,
                                       const int64_t* counts, int32_t* order, int32_t* position) {
   if (counts[E]) return;  // a bad id: order unset, as the one-block kernel leaves it
-  extern __shared__ int pos[];  // [E][nw]: this block's warps' first positions
+  extern __shared__ int pos[];  // [nw][E]: this block's warps' first positions
   const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = blockIdx.x * nw + warp;
-  for (int64_t i = threadIdx.x; i < E * nw; i += blockDim.x) pos[i] = cnt[(i / nw) * W + blockIdx.x * nw + i % nw];
+  for (int64_t i = threadIdx.x; i < E * nw; i += blockDim.x) pos[i] = cnt[(i % E) * W + blockIdx.x * nw + i / E];
   __syncthreads();
-  place_slots(ids, n * g / W, n * (g + 1) / W, pos, nw, warp, lane, order, position);
+  place_slots(ids, n * g / W, n * (g + 1) / W, pos + warp * E, lane, order, position);
 }
 
 // The wide form's warps: about kWideSlots slots each, kWideWarps a block.
@@ -183,14 +199,14 @@ void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* o
                                                                   counts_dev, order, position);
     return;
   }
-  // As many warps as the (expert, warp) counters fit in 96 KiB of shared memory (32 for up to
-  // 768 experts); one warp per 32 slots at most.
+  // As many warps as the (warp, expert) counters and the experts' starts fit in 96 KiB of shared
+  // memory (32 for up to 744 experts); one warp per 32 slots at most.
   constexpr int64_t kSmemCap = 96 * 1024;
-  int64_t warps = kSmemCap / (n_experts * static_cast<int64_t>(sizeof(int)));
+  int64_t warps = kSmemCap / (n_experts * static_cast<int64_t>(sizeof(int))) - 1;
   warps = warps < 1 ? 1 : (warps > kThreads / 32 ? kThreads / 32 : warps);
   const int64_t by_slots = (n_slots + 31) / 32;
   if (warps > by_slots) warps = by_slots < 1 ? 1 : by_slots;
-  const size_t smem = static_cast<size_t>(n_experts * warps) * sizeof(int);
+  const size_t smem = static_cast<size_t>(n_experts * (warps + 1)) * sizeof(int);
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(moe_sort_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(smem));

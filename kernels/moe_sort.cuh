@@ -10,7 +10,7 @@ namespace dpa::kernels {
 // order[j] = the slot at sorted position j; position[order[j]] = j unless position is null;
 // counts_dev[e] = slots of expert e (device, n_experts int64); counts_dev[n_experts] = 1 when an
 // id lies outside [0, n_experts) (order then unset).
-// Up to kMoeSortWideMinSlots slots (or without the workspace): one block, per-(expert, warp)
+// Up to kMoeSortWideMinSlots slots (or without the workspace): one block, per-(warp, expert)
 // counters in shared memory. From there, with moe_sort_workspace_ints(n_slots, n_experts) ints of
 // `workspace` (device memory), three launches over the whole GPU (a prefill step's 49k slots took
 // the one block 0.1 ms); the same order either way.

@@ -86,7 +86,7 @@ TEST(BackendParity, MoeGate) {
 
 TEST(BackendParity, MoeSort) {
   // Up to 8,192 slots one block; from 8,192 the wide form, except with 2,048 experts (too many
-  // counters for it): one block of 12 warps.
+  // counters for it): one block of 11 warps.
   for (int64_t E : {8, 64, 256, 2048})
     for (int64_t n_slots : {0, 1, 6 * 37, 8 * 300, 6 * 8704}) {
       std::vector<int32_t> ids(n_slots);

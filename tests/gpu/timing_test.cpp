@@ -272,6 +272,32 @@ TEST(BackendParity, TimingMoeSort) {
   }
 }
 
+// moe_sort's device time a call as a decode graph runs it (its counts kept on the device, no copy
+// to the host): 100 calls recorded in one graph, the graph timed. V2-Lite's 64 routed experts and
+// 2 shared-expert slots for 64 and 512 tokens (top 6 + 2), and V3's 256 + 1 for 512 (top 8 + 1).
+TEST(BackendParity, TimingMoeSortGraphed) {
+  struct C { int64_t tokens, k, E; };
+  for (const C& c : {C{64, 8, 66}, C{512, 8, 66}, C{512, 9, 257}}) {
+    const int64_t n_slots = c.tokens * c.k;
+    std::vector<int32_t> ids(n_slots);
+    for (auto& id : ids) id = static_cast<int32_t>(rnd_int(0, c.E - 1));
+    Buffer<int32_t> d_ids(gpu(), n_slots), order(gpu(), n_slots), position(gpu(), n_slots);
+    gpu().upload(d_ids.data(), ids.data(), ids.size() * sizeof(int32_t));
+    std::vector<int64_t> counts(c.E);
+    gpu().moe_sort(d_ids.data(), n_slots, c.E, order.data(), position.data());  // its buffers, before recording
+    gpu().moe_counts(counts.data());
+    ASSERT_TRUE(gpu().capture_begin());
+    for (int r = 0; r < 100; ++r) gpu().moe_sort(d_ids.data(), n_slots, c.E, order.data(), position.data());
+    void* g = gpu().capture_end();
+    ASSERT_NE(g, nullptr);
+    const float ms = time_ms([&] { gpu().replay(g); });
+    gpu().drop_graph(g);
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%.2f us a call in a graph", ms * 1e3 / 100);
+    line("time moe_sort", shp({{"slots", n_slots}, {"E", c.E}}), buf, true);
+  }
+}
+
 // Sampling a decode batch where the logits are, against the host reference per row (the path
 // that downloads every row's logits first).
 TEST(BackendParity, TimingSample) {
