@@ -79,4 +79,20 @@ void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out, cudaStr
     argmax_kernel<false><<<grid, kThreads, 0, stream>>>(logits, n, vocab, out);
 }
 
+namespace {
+__global__ void take_tokens_kernel(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[pairs[2 * i]] = src[pairs[2 * i + 1] * stride];
+}
+}  // namespace
+
+void take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n,
+                 cudaStream_t stream) {
+  if (n <= 0) return;
+  const int threads = 256;
+  const unsigned grid = static_cast<unsigned>(n < 256 * 1024 ? (n + threads - 1) / threads : 1024);
+  take_tokens_kernel<<<grid, threads, 0, stream>>>(dst, src, stride, pairs, n);
+}
+
 }  // namespace dpa::kernels

@@ -200,6 +200,17 @@ class Backend {
   virtual void download(void* host_dst, const void* src, std::size_t bytes) = 0;  // backend -> host (waits)
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;           // within backend memory
   virtual void fill_zero(void* p, std::size_t bytes) = 0;
+  // Downloads that do not wait (a step's draws, read while the next step runs): download_async()
+  // queues the copy behind the ops queued so far and returns a ticket; the bytes are in host_dst
+  // once download_wait(ticket) has returned. host_dst comes from host_alloc() (CUDA: page-locked)
+  // and must stay allocated until then. The CPU backend copies at once.
+  virtual void* host_alloc(std::size_t bytes) { return ::operator new(bytes); }
+  virtual void host_release(void* p) { ::operator delete(p); }
+  virtual uint64_t download_async(void* host_dst, const void* src, std::size_t bytes) {
+    if (bytes) download(host_dst, src, bytes);
+    return 0;
+  }
+  virtual void download_wait(uint64_t ticket) { (void)ticket; }
   // A weight usable by the ops: the CPU backend returns `w` (views into the checkpoint mapping);
   // the CUDA backend copies it to the device once and keeps it until the backend is destroyed.
   virtual WeightView prepare_weight(const WeightView& w) = 0;
@@ -445,6 +456,10 @@ class Backend {
   virtual void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
                            int64_t top_k, int64_t d, float* out, bool accumulate) = 0;
 
+  // dst[pairs[2i]] = src[pairs[2i + 1] * stride] for i < n: a step's input ids taken from an
+  // earlier step's draws where they are (argmax outputs: stride 1; SampleOut::token: the size of a
+  // SampleOut in int32s), so the host need not see them first.
+  virtual void take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) = 0;
   // out[i] = argmax of logits row i (lowest index on ties): greedy sampling.
   virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;
   // logits[e.row * vocab + e.token] = apply_logit_edit(that, e) for each of n edits.

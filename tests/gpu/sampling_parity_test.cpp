@@ -181,5 +181,57 @@ TEST(BackendParity, SampleNan) {
   EXPECT_TRUE(close("sample", shp({{"n", n}, {"vocab", vocab}}) + " NaN logprobs", la, lb, 0.0, 1e-5));
 }
 
+// The next step's ids taken from a step's draws (argmax outputs, SampleOut::token by stride), and
+// the draws' downloads that do not wait: each ticket's bytes are there once it is waited for,
+// while later copies are still queued.
+TEST(BackendParity, TakeTokensAndDownloadAsync) {
+  for (int64_t n : {1, 7, 600}) {
+    std::vector<int32_t> ids(static_cast<std::size_t>(n + 5));
+    for (auto& x : ids) x = static_cast<int32_t>(rnd_int(0, 1000));
+    std::vector<SampleOut> draws(static_cast<std::size_t>(n));
+    for (auto& d : draws) d.token = static_cast<int32_t>(rnd_int(0, 100000)), d.logprob = -1.0f;
+    std::vector<int32_t> am(static_cast<std::size_t>(n));
+    for (auto& x : am) x = static_cast<int32_t>(rnd_int(0, 100000));
+    std::vector<int32_t> pairs_a, pairs_s;  // distinct rows of ids, from any draw
+    std::vector<int32_t> rows(ids.size());
+    std::iota(rows.begin(), rows.end(), 0);
+    std::shuffle(rows.begin(), rows.end(), rng());
+    for (int64_t i = 0; i < n; ++i) {
+      auto& p = i % 3 ? pairs_a : pairs_s;
+      p.push_back(rows[static_cast<std::size_t>(i)]);
+      p.push_back(static_cast<int32_t>(rnd_int(0, n - 1)));
+    }
+    Dual<int32_t> di(ids), da(am), dpa(pairs_a), dps(pairs_s);
+    Dual<SampleOut> ds(draws);
+    const int64_t stride = sizeof(SampleOut) / sizeof(int32_t);
+    for (Backend* be : {&cpu(), &gpu()}) {
+      const bool g = be == &gpu();
+      be->take_tokens((g ? di.g : di.c).data(), (g ? da.g : da.c).data(), 1, (g ? dpa.g : dpa.c).data(),
+                      static_cast<int64_t>(pairs_a.size() / 2));
+      be->take_tokens((g ? di.g : di.c).data(), reinterpret_cast<const int32_t*>((g ? ds.g : ds.c).data()), stride,
+                      (g ? dps.g : dps.c).data(), static_cast<int64_t>(pairs_s.size() / 2));
+    }
+    auto want = ids;
+    for (std::size_t i = 0; i < pairs_a.size(); i += 2) want[pairs_a[i]] = am[pairs_a[i + 1]];
+    for (std::size_t i = 0; i < pairs_s.size(); i += 2) want[pairs_s[i]] = draws[pairs_s[i + 1]].token;
+    const std::string shape = shp({{"n", n}});
+    EXPECT_TRUE(exact("take_tokens cpu", shape, want, di.on_cpu()));
+    EXPECT_TRUE(exact("take_tokens", shape, want, di.on_gpu()));
+    // Two downloads queued behind a long copy; the first ticket's bytes are in place when waited.
+    Buffer<float> big(gpu(), std::size_t{64} << 20), big2(gpu(), std::size_t{64} << 20);
+    auto* host = static_cast<int32_t*>(gpu().host_alloc(ids.size() * sizeof(int32_t) * 2));
+    gpu().copy(big2.data(), big.data(), (std::size_t{64} << 20) * sizeof(float));
+    const uint64_t t1 = gpu().download_async(host, di.g.data(), ids.size() * sizeof(int32_t));
+    gpu().copy(big.data(), big2.data(), (std::size_t{64} << 20) * sizeof(float));
+    const uint64_t t2 = gpu().download_async(host + ids.size(), da.g.data(), am.size() * sizeof(int32_t));
+    EXPECT_GT(t2, t1);
+    gpu().download_wait(t1);
+    EXPECT_TRUE(exact("download_async", shape, want, std::vector<int32_t>(host, host + ids.size())));
+    gpu().download_wait(t2);
+    EXPECT_TRUE(exact("download_async 2", shape, am, std::vector<int32_t>(host + ids.size(), host + ids.size() + am.size())));
+    gpu().host_release(host);
+  }
+}
+
 }  // namespace
 }  // namespace dpa::backend

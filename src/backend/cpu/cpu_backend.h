@@ -84,6 +84,7 @@ class CpuBackend final : public Backend {
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
   void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                    int64_t d, float* out, bool accumulate) override;
+  void take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
   void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,

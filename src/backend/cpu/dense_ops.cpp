@@ -113,6 +113,10 @@ void CpuBackend::silu_mul(const float* gate, const float* up, int64_t count, flo
   }
 }
 
+void CpuBackend::take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[pairs[2 * i]] = src[pairs[2 * i + 1] * stride];
+}
+
 void CpuBackend::argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) {
   for (int64_t i = 0; i < n; ++i) {
     const float* l = logits + i * vocab;

@@ -105,6 +105,8 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   stream_ = lanes_[0];
   lane_events_.resize(kLaneEvents);
   for (cudaEvent_t& e : lane_events_) DPA_CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  download_events_.resize(kDownloadEvents);
+  for (cudaEvent_t& e : download_events_) DPA_CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   DPA_CHECK_CUBLAS(cublasCreate(&cublas_));
   DPA_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
   // A workspace of our own (cuBLAS's default size on Hopper), set after the stream: cuBLAS then
@@ -216,6 +218,7 @@ void CudaBackend::lane_wait(uint64_t mark) {
 CudaBackend::~CudaBackend() {
   for (cudaEvent_t e : mark_events_) cudaEventDestroy(e);
   for (cudaEvent_t e : lane_events_) cudaEventDestroy(e);
+  for (cudaEvent_t e : download_events_) cudaEventDestroy(e);
   for (cudaEvent_t e : window_events_)
     if (e) cudaEventDestroy(e);
   cudaStreamSynchronize(lanes_[1]);
@@ -325,6 +328,31 @@ void CudaBackend::download(void* host_dst, const void* src, std::size_t bytes) {
   not_capturing("download");
   DPA_CHECK_CUDA(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   DPA_CHECK_CUDA(cudaStreamSynchronize(stream_));
+}
+
+void* CudaBackend::host_alloc(std::size_t bytes) {
+  void* p = nullptr;
+  DPA_CHECK_CUDA(cudaHostAlloc(&p, std::max<std::size_t>(bytes, 1), cudaHostAllocDefault));
+  return p;
+}
+
+void CudaBackend::host_release(void* p) {
+  if (p) DPA_CHECK_CUDA(cudaFreeHost(p));
+}
+
+uint64_t CudaBackend::download_async(void* host_dst, const void* src, std::size_t bytes) {
+  not_capturing("download_async");
+  if (bytes) DPA_CHECK_CUDA(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  const uint64_t ticket = downloads_++;
+  DPA_CHECK_CUDA(cudaEventRecord(download_events_[ticket % kDownloadEvents], stream_));
+  return ticket;
+}
+
+void CudaBackend::download_wait(uint64_t ticket) {
+  if (ticket >= downloads_ || ticket + kDownloadEvents < downloads_)
+    throw Error(fmt::format("cuda backend: download ticket {} not among the last {} of {}", ticket, kDownloadEvents,
+                            downloads_));
+  DPA_CHECK_CUDA(cudaEventSynchronize(download_events_[ticket % kDownloadEvents]));
 }
 
 void CudaBackend::copy(void* dst, const void* src, std::size_t bytes) {

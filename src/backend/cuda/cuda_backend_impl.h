@@ -60,6 +60,10 @@ class CudaBackend final : public Backend {
   void release(void* p) override;
   void upload(void* dst, const void* host_src, std::size_t bytes) override;
   void download(void* host_dst, const void* src, std::size_t bytes) override;
+  void* host_alloc(std::size_t bytes) override;
+  void host_release(void* p) override;
+  uint64_t download_async(void* host_dst, const void* src, std::size_t bytes) override;
+  void download_wait(uint64_t ticket) override;
   void copy(void* dst, const void* src, std::size_t bytes) override;
   void fill_zero(void* p, std::size_t bytes) override;
 
@@ -204,6 +208,7 @@ class CudaBackend final : public Backend {
   void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                    int64_t d, float* out, bool accumulate) override;
 
+  void take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
 
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
@@ -284,6 +289,10 @@ class CudaBackend final : public Backend {
   static constexpr std::size_t kLaneEvents = 64;
   std::vector<cudaEvent_t> lane_events_;
   uint64_t lane_marks_ = 0;
+  // download_async's tickets: a ring of events, one recorded after each queued download.
+  static constexpr std::size_t kDownloadEvents = 16;
+  std::vector<cudaEvent_t> download_events_;
+  uint64_t downloads_ = 0;
   cublasHandle_t cublas_ = nullptr;
   static constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
   void* cublas_ws_ = nullptr;

@@ -215,6 +215,12 @@ void CudaBackend::silu_mul(const float* gate, const float* up, int64_t count, fl
   DPA_CHECK_LAUNCH();
 }
 
+void CudaBackend::take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) {
+  if (n <= 0) return;
+  kernels::take_tokens(dst, src, stride, pairs, n, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
 void CudaBackend::argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) {
   if (n <= 0) return;
   kernels::argmax(logits, n, vocab, out, stream_);
