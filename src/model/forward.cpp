@@ -289,35 +289,54 @@ Model::Slice Model::my_slice(const Micro& m) const {
 const std::vector<int64_t>& Model::expert_counts() const {
   if (counts_on_device_) {
     const ModelConfig& c = config();
-    const int64_t E = c.n_routed_experts, stride = E + shared_pieces_;
-    for (std::size_t l = 0; l < fixed_layers_.size(); ++l)
-      if (fixed_layers_[l]) std::fill_n(expert_counts_.begin() + static_cast<std::ptrdiff_t>(l * E), E, int64_t{0});
+    const int64_t stride = c.n_routed_experts + shared_pieces_, ks_all = c.num_experts_per_tok + shared_pieces_;
+    std::vector<int64_t> all[2];
+    std::vector<int32_t> ids[2];
+    const int64_t* all_p[2] = {};
+    const int32_t* ids_p[2] = {};
+    int64_t rows[2] = {}, pad[2] = {};
     for (int i = 0; i < n_micro_; ++i) {
       const Micro& m = micro_[i];
-      std::vector<int64_t> all(fixed_layers_.size() * static_cast<std::size_t>(stride));
-      be_.download(all.data(), m.d_expert_counts.data(), all.size() * sizeof(int64_t));
-      for (std::size_t l = 0; l < fixed_layers_.size(); ++l)
-        if (fixed_layers_[l])
-          for (int64_t e = 0; e < E; ++e) expert_counts_[l * static_cast<std::size_t>(E) + e] += all[l * stride + e];
-      // The padding rows out again: each fixed layer's routing of the micro-batch's last row on
-      // this rank (moe_route keeps the layers' routing apart in gate_ids on that path).
+      all[i].resize(fixed_layers_.size() * static_cast<std::size_t>(stride));
+      be_.download(all[i].data(), m.d_expert_counts.data(), all[i].size() * sizeof(int64_t));
+      all_p[i] = all[i].data();
       const Slice sl = my_slice(m);
+      rows[i] = sl.rows, pad[i] = sl.pad;
       if (sl.pad <= 0) continue;
-      const int64_t ks_all = c.num_experts_per_tok + shared_pieces_, per_layer = sl.rows * ks_all;
-      std::vector<int32_t> ids(fixed_layers_.size() * static_cast<std::size_t>(per_layer));
-      be_.download(ids.data(), m.gate_ids.data(), ids.size() * sizeof(int32_t));
-      for (std::size_t l = 0; l < fixed_layers_.size(); ++l) {
-        if (!fixed_layers_[l]) continue;
-        const bool shared = weights_.layers[l].has_shared;
-        const int64_t ks = c.num_experts_per_tok + (shared ? shared_pieces_ : 0);
-        const int32_t* last = ids.data() + static_cast<int64_t>(l) * per_layer + (sl.rows - 1) * ks;
-        for (int64_t k = 0; k < ks; ++k)
-          if (last[k] >= 0 && last[k] < E) expert_counts_[l * static_cast<std::size_t>(E) + last[k]] -= sl.pad;
-      }
+      ids[i].resize(fixed_layers_.size() * static_cast<std::size_t>(sl.rows * ks_all));
+      be_.download(ids[i].data(), m.gate_ids.data(), ids[i].size() * sizeof(int32_t));
+      ids_p[i] = ids[i].data();
     }
+    fold_device_counts(expert_counts_, fixed_layers_, n_micro_, rows, pad, all_p, ids_p);
     counts_on_device_ = false;
   }
   return expert_counts_;
+}
+
+void Model::fold_device_counts(std::vector<int64_t>& out, const std::vector<uint8_t>& fixed, int n_micro,
+                               const int64_t* rows, const int64_t* pad, const int64_t* const* all,
+                               const int32_t* const* ids) const {
+  const ModelConfig& c = config();
+  const int64_t E = c.n_routed_experts, stride = E + shared_pieces_, ks_all = c.num_experts_per_tok + shared_pieces_;
+  for (std::size_t l = 0; l < fixed.size(); ++l)
+    if (fixed[l]) std::fill_n(out.begin() + static_cast<std::ptrdiff_t>(l * E), E, int64_t{0});
+  for (int i = 0; i < n_micro; ++i) {
+    for (std::size_t l = 0; l < fixed.size(); ++l)
+      if (fixed[l])
+        for (int64_t e = 0; e < E; ++e) out[l * static_cast<std::size_t>(E) + e] += all[i][l * stride + e];
+    // The padding rows out again: each fixed layer's routing of the micro-batch's last row on
+    // this rank (moe_route keeps the layers' routing apart in gate_ids on that path).
+    if (pad[i] <= 0) continue;
+    const int64_t per_layer = rows[i] * ks_all;
+    for (std::size_t l = 0; l < fixed.size(); ++l) {
+      if (!fixed[l]) continue;
+      const bool shared = weights_.layers[l].has_shared;
+      const int64_t ks = c.num_experts_per_tok + (shared ? shared_pieces_ : 0);
+      const int32_t* last = ids[i] + static_cast<int64_t>(l) * per_layer + (rows[i] - 1) * ks;
+      for (int64_t k = 0; k < ks; ++k)
+        if (last[k] >= 0 && last[k] < E) out[l * static_cast<std::size_t>(E) + last[k]] -= pad[i];
+    }
+  }
 }
 
 void Model::add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local) {
@@ -341,6 +360,7 @@ void Model::mlp(const MlpWeights& w, const PreNorm* pre, float* h, int64_t n, fl
 
 Model::~Model() {
   try {
+    for (Draws& d : draws_) be_.host_release(d.host), d.host = nullptr;
     drop_graphs();
   } catch (const std::exception& e) {
     log::warn("model: dropping decode graphs: {}", e.what());
@@ -435,6 +455,51 @@ double steady_s() {
 
 void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
                     std::vector<int32_t>* argmax, const Sampling* sampling) {
+  run_step(batch, logits, argmax, sampling, nullptr);
+}
+
+void Model::launch(const std::vector<SeqInput>& batch, std::span<const backend::SampleSpec> specs,
+                   std::span<const backend::LogitEdit> edits) {
+  Draws& d = draws_[launch_slot_];
+  if (d.pending) throw Error("model: launch() with two steps launched and not collected");
+  std::vector<float> no_logits;
+  const Sampling sampling{specs, edits, nullptr};
+  run_step(batch, no_logits, nullptr, &sampling, &d);
+  launch_slot_ ^= 1;
+}
+
+void Model::collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut>& samples) {
+  Draws& d = draws_[collect_slot_];
+  if (!d.pending) throw Error("model: collect() without a launched step");
+  d.pending = false;
+  collect_slot_ ^= 1;
+  be_.download_wait(d.ticket);
+  argmax.assign(static_cast<std::size_t>(d.n_rows), -1);
+  if (d.argmax_ran) std::memcpy(argmax.data(), d.host, static_cast<std::size_t>(d.n_rows) * sizeof(int32_t));
+  for (int32_t k : d.keep) argmax[static_cast<std::size_t>(k)] = -1;
+  samples.resize(static_cast<std::size_t>(d.n_keep));
+  if (d.n_keep > 0)
+    std::memcpy(samples.data(), static_cast<const char*>(d.host) + draws_offset(d.n_rows),
+                static_cast<std::size_t>(d.n_keep) * sizeof(backend::SampleOut));
+  if (!d.kept_counts) {
+    collected_counts_.clear();
+    return;
+  }
+  collected_counts_.swap(d.counts);
+  if (d.device_counts) {
+    const char* host = static_cast<const char*>(d.host);
+    const int64_t* all[2] = {};
+    const int32_t* ids[2] = {};
+    for (int i = 0; i < d.n_micro; ++i) {
+      all[i] = reinterpret_cast<const int64_t*>(host + d.counts_at[i]);
+      ids[i] = reinterpret_cast<const int32_t*>(host + d.ids_at[i]);
+    }
+    fold_device_counts(collected_counts_, d.fixed, d.n_micro, d.rows, d.pad, all, ids);
+  }
+}
+
+void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& logits, std::vector<int32_t>* argmax,
+                     const Sampling* sampling, Draws* draws) {
   // The host's share of a replayed step (GraphStats), counted when the step returns.
   struct HostClock {
     Model& m;
@@ -456,7 +521,13 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   std::vector<int64_t>& positions = host_.positions;
   std::vector<int64_t>& slots = host_.slots;
   std::vector<int64_t>& seq_pages = host_.seq_pages;
+  std::vector<int32_t>& take_argmax = host_.take_argmax;
+  std::vector<int32_t>& take_sampled = host_.take_sampled;
   ids.clear(), pages.clear(), positions.clear(), slots.clear(), seq_pages.clear();
+  take_argmax.clear(), take_sampled.clear();
+  // The previous step's draws serve this step only.
+  const std::vector<int32_t> prev = std::move(prev_draws_);
+  prev_draws_.clear();
   int64_t decode_seqs = 0;  // single-token sequences taking the absorbed form
   int32_t pad_offset = 0, pad_ctx = 0;  // the first row's page table and context (the padding's)
   for (const SeqInput& s : batch) {
@@ -473,8 +544,19 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
     if (n == 1 && absorbs(n)) ++decode_seqs;
     if (n > 0 && ids.empty())
       pad_offset = static_cast<int32_t>(pages.size()), pad_ctx = static_cast<int32_t>(s.start + 1);
+    if (s.prev_row >= 0) {  // its token comes from the previous step's draws, in backend memory
+      if (n != 1) throw Error(fmt::format("a sequence taking the previous step's draw feeds 1 token, not {}", n));
+      const int32_t from = s.prev_row < static_cast<int64_t>(prev.size()) ? prev[static_cast<std::size_t>(s.prev_row)]
+                                                                           : kNoDraw;
+      if (from == kNoDraw)
+        throw Error(fmt::format("the previous step drew no token for its wanted row {} (it had {})", s.prev_row,
+                                prev.size()));
+      auto& take = from == kArgmaxDraw ? take_argmax : take_sampled;
+      take.push_back(static_cast<int32_t>(ids.size()));
+      take.push_back(from == kArgmaxDraw ? s.prev_row : from);
+    }
     for (int64_t i = 0; i < n; ++i) {
-      const int32_t t = s.tokens[static_cast<std::size_t>(i)];
+      const int32_t t = s.prev_row >= 0 ? 0 : s.tokens[static_cast<std::size_t>(i)];  // 0: until taken
       if (t < 0 || t >= c.vocab_size)
         throw Error(fmt::format("token id {} outside the vocabulary [0, {})", t, c.vocab_size));
       ids.push_back(t);
@@ -492,6 +574,9 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   if (opts_.decode_bucket > 1 && !ids.empty() && decode_seqs == static_cast<int64_t>(ids.size())) {
     const std::size_t b = static_cast<std::size_t>(opts_.decode_bucket), padded = (ids.size() + b - 1) / b * b;
     step_pad_rows_ = static_cast<int64_t>(padded - ids.size());
+    for (auto* take : {&take_argmax, &take_sampled})  // a first row taken from the draws: its copies too
+      if (!take->empty() && (*take)[0] == 0)
+        for (std::size_t r = ids.size(); r < padded; ++r) take->push_back(static_cast<int32_t>(r)), take->push_back((*take)[1]);
     while (ids.size() < padded) ids.push_back(ids[0]), positions.push_back(positions[0]), slots.push_back(-1);
   }
   // DPA_PROFILE_DECODE_STEP=K: the K-th pure decode step is bracketed for an outside profiler
@@ -521,6 +606,15 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   else if (micro_[0].ex)
     micro_[0].ex->set_communicator(*comms_.ep);
   upload(d_ids_, ids);
+  // The previous step's argmax and samples are where it left them (this step's come later).
+  if (!take_argmax.empty())
+    be_.take_tokens(d_ids_.data(), d_argmax_.data(), 1, upload(d_take_argmax_, take_argmax),
+                    static_cast<int64_t>(take_argmax.size() / 2));
+  static_assert(sizeof(backend::SampleOut) % sizeof(int32_t) == 0 && offsetof(backend::SampleOut, token) == 0);
+  if (!take_sampled.empty())
+    be_.take_tokens(d_ids_.data(), reinterpret_cast<const int32_t*>(d_samples_.data()),
+                    sizeof(backend::SampleOut) / sizeof(int32_t), upload(d_take_sampled_, take_sampled),
+                    static_cast<int64_t>(take_sampled.size() / 2));
   upload(d_pos_, positions);
   upload(d_pages_, pages);
   upload(d_slots_, slots);
@@ -593,7 +687,7 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   int64_t offset = 0;
   for (const SeqInput& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
-    const bool full = !argmax || !s.argmax_only;
+    const bool full = (!argmax && !draws) || !s.argmax_only;
     auto want = [&](int64_t i) {
       if (full) keep.push_back(static_cast<int32_t>(rows.size()));
       rows.push_back(static_cast<int32_t>(offset + i));
@@ -612,18 +706,26 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   be_.linear(picked, n_rows, weights_.lm_head, d_logits);
   const int64_t V = c.vocab_size, n_keep = static_cast<int64_t>(keep.size());
   logits.resize(sampling ? 0 : static_cast<std::size_t>(n_keep * V));
-  if (!argmax) {
+  if (!argmax && !draws) {
     if (sampling) throw Error("forward: sampling needs the argmax output");
     if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
     return;
   }
-  argmax->assign(static_cast<std::size_t>(n_rows), -1);
+  if (draws && !sampling) throw Error("model: launch() without sampling");
+  if (argmax) argmax->assign(static_cast<std::size_t>(n_rows), -1);
+  int32_t* d_am = nullptr;
   if (n_keep < n_rows) {
-    int32_t* d_am = scratch(d_argmax_, n_rows);
+    d_am = scratch(d_argmax_, n_rows);
     be_.argmax(d_logits, n_rows, V, d_am);
-    be_.download(argmax->data(), d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
-    for (int32_t k : keep) (*argmax)[static_cast<std::size_t>(k)] = -1;
+    if (argmax) {
+      be_.download(argmax->data(), d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
+      for (int32_t k : keep) (*argmax)[static_cast<std::size_t>(k)] = -1;
+    }
   }
+  // Where the next step finds each wanted row's draw (prev_row): the argmax rows now; the
+  // sampled ones once sampled below.
+  prev_draws_.assign(static_cast<std::size_t>(n_rows), d_am ? kArgmaxDraw : kNoDraw);
+  for (int32_t k : keep) prev_draws_[static_cast<std::size_t>(k)] = kNoDraw;
   float* kept = d_logits;
   if (n_keep > 0 && n_keep < n_rows) {
     kept = scratch(kept_, n_keep * V);
@@ -638,13 +740,64 @@ void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logi
   for (const backend::LogitEdit& e : sampling->edits)
     if (e.row < 0 || e.row >= n_keep || e.token < 0 || e.token >= V)
       throw Error(fmt::format("forward: logit edit ({}, {}) outside [{}, {}]", e.row, e.token, n_keep, V));
-  sampling->out->resize(static_cast<std::size_t>(n_keep));
-  if (n_keep == 0) return;
-  if (!sampling->edits.empty())
-    be_.edit_logits(kept, V, upload(d_edits_, sampling->edits), static_cast<int64_t>(sampling->edits.size()));
-  backend::SampleOut* d_out = scratch(d_samples_, n_keep);
-  be_.sample(kept, n_keep, V, upload(d_specs_, sampling->specs), d_out);
-  be_.download(sampling->out->data(), d_out, static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
+  backend::SampleOut* d_out = nullptr;
+  if (n_keep > 0) {
+    if (!sampling->edits.empty())
+      be_.edit_logits(kept, V, upload(d_edits_, sampling->edits), static_cast<int64_t>(sampling->edits.size()));
+    d_out = scratch(d_samples_, n_keep);
+    be_.sample(kept, n_keep, V, upload(d_specs_, sampling->specs), d_out);
+    for (int64_t j = 0; j < n_keep; ++j) prev_draws_[static_cast<std::size_t>(keep[static_cast<std::size_t>(j)])] = static_cast<int32_t>(j);
+  }
+  if (!draws) {
+    sampling->out->resize(static_cast<std::size_t>(n_keep));
+    if (n_keep > 0)
+      be_.download(sampling->out->data(), d_out, static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
+    return;
+  }
+  // launch(): the draws' downloads are queued into page-locked memory; collect() waits for them.
+  // With keep_expert_counts, the step's expert counts go along (the next step overwrites them).
+  auto align = [](std::size_t b) { return (b + 15) / 16 * 16; };
+  std::size_t bytes = align(draws_offset(n_rows) + static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
+  draws->kept_counts = keep_counts_ && !expert_counts_.empty();
+  draws->device_counts = draws->kept_counts && counts_on_device_;
+  const int64_t ks_all = c.num_experts_per_tok + shared_pieces_, stride = c.n_routed_experts + shared_pieces_;
+  if (draws->device_counts) {
+    draws->n_micro = n_micro_;
+    for (int i = 0; i < n_micro_; ++i) {
+      const Slice sl = my_slice(micro_[i]);
+      draws->rows[i] = sl.rows, draws->pad[i] = sl.pad;
+      draws->counts_at[i] = bytes;
+      bytes += align(fixed_layers_.size() * static_cast<std::size_t>(stride) * sizeof(int64_t));
+      draws->ids_at[i] = bytes;
+      if (sl.pad > 0) bytes += align(fixed_layers_.size() * static_cast<std::size_t>(sl.rows * ks_all) * sizeof(int32_t));
+    }
+  }
+  if (draws->bytes < bytes) {
+    be_.host_release(draws->host);
+    draws->host = nullptr, draws->bytes = 0;
+    draws->host = be_.host_alloc(bytes + bytes / 2);
+    draws->bytes = bytes + bytes / 2;
+  }
+  draws->n_rows = n_rows, draws->n_keep = n_keep, draws->argmax_ran = d_am != nullptr;
+  draws->keep.assign(keep.begin(), keep.end());
+  if (d_am) draws->ticket = be_.download_async(draws->host, d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
+  if (d_out || !d_am)
+    draws->ticket = be_.download_async(static_cast<char*>(draws->host) + draws_offset(n_rows), d_out,
+                                       static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
+  if (draws->kept_counts) draws->counts = expert_counts_;  // the host's part (layers counted on the host)
+  if (draws->device_counts) {
+    draws->fixed = fixed_layers_;
+    char* host = static_cast<char*>(draws->host);
+    for (int i = 0; i < n_micro_; ++i) {
+      draws->ticket = be_.download_async(host + draws->counts_at[i], micro_[i].d_expert_counts.data(),
+                                         fixed_layers_.size() * static_cast<std::size_t>(stride) * sizeof(int64_t));
+      if (draws->pad[i] > 0)
+        draws->ticket = be_.download_async(host + draws->ids_at[i], micro_[i].gate_ids.data(),
+                                           fixed_layers_.size() * static_cast<std::size_t>(draws->rows[i] * ks_all) *
+                                               sizeof(int32_t));
+    }
+  }
+  draws->pending = true;
 }
 
 }  // namespace dpa::model

@@ -35,6 +35,11 @@ struct SeqInput {
   std::span<const int32_t> pages;
   LogitsWanted logits = LogitsWanted::last;
   bool argmax_only = false;  // with an argmax output: only the argmax of its rows is returned
+  // >= 0: a one-token sequence whose token is the previous step's draw for its wanted row
+  // prev_row (argmax or sample, in that step's wanted-row order), taken where the draws are;
+  // tokens[0] is not read. The previous step must have drawn that row (launch(), or forward()
+  // with argmax and sampling).
+  int32_t prev_row = -1;
 };
 
 // Draws made where the logits are, for the wanted rows of sequences that are not argmax_only
@@ -135,6 +140,22 @@ class Model {
   void forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
                std::vector<int32_t>* argmax = nullptr, const Sampling* sampling = nullptr);
 
+  // forward() with argmax and sampling in two halves: launch() queues the step and the downloads
+  // of its draws and returns while the backend may still run it; collect() waits for the draws
+  // and hands them over as forward() would have (argmax: -1 for the sampled rows). The next step
+  // may be launched before this one is collected (its prev_row sequences then take this step's
+  // draws on the backend): at most two launched and not collected.
+  void launch(const std::vector<SeqInput>& batch, std::span<const backend::SampleSpec> specs,
+              std::span<const backend::LogitEdit> edits);
+  void collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut>& samples);
+  // Routed slots per expert of the last collected step (as expert_counts()), when asked for
+  // before its launch: keep_expert_counts(true) makes each launch download them with the draws.
+  void keep_expert_counts(bool on) { keep_counts_ = on; }
+  const std::vector<int64_t>& collected_expert_counts() const { return collected_counts_; }
+  // Whether a pure decode step of up to n tokens on this rank has no host wait inside: every MoE
+  // layer keeps its counts in backend memory (the fixed-capacity experts, the padded exchange).
+  bool decode_queued(int64_t n) const;
+
   // Routed slots per expert of the last forward on this rank: [n_layers * n_routed_experts].
   // Layers that kept their counts in backend memory (the fixed-capacity experts) are downloaded
   // here, on the first call after the step.
@@ -207,6 +228,46 @@ class Model {
     std::unique_ptr<EpExchange> ex;  // the rows' moves between the EP group's ranks
     MoeStage moe;
   };
+  // A launched step's draws on their way to the host (two in turn): argmax of every wanted row
+  // then the samples, in page-locked memory from the backend.
+  struct Draws {
+    void* host = nullptr;
+    std::size_t bytes = 0;
+    int64_t n_rows = 0, n_keep = 0;
+    bool argmax_ran = false;
+    std::vector<int32_t> keep;  // the sampled rows (argmax -1)
+    uint64_t ticket = 0;
+    bool pending = false;
+    // keep_expert_counts(): the step's counts, the host's part; the fixed layers' device counts
+    // (and, for padded slices, the routing of their last rows) land at counts_at / ids_at.
+    bool kept_counts = false, device_counts = false;
+    std::vector<int64_t> counts;
+    std::vector<uint8_t> fixed;
+    int n_micro = 0;
+    int64_t rows[2] = {}, pad[2] = {};
+    std::size_t counts_at[2] = {}, ids_at[2] = {};
+  };
+  bool keep_counts_ = false;
+  std::vector<int64_t> collected_counts_;
+  // expert_counts()'s fold: the fixed layers' entries of `out` replaced by the device counts (all[i]:
+  // micro-batch i's, host copies), less the padding rows of slices that hold some (ids[i]: their
+  // routing; rows / pad: the slice's rows and padding rows).
+  void fold_device_counts(std::vector<int64_t>& out, const std::vector<uint8_t>& fixed, int n_micro,
+                          const int64_t* rows, const int64_t* pad, const int64_t* const* all,
+                          const int32_t* const* ids) const;
+  static std::size_t draws_offset(int64_t n_rows) {  // where the samples start
+    return (static_cast<std::size_t>(n_rows) * sizeof(int32_t) + 15) / 16 * 16;
+  }
+  Draws draws_[2];
+  int launch_slot_ = 0, collect_slot_ = 0;
+  // The last step's wanted rows: where each one's draw is in backend memory (kArgmaxDraw:
+  // d_argmax_; j >= 0: d_samples_[j]; kNoDraw: none), for the next step's prev_row sequences.
+  static constexpr int32_t kArgmaxDraw = -1, kNoDraw = -2;
+  std::vector<int32_t> prev_draws_;
+  // forward()'s body; with `draws`, the draws' downloads are queued into it instead of waited for.
+  void run_step(const std::vector<SeqInput>& batch, std::vector<float>& logits, std::vector<int32_t>* argmax,
+                const Sampling* sampling, Draws* draws);
+
   // Whether attention takes the absorbed form for a sequence of `tokens` new tokens: single tokens
   // (decode) unless expanded is forced, every sequence when absorbed is forced.
   bool absorbs(int64_t tokens) const {
@@ -380,8 +441,10 @@ class Model {
   std::optional<GraphKey> last_graph_key_;  // the previous graphable step's key
   GraphStats graph_stats_;
   double last_return_s_ = -1;  // steady clock at the last forward's return (GraphStats' host times)
+  backend::Buffer<int32_t> d_take_argmax_, d_take_sampled_;
   struct HostInputs {  // forward()'s host side of the step's inputs
     std::vector<int32_t> ids, pages;
+    std::vector<int32_t> take_argmax, take_sampled;  // (row, source) pairs of the prev_row rows
     std::vector<int64_t> positions, slots, seq_pages;
   } host_;
 };

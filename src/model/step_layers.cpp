@@ -81,6 +81,12 @@ void Model::layers_tbo(float* residual, float* h, float* out) {
   if (c.num_hidden_layers > 0) be_.add(residual, out, step_rows_ * D);
 }
 
+bool Model::decode_queued(int64_t n) const {
+  if (!any_moe_) return true;
+  if (exchange_) return opts_.ep_padded_max_tokens > 0 && (n + 15) / 16 * 16 <= opts_.ep_padded_max_tokens;
+  return n <= moe_fixed_tokens_;
+}
+
 bool Model::graphable(int64_t n) const {
   if (!graphs_ || opts_.profile_phases || n <= 0 || !decode_contiguous_) return false;
   if (comms_.attn_tp && comms_.attn_tp->size() > 1) return false;

@@ -269,6 +269,43 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
       std::printf("decode graphs: %lld recorded, %lld replays, %lld failed\n", static_cast<long long>(gs.recorded),
                   static_cast<long long>(gs.replayed), static_cast<long long>(gs.failed));
   }
+  // The same continuation as the engine's overlap scheduler runs it: each step launched before the
+  // one before is collected, its tokens taken from that step's draws where they are (on a GPU,
+  // behind a step still queued). Pages taken anew; the steps' shapes are those above: the same tokens.
+  {
+    for (auto& t : tables) model.cache().release(t);
+    std::vector<std::vector<int32_t>> tables2(mine.size());
+    std::vector<SeqInput> b;
+    std::vector<int32_t> last_row(mine.size());
+    int64_t rows = 0;
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      model.cache().grow(tables2[i], static_cast<int64_t>(seqs[i].size()) + 32);
+      b.push_back(SeqInput{seqs[i], 0, tables2[i], LogitsWanted::all, true});
+      rows += static_cast<int64_t>(seqs[i].size());
+      last_row[i] = static_cast<int32_t>(rows - 1);
+    }
+    model.launch(b, {}, {});
+    const std::vector<int32_t> placeholder = {-1};
+    std::vector<std::vector<int32_t>> gen2(mine.size());
+    std::vector<int32_t> am;
+    std::vector<backend::SampleOut> no_samples;
+    for (std::size_t step = 1; step <= n_new; ++step) {
+      if (step < n_new) {
+        b.clear();
+        for (std::size_t i = 0; i < mine.size(); ++i)
+          b.push_back(SeqInput{placeholder, static_cast<int64_t>(seqs[i].size() + step - 1), tables2[i],
+                               LogitsWanted::last, true, step == 1 ? last_row[i] : static_cast<int32_t>(i)});
+        model.launch(b, {}, {});
+      }
+      model.collect(am, no_samples);
+      for (std::size_t i = 0; i < mine.size(); ++i)
+        gen2[i].push_back(am[step == 1 ? static_cast<std::size_t>(last_row[i]) : i]);
+    }
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      EXPECT_EQ(gen2[i], gen[i]) << "launch / collect, prompt " << mine[i] << " on " << lay.describe();
+      model.cache().release(tables2[i]);
+    }
+  }
   if (args.tbo > 0) {  // some EP group had a step long enough to split (groups of idle ranks have none)
     long long mine_tbo = model.two_batch_steps(), most_tbo = 0;
     MPI_Reduce(&mine_tbo, &most_tbo, 1, MPI_LONG_LONG, MPI_MAX, 0, MPI_COMM_WORLD);

@@ -206,6 +206,89 @@ TEST(ModelForward, DecodePaddingStaysOutOfExpertStats) {
   }
 }
 
+// launch() / collect(): a step launched before the previous one is collected takes that step's
+// draws (argmax and sampled rows, and the decode padding's copies of its first row) where they
+// are, and gives what forward() gives with the drawn tokens written out.
+TEST(ModelForward, LaunchTakesThePreviousStepsDraws) {
+  backend::SampleSpec spec;
+  spec.temperature = 0.8f, spec.u = 0.3, spec.n_top = 2;
+  const std::vector<backend::SampleSpec> specs = {spec};
+  std::vector<std::vector<int32_t>> prompts;
+  for (std::size_t i = 0; i < 3; ++i)
+    prompts.emplace_back(kPrompt.begin() + static_cast<std::ptrdiff_t>(i), kPrompt.begin() + 8 + static_cast<std::ptrdiff_t>(i));
+  // Sequence 1 is sampled, 0 and 2 greedy.
+  auto prefill = [&](std::vector<std::vector<int32_t>>& tables) {
+    std::vector<SeqInput> b;
+    for (std::size_t i = 0; i < 3; ++i) b.push_back(SeqInput{prompts[i], 0, tables[i], LogitsWanted::last, i != 1});
+    return b;
+  };
+  struct Out {
+    std::vector<int32_t> argmax;
+    std::vector<backend::SampleOut> samples;
+    std::vector<int64_t> counts;
+  };
+  // The fixed-capacity experts keep their counts in backend memory: launch() brings each step's
+  // along with its draws (the padded decode step's padding taken out again).
+  ::setenv("DPA_MOE_FIXED_TOKENS", "64", 1);
+  // Reference: forward() twice, the draws written into the decode step's inputs.
+  Out ref[2];
+  {
+    Loaded f(4, 64);
+    f.m->options().decode_bucket = 16;
+    std::vector<std::vector<int32_t>> tables(3);
+    for (auto& t : tables) f.m->cache().grow(t, 9);
+    std::vector<float> none;
+    const Sampling s0{specs, {}, &ref[0].samples};
+    f.m->forward(prefill(tables), none, &ref[0].argmax, &s0);
+    ref[0].counts = f.m->expert_counts();
+    ASSERT_EQ(ref[0].argmax.size(), 3u);
+    ASSERT_EQ(ref[0].samples.size(), 1u);
+    std::vector<std::vector<int32_t>> next = {{ref[0].argmax[0]}, {ref[0].samples[0].token}, {ref[0].argmax[2]}};
+    std::vector<SeqInput> step;
+    for (std::size_t i = 0; i < 3; ++i) step.push_back(SeqInput{next[i], 8, tables[i], LogitsWanted::last, i != 1});
+    const Sampling s1{specs, {}, &ref[1].samples};
+    f.m->forward(step, none, &ref[1].argmax, &s1);
+    ref[1].counts = f.m->expert_counts();
+  }
+  Loaded f(4, 64);
+  ::unsetenv("DPA_MOE_FIXED_TOKENS");
+  Model& m = *f.m;
+  m.options().decode_bucket = 16;
+  m.keep_expert_counts(true);
+  std::vector<std::vector<int32_t>> tables(3);
+  for (auto& t : tables) m.cache().grow(t, 9);
+  const std::vector<int32_t> placeholder = {-1};
+  std::vector<SeqInput> step;
+  for (std::size_t i = 0; i < 3; ++i)
+    step.push_back(SeqInput{placeholder, 8, tables[i], LogitsWanted::last, i != 1, static_cast<int32_t>(i)});
+  EXPECT_THROW(m.collect(ref[0].argmax, ref[0].samples), Error);  // nothing launched
+  EXPECT_THROW(m.launch(step, specs, {}), Error);                // no step drew before
+  m.launch(prefill(tables), specs, {});
+  m.launch(step, specs, {});  // before the first is collected
+  std::vector<SeqInput> third = step;
+  EXPECT_THROW(m.launch(third, specs, {}), Error);  // two in flight already
+  Out got[2];
+  m.collect(got[0].argmax, got[0].samples);
+  got[0].counts = m.collected_expert_counts();
+  m.collect(got[1].argmax, got[1].samples);
+  got[1].counts = m.collected_expert_counts();
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_EQ(got[k].counts, ref[k].counts) << "step " << k;
+    int64_t sum = 0;
+    for (int64_t x : got[k].counts) sum += x;
+    EXPECT_GT(sum, 0) << "step " << k;
+    EXPECT_EQ(got[k].argmax, ref[k].argmax) << "step " << k;
+    ASSERT_EQ(got[k].samples.size(), 1u);
+    EXPECT_EQ(got[k].samples[0].token, ref[k].samples[0].token) << "step " << k;
+    EXPECT_EQ(got[k].samples[0].logprob, ref[k].samples[0].logprob) << "step " << k;
+  }
+  EXPECT_EQ(got[0].argmax[1], -1);
+  // A row the previous step did not draw (beyond its rows) is refused.
+  step.resize(1);
+  step[0].prev_row = 3;
+  EXPECT_THROW(m.launch(step, specs, {}), Error);
+}
+
 // Decode graphs asked of a backend that records none (the CPU): the first recording is refused,
 // graphs turn off, and the steps, padded to the graphs' bucket over the fixed-capacity experts
 // that come with them, give the eager model's logits and expert statistics.
