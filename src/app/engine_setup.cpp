@@ -76,6 +76,7 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("kv-cache-dtype", po::value<std::string>(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype), "KV cache elements: auto (bfloat16 on GPUs for bf16 checkpoints, else float32) | float32 | bfloat16 (GPUs only)")
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
       ("enforce-eager", po::bool_switch(&f.enforce_eager), "GPUs: run every step op by op (no CUDA graphs)")
+      ("disable-overlap-schedule", po::bool_switch(&f.disable_overlap_schedule), "schedule and launch each step only after the one before has finished (by default the host prepares the next step while the device runs the current one)")
       ("cuda-graph-max-bs", po::value<int64_t>(&f.cuda_graph_max_bs)->default_value(f.cuda_graph_max_bs), "GPUs, single-rank replicas (attn_tp 1, ep 1): decode steps of up to this many sequences replay recorded CUDA graphs, their experts at a fixed capacity (0: none)")
       ("ep-exchange", po::value<std::string>(&f.ep_exchange)->default_value(f.ep_exchange), "ep > 1: how MoE rows move between ranks: exact (the routed rows, counts through the host: one wait per MoE layer) or padded (steps of up to --cuda-graph-max-bs tokens on every rank: fixed-size blocks, counts on the device, no wait; decode graphs too with attn_tp 1; larger steps exact)")
       ("enable-two-batch-overlap", po::bool_switch(&f.two_batch_overlap), "ep > 1 with --ep-exchange padded: run each step of at least --tbo-min-tokens tokens a rank as two micro-batches, one's exchange overlapping the other's compute (attn_tp 1)")
@@ -127,6 +128,7 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   eo.gpu_memory_utilization = f.gpu_memory_utilization;
   eo.max_pages = eo.n_pages;
   eo.profile_phases = f.profile_phases;
+  eo.keep_expert_counts = f.collect_expert_stats;
   if (f.cuda_graph_max_bs < 0 || f.cuda_graph_max_bs > (1 << 20))
     throw ConfigError("cuda-graph-max-bs", "must be in [0, 1048576]");
   eo.cuda_graph_max_tokens = f.enforce_eager ? 0 : f.cuda_graph_max_bs;
@@ -179,6 +181,7 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   ec.router = f.router;
   ec.router.seed = f.seed;
   ec.collect_expert_stats = f.collect_expert_stats;
+  ec.overlap_schedule = !f.disable_overlap_schedule;
   ec.watchdog_timeout_s = f.watchdog_timeout;
   ec.fault_rank = f.fault_rank;
   ec.fault_step = f.fault_step;

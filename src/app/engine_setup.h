@@ -28,6 +28,7 @@ struct EngineFlags {
   bool enforce_eager = false;           // no decode graphs (vLLM's flag)
   int64_t cuda_graph_max_bs = 512;      // decode graphs for steps of up to this many sequences (SGLang's flag)
   std::string ep_exchange = "exact";     // ep > 1: "exact" (counts via the host) or "padded" (fixed-size blocks)
+  bool disable_overlap_schedule = false;  // SGLang's flag: schedule a step only once the one before is done
   bool two_batch_overlap = false;        // SGLang's --enable-two-batch-overlap
   int64_t tbo_min_tokens = 0;            // ... for steps of at least this many tokens a rank (0: auto)
   int64_t max_num_seqs = 256;

@@ -157,8 +157,9 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
   }
 }
 
-void Engine::gather_headers(const StepPlan& plan) {
+void Engine::gather_headers(const StepPlan& plan, bool sync) {
   StepHeader h;
+  h.sync = sync ? 1 : 0;
   h.step = step_;
   h.n_tokens = plan.n_tokens;
   h.n_running = sched_.n_running();
@@ -181,19 +182,27 @@ void Engine::gather_headers(const StepPlan& plan) {
 // Greedy sequences that want no logprobs, penalties or EOS suppression need only the argmax of
 // their logits: the executor computes it where the logits are (the GPU) and sends 4 bytes. The
 // others are sampled there too, under a SampleSpec and the logit edits of their penalties.
-void Engine::plan_sampling(StepPlan& plan) {
+// Penalties and the suppression count the tokens drawn so far: a row with either needs its draw
+// on the host before the sequence's next step is planned (the return value).
+bool Engine::plan_sampling(StepPlan& plan) {
   const int64_t vocab = model_.vocab_size();
   specs_.clear();
   edits_.clear();
+  bool sync = false;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     SeqChunk& chunk = plan.chunks[i];
     if (!chunk.need_logits) continue;
     Sequence* s = plan.seqs[i];
     const auto& p = s->req.params;
     const bool suppress = s->n_generated() < p.min_tokens;
-    chunk.argmax_only = p.greedy() && p.logprobs < 0 && p.repetition_penalty == 1.0f &&
-                        p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f && !suppress;
+    const bool penalized = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+    chunk.argmax_only = p.greedy() && p.logprobs < 0 && !penalized && !suppress;
     if (chunk.argmax_only) continue;
+    if (suppress || penalized) {
+      // Such a row's step before was committed at once (it had the same need), so its history is known.
+      DPA_ASSERT(s->pending_index < 0, "a penalized or suppressed row planned over a pending draw");
+      sync = true;
+    }
     std::vector<int32_t> banned;
     if (suppress) {
       banned = cfg_.eos_ids;
@@ -208,14 +217,19 @@ void Engine::plan_sampling(StepPlan& plan) {
       s->penalty.append(p, prompt, generated, vocab, row, edits_);
     specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
+  return sync;
 }
 
+// Sequences finished while the step ran (a stop in the step before it, an abort) get no output;
+// their rows still take their place in the draws.
 std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
   const auto& g = groups_.layout();
   const bool leader = g.attn_tp_rank == 0;
   std::vector<int32_t> tokens;
+  std::vector<uint8_t> live;
   std::vector<TokenOutput> outs;
   tokens.reserve(plan.seqs.size());
+  live.reserve(plan.seqs.size());
   if (leader) outs.reserve(plan.seqs.size());
   std::size_t row = 0, sampled = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -223,7 +237,7 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
     Sequence* s = plan.seqs[i];
     TokenOutput o;
     o.request_id = s->req.id;
-    o.cached_tokens = s->n_generated() == 0 ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
+    o.cached_tokens = plan.token_index[i] == s->n_prompt ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
     if (argmax_[row] >= 0) {
       o.token = argmax_[row];
     } else {
@@ -233,7 +247,8 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
       for (int32_t k = 0; k < d.n_top; ++k) o.top.push_back({d.top_token[k], d.top_logprob[k]});
     }
     tokens.push_back(o.token);
-    if (leader) outs.push_back(std::move(o));
+    live.push_back(!s->finished);
+    if (leader && !s->finished) outs.push_back(std::move(o));
     ++row;
   }
   if (g.attn_tp > 1) {  // the replica's other ranks take the leader's tokens
@@ -241,25 +256,30 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
     DPA_CHECK_MPI(MPI_Bcast(tokens.data(), static_cast<int>(row), MPI_INT32_T, 0, groups_.attn_tp()));
   }
   sched_.commit(plan, tokens);
-  // Stop conditions, identical on every rank of the replica.
-  std::size_t k = 0;
+  // Stop conditions, identical on every rank of the replica, at the draw's place in the sequence
+  // (a later step's draw may already be pending behind it).
+  std::size_t k = 0, out = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.chunks[i].need_logits) continue;
+    if (!live[k]) {
+      ++k;
+      continue;
+    }
     Sequence* s = plan.seqs[i];
     const auto& p = s->req.params;
     const int32_t t = tokens[k];
+    const int64_t at = plan.token_index[i], generated = at - s->n_prompt + 1;
     FinishReason fin = FinishReason::none;
     // EOS and stop ids were suppressed while fewer than min_tokens had been generated.
-    const bool may_stop = s->n_generated() > p.min_tokens;
+    const bool may_stop = generated > p.min_tokens;
     if (may_stop && !p.ignore_eos && std::find(cfg_.eos_ids.begin(), cfg_.eos_ids.end(), t) != cfg_.eos_ids.end())
       fin = FinishReason::stop;
     if (may_stop && std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t) != p.stop_token_ids.end())
       fin = FinishReason::stop;
-    if (fin == FinishReason::none && s->n_generated() >= p.max_tokens) fin = FinishReason::length;
-    if (fin == FinishReason::none && static_cast<int64_t>(s->tokens.size()) >= cfg_.scheduler.max_model_len)
-      fin = FinishReason::length;
+    if (fin == FinishReason::none && generated >= p.max_tokens) fin = FinishReason::length;
+    if (fin == FinishReason::none && at + 1 >= cfg_.scheduler.max_model_len) fin = FinishReason::length;
     if (fin != FinishReason::none) sched_.finish(s);
-    if (leader) outs[k].finish = fin;
+    if (leader) outs[out++].finish = fin;
     ++k;
   }
   return outs;
@@ -295,7 +315,9 @@ void Engine::send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink
 void Engine::run(const Sink& sink, const RejectSink& reject) {
   const auto& g = groups_.layout();
   const bool root = g.world_rank == 0;
+  const bool overlap = cfg_.overlap_schedule;
   bool all_idle = true;
+  Launched prev;  // launched in the last iteration, committed in this one (the overlap)
   for (;;) {
     Intake in;
     // Rank 0 may block for work only when the last headers said every replica is idle.
@@ -313,27 +335,44 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     t[1] = step_started_;
     admit(in, reject);
     StepPlan plan = sched_.schedule();
+    const bool sync = plan_sampling(plan) || !overlap;
     t[2] = now_s();
-    gather_headers(plan);
+    gather_headers(plan, sync);
     t[3] = now_s();
-    int64_t total_tokens = 0, unfinished = 0;
-    for (const auto& h : headers_) total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting;
+    int64_t total_tokens = 0, unfinished = 0, most = 0;
+    bool any_sync = false, decode = true;
+    for (const auto& h : headers_) {
+      total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting, most = std::max(most, h.n_tokens);
+      any_sync |= h.sync != 0, decode &= h.mode != 2;
+    }
+    // This step is left running while the next is planned only when its launch returns before the
+    // device has run it: a pure decode step the model queues whole. Otherwise (prefill chunks: the
+    // first tokens; steps with host waits) the step before is committed first and this one at once.
+    const bool overlapped = overlap && !any_sync && total_tokens > 0 && decode && model_.queues_decode(most);
+    const bool worked = prev.active || total_tokens > 0;
+    if (prev.active && !overlapped) finish_step(prev, sink);
+    const double launch_from = now_s();
+    Launched cur;
     if (total_tokens > 0) {
-      plan_sampling(plan);
       int64_t ep_most = 0;  // this rank's EP group: world ranks [ep_group * ep, + ep)
       for (int r = g.ep_group * g.ep; r < (g.ep_group + 1) * g.ep && r < static_cast<int>(headers_.size()); ++r)
         ep_most = std::max(ep_most, headers_[static_cast<std::size_t>(r)].n_tokens);
       model_.set_ep_step_tokens(ep_most);
-      t[4] = now_s();
-      model_.forward(plan.chunks, specs_, edits_, samples_, argmax_);
-      t[5] = now_s();
-      auto outs = sample_and_commit(plan);
-      t[6] = now_s();
-      send_outputs(outs, sink);
-      t[7] = now_s();
-      collect_step_stats(step_started_);
-      t[8] = now_s();
-      for (int i = 0; i < kStages; ++i) stage_s_[i] += t[i + 1] - t[i];
+      model_.launch(plan.chunks, specs_, edits_);
+      sched_.advance(plan);  // after the launch: the placeholders may move the tokens the chunks point at
+      cur.plan = std::move(plan);
+      cur.headers = headers_;
+      cur.step = step_, cur.started = step_started_, cur.active = true;
+    }
+    t[4] = now_s();
+    // The step before is committed while this one runs.
+    if (prev.active) finish_step(prev, sink);
+    if (cur.active && !overlapped) finish_step(cur, sink);
+    else prev = std::move(cur);
+    overlapped_steps_ += overlapped;
+    if (worked) {
+      for (int i = 0; i < 3; ++i) stage_s_[i] += t[i + 1] - t[i];
+      stage_s_[3] += t[4] - launch_from;
       ++forward_steps_;
     } else if (root) {
       std::lock_guard lk(load_mu_);
@@ -342,7 +381,7 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     }
     ++step_;
     step_started_ = 0.0;
-    all_idle = total_tokens == 0 && unfinished == 0;
+    all_idle = total_tokens == 0 && unfinished == 0 && !prev.active;
     if (in.shutdown && all_idle) break;
   }
   // Preemptions over every replica (leaders only, so each replica counts once).
@@ -354,10 +393,11 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
   if (root) log::info("engine: steps={} preemptions={} prefix_cache_hits={}/{} tokens", step_, total, cache_total[1], cache_total[0]);
   if (root && forward_steps_ > 0) {
     const double k = 1e3 / static_cast<double>(forward_steps_);
-    log::info("engine: per step with a forward (ms): intake {:.3f}, schedule {:.3f}, headers {:.3f}, sampling plan "
-              "{:.3f}, forward {:.3f}, commit {:.3f}, outputs {:.3f}, stats {:.3f}",
+    log::info("engine: per step with a forward (ms): intake {:.3f}, schedule {:.3f}, headers {:.3f}, launch {:.3f}, "
+              "wait {:.3f}, commit {:.3f}, outputs {:.3f}, stats {:.3f}; {} decode steps overlapped with the next "
+              "one's planning",
               k * stage_s_[0], k * stage_s_[1], k * stage_s_[2], k * stage_s_[3], k * stage_s_[4], k * stage_s_[5],
-              k * stage_s_[6], k * stage_s_[7]);
+              k * stage_s_[6], k * stage_s_[7], overlapped_steps_);
   }
   // Cached pages nobody holds are released before the check, so it is exact.
   sched_.flush_cache();
@@ -371,7 +411,24 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
                          sched_.blocks().used_count()));
 }
 
-void Engine::collect_step_stats(double started) {
+void Engine::finish_step(Launched& l, const Sink& sink) {
+  double t[5];
+  t[0] = now_s();
+  model_.collect(samples_, argmax_);
+  t[1] = now_s();
+  auto outs = sample_and_commit(l.plan);
+  t[2] = now_s();
+  send_outputs(outs, sink);
+  t[3] = now_s();
+  collect_step_stats(l);
+  t[4] = now_s();
+  for (int i = 0; i < 4; ++i) stage_s_[4 + i] += t[i + 1] - t[i];
+  l.active = false;
+  l.plan = StepPlan{};
+}
+
+void Engine::collect_step_stats(const Launched& l) {
+  const int64_t step = l.step;
   const auto& g = groups_.layout();
   const bool root = g.world_rank == 0;
   const int64_t n_layers = model_.n_layers(), n_experts = model_.n_experts();
@@ -392,17 +449,17 @@ void Engine::collect_step_stats(double started) {
   if (!root) return;
   {
     std::lock_guard lk(load_mu_);
-    load_.steps = step_ + 1;
+    load_.steps = step + 1;
     load_.headers = headers_;
     if (experts) load_.expert_tokens_total = expert_total_;
     load_.n_layers = n_layers, load_.n_experts = n_experts;
   }
   if (observer_) {
     StepRecord rec;
-    rec.step = step_;
-    rec.started_s = started;
-    rec.seconds = now_s() - started;
-    rec.headers = &headers_;
+    rec.step = step;
+    rec.started_s = l.started;
+    rec.seconds = now_s() - l.started;
+    rec.headers = &l.headers;
     rec.expert_tokens = &expert_step_;
     rec.n_layers = experts ? n_layers : 0;
     rec.n_experts = experts ? n_experts : 0;

@@ -35,6 +35,11 @@ struct EngineConfig {
   double watchdog_timeout_s = 600.0;  // 0: off
   std::vector<int32_t> eos_ids;
   uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests
+  // Schedule and launch each step while the one before still runs (SGLang's overlap scheduler,
+  // vLLM's async scheduling): the host's work between steps hides behind the device's. Steps
+  // with rows whose next draw needs this one's token on the host (penalties, min_tokens), prefill
+  // steps and steps with host waits inside run one at a time. --disable-overlap-schedule: off.
+  bool overlap_schedule = true;
   bool check_kv_accounting = true;    // verify free + used == total at exit
   bool collect_expert_stats = false;  // sum tokens per expert per layer to rank 0 every step
   // Fault injection for tests: world rank `fault_rank` stops answering (hangs) at step
@@ -58,6 +63,9 @@ struct StepHeader {
   int64_t prefix_cache_queries = 0;
   int64_t prefix_cache_hits = 0;
   int64_t cached_blocks = 0;
+  // 1: this step must be committed before the next is scheduled (a row's next draw needs its
+  // token on the host, or the overlap is off); every rank then commits it in the same step.
+  int64_t sync = 0;
 };
 
 // Rejection of a request before it runs (context too long, bad ids): delivered as a finished
@@ -137,14 +145,25 @@ class Engine {
     bool shutdown = false;
     bool flush_cache = false;
   };
+  // A launched step not committed yet (the overlap: committed in the next iteration).
+  struct Launched {
+    StepPlan plan;
+    std::vector<StepHeader> headers;  // the step's, for its record
+    int64_t step = 0;
+    double started = 0;
+    bool active = false;
+  };
   Intake take_intake(bool may_block);
   void broadcast_intake(Intake& in);
   void admit(Intake& in, const RejectSink& reject);
-  void gather_headers(const StepPlan& plan);
-  void plan_sampling(StepPlan& plan);
+  void gather_headers(const StepPlan& plan, bool sync);
+  // Returns whether a row's next draw needs this step's token on the host.
+  bool plan_sampling(StepPlan& plan);
+  // The launched step's draws, commit, outputs and statistics.
+  void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
   void send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink);
-  void collect_step_stats(double started);
+  void collect_step_stats(const Launched& l);
   void watchdog_loop();
   [[noreturn]] void watchdog_fire(double stalled_s);
 
@@ -180,12 +199,14 @@ class Engine {
 
   // Watchdog.
   std::atomic<double> step_started_{0.0};  // seconds since epoch; 0 when not inside a step
-  // Wall time of the steps that ran a forward, by stage (logged when run() ends): the intake and
-  // its broadcast, admission and scheduling, the header all-gather, sampling plans, the forward,
-  // sampling and commit, the outputs' gather and sink, the step's statistics.
+  // Wall time of the iterations that launched or committed a step, by stage (logged when run()
+  // ends): the intake and its broadcast, admission, scheduling and sampling plans, the header
+  // all-gather, the launch, the wait for the draws, the commit, the outputs' gather and sink,
+  // the step's statistics.
   static constexpr int kStages = 8;
   double stage_s_[kStages] = {};
   int64_t forward_steps_ = 0;
+  int64_t overlapped_steps_ = 0;  // steps left running while the next was planned
   std::atomic<bool> stop_watchdog_{false};
   std::thread watchdog_;
 };

@@ -18,29 +18,41 @@ struct SeqChunk {
   std::span<const int32_t> pages;   // the sequence's page table (covers start + tokens.size())
   bool need_logits = false;         // logits of the chunk's last position wanted
   bool argmax_only = false;         // only their argmax is (greedy, no logprobs, no penalties)
+  // >= 0: a decode chunk whose one token is the previous launch's draw for its wanted row
+  // prev_row (in that batch's need_logits order); tokens[0] is a placeholder. The executor takes
+  // it where the draws are, so the step can be launched before the previous one is collected.
+  int32_t prev_row = -1;
 };
 
 class ModelExecutor {
  public:
   virtual ~ModelExecutor() = default;
-  // Collective over the world. For the chunks with need_logits, in batch order: `argmax` gets
+  // One step's forward in two halves. launch() is collective over the world and may return
+  // before the device has run the step; it reads the chunks' spans before it returns. collect()
+  // hands over that step's draws: for the chunks with need_logits, in batch order, `argmax` gets
   // one entry each (the row's argmax, lowest id on ties, for argmax_only chunks; -1 otherwise)
   // and `samples` one entry per chunk that is not argmax_only, drawn under specs[i] after the
   // edits (LogitEdit::row indexes specs), where the logits are. Identical on the ranks of one
-  // replica.
-  virtual void forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
-                       std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
-                       std::vector<int32_t>& argmax) = 0;
+  // replica. The next step may be launched before this one is collected (two in flight at most);
+  // collects come in launch order.
+  virtual void launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
+                      std::span<const backend::LogitEdit> edits) = 0;
+  virtual void collect(std::vector<backend::SampleOut>& samples, std::vector<int32_t>& argmax) = 0;
   // Before forward(): the most tokens any rank of this rank's EP group feeds the coming step (from
   // the step headers every rank holds), so that a model sizing its exchange by it needs no
   // collective of its own. Identical on the group's ranks; optional.
   virtual void set_ep_step_tokens(int64_t most) { (void)most; }
+  // Whether a pure decode step of up to `most` tokens a rank runs with no host wait inside, so
+  // that launch() returns while the device still runs it (what makes overlapping the host's work
+  // worth a step of latency). Identical on every rank.
+  virtual bool queues_decode(int64_t most) const { (void)most; return false; }
   virtual int64_t vocab_size() const = 0;
   virtual int64_t page_size() const = 0;
   virtual int64_t num_pages() const = 0;      // KV pages this replica's cache holds
   virtual int64_t max_position() const = 0;   // longest sequence the model takes
-  // Routed slots per expert of the last forward on this rank, [n_layers * n_experts] (zeros
-  // for dense layers); empty when the model has no routed experts.
+  // Routed slots per expert of the last collected step on this rank, [n_layers * n_experts]
+  // (zeros for dense layers); empty when the model has no routed experts or was not asked to
+  // keep them (ExecutorOptions::keep_expert_counts).
   virtual const std::vector<int64_t>& expert_counts() const {
     static const std::vector<int64_t> none;
     return none;

@@ -62,6 +62,7 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
   model::ShardSpec shard{g.attn_tp, g.attn_tp_rank, g.ep, g.ep_rank};
   model_ = std::make_unique<model::Model>(ckpt, *backend_, shard,
                                           model::ParallelComms{attn_tp_.get(), ep_.get(), ep_lane1_.get()}, fo);
+  model_->keep_expert_counts(opt.keep_expert_counts);
   if (opt.gpu >= 0) size_cache_from_memory(groups);
 }
 
@@ -92,15 +93,17 @@ CheckpointExecutor::~CheckpointExecutor() = default;
 
 void CheckpointExecutor::set_ep_step_tokens(int64_t most) { model_->set_ep_step_tokens(most); }
 
-void CheckpointExecutor::forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
-                                 std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
-                                 std::vector<int32_t>& argmax) {
+void CheckpointExecutor::launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
+                                std::span<const backend::LogitEdit> edits) {
   inputs_.clear();
   for (const auto& c : batch)
     inputs_.push_back({c.tokens, c.start, c.pages, c.need_logits ? model::LogitsWanted::last : model::LogitsWanted::none,
-                       c.argmax_only});
-  const model::Sampling sampling{specs, edits, &samples};
-  model_->forward(inputs_, no_logits_, &argmax, &sampling);
+                       c.argmax_only, c.prev_row});
+  model_->launch(inputs_, specs, edits);
+}
+
+void CheckpointExecutor::collect(std::vector<backend::SampleOut>& samples, std::vector<int32_t>& argmax) {
+  model_->collect(argmax, samples);
 }
 
 int64_t CheckpointExecutor::vocab_size() const { return model_->config().vocab_size; }

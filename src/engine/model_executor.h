@@ -25,6 +25,7 @@ struct ExecutorOptions {
   int64_t max_pages = 0;     // cap on the pages (0: none)
   std::optional<DType> kv_dtype;  // KV cache elements (unset: the model's choice, see ForwardOptions)
   bool profile_phases = false;    // time the phases of each step (phase_stats())
+  bool keep_expert_counts = false;  // expert_counts() of each collected step (the engine's expert statistics)
   // GPUs: pure decode steps of up to this many tokens on a single-rank replica run as recorded
   // CUDA graphs, over the fixed-capacity experts (ForwardOptions::cuda_graph_max_tokens); 0: every
   // step eager (--enforce-eager). Ignored on the CPU.
@@ -47,15 +48,16 @@ class CheckpointExecutor final : public ModelExecutor {
   CheckpointExecutor(const model::Checkpoint& ckpt, const dist::Groups& groups, const ExecutorOptions& opt);
   ~CheckpointExecutor() override;
 
-  void forward(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
-               std::span<const backend::LogitEdit> edits, std::vector<backend::SampleOut>& samples,
-               std::vector<int32_t>& argmax) override;
+  void launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
+              std::span<const backend::LogitEdit> edits) override;
+  void collect(std::vector<backend::SampleOut>& samples, std::vector<int32_t>& argmax) override;
   int64_t vocab_size() const override;
   void set_ep_step_tokens(int64_t most) override;
+  bool queues_decode(int64_t most) const override { return model_->decode_queued(most); }
   int64_t page_size() const override { return opt_.page_size; }
   int64_t num_pages() const override { return opt_.n_pages; }
   int64_t max_position() const override;
-  const std::vector<int64_t>& expert_counts() const override { return model_->expert_counts(); }
+  const std::vector<int64_t>& expert_counts() const override { return model_->collected_expert_counts(); }
   const model::PhaseStats& phase_stats(bool decode) const { return model_->phase_stats(decode); }
   double copy_bandwidth_gbs() const { return model_->copy_bandwidth_gbs(); }
   int64_t n_layers() const override;
@@ -71,7 +73,6 @@ class CheckpointExecutor final : public ModelExecutor {
   std::unique_ptr<dist::Communicator> attn_tp_, ep_, ep_lane1_;
   std::unique_ptr<model::Model> model_;
   std::vector<model::SeqInput> inputs_;
-  std::vector<float> no_logits_;  // stays empty: every wanted row is sampled or argmax
 };
 
 // Checks the model against the layout on every rank (same decision everywhere): heads divisible

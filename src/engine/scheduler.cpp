@@ -80,9 +80,12 @@ StepPlan Scheduler::schedule() {
   reap();
   StepPlan plan = plan_once();
   // Sequences mid-prefill may hold every page while none can grow: free the latest admitted.
+  // Sequences with a pending draw are not preempted: their step is still running.
   while (plan.chunks.empty() && !running_.empty()) {
-    Sequence* victim = running_.front().get();
-    for (auto& r : running_) if (r->admit_order > victim->admit_order) victim = r.get();
+    Sequence* victim = nullptr;
+    for (auto& r : running_)
+      if (r->pending_index < 0 && (!victim || r->admit_order > victim->admit_order)) victim = r.get();
+    if (!victim) break;
     preempt(victim);
     plan = plan_once();
   }
@@ -101,6 +104,9 @@ StepPlan Scheduler::plan_once() {
   for (Sequence* s : order) {
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     if (len - s->n_computed != 1) continue;  // still prefilling: handled below
+    // A pending draw that will end the sequence by length: nothing to decode after it.
+    if (s->pending_index >= 0 && (s->n_generated() >= s->req.params.max_tokens || len >= cfg_.max_model_len))
+      continue;
     if (budget < 1) break;
     bool placed = false;
     while (!placed) {
@@ -111,7 +117,7 @@ StepPlan Scheduler::plan_once() {
       // Victim: the latest admitted running sequence not already placed this step.
       Sequence* victim = nullptr;
       for (auto& r : running_)
-        if (std::find(decoding.begin(), decoding.end(), r.get()) == decoding.end() &&
+        if (r->pending_index < 0 && std::find(decoding.begin(), decoding.end(), r.get()) == decoding.end() &&
             (!victim || r->admit_order > victim->admit_order))
           victim = r.get();
       if (!victim) break;
@@ -128,6 +134,7 @@ StepPlan Scheduler::plan_once() {
     plan.seqs.push_back(s);
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     plan.chunks.push_back({std::span<const int32_t>(s->tokens).subspan(len - 1, 1), len - 1, s->pages, true});
+    if (s->pending_index == len - 1) plan.chunks.back().prev_row = s->pending_row;
   }
   // 2. Prefill chunks: running sequences mid-prefill, then admit waiting ones in order.
   auto prefill = [&](Sequence* s) -> bool {
@@ -162,7 +169,7 @@ StepPlan Scheduler::plan_once() {
       if (static_cast<int64_t>(m) < (len - 1) / P && m < s->page_hash.size())
         for (auto& r : running_)
           if (!r->finished && r->page_hash.size() > m && r->page_hash[m] == s->page_hash[m] &&
-              r->n_computed < static_cast<int64_t>(m + 1) * P) {
+              r->n_published <= static_cast<int64_t>(m)) {  // computing it, or computed and not yet committed
             defer = true;
             break;
           }
@@ -200,17 +207,38 @@ StepPlan Scheduler::plan_once() {
   return plan;
 }
 
-void Scheduler::commit(const StepPlan& plan, std::span<const int32_t> sampled) {
-  std::size_t k = 0;
+void Scheduler::advance(StepPlan& plan) {
+  plan.token_index.assign(plan.seqs.size(), -1);
+  int32_t row = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     Sequence* s = plan.seqs[i];
     s->n_computed += static_cast<int64_t>(plan.chunks[i].tokens.size());
-    if (plan.chunks[i].need_logits) {
-      DPA_ASSERT(k < sampled.size(), "fewer sampled tokens than sequences with logits");
-      s->tokens.push_back(sampled[k++]);
+    if (!plan.chunks[i].need_logits) continue;
+    plan.token_index[i] = static_cast<int64_t>(s->tokens.size());
+    s->pending_index = plan.token_index[i];
+    s->pending_row = row++;
+    s->tokens.push_back(kPendingToken);
+  }
+}
+
+void Scheduler::commit(StepPlan& plan, std::span<const int32_t> sampled) {
+  if (plan.token_index.size() != plan.seqs.size()) advance(plan);
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
+    Sequence* s = plan.seqs[i];
+    const int64_t at = plan.token_index[i];
+    if (at >= 0) DPA_ASSERT(k < sampled.size(), "fewer sampled tokens than sequences with logits");
+    const int32_t token = at >= 0 ? sampled[k++] : kPendingToken;
+    if (s->finished) continue;
+    if (at >= 0) {
+      s->tokens[static_cast<std::size_t>(at)] = token;
+      if (s->pending_index == at) s->pending_index = -1, s->pending_row = -1;
     }
-    if (blocks_.prefix_caching())
-      s->n_published = blocks_.publish(s->pages, s->tokens, s->n_published, s->n_computed / blocks_.page_size());
+    if (blocks_.prefix_caching()) {  // pages whose tokens are all known (a later draw may be pending)
+      const int64_t known = s->pending_index >= 0 ? s->pending_index : static_cast<int64_t>(s->tokens.size());
+      s->n_published = blocks_.publish(s->pages, s->tokens, s->n_published,
+                                       std::min(s->n_computed, known) / blocks_.page_size());
+    }
   }
 }
 

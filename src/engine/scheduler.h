@@ -43,13 +43,22 @@ struct Sequence {
   std::vector<uint64_t> page_hash;  // chain hash of each full prompt page (prefix caching)
   bool finished = false;
   PenaltyEdits penalty;  // its penalties' logit edits, kept as tokens are added
+  // The last launched step's draw for it, not yet committed: a placeholder (kPendingToken) at
+  // tokens[pending_index], drawn for that step's wanted row pending_row; -1: none.
+  int64_t pending_index = -1;
+  int32_t pending_row = -1;
   int64_t n_generated() const { return static_cast<int64_t>(tokens.size()) - n_prompt; }
 };
+
+// What a Sequence's tokens hold where a launched step's draw will go.
+inline constexpr int32_t kPendingToken = -1;
 
 // The scheduled work of one step on one replica.
 struct StepPlan {
   std::vector<Sequence*> seqs;   // in batch order
   std::vector<SeqChunk> chunks;  // parallel to seqs
+  // Parallel to seqs, from advance(): where in the sequence's tokens its draw goes (-1: none).
+  std::vector<int64_t> token_index;
   int64_t n_tokens = 0;
   bool has_prefill = false;
 };
@@ -61,11 +70,19 @@ class Scheduler {
   void add(Request r);
   // Removes a request wherever it is; frees its pages. False if unknown.
   bool abort(uint64_t request_id);
+  // The next step's plan. Sequences of a launched step not yet committed (advance() without
+  // commit()) decode their pending draw (SeqChunk::prev_row) unless it will end them by length
+  // (max_tokens, max_model_len); they are never preempted, and one without room waits a step.
   StepPlan schedule();
-  // After the forward: append the sampled token of each sequence that produced logits.
-  // Returns the sequences that finished this step (pages already freed); they stay valid until
-  // the next schedule().
-  void commit(const StepPlan& plan, std::span<const int32_t> sampled);
+  // Once the plan is launched (the chunks' spans read): the computed tokens count as cached and
+  // each sequence with logits gets a placeholder for its draw, so that schedule() can plan the
+  // next step before this one's draws are known.
+  void advance(StepPlan& plan);
+  // The step's draws, one per sequence with logits in plan order, replace the placeholders;
+  // full pages of known tokens are published. Sequences finished meanwhile (a stop found in the
+  // step before, an abort) are skipped; they stay valid until the schedule() after the next.
+  // A plan not advanced yet is advanced first (a step run and committed at once).
+  void commit(StepPlan& plan, std::span<const int32_t> sampled);
   // Marks and frees a sequence (stop condition found).
   void finish(Sequence* s);
   // Evicts every cached page no sequence holds. Returns how many.

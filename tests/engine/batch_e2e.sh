@@ -59,6 +59,74 @@ if run_batch "$name" 2 --dp 2 --ep 2 --ep-exchange padded --enable-two-batch-ove
 else
   bad "$name failed: $(tail -3 "$work/$name.log")"
 fi
+# The overlap scheduler (on by default) against --disable-overlap-schedule: greedy requests, seeded
+# sampling with logprobs, penalties (those steps run one at a time), min_tokens, and stop ids that
+# end sequences whose next step is already running give the same tokens, logprobs and finish
+# reasons, on one rank and on two.
+$py - "$work/mixed_a.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(16):
+        body = {"prompt": [100 + 13 * i + k for k in range(5 + i % 7)], "max_tokens": 16, "temperature": 0}
+        f.write(json.dumps({"custom_id": f"m{i:02d}", "method": "POST", "url": "/v1/completions", "body": body}) + "\n")
+PY
+timeout 600 $M -np 1 "$bin" batch "${model[@]}" --log-level warn --input "$work/mixed_a.jsonl" --output "$work/mixed_a_out.jsonl" \
+  --disable-overlap-schedule >"$work/mixed_a.log" 2>&1 || bad "mixed batch, first pass: $(tail -3 "$work/mixed_a.log")"
+$py - "$work/mixed_a.jsonl" "$work/mixed_a_out.jsonl" "$work/mixed.jsonl" <<'PY'
+import json, sys
+ins = [json.loads(l) for l in open(sys.argv[1])]
+ids = {}
+for l in open(sys.argv[2]):
+    o = json.loads(l)
+    ids[o["custom_id"]] = o["response"]["body"]["choices"][0]["token_ids"]
+with open(sys.argv[3], "w") as f:
+    for i, line in enumerate(ins):
+        b = line["body"]
+        t = ids[line["custom_id"]]
+        if i % 4 == 0: b["stop_token_ids"] = [t[2]]                    # stops by its third token
+        if i % 4 == 1: b.update(temperature=0.8, seed=1000 + i, logprobs=2)
+        if i % 4 == 2: b.update(repetition_penalty=1.3, presence_penalty=0.5, max_tokens=3)  # short: they hold the overlap
+        if i % 4 == 3: b.update(stop_token_ids=[t[3]], min_tokens=2)      # suppressed for two, then its fourth
+        f.write(json.dumps(line) + "\n")
+PY
+# mixed_same A B: the same token ids and finish reasons per custom_id, logprobs within 1e-4 (a
+# wasted row of a sequence that stopped changes the next step's batch, and the sums' order).
+mixed_same() { $py - "$1" "$2" <<'PY'
+import json, sys
+def load(f):
+    rows = {}
+    for l in open(f):
+        o = json.loads(l)
+        c = o["response"]["body"]["choices"][0]
+        rows[o["custom_id"]] = (c["token_ids"], c["finish_reason"], (c.get("logprobs") or {}).get("token_logprobs") or [])
+    return rows
+a, b = load(sys.argv[1]), load(sys.argv[2])
+ok = a.keys() == b.keys() and all(
+    a[k][:2] == b[k][:2] and len(a[k][2]) == len(b[k][2]) and all(abs(x - y) <= 1e-4 for x, y in zip(a[k][2], b[k][2]))
+    for k in a)
+sys.exit(0 if ok else 1)
+PY
+}
+# Decode steps overlap where the model queues them whole: the fixed-capacity experts (ep 1) or the
+# padded exchange; the CPU backend runs each launch to its end, but the engine's order is the same.
+for v in "sync 1 --disable-overlap-schedule" "overlap 1" "sync_w2 2 --disable-overlap-schedule" "overlap_w2 2"; do
+  set -- $v
+  name=mixed_$1 np=$2; shift 2
+  [[ $np == 2 ]] && set -- "$@" --dp 2 --ep 2 --ep-exchange padded
+  DPA_MOE_FIXED_TOKENS=64 timeout 600 $M -np "$np" -x DPA_MOE_FIXED_TOKENS "$bin" batch "${model[@]}" --log-level info \
+    --input "$work/mixed.jsonl" --output "$work/$name.jsonl" "$@" >"$work/$name.log" 2>&1 \
+    || bad "$name failed: $(tail -3 "$work/$name.log")"
+done
+stops=$(grep -o '"finish_reason": *"stop"' "$work/mixed_sync.jsonl" | wc -l)
+[[ $stops -ge 8 ]] && ok "mixed batch: $stops sequences end on a stop id" || bad "mixed batch: only $stops stops"
+for w in "" _w2; do
+  n_on=$(grep -o "[0-9]* decode steps overlapped" "$work/mixed_overlap$w.log" | awk '{print $1}')
+  n_off=$(grep -o "[0-9]* decode steps overlapped" "$work/mixed_sync$w.log" | awk '{print $1}')
+  [[ ${n_on:-0} -ge 5 && ${n_off:-x} == 0 ]] && ok "mixed$w: $n_on decode steps overlapped (0 with the flag)" \
+    || bad "mixed$w: overlapped steps '$n_on', with --disable-overlap-schedule '$n_off'"
+  mixed_same "$work/mixed_overlap$w.jsonl" "$work/mixed_sync$w.jsonl" \
+    && ok "mixed_overlap$w matches --disable-overlap-schedule" || bad "mixed_overlap$w differs from --disable-overlap-schedule"
+done
 # Preemption: 12 pages of 8 tokens per replica cannot hold the batch at once.
 if run_batch preempt 2 --dp 2 --ep 2 --page-size 8 --max-total-tokens 96 --max-model-len 96 --log-level info; then
   np=$(grep -o 'preemptions=[0-9]*' "$work/preempt.log" | head -1 | cut -d= -f2)

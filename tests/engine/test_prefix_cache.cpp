@@ -32,7 +32,7 @@ std::vector<int32_t> fake_tokens(const StepPlan& p) {
 }
 
 // One engine step without a model: commit, then finish what reached max_tokens.
-void step(Scheduler& s, const StepPlan& p) {
+void step(Scheduler& s, StepPlan& p) {
   s.commit(p, fake_tokens(p));
   for (Sequence* q : p.seqs)
     if (p.chunks.size() && q->n_generated() >= q->req.params.max_tokens && !q->finished) s.finish(q);

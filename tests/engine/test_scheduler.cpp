@@ -122,6 +122,82 @@ TEST(Scheduler, PreemptsLatestWhenPagesRunOutAndRecomputes) {
   EXPECT_TRUE(s.blocks().consistent());
 }
 
+// The overlap: the next step is planned after advance() and before commit() of the one before.
+TEST(Scheduler, OverlapPlansOverPendingDraws) {
+  Scheduler s(SchedulerConfig{}, 100, 4);
+  s.add(make_req(1, 5, 3));
+  s.add(make_req(2, 6, 10));
+  auto p1 = s.schedule();
+  ASSERT_EQ(p1.chunks.size(), 2u);
+  EXPECT_EQ(p1.chunks[0].prev_row, -1);
+  s.advance(p1);
+  Sequence* a = p1.seqs[0];
+  Sequence* b = p1.seqs[1];
+  ASSERT_EQ(a->tokens.size(), 6u);
+  EXPECT_EQ(a->tokens[5], kPendingToken);
+  EXPECT_EQ(a->n_computed, 5);
+  EXPECT_EQ(p1.token_index, (std::vector<int64_t>{5, 6}));
+
+  auto p2 = s.schedule();  // both decode their pending draws, taken from p1's rows 0 and 1
+  ASSERT_EQ(p2.chunks.size(), 2u);
+  EXPECT_EQ(p2.chunks[0].start, 5);
+  EXPECT_EQ(p2.chunks[0].prev_row, 0);
+  EXPECT_EQ(p2.chunks[1].start, 6);
+  EXPECT_EQ(p2.chunks[1].prev_row, 1);
+  s.advance(p2);
+  s.commit(p1, std::vector<int32_t>{11, 12});
+  EXPECT_EQ(a->tokens[5], 11);
+  EXPECT_EQ(b->tokens[6], 12);
+  EXPECT_EQ(a->pending_index, 6);  // p2's draw is still pending
+  EXPECT_EQ(a->tokens[6], kPendingToken);
+
+  auto p3 = s.schedule();  // a: 2 drawn (one pending) of max_tokens 3: one more
+  ASSERT_EQ(p3.chunks.size(), 2u);
+  s.advance(p3);
+  s.commit(p2, std::vector<int32_t>{21, 22});
+  auto p4 = s.schedule();  // a's pending draw is its third and last: only b decodes
+  ASSERT_EQ(p4.chunks.size(), 1u);
+  EXPECT_EQ(p4.seqs[0], b);
+  EXPECT_EQ(p4.chunks[0].prev_row, 1);
+  s.advance(p4);
+  // The engine finds a stop in b's draw of p3 while p4 runs: p4's row of b is skipped.
+  s.commit(p3, std::vector<int32_t>{31, 32});
+  s.finish(a);
+  s.finish(b);
+  const auto b_tokens = b->tokens;
+  s.commit(p4, std::vector<int32_t>{42});
+  EXPECT_EQ(b->tokens, b_tokens);
+  EXPECT_EQ(a->tokens, (std::vector<int32_t>{1, 2, 3, 4, 5, 11, 21, 31}));
+  EXPECT_TRUE(s.schedule().chunks.empty());
+  EXPECT_EQ(s.blocks().used_count(), 0);
+  EXPECT_TRUE(s.blocks().consistent());
+}
+
+TEST(Scheduler, OverlapNeverPreemptsASequenceWithAPendingDraw) {
+  SchedulerConfig cfg;
+  cfg.max_num_batched_tokens = 100;
+  Scheduler s(cfg, 4, 4);  // two sequences of 7 prompt tokens: 2 pages each, none left
+  s.add(make_req(1, 7, 10));
+  s.add(make_req(2, 7, 10));
+  auto p1 = s.schedule();
+  s.advance(p1);
+  auto p2 = s.schedule();  // position 7 is still in page 2
+  ASSERT_EQ(p2.chunks.size(), 2u);
+  s.advance(p2);
+  s.commit(p1, fake_tokens(p1));
+  auto p3 = s.schedule();  // both need a third page, both have p2's draw pending: both wait
+  EXPECT_TRUE(p3.chunks.empty());
+  EXPECT_EQ(s.n_preemptions(), 0);
+  EXPECT_EQ(s.n_running(), 2);
+  s.commit(p2, fake_tokens(p2));
+  auto p4 = s.schedule();  // known now: sequence 2 yields, sequence 1 decodes
+  ASSERT_EQ(p4.chunks.size(), 1u);
+  EXPECT_EQ(p4.seqs[0]->req.id, 1u);
+  EXPECT_EQ(p4.chunks[0].prev_row, -1);
+  EXPECT_EQ(s.n_preemptions(), 1);
+  EXPECT_TRUE(s.blocks().consistent());
+}
+
 TEST(Scheduler, AbortFreesPages) {
   Scheduler s(SchedulerConfig{}, 10, 4);
   s.add(make_req(1, 9, 4));
