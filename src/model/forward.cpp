@@ -1,5 +1,5 @@
 // Model construction, weights, the step's inputs and micro-batches, dense MLP and LM head (the layer
-// loop: step_layers.cpp).
+// loop: step_layers.cpp; launch / collect and the draws' way to the host: draws.cpp).
 #include "model/forward.h"
 
 #include <fmt/format.h>
@@ -286,59 +286,6 @@ Model::Slice Model::my_slice(const Micro& m) const {
   return s;
 }
 
-const std::vector<int64_t>& Model::expert_counts() const {
-  if (counts_on_device_) {
-    const ModelConfig& c = config();
-    const int64_t stride = c.n_routed_experts + shared_pieces_, ks_all = c.num_experts_per_tok + shared_pieces_;
-    std::vector<int64_t> all[2];
-    std::vector<int32_t> ids[2];
-    const int64_t* all_p[2] = {};
-    const int32_t* ids_p[2] = {};
-    int64_t rows[2] = {}, pad[2] = {};
-    for (int i = 0; i < n_micro_; ++i) {
-      const Micro& m = micro_[i];
-      all[i].resize(fixed_layers_.size() * static_cast<std::size_t>(stride));
-      be_.download(all[i].data(), m.d_expert_counts.data(), all[i].size() * sizeof(int64_t));
-      all_p[i] = all[i].data();
-      const Slice sl = my_slice(m);
-      rows[i] = sl.rows, pad[i] = sl.pad;
-      if (sl.pad <= 0) continue;
-      ids[i].resize(fixed_layers_.size() * static_cast<std::size_t>(sl.rows * ks_all));
-      be_.download(ids[i].data(), m.gate_ids.data(), ids[i].size() * sizeof(int32_t));
-      ids_p[i] = ids[i].data();
-    }
-    fold_device_counts(expert_counts_, fixed_layers_, n_micro_, rows, pad, all_p, ids_p);
-    counts_on_device_ = false;
-  }
-  return expert_counts_;
-}
-
-void Model::fold_device_counts(std::vector<int64_t>& out, const std::vector<uint8_t>& fixed, int n_micro,
-                               const int64_t* rows, const int64_t* pad, const int64_t* const* all,
-                               const int32_t* const* ids) const {
-  const ModelConfig& c = config();
-  const int64_t E = c.n_routed_experts, stride = E + shared_pieces_, ks_all = c.num_experts_per_tok + shared_pieces_;
-  for (std::size_t l = 0; l < fixed.size(); ++l)
-    if (fixed[l]) std::fill_n(out.begin() + static_cast<std::ptrdiff_t>(l * E), E, int64_t{0});
-  for (int i = 0; i < n_micro; ++i) {
-    for (std::size_t l = 0; l < fixed.size(); ++l)
-      if (fixed[l])
-        for (int64_t e = 0; e < E; ++e) out[l * static_cast<std::size_t>(E) + e] += all[i][l * stride + e];
-    // The padding rows out again: each fixed layer's routing of the micro-batch's last row on
-    // this rank (moe_route keeps the layers' routing apart in gate_ids on that path).
-    if (pad[i] <= 0) continue;
-    const int64_t per_layer = rows[i] * ks_all;
-    for (std::size_t l = 0; l < fixed.size(); ++l) {
-      if (!fixed[l]) continue;
-      const bool shared = weights_.layers[l].has_shared;
-      const int64_t ks = c.num_experts_per_tok + (shared ? shared_pieces_ : 0);
-      const int32_t* last = ids[i] + static_cast<int64_t>(l) * per_layer + (rows[i] - 1) * ks;
-      for (int64_t k = 0; k < ks; ++k)
-        if (last[k] >= 0 && last[k] < E) out[l * static_cast<std::size_t>(E) + last[k]] -= pad[i];
-    }
-  }
-}
-
 void Model::add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local) {
   if (!opts_.profile_phases) return;
   const LayerWeights& lw = weights_.layers[static_cast<std::size_t>(layer)];
@@ -456,46 +403,6 @@ double steady_s() {
 void Model::forward(const std::vector<SeqInput>& batch, std::vector<float>& logits,
                     std::vector<int32_t>* argmax, const Sampling* sampling) {
   run_step(batch, logits, argmax, sampling, nullptr);
-}
-
-void Model::launch(const std::vector<SeqInput>& batch, std::span<const backend::SampleSpec> specs,
-                   std::span<const backend::LogitEdit> edits) {
-  Draws& d = draws_[launch_slot_];
-  if (d.pending) throw Error("model: launch() with two steps launched and not collected");
-  std::vector<float> no_logits;
-  const Sampling sampling{specs, edits, nullptr};
-  run_step(batch, no_logits, nullptr, &sampling, &d);
-  launch_slot_ ^= 1;
-}
-
-void Model::collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut>& samples) {
-  Draws& d = draws_[collect_slot_];
-  if (!d.pending) throw Error("model: collect() without a launched step");
-  d.pending = false;
-  collect_slot_ ^= 1;
-  be_.download_wait(d.ticket);
-  argmax.assign(static_cast<std::size_t>(d.n_rows), -1);
-  if (d.argmax_ran) std::memcpy(argmax.data(), d.host, static_cast<std::size_t>(d.n_rows) * sizeof(int32_t));
-  for (int32_t k : d.keep) argmax[static_cast<std::size_t>(k)] = -1;
-  samples.resize(static_cast<std::size_t>(d.n_keep));
-  if (d.n_keep > 0)
-    std::memcpy(samples.data(), static_cast<const char*>(d.host) + draws_offset(d.n_rows),
-                static_cast<std::size_t>(d.n_keep) * sizeof(backend::SampleOut));
-  if (!d.kept_counts) {
-    collected_counts_.clear();
-    return;
-  }
-  collected_counts_.swap(d.counts);
-  if (d.device_counts) {
-    const char* host = static_cast<const char*>(d.host);
-    const int64_t* all[2] = {};
-    const int32_t* ids[2] = {};
-    for (int i = 0; i < d.n_micro; ++i) {
-      all[i] = reinterpret_cast<const int64_t*>(host + d.counts_at[i]);
-      ids[i] = reinterpret_cast<const int32_t*>(host + d.ids_at[i]);
-    }
-    fold_device_counts(collected_counts_, d.fixed, d.n_micro, d.rows, d.pad, all, ids);
-  }
 }
 
 void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& logits, std::vector<int32_t>* argmax,
@@ -754,50 +661,7 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
       be_.download(sampling->out->data(), d_out, static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
     return;
   }
-  // launch(): the draws' downloads are queued into page-locked memory; collect() waits for them.
-  // With keep_expert_counts, the step's expert counts go along (the next step overwrites them).
-  auto align = [](std::size_t b) { return (b + 15) / 16 * 16; };
-  std::size_t bytes = align(draws_offset(n_rows) + static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
-  draws->kept_counts = keep_counts_ && !expert_counts_.empty();
-  draws->device_counts = draws->kept_counts && counts_on_device_;
-  const int64_t ks_all = c.num_experts_per_tok + shared_pieces_, stride = c.n_routed_experts + shared_pieces_;
-  if (draws->device_counts) {
-    draws->n_micro = n_micro_;
-    for (int i = 0; i < n_micro_; ++i) {
-      const Slice sl = my_slice(micro_[i]);
-      draws->rows[i] = sl.rows, draws->pad[i] = sl.pad;
-      draws->counts_at[i] = bytes;
-      bytes += align(fixed_layers_.size() * static_cast<std::size_t>(stride) * sizeof(int64_t));
-      draws->ids_at[i] = bytes;
-      if (sl.pad > 0) bytes += align(fixed_layers_.size() * static_cast<std::size_t>(sl.rows * ks_all) * sizeof(int32_t));
-    }
-  }
-  if (draws->bytes < bytes) {
-    be_.host_release(draws->host);
-    draws->host = nullptr, draws->bytes = 0;
-    draws->host = be_.host_alloc(bytes + bytes / 2);
-    draws->bytes = bytes + bytes / 2;
-  }
-  draws->n_rows = n_rows, draws->n_keep = n_keep, draws->argmax_ran = d_am != nullptr;
-  draws->keep.assign(keep.begin(), keep.end());
-  if (d_am) draws->ticket = be_.download_async(draws->host, d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
-  if (d_out || !d_am)
-    draws->ticket = be_.download_async(static_cast<char*>(draws->host) + draws_offset(n_rows), d_out,
-                                       static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
-  if (draws->kept_counts) draws->counts = expert_counts_;  // the host's part (layers counted on the host)
-  if (draws->device_counts) {
-    draws->fixed = fixed_layers_;
-    char* host = static_cast<char*>(draws->host);
-    for (int i = 0; i < n_micro_; ++i) {
-      draws->ticket = be_.download_async(host + draws->counts_at[i], micro_[i].d_expert_counts.data(),
-                                         fixed_layers_.size() * static_cast<std::size_t>(stride) * sizeof(int64_t));
-      if (draws->pad[i] > 0)
-        draws->ticket = be_.download_async(host + draws->ids_at[i], micro_[i].gate_ids.data(),
-                                           fixed_layers_.size() * static_cast<std::size_t>(draws->rows[i] * ks_all) *
-                                               sizeof(int32_t));
-    }
-  }
-  draws->pending = true;
+  queue_draws(*draws, n_rows, keep, d_am, d_out);
 }
 
 }  // namespace dpa::model

@@ -264,6 +264,10 @@ class Model {
   // d_argmax_; j >= 0: d_samples_[j]; kNoDraw: none), for the next step's prev_row sequences.
   static constexpr int32_t kArgmaxDraw = -1, kNoDraw = -2;
   std::vector<int32_t> prev_draws_;
+  // launch()'s end: the downloads of the step's draws (argmax d_am of n_rows rows, samples d_out of
+  // the rows in keep) and, with keep_expert_counts, of its expert counts, queued into d.
+  void queue_draws(Draws& d, int64_t n_rows, const std::vector<int32_t>& keep, const int32_t* d_am,
+                   const backend::SampleOut* d_out);
   // forward()'s body; with `draws`, the draws' downloads are queued into it instead of waited for.
   void run_step(const std::vector<SeqInput>& batch, std::vector<float>& logits, std::vector<int32_t>* argmax,
                 const Sampling* sampling, Draws* draws);
