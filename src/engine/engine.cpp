@@ -182,8 +182,10 @@ void Engine::gather_headers(const StepPlan& plan, bool sync) {
 // Greedy sequences that want no logprobs, penalties or EOS suppression need only the argmax of
 // their logits: the executor computes it where the logits are (the GPU) and sends 4 bytes. The
 // others are sampled there too, under a SampleSpec and the logit edits of their penalties.
-// Penalties and the suppression count the tokens drawn so far: a row with either needs its draw
-// on the host before the sequence's next step is planned (the return value).
+// Penalties count the tokens drawn so far: a penalized row needs its draw on the host before
+// the sequence's next step is planned (the return value). The suppression (min_tokens) needs
+// only how many there are, which a pending draw's placeholder already counts, so it bans the
+// same ids whether the draw before is known or not.
 bool Engine::plan_sampling(StepPlan& plan) {
   const int64_t vocab = model_.vocab_size();
   specs_.clear();
@@ -198,9 +200,9 @@ bool Engine::plan_sampling(StepPlan& plan) {
     const bool penalized = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
     chunk.argmax_only = p.greedy() && p.logprobs < 0 && !penalized && !suppress;
     if (chunk.argmax_only) continue;
-    if (suppress || penalized) {
+    if (penalized) {
       // Such a row's step before was committed at once (it had the same need), so its history is known.
-      DPA_ASSERT(s->pending_index < 0, "a penalized or suppressed row planned over a pending draw");
+      DPA_ASSERT(s->pending_index < 0, "a penalized row planned over a pending draw");
       sync = true;
     }
     std::vector<int32_t> banned;

@@ -127,6 +127,30 @@ for w in "" _w2; do
   mixed_same "$work/mixed_overlap$w.jsonl" "$work/mixed_sync$w.jsonl" \
     && ok "mixed_overlap$w matches --disable-overlap-schedule" || bad "mixed_overlap$w differs from --disable-overlap-schedule"
 done
+# min_tokens alone (no penalties) needs only the count of tokens drawn, so its rows overlap: every
+# line suppressed to its last token, greedy and seeded sampling with logprobs.
+$py - "$work/mixed_a.jsonl" "$work/mintok.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as f:
+    for i, l in enumerate(open(sys.argv[1])):
+        line = json.loads(l)
+        line["body"]["min_tokens"] = line["body"]["max_tokens"]
+        if i % 2: line["body"].update(temperature=0.8, seed=2000 + i, logprobs=1)
+        f.write(json.dumps(line) + "\n")
+PY
+for v in "mintok_sync --disable-overlap-schedule" "mintok_overlap"; do
+  set -- $v
+  name=$1; shift
+  DPA_MOE_FIXED_TOKENS=64 timeout 600 $M -np 1 -x DPA_MOE_FIXED_TOKENS "$bin" batch "${model[@]}" --log-level info \
+    --input "$work/mintok.jsonl" --output "$work/$name.jsonl" "$@" >"$work/$name.log" 2>&1 \
+    || bad "$name failed: $(tail -3 "$work/$name.log")"
+done
+n_on=$(grep -o "[0-9]* decode steps overlapped" "$work/mintok_overlap.log" | awk '{print $1}')
+n_len=$(grep -o '"finish_reason": *"length"' "$work/mintok_overlap.jsonl" | wc -l)
+[[ ${n_on:-0} -ge 10 && $n_len -eq 16 ]] && ok "min_tokens: $n_on decode steps overlapped, 16 lines to max_tokens" \
+  || bad "min_tokens: overlapped steps '$n_on', $n_len of 16 lines to max_tokens"
+mixed_same "$work/mintok_overlap.jsonl" "$work/mintok_sync.jsonl" \
+  && ok "min_tokens overlap matches --disable-overlap-schedule" || bad "min_tokens overlap differs from --disable-overlap-schedule"
 # Preemption: 12 pages of 8 tokens per replica cannot hold the batch at once.
 if run_batch preempt 2 --dp 2 --ep 2 --page-size 8 --max-total-tokens 96 --max-model-len 96 --log-level info; then
   np=$(grep -o 'preemptions=[0-9]*' "$work/preempt.log" | head -1 | cut -d= -f2)
