@@ -363,7 +363,7 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
       model_.launch(plan.chunks, specs_, edits_);
       sched_.advance(plan);  // after the launch: the placeholders may move the tokens the chunks point at
       cur.plan = std::move(plan);
-      cur.headers = headers_;
+      if (observer_) cur.headers = headers_;  // only the step record reads them
       cur.step = step_, cur.started = step_started_, cur.active = true;
     }
     t[4] = now_s();

@@ -148,7 +148,7 @@ class Engine {
   // A launched step not committed yet (the overlap: committed in the next iteration).
   struct Launched {
     StepPlan plan;
-    std::vector<StepHeader> headers;  // the step's, for its record
+    std::vector<StepHeader> headers;  // the step's, for its record (kept only with an observer)
     int64_t step = 0;
     double started = 0;
     bool active = false;
