@@ -228,10 +228,8 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
   const auto& g = groups_.layout();
   const bool leader = g.attn_tp_rank == 0;
   std::vector<int32_t> tokens;
-  std::vector<uint8_t> live;
   std::vector<TokenOutput> outs;
   tokens.reserve(plan.seqs.size());
-  live.reserve(plan.seqs.size());
   if (leader) outs.reserve(plan.seqs.size());
   std::size_t row = 0, sampled = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -249,7 +247,6 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
       for (int32_t k = 0; k < d.n_top; ++k) o.top.push_back({d.top_token[k], d.top_logprob[k]});
     }
     tokens.push_back(o.token);
-    live.push_back(!s->finished);
     if (leader && !s->finished) outs.push_back(std::move(o));
     ++row;
   }
@@ -259,15 +256,16 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
   }
   sched_.commit(plan, tokens);
   // Stop conditions, identical on every rank of the replica, at the draw's place in the sequence
-  // (a later step's draw may already be pending behind it).
+  // (a later step's draw may already be pending behind it). Sequences finished before this step's
+  // commit have no output; the ones finished below are each visited once.
   std::size_t k = 0, out = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.chunks[i].need_logits) continue;
-    if (!live[k]) {
+    Sequence* s = plan.seqs[i];
+    if (s->finished) {
       ++k;
       continue;
     }
-    Sequence* s = plan.seqs[i];
     const auto& p = s->req.params;
     const int32_t t = tokens[k];
     const int64_t at = plan.token_index[i], generated = at - s->n_prompt + 1;

@@ -37,8 +37,8 @@ struct EngineConfig {
   uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests
   // Schedule and launch each step while the one before still runs (SGLang's overlap scheduler,
   // vLLM's async scheduling): the host's work between steps hides behind the device's. Steps
-  // with rows whose next draw needs this one's token on the host (penalties, min_tokens), prefill
-  // steps and steps with host waits inside run one at a time. --disable-overlap-schedule: off.
+  // with rows whose next draw needs this one's token on the host (penalties), prefill steps and
+  // steps with host waits inside run one at a time. --disable-overlap-schedule: off.
   bool overlap_schedule = true;
   bool check_kv_accounting = true;    // verify free + used == total at exit
   bool collect_expert_stats = false;  // sum tokens per expert per layer to rank 0 every step

@@ -432,8 +432,9 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
   std::vector<int32_t>& take_sampled = host_.take_sampled;
   ids.clear(), pages.clear(), positions.clear(), slots.clear(), seq_pages.clear();
   take_argmax.clear(), take_sampled.clear();
-  // The previous step's draws serve this step only.
-  const std::vector<int32_t> prev = std::move(prev_draws_);
+  // The previous step's draws serve this step only (both buffers keep their room across steps).
+  std::vector<int32_t>& prev = host_.prev_draws;
+  prev.swap(prev_draws_);
   prev_draws_.clear();
   int64_t decode_seqs = 0;  // single-token sequences taking the absorbed form
   int32_t pad_offset = 0, pad_ctx = 0;  // the first row's page table and context (the padding's)

@@ -449,6 +449,7 @@ class Model {
   struct HostInputs {  // forward()'s host side of the step's inputs
     std::vector<int32_t> ids, pages;
     std::vector<int32_t> take_argmax, take_sampled;  // (row, source) pairs of the prev_row rows
+    std::vector<int32_t> prev_draws;                 // the previous step's prev_draws_, read this step
     std::vector<int64_t> positions, slots, seq_pages;
   } host_;
 };
