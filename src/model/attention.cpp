@@ -25,10 +25,18 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
 
   // h from its pre-norm, then q [n, Hl, dqk] and the compressed kv [n, L + R], both projections
   // of h (one call: the rows are rounded once, as the norm writes them, where the backend rounds
-  // them).
-  float* q = scratch(q_, n * Hl * dqk);
-  float* kva = scratch(kva_, n * (L + R));
-  if (c.q_lora_rank > 0) {
+  // them). When every row takes the absorbed form, q is read only by mla_prepare_uk, which takes
+  // row strides: one product over q_proj's and kv_a_proj's rows together then writes both side
+  // by side (one GEMM of 3,648 columns instead of 3,072 and 576: V2-Lite's 576 alone fill a
+  // fifth of the GPU for as long as q_proj's take).
+  const bool fused = m.all_absorbed && lw.q_kv_a.data && fuse_q_kv_a_;
+  const int64_t q_stride = fused ? lw.q_kv_a.rows : Hl * dqk, kva_stride = fused ? lw.q_kv_a.rows : L + R;
+  float* q = fused ? scratch(q_, n * q_stride) : scratch(q_, n * Hl * dqk);
+  float* kva = fused ? q + Hl * dqk : scratch(kva_, n * (L + R));
+  if (fused) {
+    const backend::Backend::LinearOut outs[] = {{&lw.q_kv_a, q}};
+    be_.norm_linear(pre.residual, pre.x, pre.w, n, eps, h, outs);
+  } else if (c.q_lora_rank > 0) {
     float* qa = scratch(qa_, n * c.q_lora_rank);
     const backend::Backend::LinearOut outs[] = {{&lw.q_a_proj, qa}, {&lw.kv_a_proj, kva}};
     be_.norm_linear(pre.residual, pre.x, pre.w, n, eps, h, outs);
@@ -44,9 +52,9 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
   void* layer_base = cache_->view(layer, nullptr).base;
   const DType kv_dt = cache_->dtype();
   backend::MlaPrepare prep;
-  prep.n = n, prep.q = q, prep.n_heads = Hl, prep.q_stride = Hl * dqk, prep.q_head_dim = dqk, prep.nope = nope;
+  prep.n = n, prep.q = q, prep.n_heads = Hl, prep.q_stride = q_stride, prep.q_head_dim = dqk, prep.nope = nope;
   prep.q_pe = m.all_absorbed ? scratch(q_pe_, n * Hl * R) : nullptr;
-  prep.kva = kva, prep.kva_stride = L + R, prep.kv_lora = L, prep.kv_norm = lw.kv_a_norm, prep.eps = eps;
+  prep.kva = kva, prep.kva_stride = kva_stride, prep.kv_lora = L, prep.kv_norm = lw.kv_a_norm, prep.eps = eps;
   prep.positions = d_pos_.data() + m.row0, prep.rope = rope_;
   prep.cache = layer_base, prep.cache_dtype = kv_dt, prep.slots = d_slots_.data() + m.row0;
   const backend::WeightView w_uk = w_uk_[static_cast<std::size_t>(layer)].row_slice(0, L);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -71,6 +72,11 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
     if (!*v || *end || n < 0 || n > (1 << 20))
       throw Error(fmt::format("DPA_MOE_FIXED_TOKENS='{}': not a token count in [0, 1048576]", v));
     moe_fixed_tokens_ = n;
+  }
+  if (const char* v = std::getenv("DPA_FUSE_Q_KV_A")) {  // A/B switch: 0 projects q and kv_a apart
+    if (std::string_view(v) != "0" && std::string_view(v) != "1")
+      throw Error(fmt::format("DPA_FUSE_Q_KV_A='{}': 0 or 1", v));
+    fuse_q_kv_a_ = *v == '1';
   }
   prepare_weights();
   // One exchange a micro-batch: the second only for the two-batch overlap.
@@ -166,6 +172,7 @@ void Model::prepare_weights() {
   });
   for (backend::WeightView* w : views)
     if (w->data) *w = be_.prepare_weight(*w);  // tied embedding and LM head: one device copy
+  weights_.views_replaced();
   const int64_t Hl = weights_.n_local_heads(), L = c.kv_lora_rank, nope = c.qk_nope_head_dim;
   w_uk_.resize(weights_.layers.size());
   bias_.resize(weights_.layers.size());

@@ -384,6 +384,9 @@ class Model {
   // MoE layer runs moe_experts_fixed with capacity = the tokens rounded up to 16 and its counts
   // stay in backend memory (no host wait in the layer); those layers are marked here.
   int64_t moe_fixed_tokens_ = 0;
+  // A decode step's q and kv_a in one product where the weights allow (LayerWeights::q_kv_a);
+  // DPA_FUSE_Q_KV_A=0: apart.
+  bool fuse_q_kv_a_ = true;
   // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
   // largest slice of the EP group (of a micro-batch's, under the two-batch overlap) rounded up to
   // 16, agreed at the step's start; 0: exact exchange.

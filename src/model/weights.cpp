@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -15,13 +16,48 @@ std::vector<WeightView*> ModelWeights::views() {
   std::vector<WeightView*> v = {&embed, &lm_head, &final_norm};
   auto mlp = [&](MlpWeights& m) { v.insert(v.end(), {&m.gate, &m.up, &m.down}); };
   for (LayerWeights& lw : layers) {
-    v.insert(v.end(), {&lw.input_norm, &lw.post_attention_norm, &lw.q_proj, &lw.q_a_proj, &lw.q_a_norm,
-                       &lw.q_b_proj, &lw.kv_a_proj, &lw.kv_a_norm, &lw.kv_b_proj, &lw.o_proj, &lw.router});
+    if (lw.q_kv_a.data) v.push_back(&lw.q_kv_a);
+    else v.insert(v.end(), {&lw.q_proj, &lw.kv_a_proj});
+    v.insert(v.end(), {&lw.input_norm, &lw.post_attention_norm, &lw.q_a_proj, &lw.q_a_norm, &lw.q_b_proj,
+                       &lw.kv_a_norm, &lw.kv_b_proj, &lw.o_proj, &lw.router});
     mlp(lw.dense);
     mlp(lw.shared);
     for (MlpWeights& e : lw.experts) mlp(e);
   }
   return v;
+}
+
+void ModelWeights::views_replaced() {
+  for (LayerWeights& lw : layers) {
+    if (!lw.q_kv_a.data) continue;
+    const int64_t q_rows = lw.q_proj.rows;
+    lw.q_proj = lw.q_kv_a.row_slice(0, q_rows);
+    lw.kv_a_proj = lw.q_kv_a.row_slice(q_rows, lw.q_kv_a.rows);
+  }
+}
+
+void ModelWeights::fuse_q_kv_a(LayerWeights& lw) {
+  const WeightView q = lw.q_proj, kv = lw.kv_a_proj;
+  if (!q.data || !kv.data || q.dtype != kv.dtype || q.cols != kv.cols || q.rows <= 0 || kv.rows <= 0) return;
+  const int64_t rows = q.rows + kv.rows, cols = q.cols;
+  const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(q.dtype);
+  unsigned char* dst = nullptr;
+  if (q.dtype == DType::bf16) {
+    owned_bf16_.emplace_back(static_cast<std::size_t>(rows * cols));
+    dst = reinterpret_cast<unsigned char*>(owned_bf16_.back().data());
+  } else if (q.dtype == DType::f32) {
+    owned_.emplace_back(static_cast<std::size_t>(rows * cols));
+    dst = reinterpret_cast<unsigned char*>(owned_.back().data());
+  } else {
+    return;
+  }
+  for (const WeightView* w : {&q, &kv})
+    for (int64_t r = 0; r < w->rows; ++r, dst += row_bytes)
+      std::memcpy(dst, static_cast<const unsigned char*>(w->data) + static_cast<std::size_t>(r * w->ld) * dtype_size(w->dtype),
+                  row_bytes);
+  lw.q_kv_a = WeightView::dense(dst - static_cast<std::size_t>(rows) * row_bytes, q.dtype, rows, cols);
+  lw.q_proj = lw.q_kv_a.row_slice(0, q.rows);
+  lw.kv_a_proj = lw.q_kv_a.row_slice(q.rows, rows);
 }
 
 WeightView ModelWeights::load(const Checkpoint& ckpt, const std::string& name) {
@@ -115,6 +151,7 @@ ModelWeights::ModelWeights(const Checkpoint& ckpt, const ShardSpec& shard, bool 
     }
     lw.kv_a_proj = load(ckpt, a + "kv_a_proj_with_mqa.weight");
     expect_shape(lw.kv_a_proj, L + R, hidden, a + "kv_a_proj_with_mqa.weight");
+    if (c.q_lora_rank <= 0) fuse_q_kv_a(lw);
     lw.kv_a_norm = load(ckpt, a + "kv_a_layernorm.weight");
     const WeightView kvb = load(ckpt, a + "kv_b_proj.weight");
     expect_shape(kvb, H * (nope + dv), L, a + "kv_b_proj.weight");

@@ -27,6 +27,10 @@ struct LayerWeights {
   backend::WeightView input_norm, post_attention_norm;
   // Attention, local heads [head_begin, head_end).
   backend::WeightView q_proj;                  // q_lora_rank == 0: [H_local*qk_head, hidden]
+  // q_lora_rank == 0 and q_proj, kv_a_proj alike (dtype, width): both in one matrix, q_proj's
+  // rows then kv_a_proj's, of which those two are views, so that a decode step projects both in
+  // one product (Model::attention). No data otherwise.
+  backend::WeightView q_kv_a;
   backend::WeightView q_a_proj, q_a_norm, q_b_proj;  // q_lora_rank > 0; q_b_proj local rows
   backend::WeightView kv_a_proj, kv_a_norm;    // [kv_lora + rope, hidden], [kv_lora]
   backend::WeightView kv_b_proj;               // local rows: [H_local*(nope + v), kv_lora]
@@ -68,12 +72,16 @@ class ModelWeights {
   std::vector<LayerWeights> layers;
 
   // Every weight view, in the model's order (embedding, LM head, final norm, then per layer
-  // attention, dense or shared MLP, local experts); views with no data included.
+  // attention, dense or shared MLP, local experts); views with no data included. A layer's
+  // q_kv_a stands for q_proj and kv_a_proj where it has data: after the views were replaced
+  // (Backend::prepare_weight), views_replaced() makes those two its rows again.
   std::vector<backend::WeightView*> views();
+  void views_replaced();
 
  private:
   backend::WeightView load(const Checkpoint& ckpt, const std::string& name);
   MlpWeights load_mlp(const Checkpoint& ckpt, const std::string& prefix);
+  void fuse_q_kv_a(LayerWeights& lw);
 
   ModelConfig cfg_;
   int64_t head_begin_ = 0, n_local_heads_ = 0, expert_begin_ = 0, n_local_experts_ = 0;

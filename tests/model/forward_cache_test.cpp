@@ -1,6 +1,7 @@
-// Forward invariants on the V3 fixture, independent of transformers: a prompt fed in chunks over
-// the paged cache gives the logits of a one-shot prefill; the absorbed and expanded MLA forms
-// agree; bad page tables and positions are refused.
+// Forward invariants on the V3 fixture (and the V2 one, where q_proj and kv_a_proj are fused),
+// independent of transformers: a prompt fed in chunks over the paged cache gives the logits of a
+// one-shot prefill; the absorbed and expanded MLA forms agree; bad page tables and positions are
+// refused.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,10 +18,16 @@
 namespace dpa::model {
 namespace {
 
-std::string fixture_dir() {
+// The fixtures' directories, V3's then V2's: the command line's arguments that are not flags.
+std::string fixture_arg(std::size_t i) {
+  std::vector<std::string> dirs;
   const auto& argv = ::testing::internal::GetArgvs();
-  return argv.size() > 1 ? argv.back() : std::string();
+  for (std::size_t a = 1; a < argv.size(); ++a)
+    if (argv[a].rfind("-", 0) != 0) dirs.push_back(argv[a]);
+  return i < dirs.size() ? dirs[i] : std::string();
 }
+std::string fixture_dir() { return fixture_arg(0); }
+std::string v2_fixture_dir() { return fixture_arg(1); }
 
 const std::vector<int32_t> kPrompt = {1, 9, 33, 7, 200, 17, 5, 88, 91, 3, 250, 64};
 
@@ -46,8 +53,8 @@ struct Loaded {
   std::unique_ptr<backend::Backend> be;
   std::unique_ptr<Model> m;
   Loaded(int64_t page_size, int64_t n_pages, AttentionForm form = AttentionForm::automatic, bool profile = false,
-         int64_t graph_tokens = 0)
-      : ckpt(Checkpoint::open(fixture_dir())), be(backend::make_cpu_backend()) {
+         int64_t graph_tokens = 0, const std::string& dir = fixture_dir())
+      : ckpt(Checkpoint::open(dir)), be(backend::make_cpu_backend()) {
     ForwardOptions opts;
     opts.page_size = page_size;
     opts.n_pages = n_pages;
@@ -373,6 +380,61 @@ TEST(ModelForward, ProfileDecodeStepIsCheckedAndChangesNothing) {
   ::unsetenv("DPA_PROFILE_DECODE_STEP");
   ASSERT_FALSE(logits[0].empty());
   EXPECT_EQ(logits[1], logits[0]);
+}
+
+// V2 (no q_lora): q_proj's and kv_a_proj's rows are one matrix, the two views its rows, with the
+// checkpoint's values; a decode step projects both in one product (DPA_FUSE_Q_KV_A=0: apart),
+// with the same logits.
+TEST(ModelForward, FusedQKvAProjection) {
+  ASSERT_FALSE(v2_fixture_dir().empty());
+  const auto ckpt = Checkpoint::open(v2_fixture_dir());
+  const ModelConfig& c = ckpt->config();
+  ASSERT_EQ(c.q_lora_rank, 0);
+  ModelWeights w(*ckpt, ShardSpec{});
+  const int64_t q_rows = c.num_attention_heads * c.qk_head_dim(), kv_rows = c.kv_lora_rank + c.qk_rope_head_dim;
+  for (const LayerWeights& lw : w.layers) {
+    ASSERT_NE(lw.q_kv_a.data, nullptr);
+    EXPECT_EQ(lw.q_kv_a.rows, q_rows + kv_rows);
+    EXPECT_EQ(lw.q_proj.data, lw.q_kv_a.data);
+    EXPECT_EQ(lw.q_proj.rows, q_rows);
+    EXPECT_EQ(lw.kv_a_proj.rows, kv_rows);
+  }
+  const std::vector<float> q0 = ckpt->read_f32("model.layers.1.self_attn.q_proj.weight");
+  const std::vector<float> kv0 = ckpt->read_f32("model.layers.1.self_attn.kv_a_proj_with_mqa.weight");
+  const LayerWeights& l1 = w.layers[1];
+  for (int64_t r : {int64_t{0}, q_rows - 1})
+    for (int64_t k : {int64_t{0}, c.hidden_size - 1})
+      EXPECT_EQ(l1.q_proj.at(r, k), q0[static_cast<std::size_t>(r * c.hidden_size + k)]);
+  for (int64_t r : {int64_t{0}, kv_rows - 1})
+    for (int64_t k : {int64_t{0}, c.hidden_size - 1})
+      EXPECT_EQ(l1.kv_a_proj.at(r, k), kv0[static_cast<std::size_t>(r * c.hidden_size + k)]);
+  // In a shard of the heads too (attn_tp 2, rank 1: the second half of q_proj's rows).
+  ModelWeights half(*ckpt, ShardSpec{2, 1, 1, 0});
+  EXPECT_EQ(half.layers[1].q_proj.rows, q_rows / 2);
+  EXPECT_EQ(half.layers[1].q_proj.at(0, 3), q0[static_cast<std::size_t>((q_rows / 2) * c.hidden_size + 3)]);
+  EXPECT_EQ(half.layers[1].kv_a_proj.at(2, 5), kv0[static_cast<std::size_t>(2 * c.hidden_size + 5)]);
+
+  ::setenv("DPA_FUSE_Q_KV_A", "2", 1);
+  EXPECT_THROW({ Loaded f(4, 16, AttentionForm::automatic, false, 0, v2_fixture_dir()); }, Error);
+  std::vector<float> logits[2];
+  for (int fuse = 0; fuse < 2; ++fuse) {
+    ::setenv("DPA_FUSE_Q_KV_A", fuse ? "1" : "0", 1);
+    Loaded f(4, 16, AttentionForm::automatic, false, 0, v2_fixture_dir());
+    Model& m = *f.m;
+    std::vector<int32_t> ta, tb;
+    m.cache().grow(ta, 11), m.cache().grow(tb, 11);
+    std::vector<float> step;
+    const std::vector<int32_t> pa(kPrompt.begin(), kPrompt.begin() + 8), pb(kPrompt.begin() + 1, kPrompt.begin() + 9);
+    m.forward({SeqInput{pa, 0, ta, LogitsWanted::last}, SeqInput{pb, 0, tb, LogitsWanted::last}}, step);
+    for (int64_t p = 8; p < 11; ++p) {  // decode steps of two sequences
+      const std::vector<int32_t> a = {kPrompt[static_cast<std::size_t>(p)]}, b = {kPrompt[static_cast<std::size_t>(p - 5)]};
+      m.forward({SeqInput{a, p, ta, LogitsWanted::last}, SeqInput{b, p, tb, LogitsWanted::last}}, step);
+      logits[fuse].insert(logits[fuse].end(), step.begin(), step.end());
+    }
+  }
+  ::unsetenv("DPA_FUSE_Q_KV_A");
+  ASSERT_EQ(logits[0].size(), 3u * 2u * static_cast<std::size_t>(c.vocab_size));
+  EXPECT_LT(max_abs_diff(logits[1], logits[0]), 1e-6);
 }
 
 }  // namespace
