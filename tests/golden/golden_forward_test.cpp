@@ -11,6 +11,9 @@
 // Greedy: 32 tokens, one prefill then single-token decode steps (absorbed MLA over the paged
 // cache), must equal transformers' continuation exactly with fp32 weights; with bf16 weights up
 // to the first step whose HF top-1 minus top-2 logit is below 0.1 (a near tie rounding may flip).
+// Near-tied routes likewise: with bf16 weights or cache, a position whose expert choice in some
+// MoE layer is within 2e-3 of another in HF (the fixture's route_margin, where it has one) may
+// take the other expert; its logits are held to 0.25, and the greedy comparison ends there too.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -43,6 +46,8 @@ namespace {
 constexpr double kMaxRelErrorF32 = 1e-4;
 constexpr double kMaxRelErrorBf16 = 2e-2;
 constexpr double kBf16TieMargin = 0.1;
+constexpr double kBf16RouteMargin = 2e-3;   // route_margin below it: a route rounding may flip
+constexpr double kMaxRelErrorNearRoute = 0.25;
 
 struct Args {
   std::string fixture;
@@ -84,6 +89,9 @@ struct Expected {
   std::vector<std::vector<int32_t>> prompts, greedy;
   std::vector<std::vector<std::vector<double>>> logits;
   std::vector<std::vector<double>> margins;
+  // Per prompt, at every position of the prompt and then of its continuation but the last: the
+  // smallest margin of the MoE layers' expert choice in HF (empty when the fixture has none).
+  std::vector<std::vector<double>> route_margins;
 };
 
 Expected load_expected(const std::string& path) {
@@ -111,6 +119,11 @@ Expected load_expected(const std::string& path) {
     e.margins.emplace_back();
     for (const auto& v : p.as_array()) e.margins.back().push_back(v.to_number<double>());
   }
+  if (const auto* rm = o.if_contains("route_margin"))
+    for (const auto& p : rm->as_array()) {
+      e.route_margins.emplace_back();
+      for (const auto& v : p.as_array()) e.route_margins.back().push_back(v.to_number<double>());
+    }
   return e;
 }
 
@@ -222,14 +235,25 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     batch.push_back(SeqInput{seqs[i], 0, tables[i], LogitsWanted::all});
   std::vector<float> logits;
   model.forward(batch, logits);
-  double worst = 0;
+  // A position whose route HF chose within kBf16RouteMargin (rounded runs only).
+  const bool rounded = args.bf16 || args.kv == DType::bf16;
+  auto near_route = [&](int p, std::size_t pos) {
+    const auto& rm = exp.route_margins;
+    return rounded && static_cast<std::size_t>(p) < rm.size() && pos < rm[p].size() && rm[p][pos] < kBf16RouteMargin;
+  };
+  double worst = 0, worst_near = 0;
+  int near = 0;
   int64_t row = 0;
   for (std::size_t i = 0; i < mine.size(); ++i)
     for (std::size_t t = 0; t < seqs[i].size(); ++t, ++row) {
       const double err = rel_error(logits.data() + row * V, exp.logits[mine[i]][t]);
-      worst = std::max(worst, err);
-      EXPECT_LE(err, max_rel) << "prompt " << mine[i] << " position " << t << " on "
-                                   << lay.describe();
+      const bool nr = near_route(mine[i], t);
+      double& w = nr ? worst_near : worst;
+      w = std::max(w, err);
+      near += nr && lay.attn_tp_rank == 0;
+      EXPECT_LE(err, nr ? kMaxRelErrorNearRoute : max_rel)
+          << "prompt " << mine[i] << " position " << t << (nr ? " (near-tied route)" : "") << " on "
+          << lay.describe();
     }
 
   // Greedy: first token from the prefill's last row, then 31 single-token steps. Every rank
@@ -319,7 +343,10 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     std::vector<int32_t> want = exp.greedy[mine[i]], got = gen[i];
     if (args.bf16 || model.kv_dtype() == DType::bf16) {  // compare up to the first near tie of the HF continuation
       std::size_t upto = 0;
-      while (upto < want.size() && exp.margins[mine[i]][upto] >= kBf16TieMargin) ++upto;
+      // Token upto comes from position len(prompt) + upto - 1.
+      while (upto < want.size() && exp.margins[mine[i]][upto] >= kBf16TieMargin &&
+             !near_route(mine[i], exp.prompts[mine[i]].size() + upto - 1))
+        ++upto;
       want.resize(upto), got.resize(upto);
     }
     EXPECT_EQ(got, want) << "prompt " << mine[i] << " on " << lay.describe();
@@ -328,14 +355,20 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
 
   // Rank 0 gathers: every prompt checked by exactly one replica (counted once per replica).
   int counted = lay.attn_tp_rank == 0 ? checked : 0, total = 0;
-  double worst_all = 0;
+  double worst_all = 0, worst_near_all = 0;
+  int near_all = 0;
   MPI_Reduce(&counted, &total, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
   MPI_Reduce(&worst, &worst_all, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+  MPI_Reduce(&worst_near, &worst_near_all, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+  MPI_Reduce(&near, &near_all, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
   if (rank == 0) {
     EXPECT_EQ(total, static_cast<int>(exp.prompts.size()));
     std::printf("fixture %s W=%d dp=%d ep=%d device %s weights %s kv %s: worst max|a-b|/max|b| per position %.3g\n",
                 args.fixture.c_str(), world, lay.dp, lay.ep, args.cuda ? "cuda" : "cpu", args.bf16 ? "bf16" : "f32",
                 std::string(dtype_name(model.kv_dtype())).c_str(), worst_all);
+    if (near_all > 0)
+      std::printf("  %d prompt positions of near-tied routes (HF margin < %g), held to %g: worst %.3g\n", near_all,
+                  kBf16RouteMargin, kMaxRelErrorNearRoute, worst_near_all);
   }
 }
 

@@ -5,6 +5,11 @@
 #
 # Usage: python3 make_fixtures.py OUT_DIR [--device cpu|cuda]
 # Writes OUT_DIR/{v2,v3}/ with config.json, model.safetensors and expected.json.
+#        python3 make_fixtures.py FIXTURES_DIR --route-margins
+# Adds route_margin to existing fixtures (the rest of expected.json is kept as it is): at every
+# position of each prompt followed by its greedy continuation, the smallest margin of the MoE
+# layers' expert choice (route_margin below), so that a bf16 run can tell a near-tied route, which
+# rounding may flip, from an error.
 #
 # The expectations come from the checkpoint as SAVED and RELOADED in float32 (DESIGN section 7),
 # never from the in-memory model that produced it. Routed experts are written with the
@@ -335,6 +340,94 @@ def round7(x):
     return float(f"{x:.7g}")
 
 
+def route_margin_of(logits, cfg):
+    """The margin of one token's expert choice from its router logits [E] (float64): the smallest
+    chosen score (biased, for noaux_tc) minus the largest allowed unchosen one, and where groups are
+    chosen first, the same between the kept and the dropped groups' scores; the smaller of the
+    two. Scores as the model's gate defines them (softmax or sigmoid; group score: the best expert
+    (group_limited_greedy) or the two best biased scores (noaux_tc))."""
+    E, K = logits.shape[0], cfg["num_experts_per_tok"]
+    if cfg["scoring_func"] == "sigmoid":
+        score = torch.sigmoid(logits)
+    else:
+        score = torch.softmax(logits, dim=-1)
+    choice = score + cfg["bias"] if cfg["topk_method"] == "noaux_tc" and cfg["bias"] is not None else score
+    allowed = torch.ones(E, dtype=torch.bool)
+    margin = math.inf
+    G, TG = cfg["n_group"], cfg["topk_group"]
+    if G > 1 and cfg["topk_method"] in ("noaux_tc", "group_limited_greedy"):
+        per = E // G
+        grp = choice.view(G, per)
+        gscore = grp.topk(2, dim=-1).values.sum(-1) if cfg["topk_method"] == "noaux_tc" else grp.max(-1).values
+        order = torch.argsort(gscore, descending=True)
+        kept = order[:TG]
+        if TG < G:
+            margin = min(margin, float(gscore[order[TG - 1]] - gscore[order[TG]]))
+        allowed[:] = False
+        for g in kept.tolist():
+            allowed[g * per:(g + 1) * per] = True
+    masked = torch.where(allowed, choice, torch.full_like(choice, -math.inf))
+    srt = torch.sort(masked, descending=True).values
+    if int(allowed.sum()) > K:
+        margin = min(margin, float(srt[K - 1] - srt[K]))
+    return margin
+
+
+@torch.no_grad()
+def route_margins(model, cfg_json, prompt, cont, device):
+    """route_margin at every position of prompt + cont[:-1] (one forward, no cache): the smallest
+    over the MoE layers, from each gate's input and weight in float64."""
+    gates = []
+    for name, mod in model.named_modules():
+        if re.fullmatch(r"model\.layers\.\d+\.mlp\.gate", name):
+            gates.append((name, mod))
+    if not gates:
+        raise RuntimeError("no MoE gate modules found")
+    seen = {}
+    hooks = [mod.register_forward_pre_hook(lambda m, args, n=name: seen.__setitem__(n, args[0].detach()))
+             for name, mod in gates]
+    ids = list(prompt) + list(cont[:-1])
+    x = torch.tensor([ids], dtype=torch.long, device=device)
+    model(input_ids=x, use_cache=False)
+    for h in hooks:
+        h.remove()
+    margins = [math.inf] * len(ids)
+    for name, mod in gates:
+        hs = seen[name].reshape(-1, seen[name].shape[-1]).double().cpu()
+        logits = hs @ mod.weight.detach().double().cpu().t()
+        bias = getattr(mod, "e_score_correction_bias", None)
+        cfg = dict(cfg_json, bias=None if bias is None else bias.detach().double().cpu())
+        for t in range(len(ids)):
+            margins[t] = min(margins[t], route_margin_of(logits[t], cfg))
+    return margins
+
+
+def add_route_margins(fixtures_dir, device):
+    for name, arch in (("v2", "DeepseekV2"), ("v3", "DeepseekV3")):
+        d = os.path.join(fixtures_dir, name)
+        _, model_cls = import_classes(arch)
+        model = load_fp32(model_cls, d, device)
+        with open(os.path.join(d, "config.json")) as f:
+            cj = json.load(f)
+        cfg = {k: cj.get(k) for k in ("num_experts_per_tok", "scoring_func", "topk_method", "n_group", "topk_group")}
+        cfg["n_group"] = cfg["n_group"] or 1
+        cfg["topk_group"] = cfg["topk_group"] or 1
+        path = os.path.join(d, "expected.json")
+        with open(path) as f:
+            exp = json.load(f)
+        exp["route_margin"] = [[round7(m) for m in route_margins(model, cfg, p, g, device)]
+                               for p, g in zip(exp["prompts"], exp["greedy"])]
+        exp["route_margin_source"] = (f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, "
+                                      f"device {device}: route_margin at every position of prompt + greedy[:-1], the "
+                                      f"smallest over the MoE layers of the chosen minus the best unchosen allowed "
+                                      f"expert score (and kept minus dropped group score), float64 from the gate's "
+                                      f"input")
+        with open(path, "w") as f:
+            json.dump(exp, f, separators=(",", ":"))
+        flat = sorted(m for row in exp["route_margin"] for m in row)
+        log(f"[{name}] route margins: smallest {flat[:6]}")
+
+
 def build(spec, out_root, device):
     _, model_cls = import_classes(spec["arch"])
     out_dir = os.path.join(out_root, spec["name"])
@@ -437,12 +530,17 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--device", default="cpu", help="cpu (default: the cleanest fp32) or cuda")
     ap.add_argument("--only", choices=["v2", "v3"], default=None)
+    ap.add_argument("--route-margins", action="store_true",
+                    help="add route_margin to the fixtures in OUT_DIR, keeping the rest")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(True, warn_only=True)
     import transformers
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, device {a.device}")
+    if a.route_margins:
+        add_route_margins(a.out_dir, a.device)
+        return 0
     os.makedirs(a.out_dir, exist_ok=True)
     for spec in (spec_v2(), spec_v3()):
         if a.only and spec["name"] != a.only:
