@@ -41,11 +41,12 @@ __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 // Persistent: block b takes output tiles b, b + gridDim.x, ... (weight-row tiles fastest, so the
 // tiles in flight at once share rows and weights through L2). The producer runs ahead across
 // tiles, so the next tile's first stages load while the consumers write this one's results.
-template <bool kGateUp, int kBN>
+// kBf16Out (down only): the results rounded to bf16 as they are written.
+template <bool kGateUp, int kBN, bool kBf16Out = false>
 __global__ void __launch_bounds__(kThreads, 1)
     expert_wgmma_kernel(const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap a_half,
                         ExpertWgmmaArgs a, int n_tiles_n, int k_steps,
-                        uint16_t* h, int64_t ldh, const int32_t* order, float* out) {
+                        uint16_t* h, int64_t ldh, const int32_t* order, void* out) {
   constexpr int kStages = Ring<kBN>::kStages, kBBytes = Ring<kBN>::kBBytes, kStageBytes = Ring<kBN>::kStageBytes;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -151,8 +152,13 @@ __global__ void __launch_bounds__(kThreads, 1)
           const float u0 = acc[4 * (j + kBN / 16) + 2 * hh], u1 = acc[4 * (j + kBN / 16) + 2 * hh + 1];
           *reinterpret_cast<unsigned*>(dst + 8 * j) = detail::pack_bf16(silu(g0) * u0, silu(g1) * u1);
         }
+      } else if constexpr (kBf16Out) {
+        uint16_t* dst = static_cast<uint16_t*>(out) + static_cast<int64_t>(order[p]) * a.D + nt * kBN + 2 * (lane % 4);
+#pragma unroll
+        for (int j = 0; j < kBN / 8; ++j)
+          *reinterpret_cast<unsigned*>(dst + 8 * j) = detail::pack_bf16(acc[4 * j + 2 * hh], acc[4 * j + 2 * hh + 1]);
       } else {
-        float* dst = out + static_cast<int64_t>(order[p]) * a.D + nt * kBN + 2 * (lane % 4);
+        float* dst = static_cast<float*>(out) + static_cast<int64_t>(order[p]) * a.D + nt * kBN + 2 * (lane % 4);
 #pragma unroll
         for (int j = 0; j < kBN / 8; ++j)
           *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(acc[4 * j + 2 * hh], acc[4 * j + 2 * hh + 1]);
@@ -225,29 +231,29 @@ bool encode_2d(CUtensorMap* m, const void* base, int64_t inner, int64_t outer, i
   return detail::encode_bf16_2d(m, base, inner, outer, ld, kBK, box_rows);
 }
 
-template <bool kGateUp, int kBN>
+template <bool kGateUp, int kBN, bool kBf16Out>
 void launch_ring(const CUtensorMap& map, const CUtensorMap& half, const ExpertWgmmaArgs& a, int64_t k, int64_t n,
-                 uint16_t* h, int64_t ldh, const int32_t* order, float* out, cudaStream_t stream) {
+                 uint16_t* h, int64_t ldh, const int32_t* order, void* out, cudaStream_t stream) {
   static const bool attr = [] {
-    return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp, kBN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                Ring<kBN>::kSmemBytes) == cudaSuccess;
+    return cudaFuncSetAttribute(expert_wgmma_kernel<kGateUp, kBN, kBf16Out>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, Ring<kBN>::kSmemBytes) == cudaSuccess;
   }();
   (void)attr;
   const int n_tiles_n = static_cast<int>(kGateUp ? n / (kBN / 2) : n / kBN);
   const int64_t work = a.n_tiles * n_tiles_n;
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(work, detail::sm_count()));
-  expert_wgmma_kernel<kGateUp, kBN><<<grid, kThreads, Ring<kBN>::kSmemBytes, stream>>>(
+  expert_wgmma_kernel<kGateUp, kBN, kBf16Out><<<grid, kThreads, Ring<kBN>::kSmemBytes, stream>>>(
       map, half, a, n_tiles_n, static_cast<int>(k / kBK), h, ldh, order, out);
 }
 
-template <bool kGateUp>
+template <bool kGateUp, bool kBf16Out = false>
 bool launch(const uint16_t* a_ptr, int64_t rows, int64_t lda, int64_t k, int64_t n, const ExpertWgmmaArgs& a,
-            uint16_t* h, int64_t ldh, const int32_t* order, float* out, cudaStream_t stream) {
+            uint16_t* h, int64_t ldh, const int32_t* order, void* out, cudaStream_t stream) {
   if (a.n_tiles <= 0) return true;
   CUtensorMap map, half;  // a tile's rows: 128 rows a box, or 64 for tiles of at most 64 rows
   if (!encode_2d(&map, a_ptr, k, rows, lda, kBM) || !encode_2d(&half, a_ptr, k, rows, lda, kBM / 2)) return false;
-  if (a.narrow) launch_ring<kGateUp, 128>(map, half, a, k, n, h, ldh, order, out, stream);
-  else launch_ring<kGateUp, 256>(map, half, a, k, n, h, ldh, order, out, stream);
+  if (a.narrow) launch_ring<kGateUp, 128, kBf16Out>(map, half, a, k, n, h, ldh, order, out, stream);
+  else launch_ring<kGateUp, 256, kBf16Out>(map, half, a, k, n, h, ldh, order, out, stream);
   return true;
 }
 
@@ -301,7 +307,8 @@ bool moe_wgmma_gate_up(const uint16_t* xb, int64_t rows, int64_t ldx, const Expe
 }
 
 bool moe_wgmma_down(const uint16_t* h, int64_t rows, int64_t ldh, const int32_t* order, const ExpertWgmmaArgs& a,
-                    float* out, cudaStream_t stream) {
+                    void* out, bool out_bf16, cudaStream_t stream) {
+  if (out_bf16) return launch<false, true>(h, rows, ldh, a.I, a.D, a, nullptr, 0, order, out, stream);
   return launch<false>(h, rows, ldh, a.I, a.D, a, nullptr, 0, order, out, stream);
 }
 

@@ -60,8 +60,9 @@ void moe_wgmma_gather(const float* x, const int32_t* order, int64_t x_div, const
 // xb: bf16 [rows][ldx], 16-byte aligned, ldx a multiple of 8; h likewise with ldh.
 bool moe_wgmma_gate_up(const uint16_t* xb, int64_t rows, int64_t ldx, const ExpertWgmmaArgs& a, uint16_t* h,
                        int64_t ldh, cudaStream_t stream);
-// out[order[p], :D] = h_p · down_e^T (f32, row stride D) for every tile's rows p.
+// out[order[p], :D] = h_p · down_e^T (f32, or rounded to bf16 with out_bf16; row stride D) for every
+// tile's rows p.
 bool moe_wgmma_down(const uint16_t* h, int64_t rows, int64_t ldh, const int32_t* order, const ExpertWgmmaArgs& a,
-                    float* out, cudaStream_t stream);
+                    void* out, bool out_bf16, cudaStream_t stream);
 
 }  // namespace dpa::kernels

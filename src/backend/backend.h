@@ -386,18 +386,22 @@ class Backend {
   // out[order[p]]. x rows have gate[0].cols floats; experts with no rows are skipped. With
   // x_div = top_k and order = moe_sort's order, x is the tokens themselves and out is in slot
   // order (no gathered copy of the rows); x_div = 1: rows in and out at the same index.
+  // out_dtype bf16: each result rounded once to bf16 (as a bf16 model's down projection writes it),
+  // half the bytes for moe_combine to read; out then has out_rows rows (every order value below).
   virtual void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                            int64_t n_experts, const WeightView* gate, const WeightView* up,
-                           const WeightView* down, float* out) = 0;
+                           const WeightView* down, void* out, DType out_dtype = DType::f32,
+                           int64_t out_rows = 0) = 0;
   // moe_experts with the counts in BACKEND memory (moe_counts_to) and every expert given
   // `capacity` rows, counts[e] <= capacity (a bound known without the counts, such as the tokens
   // routed: top-k picks distinct experts): shapes fixed by (n_experts, capacity), no host trip, so
   // a step can be queued whole. Experts with no rows cost their weights' read. `rows`: the sum of
   // the counts as known without them (the slots routed), by which a backend may shape its work;
-  // a wrong one costs time, never results; 0: none known.
+  // a wrong one costs time, never results; 0: none known. out_dtype, out_rows: as moe_experts'.
   virtual void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                  int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
-                                 const WeightView* up, const WeightView* down, float* out) = 0;
+                                 const WeightView* up, const WeightView* down, void* out,
+                                 DType out_dtype = DType::f32, int64_t out_rows = 0) = 0;
   // The padded expert-parallel exchange (Model::moe with ep > 1 and the counts kept in backend
   // memory): every peer of the EP group gets a block of `capacity` rows, so the all-to-all's sizes
   // are known without the counts. Sender: sorted slot j (moe_sort's order; counts [n_peers *
@@ -452,9 +456,10 @@ class Backend {
 
   // out[t, :] += Σ_k weights[t, k] · y[row(t*top_k + k), :], summed in k order, where row(s) =
   // rows[s] (the expert results still in sorted order: moe_sort's position) or s when rows is
-  // null (unpermuted). With accumulate false, out[t, :] = the sum (no zero fill before).
-  virtual void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
-                           int64_t top_k, int64_t d, float* out, bool accumulate) = 0;
+  // null (unpermuted). With accumulate false, out[t, :] = the sum (no zero fill before). y holds
+  // f32 rows, or bf16 ones with y_dtype bf16 (moe_experts_fixed's bf16 results).
+  virtual void moe_combine(const void* y, const int32_t* rows, const float* weights, int64_t n,
+                           int64_t top_k, int64_t d, float* out, bool accumulate, DType y_dtype = DType::f32) = 0;
 
   // dst[pairs[2i]] = src[pairs[2i + 1] * stride] for i < n: a step's input ids taken from an
   // earlier step's draws where they are (argmax outputs: stride 1; SampleOut::token: the size of a

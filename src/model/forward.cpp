@@ -78,6 +78,11 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
       throw Error(fmt::format("DPA_FUSE_Q_KV_A='{}': 0 or 1", v));
     fuse_q_kv_a_ = *v == '1';
   }
+  if (const char* v = std::getenv("DPA_MOE_BF16_RESULTS")) {  // A/B switch: 0 keeps the experts' results in f32
+    if (std::string_view(v) != "0" && std::string_view(v) != "1")
+      throw Error(fmt::format("DPA_MOE_BF16_RESULTS='{}': 0 or 1", v));
+    bf16_results_ = *v == '1';
+  }
   prepare_weights();
   // One exchange a micro-batch: the second only for the two-batch overlap.
   for (int i = 0; i < (opts_.two_batch_overlap_min_tokens > 0 ? 2 : 1) && exchange_; ++i) {

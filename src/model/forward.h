@@ -202,7 +202,8 @@ class Model {
     int64_t* d_counts = nullptr;  // counts in backend memory (fixed, padded)
     std::vector<int64_t> counts;  // counts on the host (the others)
     EpExchange::Local in;
-    const float* back = nullptr;        // the expert results moe_finish reads
+    const void* back = nullptr;         // the expert results moe_finish reads (f32, or back_dtype)
+    DType back_dtype = DType::f32;
     const int32_t* back_rows = nullptr;
   };
   // One micro-batch of a step: the whole step, or one of its two halves under the two-batch
@@ -387,6 +388,10 @@ class Model {
   // A decode step's q and kv_a in one product where the weights allow (LayerWeights::q_kv_a);
   // DPA_FUSE_Q_KV_A=0: apart.
   bool fuse_q_kv_a_ = true;
+  // The fixed-capacity experts' results in bf16 where their weights are bf16 (as the checkpoint's
+  // bf16 down projection gives them): half the bytes written and combined. DPA_MOE_BF16_RESULTS=0:
+  // f32.
+  bool bf16_results_ = true;
   // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
   // largest slice of the EP group (of a micro-batch's, under the two-batch overlap) rounded up to
   // 16, agreed at the step's start; 0: exact exchange.
@@ -424,6 +429,7 @@ class Model {
   backend::Buffer<float> ctx_lat_, kvb_, k_pe_, k_, v_;
   backend::Buffer<float> g_, u_;
   backend::Buffer<float> router_logits_, expert_out_;
+  backend::Buffer<uint16_t> expert_out_bf16_;
   backend::Buffer<backend::LogitEdit> d_edits_;
   backend::Buffer<backend::SampleSpec> d_specs_;
   backend::Buffer<backend::SampleOut> d_samples_;

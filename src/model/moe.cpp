@@ -207,15 +207,21 @@ void Model::moe_experts(Micro& m) {
   const backend::WeightView *gate = expert_gate_[l].data(), *up = expert_up_[l].data(), *down = expert_down_[l].data();
   mark("moe.experts");
   if (!exchange_) {
-    // Every expert is local: they read the tokens and write the results in slot order.
-    float* expert_out = scratch(expert_out_, st.n_slots * D);
+    // Every expert is local: they read the tokens and write the results in slot order, in bf16
+    // where the experts' down projections are bf16 (as such a model's checkpoint computes them:
+    // half the bytes written and combined), in either form, so that a token's results do not
+    // depend on the form its step took.
     const int64_t S = st.ks - c.num_experts_per_tok;
+    const bool bf16 = bf16_results_ && down[0].dtype == DType::bf16;
+    void* expert_out = bf16 ? static_cast<void*>(scratch(expert_out_bf16_, st.n_slots * D))
+                            : static_cast<void*>(scratch(expert_out_, st.n_slots * D));
+    const DType dt = bf16 ? DType::bf16 : DType::f32;
     if (st.fixed)
       be_.moe_experts_fixed(st.hm, st.order, st.ks, st.d_counts, E + S, (st.my_n + 15) / 16 * 16, st.n_slots, gate,
-                            up, down, expert_out);
+                            up, down, expert_out, dt, st.n_slots);
     else if (st.n_slots > 0)
-      be_.moe_experts(st.hm, st.order, st.ks, st.counts.data(), E, gate, up, down, expert_out);
-    st.back = expert_out;
+      be_.moe_experts(st.hm, st.order, st.ks, st.counts.data(), E, gate, up, down, expert_out, dt, st.n_slots);
+    st.back = expert_out, st.back_dtype = dt;
     return;
   }
   const int64_t n_local = weights_.n_local_experts();
@@ -245,7 +251,7 @@ void Model::moe_finish(Micro& m) {
   }
   mark("moe.combine");
   // Onto the shared experts' output when they ran apart; else the sum is all (no zero fill).
-  be_.moe_combine(st.back, st.back_rows, st.weights, st.my_n, st.ks, D, st.mine, st.shared_apart);
+  be_.moe_combine(st.back, st.back_rows, st.weights, st.my_n, st.ks, D, st.mine, st.shared_apart, st.back_dtype);
 
   if (st.gather_tp) {
     mark("moe.gather_tp");

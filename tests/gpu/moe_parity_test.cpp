@@ -355,6 +355,14 @@ TEST(BackendParity, GatherScatterCombine) {
         gpu().moe_combine(y.g.data(), dp.g.data(), w.g.data(), n, k, d, fresh.g.data(), false);
         EXPECT_TRUE(close("moe_combine", s + " top_k=" + std::to_string(k) + " rows, overwrite", fresh.on_cpu(),
                           fresh.on_gpu(), 3e-6));
+        // bf16 results (moe_experts_fixed's bf16 form), through the rows and onto out.
+        std::vector<uint16_t> yb(static_cast<std::size_t>(std::max<int64_t>(n * k * d, 1)));
+        for (auto& v : yb) v = f32_to_bf16(static_cast<float>(rnd_int(-1000, 1000)) / 256.0f);
+        Dual<uint16_t> ybd(yb);
+        cpu().moe_combine(ybd.c.data(), dp.c.data(), w.c.data(), n, k, d, out.c.data(), true, DType::bf16);
+        gpu().moe_combine(ybd.g.data(), dp.g.data(), w.g.data(), n, k, d, out.g.data(), true, DType::bf16);
+        EXPECT_TRUE(close("moe_combine", s + " top_k=" + std::to_string(k) + " rows, bf16 results", out.on_cpu(),
+                          out.on_gpu(), 3e-6));
       }
     }
 }
@@ -503,6 +511,38 @@ TEST(BackendParity, MoeExperts) {
                                 shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
                             out4.on_cpu(), out4.on_gpu(), 2e-2, 1e-5));
         }
+    // bf16 results (the model's for bf16 experts): the warpgroup-MMA kernels round them as they
+    // write them (both block widths); the other forms (DPA_MOE_WGMMA=0) round f32 results. Against
+    // the CPU's rounding of its own f32 results; rows no slot names keep their bytes on the CPU.
+    if (c.dt == DType::bf16 && total > 0) {
+      const std::pair<const char*, const char*> bforms[] = {{"1", "wide"}, {"1", "narrow"}, {"0", "auto"}};
+      const int64_t cap = std::max<int64_t>((top + 15) / 16 * 16, 16);
+      for (const auto& [mode, blocks] : bforms) {
+        Dual<uint16_t> ob(std::vector<uint16_t>(static_cast<std::size_t>(total * c.D), 0));
+        cpu().moe_experts_fixed(x.c.data(), dord.c.data(), 1, dcounts.c.data(), E, cap, total, gc.data(), uc.data(),
+                                dc.data(), ob.c.data(), DType::bf16, total);
+        gpu().synchronize();
+        setenv("DPA_MOE_WGMMA_BLOCKS", blocks, 1);
+        with_env_backend("DPA_MOE_WGMMA", mode, [&] {
+          gpu().moe_experts_fixed(x.g.data(), dord.g.data(), 1, dcounts.g.data(), E, cap, total, gg.data(), ug.data(),
+                                  dg.data(), ob.g.data(), DType::bf16, total);
+        });
+        unsetenv("DPA_MOE_WGMMA_BLOCKS");
+        auto widen = [](const std::vector<uint16_t>& b) {
+          std::vector<float> f(b.size());
+          for (std::size_t i = 0; i < b.size(); ++i) f[i] = bf16_to_f32(b[i]);
+          return f;
+        };
+        EXPECT_TRUE(close("moe_experts_fixed bf16 results",
+                          std::string("DPA_MOE_WGMMA=") + mode + " DPA_MOE_WGMMA_BLOCKS=" + blocks + " " + c.name +
+                              " " + shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
+                          widen(ob.on_cpu()), widen(ob.on_gpu()), 2e-2, 1e-5));
+      }
+      std::vector<uint16_t> none(static_cast<std::size_t>(total * c.D));
+      EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), 1, dcounts.c.data(), E, cap, total, gc.data(),
+                                           uc.data(), dc.data(), none.data(), DType::bf16, total - 1),
+                   dpa::Error);  // a row past the rows said
+    }
     // The CPU reference refuses a count over the capacity.
     if (top > 1) {
       EXPECT_THROW(cpu().moe_experts_fixed(x.c.data(), dord.c.data(), 1, c.counts.data(), E, top - 1, total, gc.data(),

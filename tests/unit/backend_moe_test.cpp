@@ -170,6 +170,42 @@ TEST(BackendMoe, SortGatherCombine) {
   std::vector<float> out3 = {100, 100, 0, 0};
   be->moe_combine(y_moved.data(), where.data(), w.data(), 2, 2, 2, out3.data(), false);
   EXPECT_EQ(out3, (std::vector<float>{0.5f + 6, 1 + 8, 5 - 7, 6 - 8}));
+  // The same results in bf16 (exact here) give the same sums.
+  std::vector<uint16_t> yb(y_moved.size());
+  for (std::size_t i = 0; i < yb.size(); ++i) yb[i] = f32_to_bf16(y_moved[i]);
+  std::vector<float> out4 = {100, 100, 0, 0};
+  be->moe_combine(yb.data(), where.data(), w.data(), 2, 2, 2, out4.data(), false, DType::bf16);
+  EXPECT_EQ(out4, out3);
+  EXPECT_THROW(be->moe_combine(yb.data(), where.data(), w.data(), 2, 2, 2, out4.data(), false, DType::f16), Error);
+}
+
+// The fixed-capacity experts' bf16 results are their f32 results rounded, row by row where a slot
+// names one; a row past the result rows said is refused.
+TEST(BackendMoe, FixedExpertsBf16Results) {
+  auto be = make_cpu_backend();
+  constexpr int64_t D = 4, I = 3, E = 2;
+  std::vector<float> wg(E * I * D), wu(E * I * D), wd(E * D * I);
+  for (std::size_t i = 0; i < wg.size(); ++i) wg[i] = 0.1f * static_cast<float>(i % 7) - 0.3f;
+  for (std::size_t i = 0; i < wu.size(); ++i) wu[i] = 0.05f * static_cast<float>(i % 5) + 0.1f;
+  for (std::size_t i = 0; i < wd.size(); ++i) wd[i] = 0.2f * static_cast<float>(i % 3) - 0.17f;
+  std::vector<WeightView> g, u, d;
+  for (int64_t e = 0; e < E; ++e) {
+    g.push_back(WeightView::dense(wg.data() + e * I * D, DType::f32, I, D));
+    u.push_back(WeightView::dense(wu.data() + e * I * D, DType::f32, I, D));
+    d.push_back(WeightView::dense(wd.data() + e * D * I, DType::f32, D, I));
+  }
+  const std::vector<float> x = {1.0f, -2.0f, 0.5f, 3.0f, /**/ 0.25f, 1.5f, -1.0f, 2.0f};  // 2 tokens
+  const std::vector<int32_t> order = {0, 3, 1, 2};  // slots (token * 2 + k) sorted: expert 0 then 1
+  const std::vector<int64_t> counts = {2, 2};
+  std::vector<float> f(4 * D, 7.0f);
+  be->moe_experts_fixed(x.data(), order.data(), 2, counts.data(), E, 2, 4, g.data(), u.data(), d.data(), f.data());
+  std::vector<uint16_t> b(4 * D, 0);
+  be->moe_experts_fixed(x.data(), order.data(), 2, counts.data(), E, 2, 4, g.data(), u.data(), d.data(), b.data(),
+                        DType::bf16, 4);
+  for (std::size_t i = 0; i < b.size(); ++i) EXPECT_EQ(b[i], f32_to_bf16(f[i])) << i;
+  EXPECT_THROW(be->moe_experts_fixed(x.data(), order.data(), 2, counts.data(), E, 2, 4, g.data(), u.data(), d.data(),
+                                     b.data(), DType::bf16, 3),
+               Error);
 }
 
 // Each token of rank r must get sum_k w[t, k] (id[t, k] + 1) x[t]: the exchange round trips

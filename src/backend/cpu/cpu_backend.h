@@ -54,10 +54,11 @@ class CpuBackend final : public Backend {
                   float scale, float* out_lat) override;
   void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                    int64_t n_experts, const WeightView* gate, const WeightView* up, const WeightView* down,
-                   float* out) override;
+                   void* out, DType out_dtype, int64_t out_rows) override;
   void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                          int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
-                         const WeightView* up, const WeightView* down, float* out) override;
+                         const WeightView* up, const WeightView* down, void* out, DType out_dtype,
+                         int64_t out_rows) override;
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
@@ -82,8 +83,8 @@ class CpuBackend final : public Backend {
   void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
                            int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers) override;
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
-  void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
-                   int64_t d, float* out, bool accumulate) override;
+  void moe_combine(const void* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
+                   int64_t d, float* out, bool accumulate, DType y_dtype) override;
   void take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;

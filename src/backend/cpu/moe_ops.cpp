@@ -116,11 +116,12 @@ void CpuBackend::moe_counts_to(int64_t* dst) {
 void CpuBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                    int64_t n_experts, int64_t capacity, int64_t /*rows: a hint*/,
                                    const WeightView* gate,
-                                   const WeightView* up, const WeightView* down, float* out) {
+                                   const WeightView* up, const WeightView* down, void* out, DType out_dtype,
+                                   int64_t out_rows) {
   for (int64_t e = 0; e < n_experts; ++e)
     if (counts[e] > capacity)
       throw Error(fmt::format("moe_experts_fixed: expert {} has {} rows, capacity {}", e, counts[e], capacity));
-  moe_experts(x, order, x_div, counts, n_experts, gate, up, down, out);
+  moe_experts(x, order, x_div, counts, n_experts, gate, up, down, out, out_dtype, out_rows);
 }
 
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
@@ -140,9 +141,30 @@ void CpuBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, in
 
 void CpuBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                              int64_t n_experts, const WeightView* gate, const WeightView* up,
-                             const WeightView* down, float* out) {
-  std::vector<float> ws;
+                             const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows) {
   if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
+  if (out_dtype != DType::f32 && out_dtype != DType::bf16)
+    throw Error(fmt::format("moe_experts: {} results", dtype_name(out_dtype)));
+  if (out_dtype == DType::bf16) {
+    // The f32 results, then each routed row rounded (the rows no slot names keep their bytes).
+    if (n_experts <= 0) return;
+    const int64_t d = down[0].rows;
+    int64_t total = 0;
+    for (int64_t e = 0; e < n_experts; ++e) total += std::max<int64_t>(counts[e], 0);
+    for (int64_t p = 0; p < total; ++p)
+      if (order[p] < 0 || order[p] >= out_rows)
+        throw Error(fmt::format("moe_experts: row {} outside the {} bf16 result rows", order[p], out_rows));
+    std::vector<float> f(static_cast<std::size_t>(out_rows * d));
+    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, f.data(), DType::f32, out_rows);
+    auto* o = static_cast<uint16_t*>(out_any);
+    for (int64_t p = 0; p < total; ++p) {
+      const int64_t r = order[p];
+      for (int64_t c = 0; c < d; ++c) o[r * d + c] = f32_to_bf16(f[static_cast<std::size_t>(r * d + c)]);
+    }
+    return;
+  }
+  float* out = static_cast<float*>(out_any);
+  std::vector<float> ws;
   moe_experts_per_expert(*this, x, order, x_div, counts, n_experts, gate, up, down, out, [&](std::size_t floats) {
     if (ws.size() < floats) ws.resize(floats);
     return ws.data();
@@ -254,16 +276,25 @@ void CpuBackend::moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq
       throw Error(fmt::format("moe_ep_wait: source {} at exchange {}, this rank at {}", p, flags[p], *seq));
 }
 
-void CpuBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
-                             int64_t top_k, int64_t d, float* out, bool accumulate) {
+void CpuBackend::moe_combine(const void* y, const int32_t* rows, const float* weights, int64_t n,
+                             int64_t top_k, int64_t d, float* out, bool accumulate, DType y_dtype) {
+  if (y_dtype != DType::f32 && y_dtype != DType::bf16)
+    throw Error(fmt::format("moe_combine: {} results", dtype_name(y_dtype)));
+  const bool bf16 = y_dtype == DType::bf16;
   std::vector<double> acc(d);
   for (int64_t t = 0; t < n; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0);
     for (int64_t k = 0; k < top_k; ++k) {
       const int64_t s = t * top_k + k;
-      const float* yk = y + (rows ? static_cast<int64_t>(rows[s]) : s) * d;
+      const int64_t r = rows ? static_cast<int64_t>(rows[s]) : s;
       const double w = weights[t * top_k + k];
-      for (int64_t c = 0; c < d; ++c) acc[c] += w * yk[c];
+      if (bf16) {
+        const uint16_t* yk = static_cast<const uint16_t*>(y) + r * d;
+        for (int64_t c = 0; c < d; ++c) acc[c] += w * bf16_to_f32(yk[c]);
+      } else {
+        const float* yk = static_cast<const float*>(y) + r * d;
+        for (int64_t c = 0; c < d; ++c) acc[c] += w * yk[c];
+      }
     }
     float* o = out + t * d;
     for (int64_t c = 0; c < d; ++c) o[c] = (accumulate ? o[c] : 0.0f) + static_cast<float>(acc[c]);

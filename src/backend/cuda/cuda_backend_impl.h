@@ -166,10 +166,11 @@ class CudaBackend final : public Backend {
   // are one batched GEMM, SwiGLU one kernel, down one batched GEMM per group, then one scatter.
   void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                    int64_t n_experts, const WeightView* gate, const WeightView* up, const WeightView* down,
-                   float* out) override;
+                   void* out, DType out_dtype, int64_t out_rows) override;
   void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                          int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
-                         const WeightView* up, const WeightView* down, float* out) override;
+                         const WeightView* up, const WeightView* down, void* out, DType out_dtype,
+                         int64_t out_rows) override;
   void moe_counts_to(int64_t* dst) override;
 
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
@@ -205,8 +206,8 @@ class CudaBackend final : public Backend {
   std::vector<uint8_t> export_memory(void* p) override;
   void* import_memory(const std::vector<uint8_t>& handle) override;
   void release_imported(void* p) override;
-  void moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
-                   int64_t d, float* out, bool accumulate) override;
+  void moe_combine(const void* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
+                   int64_t d, float* out, bool accumulate, DType y_dtype) override;
 
   void take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
@@ -367,6 +368,11 @@ class CudaBackend final : public Backend {
   std::unordered_set<uint64_t> checked_experts_;  // check_expert_weights: digests of checked arrays
   // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of
   // the experts, capacity, workspace): uploaded once, so a call issues no host-to-device copy.
+  // moe_experts' and moe_experts_fixed's f32 results where bf16 ones were asked for and the
+  // warpgroup-MMA form does not apply: rounded from here (round_results).
+  Buffer<float> results_f32_;
+  float* results_f32(int64_t floats);
+  void round_results(int64_t floats, void* out);
   std::map<std::tuple<uint64_t, int64_t, const void*>, void**> fixed_ptrs_;
   // The tensor-core form of moe_experts_fixed (kernels/moe_expert_gemm): per expert arrays (by
   // check_expert_weights' digest), the gate, up and down pointers in device memory, and whether
@@ -393,17 +399,19 @@ class CudaBackend final : public Backend {
   // `digest`: check_expert_weights' of the arrays.
   bool moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                          int64_t n_experts, int64_t total, uint64_t digest, const WeightView* gate,
-                         const WeightView* up, const WeightView* down, float* out);
+                         const WeightView* up, const WeightView* down, void* out, bool out_bf16);
   bool moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                int64_t n_experts, int64_t capacity, int64_t rows, uint64_t digest,
-                               const WeightView* gate, const WeightView* up, const WeightView* down, float* out);
+                               const WeightView* gate, const WeightView* up, const WeightView* down, void* out,
+                               bool out_bf16);
   // What both run: the tiles planned on the device from the counts (HOST memory when
   // host_counts, uploaded first; else backend memory), each count taken within `capacity`, at
   // most max_tiles tiles over at most max_rows rows; the rows gathered to bf16, then both GEMMs.
-  // `rows`: the rows in use (they pick the blocks' width).
+  // `rows`: the rows in use (they pick the blocks' width). out: f32 results, or bf16 (out_bf16).
   void wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                              bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
-                             int64_t max_rows, int64_t rows, const void* maps, int64_t D, int64_t I, float* out);
+                             int64_t max_rows, int64_t rows, const void* maps, int64_t D, int64_t I, void* out,
+                             bool out_bf16 = false);
   // The experts' tensor maps in device memory, or null where the kernels do not take them
   // (shapes, dtype, alignment, a driver refusal): worked out once per digest.
   const void* wgmma_expert_maps(int64_t n_experts, const WeightView* gate, const WeightView* up,

@@ -10,6 +10,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
 #include "kernels/batched_ops.cuh"
+#include "kernels/convert.cuh"
 #include "kernels/gather_scatter.cuh"
 #include "kernels/moe_combine.cuh"
 #include "kernels/moe_ep_layout.cuh"
@@ -44,11 +45,50 @@ bool uniform_experts(const std::vector<int64_t>& ids, const WeightView* gate, co
 
 }  // namespace
 
+float* CudaBackend::results_f32(int64_t floats) {
+  const std::size_t need = static_cast<std::size_t>(std::max<int64_t>(floats, 1));
+  if (results_f32_.size() < need) {
+    not_capturing("a results buffer reallocation");
+    ++workspace_epoch_;
+    results_f32_.ensure(*this, need);
+  }
+  return results_f32_.data();
+}
+
+void CudaBackend::round_results(int64_t floats, void* out) {
+  kernels::f32_to_bf16(results_f32_.data(), static_cast<uint16_t*>(out), floats, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
 void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                               int64_t n_experts, const WeightView* gate, const WeightView* up,
-                              const WeightView* down, float* out) {
+                              const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows) {
   if (n_experts <= 0) return;
   if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
+  if (out_dtype != DType::f32 && out_dtype != DType::bf16)
+    throw Error(fmt::format("moe_experts: {} results", dtype_name(out_dtype)));
+  if (out_dtype == DType::bf16) {
+    // The warpgroup-MMA kernels round the results as they write them; every other form writes f32
+    // results first, then all out_rows rows are rounded.
+    int64_t total = 0;
+    std::vector<int64_t> ids;
+    for (int64_t e = 0; e < n_experts; ++e) {
+      if (counts[e] < 0) throw Error(fmt::format("moe_experts: count {} of expert {}", counts[e], e));
+      total += counts[e];
+      if (counts[e] > 0) ids.push_back(e);
+    }
+    if (total == 0) return;
+    ExpertShape shape;
+    if (uniform_experts(ids, gate, up, down, shape) && shape.dt == DType::bf16 &&
+        moe_experts_wgmma(x, order, x_div, counts, n_experts, total, check_expert_weights(ids, n_experts, gate, up, down),
+                          gate, up, down, out_any, true))
+      return;
+    if (out_rows <= 0) throw Error(fmt::format("moe_experts: {} bf16 result rows", out_rows));
+    const int64_t floats = out_rows * down[0].rows;
+    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, results_f32(floats), DType::f32, out_rows);
+    return round_results(floats, out_any);
+  }
+  float* out = static_cast<float*>(out_any);
   std::vector<int64_t> start(n_experts), ids;
   int64_t total = 0;
   for (int64_t e = 0; e < n_experts; ++e) {
@@ -68,7 +108,7 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_di
                                     return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
                                   });
   const uint64_t digest = check_expert_weights(ids, n_experts, gate, up, down);  // of every expert, not only ids
-  if (dt == DType::bf16 && moe_experts_wgmma(x, order, x_div, counts, n_experts, total, digest, gate, up, down, out))
+  if (dt == DType::bf16 && moe_experts_wgmma(x, order, x_div, counts, n_experts, total, digest, gate, up, down, out, false))
     return;
 
   // Groups over the experts sorted by descending count, each padded to its largest. A group
@@ -196,7 +236,7 @@ bool CudaBackend::wgmma_experts_wanted(int64_t rows, int64_t experts) const {
 void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                         bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
                                         int64_t max_rows, int64_t rows, const void* maps, int64_t D, int64_t I,
-                                        float* out) {
+                                        void* out, bool out_bf16) {
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
   const std::size_t counts_bytes = host_counts ? al(static_cast<std::size_t>(n_experts) * sizeof(int64_t)) : 0;
@@ -228,58 +268,77 @@ void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, in
   if (!kernels::moe_wgmma_gate_up(xb, max_rows, ldx, a, h, ldi, stream_))
     throw Error("moe_experts: the driver refused the activations' tensor map");
   DPA_CHECK_LAUNCH();
-  if (!kernels::moe_wgmma_down(h, max_rows, ldi, order, a, out, stream_))
+  if (!kernels::moe_wgmma_down(h, max_rows, ldi, order, a, out, out_bf16, stream_))
     throw Error("moe_experts: the driver refused the SwiGLU rows' tensor map");
   DPA_CHECK_LAUNCH();
 }
 
 bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                     int64_t n_experts, int64_t total, uint64_t digest, const WeightView* gate,
-                                    const WeightView* up, const WeightView* down, float* out) {
+                                    const WeightView* up, const WeightView* down, void* out, bool out_bf16) {
   int64_t active = 0;
   for (int64_t e = 0; e < n_experts; ++e) active += counts[e] > 0;
-  if (!wgmma_experts_wanted(total, active) || total > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
+  if (!wgmma_experts_wanted(total, active) || total > INT32_MAX ||
+      reinterpret_cast<std::uintptr_t>(out) % (out_bf16 ? 4 : 8) != 0)
     return false;
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
   // The compact sorted rows, no padding: an expert adds at most one partial tile.
   wgmma_experts_planned(x, order, x_div, counts, true, n_experts, total,
                         total / kernels::kExpertWgmmaRows + active, total, total, maps, gate[0].cols, gate[0].rows,
-                        out);
+                        out, out_bf16);
   return true;
 }
 
 bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div,
                                           const int64_t* counts, int64_t n_experts, int64_t capacity,
                                           int64_t rows, uint64_t digest, const WeightView* gate,
-                                          const WeightView* up, const WeightView* down, float* out) {
+                                          const WeightView* up, const WeightView* down, void* out, bool out_bf16) {
   const int64_t R = n_experts * capacity;  // the rows' bound
-  if (!wgmma_experts_wanted(rows, n_experts) || R > INT32_MAX || reinterpret_cast<std::uintptr_t>(out) % 8 != 0)
+  if (!wgmma_experts_wanted(rows, n_experts) || R > INT32_MAX ||
+      reinterpret_cast<std::uintptr_t>(out) % (out_bf16 ? 4 : 8) != 0)
     return false;
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
   const int64_t per_expert = (capacity + kernels::kExpertWgmmaRows - 1) / kernels::kExpertWgmmaRows;
   wgmma_experts_planned(x, order, x_div, counts, false, n_experts, capacity, n_experts * per_expert, R, rows, maps,
-                        gate[0].cols, gate[0].rows, out);
+                        gate[0].cols, gate[0].rows, out, out_bf16);
   return true;
 }
 
 void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                     int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
-                                    const WeightView* up, const WeightView* down, float* out) {
+                                    const WeightView* up, const WeightView* down, void* out_any, DType out_dtype,
+                                    int64_t out_rows) {
   if (n_experts <= 0) return;
   if (capacity <= 0) throw Error(fmt::format("moe_experts_fixed: capacity {}", capacity));
   if (x_div < 1) throw Error(fmt::format("moe_experts_fixed: row divisor {}", x_div));
+  if (out_dtype != DType::f32 && out_dtype != DType::bf16)
+    throw Error(fmt::format("moe_experts_fixed: {} results", dtype_name(out_dtype)));
   std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
   std::iota(all.begin(), all.end(), int64_t{0});
   ExpertShape shape;
   const bool uniform = uniform_experts(all, gate, up, down, shape) && supports_weight(shape.dt);
   const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
   const DType dt = shape.dt;
+  if (out_dtype == DType::bf16) {
+    // The warpgroup-MMA kernels round the results as they write them; every other form writes f32
+    // results here first, then all out_rows rows are rounded.
+    if (uniform && dt == DType::bf16 &&
+        moe_experts_fixed_wgmma(x, order, x_div, counts, n_experts, capacity, rows,
+                                check_expert_weights(all, n_experts, gate, up, down), gate, up, down, out_any, true))
+      return;
+    if (out_rows <= 0) throw Error(fmt::format("moe_experts_fixed: {} bf16 result rows", out_rows));
+    const int64_t floats = out_rows * down[0].rows;
+    moe_experts_fixed(x, order, x_div, counts, n_experts, capacity, rows, gate, up, down, results_f32(floats),
+                      DType::f32, out_rows);
+    return round_results(floats, out_any);
+  }
+  float* out = static_cast<float*>(out_any);
   if (!uniform) {  // experts of mixed shapes or dtypes: the counts to the host (a wait), then the grouped path
     std::vector<int64_t> h(static_cast<std::size_t>(n_experts));
     download(h.data(), counts, h.size() * sizeof(int64_t));
-    return moe_experts(x, order, x_div, h.data(), n_experts, gate, up, down, out);
+    return moe_experts(x, order, x_div, h.data(), n_experts, gate, up, down, out, DType::f32, 0);
   }
   const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
 
@@ -289,7 +348,7 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   const std::size_t ne = static_cast<std::size_t>(n_experts);
 
-  if (bf16 && moe_experts_fixed_wgmma(x, order, x_div, counts, n_experts, C, rows, digest, gate, up, down, out))
+  if (bf16 && moe_experts_fixed_wgmma(x, order, x_div, counts, n_experts, C, rows, digest, gate, up, down, out, false))
     return;
   // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
   // rows leave at once, so padding costs nothing and an expert without rows reads no weights.
@@ -548,14 +607,16 @@ void CudaBackend::moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* se
   DPA_CHECK_LAUNCH();
 }
 
-void CudaBackend::moe_combine(const float* y, const int32_t* rows, const float* weights, int64_t n,
-                              int64_t top_k, int64_t d, float* out, bool accumulate) {
+void CudaBackend::moe_combine(const void* y, const int32_t* rows, const float* weights, int64_t n,
+                              int64_t top_k, int64_t d, float* out, bool accumulate, DType y_dtype) {
+  if (y_dtype != DType::f32 && y_dtype != DType::bf16)
+    throw Error(fmt::format("moe_combine: {} results", dtype_name(y_dtype)));
   if (n <= 0 || d <= 0) return;
   if (top_k <= 0) {
     if (!accumulate) fill_zero(out, static_cast<std::size_t>(n * d) * sizeof(float));
     return;
   }
-  kernels::moe_combine(y, rows, weights, n, top_k, d, out, accumulate, stream_);
+  kernels::moe_combine(y, y_dtype == DType::bf16, rows, weights, n, top_k, d, out, accumulate, stream_);
   DPA_CHECK_LAUNCH();
 }
 
