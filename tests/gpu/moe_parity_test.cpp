@@ -518,6 +518,17 @@ TEST(BackendParity, MoeExperts) {
       const std::pair<const char*, const char*> bforms[] = {{"1", "wide"}, {"1", "narrow"}, {"0", "auto"}};
       const int64_t cap = std::max<int64_t>((top + 15) / 16 * 16, 16);
       for (const auto& [mode, blocks] : bforms) {
+        // The grouped form (counts on the host) first.
+        Dual<uint16_t> og(std::vector<uint16_t>(static_cast<std::size_t>(total * c.D), 0));
+        cpu().moe_experts(x.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          og.c.data(), DType::bf16, total);
+        gpu().synchronize();
+        setenv("DPA_MOE_WGMMA_BLOCKS", blocks, 1);
+        with_env_backend("DPA_MOE_WGMMA", mode, [&] {
+          gpu().moe_experts(x.g.data(), dord.g.data(), 1, c.counts.data(), E, gg.data(), ug.data(), dg.data(),
+                            og.g.data(), DType::bf16, total);
+        });
+        unsetenv("DPA_MOE_WGMMA_BLOCKS");
         Dual<uint16_t> ob(std::vector<uint16_t>(static_cast<std::size_t>(total * c.D), 0));
         cpu().moe_experts_fixed(x.c.data(), dord.c.data(), 1, dcounts.c.data(), E, cap, total, gc.data(), uc.data(),
                                 dc.data(), ob.c.data(), DType::bf16, total);
@@ -533,6 +544,10 @@ TEST(BackendParity, MoeExperts) {
           for (std::size_t i = 0; i < b.size(); ++i) f[i] = bf16_to_f32(b[i]);
           return f;
         };
+        EXPECT_TRUE(close("moe_experts bf16 results",
+                          std::string("DPA_MOE_WGMMA=") + mode + " DPA_MOE_WGMMA_BLOCKS=" + blocks + " " + c.name +
+                              " " + shp({{"E", E}, {"rows", total}, {"D", c.D}}),
+                          widen(og.on_cpu()), widen(og.on_gpu()), 2e-2, 1e-5));
         EXPECT_TRUE(close("moe_experts_fixed bf16 results",
                           std::string("DPA_MOE_WGMMA=") + mode + " DPA_MOE_WGMMA_BLOCKS=" + blocks + " " + c.name +
                               " " + shp({{"E", E}, {"rows", total}, {"cap", cap}, {"D", c.D}}),
