@@ -11,7 +11,9 @@
 // of the same experts, then times them (CUDA events, median of --reps after warm-up) and prints
 // them against both floors measured in the same process: the weight bytes over the copy bandwidth
 // (the small-batch floor) and the FLOPs over cuBLAS's bf16 GEMM rate (the large-batch floor).
-//   moe_experts_bench [--reps N] [--tokens N,N...] [--forms F,F...] [--json]
+// The results are written in bf16, as the engine's local experts write them for bf16 weights
+// (--results f32: in f32, as every run before this option timed them).
+//   moe_experts_bench [--reps N] [--tokens N,N...] [--forms F,F...] [--results bf16|f32] [--json]
 //   (tokens: default 256,8192; forms: default grouped,cublas,wgmma,fixed, timed in that order)
 #include <cuda_runtime.h>
 
@@ -93,6 +95,14 @@ double check(Backend& cpu, Backend& gpu, Backend& wg, const std::vector<std::vec
   gpu.moe_experts_fixed(gx.data(), gord.data(), 1, gcounts.data(), 2, 16, rows, eg.gate.data(), eg.up.data(),
                         eg.down.data(), gout.data());
   const double fixed = rel();
+  // The same in bf16 results, widened.
+  Buffer<uint16_t> gb(gpu, x.size());
+  std::vector<uint16_t> bits(x.size());
+  gpu.moe_experts_fixed(gx.data(), gord.data(), 1, gcounts.data(), 2, 16, rows, eg.gate.data(), eg.up.data(),
+                        eg.down.data(), gb.data(), DType::bf16, rows);
+  gpu.download(bits.data(), gb.data(), bits.size() * 2);
+  for (std::size_t i = 0; i < bits.size(); ++i) got[i] = dpa::bf16_to_f32(bits[i]);
+  const double fixed_bf16 = dpa::perf::max_rel_error(got.data(), ref.data(), ref.size());
 
   Experts ec3, eg3;
   prepare(cpu, w, 3, ec3);
@@ -115,7 +125,15 @@ double check(Backend& cpu, Backend& gpu, Backend& wg, const std::vector<std::vec
                  wout.data());
   wg.download(got3.data(), wout.data(), got3.size() * 4);
   const double wgmma = dpa::perf::max_rel_error(got3.data(), ref3.data(), ref3.size());
-  return std::max({grouped, fixed, wgmma});
+  // And the warpgroup-MMA form's bf16 results (rounded in its epilogue).
+  Buffer<uint16_t> wb(wg, x3.size());
+  std::vector<uint16_t> bits3(x3.size());
+  wg.moe_experts(wx.data(), word.data(), 1, counts3.data(), 3, eg3.gate.data(), eg3.up.data(), eg3.down.data(),
+                 wb.data(), DType::bf16, rows3);
+  wg.download(bits3.data(), wb.data(), bits3.size() * 2);
+  for (std::size_t i = 0; i < bits3.size(); ++i) got3[i] = dpa::bf16_to_f32(bits3[i]);
+  const double wgmma_bf16 = dpa::perf::max_rel_error(got3.data(), ref3.data(), ref3.size());
+  return std::max({grouped, fixed, wgmma, fixed_bf16, wgmma_bf16});
 }
 
 }  // namespace
@@ -125,9 +143,18 @@ int main(int argc, char** argv) {
   bool json = false;
   std::vector<int64_t> token_counts{256, 8192};
   std::vector<std::string> forms{"grouped", "cublas", "wgmma", "fixed"};
+  DType results = DType::bf16;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--results" && i + 1 < argc) {
+      const std::string r = argv[++i];
+      if (r != "bf16" && r != "f32") {
+        std::fprintf(stderr, "moe_experts_bench: --results: '%s' is not bf16 or f32\n", r.c_str());
+        return 2;
+      }
+      results = r == "bf16" ? DType::bf16 : DType::f32;
+    }
     else if (a == "--json") json = true;
     else if (a == "--tokens" && i + 1 < argc) {
       token_counts.clear();
@@ -147,7 +174,9 @@ int main(int argc, char** argv) {
           return 2;
         }
     } else {
-      std::fprintf(stderr, "usage: moe_experts_bench [--reps N] [--tokens N,N...] [--forms F,F...] [--json]\n");
+      std::fprintf(stderr,
+                   "usage: moe_experts_bench [--reps N] [--tokens N,N...] [--forms F,F...] [--results bf16|f32] "
+                   "[--json]\n");
       return 2;
     }
   }
@@ -167,8 +196,9 @@ int main(int argc, char** argv) {
   const auto w = make_weights(kMaxExperts, rng);
   const double rel = check(*cpu, *gpu, *gpu_wgmma, w, rng);
   const bool ok = rel <= 2e-2;
-  std::printf("moe_experts_bench on %s: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s (8192^3, cuBLAS); check vs CPU: "
-              "max rel %.2e (bound 2e-2) %s\n", prop.name, bw, gemm, rel, ok ? "OK" : "FAIL");
+  std::printf("moe_experts_bench on %s: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s (8192^3, cuBLAS); %s results; "
+              "check vs CPU: max rel %.2e (bound 2e-2) %s\n",
+              prop.name, bw, gemm, std::string(dpa::dtype_name(results)).c_str(), rel, ok ? "OK" : "FAIL");
   if (!ok) return 1;
   Experts e;
   prepare(*gpu, w, kMaxExperts, e);
@@ -191,7 +221,7 @@ int main(int argc, char** argv) {
       std::vector<float> x(static_cast<std::size_t>(rows / x_div * kD));
       std::uniform_real_distribution<float> u(-1.0f, 1.0f);
       for (auto& v : x) v = u(rng);
-      Buffer<float> gx(*gpu, x.size()), gout(*gpu, static_cast<std::size_t>(rows * kD));
+      Buffer<float> gx(*gpu, x.size()), gout(*gpu, static_cast<std::size_t>(rows * kD));  // f32 rows fit bf16 ones
       Buffer<int32_t> gord(*gpu, order.size());
       gpu->upload(gx.data(), x.data(), x.size() * 4);
       gpu->upload(gord.data(), order.data(), order.size() * 4);
@@ -209,10 +239,10 @@ int main(int argc, char** argv) {
             [&] {
               if (f == "fixed")
                 be.moe_experts_fixed(gx.data(), gord.data(), x_div, gcounts.data(), E, capacity, rows, e.gate.data(),
-                                     e.up.data(), e.down.data(), gout.data());
+                                     e.up.data(), e.down.data(), gout.data(), results, rows);
               else
                 be.moe_experts(gx.data(), gord.data(), x_div, counts.data(), E, e.gate.data(), e.up.data(),
-                               e.down.data(), gout.data());
+                               e.down.data(), gout.data(), results, rows);
             },
             reps, 3, static_cast<cudaStream_t>(be.stream()));
         const double weight_bytes = static_cast<double>(active) * 3.0 * kD * kI * 2.0;
@@ -222,10 +252,11 @@ int main(int argc, char** argv) {
                     static_cast<long long>(tokens), static_cast<long long>(rows), form, ms, gbs, 100.0 * gbs / bw, tf,
                     100.0 * tf / gemm);
         if (json)
-          std::printf("{\"bench\":\"moe_experts\",\"form\":\"%s\",\"gpu\":\"%s\",\"ep\":%d,\"experts\":%lld,"
+          std::printf("{\"bench\":\"moe_experts\",\"form\":\"%s\",\"results\":\"%s\",\"gpu\":\"%s\",\"ep\":%d,\"experts\":%lld,"
                       "\"tokens\":%lld,\"rows\":%lld,\"ms\":%.4f,\"weight_gbs\":%.1f,\"hbm_gbs\":%.1f,\"tflops\":%.2f,"
                       "\"gemm_tflops\":%.1f}\n",
-                      form, prop.name, ep, static_cast<long long>(E), static_cast<long long>(tokens),
+                      form, std::string(dpa::dtype_name(results)).c_str(), prop.name, ep, static_cast<long long>(E),
+                      static_cast<long long>(tokens),
                       static_cast<long long>(rows), ms, gbs, bw, tf, gemm);
       }
     }
