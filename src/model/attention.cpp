@@ -31,7 +31,7 @@ void Model::attention(int64_t layer, const Micro& m, const PreNorm& pre, float* 
   // fifth of the GPU for as long as q_proj's take).
   const bool fused = m.all_absorbed && lw.q_kv_a.data && fuse_q_kv_a_;
   const int64_t q_stride = fused ? lw.q_kv_a.rows : Hl * dqk, kva_stride = fused ? lw.q_kv_a.rows : L + R;
-  float* q = fused ? scratch(q_, n * q_stride) : scratch(q_, n * Hl * dqk);
+  float* q = scratch(q_, n * q_stride);
   float* kva = fused ? q + Hl * dqk : scratch(kva_, n * (L + R));
   if (fused) {
     const backend::Backend::LinearOut outs[] = {{&lw.q_kv_a, q}};

@@ -18,6 +18,19 @@
 
 namespace dpa::model {
 
+namespace {
+
+// An environment switch of 0 or 1; unset: dflt.
+bool env_switch(const char* name, bool dflt) {
+  const char* v = std::getenv(name);
+  if (!v) return dflt;
+  if (std::string_view(v) != "0" && std::string_view(v) != "1")
+    throw Error(fmt::format("{}='{}': 0 or 1", name, v));
+  return *v == '1';
+}
+
+}  // namespace
+
 Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shard,
              ParallelComms comms, const ForwardOptions& opts)
     : weights_(ckpt, shard, opts.bf16_weights), be_(be), shard_(shard), comms_(comms), opts_(opts) {
@@ -73,16 +86,9 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
       throw Error(fmt::format("DPA_MOE_FIXED_TOKENS='{}': not a token count in [0, 1048576]", v));
     moe_fixed_tokens_ = n;
   }
-  if (const char* v = std::getenv("DPA_FUSE_Q_KV_A")) {  // A/B switch: 0 projects q and kv_a apart
-    if (std::string_view(v) != "0" && std::string_view(v) != "1")
-      throw Error(fmt::format("DPA_FUSE_Q_KV_A='{}': 0 or 1", v));
-    fuse_q_kv_a_ = *v == '1';
-  }
-  if (const char* v = std::getenv("DPA_MOE_BF16_RESULTS")) {  // A/B switch: 0 keeps the experts' results in f32
-    if (std::string_view(v) != "0" && std::string_view(v) != "1")
-      throw Error(fmt::format("DPA_MOE_BF16_RESULTS='{}': 0 or 1", v));
-    bf16_results_ = *v == '1';
-  }
+  // A/B switches (0: q and kv_a projected apart; the experts' results kept in f32).
+  fuse_q_kv_a_ = env_switch("DPA_FUSE_Q_KV_A", fuse_q_kv_a_);
+  bf16_results_ = env_switch("DPA_MOE_BF16_RESULTS", bf16_results_);
   prepare_weights();
   // One exchange a micro-batch: the second only for the two-batch overlap.
   for (int i = 0; i < (opts_.two_batch_overlap_min_tokens > 0 ? 2 : 1) && exchange_; ++i) {

@@ -388,9 +388,8 @@ class Model {
   // A decode step's q and kv_a in one product where the weights allow (LayerWeights::q_kv_a);
   // DPA_FUSE_Q_KV_A=0: apart.
   bool fuse_q_kv_a_ = true;
-  // The fixed-capacity experts' results in bf16 where their weights are bf16 (as the checkpoint's
-  // bf16 down projection gives them): half the bytes written and combined. DPA_MOE_BF16_RESULTS=0:
-  // f32.
+  // The local experts' results in bf16 where their weights are bf16 (as the checkpoint's bf16 down
+  // projection gives them): half the bytes written and combined. DPA_MOE_BF16_RESULTS=0: f32.
   bool bf16_results_ = true;
   // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
   // largest slice of the EP group (of a micro-batch's, under the two-batch overlap) rounded up to

@@ -41,21 +41,22 @@ void ModelWeights::fuse_q_kv_a(LayerWeights& lw) {
   if (!q.data || !kv.data || q.dtype != kv.dtype || q.cols != kv.cols || q.rows <= 0 || kv.rows <= 0) return;
   const int64_t rows = q.rows + kv.rows, cols = q.cols;
   const std::size_t row_bytes = static_cast<std::size_t>(cols) * dtype_size(q.dtype);
-  unsigned char* dst = nullptr;
+  unsigned char* base = nullptr;
   if (q.dtype == DType::bf16) {
     owned_bf16_.emplace_back(static_cast<std::size_t>(rows * cols));
-    dst = reinterpret_cast<unsigned char*>(owned_bf16_.back().data());
+    base = reinterpret_cast<unsigned char*>(owned_bf16_.back().data());
   } else if (q.dtype == DType::f32) {
     owned_.emplace_back(static_cast<std::size_t>(rows * cols));
-    dst = reinterpret_cast<unsigned char*>(owned_.back().data());
+    base = reinterpret_cast<unsigned char*>(owned_.back().data());
   } else {
     return;
   }
+  unsigned char* dst = base;
   for (const WeightView* w : {&q, &kv})
     for (int64_t r = 0; r < w->rows; ++r, dst += row_bytes)
       std::memcpy(dst, static_cast<const unsigned char*>(w->data) + static_cast<std::size_t>(r * w->ld) * dtype_size(w->dtype),
                   row_bytes);
-  lw.q_kv_a = WeightView::dense(dst - static_cast<std::size_t>(rows) * row_bytes, q.dtype, rows, cols);
+  lw.q_kv_a = WeightView::dense(base, q.dtype, rows, cols);
   lw.q_proj = lw.q_kv_a.row_slice(0, q.rows);
   lw.kv_a_proj = lw.q_kv_a.row_slice(q.rows, rows);
 }

@@ -369,10 +369,10 @@ class CudaBackend final : public Backend {
   // moe_experts_fixed's pointer arrays in device memory, one per (check_expert_weights' digest of
   // the experts, capacity, workspace): uploaded once, so a call issues no host-to-device copy.
   // moe_experts' and moe_experts_fixed's f32 results where bf16 ones were asked for and the
-  // warpgroup-MMA form does not apply: rounded from here (round_results).
+  // warpgroup-MMA form does not apply: rounded from here into out (round_results).
   Buffer<float> results_f32_;
   float* results_f32(int64_t floats);
-  void round_results(int64_t floats, void* out);
+  void round_results(const float* f, int64_t floats, void* out);
   std::map<std::tuple<uint64_t, int64_t, const void*>, void**> fixed_ptrs_;
   // The tensor-core form of moe_experts_fixed (kernels/moe_expert_gemm): per expert arrays (by
   // check_expert_weights' digest), the gate, up and down pointers in device memory, and whether

@@ -55,8 +55,8 @@ float* CudaBackend::results_f32(int64_t floats) {
   return results_f32_.data();
 }
 
-void CudaBackend::round_results(int64_t floats, void* out) {
-  kernels::f32_to_bf16(results_f32_.data(), static_cast<uint16_t*>(out), floats, stream_);
+void CudaBackend::round_results(const float* f, int64_t floats, void* out) {
+  kernels::f32_to_bf16(f, static_cast<uint16_t*>(out), floats, stream_);
   DPA_CHECK_LAUNCH();
 }
 
@@ -67,28 +67,6 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_di
   if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
   if (out_dtype != DType::f32 && out_dtype != DType::bf16)
     throw Error(fmt::format("moe_experts: {} results", dtype_name(out_dtype)));
-  if (out_dtype == DType::bf16) {
-    // The warpgroup-MMA kernels round the results as they write them; every other form writes f32
-    // results first, then all out_rows rows are rounded.
-    int64_t total = 0;
-    std::vector<int64_t> ids;
-    for (int64_t e = 0; e < n_experts; ++e) {
-      if (counts[e] < 0) throw Error(fmt::format("moe_experts: count {} of expert {}", counts[e], e));
-      total += counts[e];
-      if (counts[e] > 0) ids.push_back(e);
-    }
-    if (total == 0) return;
-    ExpertShape shape;
-    if (uniform_experts(ids, gate, up, down, shape) && shape.dt == DType::bf16 &&
-        moe_experts_wgmma(x, order, x_div, counts, n_experts, total, check_expert_weights(ids, n_experts, gate, up, down),
-                          gate, up, down, out_any, true))
-      return;
-    if (out_rows <= 0) throw Error(fmt::format("moe_experts: {} bf16 result rows", out_rows));
-    const int64_t floats = out_rows * down[0].rows;
-    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, results_f32(floats), DType::f32, out_rows);
-    return round_results(floats, out_any);
-  }
-  float* out = static_cast<float*>(out_any);
   std::vector<int64_t> start(n_experts), ids;
   int64_t total = 0;
   for (int64_t e = 0; e < n_experts; ++e) {
@@ -102,6 +80,20 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_di
   const bool uniform = uniform_experts(ids, gate, up, down, shape) && supports_weight(shape.dt);
   const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
   const DType dt = shape.dt;
+  if (out_dtype == DType::bf16) {
+    // The warpgroup-MMA kernels round the results as they write them; every other form writes f32
+    // results first, then all out_rows rows are rounded.
+    if (uniform && dt == DType::bf16 &&
+        moe_experts_wgmma(x, order, x_div, counts, n_experts, total, check_expert_weights(ids, n_experts, gate, up, down),
+                          gate, up, down, out_any, true))
+      return;
+    if (out_rows <= 0) throw Error(fmt::format("moe_experts: {} bf16 result rows", out_rows));
+    const int64_t floats = out_rows * down[0].rows;
+    float* f = results_f32(floats);
+    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, f, DType::f32, out_rows);
+    return round_results(f, floats, out_any);
+  }
+  float* out = static_cast<float*>(out_any);
   if (!uniform)  // experts of mixed shapes or dtypes: one at a time through the plain ops
     return moe_experts_per_expert(*this, x, order, x_div, counts, n_experts, gate, up, down, out,
                                   [&](std::size_t floats) {
@@ -330,9 +322,9 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_
       return;
     if (out_rows <= 0) throw Error(fmt::format("moe_experts_fixed: {} bf16 result rows", out_rows));
     const int64_t floats = out_rows * down[0].rows;
-    moe_experts_fixed(x, order, x_div, counts, n_experts, capacity, rows, gate, up, down, results_f32(floats),
-                      DType::f32, out_rows);
-    return round_results(floats, out_any);
+    float* f = results_f32(floats);
+    moe_experts_fixed(x, order, x_div, counts, n_experts, capacity, rows, gate, up, down, f, DType::f32, out_rows);
+    return round_results(f, floats, out_any);
   }
   float* out = static_cast<float*>(out_any);
   if (!uniform) {  // experts of mixed shapes or dtypes: the counts to the host (a wait), then the grouped path
