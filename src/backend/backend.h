@@ -439,10 +439,12 @@ class Backend {
                                    int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
                                    int64_t* counts, int64_t* local_counts, int32_t* order) = 0;
   // Source p's results (rows p * stride .. as many as counts [p, :] sum to, cut at capacity) to
-  // peers.blocks[p]; then *seq into each peers.flags[p].
-  virtual void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers,
+  // peers.blocks[p]; then *seq into each peers.flags[p]. Rows of d values of `dtype`, f32 or bf16
+  // (moe_experts' bf16 results: half the bytes), the same in the peers' blocks (row i at
+  // peers.blocks[p] + i * d values of that type).
+  virtual void moe_ep_return_peers(const void* results, const int64_t* counts, int64_t n_peers,
                                    int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
-                                   const EpPeers& peers) = 0;
+                                   const EpPeers& peers, DType dtype = DType::f32) = 0;
   // Waits until flags[0 .. n) all reach *seq.
   virtual void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) = 0;
 
@@ -574,6 +576,9 @@ void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t 
 // ... and those of the peer-memory form: blocks of at least capacity + 1 rows, the header's counts
 // within a row, rows of an even number of floats (the int64 headers stay aligned).
 void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride, int64_t d);
+// The bytes of one result row of d values in moe_ep_return_peers: f32, or bf16 with d even (the
+// row a whole number of 4-byte words); anything else throws.
+std::size_t ep_result_row_bytes(const char* op, int64_t d, DType dtype);
 
 // moe_experts one expert at a time through be's plain ops (gather, gate and up, SwiGLU, down,
 // scatter): the CPU reference's definition, and the CUDA backend's path for experts of mixed

@@ -47,6 +47,13 @@ void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t c
     throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, stride));
 }
 
+std::size_t ep_result_row_bytes(const char* op, int64_t d, DType dtype) {
+  if (dtype == DType::f32) return static_cast<std::size_t>(d) * sizeof(float);
+  if (dtype == DType::bf16 && d % 2 == 0) return static_cast<std::size_t>(d) * sizeof(uint16_t);
+  throw Error(fmt::format("{}: result rows of {} {} values (f32, or bf16 with an even count)", op, d,
+                          dtype_name(dtype)));
+}
+
 void Backend::paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,
                                 int64_t col0, int64_t cols, float* out, int64_t ldo) {
   for (int64_t i = 0; i < n_seqs; ++i) paged_gather(caches[i], col0, cols, n[i], out + row0[i] * ldo, ldo, 1, 0);

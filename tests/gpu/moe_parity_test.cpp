@@ -186,12 +186,16 @@ TEST(BackendParity, MoeEpLayouts) {
 
 // The peer-memory form with every rank's area on this one GPU (the mapping between processes is
 // the runtime's; the flags, headers and strides are the kernels'): dispatch, identity experts,
-// return and combine, per rank, on both backends; each token must get sum_k w x.
+// return and combine, per rank, on both backends; each token must get sum_k w x. The results go
+// back in f32 and in bf16 (the identity experts round the rows; the sum then takes bf16(x)).
 TEST(BackendParity, MoeEpPeerMemory) {
+  for (const DType dt : {DType::f32, DType::bf16})
   for (int64_t R : {2, 3}) {
     const int64_t per = 4, E = R * per, T = 9, K = 3, d = 16, C = 16 * std::min(K, per), S = C + 5;
     const int64_t area_floats = 2 * R * S * d, total = area_floats + 4 * R;  // + 2R int64 flags
-    const std::string s = shp({{"ranks", R}, {"tokens", T}, {"k", K}, {"d", d}});
+    const bool bf16 = dt == DType::bf16;
+    const std::size_t esize = bf16 ? sizeof(uint16_t) : sizeof(float);
+    const std::string s = shp({{"ranks", R}, {"tokens", T}, {"k", K}, {"d", d}}) + (bf16 ? " bf16 results" : "");
     struct Side {
       std::vector<Buffer<float>> area;
       std::vector<std::vector<float*>> blocks, back_blocks;
@@ -211,7 +215,8 @@ TEST(BackendParity, MoeEpPeerMemory) {
       for (int64_t r = 0; r < R; ++r)
         for (int64_t p = 0; p < R; ++p) {
           sd.blocks[r].push_back(sd.area[p].data() + r * S * d);
-          sd.back_blocks[r].push_back(sd.area[p].data() + R * S * d + r * S * d);
+          sd.back_blocks[r].push_back(reinterpret_cast<float*>(
+              reinterpret_cast<char*>(sd.area[p].data() + R * S * d) + r * S * d * esize));
           sd.flags[r].push_back(fl(p) + r), sd.back_flags[r].push_back(fl(p) + R + r);
         }
     };
@@ -272,14 +277,25 @@ TEST(BackendParity, MoeEpPeerMemory) {
                                 local[r]->g.data(), uorder[r]->g.data());
       for (Backend* be : {&cpu(), &gpu()}) {
         const bool is_cpu = be == &cpu();
-        // Identity experts: the results are the received rows.
-        be->copy(is_cpu ? results[r]->c.data() : results[r]->g.data(), is_cpu ? c.area[r].data() : g.area[r].data(),
-                 static_cast<std::size_t>(R * S * d) * sizeof(float));
+        // Identity experts: the results are the received rows (rounded to bf16 through the host).
+        float* res = is_cpu ? results[r]->c.data() : results[r]->g.data();
+        const float* rows = is_cpu ? c.area[r].data() : g.area[r].data();
+        const std::size_t n = static_cast<std::size_t>(R * S * d);
+        if (!bf16) {
+          be->copy(res, rows, n * sizeof(float));
+          continue;
+        }
+        std::vector<float> f(n);
+        std::vector<uint16_t> h(n);
+        be->download(f.data(), rows, n * sizeof(float));
+        std::transform(f.begin(), f.end(), h.begin(), dpa::f32_to_bf16);
+        be->upload(res, h.data(), n * sizeof(uint16_t));
       }
       cpu().moe_ep_return_peers(results[r]->c.data(), recv_counts[r]->c.data(), R, per, C, S, d,
-                                EpPeers{c.back_blocks[r].data(), c.back_flags[r].data(), c.seq[r].data(), c.done[r].data()});
+                                EpPeers{c.back_blocks[r].data(), c.back_flags[r].data(), c.seq[r].data(), c.done[r].data()},
+                                dt);
       gpu().moe_ep_return_peers(results[r]->g.data(), recv_counts[r]->g.data(), R, per, C, S, d,
-                                EpPeers{gbb[r]->data(), gbf[r]->data(), g.seq[r].data(), g.done[r].data()});
+                                EpPeers{gbb[r]->data(), gbf[r]->data(), g.seq[r].data(), g.done[r].data()}, dt);
       EXPECT_TRUE(exact("moe_ep_unpack_peers counts", s + " rank " + std::to_string(r), recv_counts[r]->on_cpu(), recv_counts[r]->on_gpu()));
       EXPECT_TRUE(exact("moe_ep_unpack_peers", s + " rank " + std::to_string(r), uorder[r]->on_cpu(), uorder[r]->on_gpu()));
       EXPECT_TRUE(exact("moe_ep_unpack_peers local", s + " rank " + std::to_string(r), local[r]->on_cpu(), local[r]->on_gpu()));
@@ -288,14 +304,19 @@ TEST(BackendParity, MoeEpPeerMemory) {
       cpu().moe_ep_wait(reinterpret_cast<const int64_t*>(c.area[r].data() + area_floats) + R, R, c.seq[r].data());
       gpu().moe_ep_wait(reinterpret_cast<const int64_t*>(g.area[r].data() + area_floats) + R, R, g.seq[r].data());
       Dual<float> dw(w[r]), out(static_cast<std::size_t>(T * d));
-      cpu().moe_combine(c.area[r].data() + R * S * d, slot_row[r]->c.data(), dw.c.data(), T, K, d, out.c.data(), true);
-      gpu().moe_combine(g.area[r].data() + R * S * d, slot_row[r]->g.data(), dw.g.data(), T, K, d, out.g.data(), true);
+      cpu().moe_combine(c.area[r].data() + R * S * d, slot_row[r]->c.data(), dw.c.data(), T, K, d, out.c.data(), true,
+                        dt);
+      gpu().moe_combine(g.area[r].data() + R * S * d, slot_row[r]->g.data(), dw.g.data(), T, K, d, out.g.data(), true,
+                        dt);
       EXPECT_TRUE(exact("moe_ep_pack_peers rows", s + " rank " + std::to_string(r), slot_row[r]->on_cpu(), slot_row[r]->on_gpu()));
       EXPECT_TRUE(close("moe_ep peers combine", s + " rank " + std::to_string(r), out.on_cpu(), out.on_gpu(), 3e-6));
       std::vector<float> want(T * d, 0);
       for (int64_t t = 0; t < T; ++t)
         for (int64_t k = 0; k < K; ++k)
-          for (int64_t j = 0; j < d; ++j) want[t * d + j] += w[r][t * K + k] * x[r][t * d + j];
+          for (int64_t j = 0; j < d; ++j) {
+            const float xv = x[r][t * d + j];
+            want[t * d + j] += w[r][t * K + k] * (bf16 ? dpa::bf16_to_f32(dpa::f32_to_bf16(xv)) : xv);
+          }
       EXPECT_TRUE(close("moe_ep peers combine", s + " rank " + std::to_string(r) + " vs sum_k w x", want, out.on_gpu(), 3e-6));
     }
     std::vector<int64_t> seq_g(1);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -276,18 +277,22 @@ TEST(BackendMoe, PaddedExchangeLayoutsRoundTrip) {
 }
 
 // The peer-memory form of the same exchange, every rank's area in this one process: rank r's
-// area holds [recv blocks | return blocks | recv flags | return flags], block p at row p * S.
-TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
+// area holds [recv blocks | return blocks | recv flags | return flags], block p at row p * S. The
+// results go back in f32 and in bf16 (rows of kD bf16 values: half of the return blocks' room);
+// every value here is a small integer, exact in bf16.
+void peer_memory_round_trip(DType dt) {
   auto be = make_cpu_backend();
+  const std::size_t esize = dpa::dtype_size(dt);
   constexpr int64_t kPeers = 2, kPer = 2, kTokens = 3, kK = 2, kD = 4, kCap = kTokens * kK, kS = kCap + 1;
   const std::vector<std::vector<int32_t>> ids = {{2, 0, 3, 2, 1, 0}, {0, 1, 1, 3, 2, 3}};
   std::vector<std::vector<float>> x(kPeers);
   for (int r = 0; r < kPeers; ++r)
-    for (int64_t i = 0; i < kTokens * kD; ++i) x[r].push_back(static_cast<float>(r * 100 + i));
+    for (int64_t i = 0; i < kTokens * kD; ++i) x[r].push_back(static_cast<float>(r * 20 + i));
   const std::vector<float> w = {0.5f, 2, 1, -1, 0.25f, 4};
   const int64_t area_floats = 2 * kPeers * kS * kD;
   std::vector<std::vector<float>> area(kPeers, std::vector<float>(area_floats + 2 * kPeers * 2, -9));
   auto flags_of = [&](int r) { return reinterpret_cast<int64_t*>(area[r].data() + area_floats); };
+  auto back_of = [&](int r) { return reinterpret_cast<char*>(area[r].data() + kPeers * kS * kD); };
   for (int r = 0; r < kPeers; ++r) std::fill_n(flags_of(r), 2 * kPeers, 0);
   std::vector<int64_t> seq(kPeers, 0);
   std::vector<int32_t> done(kPeers, 0);
@@ -301,7 +306,7 @@ TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
   for (int r = 0; r < kPeers; ++r)
     for (int p = 0; p < kPeers; ++p) {
       rk[r].blocks.push_back(area[p].data() + r * kS * kD);
-      rk[r].back_blocks.push_back(area[p].data() + kPeers * kS * kD + r * kS * kD);
+      rk[r].back_blocks.push_back(reinterpret_cast<float*>(back_of(p) + r * kS * kD * esize));
       rk[r].flags.push_back(flags_of(p) + r);
       rk[r].back_flags.push_back(flags_of(p) + kPeers + r);
     }
@@ -321,17 +326,22 @@ TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
     be->moe_ep_unpack_peers(area[r].data(), flags_of(r), &seq[r], kPeers, kPer, kCap, kS, kD, rk[r].recv_counts.data(),
                             local.data(), order.data());
     std::vector<float> results(kPeers * kS * kD, 0);
+    std::vector<uint16_t> results_bf16(results.size(), 0);
     for (int64_t e = 0, q = 0; e < kPer; ++e)
       for (int64_t i = 0; i < local[e]; ++i, ++q)
-        for (int64_t c = 0; c < kD; ++c)
-          results[order[q] * kD + c] = area[r][order[q] * kD + c] * static_cast<float>(r * kPer + e + 1);
+        for (int64_t c = 0; c < kD; ++c) {
+          const int64_t at = order[q] * kD + c;
+          results[at] = area[r][at] * static_cast<float>(r * kPer + e + 1);
+          results_bf16[at] = dpa::f32_to_bf16(results[at]);
+        }
     const EpPeers back{rk[r].back_blocks.data(), rk[r].back_flags.data(), &seq[r], &done[r]};
-    be->moe_ep_return_peers(results.data(), rk[r].recv_counts.data(), kPeers, kPer, kCap, kS, kD, back);
+    const void* res = dt == DType::bf16 ? static_cast<const void*>(results_bf16.data()) : results.data();
+    be->moe_ep_return_peers(res, rk[r].recv_counts.data(), kPeers, kPer, kCap, kS, kD, back, dt);
   }
   for (int r = 0; r < kPeers; ++r) {
     be->moe_ep_wait(flags_of(r) + kPeers, kPeers, &seq[r]);
     std::vector<float> out(kTokens * kD, 0);
-    be->moe_combine(area[r].data() + kPeers * kS * kD, rk[r].slot_row.data(), w.data(), kTokens, kK, kD, out.data(), true);
+    be->moe_combine(back_of(r), rk[r].slot_row.data(), w.data(), kTokens, kK, kD, out.data(), true, dt);
     expect_scaled_sum(out, ids[r], x[r], w, kTokens, kK, kD, r);
   }
   // A flag short of the rank's count would be waited on forever: the reference says so.
@@ -345,6 +355,20 @@ TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
   EXPECT_THROW(be->moe_ep_pack_peers(x[0].data(), rk[0].order.data(), kK, rk[0].counts.data(), kPeers, kPer, kCap,
                                      kS, kTokens * kK, 3, peers, rk[0].slot_row.data()),
                dpa::Error);
+  // Results are f32 or bf16 rows (bf16: an even count, whole 4-byte words).
+  const EpPeers back{rk[0].back_blocks.data(), rk[0].back_flags.data(), &seq[0], &done[0]};
+  const std::vector<float> none(kPeers * kS * kD, 0);
+  EXPECT_THROW(be->moe_ep_return_peers(none.data(), rk[0].recv_counts.data(), kPeers, kPer, kCap, kS, kD, back,
+                                       DType::i32),
+               dpa::Error);
+}
+
+
+TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
+  for (const DType dt : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(std::string(dpa::dtype_name(dt)));
+    peer_memory_round_trip(dt);
+  }
 }
 
 TEST(BackendMoe, PaddedExchangeLayoutsRejectBadCounts) {

@@ -80,8 +80,9 @@ class CpuBackend final : public Backend {
   void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                           int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
                            int64_t* local_counts, int32_t* order) override;
-  void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
-                           int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers) override;
+  void moe_ep_return_peers(const void* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
+                           int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers,
+                           DType dtype = DType::f32) override;
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
   void moe_combine(const void* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                    int64_t d, float* out, bool accumulate, DType y_dtype) override;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -256,14 +257,16 @@ void CpuBackend::moe_ep_unpack_peers(const float* area, const int64_t* flags, co
   moe_ep_unpack(counts, n_peers, experts_per_peer, stride, local_counts, order);
 }
 
-void CpuBackend::moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers,
+void CpuBackend::moe_ep_return_peers(const void* results, const int64_t* counts, int64_t n_peers,
                                      int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
-                                     const EpPeers& peers) {
+                                     const EpPeers& peers, DType dtype) {
   check_ep_peers("moe_ep_return_peers", n_peers, experts_per_peer, capacity, stride, d);
+  const std::size_t row = ep_result_row_bytes("moe_ep_return_peers", d, dtype);
   for (int64_t p = 0; p < n_peers; ++p) {
     int64_t rows = 0;
     for (int64_t e = 0; e < experts_per_peer; ++e) rows += std::max<int64_t>(counts[p * experts_per_peer + e], 0);
-    std::copy_n(results + p * stride * d, std::min(rows, capacity) * d, peers.blocks[p]);
+    std::memcpy(peers.blocks[p], static_cast<const char*>(results) + p * stride * row,
+                static_cast<std::size_t>(std::min(rows, capacity)) * row);
   }
   for (int64_t p = 0; p < n_peers; ++p) *peers.flags[p] = *peers.seq;
 }

@@ -199,8 +199,9 @@ class CudaBackend final : public Backend {
   void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                           int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
                            int64_t* local_counts, int32_t* order) override;
-  void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
-                           int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers) override;
+  void moe_ep_return_peers(const void* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
+                           int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers,
+                           DType dtype = DType::f32) override;
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
   bool supports_peer_memory() const override { return true; }
   std::vector<uint8_t> export_memory(void* p) override;

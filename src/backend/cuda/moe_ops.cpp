@@ -585,12 +585,14 @@ void CudaBackend::moe_ep_unpack_peers(const float* area, const int64_t* flags, c
   DPA_CHECK_LAUNCH();
 }
 
-void CudaBackend::moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers,
+void CudaBackend::moe_ep_return_peers(const void* results, const int64_t* counts, int64_t n_peers,
                                       int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
-                                      const EpPeers& peers) {
+                                      const EpPeers& peers, DType dtype) {
   check_ep_peers("moe_ep_return_peers", n_peers, experts_per_peer, capacity, stride, d);
-  kernels::moe_ep_return_peers(results, counts, n_peers, experts_per_peer, capacity, stride, d, kernel_peers(peers),
-                               stream_);
+  // The kernel moves rows of 4-byte words: a bf16 row of d values is d / 2 of them (d even).
+  const int64_t words = static_cast<int64_t>(ep_result_row_bytes("moe_ep_return_peers", d, dtype) / sizeof(float));
+  kernels::moe_ep_return_peers(static_cast<const float*>(results), counts, n_peers, experts_per_peer, capacity,
+                               stride, words, kernel_peers(peers), stream_);
   DPA_CHECK_LAUNCH();
 }
 
