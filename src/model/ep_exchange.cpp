@@ -29,8 +29,15 @@ std::vector<std::size_t> scaled(const std::vector<std::size_t>& v, int64_t by) {
 }  // namespace
 
 EpExchange::EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n_experts, int64_t d,
-                       uint64_t& epoch)
-    : be_(be), comm_(&comm), E_(n_experts), d_(d), ranks_(comm.size()), epoch_(epoch) {
+                       uint64_t& epoch, DType results)
+    : be_(be),
+      comm_(&comm),
+      E_(n_experts),
+      d_(d),
+      ranks_(comm.size()),
+      epoch_(epoch),
+      res_dtype_(results),
+      res_row_(backend::ep_result_row_bytes("ep exchange", d, results)) {
   if (ranks_ < 1 || n_experts % ranks_ != 0)
     throw Error(fmt::format("ep exchange: {} experts over {} ranks", n_experts, ranks_));
   per_ = n_experts / ranks_;
@@ -108,12 +115,15 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
   // Area layout: recv blocks, return blocks, recv flags [source], return flags [source].
   auto recv_of = [&](int r) { return static_cast<float*>(peer_.mapped[static_cast<std::size_t>(r)]); };
   auto flags_of = [&](int r) { return reinterpret_cast<int64_t*>(recv_of(r) + 2 * block_floats); };
+  // The return blocks hold rows of res_row_ bytes (bf16 results fill half of their room).
+  auto back_of = [&](int r) { return reinterpret_cast<char*>(recv_of(r) + block_floats); };
   std::vector<float*> blocks(2 * static_cast<std::size_t>(ranks_));
   std::vector<int64_t*> flags(blocks.size());
   for (int p = 0; p < ranks_; ++p) {
     const std::size_t mine_at = static_cast<std::size_t>(me * stride * d_);
     blocks[static_cast<std::size_t>(p)] = recv_of(p) + mine_at;
-    blocks[static_cast<std::size_t>(ranks_ + p)] = recv_of(p) + block_floats + mine_at;
+    blocks[static_cast<std::size_t>(ranks_ + p)] =
+        reinterpret_cast<float*>(back_of(p) + static_cast<std::size_t>(me * stride) * res_row_);
     flags[static_cast<std::size_t>(p)] = flags_of(p) + me;
     flags[static_cast<std::size_t>(ranks_ + p)] = flags_of(p) + ranks_ + me;
   }
@@ -126,7 +136,7 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
   be_.fill_zero(peer_.seq.data(), sizeof(int64_t));
   be_.fill_zero(peer_.done.data(), sizeof(int32_t));
   peer_.recv = recv_of(me);
-  peer_.back = recv_of(me) + block_floats;
+  peer_.back = back_of(me);
   peer_.recv_flags = flags_of(me);
   peer_.back_flags = flags_of(me) + ranks_;
   peer_.stride = stride, peer_.max_cap = max_cap_tokens;
@@ -142,6 +152,10 @@ T* EpExchange::grow(backend::Buffer<T>& b, int64_t n) {
   b.ensure(be_, static_cast<std::size_t>(std::max<int64_t>(n, 1)));
   if (b.data() != before) ++epoch_;
   return b.data();
+}
+
+void* EpExchange::grow_results(backend::Buffer<uint8_t>& b, int64_t rows) {
+  return grow(b, rows * static_cast<int64_t>(res_row_));
 }
 
 void EpExchange::stage(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots) {
@@ -191,7 +205,8 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
   int32_t* d_order = order_.data();
   if (!order.empty()) be_.upload(d_order, order.data(), order.size() * sizeof(int32_t));
   local_host_ = std::move(local);
-  grow(out_, static_cast<int64_t>(n_recv) * d_);
+  res_rows_ = static_cast<int64_t>(n_recv);
+  grow_results(out_, res_rows_);
   return Local{recv, d_order, local_host_.data(), static_cast<int64_t>(n_recv), 0};
 }
 
@@ -222,14 +237,16 @@ void EpExchange::pack_padded(const float* x, const int32_t* order, int64_t x_div
     if (cap_tokens > peer_.max_cap)
       throw Error(fmt::format("ep exchange: blocks of {} tokens, peer memory holds {}", cap_tokens, peer_.max_cap));
     grow(order_, ranks_ * peer_.stride);
-    grow(out_, ranks_ * peer_.stride * d_);
+    res_rows_ = ranks_ * peer_.stride;
+    grow_results(out_, res_rows_);
     return;  // the stores into the owners' memory are the exchange: send_padded
   }
   const int64_t R = ranks_, C = block_rows_;
   float* blocks = grow(send_, R * C * d_);
   grow(recv_, R * C * d_);
   grow(order_, R * C);
-  grow(out_, R * C * d_);
+  res_rows_ = R * C;
+  grow_results(out_, res_rows_);
   be_.moe_ep_pack(x, order, x_div, counts, R, per_, C, n_slots, d_, blocks, slot_row_.data());
   block_.assign(static_cast<std::size_t>(R), static_cast<std::size_t>(C * d_)), block_displ_.resize(block_.size());
   for (std::size_t p = 0; p < block_.size(); ++p) block_displ_[p] = p * block_[p];
@@ -271,24 +288,26 @@ void EpExchange::send_back() {
   if (padded_ && peer_.on) {
     backend::EpPeers out{peer_.blocks.data() + ranks_, peer_.flags.data() + ranks_, peer_.seq.data(),
                          peer_.done.data()};
-    be_.moe_ep_return_peers(out_.data(), count_recv_.data(), ranks_, per_, block_rows_, peer_.stride, d_, out);
+    be_.moe_ep_return_peers(out_.data(), count_recv_.data(), ranks_, per_, block_rows_, peer_.stride, d_, out,
+                            res_dtype_);
     be_.moe_ep_wait(peer_.back_flags, ranks_, peer_.seq.data());
   } else if (padded_) {
-    float* back = grow(back_, ranks_ * block_rows_ * d_);  // the dispatch's blocks, back the same way
+    // The dispatch's blocks, back the same way (the counts are values: floats there, results here).
+    void* back = grow_results(back_, ranks_ * block_rows_);
     comm_->all_to_all_v(out_.data(), block_.data(), block_displ_.data(), back, block_.data(), block_displ_.data(),
-                        DType::f32);
+                        res_dtype_);
   } else {
     // Rows come back in this rank's send order, i.e. sorted slot order.
-    float* back = grow(back_, n_slots_ * d_);
+    void* back = grow_results(back_, n_slots_);
     comm_->all_to_all_v(out_.data(), scaled(recv_rows_, d_).data(), scaled(displs_of(recv_rows_), d_).data(), back,
-                        scaled(send_rows_, d_).data(), scaled(displs_of(send_rows_), d_).data(), DType::f32);
+                        scaled(send_rows_, d_).data(), scaled(displs_of(send_rows_), d_).data(), res_dtype_);
   }
 }
 
 EpExchange::Back EpExchange::back(const int32_t* position) const {
-  if (padded_ && peer_.on) return Back{peer_.back, slot_row_.data()};
-  if (padded_) return Back{back_.data(), slot_row_.data()};
-  return Back{back_.data(), position};  // slot s's row is its sorted index, position[s]
+  if (padded_ && peer_.on) return Back{peer_.back, slot_row_.data(), res_dtype_};
+  if (padded_) return Back{back_.data(), slot_row_.data(), res_dtype_};
+  return Back{back_.data(), position, res_dtype_};  // slot s's row is its sorted index, position[s]
 }
 
 }  // namespace dpa::model

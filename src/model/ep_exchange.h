@@ -10,7 +10,8 @@
 //    rows into the owners' memory and raises a flag per source, the owners' results go back the
 //    same way.
 // Rank r owns experts [r * per_rank, (r + 1) * per_rank). No expert ids travel: rows arrive
-// source by source, experts ascending within a source, and the counts say which is which.
+// source by source, experts ascending within a source, and the counts say which is which. The
+// rows go out as f32; the results come back in the exchange's results type (f32 or bf16).
 #pragma once
 
 #include <cstdint>
@@ -25,7 +26,10 @@ namespace dpa::model {
 class EpExchange {
  public:
   // epoch: bumped whenever one of the exchange's buffers moves (recorded graphs address them).
-  EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n_experts, int64_t d, uint64_t& epoch);
+  // results: the type of the local experts' result rows, which travel back as they are: f32, or
+  // bf16 (moe_experts' bf16 results, d even: half the bytes of the return).
+  EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n_experts, int64_t d, uint64_t& epoch,
+             DType results = DType::f32);
   ~EpExchange();
   EpExchange(const EpExchange&) = delete;
   EpExchange& operator=(const EpExchange&) = delete;
@@ -73,16 +77,20 @@ class EpExchange {
   void send_padded();
   Local received();
 
-  // Where the local experts write (sized by the last dispatch).
-  float* results() { return out_.data(); }
+  // Where the local experts write: result_rows() rows of d values of results_dtype() (sized by
+  // the last dispatch; moe_experts' out and out_rows).
+  void* results() { return out_.data(); }
+  DType results_dtype() const { return res_dtype_; }
+  int64_t result_rows() const { return res_rows_; }
 
   // The results back to their slots: slot s's result is y[rows[s]] (moe_combine's rows).
   // position: the exact form's moe_sort position (slot -> sorted index); unused when padded.
   // combine() is send_back() then back(): the first moves the results, the second says where
   // they are.
   struct Back {
-    const float* y = nullptr;
+    const void* y = nullptr;  // rows of d values of results_dtype()
     const int32_t* rows = nullptr;
+    DType dtype = DType::f32;
   };
   Back combine(const int32_t* position);
   void send_back();
@@ -103,6 +111,9 @@ class EpExchange {
   int64_t E_, per_, d_;
   int ranks_;
   uint64_t& epoch_;
+  DType res_dtype_;
+  std::size_t res_row_;    // bytes of a result row
+  int64_t res_rows_ = 0;   // rows in out_
   bool padded_ = false;  // the last dispatch's form
   int64_t n_slots_ = 0, block_rows_ = 0;
   std::vector<std::size_t> send_rows_, recv_rows_;  // exact: rows to and from each rank
@@ -122,7 +133,7 @@ class EpExchange {
     backend::Buffer<int64_t> seq;
     backend::Buffer<int32_t> done;
     float* recv = nullptr;
-    float* back = nullptr;
+    const void* back = nullptr;  // the return blocks: rows of res_row_ bytes
     int64_t* recv_flags = nullptr;
     int64_t* back_flags = nullptr;
   } peer_;
@@ -135,7 +146,11 @@ class EpExchange {
     int64_t cap_tokens = 0;
     int64_t* local_counts = nullptr;
   } pending_;
-  backend::Buffer<float> send_, recv_, out_, back_;
+  // Results grow in rows of res_row_ bytes.
+  void* grow_results(backend::Buffer<uint8_t>& b, int64_t rows);
+
+  backend::Buffer<float> send_, recv_;
+  backend::Buffer<uint8_t> out_, back_;
   backend::Buffer<int32_t> order_, slot_row_;
   backend::Buffer<int64_t> count_send_, count_recv_, local_counts_;
 };

@@ -90,11 +90,12 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   fuse_q_kv_a_ = env_switch("DPA_FUSE_Q_KV_A", fuse_q_kv_a_);
   bf16_results_ = env_switch("DPA_MOE_BF16_RESULTS", bf16_results_);
   prepare_weights();
+  const DType ex_results = exchange_ ? exchange_results_dtype() : DType::f32;
   // One exchange a micro-batch: the second only for the two-batch overlap.
   for (int i = 0; i < (opts_.two_batch_overlap_min_tokens > 0 ? 2 : 1) && exchange_; ++i) {
     auto& ex = micro_[i].ex;
     ex = std::make_unique<EpExchange>(be, *comms.ep, ckpt.config().n_routed_experts, ckpt.config().hidden_size,
-                                      scratch_epoch_);
+                                      scratch_epoch_, ex_results);
     if (weights_.n_local_experts() != ex->per_rank())  // the rows received are for these experts
       throw Error(fmt::format("model: {} local experts, the exchange expects {}", weights_.n_local_experts(),
                               ex->per_rank()));
@@ -228,6 +229,21 @@ void Model::prepare_weights() {
     shared_down_host_.clear();
   }
   be_.synchronize();
+}
+
+// The results travel back in bf16 where every MoE layer's local experts are bf16 on every rank of
+// the EP group (the exchange's sizes must agree), as they are kept on one rank; else in f32.
+DType Model::exchange_results_dtype() {
+  bool bf16 = bf16_results_ && config().hidden_size % 2 == 0;
+  for (const auto& down : expert_down_)
+    if (!down.empty() && down[0].dtype != DType::bf16) bf16 = false;
+  backend::Buffer<int32_t> flag(be_, 1);
+  const int32_t mine = bf16 ? 1 : 0;
+  be_.upload(flag.data(), &mine, sizeof mine);
+  comms_.ep->all_reduce(flag.data(), flag.data(), 1, DType::i32, dist::ReduceOp::min);
+  int32_t all = 0;
+  be_.download(&all, flag.data(), sizeof all);
+  return all ? DType::bf16 : DType::f32;
 }
 
 // Whether every MoE layer's shared MLP splits into pieces of its routed experts' size (same

@@ -340,6 +340,7 @@ class Model {
     return upload(b, std::span<const T>(host));
   }
   void prepare_weights();
+  DType exchange_results_dtype();  // collective over the EP group
   // Profiling: bytes of the weights every step reads; adds the routed experts that got rows.
   int64_t fixed_weight_bytes();
   void add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local);
@@ -388,8 +389,9 @@ class Model {
   // A decode step's q and kv_a in one product where the weights allow (LayerWeights::q_kv_a);
   // DPA_FUSE_Q_KV_A=0: apart.
   bool fuse_q_kv_a_ = true;
-  // The local experts' results in bf16 where their weights are bf16 (as the checkpoint's bf16 down
-  // projection gives them): half the bytes written and combined. DPA_MOE_BF16_RESULTS=0: f32.
+  // The experts' results in bf16 where their weights are bf16 (as the checkpoint's bf16 down
+  // projection gives them): half the bytes written, exchanged back and combined.
+  // DPA_MOE_BF16_RESULTS=0: f32.
   bool bf16_results_ = true;
   // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
   // largest slice of the EP group (of a micro-batch's, under the two-batch overlap) rounded up to

@@ -224,15 +224,18 @@ void Model::moe_experts(Micro& m) {
     st.back = expert_out, st.back_dtype = dt;
     return;
   }
+  // Over the exchange the results go back in its type (bf16 as on one rank, where the experts are).
   const int64_t n_local = weights_.n_local_experts();
+  EpExchange& ex = *m.ex;
   if (st.padded) {
-    st.in = m.ex->received();
+    st.in = ex.received();
     be_.moe_experts_fixed(st.in.rows, st.in.order, 1, st.in.counts, n_local, st.in.capacity, st.n_slots, gate, up,
-                          down, m.ex->results());
+                          down, ex.results(), ex.results_dtype(), ex.result_rows());
   } else {
     add_expert_bytes(st.layer, st.in.counts, n_local);
     if (st.in.n_rows > 0)
-      be_.moe_experts(st.in.rows, st.in.order, 1, st.in.counts, n_local, gate, up, down, m.ex->results());
+      be_.moe_experts(st.in.rows, st.in.order, 1, st.in.counts, n_local, gate, up, down, ex.results(),
+                      ex.results_dtype(), ex.result_rows());
   }
 }
 
@@ -247,7 +250,7 @@ void Model::moe_finish(Micro& m) {
   const int64_t D = c.hidden_size;
   if (exchange_) {
     const EpExchange::Back b = m.ex->back(st.position);
-    st.back = b.y, st.back_rows = b.rows;
+    st.back = b.y, st.back_rows = b.rows, st.back_dtype = b.dtype;
   }
   mark("moe.combine");
   // Onto the shared experts' output when they ran apart; else the sum is all (no zero fill).
