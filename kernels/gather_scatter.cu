@@ -14,8 +14,9 @@ __device__ __forceinline__ int64_t paged_row(const int32_t* pages, int64_t page_
   return static_cast<int64_t>(pages[pos / page_size]) * page_size + pos % page_size;
 }
 
+template <typename T>
 __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int64_t div, int64_t n,
-                                   int64_t d, float* out) {
+                                   int64_t d, T* out) {
   for (int64_t j = blockIdx.x; j < n; j += gridDim.x) {
     detail::copy_row(out + j * d, x + rows[j] / div * d, d);
   }
@@ -103,9 +104,12 @@ void paged_gather_many(const void* base, bool bf16, const int32_t* const* pages,
 }
 
 void gather_rows(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
-                 float* out, cudaStream_t stream) {
+                 void* out, bool out_bf16, cudaStream_t stream) {
   if (n <= 0 || d <= 0) return;
-  gather_rows_kernel<<<grid_rows(n), kThreads, 0, stream>>>(x, rows, div, n, d, out);
+  if (out_bf16)
+    gather_rows_kernel<<<grid_rows(n), kThreads, 0, stream>>>(x, rows, div, n, d, static_cast<__nv_bfloat16*>(out));
+  else
+    gather_rows_kernel<<<grid_rows(n), kThreads, 0, stream>>>(x, rows, div, n, d, static_cast<float*>(out));
 }
 
 void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,

@@ -7,9 +7,10 @@
 
 namespace dpa::kernels {
 
-// out[j, :] = x[rows[j] / div, :], j < n, rows of d floats (div 1: a plain gather).
+// out[j, :] = x[rows[j] / div, :], j < n, rows of d floats (div 1: a plain gather); out_bf16:
+// out holds bf16 rows (the values rounded).
 void gather_rows(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
-                 float* out, cudaStream_t stream);
+                 void* out, bool out_bf16, cudaStream_t stream);
 // out[rows[j], :] = x[j, :].
 void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out,
                   cudaStream_t stream);

@@ -51,12 +51,13 @@ __device__ void signal_peers(const EpPeers& pe, int64_t n_peers, bool increment)
 }
 
 // kPeers: rows into the peers' areas (blocks[p]), headers too, then the flags; else into `send`.
-template <bool kPeers>
+// Rows of T (float, or __nv_bfloat16: the values rounded).
+template <bool kPeers, typename T>
 __global__ void __launch_bounds__(kThreads) ep_pack_kernel(const float* __restrict__ x, const int32_t* __restrict__ order,
                                                            int64_t x_div, const int64_t* __restrict__ counts,
                                                            int64_t n_peers, int64_t per_peer, int64_t capacity,
                                                            int64_t stride, int64_t n_slots, int64_t d,
-                                                           float* __restrict__ send, EpPeers peers,
+                                                           T* __restrict__ send, EpPeers peers,
                                                            int32_t* __restrict__ slot_row) {
   extern __shared__ int64_t start[];  // [n_peers + 1]
   peer_starts(counts, n_peers, per_peer, start);
@@ -69,13 +70,13 @@ __global__ void __launch_bounds__(kThreads) ep_pack_kernel(const float* __restri
     }
     const int64_t i0 = j - start[p], i = i0 < capacity ? i0 : capacity - 1;
     const int32_t s = order[j];
-    float* dst = kPeers ? peers.blocks[p] + i * d : send + (p * stride + i) * d;
+    T* dst = kPeers ? reinterpret_cast<T*>(peers.blocks[p]) + i * d : send + (p * stride + i) * d;
     detail::copy_row(dst, x + s / x_div * d, d);
     if (threadIdx.x == 0) slot_row[s] = static_cast<int32_t>(p * stride + i);
   }
   if constexpr (kPeers) {
     for (int64_t p = blockIdx.x; p < n_peers; p += gridDim.x) {
-      int64_t* header = reinterpret_cast<int64_t*>(peers.blocks[p] + capacity * d);
+      int64_t* header = reinterpret_cast<int64_t*>(reinterpret_cast<T*>(peers.blocks[p]) + capacity * d);
       for (int64_t e = threadIdx.x; e < per_peer; e += blockDim.x) header[e] = counts[p * per_peer + e];
     }
     signal_peers(peers, n_peers, true);
@@ -176,12 +177,18 @@ __global__ void __launch_bounds__(kThreads) ep_unpack_kernel(const int64_t* coun
 }  // namespace
 
 void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
-                 int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, float* send,
-                 int32_t* slot_row, cudaStream_t stream) {
+                 int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, void* send,
+                 int32_t* slot_row, bool bf16, cudaStream_t stream) {
   if (n_slots <= 0 || d <= 0) return;
   const std::size_t smem = static_cast<std::size_t>(n_peers + 1) * sizeof(int64_t);
-  ep_pack_kernel<false><<<blocks_for(n_slots, 1), kThreads, smem, stream>>>(
-      x, order, x_div, counts, n_peers, experts_per_peer, capacity, capacity, n_slots, d, send, EpPeers{}, slot_row);
+  if (bf16)
+    ep_pack_kernel<false, __nv_bfloat16><<<blocks_for(n_slots, 1), kThreads, smem, stream>>>(
+        x, order, x_div, counts, n_peers, experts_per_peer, capacity, capacity, n_slots, d,
+        static_cast<__nv_bfloat16*>(send), EpPeers{}, slot_row);
+  else
+    ep_pack_kernel<false, float><<<blocks_for(n_slots, 1), kThreads, smem, stream>>>(
+        x, order, x_div, counts, n_peers, experts_per_peer, capacity, capacity, n_slots, d, static_cast<float*>(send),
+        EpPeers{}, slot_row);
 }
 
 void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
@@ -194,21 +201,25 @@ void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int6
 
 void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
                        int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
-                       const EpPeers& peers, int32_t* slot_row, cudaStream_t stream) {
+                       const EpPeers& peers, int32_t* slot_row, bool bf16, cudaStream_t stream) {
   const std::size_t smem = static_cast<std::size_t>(n_peers + 1) * sizeof(int64_t);
-  ep_pack_kernel<true><<<blocks_for(n_slots, 1), kThreads, smem, stream>>>(
-      x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d, nullptr, peers, slot_row);
+  if (bf16)
+    ep_pack_kernel<true, __nv_bfloat16><<<blocks_for(n_slots, 1), kThreads, smem, stream>>>(
+        x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d, nullptr, peers, slot_row);
+  else
+    ep_pack_kernel<true, float><<<blocks_for(n_slots, 1), kThreads, smem, stream>>>(
+        x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d, nullptr, peers, slot_row);
 }
 
-void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
-                         int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
-                         int64_t* local_counts, int32_t* order, cudaStream_t stream) {
+void moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                         int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t row_bytes,
+                         int64_t* counts, int64_t* local_counts, int32_t* order, cudaStream_t stream) {
   if (n_peers <= 0 || experts_per_peer <= 0) return;
   const std::size_t smem = static_cast<std::size_t>(3 * n_peers * experts_per_peer + experts_per_peer + 1) * sizeof(int32_t);
-  // Source p's header: int64s at float (p * stride + capacity) * d (d even: aligned).
-  const auto* headers = reinterpret_cast<const int64_t*>(area + capacity * d);
+  // Source p's header: int64s at byte (p * stride + capacity) * row_bytes (a multiple of 8: aligned).
+  const auto* headers = reinterpret_cast<const int64_t*>(static_cast<const char*>(area) + capacity * row_bytes);
   ep_unpack_kernel<<<blocks_for(n_peers * stride, kThreads), kThreads, smem, stream>>>(
-      headers, stride * d / 2, flags, seq, counts, n_peers, experts_per_peer, stride, local_counts, order);
+      headers, stride * row_bytes / 8, flags, seq, counts, n_peers, experts_per_peer, stride, local_counts, order);
 }
 
 void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,

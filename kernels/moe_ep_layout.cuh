@@ -16,10 +16,11 @@ constexpr int64_t kEpLayoutMaxExperts = 2048;
 // of expert e goes to peer p = e / experts_per_peer, at row r = p * capacity + (j - the first
 // sorted slot of p's experts): send[r, :] = x[order[j] / x_div, :] and slot_row[order[j]] = r.
 // A peer's rows past capacity (which a capacity of tokens * min(top_k, experts per peer) rules
-// out) are clamped onto its last row: memory stays safe, results do not.
+// out) are clamped onto its last row: memory stays safe, results do not. bf16: send holds bf16
+// rows (the values rounded), else f32.
 void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
-                 int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, float* send,
-                 int32_t* slot_row, cudaStream_t stream);
+                 int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, void* send,
+                 int32_t* slot_row, bool bf16, cudaStream_t stream);
 
 // Receiver side. counts [n_peers, n_local]: source p's rows per local expert, which sit in p's
 // block (rows p * capacity ..), experts ascending. local_counts[e] = sum over p of counts[p, e];
@@ -43,17 +44,17 @@ struct EpPeers {
 
 // moe_ep_pack into the peers' areas: rows at blocks[p] + i * d (i < capacity), the header at
 // blocks[p] + capacity * d, slot_row = p * stride + i; then *seq + 1 into every peer's flag of
-// mine, and *seq incremented.
+// mine, and *seq incremented. bf16: rows (and the header's place) in bf16 values (d % 4 == 0).
 void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
                        int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
-                       const EpPeers& peers, int32_t* slot_row, cudaStream_t stream);
+                       const EpPeers& peers, int32_t* slot_row, bool bf16, cudaStream_t stream);
 // Waits until every source's flag in `flags` [n_peers] reaches *seq, then copies the headers of
 // the blocks in `area` (source p's at p * stride rows, header at row p * stride + capacity) into
 // counts [n_peers * experts_per_peer] and does moe_ep_unpack's work from them (blocks of stride
-// rows), in one launch.
-void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
-                         int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
-                         int64_t* local_counts, int32_t* order, cudaStream_t stream);
+// rows), in one launch. row_bytes: the bytes of a row of `area` (d f32 or bf16 values).
+void moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                         int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t row_bytes,
+                         int64_t* counts, int64_t* local_counts, int32_t* order, cudaStream_t stream);
 // The results of source p's rows (results + p * stride * d, as many rows as counts [p, :] sum to,
 // cut at capacity) into blocks[p]; then *seq into every peer's flag of mine.
 void moe_ep_return_peers(const float* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,

@@ -226,6 +226,25 @@ __global__ void gather_kernel(const float* x, const int32_t* order, int64_t x_di
     detail::copy_row(xb + r * ldx, x + static_cast<int64_t>(order[r]) / x_div * d, d);
 }
 
+// xb[p] = x[order[p] / x_div] for bf16 rows, p < plan[1]: kGatherGroup threads a row, 16-byte
+// copies (8 values) where d, ldx and both bases allow, else one value a thread.
+__global__ void gather_bf16_kernel(const uint16_t* x, const int32_t* order, int64_t x_div, const int32_t* plan,
+                                   int64_t n_rows, int64_t d, int64_t ldx, uint16_t* xb, bool vec) {
+  const int64_t rows = min(n_rows, static_cast<int64_t>(plan[1]));
+  const int per_block = blockDim.x / kGatherGroup, t = threadIdx.x % kGatherGroup;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * per_block + threadIdx.x / kGatherGroup; r < rows;
+       r += static_cast<int64_t>(gridDim.x) * per_block) {
+    const uint16_t* src = x + static_cast<int64_t>(order[r]) / x_div * d;
+    uint16_t* dst = xb + r * ldx;
+    if (vec) {
+      for (int64_t c = t; c < d / 8; c += kGatherGroup)
+        reinterpret_cast<uint4*>(dst)[c] = reinterpret_cast<const uint4*>(src)[c];
+    } else {
+      for (int64_t c = t; c < d; c += kGatherGroup) dst[c] = src[c];
+    }
+  }
+}
+
 // A [outer][inner] bf16 matrix (row stride ld elements) read in boxes of 64 x box_rows, 128-byte swizzled.
 bool encode_2d(CUtensorMap* m, const void* base, int64_t inner, int64_t outer, int64_t ld, int box_rows) {
   return detail::encode_bf16_2d(m, base, inner, outer, ld, kBK, box_rows);
@@ -299,6 +318,17 @@ void moe_wgmma_gather(const float* x, const int32_t* order, int64_t x_div, const
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(n_rows, 8 * detail::sm_count()));
   gather_kernel<<<blocks, 256, 0, stream>>>(x, order, x_div, plan, n_rows, d, ldx,
                                             reinterpret_cast<__nv_bfloat16*>(xb));
+}
+
+void moe_wgmma_gather_bf16(const uint16_t* x, const int32_t* order, int64_t x_div, const int32_t* plan,
+                           int64_t n_rows, int64_t d, int64_t ldx, uint16_t* xb, cudaStream_t stream) {
+  if (n_rows <= 0 || d <= 0) return;
+  const bool vec = d % 8 == 0 && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(xb) % 16 == 0;
+  constexpr int kRowsPerBlock = 256 / kGatherGroup;
+  const unsigned blocks = static_cast<unsigned>(
+      std::min<int64_t>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock, 16 * detail::sm_count()));
+  gather_bf16_kernel<<<blocks, 256, 0, stream>>>(x, order, x_div, plan, n_rows, d, ldx, xb, vec);
 }
 
 bool moe_wgmma_gate_up(const uint16_t* xb, int64_t rows, int64_t ldx, const ExpertWgmmaArgs& a, uint16_t* h,

@@ -54,6 +54,9 @@ void moe_wgmma_plan(const int64_t* counts, int64_t n_experts, int64_t capacity, 
 // moe_sort's order).
 void moe_wgmma_gather(const float* x, const int32_t* order, int64_t x_div, const int32_t* plan, int64_t n_rows,
                       int64_t d, int64_t ldx, uint16_t* xb, cudaStream_t stream);
+// The same from bf16 rows (an exchange's, already rounded): xb[p, :d] = x[order[p] / x_div, :d].
+void moe_wgmma_gather_bf16(const uint16_t* x, const int32_t* order, int64_t x_div, const int32_t* plan,
+                           int64_t n_rows, int64_t d, int64_t ldx, uint16_t* xb, cudaStream_t stream);
 
 // Both return false, launching nothing, when the driver refuses the operand's tensor map.
 // h[p, :I] = bf16(silu(xb_p · gate_e^T) * (xb_p · up_e^T)) for every tile's rows p (expert e).

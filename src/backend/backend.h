@@ -374,9 +374,10 @@ class Backend {
   virtual void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                            float* out) = 0;
   // out[j, :] = x[rows[j] / div, :]: the tokens of sorted MoE slots (slot = token * top_k + k)
-  // straight from moe_sort's order, with no trip through the host.
+  // straight from moe_sort's order, with no trip through the host. out_dtype bf16: rounded
+  // (rows of bf16 for an exchange to move, as bf16 experts read them).
   virtual void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n,
-                               int64_t d, float* out) = 0;
+                               int64_t d, void* out, DType out_dtype = DType::f32) = 0;
   // out[rows[j], :] = x[j, :] for j < n, rows of d floats (token unpermute); rows distinct.
   virtual void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                             float* out) = 0;
@@ -388,20 +389,24 @@ class Backend {
   // order (no gathered copy of the rows); x_div = 1: rows in and out at the same index.
   // out_dtype bf16: each result rounded once to bf16 (as a bf16 model's down projection writes it),
   // half the bytes for moe_combine to read; out then has out_rows rows (every order value below).
-  virtual void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+  // x_dtype bf16: x holds bf16 rows (an exchange's, which bf16 experts' kernels read as they are);
+  // only with x_div 1 and out_rows the rows of x.
+  virtual void moe_experts(const void* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                            int64_t n_experts, const WeightView* gate, const WeightView* up,
                            const WeightView* down, void* out, DType out_dtype = DType::f32,
-                           int64_t out_rows = 0) = 0;
+                           int64_t out_rows = 0, DType x_dtype = DType::f32) = 0;
   // moe_experts with the counts in BACKEND memory (moe_counts_to) and every expert given
   // `capacity` rows, counts[e] <= capacity (a bound known without the counts, such as the tokens
   // routed: top-k picks distinct experts): shapes fixed by (n_experts, capacity), no host trip, so
   // a step can be queued whole. Experts with no rows cost their weights' read. `rows`: the sum of
   // the counts as known without them (the slots routed), by which a backend may shape its work;
-  // a wrong one costs time, never results; 0: none known. out_dtype, out_rows: as moe_experts'.
-  virtual void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+  // a wrong one costs time, never results; 0: none known. out_dtype, out_rows, x_dtype: as
+  // moe_experts'.
+  virtual void moe_experts_fixed(const void* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                  int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
                                  const WeightView* up, const WeightView* down, void* out,
-                                 DType out_dtype = DType::f32, int64_t out_rows = 0) = 0;
+                                 DType out_dtype = DType::f32, int64_t out_rows = 0,
+                                 DType x_dtype = DType::f32) = 0;
   // The padded expert-parallel exchange (Model::moe with ep > 1 and the counts kept in backend
   // memory): every peer of the EP group gets a block of `capacity` rows, so the all-to-all's sizes
   // are known without the counts. Sender: sorted slot j (moe_sort's order; counts [n_peers *
@@ -411,9 +416,10 @@ class Backend {
   // back in the same layout). Rows of a block past its count are left as they are. A peer's count
   // must not exceed capacity (tokens * min(top_k, experts_per_peer) is a bound: a token picks
   // distinct experts); the CPU reference throws, CUDA clamps (memory stays safe, results do not).
+  // send_dtype bf16: the rows rounded to bf16 (half the bytes to move).
   virtual void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                            int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d,
-                           float* send, int32_t* slot_row) = 0;
+                           void* send, int32_t* slot_row, DType send_dtype = DType::f32) = 0;
   // Receiver: counts [n_peers, n_local] (source p's rows per local expert, in BACKEND memory),
   // whose rows sit in p's block (p * capacity ..), experts ascending. local_counts[e] = Σ_p
   // counts[p, e] and order[q] = the received row at position q of the rows sorted by expert,
@@ -428,16 +434,20 @@ class Backend {
   // <= d), and a flag per source says a block is complete. Flags only grow; *peers.seq counts the
   // rank's dispatches, the same on every rank. All pointers in BACKEND memory.
   // moe_ep_pack's rows, written to peers.blocks[p] + i * d, the header at row capacity, slot_row
-  // = p * stride + i; then *seq + 1 into each peers.flags[p], and *seq incremented.
+  // = p * stride + i; then *seq + 1 into each peers.flags[p], and *seq incremented. Rows of
+  // rows_dtype (f32, or bf16 with d % 4 == 0: rows and header at d bf16 values a row).
   virtual void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                  int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
-                                 int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row) = 0;
+                                 int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row,
+                                 DType rows_dtype = DType::f32) = 0;
   // Waits until flags[p] >= *seq for every source p, then counts [n_peers * experts_per_peer] =
-  // the headers of the blocks in `area` (source p's block at row p * stride), and local_counts /
-  // order as moe_ep_unpack gives them from those counts with blocks of `stride` rows.
-  virtual void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+  // the headers of the blocks in `area` (source p's block at row p * stride, rows of rows_dtype),
+  // and local_counts / order as moe_ep_unpack gives them from those counts with blocks of `stride`
+  // rows.
+  virtual void moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                                    int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
-                                   int64_t* counts, int64_t* local_counts, int32_t* order) = 0;
+                                   int64_t* counts, int64_t* local_counts, int32_t* order,
+                                   DType rows_dtype = DType::f32) = 0;
   // Source p's results (rows p * stride .. as many as counts [p, :] sum to, cut at capacity) to
   // peers.blocks[p]; then *seq into each peers.flags[p]. Rows of d values of `dtype`, f32 or bf16
   // (moe_experts' bf16 results: half the bytes), the same in the peers' blocks (row i at
@@ -579,6 +589,12 @@ void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t c
 // The bytes of one result row of d values in moe_ep_return_peers: f32, or bf16 with d even (the
 // row a whole number of 4-byte words); anything else throws.
 std::size_t ep_result_row_bytes(const char* op, int64_t d, DType dtype);
+// The same for the exchange's dispatched rows (moe_ep_pack*, gather_rows_div, the experts' x):
+// bf16 needs d % 4 == 0, so that the peer form's int64 headers stay aligned.
+std::size_t ep_row_bytes(const char* op, int64_t d, DType dtype);
+// ... and of the peer-memory form's rows, which must also hold a block's header (per_peer int64
+// counts).
+std::size_t ep_peer_row_bytes(const char* op, int64_t per_peer, int64_t d, DType dtype);
 
 // moe_experts one expert at a time through be's plain ops (gather, gate and up, SwiGLU, down,
 // scatter): the CPU reference's definition, and the CUDA backend's path for experts of mixed

@@ -54,6 +54,20 @@ std::size_t ep_result_row_bytes(const char* op, int64_t d, DType dtype) {
                           dtype_name(dtype)));
 }
 
+std::size_t ep_row_bytes(const char* op, int64_t d, DType dtype) {
+  if (dtype == DType::f32) return static_cast<std::size_t>(d) * sizeof(float);
+  if (dtype == DType::bf16 && d % 4 == 0) return static_cast<std::size_t>(d) * sizeof(uint16_t);
+  throw Error(fmt::format("{}: rows of {} {} values (f32, or bf16 with a multiple of 4)", op, d, dtype_name(dtype)));
+}
+
+std::size_t ep_peer_row_bytes(const char* op, int64_t per_peer, int64_t d, DType dtype) {
+  const std::size_t row = ep_row_bytes(op, d, dtype);
+  if (per_peer < 0 || static_cast<std::size_t>(per_peer) * sizeof(int64_t) > row)
+    throw Error(fmt::format("{}: a header of {} counts does not fit a row of {} {} values", op, per_peer, d,
+                            dtype_name(dtype)));
+  return row;
+}
+
 void Backend::paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,
                                 int64_t col0, int64_t cols, float* out, int64_t ldo) {
   for (int64_t i = 0; i < n_seqs; ++i) paged_gather(caches[i], col0, cols, n[i], out + row0[i] * ldo, ldo, 1, 0);

@@ -3,6 +3,8 @@
 // and the routed experts in every form (grouped, fixed-capacity; each expert path). Integer
 // outputs (gate ids, sort order and counts) must match exactly; their inputs are built without
 // near-ties.
+#include <algorithm>
+
 #include "core/error.h"
 #include "parity_util.h"
 
@@ -146,6 +148,21 @@ TEST(BackendParity, MoeEpLayouts) {
                       send.g.data(), slot_row.g.data());
     EXPECT_TRUE(exact("moe_ep_pack", s, send.on_cpu(), send.on_gpu()));
     EXPECT_TRUE(exact("moe_ep_pack rows", s, slot_row.on_cpu(), slot_row.on_gpu()));
+    if (c.d % 4 == 0) {  // the rows in bf16 (an exchange's for bf16 experts): rounded alike
+      std::vector<uint16_t> init(std::max<int64_t>(c.peers * C * c.d, 1));
+      for (std::size_t i = 0; i < init.size(); ++i) init[i] = static_cast<uint16_t>(i * 2654435761u >> 16);
+      Dual<uint16_t> send_b(init);
+      cpu().moe_ep_pack(x.c.data(), order.c.data(), c.k, counts.c.data(), c.peers, c.per, C, n_slots, c.d,
+                        send_b.c.data(), slot_row.c.data(), DType::bf16);
+      gpu().moe_ep_pack(x.g.data(), order.g.data(), c.k, counts.g.data(), c.peers, c.per, C, n_slots, c.d,
+                        send_b.g.data(), slot_row.g.data(), DType::bf16);
+      EXPECT_TRUE(exact("moe_ep_pack bf16", s, send_b.on_cpu(), send_b.on_gpu()));
+      std::vector<uint16_t> gathered(std::max<int64_t>(n_slots * c.d, 1), 0);
+      Dual<uint16_t> gb(gathered);
+      cpu().gather_rows_div(x.c.data(), order.c.data(), c.k, n_slots, c.d, gb.c.data(), DType::bf16);
+      gpu().gather_rows_div(x.g.data(), order.g.data(), c.k, n_slots, c.d, gb.g.data(), DType::bf16);
+      EXPECT_TRUE(exact("gather_rows_div bf16", s, gb.on_cpu(), gb.on_gpu()));
+    }
 
     // What a rank receives: per source, counts per local expert summing to at most C (empty
     // sources and experts included).
@@ -186,16 +203,19 @@ TEST(BackendParity, MoeEpLayouts) {
 
 // The peer-memory form with every rank's area on this one GPU (the mapping between processes is
 // the runtime's; the flags, headers and strides are the kernels'): dispatch, identity experts,
-// return and combine, per rank, on both backends; each token must get sum_k w x. The results go
-// back in f32 and in bf16 (the identity experts round the rows; the sum then takes bf16(x)).
+// return and combine, per rank, on both backends; each token must get sum_k w x. The rows go out
+// and the results come back in f32 or bf16 (bf16 either way: the sum then takes bf16(x)).
 TEST(BackendParity, MoeEpPeerMemory) {
+  for (const DType rows_dt : {DType::f32, DType::bf16})
   for (const DType dt : {DType::f32, DType::bf16})
   for (int64_t R : {2, 3}) {
     const int64_t per = 4, E = R * per, T = 9, K = 3, d = 16, C = 16 * std::min(K, per), S = C + 5;
     const int64_t area_floats = 2 * R * S * d, total = area_floats + 4 * R;  // + 2R int64 flags
-    const bool bf16 = dt == DType::bf16;
+    const bool bf16 = dt == DType::bf16, rows_bf16 = rows_dt == DType::bf16;
     const std::size_t esize = bf16 ? sizeof(uint16_t) : sizeof(float);
-    const std::string s = shp({{"ranks", R}, {"tokens", T}, {"k", K}, {"d", d}}) + (bf16 ? " bf16 results" : "");
+    const std::size_t rsize = rows_bf16 ? sizeof(uint16_t) : sizeof(float);
+    const std::string s = shp({{"ranks", R}, {"tokens", T}, {"k", K}, {"d", d}}) + (rows_bf16 ? " bf16 rows" : "") +
+                          (bf16 ? " bf16 results" : "");
     struct Side {
       std::vector<Buffer<float>> area;
       std::vector<std::vector<float*>> blocks, back_blocks;
@@ -214,7 +234,7 @@ TEST(BackendParity, MoeEpPeerMemory) {
       sd.blocks.resize(R), sd.back_blocks.resize(R), sd.flags.resize(R), sd.back_flags.resize(R);
       for (int64_t r = 0; r < R; ++r)
         for (int64_t p = 0; p < R; ++p) {
-          sd.blocks[r].push_back(sd.area[p].data() + r * S * d);
+          sd.blocks[r].push_back(reinterpret_cast<float*>(reinterpret_cast<char*>(sd.area[p].data()) + r * S * d * rsize));
           sd.back_blocks[r].push_back(reinterpret_cast<float*>(
               reinterpret_cast<char*>(sd.area[p].data() + R * S * d) + r * S * d * esize));
           sd.flags[r].push_back(fl(p) + r), sd.back_flags[r].push_back(fl(p) + R + r);
@@ -263,33 +283,36 @@ TEST(BackendParity, MoeEpPeerMemory) {
     for (int64_t r = 0; r < R; ++r) {
       cpu().moe_ep_pack_peers(xs[r]->c.data(), order[r]->c.data(), K, counts[r]->c.data(), R, per, C, S, T * K, d,
                               EpPeers{c.blocks[r].data(), c.flags[r].data(), c.seq[r].data(), c.done[r].data()},
-                              slot_row[r]->c.data());
+                              slot_row[r]->c.data(), rows_dt);
       gpu().moe_ep_pack_peers(xs[r]->g.data(), order[r]->g.data(), K, counts[r]->g.data(), R, per, C, S, T * K, d,
                               EpPeers{gb[r]->data(), gf[r]->data(), g.seq[r].data(), g.done[r].data()},
-                              slot_row[r]->g.data());
+                              slot_row[r]->g.data(), rows_dt);
     }
     for (int64_t r = 0; r < R; ++r) {
       auto flags_c = reinterpret_cast<const int64_t*>(c.area[r].data() + area_floats);
       auto flags_g = reinterpret_cast<const int64_t*>(g.area[r].data() + area_floats);
       cpu().moe_ep_unpack_peers(c.area[r].data(), flags_c, c.seq[r].data(), R, per, C, S, d, recv_counts[r]->c.data(),
-                                local[r]->c.data(), uorder[r]->c.data());
+                                local[r]->c.data(), uorder[r]->c.data(), rows_dt);
       gpu().moe_ep_unpack_peers(g.area[r].data(), flags_g, g.seq[r].data(), R, per, C, S, d, recv_counts[r]->g.data(),
-                                local[r]->g.data(), uorder[r]->g.data());
+                                local[r]->g.data(), uorder[r]->g.data(), rows_dt);
       for (Backend* be : {&cpu(), &gpu()}) {
         const bool is_cpu = be == &cpu();
-        // Identity experts: the results are the received rows (rounded to bf16 through the host).
+        // Identity experts: the results are the received rows (from one type to the other through
+        // the host).
         float* res = is_cpu ? results[r]->c.data() : results[r]->g.data();
         const float* rows = is_cpu ? c.area[r].data() : g.area[r].data();
         const std::size_t n = static_cast<std::size_t>(R * S * d);
-        if (!bf16) {
-          be->copy(res, rows, n * sizeof(float));
-          continue;
-        }
         std::vector<float> f(n);
         std::vector<uint16_t> h(n);
-        be->download(f.data(), rows, n * sizeof(float));
-        std::transform(f.begin(), f.end(), h.begin(), dpa::f32_to_bf16);
-        be->upload(res, h.data(), n * sizeof(uint16_t));
+        if (rows_bf16) {
+          be->download(h.data(), rows, n * sizeof(uint16_t));
+          std::transform(h.begin(), h.end(), f.begin(), dpa::bf16_to_f32);
+        } else {
+          be->download(f.data(), rows, n * sizeof(float));
+          std::transform(f.begin(), f.end(), h.begin(), dpa::f32_to_bf16);
+        }
+        if (bf16) be->upload(res, h.data(), n * sizeof(uint16_t));
+        else be->upload(res, f.data(), n * sizeof(float));
       }
       cpu().moe_ep_return_peers(results[r]->c.data(), recv_counts[r]->c.data(), R, per, C, S, d,
                                 EpPeers{c.back_blocks[r].data(), c.back_flags[r].data(), c.seq[r].data(), c.done[r].data()},
@@ -315,7 +338,7 @@ TEST(BackendParity, MoeEpPeerMemory) {
         for (int64_t k = 0; k < K; ++k)
           for (int64_t j = 0; j < d; ++j) {
             const float xv = x[r][t * d + j];
-            want[t * d + j] += w[r][t * K + k] * (bf16 ? dpa::bf16_to_f32(dpa::f32_to_bf16(xv)) : xv);
+            want[t * d + j] += w[r][t * K + k] * (bf16 || rows_bf16 ? dpa::bf16_to_f32(dpa::f32_to_bf16(xv)) : xv);
           }
       EXPECT_TRUE(close("moe_ep peers combine", s + " rank " + std::to_string(r) + " vs sum_k w x", want, out.on_gpu(), 3e-6));
     }
@@ -469,6 +492,37 @@ TEST(BackendParity, MoeExperts) {
                                  shp({{"E", E}, {"rows", total}, {"D", c.D}});
         EXPECT_TRUE(close("moe_experts", what, o1.on_cpu(), o1.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
         EXPECT_TRUE(close("moe_experts_fixed", what, o2.on_cpu(), o2.on_gpu(), c.dt == DType::f32 ? 2e-5 : 2e-2, 1e-5));
+      }
+    }
+    // An exchange's bf16 rows (x_div 1, their count as out_rows): the warpgroup-MMA kernels read
+    // them as they are, the other forms through f32 (DPA_MOE_WGMMA=0); both forms, against the CPU
+    // from the same rows.
+    if (c.dt == DType::bf16 && c.D % 4 == 0 && total > 0) {
+      const std::vector<float> xf = x.on_cpu();
+      std::vector<uint16_t> xh(xf.size());
+      std::transform(xf.begin(), xf.end(), xh.begin(), dpa::f32_to_bf16);
+      Dual<uint16_t> xb(xh);
+      Dual<int64_t> dcounts(c.counts);
+      int64_t top = 0;
+      for (int64_t k : c.counts) top = std::max(top, k);
+      const int64_t cap = std::max<int64_t>((top + 15) / 16 * 16, 16);
+      for (const char* mode : {"1", "0"}) {
+        Dual<float> o1(rnd(total * c.D)), o2(o1.on_cpu());
+        cpu().moe_experts(xb.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          o1.c.data(), DType::f32, total, DType::bf16);
+        cpu().moe_experts(xb.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                          o2.c.data(), DType::f32, total, DType::bf16);
+        gpu().synchronize();
+        with_env_backend("DPA_MOE_WGMMA", mode, [&] {
+          gpu().moe_experts(xb.g.data(), dord.g.data(), 1, c.counts.data(), E, gg.data(), ug.data(), dg.data(),
+                            o1.g.data(), DType::f32, total, DType::bf16);
+          gpu().moe_experts_fixed(xb.g.data(), dord.g.data(), 1, dcounts.g.data(), E, cap, total, gg.data(), ug.data(),
+                                  dg.data(), o2.g.data(), DType::f32, total, DType::bf16);
+        });
+        const std::string what = std::string("bf16 rows DPA_MOE_WGMMA=") + mode + " " + c.name + " " +
+                                 shp({{"E", E}, {"rows", total}, {"D", c.D}});
+        EXPECT_TRUE(close("moe_experts", what, o1.on_cpu(), o1.on_gpu(), 2e-2, 1e-5));
+        EXPECT_TRUE(close("moe_experts_fixed", what, o2.on_cpu(), o2.on_gpu(), 2e-2, 1e-5));
       }
     }
     // bf16: the warpgroup-MMA kernels wherever they apply (DPA_MOE_WGMMA=1; the others fall

@@ -2,6 +2,7 @@
 // gather and the weighted combine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -209,6 +210,56 @@ TEST(BackendMoe, FixedExpertsBf16Results) {
                Error);
 }
 
+// An exchange's bf16 rows: the gather and the pack round each value (bit for bit f32_to_bf16),
+// and the experts given bf16 rows (x_div 1, their count as out_rows) compute what they compute
+// from those values in f32.
+TEST(BackendMoe, Bf16RowsForTheExchange) {
+  auto be = make_cpu_backend();
+  constexpr int64_t D = 4, I = 3, E = 2;
+  const std::vector<float> x = {1.01f, -2.3f, 0.517f, 3.0f, /**/ 0.25f, 1.59f, -1.0f, 2.001f};  // 2 tokens
+  const std::vector<int32_t> order = {0, 3, 1, 2};  // slots (token * 2 + k) sorted: expert 0 then 1
+  std::vector<uint16_t> rows(4 * D);
+  be->gather_rows_div(x.data(), order.data(), 2, 4, D, rows.data(), DType::bf16);
+  for (int64_t j = 0; j < 4; ++j)
+    for (int64_t c = 0; c < D; ++c) EXPECT_EQ(rows[j * D + c], f32_to_bf16(x[order[j] / 2 * D + c])) << j;
+  std::vector<uint16_t> send(2 * 2 * D, 0);  // 2 peers, blocks of 2 rows
+  std::vector<int32_t> slot_row(4);
+  const std::vector<int64_t> counts = {2, 2};
+  be->moe_ep_pack(x.data(), order.data(), 2, counts.data(), 2, 1, 2, 4, D, send.data(), slot_row.data(), DType::bf16);
+  EXPECT_EQ(send, rows);  // one expert a peer: the blocks are the sorted rows
+  EXPECT_THROW(be->gather_rows_div(x.data(), order.data(), 2, 4, 2, rows.data(), DType::bf16), Error);  // d % 4
+
+  std::vector<float> wg(E * I * D), wu(E * I * D), wd(E * D * I);
+  for (std::size_t i = 0; i < wg.size(); ++i) wg[i] = 0.1f * static_cast<float>(i % 7) - 0.3f;
+  for (std::size_t i = 0; i < wu.size(); ++i) wu[i] = 0.05f * static_cast<float>(i % 5) + 0.1f;
+  for (std::size_t i = 0; i < wd.size(); ++i) wd[i] = 0.2f * static_cast<float>(i % 3) - 0.17f;
+  std::vector<WeightView> g, u, d;
+  for (int64_t e = 0; e < E; ++e) {
+    g.push_back(WeightView::dense(wg.data() + e * I * D, DType::f32, I, D));
+    u.push_back(WeightView::dense(wu.data() + e * I * D, DType::f32, I, D));
+    d.push_back(WeightView::dense(wd.data() + e * D * I, DType::f32, D, I));
+  }
+  std::vector<float> rounded(rows.size());
+  std::transform(rows.begin(), rows.end(), rounded.begin(), bf16_to_f32);
+  const std::vector<int32_t> self = {0, 1, 2, 3};  // the received rows, already in expert order
+  std::vector<float> want(4 * D, 7.0f), got(4 * D, 7.0f);
+  be->moe_experts_fixed(rounded.data(), self.data(), 1, counts.data(), E, 2, 4, g.data(), u.data(), d.data(),
+                        want.data());
+  be->moe_experts_fixed(rows.data(), self.data(), 1, counts.data(), E, 2, 4, g.data(), u.data(), d.data(), got.data(),
+                        DType::f32, 4, DType::bf16);
+  EXPECT_EQ(got, want);
+  be->moe_experts(rows.data(), self.data(), 1, counts.data(), E, g.data(), u.data(), d.data(), got.data(), DType::f32,
+                  4, DType::bf16);
+  EXPECT_EQ(got, want);
+  // bf16 rows need row divisor 1 and their count.
+  EXPECT_THROW(be->moe_experts(rows.data(), self.data(), 2, counts.data(), E, g.data(), u.data(), d.data(), got.data(),
+                               DType::f32, 4, DType::bf16),
+               Error);
+  EXPECT_THROW(be->moe_experts(rows.data(), self.data(), 1, counts.data(), E, g.data(), u.data(), d.data(), got.data(),
+                               DType::f32, 0, DType::bf16),
+               Error);
+}
+
 // Each token of rank r must get sum_k w[t, k] (id[t, k] + 1) x[t]: the exchange round trips
 // below run "experts" that scale a row by its global expert id + 1.
 void expect_scaled_sum(const std::vector<float>& out, const std::vector<int32_t>& ids, const std::vector<float>& x,
@@ -278,12 +329,12 @@ TEST(BackendMoe, PaddedExchangeLayoutsRoundTrip) {
 
 // The peer-memory form of the same exchange, every rank's area in this one process: rank r's
 // area holds [recv blocks | return blocks | recv flags | return flags], block p at row p * S. The
-// results go back in f32 and in bf16 (rows of kD bf16 values: half of the return blocks' room);
-// every value here is a small integer, exact in bf16.
-void peer_memory_round_trip(DType dt) {
+// rows go out and the results come back in f32 or bf16 (rows of kD bf16 values: half of the
+// blocks' room); every value here is a small integer, exact in bf16.
+void peer_memory_round_trip(DType rows_dt, DType dt) {
   auto be = make_cpu_backend();
-  const std::size_t esize = dpa::dtype_size(dt);
-  constexpr int64_t kPeers = 2, kPer = 2, kTokens = 3, kK = 2, kD = 4, kCap = kTokens * kK, kS = kCap + 1;
+  const std::size_t esize = dpa::dtype_size(dt), rsize = dpa::dtype_size(rows_dt);
+  constexpr int64_t kPeers = 2, kPer = 2, kTokens = 3, kK = 2, kD = 8, kCap = kTokens * kK, kS = kCap + 1;
   const std::vector<std::vector<int32_t>> ids = {{2, 0, 3, 2, 1, 0}, {0, 1, 1, 3, 2, 3}};
   std::vector<std::vector<float>> x(kPeers);
   for (int r = 0; r < kPeers; ++r)
@@ -305,7 +356,7 @@ void peer_memory_round_trip(DType dt) {
   std::vector<Rank> rk(kPeers);
   for (int r = 0; r < kPeers; ++r)
     for (int p = 0; p < kPeers; ++p) {
-      rk[r].blocks.push_back(area[p].data() + r * kS * kD);
+      rk[r].blocks.push_back(reinterpret_cast<float*>(reinterpret_cast<char*>(area[p].data()) + r * kS * kD * rsize));
       rk[r].back_blocks.push_back(reinterpret_cast<float*>(back_of(p) + r * kS * kD * esize));
       rk[r].flags.push_back(flags_of(p) + r);
       rk[r].back_flags.push_back(flags_of(p) + kPeers + r);
@@ -316,7 +367,7 @@ void peer_memory_round_trip(DType dt) {
     be->moe_counts_to(rk[r].counts.data());
     const EpPeers peers{rk[r].blocks.data(), rk[r].flags.data(), &seq[r], &done[r]};
     be->moe_ep_pack_peers(x[r].data(), rk[r].order.data(), kK, rk[r].counts.data(), kPeers, kPer, kCap, kS,
-                          kTokens * kK, kD, peers, rk[r].slot_row.data());
+                          kTokens * kK, kD, peers, rk[r].slot_row.data(), rows_dt);
   }
   EXPECT_EQ(rk[0].slot_row, (std::vector<int32_t>{7, 0, 9, 8, 2, 1}));  // as the layout test, blocks of 7 rows
   EXPECT_EQ(seq, (std::vector<int64_t>{1, 1}));
@@ -324,14 +375,18 @@ void peer_memory_round_trip(DType dt) {
     std::vector<int64_t> local(kPer);
     std::vector<int32_t> order(kPeers * kS);
     be->moe_ep_unpack_peers(area[r].data(), flags_of(r), &seq[r], kPeers, kPer, kCap, kS, kD, rk[r].recv_counts.data(),
-                            local.data(), order.data());
+                            local.data(), order.data(), rows_dt);
+    auto received = [&](int64_t at) {
+      return rows_dt == DType::bf16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(area[r].data())[at])
+                                    : area[r][at];
+    };
     std::vector<float> results(kPeers * kS * kD, 0);
     std::vector<uint16_t> results_bf16(results.size(), 0);
     for (int64_t e = 0, q = 0; e < kPer; ++e)
       for (int64_t i = 0; i < local[e]; ++i, ++q)
         for (int64_t c = 0; c < kD; ++c) {
           const int64_t at = order[q] * kD + c;
-          results[at] = area[r][at] * static_cast<float>(r * kPer + e + 1);
+          results[at] = received(at) * static_cast<float>(r * kPer + e + 1);
           results_bf16[at] = dpa::f32_to_bf16(results[at]);
         }
     const EpPeers back{rk[r].back_blocks.data(), rk[r].back_flags.data(), &seq[r], &done[r]};
@@ -355,6 +410,10 @@ void peer_memory_round_trip(DType dt) {
   EXPECT_THROW(be->moe_ep_pack_peers(x[0].data(), rk[0].order.data(), kK, rk[0].counts.data(), kPeers, kPer, kCap,
                                      kS, kTokens * kK, 3, peers, rk[0].slot_row.data()),
                dpa::Error);
+  // bf16 rows must hold the header's counts too: 2 counts need 16 bytes, a row of 4 bf16 has 8.
+  EXPECT_THROW(be->moe_ep_pack_peers(x[0].data(), rk[0].order.data(), kK, rk[0].counts.data(), kPeers, kPer, kCap,
+                                     kS, kTokens * kK, 4, peers, rk[0].slot_row.data(), DType::bf16),
+               dpa::Error);
   // Results are f32 or bf16 rows (bf16: an even count, whole 4-byte words).
   const EpPeers back{rk[0].back_blocks.data(), rk[0].back_flags.data(), &seq[0], &done[0]};
   const std::vector<float> none(kPeers * kS * kD, 0);
@@ -365,10 +424,11 @@ void peer_memory_round_trip(DType dt) {
 
 
 TEST(BackendMoe, PaddedExchangeOverPeerMemoryRoundTrip) {
-  for (const DType dt : {DType::f32, DType::bf16}) {
-    SCOPED_TRACE(std::string(dpa::dtype_name(dt)));
-    peer_memory_round_trip(dt);
-  }
+  for (const DType rows : {DType::f32, DType::bf16})
+    for (const DType results : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE("rows " + std::string(dpa::dtype_name(rows)) + ", results " + std::string(dpa::dtype_name(results)));
+      peer_memory_round_trip(rows, results);
+    }
 }
 
 TEST(BackendMoe, PaddedExchangeLayoutsRejectBadCounts) {

@@ -52,13 +52,13 @@ class CpuBackend final : public Backend {
                     float* out_lat) override;
   void mla_decode(const float* q_lat, const float* q_pe, int64_t n_heads, const PagedBatch& cache,
                   float scale, float* out_lat) override;
-  void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+  void moe_experts(const void* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                    int64_t n_experts, const WeightView* gate, const WeightView* up, const WeightView* down,
-                   void* out, DType out_dtype, int64_t out_rows) override;
-  void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                   void* out, DType out_dtype, int64_t out_rows, DType x_dtype) override;
+  void moe_experts_fixed(const void* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                          int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
                          const WeightView* up, const WeightView* down, void* out, DType out_dtype,
-                         int64_t out_rows) override;
+                         int64_t out_rows, DType x_dtype) override;
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
                 float* weights) override;
   void moe_sort(const int32_t* ids, int64_t n_slots, int64_t n_experts, int32_t* order,
@@ -67,22 +67,22 @@ class CpuBackend final : public Backend {
   void moe_counts_to(int64_t* dst) override;
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
   void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
-                       float* out) override;
+                       void* out, DType out_dtype) override;
   void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
   void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
-                   int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, float* send,
-                   int32_t* slot_row) override;
+                   int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, void* send,
+                   int32_t* slot_row, DType send_dtype) override;
   void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
                      int64_t* local_counts, int32_t* order) override;
   void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
                          int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
-                         const EpPeers& peers, int32_t* slot_row) override;
-  void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                         const EpPeers& peers, int32_t* slot_row, DType rows_dtype) override;
+  void moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                           int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
-                           int64_t* local_counts, int32_t* order) override;
+                           int64_t* local_counts, int32_t* order, DType rows_dtype) override;
   void moe_ep_return_peers(const void* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
                            int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers,
-                           DType dtype = DType::f32) override;
+                           DType dtype) override;
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
   void moe_combine(const void* y, const int32_t* rows, const float* weights, int64_t n, int64_t top_k,
                    int64_t d, float* out, bool accumulate, DType y_dtype) override;

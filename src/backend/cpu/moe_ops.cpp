@@ -15,6 +15,14 @@ namespace dpa::backend {
 
 namespace {
 
+// A row of d floats stored at dst as `dtype`: f32, or rounded to bf16.
+void store_row(const float* src, int64_t d, void* dst, DType dtype) {
+  if (dtype == DType::bf16)
+    std::transform(src, src + d, static_cast<uint16_t*>(dst), f32_to_bf16);
+  else
+    std::copy_n(src, d, static_cast<float*>(dst));
+}
+
 // Indices of the k largest of v over `allowed` entries, by descending value, ties to the lower
 // index (a fixed rule, so every backend and layout picks the same experts).
 std::vector<int64_t> top_indices(const std::vector<double>& v, const std::vector<bool>& allowed,
@@ -114,25 +122,26 @@ void CpuBackend::moe_counts_to(int64_t* dst) {
   std::copy(counts_.begin(), counts_.end(), dst);
 }
 
-void CpuBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+void CpuBackend::moe_experts_fixed(const void* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                    int64_t n_experts, int64_t capacity, int64_t /*rows: a hint*/,
                                    const WeightView* gate,
                                    const WeightView* up, const WeightView* down, void* out, DType out_dtype,
-                                   int64_t out_rows) {
+                                   int64_t out_rows, DType x_dtype) {
   for (int64_t e = 0; e < n_experts; ++e)
     if (counts[e] > capacity)
       throw Error(fmt::format("moe_experts_fixed: expert {} has {} rows, capacity {}", e, counts[e], capacity));
-  moe_experts(x, order, x_div, counts, n_experts, gate, up, down, out, out_dtype, out_rows);
+  moe_experts(x, order, x_div, counts, n_experts, gate, up, down, out, out_dtype, out_rows, x_dtype);
 }
 
 void CpuBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                              float* out) {
-  gather_rows_div(x, rows, 1, n, d, out);
+  gather_rows_div(x, rows, 1, n, d, out, DType::f32);
 }
 
 void CpuBackend::gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n,
-                                 int64_t d, float* out) {
-  for (int64_t j = 0; j < n; ++j) std::copy_n(x + rows[j] / div * d, d, out + j * d);
+                                 int64_t d, void* out, DType out_dtype) {
+  const std::size_t row = ep_row_bytes("gather_rows_div", d, out_dtype);
+  for (int64_t j = 0; j < n; ++j) store_row(x + rows[j] / div * d, d, static_cast<char*>(out) + j * row, out_dtype);
 }
 
 void CpuBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
@@ -140,10 +149,23 @@ void CpuBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, in
   for (int64_t j = 0; j < n; ++j) std::copy_n(x + j * d, d, out + static_cast<int64_t>(rows[j]) * d);
 }
 
-void CpuBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+void CpuBackend::moe_experts(const void* x_any, const int32_t* order, int64_t x_div, const int64_t* counts,
                              int64_t n_experts, const WeightView* gate, const WeightView* up,
-                             const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows) {
+                             const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows,
+                             DType x_dtype) {
   if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
+  if (x_dtype != DType::f32) {  // bf16 rows: the same values in f32 (exact), then as ever
+    if (x_dtype != DType::bf16 || x_div != 1 || out_rows <= 0)
+      throw Error(fmt::format("moe_experts: {} rows with row divisor {} and {} result rows (bf16 rows need 1 and "
+                              "the rows' count)", dtype_name(x_dtype), x_div, out_rows));
+    if (n_experts <= 0) return;
+    const auto* xb = static_cast<const uint16_t*>(x_any);
+    std::vector<float> xf(static_cast<std::size_t>(out_rows * gate[0].cols));
+    std::transform(xb, xb + xf.size(), xf.begin(), bf16_to_f32);
+    return moe_experts(xf.data(), order, 1, counts, n_experts, gate, up, down, out_any, out_dtype, out_rows,
+                       DType::f32);
+  }
+  const float* x = static_cast<const float*>(x_any);
   if (out_dtype != DType::f32 && out_dtype != DType::bf16)
     throw Error(fmt::format("moe_experts: {} results", dtype_name(out_dtype)));
   if (out_dtype == DType::bf16) {
@@ -156,7 +178,7 @@ void CpuBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div
       if (order[p] < 0 || order[p] >= out_rows)
         throw Error(fmt::format("moe_experts: row {} outside the {} bf16 result rows", order[p], out_rows));
     std::vector<float> f(static_cast<std::size_t>(out_rows * d));
-    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, f.data(), DType::f32, out_rows);
+    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, f.data(), DType::f32, out_rows, DType::f32);
     auto* o = static_cast<uint16_t*>(out_any);
     for (int64_t p = 0; p < total; ++p) {
       const int64_t r = order[p];
@@ -179,7 +201,7 @@ namespace {
 template <class Row>
 void pack_slots(const char* op, const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                 int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
-                int32_t* slot_row, Row row) {
+                DType dtype, int32_t* slot_row, Row row) {
   int64_t j = 0;
   for (int64_t p = 0; p < n_peers; ++p) {
     int64_t rows = 0;
@@ -187,7 +209,7 @@ void pack_slots(const char* op, const float* x, const int32_t* order, int64_t x_
     if (rows > capacity) throw Error(fmt::format("{}: {} rows for peer {}, capacity {}", op, rows, p, capacity));
     for (int64_t i = 0; i < rows; ++i, ++j) {
       if (j >= n_slots) throw Error(fmt::format("{}: the counts hold more than {} slots", op, n_slots));
-      std::copy_n(x + order[j] / x_div * d, d, row(p, i));
+      store_row(x + order[j] / x_div * d, d, row(p, i), dtype);
       slot_row[order[j]] = static_cast<int32_t>(p * stride + i);
     }
   }
@@ -198,10 +220,12 @@ void pack_slots(const char* op, const float* x, const int32_t* order, int64_t x_
 
 void CpuBackend::moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                              int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d,
-                             float* send, int32_t* slot_row) {
+                             void* send, int32_t* slot_row, DType send_dtype) {
   check_ep_layout("moe_ep_pack", n_peers, experts_per_peer, capacity, x_div);
+  const std::size_t row = ep_row_bytes("moe_ep_pack", d, send_dtype);
   pack_slots("moe_ep_pack", x, order, x_div, counts, n_peers, experts_per_peer, capacity, capacity, n_slots, d,
-             slot_row, [&](int64_t p, int64_t i) { return send + (p * capacity + i) * d; });
+             send_dtype, slot_row,
+             [&](int64_t p, int64_t i) { return static_cast<char*>(send) + (p * capacity + i) * row; });
 }
 
 void CpuBackend::moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
@@ -233,27 +257,31 @@ void CpuBackend::moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n
 
 void CpuBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                    int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
-                                   int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row) {
+                                   int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row,
+                                   DType rows_dtype) {
   check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d);
   check_ep_layout("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, x_div);
+  const std::size_t row = ep_peer_row_bytes("moe_ep_pack_peers", experts_per_peer, d, rows_dtype);
+  auto block = [&](int64_t p) { return reinterpret_cast<char*>(peers.blocks[p]); };
   pack_slots("moe_ep_pack_peers", x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d,
-             slot_row, [&](int64_t p, int64_t i) { return peers.blocks[p] + i * d; });
+             rows_dtype, slot_row, [&](int64_t p, int64_t i) { return block(p) + i * row; });
   for (int64_t p = 0; p < n_peers; ++p)
     std::copy_n(counts + p * experts_per_peer, experts_per_peer,
-                reinterpret_cast<int64_t*>(peers.blocks[p] + capacity * d));
+                reinterpret_cast<int64_t*>(block(p) + capacity * row));
   const int64_t v = *peers.seq + 1;
   for (int64_t p = 0; p < n_peers; ++p) *peers.flags[p] = v;
   *peers.seq = v;
 }
 
-void CpuBackend::moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+void CpuBackend::moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                                      int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
-                                     int64_t* counts, int64_t* local_counts, int32_t* order) {
+                                     int64_t* counts, int64_t* local_counts, int32_t* order, DType rows_dtype) {
   check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  const std::size_t row = ep_peer_row_bytes("moe_ep_unpack_peers", experts_per_peer, d, rows_dtype);
   moe_ep_wait(flags, n_peers, seq);
   for (int64_t p = 0; p < n_peers; ++p)
-    std::copy_n(reinterpret_cast<const int64_t*>(area + (p * stride + capacity) * d), experts_per_peer,
-                counts + p * experts_per_peer);
+    std::copy_n(reinterpret_cast<const int64_t*>(static_cast<const char*>(area) + (p * stride + capacity) * row),
+                experts_per_peer, counts + p * experts_per_peer);
   moe_ep_unpack(counts, n_peers, experts_per_peer, stride, local_counts, order);
 }
 

@@ -164,13 +164,13 @@ class CudaBackend final : public Backend {
   // group pads its experts to its largest count (at most ~25% or 16 rows of padding each); rows
   // are gathered into padded per-expert slabs (bf16 for bf16 weights), gate and up of a group
   // are one batched GEMM, SwiGLU one kernel, down one batched GEMM per group, then one scatter.
-  void moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+  void moe_experts(const void* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                    int64_t n_experts, const WeightView* gate, const WeightView* up, const WeightView* down,
-                   void* out, DType out_dtype, int64_t out_rows) override;
-  void moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+                   void* out, DType out_dtype, int64_t out_rows, DType x_dtype) override;
+  void moe_experts_fixed(const void* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                          int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
                          const WeightView* up, const WeightView* down, void* out, DType out_dtype,
-                         int64_t out_rows) override;
+                         int64_t out_rows, DType x_dtype) override;
   void moe_counts_to(int64_t* dst) override;
 
   void moe_gate(const float* logits, int64_t n, const GateParams& p, int32_t* ids,
@@ -183,25 +183,25 @@ class CudaBackend final : public Backend {
   void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) override;
 
   void gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
-                       float* out) override;
+                       void* out, DType out_dtype) override;
 
   void scatter_rows(const float* x, const int32_t* rows, int64_t n, int64_t d,
                     float* out) override;
 
   void moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
-                   int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, float* send,
-                   int32_t* slot_row) override;
+                   int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d, void* send,
+                   int32_t* slot_row, DType send_dtype) override;
   void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int64_t capacity,
                      int64_t* local_counts, int32_t* order) override;
   void moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts, int64_t n_peers,
                          int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t n_slots, int64_t d,
-                         const EpPeers& peers, int32_t* slot_row) override;
-  void moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+                         const EpPeers& peers, int32_t* slot_row, DType rows_dtype) override;
+  void moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                           int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d, int64_t* counts,
-                           int64_t* local_counts, int32_t* order) override;
+                           int64_t* local_counts, int32_t* order, DType rows_dtype) override;
   void moe_ep_return_peers(const void* results, const int64_t* counts, int64_t n_peers, int64_t experts_per_peer,
                            int64_t capacity, int64_t stride, int64_t d, const EpPeers& peers,
-                           DType dtype = DType::f32) override;
+                           DType dtype) override;
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
   bool supports_peer_memory() const override { return true; }
   std::vector<uint8_t> export_memory(void* p) override;
@@ -373,6 +373,10 @@ class CudaBackend final : public Backend {
   // warpgroup-MMA form does not apply: rounded from here into out (round_results).
   Buffer<float> results_f32_;
   float* results_f32(int64_t floats);
+  // bf16 rows (an exchange's) in f32 for the experts' forms that read f32: a buffer of its own,
+  // since those forms may still use results_f32_.
+  Buffer<float> rows_f32_;
+  const float* rows_to_f32(const void* x, int64_t rows, int64_t d);
   void round_results(const float* f, int64_t floats, void* out);
   std::map<std::tuple<uint64_t, int64_t, const void*>, void**> fixed_ptrs_;
   // The tensor-core form of moe_experts_fixed (kernels/moe_expert_gemm): per expert arrays (by
@@ -398,10 +402,11 @@ class CudaBackend final : public Backend {
   // moe_experts / moe_experts_fixed by the warpgroup-MMA kernels; false: they do not apply (or
   // are not wanted at these rows), nothing done. The fixed form plans its tiles on the device.
   // `digest`: check_expert_weights' of the arrays.
-  bool moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+  // x: f32 rows, or bf16 ones with x_bf16.
+  bool moe_experts_wgmma(const void* x, bool x_bf16, const int32_t* order, int64_t x_div, const int64_t* counts,
                          int64_t n_experts, int64_t total, uint64_t digest, const WeightView* gate,
                          const WeightView* up, const WeightView* down, void* out, bool out_bf16);
-  bool moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+  bool moe_experts_fixed_wgmma(const void* x, bool x_bf16, const int32_t* order, int64_t x_div, const int64_t* counts,
                                int64_t n_experts, int64_t capacity, int64_t rows, uint64_t digest,
                                const WeightView* gate, const WeightView* up, const WeightView* down, void* out,
                                bool out_bf16);
@@ -409,7 +414,7 @@ class CudaBackend final : public Backend {
   // host_counts, uploaded first; else backend memory), each count taken within `capacity`, at
   // most max_tiles tiles over at most max_rows rows; the rows gathered to bf16, then both GEMMs.
   // `rows`: the rows in use (they pick the blocks' width). out: f32 results, or bf16 (out_bf16).
-  void wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+  void wgmma_experts_planned(const void* x, bool x_bf16, const int32_t* order, int64_t x_div, const int64_t* counts,
                              bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
                              int64_t max_rows, int64_t rows, const void* maps, int64_t D, int64_t I, void* out,
                              bool out_bf16 = false);

@@ -60,13 +60,38 @@ void CudaBackend::round_results(const float* f, int64_t floats, void* out) {
   DPA_CHECK_LAUNCH();
 }
 
-void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+const float* CudaBackend::rows_to_f32(const void* x, int64_t rows, int64_t d) {
+  const std::size_t need = static_cast<std::size_t>(std::max<int64_t>(rows * d, 1));
+  if (rows_f32_.size() < need) {
+    not_capturing("a rows buffer reallocation");
+    ++workspace_epoch_;
+    rows_f32_.ensure(*this, need);
+  }
+  kernels::bf16_to_f32(static_cast<const uint16_t*>(x), rows_f32_.data(), rows * d, stream_);
+  DPA_CHECK_LAUNCH();
+  return rows_f32_.data();
+}
+
+namespace {
+// The experts' x: f32, or bf16 rows with row divisor 1 and their count in out_rows.
+void check_expert_rows(const char* op, DType x_dtype, int64_t x_div, int64_t out_rows) {
+  if (x_dtype == DType::f32) return;
+  if (x_dtype != DType::bf16 || x_div != 1 || out_rows <= 0)
+    throw Error(fmt::format("{}: {} rows with row divisor {} and {} result rows (bf16 rows need 1 and the rows' "
+                            "count)", op, dtype_name(x_dtype), x_div, out_rows));
+}
+}  // namespace
+
+void CudaBackend::moe_experts(const void* x_any, const int32_t* order, int64_t x_div, const int64_t* counts,
                               int64_t n_experts, const WeightView* gate, const WeightView* up,
-                              const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows) {
+                              const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows,
+                              DType x_dtype) {
   if (n_experts <= 0) return;
   if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
   if (out_dtype != DType::f32 && out_dtype != DType::bf16)
     throw Error(fmt::format("moe_experts: {} results", dtype_name(out_dtype)));
+  check_expert_rows("moe_experts", x_dtype, x_div, out_rows);
+  const bool x_bf16 = x_dtype == DType::bf16;
   std::vector<int64_t> start(n_experts), ids;
   int64_t total = 0;
   for (int64_t e = 0; e < n_experts; ++e) {
@@ -80,17 +105,23 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_di
   const bool uniform = uniform_experts(ids, gate, up, down, shape) && supports_weight(shape.dt);
   const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
   const DType dt = shape.dt;
+  // The warpgroup-MMA kernels read bf16 rows as they are and round bf16 results as they write them.
+  if ((x_bf16 || out_dtype == DType::bf16) && uniform && dt == DType::bf16 &&
+      moe_experts_wgmma(x_any, x_bf16, order, x_div, counts, n_experts, total,
+                        check_expert_weights(ids, n_experts, gate, up, down), gate, up, down, out_any,
+                        out_dtype == DType::bf16))
+    return;
+  // Every other form reads f32 rows (bf16 ones converted first) ...
+  if (x_bf16)
+    return moe_experts(rows_to_f32(x_any, out_rows, gate[0].cols), order, 1, counts, n_experts, gate, up, down,
+                       out_any, out_dtype, out_rows, DType::f32);
+  const float* x = static_cast<const float*>(x_any);
+  // ... and writes f32 results, all out_rows rows of them then rounded for bf16.
   if (out_dtype == DType::bf16) {
-    // The warpgroup-MMA kernels round the results as they write them; every other form writes f32
-    // results first, then all out_rows rows are rounded.
-    if (uniform && dt == DType::bf16 &&
-        moe_experts_wgmma(x, order, x_div, counts, n_experts, total, check_expert_weights(ids, n_experts, gate, up, down),
-                          gate, up, down, out_any, true))
-      return;
     if (out_rows <= 0) throw Error(fmt::format("moe_experts: {} bf16 result rows", out_rows));
     const int64_t floats = out_rows * down[0].rows;
     float* f = results_f32(floats);
-    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, f, DType::f32, out_rows);
+    moe_experts(x, order, x_div, counts, n_experts, gate, up, down, f, DType::f32, out_rows, DType::f32);
     return round_results(f, floats, out_any);
   }
   float* out = static_cast<float*>(out_any);
@@ -100,7 +131,8 @@ void CudaBackend::moe_experts(const float* x, const int32_t* order, int64_t x_di
                                     return reinterpret_cast<float*>(moe_workspace(floats * sizeof(float)));
                                   });
   const uint64_t digest = check_expert_weights(ids, n_experts, gate, up, down);  // of every expert, not only ids
-  if (dt == DType::bf16 && moe_experts_wgmma(x, order, x_div, counts, n_experts, total, digest, gate, up, down, out, false))
+  if (dt == DType::bf16 &&
+      moe_experts_wgmma(x, false, order, x_div, counts, n_experts, total, digest, gate, up, down, out, false))
     return;
 
   // Groups over the experts sorted by descending count, each padded to its largest. A group
@@ -225,7 +257,8 @@ bool CudaBackend::wgmma_experts_wanted(int64_t rows, int64_t experts) const {
          (expert_wgmma_ == ExpertWgmma::automatic && rows >= kWgmmaExpertMinRows * experts);
 }
 
-void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+void CudaBackend::wgmma_experts_planned(const void* x, bool x_bf16, const int32_t* order, int64_t x_div,
+                                        const int64_t* counts,
                                         bool host_counts, int64_t n_experts, int64_t capacity, int64_t max_tiles,
                                         int64_t max_rows, int64_t rows, const void* maps, int64_t D, int64_t I,
                                         void* out, bool out_bf16) {
@@ -255,7 +288,10 @@ void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, in
              (expert_blocks_ == ExpertBlocks::automatic && rows <= kernels::kExpertWgmmaRows * n_experts);
   kernels::moe_wgmma_plan(d_counts, n_experts, capacity, tiles, plan, stream_);
   DPA_CHECK_LAUNCH();
-  kernels::moe_wgmma_gather(x, order, x_div, plan, max_rows, D, ldx, xb, stream_);
+  if (x_bf16)
+    kernels::moe_wgmma_gather_bf16(static_cast<const uint16_t*>(x), order, x_div, plan, max_rows, D, ldx, xb, stream_);
+  else
+    kernels::moe_wgmma_gather(static_cast<const float*>(x), order, x_div, plan, max_rows, D, ldx, xb, stream_);
   DPA_CHECK_LAUNCH();
   if (!kernels::moe_wgmma_gate_up(xb, max_rows, ldx, a, h, ldi, stream_))
     throw Error("moe_experts: the driver refused the activations' tensor map");
@@ -265,7 +301,8 @@ void CudaBackend::wgmma_experts_planned(const float* x, const int32_t* order, in
   DPA_CHECK_LAUNCH();
 }
 
-bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+bool CudaBackend::moe_experts_wgmma(const void* x, bool x_bf16, const int32_t* order, int64_t x_div,
+                                    const int64_t* counts,
                                     int64_t n_experts, int64_t total, uint64_t digest, const WeightView* gate,
                                     const WeightView* up, const WeightView* down, void* out, bool out_bf16) {
   int64_t active = 0;
@@ -276,13 +313,13 @@ bool CudaBackend::moe_experts_wgmma(const float* x, const int32_t* order, int64_
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
   // The compact sorted rows, no padding: an expert adds at most one partial tile.
-  wgmma_experts_planned(x, order, x_div, counts, true, n_experts, total,
+  wgmma_experts_planned(x, x_bf16, order, x_div, counts, true, n_experts, total,
                         total / kernels::kExpertWgmmaRows + active, total, total, maps, gate[0].cols, gate[0].rows,
                         out, out_bf16);
   return true;
 }
 
-bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, int64_t x_div,
+bool CudaBackend::moe_experts_fixed_wgmma(const void* x, bool x_bf16, const int32_t* order, int64_t x_div,
                                           const int64_t* counts, int64_t n_experts, int64_t capacity,
                                           int64_t rows, uint64_t digest, const WeightView* gate,
                                           const WeightView* up, const WeightView* down, void* out, bool out_bf16) {
@@ -293,44 +330,54 @@ bool CudaBackend::moe_experts_fixed_wgmma(const float* x, const int32_t* order, 
   const void* maps = wgmma_expert_maps(n_experts, gate, up, down, digest);
   if (!maps) return false;
   const int64_t per_expert = (capacity + kernels::kExpertWgmmaRows - 1) / kernels::kExpertWgmmaRows;
-  wgmma_experts_planned(x, order, x_div, counts, false, n_experts, capacity, n_experts * per_expert, R, rows, maps,
+  wgmma_experts_planned(x, x_bf16, order, x_div, counts, false, n_experts, capacity, n_experts * per_expert, R, rows,
+                        maps,
                         gate[0].cols, gate[0].rows, out, out_bf16);
   return true;
 }
 
-void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
+void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int64_t x_div, const int64_t* counts,
                                     int64_t n_experts, int64_t capacity, int64_t rows, const WeightView* gate,
                                     const WeightView* up, const WeightView* down, void* out_any, DType out_dtype,
-                                    int64_t out_rows) {
+                                    int64_t out_rows, DType x_dtype) {
   if (n_experts <= 0) return;
   if (capacity <= 0) throw Error(fmt::format("moe_experts_fixed: capacity {}", capacity));
   if (x_div < 1) throw Error(fmt::format("moe_experts_fixed: row divisor {}", x_div));
   if (out_dtype != DType::f32 && out_dtype != DType::bf16)
     throw Error(fmt::format("moe_experts_fixed: {} results", dtype_name(out_dtype)));
+  check_expert_rows("moe_experts_fixed", x_dtype, x_div, out_rows);
+  const bool x_bf16 = x_dtype == DType::bf16;
   std::vector<int64_t> all(static_cast<std::size_t>(n_experts));
   std::iota(all.begin(), all.end(), int64_t{0});
   ExpertShape shape;
   const bool uniform = uniform_experts(all, gate, up, down, shape) && supports_weight(shape.dt);
   const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
   const DType dt = shape.dt;
+  // The warpgroup-MMA kernels read bf16 rows as they are and round bf16 results as they write them.
+  if ((x_bf16 || out_dtype == DType::bf16) && uniform && dt == DType::bf16 &&
+      moe_experts_fixed_wgmma(x_any, x_bf16, order, x_div, counts, n_experts, capacity, rows,
+                              check_expert_weights(all, n_experts, gate, up, down), gate, up, down, out_any,
+                              out_dtype == DType::bf16))
+    return;
+  // Every other form reads f32 rows (bf16 ones converted first) ...
+  if (x_bf16)
+    return moe_experts_fixed(rows_to_f32(x_any, out_rows, gate[0].cols), order, 1, counts, n_experts, capacity, rows,
+                             gate, up, down, out_any, out_dtype, out_rows, DType::f32);
+  const float* x = static_cast<const float*>(x_any);
+  // ... and writes f32 results, all out_rows rows of them then rounded for bf16.
   if (out_dtype == DType::bf16) {
-    // The warpgroup-MMA kernels round the results as they write them; every other form writes f32
-    // results here first, then all out_rows rows are rounded.
-    if (uniform && dt == DType::bf16 &&
-        moe_experts_fixed_wgmma(x, order, x_div, counts, n_experts, capacity, rows,
-                                check_expert_weights(all, n_experts, gate, up, down), gate, up, down, out_any, true))
-      return;
     if (out_rows <= 0) throw Error(fmt::format("moe_experts_fixed: {} bf16 result rows", out_rows));
     const int64_t floats = out_rows * down[0].rows;
     float* f = results_f32(floats);
-    moe_experts_fixed(x, order, x_div, counts, n_experts, capacity, rows, gate, up, down, f, DType::f32, out_rows);
+    moe_experts_fixed(x, order, x_div, counts, n_experts, capacity, rows, gate, up, down, f, DType::f32, out_rows,
+                      DType::f32);
     return round_results(f, floats, out_any);
   }
   float* out = static_cast<float*>(out_any);
   if (!uniform) {  // experts of mixed shapes or dtypes: the counts to the host (a wait), then the grouped path
     std::vector<int64_t> h(static_cast<std::size_t>(n_experts));
     download(h.data(), counts, h.size() * sizeof(int64_t));
-    return moe_experts(x, order, x_div, h.data(), n_experts, gate, up, down, out, DType::f32, 0);
+    return moe_experts(x, order, x_div, h.data(), n_experts, gate, up, down, out, DType::f32, 0, DType::f32);
   }
   const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
 
@@ -340,7 +387,8 @@ void CudaBackend::moe_experts_fixed(const float* x, const int32_t* order, int64_
   const int64_t ldx = (D + 7) / 8 * 8, ldi = (I + 7) / 8 * 8;
   const std::size_t ne = static_cast<std::size_t>(n_experts);
 
-  if (bf16 && moe_experts_fixed_wgmma(x, order, x_div, counts, n_experts, C, rows, digest, gate, up, down, out, false))
+  if (bf16 &&
+      moe_experts_fixed_wgmma(x, false, order, x_div, counts, n_experts, C, rows, digest, gate, up, down, out, false))
     return;
   // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
   // rows leave at once, so padding costs nothing and an expert without rows reads no weights.
@@ -513,15 +561,16 @@ void CudaBackend::moe_counts(int64_t* counts) {
 
 void CudaBackend::gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t d, float* out) {
   if (n <= 0 || d <= 0) return;
-  kernels::gather_rows(x, rows, 1, n, d, out, stream_);
+  kernels::gather_rows(x, rows, 1, n, d, out, false, stream_);
   DPA_CHECK_LAUNCH();
 }
 
 void CudaBackend::gather_rows_div(const float* x, const int32_t* rows, int64_t div, int64_t n, int64_t d,
-                                  float* out) {
+                                  void* out, DType out_dtype) {
+  ep_row_bytes("gather_rows_div", d, out_dtype);
   if (n <= 0 || d <= 0) return;
   if (div <= 0) throw Error(fmt::format("cuda backend gather_rows_div: divisor {}", div));
-  kernels::gather_rows(x, rows, div, n, d, out, stream_);
+  kernels::gather_rows(x, rows, div, n, d, out, out_dtype == DType::bf16, stream_);
   DPA_CHECK_LAUNCH();
 }
 
@@ -534,14 +583,15 @@ void CudaBackend::scatter_rows(const float* x, const int32_t* rows, int64_t n, i
 
 void CudaBackend::moe_ep_pack(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                               int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t n_slots, int64_t d,
-                              float* send, int32_t* slot_row) {
+                              void* send, int32_t* slot_row, DType send_dtype) {
   check_ep_layout("moe_ep_pack", n_peers, experts_per_peer, capacity, x_div);
+  ep_row_bytes("moe_ep_pack", d, send_dtype);
   if (n_slots > 0 && capacity == 0) throw Error(fmt::format("moe_ep_pack: {} slots, capacity 0", n_slots));
   if (n_peers * experts_per_peer > kernels::kEpLayoutMaxExperts)
     throw Error(fmt::format("moe_ep_pack: {} experts, at most {}", n_peers * experts_per_peer,
                             kernels::kEpLayoutMaxExperts));
   kernels::moe_ep_pack(x, order, x_div, counts, n_peers, experts_per_peer, capacity, n_slots, d, send, slot_row,
-                       stream_);
+                       send_dtype == DType::bf16, stream_);
   DPA_CHECK_LAUNCH();
 }
 
@@ -564,24 +614,27 @@ kernels::EpPeers kernel_peers(const EpPeers& p) {
 
 void CudaBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_t x_div, const int64_t* counts,
                                     int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
-                                    int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row) {
+                                    int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row,
+                                    DType rows_dtype) {
   check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d);
   check_ep_layout("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, x_div);
+  ep_peer_row_bytes("moe_ep_pack_peers", experts_per_peer, d, rows_dtype);
   if (n_slots > 0 && capacity == 0) throw Error(fmt::format("moe_ep_pack_peers: {} slots, capacity 0", n_slots));
   kernels::moe_ep_pack_peers(x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d,
-                             kernel_peers(peers), slot_row, stream_);
+                             kernel_peers(peers), slot_row, rows_dtype == DType::bf16, stream_);
   DPA_CHECK_LAUNCH();
 }
 
-void CudaBackend::moe_ep_unpack_peers(const float* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
+void CudaBackend::moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                                       int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
-                                      int64_t* counts, int64_t* local_counts, int32_t* order) {
+                                      int64_t* counts, int64_t* local_counts, int32_t* order, DType rows_dtype) {
   check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  const auto row_bytes = static_cast<int64_t>(ep_peer_row_bytes("moe_ep_unpack_peers", experts_per_peer, d, rows_dtype));
   if (n_peers * experts_per_peer > kernels::kEpLayoutMaxExperts)
     throw Error(fmt::format("moe_ep_unpack_peers: {} experts, at most {}", n_peers * experts_per_peer,
                             kernels::kEpLayoutMaxExperts));
-  kernels::moe_ep_unpack_peers(area, flags, seq, n_peers, experts_per_peer, capacity, stride, d, counts, local_counts,
-                               order, stream_);
+  kernels::moe_ep_unpack_peers(area, flags, seq, n_peers, experts_per_peer, capacity, stride, row_bytes, counts,
+                               local_counts, order, stream_);
   DPA_CHECK_LAUNCH();
 }
 
