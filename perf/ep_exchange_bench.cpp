@@ -8,10 +8,10 @@
 //    per source, no collective call.
 // On GPUs the padded forms' dispatch and combine are each recorded as a CUDA graph and replayed
 // (a form that does not record fails the check).
-// The results travel back in bf16 (--results bf16, as Model::moe sends bf16 experts' results)
-// or f32.
+// The rows go out and the results come back in bf16 (--rows bf16 --results bf16, as Model::moe
+// moves them for bf16 experts) or f32.
 // Each form is checked first: identity experts (the results are the rows received, stored in the
-// results' type; with bf16 results the tokens are bf16 values, so nothing is lost), so the
+// results' type; with bf16 rows or results the tokens are bf16 values, so nothing is lost), so the
 // combine must give sum_k w[t, k] x[t] for every token of every rank. Then timed: dispatch =
 // from the sorted slots to the rows in the local experts' order; combine = the results back and
 // weighted into the tokens. Per iteration: a barrier, CUDA events on the backend's stream (wall
@@ -62,7 +62,7 @@ struct Options {
   bool same_gpu = false;
   std::vector<int64_t> tokens = {128, 256};
   int64_t hidden = 2048, experts = 64, top_k = 6;
-  DType results = DType::bf16;
+  DType results = DType::bf16, rows = DType::bf16;
   int iters = 50, warmup = 10;
 };
 
@@ -136,7 +136,8 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
   }
   std::uniform_real_distribution<float> u(-1, 1);
   std::vector<float> x(static_cast<std::size_t>(T * D)), w(static_cast<std::size_t>(n_slots));
-  for (float& v : x) v = o.results == DType::bf16 ? dpa::bf16_to_f32(dpa::f32_to_bf16(u(rng))) : u(rng);
+  const bool bf16_values = o.results == DType::bf16 || o.rows == DType::bf16;
+  for (float& v : x) v = bf16_values ? dpa::bf16_to_f32(dpa::f32_to_bf16(u(rng))) : u(rng);
   for (float& v : w) v = u(rng);
   Buffer<int32_t> d_ids(be, ids.size() + 1), order(be, ids.size() + 1), position(be, ids.size() + 1);
   Buffer<float> d_x(be, x.size() + 1), d_w(be, w.size() + 1), out(be, x.size() + 1);
@@ -146,7 +147,7 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
   be.upload(d_w.data(), w.data(), w.size() * sizeof(float));
 
   uint64_t epoch = 0;
-  dpa::model::EpExchange ex(be, comm, E, D, epoch, o.results);
+  dpa::model::EpExchange ex(be, comm, E, D, epoch, o.results, o.rows);
   if (form == Form::peer) {
     const bool on = ex.enable_peer_memory((T + 15) / 16 * 16, K, true, [&](const std::vector<uint8_t>& mine) {
       std::vector<uint8_t> all(mine.size() * static_cast<std::size_t>(comm.size()));
@@ -173,17 +174,23 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
       in = ex.dispatch(counts.data());
     }
   };
-  // Not timed: bf16 results are rounded through the host.
+  // Not timed: rows of one type into results of the other go through the host.
   std::vector<float> rows_f32;
   std::vector<uint16_t> rows_bf16;
   auto identity_experts = [&] {
     if (in.n_rows <= 0) return;
     const std::size_t n = static_cast<std::size_t>(in.n_rows * D);
-    if (o.results == DType::f32) return be.copy(ex.results(), in.rows, n * sizeof(float));
+    if (in.dtype == ex.results_dtype()) return be.copy(ex.results(), in.rows, n * dpa::dtype_size(in.dtype));
     rows_f32.resize(n), rows_bf16.resize(n);
-    be.download(rows_f32.data(), in.rows, n * sizeof(float));
-    std::transform(rows_f32.begin(), rows_f32.end(), rows_bf16.begin(), dpa::f32_to_bf16);
-    be.upload(ex.results(), rows_bf16.data(), n * sizeof(uint16_t));
+    if (in.dtype == DType::f32) {
+      be.download(rows_f32.data(), in.rows, n * sizeof(float));
+      std::transform(rows_f32.begin(), rows_f32.end(), rows_bf16.begin(), dpa::f32_to_bf16);
+      be.upload(ex.results(), rows_bf16.data(), n * sizeof(uint16_t));
+    } else {
+      be.download(rows_bf16.data(), in.rows, n * sizeof(uint16_t));
+      std::transform(rows_bf16.begin(), rows_bf16.end(), rows_f32.begin(), dpa::bf16_to_f32);
+      be.upload(ex.results(), rows_f32.data(), n * sizeof(float));
+    }
   };
   auto combine = [&] {
     back = ex.combine(position.data());
@@ -281,6 +288,7 @@ int main(int argc, char** argv) {
     else if (k == "--experts") o.experts = std::stoll(v);
     else if (k == "--top-k") o.top_k = std::stoll(v);
     else if (k == "--results" && (v == "bf16" || v == "f32")) o.results = v == "bf16" ? DType::bf16 : DType::f32;
+    else if (k == "--rows" && (v == "bf16" || v == "f32")) o.rows = v == "bf16" ? DType::bf16 : DType::f32;
     else if (k == "--iters") o.iters = std::stoi(v);
     else if (k == "--warmup") o.warmup = std::stoi(v);
     else {
@@ -308,10 +316,11 @@ int main(int argc, char** argv) {
     comm = dpa::dist::make_mpi_communicator(MPI_COMM_WORLD);
   }
   if (rt.rank() == 0)
-    std::printf("# ep exchange: device=%s comm=%s ranks=%d hidden=%lld experts=%lld top_k=%lld rows f32, results %s,"
+    std::printf("# ep exchange: device=%s comm=%s ranks=%d hidden=%lld experts=%lld top_k=%lld rows %s, results %s,"
                 " iters=%d\n"
                 "%8s %8s %12s %12s %14s %9s %10s\n", o.device.c_str(), comm->name().c_str(), rt.size(), static_cast<long long>(o.hidden),
-                static_cast<long long>(o.experts), static_cast<long long>(o.top_k), std::string(dpa::dtype_name(o.results)).c_str(), o.iters, "tokens", "form",
+                static_cast<long long>(o.experts), static_cast<long long>(o.top_k), std::string(dpa::dtype_name(o.rows)).c_str(),
+                std::string(dpa::dtype_name(o.results)).c_str(), o.iters, "tokens", "form",
                 "dispatch_us", "combine_us", "routed_MB/rank", "graphed", "max_rel");
   std::vector<std::string> json;
   bool ok = true;
@@ -330,20 +339,21 @@ int main(int argc, char** argv) {
       }
       const bool good = r.max_rel_err <= 1e-5 && (!padded || o.device != "cuda" || r.recorded);
       ok = ok && good;
-      const double mb = static_cast<double>(T * o.top_k * o.hidden * 4) / 1e6;
+      // The routed rows' bytes a rank sends (its own share included), as dispatched.
+      const double mb = static_cast<double>(T * o.top_k * o.hidden * dpa::dtype_size(o.rows)) / 1e6;
       if (rt.rank() == 0) {
         std::printf("%8lld %8s %12.1f %12.1f %14.2f %9s %10.1e%s\n", static_cast<long long>(T),
                     form_name(form), r.dispatch_s * 1e6, r.combine_s * 1e6, mb,
                     r.recorded ? "yes" : "no", r.max_rel_err, good ? "" : "  FAIL");
-        char line[360];
+        char line[400];
         std::snprintf(line, sizeof line,
                       "{\"bench\":\"ep_exchange\",\"device\":\"%s\",\"ranks\":%d,\"tokens\":%lld,\"hidden\":%lld,"
                       "\"experts\":%lld,\"top_k\":%lld,\"form\":\"%s\",\"dispatch_us\":%.2f,\"combine_us\":%.2f,"
-                      "\"results\":\"%s\",\"graphed\":%s,\"max_rel_err\":%.3g}",
+                      "\"rows\":\"%s\",\"results\":\"%s\",\"graphed\":%s,\"max_rel_err\":%.3g}",
                       o.device.c_str(), rt.size(), static_cast<long long>(T), static_cast<long long>(o.hidden),
                       static_cast<long long>(o.experts), static_cast<long long>(o.top_k), form_name(form),
-                      r.dispatch_s * 1e6, r.combine_s * 1e6, std::string(dpa::dtype_name(o.results)).c_str(), r.recorded ? "true" : "false",
-                      r.max_rel_err);
+                      r.dispatch_s * 1e6, r.combine_s * 1e6, std::string(dpa::dtype_name(o.rows)).c_str(),
+                      std::string(dpa::dtype_name(o.results)).c_str(), r.recorded ? "true" : "false", r.max_rel_err);
         json.push_back(line);
       }
     }

@@ -23,8 +23,8 @@ for step in $steps; do
     ep)  # the MoE exchange (issue 6, target 3): every form checked, then timed; two GPUs and more
       np=$(( ngpu >= 2 ? 2 : 1 ))
       $M -np $np .gpupack/bin/ep_exchange_bench --device cuda --tokens 1,16,64,128,256,512 --iters 100 2>&1 | tee "$out/ep_exchange_np$np.txt"
-      # The return's bytes: results in f32 against the default bf16 (same lease).
-      $M -np $np .gpupack/bin/ep_exchange_bench --device cuda --tokens 128,256 --iters 100 --results f32 2>&1 | tee -a "$out/ep_exchange_np$np.txt"
+      # The bytes moved: f32 rows and results against the default bf16 (same lease).
+      $M -np $np .gpupack/bin/ep_exchange_bench --device cuda --tokens 128,256 --iters 100 --rows f32 --results f32 2>&1 | tee -a "$out/ep_exchange_np$np.txt"
       if [[ $ngpu -ge 2 && -x .gpupack/bin/golden_forward ]]; then  # the model over it, exact against padded
         for f in v2 v3; do for extra in "" "--cuda-graphs" "--tbo=2" "--tbo=2 --cuda-graphs"; do
           $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --dp=2 --ep=2 --device=cuda \

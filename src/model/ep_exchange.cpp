@@ -29,7 +29,7 @@ std::vector<std::size_t> scaled(const std::vector<std::size_t>& v, int64_t by) {
 }  // namespace
 
 EpExchange::EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n_experts, int64_t d,
-                       uint64_t& epoch, DType results)
+                       uint64_t& epoch, DType results, DType rows)
     : be_(be),
       comm_(&comm),
       E_(n_experts),
@@ -37,7 +37,9 @@ EpExchange::EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n
       ranks_(comm.size()),
       epoch_(epoch),
       res_dtype_(results),
-      res_row_(backend::ep_result_row_bytes("ep exchange", d, results)) {
+      rows_dtype_(rows),
+      res_row_(backend::ep_result_row_bytes("ep exchange", d, results)),
+      row_(backend::ep_row_bytes("ep exchange", d, rows)) {
   if (ranks_ < 1 || n_experts % ranks_ != 0)
     throw Error(fmt::format("ep exchange: {} experts over {} ranks", n_experts, ranks_));
   per_ = n_experts / ranks_;
@@ -60,7 +62,8 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
   const int64_t stride = std::max<int64_t>(max_cap_tokens, 0) * std::min(top_k, per_) + 1;
   const std::size_t block_floats = static_cast<std::size_t>(ranks_ * stride * d_);
   const std::size_t bytes = 2 * block_floats * sizeof(float) + 2 * static_cast<std::size_t>(ranks_) * sizeof(int64_t);
-  bool can = wanted && be_.supports_peer_memory() && max_cap_tokens > 0 && top_k > 0 && per_ * 2 <= d_ &&
+  bool can = wanted && be_.supports_peer_memory() && max_cap_tokens > 0 && top_k > 0 &&
+             per_ * static_cast<int64_t>(sizeof(int64_t)) <= static_cast<int64_t>(row_) &&
              ranks_ * stride <= INT32_MAX;
   std::vector<uint8_t> handle;
   if (can) {
@@ -115,15 +118,15 @@ bool EpExchange::enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool 
   // Area layout: recv blocks, return blocks, recv flags [source], return flags [source].
   auto recv_of = [&](int r) { return static_cast<float*>(peer_.mapped[static_cast<std::size_t>(r)]); };
   auto flags_of = [&](int r) { return reinterpret_cast<int64_t*>(recv_of(r) + 2 * block_floats); };
-  // The return blocks hold rows of res_row_ bytes (bf16 results fill half of their room).
+  // The receive blocks hold rows of row_ bytes, the return blocks rows of res_row_ bytes (bf16
+  // rows fill half of their room).
   auto back_of = [&](int r) { return reinterpret_cast<char*>(recv_of(r) + block_floats); };
   std::vector<float*> blocks(2 * static_cast<std::size_t>(ranks_));
   std::vector<int64_t*> flags(blocks.size());
   for (int p = 0; p < ranks_; ++p) {
-    const std::size_t mine_at = static_cast<std::size_t>(me * stride * d_);
-    blocks[static_cast<std::size_t>(p)] = recv_of(p) + mine_at;
-    blocks[static_cast<std::size_t>(ranks_ + p)] =
-        reinterpret_cast<float*>(back_of(p) + static_cast<std::size_t>(me * stride) * res_row_);
+    const std::size_t mine = static_cast<std::size_t>(me * stride);
+    blocks[static_cast<std::size_t>(p)] = reinterpret_cast<float*>(reinterpret_cast<char*>(recv_of(p)) + mine * row_);
+    blocks[static_cast<std::size_t>(ranks_ + p)] = reinterpret_cast<float*>(back_of(p) + mine * res_row_);
     flags[static_cast<std::size_t>(p)] = flags_of(p) + me;
     flags[static_cast<std::size_t>(ranks_ + p)] = flags_of(p) + ranks_ + me;
   }
@@ -160,8 +163,8 @@ void* EpExchange::grow_results(backend::Buffer<uint8_t>& b, int64_t rows) {
 
 void EpExchange::stage(const float* x, const int32_t* order, int64_t x_div, int64_t n_slots) {
   n_slots_ = n_slots;
-  float* send = grow(send_, n_slots * d_);
-  be_.gather_rows_div(x, order, x_div, n_slots, d_, send);
+  uint8_t* send = grow(send_, n_slots * static_cast<int64_t>(row_));
+  be_.gather_rows_div(x, order, x_div, n_slots, d_, send, rows_dtype_);
 }
 
 EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
@@ -188,9 +191,9 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
       local[static_cast<std::size_t>(e)] += c;
     }
   const std::size_t n_recv = std::accumulate(recv_rows_.begin(), recv_rows_.end(), std::size_t{0});
-  float* recv = grow(recv_, static_cast<int64_t>(n_recv) * d_);
+  uint8_t* recv = grow(recv_, static_cast<int64_t>(n_recv) * static_cast<int64_t>(row_));
   comm_->all_to_all_v(send_.data(), scaled(send_rows_, d_).data(), scaled(displs_of(send_rows_), d_).data(), recv,
-                     scaled(recv_rows_, d_).data(), scaled(displs_of(recv_rows_), d_).data(), DType::f32);
+                     scaled(recv_rows_, d_).data(), scaled(displs_of(recv_rows_), d_).data(), rows_dtype_);
 
   // Each local expert's rows, source by source: the order a stable sort by expert would give.
   std::vector<int64_t> next(static_cast<std::size_t>(per_));  // next position of each expert's run
@@ -207,7 +210,7 @@ EpExchange::Local EpExchange::dispatch(const int64_t* counts) {
   local_host_ = std::move(local);
   res_rows_ = static_cast<int64_t>(n_recv);
   grow_results(out_, res_rows_);
-  return Local{recv, d_order, local_host_.data(), static_cast<int64_t>(n_recv), 0};
+  return Local{recv, rows_dtype_, d_order, local_host_.data(), static_cast<int64_t>(n_recv), 0};
 }
 
 void EpExchange::set_communicator(dist::Communicator& comm) {
@@ -242,12 +245,12 @@ void EpExchange::pack_padded(const float* x, const int32_t* order, int64_t x_div
     return;  // the stores into the owners' memory are the exchange: send_padded
   }
   const int64_t R = ranks_, C = block_rows_;
-  float* blocks = grow(send_, R * C * d_);
-  grow(recv_, R * C * d_);
+  uint8_t* blocks = grow(send_, R * C * static_cast<int64_t>(row_));
+  grow(recv_, R * C * static_cast<int64_t>(row_));
   grow(order_, R * C);
   res_rows_ = R * C;
   grow_results(out_, res_rows_);
-  be_.moe_ep_pack(x, order, x_div, counts, R, per_, C, n_slots, d_, blocks, slot_row_.data());
+  be_.moe_ep_pack(x, order, x_div, counts, R, per_, C, n_slots, d_, blocks, slot_row_.data(), rows_dtype_);
   block_.assign(static_cast<std::size_t>(R), static_cast<std::size_t>(C * d_)), block_displ_.resize(block_.size());
   for (std::size_t p = 0; p < block_.size(); ++p) block_displ_[p] = p * block_[p];
 }
@@ -258,25 +261,27 @@ void EpExchange::send_padded() {
   if (peer_.on) {
     backend::EpPeers out{peer_.blocks.data(), peer_.flags.data(), peer_.seq.data(), peer_.done.data()};
     be_.moe_ep_pack_peers(p.x, p.order, p.x_div, p.counts, ranks_, per_, block_rows_, peer_.stride, n_slots_, d_, out,
-                          slot_row_.data());
+                          slot_row_.data(), rows_dtype_);
     be_.moe_ep_unpack_peers(peer_.recv, peer_.recv_flags, peer_.seq.data(), ranks_, per_, block_rows_, peer_.stride,
-                            d_, count_recv_.data(), p.local_counts, order_.data());
+                            d_, count_recv_.data(), p.local_counts, order_.data(), rows_dtype_);
     return;
   }
   comm_->group_start();  // the counts and the rows in one exchange
   comm_->all_to_all_v(p.counts, per_count_.data(), per_count_displ_.data(), count_recv_.data(), per_count_.data(),
                       per_count_displ_.data(), DType::i64);
   comm_->all_to_all_v(send_.data(), block_.data(), block_displ_.data(), recv_.data(), block_.data(),
-                      block_displ_.data(), DType::f32);
+                      block_displ_.data(), rows_dtype_);
   comm_->group_end();
 }
 
 EpExchange::Local EpExchange::received() {
   const Pending& p = pending_;
-  if (peer_.on) return Local{peer_.recv, order_.data(), p.local_counts, ranks_ * peer_.stride, ranks_ * p.cap_tokens};
+  if (peer_.on)
+    return Local{peer_.recv, rows_dtype_, order_.data(), p.local_counts, ranks_ * peer_.stride,
+                 ranks_ * p.cap_tokens};
   const int64_t R = ranks_, C = block_rows_;
   be_.moe_ep_unpack(count_recv_.data(), R, per_, C, p.local_counts, order_.data());
-  return Local{recv_.data(), order_.data(), p.local_counts, R * C, R * p.cap_tokens};
+  return Local{recv_.data(), rows_dtype_, order_.data(), p.local_counts, R * C, R * p.cap_tokens};
 }
 
 EpExchange::Back EpExchange::combine(const int32_t* position) {

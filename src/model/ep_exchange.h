@@ -11,7 +11,8 @@
 //    same way.
 // Rank r owns experts [r * per_rank, (r + 1) * per_rank). No expert ids travel: rows arrive
 // source by source, experts ascending within a source, and the counts say which is which. The
-// rows go out as f32; the results come back in the exchange's results type (f32 or bf16).
+// rows go out in the exchange's rows type and the results come back in its results type (f32 or
+// bf16 each).
 #pragma once
 
 #include <cstdint>
@@ -26,10 +27,12 @@ namespace dpa::model {
 class EpExchange {
  public:
   // epoch: bumped whenever one of the exchange's buffers moves (recorded graphs address them).
-  // results: the type of the local experts' result rows, which travel back as they are: f32, or
-  // bf16 (moe_experts' bf16 results, d even: half the bytes of the return).
+  // rows: the type the tokens' rows travel in: f32, or bf16 (d % 4 == 0; rounded as the bf16
+  // experts' kernels round them anyway: half the bytes of the dispatch). results: the type of the
+  // local experts' result rows, which travel back as they are: f32, or bf16 (moe_experts' bf16
+  // results, d even: half the bytes of the return).
   EpExchange(backend::Backend& be, dist::Communicator& comm, int64_t n_experts, int64_t d, uint64_t& epoch,
-             DType results = DType::f32);
+             DType results = DType::f32, DType rows = DType::f32);
   ~EpExchange();
   EpExchange(const EpExchange&) = delete;
   EpExchange& operator=(const EpExchange&) = delete;
@@ -42,11 +45,12 @@ class EpExchange {
   bool enable_peer_memory(int64_t max_cap_tokens, int64_t top_k, bool wanted, const AllGatherBytes& all_gather);
   bool peer_memory() const { return peer_.on; }
 
-  // What the local experts get: rows of d floats and their order sorted by local expert
+  // What the local experts get: rows of d values of `dtype` and their order sorted by local expert
   // (moe_experts' order with x_div 1). They write their results to results() at the rows' own
   // indices, which is the layout combine() sends back.
   struct Local {
-    const float* rows = nullptr;
+    const void* rows = nullptr;
+    DType dtype = DType::f32;
     const int32_t* order = nullptr;
     const int64_t* counts = nullptr;  // per local expert: HOST memory (exact), BACKEND memory (padded)
     int64_t n_rows = 0;               // exact: the rows received; padded: the blocks' rows
@@ -81,6 +85,7 @@ class EpExchange {
   // the last dispatch; moe_experts' out and out_rows).
   void* results() { return out_.data(); }
   DType results_dtype() const { return res_dtype_; }
+  DType rows_dtype() const { return rows_dtype_; }
   int64_t result_rows() const { return res_rows_; }
 
   // The results back to their slots: slot s's result is y[rows[s]] (moe_combine's rows).
@@ -111,8 +116,9 @@ class EpExchange {
   int64_t E_, per_, d_;
   int ranks_;
   uint64_t& epoch_;
-  DType res_dtype_;
+  DType res_dtype_, rows_dtype_;
   std::size_t res_row_;    // bytes of a result row
+  std::size_t row_;        // bytes of a dispatched row
   int64_t res_rows_ = 0;   // rows in out_
   bool padded_ = false;  // the last dispatch's form
   int64_t n_slots_ = 0, block_rows_ = 0;
@@ -132,7 +138,7 @@ class EpExchange {
     backend::Buffer<int64_t*> flags;   // the same
     backend::Buffer<int64_t> seq;
     backend::Buffer<int32_t> done;
-    float* recv = nullptr;
+    const void* recv = nullptr;  // the receive blocks: rows of row_ bytes
     const void* back = nullptr;  // the return blocks: rows of res_row_ bytes
     int64_t* recv_flags = nullptr;
     int64_t* back_flags = nullptr;
@@ -149,7 +155,7 @@ class EpExchange {
   // Results grow in rows of res_row_ bytes.
   void* grow_results(backend::Buffer<uint8_t>& b, int64_t rows);
 
-  backend::Buffer<float> send_, recv_;
+  backend::Buffer<uint8_t> send_, recv_;  // rows of row_ bytes
   backend::Buffer<uint8_t> out_, back_;
   backend::Buffer<int32_t> order_, slot_row_;
   backend::Buffer<int64_t> count_send_, count_recv_, local_counts_;

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -89,13 +90,14 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   // A/B switches (0: q and kv_a projected apart; the experts' results kept in f32).
   fuse_q_kv_a_ = env_switch("DPA_FUSE_Q_KV_A", fuse_q_kv_a_);
   bf16_results_ = env_switch("DPA_MOE_BF16_RESULTS", bf16_results_);
+  bf16_rows_ = env_switch("DPA_EP_BF16_ROWS", bf16_rows_);
   prepare_weights();
-  const DType ex_results = exchange_ ? exchange_results_dtype() : DType::f32;
+  const ExchangeTypes ex_types = exchange_ ? exchange_types() : ExchangeTypes{};
   // One exchange a micro-batch: the second only for the two-batch overlap.
   for (int i = 0; i < (opts_.two_batch_overlap_min_tokens > 0 ? 2 : 1) && exchange_; ++i) {
     auto& ex = micro_[i].ex;
     ex = std::make_unique<EpExchange>(be, *comms.ep, ckpt.config().n_routed_experts, ckpt.config().hidden_size,
-                                      scratch_epoch_, ex_results);
+                                      scratch_epoch_, ex_types.results, ex_types.rows);
     if (weights_.n_local_experts() != ex->per_rank())  // the rows received are for these experts
       throw Error(fmt::format("model: {} local experts, the exchange expects {}", weights_.n_local_experts(),
                               ex->per_rank()));
@@ -231,19 +233,24 @@ void Model::prepare_weights() {
   be_.synchronize();
 }
 
-// The results travel back in bf16 where every MoE layer's local experts are bf16 on every rank of
-// the EP group (the exchange's sizes must agree), as they are kept on one rank; else in f32.
-DType Model::exchange_results_dtype() {
-  bool bf16 = bf16_results_ && config().hidden_size % 2 == 0;
+// Where every MoE layer's local experts are bf16 on every rank of the EP group (the exchange's
+// sizes must agree): the results travel back in bf16, as they are kept on one rank, and the
+// tokens' rows go out in bf16, rounded as the bf16 experts' kernels round them anyway on the GPU
+// (the CPU reference computes with f32 rows, so there they lose that rounding). Else f32.
+Model::ExchangeTypes Model::exchange_types() {
+  bool bf16 = true;
   for (const auto& down : expert_down_)
-    if (!down.empty() && down[0].dtype != DType::bf16) bf16 = false;
-  backend::Buffer<int32_t> flag(be_, 1);
-  const int32_t mine = bf16 ? 1 : 0;
-  be_.upload(flag.data(), &mine, sizeof mine);
-  comms_.ep->all_reduce(flag.data(), flag.data(), 1, DType::i32, dist::ReduceOp::min);
-  int32_t all = 0;
-  be_.download(&all, flag.data(), sizeof all);
-  return all ? DType::bf16 : DType::f32;
+    if (!down.empty() && (down[0].dtype != DType::bf16)) bf16 = false;
+  for (const auto& gate : expert_gate_)
+    if (!gate.empty() && (gate[0].dtype != DType::bf16)) bf16 = false;
+  const int64_t D = config().hidden_size;
+  const std::array<int32_t, 2> mine = {bf16 && bf16_results_ && D % 2 == 0, bf16 && bf16_rows_ && D % 4 == 0};
+  backend::Buffer<int32_t> flags(be_, mine.size());
+  be_.upload(flags.data(), mine.data(), sizeof mine);
+  comms_.ep->all_reduce(flags.data(), flags.data(), mine.size(), DType::i32, dist::ReduceOp::min);
+  std::array<int32_t, 2> all{};
+  be_.download(all.data(), flags.data(), sizeof all);
+  return ExchangeTypes{all[0] ? DType::bf16 : DType::f32, all[1] ? DType::bf16 : DType::f32};
 }
 
 // Whether every MoE layer's shared MLP splits into pieces of its routed experts' size (same

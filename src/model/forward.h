@@ -340,7 +340,10 @@ class Model {
     return upload(b, std::span<const T>(host));
   }
   void prepare_weights();
-  DType exchange_results_dtype();  // collective over the EP group
+  struct ExchangeTypes {
+    DType results = DType::f32, rows = DType::f32;
+  };
+  ExchangeTypes exchange_types();  // collective over the EP group
   // Profiling: bytes of the weights every step reads; adds the routed experts that got rows.
   int64_t fixed_weight_bytes();
   void add_expert_bytes(int64_t layer, const int64_t* counts, int64_t n_local);
@@ -393,6 +396,9 @@ class Model {
   // projection gives them): half the bytes written, exchanged back and combined.
   // DPA_MOE_BF16_RESULTS=0: f32.
   bool bf16_results_ = true;
+  // The tokens' rows dispatched to bf16 experts in bf16 (half the bytes; the experts' kernels read
+  // them rounded anyway). DPA_EP_BF16_ROWS=0: f32.
+  bool bf16_rows_ = true;
   // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
   // largest slice of the EP group (of a micro-batch's, under the two-batch overlap) rounded up to
   // 16, agreed at the step's start; 0: exact exchange.

@@ -224,18 +224,19 @@ void Model::moe_experts(Micro& m) {
     st.back = expert_out, st.back_dtype = dt;
     return;
   }
-  // Over the exchange the results go back in its type (bf16 as on one rank, where the experts are).
+  // Over the exchange the rows come in its rows' type and the results go back in its results' type
+  // (bf16 as on one rank, where the experts are).
   const int64_t n_local = weights_.n_local_experts();
   EpExchange& ex = *m.ex;
   if (st.padded) {
     st.in = ex.received();
     be_.moe_experts_fixed(st.in.rows, st.in.order, 1, st.in.counts, n_local, st.in.capacity, st.n_slots, gate, up,
-                          down, ex.results(), ex.results_dtype(), ex.result_rows());
+                          down, ex.results(), ex.results_dtype(), ex.result_rows(), st.in.dtype);
   } else {
     add_expert_bytes(st.layer, st.in.counts, n_local);
     if (st.in.n_rows > 0)
       be_.moe_experts(st.in.rows, st.in.order, 1, st.in.counts, n_local, gate, up, down, ex.results(),
-                      ex.results_dtype(), ex.result_rows());
+                      ex.results_dtype(), ex.result_rows(), st.in.dtype);
   }
 }
 
