@@ -319,7 +319,8 @@ int main(int argc, char** argv) {
     std::printf("# ep exchange: device=%s comm=%s ranks=%d hidden=%lld experts=%lld top_k=%lld rows %s, results %s,"
                 " iters=%d\n"
                 "%8s %8s %12s %12s %14s %9s %10s\n", o.device.c_str(), comm->name().c_str(), rt.size(), static_cast<long long>(o.hidden),
-                static_cast<long long>(o.experts), static_cast<long long>(o.top_k), std::string(dpa::dtype_name(o.rows)).c_str(),
+                static_cast<long long>(o.experts), static_cast<long long>(o.top_k),
+                std::string(dpa::dtype_name(o.rows)).c_str(),
                 std::string(dpa::dtype_name(o.results)).c_str(), o.iters, "tokens", "form",
                 "dispatch_us", "combine_us", "routed_MB/rank", "graphed", "max_rel");
   std::vector<std::string> json;

@@ -234,7 +234,8 @@ TEST(BackendParity, MoeEpPeerMemory) {
       sd.blocks.resize(R), sd.back_blocks.resize(R), sd.flags.resize(R), sd.back_flags.resize(R);
       for (int64_t r = 0; r < R; ++r)
         for (int64_t p = 0; p < R; ++p) {
-          sd.blocks[r].push_back(reinterpret_cast<float*>(reinterpret_cast<char*>(sd.area[p].data()) + r * S * d * rsize));
+          sd.blocks[r].push_back(
+              reinterpret_cast<float*>(reinterpret_cast<char*>(sd.area[p].data()) + r * S * d * rsize));
           sd.back_blocks[r].push_back(reinterpret_cast<float*>(
               reinterpret_cast<char*>(sd.area[p].data() + R * S * d) + r * S * d * esize));
           sd.flags[r].push_back(fl(p) + r), sd.back_flags[r].push_back(fl(p) + R + r);

@@ -183,31 +183,43 @@ TEST(BackendMoe, SortGatherCombine) {
 
 // The fixed-capacity experts' bf16 results are their f32 results rounded, row by row where a slot
 // names one; a row past the result rows said is refused.
+// Two tiny f32 experts (hidden 4, intermediate 3) with fixed weights, and two tokens routed to
+// both (top-2): their slots sorted by expert and the counts.
+struct TinyExperts {
+  static constexpr int64_t D = 4, I = 3, E = 2;
+  const std::vector<float> x = {1.01f, -2.3f, 0.517f, 3.0f, /**/ 0.25f, 1.59f, -1.0f, 2.001f};
+  const std::vector<int32_t> order = {0, 3, 1, 2};  // slots (token * 2 + k): expert 0 then 1
+  const std::vector<int64_t> counts = {2, 2};
+  std::vector<float> wg = std::vector<float>(E * I * D), wu = std::vector<float>(E * I * D),
+                     wd = std::vector<float>(E * D * I);
+  std::vector<WeightView> g, u, d;
+  TinyExperts() {
+    for (std::size_t i = 0; i < wg.size(); ++i) wg[i] = 0.1f * static_cast<float>(i % 7) - 0.3f;
+    for (std::size_t i = 0; i < wu.size(); ++i) wu[i] = 0.05f * static_cast<float>(i % 5) + 0.1f;
+    for (std::size_t i = 0; i < wd.size(); ++i) wd[i] = 0.2f * static_cast<float>(i % 3) - 0.17f;
+    for (int64_t e = 0; e < E; ++e) {
+      g.push_back(WeightView::dense(wg.data() + e * I * D, DType::f32, I, D));
+      u.push_back(WeightView::dense(wu.data() + e * I * D, DType::f32, I, D));
+      d.push_back(WeightView::dense(wd.data() + e * D * I, DType::f32, D, I));
+    }
+  }
+  TinyExperts(const TinyExperts&) = delete;
+  TinyExperts& operator=(const TinyExperts&) = delete;
+};
+
 TEST(BackendMoe, FixedExpertsBf16Results) {
   auto be = make_cpu_backend();
-  constexpr int64_t D = 4, I = 3, E = 2;
-  std::vector<float> wg(E * I * D), wu(E * I * D), wd(E * D * I);
-  for (std::size_t i = 0; i < wg.size(); ++i) wg[i] = 0.1f * static_cast<float>(i % 7) - 0.3f;
-  for (std::size_t i = 0; i < wu.size(); ++i) wu[i] = 0.05f * static_cast<float>(i % 5) + 0.1f;
-  for (std::size_t i = 0; i < wd.size(); ++i) wd[i] = 0.2f * static_cast<float>(i % 3) - 0.17f;
-  std::vector<WeightView> g, u, d;
-  for (int64_t e = 0; e < E; ++e) {
-    g.push_back(WeightView::dense(wg.data() + e * I * D, DType::f32, I, D));
-    u.push_back(WeightView::dense(wu.data() + e * I * D, DType::f32, I, D));
-    d.push_back(WeightView::dense(wd.data() + e * D * I, DType::f32, D, I));
-  }
-  const std::vector<float> x = {1.0f, -2.0f, 0.5f, 3.0f, /**/ 0.25f, 1.5f, -1.0f, 2.0f};  // 2 tokens
-  const std::vector<int32_t> order = {0, 3, 1, 2};  // slots (token * 2 + k) sorted: expert 0 then 1
-  const std::vector<int64_t> counts = {2, 2};
-  std::vector<float> f(4 * D, 7.0f);
-  be->moe_experts_fixed(x.data(), order.data(), 2, counts.data(), E, 2, 4, g.data(), u.data(), d.data(), f.data());
-  std::vector<uint16_t> b(4 * D, 0);
-  be->moe_experts_fixed(x.data(), order.data(), 2, counts.data(), E, 2, 4, g.data(), u.data(), d.data(), b.data(),
-                        DType::bf16, 4);
+  const TinyExperts ex;
+  std::vector<float> f(4 * TinyExperts::D, 7.0f);
+  auto experts = [&](void* out, DType dt, int64_t out_rows) {
+    be->moe_experts_fixed(ex.x.data(), ex.order.data(), 2, ex.counts.data(), TinyExperts::E, 2, 4, ex.g.data(),
+                          ex.u.data(), ex.d.data(), out, dt, out_rows);
+  };
+  experts(f.data(), DType::f32, 0);
+  std::vector<uint16_t> b(f.size(), 0);
+  experts(b.data(), DType::bf16, 4);
   for (std::size_t i = 0; i < b.size(); ++i) EXPECT_EQ(b[i], f32_to_bf16(f[i])) << i;
-  EXPECT_THROW(be->moe_experts_fixed(x.data(), order.data(), 2, counts.data(), E, 2, 4, g.data(), u.data(), d.data(),
-                                     b.data(), DType::bf16, 3),
-               Error);
+  EXPECT_THROW(experts(b.data(), DType::bf16, 3), Error);
 }
 
 // An exchange's bf16 rows: the gather and the pack round each value (bit for bit f32_to_bf16),
@@ -215,49 +227,39 @@ TEST(BackendMoe, FixedExpertsBf16Results) {
 // from those values in f32.
 TEST(BackendMoe, Bf16RowsForTheExchange) {
   auto be = make_cpu_backend();
-  constexpr int64_t D = 4, I = 3, E = 2;
-  const std::vector<float> x = {1.01f, -2.3f, 0.517f, 3.0f, /**/ 0.25f, 1.59f, -1.0f, 2.001f};  // 2 tokens
-  const std::vector<int32_t> order = {0, 3, 1, 2};  // slots (token * 2 + k) sorted: expert 0 then 1
+  const TinyExperts ex;
+  constexpr int64_t D = TinyExperts::D, E = TinyExperts::E;
+  const std::vector<float>& x = ex.x;
+  const std::vector<int32_t>& order = ex.order;
+  const std::vector<int64_t>& counts = ex.counts;
   std::vector<uint16_t> rows(4 * D);
   be->gather_rows_div(x.data(), order.data(), 2, 4, D, rows.data(), DType::bf16);
   for (int64_t j = 0; j < 4; ++j)
     for (int64_t c = 0; c < D; ++c) EXPECT_EQ(rows[j * D + c], f32_to_bf16(x[order[j] / 2 * D + c])) << j;
   std::vector<uint16_t> send(2 * 2 * D, 0);  // 2 peers, blocks of 2 rows
   std::vector<int32_t> slot_row(4);
-  const std::vector<int64_t> counts = {2, 2};
   be->moe_ep_pack(x.data(), order.data(), 2, counts.data(), 2, 1, 2, 4, D, send.data(), slot_row.data(), DType::bf16);
   EXPECT_EQ(send, rows);  // one expert a peer: the blocks are the sorted rows
   EXPECT_THROW(be->gather_rows_div(x.data(), order.data(), 2, 4, 2, rows.data(), DType::bf16), Error);  // d % 4
 
-  std::vector<float> wg(E * I * D), wu(E * I * D), wd(E * D * I);
-  for (std::size_t i = 0; i < wg.size(); ++i) wg[i] = 0.1f * static_cast<float>(i % 7) - 0.3f;
-  for (std::size_t i = 0; i < wu.size(); ++i) wu[i] = 0.05f * static_cast<float>(i % 5) + 0.1f;
-  for (std::size_t i = 0; i < wd.size(); ++i) wd[i] = 0.2f * static_cast<float>(i % 3) - 0.17f;
-  std::vector<WeightView> g, u, d;
-  for (int64_t e = 0; e < E; ++e) {
-    g.push_back(WeightView::dense(wg.data() + e * I * D, DType::f32, I, D));
-    u.push_back(WeightView::dense(wu.data() + e * I * D, DType::f32, I, D));
-    d.push_back(WeightView::dense(wd.data() + e * D * I, DType::f32, D, I));
-  }
   std::vector<float> rounded(rows.size());
   std::transform(rows.begin(), rows.end(), rounded.begin(), bf16_to_f32);
   const std::vector<int32_t> self = {0, 1, 2, 3};  // the received rows, already in expert order
   std::vector<float> want(4 * D, 7.0f), got(4 * D, 7.0f);
-  be->moe_experts_fixed(rounded.data(), self.data(), 1, counts.data(), E, 2, 4, g.data(), u.data(), d.data(),
+  be->moe_experts_fixed(rounded.data(), self.data(), 1, counts.data(), E, 2, 4, ex.g.data(), ex.u.data(), ex.d.data(),
                         want.data());
-  be->moe_experts_fixed(rows.data(), self.data(), 1, counts.data(), E, 2, 4, g.data(), u.data(), d.data(), got.data(),
-                        DType::f32, 4, DType::bf16);
+  be->moe_experts_fixed(rows.data(), self.data(), 1, counts.data(), E, 2, 4, ex.g.data(), ex.u.data(), ex.d.data(),
+                        got.data(), DType::f32, 4, DType::bf16);
   EXPECT_EQ(got, want);
-  be->moe_experts(rows.data(), self.data(), 1, counts.data(), E, g.data(), u.data(), d.data(), got.data(), DType::f32,
-                  4, DType::bf16);
+  auto grouped = [&](int64_t x_div, int64_t out_rows) {
+    be->moe_experts(rows.data(), self.data(), x_div, counts.data(), E, ex.g.data(), ex.u.data(), ex.d.data(),
+                    got.data(), DType::f32, out_rows, DType::bf16);
+  };
+  grouped(1, 4);
   EXPECT_EQ(got, want);
   // bf16 rows need row divisor 1 and their count.
-  EXPECT_THROW(be->moe_experts(rows.data(), self.data(), 2, counts.data(), E, g.data(), u.data(), d.data(), got.data(),
-                               DType::f32, 4, DType::bf16),
-               Error);
-  EXPECT_THROW(be->moe_experts(rows.data(), self.data(), 1, counts.data(), E, g.data(), u.data(), d.data(), got.data(),
-                               DType::f32, 0, DType::bf16),
-               Error);
+  EXPECT_THROW(grouped(2, 4), Error);
+  EXPECT_THROW(grouped(1, 0), Error);
 }
 
 // Each token of rank r must get sum_k w[t, k] (id[t, k] + 1) x[t]: the exchange round trips

@@ -629,7 +629,8 @@ void CudaBackend::moe_ep_unpack_peers(const void* area, const int64_t* flags, co
                                       int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
                                       int64_t* counts, int64_t* local_counts, int32_t* order, DType rows_dtype) {
   check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d);
-  const auto row_bytes = static_cast<int64_t>(ep_peer_row_bytes("moe_ep_unpack_peers", experts_per_peer, d, rows_dtype));
+  const auto row_bytes =
+      static_cast<int64_t>(ep_peer_row_bytes("moe_ep_unpack_peers", experts_per_peer, d, rows_dtype));
   if (n_peers * experts_per_peer > kernels::kEpLayoutMaxExperts)
     throw Error(fmt::format("moe_ep_unpack_peers: {} experts, at most {}", n_peers * experts_per_peer,
                             kernels::kEpLayoutMaxExperts));
