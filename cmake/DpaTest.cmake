@@ -1,4 +1,4 @@
-# dpa_add_test(NAME SOURCES ... [LIBS ...] [LABELS ...] [NP n] [ARGS ...] [TIMEOUT s])
+# dpa_add_test(NAME SOURCES ... [LIBS ...] [LABELS ...] [NP n] [ARGS ...] [TIMEOUT s] [ENV VAR=value ...])
 # Builds one test executable and registers it with CTest. NP > 0 runs it under mpiexec with
 # that many ranks (--oversubscribe, so a 2-core CI machine runs 8). Exit code 77 means "skipped"
 # (GPU tests on a machine without a GPU).
@@ -9,7 +9,7 @@ if(_uid STREQUAL "0")
 endif()
 
 function(dpa_add_test name)
-  cmake_parse_arguments(T "" "NP;TIMEOUT;TARGET" "SOURCES;LIBS;LABELS;ARGS" ${ARGN})
+  cmake_parse_arguments(T "" "NP;TIMEOUT;TARGET" "SOURCES;LIBS;LABELS;ARGS;ENV" ${ARGN})
   if(NOT T_TARGET)
     set(T_TARGET ${name})
   endif()
@@ -27,6 +27,7 @@ function(dpa_add_test name)
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 300)
   endif()
+  set(env OMPI_MCA_rmaps_base_oversubscribe=1 NCCL_NVLS_ENABLE=0 ${T_ENV})
   set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}" SKIP_RETURN_CODE 77 TIMEOUT ${T_TIMEOUT}
-                       ENVIRONMENT "OMPI_MCA_rmaps_base_oversubscribe=1;NCCL_NVLS_ENABLE=0")
+                       ENVIRONMENT "${env}")
 endfunction()

@@ -9,5 +9,12 @@ namespace dpa::kernels {
 
 void f32_to_bf16(const float* x, uint16_t* y, int64_t count, cudaStream_t stream);
 void bf16_to_f32(const uint16_t* x, float* y, int64_t count, cudaStream_t stream);
+// The rows in use of an exchange's bf16 rows, in f32 at the same indices: y[r, :d] = x[r, :d] for
+// r = order[q], q < the rows in use: `total`, or with counts (device memory, n_experts of them)
+// the sum of each clamped to [0, capacity]; at most bound rows, and r outside [0, n_rows) skipped.
+// The other rows of y are left as they are (no expert reads them).
+void bf16_rows_to_f32(const uint16_t* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                      int64_t capacity, int64_t total, int64_t bound, int64_t n_rows, int64_t d, float* y,
+                      cudaStream_t stream);
 
 }  // namespace dpa::kernels

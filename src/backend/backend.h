@@ -462,6 +462,10 @@ class Backend {
   // import_memory takes there for an allocation of alloc(); release_imported unmaps it. Both
   // throw dpa::Error where the mapping cannot be made (no peer access between the GPUs).
   virtual bool supports_peer_memory() const { return false; }
+  // Whether bf16 experts (moe_experts*) compute from their input rows rounded to bf16, as every
+  // CUDA form does; then rows handed to them in bf16 (an exchange's) change no result. The CPU
+  // reference computes with f32 rows.
+  virtual bool bf16_expert_rows() const { return false; }
   virtual std::vector<uint8_t> export_memory(void* p);
   virtual void* import_memory(const std::vector<uint8_t>& handle);
   virtual void release_imported(void* p);

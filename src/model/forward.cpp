@@ -90,7 +90,7 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   // A/B switches (0: q and kv_a projected apart; the experts' results kept in f32).
   fuse_q_kv_a_ = env_switch("DPA_FUSE_Q_KV_A", fuse_q_kv_a_);
   bf16_results_ = env_switch("DPA_MOE_BF16_RESULTS", bf16_results_);
-  bf16_rows_ = env_switch("DPA_EP_BF16_ROWS", bf16_rows_);
+  bf16_rows_ = env_switch("DPA_EP_BF16_ROWS", be_.bf16_expert_rows());
   prepare_weights();
   const ExchangeTypes ex_types = exchange_ ? exchange_types() : ExchangeTypes{};
   // One exchange a micro-batch: the second only for the two-batch overlap.
@@ -234,9 +234,10 @@ void Model::prepare_weights() {
 }
 
 // Where every MoE layer's local experts are bf16 on every rank of the EP group (the exchange's
-// sizes must agree): the results travel back in bf16, as they are kept on one rank, and the
-// tokens' rows go out in bf16, rounded as the bf16 experts' kernels round them anyway on the GPU
-// (the CPU reference computes with f32 rows, so there they lose that rounding). Else f32.
+// sizes must agree): the results travel back in bf16, as they are kept on one rank, and where the
+// backend's experts round their input rows to bf16 anyway (the GPU; bf16_rows_), the tokens' rows
+// go out in bf16 too. Else f32. On the CPU reference, which computes with f32 rows, bf16 rows
+// would make a token's results depend on the EP layout; forced there, they add that rounding.
 Model::ExchangeTypes Model::exchange_types() {
   bool bf16 = true;
   for (const auto& down : expert_down_)

@@ -396,9 +396,10 @@ class Model {
   // projection gives them): half the bytes written, exchanged back and combined.
   // DPA_MOE_BF16_RESULTS=0: f32.
   bool bf16_results_ = true;
-  // The tokens' rows dispatched to bf16 experts in bf16 (half the bytes; the experts' kernels read
-  // them rounded anyway). DPA_EP_BF16_ROWS=0: f32.
-  bool bf16_rows_ = true;
+  // The tokens' rows dispatched to bf16 experts in bf16 (half the bytes) where the backend's
+  // experts read them rounded anyway (Backend::bf16_expert_rows: CUDA). DPA_EP_BF16_ROWS=0: f32;
+  // =1: bf16 on any backend (the CPU goldens take that path so).
+  bool bf16_rows_ = false;
   // This step's padded-exchange capacity in tokens (ForwardOptions::ep_padded_max_tokens): the
   // largest slice of the EP group (of a micro-batch's, under the two-batch overlap) rounded up to
   // 16, agreed at the step's start; 0: exact exchange.

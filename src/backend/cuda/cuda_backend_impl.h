@@ -204,6 +204,7 @@ class CudaBackend final : public Backend {
                            DType dtype) override;
   void moe_ep_wait(const int64_t* flags, int64_t n, const int64_t* seq) override;
   bool supports_peer_memory() const override { return true; }
+  bool bf16_expert_rows() const override { return true; }
   std::vector<uint8_t> export_memory(void* p) override;
   void* import_memory(const std::vector<uint8_t>& handle) override;
   void release_imported(void* p) override;
@@ -373,10 +374,12 @@ class CudaBackend final : public Backend {
   // warpgroup-MMA form does not apply: rounded from here into out (round_results).
   Buffer<float> results_f32_;
   float* results_f32(int64_t floats);
-  // bf16 rows (an exchange's) in f32 for the experts' forms that read f32: a buffer of its own,
-  // since those forms may still use results_f32_.
+  // The rows in use of an exchange's bf16 rows in f32, at their indices, for the experts' forms
+  // that read f32 (kernels::bf16_rows_to_f32's arguments): a buffer of its own, since those forms
+  // may still use results_f32_.
   Buffer<float> rows_f32_;
-  const float* rows_to_f32(const void* x, int64_t rows, int64_t d);
+  const float* rows_to_f32(const void* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                           int64_t capacity, int64_t total, int64_t bound, int64_t rows, int64_t d);
   void round_results(const float* f, int64_t floats, void* out);
   std::map<std::tuple<uint64_t, int64_t, const void*>, void**> fixed_ptrs_;
   // The tensor-core form of moe_experts_fixed (kernels/moe_expert_gemm): per expert arrays (by

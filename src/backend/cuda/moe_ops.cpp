@@ -60,14 +60,18 @@ void CudaBackend::round_results(const float* f, int64_t floats, void* out) {
   DPA_CHECK_LAUNCH();
 }
 
-const float* CudaBackend::rows_to_f32(const void* x, int64_t rows, int64_t d) {
+const float* CudaBackend::rows_to_f32(const void* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                                      int64_t capacity, int64_t total, int64_t bound, int64_t rows, int64_t d) {
   const std::size_t need = static_cast<std::size_t>(std::max<int64_t>(rows * d, 1));
   if (rows_f32_.size() < need) {
     not_capturing("a rows buffer reallocation");
     ++workspace_epoch_;
     rows_f32_.ensure(*this, need);
   }
-  kernels::bf16_to_f32(static_cast<const uint16_t*>(x), rows_f32_.data(), rows * d, stream_);
+  // Only the rows in use (the padded blocks hold many more: at a large graph bound, converting
+  // all of them cost more than the halved dispatch saves).
+  kernels::bf16_rows_to_f32(static_cast<const uint16_t*>(x), order, counts, n_experts, capacity, total, bound, rows, d,
+                            rows_f32_.data(), stream_);
   DPA_CHECK_LAUNCH();
   return rows_f32_.data();
 }
@@ -113,8 +117,8 @@ void CudaBackend::moe_experts(const void* x_any, const int32_t* order, int64_t x
     return;
   // Every other form reads f32 rows (bf16 ones converted first) ...
   if (x_bf16)
-    return moe_experts(rows_to_f32(x_any, out_rows, gate[0].cols), order, 1, counts, n_experts, gate, up, down,
-                       out_any, out_dtype, out_rows, DType::f32);
+    return moe_experts(rows_to_f32(x_any, order, nullptr, n_experts, 0, total, total, out_rows, gate[0].cols), order,
+                       1, counts, n_experts, gate, up, down, out_any, out_dtype, out_rows, DType::f32);
   const float* x = static_cast<const float*>(x_any);
   // ... and writes f32 results, all out_rows rows of them then rounded for bf16.
   if (out_dtype == DType::bf16) {
@@ -361,8 +365,9 @@ void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int
     return;
   // Every other form reads f32 rows (bf16 ones converted first) ...
   if (x_bf16)
-    return moe_experts_fixed(rows_to_f32(x_any, out_rows, gate[0].cols), order, 1, counts, n_experts, capacity, rows,
-                             gate, up, down, out_any, out_dtype, out_rows, DType::f32);
+    return moe_experts_fixed(
+        rows_to_f32(x_any, order, counts, n_experts, capacity, 0, n_experts * capacity, out_rows, gate[0].cols), order,
+        1, counts, n_experts, capacity, rows, gate, up, down, out_any, out_dtype, out_rows, DType::f32);
   const float* x = static_cast<const float*>(x_any);
   // ... and writes f32 results, all out_rows rows of them then rounded for bf16.
   if (out_dtype == DType::bf16) {
