@@ -19,7 +19,7 @@
 // JSON line per (tokens, form).
 //
 //   mpirun -np 2 perf/ep_exchange_bench --device cuda --tokens 128,256
-//   mpirun -np 2 perf/ep_exchange_bench --device cuda --comm mpi --same-gpu --forms peer
+//   mpirun -np 2 perf/ep_exchange_bench --device cuda --comm mpi --same-gpu 1 --forms peer
 //     (two processes on one GPU: the peer form's correctness where only one GPU is at hand)
 #include <mpi.h>
 

@@ -22,12 +22,28 @@ for step in $steps; do
       [[ $ngpu -ge 2 ]] && $M -np 2 .gpupack/bin/alltoall_sweep --comm mpi --min-bytes 1K --max-bytes 64M --iters 20 2>&1 | grep -v '^{' | tee "$out/alltoall_mpi_np2.txt" ;;
     ep)  # the MoE exchange (issue 6, target 3): every form checked, then timed; two GPUs and more
       np=$(( ngpu >= 2 ? 2 : 1 ))
+      # Its ops against the CPU first (bf16 rows and results included), then the model through
+      # the exchange with itself on one GPU, bf16 rows on and off.
+      [[ -x .gpupack/bin/test_backend_parity ]] && .gpupack/bin/test_backend_parity \
+        --gtest_filter='*MoeEp*:*MoeExperts*:*GatherScatterCombine*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|FAILED  \]" |
+        tee "$out/ep_parity.txt"
+      if [[ -x .gpupack/bin/golden_forward ]]; then
+        for f in v2 v3; do for rows in 1 0; do
+          echo "-- $f DPA_EP_BF16_ROWS=$rows" | tee -a "$out/golden_self_exchange.txt"
+          DPA_EP_BF16_ROWS=$rows .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --device=cuda \
+            --weights=bf16 --ep-padded=4096 --ep-self-exchange --tbo=2 --cuda-graphs 2>&1 |
+            grep -E "worst|PASSED|FAILED" | tee -a "$out/golden_self_exchange.txt"
+        done; done
+      fi
+      # Two processes on one GPU: the peer form across processes, bf16 both ways.
+      $M -np 2 .gpupack/bin/ep_exchange_bench --device cuda --comm mpi --same-gpu 1 --forms peer --tokens 16,256 \
+        --iters 20 2>&1 | tee "$out/ep_exchange_same_gpu.txt"
       $M -np $np .gpupack/bin/ep_exchange_bench --device cuda --tokens 1,16,64,128,256,512 --iters 100 2>&1 | tee "$out/ep_exchange_np$np.txt"
       # The bytes moved: f32 rows and results against the default bf16 (same lease).
       $M -np $np .gpupack/bin/ep_exchange_bench --device cuda --tokens 128,256 --iters 100 --rows f32 --results f32 2>&1 | tee -a "$out/ep_exchange_np$np.txt"
       if [[ $ngpu -ge 2 && -x .gpupack/bin/golden_forward ]]; then  # the model over it, exact against padded
         for f in v2 v3; do for extra in "" "--cuda-graphs" "--tbo=2" "--tbo=2 --cuda-graphs"; do
-          $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --dp=2 --ep=2 --device=cuda \
+          $M -np 2 -x DPA_EP_BF16_ROWS .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --dp=2 --ep=2 --device=cuda \
             --weights=bf16 --ep-padded=4096 $extra 2>&1 | grep -E "PASSED|FAILED|decode graphs:|two-batch" | tee -a "$out/golden_ep_padded.txt"
         done; done
       fi ;;
