@@ -16,7 +16,8 @@
 // from the sorted slots to the rows in the local experts' order; combine = the results back and
 // weighted into the tokens. Per iteration: a barrier, CUDA events on the backend's stream (wall
 // clock on the CPU), the slowest rank's time; the median over --iters. Prints a table and one
-// JSON line per (tokens, form).
+// JSON line per (tokens, form), with the bytes that cross to other ranks each way (wire_MB: the
+// rows routed there, or the padded form's whole blocks over the communicator) and their rate.
 //
 //   mpirun -np 2 perf/ep_exchange_bench --device cuda --tokens 128,256
 //   mpirun -np 2 perf/ep_exchange_bench --device cuda --comm mpi --same-gpu 1 --forms peer
@@ -120,6 +121,9 @@ class Timer {
 struct Result {
   double dispatch_s = 0, combine_s = 0, max_rel_err = 0;
   bool recorded = false;  // max_rel_err < 0: the form is not available here
+  // Bytes this rank's rows and results cross to other ranks per direction (the most of any rank):
+  // the rows routed there (exact, peer), or whole blocks (padded over the communicator).
+  double wire_dispatch = 0, wire_combine = 0;
 };
 
 // One form at one token count on this rank.
@@ -148,6 +152,18 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
 
   uint64_t epoch = 0;
   dpa::model::EpExchange ex(be, comm, E, D, epoch, o.results, o.rows);
+  Result r;
+  {
+    const int64_t R = comm.size(), per = E / R, cap_rows = (T + 15) / 16 * 16 * std::min(K, per);
+    int64_t routed_away = 0;  // slots whose expert another rank owns
+    for (int32_t e : ids) routed_away += e / per != comm.rank();
+    const int64_t rows_away = form == Form::padded ? (R - 1) * cap_rows : routed_away;
+    double mine[2] = {static_cast<double>(rows_away * D * static_cast<int64_t>(dpa::dtype_size(o.rows))),
+                      static_cast<double>(rows_away * D * static_cast<int64_t>(dpa::dtype_size(o.results)))};
+    double most[2] = {0, 0};
+    MPI_Allreduce(mine, most, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    r.wire_dispatch = most[0], r.wire_combine = most[1];
+  }
   if (form == Form::peer) {
     const bool on = ex.enable_peer_memory((T + 15) / 16 * 16, K, true, [&](const std::vector<uint8_t>& mine) {
       std::vector<uint8_t> all(mine.size() * static_cast<std::size_t>(comm.size()));
@@ -155,7 +171,7 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
                     MPI_BYTE, MPI_COMM_WORLD);
       return all;
     });
-    if (!on) return Result{0, 0, -1, false};
+    if (!on) return Result{0, 0, -1, false, 0, 0};
   }
   std::vector<int64_t> counts(static_cast<std::size_t>(E));
   dpa::model::EpExchange::Local in;
@@ -203,7 +219,6 @@ Result run(Backend& be, dpa::dist::Communicator& comm, const Options& o, int64_t
   be.synchronize();
   void* g_dispatch = nullptr;
   void* g_combine = nullptr;
-  Result r;
   if (padded && be.capture_begin()) {
     dispatch();
     g_dispatch = be.capture_end();
@@ -318,11 +333,11 @@ int main(int argc, char** argv) {
   if (rt.rank() == 0)
     std::printf("# ep exchange: device=%s comm=%s ranks=%d hidden=%lld experts=%lld top_k=%lld rows %s, results %s,"
                 " iters=%d\n"
-                "%8s %8s %12s %12s %14s %9s %10s\n", o.device.c_str(), comm->name().c_str(), rt.size(), static_cast<long long>(o.hidden),
+                "%8s %8s %12s %12s %14s %10s %11s %11s %9s %10s\n", o.device.c_str(), comm->name().c_str(), rt.size(), static_cast<long long>(o.hidden),
                 static_cast<long long>(o.experts), static_cast<long long>(o.top_k),
                 std::string(dpa::dtype_name(o.rows)).c_str(),
                 std::string(dpa::dtype_name(o.results)).c_str(), o.iters, "tokens", "form",
-                "dispatch_us", "combine_us", "routed_MB/rank", "graphed", "max_rel");
+                "dispatch_us", "combine_us", "routed_MB/rank", "wire_MB", "disp_GB/s", "comb_GB/s", "graphed", "max_rel");
   std::vector<std::string> json;
   bool ok = true;
   // Rows in backend memory must be where the communicator moves them: on GPUs over MPI only the
@@ -343,18 +358,23 @@ int main(int argc, char** argv) {
       // The routed rows' bytes a rank sends (its own share included), as dispatched.
       const double mb = static_cast<double>(T * o.top_k * o.hidden * dpa::dtype_size(o.rows)) / 1e6;
       if (rt.rank() == 0) {
-        std::printf("%8lld %8s %12.1f %12.1f %14.2f %9s %10.1e%s\n", static_cast<long long>(T),
-                    form_name(form), r.dispatch_s * 1e6, r.combine_s * 1e6, mb,
+        // Rate over the link: what crossed to other ranks over the time (0 on one rank).
+        auto rate = [](double bytes, double s) { return s > 0 ? bytes / s / 1e9 : 0.0; };
+        std::printf("%8lld %8s %12.1f %12.1f %14.2f %10.2f %11.1f %11.1f %9s %10.1e%s\n", static_cast<long long>(T),
+                    form_name(form), r.dispatch_s * 1e6, r.combine_s * 1e6, mb, r.wire_dispatch / 1e6,
+                    rate(r.wire_dispatch, r.dispatch_s), rate(r.wire_combine, r.combine_s),
                     r.recorded ? "yes" : "no", r.max_rel_err, good ? "" : "  FAIL");
-        char line[400];
+        char line[480];
         std::snprintf(line, sizeof line,
                       "{\"bench\":\"ep_exchange\",\"device\":\"%s\",\"ranks\":%d,\"tokens\":%lld,\"hidden\":%lld,"
                       "\"experts\":%lld,\"top_k\":%lld,\"form\":\"%s\",\"dispatch_us\":%.2f,\"combine_us\":%.2f,"
-                      "\"rows\":\"%s\",\"results\":\"%s\",\"graphed\":%s,\"max_rel_err\":%.3g}",
+                      "\"rows\":\"%s\",\"results\":\"%s\",\"wire_dispatch_bytes\":%.0f,\"wire_combine_bytes\":%.0f,"
+                      "\"graphed\":%s,\"max_rel_err\":%.3g}",
                       o.device.c_str(), rt.size(), static_cast<long long>(T), static_cast<long long>(o.hidden),
                       static_cast<long long>(o.experts), static_cast<long long>(o.top_k), form_name(form),
                       r.dispatch_s * 1e6, r.combine_s * 1e6, std::string(dpa::dtype_name(o.rows)).c_str(),
-                      std::string(dpa::dtype_name(o.results)).c_str(), r.recorded ? "true" : "false", r.max_rel_err);
+                      std::string(dpa::dtype_name(o.results)).c_str(), r.wire_dispatch, r.wire_combine,
+                      r.recorded ? "true" : "false", r.max_rel_err);
         json.push_back(line);
       }
     }
