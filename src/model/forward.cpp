@@ -93,6 +93,9 @@ Model::Model(const Checkpoint& ckpt, backend::Backend& be, const ShardSpec& shar
   bf16_rows_ = env_switch("DPA_EP_BF16_ROWS", be_.bf16_expert_rows());
   prepare_weights();
   const ExchangeTypes ex_types = exchange_ ? exchange_types() : ExchangeTypes{};
+  if (exchange_ && comms_.ep->rank() == 0 && shard.attn_tp_rank == 0)
+    log::info("ep exchange: rows out in {}, results back in {}", dtype_name(ex_types.rows),
+              dtype_name(ex_types.results));
   // One exchange a micro-batch: the second only for the two-batch overlap.
   for (int i = 0; i < (opts_.two_batch_overlap_min_tokens > 0 ? 2 : 1) && exchange_; ++i) {
     auto& ex = micro_[i].ex;
