@@ -585,20 +585,22 @@ class Buffer {
 // The plain fp32 CPU reference.
 std::unique_ptr<Backend> make_cpu_backend();
 
+// The experts' x on every backend (same message): f32, or bf16 rows with row divisor 1 and their
+// count in out_rows.
+void check_expert_rows(const char* op, DType x_dtype, int64_t x_div, int64_t out_rows);
 // The argument checks moe_ep_pack / moe_ep_unpack share on every backend (same messages).
 void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t x_div);
-// ... and those of the peer-memory form: blocks of at least capacity + 1 rows, the header's counts
-// within a row, rows of an even number of floats (the int64 headers stay aligned).
-void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride, int64_t d);
+// The bytes of one row of d values the exchange dispatches (moe_ep_pack*, gather_rows_div, the
+// experts' x): f32, or bf16 with d % 4 == 0 (the peer form's int64 headers stay aligned).
+std::size_t ep_row_bytes(const char* op, int64_t d, DType dtype);
+// ... and those of the peer-memory form, which returns a row's bytes: blocks of at least
+// capacity + 1 rows, rows of d values of `rows` (as ep_row_bytes) that hold the header's per_peer
+// int64 counts and keep them 8-byte aligned.
+std::size_t check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride,
+                           int64_t d, DType rows = DType::f32);
 // The bytes of one result row of d values in moe_ep_return_peers: f32, or bf16 with d even (the
 // row a whole number of 4-byte words); anything else throws.
 std::size_t ep_result_row_bytes(const char* op, int64_t d, DType dtype);
-// The same for the exchange's dispatched rows (moe_ep_pack*, gather_rows_div, the experts' x):
-// bf16 needs d % 4 == 0, so that the peer form's int64 headers stay aligned.
-std::size_t ep_row_bytes(const char* op, int64_t d, DType dtype);
-// ... and of the peer-memory form's rows, which must also hold a block's header (per_peer int64
-// counts).
-std::size_t ep_peer_row_bytes(const char* op, int64_t per_peer, int64_t d, DType dtype);
 
 // moe_experts one expert at a time through be's plain ops (gather, gate and up, SwiGLU, down,
 // scatter): the CPU reference's definition, and the CUDA backend's path for experts of mixed

@@ -31,6 +31,13 @@ void Backend::attention_packed_mla(const float* q, const float* kvb, const float
   attention_packed(q, k, v, seqs, n_seqs, n_heads, dqk, d_v, scale, out);
 }
 
+void check_expert_rows(const char* op, DType x_dtype, int64_t x_div, int64_t out_rows) {
+  if (x_dtype == DType::f32) return;
+  if (x_dtype != DType::bf16 || x_div != 1 || out_rows <= 0)
+    throw Error(fmt::format("{}: {} rows with row divisor {} and {} result rows (bf16 rows need 1 and the rows' "
+                            "count)", op, dtype_name(x_dtype), x_div, out_rows));
+}
+
 void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t x_div) {
   if (n_peers < 1 || per_peer < 1 || capacity < 0 || x_div < 1)
     throw Error(fmt::format("{}: {} peers of {} experts, capacity {}, row divisor {}", op, n_peers, per_peer,
@@ -39,12 +46,16 @@ void check_ep_layout(const char* op, int64_t n_peers, int64_t per_peer, int64_t 
     throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, capacity));
 }
 
-void check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride, int64_t d) {
-  if (stride < capacity + 1 || per_peer * 2 > d || d % 2 != 0)
-    throw Error(fmt::format("{}: blocks of {} rows for {} rows and a header; {} counts in rows of {} floats", op,
-                            stride, capacity, per_peer, d));
+std::size_t check_ep_peers(const char* op, int64_t n_peers, int64_t per_peer, int64_t capacity, int64_t stride,
+                           int64_t d, DType rows) {
+  const std::size_t row = ep_row_bytes(op, d, rows);
+  if (stride < capacity + 1 || per_peer < 0 || static_cast<std::size_t>(per_peer) * sizeof(int64_t) > row ||
+      row % sizeof(int64_t) != 0)
+    throw Error(fmt::format("{}: blocks of {} rows for {} rows and a header; {} counts in rows of {} {} values", op,
+                            stride, capacity, per_peer, d, dtype_name(rows)));
   if (n_peers * stride > INT32_MAX)
     throw Error(fmt::format("{}: {} peers x {} rows do not fit 32-bit row ids", op, n_peers, stride));
+  return row;
 }
 
 std::size_t ep_result_row_bytes(const char* op, int64_t d, DType dtype) {
@@ -58,14 +69,6 @@ std::size_t ep_row_bytes(const char* op, int64_t d, DType dtype) {
   if (dtype == DType::f32) return static_cast<std::size_t>(d) * sizeof(float);
   if (dtype == DType::bf16 && d % 4 == 0) return static_cast<std::size_t>(d) * sizeof(uint16_t);
   throw Error(fmt::format("{}: rows of {} {} values (f32, or bf16 with a multiple of 4)", op, d, dtype_name(dtype)));
-}
-
-std::size_t ep_peer_row_bytes(const char* op, int64_t per_peer, int64_t d, DType dtype) {
-  const std::size_t row = ep_row_bytes(op, d, dtype);
-  if (per_peer < 0 || static_cast<std::size_t>(per_peer) * sizeof(int64_t) > row)
-    throw Error(fmt::format("{}: a header of {} counts does not fit a row of {} {} values", op, per_peer, d,
-                            dtype_name(dtype)));
-  return row;
 }
 
 void Backend::paged_gather_many(const PagedLatent* caches, const int64_t* n, const int64_t* row0, int64_t n_seqs,

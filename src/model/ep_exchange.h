@@ -85,7 +85,6 @@ class EpExchange {
   // the last dispatch; moe_experts' out and out_rows).
   void* results() { return out_.data(); }
   DType results_dtype() const { return res_dtype_; }
-  DType rows_dtype() const { return rows_dtype_; }
   int64_t result_rows() const { return res_rows_; }
 
   // The results back to their slots: slot s's result is y[rows[s]] (moe_combine's rows).

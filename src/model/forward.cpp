@@ -243,10 +243,9 @@ void Model::prepare_weights() {
 // would make a token's results depend on the EP layout; forced there, they add that rounding.
 Model::ExchangeTypes Model::exchange_types() {
   bool bf16 = true;
-  for (const auto& down : expert_down_)
-    if (!down.empty() && (down[0].dtype != DType::bf16)) bf16 = false;
-  for (const auto& gate : expert_gate_)
-    if (!gate.empty() && (gate[0].dtype != DType::bf16)) bf16 = false;
+  for (std::size_t l = 0; l < expert_down_.size(); ++l)
+    if (!expert_down_[l].empty())
+      bf16 = bf16 && expert_gate_[l][0].dtype == DType::bf16 && expert_down_[l][0].dtype == DType::bf16;
   const int64_t D = config().hidden_size;
   const std::array<int32_t, 2> mine = {bf16 && bf16_results_ && D % 2 == 0, bf16 && bf16_rows_ && D % 4 == 0};
   backend::Buffer<int32_t> flags(be_, mine.size());

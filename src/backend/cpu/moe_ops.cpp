@@ -154,10 +154,8 @@ void CpuBackend::moe_experts(const void* x_any, const int32_t* order, int64_t x_
                              const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows,
                              DType x_dtype) {
   if (x_div < 1) throw Error(fmt::format("moe_experts: row divisor {}", x_div));
-  if (x_dtype != DType::f32) {  // bf16 rows: the same values in f32 (exact), then as ever
-    if (x_dtype != DType::bf16 || x_div != 1 || out_rows <= 0)
-      throw Error(fmt::format("moe_experts: {} rows with row divisor {} and {} result rows (bf16 rows need 1 and "
-                              "the rows' count)", dtype_name(x_dtype), x_div, out_rows));
+  check_expert_rows("moe_experts", x_dtype, x_div, out_rows);
+  if (x_dtype == DType::bf16) {  // the same values in f32 (exact), then as ever
     if (n_experts <= 0) return;
     const auto* xb = static_cast<const uint16_t*>(x_any);
     std::vector<float> xf(static_cast<std::size_t>(out_rows * gate[0].cols));
@@ -259,9 +257,9 @@ void CpuBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_t
                                    int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
                                    int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row,
                                    DType rows_dtype) {
-  check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  const std::size_t row = check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d,
+                                         rows_dtype);
   check_ep_layout("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, x_div);
-  const std::size_t row = ep_peer_row_bytes("moe_ep_pack_peers", experts_per_peer, d, rows_dtype);
   auto block = [&](int64_t p) { return reinterpret_cast<char*>(peers.blocks[p]); };
   pack_slots("moe_ep_pack_peers", x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d,
              rows_dtype, slot_row, [&](int64_t p, int64_t i) { return block(p) + i * row; });
@@ -276,8 +274,8 @@ void CpuBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_t
 void CpuBackend::moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                                      int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
                                      int64_t* counts, int64_t* local_counts, int32_t* order, DType rows_dtype) {
-  check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d);
-  const std::size_t row = ep_peer_row_bytes("moe_ep_unpack_peers", experts_per_peer, d, rows_dtype);
+  const std::size_t row = check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d,
+                                         rows_dtype);
   moe_ep_wait(flags, n_peers, seq);
   for (int64_t p = 0; p < n_peers; ++p)
     std::copy_n(reinterpret_cast<const int64_t*>(static_cast<const char*>(area) + (p * stride + capacity) * row),

@@ -76,16 +76,6 @@ const float* CudaBackend::rows_to_f32(const void* x, const int32_t* order, const
   return rows_f32_.data();
 }
 
-namespace {
-// The experts' x: f32, or bf16 rows with row divisor 1 and their count in out_rows.
-void check_expert_rows(const char* op, DType x_dtype, int64_t x_div, int64_t out_rows) {
-  if (x_dtype == DType::f32) return;
-  if (x_dtype != DType::bf16 || x_div != 1 || out_rows <= 0)
-    throw Error(fmt::format("{}: {} rows with row divisor {} and {} result rows (bf16 rows need 1 and the rows' "
-                            "count)", op, dtype_name(x_dtype), x_div, out_rows));
-}
-}  // namespace
-
 void CudaBackend::moe_experts(const void* x_any, const int32_t* order, int64_t x_div, const int64_t* counts,
                               int64_t n_experts, const WeightView* gate, const WeightView* up,
                               const WeightView* down, void* out_any, DType out_dtype, int64_t out_rows,
@@ -621,9 +611,8 @@ void CudaBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_
                                     int64_t n_peers, int64_t experts_per_peer, int64_t capacity, int64_t stride,
                                     int64_t n_slots, int64_t d, const EpPeers& peers, int32_t* slot_row,
                                     DType rows_dtype) {
-  check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d);
+  check_ep_peers("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, stride, d, rows_dtype);
   check_ep_layout("moe_ep_pack_peers", n_peers, experts_per_peer, capacity, x_div);
-  ep_peer_row_bytes("moe_ep_pack_peers", experts_per_peer, d, rows_dtype);
   if (n_slots > 0 && capacity == 0) throw Error(fmt::format("moe_ep_pack_peers: {} slots, capacity 0", n_slots));
   kernels::moe_ep_pack_peers(x, order, x_div, counts, n_peers, experts_per_peer, capacity, stride, n_slots, d,
                              kernel_peers(peers), slot_row, rows_dtype == DType::bf16, stream_);
@@ -633,9 +622,9 @@ void CudaBackend::moe_ep_pack_peers(const float* x, const int32_t* order, int64_
 void CudaBackend::moe_ep_unpack_peers(const void* area, const int64_t* flags, const int64_t* seq, int64_t n_peers,
                                       int64_t experts_per_peer, int64_t capacity, int64_t stride, int64_t d,
                                       int64_t* counts, int64_t* local_counts, int32_t* order, DType rows_dtype) {
-  check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d);
   const auto row_bytes =
-      static_cast<int64_t>(ep_peer_row_bytes("moe_ep_unpack_peers", experts_per_peer, d, rows_dtype));
+      static_cast<int64_t>(check_ep_peers("moe_ep_unpack_peers", n_peers, experts_per_peer, capacity, stride, d,
+                                          rows_dtype));
   if (n_peers * experts_per_peer > kernels::kEpLayoutMaxExperts)
     throw Error(fmt::format("moe_ep_unpack_peers: {} experts, at most {}", n_peers * experts_per_peer,
                             kernels::kEpLayoutMaxExperts));
