@@ -39,12 +39,12 @@ struct BatchRunner::Line {
   std::string reject;  // engine refusal message, if any
 };
 
-std::pair<std::vector<std::string>, uint64_t> scan_batch_output(const std::string& path) {
-  std::vector<std::string> ids;
+BatchOutputScan scan_batch_output(const std::string& path) {
+  BatchOutputScan scan;
   std::ifstream in(path, std::ios::binary);
-  if (!in) return {ids, 0};
+  if (!in) return scan;
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  uint64_t good = 0, pos = 0;
+  uint64_t pos = 0;
   while (pos < data.size()) {
     const std::size_t nl = data.find('\n', pos);
     if (nl == std::string::npos) break;  // torn last line: no newline
@@ -57,11 +57,15 @@ std::pair<std::vector<std::string>, uint64_t> scan_batch_output(const std::strin
         throw Error(fmt::format("{}: line at byte {} is not a batch output line; refusing to resume over it", path, pos));
       break;  // an unparsable last line is torn
     }
-    ids.push_back(cid->is_string() ? std::string(cid->as_string()) : json::serialize(*cid));
+    if (cid->is_string()) {
+      scan.custom_ids.emplace_back(cid->as_string());
+    } else if (const json::value* id = v.as_object().if_contains("id"); id && id->is_string()) {
+      scan.unnamed_ids.emplace_back(id->as_string());
+    }
     pos = nl + 1;
-    good = pos;
+    scan.good_bytes = pos;
   }
-  return {ids, good};
+  return scan;
 }
 
 BatchRunner::BatchRunner(const BatchOptions& opt, const ModelInfo& model, engine::Engine& engine,
@@ -83,10 +87,20 @@ void BatchRunner::on_reject(const engine::Rejection& r) {
 }
 
 namespace {
-std::string error_line(const std::string& custom_id_json, int64_t index, const std::string& code,
+// The custom_id an error line echoes: the line's own value, or null where there is none or where its
+// JSON text would not read back (a number beyond double range parses to infinity, which serializes
+// to text no JSON parser accepts; --resume must be able to read every line written).
+json::value echoed_custom_id(const json::value* cid) {
+  if (!cid) return nullptr;
+  boost::system::error_code ec;
+  (void)json::parse(json::serialize(*cid), ec);
+  return ec ? json::value(nullptr) : *cid;
+}
+
+std::string error_line(const json::value& custom_id, int64_t index, const std::string& code,
                        const std::string& message) {
   json::object o{{"id", fmt::format("batch_req_{}", index)},
-                 {"custom_id", json::parse(custom_id_json)},
+                 {"custom_id", custom_id},
                  {"response", nullptr},
                  {"error", json::object{{"code", code}, {"message", message}}}};
   return json::serialize(o);
@@ -102,55 +116,59 @@ std::string response_line(const std::string& custom_id, int64_t index, int statu
 }
 }  // namespace
 
-void BatchRunner::submit_line(int64_t index, const std::string& text) {
+ReadLine read_batch_line(int64_t index, const std::string& text, const ModelInfo& model) {
+  ReadLine r;
   boost::system::error_code ec;
   json::value v = json::parse(text, ec);
   if (ec || !v.is_object()) {
-    ready_[index] = error_line("null", index, "invalid_json", ec ? "the line is not valid JSON: " + ec.message()
+    r.error_line = error_line(nullptr, index, "invalid_json", ec ? "the line is not valid JSON: " + ec.message()
                                                                  : "the line is not a JSON object");
-    ++summary_.errors;
-    return;
+    return r;
   }
   const auto& o = v.as_object();
   const json::value* cid = o.if_contains("custom_id");
   if (!cid || !cid->is_string()) {
-    ready_[index] = error_line(cid ? json::serialize(*cid) : "null", index, "invalid_request", "'custom_id' must be a string");
-    ++summary_.errors;
-    return;
+    r.error_line = error_line(echoed_custom_id(cid), index, "invalid_request", "'custom_id' must be a string");
+    return r;
   }
-  const std::string custom_id(cid->as_string());
-  const std::string cid_json = json::serialize(*cid);
+  r.custom_id = std::string(cid->as_string());
   const json::value* url = o.if_contains("url");
   const json::value* body = o.if_contains("body");
   const json::value* method = o.if_contains("method");
   if (method && (!method->is_string() || method->as_string() != "POST")) {
-    ready_[index] = error_line(cid_json, index, "invalid_request", "'method' must be \"POST\"");
-    ++summary_.errors;
-    return;
+    r.error_line = error_line(*cid, index, "invalid_request", "'method' must be \"POST\"");
+    return r;
   }
   Endpoint ep;
   if (url && url->is_string() && url->as_string() == "/v1/completions") ep = Endpoint::completions;
   else if (url && url->is_string() && url->as_string() == "/v1/chat/completions") ep = Endpoint::chat;
   else {
-    ready_[index] = error_line(cid_json, index, "invalid_url", "'url' must be /v1/completions or /v1/chat/completions");
-    ++summary_.errors;
-    return;
+    r.error_line = error_line(*cid, index, "invalid_url", "'url' must be /v1/completions or /v1/chat/completions");
+    return r;
   }
   if (!body || !body->is_object()) {
-    ready_[index] = error_line(cid_json, index, "invalid_request", "'body' must be an object");
+    r.error_line = error_line(*cid, index, "invalid_request", "'body' must be an object");
+    return r;
+  }
+  try {
+    r.req = parse_request(*body, ep, model);
+  } catch (const ApiError& e) {
+    r.error_line = response_line(r.custom_id, index, e.status, e.body());
+  }
+  return r;
+}
+
+void BatchRunner::submit_line(int64_t index, const std::string& text) {
+  ReadLine read = read_batch_line(index, text, model_);
+  if (!read.error_line.empty()) {
+    ready_[index] = std::move(read.error_line);
     ++summary_.errors;
     return;
   }
   auto line = std::make_unique<Line>();
   line->index = index;
-  line->custom_id = custom_id;
-  try {
-    line->req = parse_request(*body, ep, model_);
-  } catch (const ApiError& e) {
-    ready_[index] = response_line(custom_id, index, e.status, e.body());
-    ++summary_.errors;
-    return;
-  }
+  line->custom_id = std::move(read.custom_id);
+  line->req = std::move(read.req);
   const auto& req = line->req;
   for (std::size_t p = 0; p < req.prompts.size(); ++p)
     for (int j = 0; j < req.n; ++j) {
@@ -257,8 +275,12 @@ void BatchRunner::run() {
     engine::Engine& e;
     ~Shutdown() { e.shutdown(); }
   } shutdown{engine_};
-  auto [done_ids, good_bytes] = scan_batch_output(opt_.output);
-  std::set<std::string> done(done_ids.begin(), done_ids.end());
+  const BatchOutputScan scan = scan_batch_output(opt_.output);
+  const uint64_t good_bytes = scan.good_bytes;
+  std::set<std::string> done(scan.custom_ids.begin(), scan.custom_ids.end());
+  // A line without a string custom_id never reaches the engine; its error line names it by line
+  // number, and a rerun over the same input does not write it twice.
+  const std::set<std::string> unnamed_done(scan.unnamed_ids.begin(), scan.unnamed_ids.end());
   // Whatever follows the last whole line is a torn one, also when it is the file's only content.
   std::error_code size_ec;
   const uintmax_t size = std::filesystem::file_size(opt_.output, size_ec);
@@ -267,7 +289,8 @@ void BatchRunner::run() {
       throw Error(fmt::format("{}: cannot cut the torn last line", opt_.output));
     log::warn("batch: dropped a torn last line of {} bytes from {}", size - good_bytes, opt_.output);
   }
-  if (!done.empty()) log::info("batch: resuming: {} lines already in {}", done.size(), opt_.output);
+  if (!done.empty() || !unnamed_done.empty())
+    log::info("batch: resuming: {} lines already in {}", done.size() + unnamed_done.size(), opt_.output);
   out_ = std::fopen(opt_.output.c_str(), "ab");
   if (!out_) throw Error(fmt::format("cannot open {} for writing", opt_.output));
   std::ifstream in(opt_.input);
@@ -304,12 +327,14 @@ void BatchRunner::run() {
       boost::system::error_code ec;
       json::value v = json::parse(lines[next], ec);
       const json::value* cid = (!ec && v.is_object()) ? v.as_object().if_contains("custom_id") : nullptr;
-      if (cid && cid->is_string() && done.count(std::string(cid->as_string()))) {
+      const bool named = cid && cid->is_string();
+      if ((named && done.count(std::string(cid->as_string()))) ||
+          (!named && unnamed_done.count(fmt::format("batch_req_{}", next)))) {
         ready_[next] = "";  // written by an earlier run
         ++summary_.skipped;
       } else {
         submit_line(next, lines[next]);
-        if (cid && cid->is_string()) done.insert(std::string(cid->as_string()));  // a duplicate later is skipped
+        if (named) done.insert(std::string(cid->as_string()));  // a duplicate later is skipped
       }
       ++next;
     }

@@ -35,10 +35,27 @@ struct BatchSummary {
   bool interrupted = false;
 };
 
-// Scans an existing output file: returns the custom_ids of its complete lines and the byte length
-// of that complete prefix (a torn or unparsable last line is excluded). Throws dpa::Error when a
-// line other than the last is not valid JSON.
-std::pair<std::vector<std::string>, uint64_t> scan_batch_output(const std::string& path);
+// What an existing output file holds: the custom_ids of its complete lines; the ids
+// ("batch_req_<line>") of its error lines for input lines without a string custom_id, which only
+// their line number names; and the byte length of the complete prefix (a torn or unparsable last
+// line is excluded).
+struct BatchOutputScan {
+  std::vector<std::string> custom_ids;
+  std::vector<std::string> unnamed_ids;
+  uint64_t good_bytes = 0;
+};
+// Throws dpa::Error when a line other than the last is not valid JSON.
+BatchOutputScan scan_batch_output(const std::string& path);
+
+// One input line read and checked as the runner does before it submits: either error_line (the
+// output line that answers a malformed line or a rejected request: valid JSON that --resume reads
+// back) or the custom_id and the parsed request. Never throws for bad input.
+struct ReadLine {
+  std::string error_line;
+  std::string custom_id;
+  ParsedRequest req;
+};
+ReadLine read_batch_line(int64_t index, const std::string& text, const ModelInfo& model);
 
 class BatchRunner {
  public:

@@ -6,7 +6,8 @@
 #  3. a batch killed with SIGKILL mid-run and rerun yields every custom_id exactly once, with the
 #     same outputs as an uninterrupted run (a torn last line included);
 #  4. bench prints the block and the JSON line; --profile-phases the phases, the decode step's
-#     floor and the coarse split; --trace writes the per-step HDF5 trace.
+#     floor and the coarse split; --trace writes the per-step HDF5 trace;
+#  5. bad lines among good ones each get an error line, and a rerun resumes over them.
 # The engine itself checks at exit that every replica's free + used KV pages equal the total and
 # that no page is still held (it aborts the job otherwise), so every run below checks that too.
 #   batch_e2e.sh MPIEXEC DPA_SERVE INPUT_JSONL WORKDIR
@@ -270,5 +271,44 @@ DPA_MOE_FIXED_TOKENS=4096 timeout 300 $M -np 1 -x DPA_MOE_FIXED_TOKENS "$bin" be
 if [[ -f "$work/trace1.h5" ]] && [[ $(sum_ds "$work/trace1.h5" /tokens) -eq 138 ]] \
    && [[ $(sum_ds "$work/trace1.h5" /expert_tokens) -eq $((138 * 2 * 2)) ]]; then ok "bench --trace with DPA_MOE_FIXED_TOKENS: expert counts"
 else bad "fixed-capacity trace: tokens=$(sum_ds "$work/trace1.h5" /tokens) experts=$(sum_ds "$work/trace1.h5" /expert_tokens)"; fi
+
+# 5. Bad lines among good ones: each gets an error line of its own (in input order) and the good
+# lines still run; every line written is strict JSON, so a rerun resumes over the file (a custom_id
+# beyond double range once aborted the runner, and would have written a line no parser reads).
+$py - "$work/bad_in.jsonl" <<'PY'
+import json, sys
+good = lambda cid: json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/completions",
+                               "body": {"prompt": "Hello there", "max_tokens": 4, "temperature": 0}})
+lines = [good("g0"), "not json at all", "[1, 2, 3]",
+         '{"method": "POST", "url": "/v1/completions", "body": {}}',
+         '{"custom_id": 554555555545e55555, "url": "/v1/completions", "body": {}}',
+         '{"custom_id": [1e99999, "x"], "url": "/v1/completions", "body": {}}',
+         '{"custom_id": 7, "url": "/v1/completions", "body": {}}', good("g1"),
+         '{"custom_id": "m", "method": "GET", "url": "/v1/completions", "body": {}}',
+         '{"custom_id": "u", "url": "/v1/embeddings", "body": {}}',
+         '{"custom_id": "b", "url": "/v1/completions", "body": "prompt"}',
+         '{"custom_id": "p", "url": "/v1/completions", "body": {"prompt": "x", "max_tokens": -3}}', good("g2")]
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+check_bad_out() { $py - "$1" <<'PY'
+import json, sys
+def strict(c): raise ValueError("non-standard JSON constant " + c)
+rows = [json.loads(l, parse_constant=strict) for l in open(sys.argv[1])]
+want = [200, "invalid_json", "invalid_json", "invalid_request", "invalid_request", "invalid_request", "invalid_request",
+        200, "invalid_request", "invalid_url", "invalid_request", 400, 200]
+got = [(o["response"]["status_code"] if o["response"] else o["error"]["code"]) for o in rows]
+assert got == want, got
+assert [o["id"] for o in rows] == ["batch_req_%d" % i for i in range(len(want))], [o["id"] for o in rows]
+assert [o["custom_id"] for o in rows[3:7]] == [None, None, None, 7], [o["custom_id"] for o in rows[3:7]]
+PY
+}
+if timeout 300 $M -np 1 "$bin" batch "${model[@]}" --log-level warn --input "$work/bad_in.jsonl" --output "$work/bad_out.jsonl" \
+     >"$work/bad.log" 2>&1 && check_bad_out "$work/bad_out.jsonl" >>"$work/bad.log" 2>&1; then
+  ok "bad batch lines: an error line each, the good lines answered, every line strict JSON"
+else bad "bad batch lines: $(tail -5 "$work/bad.log")"; fi
+if timeout 300 $M -np 1 "$bin" batch "${model[@]}" --log-level info --input "$work/bad_in.jsonl" --output "$work/bad_out.jsonl" \
+     >"$work/bad_rerun.log" 2>&1 && grep -q "13 skipped" "$work/bad_rerun.log" && [[ $(wc -l <"$work/bad_out.jsonl") -eq 13 ]]; then
+  ok "a rerun resumes over a file with error lines and writes none of them again"
+else bad "rerun over error lines: $(tail -3 "$work/bad_rerun.log")"; fi
 
 finish

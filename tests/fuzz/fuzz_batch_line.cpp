@@ -1,8 +1,6 @@
 // fuzz_batch_line: the batch runner's parsers of untrusted lines.
-//  mode 0: one input JSONL line validated as BatchRunner::submit_line does before it submits
-//          (JSON object, string custom_id, method POST, url, object body, serve::parse_request).
-//          submit_line itself is private and submits to a live engine, so its validation steps
-//          are mirrored here step by step; parse_request is the shared code under test.
+//  mode 0: one input JSONL line read as BatchRunner::submit_line reads it before it submits
+//          (serve::read_batch_line); an error line it writes must be JSON that --resume reads.
 //  mode 1: the bytes as an output file that --resume scans (serve::scan_batch_output), from an
 //          in-memory file (memfd); dpa::Error (a corrupt non-last line) is the documented outcome.
 #include <sys/mman.h>
@@ -25,30 +23,17 @@ namespace json = boost::json;
 
 void line(const std::string& text) {
   const auto& f = fuzz::model_fixture();
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) return;
-  const auto& o = v.as_object();
-  const json::value* cid = o.if_contains("custom_id");
-  if (!cid || !cid->is_string()) {
-    (void)json::parse(cid ? json::serialize(*cid) : "null");  // error_line re-parses it
+  serve::ReadLine r = serve::read_batch_line(7, text, f.info);
+  if (r.error_line.empty()) {
+    if (r.req.prompts.empty() || r.req.n < 1) __builtin_trap();
     return;
   }
-  const json::value* url = o.if_contains("url");
-  const json::value* body = o.if_contains("body");
-  const json::value* method = o.if_contains("method");
-  if (method && (!method->is_string() || method->as_string() != "POST")) return;
-  serve::Endpoint ep;
-  if (url && url->is_string() && url->as_string() == "/v1/completions") ep = serve::Endpoint::completions;
-  else if (url && url->is_string() && url->as_string() == "/v1/chat/completions") ep = serve::Endpoint::chat;
-  else return;
-  if (!body || !body->is_object()) return;
-  try {
-    serve::ParsedRequest r = serve::parse_request(*body, ep, f.info);
-    if (r.prompts.empty() || r.n < 1) __builtin_trap();
-  } catch (const serve::ApiError& e) {
-    (void)json::serialize(e.body());
-  }
+  // What the runner writes for a bad line must read back on --resume: one JSON object with a
+  // custom_id, on one line.
+  if (r.error_line.find('\n') != std::string::npos) __builtin_trap();
+  boost::system::error_code ec;
+  json::value v = json::parse(r.error_line, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("custom_id")) __builtin_trap();
 }
 
 void scan(const uint8_t* data, size_t size) {
@@ -62,9 +47,8 @@ void scan(const uint8_t* data, size_t size) {
     off += static_cast<size_t>(n);
   }
   fuzz::expect_clean([&] {
-    auto [ids, good] = serve::scan_batch_output("/proc/self/fd/" + std::to_string(fd));
-    if (good > size) __builtin_trap();
-    (void)ids;
+    const serve::BatchOutputScan s = serve::scan_batch_output("/proc/self/fd/" + std::to_string(fd));
+    if (s.good_bytes > size) __builtin_trap();
   });
 }
 }  // namespace
