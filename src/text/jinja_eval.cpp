@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <vector>
 
 #include "text/jinja_builtins.h"
 
@@ -14,6 +15,32 @@ namespace dpa::text::jinja {
 namespace json = boost::json;
 
 namespace {
+
+// What a value costs to hold, in bytes: 64 a node (a Boost.JSON value is 16 bytes; an array or
+// object slot, its table and the allocation around it bring a nested one to about 64) plus its
+// strings and keys, nested values included (an explicit stack: values built at run time may nest
+// deeper than the call stack allows).
+constexpr uint64_t kNode = 64;
+uint64_t held_bytes(const json::value& root) {
+  uint64_t n = 0;
+  std::vector<const json::value*> todo{&root};
+  while (!todo.empty()) {
+    const json::value* v = todo.back();
+    todo.pop_back();
+    n += kNode;
+    if (v->is_string()) {
+      n += v->get_string().size();
+    } else if (v->is_array()) {
+      for (const auto& x : v->get_array()) todo.push_back(&x);
+    } else if (v->is_object()) {
+      for (const auto& kv : v->get_object()) {
+        n += kv.key().size();
+        todo.push_back(&kv.value());
+      }
+    }
+  }
+  return n;
+}
 
 class Evaluator {
  public:
@@ -32,9 +59,11 @@ class Evaluator {
  private:
   enum class Flow { normal, break_loop, continue_loop };
   static constexpr int kMaxMacroDepth = 64;
-  static constexpr uint64_t kMaxRepeat = 1 << 24;
-  // Bytes (or items) one render may build by concatenation, repetition and output: a template
-  // that loops over large strings ends with an error instead of running for minutes.
+  static constexpr uint64_t kMaxRepeat = 1 << 24;  // bytes one repetition may build
+  // Bytes one render may build by concatenation, repetition, list and dict literals and output: a
+  // template that loops over large strings ends with an error instead of running for minutes.
+  // Lists count what they hold (held_bytes), nested lists included: [[2] * 90000] * 9000 copies
+  // 810 million values, not 9000.
   static constexpr uint64_t kMaxBuilt = uint64_t{1} << 26;
   uint64_t built_ = 0;
   void charge(uint64_t n) {
@@ -112,9 +141,10 @@ class Evaluator {
     for (size_t i = 0; i < targets.size(); ++i) frames_.back().vars[targets[i]] = parts[i];
   }
 
-  void exec_set(const Node& n, const Value& v) {
+  void exec_set(const Node& n, Value v) {
     if (n.attr.empty()) {
-      bind_targets(n, n.targets, v);
+      if (n.targets.size() == 1) frames_.back().vars[n.targets[0]] = std::move(v);
+      else bind_targets(n, n.targets, v);
       return;
     }
     Value target = lookup(n.targets[0]);
@@ -122,7 +152,7 @@ class Evaluator {
       fail(n.line, n.column, "cannot assign attribute '" + n.attr + "' on '" + n.targets[0] +
                                  "', which is not a namespace()");
     }
-    target.ns()->set(n.attr, v);
+    target.ns()->set(n.attr, std::move(v));
   }
 
   void exec_for(const Node& n, std::string& out) {
@@ -260,7 +290,11 @@ class Evaluator {
       case Expr::Kind::list:
       case Expr::Kind::tuple: {
         json::array a;
-        for (const auto& c : e.children) a.push_back(eval(*c).to_json());
+        for (const auto& c : e.children) {
+          json::value v = eval(*c).to_json();  // a namespace() becomes the object it holds
+          charge(held_bytes(v));
+          a.push_back(std::move(v));
+        }
         return Value(json::value(std::move(a)));
       }
       case Expr::Kind::dict: {
@@ -268,7 +302,9 @@ class Evaluator {
         for (size_t i = 0; i + 1 < e.children.size(); i += 2) {
           Value k = eval(*e.children[i]);
           if (!k.is_string()) throw Error("dict keys must be strings here, got " + type_name(k));
-          o[k.str()] = eval(*e.children[i + 1]).to_json();
+          json::value v = eval(*e.children[i + 1]).to_json();
+          charge(k.str().size() + held_bytes(v));
+          o[k.str()] = std::move(v);
         }
         return Value(json::value(std::move(o)));
       }
@@ -381,7 +417,7 @@ class Evaluator {
         return Value(json::value(json::string(std::string(l.str()) + std::string(r.str()))));
       }
       if (l.is_array() && r.is_array()) {
-        charge(l.json().get_array().size() + r.json().get_array().size());
+        charge(held_bytes(l.json()) + held_bytes(r.json()));
         json::array a = l.json().get_array();
         for (const auto& x : r.json().get_array()) a.push_back(x);
         return Value(json::value(std::move(a)));
@@ -393,9 +429,10 @@ class Evaluator {
       if (times.is_int() || times.is_bool()) {
         int64_t n = times.as_int();
         // Bounded output: "x" * 10**12 would exhaust memory.
-        const std::size_t unit = seq.is_string() ? seq.str().size() : seq.json().get_array().size();
+        const uint64_t unit = seq.is_string() ? seq.str().size()
+                              : seq.json().get_array().empty() ? 0 : held_bytes(seq.json()) - kNode;
         if (n > 0 && unit > 0 && static_cast<uint64_t>(n) > kMaxRepeat / unit)
-          throw Error("sequence repetition of more than " + std::to_string(kMaxRepeat) + " items");
+          throw Error("sequence repetition builds more than " + std::to_string(kMaxRepeat) + " bytes");
         if (n <= 0 || unit == 0)  // "" * 10**15 is "" at once, not 10**15 appends of nothing
           return seq.is_string() ? Value(json::value(json::string())) : Value(json::value(json::array()));
         charge(static_cast<uint64_t>(n) * unit);

@@ -53,7 +53,12 @@ double Value::as_double() const {
   return static_cast<double>(as_int());
 }
 
-json::value Value::to_json() const {
+json::value Value::to_json() && {
+  if (kind_ == Kind::json) return std::move(json_);
+  return static_cast<const Value&>(*this).to_json();
+}
+
+json::value Value::to_json() const& {
   switch (kind_) {
     case Kind::json:
       return json_;

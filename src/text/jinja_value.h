@@ -62,7 +62,8 @@ class Value {
   int64_t as_int() const;       // ints and bools
   double as_double() const;     // any number or bool
   // The JSON form of this value, for storing it in a list or dict; undefined becomes null.
-  boost::json::value to_json() const;
+  boost::json::value to_json() const&;
+  boost::json::value to_json() &&;  // a temporary's JSON moves out instead of being copied
 
  private:
   Kind kind_ = Kind::undefined;

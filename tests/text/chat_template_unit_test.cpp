@@ -117,6 +117,24 @@ TEST(ChatTemplateRuntime, WorkIsBounded) {
   EXPECT_NE(message.find("template builds more than"), std::string::npos) << message;
 }
 
+// Found by fuzz_chat_template: lists count what they hold, nested lists included, so repeating or
+// doubling a list of lists cannot build gigabytes while its top level stays small.
+TEST(ChatTemplateRuntime, NestedListsAreBounded) {
+  std::string message = render_error("{{ [1, [2] * 90022] * 9000 }}", {});
+  EXPECT_NE(message.find("sequence repetition builds more than"), std::string::npos) << message;
+  message = render_error(
+      "{% set ns = namespace(x=[1]) %}{% for i in range(64) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}", {});
+  EXPECT_NE(message.find("template builds more than"), std::string::npos) << message;
+  message = render_error(
+      "{% set ns = namespace(x=[1]) %}{% for i in range(64) %}{% set ns.x = [ns.x] + [ns.x] %}{% endfor %}", {});
+  EXPECT_NE(message.find("template builds more than"), std::string::npos) << message;
+  message = render_error(
+      "{% set ns = namespace(x={}) %}{% for i in range(64) %}{% set ns.x = {'a': ns.x, 'b': ns.x} %}{% endfor %}", {});
+  EXPECT_NE(message.find("template builds more than"), std::string::npos) << message;
+  // Small nested lists still repeat and concatenate.
+  EXPECT_EQ(ChatTemplate::parse("{{ ([[1, 2]] * 3 + [[3]]) | length }}")->render({}), "4");
+}
+
 // Nesting is bounded at parse time, so a hostile template cannot exhaust the parser's or the
 // evaluator's stack; the nesting of real templates stays far below the bound.
 TEST(ChatTemplateSyntax, NestingIsBounded) {
