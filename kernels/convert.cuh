@@ -17,4 +17,10 @@ void bf16_rows_to_f32(const uint16_t* x, const int32_t* order, const int64_t* co
                       int64_t capacity, int64_t total, int64_t bound, int64_t n_rows, int64_t d, float* y,
                       cudaStream_t stream);
 
+// The same rows the other way: the experts' f32 results rounded into bf16 ones, the rows no slot
+// names left as they are (as the CPU reference leaves them).
+void f32_rows_to_bf16(const float* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                      int64_t capacity, int64_t total, int64_t bound, int64_t n_rows, int64_t d, uint16_t* y,
+                      cudaStream_t stream);
+
 }  // namespace dpa::kernels

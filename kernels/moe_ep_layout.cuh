@@ -33,7 +33,9 @@ void moe_ep_unpack(const int64_t* counts, int64_t n_peers, int64_t n_local, int6
 // The same exchange with no collective library: every rank's receive and return areas are
 // mapped into its peers (one node, CUDA IPC), so the copies are the pack kernel's own stores
 // and a flag per source says a block is complete. Blocks are `stride` rows (capacity rows and a
-// header row: the counts of the receiver's experts, as int64, which needs experts_per_peer * 2 <= d).
+// header row: the counts of the receiver's experts, as int64, which needs 8 * experts_per_peer
+// bytes a row: experts_per_peer * 2 <= d for f32 rows, experts_per_peer * 4 <= d for bf16 ones).
+// `blocks` holds byte positions typed float*: with bf16 rows, row i starts i * 2d bytes in.
 // Flags only grow: *seq counts the exchanges, the same on every rank.
 struct EpPeers {
   float* const* blocks = nullptr;      // [n_peers] where my block starts in peer p's area

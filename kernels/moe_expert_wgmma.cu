@@ -227,9 +227,11 @@ __global__ void gather_kernel(const float* x, const int32_t* order, int64_t x_di
 }
 
 // xb[p] = x[order[p] / x_div] for bf16 rows, p < plan[1]: kGatherGroup threads a row, 16-byte
-// copies (8 values) where d, ldx and both bases allow, else one value a thread.
-__global__ void gather_bf16_kernel(const uint16_t* x, const int32_t* order, int64_t x_div, const int32_t* plan,
-                                   int64_t n_rows, int64_t d, int64_t ldx, uint16_t* xb, bool vec) {
+// copies (8 values) where d, ldx and both bases allow, each thread's loads issued before its
+// stores as in gather_vec_kernel; else one value a thread.
+__global__ void gather_bf16_kernel(const uint16_t* __restrict__ x, const int32_t* __restrict__ order, int64_t x_div,
+                                   const int32_t* __restrict__ plan, int64_t n_rows, int64_t d, int64_t ldx,
+                                   uint16_t* __restrict__ xb, bool vec) {
   const int64_t rows = min(n_rows, static_cast<int64_t>(plan[1]));
   const int per_block = blockDim.x / kGatherGroup, t = threadIdx.x % kGatherGroup;
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * per_block + threadIdx.x / kGatherGroup; r < rows;
@@ -237,8 +239,16 @@ __global__ void gather_bf16_kernel(const uint16_t* x, const int32_t* order, int6
     const uint16_t* src = x + static_cast<int64_t>(order[r]) / x_div * d;
     uint16_t* dst = xb + r * ldx;
     if (vec) {
-      for (int64_t c = t; c < d / 8; c += kGatherGroup)
-        reinterpret_cast<uint4*>(dst)[c] = reinterpret_cast<const uint4*>(src)[c];
+      const int64_t d8 = d / 8;
+      for (int64_t c0 = t; c0 < d8; c0 += kGatherUnroll * kGatherGroup) {
+        uint4 v[kGatherUnroll];
+#pragma unroll
+        for (int u = 0; u < kGatherUnroll; ++u)
+          if (c0 + u * kGatherGroup < d8) v[u] = reinterpret_cast<const uint4*>(src)[c0 + u * kGatherGroup];
+#pragma unroll
+        for (int u = 0; u < kGatherUnroll; ++u)
+          if (c0 + u * kGatherGroup < d8) reinterpret_cast<uint4*>(dst)[c0 + u * kGatherGroup] = v[u];
+      }
     } else {
       for (int64_t c = t; c < d; c += kGatherGroup) dst[c] = src[c];
     }

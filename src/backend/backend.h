@@ -384,7 +384,8 @@ class Backend {
   // The routed experts of one rank: sorted rows p_e .. p_e + counts[e] - 1 (p_e = counts of the
   // experts before e; counts in HOST memory) go through expert e's SwiGLU
   // down(silu(gate x) * up x): row p reads x[order[p] / x_div] and its result lands in
-  // out[order[p]]. x rows have gate[0].cols floats; experts with no rows are skipped. With
+  // out[order[p]] (rows of out that no slot names keep their bytes). x rows have gate[0].cols
+  // floats; experts with no rows are skipped. With
   // x_div = top_k and order = moe_sort's order, x is the tokens themselves and out is in slot
   // order (no gathered copy of the rows); x_div = 1: rows in and out at the same index.
   // out_dtype bf16: each result rounded once to bf16 (as a bf16 model's down projection writes it),
@@ -430,8 +431,8 @@ class Backend {
                              int64_t* local_counts, int32_t* order) = 0;
   // The padded exchange with no collective library (EpExchange over peer memory): each rank's
   // receive and return areas are mapped into its peers, blocks are `stride` rows (capacity rows,
-  // then a header row holding the counts of the receiver's experts as int64: experts_per_peer * 2
-  // <= d), and a flag per source says a block is complete. Flags only grow; *peers.seq counts the
+  // then a header row holding the counts of the receiver's experts as int64: 8 * experts_per_peer
+  // bytes, within a row of d f32 or bf16 values), and a flag per source says a block is complete. Flags only grow; *peers.seq counts the
   // rank's dispatches, the same on every rank. All pointers in BACKEND memory.
   // moe_ep_pack's rows, written to peers.blocks[p] + i * d, the header at row capacity, slot_row
   // = p * stride + i; then *seq + 1 into each peers.flags[p], and *seq incremented. Rows of

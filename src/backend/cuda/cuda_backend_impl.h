@@ -380,7 +380,9 @@ class CudaBackend final : public Backend {
   Buffer<float> rows_f32_;
   const float* rows_to_f32(const void* x, const int32_t* order, const int64_t* counts, int64_t n_experts,
                            int64_t capacity, int64_t total, int64_t bound, int64_t rows, int64_t d);
-  void round_results(const float* f, int64_t floats, void* out);
+  // The rows in use of f (rows_to_f32's arguments) rounded into out's bf16 rows.
+  void round_results(const float* f, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                     int64_t capacity, int64_t total, int64_t bound, int64_t rows, int64_t d, void* out);
   std::map<std::tuple<uint64_t, int64_t, const void*>, void**> fixed_ptrs_;
   // The tensor-core form of moe_experts_fixed (kernels/moe_expert_gemm): per expert arrays (by
   // check_expert_weights' digest), the gate, up and down pointers in device memory, and whether

@@ -55,8 +55,12 @@ float* CudaBackend::results_f32(int64_t floats) {
   return results_f32_.data();
 }
 
-void CudaBackend::round_results(const float* f, int64_t floats, void* out) {
-  kernels::f32_to_bf16(f, static_cast<uint16_t*>(out), floats, stream_);
+void CudaBackend::round_results(const float* f, const int32_t* order, const int64_t* counts, int64_t n_experts,
+                                int64_t capacity, int64_t total, int64_t bound, int64_t rows, int64_t d, void* out) {
+  // Only the rows the slots name, as the CPU reference writes them: out_rows may be an exchange's
+  // whole area (the graph bound), most of it unused at a decode step.
+  kernels::f32_rows_to_bf16(f, order, counts, n_experts, capacity, total, bound, rows, d, static_cast<uint16_t*>(out),
+                            stream_);
   DPA_CHECK_LAUNCH();
 }
 
@@ -110,13 +114,12 @@ void CudaBackend::moe_experts(const void* x_any, const int32_t* order, int64_t x
     return moe_experts(rows_to_f32(x_any, order, nullptr, n_experts, 0, total, total, out_rows, gate[0].cols), order,
                        1, counts, n_experts, gate, up, down, out_any, out_dtype, out_rows, DType::f32);
   const float* x = static_cast<const float*>(x_any);
-  // ... and writes f32 results, all out_rows rows of them then rounded for bf16.
+  // ... and writes f32 results, the rows in use of them then rounded for bf16.
   if (out_dtype == DType::bf16) {
     if (out_rows <= 0) throw Error(fmt::format("moe_experts: {} bf16 result rows", out_rows));
-    const int64_t floats = out_rows * down[0].rows;
-    float* f = results_f32(floats);
+    float* f = results_f32(out_rows * down[0].rows);
     moe_experts(x, order, x_div, counts, n_experts, gate, up, down, f, DType::f32, out_rows, DType::f32);
-    return round_results(f, floats, out_any);
+    return round_results(f, order, nullptr, n_experts, 0, total, total, out_rows, down[0].rows, out_any);
   }
   float* out = static_cast<float*>(out_any);
   if (!uniform)  // experts of mixed shapes or dtypes: one at a time through the plain ops
@@ -359,14 +362,14 @@ void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int
         rows_to_f32(x_any, order, counts, n_experts, capacity, 0, n_experts * capacity, out_rows, gate[0].cols), order,
         1, counts, n_experts, capacity, rows, gate, up, down, out_any, out_dtype, out_rows, DType::f32);
   const float* x = static_cast<const float*>(x_any);
-  // ... and writes f32 results, all out_rows rows of them then rounded for bf16.
+  // ... and writes f32 results, the rows in use of them then rounded for bf16.
   if (out_dtype == DType::bf16) {
     if (out_rows <= 0) throw Error(fmt::format("moe_experts_fixed: {} bf16 result rows", out_rows));
-    const int64_t floats = out_rows * down[0].rows;
-    float* f = results_f32(floats);
+    float* f = results_f32(out_rows * down[0].rows);
     moe_experts_fixed(x, order, x_div, counts, n_experts, capacity, rows, gate, up, down, f, DType::f32, out_rows,
                       DType::f32);
-    return round_results(f, floats, out_any);
+    return round_results(f, order, counts, n_experts, capacity, 0, n_experts * capacity, out_rows, down[0].rows,
+                         out_any);
   }
   float* out = static_cast<float*>(out_any);
   if (!uniform) {  // experts of mixed shapes or dtypes: the counts to the host (a wait), then the grouped path
