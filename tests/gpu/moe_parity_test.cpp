@@ -123,7 +123,8 @@ TEST(BackendParity, MoeEpLayouts) {
     int64_t peers, per, tokens, k, d;
   };
   for (const Case& c : {Case{2, 32, 0, 6, 256}, Case{2, 32, 1, 6, 2048}, Case{2, 32, 256, 6, 2048},
-                        Case{8, 32, 64, 8, 576}, Case{4, 2, 13, 3, 5}, Case{16, 16, 512, 8, 64}}) {
+                        Case{8, 32, 64, 8, 576}, Case{4, 2, 13, 3, 5}, Case{16, 16, 512, 8, 64},
+                        Case{2, 4, 33, 3, 20}}) {  // d 20: bf16 rows 8-byte, not 16-byte, aligned
     const int64_t E = c.peers * c.per, n_slots = c.tokens * c.k;
     const int64_t C = (c.tokens + 15) / 16 * 16 * std::min(c.k, c.per);  // as Model::moe sizes it
     const std::string s = shp({{"peers", c.peers}, {"per", c.per}, {"tokens", c.tokens}, {"k", c.k}, {"d", c.d}});
@@ -208,8 +209,9 @@ TEST(BackendParity, MoeEpLayouts) {
 TEST(BackendParity, MoeEpPeerMemory) {
   for (const DType rows_dt : {DType::f32, DType::bf16})
   for (const DType dt : {DType::f32, DType::bf16})
-  for (int64_t R : {2, 3}) {
-    const int64_t per = 4, E = R * per, T = 9, K = 3, d = 16, C = 16 * std::min(K, per), S = C + 5;
+  for (int64_t R : {2, 3})
+  for (int64_t d : {16, 20}) {  // 20: bf16 rows of 40 bytes, the scalar return of 10-word rows
+    const int64_t per = 4, E = R * per, T = 9, K = 3, C = 16 * std::min(K, per), S = C + 5;
     const int64_t area_floats = 2 * R * S * d, total = area_floats + 4 * R;  // + 2R int64 flags
     const bool bf16 = dt == DType::bf16, rows_bf16 = rows_dt == DType::bf16;
     const std::size_t esize = bf16 ? sizeof(uint16_t) : sizeof(float);
@@ -496,34 +498,87 @@ TEST(BackendParity, MoeExperts) {
       }
     }
     // An exchange's bf16 rows (x_div 1, their count as out_rows): the warpgroup-MMA kernels read
-    // them as they are, the other forms through f32 (DPA_MOE_WGMMA=0); both forms, against the CPU
-    // from the same rows.
+    // them as they are, the other forms through f32 (DPA_MOE_WGMMA=0); both forms, f32 and bf16
+    // results, against the CPU from the same rows. Two layouts: every row in use (order a shuffle
+    // of the rows), and the peer area's (more rows than slots, order scattered over them, junk in
+    // the rows no slot names, which the fallback must not read into a result). The rows the slots
+    // name are compared within bf16 tolerance; the others must keep their bytes (zeros) on both.
     if (c.dt == DType::bf16 && c.D % 4 == 0 && total > 0) {
-      const std::vector<float> xf = x.on_cpu();
-      std::vector<uint16_t> xh(xf.size());
-      std::transform(xf.begin(), xf.end(), xh.begin(), dpa::f32_to_bf16);
-      Dual<uint16_t> xb(xh);
       Dual<int64_t> dcounts(c.counts);
       int64_t top = 0;
       for (int64_t k : c.counts) top = std::max(top, k);
       const int64_t cap = std::max<int64_t>((top + 15) / 16 * 16, 16);
-      for (const char* mode : {"1", "0"}) {
-        Dual<float> o1(rnd(total * c.D)), o2(o1.on_cpu());
-        cpu().moe_experts(xb.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
-                          o1.c.data(), DType::f32, total, DType::bf16);
-        cpu().moe_experts(xb.c.data(), dord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
-                          o2.c.data(), DType::f32, total, DType::bf16);
-        gpu().synchronize();
-        with_env_backend("DPA_MOE_WGMMA", mode, [&] {
-          gpu().moe_experts(xb.g.data(), dord.g.data(), 1, c.counts.data(), E, gg.data(), ug.data(), dg.data(),
-                            o1.g.data(), DType::f32, total, DType::bf16);
-          gpu().moe_experts_fixed(xb.g.data(), dord.g.data(), 1, dcounts.g.data(), E, cap, total, gg.data(), ug.data(),
-                                  dg.data(), o2.g.data(), DType::f32, total, DType::bf16);
-        });
-        const std::string what = std::string("bf16 rows DPA_MOE_WGMMA=") + mode + " " + c.name + " " +
-                                 shp({{"E", E}, {"rows", total}, {"D", c.D}});
-        EXPECT_TRUE(close("moe_experts", what, o1.on_cpu(), o1.on_gpu(), 2e-2, 1e-5));
-        EXPECT_TRUE(close("moe_experts_fixed", what, o2.on_cpu(), o2.on_gpu(), 2e-2, 1e-5));
+      for (const bool sparse : {false, true}) {
+        const int64_t n_rows = sparse ? 2 * total + 5 : total;
+        std::vector<int32_t> rows_order(static_cast<std::size_t>(n_rows));
+        std::iota(rows_order.begin(), rows_order.end(), 0);
+        std::shuffle(rows_order.begin(), rows_order.end(), rng());
+        rows_order.resize(static_cast<std::size_t>(total));
+        Dual<int32_t> sord(rows_order);
+        std::vector<float> xf = rnd(n_rows * c.D);
+        std::vector<char> used(static_cast<std::size_t>(n_rows), 0);
+        for (int32_t r : rows_order) used[static_cast<std::size_t>(r)] = 1;
+        for (int64_t r = 0; r < n_rows; ++r)
+          if (!used[static_cast<std::size_t>(r)])
+            for (int64_t j = 0; j < c.D; ++j) xf[static_cast<std::size_t>(r * c.D + j)] = 1e30f;  // junk
+        std::vector<uint16_t> xh(xf.size());
+        std::transform(xf.begin(), xf.end(), xh.begin(), dpa::f32_to_bf16);
+        Dual<uint16_t> xb(xh);
+        auto routed = [&](const std::vector<float>& all) {  // the rows the slots name, in slot order
+          std::vector<float> r;
+          for (int32_t row : rows_order)
+            r.insert(r.end(), all.begin() + row * c.D, all.begin() + (row + 1) * c.D);
+          return r;
+        };
+        auto widen = [](const std::vector<uint16_t>& b) {
+          std::vector<float> f(b.size());
+          std::transform(b.begin(), b.end(), f.begin(), dpa::bf16_to_f32);
+          return f;
+        };
+        for (const DType out_dt : {DType::f32, DType::bf16})
+          for (const char* mode : {"1", "0"}) {
+            const std::string what = std::string("bf16 rows, ") + dt(out_dt) + " results" +
+                                     (sparse ? ", peer-area rows" : "") + " DPA_MOE_WGMMA=" + mode + " " + c.name +
+                                     " " + shp({{"E", E}, {"rows", total}, {"out_rows", n_rows}, {"D", c.D}});
+            auto run = [&](auto& o1, auto& o2) {
+              cpu().moe_experts(xb.c.data(), sord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                                o1.c.data(), out_dt, n_rows, DType::bf16);
+              cpu().moe_experts(xb.c.data(), sord.c.data(), 1, c.counts.data(), E, gc.data(), uc.data(), dc.data(),
+                                o2.c.data(), out_dt, n_rows, DType::bf16);
+              gpu().synchronize();
+              with_env_backend("DPA_MOE_WGMMA", mode, [&] {
+                gpu().moe_experts(xb.g.data(), sord.g.data(), 1, c.counts.data(), E, gg.data(), ug.data(), dg.data(),
+                                  o1.g.data(), out_dt, n_rows, DType::bf16);
+                gpu().moe_experts_fixed(xb.g.data(), sord.g.data(), 1, dcounts.g.data(), E, cap, total, gg.data(),
+                                        ug.data(), dg.data(), o2.g.data(), out_dt, n_rows, DType::bf16);
+              });
+            };
+            const std::size_t n_out = static_cast<std::size_t>(n_rows * c.D);
+            auto unrouted = [&](const std::vector<float>& all) {  // the rows no slot names
+              std::vector<float> r;
+              for (int64_t row = 0; row < n_rows; ++row)
+                if (!used[static_cast<std::size_t>(row)])
+                  r.insert(r.end(), all.begin() + row * c.D, all.begin() + (row + 1) * c.D);
+              return r;
+            };
+            auto check = [&](const char* op, const std::vector<float>& on_cpu, const std::vector<float>& on_gpu) {
+              EXPECT_TRUE(close(op, what, routed(on_cpu), routed(on_gpu), 2e-2, 1e-5));
+              if (sparse) {
+                EXPECT_TRUE(exact(op, what + ", rows no slot names", unrouted(on_cpu), unrouted(on_gpu)));
+              }
+            };
+            if (out_dt == DType::f32) {
+              Dual<float> o1(n_out), o2(n_out);
+              run(o1, o2);
+              check("moe_experts", o1.on_cpu(), o1.on_gpu());
+              check("moe_experts_fixed", o2.on_cpu(), o2.on_gpu());
+            } else {
+              Dual<uint16_t> o1(n_out), o2(n_out);
+              run(o1, o2);
+              check("moe_experts", widen(o1.on_cpu()), widen(o1.on_gpu()));
+              check("moe_experts_fixed", widen(o2.on_cpu()), widen(o2.on_gpu()));
+            }
+          }
       }
     }
     // bf16: the warpgroup-MMA kernels wherever they apply (DPA_MOE_WGMMA=1; the others fall
