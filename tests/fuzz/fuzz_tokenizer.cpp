@@ -1,7 +1,9 @@
 // fuzz_tokenizer: the small GPT-2 byte-level BPE tokenizer (tests/text/corpus) on arbitrary
 // bytes: encode (with and without special tokens), decode arbitrary id lists (ids outside the
 // vocabulary included), the incremental detokenizer, and id_to_token / token_to_id.
-// The first byte picks the mode; the rest is the payload.
+// The first byte picks the mode; the rest is the payload. Its top bit: the payload is a
+// tokenizer.json of its own (a checkpoint directory's, so untrusted): loaded (dpa::Error is the
+// documented refusal), then used to encode and decode a fixed text.
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -36,6 +38,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t mode = data[0];
   ++data, --size;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  if (mode & 0x80) {
+    fuzz::expect_clean([&] {
+      const auto own = text::Tokenizer::from_json(std::string(text), "fuzz tokenizer.json");
+      const std::vector<int32_t> ids = own->encode("Hello, world! <s> 123 \xe4\xbd\xa0\xe5\xa5\xbd\n", mode & 1);
+      for (int32_t i : ids)
+        if (i < 0 || i >= own->vocab_size()) __builtin_trap();
+      (void)own->decode(ids, mode & 2);
+      text::IncrementalDetokenizer d(*own, mode & 4);
+      for (int32_t i : ids) (void)d.push(i);
+      (void)d.finish();
+    });
+    return 0;
+  }
   switch (mode % 4) {
     case 0:
     case 1: {  // encode (dpa::Error on invalid UTF-8, documented), then decode what came out
