@@ -198,7 +198,7 @@ bool Engine::plan_sampling(StepPlan& plan) {
     const auto& p = s->req.params;
     const bool suppress = s->n_generated() < p.min_tokens;
     const bool penalized = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
-    chunk.argmax_only = p.greedy() && p.logprobs < 0 && !penalized && !suppress;
+    chunk.argmax_only = p.greedy() && p.logprobs < 0 && !penalized && !suppress && p.logit_bias.empty();
     if (chunk.argmax_only) continue;
     if (penalized) {
       // Such a row's step before was committed at once (it had the same need), so its history is known.
@@ -213,10 +213,12 @@ bool Engine::plan_sampling(StepPlan& plan) {
     const std::span<const int32_t> prompt = std::span<const int32_t>(s->tokens).first(s->n_prompt),
                                    generated = std::span<const int32_t>(s->tokens).subspan(s->n_prompt);
     const auto row = static_cast<int32_t>(specs_.size());
+    const std::size_t first = edits_.size();
     if (suppress)  // a few steps at most (min_tokens): the whole count, EOS and stop ids included
       logit_edits(p, prompt, generated, true, banned, vocab, row, edits_);
     else  // the counts so far plus this step's token, not the whole history again
       s->penalty.append(p, prompt, generated, vocab, row, edits_);
+    add_logit_bias(p, vocab, row, first, edits_);
     specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
   return sync;

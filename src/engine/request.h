@@ -9,6 +9,13 @@
 
 namespace dpa::engine {
 
+// OpenAI's logit_bias: `bias` added to the token's logit before sampling (after
+// repetition_penalty's scaling where both apply).
+struct LogitBias {
+  int32_t token = 0;
+  float bias = 0.0f;
+};
+
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
   float top_p = 1.0f;
@@ -24,6 +31,7 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;  // checked on the detokenized text by rank 0
   int32_t logprobs = -1;          // -1: none; k >= 0: the sampled token's logprob and top k
+  std::vector<LogitBias> logit_bias;  // distinct tokens, ascending
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
 };
 

@@ -63,6 +63,23 @@ void logit_edits(const SamplingParams& p, std::span<const int32_t> prompt, std::
   }
 }
 
+void add_logit_bias(const SamplingParams& p, int64_t vocab, int32_t row, std::size_t first,
+                    std::vector<backend::LogitEdit>& out) {
+  if (p.logit_bias.empty()) return;
+  std::unordered_map<int32_t, std::size_t> at;  // token -> its edit among out[first, end)
+  for (std::size_t i = first; i < out.size(); ++i) at.emplace(out[i].token, i);
+  for (const LogitBias& b : p.logit_bias) {
+    if (b.token < 0 || b.token >= vocab) continue;
+    if (auto it = at.find(b.token); it != at.end()) {
+      out[it->second].subtract -= b.bias;  // +inf (a banned id) stays +inf
+    } else {
+      backend::LogitEdit e;
+      e.row = row, e.token = b.token, e.subtract = -b.bias;
+      out.push_back(e);
+    }
+  }
+}
+
 void PenaltyEdits::append(const SamplingParams& p, std::span<const int32_t> prompt,
                           std::span<const int32_t> generated, int64_t vocab, int32_t row,
                           std::vector<backend::LogitEdit>& out) {
@@ -122,6 +139,7 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
   std::vector<float> x(logits.begin(), logits.end());
   std::vector<backend::LogitEdit> edits;
   logit_edits(p, prompt, generated, suppress_eos, eos_ids, vocab, 0, edits);
+  add_logit_bias(p, vocab, 0, 0, edits);
   for (const auto& e : edits) x[e.token] = backend::apply_logit_edit(x[e.token], e);
   backend::SampleOut o;
   backend::sample_row_reference(x.data(), vocab, sample_spec(p, fallback_seed, position), o);

@@ -37,6 +37,12 @@ void logit_edits(const SamplingParams& params, std::span<const int32_t> prompt,
                  std::span<const int32_t> generated, bool suppress_eos, std::span<const int32_t> eos_ids,
                  int64_t vocab, int32_t row, std::vector<backend::LogitEdit>& out);
 
+// logit_bias as edits of logits row `row`: each biased token's edit among out[first, end) (a
+// penalty's, or a suppressed id's, which stays banned) takes the bias; the others get an edit of
+// their own. Tokens outside [0, vocab) are ignored.
+void add_logit_bias(const SamplingParams& params, int64_t vocab, int32_t row, std::size_t first,
+                    std::vector<backend::LogitEdit>& out);
+
 // One sequence's penalty edits (repetition, presence, frequency; what logit_edits gives without
 // EOS suppression), kept as its history grows: each call folds in the tokens added since the last
 // one and copies the edits out, instead of recounting the whole history every step.

@@ -82,6 +82,7 @@ void put_params(Writer& w, const SamplingParams& p) {
   w.put<uint8_t>(p.ignore_eos);
   w.put_vec(p.stop_token_ids);
   w.put(p.logprobs);
+  w.put_vec(p.logit_bias);
   // Stop strings are matched on rank 0 alone; other ranks do not need them.
 }
 
@@ -102,6 +103,7 @@ SamplingParams get_params(Reader& r) {
   p.ignore_eos = r.get<uint8_t>();
   p.stop_token_ids = r.get_vec<int32_t>();
   p.logprobs = r.get<int32_t>();
+  p.logit_bias = r.get_vec<LogitBias>();
   return p;
 }
 

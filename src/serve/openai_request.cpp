@@ -3,7 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cmath>
+#include <map>
 
 #include "core/error.h"
 #include "text/chat_template.h"
@@ -219,6 +221,27 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
       bad("stop", "'stop' must be a string or an array of strings");
     }
     for (const auto& st : p.stop) if (st.empty()) bad("stop", "'stop' strings must not be empty");
+  }
+  if (const json::value* b = field(o, "logit_bias")) {
+    // {"token id": bias in [-100, 100]}, as OpenAI and vLLM take it.
+    if (!b->is_object()) bad("logit_bias", "'logit_bias' must be an object of token ids to biases");
+    std::map<int32_t, float> biases;
+    for (const auto& kv : b->as_object()) {
+      const std::string key(kv.key());
+      int64_t t = -1;
+      const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), t);
+      if (ec != std::errc() || end != key.data() + key.size() || key.empty())
+        bad("logit_bias", fmt::format("'logit_bias' keys must be token ids, got \"{}\"", key));
+      if (t < 0 || t >= m.vocab_size)
+        bad("logit_bias", fmt::format("token id {} is out of vocabulary (size {})", t, m.vocab_size));
+      const json::value& v = kv.value();
+      if (!v.is_number()) bad("logit_bias", fmt::format("'logit_bias' value of token {} must be a number", t));
+      const double bias = v.to_number<double>();
+      if (!(bias >= -100.0 && bias <= 100.0))
+        bad("logit_bias", fmt::format("'logit_bias' value of token {} must be in [-100, 100], got {}", t, bias));
+      biases[static_cast<int32_t>(t)] = static_cast<float>(bias);
+    }
+    for (const auto& [t, bias] : biases) p.logit_bias.push_back({t, bias});
   }
   if (const json::value* s = field(o, "stop_token_ids")) {
     if (!s->is_array()) bad("stop_token_ids", "'stop_token_ids' must be an array of token ids");

@@ -7,7 +7,8 @@
 #     same outputs as an uninterrupted run (a torn last line included);
 #  4. bench prints the block and the JSON line; --profile-phases the phases, the decode step's
 #     floor and the coarse split; --trace writes the per-step HDF5 trace;
-#  5. bad lines among good ones each get an error line, and a rerun resumes over them.
+#  5. bad lines among good ones each get an error line, and a rerun resumes over them;
+#  6. logit_bias moves greedy picks, on one rank and across two replicas.
 # The engine itself checks at exit that every replica's free + used KV pages equal the total and
 # that no page is still held (it aborts the job otherwise), so every run below checks that too.
 #   batch_e2e.sh MPIEXEC DPA_SERVE INPUT_JSONL WORKDIR
@@ -310,5 +311,48 @@ if timeout 300 $M -np 1 "$bin" batch "${model[@]}" --log-level info --input "$wo
      >"$work/bad_rerun.log" 2>&1 && grep -q "13 skipped" "$work/bad_rerun.log" && [[ $(wc -l <"$work/bad_out.jsonl") -eq 13 ]]; then
   ok "a rerun resumes over a file with error lines and writes none of them again"
 else bad "rerun over error lines: $(tail -3 "$work/bad_rerun.log")"; fi
+
+# 6. logit_bias: +100 on one id makes a greedy request emit only that id, on one rank and across
+# two replicas (the bias travels to the other rank in the step messages); -100 on the id a greedy
+# request emitted first moves it off that id.
+for w in 1 2; do $py - "$work/bias_in$w.jsonl" "$w" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i, (t, b) in enumerate([(100, 100), (101, 100), (257, 100), (100, 100)]):
+        body = {"prompt": f"Tell me {i}", "max_tokens": 5, "temperature": 0, "ignore_eos": True,
+                "logit_bias": {str(t): b}}
+        if sys.argv[2] == "2": body["data_parallel_rank"] = i % 2  # half of them on the other rank
+        f.write(json.dumps({"custom_id": f"b{i}", "url": "/v1/completions", "body": body}) + "\n")
+    f.write(json.dumps({"custom_id": "free", "url": "/v1/completions",
+                        "body": {"prompt": "Tell me 0", "max_tokens": 1, "temperature": 0}}) + "\n")
+PY
+done
+check_bias() { $py - "$1" <<'PY'
+import json, sys
+want = {"b0": 100, "b1": 101, "b2": 257, "b3": 100}
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    if o["custom_id"] in want:
+        ids = o["response"]["body"]["choices"][0]["token_ids"]
+        assert ids == [want[o["custom_id"]]] * 5, (o["custom_id"], ids)
+PY
+}
+for np_dp in "1 1" "2 2"; do set -- $np_dp
+  if timeout 300 $M -np "$1" "$bin" batch "${model[@]}" --log-level warn --dp "$2" --ep "$2" --input "$work/bias_in$1.jsonl" \
+       --output "$work/bias_out$1.jsonl" >"$work/bias$1.log" 2>&1 && check_bias "$work/bias_out$1.jsonl" >>"$work/bias$1.log" 2>&1; then
+    ok "logit_bias +100 forces its id (W=$1, dp $2)"
+  else bad "logit_bias (W=$1): $(tail -5 "$work/bias$1.log")"; fi
+done
+first=$($py -c 'import json,sys
+for l in open(sys.argv[1]):
+    o = json.loads(l)
+    if o["custom_id"] == "free": print(o["response"]["body"]["choices"][0]["token_ids"][0])' "$work/bias_out1.jsonl")
+printf '%s\n' "{\"custom_id\":\"ban\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"Tell me 0\",\"max_tokens\":1,\"temperature\":0,\"logit_bias\":{\"$first\":-100}}}" \
+  >"$work/ban_in.jsonl"
+if [[ -n $first ]] && timeout 300 $M -np 1 "$bin" batch "${model[@]}" --log-level warn --input "$work/ban_in.jsonl" \
+     --output "$work/ban_out.jsonl" >"$work/ban.log" 2>&1 \
+   && ! grep -q "\"token_ids\":\[$first\]" "$work/ban_out.jsonl" && grep -q '"token_ids":\[' "$work/ban_out.jsonl"; then
+  ok "logit_bias -100 moves a greedy request off its first choice ($first)"
+else bad "logit_bias -100 on $first: $(cat "$work/ban_out.jsonl" 2>/dev/null | head -c 300) $(tail -3 "$work/ban.log")"; fi
 
 finish

@@ -106,6 +106,51 @@ TEST(Sampler, PenaltiesAsDefined) {
   EXPECT_EQ(sample_token(kLogits, g, prompt, {}, 0, 0, true, eos).token, 4);
 }
 
+// logit_bias is added to the logit (after repetition's scaling where both apply); a banned id
+// stays banned whatever its bias; the logprobs are those of the biased logits.
+TEST(Sampler, LogitBiasAsDefined) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.logit_bias = {{5, 100.0f}};  // the lowest logit (-1) wins by far
+  SampleResult r = draw(p, 0);
+  EXPECT_EQ(r.token, 5);
+  EXPECT_GT(r.logprob, -1e-6f);
+  p.logit_bias = {{1, -0.2f}};  // 2.8 < 2.9
+  EXPECT_EQ(draw(p, 0).token, 4);
+  p.logit_bias = {{1, -0.05f}};  // 2.95 > 2.9
+  EXPECT_EQ(draw(p, 0).token, 1);
+  p.logit_bias = {{1, 1.0f}, {4, 1.2f}, {9, 50.0f}};  // 4.0 < 4.1; id 9 is outside the vocabulary
+  EXPECT_EQ(draw(p, 0).token, 4);
+  // With repetition_penalty on the same token: scaled first, then biased: 3.0 / 1.5 + 0.95 = 2.95.
+  p.logit_bias = {{1, 0.95f}};
+  p.repetition_penalty = 1.5f;
+  EXPECT_EQ(draw(p, 0, {1}).token, 1);
+  p.logit_bias = {{1, 0.85f}};  // 2.85 < 2.9
+  EXPECT_EQ(draw(p, 0, {1}).token, 4);
+  // A suppressed EOS stays banned under a positive bias.
+  SamplingParams g;
+  g.temperature = 0;
+  g.logit_bias = {{1, 100.0f}};
+  std::vector<int32_t> prompt = {0}, eos = {1};
+  EXPECT_EQ(sample_token(kLogits, g, prompt, {}, 0, 0, true, eos).token, 4);
+  // The edits: one per (row, token), a penalty's edit taking the bias.
+  std::vector<dpa::backend::LogitEdit> edits;
+  SamplingParams q;
+  q.presence_penalty = 0.5f;
+  q.logit_bias = {{2, 3.0f}, {3, -4.0f}};
+  std::vector<int32_t> gen = {2};
+  logit_edits(q, prompt, gen, false, {}, 6, 7, edits);
+  add_logit_bias(q, 6, 7, 0, edits);
+  ASSERT_EQ(edits.size(), 2u);
+  std::sort(edits.begin(), edits.end(), [](const auto& a, const auto& b) { return a.token < b.token; });
+  EXPECT_EQ(edits[0].row, 7);
+  EXPECT_EQ(edits[0].token, 2);
+  EXPECT_FLOAT_EQ(edits[0].subtract, 0.5f - 3.0f);
+  EXPECT_EQ(edits[1].row, 7);
+  EXPECT_EQ(edits[1].token, 3);
+  EXPECT_FLOAT_EQ(edits[1].subtract, 4.0f);
+}
+
 // PenaltyEdits, fed a history one generated token at a time (the vector reallocating as it grows,
 // now and then a different history), gives the edits logit_edits counts from scratch.
 TEST(Sampler, IncrementalPenaltyEditsMatchTheFullCount) {
@@ -245,6 +290,7 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   r.params.seed = 9;
   r.params.stop_token_ids = {2, 3};
   r.params.logprobs = 2;
+  r.params.logit_bias = {{4, -2.5f}, {11, 100.0f}};
   auto blob = encode_intake({r}, {7, 8}, true);
   std::vector<Request> rs;
   std::vector<uint64_t> ab;
@@ -256,6 +302,9 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   EXPECT_EQ(rs[0].data_parallel_rank, 3);
   EXPECT_EQ(rs[0].params.seed, 9u);
   EXPECT_EQ(rs[0].params.stop_token_ids, r.params.stop_token_ids);
+  ASSERT_EQ(rs[0].params.logit_bias.size(), 2u);
+  EXPECT_EQ(rs[0].params.logit_bias[1].token, 11);
+  EXPECT_EQ(rs[0].params.logit_bias[0].bias, -2.5f);
   EXPECT_EQ(ab, (std::vector<uint64_t>{7, 8}));
   EXPECT_TRUE(sd);
   TokenOutput o{42, 17, -0.5f, FinishReason::length, {{1, -0.1f}, {2, -0.2f}}};

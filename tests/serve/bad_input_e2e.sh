@@ -78,7 +78,9 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"seed":1.5' '"presence_penalty":"x"' '"presence_penalty":5' '"frequency_penalty":{}' \
          '"repetition_penalty":0' '"min_tokens":"x"' '"min_tokens":5' '"ignore_eos":"no"' '"stop_token_ids":"x"' \
          '"stop_token_ids":[-1]' '"skip_special_tokens":0' '"data_parallel_rank":"0"' '"data_parallel_rank":7' \
-         '"return_tokens_as_token_ids":"x"' '"include_stop_str_in_output":[]'; do
+         '"return_tokens_as_token_ids":"x"' '"include_stop_str_in_output":[]' '"logit_bias":[1]' \
+         '"logit_bias":{"x":1}' '"logit_bias":{"1.5":1}' '"logit_bias":{"-1":1}' '"logit_bias":{" 1":1}' \
+         '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}'; do
   # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
   C 400 "{$P,$f}"
 done
@@ -118,6 +120,7 @@ C 400 '{"prompt":[1,-9223372036854775808],"max_tokens":2}'
 C 400 '{"prompt":[1,18446744073709551615],"max_tokens":2}'
 C 400 '{"prompt":[1,1e30],"max_tokens":2}'
 C 400 '{"prompt":"Hello","max_tokens":2,"n":1000}'
+C 400 "{\"prompt\":\"Hello\",\"max_tokens\":2,\"logit_bias\":{\"$vocab\":1}}"
 CH 400 "{$M1,\"n\":17}"
 check 400 POST /detokenize "${A[@]}" "${J[@]}" --data-binary "{\"tokens\":[1,$vocab]}"
 check 400 POST /detokenize "${A[@]}" "${J[@]}" --data-binary '{"tokens":[-1]}'
