@@ -79,6 +79,13 @@ await check('completions with a token-id prompt', async () => {
   assert.equal(r.usage.completion_tokens, 3);
 });
 
+await check('logit_bias (the SDK\'s shape: string ids)', async () => {
+  const r = await client.completions.create({ ...greedy, prompt: 'The quick brown fox', max_tokens: 4,
+                                              logit_bias: { '100': 100 }, logprobs: 0,
+                                              return_tokens_as_token_ids: true });
+  assert.deepEqual(r.choices[0].logprobs.tokens, Array(4).fill('token_id:100'));
+});
+
 await check('chat.completions', async () => {
   const r = await client.chat.completions.create({
     ...greedy, messages: [{ role: 'user', content: 'Say hi' }], max_tokens: 5 });
