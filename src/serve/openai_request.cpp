@@ -222,6 +222,20 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     }
     for (const auto& st : p.stop) if (st.empty()) bad("stop", "'stop' strings must not be empty");
   }
+  // Fields whose meaning this server does not implement: refused, not ignored, since ignoring
+  // them would answer a different question than the one asked.
+  if (const json::value* rf = field(o, "response_format")) {
+    const json::value* type = rf->is_object() ? rf->as_object().if_contains("type") : nullptr;
+    if (!type || !type->is_string()) bad("response_format", "'response_format' must be an object with a string 'type'");
+    if (type->as_string() != "text")
+      bad("response_format", fmt::format("'response_format' of type '{}' is not supported by this server (no constrained "
+                                         "decoding); send 'text' or leave it out",
+                                         std::string(type->as_string())));
+  }
+  if (const json::value* sfx = field(o, "suffix"))
+    if (!sfx->is_string() || !sfx->as_string().empty()) bad("suffix", "'suffix' is not supported by this server");
+  if (field(o, "best_of") && get_int(o, "best_of", 1, 1, 1 << 20) != r.n)
+    bad("best_of", "'best_of' other than 'n' is not supported by this server");
   if (const json::value* b = field(o, "logit_bias")) {
     // {"token id": bias in [-100, 100]}, as OpenAI and vLLM take it.
     if (!b->is_object()) bad("logit_bias", "'logit_bias' must be an object of token ids to biases");

@@ -80,7 +80,10 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"stop_token_ids":[-1]' '"skip_special_tokens":0' '"data_parallel_rank":"0"' '"data_parallel_rank":7' \
          '"return_tokens_as_token_ids":"x"' '"include_stop_str_in_output":[]' '"logit_bias":[1]' \
          '"logit_bias":{"x":1}' '"logit_bias":{"1.5":1}' '"logit_bias":{"-1":1}' '"logit_bias":{" 1":1}' \
-         '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}'; do
+         '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}' \
+         '"response_format":{"type":"json_object"}' '"response_format":{"type":"json_schema","json_schema":{}}' \
+         '"response_format":"json"' '"response_format":{}' '"suffix":"end"' '"suffix":1' '"best_of":3' \
+         '"best_of":0' '"n":2,"best_of":"2"'; do
   # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
   C 400 "{$P,$f}"
 done
@@ -225,6 +228,9 @@ check 200 GET /health
 check 200 POST /v1/completions "${A[@]}" "${J[@]}" -d "{\"model\":\"$model\",\"prompt\":\"Hello\",\"max_tokens\":4}"
 grep -q '"text"' "$work/body" || bad "completion after the bad input has no text: $(cat "$work/body")"
 check 200 POST /v1/chat/completions "${A[@]}" "${J[@]}" -d "{$M1}"
+# What the refusals above leave alone: text output, an empty or null suffix, best_of equal to n.
+C 200 '{"prompt":"Hello","max_tokens":2,"response_format":{"type":"text"},"suffix":"","best_of":2,"n":2}'
+CH 200 "{$M1,\"response_format\":{\"type\":\"text\"},\"suffix\":null,\"logit_bias\":{\"5\":-100}}"
 
 # ---------------------------------------------------------------- access: the route table
 # Every route api_server.cpp serves, with the method it takes.
