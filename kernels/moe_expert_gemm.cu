@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/common.cuh"
 #include "kernels/mma.cuh"
@@ -58,14 +59,18 @@ __device__ __forceinline__ int tile_rows(const int64_t* counts, int64_t capacity
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
 
-template <class S>
+// TX: the rows' type, f32 (rounded to bf16 as the A fragments are built) or bf16 (an exchange's
+// rows, read as they are: the same bits the f32 path would have rounded them to).
+template <class S, class TX>
 __global__ void __launch_bounds__(kThreads, 2)
-    gate_up_kernel(const float* __restrict__ x, const int32_t* __restrict__ order, ExpertGemmArgs a,
+    gate_up_kernel(const TX* __restrict__ x, const int32_t* __restrict__ order, ExpertGemmArgs a,
                    __nv_bfloat16* __restrict__ h, int64_t ldh) {
+  constexpr bool kF32 = std::is_same_v<TX, float>;
+  constexpr int kXBytes = static_cast<int>(sizeof(TX));
   extern __shared__ __align__(16) unsigned char smem[];
-  float* sA = reinterpret_cast<float*>(smem);
+  TX* sA = reinterpret_cast<TX*>(smem);
   constexpr int kBM = S::kBM, kStages = S::kStages, kMF = S::kMF;
-  __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + S::smem_a(4));
+  __nv_bfloat16* sB = reinterpret_cast<__nv_bfloat16*>(smem + S::smem_a(kXBytes));
   __shared__ int64_t s_start;
   __shared__ int32_t s_row[kBM];
   const int e = blockIdx.z, n0 = blockIdx.y * (kBN / 2);
@@ -79,11 +84,11 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (!rem) return;
     // Each thread's rows of the activation tile (the tile's tokens) and of the weight tile (gate
     // rows, then the same columns' up rows), addressed once for the k loop.
-    TileCopier<float, kBM, kBK, kS, kThreads> ca;
+    TileCopier<TX, kBM, kBK, kS, kThreads> ca;
     TileCopier<__nv_bfloat16, kBN, kBK, kS, kThreads> cb;
     ca.init(
         sA, [&](int r) { return s_row[r] >= 0 ? x + static_cast<int64_t>(s_row[r]) / a.x_div * D : nullptr; }, kStages,
-        kBM * kS * 4);
+        kBM * kS * kXBytes);
     cb.init(
         sB,
         [&](int r) {
@@ -92,18 +97,21 @@ __global__ void __launch_bounds__(kThreads, 2)
         },
         kStages, kBN * kS * 2);
     auto load = [&](int st, int kt) {
-      ca.load(st * (kBM * kS * 4), kt * kBK, D);
+      ca.load(st * (kBM * kS * kXBytes), kt * kBK, D);
       cb.load(st * (kBN * kS * 2), kt * kBK, D);
     };
     float acc[kMF][4][4] = {};  // [16-row half][gate 0, gate 1, up 0, up 1][fragment]
     auto mma = [&](int st) {
-      const float* A = sA + st * kBM * kS;
+      const TX* A = sA + st * kBM * kS;
       const __nv_bfloat16* B = sB + st * kBN * kS;
 #pragma unroll
       for (int kk = 0; kk < kBK; kk += 16) {
         unsigned af[kMF][4];
 #pragma unroll
-        for (int mf = 0; mf < kMF; ++mf) a_frag_f32(af[mf], A + mf * 16 * kS + kk, kS, g, t);
+        for (int mf = 0; mf < kMF; ++mf) {
+          if constexpr (kF32) a_frag_f32(af[mf], A + mf * 16 * kS + kk, kS, g, t);
+          else ldsm_x4(af[mf], A + (mf * 16 + (lane & 15)) * kS + kk + (lane >> 4) * 8);
+        }
         const int m = lane >> 3;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {  // gate rows, then the same columns' up rows
@@ -129,10 +137,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-template <class S>
+// TO: the results' type, f32 or bf16 (each rounded once, as the f32 results would be).
+template <class S, class TO>
 __global__ void __launch_bounds__(kThreads, 2)
     down_kernel(const __nv_bfloat16* __restrict__ h, int64_t ldh, const int32_t* __restrict__ order,
-                ExpertGemmArgs a, float* __restrict__ out) {
+                ExpertGemmArgs a, TO* __restrict__ out) {
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* sA = reinterpret_cast<__nv_bfloat16*>(smem);
   constexpr int kBM = S::kBM, kStages = S::kStages, kMF = S::kMF;
@@ -182,8 +191,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     pipeline<kStages>(nk, load, mma);
     for_each_pair<kMF, 4>(g, t, n0 + warp * 32, [&](int mf, int j, int hr, int r, int col) {
       if (r >= rem || col >= D) return;
-      *reinterpret_cast<float2*>(out + static_cast<int64_t>(s_row[r]) * D + col) =
-          make_float2(acc[mf][j][hr * 2], acc[mf][j][hr * 2 + 1]);
+      if constexpr (std::is_same_v<TO, float>)
+        *reinterpret_cast<float2*>(out + static_cast<int64_t>(s_row[r]) * D + col) =
+            make_float2(acc[mf][j][hr * 2], acc[mf][j][hr * 2 + 1]);
+      else
+        *reinterpret_cast<unsigned*>(out + static_cast<int64_t>(s_row[r]) * D + col) =
+            pack_bf16(acc[mf][j][hr * 2], acc[mf][j][hr * 2 + 1]);
     });
   }
 }
@@ -196,30 +209,44 @@ dim3 grid_of(const ExpertGemmArgs& a, int64_t cols_per_block, int64_t cols) {
               static_cast<unsigned>((cols + cols_per_block - 1) / cols_per_block), static_cast<unsigned>(a.n_experts));
 }
 
-template <class S>
-void launch_gate_up(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
+template <class S, class TX>
+void launch_gate_up(const TX* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
                     cudaStream_t stream) {
-  constexpr int smem = S::smem_a(4) + S::kSmemB;
+  constexpr int smem = S::smem_a(static_cast<int>(sizeof(TX))) + S::kSmemB;
   static const bool once = [] {  // one GPU per process
-    cudaFuncSetAttribute(gate_up_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    cudaFuncSetAttribute(gate_up_kernel<S, TX>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     return true;
   }();
   (void)once;
-  gate_up_kernel<S><<<grid_of<S>(a, kBN / 2, a.I), kThreads, smem, stream>>>(
+  gate_up_kernel<S, TX><<<grid_of<S>(a, kBN / 2, a.I), kThreads, smem, stream>>>(
       x, order, a, reinterpret_cast<__nv_bfloat16*>(h), ldh);
 }
 
-template <class S>
-void launch_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, float* out,
+template <class S, class TO>
+void launch_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, TO* out,
                  cudaStream_t stream) {
   constexpr int smem = S::smem_a(2) + S::kSmemB;
   static const bool once = [] {
-    cudaFuncSetAttribute(down_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    cudaFuncSetAttribute(down_kernel<S, TO>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     return true;
   }();
   (void)once;
-  down_kernel<S><<<grid_of<S>(a, kBN, a.D), kThreads, smem, stream>>>(reinterpret_cast<const __nv_bfloat16*>(h),
-                                                                       ldh, order, a, out);
+  down_kernel<S, TO><<<grid_of<S>(a, kBN, a.D), kThreads, smem, stream>>>(
+      reinterpret_cast<const __nv_bfloat16*>(h), ldh, order, a, out);
+}
+
+template <class S>
+void gate_up_as(const void* x, bool x_bf16, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
+                cudaStream_t stream) {
+  if (x_bf16) launch_gate_up<S>(static_cast<const __nv_bfloat16*>(x), order, a, h, ldh, stream);
+  else launch_gate_up<S>(static_cast<const float*>(x), order, a, h, ldh, stream);
+}
+
+template <class S>
+void down_as(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, void* out, bool out_bf16,
+             cudaStream_t stream) {
+  if (out_bf16) launch_down<S>(h, ldh, order, a, static_cast<__nv_bfloat16*>(out), stream);
+  else launch_down<S>(h, ldh, order, a, static_cast<float*>(out), stream);
 }
 
 }  // namespace
@@ -244,23 +271,23 @@ int rows_per_tile(const ExpertGemmArgs& a) {
   return a.capacity <= 64 ? 16 : a.capacity <= 256 ? 32 : 64;
 }
 
-void moe_gate_up_silu(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
-                      cudaStream_t stream) {
+void moe_gate_up_silu(const void* x, bool x_bf16, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h,
+                      int64_t ldh, cudaStream_t stream) {
   if (a.n_experts <= 0 || a.capacity <= 0) return;
   switch (rows_per_tile(a)) {
-    case 16: return launch_gate_up<Shape<16, 4>>(x, order, a, h, ldh, stream);
-    case 32: return launch_gate_up<Shape<32, 3>>(x, order, a, h, ldh, stream);
-    default: return launch_gate_up<Shape<64, 3>>(x, order, a, h, ldh, stream);
+    case 16: return gate_up_as<Shape<16, 4>>(x, x_bf16, order, a, h, ldh, stream);
+    case 32: return gate_up_as<Shape<32, 3>>(x, x_bf16, order, a, h, ldh, stream);
+    default: return gate_up_as<Shape<64, 3>>(x, x_bf16, order, a, h, ldh, stream);
   }
 }
 
-void moe_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, float* out,
+void moe_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, void* out, bool out_bf16,
               cudaStream_t stream) {
   if (a.n_experts <= 0 || a.capacity <= 0) return;
   switch (rows_per_tile(a)) {
-    case 16: return launch_down<Shape<16, 4>>(h, ldh, order, a, out, stream);
-    case 32: return launch_down<Shape<32, 3>>(h, ldh, order, a, out, stream);
-    default: return launch_down<Shape<64, 3>>(h, ldh, order, a, out, stream);
+    case 16: return down_as<Shape<16, 4>>(h, ldh, order, a, out, out_bf16, stream);
+    case 32: return down_as<Shape<32, 3>>(h, ldh, order, a, out, out_bf16, stream);
+    default: return down_as<Shape<64, 3>>(h, ldh, order, a, out, out_bf16, stream);
   }
 }
 

@@ -28,13 +28,14 @@ struct ExpertGemmArgs {
 bool expert_gemm_supported(int64_t D, int64_t I, int64_t ld_gu, int64_t ld_down);
 
 // Expert e's rows are the sorted slots start_e .. start_e + counts[e] (start_e: the counts of the
-// experts before it); slot p's token row is x[order[p] / a.x_div, :D] (f32, row stride D, 16-byte
-// aligned).
+// experts before it); slot p's token row is x[order[p] / a.x_div, :D] (f32, or bf16 with x_bf16:
+// an exchange's rows, read as they are; row stride D, 16-byte aligned).
 // h[e * capacity + r, :I] = bf16(silu(x_r · gate_e^T) * (x_r · up_e^T)) for r < counts[e].
-void moe_gate_up_silu(const float* x, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h, int64_t ldh,
-                      cudaStream_t stream);
-// out[order[start_e + r], :D] = h[e * capacity + r, :I] · down_e^T (f32, row stride D).
-void moe_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, float* out,
+void moe_gate_up_silu(const void* x, bool x_bf16, const int32_t* order, const ExpertGemmArgs& a, uint16_t* h,
+                      int64_t ldh, cudaStream_t stream);
+// out[order[start_e + r], :D] = h[e * capacity + r, :I] · down_e^T (row stride D): f32, or with
+// out_bf16 each value rounded once to bf16; the rows no slot names are left as they are.
+void moe_down(const uint16_t* h, int64_t ldh, const int32_t* order, const ExpertGemmArgs& a, void* out, bool out_bf16,
               cudaStream_t stream);
 
 }  // namespace dpa::kernels

@@ -356,6 +356,42 @@ void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int
                               check_expert_weights(all, n_experts, gate, up, down), gate, up, down, out_any,
                               out_dtype == DType::bf16))
     return;
+  // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
+  // rows leave at once, so padding costs nothing and an expert without rows reads no weights. They
+  // read bf16 rows and write bf16 results as they are (no conversion passes).
+  auto tensor_cores = [&](const void* xp, bool xb, void* op, bool ob) {
+    if (!uniform || dt != DType::bf16 || !kernels::expert_gemm_supported(D, I, lda_gu, lda_d) ||
+        reinterpret_cast<std::uintptr_t>(xp) % 16 != 0 || reinterpret_cast<std::uintptr_t>(op) % (ob ? 4 : 8) != 0)
+      return false;
+    const std::size_t ne = static_cast<std::size_t>(n_experts);
+    ExpertPointers& ep = expert_ptrs_[check_expert_weights(all, n_experts, gate, up, down)];
+    if (!ep.dev) {
+      not_capturing("an expert pointer upload");
+      std::vector<void*> hp(3 * ne);
+      ep.aligned = true;
+      for (std::size_t e = 0; e < ne; ++e) {
+        hp[e] = const_cast<void*>(gate[e].data), hp[ne + e] = const_cast<void*>(up[e].data);
+        hp[2 * ne + e] = const_cast<void*>(down[e].data);
+        for (std::size_t k = 0; k < 3; ++k) ep.aligned = ep.aligned && reinterpret_cast<std::uintptr_t>(hp[k * ne + e]) % 16 == 0;
+      }
+      ep.dev = static_cast<void**>(alloc(hp.size() * sizeof(void*)));
+      DPA_CHECK_CUDA(cudaMemcpy(ep.dev, hp.data(), hp.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    }
+    if (!ep.aligned) return false;
+    kernels::ExpertGemmArgs a;
+    a.gate = ep.dev, a.up = ep.dev + ne, a.down = ep.dev + 2 * ne;
+    a.ld_gu = lda_gu, a.ld_down = lda_d, a.counts = counts;
+    a.n_experts = n_experts, a.capacity = capacity, a.D = D, a.I = I, a.rows = std::max<int64_t>(rows, 0);
+    a.x_div = x_div;
+    const int64_t ldi = (I + 7) / 8 * 8;
+    auto* hb = reinterpret_cast<uint16_t*>(moe_workspace(static_cast<std::size_t>(n_experts * capacity * ldi) * 2));
+    kernels::moe_gate_up_silu(xp, xb, order, a, hb, ldi, stream_);
+    DPA_CHECK_LAUNCH();
+    kernels::moe_down(hb, ldi, order, a, op, ob, stream_);
+    DPA_CHECK_LAUNCH();
+    return true;
+  };
+  if ((x_bf16 || out_dtype == DType::bf16) && tensor_cores(x_any, x_bf16, out_any, out_dtype == DType::bf16)) return;
   // Every other form reads f32 rows (bf16 ones converted first) ...
   if (x_bf16)
     return moe_experts_fixed(
@@ -388,37 +424,7 @@ void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int
   if (bf16 &&
       moe_experts_fixed_wgmma(x, false, order, x_div, counts, n_experts, C, rows, digest, gate, up, down, out, false))
     return;
-  // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
-  // rows leave at once, so padding costs nothing and an expert without rows reads no weights.
-  if (bf16 && kernels::expert_gemm_supported(D, I, lda_gu, lda_d) &&
-      reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && reinterpret_cast<std::uintptr_t>(out) % 8 == 0) {
-    ExpertPointers& ep = expert_ptrs_[digest];
-    if (!ep.dev) {
-      not_capturing("an expert pointer upload");
-      std::vector<void*> hp(3 * ne);
-      ep.aligned = true;
-      for (std::size_t e = 0; e < ne; ++e) {
-        hp[e] = const_cast<void*>(gate[e].data), hp[ne + e] = const_cast<void*>(up[e].data);
-        hp[2 * ne + e] = const_cast<void*>(down[e].data);
-        for (std::size_t k = 0; k < 3; ++k) ep.aligned = ep.aligned && reinterpret_cast<std::uintptr_t>(hp[k * ne + e]) % 16 == 0;
-      }
-      ep.dev = static_cast<void**>(alloc(hp.size() * sizeof(void*)));
-      DPA_CHECK_CUDA(cudaMemcpy(ep.dev, hp.data(), hp.size() * sizeof(void*), cudaMemcpyHostToDevice));
-    }
-    if (ep.aligned) {
-      kernels::ExpertGemmArgs a;
-      a.gate = ep.dev, a.up = ep.dev + ne, a.down = ep.dev + 2 * ne;
-      a.ld_gu = lda_gu, a.ld_down = lda_d, a.counts = counts;
-      a.n_experts = n_experts, a.capacity = C, a.D = D, a.I = I, a.rows = std::max<int64_t>(rows, 0);
-      a.x_div = x_div;
-      auto* hb = reinterpret_cast<uint16_t*>(moe_workspace(static_cast<std::size_t>(R * ldi) * 2));
-      kernels::moe_gate_up_silu(x, order, a, hb, ldi, stream_);
-      DPA_CHECK_LAUNCH();
-      kernels::moe_down(hb, ldi, order, a, out, stream_);
-      DPA_CHECK_LAUNCH();
-      return;
-    }
-  }
+  if (bf16 && tensor_cores(x, false, out, false)) return;
   auto al = [](std::size_t b) { return (b + 255) / 256 * 256; };
   const std::size_t pos_bytes = al(R * sizeof(int32_t)), xb_bytes = al(R * ldx * es),
                     gu_bytes = al(R * ldi * sizeof(float)), h_bytes = al(R * ldi * es);
