@@ -128,9 +128,9 @@ class Evaluator {
     return Flow::normal;
   }
 
-  void bind_targets(const Node& n, const std::vector<std::string>& targets, const Value& v) {
+  void bind_targets(const Node& n, const std::vector<std::string>& targets, Value v) {
     if (targets.size() == 1) {
-      frames_.back().vars[targets[0]] = v;
+      frames_.back().vars[targets[0]] = std::move(v);
       return;
     }
     std::vector<Value> parts = iterate(v);
@@ -143,8 +143,7 @@ class Evaluator {
 
   void exec_set(const Node& n, Value v) {
     if (n.attr.empty()) {
-      if (n.targets.size() == 1) frames_.back().vars[n.targets[0]] = std::move(v);
-      else bind_targets(n, n.targets, v);
+      bind_targets(n, n.targets, std::move(v));
       return;
     }
     Value target = lookup(n.targets[0]);

@@ -350,11 +350,12 @@ void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int
   const bool uniform = uniform_experts(all, gate, up, down, shape) && supports_weight(shape.dt);
   const int64_t D = shape.D, I = shape.I, lda_gu = shape.lda_gu, lda_d = shape.lda_d;
   const DType dt = shape.dt;
+  // The experts' arrays checked once (their digest keys the kernels' per-array state).
+  const uint64_t digest = uniform ? check_expert_weights(all, n_experts, gate, up, down) : 0;
   // The warpgroup-MMA kernels read bf16 rows as they are and round bf16 results as they write them.
   if ((x_bf16 || out_dtype == DType::bf16) && uniform && dt == DType::bf16 &&
-      moe_experts_fixed_wgmma(x_any, x_bf16, order, x_div, counts, n_experts, capacity, rows,
-                              check_expert_weights(all, n_experts, gate, up, down), gate, up, down, out_any,
-                              out_dtype == DType::bf16))
+      moe_experts_fixed_wgmma(x_any, x_bf16, order, x_div, counts, n_experts, capacity, rows, digest, gate, up, down,
+                              out_any, out_dtype == DType::bf16))
     return;
   // bf16 experts on tensor cores, the counts read where they are: blocks of an expert past its
   // rows leave at once, so padding costs nothing and an expert without rows reads no weights. They
@@ -364,7 +365,7 @@ void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int
         reinterpret_cast<std::uintptr_t>(xp) % 16 != 0 || reinterpret_cast<std::uintptr_t>(op) % (ob ? 4 : 8) != 0)
       return false;
     const std::size_t ne = static_cast<std::size_t>(n_experts);
-    ExpertPointers& ep = expert_ptrs_[check_expert_weights(all, n_experts, gate, up, down)];
+    ExpertPointers& ep = expert_ptrs_[digest];
     if (!ep.dev) {
       not_capturing("an expert pointer upload");
       std::vector<void*> hp(3 * ne);
@@ -413,7 +414,6 @@ void CudaBackend::moe_experts_fixed(const void* x_any, const int32_t* order, int
     download(h.data(), counts, h.size() * sizeof(int64_t));
     return moe_experts(x, order, x_div, h.data(), n_experts, gate, up, down, out, DType::f32, 0, DType::f32);
   }
-  const uint64_t digest = check_expert_weights(all, n_experts, gate, up, down);
 
   const int64_t C = capacity, R = n_experts * C;  // every expert padded to C rows
   const bool bf16 = dt == DType::bf16;
