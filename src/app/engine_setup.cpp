@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include <boost/json.hpp>
@@ -56,6 +57,26 @@ void read_tokenizer_config(const std::string& path, EngineStack& s) {
       }
   if (!tmpl.empty()) s.chat_template = text::ChatTemplate::parse(tmpl);
 }
+// --chat-template: a readable file, else the text itself when it looks like a template (vLLM
+// takes both). A template that does not parse is a configuration error, not a per-request one.
+std::unique_ptr<text::ChatTemplate> load_chat_template(const std::string& arg) {
+  std::string tmpl;
+  if (std::filesystem::is_regular_file(arg)) tmpl = read_file(arg);
+  else if (arg.find("{{") != std::string::npos || arg.find("{%") != std::string::npos) tmpl = arg;
+  else throw ConfigError("chat-template", fmt::format("'{}' is neither a file nor a template", arg));
+  try {
+    return text::ChatTemplate::parse(tmpl);
+  } catch (const Error& e) {
+    throw ConfigError("chat-template", e.what());
+  }
+}
+
+serve::ToolParser resolve_tool_parser(const std::string& name, const text::Tokenizer* tok) {
+  if (name == "auto")
+    return tok && tok->token_to_id(serve::tool_calls_begin_marker()) ? serve::ToolParser::deepseek : serve::ToolParser::none;
+  if (auto p = serve::tool_parser_from_name(name)) return *p;
+  throw ConfigError("tool-call-parser", fmt::format("'{}': auto, none, deepseek_v3 or deepseek_v31", name));
+}
 }  // namespace
 
 const std::atomic<bool>& interrupted() { return g_interrupted; }
@@ -94,7 +115,10 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("watchdog-timeout", po::value<double>(&f.watchdog_timeout)->default_value(f.watchdog_timeout), "seconds a step may stall before the job ends with a dump (0: off)")
       ("test-fault-rank", po::value<int>(&f.fault_rank)->default_value(f.fault_rank), "tests only: this world rank hangs at --test-fault-step (fault injection)")
       ("test-fault-step", po::value<int64_t>(&f.fault_step)->default_value(f.fault_step), "tests only: the step at which --test-fault-rank hangs")
-      ("seed", po::value<uint64_t>(&f.seed)->default_value(f.seed), "base seed of unseeded sampling");
+      ("seed", po::value<uint64_t>(&f.seed)->default_value(f.seed), "base seed of unseeded sampling")
+      ("chat-template", po::value<std::string>(&f.chat_template), "Jinja chat template (a file, or the template text itself) in place of tokenizer_config.json's")
+      ("tool-call-parser", po::value<std::string>(&f.tool_call_parser)->default_value(f.tool_call_parser), "how chat tool calls are read from the output into message.tool_calls: auto (deepseek_v3 when the tokenizer has DeepSeek's tool-call tokens, else none) | none | deepseek_v3 | deepseek_v31 (both read V3 and V3.1 markup)")
+      ("enable-auto-tool-choice", po::bool_switch(&f.enable_auto_tool_choice), "accepted for vLLM command lines: tool_choice \"auto\" is served whenever --tool-call-parser is not none");
 }
 
 EngineStack build_engine(Context& ctx, const EngineFlags& f) {
@@ -120,6 +144,18 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
     throw ConfigError("gpu-memory-utilization", "must be in (0, 1]");
   if (!s.checkpoint->tokenizer_path().empty()) s.tokenizer = text::Tokenizer::from_file(s.checkpoint->tokenizer_path());
   read_tokenizer_config(s.checkpoint->tokenizer_config_path(), s);
+  // The template file may be missing on one node only: one error on every rank, no rank left waiting.
+  err.reset();
+  try {
+    if (!f.chat_template.empty()) s.chat_template = load_chat_template(f.chat_template);
+    s.info.tool_parser = resolve_tool_parser(f.tool_call_parser, s.tokenizer.get());
+    if (f.enable_auto_tool_choice && s.info.tool_parser == serve::ToolParser::none)
+      throw ConfigError("enable-auto-tool-choice",
+                        "needs a tool-call parser: --tool-call-parser deepseek_v3 (auto found no tool-call tokens)");
+  } catch (const Error& e) {
+    err = e.what();
+  }
+  dist::agree_or_throw(rt.world(), err);
 
   engine::ExecutorOptions eo;
   eo.page_size = f.page_size;

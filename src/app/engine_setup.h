@@ -42,6 +42,9 @@ struct EngineFlags {
   int fault_rank = -1;         // test only: this rank hangs at step fault_step
   int64_t fault_step = -1;
   uint64_t seed = 0;
+  std::string chat_template;             // --chat-template: a file or the template itself (default: the tokenizer's)
+  std::string tool_call_parser = "auto";  // auto | none | deepseek_v3 | deepseek_v31 (vLLM's names)
+  bool enable_auto_tool_choice = false;   // vLLM's flag, accepted; tool_choice "auto" follows the parser
 };
 void add_engine_options(po::options_description& desc, EngineFlags& f);
 

@@ -301,7 +301,7 @@ void ApiServer::on_token(const engine::TokenOutput& o) {
   if (g.finished()) {
     if (g.needs_abort()) engine_.abort(o.request_id);
     m.e2e.observe(t - j.arrival);
-    ++m.finished[g.finish_reason()];
+    ++m.finished[g.engine_finish_reason()];
     finish_choice(j, c);
   }
 }
@@ -345,19 +345,24 @@ void ApiServer::finish_choice(Job& j, int c) {
 
 void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final) {
   if (!j.http || !j.http->open()) return;
-  if (!final && delta.empty()) return;  // logprobs wait for the next text
+  Generation& g = j.gens[c];
+  std::size_t first_call = 0;
+  const std::vector<ToolCall> calls = g.take_stream_tool_calls(first_call);
+  if (!final && delta.empty() && calls.empty()) return;  // logprobs wait for the next text
   if (!j.header_sent) {
     j.http->start_stream(200, "text/event-stream");
     j.header_sent = true;
   }
-  Generation& g = j.gens[c];
   const json::value lp = g.take_stream_logprobs(j.chat);
   json::object choice;
   choice["index"] = c;
   if (j.chat) {
     json::object d;
     if (!j.role_sent[c]) d["role"] = "assistant", j.role_sent[c] = 1;
-    if (!delta.empty() || d.contains("role")) d["content"] = delta;
+    if (!delta.empty() || (d.contains("role") && calls.empty())) d["content"] = delta;
+    // Each call whole in one delta (name and arguments together), as clients that accumulate
+    // deltas by index expect.
+    if (!calls.empty()) d["tool_calls"] = tool_calls_json(j.id, static_cast<std::size_t>(c), calls, first_call, true);
     choice["delta"] = d;
   } else {
     choice["text"] = delta;

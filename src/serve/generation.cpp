@@ -12,6 +12,7 @@ namespace json = boost::json;
 Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std::size_t prompt_index)
     : req_(req), tok_(tok), prompt_index_(prompt_index) {
   if (tok_) detok_ = std::make_unique<text::IncrementalDetokenizer>(*tok_, req.skip_special_tokens);
+  if (req.tool_parser != ToolParser::none) tools_ = std::make_unique<ToolCallStream>(req.tool_parser);
 }
 
 namespace {
@@ -82,7 +83,12 @@ std::string Generation::add(const engine::TokenOutput& out) {
       stopped_by_string_ = out.finish == engine::FinishReason::none;
     }
   }
-  return flush_text(finished());
+  std::string delta = flush_text(finished());
+  if (tools_) {
+    delta = tools_->push(delta, finished());
+    content_ += delta;
+  }
+  return delta;
 }
 
 std::string Generation::flush_text(bool final) {
@@ -103,10 +109,31 @@ std::string Generation::flush_text(bool final) {
 }
 
 void Generation::end(engine::FinishReason why) {
-  if (!finished()) finish_ = why;
+  if (finished()) return;
+  finish_ = why;
+  if (tools_) content_ += tools_->push(flush_text(true), true);  // what was held back, for the response
+}
+
+const std::vector<ToolCall>& Generation::tool_calls() const {
+  static const std::vector<ToolCall> none;
+  return tools_ ? tools_->calls() : none;
+}
+
+std::vector<ToolCall> Generation::take_stream_tool_calls(std::size_t& first) {
+  first = stream_calls_from_;
+  const auto& all = tool_calls();
+  std::vector<ToolCall> fresh(all.begin() + static_cast<std::ptrdiff_t>(first), all.end());
+  stream_calls_from_ = all.size();
+  return fresh;
 }
 
 std::string Generation::finish_reason() const {
+  // As vLLM: a generation that ended by itself after calling tools reports "tool_calls".
+  if (finish_ == engine::FinishReason::stop && !tool_calls().empty()) return "tool_calls";
+  return engine_finish_reason();
+}
+
+std::string Generation::engine_finish_reason() const {
   switch (finish_) {
     case engine::FinishReason::stop: return "stop";
     case engine::FinishReason::length: return "length";
@@ -175,6 +202,22 @@ json::value Generation::take_stream_logprobs(bool chat) {
   return json::object{{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}};
 }
 
+json::array tool_calls_json(const std::string& response_id, std::size_t choice, const std::vector<ToolCall>& calls,
+                            std::size_t first_index, bool stream) {
+  // "chatcmpl-<x>" gives "call_<x>_<choice>_<index>": unique while response ids are.
+  const auto dash = response_id.find('-');
+  const std::string stem = dash == std::string::npos ? response_id : response_id.substr(dash + 1);
+  json::array out;
+  for (std::size_t k = 0; k < calls.size(); ++k) {
+    json::object c{{"id", fmt::format("call_{}_{}_{}", stem, choice, first_index + k)},
+                   {"type", "function"},
+                   {"function", json::object{{"name", calls[k].name}, {"arguments", calls[k].arguments}}}};
+    if (stream) c["index"] = static_cast<int64_t>(first_index + k);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {
   json::object u{{"prompt_tokens", prompt_tokens},
                  {"completion_tokens", completion_tokens},
@@ -221,8 +264,14 @@ json::object chat_response(const std::string& id, const std::string& model, int6
   for (std::size_t i = 0; i < choices.size(); ++i) {
     const auto& g = choices[i];
     completion_tokens += static_cast<int64_t>(g.tokens().size());
+    json::object message{{"role", "assistant"}, {"content", g.content()}};
+    if (!g.tool_calls().empty()) {
+      // OpenAI's shape: content null when the model only called tools.
+      if (g.content().find_first_not_of(" \t\r\n") == std::string::npos) message["content"] = nullptr;
+      message["tool_calls"] = tool_calls_json(id, i, g.tool_calls(), 0, false);
+    }
     cs.push_back(json::object{{"index", static_cast<int64_t>(i)},
-                              {"message", json::object{{"role", "assistant"}, {"content", g.text()}}},
+                              {"message", std::move(message)},
                               {"logprobs", g.chat_logprobs()},
                               {"finish_reason", g.finish_reason()}});
   }

@@ -12,6 +12,7 @@
 
 #include "engine/request.h"
 #include "serve/openai_request.h"
+#include "serve/tool_calls.h"
 #include "text/tokenizer.h"
 
 namespace dpa::serve {
@@ -30,8 +31,17 @@ class Generation {
   bool finished() const { return finish_ != engine::FinishReason::none; }
   bool needs_abort() const { return stopped_by_string_; }
   const std::string& text() const { return text_; }
+  // Chat: the message content (the text less its tool-call section when tool calls are parsed) and
+  // the calls read from it.
+  const std::string& content() const { return tools_ ? content_ : text_; }
+  const std::vector<ToolCall>& tool_calls() const;
+  // Calls completed since the last call, for a stream chunk; `first` is the index of the first.
+  std::vector<ToolCall> take_stream_tool_calls(std::size_t& first);
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  std::string finish_reason() const;  // "stop" | "length" | "abort"
+  // The response's: "stop" | "length" | "abort", or "tool_calls" when the model stopped after
+  // calling tools.
+  std::string finish_reason() const;
+  std::string engine_finish_reason() const;  // the engine's (metrics): never "tool_calls"
   // Prompt tokens the engine reused from its prefix cache (-1 until the first token came).
   int64_t cached_tokens() const { return cached_tokens_; }
   std::size_t prompt_index() const { return prompt_index_; }
@@ -61,6 +71,9 @@ class Generation {
   std::size_t stream_lp_from_ = 0;
   engine::FinishReason finish_ = engine::FinishReason::none;
   bool stopped_by_string_ = false;
+  std::unique_ptr<ToolCallStream> tools_;  // chat with tools: reads the tool-call section out
+  std::string content_;                    // with tools_: the text it let through
+  std::size_t stream_calls_from_ = 0;
 };
 
 // Full non-streaming response bodies.
@@ -69,6 +82,10 @@ boost::json::object completion_response(const std::string& id, const std::string
                                         const std::string& echo_prefix);
 boost::json::object chat_response(const std::string& id, const std::string& model, int64_t created,
                                   const std::vector<Generation>& choices, int64_t prompt_tokens);
+// A choice's tool calls as OpenAI writes them ({"id", "type": "function", "function": {"name",
+// "arguments"}}); in a stream chunk each also carries its "index". Ids are unique per response id.
+boost::json::array tool_calls_json(const std::string& response_id, std::size_t choice, const std::vector<ToolCall>& calls,
+                                   std::size_t first_index, bool stream);
 // With cached_tokens >= 0: "prompt_tokens_details": {"cached_tokens": n}.
 boost::json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens = -1);
 // Cached prompt tokens over the prompts of these choices (each prompt once); -1 when none reported.

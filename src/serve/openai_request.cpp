@@ -125,6 +125,72 @@ void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) 
     if (ids.empty()) bad("prompt", "'prompt' must not be empty");
 }
 
+// An assistant message's earlier calls, as templates read them: arguments as JSON text (some
+// clients send an object; DeepSeek's templates concatenate the string).
+json::value past_tool_calls(const json::value& v) {
+  if (!v.is_array()) bad("messages", "'tool_calls' must be an array");
+  json::array out;
+  for (const auto& e : v.as_array()) {
+    const json::value* fn = e.is_object() ? field(e.as_object(), "function") : nullptr;
+    const json::value* name = fn && fn->is_object() ? field(fn->as_object(), "name") : nullptr;
+    if (!name || !name->is_string()) bad("messages", "each tool call needs a 'function' with a string 'name'");
+    json::object call = e.as_object();
+    json::object f = fn->as_object();
+    const json::value* args = field(f, "arguments");
+    if (!args) f["arguments"] = "{}";
+    else if (args->is_object()) f["arguments"] = json::serialize(*args);
+    else if (!args->is_string()) bad("messages", "a tool call's 'arguments' must be a JSON string or an object");
+    if (!field(call, "type")) call["type"] = "function";
+    call["function"] = std::move(f);
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+// `tools` and `tool_choice` (chat). Tool calls are read out of the output for "auto" (the default
+// with tools) when the server has a parser; "required" and a named function would need
+// constrained decoding, which this server does not have: refused, not ignored.
+void parse_tools(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
+  const json::value* tools = field(o, "tools");
+  std::size_t n_tools = 0;
+  if (tools) {
+    if (!tools->is_array()) bad("tools", "'tools' must be an array");
+    for (const auto& t : tools->as_array()) {
+      const json::value* type = t.is_object() ? field(t.as_object(), "type") : nullptr;
+      if (!type || !type->is_string() || type->as_string() != "function")
+        bad("tools", "each tool must be an object with \"type\": \"function\"");
+      const json::value* fn = field(t.as_object(), "function");
+      const json::value* name = fn && fn->is_object() ? field(fn->as_object(), "name") : nullptr;
+      if (!name || !name->is_string() || name->as_string().empty())
+        bad("tools", "each tool needs a 'function' with a non-empty string 'name'");
+      if (const json::value* ps = field(fn->as_object(), "parameters"); ps && !ps->is_object())
+        bad("tools", fmt::format("the parameters of tool '{}' must be a JSON Schema object", std::string(name->as_string())));
+    }
+    n_tools = tools->as_array().size();
+  }
+  const json::value* choice = field(o, "tool_choice");
+  std::string how = n_tools > 0 ? "default" : "none";
+  if (choice) {
+    if (choice->is_string()) {
+      how = std::string(choice->as_string());
+      if (how != "none" && how != "auto" && how != "required")
+        bad("tool_choice", fmt::format("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function, got \"{}\"", how));
+    } else if (choice->is_object()) {
+      how = "named";
+    } else {
+      bad("tool_choice", "'tool_choice' must be a string or an object");
+    }
+    if (how != "none" && n_tools == 0) bad("tool_choice", "'tool_choice' needs 'tools'");
+  }
+  if (how == "required" || how == "named")
+    bad("tool_choice", "'tool_choice' \"required\" or a named function is not supported by this server (no constrained "
+                       "decoding); send \"auto\" or \"none\"");
+  if (how == "auto" && m.tool_parser == ToolParser::none)
+    bad("tool_choice", "\"auto\" tool choice needs a tool-call parser: start the server with --tool-call-parser deepseek_v3");
+  // Without a parser, tools left to the default still reach the template; the output is text.
+  if (how == "auto" || how == "default") r.tool_parser = m.tool_parser;
+}
+
 void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
   const json::value* msgs = field(o, "messages");
   if (!msgs || !msgs->is_array() || msgs->as_array().empty()) bad("messages", "'messages' must be a non-empty array");
@@ -151,6 +217,7 @@ void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r)
     } else if (c && !c->is_string()) {
       bad("messages", "'content' must be a string or an array of text parts");
     }
+    if (const json::value* calls = field(mo, "tool_calls")) msg["tool_calls"] = past_tool_calls(*calls);
     clean.push_back(std::move(msg));
   }
   if (!m.chat_template) bad("messages", "this model has no chat template");
@@ -159,7 +226,7 @@ void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r)
   ctx["add_generation_prompt"] = get_bool(o, "add_generation_prompt", true);
   ctx["bos_token"] = m.bos_token;
   ctx["eos_token"] = m.eos_token;
-  if (const json::value* t = field(o, "tools")) ctx["tools"] = *t;
+  if (const json::value* t = field(o, "tools")) ctx["tools"] = *t;  // checked by parse_tools
   if (const json::value* k = field(o, "chat_template_kwargs")) {
     if (!k->is_object()) bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
     for (const auto& kv : k->as_object()) ctx[kv.key()] = kv.value();
@@ -267,6 +334,7 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     p.logprobs = static_cast<int32_t>(get_int(o, "logprobs", -1, 0, m.max_logprobs));
     p.max_tokens = static_cast<int32_t>(get_int(o, "max_tokens", 16, 1, m.max_model_len));
   } else {
+    parse_tools(o, m, r);
     parse_messages(o, m, r);
     r.chat_logprobs = get_bool(o, "logprobs", false);
     const int64_t top = get_int(o, "top_logprobs", 0, 0, m.max_logprobs);

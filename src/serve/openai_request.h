@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "serve/tool_calls.h"
 
 namespace dpa::text {
 class Tokenizer;
@@ -39,6 +40,7 @@ struct ModelInfo {
   int64_t vocab_size = 0;
   int32_t max_n = 16;                            // cap on `n`
   int32_t max_logprobs = 20;
+  ToolParser tool_parser = ToolParser::none;     // --tool-call-parser: how tool calls are read from output
 };
 
 struct ParsedRequest {
@@ -55,6 +57,9 @@ struct ParsedRequest {
   bool include_stop_str_in_output = false;
   int32_t data_parallel_rank = -1;
   bool chat_logprobs = false;          // chat: logprobs true/false; top count in params.logprobs
+  // Chat with tools and tool_choice "auto" on a server with a tool-call parser: the output's tool
+  // calls become message.tool_calls. none: the text is returned as the model wrote it.
+  ToolParser tool_parser = ToolParser::none;
 };
 
 // Parses and validates `body`; throws ApiError (400 / 404 for an unknown model).

@@ -4,6 +4,7 @@
 //  2. The bytes as a JSON body: boost::json::parse as the server does, then
 //     serve::parse_request for both endpoints (completions and chat), with a ModelInfo built from
 //     the small GPT-2 tokenizer and the Qwen2.5 chat template. ApiError is the documented outcome.
+//  3. The bytes as model output through the tool-call reader (see tool_call_text).
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -74,6 +75,24 @@ void json_request(const uint8_t* data, size_t size) {
   }
 }
 
+// 3. The bytes as a model's output through the tool-call reader, in pieces of a size the first
+//    byte picks: when no call reads, the content is the input exactly (nothing lost); calls that
+//    read have a name without spaces and arguments.
+void tool_call_text(const uint8_t* data, size_t size) {
+  if (size == 0) return;
+  const std::size_t step = 1 + data[0] % 17;
+  const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
+  serve::ToolCallStream s(serve::ToolParser::deepseek);
+  std::string content;
+  for (std::size_t at = 0; at < text.size(); at += step) content += s.push(text.substr(at, step), false);
+  content += s.push("", true);
+  if (s.calls().empty() && content != text) __builtin_trap();
+  if (content.size() > text.size()) __builtin_trap();
+  for (const auto& c : s.calls())
+    if (c.name.empty() || c.name.find_first_of(" \t\r\n") != std::string::npos || c.arguments.empty())
+      __builtin_trap();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -81,5 +100,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)fuzz::model_fixture();
   http_parse(data, size);
   json_request(data, size);
+  tool_call_text(data, size);
   return 0;
 }

@@ -25,6 +25,7 @@ struct ModelFixture {
     info.bos_token = info.eos_token = "<|endoftext|>";
     info.max_model_len = 128;
     info.vocab_size = tok->vocab_size();
+    info.tool_parser = serve::ToolParser::deepseek;  // tools and tool_choice reach every branch
   }
 };
 

@@ -100,6 +100,19 @@ for f in '"messages":"hi"' '"messages":[]' '"messages":{}' '"messages":[1]' '"me
          '"logprobs":true,"top_logprobs":1000' '"stream":"x"' '"stream_options":"x"' '"seed":{}'; do
   CH 400 "{$M1,$f}"
 done
+# Tools: malformed definitions, tool_choice values this server cannot honour (no constrained
+# decoding) or without tools, malformed past calls.
+T='"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]'
+for f in '"tools":{}' '"tools":[1]' '"tools":[{"type":"function"}]' '"tools":[{"type":"code","function":{"name":"f"}}]' \
+         '"tools":[{"type":"function","function":{"name":""}}]' \
+         '"tools":[{"type":"function","function":{"name":"f","parameters":[]}}]' '"tool_choice":"auto"' \
+         '"tool_choice":"required"' "$T,\"tool_choice\":\"required\"" "$T,\"tool_choice\":\"maybe\"" "$T,\"tool_choice\":1" \
+         "$T,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}" \
+         '"messages":[{"role":"assistant","content":null,"tool_calls":{}}]' \
+         '"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"arguments":"{}"}}]}]' \
+         '"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":[]}}]}]'; do
+  CH 400 "{$M1,$f}"
+done
 # ---------------------------------------------------------------- non-object, invalid, truncated, nested JSON
 for b in '[]' '[1,2]' '"a string"' '42' '3.5' 'null' 'true' '' '{' '{"prompt":"Hello",' '{"prompt":"Hel' \
          '{"prompt":"Hello"} trailing' "{'prompt':'x'}" '{"prompt":"x",}' 'not json' $'\xff\xfe{}' \
@@ -231,6 +244,17 @@ check 200 POST /v1/chat/completions "${A[@]}" "${J[@]}" -d "{$M1}"
 # What the refusals above leave alone: text output, an empty or null suffix, best_of equal to n.
 C 200 '{"prompt":"Hello","max_tokens":2,"response_format":{"type":"text"},"suffix":"","best_of":2,"n":2}'
 CH 200 "{$M1,\"response_format\":{\"type\":\"text\"},\"suffix\":null,\"logit_bias\":{\"5\":-100}}"
+# Tools as clients send them: tool_choice auto (the default) and none, and a conversation that
+# carries a past call (arguments as text and as an object) and its result.
+CH 200 "{$M1,$T}"
+CH 200 "{$M1,$T,\"tool_choice\":\"auto\"}"
+CH 200 "{$M1,$T,\"tool_choice\":\"none\"}"
+CH 200 "{$M1,\"tool_choice\":\"none\"}"
+CH 200 "{$T,\"max_tokens\":2,\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},
+  {\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",
+   \"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}},{\"id\":\"c2\",\"type\":\"function\",
+   \"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},
+  {\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"18C\"},{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":\"19C\"}]}"
 
 # ---------------------------------------------------------------- access: the route table
 # Every route api_server.cpp serves, with the method it takes.

@@ -165,6 +165,30 @@ await check('logprobs (completions and chat)', async () => {
   }
 });
 
+await check('tools: auto (a forced marker that starts no call comes back as text), stream, required refused', async () => {
+  const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather of a city',
+                                                   parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+  // 128806 is <｜tool▁calls▁begin｜>: the section starts but no call ever reads, so the parser
+  // must give the text back as written.
+  const forced = { ...greedy, messages: [{ role: 'user', content: 'Weather in Paris?' }], max_tokens: 3, tools,
+                   logit_bias: { '128806': 100 } };
+  const r = await client.chat.completions.create({ ...forced, tool_choice: 'auto' });
+  assert.equal(r.choices[0].message.content, '<｜tool▁calls▁begin｜>'.repeat(3));
+  assert.equal(r.choices[0].message.tool_calls, undefined);
+  assert.equal(r.choices[0].finish_reason, 'length');
+  const stream = await client.chat.completions.create({ ...forced, stream: true });
+  let text = '', finish = null;
+  for await (const c of stream) {
+    text += c.choices[0]?.delta?.content ?? '';
+    assert.equal(c.choices[0]?.delta?.tool_calls, undefined);
+    finish = c.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(text, '<｜tool▁calls▁begin｜>'.repeat(3));
+  assert.equal(finish, 'length');
+  await assert.rejects(client.chat.completions.create({ ...forced, tool_choice: 'required' }),
+                       (e) => e.status === 400 && /constrained/.test(e.message));
+});
+
 await check('errors: unknown model 404, context overflow 400', async () => {
   await assert.rejects(client.completions.create({ model: 'no-such-model', prompt: 'x', max_tokens: 1 }),
                        (e) => e.status === 404 && /does not exist/.test(e.message));

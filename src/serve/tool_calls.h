@@ -1,0 +1,58 @@
+// Tool calls in a model's output text, turned into OpenAI `tool_calls` (vLLM's and SGLang's
+// --tool-call-parser). DeepSeek's markup, as its chat templates write past calls back:
+//
+//   V3:   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```<｜tool▁call▁end｜>
+//         ...more calls, newline-separated...<｜tool▁calls▁end｜>
+//   V3.1: <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
+//
+// The markers are ordinary (not special) tokens, so they reach the text whatever
+// skip_special_tokens says. Text before the section is the message content; a call whose markup
+// does not read, or a section the generation left unfinished, stays in the content as it was
+// written, so nothing the model wrote is lost.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dpa::serve {
+
+enum class ToolParser { none, deepseek };
+
+// "none" | "deepseek_v3" | "deepseek_v31" (vLLM's names) | "deepseekv3" | "deepseekv31" (SGLang's).
+// nullopt for any other name. ("auto" is resolved by the caller, which knows the tokenizer.)
+std::optional<ToolParser> tool_parser_from_name(std::string_view name);
+// The markers the parser looks for, so a caller can tell whether a tokenizer knows them.
+std::string_view tool_calls_begin_marker();
+
+struct ToolCall {
+  std::string name;
+  std::string arguments;  // as the model wrote it (JSON text, unchecked, as OpenAI's own API returns it)
+};
+
+// Reads one choice's text as it streams. push() takes each new piece of text and returns the
+// content that may be shown now: text that could still be the start of the tool-call section is
+// held back until it is known. Complete calls gather in calls().
+class ToolCallStream {
+ public:
+  explicit ToolCallStream(ToolParser p) : parser_(p) {}
+  std::string push(std::string_view text, bool final);
+  const std::vector<ToolCall>& calls() const { return calls_; }
+
+ private:
+  enum class State { content, section, after };
+  std::string read_section(bool final);
+
+  ToolParser parser_;
+  State state_ = State::content;
+  std::string buf_;  // text not yet returned or parsed
+  std::string raw_, held_;  // the section before its first call: as written, and its content part
+  std::vector<ToolCall> calls_;
+};
+
+// One call's body (between call-begin and call-end) in either DeepSeek form; nullopt when it does
+// not read as one.
+std::optional<ToolCall> parse_deepseek_call(std::string_view body);
+
+}  // namespace dpa::serve
