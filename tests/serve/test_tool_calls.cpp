@@ -216,6 +216,41 @@ TEST(ToolCallsDeepSeek, TemplateMarkupReadsBack) {
   expect_calls(back.calls, {{"get_weather", R"({"city": "Paris"})"}, {"get_time", R"({"tz":"CET"})"}});
 }
 
+TEST(ToolCallsDeepSeek, ShippedToolsTemplateListsToolsAndClosesEverySection) {
+  NEED_DEEPSEEK();
+  const std::string src = read_file("DPA_TEST_DEEPSEEK_TOOLS_TEMPLATE");
+  ASSERT_FALSE(src.empty()) << "set DPA_TEST_DEEPSEEK_TOOLS_TEMPLATE (inputs/chat_templates/deepseek_v3_tools.jinja)";
+  const auto tmpl = text::ChatTemplate::parse(src);
+  serve::ModelInfo m = deepseek().info;
+  m.chat_template = tmpl.get();
+  // One past call (DeepSeek's own template leaves such a section open), then the model's turn.
+  auto body = json::parse(R"({"messages": [
+      {"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "content": null, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+      {"role": "user", "content": "And the time?"}],
+    "tools": )" + std::string(kTools) + "}").as_object();
+  const auto r = parse(body, m);
+  const std::string prompt = deepseek().tok->decode(r.prompts.at(0), false);
+  EXPECT_NE(prompt.find("### get_weather\nDescription: Weather\nParameters: {\"type\": \"object\""), std::string::npos) << prompt;
+  EXPECT_NE(prompt.find("### get_time\n"), std::string::npos) << prompt;
+  EXPECT_NE(prompt.find("<｜tool▁output▁end｜><｜tool▁outputs▁end｜><｜User｜>And the time?<｜Assistant｜>"), std::string::npos)
+      << prompt;
+  // The call as written in the conversation reads back through the parser.
+  const auto from = prompt.find(kBegin, prompt.find("<｜User｜>"));
+  const auto to = prompt.find(kEnd, from);
+  ASSERT_NE(to, std::string::npos) << prompt;
+  const Read back = read(prompt.substr(from, to + kEnd.size() - from), 2);
+  EXPECT_EQ(back.content, "");
+  expect_calls(back.calls, {{"get_weather", R"({"city":"Paris"})"}});
+  // The format the system prompt teaches is one the parser reads.
+  const auto taught = prompt.find(kBegin);
+  ASSERT_LT(taught, from);
+  const Read example = read(prompt.substr(taught, prompt.find(kEnd, taught) + kEnd.size() - taught), 0);
+  expect_calls(example.calls, {{"FUNCTION_NAME", "ARGUMENTS_AS_JSON"}});
+}
+
 // The engine's outputs for `text`, one token each, through a Generation of request `r`.
 serve::Generation generate(const serve::ParsedRequest& r, const std::string& text, int32_t max_tokens,
                            std::vector<std::string>* streamed = nullptr,
