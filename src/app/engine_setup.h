@@ -45,6 +45,7 @@ struct EngineFlags {
   std::string chat_template;             // --chat-template: a file or the template itself (default: the tokenizer's)
   std::string tool_call_parser = "auto";  // auto | none | deepseek_v3 | deepseek_v31 (vLLM's names)
   bool enable_auto_tool_choice = false;   // vLLM's flag, accepted; tool_choice "auto" follows the parser
+  std::string reasoning_parser = "none";   // none | deepseek_r1
 };
 void add_engine_options(po::options_description& desc, EngineFlags& f);
 

@@ -348,7 +348,8 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
   Generation& g = j.gens[c];
   std::size_t first_call = 0;
   const std::vector<ToolCall> calls = g.take_stream_tool_calls(first_call);
-  if (!final && delta.empty() && calls.empty()) return;  // logprobs wait for the next text
+  const std::string reasoning = g.take_stream_reasoning();
+  if (!final && delta.empty() && calls.empty() && reasoning.empty()) return;  // logprobs wait for the next text
   if (!j.header_sent) {
     j.http->start_stream(200, "text/event-stream");
     j.header_sent = true;
@@ -359,7 +360,8 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
   if (j.chat) {
     json::object d;
     if (!j.role_sent[c]) d["role"] = "assistant", j.role_sent[c] = 1;
-    if (!delta.empty() || (d.contains("role") && calls.empty())) d["content"] = delta;
+    if (!reasoning.empty()) d["reasoning_content"] = reasoning;
+    if (!delta.empty() || (d.contains("role") && calls.empty() && reasoning.empty())) d["content"] = delta;
     // Each call whole in one delta (name and arguments together), as clients that accumulate
     // deltas by index expect.
     if (!calls.empty()) d["tool_calls"] = tool_calls_json(j.id, static_cast<std::size_t>(c), calls, first_call, true);

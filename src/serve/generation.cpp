@@ -13,6 +13,7 @@ Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std
     : req_(req), tok_(tok), prompt_index_(prompt_index) {
   if (tok_) detok_ = std::make_unique<text::IncrementalDetokenizer>(*tok_, req.skip_special_tokens);
   if (req.tool_parser != ToolParser::none) tools_ = std::make_unique<ToolCallStream>(req.tool_parser);
+  if (req.reasoning_parser != ReasoningParser::none) reasoning_stream_ = std::make_unique<ReasoningStream>();
 }
 
 namespace {
@@ -83,12 +84,19 @@ std::string Generation::add(const engine::TokenOutput& out) {
       stopped_by_string_ = out.finish == engine::FinishReason::none;
     }
   }
-  std::string delta = flush_text(finished());
-  if (tools_) {
-    delta = tools_->push(delta, finished());
-    content_ += delta;
+  return route(flush_text(finished()), finished());
+}
+
+std::string Generation::route(std::string text, bool final) {
+  if (!reasoning_stream_ && !tools_) return text;
+  if (reasoning_stream_) {
+    ReasoningStream::Split split = reasoning_stream_->push(text, final);
+    reasoning_ += split.reasoning;
+    text = std::move(split.content);
   }
-  return delta;
+  if (tools_) text = tools_->push(text, final);
+  content_ += text;
+  return text;
 }
 
 std::string Generation::flush_text(bool final) {
@@ -111,12 +119,19 @@ std::string Generation::flush_text(bool final) {
 void Generation::end(engine::FinishReason why) {
   if (finished()) return;
   finish_ = why;
-  if (tools_) content_ += tools_->push(flush_text(true), true);  // what was held back, for the response
+  route(flush_text(true), true);  // what the parsers held back, for the response
 }
 
 const std::vector<ToolCall>& Generation::tool_calls() const {
   static const std::vector<ToolCall> none;
   return tools_ ? tools_->calls() : none;
+}
+
+std::string Generation::take_stream_reasoning() {
+  if (!req_.include_reasoning) return {};
+  std::string fresh = reasoning_.substr(stream_reasoning_from_);
+  stream_reasoning_from_ = reasoning_.size();
+  return fresh;
 }
 
 std::vector<ToolCall> Generation::take_stream_tool_calls(std::size_t& first) {
@@ -265,6 +280,11 @@ json::object chat_response(const std::string& id, const std::string& model, int6
     const auto& g = choices[i];
     completion_tokens += static_cast<int64_t>(g.tokens().size());
     json::object message{{"role", "assistant"}, {"content", g.content()}};
+    if (g.splits_reasoning()) {  // vLLM's shape: null for a part that is empty
+      if (g.content().empty()) message["content"] = nullptr;
+      if (g.include_reasoning())
+        message["reasoning_content"] = g.reasoning().empty() ? json::value(nullptr) : json::value(g.reasoning());
+    }
     if (!g.tool_calls().empty()) {
       // OpenAI's shape: content null when the model only called tools.
       if (g.content().find_first_not_of(" \t\r\n") == std::string::npos) message["content"] = nullptr;

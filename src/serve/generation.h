@@ -12,6 +12,7 @@
 
 #include "engine/request.h"
 #include "serve/openai_request.h"
+#include "serve/reasoning.h"
 #include "serve/tool_calls.h"
 #include "text/tokenizer.h"
 
@@ -33,7 +34,12 @@ class Generation {
   const std::string& text() const { return text_; }
   // Chat: the message content (the text less its tool-call section when tool calls are parsed) and
   // the calls read from it.
-  const std::string& content() const { return tools_ ? content_ : text_; }
+  const std::string& content() const { return tools_ || reasoning_stream_ ? content_ : text_; }
+  // With a reasoning parser: the text before </think> (not part of content()).
+  bool splits_reasoning() const { return reasoning_stream_ != nullptr; }
+  const std::string& reasoning() const { return reasoning_; }
+  bool include_reasoning() const { return req_.include_reasoning; }
+  std::string take_stream_reasoning();  // reasoning added since the last call, for a stream chunk
   const std::vector<ToolCall>& tool_calls() const;
   // Calls completed since the last call, for a stream chunk; `first` is the index of the first.
   std::vector<ToolCall> take_stream_tool_calls(std::size_t& first);
@@ -71,8 +77,13 @@ class Generation {
   std::size_t stream_lp_from_ = 0;
   engine::FinishReason finish_ = engine::FinishReason::none;
   bool stopped_by_string_ = false;
+  // Chat output parsers: the reasoning block first, then the tool-call section of what follows.
+  std::string route(std::string text, bool final);
+  std::unique_ptr<ReasoningStream> reasoning_stream_;
   std::unique_ptr<ToolCallStream> tools_;  // chat with tools: reads the tool-call section out
-  std::string content_;                    // with tools_: the text it let through
+  std::string content_;                    // with a parser: the text they let through as content
+  std::string reasoning_;
+  std::size_t stream_reasoning_from_ = 0;
   std::size_t stream_calls_from_ = 0;
 };
 

@@ -336,6 +336,8 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   } else {
     parse_tools(o, m, r);
     parse_messages(o, m, r);
+    r.reasoning_parser = m.reasoning_parser;
+    r.include_reasoning = get_bool(o, "include_reasoning", true);
     r.chat_logprobs = get_bool(o, "logprobs", false);
     const int64_t top = get_int(o, "top_logprobs", 0, 0, m.max_logprobs);
     if (top > 0 && !r.chat_logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/request.h"
+#include "serve/reasoning.h"
 #include "serve/tool_calls.h"
 
 namespace dpa::text {
@@ -41,6 +42,7 @@ struct ModelInfo {
   int32_t max_n = 16;                            // cap on `n`
   int32_t max_logprobs = 20;
   ToolParser tool_parser = ToolParser::none;     // --tool-call-parser: how tool calls are read from output
+  ReasoningParser reasoning_parser = ReasoningParser::none;  // --reasoning-parser
 };
 
 struct ParsedRequest {
@@ -60,6 +62,9 @@ struct ParsedRequest {
   // Chat with tools and tool_choice "auto" on a server with a tool-call parser: the output's tool
   // calls become message.tool_calls. none: the text is returned as the model wrote it.
   ToolParser tool_parser = ToolParser::none;
+  // Chat on a server with a reasoning parser: the reasoning block goes to reasoning_content.
+  ReasoningParser reasoning_parser = ReasoningParser::none;
+  bool include_reasoning = true;  // vLLM's field: false drops the reasoning from the response
 };
 
 // Parses and validates `body`; throws ApiError (400 / 404 for an unknown model).

@@ -25,7 +25,7 @@ export DPA_HTTP_READ_TIMEOUT_MS=1500
 cleanup() { kill "$mpirun_pid" 2>/dev/null; wait "$mpirun_pid" 2>/dev/null; }
 trap cleanup EXIT
 MPI_EXTRA="-x DPA_HTTP_READ_TIMEOUT_MS" start_server server 2 "$work/tiny" --dp 2 --api-key "$KEY" \
-  --max-request-bytes $MAXB --log-level info || exit 1
+  --reasoning-parser deepseek_r1 --max-request-bytes $MAXB --log-level info || exit 1
 host=${url#http://}; port=${host##*:}; host=${host%:*}
 echo "server at $url"
 
@@ -255,6 +255,33 @@ CH 200 "{$T,\"max_tokens\":2,\"messages\":[{\"role\":\"user\",\"content\":\"Weat
    \"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}},{\"id\":\"c2\",\"type\":\"function\",
    \"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},
   {\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"18C\"},{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":\"19C\"}]}"
+
+# --reasoning-parser deepseek_r1 (this server's): an output that never closes </think> is all
+# reasoning. The completion of the same forced tokens is the oracle for its text.
+C 200 '{"prompt":"Hi","max_tokens":3,"logit_bias":{"100":100}}'
+cp "$work/body" "$work/forced_completion"
+CH 200 "{$M1,\"max_tokens\":3,\"logit_bias\":{\"100\":100}}"
+$PY - "$work/forced_completion" "$work/body" <<'PYEOF' && ok "chat reasoning_content is the forced text, content null" || bad "reasoning split: $(head -c 300 "$work/body")"
+import json, sys
+text = json.load(open(sys.argv[1]))["choices"][0]["text"]
+msg = json.load(open(sys.argv[2]))["choices"][0]["message"]
+assert text and msg["reasoning_content"] == text and msg["content"] is None, (text, msg)
+PYEOF
+CH 200 "{$M1,\"max_tokens\":3,\"logit_bias\":{\"100\":100},\"stream\":true}"
+$PY - "$work/forced_completion" "$work/body" <<'PYEOF' && ok "streamed: reasoning_content deltas add up to it, no content" || bad "reasoning stream: $(head -c 400 "$work/body")"
+import json, sys
+text = json.load(open(sys.argv[1]))["choices"][0]["text"]
+reasoning, content = "", ""
+for line in open(sys.argv[2]):
+    if line.startswith("data: {"):
+        d = json.loads(line[6:])["choices"][0]["delta"]
+        reasoning += d.get("reasoning_content") or ""
+        content += d.get("content") or ""
+assert reasoning == text and content == "", (reasoning, content, text)
+PYEOF
+CH 200 "{$M1,\"max_tokens\":3,\"logit_bias\":{\"100\":100},\"include_reasoning\":false}"
+$PY -c 'import json,sys; m=json.load(open(sys.argv[1]))["choices"][0]["message"]; assert "reasoning_content" not in m, m' \
+  "$work/body" && ok "include_reasoning false drops it" || bad "include_reasoning false: $(head -c 300 "$work/body")"
 
 # ---------------------------------------------------------------- access: the route table
 # Every route api_server.cpp serves, with the method it takes.

@@ -345,6 +345,49 @@ TEST(ToolCallsDeepSeek, CutShortOrNotAskedStaysText) {
   EXPECT_EQ(body.at("choices").at(0).at("message").at("tool_calls").as_array().size(), 1u);
 }
 
+TEST(ToolCallsDeepSeek, ReasoningThenToolCalls) {
+  NEED_DEEPSEEK();
+  serve::ModelInfo m = deepseek().info;
+  m.reasoning_parser = serve::ReasoningParser::deepseek_r1;
+  const std::string call = kBegin + v3_call("get_weather", R"({"city": "Paris"})") + kEnd;
+  // Markup inside the reasoning is reasoning; after </think> it is a call.
+  const std::string out = "Maybe " + call + " then.</think>Sure." + call;
+  for (bool include : {true, false}) {
+    const auto r = parse(chat_body(R"(, "tools": )" + std::string(kTools) + (include ? "" : R"(, "include_reasoning": false)")), m);
+    std::vector<std::string> streamed;
+    std::vector<serve::Generation> gens;
+    gens.push_back(generate(r, out, 1000, &streamed));
+    EXPECT_EQ(gens[0].reasoning(), "Maybe " + call + " then.");
+    EXPECT_EQ(gens[0].take_stream_reasoning(), include ? gens[0].reasoning() : "");
+    std::string content;
+    for (const auto& d : streamed) content += d;
+    EXPECT_EQ(content, "Sure.");
+    const auto body = serve::chat_response("chatcmpl-r", "m", 0, gens, 10);
+    const auto& msg = body.at("choices").at(0).at("message").as_object();
+    EXPECT_EQ(msg.at("content"), "Sure.");
+    EXPECT_EQ(msg.at("tool_calls").as_array().size(), 1u);
+    EXPECT_EQ(body.at("choices").at(0).at("finish_reason"), "tool_calls");
+    if (include) EXPECT_EQ(msg.at("reasoning_content").as_string(), gens[0].reasoning());
+    else EXPECT_FALSE(msg.contains("reasoning_content"));
+  }
+  // Cut short while thinking: all reasoning, content null (vLLM's shape).
+  const auto r = parse(chat_body(), m);
+  std::vector<serve::Generation> gens;
+  gens.push_back(generate(r, "Hmm, let me see what", 3));
+  const auto body = serve::chat_response("chatcmpl-r", "m", 0, gens, 10);
+  const auto& msg = body.at("choices").at(0).at("message").as_object();
+  EXPECT_TRUE(msg.at("content").is_null());
+  EXPECT_EQ(msg.at("reasoning_content").as_string(), gens[0].text());
+  EXPECT_EQ(body.at("choices").at(0).at("finish_reason"), "length");
+  // Without the parser there is no reasoning_content and the text is the content.
+  const auto plain = parse(chat_body(), deepseek().info);
+  std::vector<serve::Generation> g2;
+  g2.push_back(generate(plain, "a</think>b", 1000));
+  const auto b2 = serve::chat_response("chatcmpl-r", "m", 0, g2, 10);
+  EXPECT_FALSE(b2.at("choices").at(0).at("message").as_object().contains("reasoning_content"));
+  EXPECT_EQ(b2.at("choices").at(0).at("message").at("content"), "a</think>b");
+}
+
 TEST(ToolCallsDeepSeek, RequestRules) {
   NEED_DEEPSEEK();
   const auto& m = deepseek().info;
