@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "serve/held_text.h"
+
 namespace dpa::serve {
 
 namespace json = boost::json;
@@ -103,12 +105,7 @@ std::string Generation::flush_text(bool final) {
   std::size_t safe = text_.size();
   if (!final && !req_.params.stop.empty()) {
     // Hold back a tail that is a prefix of some stop string.
-    for (const auto& s : req_.params.stop)
-      for (std::size_t k = std::min(s.size() - 1, text_.size()); k > 0; --k)
-        if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
-          safe = std::min(safe, text_.size() - k);
-          break;
-        }
+    for (const auto& s : req_.params.stop) safe = std::min(safe, text_.size() - held_prefix(text_, s));
   }
   if (safe <= emitted_) return {};
   std::string delta = text_.substr(emitted_, safe - emitted_);

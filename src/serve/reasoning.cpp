@@ -1,7 +1,7 @@
 // DeepSeek-R1's <think> block split from streamed text.
 #include "serve/reasoning.h"
 
-#include <algorithm>
+#include "serve/held_text.h"
 
 namespace dpa::serve {
 
@@ -9,12 +9,6 @@ namespace {
 constexpr std::string_view kOpen = "<think>";
 constexpr std::string_view kClose = "</think>";
 
-// The longest tail of `s` that is a proper prefix of `marker`.
-std::size_t held_prefix(std::string_view s, std::string_view marker) {
-  for (std::size_t k = std::min(marker.size() - 1, s.size()); k > 0; --k)
-    if (s.substr(s.size() - k) == marker.substr(0, k)) return k;
-  return 0;
-}
 }  // namespace
 
 std::optional<ReasoningParser> reasoning_parser_from_name(std::string_view name) {

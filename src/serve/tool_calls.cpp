@@ -1,6 +1,8 @@
 // DeepSeek tool-call markup read from streamed text.
 #include "serve/tool_calls.h"
 
+#include "serve/held_text.h"
+
 namespace dpa::serve {
 
 namespace {
@@ -19,13 +21,6 @@ std::string_view trim(std::string_view s) {
   return s.substr(b, s.find_last_not_of(kSpace) - b + 1);
 }
 
-// The longest tail of `s` that is a proper prefix of `marker`: text that the next piece may turn
-// into the marker, so it cannot be shown yet.
-std::size_t held_prefix(std::string_view s, std::string_view marker) {
-  for (std::size_t k = std::min(marker.size() - 1, s.size()); k > 0; --k)
-    if (s.substr(s.size() - k) == marker.substr(0, k)) return k;
-  return 0;
-}
 
 bool is_proper_prefix(std::string_view s, std::string_view marker) {
   return s.size() < marker.size() && marker.substr(0, s.size()) == s;

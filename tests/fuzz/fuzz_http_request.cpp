@@ -4,7 +4,8 @@
 //  2. The bytes as a JSON body: boost::json::parse as the server does, then
 //     serve::parse_request for both endpoints (completions and chat), with a ModelInfo built from
 //     the small GPT-2 tokenizer and the Qwen2.5 chat template. ApiError is the documented outcome.
-//  3. The bytes as model output through the tool-call reader (see tool_call_text).
+//  3. The bytes as model output through the tool-call reader and the reasoning split (see
+//     tool_call_text).
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -14,6 +15,8 @@
 #include "fuzz_common.h"
 #include "fuzz_model_info.h"
 #include "serve/openai_request.h"
+#include "serve/reasoning.h"
+#include "serve/tool_calls.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -91,6 +94,22 @@ void tool_call_text(const uint8_t* data, size_t size) {
   for (const auto& c : s.calls())
     if (c.name.empty() || c.name.find_first_of(" \t\r\n") != std::string::npos || c.arguments.empty())
       __builtin_trap();
+  // The reasoning split loses nothing either: reasoning + </think> + content is the text (less an
+  // opening <think>), and without </think> all of it is reasoning.
+  serve::ReasoningStream r;
+  std::string reasoning, answer;
+  for (std::size_t at = 0; at <= text.size(); at += step) {
+    const bool final = at + step > text.size();
+    auto x = r.push(text.substr(at, final ? std::string_view::npos : step), final);
+    reasoning += x.reasoning;
+    answer += x.content;
+  }
+  std::string_view body = text;
+  if (body.substr(0, 7) == "<think>") body.remove_prefix(7);
+  const auto close = body.find("</think>");
+  if (close == std::string_view::npos ? (reasoning != body || !answer.empty())
+                                      : (reasoning != body.substr(0, close) || answer != body.substr(close + 8)))
+    __builtin_trap();
 }
 
 }  // namespace
