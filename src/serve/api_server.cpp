@@ -89,12 +89,12 @@ struct ApiServer::Job {
   std::vector<int> dp;
   std::vector<int64_t> prompt_len;
   std::vector<double> last_t;  // per choice: time of the last token, 0 before the first
-  std::vector<char> done, role_sent;
+  std::vector<char> done, first_sent;
   int remaining = 0;
   std::shared_ptr<HttpSession> http;
   std::function<void(Job&)> internal;  // set for /health_generate
   bool chat = false, stream = false, header_sent = false;
-  std::string id, echo;
+  std::string id;
   int64_t created = 0;
   double arrival = 0;
   std::string reject;
@@ -235,7 +235,6 @@ std::shared_ptr<ApiServer::Job> ApiServer::submit_job(std::unique_ptr<ParsedRequ
   j->created = unix_now();
   j->arrival = now_s();
   j->id = fmt::format("{}-{:x}{:06x}", j->chat ? "chatcmpl" : "cmpl", created_, j->serial);
-  if (req.echo && req.prompts.size() == 1 && model_.tokenizer) j->echo = model_.tokenizer->decode(req.prompts[0], false);
   const std::size_t n_choices = req.prompts.size() * static_cast<std::size_t>(req.n);
   j->gens.reserve(n_choices);
   for (std::size_t p = 0; p < req.prompts.size(); ++p)
@@ -247,7 +246,7 @@ std::shared_ptr<ApiServer::Job> ApiServer::submit_job(std::unique_ptr<ParsedRequ
   j->dp.assign(n_choices, 0);
   j->last_t.assign(n_choices, 0.0);
   j->done.assign(n_choices, 0);
-  j->role_sent.assign(n_choices, 0);
+  j->first_sent.assign(n_choices, 0);
   j->remaining = static_cast<int>(n_choices);
   auto loads = replica_loads(engine_.load_snapshot());
   std::size_t c = 0;
@@ -359,13 +358,16 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
   choice["index"] = c;
   if (j.chat) {
     json::object d;
-    if (!j.role_sent[c]) d["role"] = "assistant", j.role_sent[c] = 1;
+    if (!j.first_sent[c]) d["role"] = "assistant", j.first_sent[c] = 1;
     if (!reasoning.empty()) d["reasoning_content"] = reasoning;
     if (!delta.empty() || (d.contains("role") && calls.empty() && reasoning.empty())) d["content"] = delta;
     // Each call whole in one delta (name and arguments together), as clients that accumulate
     // deltas by index expect.
     if (!calls.empty()) d["tool_calls"] = tool_calls_json(j.id, static_cast<std::size_t>(c), calls, first_call, true);
     choice["delta"] = d;
+  } else if (!j.first_sent[c]) {  // the first piece of a choice carries the echoed prompt
+    choice["text"] = g.echo() + delta;
+    j.first_sent[c] = 1;
   } else {
     choice["text"] = delta;
   }
@@ -419,7 +421,7 @@ void ApiServer::complete(Job& j) {
     return;
   }
   json::object body = j.chat ? chat_response(j.id, model_.name, j.created, j.gens, prompt_tokens)
-                             : completion_response(j.id, model_.name, j.created, j.gens, prompt_tokens, j.echo);
+                             : completion_response(j.id, model_.name, j.created, j.gens, prompt_tokens);
   j.http->send(200, "application/json", json_response(body));
 }
 

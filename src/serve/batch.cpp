@@ -216,7 +216,7 @@ void BatchRunner::finish_line(Line& l) {
     const std::string id = fmt::format("{}-{}", l.req.endpoint == Endpoint::chat ? "chatcmpl" : "cmpl", l.index);
     json::object body = l.req.endpoint == Endpoint::chat
                             ? chat_response(id, model_.name, created, l.gens, prompt_tokens)
-                            : completion_response(id, model_.name, created, l.gens, prompt_tokens, "");
+                            : completion_response(id, model_.name, created, l.gens, prompt_tokens);
     // Token ids of every choice (as vLLM's return_token_ids): exact outputs without a tokenizer.
     auto& choices = body["choices"].as_array();
     for (std::size_t i = 0; i < choices.size(); ++i) {

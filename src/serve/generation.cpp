@@ -11,13 +11,6 @@ namespace dpa::serve {
 
 namespace json = boost::json;
 
-Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std::size_t prompt_index)
-    : req_(req), tok_(tok), prompt_index_(prompt_index) {
-  if (tok_) detok_ = std::make_unique<text::IncrementalDetokenizer>(*tok_, req.skip_special_tokens);
-  if (req.tool_parser != ToolParser::none) tools_ = std::make_unique<ToolCallStream>(req.tool_parser);
-  if (req.reasoning_parser != ReasoningParser::none) reasoning_stream_ = std::make_unique<ReasoningStream>();
-}
-
 namespace {
 // A single token may hold part of a UTF-8 character; JSON text must be valid UTF-8, so each
 // invalid byte becomes U+FFFD (what a client would show anyway).
@@ -48,6 +41,15 @@ std::string valid_utf8(const std::string& s) {
   return out;
 }
 }  // namespace
+
+Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std::size_t prompt_index)
+    : req_(req), tok_(tok), prompt_index_(prompt_index) {
+  if (tok_) detok_ = std::make_unique<text::IncrementalDetokenizer>(*tok_, req.skip_special_tokens);
+  if (prompt_index < req.echo_texts.size()) echo_ = valid_utf8(req.echo_texts[prompt_index]);
+  if (req.tool_parser != ToolParser::none) tools_ = std::make_unique<ToolCallStream>(req.tool_parser);
+  if (req.reasoning_parser != ReasoningParser::none) reasoning_stream_ = std::make_unique<ReasoningStream>();
+}
+
 
 bool Generation::decodable(int32_t id) const { return tok_ && id >= 0 && id < tok_->vocab_size(); }
 
@@ -252,15 +254,14 @@ int64_t cached_prompt_tokens(const std::vector<Generation>& choices) {
 }
 
 json::object completion_response(const std::string& id, const std::string& model, int64_t created,
-                                 const std::vector<Generation>& choices, int64_t prompt_tokens,
-                                 const std::string& echo_prefix) {
+                                 const std::vector<Generation>& choices, int64_t prompt_tokens) {
   json::array cs;
   int64_t completion_tokens = 0;
   for (std::size_t i = 0; i < choices.size(); ++i) {
     const auto& g = choices[i];
     completion_tokens += static_cast<int64_t>(g.tokens().size());
     cs.push_back(json::object{{"index", static_cast<int64_t>(i)},
-                              {"text", echo_prefix + g.text()},
+                              {"text", g.echo() + g.text()},
                               {"logprobs", g.completion_logprobs()},
                               {"finish_reason", g.finish_reason()}});
   }

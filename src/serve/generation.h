@@ -32,6 +32,8 @@ class Generation {
   bool finished() const { return finish_ != engine::FinishReason::none; }
   bool needs_abort() const { return stopped_by_string_; }
   const std::string& text() const { return text_; }
+  // Completions with echo: the prompt's text, which the choice's text starts with.
+  const std::string& echo() const { return echo_; }
   // Chat: the message content (the text less its tool-call section when tool calls are parsed) and
   // the calls read from it.
   const std::string& content() const { return tools_ || reasoning_stream_ ? content_ : text_; }
@@ -68,6 +70,7 @@ class Generation {
   std::size_t prompt_index_ = 0;
   int64_t cached_tokens_ = -1;
   std::unique_ptr<text::IncrementalDetokenizer> detok_;
+  std::string echo_;
   std::string text_;       // all text so far (after a stop string: cut there)
   std::size_t emitted_ = 0;  // bytes of text_ already returned by add()
   std::vector<int32_t> tokens_;
@@ -89,8 +92,7 @@ class Generation {
 
 // Full non-streaming response bodies.
 boost::json::object completion_response(const std::string& id, const std::string& model, int64_t created,
-                                        const std::vector<Generation>& choices, int64_t prompt_tokens,
-                                        const std::string& echo_prefix);
+                                        const std::vector<Generation>& choices, int64_t prompt_tokens);
 boost::json::object chat_response(const std::string& id, const std::string& model, int64_t created,
                                   const std::vector<Generation>& choices, int64_t prompt_tokens);
 // A choice's tool calls as OpenAI writes them ({"id", "type": "function", "function": {"name",

@@ -102,6 +102,7 @@ void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) 
   if (!p) bad("prompt", "'prompt' is required");
   if (p->is_string()) {
     r.prompts.push_back(encode(m, std::string(p->as_string()), true));
+    if (r.echo) r.echo_texts.emplace_back(p->as_string());
   } else if (p->is_array()) {
     const auto& a = p->as_array();
     if (a.empty()) bad("prompt", "'prompt' must not be empty");
@@ -109,6 +110,7 @@ void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) 
       for (const auto& e : a) {
         if (!e.is_string()) bad("prompt", "'prompt' mixes strings and other values");
         r.prompts.push_back(encode(m, std::string(e.as_string()), true));
+        if (r.echo) r.echo_texts.emplace_back(e.as_string());
       }
     } else if (a[0].is_array()) {
       for (const auto& e : a) {
@@ -123,6 +125,9 @@ void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) 
   }
   for (const auto& ids : r.prompts)
     if (ids.empty()) bad("prompt", "'prompt' must not be empty");
+  // Token-id prompts echo as their text (special tokens included), as vLLM's.
+  if (r.echo && r.echo_texts.empty() && m.tokenizer)
+    for (const auto& ids : r.prompts) r.echo_texts.push_back(m.tokenizer->decode(ids, false));
 }
 
 // An assistant message's earlier calls, as templates read them: arguments as JSON text (some
@@ -329,9 +334,13 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     p.stop_token_ids = token_array(s->as_array(), "stop_token_ids", m.vocab_size);
   }
   if (ep == Endpoint::completions) {
-    parse_prompts(o, m, r);
     r.echo = get_bool(o, "echo", false);
+    parse_prompts(o, m, r);
     p.logprobs = static_cast<int32_t>(get_int(o, "logprobs", -1, 0, m.max_logprobs));
+    // vLLM answers echo + logprobs with the prompt's logprobs too (lm-eval's loglikelihood reads
+    // them); without them the arrays would not line up with the text: refused, not half-answered.
+    if (r.echo && p.logprobs >= 0)
+      bad("echo", "'echo' with 'logprobs' (the prompt's logprobs) is not supported by this server");
     p.max_tokens = static_cast<int32_t>(get_int(o, "max_tokens", 16, 1, m.max_model_len));
   } else {
     parse_tools(o, m, r);

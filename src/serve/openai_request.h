@@ -49,6 +49,7 @@ struct ParsedRequest {
   Endpoint endpoint = Endpoint::completions;
   std::string model;
   std::vector<std::vector<int32_t>> prompts;  // completions may carry several; chat has one
+  std::vector<std::string> echo_texts;         // completions with echo: each prompt as sent (token ids decoded)
   engine::SamplingParams params;
   int32_t n = 1;
   bool stream = false;

@@ -83,7 +83,7 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}' \
          '"response_format":{"type":"json_object"}' '"response_format":{"type":"json_schema","json_schema":{}}' \
          '"response_format":"json"' '"response_format":{}' '"suffix":"end"' '"suffix":1' '"best_of":3' \
-         '"best_of":0' '"n":2,"best_of":"2"'; do
+         '"best_of":0' '"n":2,"best_of":"2"' '"echo":true,"logprobs":0'; do
   # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
   C 400 "{$P,$f}"
 done

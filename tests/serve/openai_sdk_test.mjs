@@ -73,6 +73,23 @@ await check('stop strings (non-streamed and streamed)', async () => {
   assert.equal(finish, 'stop');
 });
 
+await check('echo: every prompt of a list, streamed and not; with logprobs refused', async () => {
+  const prompts = ['The quick brown fox', 'Once upon a time'];
+  const plain = await client.completions.create({ ...greedy, prompt: prompts, max_tokens: 4 });
+  const r = await client.completions.create({ ...greedy, prompt: prompts, max_tokens: 4, echo: true });
+  assert.equal(r.choices.length, 2);
+  for (const c of r.choices) assert.equal(c.text, prompts[c.index] + plain.choices[c.index].text);
+  const s = await client.completions.create({ ...greedy, prompt: prompts, max_tokens: 4, echo: true, stream: true });
+  const texts = ['', ''];
+  for await (const c of s) for (const ch of c.choices) texts[ch.index] += ch.text;
+  assert.deepEqual(texts, r.choices.map((c) => c.text));
+  const ids = await client.completions.create({ ...greedy, prompt: [100, 200], max_tokens: 2, echo: true,
+                                                return_tokens_as_token_ids: false });
+  assert.ok(ids.choices[0].text.length > 0);
+  await assert.rejects(client.completions.create({ ...greedy, prompt: 'x', max_tokens: 1, echo: true, logprobs: 1 }),
+                       (e) => e.status === 400 && /prompt's logprobs/.test(e.message));
+});
+
 await check('completions with a token-id prompt', async () => {
   const r = await client.completions.create({ ...greedy, prompt: [100, 200, 300], max_tokens: 3 });
   assert.equal(r.usage.prompt_tokens, 3);
