@@ -56,6 +56,28 @@ void read_tokenizer_config(const std::string& path, EngineStack& s) {
         if (n && n->is_string() && n->as_string() == "default" && t && t->is_string()) tmpl = std::string(t->as_string());
       }
   if (!tmpl.empty()) s.chat_template = text::ChatTemplate::parse(tmpl);
+  // transformers' Llama tokenizers (DeepSeek's among them) rebuild the post-processor from
+  // add_bos_token (default true) and add_eos_token (default false): a completions prompt starts
+  // with BOS there (vLLM's, SGLang's), whatever tokenizer.json's post-processor says.
+  const auto* cls = o.if_contains("tokenizer_class");
+  const std::string klass = cls && cls->is_string() ? std::string(cls->as_string()) : "";
+  static const char* const kLlamaLike[] = {"LlamaTokenizerFast", "LlamaTokenizer", "CodeLlamaTokenizerFast",
+                                           "CodeLlamaTokenizer", "GemmaTokenizerFast", "GemmaTokenizer"};
+  if (!s.tokenizer || std::find(std::begin(kLlamaLike), std::end(kLlamaLike), klass) == std::end(kLlamaLike)) return;
+  auto flag = [&](const char* key, bool def) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_bool() ? v->as_bool() : def;
+  };
+  auto affix = [&](bool on, const std::string& token, const char* key) {
+    std::vector<int32_t> ids;
+    if (!on) return ids;
+    const auto id = token.empty() ? std::nullopt : s.tokenizer->token_to_id(token);
+    if (!id) throw Error(fmt::format("{}: {} is set but its token '{}' is not in the tokenizer", path, key, token));
+    ids.push_back(*id);
+    return ids;
+  };
+  s.tokenizer->set_special_affixes(affix(flag("add_bos_token", true), s.info.bos_token, "add_bos_token"),
+                                   affix(flag("add_eos_token", false), s.info.eos_token, "add_eos_token"));
 }
 // --chat-template: a readable file, else the text itself when it looks like a template (vLLM
 // takes both). A template that does not parse is a configuration error, not a per-request one.

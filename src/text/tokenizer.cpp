@@ -68,6 +68,10 @@ class BpeTokenizer final : public Tokenizer {
   std::optional<int32_t> token_to_id(std::string_view token) const override;
   std::optional<std::string> id_to_token(int32_t id) const override;
   bool is_special(int32_t id) const override;
+  void set_special_affixes(std::vector<int32_t> before, std::vector<int32_t> after) override {
+    bos_ids_ = std::move(before);
+    eos_ids_ = std::move(after);
+  }
 
  private:
   void load_model(const json::value& model, const Reader& r);

@@ -30,6 +30,10 @@ class Tokenizer {
   virtual std::optional<int32_t> token_to_id(std::string_view token) const = 0;
   virtual std::optional<std::string> id_to_token(int32_t id) const = 0;
   virtual bool is_special(int32_t id) const = 0;
+  // The ids `add_special_tokens` puts before and after the text, in place of the post-processor's
+  // (what transformers' LlamaTokenizerFast builds from tokenizer_config.json's add_bos_token and
+  // add_eos_token).
+  virtual void set_special_affixes(std::vector<int32_t> before, std::vector<int32_t> after) = 0;
 };
 
 // Streams text out of a growing list of ids without ever emitting half a UTF-8 character.
