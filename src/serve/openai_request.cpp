@@ -98,10 +98,11 @@ std::vector<int32_t> encode(const ModelInfo& m, const std::string& s, bool add_s
 }
 
 void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
+  const bool add_special = get_bool(o, "add_special_tokens", true);  // vLLM's: the BOS token
   const json::value* p = field(o, "prompt");
   if (!p) bad("prompt", "'prompt' is required");
   if (p->is_string()) {
-    r.prompts.push_back(encode(m, std::string(p->as_string()), true));
+    r.prompts.push_back(encode(m, std::string(p->as_string()), add_special));
     if (r.echo) r.echo_texts.emplace_back(p->as_string());
   } else if (p->is_array()) {
     const auto& a = p->as_array();
@@ -109,7 +110,7 @@ void parse_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) 
     if (a[0].is_string()) {
       for (const auto& e : a) {
         if (!e.is_string()) bad("prompt", "'prompt' mixes strings and other values");
-        r.prompts.push_back(encode(m, std::string(e.as_string()), true));
+        r.prompts.push_back(encode(m, std::string(e.as_string()), add_special));
         if (r.echo) r.echo_texts.emplace_back(e.as_string());
       }
     } else if (a[0].is_array()) {
@@ -242,9 +243,23 @@ void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r)
   } catch (const Error& e) {
     bad("messages", std::string("chat template: ") + e.what());
   }
-  // The template already holds the BOS token: do not add another.
-  r.prompts.push_back(encode(m, text, false, "messages"));
+  // The template already holds the BOS token: vLLM adds none unless asked (add_special_tokens).
+  r.prompts.push_back(encode(m, text, get_bool(o, "add_special_tokens", false), "messages"));
   if (r.prompts.back().empty()) bad("messages", "the rendered conversation is empty");
+}
+
+// vLLM's truncate_prompt_tokens: keep the last k prompt tokens (-1: the model's length).
+void truncate_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
+  if (!field(o, "truncate_prompt_tokens")) return;
+  int64_t k = get_int(o, "truncate_prompt_tokens", -1, -1, m.max_model_len);
+  if (k == 0) bad("truncate_prompt_tokens", "'truncate_prompt_tokens' must be -1 or at least 1");
+  if (k < 0) k = m.max_model_len;
+  for (auto& ids : r.prompts)
+    if (static_cast<int64_t>(ids.size()) > k) ids.erase(ids.begin(), ids.end() - k);
+  if (r.echo && m.tokenizer) {  // what is echoed is the prompt the model saw
+    r.echo_texts.clear();
+    for (const auto& ids : r.prompts) r.echo_texts.push_back(m.tokenizer->decode(ids, false));
+  }
 }
 
 }  // namespace
@@ -304,6 +319,14 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
                                          "decoding); send 'text' or leave it out",
                                          std::string(type->as_string())));
   }
+  // Constrained decoding in vLLM's and SGLang's request forms, vLLM's prompt logprobs and token
+  // restrictions: none of them is implemented here.
+  for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+                           "regex", "ebnf", "json_schema", "allowed_token_ids", "bad_words", "prompt_logprobs"}) {
+    const json::value* v = field(o, name);
+    const bool empty = !v || (v->is_array() && v->as_array().empty()) || (v->is_bool() && !v->as_bool());
+    if (!empty) bad(name, fmt::format("'{}' is not supported by this server", name));
+  }
   if (const json::value* sfx = field(o, "suffix"))
     if (!sfx->is_string() || !sfx->as_string().empty()) bad("suffix", "'suffix' is not supported by this server");
   if (field(o, "best_of") && get_int(o, "best_of", 1, 1, 1 << 20) != r.n)
@@ -336,6 +359,7 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   if (ep == Endpoint::completions) {
     r.echo = get_bool(o, "echo", false);
     parse_prompts(o, m, r);
+    truncate_prompts(o, m, r);
     p.logprobs = static_cast<int32_t>(get_int(o, "logprobs", -1, 0, m.max_logprobs));
     // vLLM answers echo + logprobs with the prompt's logprobs too (lm-eval's loglikelihood reads
     // them); without them the arrays would not line up with the text: refused, not half-answered.
@@ -345,6 +369,7 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   } else {
     parse_tools(o, m, r);
     parse_messages(o, m, r);
+    truncate_prompts(o, m, r);
     r.reasoning_parser = m.reasoning_parser;
     r.include_reasoning = get_bool(o, "include_reasoning", true);
     r.chat_logprobs = get_bool(o, "logprobs", false);

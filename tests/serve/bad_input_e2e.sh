@@ -83,7 +83,11 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}' \
          '"response_format":{"type":"json_object"}' '"response_format":{"type":"json_schema","json_schema":{}}' \
          '"response_format":"json"' '"response_format":{}' '"suffix":"end"' '"suffix":1' '"best_of":3' \
-         '"best_of":0' '"n":2,"best_of":"2"' '"echo":true,"logprobs":0'; do
+         '"best_of":0' '"n":2,"best_of":"2"' '"echo":true,"logprobs":0' '"guided_json":{"type":"object"}' \
+         '"guided_regex":"a+"' '"guided_choice":["a","b"]' '"guided_grammar":"root ::= x"' '"structured_outputs":{}' \
+         '"regex":"a"' '"ebnf":"x"' '"json_schema":{}' '"allowed_token_ids":[1,2]' '"bad_words":["x"]' \
+         '"prompt_logprobs":0' '"truncate_prompt_tokens":0' '"truncate_prompt_tokens":"x"' \
+         '"truncate_prompt_tokens":-2' '"add_special_tokens":"no"'; do
   # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
   C 400 "{$P,$f}"
 done
@@ -255,6 +259,23 @@ CH 200 "{$T,\"max_tokens\":2,\"messages\":[{\"role\":\"user\",\"content\":\"Weat
    \"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}},{\"id\":\"c2\",\"type\":\"function\",
    \"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]},
   {\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"18C\"},{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"content\":\"19C\"}]}"
+
+# truncate_prompt_tokens keeps the prompt's last tokens: the same answer as those tokens sent as
+# ids; add_special_tokens false drops the BOS token from a string prompt.
+C 200 '{"prompt":[5,6,7,8,9,10,11],"max_tokens":4,"temperature":0,"truncate_prompt_tokens":3,"echo":true}'
+cp "$work/body" "$work/truncated"
+C 200 '{"prompt":[9,10,11],"max_tokens":4,"temperature":0,"echo":true}'
+$PY - "$work/truncated" "$work/body" <<'PYEOF' && ok "truncate_prompt_tokens: as the last 3 ids" || bad "truncate_prompt_tokens: $(head -c 300 "$work/truncated")"
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+assert a["usage"]["prompt_tokens"] == 3 and a["choices"][0]["text"] == b["choices"][0]["text"], (a, b)
+PYEOF
+C 200 '{"prompt":"Hello there","max_tokens":1}'
+with_bos=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["usage"]["prompt_tokens"])' "$work/body")
+C 200 '{"prompt":"Hello there","max_tokens":1,"add_special_tokens":false}'
+no_bos=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["usage"]["prompt_tokens"])' "$work/body")
+[[ $no_bos -eq $((with_bos - 1)) ]] && ok "add_special_tokens false: $no_bos prompt tokens against $with_bos" ||
+  bad "add_special_tokens false: $no_bos prompt tokens against $with_bos"
 
 # --reasoning-parser deepseek_r1 (this server's): an output that never closes </think> is all
 # reasoning. The completion of the same forced tokens is the oracle for its text.
