@@ -227,9 +227,23 @@ void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r)
     clean.push_back(std::move(msg));
   }
   if (!m.chat_template) bad("messages", "this model has no chat template");
+  // vLLM's continue_final_message: the model goes on with the last (assistant) message instead
+  // of starting a new one, e.g. after a prefilled "{" to answer in JSON.
+  const bool continue_final = get_bool(o, "continue_final_message", false);
+  const bool generation_prompt = get_bool(o, "add_generation_prompt", !continue_final);
+  std::string final_content;
+  if (continue_final) {
+    if (generation_prompt)
+      bad("continue_final_message", "'continue_final_message' and 'add_generation_prompt' cannot both be true");
+    const json::value* role = field(clean.back().as_object(), "role");
+    const json::value* c = field(clean.back().as_object(), "content");
+    if (!role || role->as_string() != "assistant" || !c || !c->is_string() || c->as_string().empty())
+      bad("continue_final_message", "'continue_final_message' needs a last assistant message with text content");
+    final_content = std::string(c->as_string());
+  }
   json::object ctx;
   ctx["messages"] = clean;
-  ctx["add_generation_prompt"] = get_bool(o, "add_generation_prompt", true);
+  ctx["add_generation_prompt"] = generation_prompt;
   ctx["bos_token"] = m.bos_token;
   ctx["eos_token"] = m.eos_token;
   if (const json::value* t = field(o, "tools")) ctx["tools"] = *t;  // checked by parse_tools
@@ -242,6 +256,12 @@ void parse_messages(const json::object& o, const ModelInfo& m, ParsedRequest& r)
     text = m.chat_template->render(ctx);
   } catch (const Error& e) {
     bad("messages", std::string("chat template: ") + e.what());
+  }
+  if (continue_final) {  // cut what the template wrote after the final message (its end of turn)
+    const auto at = text.rfind(final_content);
+    if (at == std::string::npos)
+      bad("continue_final_message", "the chat template does not write the last message's content as it is");
+    text.resize(at + final_content.size());
   }
   // The template already holds the BOS token: vLLM adds none unless asked (add_special_tokens).
   r.prompts.push_back(encode(m, text, get_bool(o, "add_special_tokens", false), "messages"));

@@ -114,7 +114,9 @@ for f in '"tools":{}' '"tools":[1]' '"tools":[{"type":"function"}]' '"tools":[{"
          "$T,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}" \
          '"messages":[{"role":"assistant","content":null,"tool_calls":{}}]' \
          '"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"arguments":"{}"}}]}]' \
-         '"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":[]}}]}]'; do
+         '"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":[]}}]}]' \
+         '"continue_final_message":true' '"continue_final_message":"yes"' \
+         '"messages":[{"role":"assistant","content":"x"}],"continue_final_message":true,"add_generation_prompt":true'; do
   CH 400 "{$M1,$f}"
 done
 # ---------------------------------------------------------------- non-object, invalid, truncated, nested JSON
@@ -254,6 +256,7 @@ CH 200 "{$M1,$T}"
 CH 200 "{$M1,$T,\"tool_choice\":\"auto\"}"
 CH 200 "{$M1,$T,\"tool_choice\":\"none\"}"
 CH 200 "{$M1,\"tool_choice\":\"none\"}"
+CH 200 '{"max_tokens":2,"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"{"}],"continue_final_message":true}'
 CH 200 "{$T,\"max_tokens\":2,\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},
   {\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",
    \"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}},{\"id\":\"c2\",\"type\":\"function\",

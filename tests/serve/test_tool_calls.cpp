@@ -388,6 +388,27 @@ TEST(ToolCallsDeepSeek, ReasoningThenToolCalls) {
   EXPECT_EQ(b2.at("choices").at(0).at("message").at("content"), "a</think>b");
 }
 
+TEST(ToolCallsDeepSeek, ContinueFinalMessage) {
+  NEED_DEEPSEEK();
+  const auto& m = deepseek().info;
+  const std::string msgs = R"({"messages": [{"role": "user", "content": "JSON please"},
+                                            {"role": "assistant", "content": "{\"answer\":"}])";
+  const auto r = parse(json::parse(msgs + R"(, "continue_final_message": true, "add_generation_prompt": false})").as_object(), m);
+  const std::string prompt = deepseek().tok->decode(r.prompts.at(0), false);
+  EXPECT_EQ(prompt, "<｜begin▁of▁sentence｜><｜User｜>JSON please<｜Assistant｜>{\"answer\":");
+  // add_generation_prompt follows it when left out; both true, or no assistant message to go on
+  // with, is a 400.
+  EXPECT_EQ(parse(json::parse(msgs + R"(, "continue_final_message": true})").as_object(), m).prompts, r.prompts);
+  EXPECT_EQ(api_error(json::parse(msgs + R"(, "continue_final_message": true, "add_generation_prompt": true})").as_object(), m)
+                .substr(0, 24),
+            "continue_final_message: ");
+  EXPECT_EQ(api_error(chat_body(R"(, "continue_final_message": true)"), m).substr(0, 24), "continue_final_message: ");
+  // Without it the turn is closed, as before.
+  const auto closed = parse(json::parse(msgs + R"(, "add_generation_prompt": false})").as_object(), m);
+  EXPECT_NE(deepseek().tok->decode(closed.prompts.at(0), false).find("{\"answer\":<｜end▁of▁sentence｜>"),
+            std::string::npos);
+}
+
 TEST(ToolCallsDeepSeek, RequestRules) {
   NEED_DEEPSEEK();
   const auto& m = deepseek().info;
