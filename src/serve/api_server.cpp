@@ -378,7 +378,10 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
                      {"created", j.created},
                      {"model", model_.name},
                      {"choices", json::array{choice}}};
-  if (j.req->include_usage) chunk["usage"] = nullptr;
+  if (j.req->continuous_usage_stats)  // this choice's counts so far, as vLLM's
+    chunk["usage"] = usage_object(j.prompt_len[c], static_cast<int64_t>(g.tokens().size()));
+  else if (j.req->include_usage)
+    chunk["usage"] = nullptr;
   j.http->write_chunk("data: " + json::serialize(chunk) + "\n\n");
 }
 

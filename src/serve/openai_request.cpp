@@ -310,7 +310,9 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   r.stream = get_bool(o, "stream", false);
   if (const json::value* so = field(o, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+    if (!r.stream) bad("stream_options", "'stream_options' needs 'stream': true");
     r.include_usage = get_bool(so->as_object(), "include_usage", false);
+    r.continuous_usage_stats = get_bool(so->as_object(), "continuous_usage_stats", false);
   }
   r.return_tokens_as_token_ids = get_bool(o, "return_tokens_as_token_ids", false);
   r.skip_special_tokens = get_bool(o, "skip_special_tokens", true);

@@ -54,6 +54,7 @@ struct ParsedRequest {
   int32_t n = 1;
   bool stream = false;
   bool include_usage = false;          // stream_options.include_usage
+  bool continuous_usage_stats = false; // stream_options.continuous_usage_stats (vLLM): usage in every chunk
   bool echo = false;
   bool return_tokens_as_token_ids = false;
   bool skip_special_tokens = true;

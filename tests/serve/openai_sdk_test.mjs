@@ -90,6 +90,22 @@ await check('echo: every prompt of a list, streamed and not; with logprobs refus
                        (e) => e.status === 400 && /prompt's logprobs/.test(e.message));
 });
 
+await check('stream_options.continuous_usage_stats: usage in every chunk', async () => {
+  const s = await client.completions.create({ ...greedy, prompt: [100, 200, 300], max_tokens: 5, stream: true,
+                                              stream_options: { include_usage: true, continuous_usage_stats: true } });
+  const counts = [];
+  for await (const c of s) {
+    assert.equal(c.usage.prompt_tokens, 3);
+    if (c.choices.length) counts.push(c.usage.completion_tokens);
+    else assert.equal(c.usage.completion_tokens, 5);  // the final usage chunk
+  }
+  assert.ok(counts.length >= 1 && counts.at(-1) === 5, JSON.stringify(counts));
+  for (let i = 1; i < counts.length; ++i) assert.ok(counts[i] > counts[i - 1], JSON.stringify(counts));
+  await assert.rejects(client.completions.create({ ...greedy, prompt: 'x', max_tokens: 1,
+                                                   stream_options: { include_usage: true } }),
+                       (e) => e.status === 400 && /stream/.test(e.message));
+});
+
 await check('completions with a token-id prompt', async () => {
   const r = await client.completions.create({ ...greedy, prompt: [100, 200, 300], max_tokens: 3 });
   assert.equal(r.usage.prompt_tokens, 3);
