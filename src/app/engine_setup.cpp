@@ -140,7 +140,7 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("seed", po::value<uint64_t>(&f.seed)->default_value(f.seed), "base seed of unseeded sampling")
       ("chat-template", po::value<std::string>(&f.chat_template), "Jinja chat template (a file, or the template text itself) in place of tokenizer_config.json's")
       ("tool-call-parser", po::value<std::string>(&f.tool_call_parser)->default_value(f.tool_call_parser), "how chat tool calls are read from the output into message.tool_calls: auto (deepseek_v3 when the tokenizer has DeepSeek's tool-call tokens, else none) | none | deepseek_v3 | deepseek_v31 (both read V3 and V3.1 markup)")
-      ("reasoning-parser", po::value<std::string>(&f.reasoning_parser)->default_value(f.reasoning_parser), "chat: the text before </think> becomes message.reasoning_content (DeepSeek-R1): none | deepseek_r1")
+      ("reasoning-parser", po::value<std::string>(&f.reasoning_parser)->default_value(f.reasoning_parser), "chat: the text before </think> becomes message.reasoning_content: none | deepseek_r1 (every request thinks unless chat_template_kwargs says thinking false) | deepseek_v3 (V3.1: those that say thinking true)")
       ("enable-auto-tool-choice", po::bool_switch(&f.enable_auto_tool_choice), "accepted for vLLM command lines: tool_choice \"auto\" is served whenever --tool-call-parser is not none");
 }
 
@@ -173,7 +173,8 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
     if (!f.chat_template.empty()) s.chat_template = load_chat_template(f.chat_template);
     s.info.tool_parser = resolve_tool_parser(f.tool_call_parser, s.tokenizer.get());
     const auto rp = serve::reasoning_parser_from_name(f.reasoning_parser);
-    if (!rp) throw ConfigError("reasoning-parser", fmt::format("'{}': none or deepseek_r1", f.reasoning_parser));
+    if (!rp)
+      throw ConfigError("reasoning-parser", fmt::format("'{}': none, deepseek_r1 or deepseek_v3", f.reasoning_parser));
     s.info.reasoning_parser = *rp;
     if (f.enable_auto_tool_choice && s.info.tool_parser == serve::ToolParser::none)
       throw ConfigError("enable-auto-tool-choice",

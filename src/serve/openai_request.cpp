@@ -282,6 +282,17 @@ void truncate_prompts(const json::object& o, const ModelInfo& m, ParsedRequest& 
   }
 }
 
+// Whether this chat request's output starts inside a <think> block, by the server's parser and
+// the template switch the request sets (DeepSeek-V3.1's "thinking", Qwen3's "enable_thinking").
+bool thinks(const json::object& o, ReasoningParser p) {
+  if (p == ReasoningParser::none) return false;
+  std::optional<bool> asked;
+  if (const json::value* k = field(o, "chat_template_kwargs"); k && k->is_object())
+    for (const char* key : {"thinking", "enable_thinking"})
+      if (const json::value* v = field(k->as_object(), key); v && v->is_bool()) asked = v->as_bool();
+  return asked.value_or(p == ReasoningParser::deepseek_r1);
+}
+
 }  // namespace
 
 ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInfo& m) {
@@ -392,7 +403,7 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     parse_tools(o, m, r);
     parse_messages(o, m, r);
     truncate_prompts(o, m, r);
-    r.reasoning_parser = m.reasoning_parser;
+    r.reasoning_parser = thinks(o, m.reasoning_parser) ? ReasoningParser::deepseek_r1 : ReasoningParser::none;
     r.include_reasoning = get_bool(o, "include_reasoning", true);
     r.chat_logprobs = get_bool(o, "logprobs", false);
     const int64_t top = get_int(o, "top_logprobs", 0, 0, m.max_logprobs);

@@ -14,6 +14,7 @@ constexpr std::string_view kClose = "</think>";
 std::optional<ReasoningParser> reasoning_parser_from_name(std::string_view name) {
   if (name == "none") return ReasoningParser::none;
   if (name == "deepseek_r1" || name == "deepseek-r1") return ReasoningParser::deepseek_r1;
+  if (name == "deepseek_v3" || name == "deepseek-v3") return ReasoningParser::deepseek_v3;
   return std::nullopt;
 }
 

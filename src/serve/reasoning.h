@@ -14,9 +14,13 @@
 
 namespace dpa::serve {
 
-enum class ReasoningParser { none, deepseek_r1 };
+// deepseek_r1: every chat request thinks unless chat_template_kwargs says thinking (or
+// enable_thinking) false; deepseek_v3 (V3.1's switch, vLLM's parser of that name): only those
+// that say thinking true.
+enum class ReasoningParser { none, deepseek_r1, deepseek_v3 };
 
-// "none" | "deepseek_r1" (vLLM's name) | "deepseek-r1" (SGLang's); nullopt for any other.
+// "none" | "deepseek_r1" | "deepseek_v3" (vLLM's names) | "deepseek-r1" | "deepseek-v3" (SGLang's);
+// nullopt for any other.
 std::optional<ReasoningParser> reasoning_parser_from_name(std::string_view name);
 
 // Reads one choice's text as it streams: push() returns the reasoning and the content that may be

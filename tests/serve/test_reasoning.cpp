@@ -55,6 +55,7 @@ TEST(ReasoningStream, ParserNames) {
   EXPECT_EQ(dpa::serve::reasoning_parser_from_name("deepseek_r1"), ReasoningParser::deepseek_r1);
   EXPECT_EQ(dpa::serve::reasoning_parser_from_name("deepseek-r1"), ReasoningParser::deepseek_r1);
   EXPECT_EQ(dpa::serve::reasoning_parser_from_name("none"), ReasoningParser::none);
+  EXPECT_EQ(dpa::serve::reasoning_parser_from_name("deepseek_v3"), ReasoningParser::deepseek_v3);
   EXPECT_FALSE(dpa::serve::reasoning_parser_from_name("qwen3"));
 }
 

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include "serve/generation.h"
 #include "serve/openai_request.h"
@@ -379,6 +380,20 @@ TEST(ToolCallsDeepSeek, ReasoningThenToolCalls) {
   EXPECT_TRUE(msg.at("content").is_null());
   EXPECT_EQ(msg.at("reasoning_content").as_string(), gens[0].text());
   EXPECT_EQ(body.at("choices").at(0).at("finish_reason"), "length");
+  // The template switch decides per request: R1's parser thinks unless told not to, V3.1's
+  // only when told to.
+  for (const auto& [parser, kwargs, splits] :
+       std::vector<std::tuple<serve::ReasoningParser, std::string, bool>>{
+           {serve::ReasoningParser::deepseek_r1, "", true},
+           {serve::ReasoningParser::deepseek_r1, R"(, "chat_template_kwargs": {"thinking": false})", false},
+           {serve::ReasoningParser::deepseek_r1, R"(, "chat_template_kwargs": {"enable_thinking": false})", false},
+           {serve::ReasoningParser::deepseek_v3, "", false},
+           {serve::ReasoningParser::deepseek_v3, R"(, "chat_template_kwargs": {"thinking": true})", true}}) {
+    serve::ModelInfo mi = deepseek().info;
+    mi.reasoning_parser = parser;
+    const auto req = parse(chat_body(kwargs), mi);
+    EXPECT_EQ(req.reasoning_parser != serve::ReasoningParser::none, splits) << kwargs;
+  }
   // Without the parser there is no reasoning_content and the text is the content.
   const auto plain = parse(chat_body(), deepseek().info);
   std::vector<serve::Generation> g2;

@@ -48,7 +48,7 @@ if "$bin" make-model --preset tiny --output "$model/tiny" --log-level warn >/dev
   expect 2 "error: --enable-two-batch-overlap: overlaps the padded exchange: add --ep-exchange padded" bench --model "$model/tiny" --device cpu --enable-two-batch-overlap
   expect 2 "error: --tbo-min-tokens: must be 0 \\(auto\\) or in \\[2, 1048576\\]: a split needs two tokens" bench --model "$model/tiny" --device cpu --tbo-min-tokens 1
   expect 2 "--tool-call-parser: 'hermes': auto, none, deepseek_v3 or deepseek_v31" bench --model "$model/tiny" --device cpu --tool-call-parser hermes
-  expect 2 "--reasoning-parser: 'qwen3': none or deepseek_r1" bench --model "$model/tiny" --device cpu --reasoning-parser qwen3
+  expect 2 "--reasoning-parser: 'qwen3': none, deepseek_r1 or deepseek_v3" bench --model "$model/tiny" --device cpu --reasoning-parser qwen3
   expect 2 "--chat-template: '/nonexistent.jinja' is neither a file nor a template" bench --model "$model/tiny" --device cpu --chat-template /nonexistent.jinja
   expect 2 "--chat-template: .*line 1" bench --model "$model/tiny" --device cpu --chat-template "{% if %}"
   expect 2 "--enable-auto-tool-choice: needs a tool-call parser" bench --model "$model/tiny" --device cpu --tool-call-parser none --enable-auto-tool-choice
