@@ -342,6 +342,14 @@ void ApiServer::finish_choice(Job& j, int c) {
   if (--j.remaining == 0) complete(j);
 }
 
+// /generate: the client's rid of the choice's prompt, else the job's id (with the choice's
+// index when there are several).
+std::string ApiServer::native_rid(const Job& j, int c) const {
+  const std::size_t prompt = j.gens[static_cast<std::size_t>(c)].prompt_index();
+  if (prompt < j.req->native_rids.size()) return j.req->native_rids[prompt];
+  return j.gens.size() > 1 ? fmt::format("{}-{}", j.id, c) : j.id;
+}
+
 void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final) {
   if (!j.http || !j.http->open()) return;
   Generation& g = j.gens[c];
@@ -352,6 +360,12 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
   if (!j.header_sent) {
     j.http->start_stream(200, "text/event-stream");
     j.header_sent = true;
+  }
+  if (j.req->native) {  // SGLang's chunks: the choice so far
+    json::value chunk = native_choice(g, native_rid(j, c), j.prompt_len[c]);
+    if (j.req->native_list) chunk.as_object()["index"] = c;
+    j.http->write_chunk("data: " + json::serialize(chunk) + "\n\n");
+    return;
   }
   const json::value lp = g.take_stream_logprobs(j.chat);
   json::object choice;
@@ -423,6 +437,13 @@ void ApiServer::complete(Job& j) {
     j.http->end_stream();
     return;
   }
+  if (req.native) {
+    json::array list;
+    for (std::size_t c = 0; c < j.gens.size(); ++c)
+      list.push_back(native_choice(j.gens[c], native_rid(j, static_cast<int>(c)), j.prompt_len[c]));
+    j.http->send(200, "application/json", json::serialize(req.native_list ? json::value(list) : list.at(0)));
+    return;
+  }
   json::object body = j.chat ? chat_response(j.id, model_.name, j.created, j.gens, prompt_tokens)
                              : completion_response(j.id, model_.name, j.created, j.gens, prompt_tokens);
   j.http->send(200, "application/json", json_response(body));
@@ -477,6 +498,10 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
   }
   if (post && (path == "/v1/completions" || path == "/v1/chat/completions")) {
     generate(req, s, path == "/v1/completions" ? Endpoint::completions : Endpoint::chat);
+    return;
+  }
+  if (post && path == "/generate") {  // SGLang's native route (its router and bench_serving --backend sglang)
+    generate(req, s, Endpoint::completions, true);
     return;
   }
   if (get && path == "/v1/models") {
@@ -597,12 +622,12 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
   throw ApiError(404, fmt::format("no route {} {}", req.method, path), "", "NotFoundError");
 }
 
-void ApiServer::generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep) {
+void ApiServer::generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep, bool native) {
   if (draining_) throw ApiError(503, "the server is shutting down", "", "unavailable_error");
   if (failed_) throw ApiError(503, failure_, "", "unavailable_error");
   if (!ready_) throw ApiError(503, "the engine is loading", "", "unavailable_error");
   const json::object o = parse_body(req);
-  auto pr = std::make_unique<ParsedRequest>(parse_request(o, ep, model_));
+  auto pr = std::make_unique<ParsedRequest>(native ? parse_native_request(o, model_) : parse_request(o, ep, model_));
   if (pr->data_parallel_rank < 0)
     if (const json::value* v = o.if_contains("routed_dp_rank"); v && v->is_int64()) pr->data_parallel_rank = static_cast<int32_t>(v->as_int64());
   if (pr->data_parallel_rank >= dp_)

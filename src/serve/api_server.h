@@ -57,13 +57,14 @@ class ApiServer {
   struct Metrics;
   void handle(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
   void route(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
-  void generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep);
+  void generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep, bool native = false);
   void health_generate(const std::shared_ptr<HttpSession>& s);
   std::shared_ptr<Job> submit_job(std::unique_ptr<ParsedRequest> pr, const std::shared_ptr<HttpSession>& s);
   void drain_events();
   void on_token(const engine::TokenOutput& o);
   void on_rejection(const engine::Rejection& r);
   void stream_piece(Job& j, int choice, const std::string& delta, bool final);
+  std::string native_rid(const Job& j, int choice) const;
   void finish_choice(Job& j, int choice);
   void complete(Job& j);
   void cancel(Job& j);

@@ -77,13 +77,15 @@ std::string Generation::add(const engine::TokenOutput& out) {
     std::size_t longest = 0;
     for (const auto& s : req_.params.stop) longest = std::max(longest, s.size());
     const std::size_t from = emitted_ > longest ? emitted_ - longest : 0;
-    std::size_t cut = std::string::npos, cut_len = 0;
+    std::size_t cut = std::string::npos;
+    const std::string* hit = nullptr;
     for (const auto& s : req_.params.stop) {
       const std::size_t at = text_.find(s, from);
-      if (at != std::string::npos && at < cut) cut = at, cut_len = s.size();
+      if (at != std::string::npos && at < cut) cut = at, hit = &s;
     }
     if (cut != std::string::npos) {
-      text_.resize(req_.include_stop_str_in_output ? cut + cut_len : cut);
+      matched_stop_ = *hit;
+      text_.resize(req_.include_stop_str_in_output ? cut + hit->size() : cut);
       finish_ = engine::FinishReason::stop;
       stopped_by_string_ = out.finish == engine::FinishReason::none;
     }
@@ -230,6 +232,28 @@ json::array tool_calls_json(const std::string& response_id, std::size_t choice, 
     out.push_back(std::move(c));
   }
   return out;
+}
+
+json::value native_choice(const Generation& g, const std::string& rid, int64_t prompt_tokens) {
+  json::object finish;
+  const std::string why = g.engine_finish_reason();
+  if (why == "length") {
+    finish = {{"type", "length"}, {"length", static_cast<int64_t>(g.tokens().size())}};
+  } else if (why == "stop") {
+    // SGLang's: the stop string, else the token that stopped it (EOS or a stop id).
+    finish = {{"type", "stop"}, {"matched", g.matched_stop().empty() ? json::value(g.tokens().empty() ? -1 : g.tokens().back())
+                                                                    : json::value(g.matched_stop())}};
+  } else if (why == "abort") {
+    finish = {{"type", "abort"}};
+  }
+  json::array ids;
+  for (int32_t t : g.tokens()) ids.push_back(t);
+  json::object meta{{"id", rid},
+                    {"finish_reason", finish.empty() ? json::value(nullptr) : json::value(finish)},
+                    {"prompt_tokens", prompt_tokens},
+                    {"completion_tokens", static_cast<int64_t>(g.tokens().size())},
+                    {"cached_tokens", std::max<int64_t>(g.cached_tokens(), 0)}};
+  return json::object{{"text", g.echo() + g.text()}, {"output_ids", std::move(ids)}, {"meta_info", std::move(meta)}};
 }
 
 json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {

@@ -31,6 +31,7 @@ class Generation {
 
   bool finished() const { return finish_ != engine::FinishReason::none; }
   bool needs_abort() const { return stopped_by_string_; }
+  const std::string& matched_stop() const { return matched_stop_; }  // the stop string that ended it
   const std::string& text() const { return text_; }
   // Completions with echo: the prompt's text, which the choice's text starts with.
   const std::string& echo() const { return echo_; }
@@ -80,6 +81,7 @@ class Generation {
   std::size_t stream_lp_from_ = 0;
   engine::FinishReason finish_ = engine::FinishReason::none;
   bool stopped_by_string_ = false;
+  std::string matched_stop_;
   // Chat output parsers: the reasoning block first, then the tool-call section of what follows.
   std::string route(std::string text, bool final);
   std::unique_ptr<ReasoningStream> reasoning_stream_;
@@ -99,6 +101,10 @@ boost::json::object chat_response(const std::string& id, const std::string& mode
 // "arguments"}}); in a stream chunk each also carries its "index". Ids are unique per response id.
 boost::json::array tool_calls_json(const std::string& response_id, std::size_t choice, const std::vector<ToolCall>& calls,
                                    std::size_t first_index, bool stream);
+// One choice in SGLang's /generate shape: {"text", "output_ids", "meta_info": {"id",
+// "finish_reason" ({"type": "length"|"stop"|"abort", ...} or null while streaming), "prompt_tokens",
+// "completion_tokens", "cached_tokens"}}; streamed chunks carry the text so far, as SGLang's do.
+boost::json::value native_choice(const Generation& g, const std::string& rid, int64_t prompt_tokens);
 // With cached_tokens >= 0: "prompt_tokens_details": {"cached_tokens": n}.
 boost::json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens = -1);
 // Cached prompt tokens over the prompts of these choices (each prompt once); -1 when none reported.

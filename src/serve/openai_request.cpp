@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <map>
@@ -421,6 +422,66 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
           fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the "
                       "messages, {} in the completion). Please reduce the length of the messages or completion.",
                       m.max_model_len, ids.size() + p.max_tokens, ids.size(), p.max_tokens));
+  return r;
+}
+
+}  // namespace dpa::serve
+
+namespace dpa::serve {
+
+ParsedRequest parse_native_request(const json::value& body, const ModelInfo& m) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  const auto& o = body.as_object();
+  const json::value* text = field(o, "text");
+  const json::value* ids = field(o, "input_ids");
+  if (!text == !ids) bad(text ? "input_ids" : "text", "give exactly one of 'text' and 'input_ids'");
+  json::object req;
+  req["prompt"] = text ? *text : *ids;
+  req["max_tokens"] = 128;  // SGLang's default max_new_tokens
+  if (const json::value* sp = field(o, "sampling_params")) {
+    if (!sp->is_object()) bad("sampling_params", "'sampling_params' must be an object (one for every prompt)");
+    // SGLang's names, and what they are called in a completions request.
+    static const std::pair<const char*, const char*> kRenamed[] = {
+        {"max_new_tokens", "max_tokens"}, {"min_new_tokens", "min_tokens"}, {"no_stop_trim", "include_stop_str_in_output"},
+        {"sampling_seed", "seed"}};
+    static const char* const kSame[] = {"temperature", "top_p", "top_k", "min_p", "frequency_penalty",
+                                        "presence_penalty", "repetition_penalty", "stop", "stop_token_ids",
+                                        "ignore_eos", "skip_special_tokens", "n", "logit_bias", "json_schema",
+                                        "regex", "ebnf"};
+    static const char* const kIgnored[] = {"spaces_between_special_tokens"};
+    for (const auto& kv : sp->as_object()) {
+      const std::string key(kv.key());
+      const auto renamed = std::find_if(std::begin(kRenamed), std::end(kRenamed), [&](auto& r) { return key == r.first; });
+      if (renamed != std::end(kRenamed)) req[renamed->second] = kv.value();
+      else if (std::find(std::begin(kSame), std::end(kSame), key) != std::end(kSame)) req[key] = kv.value();
+      else if (std::find(std::begin(kIgnored), std::end(kIgnored), key) == std::end(kIgnored))
+        bad("sampling_params", fmt::format("sampling_params '{}' is not supported by this server", key));
+    }
+  }
+  if (get_bool(o, "return_logprob", false))
+    bad("return_logprob", "'return_logprob' is not supported on /generate: use /v1/completions with 'logprobs'");
+  for (const char* name : {"lora_path", "image_data", "input_embeds"})
+    if (field(o, name)) bad(name, fmt::format("'{}' is not supported by this server", name));
+  for (const char* name : {"stream", "data_parallel_rank", "routed_dp_rank", "model"})
+    if (const json::value* v = field(o, name)) req[name] = *v;
+  ParsedRequest r = parse_request(req, Endpoint::completions, m);
+  r.native = true;
+  const bool batch = (text && text->is_array()) || (ids && ids->is_array() && !ids->as_array().empty() &&
+                                                    ids->as_array()[0].is_array());
+  r.native_list = batch || r.n > 1;
+  if (const json::value* rid = field(o, "rid")) {
+    if (rid->is_string()) {
+      if (batch) bad("rid", "a batch needs one 'rid' a prompt");
+      r.native_rids.emplace_back(rid->as_string());
+    } else if (rid->is_array() && rid->as_array().size() == r.prompts.size()) {
+      for (const auto& e : rid->as_array()) {
+        if (!e.is_string()) bad("rid", "'rid' must be a string or a list of strings");
+        r.native_rids.emplace_back(e.as_string());
+      }
+    } else {
+      bad("rid", "'rid' must be a string, or a list of strings with one a prompt");
+    }
+  }
   return r;
 }
 

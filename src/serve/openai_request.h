@@ -67,9 +67,15 @@ struct ParsedRequest {
   // Chat on a server with a reasoning parser: the reasoning block goes to reasoning_content.
   ReasoningParser reasoning_parser = ReasoningParser::none;
   bool include_reasoning = true;  // vLLM's field: false drops the reasoning from the response
+  // SGLang's /generate: its response shape; a list when the input was a batch or n > 1; rid(s).
+  bool native = false, native_list = false;
+  std::vector<std::string> native_rids;
 };
 
 // Parses and validates `body`; throws ApiError (400 / 404 for an unknown model).
 ParsedRequest parse_request(const boost::json::value& body, Endpoint ep, const ModelInfo& model);
+// SGLang's native POST /generate body ({"text" | "input_ids", "sampling_params", "stream", "rid"}),
+// validated as the completions request it amounts to.
+ParsedRequest parse_native_request(const boost::json::value& body, const ModelInfo& model);
 
 }  // namespace dpa::serve

@@ -76,6 +76,13 @@ void json_request(const uint8_t* data, size_t size) {
       (void)boost::json::serialize(e.body());
     }
   }
+  try {  // SGLang's /generate body
+    serve::ParsedRequest r = serve::parse_native_request(v, f.info);
+    if (r.prompts.empty() || !r.native) __builtin_trap();
+    if (!r.native_rids.empty() && r.native_rids.size() != r.prompts.size()) __builtin_trap();
+  } catch (const serve::ApiError& e) {
+    if (e.status < 400 || e.status > 599) __builtin_trap();
+  }
 }
 
 // 3. The bytes as a model's output through the tool-call reader, in pieces of a size the first

@@ -280,6 +280,44 @@ no_bos=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["usage"]["p
 [[ $no_bos -eq $((with_bos - 1)) ]] && ok "add_special_tokens false: $no_bos prompt tokens against $with_bos" ||
   bad "add_special_tokens false: $no_bos prompt tokens against $with_bos"
 
+# SGLang's native /generate (its router and `bench_serving --backend sglang` send it): the same
+# greedy tokens as /v1/completions, its shapes for one prompt, a batch, n, and a stream whose
+# chunks carry the text so far; its bad input.
+G() { check "$1" POST /generate "${A[@]}" "${J[@]}" --data-binary "$2"; }
+C 200 '{"prompt":[5,6,7],"max_tokens":4,"temperature":0}'
+cp "$work/body" "$work/native_ref"
+G 200 '{"input_ids":[5,6,7],"sampling_params":{"max_new_tokens":4,"temperature":0},"rid":"r1"}'
+cp "$work/body" "$work/native_one"
+G 200 '{"input_ids":[[5,6,7],[8,9]],"sampling_params":{"max_new_tokens":4,"temperature":0}}'
+cp "$work/body" "$work/native_batch"
+G 200 '{"text":"Hello","sampling_params":{"max_new_tokens":3,"n":2,"temperature":0.7,"sampling_seed":1}}'
+cp "$work/body" "$work/native_n"
+G 200 '{"input_ids":[5,6,7],"sampling_params":{"max_new_tokens":4,"temperature":0},"stream":true}'
+$PY - "$work/native_ref" "$work/native_one" "$work/native_batch" "$work/native_n" "$work/body" <<'PYEOF' && ok "/generate: shapes, tokens as /v1/completions, cumulative stream" || bad "/generate: $(head -c 400 "$work/native_one")"
+import json, sys
+ref, one, batch, n = (json.load(open(f)) for f in sys.argv[1:5])
+text = ref["choices"][0]["text"]
+assert one["text"] == text and len(one["output_ids"]) == 4, one
+m = one["meta_info"]
+assert m["id"] == "r1" and m["prompt_tokens"] == 3 and m["completion_tokens"] == 4, m
+assert m["finish_reason"] == {"type": "length", "length": 4}, m
+assert isinstance(batch, list) and len(batch) == 2 and batch[0]["text"] == text and batch[1]["meta_info"]["prompt_tokens"] == 2, batch
+assert isinstance(n, list) and len(n) == 2 and all(c["meta_info"]["completion_tokens"] <= 3 for c in n), n
+chunks = [json.loads(l[6:]) for l in open(sys.argv[5]) if l.startswith("data: {")]
+assert open(sys.argv[5]).read().rstrip().endswith("data: [DONE]")
+texts = [c["text"] for c in chunks]
+assert texts[-1] == text and all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 1)), texts
+assert chunks[-1]["meta_info"]["finish_reason"]["type"] == "length" and chunks[0]["meta_info"]["finish_reason"] is None or len(chunks) == 1
+PYEOF
+for b in '{}' '{"text":"a","input_ids":[1]}' '{"text":5}' '{"input_ids":[-1]}' '{"text":"a","sampling_params":[{}]}' \
+         '{"text":"a","sampling_params":{"max_new_tokens":0}}' '{"text":"a","sampling_params":{"beam_width":2}}' \
+         '{"text":"a","sampling_params":{"temperature":"x"}}' '{"text":"a","sampling_params":{"regex":"a+"}}' \
+         '{"text":"a","return_logprob":true}' '{"text":"a","lora_path":"x"}' '{"text":["a","b"],"rid":"one"}' \
+         '{"text":"a","rid":5}' '[1]'; do
+  G 400 "$b"
+done
+G 404 '{"text":"a","model":"no-such-model"}'
+
 # --reasoning-parser deepseek_r1 (this server's): an output that never closes </think> is all
 # reasoning. The completion of the same forced tokens is the oracle for its text.
 C 200 '{"prompt":"Hi","max_tokens":3,"logit_bias":{"100":100}}'
@@ -312,13 +350,14 @@ $PY -c 'import json,sys; m=json.load(open(sys.argv[1]))["choices"][0]["message"]
 routes=("POST /v1/completions" "POST /v1/chat/completions" "GET /v1/models" "GET /v1/models/$model"
         "GET /health_generate" "GET /metrics" "GET /get_load" "GET /v1/get_load" "GET /get_server_info"
         "GET /flush_cache" "POST /flush_cache" "GET /version" "POST /tokenize" "POST /v1/tokenize"
-        "POST /detokenize" "POST /v1/detokenize" "GET /no/such/route" "DELETE /v1/completions")
+        "POST /detokenize" "POST /v1/detokenize" "POST /generate" "GET /no/such/route" "DELETE /v1/completions")
 body_for() {
   case $1 in
     */chat/completions) echo "{$M1}" ;;
     */completions) echo "{\"prompt\":\"Hi\",\"max_tokens\":1}" ;;
     *tokenize) echo '{"prompt":"Hi"}' ;;
     *detokenize) echo '{"tokens":[1,2]}' ;;
+    /generate) echo '{"text":"Hi","sampling_params":{"max_new_tokens":1}}' ;;
     *) echo '{}' ;;
   esac
 }
