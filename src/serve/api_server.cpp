@@ -362,7 +362,7 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
     j.header_sent = true;
   }
   if (j.req->native) {  // SGLang's chunks: the choice so far
-    json::value chunk = native_choice(g, native_rid(j, c), j.prompt_len[c]);
+    json::value chunk = native_choice(g, native_rid(j, c), j.prompt_len[c], true);
     if (j.req->native_list) chunk.as_object()["index"] = c;
     j.http->write_chunk("data: " + json::serialize(chunk) + "\n\n");
     return;
@@ -440,7 +440,7 @@ void ApiServer::complete(Job& j) {
   if (req.native) {
     json::array list;
     for (std::size_t c = 0; c < j.gens.size(); ++c)
-      list.push_back(native_choice(j.gens[c], native_rid(j, static_cast<int>(c)), j.prompt_len[c]));
+      list.push_back(native_choice(j.gens[c], native_rid(j, static_cast<int>(c)), j.prompt_len[c], false));
     j.http->send(200, "application/json", json::serialize(req.native_list ? json::value(list) : list.at(0)));
     return;
   }

@@ -234,7 +234,7 @@ json::array tool_calls_json(const std::string& response_id, std::size_t choice, 
   return out;
 }
 
-json::value native_choice(const Generation& g, const std::string& rid, int64_t prompt_tokens) {
+json::value native_choice(const Generation& g, const std::string& rid, int64_t prompt_tokens, bool stream) {
   json::object finish;
   const std::string why = g.engine_finish_reason();
   if (why == "length") {
@@ -253,7 +253,11 @@ json::value native_choice(const Generation& g, const std::string& rid, int64_t p
                     {"prompt_tokens", prompt_tokens},
                     {"completion_tokens", static_cast<int64_t>(g.tokens().size())},
                     {"cached_tokens", std::max<int64_t>(g.cached_tokens(), 0)}};
-  return json::object{{"text", g.echo() + g.text()}, {"output_ids", std::move(ids)}, {"meta_info", std::move(meta)}};
+  // Streamed, the text so far stops where add() did: a held-back start of a stop string may still
+  // be cut, and each chunk's text must begin with the one before.
+  std::string text = g.echo();
+  text += stream ? g.shown_text() : std::string_view(g.text());
+  return json::object{{"text", std::move(text)}, {"output_ids", std::move(ids)}, {"meta_info", std::move(meta)}};
 }
 
 json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {

@@ -33,6 +33,8 @@ class Generation {
   bool needs_abort() const { return stopped_by_string_; }
   const std::string& matched_stop() const { return matched_stop_; }  // the stop string that ended it
   const std::string& text() const { return text_; }
+  // The part of text() that add() has returned (a stop string's possible start held back).
+  std::string_view shown_text() const { return std::string_view(text_).substr(0, emitted_); }
   // Completions with echo: the prompt's text, which the choice's text starts with.
   const std::string& echo() const { return echo_; }
   // Chat: the message content (the text less its tool-call section when tool calls are parsed) and
@@ -103,8 +105,8 @@ boost::json::array tool_calls_json(const std::string& response_id, std::size_t c
                                    std::size_t first_index, bool stream);
 // One choice in SGLang's /generate shape: {"text", "output_ids", "meta_info": {"id",
 // "finish_reason" ({"type": "length"|"stop"|"abort", ...} or null while streaming), "prompt_tokens",
-// "completion_tokens", "cached_tokens"}}; streamed chunks carry the text so far, as SGLang's do.
-boost::json::value native_choice(const Generation& g, const std::string& rid, int64_t prompt_tokens);
+// "completion_tokens", "cached_tokens"}}; streamed chunks carry the text shown so far, as SGLang's do.
+boost::json::value native_choice(const Generation& g, const std::string& rid, int64_t prompt_tokens, bool stream);
 // With cached_tokens >= 0: "prompt_tokens_details": {"cached_tokens": n}.
 boost::json::object usage_object(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens = -1);
 // Cached prompt tokens over the prompts of these choices (each prompt once); -1 when none reported.

@@ -424,6 +424,27 @@ TEST(ToolCallsDeepSeek, ContinueFinalMessage) {
             std::string::npos);
 }
 
+TEST(ToolCallsDeepSeek, NativeStreamShowsOnlyWhatAddReturned) {
+  NEED_DEEPSEEK();
+  // /generate's chunks carry the text so far: never a held-back start of a stop string.
+  const auto r = serve::parse_native_request(
+      json::parse(R"({"text": "x", "sampling_params": {"stop": ["world!"], "max_new_tokens": 50}})"), deepseek().info);
+  EXPECT_TRUE(r.native);
+  EXPECT_FALSE(r.native_list);
+  EXPECT_EQ(r.params.max_tokens, 50);
+  serve::Generation g(r, deepseek().tok.get(), 0);
+  std::string shown;
+  for (int32_t id : deepseek().tok->encode("Hello world", false)) {
+    engine::TokenOutput o;
+    o.token = id;
+    shown += g.add(o);
+    EXPECT_EQ(serve::native_choice(g, "r", 1, true).at("text").as_string(), shown);
+  }
+  EXPECT_EQ(shown, "Hello ");
+  EXPECT_EQ(serve::native_choice(g, "r", 1, false).at("text").as_string(), "Hello world");
+  EXPECT_TRUE(serve::native_choice(g, "r", 1, true).at("meta_info").at("finish_reason").is_null());
+}
+
 TEST(ToolCallsDeepSeek, RequestRules) {
   NEED_DEEPSEEK();
   const auto& m = deepseek().info;
