@@ -563,6 +563,14 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
                               {"engine_steps", snap.steps}});
     return;
   }
+  if (get && path == "/get_model_info") {  // SGLang's: what its router and clients ask a worker
+    send_json(s, json::object{{"model_path", model_.name},
+                              {"tokenizer_path", model_.tokenizer ? json::value(model_.name) : json::value(nullptr)},
+                              {"is_generation", true},
+                              {"preferred_sampling_params", nullptr},
+                              {"max_model_len", model_.max_model_len}});
+    return;
+  }
   if ((get || post) && path == "/flush_cache") {
     router_->reset();       // the frontend router's prefix trees
     engine_.flush_cache();  // every replica's unreferenced cached KV pages, in one step
@@ -617,7 +625,8 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
   }
   static const std::set<std::string> known = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health_generate",
                                               "/metrics",        "/get_load",            "/get_server_info", "/flush_cache",
-                                              "/version",        "/tokenize",            "/detokenize"};
+                                              "/version",        "/tokenize",            "/detokenize",
+                                              "/generate",       "/get_model_info"};
   if (known.count(path)) throw ApiError(405, fmt::format("method {} is not allowed on {}", req.method, path));
   throw ApiError(404, fmt::format("no route {} {}", req.method, path), "", "NotFoundError");
 }

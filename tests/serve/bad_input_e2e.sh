@@ -350,7 +350,8 @@ $PY -c 'import json,sys; m=json.load(open(sys.argv[1]))["choices"][0]["message"]
 routes=("POST /v1/completions" "POST /v1/chat/completions" "GET /v1/models" "GET /v1/models/$model"
         "GET /health_generate" "GET /metrics" "GET /get_load" "GET /v1/get_load" "GET /get_server_info"
         "GET /flush_cache" "POST /flush_cache" "GET /version" "POST /tokenize" "POST /v1/tokenize"
-        "POST /detokenize" "POST /v1/detokenize" "POST /generate" "GET /no/such/route" "DELETE /v1/completions")
+        "POST /detokenize" "POST /v1/detokenize" "POST /generate" "GET /get_model_info" "GET /no/such/route"
+        "DELETE /v1/completions" "GET /generate")
 body_for() {
   case $1 in
     */chat/completions) echo "{$M1}" ;;
@@ -367,7 +368,7 @@ for r in "${routes[@]}"; do
   check 401 "$m" "$p" "${J[@]}" --data-binary "$b"
   check 401 "$m" "$p" "${J[@]}" -H "Authorization: Bearer wrong-$KEY" --data-binary "$b"
   check 401 "$m" "$p" "${J[@]}" -H "Authorization: $KEY" --data-binary "$b"
-  want=200; [[ $p == /no/such/route ]] && want=404; [[ $m == DELETE ]] && want=405
+  want=200; [[ $p == /no/such/route ]] && want=404; [[ $m == DELETE || $r == "GET /generate" ]] && want=405
   check $want "$m" "$p" "${A[@]}" "${J[@]}" --data-binary "$b"  # with the key: not 401
 done
 check 200 GET /health
