@@ -26,17 +26,9 @@ bool is_proper_prefix(std::string_view s, std::string_view marker) {
   return s.size() < marker.size() && marker.substr(0, s.size()) == s;
 }
 
-}  // namespace
 
-std::optional<ToolParser> tool_parser_from_name(std::string_view name) {
-  if (name == "none") return ToolParser::none;
-  if (name == "deepseek_v3" || name == "deepseek_v31" || name == "deepseekv3" || name == "deepseekv31")
-    return ToolParser::deepseek;
-  return std::nullopt;
-}
-
-std::string_view tool_calls_begin_marker() { return kCallsBegin; }
-
+// One call's body (between call-begin and call-end) in either DeepSeek form; nullopt when it does
+// not read as one.
 std::optional<ToolCall> parse_deepseek_call(std::string_view body) {
   const auto sep = body.find(kSep);
   if (sep == std::string_view::npos) return std::nullopt;
@@ -60,6 +52,17 @@ std::optional<ToolCall> parse_deepseek_call(std::string_view body) {
   if (c.arguments.empty()) c.arguments = "{}";
   return c;
 }
+}  // namespace
+
+std::optional<ToolParser> tool_parser_from_name(std::string_view name) {
+  if (name == "none") return ToolParser::none;
+  if (name == "deepseek_v3" || name == "deepseek_v31" || name == "deepseekv3" || name == "deepseekv31")
+    return ToolParser::deepseek;
+  return std::nullopt;
+}
+
+std::string_view tool_calls_begin_marker() { return kCallsBegin; }
+
 
 std::string ToolCallStream::push(std::string_view text, bool final) {
   buf_.append(text);

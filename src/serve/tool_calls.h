@@ -51,8 +51,4 @@ class ToolCallStream {
   std::vector<ToolCall> calls_;
 };
 
-// One call's body (between call-begin and call-end) in either DeepSeek form; nullopt when it does
-// not read as one.
-std::optional<ToolCall> parse_deepseek_call(std::string_view body);
-
 }  // namespace dpa::serve
