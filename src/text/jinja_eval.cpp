@@ -472,10 +472,13 @@ class Evaluator {
         }
         return Value(json::value(op == "//" ? q : m));
       }
-      if (op == "**" && b >= 0) {
-        int64_t p = 1;
-        for (int64_t i = 0; i < b && p != 0; ++i)
-          if (__builtin_mul_overflow(p, a, &p)) throw Error("integer overflow");
+      if (op == "**" && b >= 0) {  // by squaring: (-1) ** 2**62 takes 62 steps, not 2**62
+        int64_t p = 1, x = a;
+        for (uint64_t e = static_cast<uint64_t>(b); e; e >>= 1) {
+          if ((e & 1) && __builtin_mul_overflow(p, x, &p)) throw Error("integer overflow");
+          // Squaring overflows only where the result would (x**2 is still to be multiplied in).
+          if (e > 1 && __builtin_mul_overflow(x, x, &x)) throw Error("integer overflow");
+        }
         return Value(json::value(p));
       }
     }

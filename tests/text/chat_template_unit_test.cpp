@@ -119,6 +119,18 @@ TEST(ChatTemplateRuntime, WorkIsBounded) {
 
 // Found by fuzz_chat_template: lists count what they hold, nested lists included, so repeating or
 // doubling a list of lists cannot build gigabytes while its top level stays small.
+TEST(ChatTemplateRuntime, IntegerPowersAreExactAndQuick) {
+  // A linear loop took 2**63 steps for these (fuzz_chat_template timed out on them).
+  EXPECT_EQ(ChatTemplate::parse("{{ (-1) ** 9223372036854775807 }}")->render({}), "-1");
+  EXPECT_EQ(ChatTemplate::parse("{{ (-1) ** 9223372036854775806 }}")->render({}), "1");
+  EXPECT_EQ(ChatTemplate::parse("{{ 1 ** 9223372036854775807 }} {{ 0 ** 9223372036854775807 }} {{ 5 ** 0 }}")->render({}),
+            "1 0 1");
+  EXPECT_EQ(ChatTemplate::parse("{{ 2 ** 62 }} {{ (-2) ** 63 }} {{ 3 ** 39 }}")->render({}),
+            "4611686018427387904 -9223372036854775808 4052555153018976267");
+  EXPECT_EQ(render_error("{{ 2 ** 63 }}", {}).find("integer overflow") != std::string::npos, true);
+  EXPECT_EQ(render_error("{{ 3 ** 41 }}", {}).find("integer overflow") != std::string::npos, true);
+}
+
 TEST(ChatTemplateRuntime, NestedListsAreBounded) {
   std::string message = render_error("{{ [1, [2] * 90022] * 9000 }}", {});
   EXPECT_NE(message.find("sequence repetition builds more than"), std::string::npos) << message;
