@@ -235,7 +235,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   if (bi >= V) bi = 0;
   mn = block_reduce(mn, [](float a, float b) { return fminf(a, b); }, sh.red_f);
   const double mx = bv;
-  const bool sampling = spec.temperature > 0.0f && isfinite(bv);
+  const bool forced = spec.forced >= 0 && spec.forced < V;  // a scored prompt token: no draw
+  const bool sampling = spec.temperature > 0.0f && isfinite(bv) && !forced;
   if (sampling) r.t = spec.temperature, r.top = mx / r.t, r.scale = ldexp(1.0, fixed_bits);
 
   // Log-partition, total weight, and the weight of the ids at or above min_p.
@@ -289,6 +290,17 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
   }
 
   int64_t token = bi;
+  int32_t rank = 0;
+  if (forced) {  // its place in the order: the ids before it, + 1
+    token = spec.forced;
+    const float f = r.at(token);
+    long long before = 0;
+    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+      const float v = r.at(i);
+      before += v > f || (v == f && i < token);
+    }
+    rank = static_cast<int32_t>(block_reduce(before, Add{}, sh.red_i) + 1);
+  }
   if (sampling) {
     long long keep = V;
     unsigned long long top_k_w = total, keep_w = total;
@@ -310,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float* logits, i
     if (!c.found || c.k > keep) c = descend<false>(r, sh, kCount, static_cast<unsigned long long>(keep), mn, scale0);
     token = nth_with_key(r, sh, c.key, c.j, nullptr);
   }
-  if (threadIdx.x == 0) out->token = static_cast<int32_t>(token), out->logprob = logprob(token);
+  if (threadIdx.x == 0) out->token = static_cast<int32_t>(token), out->logprob = logprob(token), out->rank = rank;
 }
 
 __global__ void edit_kernel(float* logits, int64_t V, const LogitEditArgs* edits, int64_t n) {

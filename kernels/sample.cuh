@@ -22,12 +22,13 @@ struct SampleSpecArgs {
   int32_t top_k;
   float top_p, min_p;
   double u;
-  int32_t n_top, pad_;
+  int32_t n_top, forced;
 };
 struct SampleOutArgs {
   int32_t token;
   float logprob;
   int32_t n_top;
+  int32_t rank;
   int32_t top_token[kSampleMaxTop];
   float top_logprob[kSampleMaxTop];
 };

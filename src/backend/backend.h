@@ -147,7 +147,8 @@ struct LogitEdit {
 // holding top_p of the weight of the top-k set; the pick is the first kept id at which the
 // running weight exceeds floor(u * the kept weight). A NaN logit counts as -inf. Every backend
 // gives the same picks (integer sums), up to a one-ulp difference of exp() landing on a rounding
-// boundary.
+// boundary. forced >= 0 (a prompt token being scored): no draw; the pick is that id, and the
+// result gives its rank too.
 struct SampleSpec {
   float temperature = 0.0f;
   int32_t top_k = 0;
@@ -155,15 +156,18 @@ struct SampleSpec {
   float min_p = 0.0f;
   double u = 0.0;     // the uniform draw in [0, 1)
   int32_t n_top = 0;  // top logprobs wanted, 0 .. kMaxTopLogprobs
-  int32_t pad_ = 0;
+  int32_t forced = -1;  // >= 0: the pick, not drawn (must be < vocab)
 };
 
 // A row's result: the token, its log-softmax under the (edited) logits before temperature and
-// truncation, and the n_top highest-logit ids (ties: lower id) with theirs.
+// truncation, and the n_top highest-logit ids (ties: lower id) with theirs. With a forced pick,
+// rank is the token's place in that order (1: the highest; ties: lower id first, a NaN logit
+// last); 0 for drawn rows (not computed).
 struct SampleOut {
   int32_t token = 0;
   float logprob = 0.0f;
   int32_t n_top = 0;
+  int32_t rank = 0;
   int32_t top_token[kMaxTopLogprobs] = {};
   float top_logprob[kMaxTopLogprobs] = {};
 };

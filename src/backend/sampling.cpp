@@ -73,6 +73,13 @@ void sample_row_reference(const float* row, int64_t vocab, const SampleSpec& spe
     out.token = static_cast<int32_t>(token);
     out.logprob = logprob_of(token);
   };
+  if (spec.forced >= 0 && spec.forced < vocab) {
+    const float f = x[spec.forced];
+    int64_t before = 0;
+    for (int64_t i = 0; i < vocab; ++i) before += x[i] > f || (x[i] == f && i < spec.forced);
+    out.rank = static_cast<int32_t>(before + 1);
+    return finish(spec.forced);
+  }
   if (spec.temperature <= 0.0f || !std::isfinite(mx)) return finish(best);
 
   // Weights w_i = exp(x_i / t - max / t) in (0, 1], quantized to F fraction bits.

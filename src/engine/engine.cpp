@@ -193,12 +193,19 @@ bool Engine::plan_sampling(StepPlan& plan) {
   bool sync = false;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     SeqChunk& chunk = plan.chunks[i];
-    if (!chunk.need_logits) continue;
     Sequence* s = plan.seqs[i];
     const auto& p = s->req.params;
+    for (int32_t k = 0; k < chunk.scored_rows; ++k) {  // the prompt's next token, on the raw logits
+      backend::SampleSpec spec;
+      spec.n_top = std::clamp<int32_t>(p.prompt_logprobs, 0, backend::kMaxTopLogprobs);
+      spec.forced = s->tokens[static_cast<std::size_t>(chunk.start + k + 1)];
+      specs_.push_back(spec);
+    }
+    if (!chunk.need_logits) continue;
     const bool suppress = s->n_generated() < p.min_tokens;
     const bool penalized = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
-    chunk.argmax_only = p.greedy() && p.logprobs < 0 && !penalized && !suppress && p.logit_bias.empty();
+    chunk.argmax_only = chunk.scored_rows == 0 && p.greedy() && p.logprobs < 0 && !penalized && !suppress &&
+                        p.logit_bias.empty();
     if (chunk.argmax_only) continue;
     if (penalized) {
       // Such a row's step before was committed at once (it had the same need), so its history is known.
@@ -235,11 +242,27 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
   if (leader) outs.reserve(plan.seqs.size());
   std::size_t row = 0, sampled = 0;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
-    if (!plan.chunks[i].need_logits) continue;
+    const SeqChunk& chunk = plan.chunks[i];
     Sequence* s = plan.seqs[i];
+    if (chunk.scored_rows > 0 && leader) {  // entry p scores prompt token p + 1
+      // A recompute (preempted before its first draw) scores its positions again.
+      if (s->scored.size() > static_cast<std::size_t>(chunk.start)) s->scored.resize(static_cast<std::size_t>(chunk.start));
+      DPA_ASSERT(s->scored.size() == static_cast<std::size_t>(chunk.start), "a scored prompt chunk out of order");
+      for (int32_t k = 0; k < chunk.scored_rows; ++k) {
+        const backend::SampleOut& d = samples_[sampled + static_cast<std::size_t>(k)];
+        PromptLogprob e{d.token, d.logprob, d.rank, {}};
+        for (int32_t j = 0; j < d.n_top; ++j) e.top.push_back({d.top_token[j], d.top_logprob[j]});
+        s->scored.push_back(std::move(e));
+      }
+    }
+    sampled += static_cast<std::size_t>(chunk.scored_rows);
+    row += static_cast<std::size_t>(chunk.scored_rows);
+    if (!chunk.need_logits) continue;
     TokenOutput o;
     o.request_id = s->req.id;
-    o.cached_tokens = plan.token_index[i] == s->n_prompt ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
+    const bool first = plan.token_index[i] == s->n_prompt;
+    o.cached_tokens = first ? static_cast<int32_t>(std::max<int64_t>(s->n_cached, 0)) : -1;
+    if (first && leader && s->req.params.prompt_logprobs >= 0) o.prompt_logprobs = std::move(s->scored);
     if (argmax_[row] >= 0) {
       o.token = argmax_[row];
     } else {

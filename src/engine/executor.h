@@ -22,6 +22,10 @@ struct SeqChunk {
   // prev_row (in that batch's need_logits order); tokens[0] is a placeholder. The executor takes
   // it where the draws are, so the step can be launched before the previous one is collected.
   int32_t prev_row = -1;
+  // A prompt being scored (SamplingParams::prompt_logprobs): the logits of the chunk's first
+  // scored_rows positions are wanted too, ahead of the need_logits row, each drawn under its own
+  // spec (a forced pick: the prompt's next token). Never with argmax_only.
+  int32_t scored_rows = 0;
 };
 
 class ModelExecutor {
@@ -29,10 +33,11 @@ class ModelExecutor {
   virtual ~ModelExecutor() = default;
   // One step's forward in two halves. launch() is collective over the world and may return
   // before the device has run the step; it reads the chunks' spans before it returns. collect()
-  // hands over that step's draws: for the chunks with need_logits, in batch order, `argmax` gets
-  // one entry each (the row's argmax, lowest id on ties, for argmax_only chunks; -1 otherwise)
-  // and `samples` one entry per chunk that is not argmax_only, drawn under specs[i] after the
-  // edits (LogitEdit::row indexes specs), where the logits are. Identical on the ranks of one
+  // hands over that step's draws: for the wanted rows (each chunk's scored rows, then its
+  // need_logits row), in batch order, `argmax` gets one entry each (the row's argmax, lowest id
+  // on ties, for argmax_only chunks; -1 otherwise) and `samples` one entry per row of a chunk
+  // that is not argmax_only, drawn under specs[i] after the edits (LogitEdit::row indexes specs),
+  // where the logits are. Identical on the ranks of one
   // replica. The next step may be launched before this one is collected (two in flight at most);
   // collects come in launch order.
   virtual void launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,

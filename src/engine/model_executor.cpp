@@ -98,7 +98,7 @@ void CheckpointExecutor::launch(const std::vector<SeqChunk>& batch, std::span<co
   inputs_.clear();
   for (const auto& c : batch)
     inputs_.push_back({c.tokens, c.start, c.pages, c.need_logits ? model::LogitsWanted::last : model::LogitsWanted::none,
-                       c.argmax_only, c.prev_row});
+                       c.argmax_only, c.prev_row, c.scored_rows});
   model_->launch(inputs_, specs, edits);
 }
 

@@ -31,6 +31,10 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   std::vector<std::string> stop;  // checked on the detokenized text by rank 0
   int32_t logprobs = -1;          // -1: none; k >= 0: the sampled token's logprob and top k
+  // -1: none; k >= 0: every prompt token after the first scored (its logprob given the tokens
+  // before it, its rank, and the top k there), sent with the first output token. Such a request
+  // skips the prefix cache: every position of its prompt is computed.
+  int32_t prompt_logprobs = -1;
   std::vector<LogitBias> logit_bias;  // distinct tokens, ascending
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
 };
@@ -50,6 +54,15 @@ struct TokenLogprob {
   float logprob = 0.0f;
 };
 
+// A scored prompt token (SamplingParams::prompt_logprobs): its log-softmax given the tokens
+// before it (raw logits: no penalties or bias), its rank there (1: the highest logit), the top.
+struct PromptLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  int32_t rank = 0;
+  std::vector<TokenLogprob> top;
+};
+
 // One generated token of one request, as rank 0 receives it.
 struct TokenOutput {
   uint64_t request_id = 0;
@@ -58,6 +71,7 @@ struct TokenOutput {
   FinishReason finish = FinishReason::none;
   std::vector<TokenLogprob> top;  // top_logprobs when asked
   int32_t cached_tokens = -1;     // first token of a request: prompt tokens reused from the prefix cache
+  std::vector<PromptLogprob> prompt_logprobs;  // first token, when asked: prompt tokens 1 .. n-1
 };
 
 }  // namespace dpa::engine

@@ -137,14 +137,21 @@ StepPlan Scheduler::plan_once() {
     if (s->pending_index == len - 1) plan.chunks.back().prev_row = s->pending_row;
   }
   // 2. Prefill chunks: running sequences mid-prefill, then admit waiting ones in order.
+  int64_t scored_budget = cfg_.max_scored_rows;
   auto prefill = [&](Sequence* s) -> bool {
     const int64_t len = static_cast<int64_t>(s->tokens.size());
-    const int64_t n = std::min(len - s->n_computed, budget);
+    int64_t n = std::min(len - s->n_computed, budget);
+    if (s->scoring()) n = std::min(n, scored_budget);
     if (n <= 0) return false;
     if (!blocks_.grow(s->pages, s->n_computed + n)) return false;
     plan.seqs.push_back(s);
     plan.chunks.push_back({std::span<const int32_t>(s->tokens).subspan(s->n_computed, n), s->n_computed, s->pages,
                            s->n_computed + n == len});
+    if (s->scoring()) {  // positions whose next token is the prompt's
+      const int64_t scored = std::max<int64_t>(0, std::min(s->n_computed + n, s->n_prompt - 1) - s->n_computed);
+      plan.chunks.back().scored_rows = static_cast<int32_t>(scored);
+      scored_budget -= scored;
+    }
     budget -= n;
     plan.has_prefill = true;
     return true;
@@ -162,7 +169,8 @@ StepPlan Scheduler::plan_once() {
     Sequence* s = waiting_[i].get();
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     std::vector<int32_t> hit;
-    if (blocks_.prefix_caching()) {
+    const bool lookup = blocks_.prefix_caching() && !s->scoring();
+    if (lookup) {
       hit = blocks_.match(s->tokens, (len - 1) / P);
       const std::size_t m = hit.size();
       bool defer = false;
@@ -194,7 +202,7 @@ StepPlan Scheduler::plan_once() {
       break;
     }
     const int64_t reused = static_cast<int64_t>(hit.size()) * P;
-    prefix_queries_ += len;
+    if (lookup) prefix_queries_ += len;
     prefix_hits_ += reused;
     if (s->n_cached < 0) s->n_cached = reused;
     s->admit_order = admit_counter_++;
@@ -213,6 +221,7 @@ void Scheduler::advance(StepPlan& plan) {
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     Sequence* s = plan.seqs[i];
     s->n_computed += static_cast<int64_t>(plan.chunks[i].tokens.size());
+    row += plan.chunks[i].scored_rows;  // the wanted rows: a chunk's scored ones come first
     if (!plan.chunks[i].need_logits) continue;
     plan.token_index[i] = static_cast<int64_t>(s->tokens.size());
     s->pending_index = plan.token_index[i];

@@ -9,6 +9,8 @@
 // cached prefix, at most (tokens - 1) / page_size of them, so the last token is always computed;
 // its full pages are published after each step that computes them. A waiting sequence whose next
 // page a running one is computing waits (others go ahead) and then reuses that page.
+// A sequence whose prompt is scored (SamplingParams::prompt_logprobs) takes no cached prefix:
+// every position's logits are wanted, at most max_scored_rows a step.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +30,9 @@ struct SchedulerConfig {
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 4096;  // prompt + output tokens of one sequence
   bool enable_prefix_caching = false;  // the CLI turns it on by default (--enable-prefix-caching)
+  // Prompt positions scored per step (SamplingParams::prompt_logprobs): each one's logits row,
+  // vocab floats, is held until sampled, so the chunks of a scored prompt are cut to fit.
+  int64_t max_scored_rows = 256;
 };
 
 struct Sequence {
@@ -47,7 +52,13 @@ struct Sequence {
   // tokens[pending_index], drawn for that step's wanted row pending_row; -1: none.
   int64_t pending_index = -1;
   int32_t pending_row = -1;
+  // Prompt scoring (SamplingParams::prompt_logprobs), on the replica's leader: entry p scores
+  // prompt token p + 1; complete when the first token is drawn, and sent with it.
+  std::vector<PromptLogprob> scored;
   int64_t n_generated() const { return static_cast<int64_t>(tokens.size()) - n_prompt; }
+  // Its prompt is scored as it is computed: asked for, and no token drawn yet (a sequence
+  // preempted before its first draw scores its prompt again as it recomputes it).
+  bool scoring() const { return req.params.prompt_logprobs >= 0 && n_generated() == 0; }
 };
 
 // What a Sequence's tokens hold where a launched step's draw will go.

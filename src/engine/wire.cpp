@@ -82,6 +82,7 @@ void put_params(Writer& w, const SamplingParams& p) {
   w.put<uint8_t>(p.ignore_eos);
   w.put_vec(p.stop_token_ids);
   w.put(p.logprobs);
+  w.put(p.prompt_logprobs);
   w.put_vec(p.logit_bias);
   // Stop strings are matched on rank 0 alone; other ranks do not need them.
 }
@@ -103,6 +104,7 @@ SamplingParams get_params(Reader& r) {
   p.ignore_eos = r.get<uint8_t>();
   p.stop_token_ids = r.get_vec<int32_t>();
   p.logprobs = r.get<int32_t>();
+  p.prompt_logprobs = r.get<int32_t>();
   p.logit_bias = r.get_vec<LogitBias>();
   return p;
 }
@@ -160,6 +162,13 @@ std::vector<uint8_t> encode_outputs(const std::vector<TokenOutput>& outs) {
     w.put<uint8_t>(static_cast<uint8_t>(o.finish));
     w.put_vec(o.top);
     w.put(o.cached_tokens);
+    w.put<uint64_t>(o.prompt_logprobs.size());
+    for (const auto& e : o.prompt_logprobs) {
+      w.put(e.token);
+      w.put(e.logprob);
+      w.put(e.rank);
+      w.put_vec(e.top);
+    }
   }
   return std::move(w.buf);
 }
@@ -177,6 +186,15 @@ std::vector<TokenOutput> decode_outputs(std::span<const uint8_t> blob) {
     o.finish = static_cast<FinishReason>(r.get<uint8_t>());
     o.top = r.get_vec<TokenLogprob>();
     o.cached_tokens = r.get<int32_t>();
+    const uint64_t n_scored = r.get<uint64_t>();
+    for (uint64_t k = 0; k < n_scored; ++k) {
+      PromptLogprob e;
+      e.token = r.get<int32_t>();
+      e.logprob = r.get<float>();
+      e.rank = r.get<int32_t>();
+      e.top = r.get_vec<TokenLogprob>();
+      o.prompt_logprobs.push_back(std::move(e));
+    }
     outs.push_back(std::move(o));
   }
   return outs;

@@ -644,10 +644,9 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
       if (full) keep.push_back(static_cast<int32_t>(rows.size()));
       rows.push_back(static_cast<int32_t>(offset + i));
     };
-    if (s.logits == LogitsWanted::all)
-      for (int64_t i = 0; i < n; ++i) want(i);
-    else if (s.logits == LogitsWanted::last && n > 0)
-      want(n - 1);
+    const int64_t lead = s.logits == LogitsWanted::all ? n : std::clamp<int64_t>(s.lead_rows, 0, n);
+    for (int64_t i = 0; i < lead; ++i) want(i);
+    if (s.logits == LogitsWanted::last && n > lead) want(n - 1);
     offset += n;
   }
   const int64_t n_rows = static_cast<int64_t>(rows.size());

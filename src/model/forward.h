@@ -40,6 +40,9 @@ struct SeqInput {
   // tokens[0] is not read. The previous step must have drawn that row (launch(), or forward()
   // with argmax and sampling).
   int32_t prev_row = -1;
+  // With LogitsWanted::none or last: the first lead_rows positions' logits are wanted too (ahead
+  // of the last one's; a prompt being scored). Such a sequence is not argmax_only.
+  int64_t lead_rows = 0;
 };
 
 // Draws made where the logits are, for the wanted rows of sequences that are not argmax_only

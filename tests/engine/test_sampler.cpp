@@ -282,6 +282,47 @@ TEST(Sampler, NanLogitsCountAsMinusInfinity) {
   }
 }
 
+// A scored prompt token (SampleSpec::forced): the pick is the token given, whatever the
+// temperature and draw; its logprob is the log-softmax of the raw row, its rank its place in the
+// order (ties: lower id first; NaN as -inf), and the top logprobs are the row's.
+TEST(Sampler, ForcedPickGivesItsLogprobAndRank) {
+  double z = 0;
+  for (float v : kLogits) z += std::exp(static_cast<double>(v));
+  const int32_t want_rank[] = {4, 1, 3, 5, 2, 6};  // kLogits in descending order: 1, 4, 2, 0, 3, 5
+  for (int32_t t = 0; t < 6; ++t)
+    for (float temp : {0.0f, 1.0f}) {
+      dpa::backend::SampleSpec spec;
+      spec.temperature = temp;
+      spec.u = 0.99;
+      spec.n_top = 2;
+      spec.forced = t;
+      dpa::backend::SampleOut o;
+      dpa::backend::sample_row_reference(kLogits.data(), 6, spec, o);
+      EXPECT_EQ(o.token, t);
+      EXPECT_NEAR(o.logprob, kLogits[t] - std::log(z), 1e-6);
+      EXPECT_EQ(o.rank, want_rank[t]) << t;
+      ASSERT_EQ(o.n_top, 2);
+      EXPECT_EQ(o.top_token[0], 1);
+      EXPECT_EQ(o.top_token[1], 4);
+    }
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> row = {nan, 2.0f, 2.0f, -inf, 0.5f};
+  const int32_t ranks[] = {4, 1, 2, 5, 3};  // 1, 2 (tie: lower id first), 4, then 0 and 3 at -inf
+  for (int32_t t = 0; t < 5; ++t) {
+    dpa::backend::SampleSpec spec;
+    spec.forced = t;
+    dpa::backend::SampleOut o;
+    dpa::backend::sample_row_reference(row.data(), 5, spec, o);
+    EXPECT_EQ(o.token, t);
+    EXPECT_EQ(o.rank, ranks[t]) << t;
+  }
+  dpa::backend::SampleSpec drawn;  // a drawn row's rank is not computed
+  dpa::backend::SampleOut o;
+  dpa::backend::sample_row_reference(kLogits.data(), 6, drawn, o);
+  EXPECT_EQ(o.token, 1);
+  EXPECT_EQ(o.rank, 0);
+}
+
 TEST(Wire, IntakeAndOutputsRoundTrip) {
   Request r;
   r.id = 42;
@@ -290,6 +331,7 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   r.params.seed = 9;
   r.params.stop_token_ids = {2, 3};
   r.params.logprobs = 2;
+  r.params.prompt_logprobs = 3;
   r.params.logit_bias = {{4, -2.5f}, {11, 100.0f}};
   auto blob = encode_intake({r}, {7, 8}, true);
   std::vector<Request> rs;
@@ -301,6 +343,7 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   EXPECT_EQ(rs[0].prompt, r.prompt);
   EXPECT_EQ(rs[0].data_parallel_rank, 3);
   EXPECT_EQ(rs[0].params.seed, 9u);
+  EXPECT_EQ(rs[0].params.prompt_logprobs, 3);
   EXPECT_EQ(rs[0].params.stop_token_ids, r.params.stop_token_ids);
   ASSERT_EQ(rs[0].params.logit_bias.size(), 2u);
   EXPECT_EQ(rs[0].params.logit_bias[1].token, 11);
@@ -308,8 +351,18 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   EXPECT_EQ(ab, (std::vector<uint64_t>{7, 8}));
   EXPECT_TRUE(sd);
   TokenOutput o{42, 17, -0.5f, FinishReason::length, {{1, -0.1f}, {2, -0.2f}}};
-  auto outs = decode_outputs(encode_outputs({o}));
-  ASSERT_EQ(outs.size(), 1u);
+  o.prompt_logprobs = {{6, -1.5f, 3, {{9, -0.25f}}}, {7, -2.5f, 12, {}}};
+  auto outs = decode_outputs(encode_outputs({o, TokenOutput{43, 5}}));
+  ASSERT_EQ(outs.size(), 2u);
+  ASSERT_EQ(outs[0].prompt_logprobs.size(), 2u);
+  EXPECT_EQ(outs[0].prompt_logprobs[0].token, 6);
+  EXPECT_EQ(outs[0].prompt_logprobs[0].logprob, -1.5f);
+  EXPECT_EQ(outs[0].prompt_logprobs[0].rank, 3);
+  ASSERT_EQ(outs[0].prompt_logprobs[0].top.size(), 1u);
+  EXPECT_EQ(outs[0].prompt_logprobs[0].top[0].token, 9);
+  EXPECT_EQ(outs[0].prompt_logprobs[1].rank, 12);
+  EXPECT_TRUE(outs[1].prompt_logprobs.empty());
+  EXPECT_EQ(outs[1].token, 5);
   EXPECT_EQ(outs[0].token, 17);
   EXPECT_EQ(outs[0].finish, FinishReason::length);
   ASSERT_EQ(outs[0].top.size(), 2u);

@@ -66,6 +66,52 @@ TEST(Scheduler, ChunkedPrefillRespectsBudget) {
   EXPECT_EQ(p4.chunks[0].start, 40);
 }
 
+// A scored prompt (prompt_logprobs): its chunks are cut to max_scored_rows scored positions a
+// step, each chunk names the positions whose next token is the prompt's, it takes no cached
+// prefix, and a draw's wanted row counts the scored rows ahead of it.
+TEST(Scheduler, ScoredPromptChunksAndRows) {
+  SchedulerConfig cfg;
+  cfg.max_num_batched_tokens = 64;
+  cfg.max_scored_rows = 10;
+  cfg.enable_prefix_caching = true;
+  Scheduler s(cfg, 100, 4);
+  s.add(make_req(1, 16, 2));  // computed and published first, so that the scored one could reuse it
+  for (int i = 0; i < 2; ++i) {
+    auto p = s.schedule();
+    s.commit(p, fake_tokens(p));
+  }
+  Request r = make_req(2, 16, 2);
+  r.params.prompt_logprobs = 0;
+  s.add(r);
+  s.add(make_req(3, 16, 2));  // the same prompt unscored: takes the cached prefix
+  auto p1 = s.schedule();
+  ASSERT_EQ(p1.chunks.size(), 3u);  // 1 decodes; 2 scores [0, 10); 3 reuses 12 tokens
+  EXPECT_EQ(p1.chunks[1].start, 0);
+  EXPECT_EQ(p1.chunks[1].tokens.size(), 10u);
+  EXPECT_EQ(p1.chunks[1].scored_rows, 10);
+  EXPECT_FALSE(p1.chunks[1].need_logits);
+  EXPECT_EQ(p1.chunks[2].start, 12);
+  EXPECT_EQ(p1.chunks[2].scored_rows, 0);
+  s.advance(p1);
+  EXPECT_EQ(p1.seqs[0]->pending_row, 0);
+  EXPECT_EQ(p1.seqs[2]->pending_row, 11);  // behind the decode row and 10 scored rows
+  s.commit(p1, fake_tokens(p1));
+  auto p2 = s.schedule();
+  const SeqChunk* c2 = nullptr;
+  for (std::size_t i = 0; i < p2.seqs.size(); ++i)
+    if (p2.seqs[i]->req.id == 2) c2 = &p2.chunks[i];
+  ASSERT_NE(c2, nullptr);
+  EXPECT_EQ(c2->start, 10);
+  EXPECT_EQ(c2->tokens.size(), 6u);
+  EXPECT_EQ(c2->scored_rows, 5);  // positions 10 .. 14; 15's next token is drawn
+  EXPECT_TRUE(c2->need_logits);
+  EXPECT_EQ(s.prefix_hits(), 12);  // request 3's only
+  EXPECT_EQ(s.prefix_queries(), 32);  // requests 1 and 3: the scored one looks nothing up
+  s.commit(p2, fake_tokens(p2));
+  for (auto* q : p2.seqs)
+    if (q->req.id == 2) EXPECT_FALSE(q->scoring());  // its first token is drawn
+}
+
 TEST(Scheduler, MaxNumSeqsAndDecodeFirst) {
   SchedulerConfig cfg;
   cfg.max_num_seqs = 2;

@@ -1,5 +1,5 @@
 // Sampling where the logits are: edit_logits and sample, CUDA against the CPU reference. The
-// edits must match bit for bit; the picks and top-logprob ids too (the weights are summed as
+// edits must match bit for bit; the picks (forced ones with their ranks) and top-logprob ids too (the weights are summed as
 // integers on both sides, so only a one-ulp difference of exp() at a rounding boundary could
 // move a pick: none is expected in these draws); logprobs within 1e-5.
 #include <limits>
@@ -37,13 +37,14 @@ SampleSpec random_spec(int64_t vocab) {
   s.n_top = tops[rnd_int(0, 4)];
   const int64_t pick = rnd_int(0, 9);
   s.u = pick == 0 ? 0.0 : (pick == 1 ? 0.9999999999 : std::uniform_real_distribution<double>(0.0, 1.0)(rng()));
+  if (rnd_int(0, 4) == 0) s.forced = static_cast<int32_t>(rnd_int(0, vocab - 1));  // a scored prompt token
   return s;
 }
 
 std::string spec_text(const SampleSpec& s) {
-  char b[96];
-  std::snprintf(b, sizeof b, "t=%.2f k=%d p=%.2f min_p=%.2f top=%d u=%.3f", s.temperature, s.top_k, s.top_p,
-                s.min_p, s.n_top, s.u);
+  char b[128];
+  std::snprintf(b, sizeof b, "t=%.2f k=%d p=%.2f min_p=%.2f top=%d u=%.3f forced=%d", s.temperature, s.top_k, s.top_p,
+                s.min_p, s.n_top, s.u, s.forced);
   return b;
 }
 
@@ -116,6 +117,7 @@ TEST(BackendParity, Sample) {
                     spec_text(specs[r]).c_str(), a.token, a.n_top, b.token, b.n_top);
       tok_ref.push_back(a.token), tok_got.push_back(b.token);
       tok_ref.push_back(a.n_top), tok_got.push_back(b.n_top);
+      tok_ref.push_back(a.rank), tok_got.push_back(b.rank);
       logprob(a.logprob, b.logprob);
       for (int k = 0; k < std::min(a.n_top, b.n_top); ++k) {
         top_ref.push_back(a.top_token[k]), top_got.push_back(b.top_token[k]);
@@ -175,8 +177,8 @@ TEST(BackendParity, SampleNan) {
   const auto [ref, got] = sample_both(l, specs, vocab);
   std::vector<int32_t> a, b;
   std::vector<float> la, lb;
-  for (const auto& o : ref) a.push_back(o.token), la.push_back(o.logprob);
-  for (const auto& o : got) b.push_back(o.token), lb.push_back(o.logprob);
+  for (const auto& o : ref) a.push_back(o.token), a.push_back(o.rank), la.push_back(o.logprob);
+  for (const auto& o : got) b.push_back(o.token), b.push_back(o.rank), lb.push_back(o.logprob);
   EXPECT_TRUE(exact("sample", shp({{"n", n}, {"vocab", vocab}}) + " NaN tokens", a, b));
   EXPECT_TRUE(close("sample", shp({{"n", n}, {"vocab", vocab}}) + " NaN logprobs", la, lb, 0.0, 1e-5));
 }

@@ -22,7 +22,8 @@ static_assert(sizeof(LogitEdit) == sizeof(kernels::LogitEditArgs) &&
               offsetof(LogitEdit, subtract) == offsetof(kernels::LogitEditArgs, subtract));
 static_assert(sizeof(SampleSpec) == sizeof(kernels::SampleSpecArgs) &&
               offsetof(SampleSpec, u) == offsetof(kernels::SampleSpecArgs, u) &&
-              offsetof(SampleSpec, n_top) == offsetof(kernels::SampleSpecArgs, n_top));
+              offsetof(SampleSpec, n_top) == offsetof(kernels::SampleSpecArgs, n_top) &&
+              offsetof(SampleSpec, forced) == offsetof(kernels::SampleSpecArgs, forced));
 static_assert(sizeof(SampleOut) == sizeof(kernels::SampleOutArgs) &&
               offsetof(SampleOut, top_token) == offsetof(kernels::SampleOutArgs, top_token) &&
               offsetof(SampleOut, top_logprob) == offsetof(kernels::SampleOutArgs, top_logprob) &&
