@@ -62,7 +62,15 @@ std::string Generation::token_text(int32_t id) const {
 
 std::string Generation::add(const engine::TokenOutput& out) {
   if (finished()) return {};
-  if (tokens_.empty() && out.cached_tokens >= 0) cached_tokens_ = out.cached_tokens;
+  if (!got_first_) {
+    got_first_ = true;
+    if (out.cached_tokens >= 0) cached_tokens_ = out.cached_tokens;
+    prompt_scores_ = out.prompt_logprobs;
+  }
+  if (req_.prompt_only) {  // max_tokens 0: the engine's one token is not part of the answer
+    finish_ = engine::FinishReason::length;
+    return {};
+  }
   tokens_.push_back(out.token);
   logprobs_.push_back(out.logprob);
   tops_.push_back(out.top);
@@ -159,18 +167,95 @@ std::string Generation::engine_finish_reason() const {
   return "";
 }
 
+std::vector<std::size_t> Generation::prompt_offsets() const {
+  const auto& ids = req_.prompts[prompt_index_];
+  std::vector<std::size_t> offs;
+  offs.reserve(ids.size());
+  std::size_t at = 0;
+  std::unique_ptr<text::IncrementalDetokenizer> d;
+  if (tok_) d = std::make_unique<text::IncrementalDetokenizer>(*tok_, false);
+  for (int32_t id : ids) {
+    offs.push_back(std::min(at, echo_.size()));
+    if (d && decodable(id)) at += d->push(id).size();
+  }
+  return offs;
+}
+
+void Generation::echo_logprobs(json::array& toks, json::array& lps, json::array& tops, json::array* offs) const {
+  const auto& ids = req_.prompts[prompt_index_];
+  const std::vector<std::size_t> at = offs ? prompt_offsets() : std::vector<std::size_t>{};
+  const auto k = static_cast<std::size_t>(std::max(req_.params.logprobs, 0));
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    toks.push_back(json::string(token_text(ids[i])));
+    const engine::PromptLogprob* e = i > 0 && i - 1 < prompt_scores_.size() ? &prompt_scores_[i - 1] : nullptr;
+    lps.push_back(e ? json::value(e->logprob) : json::value(nullptr));
+    json::object top;
+    if (e)
+      for (std::size_t j = 0; j < std::min(k, e->top.size()); ++j) top[token_text(e->top[j].token)] = e->top[j].logprob;
+    tops.push_back(e && k > 0 ? json::value(top) : json::value(nullptr));
+    if (offs) offs->push_back(static_cast<int64_t>(at[i]));
+  }
+}
+
+namespace {
+// Characters (code points) of valid UTF-8 text before byte offsets that do not decrease, counted
+// as they come: text_offset counts characters, as OpenAI's and vLLM's do.
+class CharCounter {
+ public:
+  explicit CharCounter(const std::string& s) : s_(s) {}
+  int64_t at(std::size_t byte) {
+    for (byte = std::min(byte, s_.size()); pos_ < byte; ++pos_) chars_ += (static_cast<unsigned char>(s_[pos_]) & 0xc0) != 0x80;
+    return chars_;
+  }
+
+ private:
+  const std::string& s_;
+  std::size_t pos_ = 0;
+  int64_t chars_ = 0;
+};
+}  // namespace
+
 json::value Generation::completion_logprobs() const {
   if (req_.params.logprobs < 0) return nullptr;
   json::array toks, lps, tops, offs;
+  if (req_.echo) {  // the choice's text starts with the echo
+    echo_logprobs(toks, lps, tops, &offs);
+    CharCounter echo(echo_);
+    for (auto& o : offs) o = echo.at(static_cast<std::size_t>(o.as_int64()));
+  }
+  const int64_t base = req_.echo ? CharCounter(echo_).at(echo_.size()) : 0;
+  CharCounter text(text_);
   for (std::size_t i = 0; i < tokens_.size(); ++i) {
     toks.push_back(json::string(token_text(tokens_[i])));
     lps.push_back(logprobs_[i]);
     json::object top;
     for (const auto& t : tops_[i]) top[token_text(t.token)] = t.logprob;
     tops.push_back(req_.params.logprobs > 0 ? json::value(top) : json::value(nullptr));
-    offs.push_back(static_cast<int64_t>(token_offsets_[i]));
+    offs.push_back(base + text.at(token_offsets_[i]));
   }
   return json::object{{"tokens", toks}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+}
+
+json::value Generation::prompt_logprobs() const {
+  if (req_.prompt_logprobs < 0 || !got_first_) return nullptr;
+  const auto& ids = req_.prompts[prompt_index_];
+  const auto k = static_cast<std::size_t>(req_.prompt_logprobs);
+  json::array out;
+  out.push_back(nullptr);
+  for (std::size_t i = 0; i + 1 < ids.size() && i < prompt_scores_.size(); ++i) {
+    const engine::PromptLogprob& e = prompt_scores_[i];
+    json::object d;
+    auto entry = [&](int32_t id, float lp, int64_t rank) {
+      const std::string key = std::to_string(id);
+      if (!d.contains(key))
+        d[key] = json::object{{"logprob", lp}, {"rank", rank}, {"decoded_token", token_text(id)}};
+    };
+    entry(e.token, e.logprob, e.rank);
+    for (std::size_t j = 0; j < std::min(k, e.top.size()); ++j)
+      entry(e.top[j].token, e.top[j].logprob, static_cast<int64_t>(j + 1));
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 namespace {
@@ -199,6 +284,10 @@ json::value Generation::chat_logprobs() const {
 json::value Generation::take_stream_logprobs(bool chat) {
   if (chat ? !req_.chat_logprobs : req_.params.logprobs < 0) return nullptr;
   json::array content, toks, lps, tops;
+  if (!chat && req_.echo && !stream_echo_scores_sent_) {  // the chunk that carries the echo
+    echo_logprobs(toks, lps, tops, nullptr);
+    stream_echo_scores_sent_ = true;
+  }
   for (std::size_t i = stream_lp_from_; i < tokens_.size(); ++i) {
     const std::string t = token_text(tokens_[i]);
     if (chat) {
@@ -292,6 +381,7 @@ json::object completion_response(const std::string& id, const std::string& model
                               {"text", g.echo() + g.text()},
                               {"logprobs", g.completion_logprobs()},
                               {"finish_reason", g.finish_reason()}});
+    if (g.asked_prompt_logprobs()) cs.back().as_object()["prompt_logprobs"] = g.prompt_logprobs();
   }
   return json::object{{"id", id},         {"object", "text_completion"}, {"created", created},
                       {"model", model},   {"choices", cs},
@@ -321,9 +411,12 @@ json::object chat_response(const std::string& id, const std::string& model, int6
                               {"logprobs", g.chat_logprobs()},
                               {"finish_reason", g.finish_reason()}});
   }
-  return json::object{{"id", id},       {"object", "chat.completion"}, {"created", created},
-                      {"model", model}, {"choices", cs},
-                      {"usage", usage_object(prompt_tokens, completion_tokens, cached_prompt_tokens(choices))}};
+  json::object r{{"id", id},       {"object", "chat.completion"}, {"created", created},
+                 {"model", model}, {"choices", cs},
+                 {"usage", usage_object(prompt_tokens, completion_tokens, cached_prompt_tokens(choices))}};
+  // vLLM's: one prompt, so at the response's level.
+  if (!choices.empty() && choices[0].asked_prompt_logprobs()) r["prompt_logprobs"] = choices[0].prompt_logprobs();
+  return r;
 }
 
 }  // namespace dpa::serve

@@ -57,14 +57,25 @@ class Generation {
   int64_t cached_tokens() const { return cached_tokens_; }
   std::size_t prompt_index() const { return prompt_index_; }
 
-  // The choice's "logprobs" value for completions / chat (null when not asked).
+  // The choice's "logprobs" value for completions / chat (null when not asked). With echo, the
+  // completions form covers the prompt first (its first token has no logprob).
   boost::json::value completion_logprobs() const;
+  // vLLM's "prompt_logprobs" (ParsedRequest::prompt_logprobs >= 0): null for the first prompt
+  // token, then per token {"<id>": {"logprob", "rank", "decoded_token"}} for it and the top k;
+  // null when not asked or not computed (a request that failed first).
+  boost::json::value prompt_logprobs() const;
+  bool asked_prompt_logprobs() const { return req_.prompt_logprobs >= 0; }
   boost::json::value chat_logprobs() const;
   // Logprobs of the tokens added since the last call, for a stream chunk.
   boost::json::value take_stream_logprobs(bool chat);
 
  private:
   std::string token_text(int32_t id) const;
+  // Where each prompt token's text starts in echo() (the prompt decoded token by token).
+  std::vector<std::size_t> prompt_offsets() const;
+  // The completions logprobs entries of the prompt (echo), into the arrays given.
+  void echo_logprobs(boost::json::array& toks, boost::json::array& lps, boost::json::array& tops,
+                     boost::json::array* offs) const;
   bool decodable(int32_t id) const;
   std::string flush_text(bool final);
 
@@ -81,6 +92,9 @@ class Generation {
   std::vector<std::vector<engine::TokenLogprob>> tops_;
   std::vector<std::size_t> token_offsets_;  // byte offset of each token's text in text_
   std::size_t stream_lp_from_ = 0;
+  bool got_first_ = false;  // the engine's first output came (with the prompt's scores, if asked)
+  std::vector<engine::PromptLogprob> prompt_scores_;  // entry p: prompt token p + 1
+  bool stream_echo_scores_sent_ = false;
   engine::FinishReason finish_ = engine::FinishReason::none;
   bool stopped_by_string_ = false;
   std::string matched_stop_;

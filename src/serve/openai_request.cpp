@@ -353,10 +353,10 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
                                          "decoding); send 'text' or leave it out",
                                          std::string(type->as_string())));
   }
-  // Constrained decoding in vLLM's and SGLang's request forms, vLLM's prompt logprobs and token
-  // restrictions: none of them is implemented here.
+  // Constrained decoding in vLLM's and SGLang's request forms and token restrictions: none of
+  // them is implemented here.
   for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
-                           "regex", "ebnf", "json_schema", "allowed_token_ids", "bad_words", "prompt_logprobs"}) {
+                           "regex", "ebnf", "json_schema", "allowed_token_ids", "bad_words"}) {
     const json::value* v = field(o, name);
     const bool empty = !v || (v->is_array() && v->as_array().empty()) || (v->is_bool() && !v->as_bool());
     if (!empty) bad(name, fmt::format("'{}' is not supported by this server", name));
@@ -395,11 +395,15 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     parse_prompts(o, m, r);
     truncate_prompts(o, m, r);
     p.logprobs = static_cast<int32_t>(get_int(o, "logprobs", -1, 0, m.max_logprobs));
-    // vLLM answers echo + logprobs with the prompt's logprobs too (lm-eval's loglikelihood reads
-    // them); without them the arrays would not line up with the text: refused, not half-answered.
-    if (r.echo && p.logprobs >= 0)
-      bad("echo", "'echo' with 'logprobs' (the prompt's logprobs) is not supported by this server");
-    p.max_tokens = static_cast<int32_t>(get_int(o, "max_tokens", 16, 1, m.max_model_len));
+    // echo + logprobs: the logprobs cover the echoed prompt too (lm-eval's loglikelihood reads
+    // them), as in OpenAI's legacy API and vLLM.
+    if (r.echo && p.logprobs >= 0) p.prompt_logprobs = p.logprobs;
+    // max_tokens 0 with echo: the prompt alone (scored, with logprobs); the engine still draws
+    // one token, which is not shown.
+    const int64_t mt = get_int(o, "max_tokens", 16, 0, m.max_model_len);
+    if (mt == 0 && !r.echo) bad("max_tokens", "'max_tokens' must be at least 1 ('max_tokens': 0 needs 'echo': true)");
+    r.prompt_only = mt == 0;
+    p.max_tokens = static_cast<int32_t>(std::max<int64_t>(mt, 1));
   } else {
     parse_tools(o, m, r);
     parse_messages(o, m, r);
@@ -415,7 +419,13 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     if (mt < 0) mt = get_int(o, "max_tokens", room, 1, m.max_model_len);
     p.max_tokens = static_cast<int32_t>(mt);
   }
-  if (p.min_tokens > p.max_tokens) bad("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
+  // vLLM's prompt_logprobs: each prompt token's logprob and rank, and the top k there.
+  if (field(o, "prompt_logprobs")) {
+    r.prompt_logprobs = static_cast<int32_t>(get_int(o, "prompt_logprobs", -1, 0, m.max_logprobs));
+    if (r.stream) bad("prompt_logprobs", "'prompt_logprobs' is not available with 'stream'");
+    p.prompt_logprobs = std::max(p.prompt_logprobs, r.prompt_logprobs);
+  }
+  if (p.min_tokens > (r.prompt_only ? 0 : p.max_tokens)) bad("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
   for (const auto& ids : r.prompts)
     if (static_cast<int64_t>(ids.size()) + p.max_tokens > m.max_model_len)
       bad(ep == Endpoint::completions ? "prompt" : "messages",

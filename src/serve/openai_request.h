@@ -56,6 +56,8 @@ struct ParsedRequest {
   bool include_usage = false;          // stream_options.include_usage
   bool continuous_usage_stats = false; // stream_options.continuous_usage_stats (vLLM): usage in every chunk
   bool echo = false;
+  bool prompt_only = false;            // completions with echo and max_tokens 0: the drawn token is not shown
+  int32_t prompt_logprobs = -1;        // vLLM's prompt_logprobs field (top k), -1: not asked
   bool return_tokens_as_token_ids = false;
   bool skip_special_tokens = true;
   bool include_stop_str_in_output = false;

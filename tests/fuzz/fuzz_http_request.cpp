@@ -3,7 +3,8 @@
 //     (header 64 KiB, body --max-request-bytes default 32 MiB), as HttpSession reads it.
 //  2. The bytes as a JSON body: boost::json::parse as the server does, then
 //     serve::parse_request for both endpoints (completions and chat), with a ModelInfo built from
-//     the small GPT-2 tokenizer and the Qwen2.5 chat template. ApiError is the documented outcome.
+//     the small GPT-2 tokenizer and the Qwen2.5 chat template. ApiError is the documented outcome;
+//     an accepted request's first choice is answered once (answer_once) and its logprobs checked.
 //  3. The bytes as model output through the tool-call reader and the reasoning split (see
 //     tool_call_text).
 #include <boost/beast/core.hpp>
@@ -14,6 +15,7 @@
 
 #include "fuzz_common.h"
 #include "fuzz_model_info.h"
+#include "serve/generation.h"
 #include "serve/openai_request.h"
 #include "serve/reasoning.h"
 #include "serve/tool_calls.h"
@@ -54,6 +56,45 @@ void http_parse(const uint8_t* data, size_t size) {
   (void)msg.keep_alive();
 }
 
+// The first prompt's choice answered with one token (the prompt's first id) and the engine's
+// scores of the prompt: the logprobs line up with the prompt and the shown tokens.
+void answer_once(const serve::ParsedRequest& r) {
+  const auto& prompt = r.prompts[0];
+  std::vector<serve::Generation> gs;
+  gs.emplace_back(r, fuzz::model_fixture().info.tokenizer, 0);
+  serve::Generation& g = gs[0];
+  engine::TokenOutput o;
+  o.token = prompt[0];
+  o.finish = engine::FinishReason::length;
+  o.cached_tokens = 0;
+  if (r.params.prompt_logprobs >= 0)
+    for (std::size_t i = 1; i < prompt.size(); ++i) {
+      engine::PromptLogprob e{prompt[i], -1.0f, static_cast<int32_t>(i), {}};
+      for (int32_t k = 0; k < r.params.prompt_logprobs; ++k) e.top.push_back({prompt[(i + k) % prompt.size()], -0.5f});
+      o.prompt_logprobs.push_back(std::move(e));
+    }
+  (void)g.add(o);
+  const std::size_t shown = r.prompt_only ? 0 : 1;
+  if (g.tokens().size() != shown || !g.finished()) __builtin_trap();
+  const boost::json::value lp = g.completion_logprobs();
+  if (r.endpoint == serve::Endpoint::completions && r.params.logprobs >= 0) {
+    const std::size_t want = (r.echo ? prompt.size() : 0) + shown;
+    const auto& o2 = lp.as_object();
+    for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+      if (o2.at(k).as_array().size() != want) __builtin_trap();
+    int64_t last = 0;
+    for (const auto& x : o2.at("text_offset").as_array()) {  // offsets in characters, not decreasing
+      if (x.as_int64() < last) __builtin_trap();
+      last = x.as_int64();
+    }
+  }
+  const boost::json::value pl = g.prompt_logprobs();
+  if (r.prompt_logprobs >= 0 && pl.as_array().size() != prompt.size()) __builtin_trap();
+  (void)boost::json::serialize(r.endpoint == serve::Endpoint::chat
+                                   ? serve::chat_response("chatcmpl-x", "m", 0, gs, static_cast<int64_t>(prompt.size()))
+                                   : serve::completion_response("cmpl-x", "m", 0, gs, static_cast<int64_t>(prompt.size())));
+}
+
 void json_request(const uint8_t* data, size_t size) {
   boost::system::error_code ec;
   boost::json::value v = boost::json::parse(std::string_view(reinterpret_cast<const char*>(data), size), ec);
@@ -71,6 +112,7 @@ void json_request(const uint8_t* data, size_t size) {
       }
       if (r.n < 1 || r.n > f.info.max_n) __builtin_trap();
       (void)serve::ApiError(400, "x").body();
+      answer_once(r);
     } catch (const serve::ApiError& e) {
       if (e.status < 400 || e.status > 599) __builtin_trap();
       (void)boost::json::serialize(e.body());

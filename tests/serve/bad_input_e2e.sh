@@ -7,7 +7,9 @@
 #     wrong method: each gets the right status and an OpenAI error body {"error": {...}};
 #     afterwards /health is 200 and a normal completion works;
 #  2. access: every route of the route table but /health answers 401 without the key (and with a
-#     wrong one) and not 401 with it; the server binds 127.0.0.1 when --host is not given.
+#     wrong one) and not 401 with it; the server binds 127.0.0.1 when --host is not given;
+#  3. request features against an oracle of the same server: truncation, special tokens, SGLang's
+#     /generate, the reasoning split, prompt logprobs (lm-eval's echo + logprobs, vLLM's form).
 #   bad_input_e2e.sh MPIEXEC DPA_SERVE WORKDIR
 set -u
 mpiexec=$1; bin=$2; work=$3
@@ -83,10 +85,12 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}' \
          '"response_format":{"type":"json_object"}' '"response_format":{"type":"json_schema","json_schema":{}}' \
          '"response_format":"json"' '"response_format":{}' '"suffix":"end"' '"suffix":1' '"best_of":3' \
-         '"best_of":0' '"n":2,"best_of":"2"' '"echo":true,"logprobs":0' '"guided_json":{"type":"object"}' \
+         '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"object"}' '"echo":false,"max_tokens":0' \
+         '"echo":true,"max_tokens":0,"min_tokens":1' '"prompt_logprobs":-1' '"prompt_logprobs":"2"' \
+         '"prompt_logprobs":1000' '"prompt_logprobs":1,"stream":true' \
          '"guided_regex":"a+"' '"guided_choice":["a","b"]' '"guided_grammar":"root ::= x"' '"structured_outputs":{}' \
          '"regex":"a"' '"ebnf":"x"' '"json_schema":{}' '"allowed_token_ids":[1,2]' '"bad_words":["x"]' \
-         '"prompt_logprobs":0' '"truncate_prompt_tokens":0' '"truncate_prompt_tokens":"x"' \
+         '"truncate_prompt_tokens":0' '"truncate_prompt_tokens":"x"' \
          '"truncate_prompt_tokens":-2' '"add_special_tokens":"no"'; do
   # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
   C 400 "{$P,$f}"
@@ -344,6 +348,74 @@ PYEOF
 CH 200 "{$M1,\"max_tokens\":3,\"logit_bias\":{\"100\":100},\"include_reasoning\":false}"
 $PY -c 'import json,sys; m=json.load(open(sys.argv[1]))["choices"][0]["message"]; assert "reasoning_content" not in m, m' \
   "$work/body" && ok "include_reasoning false drops it" || bad "include_reasoning false: $(head -c 300 "$work/body")"
+
+# ---------------------------------------------------------------- prompt logprobs
+# lm-eval's loglikelihood request (echo + logprobs, max_tokens 0 or 1) and vLLM's prompt_logprobs.
+# The oracle is greedy decoding: a prompt extended by its own greedy tokens scores each of them
+# with the logprob the decode steps gave it, in the prompt's second scored step (256 rows a step)
+# too; the top-1 entry is the token itself. Scoring skips the prefix cache and gives the same
+# numbers again; vLLM's form carries ranks; a stream's chunks add up to the response.
+$PY - "$url" "$KEY" "$vocab" <<'PYEOF' && ok "prompt logprobs: decode's logprobs, cache-independent, ranks, stream" || bad "prompt logprobs"
+import json, sys, urllib.request
+url, key, vocab = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def post(path, body):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                         "Authorization": "Bearer " + key})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return r.read().decode()
+def completion(**body):
+    return json.loads(post("/v1/completions", dict(temperature=0, return_tokens_as_token_ids=True, **body)))
+ids = lambda toks: [int(t.split(":")[1]) for t in toks]
+P = [5 + (i * 7919) % (vocab - 10) for i in range(260)]
+a = completion(prompt=P, max_tokens=20, logprobs=1, ignore_eos=True)["choices"][0]["logprobs"]
+gen, gen_lp = ids(a["tokens"]), a["token_logprobs"]
+assert len(gen) == 20, a
+Q = P + gen[:19]
+b = completion(prompt=Q, max_tokens=0, echo=True, logprobs=1)
+c = b["choices"][0]
+lp = c["logprobs"]
+assert c["finish_reason"] == "length" and b["usage"]["completion_tokens"] == 0 and b["usage"]["prompt_tokens"] == 279, b["usage"]
+assert ids(lp["tokens"]) == Q and lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None, lp["tokens"][:3]
+assert len(lp["token_logprobs"]) == 279 and len(lp["text_offset"]) == 279
+assert all(x <= y for x, y in zip(lp["text_offset"], lp["text_offset"][1:])) and lp["text_offset"][-1] <= len(c["text"])
+for j in range(19):
+    got = lp["token_logprobs"][260 + j]
+    assert abs(got - gen_lp[j]) < 1e-4, (j, got, gen_lp[j])
+    top = lp["top_logprobs"][260 + j]
+    assert len(top) == 1 and abs(list(top.values())[0] - got) < 1e-6, (j, top, got)  # greedy: the top-1 is it
+assert all(x is not None and x <= 0 for x in lp["token_logprobs"][1:])
+again = completion(prompt=Q, max_tokens=0, echo=True, logprobs=1)["choices"][0]["logprobs"]["token_logprobs"]
+assert all(abs(x - y) < 1e-4 for x, y in zip(again[1:], lp["token_logprobs"][1:])), "a second scoring differs"
+# max_tokens 1 (what lm-eval sends): the prompt's entries, then the drawn token's, which is gen[19].
+d = completion(prompt=Q, max_tokens=1, echo=True, logprobs=2)["choices"][0]
+assert len(d["logprobs"]["tokens"]) == 280 and ids(d["logprobs"]["tokens"])[-1] == gen[19], d["logprobs"]["tokens"][-3:]
+assert abs(d["logprobs"]["token_logprobs"][-1] - gen_lp[19]) < 1e-4
+assert all(len(t) == 2 for t in d["logprobs"]["top_logprobs"][1:])
+# vLLM's prompt_logprobs: the token with its rank, and the top 3 with ranks 1..3.
+e = completion(prompt=Q[:40], max_tokens=1, prompt_logprobs=3)["choices"][0]["prompt_logprobs"]
+assert len(e) == 40 and e[0] is None, e[:2]
+for i in range(1, 40):
+    ent = e[i]
+    mine = ent[str(Q[i])]
+    assert abs(mine["logprob"] - lp["token_logprobs"][i]) < 1e-4 and mine["rank"] >= 1, (i, ent)
+    ranks = sorted(v["rank"] for v in ent.values())  # the top 3, and the token where it is not among them
+    assert ranks[:3] == [1, 2, 3] and len(ent) == (3 if mine["rank"] <= 3 else 4), (i, ent)
+    by_rank = sorted(ent.values(), key=lambda v: v["rank"])
+    assert all(x["logprob"] >= y["logprob"] for x, y in zip(by_rank, by_rank[1:])), ent
+chat = json.loads(post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi there"}], "max_tokens": 1,
+                                                "prompt_logprobs": 0}))
+assert len(chat["prompt_logprobs"]) == chat["usage"]["prompt_tokens"] and chat["prompt_logprobs"][0] is None, chat
+# Streamed echo + logprobs: the first chunk carries the prompt's entries; the chunks add up.
+full = completion(prompt=Q[:10], max_tokens=3, echo=True, logprobs=1)["choices"][0]["logprobs"]["token_logprobs"]
+streamed = []
+for line in post("/v1/completions", dict(prompt=Q[:10], max_tokens=3, echo=True, logprobs=1, temperature=0,
+                                         stream=True)).splitlines():
+    if line.startswith("data: {"):
+        ch = json.loads(line[6:])["choices"]
+        if ch and ch[0]["logprobs"]:
+            streamed += ch[0]["logprobs"]["token_logprobs"]
+assert len(streamed) == 13 and streamed[0] is None and all(abs(x - y) < 1e-4 for x, y in zip(streamed[1:], full[1:])), (streamed, full)
+PYEOF
 
 # ---------------------------------------------------------------- access: the route table
 # Every route api_server.cpp serves, with the method it takes.

@@ -73,7 +73,7 @@ await check('stop strings (non-streamed and streamed)', async () => {
   assert.equal(finish, 'stop');
 });
 
-await check('echo: every prompt of a list, streamed and not; with logprobs refused', async () => {
+await check('echo: every prompt of a list, streamed and not', async () => {
   const prompts = ['The quick brown fox', 'Once upon a time'];
   const plain = await client.completions.create({ ...greedy, prompt: prompts, max_tokens: 4 });
   const r = await client.completions.create({ ...greedy, prompt: prompts, max_tokens: 4, echo: true });
@@ -86,8 +86,23 @@ await check('echo: every prompt of a list, streamed and not; with logprobs refus
   const ids = await client.completions.create({ ...greedy, prompt: [100, 200], max_tokens: 2, echo: true,
                                                 return_tokens_as_token_ids: false });
   assert.ok(ids.choices[0].text.length > 0);
-  await assert.rejects(client.completions.create({ ...greedy, prompt: 'x', max_tokens: 1, echo: true, logprobs: 1 }),
-                       (e) => e.status === 400 && /prompt's logprobs/.test(e.message));
+});
+
+await check("echo with logprobs: the prompt's logprobs first (lm-eval's loglikelihood request)", async () => {
+  const prompt = [100, 200, 300, 400];
+  const r = await client.completions.create({ ...greedy, prompt, max_tokens: 1, echo: true, logprobs: 1 });
+  const lp = r.choices[0].logprobs;
+  assert.equal(lp.tokens.length, 5);
+  assert.equal(lp.token_logprobs[0], null);
+  assert.ok(lp.token_logprobs.slice(1).every((x) => typeof x === 'number' && x <= 0));
+  assert.equal(lp.top_logprobs.length, 5);
+  const only = await client.completions.create({ ...greedy, prompt, max_tokens: 0, echo: true, logprobs: 1 });
+  assert.equal(only.choices[0].logprobs.tokens.length, 4);
+  const same = only.choices[0].logprobs.token_logprobs;
+  assert.equal(same[0], null);
+  for (let i = 1; i < 4; ++i) assert.ok(Math.abs(same[i] - lp.token_logprobs[i]) < 1e-5, `${same[i]} ${lp.token_logprobs[i]}`);
+  assert.equal(only.usage.completion_tokens, 0);
+  assert.equal(only.choices[0].text, r.choices[0].text.slice(0, only.choices[0].text.length));
 });
 
 await check('stream_options.continuous_usage_stats: usage in every chunk', async () => {
