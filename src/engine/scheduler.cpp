@@ -167,6 +167,10 @@ StepPlan Scheduler::plan_once() {
   const int64_t P = blocks_.page_size();
   for (std::size_t i = 0; budget > 0 && i < waiting_.size() && static_cast<int64_t>(running_.size()) < cfg_.max_num_seqs;) {
     Sequence* s = waiting_[i].get();
+    if (s->scoring() && scored_budget <= 0) {  // this step's scored rows are taken: the others may go
+      ++i;
+      continue;
+    }
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     std::vector<int32_t> hit;
     const bool lookup = blocks_.prefix_caching() && !s->scoring();

@@ -110,6 +110,20 @@ TEST(Scheduler, ScoredPromptChunksAndRows) {
   s.commit(p2, fake_tokens(p2));
   for (auto* q : p2.seqs)
     if (q->req.id == 2) EXPECT_FALSE(q->scoring());  // its first token is drawn
+  // Two scored prompts queued ahead of an unscored one: the first takes the step's scored rows,
+  // the second waits for the next step, and the unscored one behind it is not held up.
+  Request a = make_req(4, 30, 2), b = make_req(5, 30, 2);
+  a.params.prompt_logprobs = b.params.prompt_logprobs = 1;
+  s.add(a);
+  s.add(b);
+  Request c = make_req(6, 8, 2);
+  for (auto& t : c.prompt) t += 100;  // nothing cached
+  s.add(c);
+  auto p3 = s.schedule();
+  std::vector<uint64_t> admitted;
+  for (std::size_t i = 0; i < p3.seqs.size(); ++i)
+    if (p3.chunks[i].start == 0) admitted.push_back(p3.seqs[i]->req.id);
+  EXPECT_EQ(admitted, (std::vector<uint64_t>{4, 6}));
 }
 
 TEST(Scheduler, MaxNumSeqsAndDecodeFirst) {
