@@ -250,6 +250,14 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   ec.fault_step = f.fault_step;
   ec.seed = f.seed;
   for (int64_t e : cfg.eos_token_ids) ec.eos_ids.push_back(static_cast<int32_t>(e));
+  if (s.tokenizer) {  // structured output reads the tokens' bytes (special tokens have none to give)
+    std::vector<std::string> bytes(static_cast<std::size_t>(s.tokenizer->vocab_size()));
+    for (std::size_t id = 0; id < bytes.size(); ++id) {
+      const int32_t one[1] = {static_cast<int32_t>(id)};
+      if (!s.tokenizer->is_special(one[0])) bytes[id] = s.tokenizer->decode(one, false);
+    }
+    ec.vocab_trie = std::make_shared<engine::TokenTrie>(bytes);
+  }
   s.engine = std::make_unique<engine::Engine>(ec, *s.groups, *s.executor);
 
   auto& info = s.info;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include <fmt/format.h>
@@ -141,6 +142,8 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
     if (why.empty() && n + std::max<int64_t>(r.params.max_tokens, 1) > max_len)
       why = fmt::format("this model's maximum context length is {} tokens; the request has {} prompt tokens and max_tokens {}",
                         max_len, n, r.params.max_tokens);
+    if (why.empty() && r.params.structure != Structure::none && !cfg_.vocab_trie)
+      why = "structured output (response_format json_object) needs the model's tokenizer, and this checkpoint has none";
     if (why.empty() && sched_.blocks().pages_for(n + r.params.max_tokens) > sched_.blocks().total())
       why = fmt::format("the request needs {} KV pages but a replica holds {}",
                         sched_.blocks().pages_for(n + r.params.max_tokens), sched_.blocks().total());
@@ -204,10 +207,11 @@ bool Engine::plan_sampling(StepPlan& plan) {
     if (!chunk.need_logits) continue;
     const bool suppress = s->n_generated() < p.min_tokens;
     const bool penalized = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+    const bool structured = p.structure != Structure::none;
     chunk.argmax_only = chunk.scored_rows == 0 && p.greedy() && p.logprobs < 0 && !penalized && !suppress &&
-                        p.logit_bias.empty();
+                        p.logit_bias.empty() && !structured;
     if (chunk.argmax_only) continue;
-    if (penalized) {
+    if (penalized || structured) {
       // Such a row's step before was committed at once (it had the same need), so its history is known.
       DPA_ASSERT(s->pending_index < 0, "a penalized row planned over a pending draw");
       sync = true;
@@ -226,9 +230,38 @@ bool Engine::plan_sampling(StepPlan& plan) {
     else  // the counts so far plus this step's token, not the whole history again
       s->penalty.append(p, prompt, generated, vocab, row, edits_);
     add_logit_bias(p, vocab, row, first, edits_);
+    if (structured) constrain_json(*s, row, first);
     specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
   return sync;
+}
+
+void Engine::constrain_json(const Sequence& s, int32_t row, std::size_t first) {
+  const TokenTrie& trie = *cfg_.vocab_trie;
+  const int64_t vocab = model_.vocab_size(), known = std::min(vocab, trie.vocab_size());
+  // The output so far (every token of it committed: such rows' steps are), replayed: tokens with
+  // no bytes (EOS, specials) add none.
+  JsonPrefix text;
+  for (std::size_t i = static_cast<std::size_t>(s.n_prompt); i < s.tokens.size(); ++i)
+    if (s.tokens[i] >= 0 && s.tokens[i] < known) text.feed(trie.bytes(s.tokens[i]));
+  if (text.complete()) {
+    allowed_.assign(static_cast<std::size_t>(vocab), 0);
+    for (int32_t e : cfg_.eos_ids)
+      if (e >= 0 && e < vocab) allowed_[static_cast<std::size_t>(e)] = 1;
+  } else {
+    trie.allowed(text, allowed_);
+    allowed_.resize(static_cast<std::size_t>(vocab), 0);  // ids past the tokenizer's: never
+  }
+  // Tokens the row already edits are banned in place (one edit per token and row).
+  for (std::size_t i = first; i < edits_.size(); ++i) {
+    uint8_t& a = allowed_[static_cast<std::size_t>(edits_[i].token)];
+    if (!a) edits_[i].subtract = std::numeric_limits<float>::infinity();
+    a = 1;
+  }
+  backend::LogitEdit ban;
+  ban.row = row, ban.subtract = std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < vocab; ++t)
+    if (!allowed_[static_cast<std::size_t>(t)]) ban.token = static_cast<int32_t>(t), edits_.push_back(ban);
 }
 
 // Sequences finished while the step ran (a stop in the step before it, an abort) get no output;

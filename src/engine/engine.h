@@ -23,6 +23,7 @@
 
 #include "dist/groups.h"
 #include "engine/executor.h"
+#include "engine/json_constraint.h"
 #include "engine/request.h"
 #include "engine/router.h"
 #include "engine/scheduler.h"
@@ -34,6 +35,9 @@ struct EngineConfig {
   RouterConfig router;               // policy and cache_aware parameters
   double watchdog_timeout_s = 600.0;  // 0: off
   std::vector<int32_t> eos_ids;
+  // The vocabulary's token bytes, for structured output (SamplingParams::structure); null: such
+  // requests are refused (a checkpoint without a tokenizer).
+  std::shared_ptr<const TokenTrie> vocab_trie;
   uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests
   // Schedule and launch each step while the one before still runs (SGLang's overlap scheduler,
   // vLLM's async scheduling): the host's work between steps hides behind the device's. Steps
@@ -159,6 +163,9 @@ class Engine {
   void gather_headers(const StepPlan& plan, bool sync);
   // Returns whether a row's next draw needs this step's token on the host.
   bool plan_sampling(StepPlan& plan);
+  // Structured output: bans (edits_ from `first` on are the row's so far) every token that would
+  // not keep s's output a prefix of a JSON object, or, once it is closed, every token but EOS.
+  void constrain_json(const Sequence& s, int32_t row, std::size_t first);
   // The launched step's draws, commit, outputs and statistics.
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
@@ -179,6 +186,7 @@ class Engine {
   std::vector<backend::LogitEdit> edits_;
   std::vector<backend::SampleOut> samples_;
   std::vector<int32_t> argmax_;
+  std::vector<uint8_t> allowed_;  // constrain_json's scratch
 
   // Rank 0 intake queue, filled by other threads.
   std::mutex mu_;

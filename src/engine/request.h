@@ -16,6 +16,10 @@ struct LogitBias {
   float bias = 0.0f;
 };
 
+// The shape the output must have (response_format): none, or a JSON object (the draws are
+// restricted to tokens that keep the text a prefix of one; once it is closed, to the end).
+enum class Structure : uint8_t { none, json_object };
+
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
   float top_p = 1.0f;
@@ -36,6 +40,7 @@ struct SamplingParams {
   // skips the prefix cache: every position of its prompt is computed.
   int32_t prompt_logprobs = -1;
   std::vector<LogitBias> logit_bias;  // distinct tokens, ascending
+  Structure structure = Structure::none;
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
 };
 

@@ -84,6 +84,7 @@ void put_params(Writer& w, const SamplingParams& p) {
   w.put(p.logprobs);
   w.put(p.prompt_logprobs);
   w.put_vec(p.logit_bias);
+  w.put<uint8_t>(static_cast<uint8_t>(p.structure));
   // Stop strings are matched on rank 0 alone; other ranks do not need them.
 }
 
@@ -106,6 +107,9 @@ SamplingParams get_params(Reader& r) {
   p.logprobs = r.get<int32_t>();
   p.prompt_logprobs = r.get<int32_t>();
   p.logit_bias = r.get_vec<LogitBias>();
+  const uint8_t structure = r.get<uint8_t>();
+  if (structure > static_cast<uint8_t>(Structure::json_object)) fail_one("engine", "wire decode", __FILE__, __LINE__, "unknown output structure");
+  p.structure = static_cast<Structure>(structure);
   return p;
 }
 

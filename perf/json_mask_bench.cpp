@@ -1,0 +1,102 @@
+// The host side of response_format json_object: the allowed tokens of one constrained row for
+// one step (TokenTrie::allowed, one walk of the vocabulary's byte trie), in the states a JSON
+// answer spends its tokens in. Builds the token bytes as engine_setup does (special tokens have
+// none), times the trie's construction once, checks every state's allowed set against feeding
+// each token alone, then times the walks.
+//   json_mask_bench --tokenizer PATH/tokenizer.json [--benchmark_* flags of Google Benchmark]
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/json_constraint.h"
+#include "text/tokenizer.h"
+
+namespace {
+
+using dpa::engine::JsonPrefix;
+using dpa::engine::TokenTrie;
+
+std::vector<std::string> g_bytes;
+std::unique_ptr<TokenTrie> g_trie;
+
+// The states: the text so far.
+const char* const kStates[] = {
+    "",                                          // before the object
+    "{",                                         // a key or the end
+    "{\"name\": \"Ada Lovelace, the first pro",  // inside a string value
+    "{\"year\": 18",                             // inside a number
+    "{\"tags\": [\"math\", ",                    // an array's next value
+};
+
+JsonPrefix state(int i) {
+  JsonPrefix p;
+  if (!p.feed(std::string_view(kStates[i]))) std::abort();
+  return p;
+}
+
+void BM_Allowed(benchmark::State& st) {
+  const JsonPrefix from = state(static_cast<int>(st.range(0)));
+  std::vector<uint8_t> allowed;
+  int64_t n = 0;
+  for (auto _ : st) {
+    g_trie->allowed(from, allowed);
+    benchmark::DoNotOptimize(allowed.data());
+  }
+  for (uint8_t a : allowed) n += a;
+  st.counters["allowed"] = static_cast<double>(n);
+  st.SetLabel(std::string("after '") + kStates[st.range(0)] + "'");
+}
+BENCHMARK(BM_Allowed)->DenseRange(0, 4)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string path;
+  std::vector<char*> rest{argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc) path = argv[++i];
+    else rest.push_back(argv[i]);
+  }
+  if (path.empty()) {
+    std::fprintf(stderr, "usage: json_mask_bench --tokenizer PATH/tokenizer.json [--benchmark_* flags]\n");
+    return 2;
+  }
+  const auto tok = dpa::text::Tokenizer::from_file(path);
+  g_bytes.resize(static_cast<std::size_t>(tok->vocab_size()));
+  for (std::size_t id = 0; id < g_bytes.size(); ++id) {
+    const int32_t one[1] = {static_cast<int32_t>(id)};
+    if (!tok->is_special(one[0])) g_bytes[id] = tok->decode(one, false);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  g_trie = std::make_unique<TokenTrie>(g_bytes);
+  const double build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("vocabulary %zu tokens; trie built in %.1f ms\n", g_bytes.size(), build_ms);
+  // Check: each state's allowed set is what feeding each token alone gives.
+  std::vector<uint8_t> allowed;
+  for (int i = 0; i < static_cast<int>(std::size(kStates)); ++i) {
+    const JsonPrefix from = state(i);
+    g_trie->allowed(from, allowed);
+    int64_t n = 0;
+    for (std::size_t id = 0; id < g_bytes.size(); ++id) {
+      JsonPrefix alone = from;
+      const bool want = !g_bytes[id].empty() && alone.feed(g_bytes[id]);
+      if (want != (allowed[id] != 0)) {
+        std::fprintf(stderr, "check failed: state %d token %zu\n", i, id);
+        return 1;
+      }
+      n += want;
+    }
+    std::printf("check: after '%s': %lld of %zu tokens allowed, as fed one by one\n", kStates[i],
+                static_cast<long long>(n), g_bytes.size());
+  }
+  int n = static_cast<int>(rest.size());
+  benchmark::Initialize(&n, rest.data());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

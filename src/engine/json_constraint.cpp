@@ -1,0 +1,284 @@
+// The JSON recognizer and the token trie of json_constraint.h.
+#include "engine/json_constraint.h"
+
+namespace dpa::engine {
+namespace {
+
+bool is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+int hex_value(uint8_t c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+constexpr const char* kLiterals[] = {"true", "false", "null"};
+
+}  // namespace
+
+bool JsonPrefix::open(char kind) {
+  if (stack_.size() >= kMaxDepth) return false;
+  stack_.push_back(kind);
+  st_ = kind == '{' ? St::obj_first : St::arr_first;
+  return true;
+}
+
+void JsonPrefix::value_done() { st_ = stack_.empty() ? St::done : St::after_value; }
+
+bool JsonPrefix::value_start(uint8_t c) {
+  switch (c) {
+    case '"': st_ = St::string, key_ = false; return true;
+    case '{': return open('{');
+    case '[': return open('[');
+    case '-': st_ = St::num_minus; return true;
+    case '0': st_ = St::num_zero; return true;
+    case 't': st_ = St::literal, lit_ = 0, lit_at_ = 1; return true;
+    case 'f': st_ = St::literal, lit_ = 1, lit_at_ = 1; return true;
+    case 'n': st_ = St::literal, lit_ = 2, lit_at_ = 1; return true;
+    default:
+      if (c >= '1' && c <= '9') {
+        st_ = St::num_int;
+        return true;
+      }
+      return false;
+  }
+}
+
+bool JsonPrefix::string_byte(uint8_t c) {
+  if (utf8_left_) {  // a continuation byte in the range the lead byte allows
+    if (c < utf8_lo_ || c > utf8_hi_) return false;
+    --utf8_left_, utf8_lo_ = 0x80, utf8_hi_ = 0xbf;
+    return true;
+  }
+  if (low_needed_) {  // after a high surrogate escape only its low half's escape may come
+    if (c != '\\') return false;
+    st_ = St::escape;
+    return true;
+  }
+  if (c == '"') {
+    if (key_) st_ = St::colon;
+    else value_done();
+    return true;
+  }
+  if (c == '\\') {
+    st_ = St::escape;
+    return true;
+  }
+  if (c < 0x20) return false;  // control characters must be escaped
+  if (c < 0x80) return true;
+  // UTF-8 lead bytes (RFC 3629): no overlong forms, no surrogates, nothing past U+10FFFF.
+  if (c >= 0xc2 && c <= 0xdf) utf8_left_ = 1;
+  else if (c == 0xe0) utf8_left_ = 2, utf8_lo_ = 0xa0;
+  else if (c == 0xed) utf8_left_ = 2, utf8_hi_ = 0x9f;
+  else if (c >= 0xe1 && c <= 0xef) utf8_left_ = 2;
+  else if (c == 0xf0) utf8_left_ = 3, utf8_lo_ = 0x90;
+  else if (c >= 0xf1 && c <= 0xf3) utf8_left_ = 3;
+  else if (c == 0xf4) utf8_left_ = 3, utf8_hi_ = 0x8f;
+  else return false;
+  return true;
+}
+
+bool JsonPrefix::take_ws() {
+  if (ws_run_ >= kMaxWhitespace) return false;
+  ++ws_run_;
+  took_ws_ = true;
+  return true;
+}
+
+bool JsonPrefix::feed(uint8_t c) {
+  took_ws_ = false;
+  if (!step(c)) return false;
+  if (!took_ws_) ws_run_ = 0;  // any other byte ends a run of whitespace
+  return true;
+}
+
+bool JsonPrefix::step(uint8_t c) {
+  switch (st_) {
+    case St::start:
+      if (is_ws(c)) return take_ws();
+      return c == '{' && open('{');
+    case St::obj_first:
+    case St::obj_key:
+      if (is_ws(c)) return take_ws();
+      if (c == '"') {
+        st_ = St::string, key_ = true;
+        return true;
+      }
+      if (c == '}' && st_ == St::obj_first) break;  // closes below
+      return false;
+    case St::colon:
+      if (is_ws(c)) return take_ws();
+      if (c != ':') return false;
+      st_ = St::value;
+      return true;
+    case St::value:
+      if (is_ws(c)) return take_ws();
+      return value_start(c);
+    case St::arr_first:
+      if (is_ws(c)) return take_ws();
+      if (c == ']') break;
+      return value_start(c);
+    case St::after_value:
+      if (is_ws(c)) return take_ws();
+      if (c == ',') {
+        st_ = stack_.back() == '{' ? St::obj_key : St::value;
+        return true;
+      }
+      if ((c == '}' && stack_.back() == '{') || (c == ']' && stack_.back() == '[')) break;
+      return false;
+    case St::string:
+      return string_byte(c);
+    case St::escape:
+      if (low_needed_) {
+        if (c != 'u') return false;
+      } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
+        st_ = St::string;
+        return true;
+      } else if (c != 'u') {
+        return false;
+      }
+      st_ = St::unicode, hex_left_ = 4, hex_value_ = 0;
+      return true;
+    case St::unicode: {
+      const int h = hex_value(c);
+      if (h < 0) return false;
+      // The first two digits decide a surrogate: D800-DBFF high (a low one must follow), DC00-DFFF
+      // low (only right after a high one).
+      if (hex_left_ == 4 && low_needed_ && h != 0xd) return false;
+      if (hex_left_ == 3) {
+        const bool low = hex_value_ == 0xd && h >= 0xc;
+        if (low != low_needed_) return false;  // a low half missing, or one with no high half before it
+      }
+      hex_value_ = static_cast<uint16_t>(hex_value_ * 16 + h);
+      if (--hex_left_ == 0) {
+        const bool high = hex_value_ >= 0xd800 && hex_value_ <= 0xdbff;
+        low_needed_ = high;
+        st_ = St::string;
+      }
+      return true;
+    }
+    case St::num_minus:
+      if (c == '0') st_ = St::num_zero;
+      else if (c >= '1' && c <= '9') st_ = St::num_int;
+      else return false;
+      return true;
+    case St::num_dot:
+      if (!is_digit(c)) return false;
+      st_ = St::num_frac;
+      return true;
+    case St::num_e:
+      if (c == '+' || c == '-') st_ = St::num_esign;
+      else if (is_digit(c)) st_ = St::num_exp;
+      else return false;
+      return true;
+    case St::num_esign:
+      if (!is_digit(c)) return false;
+      st_ = St::num_exp;
+      return true;
+    case St::num_zero:
+    case St::num_int:
+    case St::num_frac:
+    case St::num_exp: {
+      if (is_digit(c) && st_ != St::num_zero) return true;
+      if (c == '.' && (st_ == St::num_zero || st_ == St::num_int)) {
+        st_ = St::num_dot;
+        return true;
+      }
+      if ((c == 'e' || c == 'E') && st_ != St::num_exp) {
+        st_ = St::num_e;
+        return true;
+      }
+      // The number ends here (numbers sit inside containers): the byte is the container's.
+      const St before = st_;
+      st_ = St::after_value;
+      if (step(c)) return true;
+      st_ = before;
+      return false;
+    }
+    case St::literal: {
+      const char* lit = kLiterals[lit_];
+      if (c != static_cast<uint8_t>(lit[lit_at_])) return false;
+      if (lit[++lit_at_] == '\0') value_done();
+      return true;
+    }
+    case St::done:
+      return false;
+  }
+  // A closer matching the innermost container.
+  stack_.pop_back();
+  value_done();
+  return true;
+}
+
+bool JsonPrefix::feed(std::string_view bytes) {
+  const JsonPrefix before = *this;
+  for (char c : bytes)
+    if (!feed(static_cast<uint8_t>(c))) {
+      *this = before;
+      return false;
+    }
+  return true;
+}
+
+void TokenTrie::Trie::insert(const std::string& b, int32_t id) {
+  int32_t at = 0;
+  for (char ch : b) {
+    const auto c = static_cast<uint8_t>(ch);
+    int32_t child = nodes[static_cast<std::size_t>(at)].first_child;
+    while (child >= 0 && nodes[static_cast<std::size_t>(child)].byte != c)
+      child = nodes[static_cast<std::size_t>(child)].next_sibling;
+    if (child < 0) {
+      Node n;
+      n.byte = c;
+      n.next_sibling = nodes[static_cast<std::size_t>(at)].first_child;
+      child = static_cast<int32_t>(nodes.size());
+      nodes.push_back(n);
+      nodes[static_cast<std::size_t>(at)].first_child = child;
+    }
+    at = child;
+  }
+  Node& end = nodes[static_cast<std::size_t>(at)];
+  if (end.token < 0) {
+    end.token = id;
+  } else {
+    same_bytes.push_back(id);
+    same_bytes.push_back(end.token);
+  }
+}
+
+void TokenTrie::Trie::walk(int32_t node, const JsonPrefix& state, std::vector<uint8_t>& allowed) const {
+  for (int32_t c = nodes[static_cast<std::size_t>(node)].first_child; c >= 0;
+       c = nodes[static_cast<std::size_t>(c)].next_sibling) {
+    JsonPrefix next = state;
+    const Node& n = nodes[static_cast<std::size_t>(c)];
+    if (!next.feed(n.byte)) continue;  // and every token under it
+    if (n.token >= 0) allowed[static_cast<std::size_t>(n.token)] = 1;
+    walk(c, next, allowed);
+  }
+}
+
+TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
+    : vocab_(static_cast<int64_t>(token_bytes.size())), bytes_(token_bytes), plain_(token_bytes.size(), 0) {
+  JsonPrefix in_string;
+  in_string.feed(std::string_view("{\"\":\""));
+  for (std::size_t id = 0; id < token_bytes.size(); ++id) {
+    const std::string& b = token_bytes[id];
+    if (b.empty()) continue;
+    all_.insert(b, static_cast<int32_t>(id));
+    JsonPrefix s = in_string;
+    plain_[id] = b.find_first_of("\"\\") == std::string::npos && s.feed(b);
+    if (!plain_[id]) rest_.insert(b, static_cast<int32_t>(id));
+  }
+}
+
+void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint8_t>& allowed) const {
+  const bool plain = from.in_plain_string();
+  if (plain) allowed = plain_;
+  else allowed.assign(static_cast<std::size_t>(vocab_), 0);
+  const Trie& t = plain ? rest_ : all_;
+  t.walk(0, from, allowed);
+  for (std::size_t i = 0; i + 1 < t.same_bytes.size(); i += 2)
+    allowed[static_cast<std::size_t>(t.same_bytes[i])] = allowed[static_cast<std::size_t>(t.same_bytes[i + 1])];
+}
+
+}  // namespace dpa::engine

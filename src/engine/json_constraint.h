@@ -1,0 +1,108 @@
+// JSON-constrained decoding (OpenAI's response_format {"type": "json_object"}): a byte-level
+// recognizer of JSON texts whose top-level value is an object, and the vocabulary as a trie of
+// token bytes, so that the tokens a recognizer state can take next are found in one walk (a
+// subtree whose first bytes are refused is skipped whole). The engine bans the others before the
+// draw; once the object is closed only the end of sequence is allowed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dpa::engine {
+
+// A JSON text (RFC 8259) being written, byte by byte; its top-level value must be an object.
+// feed() takes a byte when some valid text continues what was fed with it, and leaves the state
+// unchanged otherwise. Strings must be valid UTF-8 (no overlong forms, surrogates or values past
+// U+10FFFF); whitespace is allowed wherever RFC 8259 allows it, but not after the top-level
+// object (the text ends there), and in runs of at most kMaxWhitespace bytes (a model drifting
+// into whitespace would otherwise fill max_tokens with it, as early constrained decoders did).
+// Nesting deeper than kMaxDepth is refused.
+class JsonPrefix {
+ public:
+  static constexpr std::size_t kMaxDepth = 64;
+  static constexpr uint8_t kMaxWhitespace = 32;
+  bool feed(uint8_t c);
+  bool feed(std::string_view bytes);  // all of them, or false (then the state is as before)
+  bool complete() const { return st_ == St::done; }
+  // Inside a string, between characters and escapes: any byte string without '"', '\\' or
+  // control characters that is valid UTF-8 from here (TokenTrie's plain tokens) keeps it so.
+  bool in_plain_string() const { return st_ == St::string && utf8_left_ == 0 && !low_needed_; }
+
+ private:
+  enum class St : uint8_t {
+    start,         // before the top-level object: whitespace or '{'
+    obj_first,     // after '{': whitespace, a key or '}'
+    obj_key,       // after ',' in an object: whitespace or a key
+    colon,         // after a key: whitespace or ':'
+    value,         // after ':' or ',' in an array: whitespace or a value
+    arr_first,     // after '[': whitespace, a value or ']'
+    after_value,   // after a value inside a container: whitespace, ',' or the closer
+    string,        // inside a string (key_ tells which)
+    escape,        // after '\'
+    unicode,       // in \uXXXX, hex_left_ digits to go
+    num_minus,     // after '-'
+    num_zero,      // after a leading 0
+    num_int,       // in the integer digits
+    num_dot,       // after '.'
+    num_frac,      // in the fraction digits
+    num_e,         // after 'e' / 'E'
+    num_esign,     // after the exponent's sign
+    num_exp,       // in the exponent digits
+    literal,       // in true / false / null
+    done,          // the top-level object is closed
+  };
+  bool step(uint8_t c);  // feed() less the whitespace run's count
+  bool take_ws();
+  bool open(char kind);
+  void value_done();
+  bool value_start(uint8_t c);
+  bool string_byte(uint8_t c);
+
+  St st_ = St::start;
+  bool key_ = false;        // the string being read is an object key
+  uint8_t hex_left_ = 0;    // \uXXXX digits to go
+  uint16_t hex_value_ = 0;  // its digits so far
+  bool low_needed_ = false; // after a high surrogate's escape: its low half's escape comes next
+  uint8_t utf8_left_ = 0;   // UTF-8 continuation bytes to go in a string
+  uint8_t utf8_lo_ = 0x80, utf8_hi_ = 0xbf;  // the next continuation byte's range
+  uint8_t lit_ = 0, lit_at_ = 0;             // which literal, and how much of it was read
+  uint8_t ws_run_ = 0;       // structural whitespace bytes in a row
+  bool took_ws_ = false;     // the byte being fed was one
+  std::string stack_;       // '{' or '[' per open container
+};
+
+// The vocabulary's token bytes as a trie. Tokens with no bytes (special tokens, ids the tokenizer
+// does not have) are never allowed. Inside a string, where a JSON answer spends most of its
+// tokens and almost every token is allowed, the plain tokens (no quote, backslash or control
+// byte, valid UTF-8) are taken as a set and only the others are walked.
+class TokenTrie {
+ public:
+  explicit TokenTrie(const std::vector<std::string>& token_bytes);
+  int64_t vocab_size() const { return vocab_; }
+  const std::string& bytes(int32_t id) const { return bytes_[static_cast<std::size_t>(id)]; }
+  // allowed[id] = 1 for every token all of whose bytes `from` takes, 0 for the others;
+  // allowed.size() == vocab_size().
+  void allowed(const JsonPrefix& from, std::vector<uint8_t>& allowed) const;
+
+ private:
+  struct Node {
+    int32_t first_child = -1, next_sibling = -1;
+    int32_t token = -1;  // the token whose bytes end here (the first one, when several do)
+    uint8_t byte = 0;
+  };
+  struct Trie {
+    std::vector<Node> nodes{Node{}};  // nodes[0]: the root
+    std::vector<int32_t> same_bytes;  // ids whose bytes equal an earlier id's: (id, that id) pairs
+    void insert(const std::string& bytes, int32_t id);
+    void walk(int32_t node, const JsonPrefix& state, std::vector<uint8_t>& allowed) const;
+  };
+  int64_t vocab_ = 0;
+  std::vector<std::string> bytes_;
+  Trie all_;                    // every token with bytes
+  Trie rest_;                   // the tokens that are not plain
+  std::vector<uint8_t> plain_;  // per id: a plain token (see the class comment)
+};
+
+}  // namespace dpa::engine

@@ -1,0 +1,188 @@
+// The JSON recognizer of constrained decoding against Boost.JSON's parser (an independent one):
+// whole texts it completes parse as objects, texts Boost.JSON parses as objects it completes,
+// every prefix of a valid text is taken; the token trie's allowed set against feeding each token
+// alone.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/json_constraint.h"
+
+namespace {
+using dpa::engine::JsonPrefix;
+using dpa::engine::TokenTrie;
+
+// The bytes of s it takes before the first it refuses, and whether it took them all and closed.
+struct Fed {
+  std::size_t taken = 0;
+  bool complete = false;
+};
+Fed feed_all(std::string_view s) {
+  JsonPrefix p;
+  Fed f;
+  for (char c : s) {
+    if (!p.feed(static_cast<uint8_t>(c))) return f;
+    ++f.taken;
+  }
+  f.complete = p.complete();
+  return f;
+}
+
+bool boost_object(std::string_view s, bool* number_overflow = nullptr) {
+  boost::system::error_code ec;
+  boost::json::parse_options opt;
+  opt.max_depth = JsonPrefix::kMaxDepth;
+  boost::json::value v = boost::json::parse(s, ec, {}, opt);
+  if (number_overflow) *number_overflow = ec == boost::json::error::exponent_overflow;
+  return !ec && v.is_object();
+}
+
+const char* const kValid[] = {
+    "{}",
+    " \n{ }\t",
+    R"({"a": [1, -0.5e+3, 0, 10E-2, true, false, null, "x\u00e9\n\"\\\/\b\f\r\t"], "b": {"c": {}, "d": []}})",
+    R"({"k":"\ud83d\ude00 \uD83D\uDE00"})",
+    "{\"utf8\":\"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf \xf4\x8f\xbf\xbf\"}",
+    R"({"n":[[[[]]],{"":""}],"m":-0})",
+};
+
+TEST(JsonPrefix, TakesValidObjectsAndEveryPrefix) {
+  for (std::string s : kValid) {
+    while (!s.empty() && (s.back() == '\t' || s.back() == ' ')) s.pop_back();  // nothing may follow the object
+    ASSERT_TRUE(boost_object(s)) << s;
+    JsonPrefix p;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      EXPECT_FALSE(p.complete()) << s << " at " << i;
+      ASSERT_TRUE(p.feed(static_cast<uint8_t>(s[i]))) << s << " refused at " << i;
+    }
+    EXPECT_TRUE(p.complete()) << s;
+    for (int c : {' ', '\n', '}', ',', 'a'}) EXPECT_FALSE(p.feed(static_cast<uint8_t>(c))) << s;
+  }
+}
+
+TEST(JsonPrefix, RefusesAtTheFirstBadByte) {
+  struct Case {
+    std::string text;
+    std::size_t taken;  // bytes taken before the refusal
+  };
+  const Case cases[] = {
+      {"[]", 0},          {"\"x\"", 0},        {"{\"a\":01}", 6},     {"{\"a\":1.}", 7},
+      {"{\"a\":.5}", 5},  {"{\"a\":-}", 6},    {"{a:1}", 1},          {"{\"a\":1,}", 7},
+      {"{\"a\" 1}", 5},   {"{\"a\":tru e}", 8}, {"{\"a\":\"\x01\"}", 6}, {"{\"a\":\"\\q\"}", 7},
+      {R"({"a":"\ud800"})", 12}, {R"({"a":"\udc00"})", 9},  {R"({"a":"\ud800\u0041"})", 14},
+      {"{\"a\":\"\xc0\x80\"}", 6}, {"{\"a\":\"\xed\xa0\x80\"}", 7}, {"{\"a\":\"\xf4\x90\x80\x80\"}", 7},
+      {"{\"a\":\"\xe2\x82\"}", 8}, {"{\"a\":1]", 6},  {"{\"a\":[1}", 7},     {"{}}", 2},
+      {"{\"a\":1e}", 7},  {"{\"a\":1e+}", 8},  {"{\"a\":nul}", 8},    {"{\"a\":--1}", 6},
+  };
+  for (const Case& c : cases) {
+    const Fed f = feed_all(c.text);
+    EXPECT_EQ(f.taken, c.taken) << c.text;
+    EXPECT_FALSE(f.complete) << c.text;
+    EXPECT_FALSE(boost_object(c.text)) << c.text;
+  }
+}
+
+TEST(JsonPrefix, RefusedBytesLeaveTheStateAsItWas) {
+  JsonPrefix p;
+  ASSERT_TRUE(p.feed(std::string_view("{\"a\":12")));
+  EXPECT_FALSE(p.feed(std::string_view("3x")));  // '3' taken, then 'x': all of it undone
+  EXPECT_FALSE(p.feed(static_cast<uint8_t>(']')));
+  ASSERT_TRUE(p.feed(std::string_view("4}")));
+  EXPECT_TRUE(p.complete());
+}
+
+TEST(JsonPrefix, NestingStopsAtTheLimit) {
+  JsonPrefix p;
+  ASSERT_TRUE(p.feed(static_cast<uint8_t>('{')));
+  ASSERT_TRUE(p.feed(std::string_view("\"a\":")));
+  for (std::size_t d = 1; d < JsonPrefix::kMaxDepth; ++d) ASSERT_TRUE(p.feed(static_cast<uint8_t>('['))) << d;
+  EXPECT_FALSE(p.feed(static_cast<uint8_t>('[')));
+  EXPECT_FALSE(p.feed(static_cast<uint8_t>('{')));
+  EXPECT_TRUE(p.feed(static_cast<uint8_t>('1')));
+}
+
+TEST(JsonPrefix, WhitespaceRunsAreCut) {
+  const std::string run(JsonPrefix::kMaxWhitespace, ' ');
+  JsonPrefix p;
+  ASSERT_TRUE(p.feed(std::string_view(run)));
+  EXPECT_FALSE(p.feed(static_cast<uint8_t>('\n')));
+  ASSERT_TRUE(p.feed(std::string_view("{\"a\":" + run)));  // '{' ended the run
+  EXPECT_FALSE(p.feed(static_cast<uint8_t>(' ')));
+  ASSERT_TRUE(p.feed(std::string_view("\"" + run + run + "\"" + run + "}")));  // spaces in strings are text
+  EXPECT_TRUE(p.complete());
+}
+
+// Random texts over JSON's alphabet: the recognizer completes exactly the texts Boost.JSON parses
+// as objects (exponents past a double's range aside: Boost.JSON refuses those, JSON allows them).
+TEST(JsonPrefix, AgreesWithBoostJsonOnRandomTexts) {
+  std::mt19937 rng(5);
+  const std::string alphabet = "{}[]\",:  \n-+.0123456789eEtrufalsn\\ubd8c0\xc3\xa9\xe2\x82\xac";
+  std::vector<std::string> seeds(std::begin(kValid), std::end(kValid));
+  int completed = 0;
+  for (int i = 0; i < 200000; ++i) {
+    std::string s;
+    if (i % 2) {  // a valid text mutated at one or two places
+      s = seeds[static_cast<std::size_t>(rng() % seeds.size())];
+      for (int k = 0; k < 1 + static_cast<int>(rng() % 2); ++k) {
+        const std::size_t at = rng() % (s.size() + 1);
+        const char c = alphabet[rng() % alphabet.size()];
+        switch (rng() % 3) {
+          case 0: s.insert(s.begin() + static_cast<std::ptrdiff_t>(at), c); break;
+          case 1: if (at < s.size()) s.erase(at, 1); break;
+          default: if (at < s.size()) s[at] = c;
+        }
+      }
+    } else {
+      const std::size_t n = 2 + rng() % 12;
+      s = "{";
+      for (std::size_t k = 0; k < n; ++k) s += alphabet[rng() % alphabet.size()];
+    }
+    const Fed f = feed_all(s);
+    bool overflow = false;
+    const bool parsed = boost_object(s, &overflow);
+    if (overflow) continue;
+    // Whitespace after the object: JSON allows it, the recognizer ends the text at the object.
+    const bool trailing_ws = !s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\t');
+    ASSERT_EQ(f.complete && f.taken == s.size(), parsed && !trailing_ws) << s;
+    completed += parsed;
+  }
+  EXPECT_GT(completed, 1000);  // the comparison saw many valid texts too
+}
+
+TEST(TokenTrie, AllowedIsWhatEachTokenAloneWouldFeed) {
+  std::mt19937 rng(9);
+  const std::string alphabet = "{}[]\",: \n-.019eEtrufalsnx\\u\xc3\xa9\xe2\x82\xac";
+  std::vector<std::string> vocab;
+  for (int i = 0; i < 3000; ++i) {
+    std::string t;
+    const std::size_t n = rng() % 5;  // 0: a token with no bytes (special), never allowed
+    for (std::size_t k = 0; k < n; ++k) t += alphabet[rng() % alphabet.size()];
+    vocab.push_back(t);
+  }
+  vocab.push_back(vocab[10]);  // the same bytes under two ids
+  const TokenTrie trie(vocab);
+  ASSERT_EQ(trie.vocab_size(), static_cast<int64_t>(vocab.size()));
+  std::vector<uint8_t> allowed;
+  int64_t total = 0;
+  for (std::string doc : kValid) {
+    while (doc.back() == '\t') doc.pop_back();
+    for (std::size_t cut = 0; cut <= doc.size(); ++cut) {
+      JsonPrefix state;
+      ASSERT_TRUE(state.feed(std::string_view(doc).substr(0, cut)));
+      trie.allowed(state, allowed);
+      for (std::size_t id = 0; id < vocab.size(); ++id) {
+        JsonPrefix alone = state;
+        const bool want = !vocab[id].empty() && alone.feed(vocab[id]);
+        ASSERT_EQ(allowed[id] != 0, want) << "prefix " << cut << " of " << doc << ", token '" << vocab[id] << "'";
+        total += want;
+      }
+    }
+  }
+  EXPECT_GT(total, 10000);
+}
+
+}  // namespace
