@@ -348,9 +348,11 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   if (const json::value* rf = field(o, "response_format")) {
     const json::value* type = rf->is_object() ? rf->as_object().if_contains("type") : nullptr;
     if (!type || !type->is_string()) bad("response_format", "'response_format' must be an object with a string 'type'");
-    if (type->as_string() != "text")
-      bad("response_format", fmt::format("'response_format' of type '{}' is not supported by this server (no constrained "
-                                         "decoding); send 'text' or leave it out",
+    if (type->as_string() == "json_object")
+      p.structure = engine::Structure::json_object;
+    else if (type->as_string() != "text")
+      bad("response_format", fmt::format("'response_format' of type '{}' is not supported by this server (no schema- or "
+                                         "grammar-constrained decoding); send 'json_object', 'text' or leave it out",
                                          std::string(type->as_string())));
   }
   // Constrained decoding in vLLM's and SGLang's request forms and token restrictions: none of
@@ -408,7 +410,10 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     parse_tools(o, m, r);
     parse_messages(o, m, r);
     truncate_prompts(o, m, r);
-    r.reasoning_parser = thinks(o, m.reasoning_parser) ? ReasoningParser::deepseek_r1 : ReasoningParser::none;
+    // A constrained output is all JSON: no reasoning block to split off.
+    r.reasoning_parser = thinks(o, m.reasoning_parser) && p.structure == engine::Structure::none
+                             ? ReasoningParser::deepseek_r1
+                             : ReasoningParser::none;
     r.include_reasoning = get_bool(o, "include_reasoning", true);
     r.chat_logprobs = get_bool(o, "logprobs", false);
     const int64_t top = get_int(o, "top_logprobs", 0, 0, m.max_logprobs);

@@ -7,6 +7,8 @@
 //     an accepted request's first choice is answered once (answer_once) and its logprobs checked.
 //  3. The bytes as model output through the tool-call reader and the reasoning split (see
 //     tool_call_text).
+//  4. The bytes as a JSON text through the structured-output recognizer, against Boost.JSON
+//     (json_structure).
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
@@ -15,6 +17,7 @@
 
 #include "fuzz_common.h"
 #include "fuzz_model_info.h"
+#include "engine/json_constraint.h"
 #include "serve/generation.h"
 #include "serve/openai_request.h"
 #include "serve/reasoning.h"
@@ -161,6 +164,29 @@ void tool_call_text(const uint8_t* data, size_t size) {
     __builtin_trap();
 }
 
+// 4. The bytes as a JSON text through the structured-output recognizer (response_format
+//    json_object): it completes exactly the texts Boost.JSON parses as objects, apart from its own
+//    rules (nothing after the object, whitespace runs of at most 32 bytes) and exponents past a
+//    double's range (Boost.JSON refuses those).
+void json_structure(const uint8_t* data, size_t size) {
+  engine::JsonPrefix p;
+  std::size_t taken = 0;
+  while (taken < size && p.feed(data[taken])) ++taken;
+  const bool complete = taken == size && p.complete();
+  boost::system::error_code ec;
+  boost::json::parse_options opt;
+  opt.max_depth = engine::JsonPrefix::kMaxDepth;
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const boost::json::value v = boost::json::parse(text, ec, {}, opt);
+  if (ec == boost::json::error::exponent_overflow) return;
+  const bool parsed = !ec && v.is_object();
+  auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  std::size_t run = 0, longest = 0;
+  for (char c : text) longest = std::max(longest, run = ws(c) ? run + 1 : 0);
+  if (parsed && (ws(text.back()) || longest > engine::JsonPrefix::kMaxWhitespace)) return;
+  if (complete != parsed) __builtin_trap();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -169,5 +195,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   http_parse(data, size);
   json_request(data, size);
   tool_call_text(data, size);
+  json_structure(data, size);
   return 0;
 }

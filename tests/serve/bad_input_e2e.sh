@@ -9,7 +9,8 @@
 #  2. access: every route of the route table but /health answers 401 without the key (and with a
 #     wrong one) and not 401 with it; the server binds 127.0.0.1 when --host is not given;
 #  3. request features against an oracle of the same server: truncation, special tokens, SGLang's
-#     /generate, the reasoning split, prompt logprobs (lm-eval's echo + logprobs, vLLM's form).
+#     /generate, the reasoning split, prompt logprobs (lm-eval's echo + logprobs, vLLM's form),
+#     response_format json_object.
 #   bad_input_e2e.sh MPIEXEC DPA_SERVE WORKDIR
 set -u
 mpiexec=$1; bin=$2; work=$3
@@ -83,7 +84,7 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"return_tokens_as_token_ids":"x"' '"include_stop_str_in_output":[]' '"logit_bias":[1]' \
          '"logit_bias":{"x":1}' '"logit_bias":{"1.5":1}' '"logit_bias":{"-1":1}' '"logit_bias":{" 1":1}' \
          '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}' \
-         '"response_format":{"type":"json_object"}' '"response_format":{"type":"json_schema","json_schema":{}}' \
+         '"response_format":{"type":"json_schema","json_schema":{}}' '"response_format":{"type":"yaml"}' \
          '"response_format":"json"' '"response_format":{}' '"suffix":"end"' '"suffix":1' '"best_of":3' \
          '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"object"}' '"echo":false,"max_tokens":0' \
          '"echo":true,"max_tokens":0,"min_tokens":1' '"prompt_logprobs":-1' '"prompt_logprobs":"2"' \
@@ -415,6 +416,48 @@ for line in post("/v1/completions", dict(prompt=Q[:10], max_tokens=3, echo=True,
         if ch and ch[0]["logprobs"]:
             streamed += ch[0]["logprobs"]["token_logprobs"]
 assert len(streamed) == 13 and streamed[0] is None and all(abs(x - y) < 1e-4 for x, y in zip(streamed[1:], full[1:])), (streamed, full)
+PYEOF
+
+# ---------------------------------------------------------------- response_format json_object
+# The output is a JSON object or a prefix of one: with '{' and '}' pushed by logit_bias it is
+# exactly "{}" and then the end of the sequence (finish "stop"), for chat too (where the reasoning
+# split of this server's --reasoning-parser does not apply); sampled freely it starts with '{'
+# after at most 32 bytes of whitespace, and parses whenever it stopped by itself; a stream gives
+# the same text.
+$PY - "$url" "$KEY" <<'PYEOF' && ok "response_format json_object: forced {}, sampled prefixes, chat, stream" || bad "response_format json_object"
+import json, sys, urllib.request
+url, key = sys.argv[1], sys.argv[2]
+def post(path, body):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                         "Authorization": "Bearer " + key})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return r.read().decode()
+tok = lambda s: json.loads(post("/tokenize", {"prompt": s, "add_special_tokens": False}))["tokens"]
+(lb,), (rb,) = tok("{"), tok("}")
+JO = {"type": "json_object"}
+bias = {str(lb): 100, str(rb): 100}
+c = json.loads(post("/v1/completions", {"prompt": "Hi", "max_tokens": 8, "response_format": JO, "logit_bias": bias}))["choices"][0]
+assert c["text"] == "{}" and c["finish_reason"] == "stop", c
+m = json.loads(post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                                             "response_format": JO, "logit_bias": bias}))["choices"][0]
+assert m["message"]["content"] == "{}" and "reasoning_content" not in m["message"] and m["finish_reason"] == "stop", m
+stopped = 0
+for seed in range(1, 9):
+    body = {"prompt": "Give me JSON", "max_tokens": 48, "temperature": 1, "seed": seed, "response_format": JO}
+    c = json.loads(post("/v1/completions", body))["choices"][0]
+    text = c["text"]
+    lead = len(text) - len(text.lstrip(" \t\r\n"))
+    assert lead <= 32 and text[lead:lead + 1] == "{", repr(text)
+    if c["finish_reason"] == "stop":
+        assert isinstance(json.loads(text), dict), repr(text)
+        stopped += 1
+    else:
+        assert c["finish_reason"] == "length", c
+    if seed == 1:
+        streamed = "".join(json.loads(l[6:])["choices"][0]["text"] for l in post("/v1/completions", dict(body, stream=True)).splitlines()
+                           if l.startswith("data: {") and json.loads(l[6:])["choices"])
+        assert streamed == text, (streamed, text)
+print("sampled outputs that closed their object:", stopped)
 PYEOF
 
 # ---------------------------------------------------------------- access: the route table
