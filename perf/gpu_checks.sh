@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla golden (default: all but tbo)
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla scoring golden (default: all but tbo)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
@@ -8,7 +8,7 @@ export LD_LIBRARY_PATH=$PWD/.gpupack/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0
 ngpu=$(nvidia-smi -L | wc -l)
 M="mpirun --allow-run-as-root --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x NCCL_DEBUG"
-steps=${*:-info nccl-test sweep ep mla golden}  # tbo: asked for by name (it makes a 31 GB model)
+steps=${*:-info nccl-test sweep ep mla scoring golden}  # tbo: asked for by name (it makes a 31 GB model)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpus.txt"
 for step in $steps; do
   echo "=== $step"
@@ -68,6 +68,22 @@ for step in $steps; do
       # The same launched back to back (the host's part of a call overlapped, as in a graph replay).
       [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma --reps 20 \
         --calls 10 --shapes 128x4096x128,512x1536x128 2>&1 | tee -a "$out/mla_decode.txt" ;;
+    scoring)  # prompt logprobs and response_format json_object on the GPU: the sample op's forced
+      # rows (and ranks) against the CPU reference, then tests/serve/output_checks.py over HTTP on a
+      # tiny model (prefill against decode logprobs within 5e-2: bf16 paths differ; the worst is printed)
+      [[ -x .gpupack/bin/test_backend_parity ]] && .gpupack/bin/test_backend_parity --gtest_filter='*Sample*' 2>&1 |
+        grep -E "^\[  (PASSED|FAILED)|FAILED  \]" | tee "$out/scoring_parity.txt"
+      [[ -f /tmp/tiny/config.json ]] || .gpupack/bin/dpa_serve make-model --preset tiny --output /tmp/tiny 2>&1 | tail -1
+      rm -f "$out/scoring.ready"
+      $M -np 1 .gpupack/bin/dpa_serve serve --device cuda --model /tmp/tiny --port 0 --ready-file "$out/scoring.ready" \
+        --reasoning-parser deepseek_r1 >"$out/scoring_server.log" 2>&1 &
+      srv=$!
+      for _ in $(seq 1 300); do [[ -s "$out/scoring.ready" ]] && break; sleep 0.2; done
+      url=$(sed -n 's/^ready url=//p' "$out/scoring.ready")
+      vocab=$(curl -s "$url/get_server_info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["vocab_size"])')
+      python3 tests/serve/output_checks.py prompt-logprobs "$url" x "$vocab" 5e-2 2>&1 | tail -3 | tee "$out/scoring.txt"
+      python3 tests/serve/output_checks.py json-object "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
+      kill "$srv"; wait "$srv" ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then
         PYTHONUNBUFFERED=1 python3 tests/golden/make_fixtures.py "$out/fixtures" 2>&1 | tail -40

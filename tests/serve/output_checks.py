@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Output checks against a running dpa_serve, shared by the CPU end-to-end test (bad_input_e2e.sh)
+and the GPU checks (perf/gpu_checks.sh scoring):
+
+  prompt-logprobs URL KEY VOCAB TOL: lm-eval's loglikelihood request (echo + logprobs, max_tokens
+    0 or 1) and vLLM's prompt_logprobs. The oracle is greedy decoding: a prompt extended by its own
+    greedy tokens scores each of them with the logprob the decode steps gave it (within TOL), in
+    the prompt's second scored step (256 rows a step) too; the top-1 entry is the token itself.
+    Scoring skips the prefix cache and gives the same numbers again; vLLM's form carries ranks; a
+    stream's chunks add up to the response.
+  json-object URL KEY: response_format json_object. With '{' and '}' pushed by logit_bias the
+    answer is exactly "{}" and then the end of the sequence (finish "stop"), for chat too (where
+    a --reasoning-parser's split does not apply); sampled freely it starts with '{' after at most
+    32 bytes of whitespace, and parses whenever it stopped by itself; a stream gives the same text.
+
+Exits non-zero (an assertion) on the first failure.
+"""
+import json
+import sys
+import urllib.request
+
+url, key = sys.argv[2], sys.argv[3]
+
+
+def post(path, body):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                         "Authorization": "Bearer " + key})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return r.read().decode()
+
+
+def completion(**body):
+    return json.loads(post("/v1/completions", dict(temperature=0, return_tokens_as_token_ids=True, **body)))
+
+
+def ids(toks):
+    return [int(t.split(":")[1]) for t in toks]
+
+
+def prompt_logprobs(vocab, tol):
+    P = [5 + (i * 7919) % (vocab - 10) for i in range(260)]
+    a = completion(prompt=P, max_tokens=20, logprobs=1, ignore_eos=True)["choices"][0]["logprobs"]
+    gen, gen_lp = ids(a["tokens"]), a["token_logprobs"]
+    assert len(gen) == 20, a
+    Q = P + gen[:19]
+    b = completion(prompt=Q, max_tokens=0, echo=True, logprobs=1)
+    c = b["choices"][0]
+    lp = c["logprobs"]
+    assert c["finish_reason"] == "length" and b["usage"]["completion_tokens"] == 0 and b["usage"]["prompt_tokens"] == 279, b["usage"]
+    assert ids(lp["tokens"]) == Q and lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None, lp["tokens"][:3]
+    assert len(lp["token_logprobs"]) == 279 and len(lp["text_offset"]) == 279
+    assert all(x <= y for x, y in zip(lp["text_offset"], lp["text_offset"][1:])) and lp["text_offset"][-1] <= len(c["text"])
+    worst = 0.0
+    for j in range(19):
+        got = lp["token_logprobs"][260 + j]
+        worst = max(worst, abs(got - gen_lp[j]))
+        assert abs(got - gen_lp[j]) < tol, (j, got, gen_lp[j])
+        top = lp["top_logprobs"][260 + j]
+        assert len(top) == 1 and abs(list(top.values())[0] - got) < 1e-6, (j, top, got)  # greedy: the top-1 is it
+    assert all(x is not None and x <= 0 for x in lp["token_logprobs"][1:])
+    again = completion(prompt=Q, max_tokens=0, echo=True, logprobs=1)["choices"][0]["logprobs"]["token_logprobs"]
+    assert all(abs(x - y) < tol for x, y in zip(again[1:], lp["token_logprobs"][1:])), "a second scoring differs"
+    # max_tokens 1 (what lm-eval sends): the prompt's entries, then the drawn token's, which is gen[19].
+    d = completion(prompt=Q, max_tokens=1, echo=True, logprobs=2)["choices"][0]
+    assert len(d["logprobs"]["tokens"]) == 280 and ids(d["logprobs"]["tokens"])[-1] == gen[19], d["logprobs"]["tokens"][-3:]
+    assert abs(d["logprobs"]["token_logprobs"][-1] - gen_lp[19]) < tol
+    assert all(len(t) == 2 for t in d["logprobs"]["top_logprobs"][1:])
+    # vLLM's prompt_logprobs: the token with its rank, and the top 3 with ranks 1..3.
+    e = completion(prompt=Q[:40], max_tokens=1, prompt_logprobs=3)["choices"][0]["prompt_logprobs"]
+    assert len(e) == 40 and e[0] is None, e[:2]
+    for i in range(1, 40):
+        ent = e[i]
+        mine = ent[str(Q[i])]
+        assert abs(mine["logprob"] - lp["token_logprobs"][i]) < tol and mine["rank"] >= 1, (i, ent)
+        ranks = sorted(v["rank"] for v in ent.values())  # the top 3, and the token where it is not among them
+        assert ranks[:3] == [1, 2, 3] and len(ent) == (3 if mine["rank"] <= 3 else 4), (i, ent)
+        by_rank = sorted(ent.values(), key=lambda v: v["rank"])
+        assert all(x["logprob"] >= y["logprob"] for x, y in zip(by_rank, by_rank[1:])), ent
+    chat = json.loads(post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi there"}], "max_tokens": 1,
+                                                    "prompt_logprobs": 0}))
+    assert len(chat["prompt_logprobs"]) == chat["usage"]["prompt_tokens"] and chat["prompt_logprobs"][0] is None, chat
+    # Streamed echo + logprobs: the first chunk carries the prompt's entries; the chunks add up.
+    full = completion(prompt=Q[:10], max_tokens=3, echo=True, logprobs=1)["choices"][0]["logprobs"]["token_logprobs"]
+    streamed = []
+    for line in post("/v1/completions", dict(prompt=Q[:10], max_tokens=3, echo=True, logprobs=1, temperature=0,
+                                             stream=True)).splitlines():
+        if line.startswith("data: {"):
+            ch = json.loads(line[6:])["choices"]
+            if ch and ch[0]["logprobs"]:
+                streamed += ch[0]["logprobs"]["token_logprobs"]
+    assert len(streamed) == 13 and streamed[0] is None and all(abs(x - y) < tol for x, y in zip(streamed[1:], full[1:])), (streamed, full)
+    print(f"prompt logprobs: the scored greedy tokens are within {worst:.2e} of their decode logprobs")
+
+
+def json_object():
+    tok = lambda s: json.loads(post("/tokenize", {"prompt": s, "add_special_tokens": False}))["tokens"]
+    (lb,), (rb,) = tok("{"), tok("}")
+    JO = {"type": "json_object"}
+    bias = {str(lb): 100, str(rb): 100}
+    c = json.loads(post("/v1/completions", {"prompt": "Hi", "max_tokens": 8, "response_format": JO, "logit_bias": bias}))["choices"][0]
+    assert c["text"] == "{}" and c["finish_reason"] == "stop", c
+    m = json.loads(post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+                                                 "response_format": JO, "logit_bias": bias}))["choices"][0]
+    assert m["message"]["content"] == "{}" and "reasoning_content" not in m["message"] and m["finish_reason"] == "stop", m
+    stopped = 0
+    for seed in range(1, 9):
+        body = {"prompt": "Give me JSON", "max_tokens": 48, "temperature": 1, "seed": seed, "response_format": JO}
+        c = json.loads(post("/v1/completions", body))["choices"][0]
+        text = c["text"]
+        lead = len(text) - len(text.lstrip(" \t\r\n"))
+        assert lead <= 32 and text[lead:lead + 1] == "{", repr(text)
+        if c["finish_reason"] == "stop":
+            assert isinstance(json.loads(text), dict), repr(text)
+            stopped += 1
+        else:
+            assert c["finish_reason"] == "length", c
+        if seed == 1:
+            streamed = "".join(json.loads(l[6:])["choices"][0]["text"] for l in post("/v1/completions", dict(body, stream=True)).splitlines()
+                               if l.startswith("data: {") and json.loads(l[6:])["choices"])
+            assert streamed == text, (streamed, text)
+    print("sampled outputs that closed their object:", stopped)
+
+
+if sys.argv[1] == "prompt-logprobs":
+    prompt_logprobs(int(sys.argv[4]), float(sys.argv[5]))
+elif sys.argv[1] == "json-object":
+    json_object()
+else:
+    sys.exit("usage: output_checks.py prompt-logprobs URL KEY VOCAB TOL | json-object URL KEY")
