@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/json_constraint.h"
+#include "engine/structured_output.h"
 #include "text/tokenizer.h"
 
 namespace {

@@ -143,7 +143,10 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
       why = fmt::format("this model's maximum context length is {} tokens; the request has {} prompt tokens and max_tokens {}",
                         max_len, n, r.params.max_tokens);
     if (why.empty() && r.params.structure != Structure::none && !cfg_.vocab_trie)
-      why = "structured output (response_format json_object) needs the model's tokenizer, and this checkpoint has none";
+      why = "structured output (response_format json_object, guided_choice) needs the model's tokenizer, and this checkpoint has none";
+    if (why.empty() && r.params.structure == Structure::choice &&
+        (r.params.choices.empty() || !std::is_sorted(r.params.choices.begin(), r.params.choices.end())))
+      why = "guided_choice: the choices must be given (sorted, as the frontend sends them)";
     if (why.empty() && sched_.blocks().pages_for(n + r.params.max_tokens) > sched_.blocks().total())
       why = fmt::format("the request needs {} KV pages but a replica holds {}",
                         sched_.blocks().pages_for(n + r.params.max_tokens), sched_.blocks().total());
@@ -230,28 +233,29 @@ bool Engine::plan_sampling(StepPlan& plan) {
     else  // the counts so far plus this step's token, not the whole history again
       s->penalty.append(p, prompt, generated, vocab, row, edits_);
     add_logit_bias(p, vocab, row, first, edits_);
-    if (structured) constrain_json(*s, row, first);
+    if (structured) constrain_output(*s, row, first);
     specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
   return sync;
 }
 
-void Engine::constrain_json(const Sequence& s, int32_t row, std::size_t first) {
+void Engine::constrain_output(const Sequence& s, int32_t row, std::size_t first) {
   const TokenTrie& trie = *cfg_.vocab_trie;
+  const auto& p = s.req.params;
   const int64_t vocab = model_.vocab_size(), known = std::min(vocab, trie.vocab_size());
   // The output so far (every token of it committed: such rows' steps are), replayed: tokens with
   // no bytes (EOS, specials) add none.
-  JsonPrefix text;
-  for (std::size_t i = static_cast<std::size_t>(s.n_prompt); i < s.tokens.size(); ++i)
-    if (s.tokens[i] >= 0 && s.tokens[i] < known) text.feed(trie.bytes(s.tokens[i]));
-  if (text.complete()) {
-    allowed_.assign(static_cast<std::size_t>(vocab), 0);
+  auto follow = [&](auto recognizer) {
+    for (std::size_t i = static_cast<std::size_t>(s.n_prompt); i < s.tokens.size(); ++i)
+      if (s.tokens[i] >= 0 && s.tokens[i] < known) recognizer.feed(trie.bytes(s.tokens[i]));
+    trie.allowed(recognizer, allowed_);
+    return recognizer.complete();
+  };
+  const bool complete = p.structure == Structure::choice ? follow(ChoicePrefix(p.choices)) : follow(JsonPrefix());
+  allowed_.resize(static_cast<std::size_t>(vocab), 0);  // ids past the tokenizer's: never
+  if (complete)
     for (int32_t e : cfg_.eos_ids)
       if (e >= 0 && e < vocab) allowed_[static_cast<std::size_t>(e)] = 1;
-  } else {
-    trie.allowed(text, allowed_);
-    allowed_.resize(static_cast<std::size_t>(vocab), 0);  // ids past the tokenizer's: never
-  }
   // Tokens the row already edits are banned in place (one edit per token and row).
   for (std::size_t i = first; i < edits_.size(); ++i) {
     uint8_t& a = allowed_[static_cast<std::size_t>(edits_[i].token)];

@@ -23,7 +23,7 @@
 
 #include "dist/groups.h"
 #include "engine/executor.h"
-#include "engine/json_constraint.h"
+#include "engine/structured_output.h"
 #include "engine/request.h"
 #include "engine/router.h"
 #include "engine/scheduler.h"
@@ -164,8 +164,9 @@ class Engine {
   // Returns whether a row's next draw needs this step's token on the host.
   bool plan_sampling(StepPlan& plan);
   // Structured output: bans (edits_ from `first` on are the row's so far) every token that would
-  // not keep s's output a prefix of a JSON object, or, once it is closed, every token but EOS.
-  void constrain_json(const Sequence& s, int32_t row, std::size_t first);
+  // not keep s's output a prefix of what SamplingParams::structure asks for, and EOS unless the
+  // output is complete.
+  void constrain_output(const Sequence& s, int32_t row, std::size_t first);
   // The launched step's draws, commit, outputs and statistics.
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
@@ -186,7 +187,7 @@ class Engine {
   std::vector<backend::LogitEdit> edits_;
   std::vector<backend::SampleOut> samples_;
   std::vector<int32_t> argmax_;
-  std::vector<uint8_t> allowed_;  // constrain_json's scratch
+  std::vector<uint8_t> allowed_;  // constrain_output's scratch
 
   // Rank 0 intake queue, filled by other threads.
   std::mutex mu_;

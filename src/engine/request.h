@@ -16,9 +16,10 @@ struct LogitBias {
   float bias = 0.0f;
 };
 
-// The shape the output must have (response_format): none, or a JSON object (the draws are
-// restricted to tokens that keep the text a prefix of one; once it is closed, to the end).
-enum class Structure : uint8_t { none, json_object };
+// The shape the output must have: none, a JSON object (response_format json_object), or one of
+// SamplingParams::choices (guided_choice). The draws are restricted to the tokens that keep the
+// text a prefix of such an output, and the end of the sequence to where the text is one.
+enum class Structure : uint8_t { none, json_object, choice };
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
@@ -41,6 +42,7 @@ struct SamplingParams {
   int32_t prompt_logprobs = -1;
   std::vector<LogitBias> logit_bias;  // distinct tokens, ascending
   Structure structure = Structure::none;
+  std::vector<std::string> choices;  // Structure::choice: non-empty strings, sorted, distinct
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
 };
 

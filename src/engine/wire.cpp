@@ -45,7 +45,7 @@ class Reader {
     const uint64_t n = get<uint64_t>();
     if (n > (b_.size() - pos_) / sizeof(T)) fail();
     std::vector<T> v(n);
-    std::memcpy(v.data(), b_.data() + pos_, n * sizeof(T));
+    if (n) std::memcpy(v.data(), b_.data() + pos_, n * sizeof(T));  // an empty vector's data() may be null
     pos_ += n * sizeof(T);
     return v;
   }
@@ -85,6 +85,8 @@ void put_params(Writer& w, const SamplingParams& p) {
   w.put(p.prompt_logprobs);
   w.put_vec(p.logit_bias);
   w.put<uint8_t>(static_cast<uint8_t>(p.structure));
+  w.put<uint64_t>(p.choices.size());
+  for (const auto& c : p.choices) w.put_str(c);
   // Stop strings are matched on rank 0 alone; other ranks do not need them.
 }
 
@@ -108,8 +110,10 @@ SamplingParams get_params(Reader& r) {
   p.prompt_logprobs = r.get<int32_t>();
   p.logit_bias = r.get_vec<LogitBias>();
   const uint8_t structure = r.get<uint8_t>();
-  if (structure > static_cast<uint8_t>(Structure::json_object)) fail_one("engine", "wire decode", __FILE__, __LINE__, "unknown output structure");
+  if (structure > static_cast<uint8_t>(Structure::choice)) fail_one("engine", "wire decode", __FILE__, __LINE__, "unknown output structure");
   p.structure = static_cast<Structure>(structure);
+  const uint64_t n_choices = r.get<uint64_t>();
+  for (uint64_t i = 0; i < n_choices; ++i) p.choices.push_back(r.get_str());
   return p;
 }
 

@@ -332,7 +332,8 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   r.params.stop_token_ids = {2, 3};
   r.params.logprobs = 2;
   r.params.prompt_logprobs = 3;
-  r.params.structure = Structure::json_object;
+  r.params.structure = Structure::choice;
+  r.params.choices = {"no", "yes"};
   r.params.logit_bias = {{4, -2.5f}, {11, 100.0f}};
   auto blob = encode_intake({r}, {7, 8}, true);
   std::vector<Request> rs;
@@ -345,7 +346,8 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   EXPECT_EQ(rs[0].data_parallel_rank, 3);
   EXPECT_EQ(rs[0].params.seed, 9u);
   EXPECT_EQ(rs[0].params.prompt_logprobs, 3);
-  EXPECT_EQ(rs[0].params.structure, Structure::json_object);
+  EXPECT_EQ(rs[0].params.structure, Structure::choice);
+  EXPECT_EQ(rs[0].params.choices, r.params.choices);
   EXPECT_EQ(rs[0].params.stop_token_ids, r.params.stop_token_ids);
   ASSERT_EQ(rs[0].params.logit_bias.size(), 2u);
   EXPECT_EQ(rs[0].params.logit_bias[1].token, 11);

@@ -17,7 +17,7 @@
 
 #include "fuzz_common.h"
 #include "fuzz_model_info.h"
-#include "engine/json_constraint.h"
+#include "engine/structured_output.h"
 #include "serve/generation.h"
 #include "serve/openai_request.h"
 #include "serve/reasoning.h"

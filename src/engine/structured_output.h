@@ -1,8 +1,9 @@
-// JSON-constrained decoding (OpenAI's response_format {"type": "json_object"}): a byte-level
-// recognizer of JSON texts whose top-level value is an object, and the vocabulary as a trie of
-// token bytes, so that the tokens a recognizer state can take next are found in one walk (a
-// subtree whose first bytes are refused is skipped whole). The engine bans the others before the
-// draw; once the object is closed only the end of sequence is allowed.
+// Structured output: byte-level recognizers of what the output may be (a JSON object, for
+// OpenAI's response_format {"type": "json_object"}; one of fixed strings, for vLLM's
+// guided_choice), and the vocabulary as a trie of token bytes, so that the tokens a recognizer
+// state can take next are found in one walk (a subtree whose first bytes are refused is skipped
+// whole). The engine bans the others before the draw, and allows the end of the sequence only
+// where the recognizer says the text is complete.
 #pragma once
 
 #include <cstdint>
@@ -73,6 +74,22 @@ class JsonPrefix {
   std::string stack_;       // '{' or '[' per open container
 };
 
+// One of a list of strings, byte by byte: feed() takes a byte when some string starts with the
+// text so far and it; complete() when the text is one of them (a longer one may still follow).
+// The list must be sorted and outlive the recognizer.
+class ChoicePrefix {
+ public:
+  explicit ChoicePrefix(const std::vector<std::string>& sorted) : c_(&sorted), hi_(sorted.size()) {}
+  bool feed(uint8_t c);
+  bool feed(std::string_view bytes);  // all of them, or false (then the state is as before)
+  bool complete() const { return lo_ < hi_ && (*c_)[lo_].size() == depth_; }
+
+ private:
+  const std::vector<std::string>* c_;
+  std::size_t lo_ = 0, hi_ = 0;  // the strings [lo_, hi_) start with the text so far
+  std::size_t depth_ = 0;        // its length
+};
+
 // The vocabulary's token bytes as a trie. Tokens with no bytes (special tokens, ids the tokenizer
 // does not have) are never allowed. Inside a string, where a JSON answer spends most of its
 // tokens and almost every token is allowed, the plain tokens (no quote, backslash or control
@@ -85,6 +102,7 @@ class TokenTrie {
   // allowed[id] = 1 for every token all of whose bytes `from` takes, 0 for the others;
   // allowed.size() == vocab_size().
   void allowed(const JsonPrefix& from, std::vector<uint8_t>& allowed) const;
+  void allowed(const ChoicePrefix& from, std::vector<uint8_t>& allowed) const;
 
  private:
   struct Node {
@@ -96,7 +114,9 @@ class TokenTrie {
     std::vector<Node> nodes{Node{}};  // nodes[0]: the root
     std::vector<int32_t> same_bytes;  // ids whose bytes equal an earlier id's: (id, that id) pairs
     void insert(const std::string& bytes, int32_t id);
-    void walk(int32_t node, const JsonPrefix& state, std::vector<uint8_t>& allowed) const;
+    template <typename State>
+    void walk(int32_t node, const State& state, std::vector<uint8_t>& allowed) const;
+    void copy_same(std::vector<uint8_t>& allowed) const;  // ids of the same bytes as their first
   };
   int64_t vocab_ = 0;
   std::vector<std::string> bytes_;

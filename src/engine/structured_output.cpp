@@ -1,5 +1,5 @@
-// The JSON recognizer and the token trie of json_constraint.h.
-#include "engine/json_constraint.h"
+// The recognizers and the token trie of structured_output.h.
+#include "engine/structured_output.h"
 
 namespace dpa::engine {
 namespace {
@@ -246,10 +246,34 @@ void TokenTrie::Trie::insert(const std::string& b, int32_t id) {
   }
 }
 
-void TokenTrie::Trie::walk(int32_t node, const JsonPrefix& state, std::vector<uint8_t>& allowed) const {
+bool ChoicePrefix::feed(uint8_t c) {
+  // [lo_, hi_) is sorted and shares depth_ bytes, so the ones whose next byte is c are a run.
+  const auto& v = *c_;
+  auto next = [&](std::size_t i) { return v[i].size() > depth_ ? static_cast<int>(static_cast<uint8_t>(v[i][depth_])) : -1; };
+  std::size_t lo = lo_, hi = hi_;
+  while (lo < hi && next(lo) < c) ++lo;  // lists are short: a scan
+  std::size_t end = lo;
+  while (end < hi && next(end) == c) ++end;
+  if (end == lo) return false;
+  lo_ = lo, hi_ = end, ++depth_;
+  return true;
+}
+
+bool ChoicePrefix::feed(std::string_view bytes) {
+  const ChoicePrefix before = *this;
+  for (char c : bytes)
+    if (!feed(static_cast<uint8_t>(c))) {
+      *this = before;
+      return false;
+    }
+  return true;
+}
+
+template <typename State>
+void TokenTrie::Trie::walk(int32_t node, const State& state, std::vector<uint8_t>& allowed) const {
   for (int32_t c = nodes[static_cast<std::size_t>(node)].first_child; c >= 0;
        c = nodes[static_cast<std::size_t>(c)].next_sibling) {
-    JsonPrefix next = state;
+    State next = state;
     const Node& n = nodes[static_cast<std::size_t>(c)];
     if (!next.feed(n.byte)) continue;  // and every token under it
     if (n.token >= 0) allowed[static_cast<std::size_t>(n.token)] = 1;
@@ -271,14 +295,24 @@ TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
   }
 }
 
+void TokenTrie::Trie::copy_same(std::vector<uint8_t>& allowed) const {
+  for (std::size_t i = 0; i + 1 < same_bytes.size(); i += 2)
+    allowed[static_cast<std::size_t>(same_bytes[i])] = allowed[static_cast<std::size_t>(same_bytes[i + 1])];
+}
+
 void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint8_t>& allowed) const {
   const bool plain = from.in_plain_string();
   if (plain) allowed = plain_;
   else allowed.assign(static_cast<std::size_t>(vocab_), 0);
   const Trie& t = plain ? rest_ : all_;
   t.walk(0, from, allowed);
-  for (std::size_t i = 0; i + 1 < t.same_bytes.size(); i += 2)
-    allowed[static_cast<std::size_t>(t.same_bytes[i])] = allowed[static_cast<std::size_t>(t.same_bytes[i + 1])];
+  t.copy_same(allowed);
+}
+
+void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint8_t>& allowed) const {
+  allowed.assign(static_cast<std::size_t>(vocab_), 0);
+  all_.walk(0, from, allowed);
+  all_.copy_same(allowed);
 }
 
 }  // namespace dpa::engine

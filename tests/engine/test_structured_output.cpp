@@ -1,18 +1,20 @@
-// The JSON recognizer of constrained decoding against Boost.JSON's parser (an independent one):
+// The recognizers of structured output. JSON against Boost.JSON's parser (an independent one):
 // whole texts it completes parse as objects, texts Boost.JSON parses as objects it completes,
-// every prefix of a valid text is taken; the token trie's allowed set against feeding each token
-// alone.
+// every prefix of a valid text is taken. Choices against the list itself. The token trie's
+// allowed set against feeding each token alone, in both.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "engine/json_constraint.h"
+#include "engine/structured_output.h"
 
 namespace {
+using dpa::engine::ChoicePrefix;
 using dpa::engine::JsonPrefix;
 using dpa::engine::TokenTrie;
 
@@ -183,6 +185,54 @@ TEST(TokenTrie, AllowedIsWhatEachTokenAloneWouldFeed) {
     }
   }
   EXPECT_GT(total, 10000);
+}
+
+// A choice: every prefix of each string is taken, complete exactly at the strings (a longer one
+// may still follow), anything else refused; the state is unchanged by a refused run.
+TEST(ChoicePrefix, PrefixesOfTheStringsOnly) {
+  std::vector<std::string> choices = {"yes", "no", "yes sir", "n/a", "\xc3\xa9t\xc3\xa9"};
+  std::sort(choices.begin(), choices.end());
+  std::vector<std::string> all_prefixes;
+  for (const auto& c : choices)
+    for (std::size_t n = 0; n <= c.size(); ++n) all_prefixes.push_back(c.substr(0, n));
+  for (const auto& text : all_prefixes) {
+    ChoicePrefix p(choices);
+    ASSERT_TRUE(p.feed(std::string_view(text))) << text;
+    EXPECT_EQ(p.complete(), std::find(choices.begin(), choices.end(), text) != choices.end()) << text;
+    for (int b = 0; b < 256; ++b) {  // one more byte: taken iff text + b is a prefix of some choice
+      ChoicePrefix q = p;
+      const std::string more = text + static_cast<char>(b);
+      const bool want = std::find(all_prefixes.begin(), all_prefixes.end(), more) != all_prefixes.end();
+      EXPECT_EQ(q.feed(static_cast<uint8_t>(b)), want) << more;
+    }
+  }
+  ChoicePrefix p(choices);
+  EXPECT_FALSE(p.feed(std::string_view("yes!")));
+  ASSERT_TRUE(p.feed(std::string_view("yes")));  // the refused run left nothing behind
+  EXPECT_TRUE(p.complete());
+  ASSERT_TRUE(p.feed(std::string_view(" sir")));
+  EXPECT_TRUE(p.complete());
+  EXPECT_FALSE(p.feed(static_cast<uint8_t>(' ')));
+}
+
+TEST(TokenTrie, ChoicesAllowWhatEachTokenAloneWouldFeed) {
+  std::vector<std::string> choices = {"positive", "negative", "neutral", "neg", "\xe2\x82\xac 5"};
+  std::sort(choices.begin(), choices.end());
+  std::vector<std::string> vocab = {"pos", "positive", "itive", "p", "o", "s", "i", "t", "v", "e", "neg", "ne",
+                                    "n", "g", "a", "u", "r", "l", "ative", "tral", "\xe2", "\x82\xac", " 5", " ",
+                                    "5", "", "x", "positives", "negative"};
+  const TokenTrie trie(vocab);
+  std::vector<uint8_t> allowed;
+  for (const auto& c : choices)
+    for (std::size_t n = 0; n <= c.size(); ++n) {
+      ChoicePrefix state(choices);
+      ASSERT_TRUE(state.feed(std::string_view(c).substr(0, n)));
+      trie.allowed(state, allowed);
+      for (std::size_t id = 0; id < vocab.size(); ++id) {
+        ChoicePrefix alone = state;
+        EXPECT_EQ(allowed[id] != 0, !vocab[id].empty() && alone.feed(vocab[id])) << c.substr(0, n) << " + " << vocab[id];
+      }
+    }
 }
 
 }  // namespace
