@@ -83,6 +83,7 @@ for step in $steps; do
       vocab=$(curl -s "$url/get_server_info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["vocab_size"])')
       python3 tests/serve/output_checks.py prompt-logprobs "$url" x "$vocab" 5e-2 2>&1 | tail -3 | tee "$out/scoring.txt"
       python3 tests/serve/output_checks.py json-object "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
+      python3 tests/serve/output_checks.py choice "$url" x 2>&1 | tail -3 && echo "choice: ok" | tee -a "$out/scoring.txt"
       kill "$srv"; wait "$srv" ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then

@@ -357,7 +357,25 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   }
   // Constrained decoding in vLLM's and SGLang's request forms and token restrictions: none of
   // them is implemented here.
-  for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+  // vLLM's guided_choice: the output is one of the strings given.
+  if (const json::value* gc = field(o, "guided_choice")) {
+    if (p.structure != engine::Structure::none)
+      bad("guided_choice", "'guided_choice' and 'response_format' json_object cannot be combined");
+    if (!gc->is_array() || gc->as_array().empty() || gc->as_array().size() > 1024)
+      bad("guided_choice", "'guided_choice' must be an array of 1 to 1024 non-empty strings");
+    std::size_t bytes = 0;
+    for (const auto& c : gc->as_array()) {
+      if (!c.is_string() || c.as_string().empty())
+        bad("guided_choice", "'guided_choice' must be an array of 1 to 1024 non-empty strings");
+      bytes += c.as_string().size();
+      p.choices.emplace_back(c.as_string());
+    }
+    if (bytes > 65536) bad("guided_choice", "'guided_choice' strings must total at most 64 KiB");
+    std::sort(p.choices.begin(), p.choices.end());
+    p.choices.erase(std::unique(p.choices.begin(), p.choices.end()), p.choices.end());
+    p.structure = engine::Structure::choice;
+  }
+  for (const char* name : {"guided_json", "guided_regex", "guided_grammar", "structured_outputs",
                            "regex", "ebnf", "json_schema", "allowed_token_ids", "bad_words"}) {
     const json::value* v = field(o, name);
     const bool empty = !v || (v->is_array() && v->as_array().empty()) || (v->is_bool() && !v->as_bool());
@@ -410,7 +428,7 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     parse_tools(o, m, r);
     parse_messages(o, m, r);
     truncate_prompts(o, m, r);
-    // A constrained output is all JSON: no reasoning block to split off.
+    // A constrained output is all JSON or a choice: no reasoning block to split off.
     r.reasoning_parser = thinks(o, m.reasoning_parser) && p.structure == engine::Structure::none
                              ? ReasoningParser::deepseek_r1
                              : ReasoningParser::none;

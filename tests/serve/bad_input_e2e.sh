@@ -10,7 +10,7 @@
 #     wrong one) and not 401 with it; the server binds 127.0.0.1 when --host is not given;
 #  3. request features against an oracle of the same server: truncation, special tokens, SGLang's
 #     /generate, the reasoning split, prompt logprobs (lm-eval's echo + logprobs, vLLM's form),
-#     response_format json_object.
+#     response_format json_object, guided_choice.
 #   bad_input_e2e.sh MPIEXEC DPA_SERVE WORKDIR
 set -u
 mpiexec=$1; bin=$2; work=$3
@@ -89,7 +89,8 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"object"}' '"echo":false,"max_tokens":0' \
          '"echo":true,"max_tokens":0,"min_tokens":1' '"prompt_logprobs":-1' '"prompt_logprobs":"2"' \
          '"prompt_logprobs":1000' '"prompt_logprobs":1,"stream":true' \
-         '"guided_regex":"a+"' '"guided_choice":["a","b"]' '"guided_grammar":"root ::= x"' '"structured_outputs":{}' \
+         '"guided_regex":"a+"' '"guided_choice":[]' '"guided_choice":"a"' '"guided_choice":[""]' '"guided_choice":[1]' \
+         '"response_format":{"type":"json_object"},"guided_choice":["a"]' '"guided_grammar":"root ::= x"' '"structured_outputs":{}' \
          '"regex":"a"' '"ebnf":"x"' '"json_schema":{}' '"allowed_token_ids":[1,2]' '"bad_words":["x"]' \
          '"truncate_prompt_tokens":0' '"truncate_prompt_tokens":"x"' \
          '"truncate_prompt_tokens":-2' '"add_special_tokens":"no"'; do
@@ -350,7 +351,7 @@ CH 200 "{$M1,\"max_tokens\":3,\"logit_bias\":{\"100\":100},\"include_reasoning\"
 $PY -c 'import json,sys; m=json.load(open(sys.argv[1]))["choices"][0]["message"]; assert "reasoning_content" not in m, m' \
   "$work/body" && ok "include_reasoning false drops it" || bad "include_reasoning false: $(head -c 300 "$work/body")"
 
-# ---------------------------------------------------------------- prompt logprobs, json_object
+# ---------------------------------------------------------------- prompt logprobs, structured output
 # output_checks.py says what each checks; the decode and prefill paths of the CPU backend agree to
 # ~5e-7 on the same positions.
 here=$(cd "$(dirname "$0")" && pwd)
@@ -358,6 +359,7 @@ $PY "$here/output_checks.py" prompt-logprobs "$url" "$KEY" "$vocab" 1e-4 \
   && ok "prompt logprobs: decode's logprobs, cache-independent, ranks, stream" || bad "prompt logprobs"
 $PY "$here/output_checks.py" json-object "$url" "$KEY" \
   && ok "response_format json_object: forced {}, sampled prefixes, chat, stream" || bad "response_format json_object"
+$PY "$here/output_checks.py" choice "$url" "$KEY" && ok "guided_choice: one of the strings, or a prefix when cut" || bad "guided_choice"
 
 # ---------------------------------------------------------------- access: the route table
 # Every route api_server.cpp serves, with the method it takes.

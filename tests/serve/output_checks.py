@@ -12,6 +12,9 @@ and the GPU checks (perf/gpu_checks.sh scoring):
     answer is exactly "{}" and then the end of the sequence (finish "stop"), for chat too (where
     a --reasoning-parser's split does not apply); sampled freely it starts with '{' after at most
     32 bytes of whitespace, and parses whenever it stopped by itself; a stream gives the same text.
+  choice URL KEY: vLLM's guided_choice. Sampled answers are one of the strings, stopped by
+    themselves (one a prefix of another included), completions and chat; cut by max_tokens, a
+    prefix of one.
 
 Exits non-zero (an assertion) on the first failure.
 """
@@ -121,9 +124,27 @@ def json_object():
     print("sampled outputs that closed their object:", stopped)
 
 
+def choice():
+    choices = ["negative", "neutral", "positive", "yes", "yes sir", "caf\u00e9 \u20ac"]
+    for seed in range(1, 9):
+        body = {"prompt": "Classify: great movie", "max_tokens": 16, "temperature": 1, "seed": seed,
+                "guided_choice": choices}
+        c = json.loads(post("/v1/completions", body))["choices"][0]
+        assert c["text"] in choices and c["finish_reason"] == "stop", (c, choices)
+        m = json.loads(post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Yes or no?"}],
+                                                     "max_tokens": 16, "seed": seed, "guided_choice": ["no", "yes"]}))
+        m = m["choices"][0]
+        assert m["message"]["content"] in ("no", "yes") and m["finish_reason"] == "stop", m
+    # max_tokens too small for the choice: cut short, a prefix of one.
+    c = json.loads(post("/v1/completions", {"prompt": "x", "max_tokens": 1, "guided_choice": ["a" * 40]}))["choices"][0]
+    assert c["finish_reason"] == "length" and ("a" * 40).startswith(c["text"]) and c["text"], c
+
+
 if sys.argv[1] == "prompt-logprobs":
     prompt_logprobs(int(sys.argv[4]), float(sys.argv[5]))
 elif sys.argv[1] == "json-object":
     json_object()
+elif sys.argv[1] == "choice":
+    choice()
 else:
-    sys.exit("usage: output_checks.py prompt-logprobs URL KEY VOCAB TOL | json-object URL KEY")
+    sys.exit("usage: output_checks.py prompt-logprobs URL KEY VOCAB TOL | json-object URL KEY | choice URL KEY")
