@@ -355,8 +355,6 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
                                          "grammar-constrained decoding); send 'json_object', 'text' or leave it out",
                                          std::string(type->as_string())));
   }
-  // Constrained decoding in vLLM's and SGLang's request forms and token restrictions: none of
-  // them is implemented here.
   // vLLM's guided_choice: the output is one of the strings given.
   if (const json::value* gc = field(o, "guided_choice")) {
     if (p.structure != engine::Structure::none)
@@ -375,6 +373,8 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     p.choices.erase(std::unique(p.choices.begin(), p.choices.end()), p.choices.end());
     p.structure = engine::Structure::choice;
   }
+  // The other constrained-decoding fields of vLLM and SGLang, and token restrictions: not
+  // implemented here.
   for (const char* name : {"guided_json", "guided_regex", "guided_grammar", "structured_outputs",
                            "regex", "ebnf", "json_schema", "allowed_token_ids", "bad_words"}) {
     const json::value* v = field(o, name);
@@ -449,6 +449,9 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     p.prompt_logprobs = std::max(p.prompt_logprobs, r.prompt_logprobs);
   }
   if (p.min_tokens > (r.prompt_only ? 0 : p.max_tokens)) bad("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
+  if (p.min_tokens > 0 && p.structure != engine::Structure::none)  // it would ban the end the structure reached
+    bad("min_tokens", "'min_tokens' cannot be combined with 'response_format' json_object or 'guided_choice': the "
+                      "structure decides where the output ends");
   for (const auto& ids : r.prompts)
     if (static_cast<int64_t>(ids.size()) + p.max_tokens > m.max_model_len)
       bad(ep == Endpoint::completions ? "prompt" : "messages",

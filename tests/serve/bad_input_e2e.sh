@@ -90,7 +90,8 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"echo":true,"max_tokens":0,"min_tokens":1' '"prompt_logprobs":-1' '"prompt_logprobs":"2"' \
          '"prompt_logprobs":1000' '"prompt_logprobs":1,"stream":true' \
          '"guided_regex":"a+"' '"guided_choice":[]' '"guided_choice":"a"' '"guided_choice":[""]' '"guided_choice":[1]' \
-         '"response_format":{"type":"json_object"},"guided_choice":["a"]' '"guided_grammar":"root ::= x"' '"structured_outputs":{}' \
+         '"response_format":{"type":"json_object"},"guided_choice":["a"]' '"guided_choice":["a"],"min_tokens":1' \
+         '"response_format":{"type":"json_object"},"min_tokens":1' '"guided_grammar":"root ::= x"' '"structured_outputs":{}' \
          '"regex":"a"' '"ebnf":"x"' '"json_schema":{}' '"allowed_token_ids":[1,2]' '"bad_words":["x"]' \
          '"truncate_prompt_tokens":0' '"truncate_prompt_tokens":"x"' \
          '"truncate_prompt_tokens":-2' '"add_special_tokens":"no"'; do
