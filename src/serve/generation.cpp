@@ -323,6 +323,37 @@ json::array tool_calls_json(const std::string& response_id, std::size_t choice, 
   return out;
 }
 
+void Generation::native_logprobs(json::object& meta) const {
+  if (!req_.native_logprobs) return;
+  auto entry = [&](json::value lp, int32_t id) {
+    return json::array{std::move(lp), id, req_.native_logprob_text ? json::value(token_text(id)) : json::value(nullptr)};
+  };
+  auto tops = [&](const std::vector<engine::TokenLogprob>& t) {
+    json::array a;
+    for (const auto& e : t) a.push_back(entry(e.logprob, e.token));
+    return a;
+  };
+  const bool top = req_.params.logprobs > 0;
+  json::array in, in_top, out, out_top;
+  const auto& ids = req_.prompts[prompt_index_];
+  if (req_.native_logprob_start >= 0 && got_first_)  // entry p of the scores is prompt token p + 1's
+    for (std::size_t i = static_cast<std::size_t>(req_.native_logprob_start); i < ids.size(); ++i) {
+      const engine::PromptLogprob* e = i > 0 && i - 1 < prompt_scores_.size() ? &prompt_scores_[i - 1] : nullptr;
+      in.push_back(entry(e ? json::value(e->logprob) : json::value(nullptr), ids[i]));
+      if (top) in_top.push_back(e ? json::value(tops(e->top)) : json::value(nullptr));
+    }
+  for (std::size_t i = 0; i < tokens_.size(); ++i) {
+    out.push_back(entry(logprobs_[i], tokens_[i]));
+    if (top) out_top.push_back(tops(tops_[i]));
+  }
+  meta["input_token_logprobs"] = std::move(in);
+  meta["output_token_logprobs"] = std::move(out);
+  if (top) {
+    meta["input_top_logprobs"] = std::move(in_top);
+    meta["output_top_logprobs"] = std::move(out_top);
+  }
+}
+
 json::value native_choice(const Generation& g, const std::string& rid, int64_t prompt_tokens, bool stream) {
   json::object finish;
   const std::string why = g.engine_finish_reason();
@@ -342,6 +373,7 @@ json::value native_choice(const Generation& g, const std::string& rid, int64_t p
                     {"prompt_tokens", prompt_tokens},
                     {"completion_tokens", static_cast<int64_t>(g.tokens().size())},
                     {"cached_tokens", std::max<int64_t>(g.cached_tokens(), 0)}};
+  g.native_logprobs(meta);
   // Streamed, the text so far stops where add() did: a held-back start of a stop string may still
   // be cut, and each chunk's text must begin with the one before.
   std::string text = g.echo();

@@ -65,6 +65,10 @@ class Generation {
   // null when not asked or not computed (a request that failed first).
   boost::json::value prompt_logprobs() const;
   bool asked_prompt_logprobs() const { return req_.prompt_logprobs >= 0; }
+  // /generate with return_logprob: SGLang's meta_info entries ([logprob, id, text or null] lists:
+  // input_token_logprobs from logprob_start_len on, output_token_logprobs, and with
+  // top_logprobs_num their *_top_logprobs), added to `meta`.
+  void native_logprobs(boost::json::object& meta) const;
   boost::json::value chat_logprobs() const;
   // Logprobs of the tokens added since the last call, for a stream chunk.
   boost::json::value take_stream_logprobs(bool chat);

@@ -494,14 +494,22 @@ ParsedRequest parse_native_request(const json::value& body, const ModelInfo& m) 
         bad("sampling_params", fmt::format("sampling_params '{}' is not supported by this server", key));
     }
   }
-  if (get_bool(o, "return_logprob", false))
-    bad("return_logprob", "'return_logprob' is not supported on /generate: use /v1/completions with 'logprobs'");
+  const bool logprobs = get_bool(o, "return_logprob", false);
+  const int64_t top = get_int(o, "top_logprobs_num", 0, 0, m.max_logprobs);
+  const int64_t start = get_int(o, "logprob_start_len", -1, -1, m.max_model_len);
+  if (logprobs) req["logprobs"] = top;
   for (const char* name : {"lora_path", "image_data", "input_embeds"})
     if (field(o, name)) bad(name, fmt::format("'{}' is not supported by this server", name));
   for (const char* name : {"stream", "data_parallel_rank", "routed_dp_rank", "model"})
     if (const json::value* v = field(o, name)) req[name] = *v;
   ParsedRequest r = parse_request(req, Endpoint::completions, m);
   r.native = true;
+  if (logprobs) {
+    r.native_logprobs = true;
+    r.native_logprob_text = get_bool(o, "return_text_in_logprobs", false);
+    r.native_logprob_start = static_cast<int32_t>(start);
+    if (start >= 0) r.params.prompt_logprobs = std::max<int32_t>(r.params.prompt_logprobs, static_cast<int32_t>(top));
+  }
   const bool batch = (text && text->is_array()) || (ids && ids->is_array() && !ids->as_array().empty() &&
                                                     ids->as_array()[0].is_array());
   r.native_list = batch || r.n > 1;

@@ -72,11 +72,16 @@ struct ParsedRequest {
   // SGLang's /generate: its response shape; a list when the input was a batch or n > 1; rid(s).
   bool native = false, native_list = false;
   std::vector<std::string> native_rids;
+  // /generate's return_logprob: the output tokens' logprobs (top k: params.logprobs), and the
+  // prompt's from native_logprob_start on (-1: none); return_text_in_logprobs.
+  bool native_logprobs = false, native_logprob_text = false;
+  int32_t native_logprob_start = -1;
 };
 
 // Parses and validates `body`; throws ApiError (400 / 404 for an unknown model).
 ParsedRequest parse_request(const boost::json::value& body, Endpoint ep, const ModelInfo& model);
-// SGLang's native POST /generate body ({"text" | "input_ids", "sampling_params", "stream", "rid"}),
+// SGLang's native POST /generate body ({"text" | "input_ids", "sampling_params", "stream", "rid",
+// "return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs"}),
 // validated as the completions request it amounts to.
 ParsedRequest parse_native_request(const boost::json::value& body, const ModelInfo& model);
 

@@ -319,7 +319,8 @@ PYEOF
 for b in '{}' '{"text":"a","input_ids":[1]}' '{"text":5}' '{"input_ids":[-1]}' '{"text":"a","sampling_params":[{}]}' \
          '{"text":"a","sampling_params":{"max_new_tokens":0}}' '{"text":"a","sampling_params":{"beam_width":2}}' \
          '{"text":"a","sampling_params":{"temperature":"x"}}' '{"text":"a","sampling_params":{"regex":"a+"}}' \
-         '{"text":"a","return_logprob":true}' '{"text":"a","lora_path":"x"}' '{"text":["a","b"],"rid":"one"}' \
+         '{"text":"a","return_logprob":true,"top_logprobs_num":-1}' '{"text":"a","return_logprob":true,"logprob_start_len":-2}' \
+         '{"text":"a","lora_path":"x"}' '{"text":["a","b"],"rid":"one"}' \
          '{"text":"a","rid":5}' '[1]'; do
   G 400 "$b"
 done

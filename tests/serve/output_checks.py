@@ -6,8 +6,8 @@ and the GPU checks (perf/gpu_checks.sh scoring):
     0 or 1) and vLLM's prompt_logprobs. The oracle is greedy decoding: a prompt extended by its own
     greedy tokens scores each of them with the logprob the decode steps gave it (within TOL), in
     the prompt's second scored step (256 rows a step) too; the top-1 entry is the token itself.
-    Scoring skips the prefix cache and gives the same numbers again; vLLM's form carries ranks; a
-    stream's chunks add up to the response.
+    Scoring skips the prefix cache and gives the same numbers again; vLLM's form carries ranks;
+    SGLang's /generate return_logprob gives the same numbers; a stream's chunks add up.
   json-object URL KEY: response_format json_object. With '{' and '}' pushed by logit_bias the
     answer is exactly "{}" and then the end of the sequence (finish "stop"), for chat too (where
     a --reasoning-parser's split does not apply); sampled freely it starts with '{' after at most
@@ -79,6 +79,19 @@ def prompt_logprobs(vocab, tol):
         assert ranks[:3] == [1, 2, 3] and len(ent) == (3 if mine["rank"] <= 3 else 4), (i, ent)
         by_rank = sorted(ent.values(), key=lambda v: v["rank"])
         assert all(x["logprob"] >= y["logprob"] for x, y in zip(by_rank, by_rank[1:])), ent
+    # SGLang's /generate with return_logprob: [logprob, id, text] entries from logprob_start_len on.
+    g = json.loads(post("/generate", {"input_ids": Q[:40], "sampling_params": {"max_new_tokens": 3, "temperature": 0},
+                                      "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 2,
+                                      "return_text_in_logprobs": True}))["meta_info"]
+    inp, out = g["input_token_logprobs"], g["output_token_logprobs"]
+    assert len(inp) == 40 and inp[0][0] is None and [e[1] for e in inp] == Q[:40], inp[:2]
+    assert all(abs(inp[i][0] - lp["token_logprobs"][i]) < tol and isinstance(inp[i][2], str) for i in range(1, 40))
+    assert len(out) == 3 and len(g["output_top_logprobs"]) == 3 and all(len(t) == 2 for t in g["input_top_logprobs"][1:])
+    assert abs(out[0][0] - g["output_top_logprobs"][0][0][0]) < 1e-6  # greedy: the first draw is the top one
+    g = json.loads(post("/generate", {"input_ids": Q[:40], "sampling_params": {"max_new_tokens": 1},
+                                      "return_logprob": True, "logprob_start_len": 10}))["meta_info"]
+    assert len(g["input_token_logprobs"]) == 30 and g["input_token_logprobs"][0][2] is None and "input_top_logprobs" not in g
+    assert abs(g["input_token_logprobs"][0][0] - lp["token_logprobs"][10]) < tol
     chat = json.loads(post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi there"}], "max_tokens": 1,
                                                     "prompt_logprobs": 0}))
     assert len(chat["prompt_logprobs"]) == chat["usage"]["prompt_tokens"] and chat["prompt_logprobs"][0] is None, chat
