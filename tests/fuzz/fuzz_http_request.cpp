@@ -93,6 +93,17 @@ void answer_once(const serve::ParsedRequest& r) {
   }
   const boost::json::value pl = g.prompt_logprobs();
   if (r.prompt_logprobs >= 0 && pl.as_array().size() != prompt.size()) __builtin_trap();
+  if (r.native) {  // SGLang's shape: its logprob lists line up with the output and the prompt's tail
+    const auto meta = serve::native_choice(g, "rid", static_cast<int64_t>(prompt.size()), false).as_object().at("meta_info").as_object();
+    if (r.native_logprobs) {
+      const std::size_t start = r.native_logprob_start < 0 ? prompt.size() : static_cast<std::size_t>(r.native_logprob_start);
+      if (meta.at("output_token_logprobs").as_array().size() != shown ||
+          meta.at("input_token_logprobs").as_array().size() != (start < prompt.size() ? prompt.size() - start : 0))
+        __builtin_trap();
+    } else if (meta.contains("output_token_logprobs")) {
+      __builtin_trap();
+    }
+  }
   (void)boost::json::serialize(r.endpoint == serve::Endpoint::chat
                                    ? serve::chat_response("chatcmpl-x", "m", 0, gs, static_cast<int64_t>(prompt.size()))
                                    : serve::completion_response("cmpl-x", "m", 0, gs, static_cast<int64_t>(prompt.size())));
@@ -125,6 +136,7 @@ void json_request(const uint8_t* data, size_t size) {
     serve::ParsedRequest r = serve::parse_native_request(v, f.info);
     if (r.prompts.empty() || !r.native) __builtin_trap();
     if (!r.native_rids.empty() && r.native_rids.size() != r.prompts.size()) __builtin_trap();
+    answer_once(r);
   } catch (const serve::ApiError& e) {
     if (e.status < 400 || e.status > 599) __builtin_trap();
   }
