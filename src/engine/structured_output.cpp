@@ -14,6 +14,18 @@ int hex_value(uint8_t c) {
 }
 constexpr const char* kLiterals[] = {"true", "false", "null"};
 
+// A recognizer's feed() of several bytes: all of them, or none (the state as before).
+template <typename State>
+bool feed_all(State& s, std::string_view bytes) {
+  const State before = s;
+  for (char c : bytes)
+    if (!s.feed(static_cast<uint8_t>(c))) {
+      s = before;
+      return false;
+    }
+  return true;
+}
+
 }  // namespace
 
 bool JsonPrefix::open(char kind) {
@@ -210,15 +222,7 @@ bool JsonPrefix::step(uint8_t c) {
   return true;
 }
 
-bool JsonPrefix::feed(std::string_view bytes) {
-  const JsonPrefix before = *this;
-  for (char c : bytes)
-    if (!feed(static_cast<uint8_t>(c))) {
-      *this = before;
-      return false;
-    }
-  return true;
-}
+bool JsonPrefix::feed(std::string_view bytes) { return feed_all(*this, bytes); }
 
 void TokenTrie::Trie::insert(const std::string& b, int32_t id) {
   int32_t at = 0;
@@ -259,15 +263,7 @@ bool ChoicePrefix::feed(uint8_t c) {
   return true;
 }
 
-bool ChoicePrefix::feed(std::string_view bytes) {
-  const ChoicePrefix before = *this;
-  for (char c : bytes)
-    if (!feed(static_cast<uint8_t>(c))) {
-      *this = before;
-      return false;
-    }
-  return true;
-}
+bool ChoicePrefix::feed(std::string_view bytes) { return feed_all(*this, bytes); }
 
 template <typename State>
 void TokenTrie::Trie::walk(int32_t node, const State& state, std::vector<uint8_t>& allowed) const {

@@ -218,12 +218,13 @@ class CharCounter {
 json::value Generation::completion_logprobs() const {
   if (req_.params.logprobs < 0) return nullptr;
   json::array toks, lps, tops, offs;
-  if (req_.echo) {  // the choice's text starts with the echo
+  int64_t base = 0;  // the generated text's first character in the choice's text
+  if (req_.echo) {   // which starts with the echo
     echo_logprobs(toks, lps, tops, &offs);
     CharCounter echo(echo_);
     for (auto& o : offs) o = echo.at(static_cast<std::size_t>(o.as_int64()));
+    base = echo.at(echo_.size());
   }
-  const int64_t base = req_.echo ? CharCounter(echo_).at(echo_.size()) : 0;
   CharCounter text(text_);
   for (std::size_t i = 0; i < tokens_.size(); ++i) {
     toks.push_back(json::string(token_text(tokens_[i])));
