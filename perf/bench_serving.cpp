@@ -178,6 +178,7 @@ int main(int argc, char** argv) {
   std::string rate_s = "inf";
   int64_t max_conc = 0;
   double duration = 0;
+  std::string response_format;
   dpa::serve::BenchOptions bo;
   int64_t low_id = 1000;
   po::options_description d("bench_serving options");
@@ -195,7 +196,8 @@ int main(int argc, char** argv) {
       ("duration", po::value(&duration)->default_value(0), "soak: keep --max-concurrency clients busy (each starts its next request when one ends, prompts reused in turn) for this many seconds (0: send --num-prompts once)")
       ("seed", po::value(&bo.seed)->default_value(bo.seed), "prompts and arrivals")
       ("low-token-id", po::value(&low_id)->default_value(low_id), "random ids start here (skips special tokens)")
-      ("result-json", po::value(&result_json), "also append the JSON line to this file");
+      ("result-json", po::value(&result_json), "also append the JSON line to this file")
+      ("response-format", po::value(&response_format), "json_object: every request asks for it (the structured-output mask each step; ignore_eos keeps the lengths)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -211,6 +213,10 @@ int main(int argc, char** argv) {
   if (api_key.empty())
     if (const char* k = std::getenv("OPENAI_API_KEY")) api_key = k;
   rate = rate_s == "inf" ? std::numeric_limits<double>::infinity() : std::stod(rate_s);
+  if (!response_format.empty() && response_format != "json_object") {
+    std::fprintf(stderr, "bench_serving: --response-format takes json_object\n");
+    return 2;
+  }
   if (duration > 0 && max_conc <= 0) {
     std::fprintf(stderr, "bench_serving: --duration needs --max-concurrency (the number of clients)\n");
     return 2;
@@ -246,6 +252,7 @@ int main(int argc, char** argv) {
     for (int32_t t : reqs[i].prompt) p.push_back(t);
     json::object b{{"model", model}, {"prompt", p}, {"max_tokens", reqs[i].output_len}, {"temperature", 0.0},
                    {"ignore_eos", true}, {"stream", true}, {"stream_options", json::object{{"include_usage", true}}}};
+    if (!response_format.empty()) b["response_format"] = json::object{{"type", response_format}};
     bodies.push_back(json::serialize(b));
     results[i].prompt_len = static_cast<int64_t>(reqs[i].prompt.size());
     prompt_lens.push_back(results[i].prompt_len);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla scoring golden (default: all but tbo)
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla scoring e2e structured golden
+#   (default: all but tbo, e2e and structured, which make a 31 GB model)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
@@ -73,7 +74,8 @@ for step in $steps; do
       # tiny model (prefill against decode logprobs within 5e-2: bf16 paths differ; the worst is printed)
       [[ -x .gpupack/bin/test_backend_parity ]] && .gpupack/bin/test_backend_parity --gtest_filter='*Sample*' 2>&1 |
         grep -E "^\[  (PASSED|FAILED)|FAILED  \]" | tee "$out/scoring_parity.txt"
-      [[ -f /tmp/tiny/config.json ]] || .gpupack/bin/dpa_serve make-model --preset tiny --output /tmp/tiny 2>&1 | tail -1
+      [[ -f /tmp/tiny/config.json ]] || .gpupack/bin/dpa_serve make-model --preset tiny --output /tmp/tiny \
+        --tokenizer-dir .gpupack/tok 2>&1 | tail -1
       rm -f "$out/scoring.ready"
       $M -np 1 .gpupack/bin/dpa_serve serve --device cuda --model /tmp/tiny --port 0 --ready-file "$out/scoring.ready" \
         --reasoning-parser deepseek_r1 >"$out/scoring_server.log" 2>&1 &
@@ -84,6 +86,26 @@ for step in $steps; do
       python3 tests/serve/output_checks.py prompt-logprobs "$url" x "$vocab" 5e-2 2>&1 | tail -3 | tee "$out/scoring.txt"
       python3 tests/serve/output_checks.py json-object "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
       python3 tests/serve/output_checks.py choice "$url" x 2>&1 | tail -3 && echo "choice: ok" | tee -a "$out/scoring.txt"
+      kill "$srv"; wait "$srv" ;;
+    e2e)  # the end-to-end workload of the performance issue (target 5), one GPU
+      [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
+        --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+      $M -np 1 .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --num-prompts 512 --random-input-len 1024 \
+        --random-output-len 1024 --max-num-seqs 512 2>&1 | grep -E "throughput|Median ITL" | tee "$out/e2e.txt" ;;
+    structured)  # what response_format json_object costs a served step: the same requests with and without it
+      [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
+        --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+      rm -f "$out/structured.ready"
+      $M -np 1 .gpupack/bin/dpa_serve serve --device cuda --model /tmp/v2l --port 0 --ready-file "$out/structured.ready" \
+        >"$out/structured_server.log" 2>&1 &
+      srv=$!
+      for _ in $(seq 1 600); do [[ -s "$out/structured.ready" ]] && break; sleep 0.2; done
+      url=$(sed -n 's/^ready url=//p' "$out/structured.ready")
+      for n in 16 128; do for rf in "" "--response-format json_object"; do
+        echo "-- $n requests $rf" | tee -a "$out/structured.txt"
+        .gpupack/bin/bench_serving --base-url "$url" --num-prompts $n --random-input-len 256 --random-output-len 256 $rf 2>&1 |
+          grep -E "Failed|Output token throughput|Median ITL|Median TPOT" | tee -a "$out/structured.txt"
+      done; done
       kill "$srv"; wait "$srv" ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then
