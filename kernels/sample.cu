@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cfloat>
 
 #include "kernels/common.cuh"
@@ -336,7 +337,26 @@ __global__ void edit_kernel(float* logits, int64_t V, const LogitEditArgs* edits
   *p = static_cast<float>(v);
 }
 
+// One thread per token of a masked row (blockIdx.y: the row), so the row is read and written
+// in order.
+__global__ void mask_kernel(float* logits, int64_t V, const uint32_t* masks, const int32_t* rows) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= V) return;
+  const uint32_t w = masks[static_cast<int64_t>(blockIdx.y) * ((V + 31) / 32) + (t >> 5)];
+  if (!((w >> (t & 31)) & 1u)) logits[static_cast<int64_t>(rows[blockIdx.y]) * V + t] = -INFINITY;
+}
+
 }  // namespace
+
+void mask_logits(float* logits, int64_t vocab, const uint32_t* masks, const int32_t* rows, int64_t n,
+                 cudaStream_t stream) {
+  if (n <= 0 || vocab <= 0) return;
+  const int64_t words = (vocab + 31) / 32;
+  for (int64_t i = 0; i < n; i += 65535) {  // gridDim.y's limit
+    const dim3 grid(static_cast<unsigned>((vocab + 255) / 256), static_cast<unsigned>(std::min<int64_t>(n - i, 65535)));
+    mask_kernel<<<grid, 256, 0, stream>>>(logits, vocab, masks + i * words, rows + i);
+  }
+}
 
 void edit_logits(float* logits, int64_t vocab, const LogitEditArgs* edits, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;

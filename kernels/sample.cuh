@@ -34,6 +34,10 @@ struct SampleOutArgs {
 };
 
 void edit_logits(float* logits, int64_t vocab, const LogitEditArgs* edits, int64_t n, cudaStream_t stream);
+// Row rows[i]'s tokens whose bit is clear in mask i (ceil(vocab / 32) words, bit t % 32 of word
+// t / 32) become -inf.
+void mask_logits(float* logits, int64_t vocab, const uint32_t* masks, const int32_t* rows, int64_t n,
+                 cudaStream_t stream);
 // fixed_bits: the weights' fraction bits (backend::sampling_fixed_bits(vocab)).
 void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpecArgs* specs, int fixed_bits,
             SampleOutArgs* out, cudaStream_t stream);

@@ -140,6 +140,16 @@ struct LogitEdit {
   float subtract = 0.0f;
 };
 
+// The tokens a row may draw (structured output), one bit each: bit t % 32 of word t / 32.
+constexpr int64_t token_mask_words(int64_t vocab) { return (vocab + 31) / 32; }
+
+// Constrained rows of a step: rows[i] (a row of the sampled ones) may draw only the tokens whose
+// bits are set in bits[i * token_mask_words(vocab) ...].
+struct TokenMasks {
+  std::span<const int32_t> rows;
+  std::span<const uint32_t> bits;
+};
+
 // How to draw the token of one logits row. temperature <= 0: greedy (the argmax, lowest id on
 // ties). Otherwise, with the row ordered by logit (ties: lower id first) and weights
 // w_i = exp(x_i / t - max / t) quantized to fixed point (sampling_fixed_bits), the kept set is
@@ -490,6 +500,10 @@ class Backend {
   virtual void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) = 0;
   // logits[e.row * vocab + e.token] = apply_logit_edit(that, e) for each of n edits.
   virtual void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) = 0;
+  // For i < n: logits[rows[i] * vocab + t] = -inf for every t < vocab whose bit is clear in
+  // masks[i * token_mask_words(vocab) ...] (the tokens a constrained row may not draw); rows are
+  // distinct.
+  virtual void mask_logits(float* logits, int64_t vocab, const uint32_t* masks, const int32_t* rows, int64_t n) = 0;
   // out[i] = the token drawn from logits row i under specs[i] (SampleSpec's definition), with
   // logprobs; i < n.
   virtual void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,

@@ -196,6 +196,8 @@ bool Engine::plan_sampling(StepPlan& plan) {
   const int64_t vocab = model_.vocab_size();
   specs_.clear();
   edits_.clear();
+  mask_rows_.clear();
+  masks_.clear();
   bool sync = false;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     SeqChunk& chunk = plan.chunks[i];
@@ -233,13 +235,13 @@ bool Engine::plan_sampling(StepPlan& plan) {
     else  // the counts so far plus this step's token, not the whole history again
       s->penalty.append(p, prompt, generated, vocab, row, edits_);
     add_logit_bias(p, vocab, row, first, edits_);
-    if (structured) constrain_output(*s, row, first);
+    if (structured) constrain_output(*s, row);
     specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
   return sync;
 }
 
-void Engine::constrain_output(const Sequence& s, int32_t row, std::size_t first) {
+void Engine::constrain_output(const Sequence& s, int32_t row) {
   const TokenTrie& trie = *cfg_.vocab_trie;
   const auto& p = s.req.params;
   const int64_t vocab = model_.vocab_size(), known = std::min(vocab, trie.vocab_size());
@@ -252,20 +254,14 @@ void Engine::constrain_output(const Sequence& s, int32_t row, std::size_t first)
     return recognizer.complete();
   };
   const bool complete = p.structure == Structure::choice ? follow(ChoicePrefix(p.choices)) : follow(JsonPrefix());
-  allowed_.resize(static_cast<std::size_t>(vocab), 0);  // ids past the tokenizer's: never
+  // Ids past the tokenizer's are never allowed; those past the model's are not looked at.
+  allowed_.resize(static_cast<std::size_t>(backend::token_mask_words(vocab)), 0);
   if (complete)
     for (int32_t e : cfg_.eos_ids)
-      if (e >= 0 && e < vocab) allowed_[static_cast<std::size_t>(e)] = 1;
-  // Tokens the row already edits are banned in place (one edit per token and row).
-  for (std::size_t i = first; i < edits_.size(); ++i) {
-    uint8_t& a = allowed_[static_cast<std::size_t>(edits_[i].token)];
-    if (!a) edits_[i].subtract = std::numeric_limits<float>::infinity();
-    a = 1;
-  }
-  backend::LogitEdit ban;
-  ban.row = row, ban.subtract = std::numeric_limits<float>::infinity();
-  for (int64_t t = 0; t < vocab; ++t)
-    if (!allowed_[static_cast<std::size_t>(t)]) ban.token = static_cast<int32_t>(t), edits_.push_back(ban);
+      if (e >= 0 && e < vocab) allowed_[static_cast<std::size_t>(e) >> 5] |= 1u << (e & 31);
+  // The row's logit edits (penalties, bias) come first; the mask's -inf stays.
+  mask_rows_.push_back(row);
+  masks_.insert(masks_.end(), allowed_.begin(), allowed_.end());
 }
 
 // Sequences finished while the step ran (a stop in the step before it, an abort) get no output;
@@ -420,7 +416,7 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
       for (int r = g.ep_group * g.ep; r < (g.ep_group + 1) * g.ep && r < static_cast<int>(headers_.size()); ++r)
         ep_most = std::max(ep_most, headers_[static_cast<std::size_t>(r)].n_tokens);
       model_.set_ep_step_tokens(ep_most);
-      model_.launch(plan.chunks, specs_, edits_);
+      model_.launch(plan.chunks, specs_, edits_, {mask_rows_, masks_});
       sched_.advance(plan);  // after the launch: the placeholders may move the tokens the chunks point at
       cur.plan = std::move(plan);
       if (observer_) cur.headers = headers_;  // only the step record reads them

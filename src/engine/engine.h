@@ -163,10 +163,9 @@ class Engine {
   void gather_headers(const StepPlan& plan, bool sync);
   // Returns whether a row's next draw needs this step's token on the host.
   bool plan_sampling(StepPlan& plan);
-  // Structured output: bans (edits_ from `first` on are the row's so far) every token that would
-  // not keep s's output a prefix of what SamplingParams::structure asks for, and EOS unless the
-  // output is complete.
-  void constrain_output(const Sequence& s, int32_t row, std::size_t first);
+  // Structured output: masks row `row` (mask_rows_, masks_) to the tokens that keep s's output a
+  // prefix of what SamplingParams::structure asks for, and EOS only where the output is complete.
+  void constrain_output(const Sequence& s, int32_t row);
   // The launched step's draws, commit, outputs and statistics.
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
@@ -187,7 +186,9 @@ class Engine {
   std::vector<backend::LogitEdit> edits_;
   std::vector<backend::SampleOut> samples_;
   std::vector<int32_t> argmax_;
-  std::vector<uint8_t> allowed_;  // constrain_output's scratch
+  std::vector<int32_t> mask_rows_;  // constrained rows (of specs_) and their token masks
+  std::vector<uint32_t> masks_;
+  std::vector<uint32_t> allowed_;  // constrain_output's scratch
 
   // Rank 0 intake queue, filled by other threads.
   std::mutex mu_;

@@ -49,7 +49,7 @@ class CheckpointExecutor final : public ModelExecutor {
   ~CheckpointExecutor() override;
 
   void launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
-              std::span<const backend::LogitEdit> edits) override;
+              std::span<const backend::LogitEdit> edits, backend::TokenMasks masks) override;
   void collect(std::vector<backend::SampleOut>& samples, std::vector<int32_t>& argmax) override;
   int64_t vocab_size() const override;
   void set_ep_step_tokens(int64_t most) override;

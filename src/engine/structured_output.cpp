@@ -266,19 +266,19 @@ bool ChoicePrefix::feed(uint8_t c) {
 bool ChoicePrefix::feed(std::string_view bytes) { return feed_all(*this, bytes); }
 
 template <typename State>
-void TokenTrie::Trie::walk(int32_t node, const State& state, std::vector<uint8_t>& allowed) const {
+void TokenTrie::Trie::walk(int32_t node, const State& state, std::vector<uint32_t>& allowed) const {
   for (int32_t c = nodes[static_cast<std::size_t>(node)].first_child; c >= 0;
        c = nodes[static_cast<std::size_t>(c)].next_sibling) {
     State next = state;
     const Node& n = nodes[static_cast<std::size_t>(c)];
     if (!next.feed(n.byte)) continue;  // and every token under it
-    if (n.token >= 0) allowed[static_cast<std::size_t>(n.token)] = 1;
+    if (n.token >= 0) allowed[static_cast<std::size_t>(n.token) >> 5] |= 1u << (n.token & 31);
     walk(c, next, allowed);
   }
 }
 
 TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
-    : vocab_(static_cast<int64_t>(token_bytes.size())), bytes_(token_bytes), plain_(token_bytes.size(), 0) {
+    : vocab_(static_cast<int64_t>(token_bytes.size())), bytes_(token_bytes), plain_(static_cast<std::size_t>(mask_words()), 0) {
   JsonPrefix in_string;
   in_string.feed(std::string_view("{\"\":\""));
   for (std::size_t id = 0; id < token_bytes.size(); ++id) {
@@ -286,27 +286,32 @@ TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
     if (b.empty()) continue;
     all_.insert(b, static_cast<int32_t>(id));
     JsonPrefix s = in_string;
-    plain_[id] = b.find_first_of("\"\\") == std::string::npos && s.feed(b);
-    if (!plain_[id]) rest_.insert(b, static_cast<int32_t>(id));
+    if (b.find_first_of("\"\\") == std::string::npos && s.feed(b))
+      plain_[id >> 5] |= 1u << (id & 31);
+    else
+      rest_.insert(b, static_cast<int32_t>(id));
   }
 }
 
-void TokenTrie::Trie::copy_same(std::vector<uint8_t>& allowed) const {
-  for (std::size_t i = 0; i + 1 < same_bytes.size(); i += 2)
-    allowed[static_cast<std::size_t>(same_bytes[i])] = allowed[static_cast<std::size_t>(same_bytes[i + 1])];
+void TokenTrie::Trie::copy_same(std::vector<uint32_t>& allowed) const {
+  auto bit = [](int32_t id) { return 1u << (id & 31); };
+  for (std::size_t i = 0; i + 1 < same_bytes.size(); i += 2) {
+    const int32_t id = same_bytes[i], first = same_bytes[i + 1];
+    if (allowed[static_cast<std::size_t>(first) >> 5] & bit(first)) allowed[static_cast<std::size_t>(id) >> 5] |= bit(id);
+  }
 }
 
-void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint8_t>& allowed) const {
+void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const {
   const bool plain = from.in_plain_string();
   if (plain) allowed = plain_;
-  else allowed.assign(static_cast<std::size_t>(vocab_), 0);
+  else allowed.assign(static_cast<std::size_t>(mask_words()), 0);
   const Trie& t = plain ? rest_ : all_;
   t.walk(0, from, allowed);
   t.copy_same(allowed);
 }
 
-void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint8_t>& allowed) const {
-  allowed.assign(static_cast<std::size_t>(vocab_), 0);
+void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const {
+  allowed.assign(static_cast<std::size_t>(mask_words()), 0);
   all_.walk(0, from, allowed);
   all_.copy_same(allowed);
 }

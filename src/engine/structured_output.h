@@ -90,6 +90,9 @@ class ChoicePrefix {
   std::size_t depth_ = 0;        // its length
 };
 
+// Whether a token mask (TokenTrie::allowed's) has id's bit set.
+inline bool mask_allows(const std::vector<uint32_t>& mask, std::size_t id) { return (mask[id >> 5] >> (id & 31)) & 1u; }
+
 // The vocabulary's token bytes as a trie. Tokens with no bytes (special tokens, ids the tokenizer
 // does not have) are never allowed. Inside a string, where a JSON answer spends most of its
 // tokens and almost every token is allowed, the plain tokens (no quote, backslash or control
@@ -98,11 +101,12 @@ class TokenTrie {
  public:
   explicit TokenTrie(const std::vector<std::string>& token_bytes);
   int64_t vocab_size() const { return vocab_; }
+  int64_t mask_words() const { return (vocab_ + 31) / 32; }
   const std::string& bytes(int32_t id) const { return bytes_[static_cast<std::size_t>(id)]; }
-  // allowed[id] = 1 for every token all of whose bytes `from` takes, 0 for the others;
-  // allowed.size() == vocab_size().
-  void allowed(const JsonPrefix& from, std::vector<uint8_t>& allowed) const;
-  void allowed(const ChoicePrefix& from, std::vector<uint8_t>& allowed) const;
+  // Bit id % 32 of allowed[id / 32] set for every token all of whose bytes `from` takes, clear
+  // for the others (and past the vocabulary); allowed.size() == mask_words().
+  void allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const;
+  void allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const;
 
  private:
   struct Node {
@@ -115,14 +119,14 @@ class TokenTrie {
     std::vector<int32_t> same_bytes;  // ids whose bytes equal an earlier id's: (id, that id) pairs
     void insert(const std::string& bytes, int32_t id);
     template <typename State>
-    void walk(int32_t node, const State& state, std::vector<uint8_t>& allowed) const;
-    void copy_same(std::vector<uint8_t>& allowed) const;  // ids of the same bytes as their first
+    void walk(int32_t node, const State& state, std::vector<uint32_t>& allowed) const;
+    void copy_same(std::vector<uint32_t>& allowed) const;  // ids of the same bytes as their first
   };
   int64_t vocab_ = 0;
   std::vector<std::string> bytes_;
   Trie all_;                    // every token with bytes
   Trie rest_;                   // the tokens that are not plain
-  std::vector<uint8_t> plain_;  // per id: a plain token (see the class comment)
+  std::vector<uint32_t> plain_;  // a bit per id: a plain token (see the class comment)
 };
 
 }  // namespace dpa::engine

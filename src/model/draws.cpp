@@ -61,11 +61,11 @@ void Model::fold_device_counts(std::vector<int64_t>& out, const std::vector<uint
 }
 
 void Model::launch(const std::vector<SeqInput>& batch, std::span<const backend::SampleSpec> specs,
-                   std::span<const backend::LogitEdit> edits) {
+                   std::span<const backend::LogitEdit> edits, backend::TokenMasks masks) {
   Draws& d = draws_[launch_slot_];
   if (d.pending) throw Error("model: launch() with two steps launched and not collected");
   std::vector<float> no_logits;
-  const Sampling sampling{specs, edits, nullptr};
+  const Sampling sampling{specs, edits, nullptr, masks};
   run_step(batch, no_logits, nullptr, &sampling, &d);
   launch_slot_ ^= 1;
 }

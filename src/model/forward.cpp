@@ -691,10 +691,19 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
   for (const backend::LogitEdit& e : sampling->edits)
     if (e.row < 0 || e.row >= n_keep || e.token < 0 || e.token >= V)
       throw Error(fmt::format("forward: logit edit ({}, {}) outside [{}, {}]", e.row, e.token, n_keep, V));
+  const backend::TokenMasks& masks = sampling->masks;
+  if (masks.bits.size() != masks.rows.size() * static_cast<std::size_t>(backend::token_mask_words(V)))
+    throw Error(fmt::format("forward: {} mask words for {} masked rows of {} tokens", masks.bits.size(),
+                            masks.rows.size(), V));
+  for (int32_t r : masks.rows)
+    if (r < 0 || r >= n_keep) throw Error(fmt::format("forward: masked row {} outside [0, {})", r, n_keep));
   backend::SampleOut* d_out = nullptr;
   if (n_keep > 0) {
     if (!sampling->edits.empty())
       be_.edit_logits(kept, V, upload(d_edits_, sampling->edits), static_cast<int64_t>(sampling->edits.size()));
+    if (!masks.rows.empty())
+      be_.mask_logits(kept, V, upload(d_masks_, masks.bits), upload(d_mask_rows_, masks.rows),
+                      static_cast<int64_t>(masks.rows.size()));
     d_out = scratch(d_samples_, n_keep);
     be_.sample(kept, n_keep, V, upload(d_specs_, sampling->specs), d_out);
     for (int64_t j = 0; j < n_keep; ++j) prev_draws_[static_cast<std::size_t>(keep[static_cast<std::size_t>(j)])] = static_cast<int32_t>(j);

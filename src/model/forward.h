@@ -46,12 +46,14 @@ struct SeqInput {
 };
 
 // Draws made where the logits are, for the wanted rows of sequences that are not argmax_only
-// (in row order): their logits get `edits` (LogitEdit::row indexes `specs`), then each row is
-// sampled under its spec; `out` gets one SampleOut per spec and no logits leave the backend.
+// (in row order): their logits get `edits` (LogitEdit::row indexes `specs`), then `masks`, then
+// each row is sampled under its spec; `out` gets one SampleOut per spec and no logits leave the
+// backend.
 struct Sampling {
   std::span<const backend::SampleSpec> specs;
   std::span<const backend::LogitEdit> edits;
   std::vector<backend::SampleOut>* out = nullptr;
+  backend::TokenMasks masks;
 };
 
 // How attention reads the cache: expanded k/v (prefill form), absorbed latent (decode form), or
@@ -149,7 +151,7 @@ class Model {
   // may be launched before this one is collected (its prev_row sequences then take this step's
   // draws on the backend): at most two launched and not collected.
   void launch(const std::vector<SeqInput>& batch, std::span<const backend::SampleSpec> specs,
-              std::span<const backend::LogitEdit> edits);
+              std::span<const backend::LogitEdit> edits, backend::TokenMasks masks = {});
   void collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut>& samples);
   // Routed slots per expert of the last collected step (as expert_counts()), when asked for
   // before its launch: keep_expert_counts(true) makes each launch download them with the draws.
@@ -443,6 +445,8 @@ class Model {
   backend::Buffer<uint16_t> expert_out_bf16_;
   backend::Buffer<backend::LogitEdit> d_edits_;
   backend::Buffer<backend::SampleSpec> d_specs_;
+  backend::Buffer<uint32_t> d_masks_;
+  backend::Buffer<int32_t> d_mask_rows_;
   backend::Buffer<backend::SampleOut> d_samples_;
 
   // Decode graphs (see graph_stats). A recording is valid while the buffers it addresses stay:

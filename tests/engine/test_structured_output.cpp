@@ -16,6 +16,7 @@
 namespace {
 using dpa::engine::ChoicePrefix;
 using dpa::engine::JsonPrefix;
+using dpa::engine::mask_allows;
 using dpa::engine::TokenTrie;
 
 // The bytes of s it takes before the first it refuses, and whether it took them all and closed.
@@ -168,7 +169,7 @@ TEST(TokenTrie, AllowedIsWhatEachTokenAloneWouldFeed) {
   vocab.push_back(vocab[10]);  // the same bytes under two ids
   const TokenTrie trie(vocab);
   ASSERT_EQ(trie.vocab_size(), static_cast<int64_t>(vocab.size()));
-  std::vector<uint8_t> allowed;
+  std::vector<uint32_t> allowed;
   int64_t total = 0;
   for (std::string doc : kValid) {
     while (doc.back() == '\t') doc.pop_back();
@@ -176,10 +177,12 @@ TEST(TokenTrie, AllowedIsWhatEachTokenAloneWouldFeed) {
       JsonPrefix state;
       ASSERT_TRUE(state.feed(std::string_view(doc).substr(0, cut)));
       trie.allowed(state, allowed);
+      ASSERT_EQ(static_cast<int64_t>(allowed.size()), trie.mask_words());
+      for (std::size_t id = vocab.size(); id < allowed.size() * 32; ++id) ASSERT_FALSE(mask_allows(allowed, id));
       for (std::size_t id = 0; id < vocab.size(); ++id) {
         JsonPrefix alone = state;
         const bool want = !vocab[id].empty() && alone.feed(vocab[id]);
-        ASSERT_EQ(allowed[id] != 0, want) << "prefix " << cut << " of " << doc << ", token '" << vocab[id] << "'";
+        ASSERT_EQ(mask_allows(allowed, id), want) << "prefix " << cut << " of " << doc << ", token '" << vocab[id] << "'";
         total += want;
       }
     }
@@ -222,7 +225,7 @@ TEST(TokenTrie, ChoicesAllowWhatEachTokenAloneWouldFeed) {
                                     "n", "g", "a", "u", "r", "l", "ative", "tral", "\xe2", "\x82\xac", " 5", " ",
                                     "5", "", "x", "positives", "negative"};
   const TokenTrie trie(vocab);
-  std::vector<uint8_t> allowed;
+  std::vector<uint32_t> allowed;
   for (const auto& c : choices)
     for (std::size_t n = 0; n <= c.size(); ++n) {
       ChoicePrefix state(choices);
@@ -230,7 +233,7 @@ TEST(TokenTrie, ChoicesAllowWhatEachTokenAloneWouldFeed) {
       trie.allowed(state, allowed);
       for (std::size_t id = 0; id < vocab.size(); ++id) {
         ChoicePrefix alone = state;
-        EXPECT_EQ(allowed[id] != 0, !vocab[id].empty() && alone.feed(vocab[id])) << c.substr(0, n) << " + " << vocab[id];
+        EXPECT_EQ(mask_allows(allowed, id), !vocab[id].empty() && alone.feed(vocab[id])) << c.substr(0, n) << " + " << vocab[id];
       }
     }
 }

@@ -1,7 +1,8 @@
-// Sampling where the logits are: edit_logits and sample, CUDA against the CPU reference. The
-// edits must match bit for bit; the picks (forced ones with their ranks) and top-logprob ids too (the weights are summed as
-// integers on both sides, so only a one-ulp difference of exp() at a rounding boundary could
-// move a pick: none is expected in these draws); logprobs within 1e-5.
+// Sampling where the logits are: edit_logits, mask_logits and sample, CUDA against the CPU
+// reference. The edits and masks must match bit for bit; the picks (forced ones with their
+// ranks) and top-logprob ids too (the weights are summed as integers on both sides, so only a
+// one-ulp difference of exp() at a rounding boundary could move a pick: none is expected in
+// these draws); logprobs within 1e-5.
 #include <limits>
 #include <utility>
 
@@ -100,6 +101,24 @@ TEST(BackendParity, Sample) {
     cpu().edit_logits(dl.c.data(), c.vocab, de.c.data(), static_cast<int64_t>(edits.size()));
     gpu().edit_logits(dl.g.data(), c.vocab, de.g.data(), static_cast<int64_t>(edits.size()));
     EXPECT_TRUE(exact("edit_logits", shape, dl.on_cpu(), dl.on_gpu()));
+    // Structured output's masks on every third row, after the edits: half the ids, one id, all.
+    std::vector<int32_t> mask_rows;
+    for (int64_t r = 1; r < c.n; r += 3) mask_rows.push_back(static_cast<int32_t>(r));
+    std::shuffle(mask_rows.begin(), mask_rows.end(), rng());  // any order; each mask follows its row
+    const int64_t words = token_mask_words(c.vocab);
+    std::vector<uint32_t> masks(mask_rows.size() * static_cast<std::size_t>(words), 0);
+    for (std::size_t i = 0; i < mask_rows.size(); ++i) {
+      const int64_t form = (mask_rows[i] / 3) % 3;
+      for (int64_t t = 0; t < c.vocab; ++t)
+        if (form == 2 || (form == 0 && rnd_int(0, 1) == 1) || (form == 1 && t == c.vocab / 2))
+          masks[i * static_cast<std::size_t>(words) + static_cast<std::size_t>(t >> 5)] |= 1u << (t & 31);
+    }
+    Dual<int32_t> dmr(mask_rows);
+    Dual<uint32_t> dm(masks);
+    const auto n_masked = static_cast<int64_t>(mask_rows.size());
+    cpu().mask_logits(dl.c.data(), c.vocab, dm.c.data(), dmr.c.data(), n_masked);
+    gpu().mask_logits(dl.g.data(), c.vocab, dm.g.data(), dmr.g.data(), n_masked);
+    EXPECT_TRUE(exact("mask_logits", shape, dl.on_cpu(), dl.on_gpu()));
     cpu().sample(dl.c.data(), c.n, c.vocab, ds.c.data(), out.c.data());
     gpu().sample(dl.g.data(), c.n, c.vocab, ds.g.data(), out.g.data());
     const auto ref = out.on_cpu(), got = out.on_gpu();

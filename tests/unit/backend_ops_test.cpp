@@ -36,6 +36,27 @@ TEST(BackendOps, EmbeddingAndBf16Rows) {
   EXPECT_ANY_THROW(be->embedding(WeightView::dense(tb.data(), DType::bf16, 5, 3), &bad, 1, out.data()));
 }
 
+// mask_logits: a masked row keeps exactly the ids whose bits are set (the last word partly past
+// the vocabulary); the other rows are untouched.
+TEST(BackendOps, MaskLogitsKeepsTheSetBits) {
+  auto be = make_cpu_backend();
+  const int64_t vocab = 70, rows = 4;
+  ASSERT_EQ(token_mask_words(vocab), 3);
+  std::vector<float> logits = random_vec(static_cast<std::size_t>(vocab * rows), 7);
+  const std::vector<float> before = logits;
+  const std::vector<int32_t> which = {3, 1};
+  // Row 3: ids 0, 31, 32 and 69 kept, and bit 70 (past the vocabulary) set; row 1: none but 5.
+  const std::vector<uint32_t> masks = {1u | 1u << 31, 1u, 1u << 5 | 1u << 6, 1u << 5, 0u, 0u};
+  be->mask_logits(logits.data(), vocab, masks.data(), which.data(), 2);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t t = 0; t < vocab; ++t) {
+      const float x = logits[r * vocab + t], was = before[r * vocab + t];
+      const bool kept = r == 0 || r == 2 || (r == 3 && (t == 0 || t == 31 || t == 32 || t == 69)) || (r == 1 && t == 5);
+      if (kept) EXPECT_EQ(x, was) << r << "," << t;
+      else EXPECT_TRUE(std::isinf(x) && x < 0) << r << "," << t;
+    }
+}
+
 // kv_write: rows land at their slots' columns [col0, col0 + cols) of the cache rows; a negative
 // slot (a padding row of a decode step) writes nothing.
 TEST(BackendOps, KvWriteBySlotSkippingNegative) {

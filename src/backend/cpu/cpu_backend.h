@@ -89,6 +89,7 @@ class CpuBackend final : public Backend {
   void take_tokens(int32_t* dst, const int32_t* src, int64_t stride, const int32_t* pairs, int64_t n) override;
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
+  void mask_logits(float* logits, int64_t vocab, const uint32_t* masks, const int32_t* rows, int64_t n) override;
   void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs,
               SampleOut* out) override;
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -131,6 +132,16 @@ void CpuBackend::edit_logits(float* logits, int64_t vocab, const LogitEdit* edit
   for (int64_t i = 0; i < n; ++i) {
     float& x = logits[static_cast<int64_t>(edits[i].row) * vocab + edits[i].token];
     x = apply_logit_edit(x, edits[i]);
+  }
+}
+
+void CpuBackend::mask_logits(float* logits, int64_t vocab, const uint32_t* masks, const int32_t* rows, int64_t n) {
+  const int64_t words = token_mask_words(vocab);
+  for (int64_t i = 0; i < n; ++i) {
+    float* l = logits + static_cast<int64_t>(rows[i]) * vocab;
+    const uint32_t* m = masks + i * words;
+    for (int64_t t = 0; t < vocab; ++t)
+      if (!((m[t >> 5] >> (t & 31)) & 1u)) l[t] = -std::numeric_limits<float>::infinity();
   }
 }
 

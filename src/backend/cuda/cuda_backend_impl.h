@@ -215,6 +215,7 @@ class CudaBackend final : public Backend {
   void argmax(const float* logits, int64_t n, int64_t vocab, int32_t* out) override;
 
   void edit_logits(float* logits, int64_t vocab, const LogitEdit* edits, int64_t n) override;
+  void mask_logits(float* logits, int64_t vocab, const uint32_t* masks, const int32_t* rows, int64_t n) override;
 
   void sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs, SampleOut* out) override;
 

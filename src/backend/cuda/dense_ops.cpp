@@ -234,6 +234,12 @@ void CudaBackend::edit_logits(float* logits, int64_t vocab, const LogitEdit* edi
   DPA_CHECK_LAUNCH();
 }
 
+void CudaBackend::mask_logits(float* logits, int64_t vocab, const uint32_t* masks, const int32_t* rows, int64_t n) {
+  if (n <= 0 || vocab <= 0) return;
+  kernels::mask_logits(logits, vocab, masks, rows, n, stream_);
+  DPA_CHECK_LAUNCH();
+}
+
 void CudaBackend::sample(const float* logits, int64_t n, int64_t vocab, const SampleSpec* specs, SampleOut* out) {
   if (n <= 0) return;
   kernels::sample(logits, n, vocab, reinterpret_cast<const kernels::SampleSpecArgs*>(specs),
