@@ -1,8 +1,8 @@
-// The host side of response_format json_object: the allowed tokens of one constrained row for
-// one step (TokenTrie::allowed, one walk of the vocabulary's byte trie), in the states a JSON
-// answer spends its tokens in. Builds the token bytes as engine_setup does (special tokens have
-// none), times the trie's construction once, checks every state's allowed set against feeding
-// each token alone, then times the walks.
+// The host side of response_format json_object and json_schema: the allowed tokens of one
+// constrained row for one step (TokenTrie::allowed, one walk of the vocabulary's byte trie), in
+// the states a JSON answer spends its tokens in. Builds the token bytes as engine_setup does
+// (special tokens have none), times the trie's construction once, checks every state's allowed
+// set against feeding each token alone, then times the walks.
 //   json_mask_bench --tokenizer PATH/tokenizer.json [--benchmark_* flags of Google Benchmark]
 #include <benchmark/benchmark.h>
 
@@ -14,12 +14,15 @@
 #include <string>
 #include <vector>
 
+#include "engine/json_schema.h"
 #include "engine/structured_output.h"
 #include "text/tokenizer.h"
 
 namespace {
 
 using dpa::engine::JsonPrefix;
+using dpa::engine::JsonSchema;
+using dpa::engine::SchemaPrefix;
 using dpa::engine::mask_allows;
 using dpa::engine::TokenTrie;
 
@@ -41,6 +44,30 @@ JsonPrefix state(int i) {
   return p;
 }
 
+// A schema of the kind APIs are given (a string, a bounded integer, an enum, an array of
+// objects, an optional nested object), and states in it.
+const char* const kSchema = R"({"type": "object", "properties": {
+    "name": {"type": "string"}, "age": {"type": "integer", "minimum": 0, "maximum": 150},
+    "role": {"enum": ["admin", "user", "guest"]},
+    "tags": {"type": "array", "items": {"type": "object", "properties": {"label": {"type": "string"},
+             "weight": {"type": "number"}}, "required": ["label"], "additionalProperties": false}},
+    "address": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": "string", "maxLength": 10}}}},
+  "required": ["name", "age", "role", "tags"], "additionalProperties": false})";
+const char* const kSchemaStates[] = {
+    "",                                                // before the object
+    "{",                                               // a key or the end
+    "{\"name\": \"Ada Lovelace, the first pro",          // inside a free string
+    "{\"name\": \"Ada\", \"age\": 1",                   // inside a bounded integer
+    "{\"name\": \"Ada\", \"tags\": [{\"label\": \"x\"}, ",  // an array's next item
+};
+std::shared_ptr<const JsonSchema> g_schema;
+
+SchemaPrefix schema_state(int i) {
+  SchemaPrefix p(*g_schema);
+  if (!p.feed(std::string_view(kSchemaStates[i]))) std::abort();
+  return p;
+}
+
 void BM_Allowed(benchmark::State& st) {
   const JsonPrefix from = state(static_cast<int>(st.range(0)));
   std::vector<uint32_t> allowed;
@@ -54,6 +81,40 @@ void BM_Allowed(benchmark::State& st) {
   st.SetLabel(std::string("after '") + kStates[st.range(0)] + "'");
 }
 BENCHMARK(BM_Allowed)->DenseRange(0, 4)->Unit(benchmark::kMillisecond);
+
+void BM_SchemaAllowed(benchmark::State& st) {
+  const SchemaPrefix from = schema_state(static_cast<int>(st.range(0)));
+  std::vector<uint32_t> allowed;
+  int64_t n = 0;
+  for (auto _ : st) {
+    g_trie->allowed(from, allowed);
+    benchmark::DoNotOptimize(allowed.data());
+  }
+  for (uint32_t w : allowed) n += std::popcount(w);
+  st.counters["allowed"] = static_cast<double>(n);
+  st.SetLabel(std::string("after '") + kSchemaStates[st.range(0)] + "'");
+}
+BENCHMARK(BM_SchemaAllowed)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond);
+
+// Each state's allowed set is what feeding each token alone gives; returns false on a mismatch.
+template <typename State>
+bool check(const State& from, const char* text) {
+  std::vector<uint32_t> allowed;
+  g_trie->allowed(from, allowed);
+  int64_t n = 0;
+  for (std::size_t id = 0; id < g_bytes.size(); ++id) {
+    State alone = from;
+    const bool want = !g_bytes[id].empty() && alone.feed(g_bytes[id]);
+    if (want != mask_allows(allowed, id)) {
+      std::fprintf(stderr, "check failed: after '%s', token %zu\n", text, id);
+      return false;
+    }
+    n += want;
+  }
+  std::printf("check: after '%s': %lld of %zu tokens allowed, as fed one by one\n", text, static_cast<long long>(n),
+              g_bytes.size());
+  return true;
+}
 
 }  // namespace
 
@@ -79,23 +140,11 @@ int main(int argc, char** argv) {
   const double build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::printf("vocabulary %zu tokens; trie built in %.1f ms\n", g_bytes.size(), build_ms);
   // Check: each state's allowed set is what feeding each token alone gives.
-  std::vector<uint32_t> allowed;
-  for (int i = 0; i < static_cast<int>(std::size(kStates)); ++i) {
-    const JsonPrefix from = state(i);
-    g_trie->allowed(from, allowed);
-    int64_t n = 0;
-    for (std::size_t id = 0; id < g_bytes.size(); ++id) {
-      JsonPrefix alone = from;
-      const bool want = !g_bytes[id].empty() && alone.feed(g_bytes[id]);
-      if (want != (mask_allows(allowed, id))) {
-        std::fprintf(stderr, "check failed: state %d token %zu\n", i, id);
-        return 1;
-      }
-      n += want;
-    }
-    std::printf("check: after '%s': %lld of %zu tokens allowed, as fed one by one\n", kStates[i],
-                static_cast<long long>(n), g_bytes.size());
-  }
+  g_schema = JsonSchema::compile(kSchema);
+  for (int i = 0; i < static_cast<int>(std::size(kStates)); ++i)
+    if (!check(state(i), kStates[i])) return 1;
+  for (int i = 0; i < static_cast<int>(std::size(kSchemaStates)); ++i)
+    if (!check(schema_state(i), kSchemaStates[i])) return 1;
   int n = static_cast<int>(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();

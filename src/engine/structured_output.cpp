@@ -1,6 +1,9 @@
 // The recognizers and the token trie of structured_output.h.
 #include "engine/structured_output.h"
 
+#include "engine/json_schema.h"
+#include "engine/recognizer_util.h"
+
 namespace dpa::engine {
 namespace {
 
@@ -13,18 +16,6 @@ int hex_value(uint8_t c) {
   return -1;
 }
 constexpr const char* kLiterals[] = {"true", "false", "null"};
-
-// A recognizer's feed() of several bytes: all of them, or none (the state as before).
-template <typename State>
-bool feed_all(State& s, std::string_view bytes) {
-  const State before = s;
-  for (char c : bytes)
-    if (!s.feed(static_cast<uint8_t>(c))) {
-      s = before;
-      return false;
-    }
-  return true;
-}
 
 }  // namespace
 
@@ -301,7 +292,9 @@ void TokenTrie::Trie::copy_same(std::vector<uint32_t>& allowed) const {
   }
 }
 
-void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const {
+// The JSON recognizers read strings by the same rules, so they share the plain-token set.
+template <typename Json>
+void TokenTrie::allowed_json(const Json& from, std::vector<uint32_t>& allowed) const {
   const bool plain = from.in_plain_string();
   if (plain) allowed = plain_;
   else allowed.assign(static_cast<std::size_t>(mask_words()), 0);
@@ -309,6 +302,9 @@ void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) 
   t.walk(0, from, allowed);
   t.copy_same(allowed);
 }
+
+void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const { allowed_json(from, allowed); }
+void TokenTrie::allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed) const { allowed_json(from, allowed); }
 
 void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const {
   allowed.assign(static_cast<std::size_t>(mask_words()), 0);

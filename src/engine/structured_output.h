@@ -13,6 +13,8 @@
 
 namespace dpa::engine {
 
+class SchemaPrefix;  // json_schema.h
+
 // A JSON text (RFC 8259) being written, byte by byte; its top-level value must be an object.
 // feed() takes a byte when some valid text continues what was fed with it, and leaves the state
 // unchanged otherwise. Strings must be valid UTF-8 (no overlong forms, surrogates or values past
@@ -107,6 +109,7 @@ class TokenTrie {
   // for the others (and past the vocabulary); allowed.size() == mask_words().
   void allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const;
   void allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const;
+  void allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed) const;
 
  private:
   struct Node {
@@ -122,6 +125,8 @@ class TokenTrie {
     void walk(int32_t node, const State& state, std::vector<uint32_t>& allowed) const;
     void copy_same(std::vector<uint32_t>& allowed) const;  // ids of the same bytes as their first
   };
+  template <typename Json>
+  void allowed_json(const Json& from, std::vector<uint32_t>& allowed) const;
   int64_t vocab_ = 0;
   std::vector<std::string> bytes_;
   Trie all_;                    // every token with bytes

@@ -1,0 +1,159 @@
+// Structured output to a JSON Schema (OpenAI's response_format {"type": "json_schema"}, vLLM's
+// guided_json): the schema compiled once into a graph of nodes, and a byte-level recognizer of
+// the JSON texts that conform to it, for TokenTrie::allowed (structured_output.h).
+//
+// Supported (JSON Schema 2020-12 spelling): type (a name or a list), enum, const, properties,
+// required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength,
+// minimum / maximum / exclusiveMinimum / exclusiveMaximum on integers, anyOf, oneOf (as anyOf:
+// that exactly one branch matches is not enforced), allOf of one schema, $ref to a JSON pointer
+// into the document (recursion allowed), $defs / definitions. Annotations are ignored, format
+// among them (2020-12 makes it an annotation unless the format-assertion vocabulary is on).
+// Anything else is refused at compile(), naming the keyword and where it is; so are $ref, allOf,
+// anyOf and oneOf beside other assertions (annotations and $defs aside), enum / const beside
+// any but type, and bounds on schemas admitting non-integer numbers.
+//
+// Limits, each of which only narrows what may be written (never to a dead end):
+//   - lexical rules as JsonPrefix's (UTF-8, escapes, whitespace runs of at most 32 bytes, none
+//     after the value, nesting depth at most 64; values that would need deeper nesting are not
+//     started);
+//   - object keys, enum and const values are accepted in their canonical form only (Boost.JSON's
+//     serialization; enum/const objects and arrays compact);
+//   - integers under bounds are kept within int64 and written without "-0";
+//   - at most 64 declared properties per object schema; at most kMaxExtraKeys undeclared keys per
+//     object; an undeclared key is told from earlier ones by a 64-bit hash of its bytes;
+//   - at most kMaxAlternatives parses are followed at once (anyOf branches, type lists, enums);
+//     past that the later ones are dropped (see SchemaPrefix::feed).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/recognizer_util.h"
+
+namespace dpa::engine {
+
+class SchemaPrefix;
+
+// A compiled schema: immutable, shared by the recognizers of many requests (safe to read from
+// several threads).
+class JsonSchema {
+ public:
+  static constexpr std::size_t kMaxText = 64 * 1024;  // bytes of schema text
+  static constexpr std::size_t kMaxNodes = 4096;      // subschemas
+  // Compiles the schema document (JSON text). Throws dpa::Error with a message fit for the API
+  // user (which keyword, at which JSON pointer) when the text is not JSON, not a schema, uses
+  // what is not supported, or admits no value at all.
+  static std::shared_ptr<const JsonSchema> compile(std::string_view schema_json);
+
+ private:
+  friend class SchemaPrefix;
+  friend class SchemaCompiler;
+  static constexpr uint8_t kNoWitness = 255;  // min_depth of a node no value (within the depth limit) conforms to
+  struct Node {
+    uint8_t types = 0;             // kinds of value it admits (json_schema.cpp's type bits)
+    std::vector<uint32_t> leaves;  // the nodes a value of it is one of: anyOf and $ref resolved
+    // Set while compiling, folded into leaves afterwards:
+    int64_t alias = -1;            // $ref / allOf target
+    std::vector<uint32_t> any_of;  // anyOf / oneOf branches
+    // enum / const: the canonical texts, sorted, and each one's nesting depth.
+    bool is_enum = false;
+    std::vector<std::string> enum_text;
+    std::vector<uint8_t> enum_depth;
+    // Objects: declared names (canonical encodings, sorted) and their schemas.
+    std::vector<std::string> names;
+    std::vector<uint32_t> props;
+    uint64_t required = 0;    // a bit per names[i]
+    uint32_t additional = 0;  // schema of undeclared keys' values (the node of `false` refuses them)
+    // Arrays.
+    std::vector<uint32_t> prefix_items;
+    uint32_t items = 0;
+    uint64_t min_items = 0, max_items = UINT64_MAX;
+    // Strings, in code points.
+    uint64_t min_length = 0, max_length = UINT64_MAX;
+    // Integers.
+    bool bounded = false;
+    int64_t lo = INT64_MIN, hi = INT64_MAX;
+    // The least nesting a conforming value needs (containers, this one included), per kind.
+    uint8_t min_depth = kNoWitness, min_depth_object = kNoWitness, min_depth_array = kNoWitness;
+    uint32_t item(uint64_t i) const { return i < prefix_items.size() ? prefix_items[i] : items; }
+  };
+  std::vector<Node> nodes_;  // [0]: the schema `true`, [1]: `false`
+  uint32_t root_ = 0;
+};
+
+// A JSON text conforming to a schema, being written byte by byte. Several parses may be alive at
+// once (the alternatives of anyOf, of a type list, of enum values): a byte is taken when some
+// parse takes it, and the parses that refuse it end. Every reachable state has a continuing byte
+// or is complete.
+class SchemaPrefix {
+ public:
+  static constexpr std::size_t kMaxDepth = 64;
+  static constexpr uint8_t kMaxWhitespace = 32;
+  static constexpr std::size_t kMaxAlternatives = 64;
+  static constexpr uint16_t kMaxExtraKeys = 64;
+  explicit SchemaPrefix(const JsonSchema& schema);  // the schema outlives the recognizer
+  // Takes c iff some conforming text continues what was fed with c; unchanged otherwise.
+  bool feed(uint8_t c);
+  bool feed(std::string_view bytes);  // all of them, or false (then the state is as before)
+  // What was fed is a whole conforming text (nothing, not even whitespace, may follow).
+  bool complete() const;
+  // Every parse is inside an unconstrained string (no maxLength, not an enum value, not a key),
+  // between characters: TokenTrie's plain tokens all keep it so.
+  bool in_plain_string() const;
+
+ private:
+  // An open container of one parse, or the hash of an undeclared key its innermost object has
+  // had (kept above that object's frame, popped with it).
+  struct Frame {
+    uint64_t word = 0;      // object: declared names seen (bit i); array: items begun; key: its hash
+    uint32_t node = 0;      // the container's schema node
+    uint16_t n_extra = 0;   // object: undeclared keys so far
+    uint8_t kind = 0;       // Kind in json_schema.cpp
+    uint8_t unused = 0;
+    bool operator==(const Frame&) const = default;
+  };
+  // Where one parse is: the lexical state of what it reads, and how many frames it has (its
+  // frames follow the earlier parses' in frames_).
+  struct Top {
+    uint64_t num = 0;        // bounded integer: magnitude so far; key: hash of its bytes so far
+    uint32_t node = 0;       // the node of the value read (or, before one, to be read)
+    uint32_t lo = 0, hi = 0; // key or enum: the candidates [lo, hi) of the sorted texts
+    uint32_t at = 0;         // key or enum: bytes matched; string value: code points so far
+    uint16_t n_frames = 0;
+    uint16_t hex_value = 0;  // the \uXXXX digits so far
+    uint8_t phase = 0;       // Phase in json_schema.cpp
+    uint8_t depth = 0;       // containers open
+    uint8_t ws = 0;          // structural whitespace bytes in a row
+    uint8_t flags = 0;       // Flag bits in json_schema.cpp
+    uint8_t utf8_left = 0, utf8_lo = 0x80, utf8_hi = 0xbf;
+    uint8_t hex_left = 0;
+    uint8_t lit = 0, lit_at = 0;
+    bool operator==(const Top&) const = default;
+  };
+  struct Out {
+    SmallVec<Top, 2> tops;
+    SmallVec<Frame, 16> frames;
+  };
+  enum class Did : uint8_t { drop, keep, emitted };
+  Did step(Top& t, std::size_t base, uint8_t c, Out& out) const;
+  Did value_start(Top& t, std::size_t base, uint8_t c, Out& out) const;
+  Did key_byte(Top& t, uint8_t c, Out& out) const;
+  Did key_close(Top& t, Out& out) const;
+  Did value_string_byte(Top& t, uint8_t c) const;
+  Did number_byte(Top& t, std::size_t base, uint8_t c, Out& out) const;
+  Did close_container(Top& t, Out& out) const;
+  bool key_possible(const Top& t, std::size_t obj, const Out& out) const;
+  bool extra_ok(const Top& t, const Frame& obj) const;
+  bool declared_viable(const Top& t, const Frame& obj, uint32_t lo, uint32_t hi) const;
+  bool number_complete(const Top& t) const;
+  bool choice_exact(const Top& t) const;
+  static void merge(Out& out);
+
+  const JsonSchema* schema_;
+  Out st_;
+};
+
+}  // namespace dpa::engine
