@@ -13,6 +13,7 @@ packages=(
   libpcre2-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs python3 python3-jinja2
+  python3-jsonschema  # the oracle of the json_schema output checks
   clang-14 libclang-rt-14-dev
   curl
   iproute2  # network namespaces: the multi-host test on one machine

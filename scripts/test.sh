@@ -29,7 +29,8 @@ if [[ $# -eq 0 && ${DPA_SKIP_FUZZ:-0} != 1 ]]; then
     -DDPA_BUILD_TESTS=ON >"$fuzz.configure.log" 2>&1 || { cat "$fuzz.configure.log"; exit 1; }
   ninja -C "$fuzz" -j "${DPA_JOBS:-$(nproc)}" dpa_fuzzers
   rm -rf "$fuzz/runs"; mkdir -p "$fuzz/runs"
-  printf '%s\n' fuzz_http_request fuzz_tokenizer fuzz_chat_template fuzz_checkpoint_header fuzz_batch_line |
+  printf '%s\n' fuzz_http_request fuzz_tokenizer fuzz_chat_template fuzz_checkpoint_header fuzz_batch_line \
+    fuzz_json_schema |
     xargs -P "${DPA_TEST_JOBS:-2}" -I{} bash -c '
       mkdir -p "$0/runs/{}/corpus" && cd "$0/runs/{}" &&
       "$0/tests/fuzz/{}" -seed=1 -max_total_time="${DPA_FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/runtime.h"
+#include "engine/json_schema.h"
 #include "engine/sampler.h"
 #include "engine/wire.h"
 
@@ -143,10 +144,17 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
       why = fmt::format("this model's maximum context length is {} tokens; the request has {} prompt tokens and max_tokens {}",
                         max_len, n, r.params.max_tokens);
     if (why.empty() && r.params.structure != Structure::none && !cfg_.vocab_trie)
-      why = "structured output (response_format json_object, guided_choice) needs the model's tokenizer, and this checkpoint has none";
+      why = "structured output (response_format, guided_choice, guided_json) needs the model's tokenizer, and this checkpoint has none";
     if (why.empty() && r.params.structure == Structure::choice &&
         (r.params.choices.empty() || !std::is_sorted(r.params.choices.begin(), r.params.choices.end())))
       why = "guided_choice: the choices must be given (sorted, as the frontend sends them)";
+    if (why.empty() && r.params.structure == Structure::json_schema) {
+      try {  // the frontend checked it; every rank compiles its own (deterministic) copy
+        r.schema = JsonSchema::compile(r.params.json_schema);
+      } catch (const Error& e) {
+        why = fmt::format("json_schema: {}", e.what());
+      }
+    }
     if (why.empty() && sched_.blocks().pages_for(n + r.params.max_tokens) > sched_.blocks().total())
       why = fmt::format("the request needs {} KV pages but a replica holds {}",
                         sched_.blocks().pages_for(n + r.params.max_tokens), sched_.blocks().total());
@@ -253,7 +261,9 @@ void Engine::constrain_output(const Sequence& s, int32_t row) {
     trie.allowed(recognizer, allowed_);
     return recognizer.complete();
   };
-  const bool complete = p.structure == Structure::choice ? follow(ChoicePrefix(p.choices)) : follow(JsonPrefix());
+  const bool complete = p.structure == Structure::choice        ? follow(ChoicePrefix(p.choices))
+                        : p.structure == Structure::json_schema ? follow(SchemaPrefix(*s.req.schema))
+                                                                : follow(JsonPrefix());
   // Ids past the tokenizer's are never allowed; those past the model's are not looked at.
   allowed_.resize(static_cast<std::size_t>(backend::token_mask_words(vocab)), 0);
   if (complete)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,10 +17,13 @@ struct LogitBias {
   float bias = 0.0f;
 };
 
-// The shape the output must have: none, a JSON object (response_format json_object), or one of
-// SamplingParams::choices (guided_choice). The draws are restricted to the tokens that keep the
-// text a prefix of such an output, and the end of the sequence to where the text is one.
-enum class Structure : uint8_t { none, json_object, choice };
+// The shape the output must have: none, a JSON object (response_format json_object), one of
+// SamplingParams::choices (guided_choice), or a JSON text conforming to SamplingParams::json_schema
+// (response_format json_schema, guided_json). The draws are restricted to the tokens that keep
+// the text a prefix of such an output, and the end of the sequence to where the text is one.
+enum class Structure : uint8_t { none, json_object, choice, json_schema };
+
+class JsonSchema;  // json_schema.h
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
@@ -43,6 +47,7 @@ struct SamplingParams {
   std::vector<LogitBias> logit_bias;  // distinct tokens, ascending
   Structure structure = Structure::none;
   std::vector<std::string> choices;  // Structure::choice: non-empty strings, sorted, distinct
+  std::string json_schema;           // Structure::json_schema: the schema document (JSON text)
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
 };
 
@@ -54,6 +59,8 @@ struct Request {
   std::vector<int32_t> prompt;
   SamplingParams params;
   int32_t data_parallel_rank = -1;  // pinned replica, -1: the router decides
+  // Structure::json_schema: params.json_schema compiled, by every rank at admission (not sent).
+  std::shared_ptr<const JsonSchema> schema;
 };
 
 struct TokenLogprob {

@@ -87,6 +87,7 @@ void put_params(Writer& w, const SamplingParams& p) {
   w.put<uint8_t>(static_cast<uint8_t>(p.structure));
   w.put<uint64_t>(p.choices.size());
   for (const auto& c : p.choices) w.put_str(c);
+  w.put_str(p.json_schema);
   // Stop strings are matched on rank 0 alone; other ranks do not need them.
 }
 
@@ -110,10 +111,11 @@ SamplingParams get_params(Reader& r) {
   p.prompt_logprobs = r.get<int32_t>();
   p.logit_bias = r.get_vec<LogitBias>();
   const uint8_t structure = r.get<uint8_t>();
-  if (structure > static_cast<uint8_t>(Structure::choice)) fail_one("engine", "wire decode", __FILE__, __LINE__, "unknown output structure");
+  if (structure > static_cast<uint8_t>(Structure::json_schema)) fail_one("engine", "wire decode", __FILE__, __LINE__, "unknown output structure");
   p.structure = static_cast<Structure>(structure);
   const uint64_t n_choices = r.get<uint64_t>();
   for (uint64_t i = 0; i < n_choices; ++i) p.choices.push_back(r.get_str());
+  p.json_schema = r.get_str();
   return p;
 }
 

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "engine/json_schema.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -294,6 +295,81 @@ bool thinks(const json::object& o, ReasoningParser p) {
   return asked.value_or(p == ReasoningParser::deepseek_r1);
 }
 
+// The output's structure, at most one: OpenAI's response_format, vLLM's guided_json,
+// guided_choice and structured_outputs, SGLang's json_schema. A schema is compiled here too, so
+// that one the server cannot follow is a 400 naming the keyword, not a failure at admission.
+void parse_structure(const json::object& o, engine::SamplingParams& p) {
+  const char* set_by = nullptr;
+  auto set = [&](const char* name, engine::Structure st) {
+    if (set_by) bad(name, fmt::format("'{}' and '{}' cannot be combined: give one output structure", set_by, name));
+    set_by = name;
+    p.structure = st;
+  };
+  auto schema = [&](const char* name, const json::value& v) {
+    std::string text;
+    if (v.is_string())  // the document as a string (SGLang's json_schema, vLLM's guided_json)
+      text = v.as_string();
+    else if (v.is_object() || v.is_bool())
+      text = json::serialize(v);
+    else
+      bad(name, fmt::format("'{}' must be a JSON schema (an object, or its text)", name));
+    try {
+      engine::JsonSchema::compile(text);
+    } catch (const Error& e) {
+      bad(name, fmt::format("'{}': {}", name, e.what()));
+    }
+    set(name, engine::Structure::json_schema);
+    p.json_schema = std::move(text);
+  };
+  auto choices = [&](const char* name, const json::value& gc) {
+    const std::string form = fmt::format("'{}' must be an array of 1 to 1024 non-empty strings", name);
+    if (!gc.is_array() || gc.as_array().empty() || gc.as_array().size() > 1024) bad(name, form);
+    std::size_t bytes = 0;
+    for (const auto& c : gc.as_array()) {
+      if (!c.is_string() || c.as_string().empty()) bad(name, form);
+      bytes += c.as_string().size();
+      p.choices.emplace_back(c.as_string());
+    }
+    if (bytes > 65536) bad(name, fmt::format("'{}' strings must total at most 64 KiB", name));
+    std::sort(p.choices.begin(), p.choices.end());
+    p.choices.erase(std::unique(p.choices.begin(), p.choices.end()), p.choices.end());
+    set(name, engine::Structure::choice);
+  };
+  if (const json::value* rf = field(o, "response_format")) {
+    const json::value* type = rf->is_object() ? rf->as_object().if_contains("type") : nullptr;
+    if (!type || !type->is_string()) bad("response_format", "'response_format' must be an object with a string 'type'");
+    const std::string t(type->as_string());
+    if (t == "json_object") {
+      set("response_format", engine::Structure::json_object);
+    } else if (t == "json_schema") {
+      const json::value* js = rf->as_object().if_contains("json_schema");
+      const json::value* sch = js && js->is_object() ? js->as_object().if_contains("schema") : nullptr;
+      if (!sch || sch->is_null())
+        bad("response_format", "'response_format' of type 'json_schema' needs 'json_schema': {\"name\": ..., \"schema\": {...}}");
+      schema("response_format", *sch);
+    } else if (t != "text") {
+      bad("response_format", fmt::format("'response_format' of type '{}' is not supported by this server; send "
+                                         "'json_schema', 'json_object', 'text' or leave it out", t));
+    }
+  }
+  if (const json::value* v = field(o, "guided_json")) schema("guided_json", *v);
+  if (const json::value* v = field(o, "guided_choice")) choices("guided_choice", *v);
+  if (const json::value* v = field(o, "json_schema")) schema("json_schema", *v);
+  if (const json::value* so = field(o, "structured_outputs")) {  // vLLM's newer form of the guided_* fields
+    if (!so->is_object()) bad("structured_outputs", "'structured_outputs' must be an object");
+    for (const auto& kv : so->as_object()) {
+      const std::string key(kv.key());
+      if (kv.value().is_null()) continue;
+      if (key == "json") schema("structured_outputs", kv.value());
+      else if (key == "choice") choices("structured_outputs", kv.value());
+      else if (key == "json_object" && kv.value().is_bool()) {
+        if (kv.value().as_bool()) set("structured_outputs", engine::Structure::json_object);
+      } else
+        bad("structured_outputs", fmt::format("'structured_outputs' '{}' is not supported by this server", key));
+    }
+  }
+}
+
 }  // namespace
 
 ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInfo& m) {
@@ -343,40 +419,10 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     }
     for (const auto& st : p.stop) if (st.empty()) bad("stop", "'stop' strings must not be empty");
   }
+  parse_structure(o, p);
   // Fields whose meaning this server does not implement: refused, not ignored, since ignoring
   // them would answer a different question than the one asked.
-  if (const json::value* rf = field(o, "response_format")) {
-    const json::value* type = rf->is_object() ? rf->as_object().if_contains("type") : nullptr;
-    if (!type || !type->is_string()) bad("response_format", "'response_format' must be an object with a string 'type'");
-    if (type->as_string() == "json_object")
-      p.structure = engine::Structure::json_object;
-    else if (type->as_string() != "text")
-      bad("response_format", fmt::format("'response_format' of type '{}' is not supported by this server (no schema- or "
-                                         "grammar-constrained decoding); send 'json_object', 'text' or leave it out",
-                                         std::string(type->as_string())));
-  }
-  // vLLM's guided_choice: the output is one of the strings given.
-  if (const json::value* gc = field(o, "guided_choice")) {
-    if (p.structure != engine::Structure::none)
-      bad("guided_choice", "'guided_choice' and 'response_format' json_object cannot be combined");
-    if (!gc->is_array() || gc->as_array().empty() || gc->as_array().size() > 1024)
-      bad("guided_choice", "'guided_choice' must be an array of 1 to 1024 non-empty strings");
-    std::size_t bytes = 0;
-    for (const auto& c : gc->as_array()) {
-      if (!c.is_string() || c.as_string().empty())
-        bad("guided_choice", "'guided_choice' must be an array of 1 to 1024 non-empty strings");
-      bytes += c.as_string().size();
-      p.choices.emplace_back(c.as_string());
-    }
-    if (bytes > 65536) bad("guided_choice", "'guided_choice' strings must total at most 64 KiB");
-    std::sort(p.choices.begin(), p.choices.end());
-    p.choices.erase(std::unique(p.choices.begin(), p.choices.end()), p.choices.end());
-    p.structure = engine::Structure::choice;
-  }
-  // The other constrained-decoding fields of vLLM and SGLang, and token restrictions: not
-  // implemented here.
-  for (const char* name : {"guided_json", "guided_regex", "guided_grammar", "structured_outputs",
-                           "regex", "ebnf", "json_schema", "allowed_token_ids", "bad_words"}) {
+  for (const char* name : {"guided_regex", "guided_grammar", "regex", "ebnf", "allowed_token_ids", "bad_words"}) {
     const json::value* v = field(o, name);
     const bool empty = !v || (v->is_array() && v->as_array().empty()) || (v->is_bool() && !v->as_bool());
     if (!empty) bad(name, fmt::format("'{}' is not supported by this server", name));
@@ -450,7 +496,7 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   }
   if (p.min_tokens > (r.prompt_only ? 0 : p.max_tokens)) bad("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
   if (p.min_tokens > 0 && p.structure != engine::Structure::none)  // it would ban the end the structure reached
-    bad("min_tokens", "'min_tokens' cannot be combined with 'response_format' json_object or 'guided_choice': the "
+    bad("min_tokens", "'min_tokens' cannot be combined with 'response_format', 'guided_choice' or 'guided_json': the "
                       "structure decides where the output ends");
   for (const auto& ids : r.prompts)
     if (static_cast<int64_t>(ids.size()) + p.max_tokens > m.max_model_len)

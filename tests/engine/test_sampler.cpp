@@ -348,12 +348,19 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   EXPECT_EQ(rs[0].params.prompt_logprobs, 3);
   EXPECT_EQ(rs[0].params.structure, Structure::choice);
   EXPECT_EQ(rs[0].params.choices, r.params.choices);
+  EXPECT_TRUE(rs[0].params.json_schema.empty());
   EXPECT_EQ(rs[0].params.stop_token_ids, r.params.stop_token_ids);
   ASSERT_EQ(rs[0].params.logit_bias.size(), 2u);
   EXPECT_EQ(rs[0].params.logit_bias[1].token, 11);
   EXPECT_EQ(rs[0].params.logit_bias[0].bias, -2.5f);
   EXPECT_EQ(ab, (std::vector<uint64_t>{7, 8}));
   EXPECT_TRUE(sd);
+  r.params.structure = Structure::json_schema;  // the schema's text travels; its compiled form does not
+  r.params.json_schema = R"({"type": "integer", "minimum": 3})";
+  decode_intake(encode_intake({r}, {}, false), &rs, &ab, &sd);
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].params.structure, Structure::json_schema);
+  EXPECT_EQ(rs[0].params.json_schema, r.params.json_schema);
   TokenOutput o{42, 17, -0.5f, FinishReason::length, {{1, -0.1f}, {2, -0.2f}}};
   o.prompt_logprobs = {{6, -1.5f, 3, {{9, -0.25f}}}, {7, -2.5f, 12, {}}};
   auto outs = decode_outputs(encode_outputs({o, TokenOutput{43, 5}}));

@@ -10,7 +10,8 @@
 #     wrong one) and not 401 with it; the server binds 127.0.0.1 when --host is not given;
 #  3. request features against an oracle of the same server: truncation, special tokens, SGLang's
 #     /generate, the reasoning split, prompt logprobs (lm-eval's echo + logprobs, vLLM's form),
-#     response_format json_object, guided_choice.
+#     response_format json_object and json_schema (guided_json, structured_outputs, SGLang's
+#     json_schema), guided_choice.
 #   bad_input_e2e.sh MPIEXEC DPA_SERVE WORKDIR
 set -u
 mpiexec=$1; bin=$2; work=$3
@@ -86,13 +87,17 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}' \
          '"response_format":{"type":"json_schema","json_schema":{}}' '"response_format":{"type":"yaml"}' \
          '"response_format":"json"' '"response_format":{}' '"suffix":"end"' '"suffix":1' '"best_of":3' \
-         '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"object"}' '"echo":false,"max_tokens":0' \
+         '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"string","pattern":"a"}' '"echo":false,"max_tokens":0' \
          '"echo":true,"max_tokens":0,"min_tokens":1' '"prompt_logprobs":-1' '"prompt_logprobs":"2"' \
          '"prompt_logprobs":1000' '"prompt_logprobs":1,"stream":true' \
          '"guided_regex":"a+"' '"guided_choice":[]' '"guided_choice":"a"' '"guided_choice":[""]' '"guided_choice":[1]' \
          '"response_format":{"type":"json_object"},"guided_choice":["a"]' '"guided_choice":["a"],"min_tokens":1' \
-         '"response_format":{"type":"json_object"},"min_tokens":1' '"guided_grammar":"root ::= x"' '"structured_outputs":{}' \
-         '"regex":"a"' '"ebnf":"x"' '"json_schema":{}' '"allowed_token_ids":[1,2]' '"bad_words":["x"]' \
+         '"response_format":{"type":"json_object"},"min_tokens":1' '"guided_grammar":"root ::= x"' \
+         '"structured_outputs":{"regex":"a"}' '"structured_outputs":[]' '"guided_json":"{not json"' '"guided_json":5' \
+         '"guided_json":{"enum":[]}' '"json_schema":{"$ref":"http://example.com/s.json"}' '"json_schema":{"type":"str"}' \
+         '"guided_json":{"type":"object"},"guided_choice":["a"]' '"guided_json":{"type":"object"},"min_tokens":1' \
+         '"response_format":{"type":"json_object"},"structured_outputs":{"json":{"type":"object"}}' \
+         '"regex":"a"' '"ebnf":"x"' '"allowed_token_ids":[1,2]' '"bad_words":["x"]' \
          '"truncate_prompt_tokens":0' '"truncate_prompt_tokens":"x"' \
          '"truncate_prompt_tokens":-2' '"add_special_tokens":"no"'; do
   # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
@@ -256,6 +261,7 @@ grep -q '"text"' "$work/body" || bad "completion after the bad input has no text
 check 200 POST /v1/chat/completions "${A[@]}" "${J[@]}" -d "{$M1}"
 # What the refusals above leave alone: text output, an empty or null suffix, best_of equal to n.
 C 200 '{"prompt":"Hello","max_tokens":2,"response_format":{"type":"text"},"suffix":"","best_of":2,"n":2}'
+C 200 '{"prompt":"Hello","max_tokens":2,"structured_outputs":{},"guided_json":null,"json_schema":true}'
 CH 200 "{$M1,\"response_format\":{\"type\":\"text\"},\"suffix\":null,\"logit_bias\":{\"5\":-100}}"
 # Tools as clients send them: tool_choice auto (the default) and none, and a conversation that
 # carries a past call (arguments as text and as an object) and its result.
@@ -362,6 +368,9 @@ $PY "$here/output_checks.py" prompt-logprobs "$url" "$KEY" "$vocab" 1e-4 \
 $PY "$here/output_checks.py" json-object "$url" "$KEY" \
   && ok "response_format json_object: forced {}, sampled prefixes, chat, stream" || bad "response_format json_object"
 $PY "$here/output_checks.py" choice "$url" "$KEY" && ok "guided_choice: one of the strings, or a prefix when cut" || bad "guided_choice"
+$PY "$here/output_checks.py" json-schema "$url" "$KEY" \
+  && ok "json_schema (response_format, guided_json, structured_outputs, /generate): stopped answers validate" \
+  || bad "json_schema"
 
 # ---------------------------------------------------------------- access: the route table
 # Every route api_server.cpp serves, with the method it takes.
