@@ -86,6 +86,11 @@ for step in $steps; do
       python3 tests/serve/output_checks.py prompt-logprobs "$url" x "$vocab" 5e-2 2>&1 | tail -3 | tee "$out/scoring.txt"
       python3 tests/serve/output_checks.py json-object "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
       python3 tests/serve/output_checks.py choice "$url" x 2>&1 | tail -3 && echo "choice: ok" | tee -a "$out/scoring.txt"
+      if python3 -c "import jsonschema" 2>/dev/null; then
+        python3 tests/serve/output_checks.py json-schema "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
+      else
+        echo "json-schema: skipped (no python3 jsonschema here)" | tee -a "$out/scoring.txt"
+      fi
       kill "$srv"; wait "$srv" ;;
     e2e)  # the end-to-end workload of the performance issue (target 5), one GPU
       [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \

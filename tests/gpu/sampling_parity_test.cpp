@@ -112,6 +112,10 @@ TEST(BackendParity, Sample) {
       for (int64_t t = 0; t < c.vocab; ++t)
         if (form == 2 || (form == 0 && rnd_int(0, 1) == 1) || (form == 1 && t == c.vocab / 2))
           masks[i * static_cast<std::size_t>(words) + static_cast<std::size_t>(t >> 5)] |= 1u << (t & 31);
+      // A row keeps a token at least (structured output always allows one; with none the
+      // log-partition is NaN on both sides).
+      const int64_t one = rnd_int(0, c.vocab - 1);
+      masks[i * static_cast<std::size_t>(words) + static_cast<std::size_t>(one >> 5)] |= 1u << (one & 31);
     }
     Dual<int32_t> dmr(mask_rows);
     Dual<uint32_t> dm(masks);
