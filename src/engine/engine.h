@@ -163,9 +163,11 @@ class Engine {
   void gather_headers(const StepPlan& plan, bool sync);
   // Returns whether a row's next draw needs this step's token on the host.
   bool plan_sampling(StepPlan& plan);
-  // Structured output: masks row `row` (mask_rows_, masks_) to the tokens that keep s's output a
-  // prefix of what SamplingParams::structure asks for, and EOS only where the output is complete.
-  void constrain_output(const Sequence& s, int32_t row);
+  // Structured output: the masks (masks_, one per constrained_ row) of the tokens that keep each
+  // output a prefix of what SamplingParams::structure asks for, and EOS only where the output
+  // is complete. mask_output: one sequence's, into `mask` (zeroed; `allowed` is scratch).
+  void constrain_outputs();
+  void mask_output(const Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const;
   // The launched step's draws, commit, outputs and statistics.
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
@@ -188,7 +190,7 @@ class Engine {
   std::vector<int32_t> argmax_;
   std::vector<int32_t> mask_rows_;  // constrained rows (of specs_) and their token masks
   std::vector<uint32_t> masks_;
-  std::vector<uint32_t> allowed_;  // constrain_output's scratch
+  std::vector<const Sequence*> constrained_;  // the sequences of mask_rows_, while planning
 
   // Rank 0 intake queue, filled by other threads.
   std::mutex mu_;
