@@ -47,6 +47,7 @@ Generation::Generation(const ParsedRequest& req, const text::Tokenizer* tok, std
   if (tok_) detok_ = std::make_unique<text::IncrementalDetokenizer>(*tok_, req.skip_special_tokens);
   if (prompt_index < req.echo_texts.size()) echo_ = valid_utf8(req.echo_texts[prompt_index]);
   if (req.tool_parser != ToolParser::none) tools_ = std::make_unique<ToolCallStream>(req.tool_parser);
+  if (req.forced_tools != ForcedTools::none) tools_ = std::make_unique<ToolCallStream>(req.forced_tools, req.forced_tool);
   if (req.reasoning_parser != ReasoningParser::none) reasoning_stream_ = std::make_unique<ReasoningStream>();
 }
 
@@ -152,8 +153,10 @@ std::vector<ToolCall> Generation::take_stream_tool_calls(std::size_t& first) {
 }
 
 std::string Generation::finish_reason() const {
-  // As vLLM: a generation that ended by itself after calling tools reports "tool_calls".
-  if (finish_ == engine::FinishReason::stop && !tool_calls().empty()) return "tool_calls";
+  // As vLLM: a generation that ended by itself after calling tools reports "tool_calls"; one
+  // made to call a named function reports "stop", as OpenAI's does.
+  if (finish_ == engine::FinishReason::stop && !tool_calls().empty() && req_.forced_tools != ForcedTools::named)
+    return "tool_calls";
   return engine_finish_reason();
 }
 

@@ -155,9 +155,71 @@ json::value past_tool_calls(const json::value& v) {
   return out;
 }
 
+// A JSON document's local $refs ("#..."), moved under `at` (a JSON pointer) of a larger document.
+void move_refs(json::value& v, const std::string& at) {
+  if (auto* o = v.if_object()) {
+    for (auto& kv : *o) {
+      if (kv.key() == "$ref" && kv.value().is_string() && kv.value().as_string().starts_with("#"))
+        kv.value() = "#" + at + std::string(kv.value().as_string()).substr(1);
+      else if (kv.key() != "enum" && kv.key() != "const")  // values, not schemas
+        move_refs(kv.value(), at);
+    }
+  } else if (auto* a = v.if_array()) {
+    for (auto& e : *a) move_refs(e, at);
+  }
+}
+
+// tool_choice "required" or {"type": "function", "function": {"name": ...}}, as vLLM serves them:
+// the output is the named function's arguments (its parameters' schema), or a JSON array of
+// {"name", "parameters"} objects, one of the tools each, and is read back as tool_calls.
+void force_tools(const json::array& tools, const json::value* named, ParsedRequest& r) {
+  auto params = [](const json::object& fn) {
+    const json::value* ps = field(fn, "parameters");
+    return ps ? *ps : json::value(json::object{{"type", "object"}});
+  };
+  json::value schema;
+  if (named) {
+    const json::value* fn = named->is_object() ? field(named->as_object(), "function") : nullptr;
+    const json::value* name = fn && fn->is_object() ? field(fn->as_object(), "name") : nullptr;
+    if (!name || !name->is_string())
+      bad("tool_choice", "a named 'tool_choice' must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    for (const auto& t : tools) {
+      const json::object& f = t.at("function").as_object();
+      if (f.at("name") == *name) schema = params(f);
+    }
+    if (schema.is_null())
+      bad("tool_choice", fmt::format("'tool_choice' names '{}', which is not one of the tools", std::string(name->as_string())));
+    r.forced_tools = ForcedTools::named;
+    r.forced_tool = name->as_string();
+  } else {
+    json::array any;
+    for (const auto& t : tools) {
+      const json::object& f = t.at("function").as_object();
+      json::value ps = params(f);
+      move_refs(ps, fmt::format("/items/anyOf/{}/properties/parameters", any.size()));
+      any.push_back(json::object{{"type", "object"},
+                                 {"properties", json::object{{"name", json::object{{"const", f.at("name")}}},
+                                                             {"parameters", std::move(ps)}}},
+                                 {"required", json::array{"name", "parameters"}},
+                                 {"additionalProperties", false}});
+    }
+    schema = json::object{{"type", "array"}, {"minItems", 1}, {"items", json::object{{"anyOf", std::move(any)}}}};
+    r.forced_tools = ForcedTools::required;
+  }
+  if (r.params.structure != engine::Structure::none)
+    bad("tool_choice", "'tool_choice' \"required\" or a named function cannot be combined with another output structure");
+  r.params.json_schema = json::serialize(schema);
+  try {
+    engine::JsonSchema::compile(r.params.json_schema);
+  } catch (const Error& e) {
+    bad("tools", fmt::format("the tools' parameters cannot be followed: {}", e.what()));
+  }
+  r.params.structure = engine::Structure::json_schema;
+}
+
 // `tools` and `tool_choice` (chat). Tool calls are read out of the output for "auto" (the default
-// with tools) when the server has a parser; "required" and a named function would need
-// constrained decoding, which this server does not have: refused, not ignored.
+// with tools) when the server has a parser; "required" and a named function constrain the output
+// (force_tools).
 void parse_tools(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
   const json::value* tools = field(o, "tools");
   std::size_t n_tools = 0;
@@ -190,9 +252,7 @@ void parse_tools(const json::object& o, const ModelInfo& m, ParsedRequest& r) {
     }
     if (how != "none" && n_tools == 0) bad("tool_choice", "'tool_choice' needs 'tools'");
   }
-  if (how == "required" || how == "named")
-    bad("tool_choice", "'tool_choice' \"required\" or a named function is not supported by this server (no constrained "
-                       "decoding); send \"auto\" or \"none\"");
+  if (how == "required" || how == "named") return force_tools(tools->as_array(), how == "named" ? choice : nullptr, r);
   if (how == "auto" && m.tool_parser == ToolParser::none)
     bad("tool_choice", "\"auto\" tool choice needs a tool-call parser: start the server with --tool-call-parser deepseek_v3");
   // Without a parser, tools left to the default still reach the template; the output is text.

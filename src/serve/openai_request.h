@@ -66,6 +66,10 @@ struct ParsedRequest {
   // Chat with tools and tool_choice "auto" on a server with a tool-call parser: the output's tool
   // calls become message.tool_calls. none: the text is returned as the model wrote it.
   ToolParser tool_parser = ToolParser::none;
+  // tool_choice "required" or a named function (forced_tool: its name): the output is
+  // constrained to the calls' JSON (params.json_schema) and read back as tool_calls.
+  ForcedTools forced_tools = ForcedTools::none;
+  std::string forced_tool;
   // Chat on a server with a reasoning parser: the reasoning block goes to reasoning_content.
   ReasoningParser reasoning_parser = ReasoningParser::none;
   bool include_reasoning = true;  // vLLM's field: false drops the reasoning from the response

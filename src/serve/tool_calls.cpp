@@ -1,6 +1,8 @@
 // DeepSeek tool-call markup read from streamed text.
 #include "serve/tool_calls.h"
 
+#include <boost/json.hpp>
+
 #include "serve/held_text.h"
 
 namespace dpa::serve {
@@ -64,7 +66,34 @@ std::optional<ToolParser> tool_parser_from_name(std::string_view name) {
 std::string_view tool_calls_begin_marker() { return kCallsBegin; }
 
 
+std::string ToolCallStream::push_forced(std::string_view text, bool final) {
+  buf_.append(text);
+  if (!final) return {};
+  std::string all;
+  all.swap(buf_);
+  if (forced_ == ForcedTools::named) {
+    if (all.find_first_not_of(" \t\r\n") == std::string::npos) return all;
+    calls_.push_back({name_, std::move(all)});
+    return {};
+  }
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(all, ec);
+  std::vector<ToolCall> calls;
+  if (!ec && v.is_array())
+    for (const auto& e : v.as_array()) {
+      const auto* o = e.if_object();
+      const auto* name = o ? o->if_contains("name") : nullptr;
+      const auto* args = o ? o->if_contains("parameters") : nullptr;
+      if (!name || !name->is_string() || !args) return all;
+      calls.push_back({std::string(name->as_string()), boost::json::serialize(*args)});
+    }
+  if (calls.empty()) return all;
+  calls_ = std::move(calls);
+  return {};
+}
+
 std::string ToolCallStream::push(std::string_view text, bool final) {
+  if (forced_ != ForcedTools::none) return push_forced(text, final);
   buf_.append(text);
   std::string out;
   if (parser_ == ToolParser::none) {

@@ -20,6 +20,10 @@ namespace dpa::serve {
 
 enum class ToolParser { none, deepseek };
 
+// tool_choice "required" or a named function: the output is constrained to the calls' JSON (see
+// openai_request.cpp), not written in the model's markup, and read as calls at its end.
+enum class ForcedTools { none, named, required };
+
 // "none" | "deepseek_v3" | "deepseek_v31" (vLLM's names) | "deepseekv3" | "deepseekv31" (SGLang's).
 // nullopt for any other name. ("auto" is resolved by the caller, which knows the tokenizer.)
 std::optional<ToolParser> tool_parser_from_name(std::string_view name);
@@ -37,6 +41,10 @@ struct ToolCall {
 class ToolCallStream {
  public:
   explicit ToolCallStream(ToolParser p) : parser_(p) {}
+  // A forced choice: push() shows no content; at the end, the text is the named function's
+  // arguments, or (required) a JSON array of {"name", "parameters"} objects, one per call. Text
+  // that does not read as such (a generation cut by max_tokens) is returned as content.
+  ToolCallStream(ForcedTools forced, std::string name) : forced_(forced), name_(std::move(name)) {}
   std::string push(std::string_view text, bool final);
   const std::vector<ToolCall>& calls() const { return calls_; }
 
@@ -44,7 +52,11 @@ class ToolCallStream {
   enum class State { content, section, after };
   std::string read_section(bool final);
 
-  ToolParser parser_;
+  std::string push_forced(std::string_view text, bool final);
+
+  ToolParser parser_ = ToolParser::none;
+  ForcedTools forced_ = ForcedTools::none;
+  std::string name_;
   State state_ = State::content;
   std::string buf_;  // text not yet returned or parsed
   std::string raw_, held_;  // the section before its first call: as written, and its content part

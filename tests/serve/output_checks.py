@@ -18,7 +18,9 @@ and the GPU checks (perf/gpu_checks.sh scoring):
   json-schema URL KEY: response_format json_schema, vLLM's guided_json and structured_outputs,
     SGLang's json_schema (in /generate too). The oracle is the jsonschema package: every sampled
     answer that stopped by itself validates (one with integer bounds, enums, anyOf, a nested array
-    and closed objects); a top-level integer in [10, 12] always ends as one of the three.
+    and closed objects); a top-level integer in [10, 12] always ends as one of the three. Chat's
+    tool_choice "required" and a named function: finished calls name the tools and their
+    arguments validate against the tool's parameters ($ref included); a stream adds up.
 
 Exits non-zero (an assertion) on the first failure.
 """
@@ -191,6 +193,18 @@ def json_schema():
     bounded = {"type": "integer", "minimum": 10, "maximum": 12}
     for seed in range(1, 6):
         jobs.append(comp(temperature=1, seed=seed, max_tokens=40, guided_json=bounded))
+    # tool_choice "required" and a named function: calls of the tools, with valid arguments.
+    weather = {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]},
+                                                "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+               "required": ["city", "days"], "additionalProperties": False}
+    ping = {"$defs": {"h": {"type": "string", "maxLength": 3}}, "type": "object",
+            "properties": {"host": {"$ref": "#/$defs/h"}}, "required": ["host"], "additionalProperties": False}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+             {"type": "function", "function": {"name": "ping", "parameters": ping}}]
+    params = {"get_weather": weather, "ping": ping}
+    named = {"type": "function", "function": {"name": "ping"}}
+    tool_jobs = [chat(tools=tools, tool_choice=tc, temperature=1, seed=seed, max_tokens=400)
+                 for tc in (named, "required") for seed in range(1, 5)]
 
     def run(job):
         path, body = job
@@ -200,8 +214,31 @@ def json_schema():
         c = r["choices"][0]
         return (c["message"]["content"] if "message" in c else c["text"]), c["finish_reason"]
 
-    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as ex:
+    with concurrent.futures.ThreadPoolExecutor(len(jobs) + len(tool_jobs)) as ex:
+        calls = ex.map(lambda j: json.loads(post(*j))["choices"][0], tool_jobs)
         answers = list(ex.map(run, jobs))
+        calls = list(calls)
+    called = 0
+    for (_, body), c in zip(tool_jobs, calls):
+        forced = body["tool_choice"] is named
+        if c["finish_reason"] == "length":
+            continue
+        assert c["finish_reason"] == ("stop" if forced else "tool_calls"), c
+        tc = c["message"]["tool_calls"]
+        assert tc and c["message"]["content"] is None and (not forced or len(tc) == 1), c
+        for t in tc:
+            assert not forced or t["function"]["name"] == "ping", t
+            jsonschema.validate(json.loads(t["function"]["arguments"]), params[t["function"]["name"]])
+        called += 1
+    assert called > 0, "no forced tool call finished within max_tokens"
+    # A named call streamed: its arguments add up to the answer's.
+    body = dict(tool_jobs[0][1], stream=True)
+    args = "".join(tc["function"].get("arguments", "") for l in post("/v1/chat/completions", body).splitlines()
+                   if l.startswith("data: {") for ch in json.loads(l[6:])["choices"]
+                   for tc in ch["delta"].get("tool_calls", []))
+    if calls[0]["finish_reason"] != "length":
+        assert args == calls[0]["message"]["tool_calls"][0]["function"]["arguments"], (args, calls[0])
+    print(f"tool_choice: {called} of {len(tool_jobs)} forced calls finished, all valid")
     stopped = 0
     for (path, body), (text, finish) in zip(jobs, answers):
         if body.get("guided_json") is bounded:

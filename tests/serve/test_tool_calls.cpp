@@ -62,6 +62,29 @@ void expect_calls(const std::vector<ToolCall>& got, const std::vector<ToolCall>&
   }
 }
 
+// Forced choices: no content shown while the text comes; at the end the named function's
+// arguments as written, or the required array's calls (parameters compacted); text that does not
+// read as calls (cut by max_tokens) is returned as content.
+TEST(ToolCallStream, ForcedNamedAndRequired) {
+  auto run = [](ToolCallStream s, const std::string& text, std::string& content) {
+    content.clear();
+    for (char c : text) content += s.push(std::string_view(&c, 1), false);
+    content += s.push("", true);
+    return s.calls();
+  };
+  std::string content;
+  expect_calls(run(ToolCallStream(serve::ForcedTools::named, "f"), "{\"a\": 1}", content), {{"f", "{\"a\": 1}"}});
+  EXPECT_EQ(content, "");
+  expect_calls(run(ToolCallStream(serve::ForcedTools::named, "f"), " \n", content), {});
+  EXPECT_EQ(content, " \n");
+  const std::string two = R"([{"name": "f", "parameters": {"x": [1, 2]}}, {"name": "g", "parameters": {}}])";
+  expect_calls(run(ToolCallStream(serve::ForcedTools::required, ""), two, content), {{"f", R"({"x":[1,2]})"}, {"g", "{}"}});
+  EXPECT_EQ(content, "");
+  const std::string cut = R"([{"name": "f", "parame)";
+  expect_calls(run(ToolCallStream(serve::ForcedTools::required, ""), cut, content), {});
+  EXPECT_EQ(content, cut);
+}
+
 TEST(ToolCallStream, V3MarkupAtEverySplit) {
   const std::string text = "Let me check." + kBegin + v3_call("get_weather", R"({"city": "Paris"})") + "\n" +
                            v3_call("get_time", R"({"tz": "CET", "fmt": "```"})") + kEnd;
@@ -450,9 +473,30 @@ TEST(ToolCallsDeepSeek, RequestRules) {
   const auto& m = deepseek().info;
   const std::string tools = R"(, "tools": )" + std::string(kTools);
   EXPECT_EQ(parse(chat_body(tools), m).tool_parser, ToolParser::deepseek);  // "auto" is the default
-  EXPECT_EQ(api_error(chat_body(tools + R"(, "tool_choice": "required")"), m).substr(0, 13), "tool_choice: ");
-  EXPECT_NE(api_error(chat_body(tools + R"(, "tool_choice": {"type": "function", "function": {"name": "get_time"}})"), m)
-                .find("constrained"),
+  // "required" and a named function: the output constrained to the calls' JSON.
+  const auto req = parse(chat_body(tools + R"(, "tool_choice": "required")"), m);
+  EXPECT_EQ(req.forced_tools, serve::ForcedTools::required);
+  EXPECT_EQ(req.params.structure, engine::Structure::json_schema);
+  const auto named = parse(chat_body(tools + R"(, "tool_choice": {"type": "function", "function": {"name": "get_time"}})"), m);
+  EXPECT_EQ(named.forced_tools, serve::ForcedTools::named);
+  EXPECT_EQ(named.forced_tool, "get_time");
+  EXPECT_EQ(json::parse(named.params.json_schema), json::parse(R"({"type": "object"})"));
+  EXPECT_NE(api_error(chat_body(tools + R"(, "tool_choice": {"type": "function", "function": {"name": "nope"}})"), m)
+                .find("not one of the tools"),
+            std::string::npos);
+  EXPECT_NE(api_error(chat_body(tools + R"(, "tool_choice": "required", "response_format": {"type": "json_object"})"), m)
+                .find("cannot be combined"),
+            std::string::npos);
+  // A tool's local $ref still points into its own parameters once they sit in the array schema.
+  const std::string with_ref = R"(, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+      "$defs": {"c": {"enum": ["a", "b"]}}, "properties": {"c": {"$ref": "#/$defs/c"}}, "required": ["c"]}}}],
+      "tool_choice": "required")";
+  const auto ref = parse(chat_body(with_ref), m);
+  const auto sch = json::parse(ref.params.json_schema);
+  EXPECT_EQ(sch.at_pointer("/items/anyOf/0/properties/parameters/properties/c/$ref"),
+            json::value("#/items/anyOf/0/properties/parameters/$defs/c"));
+  EXPECT_NE(api_error(chat_body(R"(, "tools": [{"type": "function", "function": {"name": "f",
+      "parameters": {"type": "string", "pattern": "x"}}}], "tool_choice": "required")"), m).find("pattern"),
             std::string::npos);
   EXPECT_NE(api_error(chat_body(tools + R"(, "tool_choice": "sometimes")"), m).find("sometimes"), std::string::npos);
   EXPECT_NE(api_error(chat_body(tools + R"(, "tool_choice": 3)"), m), "");
