@@ -271,21 +271,11 @@ void Engine::constrain_outputs() {
   constrained_.clear();
 }
 
-void Engine::mask_output(const Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const {
-  const TokenTrie& trie = *cfg_.vocab_trie;
-  const auto& p = s.req.params;
-  const int64_t vocab = model_.vocab_size(), known = std::min(vocab, trie.vocab_size());
-  // The output so far (every token of it committed: such rows' steps are), replayed: tokens with
-  // no bytes (EOS, specials) add none.
-  auto follow = [&](auto recognizer) {
-    for (std::size_t i = static_cast<std::size_t>(s.n_prompt); i < s.tokens.size(); ++i)
-      if (s.tokens[i] >= 0 && s.tokens[i] < known) recognizer.feed(trie.bytes(s.tokens[i]));
-    trie.allowed(recognizer, allowed);
-    return recognizer.complete();
-  };
-  const bool complete = p.structure == Structure::choice        ? follow(ChoicePrefix(p.choices))
-                        : p.structure == Structure::json_schema ? follow(SchemaPrefix(*s.req.schema))
-                                                                : follow(JsonPrefix());
+void Engine::mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const {
+  const int64_t vocab = model_.vocab_size();
+  // Every token of the output is committed: such rows' steps are.
+  const bool complete =
+      s.constraint.mask(*cfg_.vocab_trie, s.req, std::span<const int32_t>(s.tokens).subspan(s.n_prompt), allowed);
   // Ids past the tokenizer's are never allowed (mask is zeroed); those past the model's are not
   // looked at.
   std::copy_n(allowed.begin(), std::min(allowed.size(), mask.size()), mask.begin());

@@ -167,7 +167,7 @@ class Engine {
   // output a prefix of what SamplingParams::structure asks for, and EOS only where the output
   // is complete. mask_output: one sequence's, into `mask` (zeroed; `allowed` is scratch).
   void constrain_outputs();
-  void mask_output(const Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const;
+  void mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const;
   // The launched step's draws, commit, outputs and statistics.
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
@@ -190,7 +190,7 @@ class Engine {
   std::vector<int32_t> argmax_;
   std::vector<int32_t> mask_rows_;  // constrained rows (of specs_) and their token masks
   std::vector<uint32_t> masks_;
-  std::vector<const Sequence*> constrained_;  // the sequences of mask_rows_, while planning
+  std::vector<Sequence*> constrained_;  // the sequences of mask_rows_, while planning
 
   // Rank 0 intake queue, filled by other threads.
   std::mutex mu_;

@@ -20,6 +20,7 @@
 
 #include "engine/executor.h"
 #include "engine/kv_blocks.h"
+#include "engine/output_constraint.h"
 #include "engine/request.h"
 #include "engine/sampler.h"
 
@@ -48,6 +49,7 @@ struct Sequence {
   std::vector<uint64_t> page_hash;  // chain hash of each full prompt page (prefix caching)
   bool finished = false;
   PenaltyEdits penalty;  // its penalties' logit edits, kept as tokens are added
+  OutputConstraint constraint;  // structured output: its recognizer, kept as tokens are added
   // The last launched step's draw for it, not yet committed: a placeholder (kPendingToken) at
   // tokens[pending_index], drawn for that step's wanted row pending_row; -1: none.
   int64_t pending_index = -1;

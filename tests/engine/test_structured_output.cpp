@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/json_schema.h"
+#include "engine/output_constraint.h"
 #include "engine/structured_output.h"
 
 namespace {
@@ -216,6 +218,41 @@ TEST(ChoicePrefix, PrefixesOfTheStringsOnly) {
   ASSERT_TRUE(p.feed(std::string_view(" sir")));
   EXPECT_TRUE(p.complete());
   EXPECT_FALSE(p.feed(static_cast<uint8_t>(' ')));
+}
+
+// The recognizer kept across steps gives what replaying the whole output gives, for each
+// structure, step by step; an output shorter than what was fed (never in the engine) starts over.
+TEST(OutputConstraint, IncrementalEqualsReplay) {
+  const std::vector<std::string> vocab = {"{", "}", "\"", "a", "b", ":", "1", "2", ",", " ", "[", "]", "\"a\"", "", "12"};
+  const TokenTrie trie(vocab);
+  dpa::engine::Request json, choice, schema;
+  json.params.structure = dpa::engine::Structure::json_object;
+  choice.params.structure = dpa::engine::Structure::choice;
+  choice.params.choices = {"a", "ab", "b1"};
+  schema.params.structure = dpa::engine::Structure::json_schema;
+  schema.schema = dpa::engine::JsonSchema::compile(
+      R"({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer", "maximum": 20}}},
+          "required": ["a"], "additionalProperties": false})");
+  // Each output a token-id sequence the structure takes (13: a token with no bytes).
+  const std::vector<std::pair<const dpa::engine::Request*, std::vector<int32_t>>> cases = {
+      {&json, {0, 12, 5, 9, 10, 6, 8, 14, 11, 13, 1}}, {&choice, {3, 4, 13}}, {&schema, {0, 12, 5, 10, 14, 8, 7, 11, 1}}};
+  for (const auto& [req, out] : cases) {
+    dpa::engine::OutputConstraint kept;
+    std::vector<uint32_t> a, b;
+    for (std::size_t n = 0; n <= out.size(); ++n) {
+      const std::span<const int32_t> so_far(out.data(), n);
+      const bool complete = kept.mask(trie, *req, so_far, a);
+      dpa::engine::OutputConstraint fresh;
+      EXPECT_EQ(fresh.mask(trie, *req, so_far, b), complete) << n;
+      EXPECT_EQ(a, b) << n;
+      if (n < out.size()) EXPECT_TRUE(mask_allows(a, static_cast<std::size_t>(out[n])) || vocab[out[n]].empty()) << n;
+    }
+    EXPECT_TRUE(kept.mask(trie, *req, out, a)) << "the whole output is complete";
+    dpa::engine::OutputConstraint fresh;
+    EXPECT_EQ(kept.mask(trie, *req, std::span<const int32_t>(out.data(), 1), a),
+              fresh.mask(trie, *req, std::span<const int32_t>(out.data(), 1), b));
+    EXPECT_EQ(a, b);
+  }
 }
 
 TEST(TokenTrie, ChoicesAllowWhatEachTokenAloneWouldFeed) {

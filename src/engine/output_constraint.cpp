@@ -1,0 +1,33 @@
+// OutputConstraint (output_constraint.h).
+#include "engine/output_constraint.h"
+
+namespace dpa::engine {
+
+bool OutputConstraint::mask(const TokenTrie& trie, const Request& req, std::span<const int32_t> generated,
+                            std::vector<uint32_t>& allowed) {
+  if (std::holds_alternative<std::monostate>(state_) || generated.size() < fed_) {
+    switch (req.params.structure) {
+      case Structure::choice: state_.emplace<ChoicePrefix>(req.params.choices); break;
+      case Structure::json_schema: state_.emplace<SchemaPrefix>(*req.schema); break;
+      default: state_.emplace<JsonPrefix>(); break;
+    }
+    fed_ = 0;
+  }
+  return std::visit(
+      [&](auto& recognizer) -> bool {
+        if constexpr (std::is_same_v<std::decay_t<decltype(recognizer)>, std::monostate>) {
+          return false;
+        } else {
+          // Tokens with no bytes (EOS, specials) or past the tokenizer's add nothing.
+          for (; fed_ < generated.size(); ++fed_) {
+            const int32_t t = generated[fed_];
+            if (t >= 0 && t < trie.vocab_size()) recognizer.feed(trie.bytes(t));
+          }
+          trie.allowed(recognizer, allowed);
+          return recognizer.complete();
+        }
+      },
+      state_);
+}
+
+}  // namespace dpa::engine

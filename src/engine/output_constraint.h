@@ -1,0 +1,31 @@
+// A sequence's structured-output recognizer, kept as its output grows: each step feeds only the
+// tokens drawn since the last, instead of replaying the whole output (O(n) a step, O(n^2) over an
+// answer) before the mask walk.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <variant>
+#include <vector>
+
+#include "engine/json_schema.h"
+#include "engine/request.h"
+#include "engine/structured_output.h"
+
+namespace dpa::engine {
+
+class OutputConstraint {
+ public:
+  // The mask of the tokens that may follow `generated` (the output so far: tokens only ever
+  // appended) under req's structure, into `allowed` (TokenTrie::allowed's form); returns whether
+  // the output is complete. The recognizer points into `req` (its choices or compiled schema),
+  // which must stay where it is: a Sequence's, held by a unique_ptr.
+  bool mask(const TokenTrie& trie, const Request& req, std::span<const int32_t> generated, std::vector<uint32_t>& allowed);
+
+ private:
+  std::variant<std::monostate, JsonPrefix, ChoicePrefix, SchemaPrefix> state_;
+  std::size_t fed_ = 0;  // tokens of the output fed so far
+};
+
+}  // namespace dpa::engine
