@@ -49,16 +49,6 @@ enum Phase : uint8_t {
 enum Kind : uint8_t { kObjFrame, kArrFrame, kKeyFrame };
 enum Flag : uint8_t { kKey = 1, kLowNeeded = 2, kNeg = 4 };
 constexpr uint64_t kFnvBasis = 14695981039346656037ull, kFnvPrime = 1099511628211ull;
-constexpr const char* kLiterals[] = {"true", "false", "null"};
-
-bool is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
-int hex_value(uint8_t c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // A UTF-8 lead byte (RFC 3629: no overlong forms, surrogates or values past U+10FFFF): sets the
 // continuation bytes to go and the next one's range; false for a byte that cannot lead.

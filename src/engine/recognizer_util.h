@@ -11,6 +11,17 @@
 
 namespace dpa::engine {
 
+// JSON's lexical classes (RFC 8259), shared by the recognizers.
+inline bool is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+inline bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+inline int hex_value(uint8_t c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+inline constexpr const char* kLiterals[] = {"true", "false", "null"};
+
 // A recognizer's feed() of several bytes: all of them, or none (the state as before).
 template <typename State>
 bool feed_all(State& s, std::string_view bytes) {
