@@ -61,6 +61,21 @@ const char* const kSchemaStates[] = {
     "{\"name\": \"Ada\", \"tags\": [{\"label\": \"x\"}, ",  // an array's next item
 };
 std::shared_ptr<const JsonSchema> g_schema;
+// The costliest kind a user may send: anyOf of 64 object shapes that share their first key and
+// take any other key (additionalProperties left true), so 64 parses stay alive, and a key being
+// written is a free string in each (keys are not plain: the plain-token set does not apply).
+std::string hostile_schema() {
+  std::string s = R"({"anyOf": [)";
+  for (int i = 0; i < 64; ++i)
+    s += (i ? "," : "") + std::string(R"({"type": "object", "properties": {"k": {"type": "string"}, "v)") +
+         std::to_string(i) + R"(": {"type": "integer"}}, "required": ["k"]})";
+  return s + "]}";
+}
+const char* const kHostileStates[] = {
+    "{\"k\": \"abc",    // inside a value string, 64 parses
+    "{\"k\": \"a\", \"",  // inside a key, 64 parses
+};
+std::shared_ptr<const JsonSchema> g_hostile;
 
 SchemaPrefix schema_state(int i) {
   SchemaPrefix p(*g_schema);
@@ -90,6 +105,30 @@ BENCHMARK(BM_Allowed)->DenseRange(0, 4)->Unit(benchmark::kMillisecond);
 void BM_SchemaAllowed(benchmark::State& st) {
   walk(st, schema_state(static_cast<int>(st.range(0))), kSchemaStates[st.range(0)]);
 }
+// A string with maxLength: no plain-token shortcut, the whole trie is walked.
+// maxLength 1000 after 3 characters, and 5 after 3: the plain tokens that fit are a set.
+const char* const kBoundedSchemas[] = {R"({"type": "string", "maxLength": 1000})", R"({"type": "string", "maxLength": 5})"};
+std::shared_ptr<const JsonSchema> g_bounded[2];
+SchemaPrefix bounded_state(int i) {
+  SchemaPrefix p(*g_bounded[i]);
+  if (!p.feed(std::string_view("\"abc"))) std::abort();
+  return p;
+}
+void BM_SchemaBoundedString(benchmark::State& st) {
+  walk(st, bounded_state(static_cast<int>(st.range(0))), kBoundedSchemas[st.range(0)]);
+}
+BENCHMARK(BM_SchemaBoundedString)->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);
+
+SchemaPrefix hostile_state(int i) {
+  SchemaPrefix p(*g_hostile);
+  if (!p.feed(std::string_view(kHostileStates[i]))) std::abort();
+  return p;
+}
+void BM_SchemaHostile(benchmark::State& st) {
+  walk(st, hostile_state(static_cast<int>(st.range(0))), kHostileStates[st.range(0)]);
+}
+BENCHMARK(BM_SchemaHostile)->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);
+
 BENCHMARK(BM_SchemaAllowed)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond);
 
 // Each state's allowed set is what feeding each token alone gives; returns false on a mismatch.
@@ -137,10 +176,14 @@ int main(int argc, char** argv) {
   std::printf("vocabulary %zu tokens; trie built in %.1f ms\n", g_bytes.size(), build_ms);
   // Check: each state's allowed set is what feeding each token alone gives.
   g_schema = JsonSchema::compile(kSchema);
+  g_hostile = JsonSchema::compile(hostile_schema());
+  for (int i = 0; i < 2; ++i) g_bounded[i] = JsonSchema::compile(kBoundedSchemas[i]);
   for (int i = 0; i < static_cast<int>(std::size(kStates)); ++i)
     if (!check(state(i), kStates[i])) return 1;
   for (int i = 0; i < static_cast<int>(std::size(kSchemaStates)); ++i)
     if (!check(schema_state(i), kSchemaStates[i])) return 1;
+  for (int i = 0; i < 2; ++i)
+    if (!check(bounded_state(i), kBoundedSchemas[i]) || !check(hostile_state(i), kHostileStates[i])) return 1;
   int n = static_cast<int>(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -921,14 +921,28 @@ bool SchemaPrefix::complete() const {
   return false;
 }
 
-bool SchemaPrefix::in_plain_string() const {
+int64_t SchemaPrefix::plain_room() const {
+  int64_t room = -1;
+  std::size_t end = 0;
   for (std::size_t i = 0; i < st_.tops.size(); ++i) {
     const Top& t = st_.tops[i];
-    if (t.phase != kString || (t.flags & (kKey | kLowNeeded)) || t.utf8_left ||
-        schema_->nodes_[t.node].max_length != UINT64_MAX)
-      return false;
+    const std::size_t first = end;
+    end += t.n_frames;
+    if (t.phase != kString || (t.flags & kLowNeeded) || t.utf8_left) return -1;
+    if (t.flags & kKey) {
+      // A key that may be an undeclared one takes any run of plain characters (key_byte keeps
+      // such a key whatever its bytes; it is told from the others at its close).
+      std::size_t obj = end;
+      while (obj > first && st_.frames[obj - 1].kind == kKeyFrame) --obj;
+      if (obj == first || !extra_ok(t, st_.frames[obj - 1])) return -1;
+      room = kNoLimit;
+    } else {
+      const uint64_t most = schema_->nodes_[t.node].max_length;
+      // A plain token of c characters is taken by some parse iff c <= the largest room.
+      room = std::max<int64_t>(room, most == UINT64_MAX ? kNoLimit : static_cast<int64_t>(std::min<uint64_t>(most - t.at, kNoLimit - 1)));
+    }
   }
-  return !st_.tops.empty();
+  return room;
 }
 
 }  // namespace dpa::engine

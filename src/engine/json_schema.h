@@ -92,7 +92,7 @@ class SchemaPrefix {
  public:
   static constexpr std::size_t kMaxDepth = 64;
   static constexpr uint8_t kMaxWhitespace = 32;
-  static constexpr std::size_t kMaxAlternatives = 64;
+  static constexpr std::size_t kMaxAlternatives = 32;
   static constexpr uint16_t kMaxExtraKeys = 64;
   explicit SchemaPrefix(const JsonSchema& schema);  // the schema outlives the recognizer
   // Takes c iff some conforming text continues what was fed with c; unchanged otherwise.
@@ -100,9 +100,13 @@ class SchemaPrefix {
   bool feed(std::string_view bytes);  // all of them, or false (then the state is as before)
   // What was fed is a whole conforming text (nothing, not even whitespace, may follow).
   bool complete() const;
-  // Every parse is inside an unconstrained string (no maxLength, not an enum value, not a key),
-  // between characters: TokenTrie's plain tokens all keep it so.
-  bool in_plain_string() const;
+  // Where every parse is inside a string between characters (a value string, not an enum value;
+  // a key only where an undeclared one may come): the most characters a run of TokenTrie's plain
+  // tokens may add (kNoLimit: any; maxLength sets the others), for the trie's precomputed sets.
+  // -1 elsewhere.
+  static constexpr int64_t kNoLimit = INT64_MAX;
+  int64_t plain_room() const;
+  bool in_plain_string() const { return plain_room() == kNoLimit; }
 
  private:
   // An open container of one parse, or the hash of an undeclared key its innermost object has

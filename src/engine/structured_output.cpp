@@ -1,6 +1,9 @@
 // The recognizers and the token trie of structured_output.h.
 #include "engine/structured_output.h"
 
+#include <algorithm>
+#include <limits>
+
 #include "engine/json_schema.h"
 #include "engine/recognizer_util.h"
 
@@ -263,16 +266,25 @@ TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
     : vocab_(static_cast<int64_t>(token_bytes.size())), bytes_(token_bytes), plain_(static_cast<std::size_t>(mask_words()), 0) {
   JsonPrefix in_string;
   in_string.feed(std::string_view("{\"\":\""));
+  up_to_.assign(kShortChars + 1, std::vector<uint32_t>(plain_.size(), 0));
   for (std::size_t id = 0; id < token_bytes.size(); ++id) {
     const std::string& b = token_bytes[id];
     if (b.empty()) continue;
     all_.insert(b, static_cast<int32_t>(id));
     JsonPrefix s = in_string;
-    if (b.find_first_of("\"\\") == std::string::npos && s.feed(b))
+    if (b.find_first_of("\"\\") == std::string::npos && s.feed(b)) {
       plain_[id >> 5] |= 1u << (id & 31);
-    else
+      // Characters: the bytes that are not UTF-8 continuations (the token is valid UTF-8).
+      const auto chars = std::count_if(b.begin(), b.end(), [](char c) { return (static_cast<uint8_t>(c) & 0xc0) != 0x80; });
+      if (chars <= kShortChars) up_to_[static_cast<std::size_t>(chars)][id >> 5] |= 1u << (id & 31);
+      else long_.insert(b, static_cast<int32_t>(id));
+    } else {
       rest_.insert(b, static_cast<int32_t>(id));
+      long_.insert(b, static_cast<int32_t>(id));
+    }
   }
+  for (std::size_t c = 1; c < up_to_.size(); ++c)
+    for (std::size_t w = 0; w < plain_.size(); ++w) up_to_[c][w] |= up_to_[c - 1][w];
 }
 
 void TokenTrie::Trie::copy_same(std::vector<uint32_t>& allowed) const {
@@ -286,12 +298,17 @@ void TokenTrie::Trie::copy_same(std::vector<uint32_t>& allowed) const {
 // The JSON recognizers read strings by the same rules, so they share the plain-token set.
 template <typename Json>
 void TokenTrie::allowed_json(const Json& from, std::vector<uint32_t>& allowed) const {
-  const bool plain = from.in_plain_string();
-  if (plain) allowed = plain_;
-  else allowed.assign(static_cast<std::size_t>(mask_words()), 0);
-  const Trie& t = plain ? rest_ : all_;
-  t.walk(0, from, allowed);
-  t.copy_same(allowed);
+  const int64_t room = from.plain_room();
+  const Trie* t = &all_;
+  if (room == std::numeric_limits<int64_t>::max()) {
+    allowed = plain_, t = &rest_;
+  } else if (room >= 0) {  // the plain tokens that fit, then the rest and the long ones walked
+    allowed = up_to_[static_cast<std::size_t>(std::min(room, kShortChars))], t = &long_;
+  } else {
+    allowed.assign(static_cast<std::size_t>(mask_words()), 0);
+  }
+  t->walk(0, from, allowed);
+  t->copy_same(allowed);
 }
 
 void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const { allowed_json(from, allowed); }

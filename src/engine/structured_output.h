@@ -32,6 +32,7 @@ class JsonPrefix {
   // Inside a string, between characters and escapes: any byte string without '"', '\\' or
   // control characters that is valid UTF-8 from here (TokenTrie's plain tokens) keeps it so.
   bool in_plain_string() const { return st_ == St::string && utf8_left_ == 0 && !low_needed_; }
+  int64_t plain_room() const { return in_plain_string() ? INT64_MAX : -1; }  // as SchemaPrefix's
 
  private:
   enum class St : uint8_t {
@@ -127,11 +128,16 @@ class TokenTrie {
   };
   template <typename Json>
   void allowed_json(const Json& from, std::vector<uint32_t>& allowed) const;
+  // Plain tokens by their characters (code points), for strings with a maxLength: up_to_[c] has
+  // those of at most c characters (c <= kShortChars); the longer ones are walked, in long_.
+  static constexpr int64_t kShortChars = 64;
   int64_t vocab_ = 0;
   std::vector<std::string> bytes_;
   Trie all_;                    // every token with bytes
   Trie rest_;                   // the tokens that are not plain
+  Trie long_;                   // rest_'s, and the plain ones of more than kShortChars characters
   std::vector<uint32_t> plain_;  // a bit per id: a plain token (see the class comment)
+  std::vector<std::vector<uint32_t>> up_to_;
 };
 
 }  // namespace dpa::engine

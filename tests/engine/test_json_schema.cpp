@@ -667,10 +667,14 @@ TEST(JsonSchema, StringLengths) {
   SchemaPrefix p(*s);
   ASSERT_TRUE(p.feed(std::string_view("\"ab")));
   EXPECT_FALSE(p.in_plain_string());  // maxLength still limits
+  EXPECT_EQ(p.plain_room(), 1);       // plain tokens of one character still fit
+  ASSERT_TRUE(p.feed(std::string_view("c")));
+  EXPECT_EQ(p.plain_room(), 0);
   const auto free = compile(R"({"type": "string", "minLength": 1})");
   SchemaPrefix q(*free);
   ASSERT_TRUE(q.feed(std::string_view("\"")));
   EXPECT_TRUE(q.in_plain_string());
+  EXPECT_EQ(q.plain_room(), SchemaPrefix::kNoLimit);
   ASSERT_TRUE(q.feed(std::string_view("\xe2\x82")));
   EXPECT_FALSE(q.in_plain_string());  // inside a character
 }
