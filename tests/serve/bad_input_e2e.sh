@@ -116,14 +116,15 @@ for f in '"messages":"hi"' '"messages":[]' '"messages":{}' '"messages":[1]' '"me
          '"logprobs":true,"top_logprobs":1000' '"stream":"x"' '"stream_options":"x"' '"seed":{}'; do
   CH 400 "{$M1,$f}"
 done
-# Tools: malformed definitions, tool_choice values this server cannot honour (no constrained
-# decoding) or without tools, malformed past calls.
+# Tools: malformed definitions, tool_choice values without tools, naming no tool, or with another
+# output structure, malformed past calls.
 T='"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]'
 for f in '"tools":{}' '"tools":[1]' '"tools":[{"type":"function"}]' '"tools":[{"type":"code","function":{"name":"f"}}]' \
          '"tools":[{"type":"function","function":{"name":""}}]' \
          '"tools":[{"type":"function","function":{"name":"f","parameters":[]}}]' '"tool_choice":"auto"' \
-         '"tool_choice":"required"' "$T,\"tool_choice\":\"required\"" "$T,\"tool_choice\":\"maybe\"" "$T,\"tool_choice\":1" \
-         "$T,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}" \
+         '"tool_choice":"required"' "$T,\"tool_choice\":\"maybe\"" "$T,\"tool_choice\":1" \
+         "$T,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}" \
+         "$T,\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}" \
          '"messages":[{"role":"assistant","content":null,"tool_calls":{}}]' \
          '"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"arguments":"{}"}}]}]' \
          '"messages":[{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":[]}}]}]' \
@@ -131,6 +132,10 @@ for f in '"tools":{}' '"tools":[1]' '"tools":[{"type":"function"}]' '"tools":[{"
          '"messages":[{"role":"assistant","content":"x"}],"continue_final_message":true,"add_generation_prompt":true'; do
   CH 400 "{$M1,$f}"
 done
+# "required" and a named function constrain the output to calls (output_checks.py json-schema
+# checks what comes back).
+CH 200 "{$M1,$T,\"tool_choice\":\"required\"}"
+CH 200 "{$M1,$T,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}}"
 # ---------------------------------------------------------------- non-object, invalid, truncated, nested JSON
 for b in '[]' '[1,2]' '"a string"' '42' '3.5' 'null' 'true' '' '{' '{"prompt":"Hello",' '{"prompt":"Hel' \
          '{"prompt":"Hello"} trailing' "{'prompt':'x'}" '{"prompt":"x",}' 'not json' $'\xff\xfe{}' \

@@ -213,7 +213,7 @@ await check('logprobs (completions and chat)', async () => {
   }
 });
 
-await check('tools: auto (a forced marker that starts no call comes back as text), stream, required refused', async () => {
+await check('tools: auto (a forced marker that starts no call comes back as text), stream, a named call', async () => {
   const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather of a city',
                                                    parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
   // 128806 is <｜tool▁calls▁begin｜>: the section starts but no call ever reads, so the parser
@@ -233,8 +233,19 @@ await check('tools: auto (a forced marker that starts no call comes back as text
   }
   assert.equal(text, '<｜tool▁calls▁begin｜>'.repeat(3));
   assert.equal(finish, 'length');
-  await assert.rejects(client.chat.completions.create({ ...forced, tool_choice: 'required' }),
-                       (e) => e.status === 400 && /constrained/.test(e.message));
+  // A named function: the output is its arguments (constrained to its parameters), as a call.
+  const named = await client.chat.completions.create({ ...greedy, messages: forced.messages, tools, max_tokens: 300,
+                                                       tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+  const ch = named.choices[0];
+  if (ch.finish_reason === 'stop') {
+    assert.equal(ch.message.tool_calls.length, 1);
+    assert.equal(ch.message.tool_calls[0].function.name, 'get_weather');
+    assert.equal(typeof JSON.parse(ch.message.tool_calls[0].function.arguments), 'object');
+  } else {
+    assert.equal(ch.finish_reason, 'length');
+  }
+  await assert.rejects(client.chat.completions.create({ ...forced, tool_choice: 'required', response_format: { type: 'json_object' } }),
+                       (e) => e.status === 400 && /cannot be combined/.test(e.message));
 });
 
 await check('errors: unknown model 404, context overflow 400', async () => {
