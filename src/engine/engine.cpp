@@ -205,7 +205,6 @@ bool Engine::plan_sampling(StepPlan& plan) {
   specs_.clear();
   edits_.clear();
   mask_rows_.clear();
-  masks_.clear();
   bool sync = false;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     SeqChunk& chunk = plan.chunks[i];
@@ -254,6 +253,7 @@ bool Engine::plan_sampling(StepPlan& plan) {
 // several threads (a row's walk takes 5-40 us on DeepSeek-V3's vocabulary, and such a step waits
 // for them: it is not overlapped).
 void Engine::constrain_outputs() {
+  if (constrained_.empty()) return masks_.clear();  // the usual step: nothing to walk, no thread count asked
   const std::size_t n = constrained_.size(), words = static_cast<std::size_t>(backend::token_mask_words(model_.vocab_size()));
   masks_.assign(n * words, 0);
   auto run = [&](std::size_t first, std::size_t step) {
