@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "dist/runtime.h"
 #include "engine/json_schema.h"
+#include "engine/regex.h"
 #include "engine/sampler.h"
 #include "engine/wire.h"
 
@@ -144,7 +145,7 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
       why = fmt::format("this model's maximum context length is {} tokens; the request has {} prompt tokens and max_tokens {}",
                         max_len, n, r.params.max_tokens);
     if (why.empty() && r.params.structure != Structure::none && !cfg_.vocab_trie)
-      why = "structured output (response_format, guided_choice, guided_json) needs the model's tokenizer, and this checkpoint has none";
+      why = "structured output (response_format, guided_choice, guided_json, guided_regex) needs the model's tokenizer, and this checkpoint has none";
     if (why.empty() && r.params.structure == Structure::choice &&
         (r.params.choices.empty() || !std::is_sorted(r.params.choices.begin(), r.params.choices.end())))
       why = "guided_choice: the choices must be given (sorted, as the frontend sends them)";
@@ -153,6 +154,20 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
         r.schema = JsonSchema::compile(r.params.json_schema);
       } catch (const Error& e) {
         why = fmt::format("json_schema: {}", e.what());
+      }
+    }
+    if (why.empty() && r.params.restricted() && r.params.structure != Structure::none)
+      why = "allowed_token_ids and bad_words cannot be combined with an output structure";
+    for (int32_t t : r.params.allowed_token_ids)
+      if (why.empty() && (t < 0 || t >= vocab)) why = fmt::format("allowed_token_ids: {} is outside the vocabulary [0, {})", t, vocab);
+    for (const auto& w : r.params.bad_words)
+      for (int32_t t : w)
+        if (why.empty() && (t < 0 || t >= vocab)) why = fmt::format("bad_words: token {} is outside the vocabulary [0, {})", t, vocab);
+    if (why.empty() && r.params.structure == Structure::regex) {
+      try {  // likewise
+        r.regex = Regex::compile(r.params.regex);
+      } catch (const Error& e) {
+        why = fmt::format("regex: {}", e.what());
       }
     }
     if (why.empty() && sched_.blocks().pages_for(n + r.params.max_tokens) > sched_.blocks().total())
@@ -219,17 +234,17 @@ bool Engine::plan_sampling(StepPlan& plan) {
     if (!chunk.need_logits) continue;
     const bool suppress = s->n_generated() < p.min_tokens;
     const bool penalized = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
-    const bool structured = p.structure != Structure::none;
+    const bool structured = p.structure != Structure::none, restricted = p.restricted();
     chunk.argmax_only = chunk.scored_rows == 0 && p.greedy() && p.logprobs < 0 && !penalized && !suppress &&
-                        p.logit_bias.empty() && !structured;
+                        p.logit_bias.empty() && !structured && !restricted;
     if (chunk.argmax_only) continue;
-    if (penalized || structured) {
+    if (penalized || structured || !p.bad_words.empty()) {
       // Such a row's step before was committed at once (it had the same need), so its history is known.
       DPA_ASSERT(s->pending_index < 0, "a penalized row planned over a pending draw");
       sync = true;
     }
     std::vector<int32_t> banned;
-    if (suppress) {
+    if (suppress && !restricted) {  // a restricted row's mask bans them (restrict_output)
       banned = cfg_.eos_ids;
       banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
     }
@@ -242,7 +257,7 @@ bool Engine::plan_sampling(StepPlan& plan) {
     else  // the counts so far plus this step's token, not the whole history again
       s->penalty.append(p, prompt, generated, vocab, row, edits_);
     add_logit_bias(p, vocab, row, first, edits_);
-    if (structured) constrained_.push_back(s), mask_rows_.push_back(row);
+    if (structured || restricted) constrained_.push_back(s), mask_rows_.push_back(row);
     specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
   }
   constrain_outputs();
@@ -272,6 +287,7 @@ void Engine::constrain_outputs() {
 }
 
 void Engine::mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const {
+  if (s.req.params.structure == Structure::none) return restrict_output(s, mask);
   const int64_t vocab = model_.vocab_size();
   // Every token of the output is committed: such rows' steps are.
   const bool complete =
@@ -282,6 +298,33 @@ void Engine::mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<
   if (complete)
     for (int32_t e : cfg_.eos_ids)
       if (e >= 0 && e < vocab) mask[static_cast<std::size_t>(e) >> 5] |= 1u << (e & 31);
+}
+
+// allowed_token_ids, then bad_words and (before min_tokens) the EOS and stop ids taken out. Where
+// that leaves no token (every allowed one banned), EOS is drawn (the usual stop rules apply).
+void Engine::restrict_output(const Sequence& s, std::span<uint32_t> mask) const {
+  const auto& p = s.req.params;
+  const int64_t vocab = model_.vocab_size();
+  auto in_vocab = [&](int32_t t) { return t >= 0 && t < vocab; };
+  auto word = [&](int32_t t) -> uint32_t& { return mask[static_cast<std::size_t>(t) >> 5]; };
+  if (p.allowed_token_ids.empty()) {
+    std::fill(mask.begin(), mask.end(), ~0u);
+    if (vocab % 32) mask[static_cast<std::size_t>(vocab / 32)] = (1u << (vocab % 32)) - 1;
+  } else {
+    for (int32_t t : p.allowed_token_ids)
+      if (in_vocab(t)) word(t) |= 1u << (t & 31);
+  }
+  std::vector<int32_t> bans;
+  bad_word_bans(p.bad_words, std::span<const int32_t>(s.tokens).subspan(s.n_prompt), bans);
+  if (s.n_generated() < p.min_tokens) {
+    bans.insert(bans.end(), cfg_.eos_ids.begin(), cfg_.eos_ids.end());
+    bans.insert(bans.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
+  }
+  for (int32_t t : bans)
+    if (in_vocab(t)) word(t) &= ~(1u << (t & 31));
+  if (std::all_of(mask.begin(), mask.end(), [](uint32_t w) { return w == 0; }))
+    for (int32_t e : cfg_.eos_ids)
+      if (in_vocab(e)) word(e) |= 1u << (e & 31);
 }
 
 // Sequences finished while the step ran (a stop in the step before it, an abort) get no output;

@@ -166,8 +166,10 @@ class Engine {
   // Structured output: the masks (masks_, one per constrained_ row) of the tokens that keep each
   // output a prefix of what SamplingParams::structure asks for, and EOS only where the output
   // is complete. mask_output: one sequence's, into `mask` (zeroed; `allowed` is scratch).
+  // restrict_output: a row without a structure but with allowed_token_ids or bad_words.
   void constrain_outputs();
   void mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const;
+  void restrict_output(const Sequence& s, std::span<uint32_t> mask) const;
   // The launched step's draws, commit, outputs and statistics.
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);

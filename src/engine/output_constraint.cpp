@@ -9,9 +9,10 @@ bool OutputConstraint::mask(const TokenTrie& trie, const Request& req, std::span
     switch (req.params.structure) {
       case Structure::choice: state_.emplace<ChoicePrefix>(req.params.choices); break;
       case Structure::json_schema: state_.emplace<SchemaPrefix>(*req.schema); break;
+      case Structure::regex: state_.emplace<RegexPrefix>(*req.regex); break;
       default: state_.emplace<JsonPrefix>(); break;
     }
-    fed_ = 0;
+    fed_ = 0, mask_state_ = -1;
   }
   return std::visit(
       [&](auto& recognizer) -> bool {
@@ -23,7 +24,15 @@ bool OutputConstraint::mask(const TokenTrie& trie, const Request& req, std::span
             const int32_t t = generated[fed_];
             if (t >= 0 && t < trie.vocab_size()) recognizer.feed(trie.bytes(t));
           }
-          trie.allowed(recognizer, allowed);
+          if constexpr (std::is_same_v<std::decay_t<decltype(recognizer)>, RegexPrefix>) {
+            if (recognizer.state() != mask_state_) {
+              trie.allowed(recognizer, state_mask_);
+              mask_state_ = recognizer.state();
+            }
+            allowed = state_mask_;
+          } else {
+            trie.allowed(recognizer, allowed);
+          }
           return recognizer.complete();
         }
       },

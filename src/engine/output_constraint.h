@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/json_schema.h"
+#include "engine/regex.h"
 #include "engine/request.h"
 #include "engine/structured_output.h"
 
@@ -19,13 +20,17 @@ class OutputConstraint {
  public:
   // The mask of the tokens that may follow `generated` (the output so far: tokens only ever
   // appended) under req's structure, into `allowed` (TokenTrie::allowed's form); returns whether
-  // the output is complete. The recognizer points into `req` (its choices or compiled schema),
-  // which must stay where it is: a Sequence's, held by a unique_ptr.
+  // the output is complete. The recognizer points into `req` (its choices, compiled schema or
+  // regex), which must stay where it is: a Sequence's, held by a unique_ptr.
   bool mask(const TokenTrie& trie, const Request& req, std::span<const int32_t> generated, std::vector<uint32_t>& allowed);
 
  private:
-  std::variant<std::monostate, JsonPrefix, ChoicePrefix, SchemaPrefix> state_;
+  std::variant<std::monostate, JsonPrefix, ChoicePrefix, SchemaPrefix, RegexPrefix> state_;
   std::size_t fed_ = 0;  // tokens of the output fed so far
+  // A regex's last mask and the DFA state it is of: a pattern's loops ([a-z ]*, .*) stay in one
+  // state for many steps, whose mask is then a copy, not a walk of the whole trie.
+  int32_t mask_state_ = -1;
+  std::vector<uint32_t> state_mask_;
 };
 
 }  // namespace dpa::engine

@@ -18,12 +18,14 @@ struct LogitBias {
 };
 
 // The shape the output must have: none, a JSON object (response_format json_object), one of
-// SamplingParams::choices (guided_choice), or a JSON text conforming to SamplingParams::json_schema
-// (response_format json_schema, guided_json). The draws are restricted to the tokens that keep
-// the text a prefix of such an output, and the end of the sequence to where the text is one.
-enum class Structure : uint8_t { none, json_object, choice, json_schema };
+// SamplingParams::choices (guided_choice), a JSON text conforming to SamplingParams::json_schema
+// (response_format json_schema, guided_json), or a text SamplingParams::regex fully matches
+// (guided_regex). The draws are restricted to the tokens that keep the text a prefix of such an
+// output, and the end of the sequence to where the text is one.
+enum class Structure : uint8_t { none, json_object, choice, json_schema, regex };
 
 class JsonSchema;  // json_schema.h
+class Regex;       // regex.h
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
@@ -48,6 +50,13 @@ struct SamplingParams {
   Structure structure = Structure::none;
   std::vector<std::string> choices;  // Structure::choice: non-empty strings, sorted, distinct
   std::string json_schema;           // Structure::json_schema: the schema document (JSON text)
+  std::string regex;                 // Structure::regex: the pattern (Python re syntax, UTF-8)
+  // vLLM's allowed_token_ids: the draws keep only these (sorted, distinct; empty: all).
+  std::vector<int32_t> allowed_token_ids;
+  // vLLM's bad_words as token sequences: the last token of one is banned where the output ends
+  // with the others (a one-token sequence: always). Not with a structure.
+  std::vector<std::vector<int32_t>> bad_words;
+  bool restricted() const { return !allowed_token_ids.empty() || !bad_words.empty(); }
   bool greedy() const { return temperature <= 0.0f || top_k == 1; }
 };
 
@@ -61,6 +70,8 @@ struct Request {
   int32_t data_parallel_rank = -1;  // pinned replica, -1: the router decides
   // Structure::json_schema: params.json_schema compiled, by every rank at admission (not sent).
   std::shared_ptr<const JsonSchema> schema;
+  // Structure::regex: params.regex compiled likewise.
+  std::shared_ptr<const Regex> regex;
 };
 
 struct TokenLogprob {

@@ -29,6 +29,14 @@ uint64_t splitmix64(uint64_t x) {
 }
 }  // namespace
 
+void bad_word_bans(const std::vector<std::vector<int32_t>>& bad_words, std::span<const int32_t> generated,
+                   std::vector<int32_t>& out) {
+  for (const auto& w : bad_words) {
+    if (w.empty() || w.size() - 1 > generated.size()) continue;
+    if (std::equal(w.begin(), w.end() - 1, generated.end() - static_cast<std::ptrdiff_t>(w.size() - 1))) out.push_back(w.back());
+  }
+}
+
 double uniform_from(uint64_t seed, int64_t position) {
   const uint64_t r = splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(position) * 0xd1b54a32d192ed03ull);
   return static_cast<double>(r >> 11) * 0x1.0p-53;

@@ -62,6 +62,11 @@ class PenaltyEdits {
   std::size_t n_prompt_ = static_cast<std::size_t>(-1), n_generated_ = 0;  // folded in so far (none)
 };
 
+// vLLM's bad_words on an output so far: the ids to ban at its next draw, the last token of each
+// sequence whose others end `generated` (a one-token sequence: always), appended to `out`.
+void bad_word_bans(const std::vector<std::vector<int32_t>>& bad_words, std::span<const int32_t> generated,
+                   std::vector<int32_t>& out);
+
 // The draw of one request at `position` (greedy requests get temperature 0).
 backend::SampleSpec sample_spec(const SamplingParams& params, uint64_t fallback_seed, int64_t position);
 

@@ -6,6 +6,7 @@
 
 #include "engine/json_schema.h"
 #include "engine/recognizer_util.h"
+#include "engine/regex.h"
 
 namespace dpa::engine {
 namespace {
@@ -285,6 +286,35 @@ TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
   }
   for (std::size_t c = 1; c < up_to_.size(); ++c)
     for (std::size_t w = 0; w < plain_.size(); ++w) up_to_[c][w] |= up_to_[c - 1][w];
+  flat_ = std::make_unique<const Flat>(all_, vocab_);
+}
+
+TokenTrie::Flat::Flat(const Trie& t, int64_t vocab) {
+  const std::size_t n = t.nodes.size() - 1;  // the root is not stored
+  const auto no_token = static_cast<uint32_t>((vocab + 31) / 32 * 32);
+  byte.reserve(n), depth.reserve(n), bit.reserve(n), end.assign(n, 0);
+  // Depth-first, each node's index taken when it is entered, its end when its subtree is done.
+  struct Open {
+    int32_t node, child, index;
+  };
+  std::vector<Open> path{{0, t.nodes[0].first_child, -1}};
+  while (!path.empty()) {
+    Open& top = path.back();
+    if (top.child < 0) {
+      if (top.index >= 0) end[static_cast<std::size_t>(top.index)] = static_cast<int32_t>(byte.size());
+      path.pop_back();
+      continue;
+    }
+    const int32_t c = top.child;
+    const Node& node = t.nodes[static_cast<std::size_t>(c)];
+    top.child = node.next_sibling;
+    const auto index = static_cast<int32_t>(byte.size());
+    byte.push_back(node.byte);
+    depth.push_back(static_cast<uint16_t>(path.size()));
+    bit.push_back(node.token >= 0 ? static_cast<uint32_t>(node.token) : no_token);
+    max_depth = std::max(max_depth, path.size());
+    path.push_back({c, node.first_child, index});
+  }
 }
 
 void TokenTrie::Trie::copy_same(std::vector<uint32_t>& allowed) const {
@@ -317,6 +347,30 @@ void TokenTrie::allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed
 void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const {
   allowed.assign(static_cast<std::size_t>(mask_words()), 0);
   all_.walk(0, from, allowed);
+  all_.copy_same(allowed);
+}
+
+void TokenTrie::allowed(const RegexPrefix& from, std::vector<uint32_t>& allowed) const {
+  const auto words = static_cast<std::size_t>(mask_words());
+  allowed.assign(words + 1, 0);  // a node with no token sets a bit of the word past the mask
+  const Flat& f = *flat_;
+  // at[d]: the state after the first d bytes of the node being looked at.
+  std::vector<RegexPrefix> at(f.max_depth + 1, from);
+  const auto n = static_cast<int32_t>(f.byte.size());
+  uint32_t* bits = allowed.data();
+  for (int32_t i = 0; i < n;) {
+    const auto k = static_cast<std::size_t>(i);
+    RegexPrefix next = at[f.depth[k] - 1u];
+    if (!next.feed(f.byte[k])) {  // and every token under it
+      i = f.end[k];
+      continue;
+    }
+    at[f.depth[k]] = next;
+    const uint32_t t = f.bit[k];
+    bits[t >> 5] |= 1u << (t & 31);
+    ++i;
+  }
+  allowed.resize(words);
   all_.copy_same(allowed);
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +15,7 @@
 namespace dpa::engine {
 
 class SchemaPrefix;  // json_schema.h
+class RegexPrefix;   // regex.h
 
 // A JSON text (RFC 8259) being written, byte by byte; its top-level value must be an object.
 // feed() takes a byte when some valid text continues what was fed with it, and leaves the state
@@ -111,6 +113,7 @@ class TokenTrie {
   void allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const;
   void allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const;
   void allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed) const;
+  void allowed(const RegexPrefix& from, std::vector<uint32_t>& allowed) const;
 
  private:
   struct Node {
@@ -126,6 +129,17 @@ class TokenTrie {
     void walk(int32_t node, const State& state, std::vector<uint32_t>& allowed) const;
     void copy_same(std::vector<uint32_t>& allowed) const;  // ids of the same bytes as their first
   };
+  // all_ in depth-first order, for recognizers whose state is a small value (a regex's DFA state):
+  // the walk is one pass over these arrays, a refused subtree skipped to its end index, instead
+  // of chasing child and sibling links (5-10x fewer cycles a node on a vocabulary's trie).
+  struct Flat {
+    std::vector<uint8_t> byte;
+    std::vector<uint16_t> depth;  // 1: a child of the root
+    std::vector<uint32_t> bit;    // Node::token, or (none) the first bit past the mask's words
+    std::vector<int32_t> end;     // the index past the node's subtree
+    std::size_t max_depth = 0;
+    Flat(const Trie& t, int64_t vocab);
+  };
   template <typename Json>
   void allowed_json(const Json& from, std::vector<uint32_t>& allowed) const;
   // Plain tokens by their characters (code points), for strings with a maxLength: up_to_[c] has
@@ -136,6 +150,7 @@ class TokenTrie {
   Trie all_;                    // every token with bytes
   Trie rest_;                   // the tokens that are not plain
   Trie long_;                   // rest_'s, and the plain ones of more than kShortChars characters
+  std::unique_ptr<const Flat> flat_;  // all_'s
   std::vector<uint32_t> plain_;  // a bit per id: a plain token (see the class comment)
   std::vector<std::vector<uint32_t>> up_to_;
 };

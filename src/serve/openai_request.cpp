@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "engine/json_schema.h"
+#include "engine/regex.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -356,8 +357,9 @@ bool thinks(const json::object& o, ReasoningParser p) {
 }
 
 // The output's structure, at most one: OpenAI's response_format, vLLM's guided_json,
-// guided_choice and structured_outputs, SGLang's json_schema. A schema is compiled here too, so
-// that one the server cannot follow is a 400 naming the keyword, not a failure at admission.
+// guided_choice, guided_regex and structured_outputs, SGLang's json_schema and regex. A schema or
+// pattern is compiled here too, so that one the server cannot follow is a 400 naming the keyword
+// (and, for a pattern, the offset), not a failure at admission.
 void parse_structure(const json::object& o, engine::SamplingParams& p) {
   const char* set_by = nullptr;
   auto set = [&](const char* name, engine::Structure st) {
@@ -380,6 +382,16 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
     }
     set(name, engine::Structure::json_schema);
     p.json_schema = std::move(text);
+  };
+  auto regex = [&](const char* name, const json::value& v) {
+    if (!v.is_string()) bad(name, fmt::format("'{}' must be a regular expression (a string)", name));
+    try {
+      engine::Regex::compile(v.as_string());
+    } catch (const Error& e) {
+      bad(name, fmt::format("'{}': {}", name, e.what()));
+    }
+    set(name, engine::Structure::regex);
+    p.regex = std::string(v.as_string());
   };
   auto choices = [&](const char* name, const json::value& gc) {
     const std::string form = fmt::format("'{}' must be an array of 1 to 1024 non-empty strings", name);
@@ -415,6 +427,8 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
   if (const json::value* v = field(o, "guided_json")) schema("guided_json", *v);
   if (const json::value* v = field(o, "guided_choice")) choices("guided_choice", *v);
   if (const json::value* v = field(o, "json_schema")) schema("json_schema", *v);
+  if (const json::value* v = field(o, "guided_regex")) regex("guided_regex", *v);
+  if (const json::value* v = field(o, "regex")) regex("regex", *v);  // SGLang's name
   if (const json::value* so = field(o, "structured_outputs")) {  // vLLM's newer form of the guided_* fields
     if (!so->is_object()) bad("structured_outputs", "'structured_outputs' must be an object");
     for (const auto& kv : so->as_object()) {
@@ -422,10 +436,43 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
       if (kv.value().is_null()) continue;
       if (key == "json") schema("structured_outputs", kv.value());
       else if (key == "choice") choices("structured_outputs", kv.value());
+      else if (key == "regex") regex("structured_outputs", kv.value());
       else if (key == "json_object" && kv.value().is_bool()) {
         if (kv.value().as_bool()) set("structured_outputs", engine::Structure::json_object);
       } else
         bad("structured_outputs", fmt::format("'structured_outputs' '{}' is not supported by this server", key));
+    }
+  }
+}
+
+// vLLM's allowed_token_ids (the draws keep only these) and bad_words (each word, as written and
+// after a space, tokenized: the last token of either is banned where the output ends with the
+// others).
+void parse_restrictions(const json::object& o, const ModelInfo& m, engine::SamplingParams& p) {
+  if (const json::value* a = field(o, "allowed_token_ids")) {
+    const std::string form = fmt::format("'allowed_token_ids' must be a non-empty array of token ids in [0, {})", m.vocab_size);
+    if (!a->is_array() || a->as_array().empty() || static_cast<int64_t>(a->as_array().size()) > m.vocab_size)
+      bad("allowed_token_ids", form);
+    for (const auto& v : a->as_array()) {
+      if (!v.is_int64() || v.as_int64() < 0 || v.as_int64() >= m.vocab_size) bad("allowed_token_ids", form);
+      p.allowed_token_ids.push_back(static_cast<int32_t>(v.as_int64()));
+    }
+    std::sort(p.allowed_token_ids.begin(), p.allowed_token_ids.end());
+    p.allowed_token_ids.erase(std::unique(p.allowed_token_ids.begin(), p.allowed_token_ids.end()), p.allowed_token_ids.end());
+  }
+  if (const json::value* b = field(o, "bad_words")) {
+    const char* form = "'bad_words' must be an array of at most 1024 non-empty strings of at most 1 KiB";
+    if (!b->is_array() || b->as_array().size() > 1024) bad("bad_words", form);
+    for (const auto& v : b->as_array()) {
+      if (!v.is_string()) bad("bad_words", form);
+      std::string w(v.as_string());
+      w.erase(0, std::min(w.find_first_not_of(" \t\n\r"), w.size()));
+      if (w.empty() || w.size() > 1024) bad("bad_words", form);
+      for (const std::string& text : {w, " " + w}) {
+        std::vector<int32_t> ids = encode(m, text, false, "bad_words");
+        if (!ids.empty() && std::find(p.bad_words.begin(), p.bad_words.end(), ids) == p.bad_words.end())
+          p.bad_words.push_back(std::move(ids));
+      }
     }
   }
 }
@@ -480,9 +527,10 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     for (const auto& st : p.stop) if (st.empty()) bad("stop", "'stop' strings must not be empty");
   }
   parse_structure(o, p);
+  parse_restrictions(o, m, p);
   // Fields whose meaning this server does not implement: refused, not ignored, since ignoring
   // them would answer a different question than the one asked.
-  for (const char* name : {"guided_regex", "guided_grammar", "regex", "ebnf", "allowed_token_ids", "bad_words"}) {
+  for (const char* name : {"guided_grammar", "ebnf"}) {
     const json::value* v = field(o, name);
     const bool empty = !v || (v->is_array() && v->as_array().empty()) || (v->is_bool() && !v->as_bool());
     if (!empty) bad(name, fmt::format("'{}' is not supported by this server", name));
@@ -555,8 +603,11 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     p.prompt_logprobs = std::max(p.prompt_logprobs, r.prompt_logprobs);
   }
   if (p.min_tokens > (r.prompt_only ? 0 : p.max_tokens)) bad("min_tokens", "'min_tokens' must not exceed 'max_tokens'");
+  if (p.restricted() && p.structure != engine::Structure::none)  // tool_choice's included
+    bad(p.allowed_token_ids.empty() ? "bad_words" : "allowed_token_ids",
+        "'allowed_token_ids' and 'bad_words' cannot be combined with an output structure");
   if (p.min_tokens > 0 && p.structure != engine::Structure::none)  // it would ban the end the structure reached
-    bad("min_tokens", "'min_tokens' cannot be combined with 'response_format', 'guided_choice' or 'guided_json': the "
+    bad("min_tokens", "'min_tokens' cannot be combined with 'response_format', 'guided_choice', 'guided_json' or 'guided_regex': the "
                       "structure decides where the output ends");
   for (const auto& ids : r.prompts)
     if (static_cast<int64_t>(ids.size()) + p.max_tokens > m.max_model_len)

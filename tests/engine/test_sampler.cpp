@@ -323,6 +323,25 @@ TEST(Sampler, ForcedPickGivesItsLogprobAndRank) {
   EXPECT_EQ(o.rank, 0);
 }
 
+// vLLM's rule: a bad word's last token is banned where the output ends with its other tokens;
+// a one-token word always; the prompt does not count (only `generated` is given).
+TEST(Sampler, BadWordBans) {
+  const std::vector<std::vector<int32_t>> words = {{5}, {6, 7, 8}, {7, 9}, {1, 2, 3, 4}};
+  auto bans = [&](std::vector<int32_t> generated) {
+    std::vector<int32_t> out;
+    bad_word_bans(words, generated, out);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(bans({}), (std::vector<int32_t>{5}));
+  EXPECT_EQ(bans({6}), (std::vector<int32_t>{5}));
+  EXPECT_EQ(bans({6, 7}), (std::vector<int32_t>{5, 8, 9}));
+  EXPECT_EQ(bans({7, 6, 7}), (std::vector<int32_t>{5, 8, 9}));
+  EXPECT_EQ(bans({6, 7, 8}), (std::vector<int32_t>{5}));
+  EXPECT_EQ(bans({1, 2, 3}), (std::vector<int32_t>{4, 5}));
+  EXPECT_EQ(bans({2, 3}), (std::vector<int32_t>{5}));  // shorter than the word's other tokens
+}
+
 TEST(Wire, IntakeAndOutputsRoundTrip) {
   Request r;
   r.id = 42;
@@ -361,6 +380,20 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   ASSERT_EQ(rs.size(), 1u);
   EXPECT_EQ(rs[0].params.structure, Structure::json_schema);
   EXPECT_EQ(rs[0].params.json_schema, r.params.json_schema);
+  r.params.structure = Structure::regex;
+  r.params.regex = R"(\d{3}-[a-z]+)";
+  decode_intake(encode_intake({r}, {}, false), &rs, &ab, &sd);
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].params.structure, Structure::regex);
+  EXPECT_EQ(rs[0].params.regex, r.params.regex);
+  r.params.structure = Structure::none;
+  r.params.allowed_token_ids = {3, 9, 70000};
+  r.params.bad_words = {{5}, {6, 7, 8}, {}};
+  decode_intake(encode_intake({r}, {}, false), &rs, &ab, &sd);
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].params.allowed_token_ids, r.params.allowed_token_ids);
+  EXPECT_EQ(rs[0].params.bad_words, r.params.bad_words);
+  EXPECT_TRUE(rs[0].params.restricted());
   TokenOutput o{42, 17, -0.5f, FinishReason::length, {{1, -0.1f}, {2, -0.2f}}};
   o.prompt_logprobs = {{6, -1.5f, 3, {{9, -0.25f}}}, {7, -2.5f, 12, {}}};
   auto outs = decode_outputs(encode_outputs({o, TokenOutput{43, 5}}));

@@ -13,6 +13,7 @@
 
 #include "engine/json_schema.h"
 #include "engine/output_constraint.h"
+#include "engine/regex.h"
 #include "engine/structured_output.h"
 
 namespace {
@@ -225,7 +226,7 @@ TEST(ChoicePrefix, PrefixesOfTheStringsOnly) {
 TEST(OutputConstraint, IncrementalEqualsReplay) {
   const std::vector<std::string> vocab = {"{", "}", "\"", "a", "b", ":", "1", "2", ",", " ", "[", "]", "\"a\"", "", "12"};
   const TokenTrie trie(vocab);
-  dpa::engine::Request json, choice, schema;
+  dpa::engine::Request json, choice, schema, regex;
   json.params.structure = dpa::engine::Structure::json_object;
   choice.params.structure = dpa::engine::Structure::choice;
   choice.params.choices = {"a", "ab", "b1"};
@@ -233,9 +234,12 @@ TEST(OutputConstraint, IncrementalEqualsReplay) {
   schema.schema = dpa::engine::JsonSchema::compile(
       R"({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer", "maximum": 20}}},
           "required": ["a"], "additionalProperties": false})");
+  regex.params.structure = dpa::engine::Structure::regex;
+  regex.regex = dpa::engine::Regex::compile(R"([ab]*:(12|2)+\.?)");  // a loop in one state, then others
   // Each output a token-id sequence the structure takes (13: a token with no bytes).
   const std::vector<std::pair<const dpa::engine::Request*, std::vector<int32_t>>> cases = {
-      {&json, {0, 12, 5, 9, 10, 6, 8, 14, 11, 13, 1}}, {&choice, {3, 4, 13}}, {&schema, {0, 12, 5, 10, 14, 8, 7, 11, 1}}};
+      {&json, {0, 12, 5, 9, 10, 6, 8, 14, 11, 13, 1}}, {&choice, {3, 4, 13}}, {&schema, {0, 12, 5, 10, 14, 8, 7, 11, 1}},
+      {&regex, {3, 4, 4, 3, 13, 5, 14, 7, 6, 7}}};
   for (const auto& [req, out] : cases) {
     dpa::engine::OutputConstraint kept;
     std::vector<uint32_t> a, b;
@@ -252,6 +256,29 @@ TEST(OutputConstraint, IncrementalEqualsReplay) {
     EXPECT_EQ(kept.mask(trie, *req, std::span<const int32_t>(out.data(), 1), a),
               fresh.mask(trie, *req, std::span<const int32_t>(out.data(), 1), b));
     EXPECT_EQ(a, b);
+  }
+}
+
+TEST(TokenTrie, RegexAllowsWhatEachTokenAloneWouldFeed) {
+  const std::vector<std::string> vocab = {"1", "12", "123", "-", "-1", "a", "ab", "b", "\xc3\xa9", "\xc3", "\xa9",
+                                          "", "x", "2024-", "0", "caf\xc3\xa9", ".", " "};
+  const TokenTrie trie(vocab);
+  std::vector<uint32_t> allowed;
+  for (const char* pattern : {R"(\d{4}-\d{2})", R"((ab|a)+\.?)", R"(caf[e\u00e9] ?.)", R"([^a]{1,3})", R"(x|)"}) {
+    const auto re = dpa::engine::Regex::compile(pattern);
+    // Every state reached by feeding one of a few texts, byte by byte.
+    for (std::string_view text : {"2024-12", "abab.", "caf\xc3\xa9 1", "\xc3\xa9-1", "x"}) {
+      dpa::engine::RegexPrefix state(*re);
+      for (std::size_t n = 0; n <= text.size(); ++n) {
+        if (n > 0 && !state.feed(static_cast<uint8_t>(text[n - 1]))) break;
+        trie.allowed(state, allowed);
+        for (std::size_t id = 0; id < vocab.size(); ++id) {
+          dpa::engine::RegexPrefix alone = state;
+          EXPECT_EQ(mask_allows(allowed, id), !vocab[id].empty() && alone.feed(vocab[id]))
+              << pattern << " after " << text.substr(0, n) << " + " << vocab[id];
+        }
+      }
+    }
   }
 }
 

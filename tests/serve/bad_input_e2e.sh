@@ -90,14 +90,18 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"string","pattern":"a"}' '"echo":false,"max_tokens":0' \
          '"echo":true,"max_tokens":0,"min_tokens":1' '"prompt_logprobs":-1' '"prompt_logprobs":"2"' \
          '"prompt_logprobs":1000' '"prompt_logprobs":1,"stream":true' \
-         '"guided_regex":"a+"' '"guided_choice":[]' '"guided_choice":"a"' '"guided_choice":[""]' '"guided_choice":[1]' \
+         '"guided_regex":"a(b"' '"guided_regex":"(a)\\1"' '"guided_regex":5' '"guided_regex":"(?=a)b"' \
+         '"guided_regex":"a","guided_choice":["a"]' '"regex":"[z-a]"' '"guided_regex":"a{2,1}"' '"guided_choice":[]' '"guided_choice":"a"' '"guided_choice":[""]' '"guided_choice":[1]' \
          '"response_format":{"type":"json_object"},"guided_choice":["a"]' '"guided_choice":["a"],"min_tokens":1' \
          '"response_format":{"type":"json_object"},"min_tokens":1' '"guided_grammar":"root ::= x"' \
-         '"structured_outputs":{"regex":"a"}' '"structured_outputs":[]' '"guided_json":"{not json"' '"guided_json":5' \
+         '"structured_outputs":{"regex":"\\bx"}' '"structured_outputs":{"grammar":"x"}' '"structured_outputs":[]' '"guided_json":"{not json"' '"guided_json":5' \
          '"guided_json":{"enum":[]}' '"json_schema":{"$ref":"http://example.com/s.json"}' '"json_schema":{"type":"str"}' \
          '"guided_json":{"type":"object"},"guided_choice":["a"]' '"guided_json":{"type":"object"},"min_tokens":1' \
          '"response_format":{"type":"json_object"},"structured_outputs":{"json":{"type":"object"}}' \
-         '"regex":"a"' '"ebnf":"x"' '"allowed_token_ids":[1,2]' '"bad_words":["x"]' \
+         '"ebnf":"x"' '"allowed_token_ids":[]' '"allowed_token_ids":[-1]' '"allowed_token_ids":["1"]' \
+         '"allowed_token_ids":1' "\"allowed_token_ids\":[$vocab]" '"bad_words":"x"' '"bad_words":[1]' '"bad_words":[""]' \
+         '"bad_words":[" "]' '"bad_words":["x"],"guided_choice":["a"]' \
+         '"allowed_token_ids":[1],"response_format":{"type":"json_object"}' \
          '"truncate_prompt_tokens":0' '"truncate_prompt_tokens":"x"' \
          '"truncate_prompt_tokens":-2' '"add_special_tokens":"no"'; do
   # A field given twice in an object: the later one wins in Boost.JSON, so put the bad one last.
@@ -329,7 +333,7 @@ assert chunks[-1]["meta_info"]["finish_reason"]["type"] == "length" and chunks[0
 PYEOF
 for b in '{}' '{"text":"a","input_ids":[1]}' '{"text":5}' '{"input_ids":[-1]}' '{"text":"a","sampling_params":[{}]}' \
          '{"text":"a","sampling_params":{"max_new_tokens":0}}' '{"text":"a","sampling_params":{"beam_width":2}}' \
-         '{"text":"a","sampling_params":{"temperature":"x"}}' '{"text":"a","sampling_params":{"regex":"a+"}}' \
+         '{"text":"a","sampling_params":{"temperature":"x"}}' '{"text":"a","sampling_params":{"regex":"a**"}}' \
          '{"text":"a","return_logprob":true,"top_logprobs_num":-1}' '{"text":"a","return_logprob":true,"logprob_start_len":-2}' \
          '{"text":"a","lora_path":"x"}' '{"text":["a","b"],"rid":"one"}' \
          '{"text":"a","rid":5}' '[1]'; do
@@ -376,6 +380,10 @@ $PY "$here/output_checks.py" choice "$url" "$KEY" && ok "guided_choice: one of t
 $PY "$here/output_checks.py" json-schema "$url" "$KEY" \
   && ok "json_schema (response_format, guided_json, structured_outputs, /generate): stopped answers validate" \
   || bad "json_schema"
+$PY "$here/output_checks.py" restrict "$url" "$KEY" \
+  && ok "allowed_token_ids and bad_words: within the set, no bad word, logit_bias oracle" || bad "allowed_token_ids / bad_words"
+$PY "$here/output_checks.py" regex "$url" "$KEY" \
+  && ok "regex (guided_regex, structured_outputs, SGLang regex, /generate): stopped answers fullmatch" || bad "regex"
 
 # ---------------------------------------------------------------- access: the route table
 # Every route api_server.cpp serves, with the method it takes.

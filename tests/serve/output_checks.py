@@ -21,6 +21,16 @@ and the GPU checks (perf/gpu_checks.sh scoring):
     and closed objects); a top-level integer in [10, 12] always ends as one of the three. Chat's
     tool_choice "required" and a named function: finished calls name the tools and their
     arguments validate against the tool's parameters ($ref included); a stream adds up.
+  regex URL KEY: vLLM's guided_regex and structured_outputs regex, SGLang's regex (chat and
+    /generate). The oracle is Python's re.fullmatch: every answer that stopped by itself matches
+    (classes, counted repeats, alternation, non-ASCII characters); the patterns of texts of at most
+    27 bytes always stop within 40 tokens; cut by max_tokens, the text is a prefix of one; a
+    stream gives the same text.
+  restrict URL KEY: vLLM's allowed_token_ids and bad_words. Sampled tokens are all allowed ones;
+    an output never holds a bad word's tokens (as written or after a space); where those are one
+    token each, the output is the greedy one under logit_bias -100 on them (the oracle); a
+    banned greedy token changes the output; with every allowed token banned (EOS alone allowed,
+    before min_tokens) the sequence ends instead of failing.
 
 Exits non-zero (an assertion) on the first failure.
 """
@@ -39,7 +49,7 @@ def post(path, body):
 
 
 def completion(**body):
-    return json.loads(post("/v1/completions", dict(temperature=0, return_tokens_as_token_ids=True, **body)))
+    return json.loads(post("/v1/completions", {"temperature": 0, "return_tokens_as_token_ids": True, **body}))
 
 
 def ids(toks):
@@ -252,6 +262,88 @@ def json_schema():
     print(f"json_schema: {stopped} of {len(jobs) - 5} sampled answers stopped by themselves, all valid")
 
 
+def regex():
+    import concurrent.futures
+    import re
+    pats = [r"\d{3}-\d{4}", r"(yes|no|maybe), [a-z]{1,8}\.", r"caf[\u00e9e] \u20ac\d{1,2}",
+            r"[a-z]{1,10}@[a-z]{2,8}\.(com|org)", r"(?P<k>[A-Z][a-z]*)( [A-Z][a-z]*){0,3}!?"]
+    chat = lambda **b: ("/v1/chat/completions", dict(messages=[{"role": "user", "content": "Answer"}], **b))
+    comp = lambda **b: ("/v1/completions", dict(prompt="Answer", **b))
+    jobs = []
+    for i, pat in enumerate(pats):
+        for seed in range(1, 5):
+            forms = [comp(guided_regex=pat), chat(guided_regex=pat), comp(structured_outputs={"regex": pat}),
+                     chat(regex=pat), ("/generate", {"text": "Answer", "sampling_params": {"regex": pat}})]
+            path, body = forms[(i + seed) % len(forms)]
+            if path == "/generate":
+                body = dict(body, sampling_params=dict(body["sampling_params"], temperature=1, sampling_seed=seed,
+                                                       max_new_tokens=40))
+            else:
+                body = dict(body, temperature=1, seed=seed, max_tokens=40)
+            jobs.append((pat, path, body))
+
+    def run(job):
+        _, path, body = job
+        r = json.loads(post(path, body))
+        if path == "/generate":
+            return r["text"], r["meta_info"]["finish_reason"]["type"]
+        c = r["choices"][0]
+        return (c["message"]["content"] if "message" in c else c["text"]), c["finish_reason"]
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as ex:
+        answers = list(ex.map(run, jobs))
+    stopped = 0
+    for (pat, path, body), (text, finish) in zip(jobs, answers):
+        if finish == "stop":
+            assert re.fullmatch(pat, text), (pat, path, text)
+            stopped += 1
+        else:
+            assert finish == "length" and pat == pats[-1], (pat, path, text, finish)  # the others end within 40 tokens
+    # Cut by max_tokens: a prefix of the one text.
+    c = json.loads(post("/v1/completions", {"prompt": "x", "max_tokens": 2, "guided_regex": "a{40}"}))["choices"][0]
+    assert c["finish_reason"] == "length" and ("a" * 40).startswith(c["text"]) and c["text"], c
+    # Streamed: the chunks add up to the same text as the whole answer.
+    body = dict(temperature=1, seed=3, max_tokens=40, guided_regex=pats[3], prompt="Answer")
+    whole = json.loads(post("/v1/completions", body))["choices"][0]["text"]
+    streamed = "".join(json.loads(l[6:])["choices"][0]["text"] for l in post("/v1/completions", dict(body, stream=True)).splitlines()
+                       if l.startswith("data: {") and json.loads(l[6:])["choices"])
+    assert streamed == whole, (streamed, whole)
+    print(f"regex: {stopped} of {len(jobs)} sampled answers stopped by themselves, all match")
+
+
+def restrict():
+    allowed = [300, 301, 302, 7000]
+    for seed in range(1, 5):  # EOS is not among them: each runs to max_tokens
+        c = completion(prompt="Hello", max_tokens=8, temperature=1, seed=seed, logprobs=0,
+                       allowed_token_ids=allowed)["choices"][0]
+        got = ids(c["logprobs"]["tokens"])
+        assert c["finish_reason"] == "length" and len(got) == 8 and all(t in allowed for t in got), c
+    tok = lambda s: json.loads(post("/tokenize", {"prompt": s, "add_special_tokens": False}))["tokens"]
+    greedy = lambda **b: ids(completion(prompt="The weather today", max_tokens=12, logprobs=0, **b)["choices"][0]["logprobs"]["tokens"])
+    base = greedy()
+    checked = 0
+    for t in base[:6]:
+        word = json.loads(post("/detokenize", {"tokens": [t]}))["prompt"].strip()
+        if not word:
+            continue
+        bad_seqs = [tok(word), tok(" " + word)]
+        out = greedy(bad_words=[word])
+        for b in bad_seqs:
+            assert not any(out[i:i + len(b)] == b for i in range(len(out))), (word, b, out)
+        if any(base[i:i + len(b)] == b for b in bad_seqs for i in range(len(base))):
+            assert out != base, (word, out)
+        if all(len(b) == 1 for b in bad_seqs):
+            assert out == greedy(logit_bias={str(b[0]): -100 for b in bad_seqs}), (word, out)
+        checked += 1
+    assert checked > 0, base
+    # Every allowed token banned (EOS alone allowed, before min_tokens): the sequence ends.
+    eos = tok("<\uff5cend\u2581of\u2581sentence\uff5c>")
+    assert len(eos) == 1, eos
+    c = completion(prompt="Hello", max_tokens=8, min_tokens=4, allowed_token_ids=eos)["choices"][0]
+    assert c["finish_reason"] == "stop" and c["text"] == "", c
+    print(f"allowed_token_ids: sampled within the set; bad_words: {checked} words checked")
+
+
 if sys.argv[1] == "prompt-logprobs":
     prompt_logprobs(int(sys.argv[4]), float(sys.argv[5]))
 elif sys.argv[1] == "json-object":
@@ -260,5 +352,9 @@ elif sys.argv[1] == "choice":
     choice()
 elif sys.argv[1] == "json-schema":
     json_schema()
+elif sys.argv[1] == "regex":
+    regex()
+elif sys.argv[1] == "restrict":
+    restrict()
 else:
-    sys.exit("usage: output_checks.py prompt-logprobs URL KEY VOCAB TOL | json-object URL KEY | choice URL KEY | json-schema URL KEY")
+    sys.exit("usage: output_checks.py prompt-logprobs URL KEY VOCAB TOL | json-object URL KEY | choice URL KEY | json-schema URL KEY | regex URL KEY | restrict URL KEY")
