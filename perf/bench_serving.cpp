@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
   std::string rate_s = "inf";
   int64_t max_conc = 0;
   double duration = 0;
-  std::string response_format;
+  std::string response_format, guided_regex;
   dpa::serve::BenchOptions bo;
   int64_t low_id = 1000;
   po::options_description d("bench_serving options");
@@ -197,7 +197,8 @@ int main(int argc, char** argv) {
       ("seed", po::value(&bo.seed)->default_value(bo.seed), "prompts and arrivals")
       ("low-token-id", po::value(&low_id)->default_value(low_id), "random ids start here (skips special tokens)")
       ("result-json", po::value(&result_json), "also append the JSON line to this file")
-      ("response-format", po::value(&response_format), "json_object: every request asks for it (the structured-output mask each step; ignore_eos keeps the lengths)");
+      ("response-format", po::value(&response_format), "json_object: every request asks for it (the structured-output mask each step; ignore_eos keeps the lengths)")
+      ("guided-regex", po::value(&guided_regex), "every request asks for this pattern (guided_regex); with ignore_eos, one that never completes: e.g. '[a-z ]*'");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -253,6 +254,7 @@ int main(int argc, char** argv) {
     json::object b{{"model", model}, {"prompt", p}, {"max_tokens", reqs[i].output_len}, {"temperature", 0.0},
                    {"ignore_eos", true}, {"stream", true}, {"stream_options", json::object{{"include_usage", true}}}};
     if (!response_format.empty()) b["response_format"] = json::object{{"type", response_format}};
+    if (!guided_regex.empty()) b["guided_regex"] = guided_regex;
     bodies.push_back(json::serialize(b));
     results[i].prompt_len = static_cast<int64_t>(reqs[i].prompt.size());
     prompt_lens.push_back(results[i].prompt_len);

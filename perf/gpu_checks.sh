@@ -86,6 +86,8 @@ for step in $steps; do
       python3 tests/serve/output_checks.py prompt-logprobs "$url" x "$vocab" 5e-2 2>&1 | tail -3 | tee "$out/scoring.txt"
       python3 tests/serve/output_checks.py json-object "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
       python3 tests/serve/output_checks.py choice "$url" x 2>&1 | tail -3 && echo "choice: ok" | tee -a "$out/scoring.txt"
+      python3 tests/serve/output_checks.py regex "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
+      python3 tests/serve/output_checks.py restrict "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
       if python3 -c "import jsonschema" 2>/dev/null; then
         python3 tests/serve/output_checks.py json-schema "$url" x 2>&1 | tail -3 | tee -a "$out/scoring.txt"
       else
@@ -106,11 +108,16 @@ for step in $steps; do
       srv=$!
       for _ in $(seq 1 600); do [[ -s "$out/structured.ready" ]] && break; sleep 0.2; done
       url=$(sed -n 's/^ready url=//p' "$out/structured.ready")
-      for n in 16 128; do for rf in "" "--response-format json_object"; do
+      # guided_regex: a loop in one DFA state (its mask kept from step to step), and a counted
+      # repeat (a new state, so a trie walk, every step). set -f: the patterns are not globbed.
+      set -f
+      for n in 16 128; do for rf in "" "--response-format json_object" "--guided-regex [a-z,.]*" \
+                                    "--guided-regex [a-z,.]{1,5000}"; do
         echo "-- $n requests $rf" | tee -a "$out/structured.txt"
         .gpupack/bin/bench_serving --base-url "$url" --num-prompts $n --random-input-len 256 --random-output-len 256 $rf 2>&1 |
           grep -E "Failed|Output token throughput|Median ITL|Median TPOT" | tee -a "$out/structured.txt"
       done; done
+      set +f
       kill "$srv"; wait "$srv" ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then

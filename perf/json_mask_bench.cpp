@@ -1,6 +1,6 @@
-// The host side of response_format json_object and json_schema: the allowed tokens of one
-// constrained row for one step (TokenTrie::allowed, one walk of the vocabulary's byte trie), in
-// the states a JSON answer spends its tokens in. Builds the token bytes as engine_setup does
+// The host side of response_format json_object, json_schema and guided_regex: the allowed
+// tokens of one constrained row for one step (TokenTrie::allowed, one walk of the vocabulary's
+// byte trie), in the states an answer spends its tokens in. Builds the token bytes as engine_setup does
 // (special tokens have none), times the trie's construction once, checks every state's allowed
 // set against feeding each token alone, then times the walks.
 //   json_mask_bench --tokenizer PATH/tokenizer.json [--benchmark_* flags of Google Benchmark]
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/json_schema.h"
+#include "engine/regex.h"
 #include "engine/structured_output.h"
 #include "text/tokenizer.h"
 
@@ -24,6 +25,8 @@ using dpa::engine::JsonPrefix;
 using dpa::engine::JsonSchema;
 using dpa::engine::SchemaPrefix;
 using dpa::engine::mask_allows;
+using dpa::engine::Regex;
+using dpa::engine::RegexPrefix;
 using dpa::engine::TokenTrie;
 
 std::vector<std::string> g_bytes;
@@ -131,6 +134,27 @@ BENCHMARK(BM_SchemaHostile)->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);
 
 BENCHMARK(BM_SchemaAllowed)->DenseRange(0, 4)->Unit(benchmark::kMicrosecond);
 
+// guided_regex: a pattern and the text before the walk. The first two are loops that take most
+// of the vocabulary (the worst a walk does: the whole trie); the others a narrow class, a
+// counted repeat, and the middle of an alternation.
+const char* const kRegexes[][2] = {
+    {R"(.*)", "Once upon a time"},
+    {R"([^"\\]{0,500})", "Once upon a time"},
+    {R"(\d{3}-\d{3}-\d{4})", "555-12"},
+    {R"([A-Z][a-z]{1,20}( [A-Z][a-z]{1,20}){0,3})", "Ada Lov"},
+    {R"((positive|negative|neutral|mixed feelings about it))", "mixed fe"},
+};
+std::shared_ptr<const Regex> g_regex[std::size(kRegexes)];
+RegexPrefix regex_state(int i) {
+  RegexPrefix p(*g_regex[i]);
+  if (!p.feed(std::string_view(kRegexes[i][1]))) std::abort();
+  return p;
+}
+void BM_RegexAllowed(benchmark::State& st) {
+  walk(st, regex_state(static_cast<int>(st.range(0))), kRegexes[st.range(0)][0]);
+}
+BENCHMARK(BM_RegexAllowed)->DenseRange(0, std::size(kRegexes) - 1)->Unit(benchmark::kMicrosecond);
+
 // Each state's allowed set is what feeding each token alone gives; returns false on a mismatch.
 template <typename State>
 bool check(const State& from, const char* text) {
@@ -184,6 +208,13 @@ int main(int argc, char** argv) {
     if (!check(schema_state(i), kSchemaStates[i])) return 1;
   for (int i = 0; i < 2; ++i)
     if (!check(bounded_state(i), kBoundedSchemas[i]) || !check(hostile_state(i), kHostileStates[i])) return 1;
+  for (std::size_t i = 0; i < std::size(kRegexes); ++i) {
+    const auto c0 = std::chrono::steady_clock::now();
+    g_regex[i] = Regex::compile(kRegexes[i][0]);
+    std::printf("regex %s: %lld states, compiled in %.3f ms\n", kRegexes[i][0], static_cast<long long>(g_regex[i]->states()),
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c0).count());
+    if (!check(regex_state(static_cast<int>(i)), kRegexes[i][1])) return 1;
+  }
   int n = static_cast<int>(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();
