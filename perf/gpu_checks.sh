@@ -112,7 +112,7 @@ for step in $steps; do
       # repeat (a new state, so a trie walk, every step). set -f: the patterns are not globbed.
       set -f
       for n in 128; do for rf in "" "--response-format json_object" "--guided-regex [a-z,.]*" \
-                                    "--guided-regex [a-z,.]{1,5000}"; do
+                                    "--guided-regex [a-z,.]{1,1000}"; do
         echo "-- $n requests $rf" | tee -a "$out/structured.txt"
         .gpupack/bin/bench_serving --base-url "$url" --num-prompts $n --random-input-len 256 --random-output-len 256 $rf 2>&1 |
           grep -E "Failed|Output token throughput|Median ITL|Median TPOT" | tee -a "$out/structured.txt"
