@@ -45,6 +45,18 @@ Ranges complement(Ranges r) {
   return out;
 }
 
+// Both normalized.
+Ranges intersect(const Ranges& a, const Ranges& b) {
+  Ranges out;
+  for (std::size_t i = 0, j = 0; i < a.size() && j < b.size();) {
+    const uint32_t lo = std::max(a[i].first, b[j].first), hi = std::min(a[i].second, b[j].second);
+    if (lo <= hi) out.push_back({lo, hi});
+    if (a[i].second < b[j].second) ++i;
+    else ++j;
+  }
+  return out;
+}
+
 // \d \w \s (ASCII, see regex.h) and their capitals, the complements over all code points.
 Ranges shorthand(uint8_t c) {
   Ranges r;
@@ -494,6 +506,62 @@ class Parser {
 
 }  // namespace
 
+void escape_for_json(Tree& t) {
+  // The characters JSON must escape, and the bytes a canonical writer spells each with.
+  auto spelling = [](uint32_t c) -> std::string {
+    switch (c) {
+      case '"': return "\\\"";
+      case '\\': return "\\\\";
+      case '\b': return "\\b";
+      case '\f': return "\\f";
+      case '\n': return "\\n";
+      case '\r': return "\\r";
+      case '\t': return "\\t";
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        return std::string("\\u00") + kHex[c >> 4] + kHex[c & 15];
+      }
+    }
+  };
+  std::map<Ranges, int32_t> ids;
+  for (std::size_t i = 0; i < t.sets.size(); ++i) ids.emplace(t.sets[i], static_cast<int32_t>(i));
+  auto set_node = [&](Ranges r, std::size_t at) {
+    const auto [it, fresh] = ids.try_emplace(r, static_cast<int32_t>(t.sets.size()));
+    if (fresh) t.sets.push_back(std::move(r));
+    t.nodes.push_back(Node{Node::kSet, at, it->second, 0, 0, {}});
+    return static_cast<int32_t>(t.nodes.size() - 1);
+  };
+  const std::size_t n_nodes = t.nodes.size();  // the ones added below need no rewriting
+  for (std::size_t n = 0; n < n_nodes; ++n) {
+    if (t.nodes[n].kind != Node::kSet) continue;
+    const Ranges set = t.sets[static_cast<std::size_t>(t.nodes[n].set)];
+    const std::size_t at = t.nodes[n].offset;
+    static const Ranges kMustEscape = {{0, 0x1f}, {'"', '"'}, {'\\', '\\'}};
+    static const Ranges kRaw = complement(kMustEscape);
+    const Ranges plain = intersect(set, kRaw);
+    std::vector<uint32_t> escaped;
+    for (const auto& [lo, hi] : intersect(set, kMustEscape))
+      for (uint32_t c = lo; c <= hi; ++c) escaped.push_back(c);
+    if (escaped.empty()) continue;
+    std::vector<int32_t> alts;
+    if (!plain.empty()) alts.push_back(set_node(plain, at));
+    for (const uint32_t c : escaped) {
+      std::vector<int32_t> bytes;
+      for (const char b : spelling(c)) bytes.push_back(set_node({{static_cast<uint8_t>(b), static_cast<uint8_t>(b)}}, at));
+      t.nodes.push_back(Node{Node::kConcat, at, -1, 0, 0, std::move(bytes)});
+      alts.push_back(static_cast<int32_t>(t.nodes.size() - 1));
+    }
+    Node& x = t.nodes[n];
+    x.set = -1;
+    if (alts.size() == 1) {  // only one escaped character: its spelling in place
+      x = t.nodes[static_cast<std::size_t>(alts[0])];
+    } else {
+      x.kind = Node::kAlt;
+      x.kids = std::move(alts);
+    }
+  }
+}
+
 Tree parse(std::string_view pattern) {
   Parser p(pattern);
   const int32_t root = p.parse();
@@ -502,10 +570,12 @@ Tree parse(std::string_view pattern) {
 
 }  // namespace regex_detail
 
-std::shared_ptr<const Regex> Regex::compile(std::string_view pattern) {
+std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, Target target) {
   if (pattern.size() > kMaxPattern)
     throw Error("the pattern is longer than " + std::to_string(kMaxPattern) + " bytes");
-  regex_detail::Tables t = regex_detail::build(regex_detail::parse(pattern));
+  regex_detail::Tree tree = regex_detail::parse(pattern);
+  if (target == Target::json_string) regex_detail::escape_for_json(tree);
+  regex_detail::Tables t = regex_detail::build(tree);
   std::shared_ptr<Regex> re(new Regex());
   re->n_classes_ = t.n_classes;
   re->class_of_ = t.class_of;

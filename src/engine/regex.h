@@ -59,9 +59,15 @@ class Regex {
   static constexpr int64_t kMaxWork = 12'000'000;    // subset construction: NFA states visited, sets sorted
   static constexpr int64_t kMaxSubsets = 2'000'000;  // NFA state ids kept as the DFA states' keys
 
+  // What the DFA reads: the text itself, or the text as the inside of a JSON string (JSON
+  // Schema's `pattern`): each character the way a canonical JSON writer escapes it (`\"`, `\\`,
+  // `\b \f \n \r \t`, `\u00xx` for the other control characters, everything else raw UTF-8),
+  // so that the JSON lexer and the DFA agree byte for byte and a match is a valid string body.
+  enum class Target : uint8_t { text, json_string };
+
   // Throws dpa::Error with a message fit for the API user: what is wrong and, where there is one,
   // the byte offset in the pattern ("at offset 3: backreferences (\1) are not supported").
-  static std::shared_ptr<const Regex> compile(std::string_view pattern);
+  static std::shared_ptr<const Regex> compile(std::string_view pattern, Target target = Target::text);
 
   int32_t start() const { return 0; }
   // The state after byte b, or -1 when no full match continues the text with it. `state` is one

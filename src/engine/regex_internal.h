@@ -39,6 +39,8 @@ struct Tables {
 };
 
 Tree parse(std::string_view pattern);  // throws dpa::Error
+// Regex::Target::json_string: each class's characters that JSON escapes become their escapes.
+void escape_for_json(Tree& tree);
 Tables build(const Tree& tree);        // throws dpa::Error past a cap, or when nothing matches
 
 }  // namespace dpa::engine::regex_detail

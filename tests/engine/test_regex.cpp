@@ -664,6 +664,53 @@ TEST(Regex, PythonSyntax) {
   }
 }
 
+// Target::json_string: the DFA takes a text's canonical JSON escaping exactly when the plain DFA
+// takes the text, and no other spelling of it. The escaping is written out here.
+TEST(Regex, JsonStringTargetReadsTheCanonicalEscapes) {
+  auto escape = [](std::string_view text) {
+    std::string out;
+    for (const char ch : text) {
+      const auto c = static_cast<uint8_t>(ch);
+      if (c == '"') out += "\\\"";
+      else if (c == '\\') out += "\\\\";
+      else if (c == '\n') out += "\\n";
+      else if (c == '\t') out += "\\t";
+      else if (c == '\r') out += "\\r";
+      else if (c == '\b') out += "\\b";
+      else if (c == '\f') out += "\\f";
+      else if (c < 0x20) {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "\\u%04x", c);
+        out += hex;
+      } else out += static_cast<char>(c);
+    }
+    return out;
+  };
+  const char* const patterns[] = {R"([^a]*)", R"(a"b)", R"(\\+)", R"([\x00-\x1f]+)", R"(.*)", R"((x|")+)", R"(\n\t\x7f)",
+                                  R"([^"\\]{2})", R"(caf\u00e9 ?\S)"};
+  const char* const texts[] = {"", "a\"b", "\\\\", "\x01\x1f\n", "x\"x\"", "\n\t\x7f", "caf\xc3\xa9 \xe2\x82\xac",
+                               "ab", "\x02\"", "\xc3\xa9\x01", "caf\xc3\xa9 \"", "\"\"", "q"};
+  int agreed = 0;
+  for (const char* pat : patterns) {
+    const auto plain = Regex::compile(pat);
+    const auto js = Regex::compile(pat, Regex::Target::json_string);
+    for (const char* t : texts) {
+      RegexPrefix a(*plain), b(*js);
+      const bool want = a.feed(std::string_view(t)) && a.complete();
+      EXPECT_EQ(b.feed(escape(t)) && b.complete(), want) << pat << " on " << escape(t);
+      ++agreed;
+    }
+    RegexPrefix raw(*js);
+    EXPECT_FALSE(raw.feed(static_cast<uint8_t>('"'))) << pat;  // a quote only escaped
+    RegexPrefix ctl(*js);
+    EXPECT_FALSE(ctl.feed(static_cast<uint8_t>('\n'))) << pat;  // a control character too
+  }
+  const auto q = Regex::compile(R"(")", Regex::Target::json_string);
+  RegexPrefix other(*q);
+  EXPECT_FALSE(other.feed(std::string_view("\\u0022")));  // not the canonical spelling
+  EXPECT_GT(agreed, 100);
+}
+
 TEST(Regex, EmptyStringOnly) {
   for (const char* p : {"", "()", "a{0}", "(?:)*", "^$"}) {
     const auto re = Regex::compile(p);

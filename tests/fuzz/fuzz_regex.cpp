@@ -6,9 +6,14 @@
 //     4096 states) every state has a way to an accepting one;
 //   - feeding the taken bytes at once takes them all and ends in the same state, and a run with a
 //     refused byte leaves the state as it was;
-//   - a complete text is valid UTF-8 (RFC 3629).
+//   - a complete text is valid UTF-8 (RFC 3629);
+//   - compiled for JSON string bodies (Regex::Target::json_string) too: no dead end, and a body
+//     it takes whole is a JSON string whose value the plain form takes whole.
 //   compile()'s own bounds (time, memory) are held by libFuzzer's -timeout and -rss_limit_mb.
+#include <boost/json.hpp>
+
 #include <cstring>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -104,5 +109,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (q.feed(static_cast<uint8_t>(text[taken])) || q.state() != p.state()) __builtin_trap();
   }
   if (p.complete() && !valid_utf8(text.substr(0, taken))) __builtin_trap();
+  // The same pattern over JSON string bodies (JSON Schema's pattern): no dead end either, and a
+  // body it takes whole parses as a JSON string whose value the plain DFA takes whole.
+  std::shared_ptr<const engine::Regex> js;
+  try {
+    js = engine::Regex::compile(pattern, engine::Regex::Target::json_string);
+  } catch (const Error&) {
+    return 0;  // more states than the plain form may pass a cap
+  }
+  if (js->states() <= 4096 && !all_reach_a_match(*js)) __builtin_trap();
+  engine::RegexPrefix q(*js);
+  std::size_t body = 0;
+  while (body < text.size() && q.feed(static_cast<uint8_t>(text[body]))) {
+    ++body;
+    if (!live(*js, q.state())) __builtin_trap();
+  }
+  if (q.complete()) {
+    boost::system::error_code ec;
+    const boost::json::value v = boost::json::parse("\"" + std::string(text.substr(0, body)) + "\"", ec);
+    if (ec || !v.is_string()) __builtin_trap();
+    engine::RegexPrefix plain(*re);
+    if (!plain.feed(std::string_view(v.get_string())) || !plain.complete()) __builtin_trap();
+  }
   return 0;
 }
