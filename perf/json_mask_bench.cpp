@@ -110,8 +110,10 @@ void BM_SchemaAllowed(benchmark::State& st) {
 }
 // A string with maxLength: no plain-token shortcut, the whole trie is walked.
 // maxLength 1000 after 3 characters, and 5 after 3: the plain tokens that fit are a set.
-const char* const kBoundedSchemas[] = {R"({"type": "string", "maxLength": 1000})", R"({"type": "string", "maxLength": 5})"};
-std::shared_ptr<const JsonSchema> g_bounded[2];
+// The third: a string under a pattern, whose DFA decides each byte (no plain-token set).
+const char* const kBoundedSchemas[] = {R"({"type": "string", "maxLength": 1000})", R"({"type": "string", "maxLength": 5})",
+                                       R"({"type": "string", "pattern": "^[a-z ]+$"})"};
+std::shared_ptr<const JsonSchema> g_bounded[3];
 SchemaPrefix bounded_state(int i) {
   SchemaPrefix p(*g_bounded[i]);
   if (!p.feed(std::string_view("\"abc"))) std::abort();
@@ -120,7 +122,7 @@ SchemaPrefix bounded_state(int i) {
 void BM_SchemaBoundedString(benchmark::State& st) {
   walk(st, bounded_state(static_cast<int>(st.range(0))), kBoundedSchemas[st.range(0)]);
 }
-BENCHMARK(BM_SchemaBoundedString)->DenseRange(0, 1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_SchemaBoundedString)->DenseRange(0, 2)->Unit(benchmark::kMicrosecond);
 
 SchemaPrefix hostile_state(int i) {
   SchemaPrefix p(*g_hostile);
@@ -201,13 +203,14 @@ int main(int argc, char** argv) {
   // Check: each state's allowed set is what feeding each token alone gives.
   g_schema = JsonSchema::compile(kSchema);
   g_hostile = JsonSchema::compile(hostile_schema());
-  for (int i = 0; i < 2; ++i) g_bounded[i] = JsonSchema::compile(kBoundedSchemas[i]);
+  for (int i = 0; i < 3; ++i) g_bounded[i] = JsonSchema::compile(kBoundedSchemas[i]);
   for (int i = 0; i < static_cast<int>(std::size(kStates)); ++i)
     if (!check(state(i), kStates[i])) return 1;
   for (int i = 0; i < static_cast<int>(std::size(kSchemaStates)); ++i)
     if (!check(schema_state(i), kSchemaStates[i])) return 1;
   for (int i = 0; i < 2; ++i)
     if (!check(bounded_state(i), kBoundedSchemas[i]) || !check(hostile_state(i), kHostileStates[i])) return 1;
+  if (!check(bounded_state(2), kBoundedSchemas[2])) return 1;
   for (std::size_t i = 0; i < std::size(kRegexes); ++i) {
     const auto c0 = std::chrono::steady_clock::now();
     g_regex[i] = Regex::compile(kRegexes[i][0]);

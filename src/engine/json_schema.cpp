@@ -19,6 +19,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "engine/regex.h"
 
 namespace dpa::engine {
 namespace {
@@ -265,7 +266,8 @@ class SchemaCompiler {
       static constexpr std::string_view kKnown[] = {
           "type",     "enum",     "const",     "properties", "required",  "additionalProperties",
           "items",    "prefixItems", "minItems", "maxItems", "minLength", "maxLength",
-          "minimum",  "maximum",  "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf", "$ref"};
+          "minimum",  "maximum",  "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf", "$ref",
+          "pattern"};
       if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown))
         fail(p, "unsupported keyword '" + std::string(k) + "'");
       kw[k] = &kv.value();
@@ -393,6 +395,12 @@ class SchemaCompiler {
     if (kw.count("minLength")) n.min_length = count(*kw["minLength"], at("minLength"));
     if (kw.count("maxLength")) n.max_length = count(*kw["maxLength"], at("maxLength"));
     if (n.min_length > n.max_length) n.types &= ~kStr;
+    if (kw.count("pattern")) {
+      if (!kw["pattern"]->is_string()) fail(at("pattern"), "'pattern' must be a string");
+      if (kw.count("minLength") || kw.count("maxLength"))
+        fail(at("pattern"), "'pattern' beside 'minLength' or 'maxLength' is not supported: put the length in the pattern");
+      n.pattern = pattern(std::string(kw["pattern"]->get_string()), at("pattern"));
+    }
 
     // Integers. Bounds on numbers with fractions would need the decimal expansion's prefixes
     // checked against them (1.99999 may still approach a maximum of 2); only integers are done.
@@ -416,6 +424,29 @@ class SchemaCompiler {
   JsonSchema& s_;
   const json::value& doc_;
   std::map<const json::value*, uint32_t> memo_;
+  std::map<std::string, std::shared_ptr<const Regex>> patterns_;  // by text: each compiled once
+
+  // JSON Schema's pattern is a search (ECMA-262: it may match anywhere in the string): the DFA
+  // takes any text around it, unless a leading ^ or a trailing (unescaped) $ anchors that end.
+  std::shared_ptr<const Regex> pattern(const std::string& text, const std::string& path) {
+    if (auto it = patterns_.find(text); it != patterns_.end()) return it->second;
+    if (patterns_.size() >= JsonSchema::kMaxPatterns)
+      fail(path, "more than " + std::to_string(JsonSchema::kMaxPatterns) + " distinct patterns are not supported");
+    std::string_view body = text;
+    const bool head = !body.empty() && body.front() == '^';
+    if (head) body.remove_prefix(1);
+    std::size_t slashes = 0;
+    while (body.size() > slashes + 1 && body[body.size() - 2 - slashes] == '\\') ++slashes;
+    const bool tail = !body.empty() && body.back() == '$' && slashes % 2 == 0;
+    if (tail) body.remove_suffix(1);
+    const std::string any = "[\\s\\S]*";
+    const std::string full = (head ? "" : any) + "(?:" + std::string(body) + ")" + (tail ? "" : any);
+    try {
+      return patterns_[text] = Regex::compile(full, Regex::Target::json_string);
+    } catch (const Error& e) {
+      fail(path, std::string("'pattern' ") + text + ", read as " + full + ": " + e.what());
+    }
+  }
 };
 
 std::shared_ptr<const JsonSchema> JsonSchema::compile(std::string_view schema_json) {
@@ -520,7 +551,7 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
   for (uint32_t leaf : nodes[t.node].leaves) {
     const JsonSchema::Node& l = nodes[leaf];
     Top s = t;
-    s.node = leaf, s.flags = 0;
+    s.node = leaf, s.flags = 0, s.re = 0;
     if (l.is_enum) {
       uint32_t lo = 0, hi = static_cast<uint32_t>(l.enum_text.size());
       narrow(l.enum_text, lo, hi, 0, c);
@@ -545,7 +576,7 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
         break;
       case '"':
         if (!(l.types & kStr)) break;
-        s.phase = kString, s.at = 0;
+        s.phase = kString, s.at = 0;  // s.re: Regex::start()
         emit(s, nullptr);
         break;
       case 't':
@@ -576,6 +607,18 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
 
 SchemaPrefix::Did SchemaPrefix::value_string_byte(Top& t, uint8_t c) const {
   const JsonSchema::Node& n = schema_->nodes_[t.node];
+  if (n.pattern) {
+    // The DFA reads the string's bytes as written (escapes included, in their canonical form):
+    // a '"' in kString closes the string (one inside it comes escaped), where the DFA accepts.
+    if (t.phase == kString && t.utf8_left == 0 && c == '"') {
+      if (!n.pattern->accepting(t.re)) return Did::drop;
+      t.re = 0;  // no longer read: parses that differ in it alone may merge
+    } else {
+      const int32_t next = n.pattern->next(t.re, c);
+      if (next < 0) return Did::drop;
+      t.re = next;  // and the JSON lexer below, which takes every byte the DFA does
+    }
+  }
   switch (t.phase) {
     case kString:
       if (t.utf8_left) return utf8_continuation(t, c) ? Did::keep : Did::drop;
@@ -921,6 +964,16 @@ bool SchemaPrefix::complete() const {
   return false;
 }
 
+const Regex* SchemaPrefix::pattern_state(int32_t& state) const {
+  if (st_.tops.size() != 1) return nullptr;
+  const Top& t = st_.tops[0];
+  if (t.phase != kString || (t.flags & (kKey | kLowNeeded))) return nullptr;
+  const JsonSchema::Node& n = schema_->nodes_[t.node];
+  if (!n.pattern) return nullptr;
+  state = t.re;
+  return n.pattern.get();
+}
+
 int64_t SchemaPrefix::plain_room() const {
   int64_t room = -1;
   std::size_t end = 0;
@@ -937,6 +990,7 @@ int64_t SchemaPrefix::plain_room() const {
       if (obj == first || !extra_ok(t, st_.frames[obj - 1])) return -1;
       room = kNoLimit;
     } else {
+      if (schema_->nodes_[t.node].pattern) return -1;  // its DFA decides, token by token
       const uint64_t most = schema_->nodes_[t.node].max_length;
       // A plain token of c characters is taken by some parse iff c <= the largest room.
       room = std::max<int64_t>(room, most == UINT64_MAX ? kNoLimit : static_cast<int64_t>(std::min<uint64_t>(most - t.at, kNoLimit - 1)));

@@ -4,7 +4,8 @@
 //
 // Supported (JSON Schema 2020-12 spelling): type (a name or a list), enum, const, properties,
 // required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength,
-// minimum / maximum / exclusiveMinimum / exclusiveMaximum on integers, anyOf, oneOf (as anyOf:
+// pattern (regex.h's syntax; a search, as JSON Schema says, unless anchored by ^ and $; not
+// beside minLength / maxLength; at most kMaxPatterns distinct ones), minimum / maximum / exclusiveMinimum / exclusiveMaximum on integers, anyOf, oneOf (as anyOf:
 // that exactly one branch matches is not enforced), allOf of one schema, $ref to a JSON pointer
 // into the document (recursion allowed), $defs / definitions. Annotations are ignored, format
 // among them (2020-12 makes it an annotation unless the format-assertion vocabulary is on).
@@ -17,7 +18,8 @@
 //     after the value, nesting depth at most 64; values that would need deeper nesting are not
 //     started);
 //   - object keys, enum and const values are accepted in their canonical form only (Boost.JSON's
-//     serialization; enum/const objects and arrays compact);
+//     serialization; enum/const objects and arrays compact); so are the escapes in a string
+//     under a pattern (\" \\ \b \f \n \r \t, \u00xx for other control characters, the rest raw);
 //   - integers under bounds are kept within int64 and written without "-0";
 //   - at most 64 declared properties per object schema; at most kMaxExtraKeys undeclared keys per
 //     object; an undeclared key is told from earlier ones by a 64-bit hash of its bytes;
@@ -36,6 +38,7 @@
 namespace dpa::engine {
 
 class SchemaPrefix;
+class Regex;  // regex.h
 
 // A compiled schema: immutable, shared by the recognizers of many requests (safe to read from
 // several threads).
@@ -43,6 +46,7 @@ class JsonSchema {
  public:
   static constexpr std::size_t kMaxText = 64 * 1024;  // bytes of schema text
   static constexpr std::size_t kMaxNodes = 4096;      // subschemas
+  static constexpr std::size_t kMaxPatterns = 16;     // distinct `pattern` texts (each a DFA to build)
   // Compiles the schema document (JSON text). Throws dpa::Error with a message fit for the API
   // user (which keyword, at which JSON pointer) when the text is not JSON, not a schema, uses
   // what is not supported, or admits no value at all.
@@ -71,8 +75,10 @@ class JsonSchema {
     std::vector<uint32_t> prefix_items;
     uint32_t items = 0;
     uint64_t min_items = 0, max_items = UINT64_MAX;
-    // Strings, in code points.
+    // Strings, in code points; `pattern` as a DFA over the string's JSON-escaped bytes
+    // (Regex::Target::json_string), with JSON Schema's search semantics folded in.
     uint64_t min_length = 0, max_length = UINT64_MAX;
+    std::shared_ptr<const Regex> pattern;
     // Integers.
     bool bounded = false;
     int64_t lo = INT64_MIN, hi = INT64_MAX;
@@ -107,6 +113,10 @@ class SchemaPrefix {
   static constexpr int64_t kNoLimit = INT64_MAX;
   int64_t plain_room() const;
   bool in_plain_string() const { return plain_room() == kNoLimit; }
+  // Where the one parse is inside a string under a pattern: that pattern's DFA, and its state in
+  // `state` (TokenTrie walks the string's bytes on the DFA alone, and the schema only past the
+  // closing quote); null elsewhere.
+  const Regex* pattern_state(int32_t& state) const;
 
  private:
   // An open container of one parse, or the hash of an undeclared key its innermost object has
@@ -135,6 +145,7 @@ class SchemaPrefix {
     uint8_t utf8_left = 0, utf8_lo = 0x80, utf8_hi = 0xbf;
     uint8_t hex_left = 0;
     uint8_t lit = 0, lit_at = 0;
+    int32_t re = 0;          // string value with a pattern: the DFA's state
     bool operator==(const Top&) const = default;
   };
   struct Out {

@@ -292,7 +292,7 @@ TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
 TokenTrie::Flat::Flat(const Trie& t, int64_t vocab) {
   const std::size_t n = t.nodes.size() - 1;  // the root is not stored
   const auto no_token = static_cast<uint32_t>((vocab + 31) / 32 * 32);
-  byte.reserve(n), depth.reserve(n), bit.reserve(n), end.assign(n, 0);
+  byte.reserve(n), depth.reserve(n), bit.reserve(n), node.reserve(n), end.assign(n, 0);
   // Depth-first, each node's index taken when it is entered, its end when its subtree is done.
   struct Open {
     int32_t node, child, index;
@@ -306,14 +306,15 @@ TokenTrie::Flat::Flat(const Trie& t, int64_t vocab) {
       continue;
     }
     const int32_t c = top.child;
-    const Node& node = t.nodes[static_cast<std::size_t>(c)];
-    top.child = node.next_sibling;
+    const Node& x = t.nodes[static_cast<std::size_t>(c)];
+    top.child = x.next_sibling;
     const auto index = static_cast<int32_t>(byte.size());
-    byte.push_back(node.byte);
+    byte.push_back(x.byte);
     depth.push_back(static_cast<uint16_t>(path.size()));
-    bit.push_back(node.token >= 0 ? static_cast<uint32_t>(node.token) : no_token);
+    bit.push_back(x.token >= 0 ? static_cast<uint32_t>(x.token) : no_token);
+    node.push_back(c);
     max_depth = std::max(max_depth, path.size());
-    path.push_back({c, node.first_child, index});
+    path.push_back({c, x.first_child, index});
   }
 }
 
@@ -342,7 +343,47 @@ void TokenTrie::allowed_json(const Json& from, std::vector<uint32_t>& allowed) c
 }
 
 void TokenTrie::allowed(const JsonPrefix& from, std::vector<uint32_t>& allowed) const { allowed_json(from, allowed); }
-void TokenTrie::allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed) const { allowed_json(from, allowed); }
+void TokenTrie::allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed) const {
+  int32_t state = 0;
+  if (const Regex* re = from.pattern_state(state)) return allowed_pattern_string(from, *re, state, allowed);
+  allowed_json(from, allowed);
+}
+
+void TokenTrie::allowed_pattern_string(const SchemaPrefix& from, const Regex& re, int32_t state,
+                                       std::vector<uint32_t>& allowed) const {
+  const auto words = static_cast<std::size_t>(mask_words());
+  allowed.assign(words + 1, 0);  // as the regex walk's
+  const Flat& f = *flat_;
+  std::vector<int32_t> at(f.max_depth + 1, state);
+  std::string path(f.max_depth, '\0');  // the bytes down to the node being looked at
+  const auto n = static_cast<int32_t>(f.byte.size());
+  uint32_t* bits = allowed.data();
+  for (int32_t i = 0; i < n;) {
+    const auto k = static_cast<std::size_t>(i);
+    const std::size_t d = f.depth[k];
+    const int32_t s = at[d - 1];
+    const uint8_t b = f.byte[k];
+    path[d - 1] = static_cast<char>(b);
+    if (const int32_t next = re.next(s, b); next >= 0) {
+      at[d] = next;
+      bits[f.bit[k] >> 5] |= 1u << (f.bit[k] & 31);
+      ++i;
+      continue;
+    }
+    // A '"' the DFA does not take closes the string where it accepts (one inside it comes
+    // escaped): what follows is the schema's, for the few tokens under it.
+    if (b == '"' && re.accepting(s)) {
+      SchemaPrefix p = from;
+      if (p.feed(std::string_view(path.data(), d))) {
+        bits[f.bit[k] >> 5] |= 1u << (f.bit[k] & 31);
+        all_.walk(f.node[k], p, allowed);
+      }
+    }
+    i = f.end[k];
+  }
+  allowed.resize(words);
+  all_.copy_same(allowed);
+}
 
 void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const {
   allowed.assign(static_cast<std::size_t>(mask_words()), 0);

@@ -15,7 +15,8 @@
 namespace dpa::engine {
 
 class SchemaPrefix;  // json_schema.h
-class RegexPrefix;   // regex.h
+class Regex;         // regex.h
+class RegexPrefix;
 
 // A JSON text (RFC 8259) being written, byte by byte; its top-level value must be an object.
 // feed() takes a byte when some valid text continues what was fed with it, and leaves the state
@@ -137,11 +138,15 @@ class TokenTrie {
     std::vector<uint16_t> depth;  // 1: a child of the root
     std::vector<uint32_t> bit;    // Node::token, or (none) the first bit past the mask's words
     std::vector<int32_t> end;     // the index past the node's subtree
+    std::vector<int32_t> node;    // the node in the Trie
     std::size_t max_depth = 0;
     Flat(const Trie& t, int64_t vocab);
   };
   template <typename Json>
   void allowed_json(const Json& from, std::vector<uint32_t>& allowed) const;
+  // Inside a string under a pattern (SchemaPrefix::pattern_state): the string's bytes on the DFA
+  // over flat_, the schema's recognizer only below a closing quote.
+  void allowed_pattern_string(const SchemaPrefix& from, const Regex& re, int32_t state, std::vector<uint32_t>& allowed) const;
   // Plain tokens by their characters (code points), for strings with a maxLength: up_to_[c] has
   // those of at most c characters (c <= kShortChars); the longer ones are walked, in long_.
   static constexpr int64_t kShortChars = 64;

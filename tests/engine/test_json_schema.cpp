@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -113,6 +114,10 @@ struct Validator {
       if (const auto* m = o.if_contains("maxItems"); m && arr.size() > m->to_number<uint64_t>()) return false;
     }
     if (v.is_string()) {
+      if (const auto* p = o.if_contains("pattern")) {  // ECMA-262's search, as JSON Schema says
+        const std::string text(v.as_string());
+        if (!std::regex_search(text, std::regex(std::string(p->as_string()), std::regex::ECMAScript))) return false;
+      }
       const std::size_t n = code_points(v.as_string());
       if (const auto* m = o.if_contains("minLength"); m && n < m->to_number<uint64_t>()) return false;
       if (const auto* m = o.if_contains("maxLength"); m && n > m->to_number<uint64_t>()) return false;
@@ -137,6 +142,25 @@ bool coin(Rng& rng, int percent) { return pick(rng, 100) < percent; }
 // Names with shared prefixes, escapes and multibyte characters.
 const char* const kNames[] = {"a", "ab", "abc", "b", "name", "nam", "x y", "q\"", "n\nl", "\xc3\xa9t\xc3\xa9", "", "/"};
 const char* const kText[] = {"a", "b", " ", "\"", "\\", "\n", "\x01", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "z", "/", "\x7f"};
+
+// Patterns whose meaning std::regex (bytes, ECMAScript) and the recognizer (code points) share
+// on the texts above, with strings that match them.
+struct PatternCase {
+  const char* pattern;
+  std::vector<const char*> examples;
+};
+const PatternCase kPatterns[] = {
+    {R"(^[ab]+$)", {"a", "ab", "bba"}},
+    {R"(b)", {"b", "abz", "\xc3\xa9" "b\n"}},
+    {R"(^a)", {"a", "ab", "a\"\\"}},
+    {R"(z$)", {"z", "aaz", "\xf0\x9f\x98\x80z"}},
+    {R"(^(ab|\d)*$)", {"", "ab1", "2ab"}},
+    {R"(^\d{1,3}$)", {"1", "42", "999"}},
+    {R"(^[ab\n"\\]*$)", {"", "a\"b", "\\\n"}},
+    {R"(^[^"]*$)", {"", "a b", "\xe2\x82\xac\x01"}},
+    {R"(")", {"\"", "a\"b"}},
+    {R"(^$)", {""}},
+};
 
 json::value scalar_value(Rng& rng) {
   switch (pick(rng, 5)) {
@@ -169,6 +193,10 @@ json::value gen_schema(Rng& rng, int depth, int n_defs) {
   switch (pick(rng, kinds)) {
     case 0: {
       json::object s{{"type", "string"}};
+      if (coin(rng, 30)) {
+        s["pattern"] = kPatterns[pick(rng, std::size(kPatterns))].pattern;
+        return s;
+      }
       if (coin(rng, 40)) s["minLength"] = pick(rng, 3);
       if (coin(rng, 40)) s["maxLength"] = (s.contains("minLength") ? s["minLength"].as_int64() : 0) + pick(rng, 4);
       return s;
@@ -290,6 +318,9 @@ json::value gen_instance(Rng& rng, const json::value& root, const json::value& s
     return json::value(static_cast<int64_t>(v));
   }
   if (type == "string") {
+    if (const auto* p = o.if_contains("pattern"); p && coin(rng, 70))
+      for (const PatternCase& c : kPatterns)
+        if (p->as_string() == c.pattern) return json::value(c.examples[pick(rng, c.examples.size())]);
     const std::size_t lo = o.contains("minLength") ? o.at("minLength").to_number<std::size_t>() : 0;
     const std::size_t hi = o.contains("maxLength") ? o.at("maxLength").to_number<std::size_t>() : lo + 6;
     std::string str;
@@ -766,6 +797,48 @@ TEST(JsonSchema, WhitespaceAndDepth) {
   EXPECT_TRUE(accepts(*any, "-0.5e3"));
 }
 
+// pattern: a search unless anchored; the string's escapes in their canonical form only, the DFA
+// reading them as written; the close only where the pattern is matched.
+TEST(JsonSchema, Pattern) {
+  const auto date = compile(R"({"type": "string", "pattern": "^\\d{4}-\\d{2}-\\d{2}$"})");
+  EXPECT_TRUE(accepts(*date, R"("2024-12-05")"));
+  EXPECT_FALSE(accepts(*date, R"("2024-12-5")"));
+  EXPECT_EQ(feed_bytes(*date, R"("2024-1x")").taken, 7u);
+  SchemaPrefix p(*date);
+  ASSERT_TRUE(p.feed(std::string_view("\"2024")));
+  EXPECT_EQ(p.plain_room(), -1);  // the DFA decides, token by token
+  EXPECT_FALSE(p.feed(static_cast<uint8_t>('"')));
+  const auto search = compile(R"({"type": "string", "pattern": "ab"})");
+  EXPECT_TRUE(accepts(*search, R"("xxabyy")"));
+  EXPECT_TRUE(accepts(*search, R"("ab")"));
+  EXPECT_FALSE(accepts(*search, R"("a b")"));
+  const auto head = compile(R"({"type": "string", "pattern": "^ab"})");
+  EXPECT_TRUE(accepts(*head, R"("abc")"));
+  EXPECT_FALSE(accepts(*head, R"("cab")"));
+  const auto tail = compile(R"({"type": "string", "pattern": "ab$"})");
+  EXPECT_TRUE(accepts(*tail, R"("cab")"));
+  EXPECT_FALSE(accepts(*tail, R"("abc")"));
+  const auto dollar = compile(R"({"type": "string", "pattern": "^a\\$"})");  // an escaped $ is a literal: a search at the end
+  EXPECT_TRUE(accepts(*dollar, R"("a$")"));
+  EXPECT_TRUE(accepts(*dollar, R"("a$x")"));
+  // Characters JSON escapes: the canonical escape only.
+  const auto quote = compile(R"({"type": "string", "pattern": "^a\"[\\n\\x01]\\\\$"})");
+  EXPECT_TRUE(accepts(*quote, R"("a\"\n\\")"));
+  EXPECT_TRUE(accepts(*quote, R"("a\"\u0001\\")"));
+  EXPECT_FALSE(accepts(*quote, R"("a\u0022\n\\")"));
+  EXPECT_FALSE(accepts(*quote, R"("a\"\u000a\\")"));
+  EXPECT_FALSE(accepts(*quote, R"("a\"\u0001\/")"));
+  const auto any = compile(R"({"type": "string", "pattern": "^[^a]{2}$"})");  // code points, not bytes
+  EXPECT_TRUE(accepts(*any, "\"\xf0\x9f\x98\x80\xc3\xa9\""));
+  EXPECT_TRUE(accepts(*any, R"("\t\"")"));
+  EXPECT_FALSE(accepts(*any, R"("\ud83d\ude00x")"));  // a surrogate escape: not the canonical form
+  // Beside other types, it bears on strings only.
+  const auto mixed = compile(R"({"type": ["string", "integer"], "pattern": "^x+$"})");
+  EXPECT_TRUE(accepts(*mixed, "12"));
+  EXPECT_TRUE(accepts(*mixed, R"("xx")"));
+  EXPECT_FALSE(accepts(*mixed, R"("y")"));
+}
+
 TEST(JsonSchema, CompileErrors) {
   auto error = [](std::string_view text) {
     try {
@@ -778,8 +851,17 @@ TEST(JsonSchema, CompileErrors) {
   auto has = [](const std::string& msg, std::string_view part) { return msg.find(part) != std::string::npos; };
   EXPECT_TRUE(has(error("{\"type\": "), "not valid JSON"));
   EXPECT_TRUE(has(error("[1]"), "must be an object or a boolean"));
-  EXPECT_TRUE(has(error(R"({"properties": {"a": {"type": "string", "pattern": "x"}}})"), "'pattern'"));
-  EXPECT_TRUE(has(error(R"({"properties": {"a": {"type": "string", "pattern": "x"}}})"), "#/properties/a/pattern"));
+  EXPECT_EQ(error(R"({"properties": {"a": {"type": "string", "pattern": "x"}}})"), "(compiled)");
+  EXPECT_TRUE(has(error(R"js({"properties": {"a": {"type": "string", "pattern": "(?=x)"}}})js"), "#/properties/a/pattern"));
+  EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "(a"})"), "'pattern' (a"));
+  EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "a", "maxLength": 3})"), "'pattern' beside 'minLength' or 'maxLength'"));
+  EXPECT_TRUE(has(error(R"({"type": "string", "pattern": 5})"), "'pattern' must be a string"));
+  EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "^[^\\s\\S]$"})"), "matches no text"));
+  std::string patterns = R"({"type": "object", "properties": {)";
+  for (int i = 0; i < 17; ++i) patterns += (i ? "," : "") + std::string("\"p") + std::to_string(i) + R"(": {"type": "string", "pattern": "a)" + std::to_string(i) + "\"}";
+  EXPECT_TRUE(has(error(patterns + "}}"), "more than 16 distinct patterns"));
+  EXPECT_EQ(error(R"({"type": "object", "properties": {"a": {"pattern": "^x$"}, "b": {"pattern": "^x$"}, "c": {"type": "string", "pattern": "^x$"}}})"),
+            "(compiled)");  // one pattern, compiled once
   for (const char* k : {"patternProperties", "uniqueItems", "minProperties", "if", "not", "multipleOf", "contains", "dependentRequired"})
     EXPECT_TRUE(has(error(std::string("{\"") + k + "\": {}}"), std::string("'") + k + "'")) << k;
   EXPECT_TRUE(has(error(R"({"$ref": "https://example.com/s.json"})"), "$ref"));
