@@ -4,6 +4,8 @@
 // except what only the automata can tell (too complex, matches no text).
 #include "engine/regex.h"
 
+#include <boost/json.hpp>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -507,21 +509,12 @@ class Parser {
 }  // namespace
 
 void escape_for_json(Tree& t) {
-  // The characters JSON must escape, and the bytes a canonical writer spells each with.
-  auto spelling = [](uint32_t c) -> std::string {
-    switch (c) {
-      case '"': return "\\\"";
-      case '\\': return "\\\\";
-      case '\b': return "\\b";
-      case '\f': return "\\f";
-      case '\n': return "\\n";
-      case '\r': return "\\r";
-      case '\t': return "\\t";
-      default: {
-        static constexpr char kHex[] = "0123456789abcdef";
-        return std::string("\\u00") + kHex[c >> 4] + kHex[c & 15];
-      }
-    }
+  // The bytes a canonical writer spells a character JSON must escape with: Boost.JSON's, as
+  // JsonSchema reads keys and enum values (\" \\ \b \f \n \r \t, \u00xx in lower case).
+  auto spelling = [](uint32_t c) {
+    const char ch = static_cast<char>(c);
+    const std::string quoted = boost::json::serialize(boost::json::string_view(&ch, 1));
+    return quoted.substr(1, quoted.size() - 2);
   };
   std::map<Ranges, int32_t> ids;
   for (std::size_t i = 0; i < t.sets.size(); ++i) ids.emplace(t.sets[i], static_cast<int32_t>(i));

@@ -91,6 +91,7 @@ class Regex {
 class RegexPrefix {
  public:
   explicit RegexPrefix(const Regex& re) : re_(&re), state_(re.start()) {}  // re outlives it
+  RegexPrefix(const Regex& re, int32_t state) : re_(&re), state_(state) {}  // one of re's states
   bool feed(uint8_t c) {
     const int32_t t = re_->next(state_, c);
     if (t < 0) return false;

@@ -349,40 +349,44 @@ void TokenTrie::allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed
   allowed_json(from, allowed);
 }
 
-void TokenTrie::allowed_pattern_string(const SchemaPrefix& from, const Regex& re, int32_t state,
-                                       std::vector<uint32_t>& allowed) const {
+template <typename OnRefused>
+void TokenTrie::walk_flat(const RegexPrefix& from, std::vector<uint32_t>& allowed, OnRefused on_refused) const {
   const auto words = static_cast<std::size_t>(mask_words());
-  allowed.assign(words + 1, 0);  // as the regex walk's
+  allowed.assign(words + 1, 0);  // a node with no token sets a bit of the word past the mask
   const Flat& f = *flat_;
-  std::vector<int32_t> at(f.max_depth + 1, state);
-  std::string path(f.max_depth, '\0');  // the bytes down to the node being looked at
+  // at[d]: the state after the first d bytes of the node being looked at; path: those bytes.
+  std::vector<RegexPrefix> at(f.max_depth + 1, from);
+  std::string path(f.max_depth, '\0');
   const auto n = static_cast<int32_t>(f.byte.size());
-  uint32_t* bits = allowed.data();
   for (int32_t i = 0; i < n;) {
     const auto k = static_cast<std::size_t>(i);
     const std::size_t d = f.depth[k];
-    const int32_t s = at[d - 1];
-    const uint8_t b = f.byte[k];
-    path[d - 1] = static_cast<char>(b);
-    if (const int32_t next = re.next(s, b); next >= 0) {
-      at[d] = next;
-      bits[f.bit[k] >> 5] |= 1u << (f.bit[k] & 31);
-      ++i;
+    path[d - 1] = static_cast<char>(f.byte[k]);
+    RegexPrefix next = at[d - 1];
+    if (!next.feed(f.byte[k])) {  // and every token under it, unless on_refused takes them
+      on_refused(k, at[d - 1], std::string_view(path.data(), d));
+      i = f.end[k];
       continue;
     }
-    // A '"' the DFA does not take closes the string where it accepts (one inside it comes
-    // escaped): what follows is the schema's, for the few tokens under it.
-    if (b == '"' && re.accepting(s)) {
-      SchemaPrefix p = from;
-      if (p.feed(std::string_view(path.data(), d))) {
-        bits[f.bit[k] >> 5] |= 1u << (f.bit[k] & 31);
-        all_.walk(f.node[k], p, allowed);
-      }
-    }
-    i = f.end[k];
+    at[d] = next;
+    const uint32_t t = f.bit[k];
+    allowed[t >> 5] |= 1u << (t & 31);
+    ++i;
   }
   allowed.resize(words);
   all_.copy_same(allowed);
+}
+
+void TokenTrie::allowed_pattern_string(const SchemaPrefix& from, const Regex& re, int32_t state,
+                                       std::vector<uint32_t>& allowed) const {
+  // A '"' the DFA does not take closes the string where it accepts (one inside it comes escaped):
+  // what follows is the schema's, for the few tokens under it.
+  walk_flat(RegexPrefix(re, state), allowed, [&](std::size_t k, const RegexPrefix& at, std::string_view path) {
+    SchemaPrefix p = from;
+    if (path.back() != '"' || !at.complete() || !p.feed(path)) return;
+    allowed[flat_->bit[k] >> 5] |= 1u << (flat_->bit[k] & 31);
+    all_.walk(flat_->node[k], p, allowed);
+  });
 }
 
 void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const {
@@ -392,27 +396,7 @@ void TokenTrie::allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed
 }
 
 void TokenTrie::allowed(const RegexPrefix& from, std::vector<uint32_t>& allowed) const {
-  const auto words = static_cast<std::size_t>(mask_words());
-  allowed.assign(words + 1, 0);  // a node with no token sets a bit of the word past the mask
-  const Flat& f = *flat_;
-  // at[d]: the state after the first d bytes of the node being looked at.
-  std::vector<RegexPrefix> at(f.max_depth + 1, from);
-  const auto n = static_cast<int32_t>(f.byte.size());
-  uint32_t* bits = allowed.data();
-  for (int32_t i = 0; i < n;) {
-    const auto k = static_cast<std::size_t>(i);
-    RegexPrefix next = at[f.depth[k] - 1u];
-    if (!next.feed(f.byte[k])) {  // and every token under it
-      i = f.end[k];
-      continue;
-    }
-    at[f.depth[k]] = next;
-    const uint32_t t = f.bit[k];
-    bits[t >> 5] |= 1u << (t & 31);
-    ++i;
-  }
-  allowed.resize(words);
-  all_.copy_same(allowed);
+  walk_flat(from, allowed, [](std::size_t, const RegexPrefix&, std::string_view) {});
 }
 
 }  // namespace dpa::engine

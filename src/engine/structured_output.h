@@ -147,6 +147,10 @@ class TokenTrie {
   // Inside a string under a pattern (SchemaPrefix::pattern_state): the string's bytes on the DFA
   // over flat_, the schema's recognizer only below a closing quote.
   void allowed_pattern_string(const SchemaPrefix& from, const Regex& re, int32_t state, std::vector<uint32_t>& allowed) const;
+  // The walk over flat_ of a DFA's recognizer: allowed gets every token it takes whole; at a node
+  // it refuses, on_refused(node index, the state before it, the bytes down to it) may add some.
+  template <typename OnRefused>
+  void walk_flat(const RegexPrefix& from, std::vector<uint32_t>& allowed, OnRefused on_refused) const;
   // Plain tokens by their characters (code points), for strings with a maxLength: up_to_[c] has
   // those of at most c characters (c <= kShortChars); the longer ones are walked, in long_.
   static constexpr int64_t kShortChars = 64;
