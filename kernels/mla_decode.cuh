@@ -33,7 +33,7 @@ void mla_decode(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n
 
 // The same over a bf16 cache (base [pages, page_size, kv_lora + rope_dim] bf16), on tensor cores:
 // queries and probabilities rounded to bf16, scores, softmax and sums in fp32. Takes kv_lora of
-// 64, 128, 256 or 512 and rope_dim 0 or 64 (other widths take the per-sequence fallback); base
+// 64, 128, 256 or 512 and rope_dim 0 or 64 (other widths take mla_decode_any); base
 // 16-byte aligned.
 bool mla_decode_bf16_supported(int64_t kv_lora, int64_t rope_dim);
 // `stages`: depth of the tile ring, 2 (default: two blocks per SM) or 3 (one block per SM); the
@@ -66,5 +66,14 @@ void mla_decode_wgmma(const float* q_lat, const float* q_pe, int64_t n_seqs, int
                       const int32_t* ctx_len, int64_t page_size, int64_t max_ctx_len, float scale,
                       float* out, float* workspace, int64_t workspace_floats, cudaStream_t stream,
                       MlaWgmmaForm form = MlaWgmmaForm::seesaw, int64_t cache_rows = 0);
+
+// Any latent and rope width (kv_lora > 0) over an f32 or a bf16 cache: the shapes the kernels
+// above do not take. One block per (sequence, head), no workspace, nothing read on the host (so
+// a decode graph records it); plain and slow next to them, it is for small and odd models.
+bool mla_decode_any_supported(int64_t kv_lora, int64_t rope_dim);
+void mla_decode_any(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_heads, const void* base,
+                    bool bf16, const int32_t* pages, const int32_t* table_offset, const int32_t* ctx_len,
+                    int64_t page_size, int64_t kv_lora, int64_t rope_dim, float scale, float* out,
+                    cudaStream_t stream);
 
 }  // namespace dpa::kernels

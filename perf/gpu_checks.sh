@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla scoring e2e structured golden
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla fallback scoring e2e structured golden
 #   (default: all but tbo, e2e and structured, which make a 31 GB model)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
@@ -69,6 +69,16 @@ for step in $steps; do
       # The same launched back to back (the host's part of a call overlapped, as in a graph replay).
       [[ -x .gpupack/bin/mla_decode_bench ]] && .gpupack/bin/mla_decode_bench --kv bf16 --mma wgmma --reps 20 \
         --calls 10 --shapes 128x4096x128,512x1536x128 2>&1 | tee -a "$out/mla_decode.txt" ;;
+    fallback)  # shapes no fused decode kernel takes (the tiny model's latent 32 + rope 8): checked, recorded
+      # in a graph, and the tiny model's decode steps replayed from graphs (not "decode graphs off")
+      [[ -x .gpupack/bin/test_backend_parity ]] && .gpupack/bin/test_backend_parity \
+        --gtest_filter='*MlaDecode*:*MlaAbsorbed*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|FAILED  \]" |
+        tee "$out/fallback_parity.txt"
+      [[ -f /tmp/tiny/config.json ]] || .gpupack/bin/dpa_serve make-model --preset tiny --output /tmp/tiny \
+        --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+      $M -np 1 .gpupack/bin/dpa_serve bench --model /tmp/tiny --device cuda --num-prompts 256 --random-input-len 128 \
+        --random-output-len 128 --max-num-seqs 128 2>&1 | grep -E "decode graphs|throughput|Median ITL" |
+        tee "$out/fallback_tiny.txt" ;;
     scoring)  # prompt logprobs and response_format json_object on the GPU: the sample op's forced
       # rows (and ranks) against the CPU reference, then tests/serve/output_checks.py over HTTP on a
       # tiny model (prefill against decode logprobs within 5e-2: bf16 paths differ; the worst is printed)

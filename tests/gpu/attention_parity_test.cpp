@@ -136,6 +136,7 @@ std::vector<DecodeCase> decode_cases() {
       {"lora 256 rope 64", 17, 32, 256, 64, {1, 95, 300}},
       {"40 seqs", 16, 16, 512, 64, many},
       {"lora 520 (fallback)", 4, 8, 520, 8, {9, 1, 40}},
+      {"lora 30 rope 6 (fallback)", 5, 16, 30, 6, {1, 31, 32, 33, 150}},
   };
 }
 
@@ -467,6 +468,43 @@ TEST(BackendParity, MlaDecodeBf16) {
     unsetenv("DPA_CUDA_MLA_DECODE_MMA");
     unsetenv("DPA_CUDA_MLA_WGMMA_FORM");
   }
+}
+
+// The shapes no fused kernel takes (the tiny model's latent 32 + rope 8, odd and wide latents)
+// inside a recorded graph, as a decode step runs them: recording must succeed, and the replay
+// must match the CPU (so nothing in the path reads the host or waits).
+TEST(BackendParity, MlaDecodeFallbackRecords) {
+  std::vector<int64_t> c64(64);
+  for (auto& c : c64) c = rnd_int(1, 700);
+  const std::vector<DecodeCase> cases = {
+      {"tiny model 64 seqs", 4, 16, 32, 8, c64},
+      {"lora 30 rope 6", 5, 16, 30, 6, {1, 31, 32, 33, 150}},
+      {"lora 520", 4, 8, 520, 8, {9, 1, 40}},
+      {"lora 2048 rope 0", 2, 64, 2048, 0, {3, 200}},
+  };
+  for (bool bf16 : {false, true})
+    for (const DecodeCase& c : cases) {
+      DecodeBatch b(c.ctx, c.page, c.lora, c.rope);
+      Buffer<uint16_t> g = bf16 ? bf16_pool(b.pool) : Buffer<uint16_t>();
+      PagedBatch gv = b.view(true);
+      if (bf16) gv.base = g.data(), gv.dtype = DType::bf16;
+      const int64_t n = static_cast<int64_t>(c.ctx.size());
+      const std::vector<float> hl = rnd(n * c.heads * c.lora), hp = rnd(std::max<int64_t>(n * c.heads * c.rope, 1));
+      Dual<float> ql(hl), qp(hp), out(n * c.heads * c.lora);
+      const float scale = 1.0f / std::sqrt(192.0f);
+      // The kernel reads f32 queries as they are; the CPU cache holds the bf16 pool's values.
+      cpu().mla_decode(ql.c.data(), qp.c.data(), c.heads, b.view(false), scale, out.c.data());
+      ASSERT_TRUE(gpu().capture_begin());
+      gpu().mla_decode(ql.g.data(), qp.g.data(), c.heads, gv, scale, out.g.data());
+      void* graph = gpu().capture_end();
+      ASSERT_NE(graph, nullptr) << c.name;
+      gpu().replay(graph);
+      gpu().drop_graph(graph);
+      EXPECT_TRUE(close("mla_decode recorded", std::string(bf16 ? "bf16 " : "f32 ") + c.name + " " +
+                                                   shp({{"seqs", n}, {"H", c.heads}, {"lora", c.lora},
+                                                        {"rope", c.rope}, {"max_ctx", b.max_ctx}}),
+                        out.on_cpu(), out.on_gpu(), 1e-4, 1e-6));
+    }
 }
 
 TEST(BackendParity, MlaDecodeUv) {

@@ -196,7 +196,14 @@ void CudaBackend::mla_decode(const float* q_lat, const float* q_pe, int64_t n_he
     DPA_CHECK_LAUNCH();
     return;
   }
-  // Shapes the fused kernel does not take: one mla_absorbed per sequence (host round trip).
+  // Shapes the fused kernels do not take: the plain kernel (no host round trip, so recordable).
+  if (kernels::mla_decode_any_supported(c.kv_lora, c.rope_dim)) {
+    kernels::mla_decode_any(q_lat, q_pe, c.n_seqs, n_heads, c.base, kv_bf16(c.dtype), c.pages, c.table_offset,
+                            c.ctx_len, c.page_size, c.kv_lora, c.rope_dim, scale, out_lat, stream_);
+    DPA_CHECK_LAUNCH();
+    return;
+  }
+  // Latents too wide even for it: one mla_absorbed per sequence (host round trip).
   std::vector<int32_t> off(c.n_seqs), len(c.n_seqs);
   download(off.data(), c.table_offset, off.size() * sizeof(int32_t));
   download(len.data(), c.ctx_len, len.size() * sizeof(int32_t));
