@@ -157,6 +157,19 @@ void BM_RegexAllowed(benchmark::State& st) {
 }
 BENCHMARK(BM_RegexAllowed)->DenseRange(0, std::size(kRegexes) - 1)->Unit(benchmark::kMicrosecond);
 
+// What admission pays for a request's structure: compile() every time, against compile_cached()
+// (the frontend's and every rank's call), whose repeats of a text are lookups. The schema above
+// with its pattern, and the patterns above (range: index).
+void BM_CompileSchema(benchmark::State& st) {
+  for (auto _ : st) benchmark::DoNotOptimize(st.range(0) ? JsonSchema::compile_cached(kSchema) : JsonSchema::compile(kSchema));
+}
+BENCHMARK(BM_CompileSchema)->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+void BM_CompileRegex(benchmark::State& st) {
+  const char* p = kRegexes[st.range(0)][0];
+  for (auto _ : st) benchmark::DoNotOptimize(st.range(1) ? Regex::compile_cached(p) : Regex::compile(p));
+}
+BENCHMARK(BM_CompileRegex)->ArgsProduct({{1, 3}, {0, 1}})->Unit(benchmark::kMicrosecond);
+
 // Each state's allowed set is what feeding each token alone gives; returns false on a mismatch.
 template <typename State>
 bool check(const State& from, const char* text) {

@@ -150,8 +150,8 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
         (r.params.choices.empty() || !std::is_sorted(r.params.choices.begin(), r.params.choices.end())))
       why = "guided_choice: the choices must be given (sorted, as the frontend sends them)";
     if (why.empty() && r.params.structure == Structure::json_schema) {
-      try {  // the frontend checked it; every rank compiles its own (deterministic) copy
-        r.schema = JsonSchema::compile(r.params.json_schema);
+      try {  // the frontend checked it; every rank keeps its own (deterministic) copy, compiled once per text
+        r.schema = JsonSchema::compile_cached(r.params.json_schema);
       } catch (const Error& e) {
         why = fmt::format("json_schema: {}", e.what());
       }
@@ -165,7 +165,7 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
         if (why.empty() && (t < 0 || t >= vocab)) why = fmt::format("bad_words: token {} is outside the vocabulary [0, {})", t, vocab);
     if (why.empty() && r.params.structure == Structure::regex) {
       try {  // likewise
-        r.regex = Regex::compile(r.params.regex);
+        r.regex = Regex::compile_cached(r.params.regex);
       } catch (const Error& e) {
         why = fmt::format("regex: {}", e.what());
       }

@@ -16,9 +16,11 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <string>
 
 #include "core/error.h"
+#include "engine/compile_cache.h"
 #include "engine/regex.h"
 
 namespace dpa::engine {
@@ -448,6 +450,27 @@ class SchemaCompiler {
     }
   }
 };
+
+std::size_t JsonSchema::bytes() const {
+  std::size_t n = sizeof(JsonSchema) + nodes_.capacity() * sizeof(Node);
+  std::set<const Regex*> patterns;  // shared by the nodes that name the same text
+  for (const Node& v : nodes_) {
+    n += (v.leaves.capacity() + v.any_of.capacity() + v.props.capacity() + v.prefix_items.capacity()) * 4 +
+         v.enum_depth.capacity();
+    for (const auto& t : v.enum_text) n += sizeof t + t.capacity();
+    for (const auto& t : v.names) n += sizeof t + t.capacity();
+    if (v.pattern && patterns.insert(v.pattern.get()).second) n += v.pattern->bytes();
+  }
+  return n;
+}
+
+std::shared_ptr<const JsonSchema> JsonSchema::compile_cached(std::string_view schema_json) {
+  // At most 64 MiB of schemas and 1,024 texts.
+  static CompileCache<JsonSchema> cache(1024, 64u << 20);
+  if (schema_json.size() > kMaxText) return compile(schema_json);  // refused at once; not kept
+  return cache.get(std::string(schema_json), [&] { return compile(schema_json); },
+                   [](const JsonSchema& s) { return s.bytes(); });
+}
 
 std::shared_ptr<const JsonSchema> JsonSchema::compile(std::string_view schema_json) {
   if (schema_json.size() > kMaxText) throw Error("the schema is larger than 64 KiB");

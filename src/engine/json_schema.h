@@ -51,6 +51,10 @@ class JsonSchema {
   // user (which keyword, at which JSON pointer) when the text is not JSON, not a schema, uses
   // what is not supported, or admits no value at all.
   static std::shared_ptr<const JsonSchema> compile(std::string_view schema_json);
+  // The same through a process-wide cache by text (compile_cache.h): what the frontend and the
+  // engine call, so a schema sent with request after request is compiled once per process.
+  static std::shared_ptr<const JsonSchema> compile_cached(std::string_view schema_json);
+  std::size_t bytes() const;  // memory held, about (its pattern DFAs included)
 
  private:
   friend class SchemaPrefix;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "engine/compile_cache.h"
 #include "engine/regex_internal.h"
 
 namespace dpa::engine {
@@ -575,6 +576,19 @@ std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, Target tar
   re->table_ = std::move(t.table);
   re->accepting_ = std::move(t.accepting);
   return re;
+}
+
+std::size_t Regex::bytes() const {
+  return sizeof(Regex) + table_.capacity() * sizeof(int32_t) + accepting_.capacity();
+}
+
+std::shared_ptr<const Regex> Regex::compile_cached(std::string_view pattern, Target target) {
+  // At most 64 MiB of DFAs (a capped one holds 8 MB at most) and 1,024 patterns.
+  static CompileCache<Regex> cache(1024, 64u << 20);
+  if (pattern.size() > kMaxPattern) return compile(pattern, target);  // refused at once; not kept
+  std::string key(1, static_cast<char>(target));
+  key.append(pattern);
+  return cache.get(key, [&] { return compile(pattern, target); }, [](const Regex& re) { return re.bytes(); });
 }
 
 }  // namespace dpa::engine

@@ -68,6 +68,10 @@ class Regex {
   // Throws dpa::Error with a message fit for the API user: what is wrong and, where there is one,
   // the byte offset in the pattern ("at offset 3: backreferences (\1) are not supported").
   static std::shared_ptr<const Regex> compile(std::string_view pattern, Target target = Target::text);
+  // The same through a process-wide cache by (target, pattern) (compile_cache.h): what the
+  // frontend and the engine call, so a pattern sent again is not compiled again.
+  static std::shared_ptr<const Regex> compile_cached(std::string_view pattern, Target target = Target::text);
+  std::size_t bytes() const;  // memory held, about
 
   int32_t start() const { return 0; }
   // The state after byte b, or -1 when no full match continues the text with it. `state` is one

@@ -211,7 +211,7 @@ void force_tools(const json::array& tools, const json::value* named, ParsedReque
     bad("tool_choice", "'tool_choice' \"required\" or a named function cannot be combined with another output structure");
   r.params.json_schema = json::serialize(schema);
   try {
-    engine::JsonSchema::compile(r.params.json_schema);
+    engine::JsonSchema::compile_cached(r.params.json_schema);
   } catch (const Error& e) {
     bad("tools", fmt::format("the tools' parameters cannot be followed: {}", e.what()));
   }
@@ -376,7 +376,7 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
     else
       bad(name, fmt::format("'{}' must be a JSON schema (an object, or its text)", name));
     try {
-      engine::JsonSchema::compile(text);
+      engine::JsonSchema::compile_cached(text);
     } catch (const Error& e) {
       bad(name, fmt::format("'{}': {}", name, e.what()));
     }
@@ -386,7 +386,7 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
   auto regex = [&](const char* name, const json::value& v) {
     if (!v.is_string()) bad(name, fmt::format("'{}' must be a regular expression (a string)", name));
     try {
-      engine::Regex::compile(v.as_string());
+      engine::Regex::compile_cached(v.as_string());
     } catch (const Error& e) {
       bad(name, fmt::format("'{}': {}", name, e.what()));
     }
