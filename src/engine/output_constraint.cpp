@@ -26,10 +26,17 @@ bool OutputConstraint::mask(const TokenTrie& trie, const Request& req, std::span
           }
           if constexpr (std::is_same_v<std::decay_t<decltype(recognizer)>, RegexPrefix>) {
             if (recognizer.state() != mask_state_) {
-              trie.allowed(recognizer, state_mask_);
+              MaskMemo& memo = req.regex->masks();
+              state_mask_ = memo.find(trie.id(), recognizer.state());
+              if (!state_mask_) {
+                auto walked = std::make_shared<MaskMemo::Mask>();
+                trie.allowed(recognizer, *walked);
+                memo.keep(trie.id(), recognizer.state(), walked);
+                state_mask_ = std::move(walked);
+              }
               mask_state_ = recognizer.state();
             }
-            allowed = state_mask_;
+            allowed = *state_mask_;
           } else {
             trie.allowed(recognizer, allowed);
           }

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <variant>
 #include <vector>
@@ -28,9 +29,10 @@ class OutputConstraint {
   std::variant<std::monostate, JsonPrefix, ChoicePrefix, SchemaPrefix, RegexPrefix> state_;
   std::size_t fed_ = 0;  // tokens of the output fed so far
   // A regex's last mask and the DFA state it is of: a pattern's loops ([a-z ]*, .*) stay in one
-  // state for many steps, whose mask is then a copy, not a walk of the whole trie.
+  // state for many steps, whose mask is then a copy, not a walk of the whole trie. A new state's
+  // mask comes from the pattern's MaskMemo when any request walked that state before.
   int32_t mask_state_ = -1;
-  std::vector<uint32_t> state_mask_;
+  std::shared_ptr<const MaskMemo::Mask> state_mask_;
 };
 
 }  // namespace dpa::engine

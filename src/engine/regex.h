@@ -37,6 +37,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/mask_memo.h"
 #include "engine/recognizer_util.h"
 
 namespace dpa::engine {
@@ -81,6 +82,9 @@ class Regex {
   }
   bool accepting(int32_t state) const { return accepting_[static_cast<std::size_t>(state)] != 0; }
   int64_t states() const { return static_cast<int64_t>(accepting_.size()); }
+  // Its states' token masks, shared by every request that holds this compiled pattern
+  // (OutputConstraint fills and reads them; mask_memo.h). Not part of the DFA's value.
+  MaskMemo& masks() const { return masks_; }
 
  private:
   Regex() = default;
@@ -88,6 +92,7 @@ class Regex {
   std::array<uint8_t, 256> class_of_{};  // byte -> equivalence class (bytes no state tells apart)
   std::vector<int32_t> table_;           // [state * n_classes_ + class] -> state or -1
   std::vector<uint8_t> accepting_;
+  mutable MaskMemo masks_;
 };
 
 // The text written so far, byte by byte: feed() takes a byte when some full match continues the

@@ -2,6 +2,7 @@
 #include "engine/structured_output.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 
 #include "engine/json_schema.h"
@@ -264,7 +265,11 @@ void TokenTrie::Trie::walk(int32_t node, const State& state, std::vector<uint32_
 }
 
 TokenTrie::TokenTrie(const std::vector<std::string>& token_bytes)
-    : vocab_(static_cast<int64_t>(token_bytes.size())), bytes_(token_bytes), plain_(static_cast<std::size_t>(mask_words()), 0) {
+    : id_([] {
+        static std::atomic<uint64_t> next{1};
+        return next++;
+      }()),
+      vocab_(static_cast<int64_t>(token_bytes.size())), bytes_(token_bytes), plain_(static_cast<std::size_t>(mask_words()), 0) {
   JsonPrefix in_string;
   in_string.feed(std::string_view("{\"\":\""));
   up_to_.assign(kShortChars + 1, std::vector<uint32_t>(plain_.size(), 0));

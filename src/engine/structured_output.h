@@ -107,6 +107,7 @@ class TokenTrie {
  public:
   explicit TokenTrie(const std::vector<std::string>& token_bytes);
   int64_t vocab_size() const { return vocab_; }
+  uint64_t id() const { return id_; }  // unique in the process (keys masks kept for this vocabulary)
   int64_t mask_words() const { return (vocab_ + 31) / 32; }
   const std::string& bytes(int32_t id) const { return bytes_[static_cast<std::size_t>(id)]; }
   // Bit id % 32 of allowed[id / 32] set for every token all of whose bytes `from` takes, clear
@@ -154,6 +155,7 @@ class TokenTrie {
   // Plain tokens by their characters (code points), for strings with a maxLength: up_to_[c] has
   // those of at most c characters (c <= kShortChars); the longer ones are walked, in long_.
   static constexpr int64_t kShortChars = 64;
+  uint64_t id_ = 0;
   int64_t vocab_ = 0;
   std::vector<std::string> bytes_;
   Trie all_;                    // every token with bytes

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -257,6 +258,44 @@ TEST(OutputConstraint, IncrementalEqualsReplay) {
               fresh.mask(trie, *req, std::span<const int32_t>(out.data(), 1), b));
     EXPECT_EQ(a, b);
   }
+}
+
+// A pattern's state masks are kept on the compiled pattern and shared by every request holding
+// it: a second request with the same output walks nothing new, and every mask handed out is what
+// a walk of that state gives. A trie of another vocabulary gets its own masks, not the first's.
+TEST(OutputConstraint, RegexStateMasksAreSharedAcrossRequests) {
+  const std::vector<std::string> vocab = {"a", "b", "ab", "ba", "abc", "c", ".", "", "aaaa"};
+  const std::vector<std::string> other = {"b", "a", ".", "ba", "c", "aaaaaaa"};
+  const auto re = dpa::engine::Regex::compile(R"([ab]{1,6}c?\.)");
+  dpa::engine::Request r1, r2;
+  r1.params.structure = r2.params.structure = dpa::engine::Structure::regex;
+  r1.regex = r2.regex = re;
+  auto run = [&](const TokenTrie& trie, const std::vector<std::string>& words, const dpa::engine::Request& req,
+                 const std::vector<int32_t>& out) -> std::size_t {
+    dpa::engine::OutputConstraint kept;
+    std::vector<uint32_t> a, b;
+    std::set<int32_t> states;
+    for (std::size_t n = 0; n <= out.size(); ++n) {
+      const bool complete = kept.mask(trie, req, std::span<const int32_t>(out.data(), n), a);
+      dpa::engine::RegexPrefix p(*re);
+      for (std::size_t i = 0; i < n; ++i) EXPECT_TRUE(p.feed(words[out[i]])) << "not an output of the pattern";
+      trie.allowed(p, b);
+      EXPECT_EQ(a, b) << n;
+      EXPECT_EQ(complete, p.complete()) << n;
+      states.insert(p.state());
+    }
+    return states.size();
+  };
+  const TokenTrie trie(vocab), trie2(other);
+  const std::vector<int32_t> out = {0, 3, 1, 4, 6};  // a ba b abc .
+  const std::size_t distinct = run(trie, vocab, r1, out);
+  EXPECT_EQ(re->masks().size(), distinct);
+  run(trie, vocab, r2, out);
+  EXPECT_EQ(re->masks().size(), distinct) << "the second request walked again";
+  run(trie, vocab, r2, {2, 2, 4, 6});  // ab ab abc .: states partly new
+  EXPECT_GT(re->masks().size(), distinct);
+  run(trie2, other, r1, {0, 1, 3, 4, 2});  // b a ba c .: another vocabulary's masks
+  run(trie, vocab, r1, out);               // and the first one's again
 }
 
 TEST(TokenTrie, RegexAllowsWhatEachTokenAloneWouldFeed) {
