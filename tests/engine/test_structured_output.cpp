@@ -298,6 +298,29 @@ TEST(OutputConstraint, RegexStateMasksAreSharedAcrossRequests) {
   run(trie, vocab, r1, out);               // and the first one's again
 }
 
+// A memo keeps masks up to its cap, per vocabulary; its bytes go back to the process budget when
+// it is freed or when another vocabulary's masks replace them.
+TEST(MaskMemo, CapsAndVocabularies) {
+  using dpa::engine::MaskMemo;
+  const std::size_t before = MaskMemo::total_bytes();
+  {
+    MaskMemo memo(3 * (100 * 4 + 64));  // three masks of 100 words
+    for (int32_t st = 0; st < 5; ++st) memo.keep(7, st, std::make_shared<MaskMemo::Mask>(100, static_cast<uint32_t>(st)));
+    EXPECT_EQ(memo.size(), 3u);
+    EXPECT_EQ(MaskMemo::total_bytes(), before + 3 * (100 * 4 + 64));
+    ASSERT_TRUE(memo.find(7, 2));
+    EXPECT_EQ((*memo.find(7, 2))[99], 2u);
+    EXPECT_FALSE(memo.find(7, 3));  // past the cap: not kept
+    EXPECT_FALSE(memo.find(8, 2));  // another vocabulary's
+    memo.keep(8, 4, std::make_shared<MaskMemo::Mask>(100, 4u));  // replaces vocabulary 7's
+    EXPECT_EQ(memo.size(), 1u);
+    EXPECT_FALSE(memo.find(7, 0));
+    EXPECT_EQ((*memo.find(8, 4))[0], 4u);
+    EXPECT_EQ(MaskMemo::total_bytes(), before + 100 * 4 + 64);
+  }
+  EXPECT_EQ(MaskMemo::total_bytes(), before);
+}
+
 TEST(TokenTrie, RegexAllowsWhatEachTokenAloneWouldFeed) {
   const std::vector<std::string> vocab = {"1", "12", "123", "-", "-1", "a", "ab", "b", "\xc3\xa9", "\xc3", "\xa9",
                                           "", "x", "2024-", "0", "caf\xc3\xa9", ".", " "};
