@@ -337,9 +337,14 @@ class SchemaCompiler {
     if (n.min_length > n.max_length) n.types &= ~kStr;
     if (kw.count("pattern")) {
       if (!kw["pattern"]->is_string()) fail(at("pattern"), "'pattern' must be a string");
-      if (kw.count("minLength") || kw.count("maxLength"))
-        fail(at("pattern"), "'pattern' beside 'minLength' or 'maxLength' is not supported: put the length in the pattern");
       n.pattern = pattern(std::string(kw["pattern"]->get_string()), at("pattern"));
+      // With lengths, the DFA is the pattern's and a length counter's product: a state then says
+      // how many characters may still come, so neither bound can leave the string at a dead end.
+      if ((n.min_length > 0 || n.max_length != UINT64_MAX) && (n.types & kStr)) {
+        n.pattern = bounded(n.pattern, std::string(kw["pattern"]->get_string()), n.min_length, n.max_length,
+                            at(kw.count("maxLength") ? "maxLength" : "minLength"));
+        if (!n.pattern) n.types &= ~kStr;  // no string of those lengths matches
+      }
     }
 
     // Integers. Bounds on numbers with fractions would need the decimal expansion's prefixes
@@ -365,6 +370,27 @@ class SchemaCompiler {
   const json::value& doc_;
   std::map<const json::value*, uint32_t> memo_;
   std::map<std::string, std::shared_ptr<const Regex>> patterns_;  // by text: each compiled once
+
+  // A pattern's DFA (over JSON-escaped bytes) cut to strings of [lo, hi] characters (hi
+  // UINT64_MAX: no bound), or null when none matches. Lengths up to Regex::kMaxRepeat.
+  std::shared_ptr<const Regex> bounded(const std::shared_ptr<const Regex>& re, const std::string& text, uint64_t lo,
+                                       uint64_t hi, const std::string& path) {
+    const uint64_t cap = static_cast<uint64_t>(Regex::kMaxRepeat);
+    if (lo > cap || (hi != UINT64_MAX && hi > cap))
+      fail(path, "minLength and maxLength beside a 'pattern' are supported up to " + std::to_string(cap));
+    const std::string key = text + '\0' + std::to_string(lo) + ',' + (hi == UINT64_MAX ? "" : std::to_string(hi));
+    if (auto it = bounded_.find(key); it != bounded_.end()) return it->second;
+    if (bounded_.size() >= JsonSchema::kMaxPatterns)
+      fail(path, "more than " + std::to_string(JsonSchema::kMaxPatterns) + " distinct patterns with lengths are not supported");
+    const std::string count = "[\\s\\S]{" + std::to_string(lo) + "," + (hi == UINT64_MAX ? "" : std::to_string(hi)) + "}";
+    try {
+      return bounded_[key] = Regex::intersect(*re, *Regex::compile(count, Regex::Target::json_string));
+    } catch (const Error& e) {
+      fail(path, std::string("'pattern' ") + text + " with lengths [" + std::to_string(lo) + ", " +
+                     (hi == UINT64_MAX ? "" : std::to_string(hi)) + "]: " + e.what());
+    }
+  }
+  std::map<std::string, std::shared_ptr<const Regex>> bounded_;  // by pattern and lengths
 
   // JSON Schema's pattern is a search (ECMA-262: it may match anywhere in the string): the DFA
   // takes any text around it, unless a leading ^ or a trailing (unescaped) $ anchors that end.

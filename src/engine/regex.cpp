@@ -7,9 +7,11 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 #include <string>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "engine/compile_cache.h"
@@ -570,6 +572,54 @@ std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, Target tar
   regex_detail::Tree tree = regex_detail::parse(pattern);
   if (target == Target::json_string) regex_detail::escape_for_json(tree);
   regex_detail::Tables t = regex_detail::build(tree);
+  std::shared_ptr<Regex> re(new Regex());
+  re->n_classes_ = t.n_classes;
+  re->class_of_ = t.class_of;
+  re->table_ = std::move(t.table);
+  re->accepting_ = std::move(t.accepting);
+  return re;
+}
+
+std::shared_ptr<const Regex> Regex::intersect(const Regex& a, const Regex& b) {
+  // Joint byte classes: the pairs of the two DFAs' classes that occur, each with a byte of it.
+  std::array<uint8_t, 256> class_of{};
+  std::vector<uint8_t> rep;
+  std::vector<int16_t> joint(a.n_classes_ * b.n_classes_, -1);
+  for (int c = 0; c < 256; ++c) {
+    int16_t& j = joint[a.class_of_[c] * b.n_classes_ + b.class_of_[c]];
+    if (j < 0) j = static_cast<int16_t>(rep.size()), rep.push_back(static_cast<uint8_t>(c));
+    class_of[c] = static_cast<uint8_t>(j);
+  }
+  const std::size_t nc = rep.size();
+  // The pairs reached from (start, start), breadth first; pair i is state i.
+  std::vector<std::pair<int32_t, int32_t>> pairs{{a.start(), b.start()}};
+  std::unordered_map<uint64_t, int32_t> id{{0, 0}};
+  std::vector<int32_t> table;
+  std::vector<uint8_t> accepting;
+  for (std::size_t i = 0; i < pairs.size(); ++i) {
+    if (static_cast<int64_t>((i + 1) * nc) > kMaxTable)
+      throw Error("too complex: more than " + std::to_string(kMaxTable / static_cast<int64_t>(nc)) +
+                  " automaton states of " + std::to_string(nc) + " byte classes");
+    const auto [sa, sb] = pairs[i];
+    accepting.push_back(a.accepting(sa) && b.accepting(sb));
+    for (std::size_t c = 0; c < nc; ++c) {
+      const int32_t ta = a.next(sa, rep[c]), tb = ta < 0 ? -1 : b.next(sb, rep[c]);
+      if (tb < 0) {
+        table.push_back(-1);
+        continue;
+      }
+      const uint64_t key = static_cast<uint64_t>(static_cast<uint32_t>(ta)) << 32 | static_cast<uint32_t>(tb);
+      auto [it, fresh] = id.try_emplace(key, static_cast<int32_t>(pairs.size()));
+      if (fresh) {
+        if (static_cast<int64_t>(pairs.size()) + 1 > kMaxStates)
+          throw Error("too complex: more than " + std::to_string(kMaxStates) + " automaton states");
+        pairs.emplace_back(ta, tb);
+      }
+      table.push_back(it->second);
+    }
+  }
+  regex_detail::Tables t = regex_detail::prune(nc, class_of, table, accepting);
+  if (t.accepting.empty()) return nullptr;
   std::shared_ptr<Regex> re(new Regex());
   re->n_classes_ = t.n_classes;
   re->class_of_ = t.class_of;

@@ -73,6 +73,9 @@ class Regex {
   // frontend and the engine call, so a pattern sent again is not compiled again.
   static std::shared_ptr<const Regex> compile_cached(std::string_view pattern, Target target = Target::text);
   std::size_t bytes() const;  // memory held, about
+  // The texts both DFAs match (the product automaton, its dead states removed), or null when no
+  // text does. Throws dpa::Error past the same caps as compile() (states, table).
+  static std::shared_ptr<const Regex> intersect(const Regex& a, const Regex& b);
 
   int32_t start() const { return 0; }
   // The state after byte b, or -1 when no full match continues the text with it. `state` is one

@@ -362,60 +362,10 @@ class Subsets {
   // made, and merges the classes no state tells apart.
   Tables finish() const {
     const std::size_t n = accepting_.size();
-    std::vector<int32_t> first(n + 1, 0), last(n, -1);  // reverse edges, one per (from, to) pair
-    auto each_edge = [&](auto&& f) {
-      std::fill(last.begin(), last.end(), -1);
-      for (std::size_t s = 0; s < n; ++s)
-        for (std::size_t c = 0; c < nc_; ++c)
-          if (const int32_t t = row_[s][c]; t >= 0 && last[t] != static_cast<int32_t>(s))
-            last[t] = static_cast<int32_t>(s), f(static_cast<int32_t>(s), t);
-    };
-    each_edge([&](int32_t, int32_t t) { ++first[static_cast<std::size_t>(t) + 1]; });
-    for (std::size_t s = 0; s < n; ++s) first[s + 1] += first[s];
-    std::vector<int32_t> from(static_cast<std::size_t>(first[n])), fill(first.begin(), first.end() - 1);
-    each_edge([&](int32_t s, int32_t t) { from[static_cast<std::size_t>(fill[t]++)] = s; });
-    std::vector<char> live(n, 0);
-    std::vector<int32_t> queue;
-    for (std::size_t s = 0; s < n; ++s)
-      if (accepting_[s]) live[s] = 1, queue.push_back(static_cast<int32_t>(s));
-    for (std::size_t q = 0; q < queue.size(); ++q)
-      for (int32_t i = first[queue[q]]; i < first[queue[q] + 1]; ++i)
-        if (!live[from[i]]) live[from[i]] = 1, queue.push_back(from[i]);
-    if (!live[0]) throw Error("the pattern matches no text");
-    std::vector<int32_t> id(n, -1), kept;
-    for (std::size_t s = 0; s < n; ++s)
-      if (live[s]) id[s] = static_cast<int32_t>(kept.size()), kept.push_back(static_cast<int32_t>(s));
-    auto target = [&](int32_t s, std::size_t c) {
-      const int32_t t = row_[static_cast<std::size_t>(s)][c];
-      return t < 0 ? -1 : id[t];
-    };
-    // Classes whose columns are equal once dead targets read -1 become one.
-    std::vector<uint64_t> hash(nc_, 0xcbf29ce484222325ull);
-    for (const int32_t s : kept)
-      for (std::size_t c = 0; c < nc_; ++c)
-        hash[c] = (hash[c] ^ static_cast<uint32_t>(target(s, c))) * 0x100000001b3ull;
-    std::vector<std::size_t> reps, merged(nc_);
-    for (std::size_t c = 0; c < nc_; ++c) {
-      std::size_t k = 0;
-      for (; k < reps.size(); ++k) {
-        if (hash[reps[k]] != hash[c]) continue;
-        bool same = true;
-        for (std::size_t i = 0; same && i < kept.size(); ++i)
-          same = target(kept[i], c) == target(kept[i], reps[k]);
-        if (same) break;
-      }
-      if (k == reps.size()) reps.push_back(c);
-      merged[c] = k;
-    }
-    Tables out;
-    out.n_classes = reps.size();
-    for (int b = 0; b < 256; ++b) out.class_of[b] = static_cast<uint8_t>(merged[class_of_[b]]);
-    out.table.resize(kept.size() * reps.size());
-    out.accepting.resize(kept.size());
-    for (std::size_t i = 0; i < kept.size(); ++i) {
-      out.accepting[i] = accepting_[static_cast<std::size_t>(kept[i])];
-      for (std::size_t k = 0; k < reps.size(); ++k) out.table[i * reps.size() + k] = target(kept[i], reps[k]);
-    }
+    std::vector<int32_t> table(n * nc_);
+    for (std::size_t st = 0; st < n; ++st) std::copy(row_[st], row_[st] + nc_, table.begin() + st * nc_);
+    Tables out = prune(nc_, class_of_, table, accepting_);
+    if (out.accepting.empty()) throw Error("the pattern matches no text");
     return out;
   }
 
@@ -498,6 +448,65 @@ class Subsets {
 };
 
 }  // namespace
+
+Tables prune(std::size_t nc, const std::array<uint8_t, 256>& class_of, const std::vector<int32_t>& table,
+             const std::vector<uint8_t>& accepting) {
+  const std::size_t n = accepting.size();
+  auto row = [&](std::size_t st) { return table.data() + st * nc; };
+  std::vector<int32_t> first(n + 1, 0), last(n, -1);  // reverse edges, one per (from, to) pair
+  auto each_edge = [&](auto&& f) {
+    std::fill(last.begin(), last.end(), -1);
+    for (std::size_t st = 0; st < n; ++st)
+      for (std::size_t c = 0; c < nc; ++c)
+        if (const int32_t t = row(st)[c]; t >= 0 && last[t] != static_cast<int32_t>(st))
+          last[t] = static_cast<int32_t>(st), f(static_cast<int32_t>(st), t);
+  };
+  each_edge([&](int32_t, int32_t t) { ++first[static_cast<std::size_t>(t) + 1]; });
+  for (std::size_t st = 0; st < n; ++st) first[st + 1] += first[st];
+  std::vector<int32_t> from(static_cast<std::size_t>(first[n])), fill(first.begin(), first.end() - 1);
+  each_edge([&](int32_t st, int32_t t) { from[static_cast<std::size_t>(fill[t]++)] = st; });
+  std::vector<char> live(n, 0);
+  std::vector<int32_t> queue;
+  for (std::size_t st = 0; st < n; ++st)
+    if (accepting[st]) live[st] = 1, queue.push_back(static_cast<int32_t>(st));
+  for (std::size_t q = 0; q < queue.size(); ++q)
+    for (int32_t i = first[queue[q]]; i < first[queue[q] + 1]; ++i)
+      if (!live[from[i]]) live[from[i]] = 1, queue.push_back(from[i]);
+  if (n == 0 || !live[0]) return Tables{};
+  std::vector<int32_t> id(n, -1), kept;
+  for (std::size_t st = 0; st < n; ++st)
+    if (live[st]) id[st] = static_cast<int32_t>(kept.size()), kept.push_back(static_cast<int32_t>(st));
+  auto target = [&](int32_t st, std::size_t c) {
+    const int32_t t = row(static_cast<std::size_t>(st))[c];
+    return t < 0 ? -1 : id[t];
+  };
+  // Classes whose columns are equal once dead targets read -1 become one.
+  std::vector<uint64_t> hash(nc, 0xcbf29ce484222325ull);
+  for (const int32_t st : kept)
+    for (std::size_t c = 0; c < nc; ++c) hash[c] = (hash[c] ^ static_cast<uint32_t>(target(st, c))) * 0x100000001b3ull;
+  std::vector<std::size_t> reps, merged(nc);
+  for (std::size_t c = 0; c < nc; ++c) {
+    std::size_t k = 0;
+    for (; k < reps.size(); ++k) {
+      if (hash[reps[k]] != hash[c]) continue;
+      bool same = true;
+      for (std::size_t i = 0; same && i < kept.size(); ++i) same = target(kept[i], c) == target(kept[i], reps[k]);
+      if (same) break;
+    }
+    if (k == reps.size()) reps.push_back(c);
+    merged[c] = k;
+  }
+  Tables out;
+  out.n_classes = reps.size();
+  for (int b = 0; b < 256; ++b) out.class_of[b] = static_cast<uint8_t>(merged[class_of[b]]);
+  out.table.resize(kept.size() * reps.size());
+  out.accepting.resize(kept.size());
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    out.accepting[i] = accepting[static_cast<std::size_t>(kept[i])];
+    for (std::size_t k = 0; k < reps.size(); ++k) out.table[i * reps.size() + k] = target(kept[i], reps[k]);
+  }
+  return out;
+}
 
 Tables build(const Tree& tree) {
   NfaBuilder nfa(tree);

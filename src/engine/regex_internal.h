@@ -42,5 +42,10 @@ Tree parse(std::string_view pattern);  // throws dpa::Error
 // Regex::Target::json_string: each class's characters that JSON escapes become their escapes.
 void escape_for_json(Tree& tree);
 Tables build(const Tree& tree);        // throws dpa::Error past a cap, or when nothing matches
+// A DFA (table[state * nc + class] -> state or -1, state 0 the start) with the states from which
+// no accepting state is reached removed and the classes no state tells apart merged; empty
+// (no states) when the start is such a state: nothing matches.
+Tables prune(std::size_t nc, const std::array<uint8_t, 256>& class_of, const std::vector<int32_t>& table,
+             const std::vector<uint8_t>& accepting);
 
 }  // namespace dpa::engine::regex_detail

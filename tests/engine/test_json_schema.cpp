@@ -193,10 +193,9 @@ json::value gen_schema(Rng& rng, int depth, int n_defs) {
   switch (pick(rng, kinds)) {
     case 0: {
       json::object s{{"type", "string"}};
-      if (coin(rng, 30)) {
-        s["pattern"] = kPatterns[pick(rng, std::size(kPatterns))].pattern;
-        return s;
-      }
+      const bool patterned = coin(rng, 30);
+      if (patterned) s["pattern"] = kPatterns[pick(rng, std::size(kPatterns))].pattern;
+      if (patterned && coin(rng, 50)) return s;
       if (coin(rng, 40)) s["minLength"] = pick(rng, 3);
       if (coin(rng, 40)) s["maxLength"] = (s.contains("minLength") ? s["minLength"].as_int64() : 0) + pick(rng, 4);
       return s;
@@ -839,6 +838,35 @@ TEST(JsonSchema, Pattern) {
   EXPECT_FALSE(accepts(*mixed, R"("y")"));
 }
 
+// pattern beside minLength / maxLength: both hold, and no string is begun that cannot end under
+// both (the DFA is the pattern's and a length counter's product).
+TEST(JsonSchema, PatternWithLengths) {
+  const auto s = compile(R"({"type": "string", "pattern": "^[a-z]+$", "minLength": 3, "maxLength": 5})");
+  EXPECT_FALSE(accepts(*s, R"("ab")"));
+  EXPECT_TRUE(accepts(*s, R"("abc")"));
+  EXPECT_TRUE(accepts(*s, R"("abcde")"));
+  EXPECT_FALSE(accepts(*s, R"("abcdef")"));
+  EXPECT_FALSE(accepts(*s, R"("ab1")"));
+  EXPECT_EQ(feed_bytes(*s, R"("abcdef")").taken, 6u);  // the sixth letter is refused
+  EXPECT_EQ(feed_bytes(*s, R"("ab")").taken, 3u);      // the close is refused before three
+  // Code points, escapes one each, under a search pattern.
+  const auto e = compile(R"({"type": "string", "pattern": "\"", "maxLength": 2})");
+  EXPECT_TRUE(accepts(*e, "\"\\\"\xc3\xa9\""));
+  EXPECT_FALSE(accepts(*e, "\"\\\"\xc3\xa9x\""));
+  EXPECT_FALSE(accepts(*e, R"("ab")"));
+  // A pattern that needs more than maxLength leaves: the other branch of the type list stays.
+  const auto mixed = compile(R"({"type": ["string", "integer"], "pattern": "^[ab]{4}$", "maxLength": 3})");
+  EXPECT_FALSE(accepts(*mixed, R"("abab")"));
+  EXPECT_EQ(feed_bytes(*mixed, R"("a)").taken, 0u);  // no string can begin
+  EXPECT_TRUE(accepts(*mixed, "12"));
+  // Lengths that only some paths of the pattern can meet: (ab)* has even lengths only.
+  const auto even = compile(R"({"type": "string", "pattern": "^(ab)*$", "minLength": 3, "maxLength": 5})");
+  EXPECT_TRUE(accepts(*even, R"("abab")"));
+  EXPECT_FALSE(accepts(*even, R"("ab")"));
+  EXPECT_FALSE(accepts(*even, R"("ababab")"));
+  EXPECT_EQ(feed_bytes(*even, R"("ababa")").taken, 5u);  // "ababa would need a sixth character
+}
+
 TEST(JsonSchema, CompileErrors) {
   auto error = [](std::string_view text) {
     try {
@@ -854,7 +882,10 @@ TEST(JsonSchema, CompileErrors) {
   EXPECT_EQ(error(R"({"properties": {"a": {"type": "string", "pattern": "x"}}})"), "(compiled)");
   EXPECT_TRUE(has(error(R"js({"properties": {"a": {"type": "string", "pattern": "(?=x)"}}})js"), "#/properties/a/pattern"));
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "(a"})"), "'pattern' (a"));
-  EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "a", "maxLength": 3})"), "'pattern' beside 'minLength' or 'maxLength'"));
+  EXPECT_EQ(error(R"({"type": "string", "pattern": "a", "maxLength": 3, "minLength": 1})"), "(compiled)");
+  EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "a", "maxLength": 1001})"),
+                  "minLength and maxLength beside a 'pattern' are supported up to 1000"));
+  EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "^[ab]{10}$", "maxLength": 5})"), "admits no value"));
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": 5})"), "'pattern' must be a string"));
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "^[^\\s\\S]$"})"), "matches no text"));
   std::string patterns = R"({"type": "object", "properties": {)";
@@ -907,12 +938,13 @@ TEST(JsonSchemaTokenTrie, AllowedIsWhatEachTokenAloneWouldFeed) {
   const TokenTrie trie(vocab);
   const std::string schema = R"({"type": "object", "properties": {
       "name": {"type": "string"}, "kind": {"enum": ["a", "ab", 12]}, "n": {"type": "integer", "minimum": -5, "maximum": 150},
+      "code": {"type": "string", "pattern": "^[a-z]+$", "minLength": 2, "maxLength": 4},
       "list": {"type": "array", "items": {"anyOf": [{"type": "string", "maxLength": 4}, {"type": "object", "properties": {"id": {"type": "integer"}}}]}}},
       "required": ["name"]})";
   const auto s = compile(schema);
   const std::string docs[] = {
-      R"({"name":"x\u00e9 text \ud83d\ude00 \u20ac","kind":"ab","n":-5,"list":["ab",{"id":1,"z":[true]}]})",
-      R"({ "list" : [ ] , "n" : 150 , "kind" : 12 , "name" : "" })",
+      R"({"name":"x\u00e9 text \ud83d\ude00 \u20ac","kind":"ab","n":-5,"code":"kid","list":["ab",{"id":1,"z":[true]}]})",
+      R"({ "list" : [ ] , "code" : "nxuk" , "n" : 150 , "kind" : 12 , "name" : "" })",
   };
   std::vector<uint32_t> allowed;
   int64_t total = 0, plain_states = 0;

@@ -435,6 +435,36 @@ TEST(Regex, NoDeadEnds) {
   }
 }
 
+// intersect: a text matches the product iff it fully matches both (std::regex is the oracle for
+// each), the product has no dead end, and disjoint patterns give null.
+TEST(Regex, IntersectIsBoth) {
+  const char* const pats[] = {"[ab]*", "(ab)*", "a.{0,3}", "[^a]*b?", "(a|b){2,4}", ".*bb.*", "b*(ab|ba)*a?", ""};
+  std::mt19937 rng(5);
+  for (const char* pa : pats)
+    for (const char* pb : pats) {
+      const auto a = Regex::compile(pa), b = Regex::compile(pb);
+      const auto both = Regex::intersect(*a, *b);
+      const std::regex ra(pa), rb(pb);
+      bool any = false;
+      for (int i = 0; i < 400; ++i) {
+        std::string text;
+        for (int n = static_cast<int>(rng() % 7); n > 0; --n) text += "abc"[rng() % 3];
+        const bool want = std::regex_match(text, ra) && std::regex_match(text, rb);
+        any |= want;
+        ASSERT_EQ(both && full_match(*both, text), want) << pa << " & " << pb << " on \"" << text << "\"";
+      }
+      if (both) expect_no_dead_ends(*both, std::string(pa) + " & " + pb);
+      else EXPECT_FALSE(any) << pa << " & " << pb << ": null, but a text matches both";
+    }
+  EXPECT_EQ(Regex::intersect(*Regex::compile("a+"), *Regex::compile("b+")), nullptr);
+  EXPECT_EQ(Regex::intersect(*Regex::compile("(aa)+"), *Regex::compile("a{3}")), nullptr);
+  const auto six = Regex::intersect(*Regex::compile("(aa)+"), *Regex::compile("(aaa)+"));
+  ASSERT_TRUE(six);
+  EXPECT_TRUE(full_match(*six, "aaaaaa"));
+  EXPECT_FALSE(full_match(*six, "aaaa"));
+  EXPECT_FALSE(full_match(*six, "aaa"));
+}
+
 TEST(Regex, SamePatternSameStates) {
   for (const char* p : {"(a|b)*a(a|b){5}", ".{0,20}[xyz]+", "(\\w+\\s?){1,8}"}) {
     const auto a = Regex::compile(p), b = Regex::compile(p);
