@@ -87,7 +87,7 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
          '"logit_bias":{"1":"x"}' '"logit_bias":{"1":101}' '"logit_bias":{"1":-1e300}' \
          '"response_format":{"type":"json_schema","json_schema":{}}' '"response_format":{"type":"yaml"}' \
          '"response_format":"json"' '"response_format":{}' '"suffix":"end"' '"suffix":1' '"best_of":3' \
-         '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"string","pattern":"a","maxLength":2}' '"guided_json":{"type":"string","pattern":"(?<=a)"}' '"echo":false,"max_tokens":0' \
+         '"best_of":0' '"n":2,"best_of":"2"' '"guided_json":{"type":"string","pattern":"a","maxLength":1001}' '"guided_json":{"type":"string","pattern":"(?<=a)"}' '"echo":false,"max_tokens":0' \
          '"echo":true,"max_tokens":0,"min_tokens":1' '"prompt_logprobs":-1' '"prompt_logprobs":"2"' \
          '"prompt_logprobs":1000' '"prompt_logprobs":1,"stream":true' \
          '"guided_regex":"a(b"' '"guided_regex":"(a)\\1"' '"guided_regex":5' '"guided_regex":"(?=a)b"' \
