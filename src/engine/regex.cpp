@@ -79,6 +79,37 @@ Ranges shorthand(uint8_t c) {
   return c >= 'a' ? r : complement(r);
 }
 
+// Python's IGNORECASE over the ASCII letters: each letter's class of code points that match it
+// (checked against CPython 3.11's re, every code point): the two cases, and for i, k and s the
+// non-ASCII letters Unicode's simple case mappings join to them.
+constexpr uint32_t kNoCode = 0xffffffff;
+constexpr std::array<std::array<uint32_t, 4>, 26> kLetterClasses = [] {
+  std::array<std::array<uint32_t, 4>, 26> t{};
+  for (uint32_t k = 0; k < 26; ++k) t[k] = {'a' + k, 'A' + k, kNoCode, kNoCode};
+  t['i' - 'a'][2] = 0x130, t['i' - 'a'][3] = 0x131;  // İ ı
+  t['k' - 'a'][2] = 0x212a;                          // Kelvin sign
+  t['s' - 'a'][2] = 0x17f;                           // long s
+  return t;
+}();
+bool is_case_extra(uint32_t cp) { return cp == 0x130 || cp == 0x131 || cp == 0x212a || cp == 0x17f; }
+bool contains(const Ranges& r, uint32_t cp) {
+  for (const auto& [lo, hi] : r)
+    if (cp >= lo && cp <= hi) return true;
+  return false;
+}
+// Every letter class that r meets, added whole.
+void fold_case(Ranges& r) {
+  Ranges add;
+  for (const auto& cls : kLetterClasses) {
+    bool meets = false;
+    for (uint32_t cp : cls) meets = meets || (cp != kNoCode && contains(r, cp));
+    if (meets)
+      for (uint32_t cp : cls)
+        if (cp != kNoCode) add.push_back({cp, cp});
+  }
+  r.insert(r.end(), add.begin(), add.end());
+}
+
 // The UTF-8 sequence at s[i] (RFC 3629): its length, 0 when it is not valid; cp its code point.
 int decode(std::string_view s, std::size_t i, uint32_t& cp) {
   const uint8_t c = static_cast<uint8_t>(s[i]);
@@ -235,7 +266,7 @@ class Parser {
         return escape();
       case '.':
         ++i_;
-        return add_set(complement({{'\n', '\n'}}), a);
+        return add_set(dotall_ ? complement({}) : complement({{'\n', '\n'}}), a);
       case '^':
         ++i_;
         return add(Node::kBegin, a);
@@ -245,7 +276,7 @@ class Parser {
       default: {
         uint32_t cp;
         i_ += static_cast<std::size_t>(decode(p_, i_, cp));
-        return add_set({{cp, cp}}, a);
+        return add_set(cased({{cp, cp}}, cp, a), a);
       }
     }
   }
@@ -279,13 +310,24 @@ class Parser {
         i_ = close + 1;
         return -1;
       } else if (c != '\0' && std::string_view("aiLmsux-").find(c) != std::string_view::npos) {
-        fail(open, "inline flags ((?i) and the like) are not supported");
+        const bool icase = icase_, dotall = dotall_;
+        if (!flags(open)) return -1;  // global flags: no item
+        const int32_t inner = scoped(open, depth);
+        icase_ = icase, dotall_ = dotall;  // as before the group
+        return inner;
       } else {
         fail(open, i_ < p_.size() ? "unknown extension (?" + std::string(1, c)
                                   : "unexpected end of pattern after (?");
       }
     }
+    return scoped(open, depth);
+  }
+
+  // A group's body up to its ')', under the flags now set (restored after it).
+  int32_t scoped(std::size_t open, int depth) {
+    const bool icase = icase_, dotall = dotall_;
     int32_t inner = alternation(depth + 1);
+    icase_ = icase, dotall_ = dotall;
     if (!at(')')) fail(open, "missing ), unterminated subpattern");
     ++i_;
     // A group is an item of its own: (^)* repeats nothing harmful, where ^* has nothing to repeat.
@@ -295,6 +337,43 @@ class Parser {
       inner = g;
     }
     return inner;
+  }
+
+  // Inline flags after "(?" (Python's): "(?ims)" at the start of the pattern, for all of it
+  // (returns false), or "(?ims-is:" for the group (returns true; scoped() restores them). i: ASCII
+  // letters match either case (fold_case); s: '.' takes '\n' too; a, u, m change nothing here
+  // (\d \w \s are ASCII, anchors stand only at the ends); x and L are refused.
+  bool flags(std::size_t open) {
+    bool on_i = false, on_s = false, off_i = false, off_s = false, minus = false;
+    for (; i_ < p_.size() && p_[i_] != ':' && p_[i_] != ')'; ++i_) {
+      const char f = p_[i_];
+      if (f == '-') {
+        if (minus) fail(open, "bad inline flags: a second '-'");
+        minus = true;
+      } else if (f == 'x') {
+        fail(open, "the verbose flag (?x) is not supported");
+      } else if (f == 'L') {
+        fail(open, "the locale flag (?L) is not supported (Python refuses it for text patterns too)");
+      } else if (f == 'i' || f == 's') {
+        (f == 'i' ? (minus ? off_i : on_i) : (minus ? off_s : on_s)) = true;
+      } else if (f == 'a' || f == 'u') {
+        if (minus) fail(open, std::string("bad inline flags: cannot turn off flag '") + f + "'");
+      } else if (f != 'm') {
+        fail(open, "unknown flag '" + std::string(1, f) + "'");
+      }
+    }
+    if (i_ >= p_.size()) fail(open, "missing -, : or )");
+    const bool global = p_[i_] == ')';
+    ++i_;
+    if (global) {
+      if (minus) fail(open, "missing : after the flags to turn off");
+      if (open != flags_end_) fail(open, "global flags not at the start of the expression");
+      flags_end_ = i_;
+    } else if ((on_i && off_i) || (on_s && off_s)) {
+      fail(open, "bad inline flags: a flag turned on and off");
+    }
+    icase_ = (icase_ || on_i) && !off_i, dotall_ = (dotall_ || on_s) && !off_s;
+    return !global;
   }
 
   void group_name(std::size_t open) {
@@ -316,7 +395,7 @@ class Parser {
     if (i_ >= p_.size()) fail(a, "bad escape (end of pattern)");
     const uint8_t c = static_cast<uint8_t>(p_[i_]);
     if (std::string_view("dDwWsS").find(static_cast<char>(c)) != std::string_view::npos)
-      return ++i_, add_set(shorthand(c), a);
+      return ++i_, add_set(shorthand_flagged(c), a);
     if (c == 'A') return ++i_, add(Node::kBegin, a);
     if (c == 'Z' || c == 'z') return ++i_, add(Node::kEnd, a);
     if (c == 'b' || c == 'B') fail(a, "word boundaries (\\b, \\B) are not supported");
@@ -332,7 +411,31 @@ class Parser {
       }
     }
     const uint32_t cp = code_escape(a);
-    return add_set({{cp, cp}}, a);
+    return add_set(cased({{cp, cp}}, cp, a), a);
+  }
+
+  // A literal's (or range's) set under the flags: folded under (?i), where a non-ASCII code point
+  // other than the letter classes' own is refused (its case partners are not known here).
+  Ranges cased(Ranges r, uint32_t cp, std::size_t a) {
+    if (!icase_) return r;
+    if (cp >= 0x80 && !is_case_extra(cp))
+      fail(a, "case-insensitive matching ((?i)) covers ASCII letters only; U+" + hex_code(cp) +
+                  " would need Unicode's case tables");
+    fold_case(r);
+    return r;
+  }
+  static std::string hex_code(uint32_t cp) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%04X", cp);
+    return buf;
+  }
+  // \d \w \s and their negations under (?i): the positive class folded, then negated.
+  Ranges shorthand_flagged(uint8_t c) const {
+    if (!icase_) return shorthand(c);
+    const auto lower = static_cast<uint8_t>(c | 0x20);
+    Ranges pos = shorthand(lower);
+    fold_case(pos);
+    return c == lower ? pos : complement(std::move(pos));
   }
 
   // An escape of one code point at p_[i_] (after the backslash at `a`), in a class or not.
@@ -400,7 +503,7 @@ class Parser {
     const bool negate = at('^');
     if (negate) ++i_;
     const std::size_t first = i_;
-    Ranges r;
+    Ranges r, sh;  // the members written out; the \d-like ones (already under the flags)
     for (;;) {
       if (i_ >= p_.size()) fail(open, "unterminated character set");
       const std::size_t item = i_;
@@ -409,7 +512,7 @@ class Parser {
         break;
       }
       uint32_t lo = 0, hi = 0;
-      const bool set_lo = class_atom(lo, r);
+      const bool set_lo = class_atom(lo, r, sh);
       if (!at('-')) continue;
       ++i_;
       if (i_ >= p_.size()) fail(open, "unterminated character set");
@@ -418,7 +521,7 @@ class Parser {
         ++i_;
         break;
       }
-      const bool set_hi = class_atom(hi, r);
+      const bool set_hi = class_atom(hi, r, sh);
       const std::string text(p_.substr(item, i_ - item));
       if (set_lo || set_hi)
         fail(item, "bad character range " + text + ": a class such as \\d cannot be a range's end");
@@ -426,14 +529,17 @@ class Parser {
       r.pop_back(), r.pop_back();  // the two ends, pushed as members by class_atom
       r.push_back({lo, hi});
     }
+    if (icase_) fold_case(r);
+    r.insert(r.end(), sh.begin(), sh.end());
     return add_set(negate ? complement(std::move(r)) : std::move(r), open);
   }
 
-  // One member of a class, appended to r; cp is the code point, or true for \d and the like.
-  bool class_atom(uint32_t& cp, Ranges& r) {
+  // One member of a class: a code point appended to r (cp), or \d and the like to sh (true).
+  bool class_atom(uint32_t& cp, Ranges& r, Ranges& sh) {
     const std::size_t a = i_;
     if (p_[i_] != '\\') {
       i_ += static_cast<std::size_t>(decode(p_, i_, cp));
+      cased({}, cp, a);  // refused under (?i) when it cannot be folded
       r.push_back({cp, cp});
       return false;
     }
@@ -441,13 +547,14 @@ class Parser {
     const uint8_t c = static_cast<uint8_t>(p_[i_]);
     if (std::string_view("dDwWsS").find(static_cast<char>(c)) != std::string_view::npos) {
       ++i_;
-      for (const auto& x : shorthand(c)) r.push_back(x);
+      for (const auto& x : shorthand_flagged(c)) sh.push_back(x);
       return true;
     }
     if (c == 'b')
       cp = '\b', ++i_;  // backspace, in a class
     else
       cp = code_escape(a);
+    cased({}, cp, a);
     r.push_back({cp, cp});
     return false;
   }
@@ -505,6 +612,8 @@ class Parser {
   std::string_view p_;
   std::size_t i_ = 0;
   std::set<std::string> names_;
+  bool icase_ = false, dotall_ = false;  // (?i), (?s) where the parser is
+  std::size_t flags_end_ = 0;            // where the leading global flag groups end
   std::map<Ranges, int32_t> set_ids_;
   std::vector<int8_t> zero_;
 };

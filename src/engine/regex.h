@@ -22,9 +22,13 @@
 //   - \d \w \s are ASCII: [0-9], [A-Za-z0-9_], [ \t\n\r\f\v] (Python's default for str patterns
 //     is Unicode: any decimal digit, letters and digits of every script, Unicode spaces);
 //     \D \W \S are their complements over all code points (so \W takes "é").
+//   - Inline flags: (?i) (?s) (?m) (?a) (?u) at the pattern's start, (?i-s:...) scoped. i folds
+//     ASCII letters as Python does (either case, plus İ ı for i, the Kelvin sign for k, ſ for s);
+//     a non-ASCII code point written under it is refused (its case partners would need Unicode's
+//     tables). s lets '.' take '\n'; m, a and u change nothing here. (?x) and (?L) are refused.
 //   - Refused at compile(), with the construct and its byte offset: backreferences (\1,
-//     (?P=name), \g<...>), lookahead and lookbehind, \b \B word boundaries, inline flags ((?i)
-//     and the like), atomic groups and possessive quantifiers, conditionals, \N{...}, surrogate or
+//     (?P=name), \g<...>), lookahead and lookbehind, \b \B word boundaries, the flags above,
+//     atomic groups and possessive quantifiers, conditionals, \N{...}, surrogate or
 //     out-of-range code points in escapes, repeat counts past kMaxRepeat, groups nested more than
 //     kMaxDepth deep, patterns longer than kMaxPattern or that match no text at all, and patterns
 //     whose automaton would pass the caps below ("the pattern is too complex").

@@ -465,6 +465,76 @@ TEST(Regex, IntersectIsBoth) {
   EXPECT_FALSE(full_match(*six, "aaa"));
 }
 
+// (?i) and (?s), with what CPython 3.11's re does (each expectation checked there): ASCII
+// letters in either case, and the non-ASCII letters Python joins to i, k and s; '.' and '\n'.
+TEST(Regex, InlineFlags) {
+  const char* const kI[] = {"i", "I", "\xc4\xb0", "\xc4\xb1"};  // i I İ ı
+  for (const char* p : {"(?i)i", "(?i)I", "(?i)\\u0131", "(?i)[h-j]", "(?i)[\\u0130]"})
+    for (const char* t : kI) EXPECT_TRUE(matches(Regex::compile(p), t)) << p << " " << t;
+  EXPECT_TRUE(matches(Regex::compile("(?i)k"), "\xe2\x84\xaa"));   // Kelvin sign
+  EXPECT_TRUE(matches(Regex::compile("(?i)\\u212a"), "K"));
+  EXPECT_TRUE(matches(Regex::compile("(?i)S"), "\xc5\xbf"));       // long s
+  EXPECT_FALSE(matches(Regex::compile("(?i)[^k]"), "\xe2\x84\xaa"));
+  EXPECT_FALSE(matches(Regex::compile("(?i)[^a]"), "A"));
+  EXPECT_TRUE(matches(Regex::compile("(?i)[^h-j]"), "K"));
+  EXPECT_FALSE(matches(Regex::compile("(?i)[^h-j]"), "\xc4\xb1"));
+  EXPECT_TRUE(matches(Regex::compile("(?i)\\w+"), "aB_9\xe2\x84\xaa"));
+  EXPECT_FALSE(matches(Regex::compile("(?i)\\W"), "\xe2\x84\xaa"));
+  EXPECT_FALSE(matches(Regex::compile("(?i)ss"), "\xc3\x9f"));  // no full case folding (ß)
+  EXPECT_TRUE(matches(Regex::compile("(?i:a)b"), "Ab"));
+  EXPECT_FALSE(matches(Regex::compile("(?i:a)b"), "AB"));
+  EXPECT_TRUE(matches(Regex::compile("(?i)a(?-i:b)c"), "AbC"));
+  EXPECT_FALSE(matches(Regex::compile("(?i)a(?-i:b)c"), "ABC"));
+  EXPECT_TRUE(matches(Regex::compile("(?i)(?s)a.b"), "A\nB"));
+  EXPECT_FALSE(matches(Regex::compile("a.b"), "a\nb"));
+  EXPECT_TRUE(matches(Regex::compile("(?s:.)."), "\nx"));
+  EXPECT_FALSE(matches(Regex::compile("(?s:.)."), "x\n"));
+  EXPECT_TRUE(matches(Regex::compile("(?ms)^a$"), "a"));  // m: anchors stand at the ends anyway
+  EXPECT_TRUE(matches(Regex::compile("(?au)\\d"), "7"));
+  EXPECT_TRUE(matches(Regex::compile("(?i)\\x41"), "a"));
+  EXPECT_TRUE(matches(Regex::compile("(?i)[\\x41-\\x43]+"), "aBc"));
+  EXPECT_THROW(Regex::compile("(?i)\\u20ac?x"), dpa::Error);  // any non-ASCII code point but those four
+}
+
+// (?i) on the random patterns against std::regex's icase, on ASCII texts in mixed case.
+TEST(Regex, IgnoreCaseMatchesStdRegexIcase) {
+  Gen gen(777);
+  int64_t checked = 0;
+  for (int iter = 0; iter < 1500; ++iter) {
+    Pat pat;
+    gen.hot.clear();
+    const std::string pattern = gen.alternation(pat, 0);
+    std::regex oracle;
+    try {
+      oracle = std::regex(pattern, std::regex::ECMAScript | std::regex::icase);
+    } catch (const std::regex_error&) {
+      continue;
+    }
+    std::shared_ptr<const Regex> re;
+    try {
+      re = Regex::compile("(?i)" + pattern);
+    } catch (const dpa::Error&) {
+      continue;  // non-ASCII under (?i), too complex, or matching nothing
+    }
+    bool ascii = true;
+    for (char c : pattern) ascii = ascii && static_cast<uint8_t>(c) < 0x80;
+    if (!ascii) continue;
+    for (int i = 0; i < 12; ++i) {
+      std::string t;
+      if (!gen.sample(pat, t)) continue;
+      bool plain = true;
+      for (char& c : t) {
+        plain = plain && static_cast<uint8_t>(c) < 0x80;
+        if (gen.pick(2) && ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) c ^= 0x20;
+      }
+      if (!plain) continue;
+      ++checked;
+      ASSERT_EQ(full_match(*re, t), std::regex_match(t, oracle)) << "(?i)" << pattern << " on \"" << t << "\"";
+    }
+  }
+  EXPECT_GT(checked, 2000);
+}
+
 TEST(Regex, SamePatternSameStates) {
   for (const char* p : {"(a|b)*a(a|b){5}", ".{0,20}[xyz]+", "(\\w+\\s?){1,8}"}) {
     const auto a = Regex::compile(p), b = Regex::compile(p);
@@ -768,9 +838,16 @@ TEST(Regex, RefusedPatterns) {
       {"(?<!a)b", "lookbehind", 0},
       {"\\bword", "word boundaries", 0},
       {"a\\B", "word boundaries", 1},
-      {"(?i)abc", "inline flags", 0},
-      {"(?s:.)", "inline flags", 0},
-      {"(?-i:a)", "inline flags", 0},
+      {"a(?i)b", "global flags not at the start", 1},
+      {"(?x)a b", "verbose flag", 0},
+      {"(?L)a", "locale flag", 0},
+      {"(?-i)a", "missing : after the flags", 0},
+      {"(?i-i:a)", "turned on and off", 0},
+      {"(?q:a)", "unknown extension (?q", 0},
+      {"(?iq:a)", "unknown flag 'q'", 0},
+      {"(?i", "missing -, : or )", 0},
+      {"(?i)caf\u00e9", "covers ASCII letters only; U+00E9", 7},
+      {"(?i:[a\u00e9])", "covers ASCII letters only", 6},
       {"(?>ab)", "atomic", 0},
       {"a*+", "possessive", 1},
       {"a{1,2}+", "possessive", 1},
