@@ -7,6 +7,7 @@
 // could not).
 #include "kernels/common.cuh"
 #include "kernels/mla_decode.cuh"
+#include "kernels/mla_decode_plan.cuh"
 
 #include <cuda_bf16.h>
 
@@ -26,18 +27,10 @@ size_t smem_bytes(int64_t kv_lora, int64_t rope_dim) {
   return static_cast<size_t>(2 * kv_lora + rope_dim + 2 * kTile + 4) * sizeof(float) + kTile * sizeof(int64_t);
 }
 
+// The decode kernels' arguments; this one reads q_lat, q_pe, base, pages, table_offset, ctx_len,
+// out, n_heads, page_size, L, R and scale (no splits, no head groups, no padded rows).
 template <class T>
-struct AnyArgs {
-  const float* q_lat;
-  const float* q_pe;
-  const T* base;
-  const int32_t* pages;
-  const int32_t* table_offset;
-  const int32_t* ctx_len;
-  float* out;
-  int n_heads, page_size, L, R;
-  float scale;
-};
+using AnyArgs = detail::DecodeArgs<T>;
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) mla_decode_any_kernel(AnyArgs<T> a) {
@@ -109,8 +102,12 @@ void launch(const float* q_lat, const float* q_pe, int64_t n_seqs, int64_t n_hea
             const int32_t* pages, const int32_t* table_offset, const int32_t* ctx_len, int64_t page_size,
             int64_t kv_lora, int64_t rope_dim, float scale, float* out, cudaStream_t stream) {
   if (n_seqs <= 0 || n_heads <= 0) return;
-  AnyArgs<T> a{q_lat, q_pe, base, pages, table_offset, ctx_len, out, static_cast<int>(n_heads),
-               static_cast<int>(page_size), static_cast<int>(kv_lora), static_cast<int>(rope_dim), scale};
+  AnyArgs<T> a{};
+  a.q_lat = q_lat, a.q_pe = q_pe, a.base = base, a.pages = pages, a.table_offset = table_offset;
+  a.ctx_len = ctx_len, a.out = out, a.scale = scale;
+  a.n_seqs = static_cast<int>(n_seqs), a.n_heads = static_cast<int>(n_heads);
+  a.page_size = static_cast<int>(page_size), a.L = static_cast<int>(kv_lora), a.R = static_cast<int>(rope_dim);
+  a.W = a.L + a.R;
   const size_t smem = smem_bytes(kv_lora, rope_dim);
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(mla_decode_any_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,

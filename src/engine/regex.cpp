@@ -680,13 +680,7 @@ std::shared_ptr<const Regex> Regex::compile(std::string_view pattern, Target tar
     throw Error("the pattern is longer than " + std::to_string(kMaxPattern) + " bytes");
   regex_detail::Tree tree = regex_detail::parse(pattern);
   if (target == Target::json_string) regex_detail::escape_for_json(tree);
-  regex_detail::Tables t = regex_detail::build(tree);
-  std::shared_ptr<Regex> re(new Regex());
-  re->n_classes_ = t.n_classes;
-  re->class_of_ = t.class_of;
-  re->table_ = std::move(t.table);
-  re->accepting_ = std::move(t.accepting);
-  return re;
+  return adopt(regex_detail::build(tree));
 }
 
 std::shared_ptr<const Regex> Regex::intersect(const Regex& a, const Regex& b) {
@@ -729,6 +723,10 @@ std::shared_ptr<const Regex> Regex::intersect(const Regex& a, const Regex& b) {
   }
   regex_detail::Tables t = regex_detail::prune(nc, class_of, table, accepting);
   if (t.accepting.empty()) return nullptr;
+  return adopt(std::move(t));
+}
+
+std::shared_ptr<const Regex> Regex::adopt(regex_detail::Tables&& t) {
   std::shared_ptr<Regex> re(new Regex());
   re->n_classes_ = t.n_classes;
   re->class_of_ = t.class_of;

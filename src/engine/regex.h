@@ -47,6 +47,9 @@
 namespace dpa::engine {
 
 class RegexPrefix;
+namespace regex_detail {
+struct Tables;  // regex_internal.h
+}
 
 // A compiled pattern: a DFA over bytes whose every state is live (some text from it reaches a
 // full match). Immutable; shared by many requests and read from several threads at once.
@@ -95,6 +98,7 @@ class Regex {
 
  private:
   Regex() = default;
+  static std::shared_ptr<const Regex> adopt(regex_detail::Tables&& t);  // the DFA as built
   std::size_t n_classes_ = 1;
   std::array<uint8_t, 256> class_of_{};  // byte -> equivalence class (bytes no state tells apart)
   std::vector<int32_t> table_;           // [state * n_classes_ + class] -> state or -1
