@@ -17,10 +17,10 @@ if [[ $# -eq 0 && ${DPA_SKIP_ASAN:-0} != 1 ]]; then
   cmake -S "$root" -B "$asan" -G Ninja -DDPA_SANITIZE=ON -DDPA_CUDA=OFF -DDPA_BUILD_PERF=OFF >"$asan.configure.log" 2>&1 \
     || { cat "$asan.configure.log"; exit 1; }
   ninja -C "$asan" -j "${DPA_JOBS:-$(nproc)}" model_checkpoint tokenizer_unit tokenizer_oracle_compare chat_template_unit \
-    chat_template_vs_jinja2 engine_sampler engine_json_schema engine_regex engine_compile_cache engine_json_schema_cases engine_structured_output
+    chat_template_vs_jinja2 engine_sampler engine_json_schema engine_regex engine_regex_syntax engine_compile_cache engine_json_schema_cases engine_structured_output
   cd "$asan"
   ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 900 -j "${DPA_TEST_JOBS:-2}" \
-    -R '^(model_checkpoint|tokenizer_.*|chat_template_.*|engine_sampler|engine_json_schema|engine_json_schema_cases|engine_regex|engine_compile_cache|engine_structured_output)$'
+    -R '^(model_checkpoint|tokenizer_.*|chat_template_.*|engine_sampler|engine_json_schema|engine_json_schema_cases|engine_regex|engine_regex_syntax|engine_compile_cache|engine_structured_output)$'
 fi
 if [[ $# -eq 0 && ${DPA_SKIP_FUZZ:-0} != 1 ]]; then
   # The libFuzzer harnesses of tests/fuzz (clang 14, ASan + UBSan), each for a short run over its
