@@ -23,7 +23,7 @@ and the GPU checks (perf/gpu_checks.sh scoring):
     arguments validate against the tool's parameters ($ref included); a stream adds up.
   regex URL KEY: vLLM's guided_regex and structured_outputs regex, SGLang's regex (chat and
     /generate). The oracle is Python's re.fullmatch: every answer that stopped by itself matches
-    (classes, counted repeats, alternation, non-ASCII characters); the patterns of texts of at most
+    (classes, counted repeats, alternation, non-ASCII characters, inline flags); the patterns of texts of at most
     27 bytes always stop within 40 tokens; cut by max_tokens, the text is a prefix of one; a
     stream gives the same text.
   restrict URL KEY: vLLM's allowed_token_ids and bad_words. Sampled tokens are all allowed ones;
@@ -268,7 +268,7 @@ def regex():
     import concurrent.futures
     import re
     pats = [r"\d{3}-\d{4}", r"(yes|no|maybe), [a-z]{1,8}\.", r"caf[\u00e9e] \u20ac\d{1,2}",
-            r"[a-z]{1,10}@[a-z]{2,8}\.(com|org)", r"(?P<k>[A-Z][a-z]*)( [A-Z][a-z]*){0,3}!?"]
+            r"[a-z]{1,10}@[a-z]{2,8}\.(com|org)", r"(?i)(yes|no)(?-i: ok)?", r"(?P<k>[A-Z][a-z]*)( [A-Z][a-z]*){0,3}!?"]
     chat = lambda **b: ("/v1/chat/completions", dict(messages=[{"role": "user", "content": "Answer"}], **b))
     comp = lambda **b: ("/v1/completions", dict(prompt="Answer", **b))
     jobs = []
