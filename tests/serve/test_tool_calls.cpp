@@ -496,7 +496,7 @@ TEST(ToolCallsDeepSeek, RequestRules) {
   EXPECT_EQ(sch.at_pointer("/items/anyOf/0/properties/parameters/properties/c/$ref"),
             json::value("#/items/anyOf/0/properties/parameters/$defs/c"));
   EXPECT_NE(api_error(chat_body(R"(, "tools": [{"type": "function", "function": {"name": "f",
-      "parameters": {"type": "string", "pattern": "x", "maxLength": 3}}}], "tool_choice": "required")"), m).find("pattern"),
+      "parameters": {"type": "string", "pattern": "x", "maxLength": 1001}}}], "tool_choice": "required")"), m).find("pattern"),
             std::string::npos);
   EXPECT_NE(api_error(chat_body(tools + R"(, "tool_choice": "sometimes")"), m).find("sometimes"), std::string::npos);
   EXPECT_NE(api_error(chat_body(tools + R"(, "tool_choice": 3)"), m), "");
