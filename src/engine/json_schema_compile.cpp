@@ -337,11 +337,12 @@ class SchemaCompiler {
     if (n.min_length > n.max_length) n.types &= ~kStr;
     if (kw.count("pattern")) {
       if (!kw["pattern"]->is_string()) fail(at("pattern"), "'pattern' must be a string");
-      n.pattern = pattern(std::string(kw["pattern"]->get_string()), at("pattern"));
+      const std::string text(kw["pattern"]->get_string());
+      n.pattern = pattern(text, at("pattern"));
       // With lengths, the DFA is the pattern's and a length counter's product: a state then says
       // how many characters may still come, so neither bound can leave the string at a dead end.
       if ((n.min_length > 0 || n.max_length != UINT64_MAX) && (n.types & kStr)) {
-        n.pattern = bounded(n.pattern, std::string(kw["pattern"]->get_string()), n.min_length, n.max_length,
+        n.pattern = bounded(n.pattern, text, n.min_length, n.max_length,
                             at(kw.count("maxLength") ? "maxLength" : "minLength"));
         if (!n.pattern) n.types &= ~kStr;  // no string of those lengths matches
       }
@@ -378,16 +379,15 @@ class SchemaCompiler {
     const uint64_t cap = static_cast<uint64_t>(Regex::kMaxRepeat);
     if (lo > cap || (hi != UINT64_MAX && hi > cap))
       fail(path, "minLength and maxLength beside a 'pattern' are supported up to " + std::to_string(cap));
-    const std::string key = text + '\0' + std::to_string(lo) + ',' + (hi == UINT64_MAX ? "" : std::to_string(hi));
+    const std::string range = std::to_string(lo) + "," + (hi == UINT64_MAX ? "" : std::to_string(hi));
+    const std::string key = text + '\0' + range;
     if (auto it = bounded_.find(key); it != bounded_.end()) return it->second;
     if (bounded_.size() >= JsonSchema::kMaxPatterns)
       fail(path, "more than " + std::to_string(JsonSchema::kMaxPatterns) + " distinct patterns with lengths are not supported");
-    const std::string count = "[\\s\\S]{" + std::to_string(lo) + "," + (hi == UINT64_MAX ? "" : std::to_string(hi)) + "}";
     try {
-      return bounded_[key] = Regex::intersect(*re, *Regex::compile(count, Regex::Target::json_string));
+      return bounded_[key] = Regex::intersect(*re, *Regex::compile("[\\s\\S]{" + range + "}", Regex::Target::json_string));
     } catch (const Error& e) {
-      fail(path, std::string("'pattern' ") + text + " with lengths [" + std::to_string(lo) + ", " +
-                     (hi == UINT64_MAX ? "" : std::to_string(hi)) + "]: " + e.what());
+      fail(path, std::string("'pattern' ") + text + " with lengths {" + range + "}: " + e.what());
     }
   }
   std::map<std::string, std::shared_ptr<const Regex>> bounded_;  // by pattern and lengths

@@ -323,11 +323,10 @@ class Parser {
     return scoped(open, depth);
   }
 
-  // A group's body up to its ')', under the flags now set (restored after it).
+  // A group's body up to its ')', under the flags now set (a flag group restores them after it;
+  // nothing inside a group can set flags for what follows: global ones stand only at the start).
   int32_t scoped(std::size_t open, int depth) {
-    const bool icase = icase_, dotall = dotall_;
     int32_t inner = alternation(depth + 1);
-    icase_ = icase, dotall_ = dotall;
     if (!at(')')) fail(open, "missing ), unterminated subpattern");
     ++i_;
     // A group is an item of its own: (^)* repeats nothing harmful, where ^* has nothing to repeat.
@@ -340,7 +339,7 @@ class Parser {
   }
 
   // Inline flags after "(?" (Python's): "(?ims)" at the start of the pattern, for all of it
-  // (returns false), or "(?ims-is:" for the group (returns true; scoped() restores them). i: ASCII
+  // (returns false), or "(?ims-is:" for the group (returns true; group() restores them). i: ASCII
   // letters match either case (fold_case); s: '.' takes '\n' too; a, u, m change nothing here
   // (\d \w \s are ASCII, anchors stand only at the ends); x and L are refused.
   bool flags(std::size_t open) {
@@ -414,14 +413,17 @@ class Parser {
     return add_set(cased({{cp, cp}}, cp, a), a);
   }
 
-  // A literal's (or range's) set under the flags: folded under (?i), where a non-ASCII code point
-  // other than the letter classes' own is refused (its case partners are not known here).
-  Ranges cased(Ranges r, uint32_t cp, std::size_t a) {
-    if (!icase_) return r;
-    if (cp >= 0x80 && !is_case_extra(cp))
+  // Under (?i), a non-ASCII code point written in the pattern, other than the letter classes' own,
+  // is refused (its case partners are not known here).
+  void foldable(uint32_t cp, std::size_t a) const {
+    if (icase_ && cp >= 0x80 && !is_case_extra(cp))
       fail(a, "case-insensitive matching ((?i)) covers ASCII letters only; U+" + hex_code(cp) +
                   " would need Unicode's case tables");
-    fold_case(r);
+  }
+  // A literal's set under the flags: folded under (?i).
+  Ranges cased(Ranges r, uint32_t cp, std::size_t a) const {
+    foldable(cp, a);
+    if (icase_) fold_case(r);
     return r;
   }
   static std::string hex_code(uint32_t cp) {
@@ -539,7 +541,7 @@ class Parser {
     const std::size_t a = i_;
     if (p_[i_] != '\\') {
       i_ += static_cast<std::size_t>(decode(p_, i_, cp));
-      cased({}, cp, a);  // refused under (?i) when it cannot be folded
+      foldable(cp, a);  // the class is folded whole below
       r.push_back({cp, cp});
       return false;
     }
@@ -554,7 +556,7 @@ class Parser {
       cp = '\b', ++i_;  // backspace, in a class
     else
       cp = code_escape(a);
-    cased({}, cp, a);
+    foldable(cp, a);
     r.push_back({cp, cp});
     return false;
   }
