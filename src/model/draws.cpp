@@ -70,6 +70,19 @@ void Model::launch(const std::vector<SeqInput>& batch, std::span<const backend::
   launch_slot_ ^= 1;
 }
 
+void Model::launch_forward(const std::vector<SeqInput>& batch) {
+  Draws& d = draws_[launch_slot_];
+  if (d.pending) throw Error("model: launch() with two steps launched and not collected");
+  std::vector<float> no_logits;
+  run_step(batch, no_logits, nullptr, nullptr, &d);
+}
+
+void Model::launch_sampling(std::span<const backend::SampleSpec> specs, std::span<const backend::LogitEdit> edits,
+                            backend::TokenMasks masks) {
+  sample_kept(Sampling{specs, edits, nullptr, masks}, &draws_[launch_slot_]);
+  launch_slot_ ^= 1;
+}
+
 void Model::collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut>& samples) {
   Draws& d = draws_[collect_slot_];
   if (!d.pending) throw Error("model: collect() without a launched step");

@@ -351,7 +351,10 @@ void Model::mlp(const MlpWeights& w, const PreNorm* pre, float* h, int64_t n, fl
 
 Model::~Model() {
   try {
-    for (Draws& d : draws_) be_.host_release(d.host), d.host = nullptr;
+    for (Draws& d : draws_) {
+      be_.host_release(d.host), d.host = nullptr;
+      be_.host_release(d.mask_host), d.mask_host = nullptr;
+    }
     drop_graphs();
   } catch (const std::exception& e) {
     log::warn("model: dropping decode graphs: {}", e.what());
@@ -466,6 +469,7 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size;
   if (!cache_) throw Error("model: forward before allocate_cache()");
+  if (unsampled_.waiting) throw Error("model: a step launched before the one before it was sampled");
   // The step's host inputs, in vectors kept from step to step (no allocation a step).
   std::vector<int32_t>& ids = host_.ids;
   std::vector<int32_t>& pages = host_.pages;
@@ -656,13 +660,14 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
   float* d_logits = scratch(logits_, n_rows * c.vocab_size);
   be_.linear(picked, n_rows, weights_.lm_head, d_logits);
   const int64_t V = c.vocab_size, n_keep = static_cast<int64_t>(keep.size());
-  logits.resize(sampling ? 0 : static_cast<std::size_t>(n_keep * V));
+  // Full logits leave the backend only for forward() without sampling (launch_forward() samples
+  // later, and the step's rows may hold a vocabulary of floats each: nothing is sized for them).
+  logits.resize(sampling || draws ? 0 : static_cast<std::size_t>(n_keep * V));
   if (!argmax && !draws) {
     if (sampling) throw Error("forward: sampling needs the argmax output");
     if (n_rows > 0) be_.download(logits.data(), d_logits, logits.size() * sizeof(float));
     return;
   }
-  if (draws && !sampling) throw Error("model: launch() without sampling");
   if (argmax) argmax->assign(static_cast<std::size_t>(n_rows), -1);
   int32_t* d_am = nullptr;
   if (n_keep < n_rows) {
@@ -682,16 +687,31 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
     kept = scratch(kept_, n_keep * V);
     be_.gather_rows(d_logits, upload(d_keep_, keep), n_keep, V, kept);
   }
-  if (!sampling) {
+  if (!sampling && !draws) {
     if (n_keep > 0) be_.download(logits.data(), kept, logits.size() * sizeof(float));
     return;
   }
-  if (static_cast<int64_t>(sampling->specs.size()) != n_keep)
-    throw Error(fmt::format("forward: {} sampling specs for {} sampled rows", sampling->specs.size(), n_keep));
-  for (const backend::LogitEdit& e : sampling->edits)
+  Unsampled& u = unsampled_;
+  u.n_rows = n_rows, u.d_am = d_am, u.kept = kept;
+  u.keep.swap(keep);
+  u.waiting = true;
+  if (sampling) sample_kept(*sampling, draws);  // else launch_sampling() does, later
+}
+
+// run_step()'s end: the kept rows' edits, masks and samples, and with `draws` their downloads.
+void Model::sample_kept(const Sampling& sampling, Draws* draws) {
+  Unsampled& u = unsampled_;
+  if (!u.waiting) throw Error("model: sampling without a step's logits waiting for it");
+  u.waiting = false;
+  const int64_t V = config().vocab_size, n_rows = u.n_rows, n_keep = static_cast<int64_t>(u.keep.size());
+  const std::vector<int32_t>& keep = u.keep;
+  float* kept = u.kept;
+  if (static_cast<int64_t>(sampling.specs.size()) != n_keep)
+    throw Error(fmt::format("forward: {} sampling specs for {} sampled rows", sampling.specs.size(), n_keep));
+  for (const backend::LogitEdit& e : sampling.edits)
     if (e.row < 0 || e.row >= n_keep || e.token < 0 || e.token >= V)
       throw Error(fmt::format("forward: logit edit ({}, {}) outside [{}, {}]", e.row, e.token, n_keep, V));
-  const backend::TokenMasks& masks = sampling->masks;
+  const backend::TokenMasks& masks = sampling.masks;
   if (masks.bits.size() != masks.rows.size() * static_cast<std::size_t>(backend::token_mask_words(V)))
     throw Error(fmt::format("forward: {} mask words for {} masked rows of {} tokens", masks.bits.size(),
                             masks.rows.size(), V));
@@ -699,22 +719,39 @@ void Model::run_step(const std::vector<SeqInput>& batch, std::vector<float>& log
     if (r < 0 || r >= n_keep) throw Error(fmt::format("forward: masked row {} outside [0, {})", r, n_keep));
   backend::SampleOut* d_out = nullptr;
   if (n_keep > 0) {
-    if (!sampling->edits.empty())
-      be_.edit_logits(kept, V, upload(d_edits_, sampling->edits), static_cast<int64_t>(sampling->edits.size()));
-    if (!masks.rows.empty())
-      be_.mask_logits(kept, V, upload(d_masks_, masks.bits), upload(d_mask_rows_, masks.rows),
+    if (!sampling.edits.empty())
+      be_.edit_logits(kept, V, upload(d_edits_, sampling.edits), static_cast<int64_t>(sampling.edits.size()));
+    if (!masks.rows.empty()) {
+      // Through page-locked memory of the draws' slot: a copy from pageable memory this large
+      // may wait for the device to reach it, which a step whose sampling is queued behind its
+      // running forward (launch_sampling()) must not. The slot's last copy was done when its
+      // draws were collected.
+      std::span<const uint32_t> bits = masks.bits;
+      if (draws) {
+        const std::size_t bytes = bits.size_bytes();
+        if (draws->mask_bytes < bytes) {
+          be_.host_release(draws->mask_host);
+          draws->mask_host = nullptr, draws->mask_bytes = 0;
+          draws->mask_host = be_.host_alloc(bytes + bytes / 2);
+          draws->mask_bytes = bytes + bytes / 2;
+        }
+        std::memcpy(draws->mask_host, bits.data(), bytes);
+        bits = {static_cast<const uint32_t*>(draws->mask_host), bits.size()};
+      }
+      be_.mask_logits(kept, V, upload(d_masks_, bits), upload(d_mask_rows_, masks.rows),
                       static_cast<int64_t>(masks.rows.size()));
+    }
     d_out = scratch(d_samples_, n_keep);
-    be_.sample(kept, n_keep, V, upload(d_specs_, sampling->specs), d_out);
+    be_.sample(kept, n_keep, V, upload(d_specs_, sampling.specs), d_out);
     for (int64_t j = 0; j < n_keep; ++j) prev_draws_[static_cast<std::size_t>(keep[static_cast<std::size_t>(j)])] = static_cast<int32_t>(j);
   }
   if (!draws) {
-    sampling->out->resize(static_cast<std::size_t>(n_keep));
+    sampling.out->resize(static_cast<std::size_t>(n_keep));
     if (n_keep > 0)
-      be_.download(sampling->out->data(), d_out, static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
+      be_.download(sampling.out->data(), d_out, static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
     return;
   }
-  queue_draws(*draws, n_rows, keep, d_am, d_out);
+  queue_draws(*draws, n_rows, keep, u.d_am, d_out);
 }
 
 }  // namespace dpa::model

@@ -152,6 +152,14 @@ class Model {
   // draws on the backend): at most two launched and not collected.
   void launch(const std::vector<SeqInput>& batch, std::span<const backend::SampleSpec> specs,
               std::span<const backend::LogitEdit> edits, backend::TokenMasks masks = {});
+  // launch() in two halves, for draws whose edits and masks need the step before's draws on the
+  // host: launch_forward() queues the step up to its logits (the argmax rows drawn too);
+  // launch_sampling() then queues the sampling of the other rows and the draws' downloads. The
+  // step before may be collected in between (the backend runs this one's forward meanwhile).
+  // Nothing else is launched or forwarded between the two.
+  void launch_forward(const std::vector<SeqInput>& batch);
+  void launch_sampling(std::span<const backend::SampleSpec> specs, std::span<const backend::LogitEdit> edits,
+                       backend::TokenMasks masks = {});
   void collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut>& samples);
   // Routed slots per expert of the last collected step (as expert_counts()), when asked for
   // before its launch: keep_expert_counts(true) makes each launch download them with the draws.
@@ -252,7 +260,22 @@ class Model {
     int n_micro = 0;
     int64_t rows[2] = {}, pad[2] = {};
     std::size_t counts_at[2] = {}, ids_at[2] = {};
+    // The step's token masks, page-locked: copied from here when the device reaches the copy.
+    void* mask_host = nullptr;
+    std::size_t mask_bytes = 0;
   };
+  // A step whose logits are computed and whose kept rows (not argmax_only) are not sampled yet:
+  // n_rows wanted rows, their argmax d_am (or null), the kept rows' logits in `kept`.
+  struct Unsampled {
+    bool waiting = false;
+    int64_t n_rows = 0;
+    std::vector<int32_t> keep;
+    int32_t* d_am = nullptr;
+    float* kept = nullptr;
+  };
+  Unsampled unsampled_;
+  // The waiting step's edits, masks and samples, then (with draws) its downloads queued into draws.
+  void sample_kept(const Sampling& sampling, Draws* draws);
   bool keep_counts_ = false;
   std::vector<int64_t> collected_counts_;
   // expert_counts()'s fold: the fixed layers' entries of `out` replaced by the device counts (all[i]:

@@ -296,6 +296,74 @@ TEST(ModelForward, LaunchTakesThePreviousStepsDraws) {
   EXPECT_THROW(m.launch(step, specs, {}), Error);
 }
 
+// launch_forward() / launch_sampling(): the sampling half, queued after the step before is
+// collected, draws under edits and a mask written from that step's draws, as forward() does.
+TEST(ModelForward, LaunchInHalvesTakesEditsAndMasksAfterTheStepBefore) {
+  backend::SampleSpec spec;
+  spec.temperature = 0.9f, spec.u = 0.6, spec.n_top = 3;
+  const std::vector<backend::SampleSpec> specs = {spec, spec};
+  const std::vector<int32_t> a(kPrompt.begin(), kPrompt.begin() + 8), b(kPrompt.begin() + 2, kPrompt.begin() + 10);
+  std::vector<std::vector<int32_t>> tables(2);
+  auto prefill = [&] {
+    return std::vector<SeqInput>{{a, 0, tables[0], LogitsWanted::last}, {b, 0, tables[1], LogitsWanted::last}};
+  };
+  // The second step's edits and mask follow the first step's draws: the first row's token
+  // banned by its mask (only ids below half the vocabulary otherwise), the second's pushed down.
+  auto late = [&](const std::vector<backend::SampleOut>& first, int64_t V, std::vector<backend::LogitEdit>& edits,
+                  std::vector<uint32_t>& bits) {
+    edits = {{1, first[1].token, 1.0f, 4.0f}, {1, 5, 1.0f, -3.0f}};
+    bits.assign(static_cast<std::size_t>(backend::token_mask_words(V)), 0);
+    for (int32_t t = 0; t < V / 2; ++t)
+      if (t != first[0].token) bits[static_cast<std::size_t>(t) >> 5] |= 1u << (t & 31);
+  };
+  const std::vector<int32_t> mask_rows = {0};
+  std::vector<backend::SampleOut> ref[2];
+  {
+    Loaded f(4, 64);
+    for (auto& t : tables) f.m->cache().grow(t, 9);
+    const int64_t V = f.m->config().vocab_size;
+    std::vector<float> none;
+    std::vector<int32_t> am;
+    const Sampling s0{specs, {}, &ref[0], {}};
+    f.m->forward(prefill(), none, &am, &s0);
+    ASSERT_EQ(ref[0].size(), 2u);
+    const std::vector<int32_t> x = {ref[0][0].token}, y = {ref[0][1].token};
+    std::vector<backend::LogitEdit> edits;
+    std::vector<uint32_t> bits;
+    late(ref[0], V, edits, bits);
+    const Sampling s1{specs, edits, &ref[1], {mask_rows, bits}};
+    f.m->forward({{x, 8, tables[0], LogitsWanted::last}, {y, 8, tables[1], LogitsWanted::last}}, none, &am, &s1);
+    for (auto& t : tables) f.m->cache().release(t);
+  }
+  Loaded f(4, 64);
+  Model& m = *f.m;
+  for (auto& t : tables) m.cache().grow(t, 9);
+  const int64_t V = m.config().vocab_size;
+  const std::vector<int32_t> placeholder = {-1};
+  EXPECT_THROW(m.launch_sampling(specs, {}), Error);  // no forward waiting for it
+  m.launch(prefill(), specs, {});
+  m.launch_forward({{placeholder, 8, tables[0], LogitsWanted::last, false, 0},
+                    {placeholder, 8, tables[1], LogitsWanted::last, false, 1}});
+  EXPECT_THROW(m.launch_forward(prefill()), Error);  // the one before is not sampled yet
+  std::vector<int32_t> am;
+  std::vector<backend::SampleOut> got[2];
+  m.collect(am, got[0]);
+  std::vector<backend::LogitEdit> edits;
+  std::vector<uint32_t> bits;
+  late(got[0], V, edits, bits);
+  m.launch_sampling(specs, edits, {mask_rows, bits});
+  m.collect(am, got[1]);
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_EQ(got[k].size(), 2u);
+    for (std::size_t r = 0; r < 2; ++r) {
+      EXPECT_EQ(got[k][r].token, ref[k][r].token) << "step " << k << " row " << r;
+      EXPECT_EQ(got[k][r].logprob, ref[k][r].logprob) << "step " << k << " row " << r;
+    }
+  }
+  EXPECT_LT(got[1][0].token, V / 2);
+  EXPECT_NE(got[1][0].token, got[0][0].token);
+}
+
 // Decode graphs asked of a backend that records none (the CPU): the first recording is refused,
 // graphs turn off, and the steps, padded to the graphs' bucket over the fixed-capacity experts
 // that come with them, give the eager model's logits and expert statistics.
