@@ -179,6 +179,7 @@ int main(int argc, char** argv) {
   int64_t max_conc = 0;
   double duration = 0;
   std::string response_format, guided_regex;
+  double frequency_penalty = 0;
   dpa::serve::BenchOptions bo;
   int64_t low_id = 1000;
   po::options_description d("bench_serving options");
@@ -198,7 +199,8 @@ int main(int argc, char** argv) {
       ("low-token-id", po::value(&low_id)->default_value(low_id), "random ids start here (skips special tokens)")
       ("result-json", po::value(&result_json), "also append the JSON line to this file")
       ("response-format", po::value(&response_format), "json_object: every request asks for it (the structured-output mask each step; ignore_eos keeps the lengths)")
-      ("guided-regex", po::value(&guided_regex), "every request asks for this pattern (guided_regex); with ignore_eos, one that never completes: e.g. '[a-z ]*'");
+      ("guided-regex", po::value(&guided_regex), "every request asks for this pattern (guided_regex); with ignore_eos, one that never completes: e.g. '[a-z ]*'")
+      ("frequency-penalty", po::value(&frequency_penalty)->default_value(0.0), "every request asks for it (logit edits from the tokens drawn so far, each step)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
@@ -255,6 +257,7 @@ int main(int argc, char** argv) {
                    {"ignore_eos", true}, {"stream", true}, {"stream_options", json::object{{"include_usage", true}}}};
     if (!response_format.empty()) b["response_format"] = json::object{{"type", response_format}};
     if (!guided_regex.empty()) b["guided_regex"] = guided_regex;
+    if (frequency_penalty != 0) b["frequency_penalty"] = frequency_penalty;
     bodies.push_back(json::serialize(b));
     results[i].prompt_len = static_cast<int64_t>(reqs[i].prompt.size());
     prompt_lens.push_back(results[i].prompt_len);

@@ -109,7 +109,7 @@ for step in $steps; do
         --tokenizer-dir .gpupack/tok 2>&1 | tail -1
       $M -np 1 .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --num-prompts 512 --random-input-len 1024 \
         --random-output-len 1024 --max-num-seqs 512 2>&1 | grep -E "throughput|Median ITL" | tee "$out/e2e.txt" ;;
-    structured)  # what response_format json_object costs a served step: the same requests with and without it
+    structured)  # what structured output and penalties cost a served step: the same requests with and without them
       [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
         --tokenizer-dir .gpupack/tok 2>&1 | tail -1
       rm -f "$out/structured.ready"
@@ -122,13 +122,14 @@ for step in $steps; do
       # repeat (a new state, so a trie walk, every step). set -f: the patterns are not globbed.
       set -f
       for n in 128; do for rf in "" "--response-format json_object" "--guided-regex [a-z,.]*" \
-                                    "--guided-regex [a-z,.]{1,1000}"; do
+                                    "--guided-regex [a-z,.]{1,1000}" "--frequency-penalty 0.5"; do
         echo "-- $n requests $rf" | tee -a "$out/structured.txt"
         .gpupack/bin/bench_serving --base-url "$url" --num-prompts $n --random-input-len 256 --random-output-len 256 $rf 2>&1 |
           grep -E "Failed|Output token throughput|Median ITL|Median TPOT" | tee -a "$out/structured.txt"
       done; done
       set +f
-      kill "$srv"; wait "$srv" ;;
+      kill "$srv"; wait "$srv"
+      grep -oE "[0-9]+ decode steps overlapped.*|per step with a forward.*" "$out/structured_server.log" | tee -a "$out/structured.txt" ;;
     golden)
       if [[ -f tests/golden/make_fixtures.py ]]; then
         PYTHONUNBUFFERED=1 python3 tests/golden/make_fixtures.py "$out/fixtures" 2>&1 | tail -40

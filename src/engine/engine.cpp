@@ -210,17 +210,16 @@ void Engine::gather_headers(const StepPlan& plan, bool sync) {
 
 // Greedy sequences that want no logprobs, penalties or EOS suppression need only the argmax of
 // their logits: the executor computes it where the logits are (the GPU) and sends 4 bytes. The
-// others are sampled there too, under a SampleSpec and the logit edits of their penalties.
-// Penalties count the tokens drawn so far: a penalized row needs its draw on the host before
-// the sequence's next step is planned (the return value). The suppression (min_tokens) needs
-// only how many there are, which a pending draw's placeholder already counts, so it bans the
-// same ids whether the draw before is known or not.
-bool Engine::plan_sampling(StepPlan& plan) {
-  const int64_t vocab = model_.vocab_size();
+// others are sampled there too, under a SampleSpec, the logit edits of their penalties and bias,
+// and the token masks of their structure or restrictions. Edits and masks follow the tokens
+// drawn so far, and a decode row's last one may still be on its way (the step before, launched
+// and not committed): such rows are listed in late_ and get them in edit_and_mask(), after that
+// commit, while the device runs this step's forward. The suppression (min_tokens) needs only
+// how many tokens there are, which a pending draw's placeholder already counts.
+void Engine::plan_sampling(StepPlan& plan) {
   specs_.clear();
-  edits_.clear();
+  late_.clear();
   mask_rows_.clear();
-  bool sync = false;
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) {
     SeqChunk& chunk = plan.chunks[i];
     Sequence* s = plan.seqs[i];
@@ -234,46 +233,60 @@ bool Engine::plan_sampling(StepPlan& plan) {
     if (!chunk.need_logits) continue;
     const bool suppress = s->n_generated() < p.min_tokens;
     const bool penalized = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
-    const bool structured = p.structure != Structure::none, restricted = p.restricted();
+    const bool masked = p.structure != Structure::none || p.restricted();
     chunk.argmax_only = chunk.scored_rows == 0 && p.greedy() && p.logprobs < 0 && !penalized && !suppress &&
-                        p.logit_bias.empty() && !structured && !restricted;
+                        p.logit_bias.empty() && !masked;
     if (chunk.argmax_only) continue;
-    if (penalized || structured || !p.bad_words.empty()) {
-      // Such a row's step before was committed at once (it had the same need), so its history is known.
-      DPA_ASSERT(s->pending_index < 0, "a penalized row planned over a pending draw");
-      sync = true;
+    const auto row = static_cast<int32_t>(specs_.size());
+    if (suppress || penalized || !p.logit_bias.empty() || masked) {
+      late_.push_back({s, row, static_cast<int64_t>(s->tokens.size()), suppress, masked});
+      if (masked) mask_rows_.push_back(row);
     }
+    specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
+  }
+}
+
+// The late_ rows' logit edits (edits_) and token masks (masks_, in mask_rows_ order), once every
+// token before theirs is committed. A row whose sequence stopped at the step before gets none
+// (its draw is thrown away).
+void Engine::edit_and_mask() {
+  const int64_t vocab = model_.vocab_size();
+  edits_.clear();
+  for (const LateRow& r : late_) {
+    Sequence* s = r.seq;
+    if (s->finished) continue;
+    DPA_ASSERT(s->pending_index < 0 || s->pending_index >= r.end, "a row's edits planned over a pending draw");
+    const auto& p = s->req.params;
+    const std::span<const int32_t> prompt = std::span<const int32_t>(s->tokens).first(s->n_prompt),
+                                   generated = std::span<const int32_t>(s->tokens).subspan(s->n_prompt, r.end - s->n_prompt);
     std::vector<int32_t> banned;
-    if (suppress && !restricted) {  // a restricted row's mask bans them (restrict_output)
+    if (r.suppress && !p.restricted()) {  // a restricted row's mask bans them (restrict_output)
       banned = cfg_.eos_ids;
       banned.insert(banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
     }
-    const std::span<const int32_t> prompt = std::span<const int32_t>(s->tokens).first(s->n_prompt),
-                                   generated = std::span<const int32_t>(s->tokens).subspan(s->n_prompt);
-    const auto row = static_cast<int32_t>(specs_.size());
     const std::size_t first = edits_.size();
-    if (suppress)  // a few steps at most (min_tokens): the whole count, EOS and stop ids included
-      logit_edits(p, prompt, generated, true, banned, vocab, row, edits_);
-    else  // the counts so far plus this step's token, not the whole history again
-      s->penalty.append(p, prompt, generated, vocab, row, edits_);
-    add_logit_bias(p, vocab, row, first, edits_);
-    if (structured || restricted) constrained_.push_back(s), mask_rows_.push_back(row);
-    specs_.push_back(sample_spec(p, cfg_.seed * 0x9e3779b97f4a7c15ull + s->req.id, s->n_generated()));
+    if (r.suppress)  // a few steps at most (min_tokens): the whole count, EOS and stop ids included
+      logit_edits(p, prompt, generated, true, banned, vocab, r.row, edits_);
+    else  // the counts so far plus the newest token, not the whole history again
+      s->penalty.append(p, prompt, generated, vocab, r.row, edits_);
+    add_logit_bias(p, vocab, r.row, first, edits_);
   }
   constrain_outputs();
-  return sync;
 }
 
-// The constrained rows' masks, each row's independent of the others': with many rows, walked on
-// several threads (a row's walk takes 5-40 us on DeepSeek-V3's vocabulary, and such a step waits
-// for them: it is not overlapped).
+// The masked rows' masks, each row's independent of the others': with many rows, walked on
+// several threads (a row's walk takes 5-40 us on DeepSeek-V3's vocabulary; a decode step's
+// forward runs on the device meanwhile).
 void Engine::constrain_outputs() {
-  if (constrained_.empty()) return masks_.clear();  // the usual step: nothing to walk, no thread count asked
-  const std::size_t n = constrained_.size(), words = static_cast<std::size_t>(backend::token_mask_words(model_.vocab_size()));
+  masked_.clear();
+  for (const LateRow& r : late_)
+    if (r.masked) masked_.push_back(&r);
+  if (masked_.empty()) return masks_.clear();  // the usual step: nothing to walk, no thread count asked
+  const std::size_t n = masked_.size(), words = static_cast<std::size_t>(backend::token_mask_words(model_.vocab_size()));
   masks_.assign(n * words, 0);
   auto run = [&](std::size_t first, std::size_t step) {
     std::vector<uint32_t> scratch;
-    for (std::size_t i = first; i < n; i += step) mask_output(*constrained_[i], scratch, std::span(masks_).subspan(i * words, words));
+    for (std::size_t i = first; i < n; i += step) mask_output(*masked_[i], scratch, std::span(masks_).subspan(i * words, words));
   };
   const std::size_t threads = std::min<std::size_t>({n / 8, std::max(1u, std::thread::hardware_concurrency()), 8});
   if (threads <= 1) {
@@ -283,15 +296,19 @@ void Engine::constrain_outputs() {
     for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(run, t, threads);
     run(0, threads);
   }
-  constrained_.clear();
 }
 
-void Engine::mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const {
-  if (s.req.params.structure == Structure::none) return restrict_output(s, mask);
+void Engine::mask_output(const LateRow& r, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const {
+  Sequence& s = *r.seq;
   const int64_t vocab = model_.vocab_size();
-  // Every token of the output is committed: such rows' steps are.
-  const bool complete =
-      s.constraint.mask(*cfg_.vocab_trie, s.req, std::span<const int32_t>(s.tokens).subspan(s.n_prompt), allowed);
+  if (s.finished) {  // any token: the draw is thrown away
+    std::fill(mask.begin(), mask.end(), ~0u);
+    if (vocab % 32) mask[static_cast<std::size_t>(vocab / 32)] = (1u << (vocab % 32)) - 1;
+    return;
+  }
+  const std::span<const int32_t> generated = std::span<const int32_t>(s.tokens).subspan(s.n_prompt, r.end - s.n_prompt);
+  if (s.req.params.structure == Structure::none) return restrict_output(s, generated, mask);
+  const bool complete = s.constraint.mask(*cfg_.vocab_trie, s.req, generated, allowed);
   // Ids past the tokenizer's are never allowed (mask is zeroed); those past the model's are not
   // looked at.
   std::copy_n(allowed.begin(), std::min(allowed.size(), mask.size()), mask.begin());
@@ -302,7 +319,7 @@ void Engine::mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<
 
 // allowed_token_ids, then bad_words and (before min_tokens) the EOS and stop ids taken out. Where
 // that leaves no token (every allowed one banned), EOS is drawn (the usual stop rules apply).
-void Engine::restrict_output(const Sequence& s, std::span<uint32_t> mask) const {
+void Engine::restrict_output(const Sequence& s, std::span<const int32_t> generated, std::span<uint32_t> mask) const {
   const auto& p = s.req.params;
   const int64_t vocab = model_.vocab_size();
   auto in_vocab = [&](int32_t t) { return t >= 0 && t < vocab; };
@@ -315,8 +332,8 @@ void Engine::restrict_output(const Sequence& s, std::span<uint32_t> mask) const 
       if (in_vocab(t)) word(t) |= 1u << (t & 31);
   }
   std::vector<int32_t> bans;
-  bad_word_bans(p.bad_words, std::span<const int32_t>(s.tokens).subspan(s.n_prompt), bans);
-  if (s.n_generated() < p.min_tokens) {
+  bad_word_bans(p.bad_words, generated, bans);
+  if (static_cast<int64_t>(generated.size()) < p.min_tokens) {
     bans.insert(bans.end(), cfg_.eos_ids.begin(), cfg_.eos_ids.end());
     bans.insert(bans.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
   }
@@ -456,7 +473,8 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     t[1] = step_started_;
     admit(in, reject);
     StepPlan plan = sched_.schedule();
-    const bool sync = plan_sampling(plan) || !overlap;
+    plan_sampling(plan);
+    const bool sync = !overlap;
     t[2] = now_s();
     gather_headers(plan, sync);
     t[3] = now_s();
@@ -479,15 +497,22 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
       for (int r = g.ep_group * g.ep; r < (g.ep_group + 1) * g.ep && r < static_cast<int>(headers_.size()); ++r)
         ep_most = std::max(ep_most, headers_[static_cast<std::size_t>(r)].n_tokens);
       model_.set_ep_step_tokens(ep_most);
-      model_.launch(plan.chunks, specs_, edits_, {mask_rows_, masks_});
+      model_.launch_forward(plan.chunks);
       sched_.advance(plan);  // after the launch: the placeholders may move the tokens the chunks point at
       cur.plan = std::move(plan);
       if (observer_) cur.headers = headers_;  // only the step record reads them
       cur.step = step_, cur.started = step_started_, cur.active = true;
     }
     t[4] = now_s();
-    // The step before is committed while this one runs.
+    // The step before is committed while this one runs; then this one's edits and masks, which
+    // follow that commit, and its sampling behind its forward.
     if (prev.active) finish_step(prev, sink);
+    if (cur.active) {
+      const double t0 = now_s();
+      edit_and_mask();
+      model_.launch_sampling(specs_, edits_, {mask_rows_, masks_});
+      stage_s_[3] += now_s() - t0;
+    }
     if (cur.active && !overlapped) finish_step(cur, sink);
     else prev = std::move(cur);
     overlapped_steps_ += overlapped;

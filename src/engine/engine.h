@@ -40,9 +40,11 @@ struct EngineConfig {
   std::shared_ptr<const TokenTrie> vocab_trie;
   uint64_t seed = 0;                  // fallback sampling seed base for unseeded requests
   // Schedule and launch each step while the one before still runs (SGLang's overlap scheduler,
-  // vLLM's async scheduling): the host's work between steps hides behind the device's. Steps
-  // with rows whose next draw needs this one's token on the host (penalties), prefill steps and
-  // steps with host waits inside run one at a time. --disable-overlap-schedule: off.
+  // vLLM's async scheduling): the host's work between steps hides behind the device's. Rows
+  // whose logit edits or token masks follow the tokens drawn so far (penalties, structured
+  // output, bad_words) get them once the step before is committed, while this step's forward
+  // runs; prefill steps and steps with host waits inside run one at a time.
+  // --disable-overlap-schedule: off.
   bool overlap_schedule = true;
   bool check_kv_accounting = true;    // verify free + used == total at exit
   bool collect_expert_stats = false;  // sum tokens per expert per layer to rank 0 every step
@@ -67,8 +69,8 @@ struct StepHeader {
   int64_t prefix_cache_queries = 0;
   int64_t prefix_cache_hits = 0;
   int64_t cached_blocks = 0;
-  // 1: this step must be committed before the next is scheduled (a row's next draw needs its
-  // token on the host, or the overlap is off); every rank then commits it in the same step.
+  // 1: this step must be committed before the next is scheduled (the overlap is off); every
+  // rank then commits it in the same step.
   int64_t sync = 0;
 };
 
@@ -161,15 +163,27 @@ class Engine {
   void broadcast_intake(Intake& in);
   void admit(Intake& in, const RejectSink& reject);
   void gather_headers(const StepPlan& plan, bool sync);
-  // Returns whether a row's next draw needs this step's token on the host.
-  bool plan_sampling(StepPlan& plan);
-  // Structured output: the masks (masks_, one per constrained_ row) of the tokens that keep each
+  // A sampled row whose logit edits or token mask follow its sequence's tokens [n_prompt, end):
+  // made once they are all committed (edit_and_mask()).
+  struct LateRow {
+    Sequence* seq;
+    int32_t row;      // of specs_
+    int64_t end;      // its history's end (tokens.size() when planned)
+    bool suppress;    // min_tokens not reached: EOS and stop ids banned
+    bool masked;      // a structure or restrictions: a token mask (mask_rows_ in order)
+  };
+  // The step's SampleSpecs (specs_) and late_ rows.
+  void plan_sampling(StepPlan& plan);
+  // The late_ rows' edits (edits_) and masks (masks_), after the step before is committed.
+  void edit_and_mask();
+  // Structured output: the masks (masks_, one per masked row) of the tokens that keep each
   // output a prefix of what SamplingParams::structure asks for, and EOS only where the output
-  // is complete. mask_output: one sequence's, into `mask` (zeroed; `allowed` is scratch).
-  // restrict_output: a row without a structure but with allowed_token_ids or bad_words.
+  // is complete. mask_output: one row's, into `mask` (zeroed; `allowed` is scratch).
+  // restrict_output: a row without a structure but with allowed_token_ids or bad_words, after
+  // `generated`.
   void constrain_outputs();
-  void mask_output(Sequence& s, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const;
-  void restrict_output(const Sequence& s, std::span<uint32_t> mask) const;
+  void mask_output(const LateRow& r, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const;
+  void restrict_output(const Sequence& s, std::span<const int32_t> generated, std::span<uint32_t> mask) const;
   // The launched step's draws, commit, outputs and statistics.
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
@@ -190,9 +204,10 @@ class Engine {
   std::vector<backend::LogitEdit> edits_;
   std::vector<backend::SampleOut> samples_;
   std::vector<int32_t> argmax_;
-  std::vector<int32_t> mask_rows_;  // constrained rows (of specs_) and their token masks
+  std::vector<LateRow> late_;
+  std::vector<int32_t> mask_rows_;  // masked rows (of specs_) and their token masks
   std::vector<uint32_t> masks_;
-  std::vector<Sequence*> constrained_;  // the sequences of mask_rows_, while planning
+  std::vector<const LateRow*> masked_;  // the late_ rows of mask_rows_, while masking
 
   // Rank 0 intake queue, filled by other threads.
   std::mutex mu_;
@@ -220,7 +235,9 @@ class Engine {
   static constexpr int kStages = 8;
   double stage_s_[kStages] = {};
   int64_t forward_steps_ = 0;
-  int64_t overlapped_steps_ = 0;  // steps left running while the next was planned
+  int64_t overlapped_steps_ = 0;
+  double dbg_[4] = {};
+  int64_t dbg_n_ = 0;  // steps left running while the next was planned
   std::atomic<bool> stop_watchdog_{false};
   std::thread watchdog_;
 };

@@ -31,17 +31,21 @@ struct SeqChunk {
 class ModelExecutor {
  public:
   virtual ~ModelExecutor() = default;
-  // One step's forward in two halves. launch() is collective over the world and may return
-  // before the device has run the step; it reads the chunks' spans before it returns. collect()
-  // hands over that step's draws: for the wanted rows (each chunk's scored rows, then its
-  // need_logits row), in batch order, `argmax` gets one entry each (the row's argmax, lowest id
-  // on ties, for argmax_only chunks; -1 otherwise) and `samples` one entry per row of a chunk
-  // that is not argmax_only, drawn under specs[i] after the edits (LogitEdit::row indexes specs)
-  // and the masks (TokenMasks::rows index specs too), where the logits are. Identical on the
-  // ranks of one replica. The next step may be launched before this one is collected (two in
-  // flight at most); collects come in launch order.
-  virtual void launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
-                      std::span<const backend::LogitEdit> edits, backend::TokenMasks masks) = 0;
+  // One step's forward in three parts. launch_forward() is collective over the world and may
+  // return before the device has run the step; it reads the chunks' spans before it returns.
+  // launch_sampling() (local; next, before any other launch) queues the draws of the rows that
+  // are not argmax_only, so that their edits and masks may wait for the step before to be
+  // collected and committed while the device runs this one's forward. collect() hands over
+  // that step's draws: for the wanted rows (each chunk's scored rows, then its need_logits row),
+  // in batch order, `argmax` gets one entry each (the row's argmax, lowest id on ties, for
+  // argmax_only chunks; -1 otherwise) and `samples` one entry per row of a chunk that is not
+  // argmax_only, drawn under specs[i] after the edits (LogitEdit::row indexes specs) and the
+  // masks (TokenMasks::rows index specs too), where the logits are. Identical on the ranks of
+  // one replica. The next step may be launched before this one is collected (two in flight at
+  // most); collects come in launch order.
+  virtual void launch_forward(const std::vector<SeqChunk>& batch) = 0;
+  virtual void launch_sampling(std::span<const backend::SampleSpec> specs, std::span<const backend::LogitEdit> edits,
+                               backend::TokenMasks masks) = 0;
   virtual void collect(std::vector<backend::SampleOut>& samples, std::vector<int32_t>& argmax) = 0;
   // Before forward(): the most tokens any rank of this rank's EP group feeds the coming step (from
   // the step headers every rank holds), so that a model sizing its exchange by it needs no

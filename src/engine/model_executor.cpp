@@ -93,13 +93,17 @@ CheckpointExecutor::~CheckpointExecutor() = default;
 
 void CheckpointExecutor::set_ep_step_tokens(int64_t most) { model_->set_ep_step_tokens(most); }
 
-void CheckpointExecutor::launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
-                                std::span<const backend::LogitEdit> edits, backend::TokenMasks masks) {
+void CheckpointExecutor::launch_forward(const std::vector<SeqChunk>& batch) {
   inputs_.clear();
   for (const auto& c : batch)
     inputs_.push_back({c.tokens, c.start, c.pages, c.need_logits ? model::LogitsWanted::last : model::LogitsWanted::none,
                        c.argmax_only, c.prev_row, c.scored_rows});
-  model_->launch(inputs_, specs, edits, masks);
+  model_->launch_forward(inputs_);
+}
+
+void CheckpointExecutor::launch_sampling(std::span<const backend::SampleSpec> specs,
+                                         std::span<const backend::LogitEdit> edits, backend::TokenMasks masks) {
+  model_->launch_sampling(specs, edits, masks);
 }
 
 void CheckpointExecutor::collect(std::vector<backend::SampleOut>& samples, std::vector<int32_t>& argmax) {

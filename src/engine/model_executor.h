@@ -48,8 +48,9 @@ class CheckpointExecutor final : public ModelExecutor {
   CheckpointExecutor(const model::Checkpoint& ckpt, const dist::Groups& groups, const ExecutorOptions& opt);
   ~CheckpointExecutor() override;
 
-  void launch(const std::vector<SeqChunk>& batch, std::span<const backend::SampleSpec> specs,
-              std::span<const backend::LogitEdit> edits, backend::TokenMasks masks) override;
+  void launch_forward(const std::vector<SeqChunk>& batch) override;
+  void launch_sampling(std::span<const backend::SampleSpec> specs, std::span<const backend::LogitEdit> edits,
+                       backend::TokenMasks masks) override;
   void collect(std::vector<backend::SampleOut>& samples, std::vector<int32_t>& argmax) override;
   int64_t vocab_size() const override;
   void set_ep_step_tokens(int64_t most) override;
