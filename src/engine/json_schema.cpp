@@ -108,10 +108,110 @@ bool int_in(int64_t lo, int64_t hi, bool neg, uint64_t m) {
   return v >= lo && v <= hi;
 }
 
+// Numbers under bounds (NumberBounds, json_schema_internal.h): the magnitude's digits, as they
+// come, against the least and greatest magnitude of the number's sign. Exponents are not taken
+// (a restriction: every value in range is still written in plain decimal), so a digit's place is
+// known once the point comes, and the state is small:
+//   - in the integer part (kNumZero: no digit counted; kNumInt) `at` counts its k digits, and
+//     lo / hi hold them against the bound's first k digits (kSame while those match; past the
+//     bound's integer digits they stay as they were);
+//   - from the point on (kNumDot, kNumFrac) `at` counts the n fraction digits, and lo / hi hold
+//     the value v read so far against the bound cut to n fraction digits.
+// A byte is taken iff the values its completions reach meet the side's range: v's completions
+// reach [v, v + 10^-n) (after "0": [0, 1); after "12.": [12, 13), a digit being due), an integer
+// part P's reach [P·10^j, (P+1)·10^j) for each j more integer digits.
+enum Cmp : uint32_t { kBelow, kSame, kAbove };
+constexpr uint32_t kMaxCount = UINT32_MAX;  // `at` stays here: past every bound's digits
+
+uint32_t cmp(int a, int b) { return a < b ? kBelow : a > b ? kAbove : kSame; }
+// The integer part's k-th digit (0-based) d: its digits so far, c, against the bound's.
+uint32_t int_digit(const Magnitude& b, uint32_t k, uint32_t c, int d) {
+  return c != kSame || k >= b.ints ? c : cmp(d, b.digit(k));
+}
+// The integer part of k digits, c, at the point: the value against the bound cut to 0 fraction digits.
+uint32_t int_value(const Magnitude& b, uint32_t k, uint32_t c) { return k < b.ints ? kBelow : k > b.ints ? kAbove : c; }
+// The n-th fraction digit (0-based) d: s, v against the bound cut to n digits, for n + 1.
+uint32_t frac_digit(const Magnitude& b, uint32_t n, uint32_t s, int d) {
+  return s != kSame ? s : cmp(d, b.digit(uint64_t{b.ints} + n));
+}
+// v itself (n fraction digits, s) against the bound: below it where they agree so far but the
+// bound has more fraction digits.
+uint32_t value_cmp(const Magnitude& b, uint32_t n, uint32_t s) { return s == kSame && b.frac() > n ? kBelow : s; }
+
+bool within(const NumberBounds::Side& side, uint32_t n, uint32_t lo, uint32_t hi) {  // v in range
+  const uint32_t a = value_cmp(side.lo, n, lo);
+  if (!(a == kAbove || (a == kSame && !side.lo.exclusive))) return false;
+  if (side.hi.none) return true;
+  const uint32_t b = value_cmp(side.hi, n, hi);
+  return b == kBelow || (b == kSame && !side.hi.exclusive);
+}
+// [v, v + 10^-n) meets the range iff v is at most the greatest (below it, if exclusive) and
+// v + 10^-n passes the least, that is v is at least the least cut to n digits; exclusive or not,
+// values just under v + 10^-n are reached.
+bool frac_viable(const NumberBounds::Side& side, uint32_t n, uint32_t lo, uint32_t hi) {
+  if (lo == kBelow) return false;
+  if (side.hi.none) return true;
+  const uint32_t b = value_cmp(side.hi, n, hi);
+  return b == kBelow || (b == kSame && !side.hi.exclusive);
+}
+// The integer part P of k >= 1 digits: some [P·10^j, (P+1)·10^j) meets the range. Both ends grow
+// with j, so the largest j with P·10^j within the greatest decides.
+bool int_viable(const NumberBounds::Side& side, uint32_t k, uint32_t lo, uint32_t hi) {
+  if (side.hi.none) return true;  // enough digits pass any least
+  const Magnitude &l = side.lo, &g = side.hi;
+  if (k > g.ints) return false;
+  int64_t top = g.ints;  // k + j: the integer digits of P·10^j
+  // P·10^(ints-k) against the greatest: above it, or equal to it (the greatest's digits past P's
+  // being zeros) where that is excluded, leaves a digit fewer.
+  if (hi == kAbove || (hi == kSame && g.exclusive && g.end() <= k)) --top;
+  if (top < k) return false;
+  // (P+1)·10^j passes the least iff the least has fewer integer digits, or as many and its first
+  // k are at most P.
+  return l.ints != top ? l.ints < top : lo != kBelow;
+}
+
 bool enum_viable(const std::vector<uint8_t>& depth, uint32_t lo, uint32_t hi, uint8_t open) {
   for (uint32_t i = lo; i < hi; ++i)
     if (std::size_t{open} + depth[i] <= SchemaPrefix::kMaxDepth) return true;
   return false;
+}
+
+// A digit of a number under bounds (see Cmp): steps t (phase, at, lo, hi) and says whether some
+// completion is within the side. kNumMinus stands for "the first digit is due", sign or not.
+template <typename Top>
+bool decimal_digit(const NumberBounds::Side& side, Top& t, uint8_t c) {
+  const int d = c - '0';
+  switch (t.phase) {
+    case kNumMinus:
+      if (!side.open) return false;
+      t.at = 0, t.lo = t.hi = kSame;
+      if (d == 0) {
+        t.phase = kNumZero;
+        return frac_viable(side, 0, int_value(side.lo, 0, kSame), int_value(side.hi, 0, kSame));
+      }
+      t.phase = kNumInt;
+      [[fallthrough]];
+    case kNumInt:
+      t.lo = int_digit(side.lo, t.at, t.lo, d), t.hi = int_digit(side.hi, t.at, t.hi, d);
+      t.at += t.at < kMaxCount;
+      return int_viable(side, t.at, t.lo, t.hi);
+    default:  // kNumDot, kNumFrac
+      t.lo = frac_digit(side.lo, t.at, t.lo, d), t.hi = frac_digit(side.hi, t.at, t.hi, d);
+      t.at += t.at < kMaxCount;
+      t.phase = kNumFrac;
+      return frac_viable(side, t.at, t.lo, t.hi);
+  }
+}
+template <typename Top>
+bool decimal_point(const NumberBounds::Side& side, Top& t) {  // '.' after kNumZero or kNumInt
+  t.lo = int_value(side.lo, t.at, t.lo), t.hi = int_value(side.hi, t.at, t.hi), t.at = 0;
+  t.phase = kNumDot;
+  return frac_viable(side, 0, t.lo, t.hi);
+}
+template <typename Top>
+bool decimal_within(const NumberBounds::Side& side, const Top& t) {  // the number may end here
+  if (t.phase == kNumZero || t.phase == kNumInt) return within(side, 0, int_value(side.lo, t.at, t.lo), int_value(side.hi, t.at, t.hi));
+  return t.phase == kNumFrac && within(side, t.at, t.lo, t.hi);
 }
 
 }  // namespace
@@ -197,7 +297,11 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
       default:
         if (!(l.types & kInteger) || !(c == '-' || is_digit(c))) break;
         s.num = 0;
-        if (c == '-') {
+        if (l.numbers) {  // bounds on numbers (see Cmp)
+          s.phase = kNumMinus;
+          if (c == '-' ? !l.numbers->side[1].open : !decimal_digit(l.numbers->side[0], s, c)) break;
+          if (c == '-') s.flags = kNeg;
+        } else if (c == '-') {
           if (bounded && l.lo >= 0) break;  // no "-0" under bounds: a negative must fit
           s.phase = kNumMinus, s.flags = kNeg;
         } else if (c == '0') {
@@ -340,6 +444,15 @@ SchemaPrefix::Did SchemaPrefix::key_close(Top& t, Out& out) const {
 SchemaPrefix::Did SchemaPrefix::number_byte(Top& t, std::size_t base, uint8_t c, Out& out) const {
   const JsonSchema::Node& n = schema_->nodes_[t.node];
   const bool integer = !(n.types & kNumber), bounded = n.bounded && integer, neg = t.flags & kNeg;
+  if (n.numbers) {  // bounds on numbers: digits and the point only
+    const NumberBounds::Side& side = n.numbers->side[neg];
+    if (t.phase == kNumMinus || t.phase == kNumDot || (is_digit(c) && t.phase != kNumZero))
+      return is_digit(c) && decimal_digit(side, t, c) ? Did::keep : Did::drop;
+    if (c == '.' && t.phase != kNumFrac) return decimal_point(side, t) ? Did::keep : Did::drop;
+    if (!decimal_within(side, t)) return Did::drop;  // the number ends here: the byte is the container's
+    end_value(t.depth, t.phase);
+    return step(t, base, c, out);
+  }
   switch (t.phase) {
     case kNumMinus:
       if (c == '0' && !bounded) t.phase = kNumZero;
@@ -490,6 +603,7 @@ bool SchemaPrefix::choice_exact(const Top& t) const {
 bool SchemaPrefix::number_complete(const Top& t) const {
   if (t.phase != kNumZero && t.phase != kNumInt && t.phase != kNumFrac && t.phase != kNumExp) return false;
   const JsonSchema::Node& n = schema_->nodes_[t.node];
+  if (n.numbers) return decimal_within(n.numbers->side[(t.flags & kNeg) != 0], t);
   return !(n.bounded && !(n.types & kNumber)) || int_in(n.lo, n.hi, t.flags & kNeg, t.num);
 }
 

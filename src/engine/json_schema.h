@@ -5,13 +5,14 @@
 // Supported (JSON Schema 2020-12 spelling): type (a name or a list), enum, const, properties,
 // required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength,
 // pattern (regex.h's syntax; a search, as JSON Schema says, unless anchored by ^ and $; not
-// beside minLength / maxLength; at most kMaxPatterns distinct ones), minimum / maximum / exclusiveMinimum / exclusiveMaximum on integers, anyOf, oneOf (as anyOf:
-// that exactly one branch matches is not enforced), allOf of one schema, $ref to a JSON pointer
-// into the document (recursion allowed), $defs / definitions. Annotations are ignored, format
-// among them (2020-12 makes it an annotation unless the format-assertion vocabulary is on).
-// Anything else is refused at compile(), naming the keyword and where it is; so are $ref, allOf,
-// anyOf and oneOf beside other assertions (annotations and $defs aside), enum / const beside
-// any but type, and bounds on schemas admitting non-integer numbers.
+// beside minLength / maxLength; at most kMaxPatterns distinct ones), minimum / maximum /
+// exclusiveMinimum / exclusiveMaximum (on integers, and exactly as decimals on numbers), anyOf,
+// oneOf (as anyOf: that exactly one branch matches is not enforced), allOf of one schema, $ref to
+// a JSON pointer into the document (recursion allowed), $defs / definitions. Annotations are
+// ignored, format among them (2020-12 makes it an annotation unless the format-assertion
+// vocabulary is on). Anything else is refused at compile(), naming the keyword and where it is;
+// so are $ref, allOf, anyOf and oneOf beside other assertions (annotations and $defs aside),
+// enum / const beside any but type, and bounds on numbers beyond kMaxBoundExponent.
 //
 // Limits, each of which only narrows what may be written (never to a dead end):
 //   - lexical rules as JsonPrefix's (UTF-8, escapes, whitespace runs of at most 32 bytes, none
@@ -21,6 +22,8 @@
 //     serialization; enum/const objects and arrays compact); so are the escapes in a string
 //     under a pattern (\" \\ \b \f \n \r \t, \u00xx for other control characters, the rest raw);
 //   - integers under bounds are kept within int64 and written without "-0";
+//   - numbers under bounds are written without an exponent (every value in range has a plain
+//     decimal form; "-0" and "-0.0" are 0);
 //   - at most 64 declared properties per object schema; at most kMaxExtraKeys undeclared keys per
 //     object; an undeclared key is told from earlier ones by a 64-bit hash of its bytes;
 //   - at most kMaxAlternatives parses are followed at once (anyOf branches, type lists, enums);
@@ -39,6 +42,9 @@ namespace dpa::engine {
 
 class SchemaPrefix;
 class Regex;  // regex.h
+namespace schema_detail {
+struct NumberBounds;  // json_schema_internal.h
+}
 
 // A compiled schema: immutable, shared by the recognizers of many requests (safe to read from
 // several threads).
@@ -47,6 +53,7 @@ class JsonSchema {
   static constexpr std::size_t kMaxText = 64 * 1024;  // bytes of schema text
   static constexpr std::size_t kMaxNodes = 4096;      // subschemas
   static constexpr std::size_t kMaxPatterns = 16;     // distinct `pattern` texts (each a DFA to build)
+  static constexpr int64_t kMaxBoundExponent = 10000;  // bounds on numbers: 0, or from 1e-10000 to below 1e10000 in magnitude
   // Compiles the schema document (JSON text). Throws dpa::Error with a message fit for the API
   // user (which keyword, at which JSON pointer) when the text is not JSON, not a schema, uses
   // what is not supported, or admits no value at all.
@@ -83,9 +90,11 @@ class JsonSchema {
     // (Regex::Target::json_string), with JSON Schema's search semantics folded in.
     uint64_t min_length = 0, max_length = UINT64_MAX;
     std::shared_ptr<const Regex> pattern;
-    // Integers.
+    // Integers (a schema admitting integers only).
     bool bounded = false;
     int64_t lo = INT64_MIN, hi = INT64_MAX;
+    // Numbers (a schema admitting non-integers too): null without bounds.
+    std::shared_ptr<const schema_detail::NumberBounds> numbers;
     // The least nesting a conforming value needs (containers, this one included), per kind.
     uint8_t min_depth = kNoWitness, min_depth_object = kNoWitness, min_depth_array = kNoWitness;
     uint32_t item(uint64_t i) const { return i < prefix_items.size() ? prefix_items[i] : items; }

@@ -4,10 +4,13 @@
 #include "engine/json_schema.h"
 
 #include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -58,13 +61,127 @@ bool is_annotation(std::string_view k) {
   return std::find(std::begin(kAnnotations), std::end(kAnnotations), k) != std::end(kAnnotations);
 }
 
+constexpr std::string_view kBoundKeywords[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+bool is_bound(std::string_view k) {
+  return std::find(std::begin(kBoundKeywords), std::end(kBoundKeywords), k) != std::end(kBoundKeywords);
+}
+
+// The texts of the numbers under the bound keywords, by JSON pointer ("#/a/0/minimum"), from a
+// second parse of the document: Boost.JSON keeps a double only (an ulp off past 15 digits or
+// exponents past 22, 0 or inf past a double's range), and bounds on numbers are compared with the
+// output's digits exactly. Where a key repeats, the last one's, as in the parsed document.
+class BoundTexts {
+ public:
+  static constexpr std::size_t max_array_size = -1, max_object_size = -1, max_string_size = -1, max_key_size = -1;
+  std::map<std::string, std::string> texts;
+
+  bool on_document_begin(boost::system::error_code&) { return true; }
+  bool on_document_end(boost::system::error_code&) { return true; }
+  bool on_array_begin(boost::system::error_code&) { return open(false); }
+  bool on_array_end(std::size_t, boost::system::error_code&) { return close(); }
+  bool on_object_begin(boost::system::error_code&) { return open(true); }
+  bool on_object_end(std::size_t, boost::system::error_code&) { return close(); }
+  bool on_string_part(json::string_view, std::size_t, boost::system::error_code&) { return true; }
+  bool on_string(json::string_view, std::size_t, boost::system::error_code&) { return value(); }
+  bool on_key_part(json::string_view s, std::size_t, boost::system::error_code&) { return key_.append(s.data(), s.size()), true; }
+  bool on_key(json::string_view s, std::size_t, boost::system::error_code&) {
+    key_.append(s.data(), s.size());
+    stack_.back().key = std::move(key_);
+    key_.clear();
+    return true;
+  }
+  bool on_number_part(json::string_view s, boost::system::error_code&) { return number_.append(s.data(), s.size()), true; }
+  bool on_int64(int64_t, json::string_view s, boost::system::error_code&) { return number(s); }
+  bool on_uint64(uint64_t, json::string_view s, boost::system::error_code&) { return number(s); }
+  bool on_double(double, json::string_view s, boost::system::error_code&) { return number(s); }
+  bool on_bool(bool, boost::system::error_code&) { return value(); }
+  bool on_null(boost::system::error_code&) { return value(); }
+  bool on_comment_part(json::string_view, boost::system::error_code&) { return true; }
+  bool on_comment(json::string_view, boost::system::error_code&) { return true; }
+
+ private:
+  struct Level {
+    bool object = false;
+    std::string key;        // object: the current member's
+    std::size_t index = 0;  // array: the current item's
+  };
+  std::vector<Level> stack_;
+  std::string key_, number_;
+
+  bool open(bool object) {
+    stack_.push_back({object, {}, 0});
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return value();
+  }
+  bool value() {  // a value has ended
+    if (!stack_.empty() && !stack_.back().object) ++stack_.back().index;
+    return true;
+  }
+  bool number(json::string_view s) {
+    number_.append(s.data(), s.size());
+    if (!stack_.empty() && stack_.back().object && is_bound(stack_.back().key)) {
+      std::string p = "#";
+      for (const Level& l : stack_) p += "/" + (l.object ? pointer_token(l.key) : std::to_string(l.index));
+      texts[p] = number_;
+    }
+    number_.clear();
+    return value();
+  }
+};
+
+// A JSON number exactly: 0.sig × 10^point, sig without leading or trailing zeros (empty for 0,
+// which is never negative).
+struct Decimal {
+  bool neg = false;
+  std::string sig;
+  int64_t point = 0;
+};
+
+Decimal decimal(std::string_view text) {  // text: a JSON number
+  Decimal d;
+  std::size_t i = 0;
+  if (i < text.size() && text[i] == '-') d.neg = true, ++i;
+  std::string digits;
+  int64_t point = 0;
+  for (; i < text.size() && is_digit(static_cast<uint8_t>(text[i])); ++i) digits += text[i], ++point;
+  if (i < text.size() && text[i] == '.')
+    for (++i; i < text.size() && is_digit(static_cast<uint8_t>(text[i])); ++i) digits += text[i];
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    const bool neg = ++i < text.size() && text[i] == '-';
+    if (i < text.size() && (text[i] == '-' || text[i] == '+')) ++i;
+    int64_t e = 0;  // saturated: far past what compile() takes
+    for (; i < text.size() && is_digit(static_cast<uint8_t>(text[i])); ++i) e = std::min<int64_t>(e * 10 + (text[i] - '0'), int64_t{1} << 40);
+    point += neg ? -e : e;
+  }
+  const std::size_t first = digits.find_first_not_of('0');
+  if (first == std::string::npos) return Decimal{};
+  digits.erase(digits.find_last_not_of('0') + 1);
+  d.sig = digits.substr(first);
+  d.point = point - static_cast<int64_t>(first);
+  return d;
+}
+
+int compare_magnitudes(const Decimal& a, const Decimal& b) {
+  if (a.sig.empty() || b.sig.empty()) return static_cast<int>(!a.sig.empty()) - static_cast<int>(!b.sig.empty());
+  if (a.point != b.point) return a.point < b.point ? -1 : 1;
+  const int c = a.sig.compare(b.sig);  // no trailing zeros: a prefix is the smaller
+  return (c > 0) - (c < 0);
+}
+int compare(const Decimal& a, const Decimal& b) {
+  if (a.neg != b.neg) return a.neg ? -1 : 1;
+  return a.neg ? -compare_magnitudes(a, b) : compare_magnitudes(a, b);
+}
+
 }  // namespace
 
 // Builds the node graph from the document: one node per subschema reached (memoized by its
 // address in the document, so $ref cycles close), then the leaves and least depths.
 class SchemaCompiler {
  public:
-  SchemaCompiler(JsonSchema& s, const json::value& doc) : s_(s), doc_(doc) {}
+  SchemaCompiler(JsonSchema& s, const json::value& doc, std::string_view text) : s_(s), doc_(doc), text_(text) {}
 
   uint32_t node(const json::value& v, const std::string& path) {
     if (auto it = memo_.find(&v); it != memo_.end()) return it->second;
@@ -348,13 +465,15 @@ class SchemaCompiler {
       }
     }
 
-    // Integers. Bounds on numbers with fractions would need the decimal expansion's prefixes
-    // checked against them (1.99999 may still approach a maximum of 2); only integers are done.
+    // Numbers: on a schema admitting non-integers, the bounds exactly, as decimals.
+    if (n.types & kNumber) {
+      number_bounds(n, kw, path);
+      return n;
+    }
+    // Integers: the bounds rounded inwards to int64.
     i128 lo = INT64_MIN, hi = INT64_MAX;
-    for (std::string_view k : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+    for (std::string_view k : kBoundKeywords) {
       if (!kw.count(k)) continue;
-      if (n.types & kNumber & ~kInteger)
-        fail(at(k), "minimum/maximum on type number is not supported (they are on type integer)");
       const json::value& b = *kw[k];
       if (k == "minimum") lo = std::max(lo, rounded(b, true, at(k)));
       else if (k == "exclusiveMinimum") lo = std::max(lo, rounded(b, false, at(k)) + 1);
@@ -367,8 +486,96 @@ class SchemaCompiler {
     return n;
   }
 
+  // minimum / maximum / exclusiveMinimum / exclusiveMaximum on a schema admitting non-integers:
+  // the tightest least and greatest (the exclusive one where they tie), then per sign the least
+  // and greatest magnitude (json_schema_internal.h's NumberBounds). No number within them: the
+  // schema admits no number.
+  void number_bounds(JsonSchema::Node& n, std::map<std::string_view, const json::value*>& kw, const std::string& path) {
+    struct End {
+      Decimal v;
+      bool exclusive = false;
+    };
+    std::optional<End> lo, hi;
+    for (std::string_view k : kBoundKeywords) {
+      if (!kw.count(k)) continue;
+      const End e{bound(*kw[k], path + "/" + std::string(k)), k.starts_with("exclusive")};
+      const bool least = k == "minimum" || k == "exclusiveMinimum";
+      std::optional<End>& b = least ? lo : hi;
+      const int c = b ? compare(e.v, b->v) : 0;
+      if (!b || (least ? c > 0 : c < 0) || (c == 0 && e.exclusive)) b = e;
+    }
+    if (!lo && !hi) return;
+    auto magnitude = [](const End& e) {
+      Magnitude m;
+      m.sig = e.v.sig;
+      if (!m.sig.empty()) {
+        m.lead = static_cast<uint32_t>(e.v.point < 0 ? -e.v.point : 0);
+        m.ints = static_cast<uint32_t>(e.v.point > 0 ? e.v.point : 0);
+      }
+      m.exclusive = e.exclusive;
+      return m;
+    };
+    auto side = [&](const End& least, const std::optional<End>& greatest, bool empty) {
+      NumberBounds::Side s;
+      s.lo = magnitude(least);
+      if (greatest) s.hi = magnitude(*greatest);
+      else s.hi.none = true;
+      const int c = greatest ? compare_magnitudes(least.v, greatest->v) : -1;
+      s.open = !empty && (c < 0 || (c == 0 && !least.exclusive && !greatest->exclusive));
+      return s;
+    };
+    auto absolute = [](std::optional<End> e) {
+      if (e) e->v.neg = false;
+      return e;
+    };
+    const bool lo_neg = lo && lo->v.neg, lo_pos = lo && !lo->v.neg && !lo->v.sig.empty();
+    const bool hi_neg = hi && hi->v.neg, hi_pos = hi && !hi->v.neg && !hi->v.sig.empty();
+    NumberBounds b;
+    // Without '-' the magnitude is the number: from max(lo, 0) to hi; none where hi < 0.
+    b.side[0] = side(lo && !lo_neg ? *lo : End{}, hi, hi_neg);
+    // With '-' it is the number negated: from max(-hi, 0) to -lo; none where lo > 0.
+    b.side[1] = side(hi && !hi_pos ? *absolute(hi) : End{}, absolute(lo), lo_pos);
+    if (!b.side[0].open && !b.side[1].open) n.types &= ~(kNumber | kInteger);
+    else n.numbers = std::make_shared<const NumberBounds>(std::move(b));
+  }
+
+  // A bound's value, exactly: its text as written where the second parse has it (BoundTexts).
+  Decimal bound(const json::value& v, const std::string& path) {
+    std::string text;
+    if (v.is_int64()) {
+      text = std::to_string(v.get_int64());
+    } else if (v.is_uint64()) {
+      text = std::to_string(v.get_uint64());
+    } else if (v.is_double()) {
+      if (!bound_texts_) {
+        json::parse_options opt;
+        opt.max_depth = 1000;  // as compile()'s parse, which this one follows
+        json::basic_parser<BoundTexts> p(opt);
+        boost::system::error_code ec;
+        (void)p.write_some(false, text_.data(), text_.size(), ec);
+        bound_texts_ = std::move(p.handler().texts);
+      }
+      if (const auto it = bound_texts_->find(path); it != bound_texts_->end()) {
+        text = it->second;
+      } else {  // not found (a $ref's pointer spelt otherwise): the double, in its shortest decimal
+        if (!std::isfinite(v.get_double())) fail(path, "must be a finite number");
+        char buf[32];
+        text.assign(buf, std::to_chars(buf, buf + sizeof buf, v.get_double()).ptr);
+      }
+    } else {
+      fail(path, "must be a number");
+    }
+    Decimal d = decimal(text);
+    constexpr int64_t kMax = JsonSchema::kMaxBoundExponent;  // 0.sig × 10^point: from 10^-kMax, below 10^kMax
+    if (!d.sig.empty() && (d.point > kMax || d.point < 1 - kMax))
+      fail(path, "a bound on numbers must be 0 or from 1e-" + std::to_string(kMax) + " to below 1e" + std::to_string(kMax) + " in magnitude");
+    return d;
+  }
+
   JsonSchema& s_;
   const json::value& doc_;
+  std::string_view text_;                                         // the document's text
+  std::optional<std::map<std::string, std::string>> bound_texts_;  // BoundTexts', parsed at the first double bound
   std::map<const json::value*, uint32_t> memo_;
   std::map<std::string, std::shared_ptr<const Regex>> patterns_;  // by text: each compiled once
 
@@ -423,6 +630,8 @@ std::size_t JsonSchema::bytes() const {
          v.enum_depth.capacity();
     for (const auto& t : v.enum_text) n += sizeof t + t.capacity();
     for (const auto& t : v.names) n += sizeof t + t.capacity();
+    if (v.numbers) n += sizeof *v.numbers + v.numbers->side[0].lo.sig.capacity() + v.numbers->side[0].hi.sig.capacity() +
+                        v.numbers->side[1].lo.sig.capacity() + v.numbers->side[1].hi.sig.capacity();
     if (v.pattern && patterns.insert(v.pattern.get()).second) n += v.pattern->bytes();
   }
   return n;
@@ -446,7 +655,7 @@ std::shared_ptr<const JsonSchema> JsonSchema::compile(std::string_view schema_js
   auto s = std::make_shared<JsonSchema>();
   s->nodes_.resize(2);
   s->nodes_[0].types = kAllTypes;  // `true`; nodes_[1], admitting nothing, is `false`
-  SchemaCompiler c(*s, doc);
+  SchemaCompiler c(*s, doc, schema_json);
   s->root_ = c.node(doc, "#");
   c.finish();
   if (s->nodes_[s->root_].min_depth > SchemaPrefix::kMaxDepth)

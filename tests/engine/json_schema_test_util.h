@@ -1,8 +1,10 @@
-// What the JSON Schema tests share: feeding a text to the recognizer byte by byte.
+// What the JSON Schema tests share: feeding a text to the recognizer byte by byte, and whether a
+// state can still be completed.
 #pragma once
 
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "engine/json_schema.h"
@@ -28,5 +30,31 @@ inline bool accepts(const JsonSchema& s, std::string_view text) {
   return f.taken == text.size() && f.complete;
 }
 inline std::shared_ptr<const JsonSchema> compile(std::string_view text) { return JsonSchema::compile(text); }
+
+// Whether some bytes from p make a complete text: a depth-first search over the bytes p takes,
+// at most `budget` states visited. It tries closers first, then digits from 9 down, then the
+// rest, so that it does not wander off down a string or a run of zeros: where the recognizer is
+// right (it takes a byte only with a completion after it) the search goes straight to an end.
+inline bool completes(const SchemaPrefix& p, int& budget) {
+  if (p.complete()) return true;
+  static const std::string order = [] {
+    std::string o = "\"]}9876543210";
+    for (int b = 0; b < 256; ++b)
+      if (o.find(static_cast<char>(b)) == std::string::npos) o += static_cast<char>(b);
+    return o;
+  }();
+  for (char b : order) {
+    if (budget <= 0) return false;
+    SchemaPrefix q = p;
+    if (!q.feed(static_cast<uint8_t>(b))) continue;
+    --budget;
+    if (completes(q, budget)) return true;
+  }
+  return false;
+}
+inline bool completes(const SchemaPrefix& p) {
+  int budget = 5000;
+  return completes(p, budget);
+}
 
 }  // namespace dpa::engine::test

@@ -3,6 +3,7 @@
 // an independent validator are in test_json_schema.cpp.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@ using dpa::engine::SchemaPrefix;
 using dpa::engine::TokenTrie;
 using dpa::engine::test::accepts;
 using dpa::engine::test::compile;
+using dpa::engine::test::completes;
 using dpa::engine::test::feed_bytes;
 using Rng = std::mt19937_64;
 
@@ -102,6 +104,291 @@ TEST(JsonSchema, IntegerBounds) {
   const auto number = compile(R"({"type": "number"})");
   EXPECT_TRUE(accepts(*number, "-1.5e+3"));
   EXPECT_FALSE(accepts(*number, "1."));
+}
+
+// Bounds on numbers: exact decimals, the tightest of each side, no exponent under them.
+TEST(JsonSchema, NumberBounds) {
+  struct Case {
+    const char* bounds;
+    std::vector<const char*> ok, bad;
+  };
+  const Case cases[] = {
+      {R"("minimum": 0, "maximum": 1)",
+       {"0", "1", "0.5", "1.0", "1.000", "0.999999", "-0", "-0.0", "0.0"},
+       {"1.0000001", "-0.1", "2", "-1", "10", "1e0", "0.5e1", "01", ".5", "1.", "-", "+1"}},
+      {R"("minimum": -2.5, "maximum": 3.75)",
+       {"-2.5", "-2.50", "-2.4999", "3.75", "3.7499", "0", "3", "-2", "-0"},
+       {"-2.51", "-2.5000001", "3.751", "-3", "4", "-25"}},
+      {R"("exclusiveMinimum": 0)", {"0.0001", "5", "123456789.5", "0.000000000000000000000000001"}, {"0", "0.0", "-0", "-0.0", "1e3", "-1"}},
+      {R"("minimum": 1e-3, "maximum": 1.5E2)", {"0.001", "0.0010", "0.01", "150", "150.0000", "2"}, {"0.0009999", "0", "150.01", "151", "1500"}},
+      {R"("minimum": -100, "exclusiveMaximum": -0.5)", {"-0.50001", "-100", "-1", "-99.99"}, {"-0.5", "-0.50", "-100.1", "0", "-0", "1"}},
+      {R"("exclusiveMinimum": -1, "exclusiveMaximum": 1)", {"0", "-0", "-0.999", "0.999", "0.5"}, {"-1", "1", "-1.0", "1.0"}},
+      {R"("maximum": 2)", {"1.99999", "2", "2.0", "-1000000", "0.3"}, {"2.0000001", "2.1", "3", "20"}},
+      {R"("exclusiveMaximum": 2)", {"1.9", "1.99999999999999999999", "-5"}, {"2", "2.0", "2.00000", "3"}},
+      // The tightest bound wins; a tie goes to the exclusive one.
+      {R"("minimum": 0, "exclusiveMinimum": 0, "maximum": 5, "exclusiveMaximum": 6)", {"0.1", "5", "4.99"}, {"0", "5.5", "5.01"}},
+      {R"("minimum": 1, "exclusiveMinimum": 0, "exclusiveMaximum": 3, "maximum": 2.5)", {"1", "2.5"}, {"0.5", "2.6"}},
+      {R"("minimum": 0.25, "maximum": 0.25)", {"0.25", "0.2500"}, {"0.2", "0.251", "0.3", "0"}},
+      // Exactly as written, past what a double holds.
+      {R"("minimum": 0.1)", {"0.1", "0.10000000000000000001", "1"}, {"0.09999999999999999999", "0.0999999999999999"}},
+      {R"("minimum": 1.5e-30)", {"0.0000000000000000000000000000015", "0.1"}, {"0.0000000000000000000000000000014999", "0"}},
+      {R"("maximum": 12345678901234567890.5)", {"12345678901234567890.5", "12345678901234567890"}, {"12345678901234567890.50001", "12345678901234567891"}},
+  };
+  for (const Case& c : cases) {
+    const std::string schema = std::string(R"({"type": "number", )") + c.bounds + "}";
+    const auto s = compile(schema);
+    for (const char* t : c.ok) EXPECT_TRUE(accepts(*s, t)) << schema << " " << t;
+    for (const char* t : c.bad) EXPECT_FALSE(accepts(*s, t)) << schema << " " << t;
+    // No dead end: every prefix taken, of the texts above and their refused ones, still completes.
+    for (const auto* list : {&c.ok, &c.bad}) {
+      for (const char* t : *list) {
+        SchemaPrefix p(*s);
+        for (const char* b = t; *b && p.feed(static_cast<uint8_t>(*b)); ++b) EXPECT_TRUE(completes(p)) << schema << " " << std::string(t, b + 1);
+      }
+    }
+  }
+  // Where the refusal comes: at the byte past which nothing is in range.
+  const auto max2 = compile(R"({"type": "number", "maximum": 2})");
+  EXPECT_EQ(feed_bytes(*max2, "2.0000001").taken, 8u);
+  EXPECT_EQ(feed_bytes(*max2, "3").taken, 0u);
+  EXPECT_EQ(feed_bytes(*max2, "1e5").taken, 1u);  // no exponent under bounds
+  const auto under2 = compile(R"({"type": "number", "exclusiveMaximum": 2})");
+  EXPECT_EQ(feed_bytes(*under2, "2").taken, 0u);     // 2, 20..29, 200..: none below 2
+  EXPECT_EQ(feed_bytes(*under2, "1.").taken, 2u);
+  const auto digits = compile(R"({"type": "number", "minimum": 12.5, "maximum": 130})");
+  EXPECT_EQ(feed_bytes(*digits, "12.").taken, 3u);   // 12.5 .. 12.99
+  EXPECT_EQ(feed_bytes(*digits, "12.4").taken, 3u);
+  EXPECT_EQ(feed_bytes(*digits, "12").taken, 2u);    // 120 may come
+  EXPECT_FALSE(accepts(*digits, "12"));
+  EXPECT_EQ(feed_bytes(*digits, "131").taken, 2u);
+  EXPECT_EQ(feed_bytes(*digits, "0").taken, 0u);
+  SchemaPrefix p(*digits);
+  ASSERT_TRUE(p.feed(std::string_view("13")));
+  EXPECT_TRUE(p.complete());
+  EXPECT_TRUE(SchemaPrefix(p).feed(static_cast<uint8_t>('0')));   // 130
+  EXPECT_FALSE(SchemaPrefix(p).feed(static_cast<uint8_t>('1')));  // 131
+  const auto dash = compile(R"({"type": "number", "minimum": -1})");
+  SchemaPrefix q(*dash);
+  ASSERT_TRUE(q.feed(static_cast<uint8_t>('-')));
+  EXPECT_FALSE(q.complete());  // "-" needs a digit
+  EXPECT_FALSE(SchemaPrefix(q).feed(static_cast<uint8_t>('2')));
+  ASSERT_TRUE(q.feed(std::string_view("1.")));
+  EXPECT_FALSE(q.complete());  // "." needs a digit
+  EXPECT_FALSE(SchemaPrefix(q).feed(static_cast<uint8_t>('1')));
+  EXPECT_TRUE(q.feed(static_cast<uint8_t>('0')));
+
+  // A bound's text is found by its place in the document (Boost.JSON's double would be 1.5000000000000001e-30
+  // and 0.3): through properties with escaped names, anyOf, $ref into $defs; a repeated key's last.
+  const auto deep = compile(R"({"type": "object", "properties": {"a/b~c": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/t"}]}},
+      "$defs": {"t": {"type": "number", "minimum": 1.5e-30, "maximum": 0.30000000000000000001}}})");
+  EXPECT_TRUE(accepts(*deep, R"({"a/b~c":0.0000000000000000000000000000015})"));
+  EXPECT_FALSE(accepts(*deep, R"({"a/b~c":0.0000000000000000000000000000014999})"));
+  EXPECT_TRUE(accepts(*deep, R"({"a/b~c":0.30000000000000000001})"));
+  EXPECT_FALSE(accepts(*deep, R"({"a/b~c":0.300000000000000000011})"));
+  EXPECT_TRUE(accepts(*deep, R"({"a/b~c":null})"));
+  const auto repeated = compile(R"({"type": "number", "minimum": 1.5e-30, "minimum": 0.5})");
+  EXPECT_FALSE(accepts(*repeated, "0.4"));
+  EXPECT_TRUE(accepts(*repeated, "0.5"));
+
+  // Huge bounds, exactly: 1e400 and 400 nines.
+  const auto big = compile(R"({"type": "number", "minimum": 1e400})");
+  EXPECT_TRUE(accepts(*big, "1" + std::string(400, '0')));
+  EXPECT_TRUE(accepts(*big, "1" + std::string(400, '0') + ".5"));
+  EXPECT_FALSE(accepts(*big, std::string(400, '9')));
+  EXPECT_FALSE(accepts(*big, std::string(400, '9') + ".99"));
+  EXPECT_TRUE(completes(SchemaPrefix(*big)));
+  const auto nines = compile(R"({"type": "number", "maximum": )" + std::string(400, '9') + "}");
+  EXPECT_TRUE(accepts(*nines, std::string(400, '9')));
+  EXPECT_FALSE(accepts(*nines, std::string(400, '9') + ".1"));
+  EXPECT_FALSE(accepts(*nines, "1" + std::string(400, '0')));
+  const auto tiny = compile(R"({"type": "number", "exclusiveMinimum": 0, "maximum": 1e-400})");
+  EXPECT_TRUE(accepts(*tiny, "0." + std::string(399, '0') + "1"));
+  EXPECT_TRUE(accepts(*tiny, "0." + std::string(400, '0') + "5"));
+  EXPECT_FALSE(accepts(*tiny, "0." + std::string(399, '0') + "11"));
+  EXPECT_TRUE(completes(SchemaPrefix(*tiny)));
+
+  // Other types beside: the bounds bear on numbers only; integers keep their own.
+  const auto untyped = compile(R"({"minimum": 0})");
+  EXPECT_TRUE(accepts(*untyped, "0.5"));
+  EXPECT_TRUE(accepts(*untyped, R"("x")"));
+  EXPECT_FALSE(accepts(*untyped, "-1"));
+  const auto empty = compile(R"({"type": ["number", "string"], "minimum": 5, "maximum": 4})");
+  EXPECT_TRUE(accepts(*empty, R"("a")"));
+  EXPECT_EQ(feed_bytes(*empty, "4").taken, 0u);
+  const auto either = compile(R"({"anyOf": [{"type": "integer", "minimum": 10, "maximum": 20}, {"type": "number", "minimum": 0, "maximum": 1}]})");
+  for (const char* t : {"15", "10", "0.5", "1", "0", "20", "-0", "-0.0"}) EXPECT_TRUE(accepts(*either, t)) << t;  // "-0": the number branch's 0
+  for (const char* t : {"5", "15.5", "1.5", "21", "-1"}) EXPECT_FALSE(accepts(*either, t)) << t;
+  const auto integer = compile(R"({"type": "integer", "minimum": -0.5, "maximum": 0.5})");
+  EXPECT_TRUE(accepts(*integer, "0"));
+  EXPECT_FALSE(accepts(*integer, "-0"));  // integers under bounds: no "-0", as before
+  EXPECT_FALSE(accepts(*integer, "0.0"));
+  // Inside containers the number ends at the container's byte.
+  const auto in = compile(R"({"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}})");
+  EXPECT_TRUE(accepts(*in, "[0.5, 0,0.999 ]"));
+  EXPECT_FALSE(accepts(*in, "[1]"));
+  EXPECT_EQ(feed_bytes(*in, "[1]").taken, 1u);
+  EXPECT_EQ(feed_bytes(*in, "[0.]").taken, 3u);
+  const auto obj = compile(R"({"type": "object", "properties": {"p": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["p"]})");
+  EXPECT_TRUE(accepts(*obj, R"({"p":0.25})"));
+  EXPECT_FALSE(accepts(*obj, R"({"p":1.25})"));
+  EXPECT_EQ(feed_bytes(*obj, R"({"p":1.25})").taken, 7u);
+  SchemaPrefix r(*obj);
+  ASSERT_TRUE(r.feed(std::string_view(R"({"p":1)")));
+  EXPECT_TRUE(completes(r));
+}
+
+// An exact reading of number texts under bounds, apart from the recognizer: values as integers
+// in units of 10^-kScale, and what a prefix may still become as intervals of the value.
+namespace oracle {
+using i128 = __int128;
+constexpr int kScale = 12;
+i128 pow10(int n) {
+  i128 p = 1;
+  while (n-- > 0) p *= 10;
+  return p;
+}
+i128 scaled(std::string_view text) {  // a JSON number with at most kScale fraction digits (exponent included)
+  bool neg = false;
+  std::size_t i = 0;
+  if (text[i] == '-') neg = true, ++i;
+  std::string digits;
+  int frac = 0, exp = 0;
+  for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i) digits += text[i];
+  if (i < text.size() && text[i] == '.')
+    for (++i; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i) digits += text[i], ++frac;
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) exp = std::stoi(std::string(text.substr(i + 1)));
+  i128 v = 0;
+  for (char c : digits) v = v * 10 + (c - '0');
+  const int shift = kScale - frac + exp;
+  v = shift >= 0 ? v * pow10(shift) : v / pow10(-shift);
+  return neg ? -v : v;
+}
+struct Bound {
+  i128 v;
+  bool lower, exclusive;
+};
+// One end of an interval of values: none (infinite) or v, open or closed.
+struct End {
+  bool none = true;
+  i128 v = 0;
+  bool open = false;
+};
+// [lo, hi] meets every bound.
+bool meets(End lo, End hi, const std::vector<Bound>& bounds) {
+  for (const Bound& b : bounds) {
+    End& e = b.lower ? lo : hi;
+    const bool tighter = e.none || (b.lower ? b.v > e.v : b.v < e.v) || (b.v == e.v && b.exclusive);
+    if (tighter) e = {false, b.v, b.exclusive};
+  }
+  if (lo.none || hi.none) return true;
+  return lo.v < hi.v || (lo.v == hi.v && !lo.open && !hi.open);
+}
+struct Verdict {
+  bool prefix = false;    // some completion is a number within the bounds
+  bool complete = false;  // the text itself is one
+};
+Verdict judge(std::string_view s, const std::vector<Bound>& bounds) {
+  Verdict out;
+  std::size_t i = 0;
+  const bool neg = !s.empty() && s[0] == '-';
+  i += neg;
+  std::size_t int_end = i;
+  while (int_end < s.size() && std::isdigit(static_cast<unsigned char>(s[int_end]))) ++int_end;
+  const std::string_view ints = s.substr(i, int_end - i);
+  const bool dot = int_end < s.size() && s[int_end] == '.';
+  std::size_t frac_end = int_end + dot;
+  while (frac_end < s.size() && std::isdigit(static_cast<unsigned char>(s[frac_end]))) ++frac_end;
+  if (frac_end != s.size() || (ints.size() > 1 && ints[0] == '0') || (dot && ints.empty())) return out;  // not a number's prefix
+  // Reach in magnitudes [a, b), a list of them.
+  std::vector<std::pair<i128, std::optional<i128>>> reach;
+  const i128 one = pow10(kScale);
+  if (ints.empty()) {
+    reach.push_back({0, std::nullopt});
+  } else if (!dot) {
+    const i128 p = scaled(ints);
+    if (p == 0) reach.push_back({0, one});
+    else
+      for (int j = 0; j <= 20; ++j) reach.push_back({p * pow10(j), (p + one) * pow10(j)});
+  } else {
+    const i128 v = scaled(std::string(s.substr(i)) + (frac_end == int_end + 1 ? "0" : ""));
+    reach.push_back({v, v + pow10(kScale - static_cast<int>(frac_end - int_end - 1))});
+  }
+  for (const auto& [a, b] : reach) {
+    End lo, hi;  // of the value: [a, b) or, negated, (-b, -a]
+    if (!neg) lo = {false, a, false}, hi = b ? End{false, *b, true} : End{};
+    else lo = b ? End{false, -*b, true} : End{}, hi = {false, -a, false};
+    out.prefix = out.prefix || meets(lo, hi, bounds);
+  }
+  if (!ints.empty() && !(dot && frac_end == int_end + 1)) {
+    const i128 v = scaled(s);
+    out.complete = meets({false, v, false}, {false, v, false}, bounds);
+  }
+  return out;
+}
+}  // namespace oracle
+
+// Every text of up to 6 bytes over "-.0123456789", under several sets of bounds: the recognizer
+// takes exactly the prefixes that the exact reading says can still end within the bounds, is
+// complete exactly where the text is within them, and each prefix it takes does complete.
+TEST(JsonSchema, NumberBoundsAgainstExactReading) {
+  const std::vector<std::vector<std::pair<const char*, const char*>>> sets = {
+      {{"minimum", "0"}, {"maximum", "1"}},
+      {{"minimum", "-2.5"}, {"maximum", "3.75"}},
+      {{"exclusiveMinimum", "0"}},
+      {{"exclusiveMaximum", "0"}},
+      {{"minimum", "1e-3"}, {"maximum", "1.5E2"}},
+      {{"minimum", "-100"}, {"exclusiveMaximum", "-0.5"}},
+      {{"exclusiveMinimum", "-1"}, {"exclusiveMaximum", "1"}},
+      {{"maximum", "2"}},
+      {{"exclusiveMaximum", "2"}},
+      {{"minimum", "0"}, {"exclusiveMinimum", "0"}, {"maximum", "10"}, {"exclusiveMaximum", "10.5"}},
+      {{"minimum", "0.25"}, {"maximum", "0.25"}},
+      {{"exclusiveMinimum", "99.9"}, {"maximum", "100"}},
+      {{"minimum", "-0.05"}, {"maximum", "0"}},
+      {{"minimum", "12.34"}, {"exclusiveMaximum", "12.35"}},
+      {{"minimum", "1000"}},
+      {{"maximum", "-7"}},
+      {{"exclusiveMinimum", "0.001"}, {"exclusiveMaximum", "0.0011"}},
+      {{"minimum", "-30"}, {"maximum", "-20"}},
+      {{"minimum", "0.5"}, {"exclusiveMaximum", "1E1"}},
+      {{"exclusiveMinimum", "-10"}, {"maximum", "100"}},
+  };
+  const std::string alphabet = "-.0123456789";
+  int64_t prefixes = 0, completes_checked = 0;
+  for (const auto& set : sets) {
+    std::string schema = R"({"type": "number")";
+    std::vector<oracle::Bound> bounds;
+    for (const auto& [k, v] : set) {
+      schema += std::string(", \"") + k + "\": " + v;
+      const std::string_view key(k);
+      bounds.push_back({oracle::scaled(v), key == "minimum" || key == "exclusiveMinimum", key.starts_with("exclusive")});
+    }
+    schema += "}";
+    const auto s = compile(schema);
+    // Depth first over the texts the reading says go on.
+    std::vector<std::pair<std::string, SchemaPrefix>> todo{{"", SchemaPrefix(*s)}};
+    while (!todo.empty()) {
+      auto [text, state] = std::move(todo.back());
+      todo.pop_back();
+      for (char c : alphabet) {
+        const std::string next = text + c;
+        SchemaPrefix p = state;
+        const bool took = p.feed(static_cast<uint8_t>(c));
+        const oracle::Verdict v = oracle::judge(next, bounds);
+        ++prefixes;
+        ASSERT_EQ(took, v.prefix) << schema << " " << next;
+        if (!took) continue;
+        ASSERT_EQ(p.complete(), v.complete) << schema << " " << next;
+        if (next.size() <= 4) {
+          ASSERT_TRUE(completes(p)) << schema << " " << next;
+          ++completes_checked;
+        }
+        if (next.size() < 6) todo.emplace_back(next, p);
+      }
+    }
+  }
+  std::printf("number bounds: %lld texts against the exact reading, %lld taken ones completed\n", static_cast<long long>(prefixes),
+              static_cast<long long>(completes_checked));
 }
 
 TEST(JsonSchema, StringLengths) {
@@ -323,9 +610,16 @@ TEST(JsonSchema, CompileErrors) {
   EXPECT_TRUE(has(error(R"({"type": "array", "minItems": 3, "maxItems": 2})"), "admits no value"));
   EXPECT_TRUE(has(error(R"({"type": "object", "required": ["a"], "additionalProperties": false})"), "admits no value"));
   EXPECT_TRUE(has(error(R"({"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]})"), "admits no value"));
-  EXPECT_TRUE(has(error(R"({"type": "number", "minimum": 0})"), "minimum/maximum on type number is not supported"));
-  EXPECT_TRUE(has(error(R"({"minimum": 0})"), "minimum/maximum on type number is not supported"));
+  EXPECT_EQ(error(R"({"type": "number", "minimum": 0})"), "(compiled)");
+  EXPECT_EQ(error(R"({"minimum": 0, "maximum": 1e400})"), "(compiled)");
   EXPECT_TRUE(has(error(R"({"type": "integer", "exclusiveMinimum": true})"), "exclusiveMinimum"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "exclusiveMinimum": true})"), "must be a number (at #/exclusiveMinimum)"));
+  EXPECT_TRUE(has(error(R"({"properties": {"a": {"type": "number", "maximum": "1"}}})"), "must be a number (at #/properties/a/maximum)"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "maximum": 1e20000})"), "(at #/maximum)"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "minimum": -1e-10001})"), "(at #/minimum)"));
+  EXPECT_EQ(error(R"({"type": "number", "exclusiveMinimum": 1e-10000, "maximum": 9.99e9999})"), "(compiled)");
+  EXPECT_TRUE(has(error(R"({"type": "number", "exclusiveMinimum": 1, "exclusiveMaximum": 1})"), "admits no value"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "minimum": 2.5, "maximum": 2.4999})"), "admits no value"));
   EXPECT_TRUE(has(error(R"({"type": "strin"})"), "'type'"));
   EXPECT_TRUE(has(error(R"({"allOf": [{}, {}]})"), "allOf"));
   EXPECT_TRUE(has(error(R"({"anyOf": [{}], "type": "string"})"), "'anyOf' together with 'type'"));

@@ -18,7 +18,8 @@ and the GPU checks (perf/gpu_checks.sh scoring):
   json-schema URL KEY: response_format json_schema, vLLM's guided_json and structured_outputs,
     SGLang's json_schema (in /generate too). The oracle is the jsonschema package: every sampled
     answer that stopped by itself validates (one with integer bounds, enums, anyOf, a nested array,
-    closed objects, a string pattern with a quote in it, and a pattern beside minLength/maxLength); a top-level integer in [10, 12] always ends as one of the three. Chat's
+    closed objects, a string pattern with a quote in it, a pattern beside minLength/maxLength, and
+    a number in [-0.5, 1.25)); a top-level integer in [10, 12] always ends as one of the three. Chat's
     tool_choice "required" and a named function: finished calls name the tools and their
     arguments validate against the tool's parameters ($ref included); a stream adds up.
   regex URL KEY: vLLM's guided_regex and structured_outputs regex, SGLang's regex (chat and
@@ -179,8 +180,9 @@ def json_schema():
     item = {"type": "object", "properties": {"id": {"type": "integer", "minimum": -5, "maximum": 120},
                                              "tag": {"enum": ["red", "green", None, 7]}, "ok": {"type": "boolean"}},
             "required": ["id", "tag"], "additionalProperties": False}
-    schema = {"type": "object", "additionalProperties": False, "required": ["name", "items", "code", "slug"],
+    schema = {"type": "object", "additionalProperties": False, "required": ["name", "items", "code", "slug", "ratio"],
               "properties": {"name": {"type": "string", "maxLength": 6},
+                             "ratio": {"type": "number", "minimum": -0.5, "exclusiveMaximum": 1.25},
                              "slug": {"type": "string", "pattern": "[a-z]", "minLength": 2, "maxLength": 4},
                              "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}( \"[a-z]{1,8}\")?$"},
                              "items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "maxItems": 2},
