@@ -353,7 +353,7 @@ Model::~Model() {
   try {
     for (Draws& d : draws_) {
       be_.host_release(d.host), d.host = nullptr;
-      be_.host_release(d.mask_host), d.mask_host = nullptr;
+      be_.host_release(d.stage), d.stage = nullptr;
     }
     drop_graphs();
   } catch (const std::exception& e) {
@@ -719,28 +719,31 @@ void Model::sample_kept(const Sampling& sampling, Draws* draws) {
     if (r < 0 || r >= n_keep) throw Error(fmt::format("forward: masked row {} outside [0, {})", r, n_keep));
   backend::SampleOut* d_out = nullptr;
   if (n_keep > 0) {
-    if (!sampling.edits.empty())
-      be_.edit_logits(kept, V, upload(d_edits_, sampling.edits), static_cast<int64_t>(sampling.edits.size()));
-    if (!masks.rows.empty()) {
-      // Through page-locked memory of the draws' slot: a copy from pageable memory this large
-      // may wait for the device to reach it, which a step whose sampling is queued behind its
-      // running forward (launch_sampling()) must not. The slot's last copy was done when its
-      // draws were collected.
-      std::span<const uint32_t> bits = masks.bits;
-      if (draws) {
-        const std::size_t bytes = bits.size_bytes();
-        if (draws->mask_bytes < bytes) {
-          be_.host_release(draws->mask_host);
-          draws->mask_host = nullptr, draws->mask_bytes = 0;
-          draws->mask_host = be_.host_alloc(bytes + bytes / 2);
-          draws->mask_bytes = bytes + bytes / 2;
-        }
-        std::memcpy(draws->mask_host, bits.data(), bytes);
-        bits = {static_cast<const uint32_t*>(draws->mask_host), bits.size()};
+    // The edits and masks (up to a few MB a step: a penalized row's edits name every distinct
+    // token so far, a mask is vocab / 8 bytes) go through page-locked memory of the draws' slot:
+    // a large copy from pageable memory may wait for the device to reach it, which a step whose
+    // sampling is queued behind its running forward (launch_sampling()) must not. The slot's
+    // last copies were done when its draws were collected.
+    std::span<const backend::LogitEdit> edits = sampling.edits;
+    std::span<const uint32_t> bits = masks.bits;
+    if (draws) {
+      const std::size_t at = (edits.size_bytes() + 15) / 16 * 16, bytes = at + bits.size_bytes();
+      if (draws->stage_bytes < bytes) {
+        be_.host_release(draws->stage);
+        draws->stage = nullptr, draws->stage_bytes = 0;
+        draws->stage = be_.host_alloc(bytes + bytes / 2);
+        draws->stage_bytes = bytes + bytes / 2;
       }
+      char* stage = static_cast<char*>(draws->stage);
+      if (!edits.empty()) std::memcpy(stage, edits.data(), edits.size_bytes());
+      if (!bits.empty()) std::memcpy(stage + at, bits.data(), bits.size_bytes());
+      edits = {reinterpret_cast<const backend::LogitEdit*>(stage), edits.size()};
+      bits = {reinterpret_cast<const uint32_t*>(stage + at), bits.size()};
+    }
+    if (!edits.empty()) be_.edit_logits(kept, V, upload(d_edits_, edits), static_cast<int64_t>(edits.size()));
+    if (!masks.rows.empty())
       be_.mask_logits(kept, V, upload(d_masks_, bits), upload(d_mask_rows_, masks.rows),
                       static_cast<int64_t>(masks.rows.size()));
-    }
     d_out = scratch(d_samples_, n_keep);
     be_.sample(kept, n_keep, V, upload(d_specs_, sampling.specs), d_out);
     for (int64_t j = 0; j < n_keep; ++j) prev_draws_[static_cast<std::size_t>(keep[static_cast<std::size_t>(j)])] = static_cast<int32_t>(j);

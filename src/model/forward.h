@@ -260,9 +260,10 @@ class Model {
     int n_micro = 0;
     int64_t rows[2] = {}, pad[2] = {};
     std::size_t counts_at[2] = {}, ids_at[2] = {};
-    // The step's token masks, page-locked: copied from here when the device reaches the copy.
-    void* mask_host = nullptr;
-    std::size_t mask_bytes = 0;
+    // The step's logit edits and token masks, page-locked: copied from here when the device
+    // reaches the copies.
+    void* stage = nullptr;
+    std::size_t stage_bytes = 0;
   };
   // A step whose logits are computed and whose kept rows (not argmax_only) are not sampled yet:
   // n_rows wanted rows, their argmax d_am (or null), the kept rows' logits in `kept`.
