@@ -186,9 +186,8 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
   }
 }
 
-void Engine::gather_headers(const StepPlan& plan, bool sync) {
+void Engine::gather_headers(const StepPlan& plan) {
   StepHeader h;
-  h.sync = sync ? 1 : 0;
   h.step = step_;
   h.n_tokens = plan.n_tokens;
   h.n_running = sched_.n_running();
@@ -298,14 +297,18 @@ void Engine::constrain_outputs() {
   }
 }
 
+namespace {
+// Every id of a vocabulary of `vocab` tokens in a token mask (the words past it stay zero).
+void allow_all(std::span<uint32_t> mask, int64_t vocab) {
+  std::fill(mask.begin(), mask.end(), ~0u);
+  if (vocab % 32) mask[static_cast<std::size_t>(vocab / 32)] = (1u << (vocab % 32)) - 1;
+}
+}  // namespace
+
 void Engine::mask_output(const LateRow& r, std::vector<uint32_t>& allowed, std::span<uint32_t> mask) const {
   Sequence& s = *r.seq;
   const int64_t vocab = model_.vocab_size();
-  if (s.finished) {  // any token: the draw is thrown away
-    std::fill(mask.begin(), mask.end(), ~0u);
-    if (vocab % 32) mask[static_cast<std::size_t>(vocab / 32)] = (1u << (vocab % 32)) - 1;
-    return;
-  }
+  if (s.finished) return allow_all(mask, vocab);  // any token: the draw is thrown away
   const std::span<const int32_t> generated = std::span<const int32_t>(s.tokens).subspan(s.n_prompt, r.end - s.n_prompt);
   if (s.req.params.structure == Structure::none) return restrict_output(s, generated, mask);
   const bool complete = s.constraint.mask(*cfg_.vocab_trie, s.req, generated, allowed);
@@ -325,8 +328,7 @@ void Engine::restrict_output(const Sequence& s, std::span<const int32_t> generat
   auto in_vocab = [&](int32_t t) { return t >= 0 && t < vocab; };
   auto word = [&](int32_t t) -> uint32_t& { return mask[static_cast<std::size_t>(t) >> 5]; };
   if (p.allowed_token_ids.empty()) {
-    std::fill(mask.begin(), mask.end(), ~0u);
-    if (vocab % 32) mask[static_cast<std::size_t>(vocab / 32)] = (1u << (vocab % 32)) - 1;
+    allow_all(mask, vocab);
   } else {
     for (int32_t t : p.allowed_token_ids)
       if (in_vocab(t)) word(t) |= 1u << (t & 31);
@@ -474,20 +476,19 @@ void Engine::run(const Sink& sink, const RejectSink& reject) {
     admit(in, reject);
     StepPlan plan = sched_.schedule();
     plan_sampling(plan);
-    const bool sync = !overlap;
     t[2] = now_s();
-    gather_headers(plan, sync);
+    gather_headers(plan);
     t[3] = now_s();
     int64_t total_tokens = 0, unfinished = 0, most = 0;
-    bool any_sync = false, decode = true;
+    bool decode = true;
     for (const auto& h : headers_) {
       total_tokens += h.n_tokens, unfinished += h.n_running + h.n_waiting, most = std::max(most, h.n_tokens);
-      any_sync |= h.sync != 0, decode &= h.mode != 2;
+      decode &= h.mode != 2;
     }
     // This step is left running while the next is planned only when its launch returns before the
     // device has run it: a pure decode step the model queues whole. Otherwise (prefill chunks: the
     // first tokens; steps with host waits) the step before is committed first and this one at once.
-    const bool overlapped = overlap && !any_sync && total_tokens > 0 && decode && model_.queues_decode(most);
+    const bool overlapped = overlap && total_tokens > 0 && decode && model_.queues_decode(most);
     const bool worked = prev.active || total_tokens > 0;
     if (prev.active && !overlapped) finish_step(prev, sink);
     const double launch_from = now_s();

@@ -69,9 +69,6 @@ struct StepHeader {
   int64_t prefix_cache_queries = 0;
   int64_t prefix_cache_hits = 0;
   int64_t cached_blocks = 0;
-  // 1: this step must be committed before the next is scheduled (the overlap is off); every
-  // rank then commits it in the same step.
-  int64_t sync = 0;
 };
 
 // Rejection of a request before it runs (context too long, bad ids): delivered as a finished
@@ -162,7 +159,7 @@ class Engine {
   Intake take_intake(bool may_block);
   void broadcast_intake(Intake& in);
   void admit(Intake& in, const RejectSink& reject);
-  void gather_headers(const StepPlan& plan, bool sync);
+  void gather_headers(const StepPlan& plan);
   // A sampled row whose logit edits or token mask follow its sequence's tokens [n_prompt, end):
   // made once they are all committed (edit_and_mask()).
   struct LateRow {

@@ -62,12 +62,8 @@ void Model::fold_device_counts(std::vector<int64_t>& out, const std::vector<uint
 
 void Model::launch(const std::vector<SeqInput>& batch, std::span<const backend::SampleSpec> specs,
                    std::span<const backend::LogitEdit> edits, backend::TokenMasks masks) {
-  Draws& d = draws_[launch_slot_];
-  if (d.pending) throw Error("model: launch() with two steps launched and not collected");
-  std::vector<float> no_logits;
-  const Sampling sampling{specs, edits, nullptr, masks};
-  run_step(batch, no_logits, nullptr, &sampling, &d);
-  launch_slot_ ^= 1;
+  launch_forward(batch);
+  launch_sampling(specs, edits, masks);
 }
 
 void Model::launch_forward(const std::vector<SeqInput>& batch) {
@@ -75,6 +71,14 @@ void Model::launch_forward(const std::vector<SeqInput>& batch) {
   if (d.pending) throw Error("model: launch() with two steps launched and not collected");
   std::vector<float> no_logits;
   run_step(batch, no_logits, nullptr, nullptr, &d);
+}
+
+void Model::Pinned::hold(backend::Backend& be, std::size_t n) {
+  if (bytes >= n) return;
+  be.host_release(p);
+  p = nullptr, bytes = 0;
+  p = be.host_alloc(n + n / 2);
+  bytes = n + n / 2;
 }
 
 void Model::launch_sampling(std::span<const backend::SampleSpec> specs, std::span<const backend::LogitEdit> edits,
@@ -90,11 +94,11 @@ void Model::collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut
   collect_slot_ ^= 1;
   be_.download_wait(d.ticket);
   argmax.assign(static_cast<std::size_t>(d.n_rows), -1);
-  if (d.argmax_ran) std::memcpy(argmax.data(), d.host, static_cast<std::size_t>(d.n_rows) * sizeof(int32_t));
+  if (d.argmax_ran) std::memcpy(argmax.data(), d.host.p, static_cast<std::size_t>(d.n_rows) * sizeof(int32_t));
   for (int32_t k : d.keep) argmax[static_cast<std::size_t>(k)] = -1;
   samples.resize(static_cast<std::size_t>(d.n_keep));
   if (d.n_keep > 0)
-    std::memcpy(samples.data(), static_cast<const char*>(d.host) + draws_offset(d.n_rows),
+    std::memcpy(samples.data(), static_cast<const char*>(d.host.p) + draws_offset(d.n_rows),
                 static_cast<std::size_t>(d.n_keep) * sizeof(backend::SampleOut));
   if (!d.kept_counts) {
     collected_counts_.clear();
@@ -102,7 +106,7 @@ void Model::collect(std::vector<int32_t>& argmax, std::vector<backend::SampleOut
   }
   collected_counts_.swap(d.counts);
   if (d.device_counts) {
-    const char* host = static_cast<const char*>(d.host);
+    const char* host = static_cast<const char*>(d.host.p);
     const int64_t* all[2] = {};
     const int32_t* ids[2] = {};
     for (int i = 0; i < d.n_micro; ++i) {
@@ -135,22 +139,17 @@ void Model::queue_draws(Draws& d, int64_t n_rows, const std::vector<int32_t>& ke
       if (sl.pad > 0) bytes += align(fixed_layers_.size() * static_cast<std::size_t>(sl.rows * ks_all) * sizeof(int32_t));
     }
   }
-  if (d.bytes < bytes) {
-    be_.host_release(d.host);
-    d.host = nullptr, d.bytes = 0;
-    d.host = be_.host_alloc(bytes + bytes / 2);
-    d.bytes = bytes + bytes / 2;
-  }
+  d.host.hold(be_, bytes);
   d.n_rows = n_rows, d.n_keep = n_keep, d.argmax_ran = d_am != nullptr;
   d.keep.assign(keep.begin(), keep.end());
-  if (d_am) d.ticket = be_.download_async(d.host, d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
+  if (d_am) d.ticket = be_.download_async(d.host.p, d_am, static_cast<std::size_t>(n_rows) * sizeof(int32_t));
   if (d_out || !d_am)
-    d.ticket = be_.download_async(static_cast<char*>(d.host) + draws_offset(n_rows), d_out,
+    d.ticket = be_.download_async(static_cast<char*>(d.host.p) + draws_offset(n_rows), d_out,
                                   static_cast<std::size_t>(n_keep) * sizeof(backend::SampleOut));
   if (d.kept_counts) d.counts = expert_counts_;  // the host's part (layers counted on the host)
   if (d.device_counts) {
     d.fixed = fixed_layers_;
-    char* host = static_cast<char*>(d.host);
+    char* host = static_cast<char*>(d.host.p);
     for (int i = 0; i < n_micro_; ++i) {
       d.ticket = be_.download_async(host + d.counts_at[i], micro_[i].d_expert_counts.data(),
                                     fixed_layers_.size() * static_cast<std::size_t>(stride) * sizeof(int64_t));

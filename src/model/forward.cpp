@@ -352,8 +352,8 @@ void Model::mlp(const MlpWeights& w, const PreNorm* pre, float* h, int64_t n, fl
 Model::~Model() {
   try {
     for (Draws& d : draws_) {
-      be_.host_release(d.host), d.host = nullptr;
-      be_.host_release(d.stage), d.stage = nullptr;
+      be_.host_release(d.host.p), d.host.p = nullptr;
+      be_.host_release(d.stage.p), d.stage.p = nullptr;
     }
     drop_graphs();
   } catch (const std::exception& e) {
@@ -728,13 +728,8 @@ void Model::sample_kept(const Sampling& sampling, Draws* draws) {
     std::span<const uint32_t> bits = masks.bits;
     if (draws) {
       const std::size_t at = (edits.size_bytes() + 15) / 16 * 16, bytes = at + bits.size_bytes();
-      if (draws->stage_bytes < bytes) {
-        be_.host_release(draws->stage);
-        draws->stage = nullptr, draws->stage_bytes = 0;
-        draws->stage = be_.host_alloc(bytes + bytes / 2);
-        draws->stage_bytes = bytes + bytes / 2;
-      }
-      char* stage = static_cast<char*>(draws->stage);
+      draws->stage.hold(be_, bytes);
+      char* stage = static_cast<char*>(draws->stage.p);
       if (!edits.empty()) std::memcpy(stage, edits.data(), edits.size_bytes());
       if (!bits.empty()) std::memcpy(stage + at, bits.data(), bits.size_bytes());
       edits = {reinterpret_cast<const backend::LogitEdit*>(stage), edits.size()};

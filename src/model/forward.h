@@ -244,9 +244,15 @@ class Model {
   };
   // A launched step's draws on their way to the host (two in turn): argmax of every wanted row
   // then the samples, in page-locked memory from the backend.
-  struct Draws {
-    void* host = nullptr;
+  // Page-locked memory from the backend, grown with headroom (hold: at least n bytes; what it
+  // held is released, so nothing may still be copied from it).
+  struct Pinned {
+    void* p = nullptr;
     std::size_t bytes = 0;
+    void hold(backend::Backend& be, std::size_t n);
+  };
+  struct Draws {
+    Pinned host;
     int64_t n_rows = 0, n_keep = 0;
     bool argmax_ran = false;
     std::vector<int32_t> keep;  // the sampled rows (argmax -1)
@@ -260,10 +266,8 @@ class Model {
     int n_micro = 0;
     int64_t rows[2] = {}, pad[2] = {};
     std::size_t counts_at[2] = {}, ids_at[2] = {};
-    // The step's logit edits and token masks, page-locked: copied from here when the device
-    // reaches the copies.
-    void* stage = nullptr;
-    std::size_t stage_bytes = 0;
+    // The step's logit edits and token masks: copied from here when the device reaches the copies.
+    Pinned stage;
   };
   // A step whose logits are computed and whose kept rows (not argmax_only) are not sampled yet:
   // n_rows wanted rows, their argmax d_am (or null), the kept rows' logits in `kept`.
