@@ -211,6 +211,10 @@ class Backend {
   virtual void* alloc(std::size_t bytes) = 0;                           // never null; aborts on OOM
   virtual void release(void* p) = 0;
   virtual void upload(void* dst, const void* host_src, std::size_t bytes) = 0;    // host -> backend
+  // host -> backend from memory of host_alloc() that the caller leaves unchanged until the ops
+  // queued so far have run (CUDA: copied from where it is when the stream reaches the copy, not
+  // through upload's staging, whatever its size).
+  virtual void upload_pinned(void* dst, const void* host_src, std::size_t bytes) { upload(dst, host_src, bytes); }
   virtual void download(void* host_dst, const void* src, std::size_t bytes) = 0;  // backend -> host (waits)
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;           // within backend memory
   virtual void fill_zero(void* p, std::size_t bytes) = 0;

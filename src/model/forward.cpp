@@ -735,9 +735,11 @@ void Model::sample_kept(const Sampling& sampling, Draws* draws) {
       edits = {reinterpret_cast<const backend::LogitEdit*>(stage), edits.size()};
       bits = {reinterpret_cast<const uint32_t*>(stage + at), bits.size()};
     }
-    if (!edits.empty()) be_.edit_logits(kept, V, upload(d_edits_, edits), static_cast<int64_t>(edits.size()));
+    // From the slot's stage the copies go straight (no second copy into the backend's staging).
+    auto up = [&](auto& buffer, auto span) { return draws ? upload_pinned(buffer, span) : upload(buffer, span); };
+    if (!edits.empty()) be_.edit_logits(kept, V, up(d_edits_, edits), static_cast<int64_t>(edits.size()));
     if (!masks.rows.empty())
-      be_.mask_logits(kept, V, upload(d_masks_, bits), upload(d_mask_rows_, masks.rows),
+      be_.mask_logits(kept, V, up(d_masks_, bits), upload(d_mask_rows_, masks.rows),
                       static_cast<int64_t>(masks.rows.size()));
     d_out = scratch(d_samples_, n_keep);
     be_.sample(kept, n_keep, V, upload(d_specs_, sampling.specs), d_out);

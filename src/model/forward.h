@@ -372,6 +372,15 @@ class Model {
   T* upload(backend::Buffer<T>& b, const std::vector<T>& host) {
     return upload(b, std::span<const T>(host));
   }
+  // The same from page-locked memory of the backend's (host_alloc) that stays unchanged until the
+  // copy has run: copied from where it is, not through the backend's staging.
+  template <typename T>
+  T* upload_pinned(backend::Buffer<T>& b, std::span<const T> host) {
+    const std::size_t n = host.size();
+    if (b.ensure_headroom(be_, n)) ++scratch_epoch_;
+    if (n) be_.upload_pinned(b.data(), host.data(), n * sizeof(T));
+    return b.data();
+  }
   void prepare_weights();
   struct ExchangeTypes {
     DType results = DType::f32, rows = DType::f32;

@@ -357,28 +357,33 @@ TEST(BackendParity, Lanes) {
 }
 
 TEST(BackendParity, StagedUploads) {
-  // Uploads of 1 B to 1.5 MB (those up to 1 MB through the page-locked staging halves, the
-  // others pageable) from one host array rewritten after every call, behind a long queue of
-  // device copies so that the staged copies are still pending when the halves come round again;
-  // a third of them from lane 1. Each region must hold what the host held at its call.
+  // Uploads of 1 B to 5 MB (the staging halves start at 1 MB and grow to the largest upload) and
+  // one of 65 MB (past the halves' cap: pageable) from one host array rewritten after every call,
+  // behind a long queue of device copies so that the staged copies are still pending when the
+  // halves come round again; a third of them from lane 1. Each region must hold what the host
+  // held at its call.
   Backend& g = gpu();
   const std::size_t big = std::size_t{32} << 20;
   Buffer<float> c(g, big), d(g, big);
   g.fill_zero(c.data(), big * sizeof(float));
   for (int i = 0; i < 20; ++i) g.copy(i % 2 ? c.data() : d.data(), i % 2 ? d.data() : c.data(), big * sizeof(float));
   std::vector<std::size_t> sizes;
-  for (int i = 0; i < 300; ++i) sizes.push_back(static_cast<std::size_t>(i % 25 == 0 ? rnd_int(1 << 20, 3 << 19) : rnd_int(1, 300000)));
+  for (int i = 0; i < 300; ++i)
+    sizes.push_back(static_cast<std::size_t>(i == 150   ? 5 << 20
+                                             : i == 200 ? (65 << 20) + 3
+                                             : i % 25 == 0 ? rnd_int(1 << 20, 3 << 19)
+                                                           : rnd_int(1, 300000)));
   std::size_t total = 0;
   for (std::size_t b : sizes) total += b;
   Buffer<uint8_t> dst(g, total);
-  std::vector<uint8_t> expect(total), host(3 << 19);
+  std::vector<uint8_t> expect(total), host(*std::max_element(sizes.begin(), sizes.end()));
   std::size_t off = 0;
   for (std::size_t i = 0; i < sizes.size(); ++i) {
     for (std::size_t k = 0; k < sizes[i]; ++k) host[k] = static_cast<uint8_t>(rnd_int(0, 255));
     std::copy_n(host.begin(), sizes[i], expect.begin() + static_cast<std::ptrdiff_t>(off));
     g.set_lane(i % 3 == 2 ? 1 : 0);
     g.upload(dst.data() + off, host.data(), sizes[i]);
-    std::fill(host.begin(), host.end(), uint8_t{0xAB});  // the call must have taken its bytes
+    std::fill(host.begin(), host.begin() + static_cast<std::ptrdiff_t>(sizes[i]), uint8_t{0xAB});  // taken at the call
     off += sizes[i];
   }
   g.set_lane(0);
@@ -386,6 +391,25 @@ TEST(BackendParity, StagedUploads) {
   g.synchronize();
   g.download(got.data(), dst.data(), total);
   EXPECT_TRUE(got == expect) << "staged uploads: " << total << " bytes in " << sizes.size() << " calls";
+}
+
+TEST(BackendParity, PinnedUploads) {
+  // upload_pinned copies from the caller's page-locked memory when the stream gets there: 3 MB
+  // behind a long queue of device copies, the source left as it is until then.
+  Backend& g = gpu();
+  const std::size_t big = std::size_t{32} << 20, n = std::size_t{3} << 20;
+  Buffer<float> c(g, big), d(g, big);
+  g.fill_zero(c.data(), big * sizeof(float));
+  for (int i = 0; i < 20; ++i) g.copy(i % 2 ? c.data() : d.data(), i % 2 ? d.data() : c.data(), big * sizeof(float));
+  auto* pinned = static_cast<uint8_t*>(g.host_alloc(n));
+  std::vector<uint8_t> expect(n);
+  for (std::size_t k = 0; k < n; ++k) expect[k] = pinned[k] = static_cast<uint8_t>(rnd_int(0, 255));
+  Buffer<uint8_t> dst(g, n);
+  g.upload_pinned(dst.data(), pinned, n);
+  std::vector<uint8_t> got(n);
+  g.download(got.data(), dst.data(), n);
+  EXPECT_TRUE(got == expect) << "pinned upload of " << n << " bytes";
+  g.host_release(pinned);
 }
 
 }  // namespace

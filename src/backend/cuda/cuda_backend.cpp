@@ -295,32 +295,56 @@ void CudaBackend::release_imported(void* p) {
   if (p) DPA_CHECK_CUDA(cudaIpcCloseMemHandle(p));
 }
 
+void CudaBackend::staging_leave_half() {
+  Staging& s = staging_host_;
+  for (int lane = 0; lane < 2; ++lane)
+    if (s.lanes & (1u << lane)) DPA_CHECK_CUDA(cudaEventRecord(s.done[2 * s.half + lane], lanes_[lane]));
+  s.half ^= 1, s.used = 0, s.lanes = 0;
+}
+
 void CudaBackend::upload(void* dst, const void* host_src, std::size_t bytes) {
   if (!bytes) return;
   not_capturing("upload");  // host memory read when the copy runs: not recordable
-  if (bytes > kStageHalfBytes) {  // pageable: the driver stages it
+  if (bytes > kStageMaxHalfBytes) {  // pageable: the driver stages it, and may wait for the device
     DPA_CHECK_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
     return;
   }
   // A step's inputs (a few to some hundred KB in several arrays): copied into page-locked staging,
   // so that each asynchronous copy is queued at once instead of through the driver's bounce
-  // buffer. Two halves in turn; a half is written again only once the copies from it are done.
+  // buffer, which may wait for the device to reach the copy. Two halves in turn; a half is
+  // written again only once the copies from it are done.
   Staging& s = staging_host_;
-  if (!s.base) {
-    DPA_CHECK_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&s.base), 2 * kStageHalfBytes, cudaHostAllocDefault));
-    for (cudaEvent_t& e : s.done) DPA_CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  if (!s.base || bytes > s.half_bytes) {
+    // First use, or an upload past a half: both halves' copies waited for (once per growth), then
+    // halves of the next power of two.
+    if (s.base) {
+      staging_leave_half();
+      for (cudaEvent_t e : s.done) DPA_CHECK_CUDA(cudaEventSynchronize(e));
+      DPA_CHECK_CUDA(cudaFreeHost(s.base));
+      s.base = nullptr;
+    } else {
+      for (cudaEvent_t& e : s.done) DPA_CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    std::size_t half = kStageHalfBytes;
+    while (half < bytes) half *= 2;
+    DPA_CHECK_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&s.base), 2 * half, cudaHostAllocDefault));
+    s.half_bytes = half, s.half = 0, s.used = 0, s.lanes = 0;
   }
-  if (s.used + bytes > kStageHalfBytes) {  // the other half, after its last copies
-    for (int lane = 0; lane < 2; ++lane)
-      if (s.lanes & (1u << lane)) DPA_CHECK_CUDA(cudaEventRecord(s.done[2 * s.half + lane], lanes_[lane]));
-    s.half ^= 1, s.used = 0, s.lanes = 0;
+  if (s.used + bytes > s.half_bytes) {  // the other half, after its last copies
+    staging_leave_half();
     for (int lane = 0; lane < 2; ++lane) DPA_CHECK_CUDA(cudaEventSynchronize(s.done[2 * s.half + lane]));
   }
-  char* p = s.base + s.half * kStageHalfBytes + s.used;
+  char* p = s.base + s.half * s.half_bytes + s.used;
   std::memcpy(p, host_src, bytes);
   s.used += (bytes + 15) / 16 * 16;
   s.lanes |= stream_ == lanes_[1] ? 2u : 1u;
   DPA_CHECK_CUDA(cudaMemcpyAsync(dst, p, bytes, cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::upload_pinned(void* dst, const void* host_src, std::size_t bytes) {
+  if (!bytes) return;
+  not_capturing("upload_pinned");
+  DPA_CHECK_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
 void CudaBackend::download(void* host_dst, const void* src, std::size_t bytes) {

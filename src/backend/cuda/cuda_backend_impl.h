@@ -59,6 +59,7 @@ class CudaBackend final : public Backend {
   void* alloc(std::size_t bytes) override;
   void release(void* p) override;
   void upload(void* dst, const void* host_src, std::size_t bytes) override;
+  void upload_pinned(void* dst, const void* host_src, std::size_t bytes) override;
   void download(void* host_dst, const void* src, std::size_t bytes) override;
   void* host_alloc(std::size_t bytes) override;
   void host_release(void* p) override;
@@ -308,17 +309,22 @@ class CudaBackend final : public Backend {
     std::size_t elems = 0;
   };
   Bf16Workspace bf16_ws_[2];  // bf16 copies of the GEMMs' activations (bf16_workspace)
-  // upload's page-locked staging: two halves of kStageHalfBytes used in turn, the one being
-  // filled (`half`, `used` bytes, the lanes that copied from it: bit 0 and 1), and per half and
-  // lane an event recorded after its last copy when it was left.
+  // upload's page-locked staging: two halves of `half_bytes` used in turn, the one being filled
+  // (`half`, `used` bytes, the lanes that copied from it: bit 0 and 1), and per half and lane an
+  // event recorded after its last copy when it was left. The halves start at kStageHalfBytes and
+  // grow (once the copies from them are done) to the largest upload up to kStageMaxHalfBytes.
   static constexpr std::size_t kStageHalfBytes = std::size_t{1} << 20;
+  static constexpr std::size_t kStageMaxHalfBytes = std::size_t{64} << 20;
   struct Staging {
     char* base = nullptr;
+    std::size_t half_bytes = 0;
     int half = 0;
     std::size_t used = 0;
     unsigned lanes = 0;
     cudaEvent_t done[4] = {nullptr, nullptr, nullptr, nullptr};
   } staging_host_;
+  // Leaves the half being filled: its lanes' events recorded.
+  void staging_leave_half();
   AttnMode attn_mode_ = AttnMode::automatic;
   int mla_decode_variant_ = 2;
   bool attention_tf32_ = false;
