@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep tbo mla fallback scoring e2e structured golden
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep share tbo mla fallback scoring e2e structured golden
 #   (default: all but tbo, e2e and structured, which make a 31 GB model)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
@@ -48,6 +48,39 @@ for step in $steps; do
             --weights=bf16 --ep-padded=4096 $extra 2>&1 | grep -E "PASSED|FAILED|decode graphs:|two-batch" | tee -a "$out/golden_ep_padded.txt"
         done; done
       fi ;;
+    share)  # the multi-rank GPU code on one GPU: two ranks share it over staged MPI communicators
+      # (DPA_SHARE_GPU=1 / --share-gpu; NCCL refuses two ranks on one device). Correctness only:
+      # the ranks' contexts take turns on the GPU, so no timing here means anything.
+      DPA_STAGED_TEST_CUDA=1 $M -np 2 -x DPA_STAGED_TEST_CUDA .gpupack/bin/test_staged_communicator 2>&1 |
+        grep -E "PASSED|FAILED" | tee "$out/share.txt"
+      for f in v2 v3; do for lay in "--dp=2 --ep=2 --ep-padded=4096" "--dp=2 --ep=2" "--dp=1 --ep=2 --ep-padded=4096"; do
+        for extra in "" "--cuda-graphs" "--tbo=2" "--tbo=2 --cuda-graphs"; do
+          [[ $lay != *padded* && $extra == *tbo* ]] && continue  # the overlap needs the padded exchange
+          echo "-- $f $lay $extra" | tee -a "$out/share.txt"
+          $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --device=cuda --weights=bf16 --share-gpu \
+            $lay $extra 2>&1 | grep -E "PASSED|FAILED|Failure|decode graphs:|two-batch|worst|rror" | head -8 | tee -a "$out/share.txt"
+        done
+      done; done
+      # The server's whole step loop at dp 2 / ep 2 on the tiny model: a batch file's greedy answers
+      # against one rank's (a differing answer is a near tie or a fault: the count is printed).
+      [[ -f /tmp/tiny/config.json ]] || .gpupack/bin/dpa_serve make-model --preset tiny --output /tmp/tiny \
+        --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+      rm -f /tmp/share_np1.jsonl
+      $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --input inputs/sample_batch.jsonl \
+        --output /tmp/share_np1.jsonl 2>&1 | tail -2 | tee -a "$out/share.txt"
+      for ex in "--ep-exchange padded" "--ep-exchange padded --enable-two-batch-overlap --tbo-min-tokens 2" ""; do
+        echo "-- batch dp 2 ep 2 $ex" | tee -a "$out/share.txt"
+        rm -f /tmp/share_np2.jsonl  # a batch resumes an output file it finds
+        DPA_SHARE_GPU=1 $M -np 2 -x DPA_SHARE_GPU .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --dp 2 --ep 2 \
+          $ex --input inputs/sample_batch.jsonl --output /tmp/share_np2.jsonl 2>&1 | tail -2 | tee -a "$out/share.txt"
+        python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np2.jsonl 2>&1 | tee -a "$out/share.txt"
+      done
+      # V2-Lite at dp 2 / ep 2 through the padded exchange over peer memory, graphs on (the default).
+      [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
+        --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+      DPA_SHARE_GPU=1 $M -np 2 -x DPA_SHARE_GPU .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --dp 2 --ep 2 \
+        --num-prompts 64 --max-num-seqs 32 --random-input-len 256 --random-output-len 64 --ep-exchange padded 2>&1 |
+        grep -E "padded ep|decode graphs|Successful|token throughput|rror" | tee -a "$out/share.txt" ;;
     tbo)  # the two-batch overlap (issue 6, target 7) on V2-Lite, two GPUs: where does the split win?
       if [[ $ngpu -ge 2 ]]; then
         [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \

@@ -35,6 +35,7 @@ struct Context {
   const po::variables_map& vm;
   DeviceKind device = DeviceKind::cpu;  // resolved: cpu or cuda, the same on every rank
   int gpu = -1;                          // this rank's GPU ordinal when device == cuda
+  int gpu_sharers = 1;                   // ranks of this node on that GPU (DPA_SHARE_GPU=1), at most
 };
 
 struct Command {

@@ -188,6 +188,7 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   eo.page_size = f.page_size;
   eo.n_pages = max_total_tokens / f.page_size;
   eo.gpu = gpu ? ctx.gpu : -1;
+  eo.gpu_sharers = ctx.gpu_sharers;
   eo.gpu_memory_utilization = f.gpu_memory_utilization;
   eo.max_pages = eo.n_pages;
   eo.profile_phases = f.profile_phases;

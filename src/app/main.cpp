@@ -39,11 +39,18 @@ void pick_device(Context& ctx) {
   const DeviceKind asked = parse_device(ctx.common.device);
   const int n_gpus = asked == DeviceKind::cpu ? 0 : cuda::device_count();
   std::optional<std::string> err;
+  // DPA_SHARE_GPU=1: ranks may share GPUs (node-local rank modulo the GPUs), over staged MPI
+  // communicators: the multi-rank GPU code checked on fewer GPUs than ranks; slow.
+  bool share = false;
+  if (const char* v = std::getenv("DPA_SHARE_GPU")) {
+    if (std::string(v) != "0" && std::string(v) != "1") err = fmt::format("DPA_SHARE_GPU='{}': 0 or 1", v);
+    share = std::string(v) == "1";
+  }
   if (asked == DeviceKind::cuda && !cuda::compiled_in())
     err = "--device cuda: this dpa_serve was built without CUDA";
   else if (asked == DeviceKind::cuda && n_gpus == 0)
     err = "--device cuda: no CUDA device is visible";
-  else if (asked == DeviceKind::cuda && rt.local_size() > n_gpus)
+  else if (asked == DeviceKind::cuda && rt.local_size() > n_gpus && !share)
     err = fmt::format("--device cuda: {} ranks on this node but only {} GPUs; start one rank per GPU",
                       rt.local_size(), n_gpus);
   dist::agree_or_throw(rt.world(), err);
@@ -56,7 +63,8 @@ void pick_device(Context& ctx) {
     ctx.device = asked;
   }
   if (ctx.device == DeviceKind::cuda) {
-    ctx.gpu = rt.local_rank();
+    ctx.gpu = rt.local_rank() % n_gpus;
+    ctx.gpu_sharers = share ? (rt.local_size() + n_gpus - 1) / n_gpus : 1;
     cuda::set_device(ctx.gpu);
     process_identity().device = ctx.gpu;
   }

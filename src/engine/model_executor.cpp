@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "dist/mpi_communicator.h"
 #include "dist/runtime.h"
+#include "model/staged_communicator.h"
 #ifdef DPA_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "dist/nccl_communicator.h"
@@ -47,12 +48,16 @@ CheckpointExecutor::CheckpointExecutor(const model::Checkpoint& ckpt, const dist
 #ifdef DPA_HAVE_CUDA
     // NCCL on the backend's stream, so collectives are ordered with the ops around them.
     backend_ = backend::make_cuda_backend(opt.gpu);
-    if (g.attn_tp > 1) attn_tp_ = dist::make_nccl_communicator(groups.attn_tp(), backend_->stream());
+    auto device_comm = [&](MPI_Comm c, void* stream) {
+      return opt.gpu_sharers > 1 ? model::make_staged_communicator(dist::make_mpi_communicator(c), *backend_)
+                                 : dist::make_nccl_communicator(c, stream);
+    };
+    if (g.attn_tp > 1) attn_tp_ = device_comm(groups.attn_tp(), backend_->stream());
     const bool exchange = g.ep > 1 || opt.ep_self_exchange;
-    if (exchange) ep_ = dist::make_nccl_communicator(groups.ep(), backend_->stream());
+    if (exchange) ep_ = device_comm(groups.ep(), backend_->stream());
     // The two-batch overlap's exchanges run on the backend's lane 1: the group again, there.
     if (exchange && opt.ep_padded_max_tokens > 0 && opt.two_batch_overlap_min_tokens > 0)
-      ep_lane1_ = dist::make_nccl_communicator(groups.ep(), backend_->lane_stream(1));
+      ep_lane1_ = device_comm(groups.ep(), backend_->lane_stream(1));
     fo.n_pages = 0;  // sized from the memory the weights leave
     fo.cuda_graph_max_tokens = opt.cuda_graph_max_tokens;
 #else
@@ -70,7 +75,8 @@ void CheckpointExecutor::size_cache_from_memory(const dist::Groups& groups) {
   std::size_t free_b = 0, total_b = 0;
   cuda::memory_info(&free_b, &total_b);
   const double used = static_cast<double>(total_b - free_b);
-  const double budget = opt_.gpu_memory_utilization * static_cast<double>(total_b) - used;
+  const double budget =
+      (opt_.gpu_memory_utilization * static_cast<double>(total_b) - used) / std::max(opt_.gpu_sharers, 1);
   long long pages = budget > 0 ? static_cast<long long>(budget / static_cast<double>(model_->page_bytes())) : 0;
   if (opt_.max_pages > 0) pages = std::min<long long>(pages, opt_.max_pages);
   long long min_pages = 0;

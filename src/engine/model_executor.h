@@ -22,6 +22,10 @@ struct ExecutorOptions {
   // weights, the same count on every rank (the smallest).
   int gpu = -1;
   double gpu_memory_utilization = 0.9;
+  // Ranks of this node that share this rank's GPU (DPA_SHARE_GPU=1; checks of multi-rank code on
+  // fewer GPUs): above 1, staged MPI communicators (model/staged_communicator.h) instead of NCCL,
+  // which refuses two ranks on one device, and the KV budget split among them.
+  int gpu_sharers = 1;
   int64_t max_pages = 0;     // cap on the pages (0: none)
   std::optional<DType> kv_dtype;  // KV cache elements (unset: the model's choice, see ForwardOptions)
   bool profile_phases = false;    // time the phases of each step (phase_stats())

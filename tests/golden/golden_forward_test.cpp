@@ -39,6 +39,7 @@
 #endif
 #include "model/checkpoint.h"
 #include "model/forward.h"
+#include "model/staged_communicator.h"
 
 namespace dpa::model {
 namespace {
@@ -58,6 +59,7 @@ struct Args {
   int64_t ep_padded = 0;      // --ep-padded=N: the padded EP exchange for steps of up to N tokens a rank
   int64_t tbo = 0;            // --tbo=N: two-batch overlap for steps of at least N tokens a rank
   bool ep_self = false;       // --ep-self-exchange: with ep 1 the exchange still runs, to the rank itself
+  bool share_gpu = false;     // --share-gpu: ranks may share GPUs, over staged MPI communicators
   DType kv = DType::f32;  // --kv=f32|bf16: the KV cache's elements (bf16: GPUs only)
 };
 
@@ -81,6 +83,7 @@ Args parse_args() {
     if (s.rfind("--ep-padded=", 0) == 0) a.ep_padded = std::stoll(s.substr(12));
     if (s.rfind("--tbo=", 0) == 0) a.tbo = std::stoll(s.substr(6));
     if (s == "--ep-self-exchange") a.ep_self = true;
+    if (s == "--share-gpu") a.share_gpu = true;
   }
   return a;
 }
@@ -141,9 +144,9 @@ int32_t host_argmax(const float* row, int64_t n) {
   return static_cast<int32_t>(std::max_element(row, row + n) - row);
 }
 
-// Exits 77 (CTest: skipped) on every rank when the node has fewer GPUs than ranks; otherwise
-// binds one GPU per node-local rank.
-void require_gpus() {
+// Exits 77 (CTest: skipped) on every rank when the node has fewer GPUs than ranks (no GPU at all
+// with `share`); otherwise binds GPU node-local rank modulo the GPUs.
+void require_gpus(bool share) {
   int local = 1, node_rank = 0;
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
@@ -153,7 +156,7 @@ void require_gpus() {
 #ifdef DPA_HAVE_CUDA
   if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0, cudaGetLastError();
 #endif
-  int ok = n >= local ? 1 : 0, all = 0;
+  int ok = n >= local || (share && n > 0) ? 1 : 0, all = 0;
   MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   if (!all) {
     int rank = 0;
@@ -164,7 +167,7 @@ void require_gpus() {
     std::_Exit(77);
   }
 #ifdef DPA_HAVE_CUDA
-  cudaSetDevice(node_rank);
+  cudaSetDevice(node_rank % n);
 #endif
 }
 
@@ -173,7 +176,7 @@ class Golden : public ::testing::TestWithParam<AttentionForm> {};
 TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
   const Args args = parse_args();
   ASSERT_FALSE(args.fixture.empty()) << "pass --fixture=DIR";
-  if (args.cuda) require_gpus();
+  if (args.cuda) require_gpus(args.share_gpu);
   const double max_rel = args.bf16 || args.kv == DType::bf16 ? kMaxRelErrorBf16 : kMaxRelErrorF32;
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -191,9 +194,13 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
     int dev = 0;
     cudaGetDevice(&dev);
     be = backend::make_cuda_backend(dev);
-    tp_comm = dist::make_nccl_communicator(groups.attn_tp(), be->stream());
-    ep_comm = dist::make_nccl_communicator(groups.ep(), be->stream());
-    if (args.tbo > 0) ep_lane1 = dist::make_nccl_communicator(groups.ep(), be->lane_stream(1));
+    auto device_comm = [&](MPI_Comm c, void* stream) {
+      return args.share_gpu ? make_staged_communicator(dist::make_mpi_communicator(c), *be)
+                            : dist::make_nccl_communicator(c, stream);
+    };
+    tp_comm = device_comm(groups.attn_tp(), be->stream());
+    ep_comm = device_comm(groups.ep(), be->stream());
+    if (args.tbo > 0) ep_lane1 = device_comm(groups.ep(), be->lane_stream(1));
 #endif
   } else {
     be = backend::make_cpu_backend();
