@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU host: everything packed in .gpupack/ is checked, then timed.
-#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep share tbo mla fallback scoring e2e structured golden
+#   bash perf/gpu_checks.sh [step...]    steps: info nccl-test sweep ep share tbo mla fallback scoring e2e e2e2 structured golden
 #   (default: all but tbo, e2e and structured, which make a 31 GB model)
 # Writes logs under $OUT (or ./out). Binaries come from ../shared/gpu/pack.sh -o .gpupack.
 set -uo pipefail
@@ -142,6 +142,31 @@ for step in $steps; do
         --tokenizer-dir .gpupack/tok 2>&1 | tail -1
       $M -np 1 .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --num-prompts 512 --random-input-len 1024 \
         --random-output-len 1024 --max-num-seqs 512 2>&1 | grep -E "throughput|Median ITL" | tee "$out/e2e.txt" ;;
+    e2e2)  # targets 5 and 6 on two GPUs: dp 2 / ep 2 against one GPU (same lease), start-up to ready
+      if [[ $ngpu -ge 2 ]]; then
+        [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
+          --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+        # Start-up: mpirun to the ready line (the checkpoint in the page cache: it was just written
+        # or read), then the reader against a cold sequential read of the same files.
+        rm -f "$out/e2e2.ready"; t0=$(date +%s%N)
+        $M -np 2 .gpupack/bin/dpa_serve serve --model /tmp/v2l --device cuda --dp 2 --ep 2 --port 0 \
+          --ready-file "$out/e2e2.ready" >"$out/e2e2_server.log" 2>&1 &
+        srv=$!
+        for _ in $(seq 1 1200); do [[ -s "$out/e2e2.ready" ]] && break; sleep 0.1; done
+        echo "start-up, 2 GPUs, dp 2 ep 2: $(( ($(date +%s%N) - t0) / 1000000 )) ms to ready" | tee "$out/e2e2.txt"
+        kill -TERM "$srv"; wait "$srv"
+        [[ -x .gpupack/bin/checkpoint_read_bench ]] && .gpupack/bin/checkpoint_read_bench --model /tmp/v2l 2>&1 |
+          tail -4 | tee -a "$out/e2e2.txt"
+        echo "-- one GPU, 512 x 1024/1024" | tee -a "$out/e2e2.txt"
+        $M -np 1 .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --num-prompts 512 --random-input-len 1024 \
+          --random-output-len 1024 --max-num-seqs 512 2>&1 | grep -E "throughput|Median ITL" | tee -a "$out/e2e2.txt"
+        for ex in padded exact; do
+          echo "-- two GPUs, dp 2 ep 2, 1024 x 1024/1024, --ep-exchange $ex" | tee -a "$out/e2e2.txt"
+          $M -np 2 .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --dp 2 --ep 2 --num-prompts 1024 \
+            --random-input-len 1024 --random-output-len 1024 --max-num-seqs 512 --ep-exchange $ex 2>&1 |
+            grep -E "throughput|Median ITL|padded ep" | tee -a "$out/e2e2.txt"
+        done
+      fi ;;
     structured)  # what structured output and penalties cost a served step: the same requests with and without them
       [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
         --tokenizer-dir .gpupack/tok 2>&1 | tail -1
