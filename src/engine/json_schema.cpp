@@ -7,8 +7,11 @@
 // known once its closing quote comes. After each byte the parses that refused it end and equal
 // ones merge. Each parse on its own never reaches a dead end (a container or key is begun only if
 // something conforming fits in it within the depth limit, a digit only if some completion lies
-// within the bounds), so dropping parses past kMaxAlternatives loses some texts but never leaves
-// the recognizer stuck; refusing the byte instead could, when it is the only way on.
+// within the bounds, an item of a uniqueItems array only if some completion is a value no earlier
+// item had), so dropping parses past kMaxAlternatives loses some texts but never leaves the
+// recognizer stuck; refusing the byte instead could, when it is the only way on. A uniqueItems
+// array keeps its items' value hashes as frames above its own, as an object keeps its undeclared
+// keys' hashes.
 #include "engine/json_schema.h"
 
 #include <algorithm>
@@ -38,8 +41,10 @@ enum Phase : uint8_t {
   kChoice,      // in an enum value: candidates [lo, hi) of its texts, `at` bytes matched
   kDone,        // the top-level value is whole
 };
-enum Kind : uint8_t { kObjFrame, kArrFrame, kKeyFrame };
-enum Flag : uint8_t { kKey = 1, kLowNeeded = 2, kNeg = 4 };
+enum Kind : uint8_t { kObjFrame, kArrFrame, kKeyFrame, kItemFrame };
+// kItem: the value is an item of a uniqueItems array, its hash kept in Top's v* fields (of a
+// number: kSig once a nonzero digit came, kExpNeg for a negative exponent).
+enum Flag : uint8_t { kKey = 1, kLowNeeded = 2, kNeg = 4, kItem = 8, kSig = 16, kExpNeg = 32 };
 constexpr uint64_t kFnvBasis = 14695981039346656037ull, kFnvPrime = 1099511628211ull;
 
 // A UTF-8 lead byte (RFC 3629: no overlong forms, surrogates or values past U+10FFFF): sets the
@@ -85,11 +90,11 @@ SchemaPrefix::SchemaPrefix(const JsonSchema& schema) : schema_(&schema) {
 namespace {
 
 // The innermost container of the parse whose frames end `frames` (the one being stepped):
-// undeclared keys' hashes sit above their object.
+// undeclared keys' hashes sit above their object, items' hashes above their array.
 template <typename Frames>
 std::size_t container(const Frames& frames) {
   std::size_t i = frames.size();
-  while (frames[i - 1].kind == kKeyFrame) --i;
+  while (frames[i - 1].kind == kKeyFrame || frames[i - 1].kind == kItemFrame) --i;
   return i - 1;
 }
 
@@ -106,6 +111,33 @@ bool int_viable(int64_t lo, int64_t hi, bool neg, uint64_t m) {
 bool int_in(int64_t lo, int64_t hi, bool neg, uint64_t m) {
   const i128 v = neg ? -i128{m} : i128{m};
   return v >= lo && v <= hi;
+}
+// An item of a uniqueItems array under integer bounds: whether some integer in [lo, hi] that the
+// digits so far (m > 0 of them, or none: every one of the sign) lead to is not among the n
+// values `used` (hashes). Past n of them counted some is not; else each is looked up.
+template <typename Used>
+bool int_fresh(int64_t lo, int64_t hi, bool neg, bool any, uint64_t m, std::size_t n, const Used& used) {
+  const i128 tlo = neg ? std::max<i128>(-i128{hi}, 1) : std::max<i128>(lo, 1);
+  const i128 thi = neg ? -i128{lo} : i128{hi};
+  struct Run {
+    i128 a, b;
+  };
+  Run runs[21];
+  int n_runs = 0;
+  i128 count = 0;
+  if (any) {
+    if (tlo <= thi) runs[n_runs++] = {tlo, thi}, count = thi - tlo + 1;
+  } else {
+    for (i128 a = m, p = 1; a <= thi; a *= 10, p *= 10) {
+      const i128 x = std::max(a, tlo), y = std::min(a + p - 1, thi);
+      if (x <= y) runs[n_runs++] = {x, y}, count += y - x + 1;
+    }
+  }
+  if (count > static_cast<i128>(n)) return true;
+  for (int r = 0; r < n_runs; ++r)
+    for (i128 v = runs[r].a; v <= runs[r].b; ++v)
+      if (!used(value_hash::int_hash(neg ? -v : v))) return true;
+  return false;
 }
 
 // Numbers under bounds (NumberBounds, json_schema_internal.h): the magnitude's digits, as they
@@ -148,22 +180,23 @@ bool within(const NumberBounds::Side& side, uint32_t n, uint32_t lo, uint32_t hi
 // [v, v + 10^-n) meets the range iff v is at most the greatest (below it, if exclusive) and
 // v + 10^-n passes the least, that is v is at least the least cut to n digits; exclusive or not,
 // values just under v + 10^-n are reached.
-bool frac_viable(const NumberBounds::Side& side, uint32_t n, uint32_t lo, uint32_t hi) {
+// below_hi: as if the greatest were excluded (is something besides it within reach?).
+bool frac_viable(const NumberBounds::Side& side, uint32_t n, uint32_t lo, uint32_t hi, bool below_hi = false) {
   if (lo == kBelow) return false;
   if (side.hi.none) return true;
   const uint32_t b = value_cmp(side.hi, n, hi);
-  return b == kBelow || (b == kSame && !side.hi.exclusive);
+  return b == kBelow || (b == kSame && !side.hi.exclusive && !below_hi);
 }
 // The integer part P of k >= 1 digits: some [P·10^j, (P+1)·10^j) meets the range. Both ends grow
 // with j, so the largest j with P·10^j within the greatest decides.
-bool int_viable(const NumberBounds::Side& side, uint32_t k, uint32_t lo, uint32_t hi) {
+bool int_viable(const NumberBounds::Side& side, uint32_t k, uint32_t lo, uint32_t hi, bool below_hi = false) {
   if (side.hi.none) return true;  // enough digits pass any least
   const Magnitude &l = side.lo, &g = side.hi;
   if (k > g.ints) return false;
   int64_t top = g.ints;  // k + j: the integer digits of P·10^j
   // P·10^(ints-k) against the greatest: above it, or equal to it (the greatest's digits past P's
   // being zeros) where that is excluded, leaves a digit fewer.
-  if (hi == kAbove || (hi == kSame && g.exclusive && g.end() <= k)) --top;
+  if (hi == kAbove || (hi == kSame && (g.exclusive || below_hi) && g.end() <= k)) --top;
   if (top < k) return false;
   // (P+1)·10^j passes the least iff the least has fewer integer digits, or as many and its first
   // k are at most P.
@@ -208,13 +241,146 @@ bool decimal_point(const NumberBounds::Side& side, Top& t) {  // '.' after kNumZ
   t.phase = kNumDot;
   return frac_viable(side, 0, t.lo, t.hi);
 }
+// Whether the completions of t (a number under bounds, past its first byte) reach a magnitude
+// within the side below its greatest: where they reach the side (decimal_digit said so) but not
+// that, the greatest is the one value they reach.
+template <typename Top>
+bool decimal_below_hi(const NumberBounds::Side& side, const Top& t) {
+  switch (t.phase) {
+    case kNumMinus: return side.open && !side.point;
+    case kNumZero: return frac_viable(side, 0, int_value(side.lo, 0, t.lo), int_value(side.hi, 0, t.hi), true);
+    case kNumInt: return int_viable(side, t.at, t.lo, t.hi, true);
+    default: return frac_viable(side, t.phase == kNumDot ? 0 : t.at, t.lo, t.hi, true);  // kNumDot, kNumFrac
+  }
+}
 template <typename Top>
 bool decimal_within(const NumberBounds::Side& side, const Top& t) {  // the number may end here
   if (t.phase == kNumZero || t.phase == kNumInt) return within(side, 0, int_value(side.lo, t.at, t.lo), int_value(side.hi, t.at, t.hi));
   return t.phase == kNumFrac && within(side, t.at, t.lo, t.hi);
 }
 
+// An item's number: its hash (Top's v* fields) after byte c, taken in phase `before`.
+template <typename Top>
+void hash_number_byte(Top& t, uint8_t before, uint8_t c) {
+  if (c == '-' && before == kNumE) t.flags |= kExpNeg;
+  if (!is_digit(c)) return;
+  const int d = c - '0';
+  if (before == kNumE || before == kNumEsign || before == kNumExp) {
+    t.vexp = t.vexp * 10 + static_cast<uint64_t>(d);  // mod 2^64, as the point
+    return;
+  }
+  const bool frac = before == kNumDot || before == kNumFrac;
+  if (!(t.flags & kSig)) {
+    if (d == 0) {  // a leading zero: "0" itself, or one after the point that moves the point
+      if (frac) --t.vpoint;
+      return;
+    }
+    t.flags |= kSig;
+    t.vh = t.vall = static_cast<uint64_t>(d);
+  } else {
+    t.vall = value_hash::digit(t.vall, d);
+    if (d) t.vh = t.vall;  // trailing zeros are not the sig's until a nonzero digit follows
+  }
+  if (!frac) ++t.vpoint;
+}
+
 }  // namespace
+
+// A scalar value has ended. An item of a uniqueItems array is refused where an item before it
+// had the same value, else its hash is kept above the array's frame.
+bool SchemaPrefix::value_ended(Top& t, Out& out) const {
+  if (t.flags & kItem) {
+    uint64_t h = 0;
+    switch (t.phase) {
+      case kString: h = value_hash::string_hash(t.vh); break;
+      case kLiteral: h = value_hash::literal_hash(t.lit); break;
+      case kChoice: h = schema_->nodes_[t.node].enum_hash[t.lo]; break;
+      default:  // a number
+        h = !(t.flags & kSig) ? value_hash::zero_hash()
+                              : value_hash::number_hash(t.flags & kNeg, t.vh, t.vpoint + ((t.flags & kExpNeg) ? 0 - t.vexp : t.vexp));
+    }
+    for (std::size_t i = out.frames.size(); out.frames[i - 1].kind == kItemFrame; --i)
+      if (out.frames[i - 1].word == h) return false;
+    Frame f;
+    f.kind = kItemFrame, f.word = h;
+    out.frames.push_back(f);
+    t.flags &= static_cast<uint8_t>(~(kItem | kSig | kExpNeg));
+    t.vh = t.vall = t.vpoint = t.vexp = 0;
+  }
+  end_value(t.depth, t.phase);
+  return true;
+}
+
+// An item of a uniqueItems array, past its first byte or more: whether some way to complete it
+// is a value no earlier item had (the items' hashes are the frames above the array's, which ends
+// the parse's `n` frames). Every item's value is a scalar (the compiler saw to it).
+bool SchemaPrefix::item_viable(const Top& t, const Frame* frames, std::size_t n) const {
+  std::size_t first = n;
+  while (first > 0 && frames[first - 1].kind == kItemFrame) --first;
+  const Frame* items = frames + first;
+  const std::size_t n_used = n - first;
+  auto used = [&](uint64_t h) {
+    for (std::size_t i = 0; i < n_used; ++i)
+      if (items[i].word == h) return true;
+    return false;
+  };
+  const JsonSchema::Node& l = schema_->nodes_[t.node];
+  switch (t.phase) {
+    case kLiteral: return !used(value_hash::literal_hash(t.lit));
+    case kChoice:
+      for (uint32_t i = t.lo; i < t.hi; ++i)
+        if (std::size_t{t.depth} + l.enum_depth[i] <= kMaxDepth && !used(l.enum_hash[i])) return true;
+      return false;
+    case kString:
+    case kEscape:
+    case kUnicode: {
+      // Room for one more character: more strings than items (kMaxUniqueItems). Else the last
+      // character is under way or done, and the ways to end it are counted where they are few.
+      static_assert(kMaxUniqueItems <= 256);
+      if (l.max_length == UINT64_MAX || t.at < l.max_length) return true;
+      const bool low = t.flags & kLowNeeded;
+      if (t.phase == kString && t.utf8_left == 0 && !low) return !used(value_hash::string_hash(t.vh));
+      if (t.phase == kString && t.utf8_left == 1) {  // its last byte due: 64 ways
+        for (int b = t.utf8_lo; b <= t.utf8_hi; ++b)
+          if (!used(value_hash::string_hash(value_hash::fnv(t.vh, static_cast<uint8_t>(b))))) return true;
+        return false;
+      }
+      if (t.phase == kUnicode && t.hex_left == 1) {  // \uXXX: its last digit due, 16 ways
+        if (!low && t.hex_value >= 0xd80 && t.hex_value <= 0xdbf) return true;  // a high surrogate: 1,024 low halves to come
+        for (uint32_t h = 0; h < 16; ++h) {
+          uint32_t cp = uint32_t{t.hex_value} * 16 + h;
+          if (low) cp = 0x10000 + ((static_cast<uint32_t>(t.vpoint) - 0xd800) << 10) + (cp - 0xdc00);
+          if (!used(value_hash::string_hash(value_hash::fnv_code_point(t.vh, cp)))) return true;
+        }
+        return false;
+      }
+      return true;  // 256 ways or more
+    }
+    default: {  // a number
+      const bool neg = t.flags & kNeg;
+      if (l.numbers) {
+        // Between the bounds the values are as many as the decimals, but for a range of one
+        // value, or a prefix that reaches the greatest only (maximum 1: "1", "1.0").
+        const NumberBounds::Side& side = l.numbers->side[neg];
+        return side.hi.none || decimal_below_hi(side, t) || !used(side.hi_hash);
+      }
+      if (l.bounded && !(l.types & kNumber)) {
+        if (t.phase == kNumZero) return !used(value_hash::zero_hash());
+        return int_fresh(l.lo, l.hi, neg, t.phase == kNumMinus, t.num, n_used, used);
+      }
+      // Unbounded: only 0 cannot be told from other values by more digits ("0" or "-0" of an
+      // integer, "0e", "0.0E+1" of a number).
+      const bool zero = !(l.types & kNumber) ? t.phase == kNumZero
+                                             : (t.phase == kNumE || t.phase == kNumEsign || t.phase == kNumExp) && !(t.flags & kSig);
+      return !zero || !used(value_hash::zero_hash());
+    }
+  }
+}
+
+SchemaPrefix::Did SchemaPrefix::item_checked(Did d, const Top& t, std::size_t base, const Out& out) const {
+  if (d != Did::keep || !(t.flags & kItem)) return d;
+  return item_viable(t, &out.frames[base], out.frames.size() - base) ? Did::keep : Did::drop;
+}
 
 bool SchemaPrefix::extra_ok(const Top& t, const Frame& obj) const {
   const auto& nodes = schema_->nodes_;
@@ -244,9 +410,17 @@ SchemaPrefix::Did SchemaPrefix::close_container(Top& t, Out& out) const {
 SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c, Out& out) const {
   const auto& nodes = schema_->nodes_;
   const std::size_t n_base = out.frames.size() - base;
+  // An item of a uniqueItems array (a scalar): begun only where a value no earlier item had can
+  // come of it.
+  bool item = false;
+  if (t.depth > 0) {
+    const Frame& f = out.frames[container(out.frames)];
+    item = f.kind == kArrFrame && nodes[f.node].unique;
+  }
   int emitted = 0;
   // Each successor but the first gets its own copy of the parse's frames.
   auto emit = [&](Top s, const Frame* push) {
+    if (item && !item_viable(s, &out.frames[base], n_base)) return;
     std::size_t b = base;
     if (emitted++) {
       b = out.frames.size();
@@ -259,7 +433,7 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
   for (uint32_t leaf : nodes[t.node].leaves) {
     const JsonSchema::Node& l = nodes[leaf];
     Top s = t;
-    s.node = leaf, s.flags = 0, s.re = 0;
+    s.node = leaf, s.flags = item ? kItem : 0, s.re = 0;
     if (l.is_enum) {
       uint32_t lo = 0, hi = static_cast<uint32_t>(l.enum_text.size());
       narrow(l.enum_text, lo, hi, 0, c);
@@ -285,6 +459,7 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
       case '"':
         if (!(l.types & kStr)) break;
         s.phase = kString, s.at = 0;  // s.re: Regex::start()
+        if (item) s.vh = value_hash::kFnvBasis;
         emit(s, nullptr);
         break;
       case 't':
@@ -300,10 +475,10 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
         if (l.numbers) {  // bounds on numbers (see Cmp)
           s.phase = kNumMinus;
           if (c == '-' ? !l.numbers->side[1].open : !decimal_digit(l.numbers->side[0], s, c)) break;
-          if (c == '-') s.flags = kNeg;
+          if (c == '-') s.flags |= kNeg;
         } else if (c == '-') {
           if (bounded && l.lo >= 0) break;  // no "-0" under bounds: a negative must fit
-          s.phase = kNumMinus, s.flags = kNeg;
+          s.phase = kNumMinus, s.flags |= kNeg;
         } else if (c == '0') {
           if (bounded && !int_in(l.lo, l.hi, false, 0)) break;
           s.phase = kNumZero;
@@ -311,14 +486,16 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
           if (bounded && !int_viable(l.lo, l.hi, false, c - '0')) break;
           s.phase = kNumInt, s.num = c - '0';
         }
+        if (item) hash_number_byte(s, kValue, c);
         emit(s, nullptr);
     }
   }
   return emitted ? Did::emitted : Did::drop;
 }
 
-SchemaPrefix::Did SchemaPrefix::value_string_byte(Top& t, uint8_t c) const {
+SchemaPrefix::Did SchemaPrefix::value_string_byte(Top& t, uint8_t c, Out& out) const {
   const JsonSchema::Node& n = schema_->nodes_[t.node];
+  const bool item = t.flags & kItem;  // the decoded bytes hashed as they come (value_hash)
   if (n.pattern) {
     // The DFA reads the string's bytes as written (escapes included, in their canonical form):
     // a '"' in kString closes the string (one inside it comes escaped), where the DFA accepts.
@@ -333,7 +510,11 @@ SchemaPrefix::Did SchemaPrefix::value_string_byte(Top& t, uint8_t c) const {
   }
   switch (t.phase) {
     case kString:
-      if (t.utf8_left) return utf8_continuation(t, c) ? Did::keep : Did::drop;
+      if (t.utf8_left) {
+        if (!utf8_continuation(t, c)) return Did::drop;
+        if (item) t.vh = value_hash::fnv(t.vh, c);
+        return Did::keep;
+      }
       if (t.flags & kLowNeeded) {  // after a high surrogate's escape only its low half's escape may come
         if (c != '\\') return Did::drop;
         t.phase = kEscape;
@@ -341,8 +522,7 @@ SchemaPrefix::Did SchemaPrefix::value_string_byte(Top& t, uint8_t c) const {
       }
       if (c == '"') {
         if (t.at < n.min_length) return Did::drop;
-        end_value(t.depth, t.phase);
-        return Did::keep;
+        return value_ended(t, out) ? Did::keep : Did::drop;
       }
       if (c < 0x20 || t.at >= n.max_length) return Did::drop;  // control characters must be escaped
       ++t.at;  // a character begins (an escape is one)
@@ -350,12 +530,18 @@ SchemaPrefix::Did SchemaPrefix::value_string_byte(Top& t, uint8_t c) const {
         t.phase = kEscape;
         return Did::keep;
       }
-      return c < 0x80 || utf8_lead(t, c) ? Did::keep : Did::drop;
+      if (c >= 0x80 && !utf8_lead(t, c)) return Did::drop;
+      if (item) t.vh = value_hash::fnv(t.vh, c);
+      return Did::keep;
     case kEscape:
       if (t.flags & kLowNeeded) {
         if (c != 'u') return Did::drop;
       } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
         t.phase = kString;
+        if (item) {
+          const uint8_t b = c == 'b' ? 0x08 : c == 'f' ? 0x0c : c == 'n' ? 0x0a : c == 'r' ? 0x0d : c == 't' ? 0x09 : c;
+          t.vh = value_hash::fnv(t.vh, b);
+        }
         return Did::keep;
       } else if (c != 'u') {
         return Did::drop;
@@ -373,6 +559,13 @@ SchemaPrefix::Did SchemaPrefix::value_string_byte(Top& t, uint8_t c) const {
         const bool high = t.hex_value >= 0xd800 && t.hex_value <= 0xdbff;
         t.flags = static_cast<uint8_t>(high ? (t.flags | kLowNeeded) : (t.flags & ~kLowNeeded));
         t.phase = kString;
+        if (item && high) {
+          t.vpoint = t.hex_value;  // kept till its low half comes
+        } else if (item) {
+          const uint32_t cp = low_needed ? 0x10000 + ((static_cast<uint32_t>(t.vpoint) - 0xd800) << 10) + (t.hex_value - 0xdc00u) : t.hex_value;
+          t.vh = value_hash::fnv_code_point(t.vh, cp);
+          t.vpoint = 0;
+        }
       }
       return Did::keep;
     }
@@ -450,7 +643,7 @@ SchemaPrefix::Did SchemaPrefix::number_byte(Top& t, std::size_t base, uint8_t c,
       return is_digit(c) && decimal_digit(side, t, c) ? Did::keep : Did::drop;
     if (c == '.' && t.phase != kNumFrac) return decimal_point(side, t) ? Did::keep : Did::drop;
     if (!decimal_within(side, t)) return Did::drop;  // the number ends here: the byte is the container's
-    end_value(t.depth, t.phase);
+    if (!value_ended(t, out)) return Did::drop;
     return step(t, base, c, out);
   }
   switch (t.phase) {
@@ -492,7 +685,7 @@ SchemaPrefix::Did SchemaPrefix::number_byte(Top& t, std::size_t base, uint8_t c,
       }
       // The number ends here: the byte is the container's.
       if (bounded && !int_in(n.lo, n.hi, neg, t.num)) return Did::drop;
-      end_value(t.depth, t.phase);
+      if (!value_ended(t, out)) return Did::drop;
       return step(t, base, c, out);
   }
 }
@@ -555,6 +748,8 @@ SchemaPrefix::Did SchemaPrefix::step(Top& t, std::size_t base, uint8_t c, Out& o
       }
       if (c == ',') {
         if (f.word >= n.max_items) return Did::drop;
+        // uniqueItems: a value the items so far have not had must be left, and room to keep it.
+        if (n.unique && f.word >= n.unique_values) return Did::drop;
         const uint32_t item = n.item(f.word);
         if (std::size_t{t.depth} + nodes[item].min_depth > kMaxDepth) return Did::drop;
         ++f.word;
@@ -567,11 +762,11 @@ SchemaPrefix::Did SchemaPrefix::step(Top& t, std::size_t base, uint8_t c, Out& o
     case kEscape:
     case kUnicode:
       if (t.flags & kKey) return key_byte(t, c, out);
-      return value_string_byte(t, c);
-    case kLiteral: {
+      return item_checked(value_string_byte(t, c, out), t, base, out);
+    case kLiteral: {  // an item's literal was checked at its first byte
       const char* lit = kLiterals[t.lit];
       if (c != static_cast<uint8_t>(lit[t.lit_at])) return Did::drop;
-      if (lit[++t.lit_at] == '\0') end_value(t.depth, t.phase);
+      if (lit[++t.lit_at] == '\0' && !value_ended(t, out)) return Did::drop;
       return Did::keep;
     }
     case kChoice: {
@@ -580,18 +775,22 @@ SchemaPrefix::Did SchemaPrefix::step(Top& t, std::size_t base, uint8_t c, Out& o
       narrow(e.enum_text, lo, hi, t.at, c);
       if (enum_viable(e.enum_depth, lo, hi, t.depth)) {
         t.lo = lo, t.hi = hi, ++t.at;
-        return Did::keep;
+        return item_checked(Did::keep, t, base, out);
       }
       // A whole value is never a prefix of another followed by its container's byte: the value
       // either goes on or has ended.
-      if (!choice_exact(t)) return Did::drop;
-      end_value(t.depth, t.phase);
+      if (!choice_exact(t) || !value_ended(t, out)) return Did::drop;
       return step(t, base, c, out);
     }
     case kDone:
       return Did::drop;
-    default:
-      return number_byte(t, base, c, out);
+    default: {
+      const uint8_t before = t.phase;
+      const Did d = number_byte(t, base, c, out);
+      if (d != Did::keep || !(t.flags & kItem)) return d;  // not an item, or the number has ended
+      hash_number_byte(t, before, c);
+      return item_checked(d, t, base, out);
+    }
   }
 }
 
@@ -714,6 +913,9 @@ int64_t SchemaPrefix::plain_room() const {
     } else {
       if (schema_->nodes_[t.node].pattern) return -1;  // its DFA decides, token by token
       const uint64_t most = schema_->nodes_[t.node].max_length;
+      // An item of a uniqueItems array that reaches its maxLength must be a string no earlier
+      // item was (item_viable): a token that fills it is not taken by its length alone.
+      if ((t.flags & kItem) && most != UINT64_MAX) return -1;
       // A plain token of c characters is taken by some parse iff c <= the largest room.
       room = std::max<int64_t>(room, most == UINT64_MAX ? kNoLimit : static_cast<int64_t>(std::min<uint64_t>(most - t.at, kNoLimit - 1)));
     }

@@ -8,11 +8,19 @@
 // beside minLength / maxLength; at most kMaxPatterns distinct ones), minimum / maximum /
 // exclusiveMinimum / exclusiveMaximum (on integers, and exactly as decimals on numbers), anyOf,
 // oneOf (as anyOf: that exactly one branch matches is not enforced), allOf of one schema, $ref to
-// a JSON pointer into the document (recursion allowed), $defs / definitions. Annotations are
-// ignored, format among them (2020-12 makes it an annotation unless the format-assertion
-// vocabulary is on). Anything else is refused at compile(), naming the keyword and where it is;
-// so are $ref, allOf, anyOf and oneOf beside other assertions (annotations and $defs aside),
-// enum / const beside any but type, and bounds on numbers beyond kMaxBoundExponent.
+// a JSON pointer into the document (recursion allowed), $defs / definitions, uniqueItems where
+// every item is a scalar (a string, number, boolean or null; enums and consts of them; through
+// anyOf, $ref and type lists too): no two items equal as JSON Schema compares values (numbers by
+// value, so 1, 1.0 and 1e0 are one value and -0 is 0; strings by their characters, so "a" and
+// "\u0061" are one), and no item begun that cannot end as a value the earlier items have not
+// had, nor an array that cannot reach minItems distinct values. Annotations are ignored, format
+// among them (2020-12 makes it an annotation unless the format-assertion vocabulary is on).
+// Anything else is refused at compile(), naming the keyword and where it is; so are $ref, allOf,
+// anyOf and oneOf beside other assertions (annotations and $defs aside), enum / const beside any
+// but type, bounds on numbers beyond kMaxBoundExponent, and uniqueItems: true where an item may
+// be an object or an array, on strings under a pattern, beside prefixItems unless every item can
+// take kMaxUniqueItems values or more, and with a minItems above kMaxUniqueItems. (uniqueItems
+// with minItems above the distinct values the items can take admits no array.)
 //
 // Limits, each of which only narrows what may be written (never to a dead end):
 //   - lexical rules as JsonPrefix's (UTF-8, escapes, whitespace runs of at most 32 bytes, none
@@ -27,7 +35,11 @@
 //   - at most 64 declared properties per object schema; at most kMaxExtraKeys undeclared keys per
 //     object; an undeclared key is told from earlier ones by a 64-bit hash of its bytes;
 //   - at most kMaxAlternatives parses are followed at once (anyOf branches, type lists, enums);
-//     past that the later ones are dropped (see SchemaPrefix::feed).
+//     past that the later ones are dropped (see SchemaPrefix::feed);
+//   - at most kMaxUniqueItems items in a uniqueItems array (past them ',' is refused); an item is
+//     told from the earlier ones by a 64-bit hash of its value (json_schema_internal.h's
+//     value_hash: equal values always hash equal; two different ones that collide are taken as
+//     equal, odds about 2^-64 a pair).
 #pragma once
 
 #include <cstdint>
@@ -77,6 +89,7 @@ class JsonSchema {
     bool is_enum = false;
     std::vector<std::string> enum_text;
     std::vector<uint8_t> enum_depth;
+    std::vector<uint64_t> enum_hash;  // each one's value hash (json_schema_internal.h's value_hash)
     // Objects: declared names (canonical encodings, sorted) and their schemas.
     std::vector<std::string> names;
     std::vector<uint32_t> props;
@@ -86,6 +99,10 @@ class JsonSchema {
     std::vector<uint32_t> prefix_items;
     uint32_t items = 0;
     uint64_t min_items = 0, max_items = UINT64_MAX;
+    // uniqueItems: true (every item a scalar): the distinct values the items can take, up to
+    // SchemaPrefix::kMaxUniqueItems (that many or more: kMaxUniqueItems).
+    bool unique = false;
+    uint32_t unique_values = 0;
     // Strings, in code points; `pattern` as a DFA over the string's JSON-escaped bytes
     // (Regex::Target::json_string), with JSON Schema's search semantics folded in.
     uint64_t min_length = 0, max_length = UINT64_MAX;
@@ -113,6 +130,10 @@ class SchemaPrefix {
   static constexpr uint8_t kMaxWhitespace = 32;
   static constexpr std::size_t kMaxAlternatives = 32;
   static constexpr uint16_t kMaxExtraKeys = 64;
+  // Items of a uniqueItems array: at most this many (past them ',' is refused). While an item is
+  // written at most kMaxUniqueItems - 1 values are taken, fewer than the ways to end any string
+  // character but the last one of a \uXXXX escape or of a UTF-8 sequence: those two are counted.
+  static constexpr uint16_t kMaxUniqueItems = 64;
   explicit SchemaPrefix(const JsonSchema& schema);  // the schema outlives the recognizer
   // Takes c iff some conforming text continues what was fed with c; unchanged otherwise.
   bool feed(uint8_t c);
@@ -132,10 +153,11 @@ class SchemaPrefix {
   const Regex* pattern_state(int32_t& state) const;
 
  private:
-  // An open container of one parse, or the hash of an undeclared key its innermost object has
-  // had (kept above that object's frame, popped with it).
+  // An open container of one parse, the hash of an undeclared key its innermost object has had,
+  // or the value hash of an item its innermost array (a uniqueItems one) has had (kept above that
+  // container's frame, popped with it).
   struct Frame {
-    uint64_t word = 0;      // object: declared names seen (bit i); array: items begun; key: its hash
+    uint64_t word = 0;      // object: declared names seen (bit i); array: items begun; key, item: its hash
     uint32_t node = 0;      // the container's schema node
     uint16_t n_extra = 0;   // object: undeclared keys so far
     uint8_t kind = 0;       // Kind in json_schema.cpp
@@ -159,6 +181,11 @@ class SchemaPrefix {
     uint8_t hex_left = 0;
     uint8_t lit = 0, lit_at = 0;
     int32_t re = 0;          // string value with a pattern: the DFA's state
+    // An item of a uniqueItems array (flags has kItem): its value's hash so far (value_hash in
+    // json_schema_internal.h). A string: vh is the FNV of its decoded bytes, vpoint a high
+    // surrogate waiting for its low half. A number: vh the sig's hash up to its last nonzero
+    // digit, vall with the zeros since, vpoint the point's place so far, vexp the exponent.
+    uint64_t vh = 0, vall = 0, vpoint = 0, vexp = 0;
     bool operator==(const Top&) const = default;
   };
   struct Out {
@@ -170,7 +197,7 @@ class SchemaPrefix {
   Did value_start(Top& t, std::size_t base, uint8_t c, Out& out) const;
   Did key_byte(Top& t, uint8_t c, Out& out) const;
   Did key_close(Top& t, Out& out) const;
-  Did value_string_byte(Top& t, uint8_t c) const;
+  Did value_string_byte(Top& t, uint8_t c, Out& out) const;
   Did number_byte(Top& t, std::size_t base, uint8_t c, Out& out) const;
   Did close_container(Top& t, Out& out) const;
   bool key_possible(const Top& t, std::size_t obj, const Out& out) const;
@@ -178,6 +205,9 @@ class SchemaPrefix {
   bool declared_viable(const Top& t, const Frame& obj, uint32_t lo, uint32_t hi) const;
   bool number_complete(const Top& t) const;
   bool choice_exact(const Top& t) const;
+  bool value_ended(Top& t, Out& out) const;
+  bool item_viable(const Top& t, const Frame* frames, std::size_t n) const;
+  Did item_checked(Did d, const Top& t, std::size_t base, const Out& out) const;
   static void merge(Out& out);
 
   const JsonSchema* schema_;

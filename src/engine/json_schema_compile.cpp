@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 
 #include "core/error.h"
 #include "engine/compile_cache.h"
@@ -175,6 +176,15 @@ int compare(const Decimal& a, const Decimal& b) {
   return a.neg ? -compare_magnitudes(a, b) : compare_magnitudes(a, b);
 }
 
+// A scalar's value hash (json_schema_internal.h's value_hash), as the recognizer reads it.
+uint64_t scalar_hash(const json::value& v) {
+  if (v.is_null()) return value_hash::literal_hash(2);
+  if (v.is_bool()) return value_hash::literal_hash(v.get_bool() ? 0 : 1);
+  if (v.is_string()) return value_hash::string_hash(std::string_view(v.get_string()));
+  const Decimal d = decimal(json::serialize(v));
+  return value_hash::decimal_hash(d.neg, d.sig, d.point);
+}
+
 }  // namespace
 
 // Builds the node graph from the document: one node per subschema reached (memoized by its
@@ -190,6 +200,7 @@ class SchemaCompiler {
     s_.nodes_.emplace_back();
     memo_[&v] = id;
     JsonSchema::Node n = build(v, path);  // recursion appends to nodes_: fill a copy, then store it
+    if (n.unique) unique_at_[id] = path + "/uniqueItems";
     s_.nodes_[id] = std::move(n);
     return id;
   }
@@ -220,6 +231,7 @@ class SchemaCompiler {
       std::sort(leaves.begin(), leaves.end());
       nodes[i].leaves = std::move(leaves);
     }
+    for (const auto& [id, path] : unique_at_) unique_items(nodes[id], path);
     // Least depths: a fixpoint from "none", each round lowering what the others' allow.
     constexpr uint8_t kNone = JsonSchema::kNoWitness;
     auto cap = [](std::size_t d) { return d > SchemaPrefix::kMaxDepth ? kNone : static_cast<uint8_t>(d); };
@@ -258,6 +270,79 @@ class SchemaCompiler {
 
  private:
   [[noreturn]] static void fail(const std::string& path, const std::string& why) { throw Error(why + " (at " + path + ")"); }
+
+  // uniqueItems: true, once the leaves are known. Followed where every item is a scalar, and each
+  // item's schema can take kMaxUniqueItems values or more, or there is no prefixItems (then the
+  // items' one schema's distinct values are counted: a ',' needs one left, minItems needs that
+  // many); refused elsewhere. An array schema whose minItems passes its items' distinct values
+  // admits no array.
+  void unique_items(JsonSchema::Node& n, const std::string& path) {
+    constexpr uint32_t cap = SchemaPrefix::kMaxUniqueItems;
+    if (!(n.types & kArray) || n.max_items <= 1) {  // never two items to tell apart
+      n.unique = false;
+      return;
+    }
+    std::vector<uint32_t> positions(n.prefix_items.begin(), n.prefix_items.begin() + static_cast<std::ptrdiff_t>(std::min<uint64_t>(n.prefix_items.size(), n.max_items)));
+    if (n.max_items > n.prefix_items.size()) positions.push_back(n.items);
+    uint32_t values = cap;
+    for (uint32_t p : positions) {
+      const uint32_t d = distinct_values(p, path);
+      if (d == 0) break;  // no item there, nor past it
+      if (!n.prefix_items.empty() && d < cap)
+        fail(path, "'uniqueItems' beside 'prefixItems' is supported only where every item can take " + std::to_string(cap) +
+                       " distinct values or more");
+      values = d;  // the one schema's, without prefixItems
+    }
+    if (values < cap && n.min_items > values) {  // not that many distinct values
+      n.types &= ~kArray;
+      n.unique = false;
+      return;
+    }
+    if (n.min_items > cap) fail(path, "'uniqueItems' with a minItems above " + std::to_string(cap) + " is not supported");
+    n.unique_values = values;
+  }
+
+  // The distinct values a uniqueItems array's item of schema `node` can take, up to kMaxUniqueItems;
+  // refuses items that may be objects or arrays, and strings under a pattern.
+  uint32_t distinct_values(uint32_t node, const std::string& path) {
+    constexpr uint32_t cap = SchemaPrefix::kMaxUniqueItems;
+    const auto& nodes = s_.nodes_;
+    std::set<uint64_t> values;  // value hashes
+    bool many = false;
+    for (uint32_t leaf : nodes[node].leaves) {
+      const JsonSchema::Node& l = nodes[leaf];
+      if (l.is_enum) {
+        for (std::size_t i = 0; i < l.enum_text.size(); ++i) {
+          if (l.enum_depth[i] > 0)
+            fail(path, "'uniqueItems' is supported where every item is a string, number, boolean or null: an enum/const item here is an object or array");
+          values.insert(l.enum_hash[i]);
+        }
+        continue;
+      }
+      if (l.types & (kObject | kArray))
+        fail(path, "'uniqueItems' is supported where every item is a string, number, boolean or null: the items here may be objects or arrays");
+      if (l.types & kNull) values.insert(value_hash::literal_hash(2));
+      if (l.types & kBool) values.insert(value_hash::literal_hash(0)), values.insert(value_hash::literal_hash(1));
+      if (l.types & kStr) {
+        if (l.pattern) fail(path, "'uniqueItems' on strings under a 'pattern' is not supported");
+        if (l.max_length == 0) values.insert(value_hash::string_hash(std::string_view()));
+        else many = true;  // a million strings of one character
+      }
+      if (l.types & kNumber) {
+        if (!l.numbers) many = true;
+        else
+          for (const NumberBounds::Side& side : l.numbers->side) {
+            if (side.point) values.insert(side.hi_hash);
+            else if (side.open) many = true;  // as many values as decimals between the bounds
+          }
+      } else if (l.types & kInteger) {
+        if (!l.bounded || i128{l.hi} - l.lo + 1 >= cap) many = true;
+        else
+          for (int64_t v = l.lo; v <= l.hi; ++v) values.insert(value_hash::int_hash(v));
+      }
+    }
+    return many ? cap : static_cast<uint32_t>(std::min<std::size_t>(values.size(), cap));
+  }
 
   static uint64_t count(const json::value& v, const std::string& path) {
     if (v.is_uint64()) return v.get_uint64();
@@ -315,6 +400,10 @@ class SchemaCompiler {
       const std::string_view k = kv.key();
       const std::string p = path + "/" + pointer_token(k);
       if (is_annotation(k)) continue;
+      if (k == "uniqueItems") {
+        if (!kv.value().is_bool()) fail(p, "'uniqueItems' must be a boolean");
+        if (!kv.value().get_bool()) continue;  // asserts nothing
+      }
       if (k == "$defs" || k == "definitions") {  // compiled for their errors; reached through $ref
         if (!kv.value().is_object()) fail(p, "'" + std::string(k) + "' must be an object");
         for (const auto& d : kv.value().as_object()) node(d.value(), p + "/" + pointer_token(d.key()));
@@ -324,7 +413,7 @@ class SchemaCompiler {
           "type",     "enum",     "const",     "properties", "required",  "additionalProperties",
           "items",    "prefixItems", "minItems", "maxItems", "minLength", "maxLength",
           "minimum",  "maximum",  "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf", "$ref",
-          "pattern"};
+          "pattern", "uniqueItems"};
       if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown))
         fail(p, "unsupported keyword '" + std::string(k) + "'");
       kw[k] = &kv.value();
@@ -392,17 +481,18 @@ class SchemaCompiler {
       } else {
         values.push_back(kw["const"]);
       }
-      std::vector<std::pair<std::string, uint8_t>> texts;
+      std::vector<std::tuple<std::string, uint8_t, uint64_t>> texts;
       for (const json::value* e : values) {
         const uint8_t kind = e->is_null() ? kNull : e->is_bool() ? kBool : e->is_object() ? kObject : e->is_array() ? kArray
                              : e->is_string() ? kStr : e->is_double() ? kNumber : (kInteger | kNumber);
         if (e->is_double() && !std::isfinite(e->get_double())) fail(path, "an enum/const number is out of range");
-        if (kind & n.types) texts.emplace_back(json::serialize(*e), nesting(*e));
+        if (kind & n.types) texts.emplace_back(json::serialize(*e), nesting(*e), e->is_object() || e->is_array() ? 0 : scalar_hash(*e));
       }
       std::sort(texts.begin(), texts.end());
       texts.erase(std::unique(texts.begin(), texts.end()), texts.end());
       n.types = 0, n.is_enum = true;
-      for (auto& [text, depth] : texts) n.enum_text.push_back(std::move(text)), n.enum_depth.push_back(depth);
+      for (auto& [text, depth, hash] : texts)
+        n.enum_text.push_back(std::move(text)), n.enum_depth.push_back(depth), n.enum_hash.push_back(hash);
       return n;
     }
 
@@ -447,6 +537,7 @@ class SchemaCompiler {
     if (kw.count("minItems")) n.min_items = count(*kw["minItems"], at("minItems"));
     if (kw.count("maxItems")) n.max_items = count(*kw["maxItems"], at("maxItems"));
     if (n.min_items > n.max_items) n.types &= ~kArray;
+    n.unique = kw.count("uniqueItems") > 0;  // only a true one is kept
 
     // Strings.
     if (kw.count("minLength")) n.min_length = count(*kw["minLength"], at("minLength"));
@@ -515,13 +606,15 @@ class SchemaCompiler {
       m.exclusive = e.exclusive;
       return m;
     };
-    auto side = [&](const End& least, const std::optional<End>& greatest, bool empty) {
+    auto side = [&](const End& least, const std::optional<End>& greatest, bool empty, bool neg) {
       NumberBounds::Side s;
       s.lo = magnitude(least);
       if (greatest) s.hi = magnitude(*greatest);
       else s.hi.none = true;
       const int c = greatest ? compare_magnitudes(least.v, greatest->v) : -1;
       s.open = !empty && (c < 0 || (c == 0 && !least.exclusive && !greatest->exclusive));
+      s.point = s.open && c == 0;
+      if (greatest) s.hi_hash = value_hash::decimal_hash(neg, greatest->v.sig, greatest->v.point);
       return s;
     };
     auto absolute = [](std::optional<End> e) {
@@ -532,9 +625,9 @@ class SchemaCompiler {
     const bool hi_neg = hi && hi->v.neg, hi_pos = hi && !hi->v.neg && !hi->v.sig.empty();
     NumberBounds b;
     // Without '-' the magnitude is the number: from max(lo, 0) to hi; none where hi < 0.
-    b.side[0] = side(lo && !lo_neg ? *lo : End{}, hi, hi_neg);
+    b.side[0] = side(lo && !lo_neg ? *lo : End{}, hi, hi_neg, false);
     // With '-' it is the number negated: from max(-hi, 0) to -lo; none where lo > 0.
-    b.side[1] = side(hi && !hi_pos ? *absolute(hi) : End{}, absolute(lo), lo_pos);
+    b.side[1] = side(hi && !hi_pos ? *absolute(hi) : End{}, absolute(lo), lo_pos, true);
     if (!b.side[0].open && !b.side[1].open) n.types &= ~(kNumber | kInteger);
     else n.numbers = std::make_shared<const NumberBounds>(std::move(b));
   }
@@ -577,6 +670,7 @@ class SchemaCompiler {
   std::string_view text_;                                         // the document's text
   std::optional<std::map<std::string, std::string>> bound_texts_;  // BoundTexts', parsed at the first double bound
   std::map<const json::value*, uint32_t> memo_;
+  std::map<uint32_t, std::string> unique_at_;  // nodes with uniqueItems: true, and where that is
   std::map<std::string, std::shared_ptr<const Regex>> patterns_;  // by text: each compiled once
 
   // A pattern's DFA (over JSON-escaped bytes) cut to strings of [lo, hi] characters (hi
@@ -627,7 +721,7 @@ std::size_t JsonSchema::bytes() const {
   std::set<const Regex*> patterns;  // shared by the nodes that name the same text
   for (const Node& v : nodes_) {
     n += (v.leaves.capacity() + v.any_of.capacity() + v.props.capacity() + v.prefix_items.capacity()) * 4 +
-         v.enum_depth.capacity();
+         v.enum_depth.capacity() + v.enum_hash.capacity() * 8;
     for (const auto& t : v.enum_text) n += sizeof t + t.capacity();
     for (const auto& t : v.names) n += sizeof t + t.capacity();
     if (v.numbers) n += sizeof *v.numbers + v.numbers->side[0].lo.sig.capacity() + v.numbers->side[0].hi.sig.capacity() +

@@ -56,5 +56,27 @@ inline bool completes(const SchemaPrefix& p) {
   int budget = 5000;
   return completes(p, budget);
 }
+// The same search, giving the bytes it found (to be judged by a validator apart from the
+// recognizer); at most 256 of them.
+inline bool completion(const SchemaPrefix& p, std::string& found, int& budget) {
+  if (p.complete()) return true;
+  if (found.size() >= 256) return false;
+  static const std::string order = [] {
+    std::string o = "\"]}9876543210";
+    for (int b = 0; b < 256; ++b)
+      if (o.find(static_cast<char>(b)) == std::string::npos) o += static_cast<char>(b);
+    return o;
+  }();
+  for (char b : order) {
+    if (budget <= 0) return false;
+    SchemaPrefix q = p;
+    if (!q.feed(static_cast<uint8_t>(b))) continue;
+    --budget;
+    found += b;
+    if (completion(q, found, budget)) return true;
+    found.pop_back();
+  }
+  return false;
+}
 
 }  // namespace dpa::engine::test

@@ -30,6 +30,7 @@ using dpa::engine::test::accepts;
 using dpa::engine::test::Fed;
 using dpa::engine::test::compile;
 using dpa::engine::test::feed_bytes;
+using dpa::engine::is_ws;
 
 // ---------------------------------------------------------------------------------------------
 // The validator: JSON Schema semantics for the subset, over parsed values.
@@ -126,6 +127,28 @@ struct Validator {
     return json::serialize(v);
   }
 
+  // JSON Schema's equality (uniqueItems): numbers by value (their texts' decimals: 1 = 1.0 = 1e0,
+  // -0 = 0), strings by their decoded characters, arrays item by item, objects key by key.
+  bool same(const json::value& a, const json::value& b) const {
+    if (a.is_number() || b.is_number()) return a.is_number() && b.is_number() && compare(decimal(text(a)), decimal(text(b))) == 0;
+    if (a.kind() != b.kind()) return false;
+    if (a.is_array()) {
+      const json::array &x = a.as_array(), &y = b.as_array();
+      if (x.size() != y.size()) return false;
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (!same(x[i], y[i])) return false;
+      return true;
+    }
+    if (a.is_object()) {
+      const json::object &x = a.as_object(), &y = b.as_object();
+      if (x.size() != y.size()) return false;
+      for (const auto& kv : x)
+        if (!y.contains(kv.key()) || !same(kv.value(), y.at(kv.key()))) return false;
+      return true;
+    }
+    return a == b;  // strings (decoded), booleans, null
+  }
+
   bool type_ok(std::string_view t, const json::value& v) const {
     if (t == "null") return v.is_null();
     if (t == "boolean") return v.is_bool();
@@ -154,9 +177,10 @@ struct Validator {
       if (t->is_array() && std::none_of(t->as_array().begin(), t->as_array().end(), [&](const json::value& x) { return type_ok(x.as_string(), v); }))
         return false;
     }
-    if (const auto* c = o.if_contains("const"); c && *c != v) return false;
-    if (const auto* e = o.if_contains("enum"); e && std::find(e->as_array().begin(), e->as_array().end(), v) == e->as_array().end())
-      return false;
+    // enum / const: a number in the value's canonical form only (the recognizer's restriction).
+    auto is = [&](const json::value& x) { return x == v && (!v.is_number() || text(v) == json::serialize(x)); };
+    if (const auto* c = o.if_contains("const"); c && !is(*c)) return false;
+    if (const auto* e = o.if_contains("enum"); e && std::none_of(e->as_array().begin(), e->as_array().end(), is)) return false;
     if (v.is_object()) {
       const json::object& obj = v.as_object();
       const json::object* props = o.contains("properties") ? &o.at("properties").as_object() : nullptr;
@@ -178,6 +202,10 @@ struct Validator {
       }
       if (const auto* m = o.if_contains("minItems"); m && arr.size() < m->to_number<uint64_t>()) return false;
       if (const auto* m = o.if_contains("maxItems"); m && arr.size() > m->to_number<uint64_t>()) return false;
+      if (const auto* u = o.if_contains("uniqueItems"); u && u->as_bool())
+        for (std::size_t i = 0; i < arr.size(); ++i)
+          for (std::size_t j = i + 1; j < arr.size(); ++j)
+            if (same(arr[i], arr[j])) return false;
     }
     if (v.is_string()) {
       if (const auto* p = o.if_contains("pattern")) {  // ECMA-262's search, as JSON Schema says
@@ -205,6 +233,8 @@ struct Validator {
       const bool numbers = !type || (type->is_string() ? type->as_string() == "number"
                                                         : std::find(type->as_array().begin(), type->as_array().end(), json::value("number")) != type->as_array().end());
       if (bounded && numbers && t.find_first_of("eE") != std::string::npos) return false;
+      // And integers under bounds are written without "-0".
+      if (bounded && !numbers && t.starts_with("-") && x.digits.empty()) return false;
     }
     return true;
   }
@@ -290,7 +320,52 @@ json::value number_schema(Rng& rng) {
   return s;
 }
 
+// A schema every value of which is a scalar (uniqueItems' items).
+json::value scalar_schema(Rng& rng, int depth = 1) {
+  switch (pick(rng, depth > 0 ? 9 : 8)) {
+    case 0: {
+      json::object s{{"type", "string"}};
+      if (coin(rng, 50)) s["maxLength"] = pick(rng, 3);
+      if (coin(rng, 20)) s["minLength"] = pick(rng, 2);
+      return s;
+    }
+    case 1: return integer_schema(rng);
+    case 2: {
+      json::value s = number_schema(rng);
+      if (!s.as_object().contains("type")) s.as_object()["type"] = "number";
+      return s;
+    }
+    case 3: return json::object{{"type", coin(rng, 50) ? "boolean" : "null"}};
+    case 4: return json::object{{"type", json::array{"null", "boolean", "integer"}}};
+    case 5: {
+      json::array e;
+      for (int i = 0, n = 1 + pick(rng, 4); i < n; ++i) e.push_back(scalar_value(rng));
+      return json::object{{"enum", e}};
+    }
+    case 6: {  // numbers equal as values, written apart
+      static const json::value kNumbers[] = {json::value(1), json::value(1.0), json::value(2), json::value(0.5), json::value(-0.0), json::value(0)};
+      json::array e;
+      for (int i = 0, n = 1 + pick(rng, 4); i < n; ++i) e.push_back(kNumbers[pick(rng, std::size(kNumbers))]);
+      return json::object{{"enum", e}};
+    }
+    case 7: return json::object{{"type", coin(rng, 50) ? "number" : "integer"}};
+    default: return json::object{{"anyOf", json::array{scalar_schema(rng, depth - 1), scalar_schema(rng, depth - 1)}}};
+  }
+}
+
 json::value gen_schema(Rng& rng, int depth, int n_defs) {
+  if (depth > 0 && coin(rng, 8)) {  // a uniqueItems array of scalars
+    json::object s{{"type", "array"}, {"uniqueItems", true}};
+    if (coin(rng, 15)) {  // prefixItems whose items have many values each
+      s["prefixItems"] = json::array{json::object{{"type", "string"}}, json::object{{"type", "integer"}}};
+      s["items"] = json::object{{"type", coin(rng, 50) ? "string" : "number"}};
+    } else {
+      s["items"] = scalar_schema(rng);
+    }
+    if (coin(rng, 40)) s["minItems"] = pick(rng, 4);
+    if (coin(rng, 30)) s["maxItems"] = (s.contains("minItems") ? s["minItems"].as_int64() : 0) + pick(rng, 3);
+    return s;
+  }
   const int kinds = depth <= 0 ? 7 : 13;
   switch (pick(rng, kinds)) {
     case 0: {
@@ -456,9 +531,18 @@ json::value gen_instance(Rng& rng, const json::value& root, const json::value& s
     if (items && items->is_bool() && !items->get_bool()) hi = std::min(hi, prefix ? prefix->size() : 0);
     if (depth <= 0) hi = lo;
     json::array a;
+    const bool unique = o.contains("uniqueItems") && o.at("uniqueItems").as_bool();
+    auto dup = [&](const json::value& v) {  // loosely (numbers as doubles): the validator decides
+      return std::any_of(a.begin(), a.end(), [&](const json::value& x) {
+        return x.is_number() && v.is_number() ? x.to_number<double>() == v.to_number<double>() : x == v;
+      });
+    };
     for (std::size_t i = 0, n = lo + static_cast<std::size_t>(pick(rng, static_cast<int>(hi >= lo ? hi - lo + 1 : 1))); i < n; ++i) {
       const json::value* sub = prefix && i < prefix->size() ? &(*prefix)[i] : items;
-      a.push_back(sub ? gen_instance(rng, root, *sub, depth - 1) : any_value(rng, 1));
+      json::value v = sub ? gen_instance(rng, root, *sub, depth - 1) : any_value(rng, 1);
+      for (int tries = 0; unique && dup(v) && tries < 10; ++tries) v = sub ? gen_instance(rng, root, *sub, depth - 1) : any_value(rng, 1);
+      if (unique && dup(v)) break;
+      a.push_back(std::move(v));
     }
     return a;
   }
@@ -626,7 +710,15 @@ TEST(JsonSchemaDifferential, AgreesWithTheValidator) {
   for (const Case& c : cases) {
     for (int k = 0; k < 150 && !pool.empty(); ++k) {
       std::string s = pool[rng() % pool.size()];
-      switch (pick(rng, 4)) {
+      switch (pick(rng, 5)) {
+        case 4: {  // an item again, after itself (a duplicate, for uniqueItems)
+          const std::size_t comma = s.find(',', rng() % (s.size() + 1));
+          if (comma == std::string::npos) break;
+          const std::size_t from = s.find_last_of("[,", comma - 1);
+          if (from == std::string::npos || from + 1 >= comma) break;
+          s.insert(comma, "," + s.substr(from + 1, comma - from - 1));
+          break;
+        }
         case 0: s = s.substr(0, rng() % (s.size() + 1)); break;
         case 1: {
           const std::size_t at = rng() % (s.size() + 1);
@@ -658,9 +750,10 @@ TEST(JsonSchemaDifferential, AgreesWithTheValidator) {
       }
     }
   }
-  std::printf("differential: %zu schemas, %lld valid instances (compact) + %lld (spaced), %lld other texts "
+  const auto unique = std::count_if(cases.begin(), cases.end(), [](const Case& c) { return json::serialize(c.schema).find("uniqueItems") != std::string::npos; });
+  std::printf("differential: %zu schemas (%zu with uniqueItems), %lld valid instances (compact) + %lld (spaced), %lld other texts "
               "(%lld completed by the recognizer, %lld canonical and valid)\n",
-              cases.size(), static_cast<long long>(valid_compact), static_cast<long long>(valid_spaced),
+              cases.size(), static_cast<std::size_t>(unique), static_cast<long long>(valid_compact), static_cast<long long>(valid_spaced),
               static_cast<long long>(negatives), static_cast<long long>(recognizer_complete),
               static_cast<long long>(validator_valid_canonical));
   EXPECT_GT(valid_compact, 3000);
@@ -727,6 +820,89 @@ TEST(JsonSchemaDifferential, NoDeadEnds) {
   }
   std::printf("no dead ends: %lld states checked over %zu schemas; longest closing walk %zu bytes\n",
               static_cast<long long>(states), cases.size(), longest);
+}
+
+// uniqueItems, exhaustively: every text of up to `len` bytes over a small alphabet (those Boost.JSON's
+// incremental parser does not refuse as JSON, and one byte past each), for a handful of schemas.
+// The recognizer completes exactly the texts the validator above says conform (it parses them
+// and compares the items itself); and every prefix the recognizer takes is completed by a bounded
+// search whose text the validator accepts. Together: within the length, the recognizer takes a
+// prefix iff some conforming text continues it.
+TEST(JsonSchemaUniqueItems, AllShortTexts) {
+  struct Case {
+    const char* schema;
+    std::string alphabet;
+    std::size_t len;
+  };
+  const Case cases[] = {
+      {R"({"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": true})", "[]\",ab", 9},
+      {R"({"type": "array", "items": {"type": "string", "maxLength": 1}, "uniqueItems": true})", "[]\",ab", 9},
+      {R"({"type": "array", "items": {"type": "string", "maxLength": 1}, "uniqueItems": true})", "[]\",\\/", 10},
+      {R"({"type": "array", "items": {"type": "string", "maxLength": 0}, "uniqueItems": true, "minItems": 1})", "[]\", ", 7},
+      {R"({"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 2}, "uniqueItems": true})", "[],012-", 7},
+      {R"({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 12}, "uniqueItems": true, "minItems": 2})", "[],12", 9},
+      {R"({"type": "array", "items": {"type": "integer"}, "uniqueItems": true})", "[],01-", 8},
+      {R"({"type": "array", "items": {"type": "number"}, "uniqueItems": true})", "[],01.e-", 7},
+      {R"({"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "uniqueItems": true})", "[],01.-", 8},
+      {R"({"type": "array", "items": {"anyOf": [{"enum": [1]}, {"type": "integer", "minimum": 1, "maximum": 2}]}, "uniqueItems": true, "minItems": 2})",
+       "[],12 ", 7},
+      {R"({"type": "array", "items": {"enum": [0, 1, 10]}, "uniqueItems": true, "maxItems": 2})", "[],01", 8},
+      {R"({"type": "array", "items": {"type": ["integer", "string"], "maxLength": 0, "minimum": 0, "maximum": 1}, "uniqueItems": true, "minItems": 3})",
+       "[]\",01", 9},
+  };
+  int64_t texts = 0, valid = 0, taken = 0;
+  for (const Case& c : cases) {
+    const json::value schema = json::parse(c.schema);
+    const auto compiled = compile(c.schema);
+    const Validator validator{schema};
+    auto conforms = [&](const std::string& text) {
+      if (text.empty() || is_ws(text.back())) return false;  // the recognizer takes no whitespace after the value
+      boost::system::error_code ec;
+      const json::value v = json::parse(text, ec);
+      if (ec) return false;
+      const std::optional<NumberTexts> numbers = number_texts(v, text);
+      return numbers && Validator{schema, &*numbers}.valid(schema, v);
+    };
+    auto json_prefix = [](const std::string& text) {
+      json::stream_parser p;
+      boost::system::error_code ec;
+      p.write(text.data(), text.size(), ec);
+      return !ec;
+    };
+    int64_t case_valid = 0;
+    std::vector<std::pair<std::string, std::optional<SchemaPrefix>>> todo;
+    todo.emplace_back("", SchemaPrefix(*compiled));
+    while (!todo.empty()) {
+      auto [text, state] = std::move(todo.back());
+      todo.pop_back();
+      for (char ch : c.alphabet) {
+        const std::string next = text + ch;
+        std::optional<SchemaPrefix> p = state;
+        if (p && !p->feed(static_cast<uint8_t>(ch))) p.reset();
+        ++texts;
+        const bool ok = conforms(next);
+        case_valid += ok;
+        ASSERT_EQ(p && p->complete(), ok) << c.schema << "\n" << next;
+        if (p) {
+          ++taken;
+          std::string found;
+          int budget = 20000;
+          ASSERT_TRUE(dpa::engine::test::completion(*p, found, budget)) << c.schema << "\n" << next;
+          ASSERT_TRUE(conforms(next + found)) << c.schema << "\n" << next << " + " << found;
+        }
+        // Past a prefix that no JSON text has, nothing conforms: the recognizer took none of it.
+        if (!json_prefix(next)) {
+          ASSERT_FALSE(p.has_value()) << c.schema << "\n" << next;
+          continue;
+        }
+        if (next.size() < c.len) todo.emplace_back(next, p);
+      }
+    }
+    EXPECT_GT(case_valid, 0) << c.schema;
+    valid += case_valid;
+  }
+  std::printf("uniqueItems: %lld short texts, %lld conforming; %lld taken prefixes completed and judged\n",
+              static_cast<long long>(texts), static_cast<long long>(valid), static_cast<long long>(taken));
 }
 
 }  // namespace

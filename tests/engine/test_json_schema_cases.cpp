@@ -574,6 +574,134 @@ TEST(JsonSchema, PatternWithLengths) {
   EXPECT_EQ(feed_bytes(*even, R"("ababa")").taken, 5u);  // "ababa would need a sixth character
 }
 
+// uniqueItems: no two items equal as JSON values (numbers by value, strings by code points),
+// refused at the byte that would make a duplicate or leave no value unused; no dead ends.
+TEST(JsonSchema, UniqueItems) {
+  // Every prefix the recognizer takes of these texts still completes.
+  auto no_dead_end = [](const JsonSchema& s, std::string_view text) {
+    SchemaPrefix p(s);
+    for (std::size_t i = 0; i < text.size() && p.feed(static_cast<uint8_t>(text[i])); ++i)
+      if (!completes(p)) return std::string(text.substr(0, i + 1));
+    return std::string();
+  };
+  struct Case {
+    const char* schema;
+    std::vector<const char*> ok;
+    std::vector<std::pair<const char*, std::size_t>> bad;  // text, bytes taken
+  };
+  const Case cases[] = {
+      {R"({"type": "array", "items": {"type": "string"}, "uniqueItems": true})",
+       {R"([])", R"(["a"])", R"(["a","b"])", R"(["ab","a",""])", R"(["a","A"])", R"(["\u00e9","e"])"},
+       {{R"(["a","a"])", 7}, {R"(["a","\u0061"])", 12}, {"[\"\\u00e9\",\"\xc3\xa9\"]", 13}, {R"([ "a" , "a" ])", 10},
+        {"[\"\\ud83d\\ude00\",\"\xf0\x9f\x98\x80\"]", 21}, {R"(["\/","/"])", 8}, {R"(["","a",""])", 9},
+        {"[\"\\n\",\"\\u000a\"]", 13}}},
+      {R"({"type": "array", "items": {"type": "integer"}, "uniqueItems": true})",
+       {"[1,2,3]", "[1,10]", "[-1,1]", "[0]", "[-0]", "[ 7 , 70 ]"},
+       {{"[1,1]", 4}, {"[1, 1 ]", 5}, {"[0,-0]", 4}, {"[-0,0]", 4}, {"[12,12]", 6}}},
+      {R"({"type": "array", "items": {"type": "number"}, "uniqueItems": true})",
+       {"[1,1.5]", "[0.5,0.05]", "[1,10,100,1e3]", "[1e1,1e-1]", "[-1,1]"},
+       {{"[1,1.0]", 6}, {"[1,1e0]", 6}, {"[100,1e2]", 8}, {"[0.5,5e-1]", 9}, {"[0.5,50E-2]", 10}, {"[1.5,1.50]", 9},
+        {"[0,0.0]", 6}, {"[0,-0.0]", 7}, {"[0,0e5]", 4}, {"[0,0.00E", 7}, {"[10,1E+1]", 8}, {"[1,0.1e1]", 8}}},
+      {R"({"type": "array", "items": {"enum": ["a", "b", "c"], "type": "string"}, "uniqueItems": true})",
+       {R"(["a","b","c"])", R"(["c","a"])", "[]"},
+       {{R"(["a","b","c",)", 12}, {R"(["a","a"])", 6}, {R"(["b","x"])", 6}}},
+      {R"({"type": "array", "items": {"type": "boolean"}, "uniqueItems": true, "minItems": 2})",
+       {"[true,false]", "[false,true]"},
+       {{"[true,true]", 6}, {"[true,false,", 11}, {"[true]", 5}}},
+      {R"({"type": "array", "items": {"type": ["null", "boolean"]}, "uniqueItems": true})",
+       {"[null,true,false]", "[true,null]"},
+       {{"[null,null]", 6}, {"[null,true,false,", 16}}},
+      // 1 as an enum value and as a bounded integer is one value.
+      {R"({"type": "array", "items": {"anyOf": [{"enum": [1, 2]}, {"type": "integer", "minimum": 1, "maximum": 3}]}, "uniqueItems": true})",
+       {"[1,2,3]", "[3,2,1]"},
+       {{"[1,2,3,", 6}, {"[2,2]", 3}}},
+      {R"({"type": "array", "items": {"type": "integer", "minimum": 10, "maximum": 12}, "uniqueItems": true})",
+       {"[10,11,12]", "[12,10]"},
+       {{"[10,11,12,", 9}, {"[10,10]", 5}, {"[10,12,11,", 9}}},
+      // A prefix that can only become used values is refused: "1" under 1..19 once 1 and 10..19 are in.
+      {R"({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 19}, "uniqueItems": true})",
+       {"[1,10,11,12,13,14,15,16,17,18,19,2]"},
+       {{"[1,10,11,12,13,14,15,16,17,18,19,1", 33}, {"[19,1,18,10,11,12,13,14,15,16,17,1", 33}}},
+      {R"({"type": "array", "items": {"type": "integer", "minimum": -3, "maximum": -1}, "uniqueItems": true})",
+       {"[-1,-2,-3]"},
+       {{"[-1,-2,-3,", 9}, {"[-1,-1]", 5}}},
+      // A string of at most one character: its last character counted out.
+      {R"({"type": "array", "items": {"type": "string", "maxLength": 1}, "uniqueItems": true})",
+       {R"(["a","b"])", R"(["","a"])", R"(["\u0041","B"])"},
+       {{R"(["a","a"])", 6}, {R"(["A","\u0041"])", 11}, {"[\"\xc3\xa9\",\"\xc3\xa9\"]", 8},
+        {R"(["@","A","B","C","D","E","F","G","H","I","J","K","L","M","N","O","\u004)", 70}}},
+      {R"({"type": "array", "items": {"type": "string", "maxLength": 0}, "uniqueItems": true})",
+       {R"([""])", "[]"},
+       {{R"(["",)", 3}}},
+      // Numbers under bounds: a range of one value, and prefixes that reach the greatest only.
+      {R"({"type": "array", "items": {"type": "number", "minimum": 0.25, "maximum": 0.25}, "uniqueItems": true})",
+       {"[0.25]", "[0.250]"},
+       {{"[0.25,", 5}}},
+      {R"({"type": "array", "items": {"type": "number", "minimum": -1, "maximum": 1}, "uniqueItems": true})",
+       {"[1,0.5,-1,0,-0.5]", "[0.5,0.50001]"},
+       {{"[1,1.0]", 3}, {"[1,1.]", 3}, {"[-1,-1]", 5}, {"[0,-0]", 5}, {"[1,0.3,0.30]", 11}}},
+      {R"({"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 5}, "uniqueItems": true})",
+       {"[0,5,2.5]", "[-0,1]"},
+       {{"[0,-0]", 3}, {"[-0.0,0]", 7}, {"[5,5.0]", 3}}},
+  };
+  for (const Case& c : cases) {
+    const auto s = compile(c.schema);
+    for (const char* t : c.ok) {
+      EXPECT_TRUE(accepts(*s, t)) << c.schema << " " << t << " taken " << feed_bytes(*s, t).taken;
+      EXPECT_EQ(no_dead_end(*s, t), "") << c.schema << " " << t;
+    }
+    for (const auto& [t, taken] : c.bad) {
+      EXPECT_FALSE(accepts(*s, t)) << c.schema << " " << t;
+      EXPECT_EQ(feed_bytes(*s, t).taken, taken) << c.schema << " " << t;
+      EXPECT_EQ(no_dead_end(*s, t), "") << c.schema << " " << t;
+    }
+  }
+
+  // At most kMaxUniqueItems items: then the array must close.
+  const auto strings = compile(R"({"type": "array", "items": {"type": "string"}, "uniqueItems": true})");
+  std::string many = "[";
+  for (int i = 0; i < SchemaPrefix::kMaxUniqueItems; ++i) many += (i ? ",\"" : "\"") + std::to_string(i) + "\"";
+  EXPECT_TRUE(accepts(*strings, many + "]"));
+  EXPECT_EQ(feed_bytes(*strings, many + ",").taken, many.size());
+  // The token trie's plain-token set: unbounded strings take any run; under maxLength each token is walked.
+  SchemaPrefix open(*strings);
+  ASSERT_TRUE(open.feed(std::string_view(R"(["a",")")));
+  EXPECT_EQ(open.plain_room(), SchemaPrefix::kNoLimit);
+  const auto short_strings = compile(R"({"type": "array", "items": {"type": "string", "maxLength": 3}, "uniqueItems": true})");
+  SchemaPrefix bounded(*short_strings);
+  ASSERT_TRUE(bounded.feed(std::string_view(R"(["abc",")")));
+  EXPECT_EQ(bounded.plain_room(), -1);
+  ASSERT_TRUE(bounded.feed(std::string_view("ab")));
+  EXPECT_FALSE(SchemaPrefix(bounded).feed(static_cast<uint8_t>('c')));
+  EXPECT_TRUE(SchemaPrefix(bounded).feed(static_cast<uint8_t>('d')));
+
+  // Sets inside other containers, and arrays of sets (the outer one not unique).
+  const auto nested = compile(R"({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
+      "grid": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "uniqueItems": true}}}})");
+  EXPECT_TRUE(accepts(*nested, R"({"tags":["a","b"],"grid":[[1,2],[1,2],[]]})"));
+  EXPECT_FALSE(accepts(*nested, R"({"tags":["a","a"]})"));
+  EXPECT_FALSE(accepts(*nested, R"({"grid":[[1,2],[2,2]]})"));
+  EXPECT_TRUE(accepts(*nested, R"({"tags":["a"],"tags2":["a","a"]})"));  // undeclared: any value
+  // A type list with the array one: the set and the other types.
+  const auto optional = compile(R"({"type": ["array", "null"], "items": {"type": "string"}, "uniqueItems": true})");
+  EXPECT_TRUE(accepts(*optional, "null"));
+  EXPECT_TRUE(accepts(*optional, R"(["x","y"])"));
+  EXPECT_FALSE(accepts(*optional, R"(["x","x"])"));
+  // minItems that the distinct values just meet: every item is forced in the end.
+  const auto all3 = compile(R"({"type": "array", "items": {"enum": ["x", "y", "z"]}, "uniqueItems": true, "minItems": 3})");
+  EXPECT_TRUE(accepts(*all3, R"(["z","x","y"])"));
+  EXPECT_EQ(feed_bytes(*all3, R"(["z","x"])").taken, 8u);
+  // prefixItems whose items each have many values.
+  const auto tuple = compile(R"({"type": "array", "prefixItems": [{"type": "string"}, {"type": "string"}], "items": {"type": "integer"}, "uniqueItems": true})");
+  EXPECT_TRUE(accepts(*tuple, R"(["a","b",1,2])"));
+  EXPECT_FALSE(accepts(*tuple, R"(["a","a"])"));
+  EXPECT_FALSE(accepts(*tuple, R"(["a","b",1,1])"));
+  // uniqueItems false, or with at most one item, asserts nothing.
+  EXPECT_TRUE(accepts(*compile(R"({"type": "array", "items": {"type": "integer"}, "uniqueItems": false})"), "[1,1]"));
+  EXPECT_TRUE(accepts(*compile(R"({"type": "array", "maxItems": 1, "uniqueItems": true})"), R"([{"a":[]}])"));
+  EXPECT_TRUE(accepts(*compile(R"({"$ref": "#/$defs/a", "uniqueItems": false, "$defs": {"a": {"type": "array"}}})"), "[1,1]"));
+}
+
 TEST(JsonSchema, CompileErrors) {
   auto error = [](std::string_view text) {
     try {
@@ -600,9 +728,30 @@ TEST(JsonSchema, CompileErrors) {
   EXPECT_TRUE(has(error(patterns + "}}"), "more than 16 distinct patterns"));
   EXPECT_EQ(error(R"({"type": "object", "properties": {"a": {"pattern": "^x$"}, "b": {"pattern": "^x$"}, "c": {"type": "string", "pattern": "^x$"}}})"),
             "(compiled)");  // one pattern, compiled once
-  for (const char* k : {"patternProperties", "uniqueItems", "minProperties", "if", "not", "multipleOf", "contains", "dependentRequired"})
+  for (const char* k : {"patternProperties", "minProperties", "if", "not", "multipleOf", "contains", "dependentRequired"})
     EXPECT_TRUE(has(error(std::string("{\"") + k + "\": {}}"), std::string("'") + k + "'")) << k;
   EXPECT_TRUE(has(error(R"({"$ref": "https://example.com/s.json"})"), "$ref"));
+  // uniqueItems: scalar items only; named with its pointer where refused.
+  EXPECT_TRUE(has(error(R"({"uniqueItems": {}})"), "'uniqueItems' must be a boolean (at #/uniqueItems)"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "uniqueItems": true})"), "may be objects or arrays (at #/uniqueItems)"));
+  EXPECT_TRUE(has(error(R"({"properties": {"t": {"type": "array", "items": {"type": "object"}, "uniqueItems": true}}})"),
+                  "(at #/properties/t/uniqueItems)"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "array"}]}, "uniqueItems": true})"),
+                  "'uniqueItems'"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"enum": ["a", [1]]}, "uniqueItems": true})"), "an enum/const item here is an object or array"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"type": "string", "pattern": "^a+$"}, "uniqueItems": true})"), "'pattern'"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "prefixItems": [{"type": "boolean"}], "items": {"type": "string"}, "uniqueItems": true})"),
+                  "'uniqueItems' beside 'prefixItems'"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"type": "string"}, "uniqueItems": true, "minItems": 65})"),
+                  "'uniqueItems' with a minItems above 64 is not supported (at #/uniqueItems)"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"type": "boolean"}, "uniqueItems": true, "minItems": 3})"), "admits no value"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"enum": [1, 1.0, 1e0]}, "uniqueItems": true, "minItems": 2})"), "admits no value"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 5}, "uniqueItems": true, "minItems": 6})"),
+                  "admits no value"));
+  EXPECT_EQ(error(R"({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 5}, "uniqueItems": true, "minItems": 5})"), "(compiled)");
+  EXPECT_EQ(error(R"({"type": ["array", "string"], "items": {"type": "boolean"}, "uniqueItems": true, "minItems": 3})"), "(compiled)");
+  EXPECT_EQ(error(R"({"type": "array", "items": {"enum": ["a", "b"], "type": "string"}, "uniqueItems": true})"), "(compiled)");
+  EXPECT_TRUE(has(error(R"({"enum": [[1]], "uniqueItems": true})"), "'enum' together with 'uniqueItems'"));
   EXPECT_TRUE(has(error(R"({"$ref": "#/$defs/missing"})"), "points to nothing"));
   EXPECT_TRUE(has(error(R"({"$ref": "#"})"), "admits no value"));
   EXPECT_TRUE(has(error(R"({"enum": []})"), "admits no value"));
@@ -683,5 +832,46 @@ TEST(JsonSchemaTokenTrie, AllowedIsWhatEachTokenAloneWouldFeed) {
   EXPECT_GT(total, 10000);
 }
 
+
+// Inside the items of uniqueItems arrays: a string under maxLength is walked token by token (a
+// token that fills it may make a used value), an unbounded one takes the plain-token set.
+TEST(JsonSchemaTokenTrie, UniqueItemsMasks) {
+  Rng rng(11);
+  const std::string alphabet = "[]\",: abcx1029\\u\xc3\xa9";
+  std::vector<std::string> vocab;
+  for (int i = 0; i < 3000; ++i) {
+    std::string t;
+    const std::size_t n = rng() % 5;
+    for (std::size_t k = 0; k < n; ++k) t += alphabet[rng() % alphabet.size()];
+    vocab.push_back(t);
+  }
+  for (const char* t : {"ab", "abc", "a", "\"a", "\",\"", "10", "\xc3\xa9"}) vocab.push_back(t);
+  const TokenTrie trie(vocab);
+  const auto s = compile(R"({"type": "object", "properties": {
+      "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "uniqueItems": true},
+      "ids": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 20}, "uniqueItems": true},
+      "u": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}})");
+  const std::string docs[] = {
+      R"({"tags":["ab","a","abc","b","abx"],"ids":[1,10,2,0,20,19],"u":["x","x\u00e9",")" "\xc3\xa9" R"(",""]})",
+      R"({ "u" : [ "abc" , "ab" ] , "tags" : [ "\u0061" , "c" ] })",
+  };
+  std::vector<uint32_t> allowed;
+  int64_t total = 0;
+  for (const std::string& doc : docs) {
+    ASSERT_TRUE(accepts(*s, doc)) << doc;
+    for (std::size_t cut = 0; cut <= doc.size(); ++cut) {
+      SchemaPrefix state(*s);
+      ASSERT_TRUE(state.feed(std::string_view(doc).substr(0, cut)));
+      trie.allowed(state, allowed);
+      for (std::size_t id = 0; id < vocab.size(); ++id) {
+        SchemaPrefix alone = state;
+        const bool want = !vocab[id].empty() && alone.feed(vocab[id]);
+        ASSERT_EQ(mask_allows(allowed, id), want) << "prefix " << cut << " of " << doc << ", token '" << vocab[id] << "'";
+        total += want;
+      }
+    }
+  }
+  EXPECT_GT(total, 5000);
+}
 
 }  // namespace
