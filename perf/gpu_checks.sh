@@ -53,13 +53,17 @@ for step in $steps; do
       # the ranks' contexts take turns on the GPU, so no timing here means anything.
       DPA_STAGED_TEST_CUDA=1 $M -np 2 -x DPA_STAGED_TEST_CUDA .gpupack/bin/test_staged_communicator 2>&1 |
         grep -E "PASSED|FAILED" | tee "$out/share.txt"
-      for f in v2 v3; do for lay in "--dp=2 --ep=2 --ep-padded=4096" "--dp=2 --ep=2" "--dp=1 --ep=2 --ep-padded=4096"; do
-        for extra in "" "--cuda-graphs" "--tbo=2" "--tbo=2 --cuda-graphs"; do
-          [[ $lay != *padded* && $extra == *tbo* ]] && continue  # the overlap needs the padded exchange
-          echo "-- $f $lay $extra" | tee -a "$out/share.txt"
-          $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --device=cuda --weights=bf16 --share-gpu \
-            $lay $extra 2>&1 | grep -E "PASSED|FAILED|Failure|decode graphs:|two-batch|worst|rror" | head -8 | tee -a "$out/share.txt"
-        done
+      # Decode graphs and the two-batch overlap need the padded exchange and single-rank replicas
+      # (dp = world); the exact exchange and attn_tp 2 (dp 1) run eager and unsplit.
+      for f in v2 v3; do for run in "--dp=2 --ep=2 --ep-padded=4096" "--dp=2 --ep=2 --ep-padded=4096 --cuda-graphs" \
+          "--dp=2 --ep=2 --ep-padded=4096 --tbo=2" "--dp=2 --ep=2 --ep-padded=4096 --tbo=2 --cuda-graphs" \
+          "--dp=2 --ep=2" "--dp=1 --ep=2 --ep-padded=4096" "--dp=1 --ep=2"; do
+        $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --device=cuda --weights=bf16 --share-gpu \
+          $run >/tmp/share_golden.log 2>&1
+        echo "-- $f $run: exit $? ($(grep -cE "\[ +OK \]" /tmp/share_golden.log) forms OK;" \
+          "$(grep -m1 -oE "decode graphs: [0-9]+ recorded, [0-9]+ replays" /tmp/share_golden.log)" \
+          "$(grep -m1 -oE "two-batch overlap: [0-9]+ steps" /tmp/share_golden.log))" | tee -a "$out/share.txt"
+        grep -E "Failure|worst" /tmp/share_golden.log | sort -u | head -6 | tee -a "$out/share.txt"
       done; done
       # The server's whole step loop at dp 2 / ep 2 on the tiny model: a batch file's greedy answers
       # against one rank's (a differing answer is a near tie or a fault: the count is printed).
@@ -68,6 +72,13 @@ for step in $steps; do
       rm -f /tmp/share_np1.jsonl
       $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --input inputs/sample_batch.jsonl \
         --output /tmp/share_np1.jsonl 2>&1 | tail -2 | tee -a "$out/share.txt"
+      # One rank again, three requests at a time: how many answers a different batching alone
+      # changes on this GPU (the tiny random model has near ties), the yardstick for the counts below.
+      rm -f /tmp/share_np1b.jsonl
+      $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --max-num-seqs 3 --input inputs/sample_batch.jsonl \
+        --output /tmp/share_np1b.jsonl >/dev/null 2>&1
+      echo "-- one rank, --max-num-seqs 3" | tee -a "$out/share.txt"
+      python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np1b.jsonl 2>&1 | tee -a "$out/share.txt"
       for ex in "--ep-exchange padded" "--ep-exchange padded --enable-two-batch-overlap --tbo-min-tokens 2" ""; do
         echo "-- batch dp 2 ep 2 $ex" | tee -a "$out/share.txt"
         rm -f /tmp/share_np2.jsonl  # a batch resumes an output file it finds
