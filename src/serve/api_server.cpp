@@ -16,6 +16,7 @@
 
 #include "core/log.h"
 #include "serve/generation.h"
+#include "serve/responses.h"
 #include "text/tokenizer.h"
 
 namespace dpa::serve {
@@ -93,6 +94,7 @@ struct ApiServer::Job {
   int remaining = 0;
   std::shared_ptr<HttpSession> http;
   std::function<void(Job&)> internal;  // set for /health_generate
+  std::unique_ptr<ResponseShaper> responses;  // set for /v1/responses: its shape of the answer
   bool chat = false, stream = false, header_sent = false;
   std::string id;
   int64_t created = 0;
@@ -105,6 +107,7 @@ ApiServer::ApiServer(asio::io_context& ioc, const ServeOptions& opt, const Model
     : ioc_(ioc), opt_(opt), model_(model), engine_(engine), interrupt_(interrupt), timer_(ioc) {
   router_ = engine::make_router(opt_.router);
   metrics_ = std::make_unique<Metrics>();
+  response_store_ = std::make_unique<ResponseStore>();
   dp_ = engine_.load_snapshot().dp;
   metrics_->rep.resize(dp_);
   inflight_.assign(dp_, 0);
@@ -160,7 +163,8 @@ void ApiServer::fail_all(const std::string& message, double wait_s) {
       if (!j->header_sent) {
         j->http->send(500, "application/json", json_response(e.body()));
       } else {
-        j->http->write_chunk("data: " + json::serialize(e.body()) + "\n\ndata: [DONE]\n\n");
+        j->http->write_chunk(j->responses ? j->responses->error_event(e)
+                                          : "data: " + json::serialize(e.body()) + "\n\ndata: [DONE]\n\n");
         j->http->end_stream();
       }
     }
@@ -357,9 +361,11 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
   const std::vector<ToolCall> calls = g.take_stream_tool_calls(first_call);
   const std::string reasoning = g.take_stream_reasoning();
   if (!final && delta.empty() && calls.empty() && reasoning.empty()) return;  // logprobs wait for the next text
-  if (!j.header_sent) {
-    j.http->start_stream(200, "text/event-stream");
-    j.header_sent = true;
+  if (!j.header_sent) start_stream(j);
+  if (j.responses) {
+    const std::string events = j.responses->piece_events(reasoning, delta, calls);
+    if (!events.empty()) j.http->write_chunk(events);
+    return;
   }
   if (j.req->native) {  // SGLang's chunks: the choice so far
     json::value chunk = native_choice(g, native_rid(j, c), j.prompt_len[c], true);
@@ -399,9 +405,19 @@ void ApiServer::stream_piece(Job& j, int c, const std::string& delta, bool final
   j.http->write_chunk("data: " + json::serialize(chunk) + "\n\n");
 }
 
+void ApiServer::start_stream(Job& j) {
+  j.http->start_stream(200, "text/event-stream");
+  j.header_sent = true;
+  if (j.responses) j.http->write_chunk(j.responses->start_events());
+}
+
 void ApiServer::complete(Job& j) {
   if (j.internal) {
     j.internal(j);
+    return;
+  }
+  if (j.responses) {
+    complete_response(j);
     return;
   }
   if (!j.http || !j.http->open()) return;
@@ -420,10 +436,7 @@ void ApiServer::complete(Job& j) {
     return;
   }
   if (j.stream) {
-    if (!j.header_sent) {
-      j.http->start_stream(200, "text/event-stream");
-      j.header_sent = true;
-    }
+    if (!j.header_sent) start_stream(j);
     if (req.include_usage) {
       json::object chunk{{"id", j.id},
                          {"object", j.chat ? "chat.completion.chunk" : "text_completion"},
@@ -447,6 +460,32 @@ void ApiServer::complete(Job& j) {
   json::object body = j.chat ? chat_response(j.id, model_.name, j.created, j.gens, prompt_tokens)
                              : completion_response(j.id, model_.name, j.created, j.gens, prompt_tokens);
   j.http->send(200, "application/json", json_response(body));
+}
+
+// One choice, shaped as a response; stored (when asked) whether or not the client is still there.
+void ApiServer::complete_response(Job& j) {
+  ResponseShaper& r = *j.responses;
+  const Generation& g = j.gens.at(0);
+  const int64_t prompt_tokens = j.prompt_len.at(0);
+  if (j.reject.empty() && r.store()) response_store_->put(r.id(), r.response(g, prompt_tokens), r.conversation(g));
+  if (!j.http || !j.http->open()) return;
+  if (!j.reject.empty()) {
+    const ApiError e(400, j.reject, "input");
+    if (!j.header_sent) {
+      j.http->send(400, "application/json", json_response(e.body()));
+    } else {
+      j.http->write_chunk(r.error_event(e));
+      j.http->end_stream();
+    }
+    return;
+  }
+  if (j.stream) {
+    if (!j.header_sent) start_stream(j);
+    j.http->write_chunk(r.finish_events(g, prompt_tokens));
+    j.http->end_stream();
+    return;
+  }
+  j.http->send(200, "application/json", json_response(r.response(g, prompt_tokens)));
 }
 
 // ---- HTTP -----------------------------------------------------------------------------------
@@ -498,6 +537,15 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
   }
   if (post && (path == "/v1/completions" || path == "/v1/chat/completions")) {
     generate(req, s, path == "/v1/completions" ? Endpoint::completions : Endpoint::chat);
+    return;
+  }
+  if (post && path == "/v1/responses") {
+    create_response(req, s);
+    return;
+  }
+  if ((get || req.method == "DELETE") && path.rfind("/v1/responses/", 0) == 0 &&
+      path.find('/', 14) == std::string::npos) {
+    stored_response(req, s);
     return;
   }
   if (post && path == "/generate") {  // SGLang's native route (its router and bench_serving --backend sglang)
@@ -626,30 +674,69 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
   static const std::set<std::string> known = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health_generate",
                                               "/metrics",        "/get_load",            "/get_server_info", "/flush_cache",
                                               "/version",        "/tokenize",            "/detokenize",
-                                              "/generate",       "/get_model_info"};
+                                              "/generate",       "/get_model_info",      "/v1/responses"};
   if (known.count(path)) throw ApiError(405, fmt::format("method {} is not allowed on {}", req.method, path));
   throw ApiError(404, fmt::format("no route {} {}", req.method, path), "", "NotFoundError");
 }
 
-void ApiServer::generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep, bool native) {
+void ApiServer::check_serving() const {
   if (draining_) throw ApiError(503, "the server is shutting down", "", "unavailable_error");
   if (failed_) throw ApiError(503, failure_, "", "unavailable_error");
   if (!ready_) throw ApiError(503, "the engine is loading", "", "unavailable_error");
-  const json::object o = parse_body(req);
-  auto pr = std::make_unique<ParsedRequest>(native ? parse_native_request(o, model_) : parse_request(o, ep, model_));
-  if (pr->data_parallel_rank < 0)
-    if (const json::value* v = o.if_contains("routed_dp_rank"); v && v->is_int64()) pr->data_parallel_rank = static_cast<int32_t>(v->as_int64());
-  if (pr->data_parallel_rank >= dp_)
+}
+
+bool ApiServer::admit(ParsedRequest& pr, const json::object& o, const std::shared_ptr<HttpSession>& s) {
+  if (pr.data_parallel_rank < 0)
+    if (const json::value* v = o.if_contains("routed_dp_rank"); v && v->is_int64()) pr.data_parallel_rank = static_cast<int32_t>(v->as_int64());
+  if (pr.data_parallel_rank >= dp_)
     throw ApiError(400, fmt::format("'data_parallel_rank' must be below the number of replicas ({})", dp_), "data_parallel_rank");
-  const int64_t choices = static_cast<int64_t>(pr->prompts.size()) * pr->n;
+  const int64_t choices = static_cast<int64_t>(pr.prompts.size()) * pr.n;
   if (opt_.max_queued_requests > 0 && n_queued_ + choices > opt_.max_queued_requests) {
     ++metrics_->rejected_429;
     send_error(s, ApiError(429, fmt::format("too many queued requests ({} waiting, --max-queued-requests {}); retry later",
                                             n_queued_, opt_.max_queued_requests)),
                {{"Retry-After", "1"}});
+    return false;
+  }
+  return true;
+}
+
+void ApiServer::generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep, bool native) {
+  check_serving();
+  const json::object o = parse_body(req);
+  auto pr = std::make_unique<ParsedRequest>(native ? parse_native_request(o, model_) : parse_request(o, ep, model_));
+  if (admit(*pr, o, s)) submit_job(std::move(pr), s);
+}
+
+// The Responses body becomes the chat request it amounts to; the job keeps the shaper that turns
+// the chat generation back into a response (and its stream events).
+void ApiServer::create_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s) {
+  check_serving();
+  const json::object o = parse_body(req);
+  ResponsesRequest rr = translate_responses_request(o, *response_store_);
+  auto pr = std::make_unique<ParsedRequest>(parse_responses_request(rr, model_));
+  if (!admit(*pr, o, s)) return;
+  auto shaper = std::make_unique<ResponseShaper>(std::move(rr), new_response_id(), model_.name, unix_now());
+  auto j = submit_job(std::move(pr), s);
+  j->id = shaper->id();
+  j->responses = std::move(shaper);
+}
+
+void ApiServer::stored_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s) {
+  const std::string id = req.path.substr(std::string("/v1/responses/").size());
+  auto not_found = [&] {
+    return ApiError(404, fmt::format("Response with id '{}' not found.", id), "response_id", "invalid_request_error");
+  };
+  if (req.method == "DELETE") {
+    if (!response_store_->erase(id)) throw not_found();
+    send_json(s, json::object{{"id", id}, {"object", "response.deleted"}, {"deleted", true}});
     return;
   }
-  submit_job(std::move(pr), s);
+  if (req.target.find("stream=true") != std::string::npos)
+    throw ApiError(400, "streaming a stored response is not supported by this server", "stream");
+  const ResponseStore::Entry* e = response_store_->find(id);
+  if (!e) throw not_found();
+  send_json(s, e->response);
 }
 
 void ApiServer::health_generate(const std::shared_ptr<HttpSession>& s) {

@@ -20,6 +20,8 @@
 
 namespace dpa::serve {
 
+class ResponseStore;
+
 struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
@@ -58,6 +60,15 @@ class ApiServer {
   void handle(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
   void route(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
   void generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep, bool native = false);
+  // Throws 503 while loading, draining or failed.
+  void check_serving() const;
+  // The replica pin and the queue limit; false when the request got its 429.
+  bool admit(ParsedRequest& pr, const boost::json::object& body, const std::shared_ptr<HttpSession>& s);
+  // /v1/responses: create (over the chat path), and GET / DELETE of a stored one.
+  void create_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
+  void stored_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
+  void complete_response(Job& j);
+  void start_stream(Job& j);
   void health_generate(const std::shared_ptr<HttpSession>& s);
   std::shared_ptr<Job> submit_job(std::unique_ptr<ParsedRequest> pr, const std::shared_ptr<HttpSession>& s);
   void drain_events();
@@ -80,6 +91,7 @@ class ApiServer {
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<engine::Router> router_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<ResponseStore> response_store_;  // /v1/responses with store (io thread only)
   boost::asio::steady_timer timer_;
   std::string url_;
 

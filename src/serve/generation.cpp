@@ -144,6 +144,15 @@ std::string Generation::take_stream_reasoning() {
   return fresh;
 }
 
+int64_t Generation::reasoning_tokens() const {
+  if (!reasoning_stream_) return 0;
+  static constexpr std::string_view kEnd = "</think>";
+  const std::size_t end = text_.find(kEnd);
+  if (end == std::string::npos) return static_cast<int64_t>(tokens_.size());
+  return std::count_if(token_offsets_.begin(), token_offsets_.end(),
+                       [&](std::size_t at) { return at < end + kEnd.size(); });
+}
+
 std::vector<ToolCall> Generation::take_stream_tool_calls(std::size_t& first) {
   first = stream_calls_from_;
   const auto& all = tool_calls();

@@ -45,6 +45,9 @@ class Generation {
   const std::string& reasoning() const { return reasoning_; }
   bool include_reasoning() const { return req_.include_reasoning; }
   std::string take_stream_reasoning();  // reasoning added since the last call, for a stream chunk
+  // Output tokens up to and including the one that closes the reasoning block (all of them when
+  // it never closed); 0 without a reasoning split.
+  int64_t reasoning_tokens() const;
   const std::vector<ToolCall>& tool_calls() const;
   // Calls completed since the last call, for a stream chunk; `first` is the index of the first.
   std::vector<ToolCall> take_stream_tool_calls(std::size_t& first);

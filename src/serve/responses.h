@@ -1,0 +1,114 @@
+// OpenAI's Responses API (POST /v1/responses, GET and DELETE /v1/responses/{id}) on top of the chat
+// path, as vLLM and SGLang serve it: a Responses body is translated into the chat completions body
+// it amounts to (parse_request does the rest), and the chat generation is reshaped into a
+// response object or the Responses stream events. Stored responses live in rank 0's memory, in an
+// LRU bounded by count and bytes, so previous_response_id can continue a conversation.
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "serve/generation.h"
+#include "serve/openai_request.h"
+#include "serve/tool_calls.h"
+
+namespace dpa::serve {
+
+// Responses kept for retrieval and previous_response_id: the least recently used go first once
+// there are more than max_responses or they hold more than max_bytes (their JSON text).
+class ResponseStore {
+ public:
+  struct Entry {
+    boost::json::object response;      // what GET /v1/responses/{id} returns
+    boost::json::array conversation;   // chat messages, the output's included (not the instructions)
+    std::size_t bytes = 0;
+  };
+  explicit ResponseStore(std::size_t max_responses = 4096, std::size_t max_bytes = std::size_t{256} << 20);
+  void put(const std::string& id, boost::json::object response, boost::json::array conversation);
+  // nullptr when unknown (never stored, deleted or evicted); a hit becomes the most recent.
+  const Entry* find(const std::string& id);
+  bool erase(const std::string& id);
+  std::size_t size() const { return index_.size(); }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  using List = std::list<std::pair<std::string, Entry>>;  // most recent first
+  void evict();
+  std::size_t max_responses_, max_bytes_;
+  std::size_t bytes_ = 0;
+  List lru_;
+  std::unordered_map<std::string, List::iterator> index_;
+};
+
+// A Responses body, read and checked.
+struct ResponsesRequest {
+  boost::json::object chat;          // the /v1/chat/completions body it amounts to
+  boost::json::array conversation;   // its messages less the instructions: stored with the output
+  boost::json::object echo;          // the request's settings as the response object repeats them
+  bool store = true;
+  bool parallel_tool_calls = true;
+};
+
+// Reads a POST /v1/responses body; a previous_response_id is looked up in `store`. Throws
+// ApiError: 400 naming the param for a bad or unsupported field, 404 for an unknown previous id.
+ResponsesRequest translate_responses_request(const boost::json::object& body, ResponseStore& store);
+// parse_request on the translated body, with errors naming the Responses params
+// (max_output_tokens, text.format, input) instead of the chat ones.
+ParsedRequest parse_responses_request(const ResponsesRequest& r, const ModelInfo& model);
+
+// "resp_" and 32 random hex digits.
+std::string new_response_id();
+
+// One response in the making: its items as they stream, the final object, what gets stored.
+class ResponseShaper {
+ public:
+  ResponseShaper(ResponsesRequest req, std::string id, std::string model, int64_t created_at);
+  const std::string& id() const { return id_; }
+  bool store() const { return req_.store; }
+
+  // Streaming: the SSE events for the start (response.created, response.in_progress), and for
+  // the reasoning, content and completed tool calls the chat path let through since the last call.
+  std::string start_events();
+  std::string piece_events(const std::string& reasoning, const std::string& text, const std::vector<ToolCall>& calls);
+  // The events that close what is open and end the stream (response.completed or
+  // response.incomplete, carrying response()).
+  std::string finish_events(const Generation& g, int64_t prompt_tokens);
+  // An error after the stream started: an "error" event.
+  std::string error_event(const ApiError& e);
+
+  // The response object once `g` is over (non-streaming; also what is stored).
+  boost::json::object response(const Generation& g, int64_t prompt_tokens) const;
+  // The conversation that a later previous_response_id continues: the request's messages and
+  // the output as an assistant message.
+  boost::json::array conversation(const Generation& g) const;
+
+ private:
+  enum class Open { none, reasoning, message };
+  boost::json::object base(const std::string& status) const;  // the response without output and usage
+  std::vector<ToolCall> kept_calls(const std::vector<ToolCall>& calls) const;
+  boost::json::object call_item(const ToolCall& c, std::size_t index) const;
+  std::string event(const char* type, boost::json::object fields);
+  std::string open_reasoning();
+  std::string open_message();
+  std::string close_open(const std::string& status);
+
+  ResponsesRequest req_;
+  std::string id_, model_, stem_;
+  int64_t created_at_ = 0;
+  // Streaming state.
+  int64_t sequence_ = 0;
+  Open open_ = Open::none;
+  std::size_t n_items_ = 0, n_calls_ = 0;
+  std::size_t open_index_ = 0;
+  std::string open_text_;     // the open item's text so far
+  std::string pending_text_;  // blank text not yet in a message item
+  bool had_message_ = false;
+  bool message_after_calls_ = false;  // the stream opened the message after a call: the output lists it so
+};
+
+}  // namespace dpa::serve
