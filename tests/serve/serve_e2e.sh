@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `dpa_serve serve` acceptance on the CPU against a tiny random checkpoint:
 #  1. 4 ranks, dp 4: the official openai SDK (Node) drives completions, chat, streams with
-#     include_usage, n=2, logprobs, an aborted stream (openai_sdk_test.mjs);
+#     include_usage, n=2, logprobs, an aborted stream (openai_sdk_test.mjs), and /v1/responses
+#     (openai_responses_test.mjs; its SSE event: lines checked with curl);
 #  2. every endpoint and status code over plain HTTP (curl): 200s, 400s, 404s, 413, a client that
 #     disconnects mid-stream frees its KV pages within 1 s (/get_load), SIGTERM drains (health 503,
 #     new requests 503, the in-flight stream completes) and every rank exits 0;
-#  3. 1 rank with --api-key (401) and a queue limit of 1 (429 with Retry-After).
+#  3. 1 rank with --reasoning-parser deepseek_r1: the reasoning item of /v1/responses;
+#     1 rank with --api-key (401) and a queue limit of 1 (429 with Retry-After).
 #  4. perf/bench_serving (when given) runs against the dp 4 server and prints its block.
 #   serve_e2e.sh MPIEXEC DPA_SERVE NODE_MODULES WORKDIR [BENCH_SERVING]
 set -u
@@ -40,6 +42,28 @@ J=(-H 'Content-Type: application/json')
 if start dp4 4 --dp 4 --ep 4 --max-request-bytes 65536 --shutdown-timeout 60 --log-level info; then
   node "$here/openai_sdk_test.mjs" "$url" "$node_modules" tiny >"$work/sdk.log" 2>&1 \
     && ok "openai SDK checks: $(tail -1 "$work/sdk.log")" || { bad "openai SDK checks:"; cat "$work/sdk.log"; dump_log; }
+
+  node "$here/openai_responses_test.mjs" "$url" "$node_modules" tiny >"$work/responses.log" 2>&1 \
+    && ok "openai SDK /v1/responses checks: $(tail -1 "$work/responses.log")" \
+    || { bad "openai SDK /v1/responses checks:"; cat "$work/responses.log"; dump_log; }
+  # Each SSE event of /v1/responses names its type on an event: line, as OpenAI's do.
+  curl -sN "$url/v1/responses" "${J[@]}" -d '{"input":"hi","max_output_tokens":3,"stream":true}' >"$work/resp.sse"
+  python3 - "$work/resp.sse" <<'PY' && ok "responses stream: event: lines match the data types" || bad "responses stream: $(head -c 400 "$work/resp.sse")"
+import json, sys
+blocks = [b for b in open(sys.argv[1]).read().split("\n\n") if b.strip()]
+assert blocks, "no events"
+for b in blocks:
+    ev, data = b.split("\n")
+    assert ev.startswith("event: ") and data.startswith("data: "), b
+    assert json.loads(data[6:])["type"] == ev[7:], b
+assert json.loads(blocks[-1].split("\n")[1][6:])["type"] in ("response.completed", "response.incomplete")
+PY
+  expect 405 GET /v1/responses
+  expect 404 GET /v1/responses/resp_unknown
+  grep -q '"param":"response_id"' "$work/body" || bad "unknown response id: $(cat "$work/body")"
+  expect 404 DELETE /v1/responses/resp_unknown
+  expect 400 POST /v1/responses "${J[@]}" -d '{"input":"x","background":true}'
+  grep -q '"param":"background"' "$work/body" || bad "background: $(cat "$work/body")"
 
   expect 200 GET /health
   expect 200 GET /v1/models
@@ -134,6 +158,16 @@ if start dp4 4 --dp 4 --ep 4 --max-request-bytes 65536 --shutdown-timeout 60 --l
   grep -q '"finish_reason":"length"' "$work/drain.out" && ok "drained stream ended by length" || bad "drained stream was cut"
   wait "$mpirun_pid"; rc=$?
   [[ $rc -eq 0 ]] && ok "SIGTERM: every rank exited 0" || { bad "SIGTERM: mpirun exited $rc"; dump_log; }
+fi
+
+# ---------------------------------------------------------------- 1 rank, R1's reasoning parser
+if start reasoning 1 --dp 1 --ep 1 --reasoning-parser deepseek_r1 --shutdown-timeout 1 --log-level warn; then
+  node "$here/openai_responses_test.mjs" "$url" "$node_modules" tiny reasoning >"$work/responses_reasoning.log" 2>&1 \
+    && ok "openai SDK /v1/responses reasoning: $(tail -1 "$work/responses_reasoning.log")" \
+    || { bad "openai SDK /v1/responses reasoning:"; cat "$work/responses_reasoning.log"; dump_log; }
+  kill -TERM "$(rank0_pid)"
+  wait "$mpirun_pid"; rc=$?
+  [[ $rc -eq 0 ]] && ok "reasoning server: SIGTERM exit 0" || { bad "reasoning server: mpirun exited $rc"; dump_log; }
 fi
 
 # ---------------------------------------------------------------- 1 rank, api key, queue limit 1
