@@ -7,7 +7,7 @@
 // known once its closing quote comes. After each byte the parses that refused it end and equal
 // ones merge. Each parse on its own never reaches a dead end (a container or key is begun only if
 // something conforming fits in it within the depth limit, a digit only if some completion lies
-// within the bounds, an item of a uniqueItems array only if some completion is a value no earlier
+// within the bounds and is a multiple of multipleOf's, an item of a uniqueItems array only if some completion is a value no earlier
 // item had), so dropping parses past kMaxAlternatives loses some texts but never leaves the
 // recognizer stuck; refusing the byte instead could, when it is the only way on. A uniqueItems
 // array keeps its items' value hashes as frames above its own, as an object keeps its undeclared
@@ -100,42 +100,53 @@ std::size_t container(const Frames& frames) {
 
 void end_value(uint8_t depth, uint8_t& phase) { phase = depth == 0 ? kDone : kAfterValue; }
 
-// Whether some integer with `neg` sign whose digits begin with those of m (m > 0) lies in [lo, hi].
-bool int_viable(int64_t lo, int64_t hi, bool neg, uint64_t m) {
+// Whether some integer with `neg` sign whose digits begin with those of m (m > 0; 0: any
+// nonzero one) lies in [lo, hi] and is a multiple of mod: for each count of digits to come, the
+// first multiple in the run they reach.
+bool int_viable(int64_t lo, int64_t hi, bool neg, uint64_t m, uint64_t mod) {
   const i128 tlo = neg ? std::max<i128>(-i128{hi}, 1) : std::max<i128>(lo, 1);
   const i128 thi = neg ? -i128{lo} : i128{hi};
+  const auto im = static_cast<i128>(mod);
+  auto meets = [&](i128 a, i128 b) {  // some multiple in [a, b] ∩ [tlo, thi] (a >= 1)
+    a = std::max(a, tlo), b = std::min(b, thi);
+    return a <= b && (a + im - 1) / im * im <= b;
+  };
+  if (m == 0) return meets(tlo, thi);
   for (i128 a = m, p = 1; a <= thi; a *= 10, p *= 10)
-    if (a + p - 1 >= tlo) return true;
+    if (meets(a, a + p - 1)) return true;
   return false;
 }
-bool int_in(int64_t lo, int64_t hi, bool neg, uint64_t m) {
+bool int_in(int64_t lo, int64_t hi, bool neg, uint64_t m, uint64_t mod) {
   const i128 v = neg ? -i128{m} : i128{m};
-  return v >= lo && v <= hi;
+  return v >= lo && v <= hi && m % mod == 0;
 }
 // An item of a uniqueItems array under integer bounds: whether some integer in [lo, hi] that the
 // digits so far (m > 0 of them, or none: every one of the sign) lead to is not among the n
 // values `used` (hashes). Past n of them counted some is not; else each is looked up.
 template <typename Used>
-bool int_fresh(int64_t lo, int64_t hi, bool neg, bool any, uint64_t m, std::size_t n, const Used& used) {
+bool int_fresh(int64_t lo, int64_t hi, uint64_t mod, bool neg, bool any, uint64_t m, std::size_t n, const Used& used) {
   const i128 tlo = neg ? std::max<i128>(-i128{hi}, 1) : std::max<i128>(lo, 1);
   const i128 thi = neg ? -i128{lo} : i128{hi};
   struct Run {
     i128 a, b;
   };
-  Run runs[21];
+  Run runs[21];  // the multiples of mod they reach: from a to b, a step of mod
   int n_runs = 0;
   i128 count = 0;
+  const auto im = static_cast<i128>(mod);
+  auto run = [&](i128 x, i128 y) {
+    x = std::max(x, tlo), y = std::min(y, thi);
+    x = (x + im - 1) / im * im, y = y / im * im;  // x, y >= 1
+    if (x <= y) runs[n_runs++] = {x, y}, count += (y - x) / im + 1;
+  };
   if (any) {
-    if (tlo <= thi) runs[n_runs++] = {tlo, thi}, count = thi - tlo + 1;
+    run(tlo, thi);
   } else {
-    for (i128 a = m, p = 1; a <= thi; a *= 10, p *= 10) {
-      const i128 x = std::max(a, tlo), y = std::min(a + p - 1, thi);
-      if (x <= y) runs[n_runs++] = {x, y}, count += y - x + 1;
-    }
+    for (i128 a = m, p = 1; a <= thi; a *= 10, p *= 10) run(a, a + p - 1);
   }
   if (count > static_cast<i128>(n)) return true;
   for (int r = 0; r < n_runs; ++r)
-    for (i128 v = runs[r].a; v <= runs[r].b; ++v)
+    for (i128 v = runs[r].a; v <= runs[r].b; v += im)
       if (!used(value_hash::int_hash(neg ? -v : v))) return true;
   return false;
 }
@@ -259,6 +270,49 @@ bool decimal_within(const NumberBounds::Side& side, const Top& t) {  // the numb
   return t.phase == kNumFrac && within(side, t.at, t.lo, t.hi);
 }
 
+// Numbers under multipleOf q = p·10^-k (p < 2^31): x conforms iff it has no nonzero digit past
+// the k-th fraction digit and x·10^k ≡ 0 (mod p). Top's num holds the digits read so far, up to
+// the k-th fraction digit, as an integer mod p; `at` counts the fraction digits. The integer
+// digits always reach a multiple (more of them, or fraction digits, span more than q); from the
+// point on, with n fraction digits read and remainder r, the e = k - n digits still significant
+// reach one iff r·10^e + G ≡ 0 for some G < 10^e.
+uint64_t pow10_mod(uint64_t e, uint64_t p) {
+  uint64_t r = 1 % p, b = 10 % p;
+  for (; e; e >>= 1, b = b * b % p)
+    if (e & 1) r = r * b % p;
+  return r;
+}
+bool mult_reach(uint64_t r, uint64_t e, uint64_t p) {
+  if (e >= 10) return true;  // 10^e > p: every remainder
+  uint64_t t = 1;
+  for (uint64_t i = 0; i < e; ++i) t *= 10;
+  return (p - r * t % p) % p < t;
+}
+// Byte c, taken in phase `before` (bounds: NumberBounds' functions counted `at`).
+template <typename Top>
+bool mult_byte(uint64_t p, uint64_t k, bool bounds, Top& t, uint8_t before, uint8_t c) {
+  if (c == '.') {
+    if (!bounds) t.at = 0;
+    return mult_reach(t.num, k, p);
+  }
+  if (!is_digit(c)) return true;
+  const uint64_t d = c - '0';
+  if (before == kNumDot || before == kNumFrac) {
+    if (!bounds) t.at += t.at < kMaxCount;
+    if (t.at > k) return d == 0;
+    t.num = (t.num * 10 + d) % p;
+    return mult_reach(t.num, k - t.at, p);
+  }
+  t.num = ((before == kNumMinus ? 0 : t.num) * 10 + d) % p;  // after '-', num is number_byte's
+  return true;
+}
+template <typename Top>
+bool mult_complete(uint64_t p, uint64_t k, const Top& t) {  // the number may end here
+  if (t.phase == kNumZero || t.phase == kNumInt) return t.num * pow10_mod(k, p) % p == 0;
+  if (t.phase != kNumFrac) return false;
+  return t.at >= k ? t.num == 0 : t.num * pow10_mod(k - t.at, p) % p == 0;
+}
+
 // An item's number: its hash (Top's v* fields) after byte c, taken in phase `before`.
 template <typename Top>
 void hash_number_byte(Top& t, uint8_t before, uint8_t c) {
@@ -366,7 +420,7 @@ bool SchemaPrefix::item_viable(const Top& t, const Frame* frames, std::size_t n)
       }
       if (l.bounded && !(l.types & kNumber)) {
         if (t.phase == kNumZero) return !used(value_hash::zero_hash());
-        return int_fresh(l.lo, l.hi, neg, t.phase == kNumMinus, t.num, n_used, used);
+        return int_fresh(l.lo, l.hi, l.int_mod, neg, t.phase == kNumMinus, t.num, n_used, used);
       }
       // Unbounded: only 0 cannot be told from other values by more digits ("0" or "-0" of an
       // integer, "0e", "0.0E+1" of a number).
@@ -477,15 +531,16 @@ SchemaPrefix::Did SchemaPrefix::value_start(Top& t, std::size_t base, uint8_t c,
           if (c == '-' ? !l.numbers->side[1].open : !decimal_digit(l.numbers->side[0], s, c)) break;
           if (c == '-') s.flags |= kNeg;
         } else if (c == '-') {
-          if (bounded && l.lo >= 0) break;  // no "-0" under bounds: a negative must fit
+          if (bounded && !int_viable(l.lo, l.hi, true, 0, l.int_mod)) break;  // no "-0" under bounds: a negative must fit
           s.phase = kNumMinus, s.flags |= kNeg;
         } else if (c == '0') {
-          if (bounded && !int_in(l.lo, l.hi, false, 0)) break;
+          if (bounded && !int_in(l.lo, l.hi, false, 0, l.int_mod)) break;
           s.phase = kNumZero;
         } else {
-          if (bounded && !int_viable(l.lo, l.hi, false, c - '0')) break;
+          if (bounded && !int_viable(l.lo, l.hi, false, c - '0', l.int_mod)) break;
           s.phase = kNumInt, s.num = c - '0';
         }
+        if (l.mult_p) s.num = is_digit(c) ? (c - '0') % l.mult_p : 0;  // multipleOf's remainder (mult_byte)
         if (item) hash_number_byte(s, kValue, c);
         emit(s, nullptr);
     }
@@ -643,13 +698,14 @@ SchemaPrefix::Did SchemaPrefix::number_byte(Top& t, std::size_t base, uint8_t c,
       return is_digit(c) && decimal_digit(side, t, c) ? Did::keep : Did::drop;
     if (c == '.' && t.phase != kNumFrac) return decimal_point(side, t) ? Did::keep : Did::drop;
     if (!decimal_within(side, t)) return Did::drop;  // the number ends here: the byte is the container's
+    if (n.mult_p && !mult_complete(n.mult_p, n.mult_k, t)) return Did::drop;
     if (!value_ended(t, out)) return Did::drop;
     return step(t, base, c, out);
   }
   switch (t.phase) {
     case kNumMinus:
       if (c == '0' && !bounded) t.phase = kNumZero;
-      else if (c >= '1' && c <= '9' && (!bounded || int_viable(n.lo, n.hi, true, c - '0'))) t.phase = kNumInt, t.num = c - '0';
+      else if (c >= '1' && c <= '9' && (!bounded || int_viable(n.lo, n.hi, true, c - '0', n.int_mod))) t.phase = kNumInt, t.num = c - '0';
       else return Did::drop;
       return Did::keep;
     case kNumDot:
@@ -670,7 +726,7 @@ SchemaPrefix::Did SchemaPrefix::number_byte(Top& t, std::size_t base, uint8_t c,
         if (bounded) {  // a 20th digit would pass 2^63 (and could wrap the magnitude)
           if (t.num >= 1000000000000000000ull) return Did::drop;
           const uint64_t m = t.num * 10 + (c - '0');
-          if (!int_viable(n.lo, n.hi, neg, m)) return Did::drop;
+          if (!int_viable(n.lo, n.hi, neg, m, n.int_mod)) return Did::drop;
           t.num = m;
         }
         return Did::keep;
@@ -679,12 +735,13 @@ SchemaPrefix::Did SchemaPrefix::number_byte(Top& t, std::size_t base, uint8_t c,
         t.phase = kNumDot;
         return Did::keep;
       }
-      if (!integer && (c == 'e' || c == 'E') && t.phase != kNumExp) {
+      if (!integer && !n.mult_p && (c == 'e' || c == 'E') && t.phase != kNumExp) {  // none under multipleOf
         t.phase = kNumE;
         return Did::keep;
       }
       // The number ends here: the byte is the container's.
-      if (bounded && !int_in(n.lo, n.hi, neg, t.num)) return Did::drop;
+      if (bounded && !int_in(n.lo, n.hi, neg, t.num, n.int_mod)) return Did::drop;
+      if (n.mult_p && !mult_complete(n.mult_p, n.mult_k, t)) return Did::drop;
       if (!value_ended(t, out)) return Did::drop;
       return step(t, base, c, out);
   }
@@ -786,8 +843,11 @@ SchemaPrefix::Did SchemaPrefix::step(Top& t, std::size_t base, uint8_t c, Out& o
       return Did::drop;
     default: {
       const uint8_t before = t.phase;
+      const JsonSchema::Node& n = nodes[t.node];
       const Did d = number_byte(t, base, c, out);
-      if (d != Did::keep || !(t.flags & kItem)) return d;  // not an item, or the number has ended
+      if (d != Did::keep || t.phase < kNumMinus || t.phase > kNumExp) return d;  // or the number has ended
+      if (n.mult_p && !mult_byte(n.mult_p, n.mult_k, n.numbers != nullptr, t, before, c)) return Did::drop;
+      if (!(t.flags & kItem)) return d;
       hash_number_byte(t, before, c);
       return item_checked(d, t, base, out);
     }
@@ -802,8 +862,9 @@ bool SchemaPrefix::choice_exact(const Top& t) const {
 bool SchemaPrefix::number_complete(const Top& t) const {
   if (t.phase != kNumZero && t.phase != kNumInt && t.phase != kNumFrac && t.phase != kNumExp) return false;
   const JsonSchema::Node& n = schema_->nodes_[t.node];
+  if (n.mult_p && !mult_complete(n.mult_p, n.mult_k, t)) return false;
   if (n.numbers) return decimal_within(n.numbers->side[(t.flags & kNeg) != 0], t);
-  return !(n.bounded && !(n.types & kNumber)) || int_in(n.lo, n.hi, t.flags & kNeg, t.num);
+  return !(n.bounded && !(n.types & kNumber)) || int_in(n.lo, n.hi, t.flags & kNeg, t.num, n.int_mod);
 }
 
 bool SchemaPrefix::feed(uint8_t c) {

@@ -6,7 +6,11 @@
 // required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength,
 // pattern (regex.h's syntax; a search, as JSON Schema says, unless anchored by ^ and $; not
 // beside minLength / maxLength; at most kMaxPatterns distinct ones), minimum / maximum /
-// exclusiveMinimum / exclusiveMaximum (on integers, and exactly as decimals on numbers), anyOf,
+// exclusiveMinimum / exclusiveMaximum (on integers, and exactly as decimals on numbers),
+// multipleOf (q = p·10^-k, from its text, p below 2^31: on integers as x ≡ 0 modulo p less the
+// 2s and 5s of 10^k, with the bounds; on numbers exactly as decimals, x having no nonzero digit
+// past the k-th fraction digit and x·10^k ≡ 0 mod p, with the bounds where q is at most 1; no
+// digit is taken that no multiple within the bounds continues), anyOf,
 // oneOf (as anyOf: that exactly one branch matches is not enforced), allOf of one schema, $ref to
 // a JSON pointer into the document (recursion allowed), $defs / definitions, uniqueItems where
 // every item is a scalar (a string, number, boolean or null; enums and consts of them; through
@@ -17,10 +21,14 @@
 // among them (2020-12 makes it an annotation unless the format-assertion vocabulary is on).
 // Anything else is refused at compile(), naming the keyword and where it is; so are $ref, allOf,
 // anyOf and oneOf beside other assertions (annotations and $defs aside), enum / const beside any
-// but type, bounds on numbers beyond kMaxBoundExponent, and uniqueItems: true where an item may
-// be an object or an array, on strings under a pattern, beside prefixItems unless every item can
-// take kMaxUniqueItems values or more, and with a minItems above kMaxUniqueItems. (uniqueItems
-// with minItems above the distinct values the items can take admits no array.)
+// but type, bounds on numbers beyond kMaxBoundExponent; multipleOf not above 0, beyond
+// kMaxBoundExponent, with p from 2^31, or above 1 beside bounds on a schema admitting
+// non-integers (a prefix would have to reach a multiple within the bounds in one of its runs of
+// integer digits, not only some multiple and some value within them); and uniqueItems: true
+// where an item may be an object or an array, on strings under a pattern, on numbers under
+// multipleOf (integers under it are followed), beside prefixItems unless every item can take
+// kMaxUniqueItems values or more, and with a minItems above kMaxUniqueItems. (uniqueItems with a
+// minItems above the distinct values the items can take admits no array.)
 //
 // Limits, each of which only narrows what may be written (never to a dead end):
 //   - lexical rules as JsonPrefix's (UTF-8, escapes, whitespace runs of at most 32 bytes, none
@@ -29,9 +37,10 @@
 //   - object keys, enum and const values are accepted in their canonical form only (Boost.JSON's
 //     serialization; enum/const objects and arrays compact); so are the escapes in a string
 //     under a pattern (\" \\ \b \f \n \r \t, \u00xx for other control characters, the rest raw);
-//   - integers under bounds are kept within int64 and written without "-0";
-//   - numbers under bounds are written without an exponent (every value in range has a plain
-//     decimal form; "-0" and "-0.0" are 0);
+//   - integers under bounds, or under a multipleOf that not every integer meets, are kept
+//     within int64 and written without "-0";
+//   - numbers under bounds or multipleOf are written without an exponent (every value in range
+//     has a plain decimal form; "-0" and "-0.0" are 0);
 //   - at most 64 declared properties per object schema; at most kMaxExtraKeys undeclared keys per
 //     object; an undeclared key is told from earlier ones by a 64-bit hash of its bytes;
 //   - at most kMaxAlternatives parses are followed at once (anyOf branches, type lists, enums);
@@ -107,9 +116,14 @@ class JsonSchema {
     // (Regex::Target::json_string), with JSON Schema's search semantics folded in.
     uint64_t min_length = 0, max_length = UINT64_MAX;
     std::shared_ptr<const Regex> pattern;
-    // Integers (a schema admitting integers only).
+    // Integers (a schema admitting integers only): within [lo, hi] (multiples of int_mod), and
+    // multiples of int_mod (multipleOf's, as it bears on integers).
     bool bounded = false;
     int64_t lo = INT64_MIN, hi = INT64_MAX;
+    uint64_t int_mod = 1;
+    // Numbers (a schema admitting non-integers too) under multipleOf q = mult_p·10^-mult_k
+    // (mult_p 0: none).
+    uint32_t mult_p = 0, mult_k = 0;
     // Numbers (a schema admitting non-integers too): null without bounds.
     std::shared_ptr<const schema_detail::NumberBounds> numbers;
     // The least nesting a conforming value needs (containers, this one included), per kind.

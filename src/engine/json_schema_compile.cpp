@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <set>
 #include <string>
@@ -66,8 +67,9 @@ constexpr std::string_view kBoundKeywords[] = {"minimum", "exclusiveMinimum", "m
 bool is_bound(std::string_view k) {
   return std::find(std::begin(kBoundKeywords), std::end(kBoundKeywords), k) != std::end(kBoundKeywords);
 }
+bool exact_number(std::string_view k) { return is_bound(k) || k == "multipleOf"; }  // BoundTexts keeps these
 
-// The texts of the numbers under the bound keywords, by JSON pointer ("#/a/0/minimum"), from a
+// The texts of the numbers under the bound keywords and multipleOf, by JSON pointer ("#/a/0/minimum"), from a
 // second parse of the document: Boost.JSON keeps a double only (an ulp off past 15 digits or
 // exponents past 22, 0 or inf past a double's range), and bounds on numbers are compared with the
 // output's digits exactly. Where a key repeats, the last one's, as in the parsed document.
@@ -123,7 +125,7 @@ class BoundTexts {
   }
   bool number(json::string_view s) {
     number_.append(s.data(), s.size());
-    if (!stack_.empty() && stack_.back().object && is_bound(stack_.back().key)) {
+    if (!stack_.empty() && stack_.back().object && exact_number(stack_.back().key)) {
       std::string p = "#";
       for (const Level& l : stack_) p += "/" + (l.object ? pointer_token(l.key) : std::to_string(l.index));
       texts[p] = number_;
@@ -175,6 +177,105 @@ int compare(const Decimal& a, const Decimal& b) {
   if (a.neg != b.neg) return a.neg ? -1 : 1;
   return a.neg ? -compare_magnitudes(a, b) : compare_magnitudes(a, b);
 }
+
+// Decimal digit strings as unsigned integers (no leading zeros; "0" for 0), for multipleOf's
+// rounding of bounds: long division and multiplication by a small integer, and +1.
+std::string strip_zeros(std::string s) {
+  const std::size_t first = s.find_first_not_of('0');
+  return first == std::string::npos ? "0" : s.substr(first);
+}
+std::string divide(const std::string& a, uint64_t p, uint64_t& rem) {
+  std::string q;
+  rem = 0;
+  for (char c : a) {
+    const uint64_t cur = rem * 10 + static_cast<uint64_t>(c - '0');
+    q += static_cast<char>('0' + cur / p);
+    rem = cur % p;
+  }
+  return strip_zeros(q);
+}
+std::string multiply(const std::string& a, uint64_t p) {
+  std::string out(a.size() + 20, '0');
+  uint64_t carry = 0;
+  std::size_t o = out.size();
+  for (std::size_t i = a.size(); i-- > 0;) {
+    const uint64_t cur = static_cast<uint64_t>(a[i] - '0') * p + carry;
+    out[--o] = static_cast<char>('0' + cur % 10);
+    carry = cur / 10;
+  }
+  for (; carry; carry /= 10) out[--o] = static_cast<char>('0' + carry % 10);
+  return strip_zeros(out);
+}
+std::string add_one(std::string a) {
+  std::size_t i = a.size();
+  while (i > 0 && a[i - 1] == '9') a[--i] = '0';
+  if (i == 0) return "1" + a;
+  ++a[i - 1];
+  return a;
+}
+
+// multipleOf: q = p·10^-k, p a positive integer (q's significant digits), k >= 0.
+struct Multiple {
+  uint64_t p = 1;
+  uint32_t k = 0;
+  // The multiple of q nearest to d on the side `up` (ceil or floor of d / q), times q.
+  Decimal round(const Decimal& d, bool up) const {
+    // |d|·10^k = 0.sig × 10^(point + k): its integer part, and whether a fraction is left.
+    const int64_t ints = d.sig.empty() ? 0 : d.point + k;
+    std::string whole = "0";
+    bool frac = !d.sig.empty() && ints <= 0;
+    if (ints > 0) {
+      whole = d.sig.substr(0, static_cast<std::size_t>(std::min<int64_t>(ints, static_cast<int64_t>(d.sig.size()))));
+      whole.append(static_cast<std::size_t>(std::max<int64_t>(0, ints - static_cast<int64_t>(d.sig.size()))), '0');
+      frac = static_cast<int64_t>(d.sig.size()) > ints;
+    }
+    // The magnitude rounds away from zero where the number rounds up and is positive, or down and negative.
+    const bool away = up != d.neg;
+    uint64_t rem = 0;
+    std::string n = divide(away && frac ? add_one(whole) : whole, p, rem);
+    if (away && rem) n = add_one(n);
+    const std::string v = multiply(n, p);
+    return decimal((d.neg && v != "0" ? "-" : "") + v + "e-" + std::to_string(k));
+  }
+  // The multiple next past d, above it where up, else below (d itself excluded).
+  Decimal past(const Decimal& d, bool up) const {
+    Decimal q = decimal(std::to_string(p) + "e-" + std::to_string(k));
+    q.neg = !up;
+    return sum(round(d, !up), q);
+  }
+  static Decimal sum(const Decimal& a, const Decimal& b) {  // exact, as digit strings at a common scale
+    const int64_t scale = std::max<int64_t>({0, static_cast<int64_t>(a.sig.size()) - a.point, static_cast<int64_t>(b.sig.size()) - b.point});
+    auto scaled = [&](const Decimal& d) {  // d·10^scale, an integer
+      if (d.sig.empty()) return std::string("0");
+      return d.sig + std::string(static_cast<std::size_t>(d.point + scale - static_cast<int64_t>(d.sig.size())), '0');
+    };
+    std::string x = scaled(a), y = scaled(b);
+    bool neg = a.neg;
+    if (a.neg != b.neg) {  // a difference: the larger magnitude less the smaller
+      const bool x_big = x.size() != y.size() ? x.size() > y.size() : x >= y;
+      if (!x_big) std::swap(x, y), neg = b.neg;
+      std::string out = x;
+      int borrow = 0;
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        const std::size_t xi = out.size() - 1 - i;
+        int v = (x[xi] - '0') - borrow - (i < y.size() ? y[y.size() - 1 - i] - '0' : 0);
+        borrow = v < 0;
+        out[xi] = static_cast<char>('0' + (v + 10) % 10);
+      }
+      x = strip_zeros(out);
+    } else {
+      std::string out;
+      int carry = 0;
+      for (std::size_t i = 0; i < std::max(x.size(), y.size()) || carry; ++i) {
+        const int v = (i < x.size() ? x[x.size() - 1 - i] - '0' : 0) + (i < y.size() ? y[y.size() - 1 - i] - '0' : 0) + carry;
+        out.insert(out.begin(), static_cast<char>('0' + v % 10));
+        carry = v / 10;
+      }
+      x = strip_zeros(out);
+    }
+    return decimal((neg && x != "0" ? "-" : "") + x + "e-" + std::to_string(scale));
+  }
+};
 
 // A scalar's value hash (json_schema_internal.h's value_hash), as the recognizer reads it.
 uint64_t scalar_hash(const json::value& v) {
@@ -329,6 +430,7 @@ class SchemaCompiler {
         else many = true;  // a million strings of one character
       }
       if (l.types & kNumber) {
+        if (l.mult_p) fail(path, "'uniqueItems' on numbers under 'multipleOf' is not supported (on integers it is)");
         if (!l.numbers) many = true;
         else
           for (const NumberBounds::Side& side : l.numbers->side) {
@@ -336,9 +438,10 @@ class SchemaCompiler {
             else if (side.open) many = true;  // as many values as decimals between the bounds
           }
       } else if (l.types & kInteger) {
-        if (!l.bounded || i128{l.hi} - l.lo + 1 >= cap) many = true;
+        // The bounds are multiples of int_mod (the compiler rounded them in).
+        if (!l.bounded || (i128{l.hi} - l.lo) / l.int_mod + 1 >= cap) many = true;
         else
-          for (int64_t v = l.lo; v <= l.hi; ++v) values.insert(value_hash::int_hash(v));
+          for (i128 v = l.lo; v <= l.hi; v += l.int_mod) values.insert(value_hash::int_hash(v));
       }
     }
     return many ? cap : static_cast<uint32_t>(std::min<std::size_t>(values.size(), cap));
@@ -413,7 +516,7 @@ class SchemaCompiler {
           "type",     "enum",     "const",     "properties", "required",  "additionalProperties",
           "items",    "prefixItems", "minItems", "maxItems", "minLength", "maxLength",
           "minimum",  "maximum",  "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf", "$ref",
-          "pattern", "uniqueItems"};
+          "pattern", "uniqueItems", "multipleOf"};
       if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown))
         fail(p, "unsupported keyword '" + std::string(k) + "'");
       kw[k] = &kv.value();
@@ -556,9 +659,13 @@ class SchemaCompiler {
       }
     }
 
+    std::optional<Multiple> mult;
+    if (kw.count("multipleOf")) mult = multiple(*kw["multipleOf"], at("multipleOf"));
+
     // Numbers: on a schema admitting non-integers, the bounds exactly, as decimals.
     if (n.types & kNumber) {
-      number_bounds(n, kw, path);
+      number_bounds(n, kw, path, mult);
+      if (mult) n.mult_p = static_cast<uint32_t>(mult->p), n.mult_k = mult->k;
       return n;
     }
     // Integers: the bounds rounded inwards to int64.
@@ -572,6 +679,19 @@ class SchemaCompiler {
       else hi = std::min(hi, rounded(b, true, at(k)) - 1);
       n.bounded = true;
     }
+    // multipleOf on integers: x·10^k ≡ 0 (mod p), that is x ≡ 0 modulo p less the 2s and 5s that
+    // 10^k has (0.5 takes every integer, 2.5 the multiples of 5). The bounds go in to multiples.
+    if (mult) {
+      uint64_t m = mult->p;
+      for (uint32_t i = 0; i < mult->k && std::gcd(m, uint64_t{10}) > 1; ++i) m /= std::gcd(m, uint64_t{10});
+      if (m > 1) {
+        const i128 im = static_cast<i128>(m);
+        auto floor_div = [&](i128 a) { return a >= 0 ? a / im : -((-a + im - 1) / im); };
+        lo = -floor_div(-lo) * im, hi = floor_div(hi) * im;
+        n.int_mod = m;
+        n.bounded = true;  // kept within int64 as under bounds
+      }
+    }
     if (lo > hi) n.types &= ~kInteger;
     else n.lo = static_cast<int64_t>(lo), n.hi = static_cast<int64_t>(hi);
     return n;
@@ -581,7 +701,13 @@ class SchemaCompiler {
   // the tightest least and greatest (the exclusive one where they tie), then per sign the least
   // and greatest magnitude (json_schema_internal.h's NumberBounds). No number within them: the
   // schema admits no number.
-  void number_bounds(JsonSchema::Node& n, std::map<std::string_view, const json::value*>& kw, const std::string& path) {
+  //
+  // Beside multipleOf q (up to 1) the bounds go in to the nearest multiples, both then inclusive:
+  // a prefix reaches a conforming value iff it reaches a value within them and a multiple (the
+  // values it reaches are an interval of length at least q where one of them is integer digits
+  // that more may follow, else [v, v + 10^-n)); q above 1 would break the first, and is refused.
+  void number_bounds(JsonSchema::Node& n, std::map<std::string_view, const json::value*>& kw, const std::string& path,
+                     const std::optional<Multiple>& mult) {
     struct End {
       Decimal v;
       bool exclusive = false;
@@ -596,6 +722,14 @@ class SchemaCompiler {
       if (!b || (least ? c > 0 : c < 0) || (c == 0 && e.exclusive)) b = e;
     }
     if (!lo && !hi) return;
+    if (mult) {
+      uint64_t one = 1;  // 10^k, where below p
+      for (uint32_t i = 0; i < mult->k && one <= mult->p; ++i) one *= 10;
+      if (mult->p > one)  // q = p·10^-k > 1
+        fail(path + "/multipleOf", "'multipleOf' above 1 beside minimum / maximum on numbers is not supported (on integers it is)");
+      if (lo) lo = End{lo->exclusive ? mult->past(lo->v, true) : mult->round(lo->v, true), false};
+      if (hi) hi = End{hi->exclusive ? mult->past(hi->v, false) : mult->round(hi->v, false), false};
+    }
     auto magnitude = [](const End& e) {
       Magnitude m;
       m.sig = e.v.sig;
@@ -632,8 +766,35 @@ class SchemaCompiler {
     else n.numbers = std::make_shared<const NumberBounds>(std::move(b));
   }
 
+  // multipleOf: a number above 0, as p·10^-k from its text.
+  Multiple multiple(const json::value& v, const std::string& path) {
+    if (!v.is_number()) fail(path, "'multipleOf' must be a number greater than 0");
+    const Decimal d = exact(v, path);
+    if (d.neg || d.sig.empty()) fail(path, "'multipleOf' must be a number greater than 0");
+    constexpr int64_t kMax = JsonSchema::kMaxBoundExponent;
+    if (d.point > kMax || d.point < 1 - kMax)
+      fail(path, "'multipleOf' must be from 1e-" + std::to_string(kMax) + " to below 1e" + std::to_string(kMax));
+    const auto len = static_cast<int64_t>(d.sig.size());
+    Multiple m;
+    const std::string digits = d.point >= len ? d.sig + std::string(static_cast<std::size_t>(d.point - len), '0') : d.sig;
+    m.k = static_cast<uint32_t>(std::max<int64_t>(0, len - d.point));
+    if (digits.size() > 10 || std::stoull(digits) >= (uint64_t{1} << 31))
+      fail(path, "'multipleOf' is supported where its digits, the point aside, make a number below 2147483648 (it is " +
+                     digits + "e-" + std::to_string(m.k) + ")");
+    m.p = std::stoull(digits);
+    return m;
+  }
+
   // A bound's value, exactly: its text as written where the second parse has it (BoundTexts).
   Decimal bound(const json::value& v, const std::string& path) {
+    Decimal d = exact(v, path);
+    constexpr int64_t kMax = JsonSchema::kMaxBoundExponent;  // 0.sig × 10^point: from 10^-kMax, below 10^kMax
+    if (!d.sig.empty() && (d.point > kMax || d.point < 1 - kMax))
+      fail(path, "a bound on numbers must be 0 or from 1e-" + std::to_string(kMax) + " to below 1e" + std::to_string(kMax) + " in magnitude");
+    return d;
+  }
+  // A number keyword's value, exactly: its text as written where the second parse has it (BoundTexts).
+  Decimal exact(const json::value& v, const std::string& path) {
     std::string text;
     if (v.is_int64()) {
       text = std::to_string(v.get_int64());
@@ -658,11 +819,7 @@ class SchemaCompiler {
     } else {
       fail(path, "must be a number");
     }
-    Decimal d = decimal(text);
-    constexpr int64_t kMax = JsonSchema::kMaxBoundExponent;  // 0.sig × 10^point: from 10^-kMax, below 10^kMax
-    if (!d.sig.empty() && (d.point > kMax || d.point < 1 - kMax))
-      fail(path, "a bound on numbers must be 0 or from 1e-" + std::to_string(kMax) + " to below 1e" + std::to_string(kMax) + " in magnitude");
-    return d;
+    return decimal(text);
   }
 
   JsonSchema& s_;

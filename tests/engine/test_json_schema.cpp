@@ -72,6 +72,19 @@ int compare(const Decimal& a, const Decimal& b) {
   return sign(a) * ((c > 0) - (c < 0));
 }
 
+// x / q is an integer, exactly: x = X·10^a and q = Q·10^b with X, Q their digits, so x / q is
+// X·10^(a-b) / Q; where a < b it is not one (X has no trailing zeros), else X·10^(a-b) mod Q.
+bool multiple_of(const Decimal& x, const Decimal& q) {
+  if (x.digits.empty()) return true;
+  const int64_t e = (x.point - static_cast<int64_t>(x.digits.size())) - (q.point - static_cast<int64_t>(q.digits.size()));
+  if (e < 0) return false;
+  const uint64_t qq = std::stoull(q.digits);
+  uint64_t r = 0;
+  for (char c : x.digits) r = (r * 10 + static_cast<uint64_t>(c - '0')) % qq;
+  for (int64_t i = 0; i < e && r; ++i) r = r * 10 % qq;
+  return r == 0;
+}
+
 // The texts of a parsed text's numbers, by the values they became (the recognizer reads digits,
 // a double does not hold them all); nullopt where they do not pair up (a repeated key dropped some).
 using NumberTexts = std::map<const json::value*, std::string>;
@@ -235,6 +248,14 @@ struct Validator {
       if (bounded && numbers && t.find_first_of("eE") != std::string::npos) return false;
       // And integers under bounds are written without "-0".
       if (bounded && !numbers && t.starts_with("-") && x.digits.empty()) return false;
+      if (const auto* m = o.if_contains("multipleOf")) {
+        const Decimal q = decimal(json::serialize(*m));
+        if (!multiple_of(x, q)) return false;
+        // The recognizer's restrictions: no exponent on numbers under multipleOf; integers under
+        // one that not every integer meets, as under bounds.
+        if (numbers && t.find_first_of("eE") != std::string::npos) return false;
+        if (!numbers && t.starts_with("-") && x.digits.empty() && !multiple_of(decimal("1"), q)) return false;
+      }
     }
     return true;
   }
@@ -293,6 +314,10 @@ json::value integer_schema(Rng& rng) {
     case 3: s["minimum"] = lo; break;
     default: s["maximum"] = hi;
   }
+  if (coin(rng, 25)) {
+    static const double kMultiples[] = {5, 3, 0.5, 2.5, 10, 4, 0.3};
+    s["multipleOf"] = kMultiples[pick(rng, std::size(kMultiples))];
+  }
   return s;
 }
 
@@ -317,6 +342,10 @@ json::value number_schema(Rng& rng) {
     case 5: s["exclusiveMinimum"] = lo, s["maximum"] = hi; break;
     default: s["minimum"] = static_cast<int64_t>(std::floor(lo)), s["maximum"] = hi;
   }
+  if (coin(rng, 25)) {  // up to 1 beside bounds on numbers
+    static const double kMultiples[] = {0.5, 0.25, 0.01, 0.1, 1, 0.125};
+    s["multipleOf"] = kMultiples[pick(rng, std::size(kMultiples))];
+  }
   return s;
 }
 
@@ -333,6 +362,7 @@ json::value scalar_schema(Rng& rng, int depth = 1) {
     case 2: {
       json::value s = number_schema(rng);
       if (!s.as_object().contains("type")) s.as_object()["type"] = "number";
+      s.as_object().erase("multipleOf");  // refused beside uniqueItems on numbers
       return s;
     }
     case 3: return json::object{{"type", coin(rng, 50) ? "boolean" : "null"}};
@@ -380,6 +410,10 @@ json::value gen_schema(Rng& rng, int depth, int n_defs) {
     case 1: return integer_schema(rng);
     case 2:
       if (coin(rng, 50)) return number_schema(rng);
+      if (coin(rng, 30)) {
+        static const double kMultiples[] = {0.5, 2.5, 3, 0.01, 0.25};
+        return json::object{{"type", "number"}, {"multipleOf", kMultiples[pick(rng, std::size(kMultiples))]}};
+      }
       return json::object{{"type", coin(rng, 50) ? "number" : "boolean"}};
     case 3: return json::object{{"type", "null"}};
     case 4: {
@@ -489,6 +523,19 @@ json::value gen_instance(Rng& rng, const json::value& root, const json::value& s
       return std::nullopt;
     };
     const auto lo = bound("minimum", "exclusiveMinimum"), hi = bound("maximum", "exclusiveMaximum");
+    if (const auto* m = o.if_contains("multipleOf")) {  // n·q, written exactly, then parsed
+      const Decimal q = decimal(json::serialize(*m));
+      const int64_t k = std::max<int64_t>(0, static_cast<int64_t>(q.digits.size()) - q.point);
+      const double step = m->to_number<double>();
+      const auto first = static_cast<int64_t>(std::ceil((lo ? *lo : -50.0) / step)), last = static_cast<int64_t>(std::floor((hi ? *hi : 50.0) / step));
+      const int64_t n = first + (last >= first ? static_cast<int64_t>(rng() % static_cast<uint64_t>(std::min<int64_t>(last - first + 1, 1000))) : 0);
+      std::string digits = std::to_string(std::abs(n) * std::stoll(q.digits)) + std::string(static_cast<std::size_t>(std::max<int64_t>(0, q.point - static_cast<int64_t>(q.digits.size()))), '0');
+      if (k > 0) {
+        if (static_cast<int64_t>(digits.size()) <= k) digits.insert(0, static_cast<std::size_t>(k + 1 - static_cast<int64_t>(digits.size())), '0');
+        digits.insert(digits.size() - static_cast<std::size_t>(k), ".");
+      }
+      return json::parse((n < 0 ? "-" : "") + digits);
+    }
     if (!lo && !hi) return coin(rng, 50) ? json::value(pick(rng, 100000) / 64.0 - 500) : json::value(static_cast<int64_t>(pick(rng, 100)));
     const double a = lo ? *lo : *hi - 10, b = hi ? *hi : *lo + 10;
     double v;
@@ -511,6 +558,12 @@ json::value gen_instance(Rng& rng, const json::value& root, const json::value& s
     if (!o.contains("maximum") && !o.contains("exclusiveMaximum")) hi = std::max(hi, lo + 1000);
     const __int128 span = hi - lo + 1;
     __int128 v = coin(rng, 30) ? (coin(rng, 50) ? lo : hi) : lo + static_cast<__int128>(rng() % static_cast<uint64_t>(std::min<__int128>(span, __int128{1} << 62)));
+    if (const auto* m = o.if_contains("multipleOf")) {  // a multiple of the least integer q divides
+      const Decimal q = decimal(json::serialize(*m));
+      int64_t step = 1;
+      while (!multiple_of(decimal(std::to_string(step)), q)) ++step;
+      v = v / step * step;
+    }
     return json::value(static_cast<int64_t>(v));
   }
   if (type == "string") {
@@ -750,10 +803,12 @@ TEST(JsonSchemaDifferential, AgreesWithTheValidator) {
       }
     }
   }
-  const auto unique = std::count_if(cases.begin(), cases.end(), [](const Case& c) { return json::serialize(c.schema).find("uniqueItems") != std::string::npos; });
-  std::printf("differential: %zu schemas (%zu with uniqueItems), %lld valid instances (compact) + %lld (spaced), %lld other texts "
-              "(%lld completed by the recognizer, %lld canonical and valid)\n",
-              cases.size(), static_cast<std::size_t>(unique), static_cast<long long>(valid_compact), static_cast<long long>(valid_spaced),
+  auto with = [&](const char* k) {
+    return static_cast<std::size_t>(std::count_if(cases.begin(), cases.end(), [&](const Case& c) { return json::serialize(c.schema).find(k) != std::string::npos; }));
+  };
+  std::printf("differential: %zu schemas (%zu with uniqueItems, %zu with multipleOf), %lld valid instances (compact) + %lld (spaced), "
+              "%lld other texts (%lld completed by the recognizer, %lld canonical and valid)\n",
+              cases.size(), with("uniqueItems"), with("multipleOf"), static_cast<long long>(valid_compact), static_cast<long long>(valid_spaced),
               static_cast<long long>(negatives), static_cast<long long>(recognizer_complete),
               static_cast<long long>(validator_valid_canonical));
   EXPECT_GT(valid_compact, 3000);
@@ -854,7 +909,6 @@ TEST(JsonSchemaUniqueItems, AllShortTexts) {
   for (const Case& c : cases) {
     const json::value schema = json::parse(c.schema);
     const auto compiled = compile(c.schema);
-    const Validator validator{schema};
     auto conforms = [&](const std::string& text) {
       if (text.empty() || is_ws(text.back())) return false;  // the recognizer takes no whitespace after the value
       boost::system::error_code ec;

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -273,21 +274,26 @@ struct End {
   i128 v = 0;
   bool open = false;
 };
-// [lo, hi] meets every bound.
-bool meets(End lo, End hi, const std::vector<Bound>& bounds) {
+// [lo, hi] meets every bound (and holds a multiple of `mult`, where not 0).
+bool meets(End lo, End hi, const std::vector<Bound>& bounds, i128 mult = 0) {
   for (const Bound& b : bounds) {
     End& e = b.lower ? lo : hi;
     const bool tighter = e.none || (b.lower ? b.v > e.v : b.v < e.v) || (b.v == e.v && b.exclusive);
     if (tighter) e = {false, b.v, b.exclusive};
   }
   if (lo.none || hi.none) return true;
+  if (mult) {  // the least multiple in it, from lo up
+    i128 f = lo.v >= 0 ? (lo.v + mult - 1) / mult * mult : -(-lo.v / mult * mult);
+    if (lo.open && f == lo.v) f += mult;
+    return f < hi.v || (f == hi.v && !hi.open);
+  }
   return lo.v < hi.v || (lo.v == hi.v && !lo.open && !hi.open);
 }
 struct Verdict {
   bool prefix = false;    // some completion is a number within the bounds
   bool complete = false;  // the text itself is one
 };
-Verdict judge(std::string_view s, const std::vector<Bound>& bounds) {
+Verdict judge(std::string_view s, const std::vector<Bound>& bounds, i128 mult = 0) {
   Verdict out;
   std::size_t i = 0;
   const bool neg = !s.empty() && s[0] == '-';
@@ -317,11 +323,11 @@ Verdict judge(std::string_view s, const std::vector<Bound>& bounds) {
     End lo, hi;  // of the value: [a, b) or, negated, (-b, -a]
     if (!neg) lo = {false, a, false}, hi = b ? End{false, *b, true} : End{};
     else lo = b ? End{false, -*b, true} : End{}, hi = {false, -a, false};
-    out.prefix = out.prefix || meets(lo, hi, bounds);
+    out.prefix = out.prefix || meets(lo, hi, bounds, mult);
   }
   if (!ints.empty() && !(dot && frac_end == int_end + 1)) {
     const i128 v = scaled(s);
-    out.complete = meets({false, v, false}, {false, v, false}, bounds);
+    out.complete = meets({false, v, false}, {false, v, false}, bounds) && (!mult || v % mult == 0);
   }
   return out;
 }
@@ -389,6 +395,119 @@ TEST(JsonSchema, NumberBoundsAgainstExactReading) {
   }
   std::printf("number bounds: %lld texts against the exact reading, %lld taken ones completed\n", static_cast<long long>(prefixes),
               static_cast<long long>(completes_checked));
+}
+
+// multipleOf, exhaustively. Integers: every text of up to 4 bytes over "-.0123456789" against
+// the multiples themselves, listed (within 10^5, past every prefix's reach of one more digit);
+// numbers: every text of up to 5 bytes against the exact reading above, with multiples. Each
+// prefix the recognizer takes completes, by a search that backtracks within 256 bytes.
+TEST(JsonSchema, MultipleOfAgainstExactReading) {
+  auto completes_within = [](const SchemaPrefix& p) {
+    std::string found;
+    int budget = 20000;
+    return dpa::engine::test::completion(p, found, budget);
+  };
+  struct IntCase {
+    const char* schema;
+    int64_t m;       // the integers that are multiples of q: those of m
+    int64_t lo, hi;  // the bounds, inclusive (the window's ends where none)
+    bool neg_zero;   // "-0" is written (neither bounds nor an m past 1)
+  };
+  constexpr int64_t W = 100000;
+  const IntCase int_cases[] = {
+      {R"({"type": "integer", "multipleOf": 5})", 5, -W, W, false},
+      {R"({"type": "integer", "multipleOf": 5, "minimum": -20, "maximum": 20})", 5, -20, 20, false},
+      {R"({"type": "integer", "multipleOf": 3, "minimum": -10, "maximum": 10})", 3, -10, 10, false},
+      {R"({"type": "integer", "multipleOf": 7, "minimum": 1, "maximum": 100})", 7, 1, 100, false},
+      {R"({"type": "integer", "multipleOf": 2.5, "minimum": 0, "maximum": 50})", 5, 0, 50, false},
+      {R"({"type": "integer", "multipleOf": 0.5, "minimum": -7, "maximum": 7})", 1, -7, 7, false},
+      {R"({"type": "integer", "multipleOf": 0.3, "exclusiveMinimum": 0, "exclusiveMaximum": 30})", 3, 1, 29, false},
+      {R"({"type": "integer", "multipleOf": 4, "minimum": -100})", 4, -100, W, false},
+      {R"({"type": "integer", "multipleOf": 6, "maximum": 50})", 6, -W, 50, false},
+      {R"({"type": "integer", "multipleOf": 0.5})", 1, -W, W, true},
+      {R"({"type": "integer", "multipleOf": 1e1, "exclusiveMinimum": 0})", 10, 1, W, false},
+      {R"({"type": "integer", "multipleOf": 0.25, "maximum": -3})", 1, -W, -3, false},
+  };
+  const std::string alphabet = "-.0123456789";
+  int64_t texts = 0, completed = 0;
+  for (const IntCase& c : int_cases) {
+    const auto s = compile(c.schema);
+    std::set<std::string> valid, prefixes;
+    auto add = [&](const std::string& t) {
+      valid.insert(t);
+      for (std::size_t n = 1; n <= std::min<std::size_t>(t.size(), 4); ++n) prefixes.insert(t.substr(0, n));
+    };
+    for (int64_t v = c.lo; v <= c.hi; ++v)
+      if (v % c.m == 0) add(std::to_string(v));
+    if (c.neg_zero) add("-0");
+    std::vector<std::pair<std::string, SchemaPrefix>> todo{{"", SchemaPrefix(*s)}};
+    while (!todo.empty()) {
+      auto [text, state] = std::move(todo.back());
+      todo.pop_back();
+      for (char ch : alphabet) {
+        const std::string next = text + ch;
+        SchemaPrefix p = state;
+        const bool took = p.feed(static_cast<uint8_t>(ch));
+        ++texts;
+        ASSERT_EQ(took, prefixes.count(next) > 0) << c.schema << " " << next;
+        if (!took) continue;
+        ASSERT_EQ(p.complete(), valid.count(next) > 0) << c.schema << " " << next;
+        ASSERT_TRUE(completes_within(p)) << c.schema << " " << next;
+        ++completed;
+        if (next.size() < 4) todo.emplace_back(next, p);
+      }
+    }
+  }
+  struct NumberCase {
+    const char* mult;
+    std::vector<std::pair<const char*, const char*>> bounds;
+  };
+  const NumberCase number_cases[] = {
+      {"5", {}}, {"3", {}}, {"0.5", {}}, {"0.01", {}}, {"0.25", {}}, {"2.5", {}}, {"1E-1", {}}, {"0.3", {}},
+      {"0.5", {{"minimum", "0.2"}, {"maximum", "2.2"}}},
+      {"0.01", {{"exclusiveMinimum", "0"}, {"exclusiveMaximum", "1"}}},
+      {"0.25", {{"minimum", "-1"}, {"maximum", "-0.3"}}},
+      {"1", {{"minimum", "-2.5"}, {"maximum", "7.5"}}},
+      {"0.3", {{"minimum", "-1"}, {"maximum", "1"}}},
+      {"0.05", {{"minimum", "0.33"}}},
+      {"0.125", {{"exclusiveMaximum", "2"}}},
+      {"0.5", {{"exclusiveMinimum", "-3"}, {"maximum", "0"}}},
+      {"0.25", {{"minimum", "0.25"}, {"maximum", "0.25"}}},
+  };
+  for (const NumberCase& c : number_cases) {
+    std::string schema = std::string(R"({"type": "number", "multipleOf": )") + c.mult;
+    std::vector<oracle::Bound> bounds;
+    for (const auto& [k, v] : c.bounds) {
+      schema += std::string(", \"") + k + "\": " + v;
+      const std::string_view key(k);
+      bounds.push_back({oracle::scaled(v), key == "minimum" || key == "exclusiveMinimum", key.starts_with("exclusive")});
+    }
+    schema += "}";
+    const auto s = compile(schema);
+    const oracle::i128 mult = oracle::scaled(c.mult);
+    std::vector<std::pair<std::string, SchemaPrefix>> todo{{"", SchemaPrefix(*s)}};
+    while (!todo.empty()) {
+      auto [text, state] = std::move(todo.back());
+      todo.pop_back();
+      for (char ch : alphabet) {
+        const std::string next = text + ch;
+        SchemaPrefix p = state;
+        const bool took = p.feed(static_cast<uint8_t>(ch));
+        const oracle::Verdict v = oracle::judge(next, bounds, mult);
+        ++texts;
+        ASSERT_EQ(took, v.prefix) << schema << " " << next;
+        if (!took) continue;
+        ASSERT_EQ(p.complete(), v.complete) << schema << " " << next;
+        if (next.size() <= 4) {
+          ASSERT_TRUE(completes_within(p)) << schema << " " << next;
+          ++completed;
+        }
+        if (next.size() < 5) todo.emplace_back(next, p);
+      }
+    }
+  }
+  std::printf("multipleOf: %lld texts against the exact readings, %lld taken ones completed\n", static_cast<long long>(texts),
+              static_cast<long long>(completed));
 }
 
 TEST(JsonSchema, StringLengths) {
@@ -574,6 +693,81 @@ TEST(JsonSchema, PatternWithLengths) {
   EXPECT_EQ(feed_bytes(*even, R"("ababa")").taken, 5u);  // "ababa would need a sixth character
 }
 
+// multipleOf: on integers by value modulo (bounds rounded in to multiples), on numbers as exact
+// decimals (no exponent); a digit only where some completion is a multiple within the bounds.
+TEST(JsonSchema, MultipleOf) {
+  // (A search that backtracks within 256 bytes: "2" under 2.5 may grow 9s for ever.)
+  auto no_dead_end = [](const JsonSchema& s, std::string_view text) {
+    SchemaPrefix p(s);
+    for (std::size_t i = 0; i < text.size() && p.feed(static_cast<uint8_t>(text[i])); ++i) {
+      std::string found;
+      int budget = 20000;
+      if (!dpa::engine::test::completion(p, found, budget)) return std::string(text.substr(0, i + 1));
+    }
+    return std::string();
+  };
+  struct Case {
+    const char* schema;
+    std::vector<const char*> ok;
+    std::vector<std::pair<const char*, std::size_t>> bad;  // text, bytes taken
+  };
+  const Case cases[] = {
+      {R"({"type": "integer", "multipleOf": 5})", {"0", "5", "-5", "100", "1000000005", "-9223372036854775805"},
+       {{"3", 1}, {"-0", 1}, {"5.0", 1}, {"1e1", 1}, {"9223372036854775807", 18}}},
+      {R"({"type": "integer", "multipleOf": 3, "minimum": -10, "maximum": 10})", {"0", "3", "-9", "9", "6"},
+       {{"1", 0}, {"-1", 1}, {"12", 0}, {"-12", 1}, {"4", 0}}},
+      {R"({"type": "integer", "multipleOf": 0.5})", {"7", "-0", "-3", "0"}, {{"7.5", 1}}},
+      {R"({"type": "integer", "multipleOf": 2.5, "maximum": 12})", {"10", "-5", "0", "5"}, {{"12", 1}, {"15", 1}, {"2", 0}}},
+      {R"({"type": "integer", "multipleOf": 5, "minimum": -3, "maximum": 3})", {"0"}, {{"-5", 0}, {"5", 0}}},
+      {R"({"type": "integer", "multipleOf": 1e1, "exclusiveMinimum": 0})", {"10", "20", "1000"}, {{"0", 0}, {"15", 2}, {"-10", 0}}},
+      {R"({"type": "number", "multipleOf": 0.01})", {"0", "1", "1.5", "1.25", "-3.07", "10.10", "0.010", "-0", "-0.0"},
+       {{"1.255", 4}, {"0.0010", 4}, {"1e2", 1}, {"1.2E1", 3}, {"0.001", 4}}},
+      {R"({"type": "number", "multipleOf": 0.25})", {"0.25", "0.5", "0.75", "1", "1.0", "2.250", "-0.75"},
+       {{"0.3", 2}, {"0.26", 3}, {"1.1", 2}}},
+      {R"({"type": "number", "multipleOf": 2.5})", {"2.5", "5", "7.5", "-2.5", "10.0", "0", "12.50"},
+       {{"2.6", 2}, {"2.55", 3}, {"3.5", 1}}},
+      {R"({"type": "number", "multipleOf": 3})", {"3", "6.0", "-9", "0", "12.000"}, {{"1.5", 1}, {"3.1", 2}}},
+      {R"({"type": "number", "multipleOf": 0.3})", {"0.3", "0.6", "0.9", "1.2", "-1.5"}, {{"0.1", 2}, {"0.35", 3}}},
+      {R"({"type": "number", "multipleOf": 5e-1, "minimum": 0.2, "maximum": 2.2})", {"0.5", "1", "2", "1.50", "2.0"},
+       {{"0.2", 2}, {"2.5", 2}, {"0", 1}, {"2.2", 2}, {"3", 0}}},
+      {R"({"type": "number", "multipleOf": 0.01, "exclusiveMinimum": 0, "exclusiveMaximum": 1})", {"0.01", "0.99", "0.5"},
+       {{"0.001", 3}, {"0.995", 4}, {"1", 0}, {"-0.01", 0}}},
+      {R"({"type": "number", "multipleOf": 0.25, "minimum": -1, "maximum": -0.3})", {"-1", "-0.75", "-0.5", "-0.50"},
+       {{"-0.25", 3}, {"0", 0}, {"-0.3", 3}}},
+      {R"({"type": "array", "items": {"type": "number", "multipleOf": 0.5}})", {"[1.5,2]", "[1.5 ,1, -0.5]"}, {{"[1.2]", 3}, {"[1,1e1]", 4}}},
+      // uniqueItems over integers under multipleOf: the multiples counted.
+      {R"({"type": "array", "items": {"type": "integer", "multipleOf": 5, "minimum": 0, "maximum": 20}, "uniqueItems": true, "minItems": 5})",
+       {"[0,5,10,15,20]", "[20,15,10,5,0]"}, {{"[0,5,10,15,20,", 13}, {"[10,15,1", 7}, {"[0,5,10,15]", 10}}},
+  };
+  for (const Case& c : cases) {
+    const auto s = compile(c.schema);
+    for (const char* t : c.ok) {
+      EXPECT_TRUE(accepts(*s, t)) << c.schema << " " << t << " taken " << feed_bytes(*s, t).taken;
+      EXPECT_EQ(no_dead_end(*s, t), "") << c.schema << " " << t;
+    }
+    for (const auto& [t, taken] : c.bad) {
+      EXPECT_FALSE(accepts(*s, t)) << c.schema << " " << t;
+      EXPECT_EQ(feed_bytes(*s, t).taken, taken) << c.schema << " " << t;
+      EXPECT_EQ(no_dead_end(*s, t), "") << c.schema << " " << t;
+    }
+  }
+  // Texts the bounds and the multiples meet on, one by one.
+  const auto ints = compile(R"({"type": "integer", "multipleOf": 3, "minimum": -10, "maximum": 10})");
+  for (int v = -40; v <= 40; ++v) EXPECT_EQ(accepts(*ints, std::to_string(v)), v % 3 == 0 && v >= -10 && v <= 10) << v;
+  const auto five = compile(R"({"type": "integer", "multipleOf": 5})");
+  for (int v = -300; v <= 300; ++v) EXPECT_EQ(accepts(*five, std::to_string(v)), v % 5 == 0) << v;
+  SchemaPrefix p(*five);
+  ASSERT_TRUE(p.feed(std::string_view("13")));  // 130, 135
+  EXPECT_FALSE(p.complete());
+  EXPECT_TRUE(completes(p));
+  const auto quarters = compile(R"({"type": "number", "multipleOf": 0.25})");
+  for (int i = -200; i <= 200; ++i) {  // i/100: a multiple of 0.25 where i is one of 25
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s%d.%02d", i < 0 ? "-" : "", std::abs(i) / 100, std::abs(i) % 100);
+    EXPECT_EQ(accepts(*quarters, buf), i % 25 == 0) << buf;
+  }
+}
+
 // uniqueItems: no two items equal as JSON values (numbers by value, strings by code points),
 // refused at the byte that would make a duplicate or leave no value unused; no dead ends.
 TEST(JsonSchema, UniqueItems) {
@@ -728,9 +922,29 @@ TEST(JsonSchema, CompileErrors) {
   EXPECT_TRUE(has(error(patterns + "}}"), "more than 16 distinct patterns"));
   EXPECT_EQ(error(R"({"type": "object", "properties": {"a": {"pattern": "^x$"}, "b": {"pattern": "^x$"}, "c": {"type": "string", "pattern": "^x$"}}})"),
             "(compiled)");  // one pattern, compiled once
-  for (const char* k : {"patternProperties", "minProperties", "if", "not", "multipleOf", "contains", "dependentRequired"})
+  for (const char* k : {"patternProperties", "minProperties", "if", "not", "contains", "dependentRequired"})
     EXPECT_TRUE(has(error(std::string("{\"") + k + "\": {}}"), std::string("'") + k + "'")) << k;
   EXPECT_TRUE(has(error(R"({"$ref": "https://example.com/s.json"})"), "$ref"));
+  // multipleOf: a number above 0, its digits below 2^31; above 1 not beside bounds on numbers.
+  for (const char* q : {"0", "-1", "\"5\"", "{}", "-0.5", "true"})
+    EXPECT_TRUE(has(error(std::string(R"({"type": "number", "multipleOf": )") + q + "}"), "'multipleOf' must be a number greater than 0 (at #/multipleOf)")) << q;
+  EXPECT_TRUE(has(error(R"({"properties": {"n": {"type": "integer", "multipleOf": 12345678901}}})"), "'multipleOf' is supported where its digits"));
+  EXPECT_TRUE(has(error(R"({"properties": {"n": {"type": "integer", "multipleOf": 12345678901}}})"), "(at #/properties/n/multipleOf)"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "multipleOf": 0.000123456789012})"), "'multipleOf' is supported where its digits"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "multipleOf": 1e-20000})"), "'multipleOf' must be from 1e-10000"));
+  EXPECT_EQ(error(R"({"type": "number", "multipleOf": 2147483647e-10000})"), "(compiled)");
+  EXPECT_TRUE(has(error(R"({"type": "number", "multipleOf": 5, "minimum": 0})"),
+                  "'multipleOf' above 1 beside minimum / maximum on numbers is not supported (on integers it is) (at #/multipleOf)"));
+  EXPECT_EQ(error(R"({"type": "number", "multipleOf": 1, "minimum": 0})"), "(compiled)");
+  EXPECT_EQ(error(R"({"type": "integer", "multipleOf": 5, "minimum": 0})"), "(compiled)");
+  EXPECT_EQ(error(R"({"type": "string", "multipleOf": 5})"), "(compiled)");
+  EXPECT_TRUE(has(error(R"({"type": "integer", "multipleOf": 7, "minimum": 1, "maximum": 6})"), "admits no value"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "multipleOf": 0.5, "minimum": 0.6, "maximum": 0.9})"), "admits no value"));
+  EXPECT_TRUE(has(error(R"({"type": "number", "multipleOf": 0.5, "exclusiveMinimum": 0.5, "exclusiveMaximum": 1})"), "admits no value"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"type": "number", "multipleOf": 0.5}, "uniqueItems": true})"),
+                  "'uniqueItems' on numbers under 'multipleOf' is not supported"));
+  EXPECT_TRUE(has(error(R"({"type": "array", "items": {"type": "integer", "multipleOf": 5, "minimum": 0, "maximum": 20}, "uniqueItems": true, "minItems": 6})"),
+                  "admits no value"));
   // uniqueItems: scalar items only; named with its pointer where refused.
   EXPECT_TRUE(has(error(R"({"uniqueItems": {}})"), "'uniqueItems' must be a boolean (at #/uniqueItems)"));
   EXPECT_TRUE(has(error(R"({"type": "array", "uniqueItems": true})"), "may be objects or arrays (at #/uniqueItems)"));
