@@ -2,7 +2,8 @@
 //  1. The bytes as a raw HTTP/1.1 request through Beast's request_parser with the server's limits
 //     (header 64 KiB, body --max-request-bytes default 32 MiB), as HttpSession reads it.
 //  2. The bytes as a JSON body: boost::json::parse as the server does, then
-//     serve::parse_request for both endpoints (completions and chat), with a ModelInfo built from
+//     serve::parse_request for both endpoints (completions and chat), the Responses translation
+//     (answered, shaped, stored) and SGLang's /generate body, with a ModelInfo built from
 //     the small GPT-2 tokenizer and the Qwen2.5 chat template. ApiError is the documented outcome;
 //     an accepted request's first choice is answered once (answer_once) and its logprobs checked.
 //  3. The bytes as model output through the tool-call reader and the reasoning split (see
@@ -21,6 +22,7 @@
 #include "serve/generation.h"
 #include "serve/openai_request.h"
 #include "serve/reasoning.h"
+#include "serve/responses.h"
 #include "serve/tool_calls.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -109,6 +111,25 @@ void answer_once(const serve::ParsedRequest& r) {
                                    : serve::completion_response("cmpl-x", "m", 0, gs, static_cast<int64_t>(prompt.size())));
 }
 
+// A Responses request's first choice answered with one token, as a response object and as its
+// stream events; stored, then found under its id (the store's newest entry is always kept).
+void respond_once(serve::ResponsesRequest rr, const serve::ParsedRequest& r, serve::ResponseStore& store) {
+  serve::Generation g(r, fuzz::model_fixture().info.tokenizer, 0);
+  engine::TokenOutput o;
+  o.token = r.prompts[0][0];
+  o.finish = engine::FinishReason::length;
+  o.cached_tokens = 0;
+  const std::string delta = g.add(o);
+  const int64_t n = static_cast<int64_t>(r.prompts[0].size());
+  serve::ResponseShaper shaper(std::move(rr), serve::new_response_id(), "m", 0);
+  std::string events = shaper.start_events() + shaper.piece_events("", delta, {}) + shaper.finish_events(g, n);
+  if (events.find("event: response.created") != 0) __builtin_trap();
+  const boost::json::object response = shaper.response(g, n);
+  if (response.at("id").as_string() != shaper.id()) __builtin_trap();
+  store.put(shaper.id(), response, shaper.conversation(g));
+  if (!store.find(shaper.id())) __builtin_trap();
+}
+
 void json_request(const uint8_t* data, size_t size) {
   boost::system::error_code ec;
   boost::json::value v = boost::json::parse(std::string_view(reinterpret_cast<const char*>(data), size), ec);
@@ -131,6 +152,17 @@ void json_request(const uint8_t* data, size_t size) {
       if (e.status < 400 || e.status > 599) __builtin_trap();
       (void)boost::json::serialize(e.body());
     }
+  }
+  try {  // OpenAI's Responses body: translated into chat, answered, shaped back, stored, continued
+    static serve::ResponseStore store(16, 1 << 20);
+    serve::ResponsesRequest rr = serve::translate_responses_request(v.as_object(), store);
+    serve::ParsedRequest r = serve::parse_responses_request(rr, f.info);
+    if (r.prompts.empty() || r.endpoint != serve::Endpoint::chat) __builtin_trap();
+    answer_once(r);
+    respond_once(std::move(rr), r, store);
+  } catch (const serve::ApiError& e) {
+    if (e.status < 400 || e.status > 599) __builtin_trap();
+    (void)boost::json::serialize(e.body());
   }
   try {  // SGLang's /generate body
     serve::ParsedRequest r = serve::parse_native_request(v, f.info);
