@@ -55,7 +55,7 @@ for step in $steps; do
         grep -E "PASSED|FAILED" | tee "$out/share.txt"
       # Decode graphs and the two-batch overlap need the padded exchange and single-rank replicas
       # (dp = world); the exact exchange and attn_tp 2 (dp 1) run eager and unsplit.
-      for f in v2 v3; do for run in "--dp=2 --ep=2 --ep-padded=4096" "--dp=2 --ep=2 --ep-padded=4096 --cuda-graphs" \
+      [[ ${SHARE_GOLDEN:-1} == 1 ]] && for f in v2 v3; do for run in "--dp=2 --ep=2 --ep-padded=4096" "--dp=2 --ep=2 --ep-padded=4096 --cuda-graphs" \
           "--dp=2 --ep=2 --ep-padded=4096 --tbo=2" "--dp=2 --ep=2 --ep-padded=4096 --tbo=2 --cuda-graphs" \
           "--dp=2 --ep=2" "--dp=1 --ep=2 --ep-padded=4096" "--dp=1 --ep=2"; do
         $M -np 2 .gpupack/bin/golden_forward --fixture=tests/golden/fixtures/$f --device=cuda --weights=bf16 --share-gpu \
@@ -64,18 +64,29 @@ for step in $steps; do
           "$(grep -m1 -oE "decode graphs: [0-9]+ recorded, [0-9]+ replays" /tmp/share_golden.log)" \
           "$(grep -m1 -oE "two-batch overlap: [0-9]+ steps" /tmp/share_golden.log))" | tee -a "$out/share.txt"
         grep -E "Failure|worst" /tmp/share_golden.log | sort -u | head -6 | tee -a "$out/share.txt"
+        grep -qE "PASSED" /tmp/share_golden.log || tail -15 /tmp/share_golden.log | tee -a "$out/share.txt"
       done; done
       # The server's whole step loop at dp 2 / ep 2 on the tiny model: a batch file's greedy answers
       # against one rank's (a differing answer is a near tie or a fault: the count is printed).
       [[ -f /tmp/tiny/config.json ]] || .gpupack/bin/dpa_serve make-model --preset tiny --output /tmp/tiny \
         --tokenizer-dir .gpupack/tok 2>&1 | tail -1
+      # The sample batch with each line's two best logprobs asked for (its bad lines as they are).
+      python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    try:
+        r = json.loads(line); b = r["body"]
+        b.update({"logprobs": 2} if r["url"] == "/v1/completions" else {"logprobs": True, "top_logprobs": 2})
+        line = json.dumps(r) + "\n"
+    except Exception:
+        pass
+    sys.stdout.write(line)' inputs/sample_batch.jsonl > /tmp/share_in.jsonl
       rm -f /tmp/share_np1.jsonl
-      $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --input inputs/sample_batch.jsonl \
+      $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --input /tmp/share_in.jsonl \
         --output /tmp/share_np1.jsonl 2>&1 | tail -2 | tee -a "$out/share.txt"
       # One rank again, three requests at a time: how many answers a different batching alone
       # changes on this GPU (the tiny random model has near ties), the yardstick for the counts below.
       rm -f /tmp/share_np1b.jsonl
-      $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --max-num-seqs 3 --input inputs/sample_batch.jsonl \
+      $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --max-num-seqs 3 --input /tmp/share_in.jsonl \
         --output /tmp/share_np1b.jsonl >/dev/null 2>&1
       echo "-- one rank, --max-num-seqs 3" | tee -a "$out/share.txt"
       python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np1b.jsonl 2>&1 | tee -a "$out/share.txt"
@@ -83,10 +94,11 @@ for step in $steps; do
         echo "-- batch dp 2 ep 2 $ex" | tee -a "$out/share.txt"
         rm -f /tmp/share_np2.jsonl  # a batch resumes an output file it finds
         DPA_SHARE_GPU=1 $M -np 2 -x DPA_SHARE_GPU .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --dp 2 --ep 2 \
-          $ex --input inputs/sample_batch.jsonl --output /tmp/share_np2.jsonl 2>&1 | tail -2 | tee -a "$out/share.txt"
-        python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np2.jsonl 2>&1 | tee -a "$out/share.txt"
+          $ex --input /tmp/share_in.jsonl --output /tmp/share_np2.jsonl 2>&1 | tail -2 | tee -a "$out/share.txt"
+        python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np2.jsonl --detail 2>&1 | tee -a "$out/share.txt"
       done
       # V2-Lite at dp 2 / ep 2 through the padded exchange over peer memory, graphs on (the default).
+      [[ ${SHARE_V2L:-1} == 1 ]] || continue
       [[ -f /tmp/v2l/config.json ]] || .gpupack/bin/dpa_serve make-model --preset v2-lite --output /tmp/v2l \
         --tokenizer-dir .gpupack/tok 2>&1 | tail -1
       DPA_SHARE_GPU=1 $M -np 2 -x DPA_SHARE_GPU .gpupack/bin/dpa_serve bench --model /tmp/v2l --device cuda --dp 2 --ep 2 \
