@@ -37,15 +37,18 @@ json::object ApiError::body() const {
   return json::object{{"error", err}};
 }
 
-namespace {
+void bad_request(const std::string& param, const std::string& msg) { throw ApiError(400, msg, param); }
 
-[[noreturn]] void bad(const std::string& param, const std::string& msg) { throw ApiError(400, msg, param); }
-
-const json::value* field(const json::object& o, const char* name) {
+const json::value* request_field(const json::object& o, const char* name) {
   auto it = o.find(name);
   if (it == o.end() || it->value().is_null()) return nullptr;
   return &it->value();
 }
+
+namespace {
+
+[[noreturn]] void bad(const std::string& param, const std::string& msg) { bad_request(param, msg); }
+const json::value* field(const json::object& o, const char* name) { return request_field(o, name); }
 
 double get_number(const json::object& o, const char* name, double def, double lo, double hi) {
   const json::value* v = field(o, name);

@@ -28,6 +28,10 @@ struct ApiError : std::runtime_error {
   std::string param, type;
   boost::json::object body() const;
 };
+// A 400 naming `param`, the request layers' way out of a bad field.
+[[noreturn]] void bad_request(const std::string& param, const std::string& msg);
+// The field `name` of `o`, or nullptr where it is absent or null (a null reads as absent).
+const boost::json::value* request_field(const boost::json::object& o, const char* name);
 
 enum class Endpoint { completions, chat };
 

@@ -62,13 +62,8 @@ std::string new_response_id() {
 
 namespace {
 
-[[noreturn]] void bad(const std::string& param, const std::string& msg) { throw ApiError(400, msg, param); }
-
-const json::value* field(const json::object& o, const char* name) {
-  auto it = o.find(name);
-  if (it == o.end() || it->value().is_null()) return nullptr;
-  return &it->value();
-}
+[[noreturn]] void bad(const std::string& param, const std::string& msg) { bad_request(param, msg); }
+const json::value* field(const json::object& o, const char* name) { return request_field(o, name); }
 
 std::string string_field(const json::object& o, const char* name, const std::string& param) {
   const json::value* v = field(o, name);

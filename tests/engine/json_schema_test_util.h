@@ -31,18 +31,23 @@ inline bool accepts(const JsonSchema& s, std::string_view text) {
 }
 inline std::shared_ptr<const JsonSchema> compile(std::string_view text) { return JsonSchema::compile(text); }
 
-// Whether some bytes from p make a complete text: a depth-first search over the bytes p takes,
-// at most `budget` states visited. It tries closers first, then digits from 9 down, then the
-// rest, so that it does not wander off down a string or a run of zeros: where the recognizer is
-// right (it takes a byte only with a completion after it) the search goes straight to an end.
-inline bool completes(const SchemaPrefix& p, int& budget) {
-  if (p.complete()) return true;
+// The order the searches below try bytes in: closers first, then digits from 9 down, then the
+// rest, so that they do not wander off down a string or a run of zeros.
+inline const std::string& completion_order() {
   static const std::string order = [] {
     std::string o = "\"]}9876543210";
     for (int b = 0; b < 256; ++b)
       if (o.find(static_cast<char>(b)) == std::string::npos) o += static_cast<char>(b);
     return o;
   }();
+  return order;
+}
+// Whether some bytes from p make a complete text: a depth-first search over the bytes p takes,
+// at most `budget` states visited, in completion_order(): where the recognizer is right (it takes
+// a byte only with a completion after it) the search goes straight to an end.
+inline bool completes(const SchemaPrefix& p, int& budget) {
+  if (p.complete()) return true;
+  const std::string& order = completion_order();
   for (char b : order) {
     if (budget <= 0) return false;
     SchemaPrefix q = p;
@@ -61,12 +66,7 @@ inline bool completes(const SchemaPrefix& p) {
 inline bool completion(const SchemaPrefix& p, std::string& found, int& budget) {
   if (p.complete()) return true;
   if (found.size() >= 256) return false;
-  static const std::string order = [] {
-    std::string o = "\"]}9876543210";
-    for (int b = 0; b < 256; ++b)
-      if (o.find(static_cast<char>(b)) == std::string::npos) o += static_cast<char>(b);
-    return o;
-  }();
+  const std::string& order = completion_order();
   for (char b : order) {
     if (budget <= 0) return false;
     SchemaPrefix q = p;
