@@ -4,8 +4,8 @@
 //
 // Supported (JSON Schema 2020-12 spelling): type (a name or a list), enum, const, properties,
 // required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength,
-// pattern (regex.h's syntax; a search, as JSON Schema says, unless anchored by ^ and $; not
-// beside minLength / maxLength; at most kMaxPatterns distinct ones), minimum / maximum /
+// pattern (regex.h's syntax; a search, as JSON Schema says, unless anchored by ^ and $; beside
+// minLength / maxLength up to Regex::kMaxRepeat; at most kMaxPatterns distinct ones), minimum / maximum /
 // exclusiveMinimum / exclusiveMaximum (on integers, and exactly as decimals on numbers),
 // multipleOf (q = p·10^-k, from its text, p below 2^31: on integers as x ≡ 0 modulo p less the
 // 2s and 5s of 10^k, with the bounds; on numbers exactly as decimals, x having no nonzero digit
@@ -17,8 +17,15 @@
 // anyOf, $ref and type lists too): no two items equal as JSON Schema compares values (numbers by
 // value, so 1, 1.0 and 1e0 are one value and -0 is 0; strings by their characters, so "a" and
 // "\u0061" are one), and no item begun that cannot end as a value the earlier items have not
-// had, nor an array that cannot reach minItems distinct values. Annotations are ignored, format
-// among them (2020-12 makes it an annotation unless the format-assertion vocabulary is on).
+// had, nor an array that cannot reach minItems distinct values. format on strings (2020-12's
+// format-assertion vocabulary, as OpenAI's strict mode and vLLM enforce it): date, time,
+// date-time, duration, uuid, ipv4, ipv6, hostname, email, uri, each a regex DFA over the
+// string's JSON-escaped bytes built once per process (json_schema_compile.cpp's format_re says
+// the exact forms; README.md too), beside pattern and lengths the product of all; not counted
+// among kMaxPatterns, but at most kMaxPatterns distinct format-and-pattern pairs. Other format
+// names are annotations; format beside $ref / allOf / anyOf / oneOf is ignored, beside enum /
+// const it drops the string values not of the format, and on a node whose strings are
+// uniqueItems' items it is dropped (uniqueness is kept). Other annotations are ignored.
 // Anything else is refused at compile(), naming the keyword and where it is; so are $ref, allOf,
 // anyOf and oneOf beside other assertions (annotations and $defs aside), enum / const beside any
 // but type, bounds on numbers beyond kMaxBoundExponent; multipleOf not above 0, beyond
@@ -113,9 +120,11 @@ class JsonSchema {
     bool unique = false;
     uint32_t unique_values = 0;
     // Strings, in code points; `pattern` as a DFA over the string's JSON-escaped bytes
-    // (Regex::Target::json_string), with JSON Schema's search semantics folded in.
+    // (Regex::Target::json_string), with JSON Schema's search semantics folded in, and an
+    // asserted `format`'s DFA with it (the product of the two), each cut to the lengths.
     uint64_t min_length = 0, max_length = UINT64_MAX;
     std::shared_ptr<const Regex> pattern;
+    bool format_only = false;  // `pattern` is a format's DFA alone (lengths aside)
     // Integers (a schema admitting integers only): within [lo, hi] (multiples of int_mod), and
     // multiples of int_mod (multipleOf's, as it bears on integers).
     bool bounded = false;

@@ -10,11 +10,13 @@
 #include <charconv>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <set>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "core/error.h"
 #include "engine/compile_cache.h"
@@ -56,11 +58,121 @@ std::string canonical_name(std::string_view name) {
 }
 
 bool is_annotation(std::string_view k) {
-  // `format` is an annotation in 2020-12 unless the format-assertion vocabulary is on.
+  // `format` is read apart (format_regex): the names below it knows are asserted, the rest ignored.
   static constexpr std::string_view kAnnotations[] = {"title",      "description", "default",    "examples",
                                                       "$schema",    "$id",         "$comment",   "deprecated",
-                                                      "readOnly",   "writeOnly",   "format"};
+                                                      "readOnly",   "writeOnly"};
   return std::find(std::begin(kAnnotations), std::end(kAnnotations), k) != std::end(kAnnotations);
+}
+
+// `format`: the names below are asserted, each as a regular expression over the string's
+// JSON-escaped bytes (none of them takes a character that JSON escapes), the DFA built once per
+// process. Written so that what they take, Python's datetime / uuid / ipaddress and pydantic v2
+// accept (the README says where that is a subset of the RFC's text).
+namespace format_re {
+// Years 0001-9999 (Python's date has no year 0); months and days as the calendar has them,
+// February 29 in the years divisible by 4 and not by 100, or by 400.
+constexpr std::string_view kYear = "(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])";
+constexpr std::string_view kMonthDay =
+    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))";
+constexpr std::string_view kBy4 = "(?:0[48]|[2468][048]|[13579][26])";  // two digits, a multiple of 4 but 00
+// Hours 00-23, minutes and seconds 00-59 (no leap second: Python's datetime refuses :60), 1 to 6
+// fraction digits (Python and pydantic keep microseconds), offset Z or ±HH:MM.
+constexpr std::string_view kTime =
+    "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])";
+constexpr std::string_view kHex = "[0-9A-Fa-f]";
+constexpr std::string_view kOctet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+constexpr std::string_view kAtext = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]";
+
+std::string date() {
+  const std::string y(kYear), by4(kBy4);
+  return "(?:" + y + "-" + std::string(kMonthDay) + "|(?:[0-9]{2}" + by4 + "|" + by4 + "00)-02-29)";
+}
+std::string ipv4() { return std::string(kOctet) + "(?:\\." + std::string(kOctet) + "){3}"; }
+std::string ipv6() {  // RFC 3986's IPv6address (RFC 4291's text forms), no zone
+  const std::string h16 = std::string(kHex) + "{1,4}", ls32 = "(?:" + h16 + ":" + h16 + "|" + ipv4() + ")";
+  auto groups = [&](int n) { return n ? "(?:" + h16 + ":){" + std::to_string(n) + "}" : std::string(); };
+  auto before = [&](int n) { return "(?:(?:" + h16 + ":){0," + std::to_string(n) + "}" + h16 + ")?"; };
+  std::string r = "(?:" + groups(6) + ls32 + "|::" + groups(5) + ls32;
+  for (int i = 0; i <= 4; ++i) r += "|" + before(i) + "::" + groups(4 - i) + ls32;
+  return r + "|" + before(5) + "::" + h16 + "|" + before(6) + "::)";
+}
+std::string label() { return "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"; }  // RFC 1123
+// Letter strings, either case, other than the words (lowercase): down their trie.
+std::string other_than(const std::vector<std::string_view>& words, const std::string& prefix = "") {
+  std::string r = "(?:";
+  if (std::find(words.begin(), words.end(), prefix) == words.end()) r += "|";  // ending here
+  std::string kids;
+  for (std::string_view w : words)
+    if (w.size() > prefix.size() && w.substr(0, prefix.size()) == prefix && kids.find(w[prefix.size()]) == std::string::npos)
+      kids += w[prefix.size()];
+  std::sort(kids.begin(), kids.end());
+  std::string rest;
+  for (char c = 'a'; c <= 'z'; ++c)
+    if (kids.find(c) == std::string::npos) rest += c;
+  r += "[" + rest + "][a-z]*";
+  for (char c : kids) r += std::string("|") + c + other_than(words, prefix + c);
+  return r + ")";
+}
+
+struct Format {
+  std::string_view name;
+  std::string (*regex)();
+};
+const Format kFormats[] = {
+    {"date", [] { return date(); }},
+    {"time", [] { return std::string(kTime); }},
+    {"date-time", [] { return date() + "T" + std::string(kTime); }},
+    {"duration",  // JSON Schema 2020-12's appendix A
+     [] {
+       const std::string t = "T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)";
+       return "P(?:(?:[0-9]+D|[0-9]+M(?:[0-9]+D)?|[0-9]+Y(?:[0-9]+M(?:[0-9]+D)?)?)(?:" + t + ")?|" + t + "|[0-9]+W)";
+     }},
+    {"uuid",
+     [] {
+       const std::string h(kHex);
+       return h + "{8}-" + h + "{4}-" + h + "{4}-" + h + "{4}-" + h + "{12}";
+     }},
+    {"ipv4", [] { return ipv4(); }},
+    {"ipv6", [] { return ipv6(); }},
+    {"hostname", [] { return label() + "(?:\\." + label() + ")*"; }},
+    {"uri",  // scheme ':' then one or more of RFC 3986's characters (unreserved, reserved, %XX)
+     [] { return std::string("[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9._~:/?#\\[\\]@!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+"); }},
+    {"email",  // dot-atom '@' labels '.' a TLD of letters; the lengths are cut below
+     [] {
+       const std::string atom = std::string(kAtext) + "+", lbl = "[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*";
+       return atom + "(?:\\." + atom + ")*@(?:" + lbl + "\\.)+(?i:" +
+              other_than({"arpa", "invalid", "local", "localhost", "onion", "test"}) + ")";
+     }},
+};
+}  // namespace format_re
+
+// Whether the DFA takes a JSON string's text (quotes included) whole.
+bool matches(const Regex& re, std::string_view quoted) {
+  RegexPrefix p(re);
+  return p.feed(quoted.substr(1, quoted.size() - 2)) && p.complete();
+}
+
+// The DFA of a `format` this module asserts, or null for any other name (an annotation).
+std::shared_ptr<const Regex> format_regex(std::string_view name) {
+  const format_re::Format* f = nullptr;
+  for (const auto& g : format_re::kFormats)
+    if (g.name == name) f = &g;
+  if (!f) return nullptr;
+  static std::mutex mu;
+  static std::map<std::string_view, std::shared_ptr<const Regex>> built;
+  std::lock_guard lock(mu);
+  auto& re = built[f->name];
+  if (!re) {
+    auto r = Regex::compile(f->regex(), Regex::Target::json_string);
+    // email: local part at most 64 characters, domain at most 63 (so every label is within 63 and
+    // the address within 254, as email-validator wants), a TLD of two letters or more.
+    if (name == "email")
+      r = Regex::intersect(*r, *Regex::compile("[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,61}[A-Za-z]{2}",
+                                               Regex::Target::json_string));
+    re = std::move(r);  // kept only when built whole
+  }
+  return re;
 }
 
 constexpr std::string_view kBoundKeywords[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
@@ -425,7 +537,11 @@ class SchemaCompiler {
       if (l.types & kNull) values.insert(value_hash::literal_hash(2));
       if (l.types & kBool) values.insert(value_hash::literal_hash(0)), values.insert(value_hash::literal_hash(1));
       if (l.types & kStr) {
-        if (l.pattern) fail(path, "'uniqueItems' on strings under a 'pattern' is not supported");
+        if (l.format_only) {  // uniqueness is followed without it (see json_schema.h)
+          s_.nodes_[leaf].pattern = nullptr, s_.nodes_[leaf].format_only = false;
+        } else if (l.pattern) {
+          fail(path, "'uniqueItems' on strings under a 'pattern' is not supported");
+        }
         if (l.max_length == 0) values.insert(value_hash::string_hash(std::string_view()));
         else many = true;  // a million strings of one character
       }
@@ -499,9 +615,15 @@ class SchemaCompiler {
     }
     if (!v.is_object()) fail(path, "a schema must be an object or a boolean");
     std::map<std::string_view, const json::value*> kw;  // the assertions
+    std::string format;                                 // a `format` asserted (format_regex), or ""
+    std::shared_ptr<const Regex> fmt;
     for (const auto& kv : v.as_object()) {
       const std::string_view k = kv.key();
       const std::string p = path + "/" + pointer_token(k);
+      if (k == "format") {  // a name not asserted (or not a string) is an annotation
+        if (kv.value().is_string() && (fmt = format_regex(kv.value().get_string()))) format = std::string(std::string_view(kv.value().get_string()));
+        continue;
+      }
       if (is_annotation(k)) continue;
       if (k == "uniqueItems") {
         if (!kv.value().is_bool()) fail(p, "'uniqueItems' must be a boolean");
@@ -589,6 +711,7 @@ class SchemaCompiler {
         const uint8_t kind = e->is_null() ? kNull : e->is_bool() ? kBool : e->is_object() ? kObject : e->is_array() ? kArray
                              : e->is_string() ? kStr : e->is_double() ? kNumber : (kInteger | kNumber);
         if (e->is_double() && !std::isfinite(e->get_double())) fail(path, "an enum/const number is out of range");
+        if (fmt && e->is_string() && !matches(*fmt, json::serialize(*e))) continue;  // not of the format
         if (kind & n.types) texts.emplace_back(json::serialize(*e), nesting(*e), e->is_object() || e->is_array() ? 0 : scalar_hash(*e));
       }
       std::sort(texts.begin(), texts.end());
@@ -646,17 +769,30 @@ class SchemaCompiler {
     if (kw.count("minLength")) n.min_length = count(*kw["minLength"], at("minLength"));
     if (kw.count("maxLength")) n.max_length = count(*kw["maxLength"], at("maxLength"));
     if (n.min_length > n.max_length) n.types &= ~kStr;
+    std::string key, label;  // the DFA's name in bounded()'s cache, and in its errors
     if (kw.count("pattern")) {
       if (!kw["pattern"]->is_string()) fail(at("pattern"), "'pattern' must be a string");
       const std::string text(kw["pattern"]->get_string());
       n.pattern = pattern(text, at("pattern"));
-      // With lengths, the DFA is the pattern's and a length counter's product: a state then says
-      // how many characters may still come, so neither bound can leave the string at a dead end.
-      if ((n.min_length > 0 || n.max_length != UINT64_MAX) && (n.types & kStr)) {
-        n.pattern = bounded(n.pattern, text, n.min_length, n.max_length,
-                            at(kw.count("maxLength") ? "maxLength" : "minLength"));
-        if (!n.pattern) n.types &= ~kStr;  // no string of those lengths matches
+      key = "p" + text, label = "'pattern' " + text;
+    }
+    // A format applies to strings only; beside a pattern both must hold (the DFAs' product).
+    if (fmt && (n.types & kStr)) {
+      if (n.pattern) {
+        n.pattern = formatted(fmt, format, key.substr(1), at("format"));
+        if (!n.pattern) n.types &= ~kStr;  // no string of the format matches the pattern
+      } else {
+        n.pattern = fmt, n.format_only = true;
       }
+      key = "f" + format + '\0' + key;  // no format's name has a NUL
+      label = "'format' " + format + (label.empty() ? "" : " beside " + label);
+    }
+    // With lengths, the DFA is the pattern's and a length counter's product: a state then says
+    // how many characters may still come, so neither bound can leave the string at a dead end.
+    if (n.pattern && (n.min_length > 0 || n.max_length != UINT64_MAX) && (n.types & kStr)) {
+      n.pattern = bounded(n.pattern, key, label, n.min_length, n.max_length,
+                          at(kw.count("maxLength") ? "maxLength" : "minLength"));
+      if (!n.pattern) n.types &= ~kStr;  // no string of those lengths matches
     }
 
     std::optional<Multiple> mult;
@@ -832,23 +968,39 @@ class SchemaCompiler {
 
   // A pattern's DFA (over JSON-escaped bytes) cut to strings of [lo, hi] characters (hi
   // UINT64_MAX: no bound), or null when none matches. Lengths up to Regex::kMaxRepeat.
-  std::shared_ptr<const Regex> bounded(const std::shared_ptr<const Regex>& re, const std::string& text, uint64_t lo,
-                                       uint64_t hi, const std::string& path) {
+  std::shared_ptr<const Regex> bounded(const std::shared_ptr<const Regex>& re, const std::string& text,
+                                       const std::string& label, uint64_t lo, uint64_t hi, const std::string& path) {
     const uint64_t cap = static_cast<uint64_t>(Regex::kMaxRepeat);
     if (lo > cap || (hi != UINT64_MAX && hi > cap))
-      fail(path, "minLength and maxLength beside a 'pattern' are supported up to " + std::to_string(cap));
+      fail(path, "minLength and maxLength beside a 'pattern' or 'format' are supported up to " + std::to_string(cap));
     const std::string range = std::to_string(lo) + "," + (hi == UINT64_MAX ? "" : std::to_string(hi));
     const std::string key = text + '\0' + range;
     if (auto it = bounded_.find(key); it != bounded_.end()) return it->second;
     if (bounded_.size() >= JsonSchema::kMaxPatterns)
-      fail(path, "more than " + std::to_string(JsonSchema::kMaxPatterns) + " distinct patterns with lengths are not supported");
+      fail(path, "more than " + std::to_string(JsonSchema::kMaxPatterns) + " distinct patterns or formats with lengths are not supported");
     try {
       return bounded_[key] = Regex::intersect(*re, *Regex::compile("[\\s\\S]{" + range + "}", Regex::Target::json_string));
     } catch (const Error& e) {
-      fail(path, std::string("'pattern' ") + text + " with lengths {" + range + "}: " + e.what());
+      fail(path, label + " with lengths {" + range + "}: " + e.what());
     }
   }
-  std::map<std::string, std::shared_ptr<const Regex>> bounded_;  // by pattern and lengths
+  std::map<std::string, std::shared_ptr<const Regex>> bounded_;  // by pattern (or format) and lengths
+
+  // A format's DFA beside a pattern's (pattern(text)): the strings both take, or null when none.
+  // At most kMaxPatterns distinct pairs a schema, apart from the patterns' own count.
+  std::shared_ptr<const Regex> formatted(const std::shared_ptr<const Regex>& fmt, const std::string& format,
+                                         const std::string& text, const std::string& path) {
+    const std::string key = format + '\0' + text;
+    if (auto it = formatted_.find(key); it != formatted_.end()) return it->second;
+    if (formatted_.size() >= JsonSchema::kMaxPatterns)
+      fail(path, "more than " + std::to_string(JsonSchema::kMaxPatterns) + " distinct pairs of a format and a pattern are not supported");
+    try {
+      return formatted_[key] = Regex::intersect(*fmt, *pattern(text, path));
+    } catch (const Error& e) {
+      fail(path, "'format' " + format + " beside 'pattern' " + text + ": " + e.what());
+    }
+  }
+  std::map<std::string, std::shared_ptr<const Regex>> formatted_;  // by format and pattern text
 
   // JSON Schema's pattern is a search (ECMA-262: it may match anywhere in the string): the DFA
   // takes any text around it, unless a leading ^ or a trailing (unescaped) $ anchors that end.

@@ -3,6 +3,9 @@
 // an independent validator are in test_json_schema.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <optional>
 #include <random>
 #include <set>
@@ -913,7 +916,7 @@ TEST(JsonSchema, CompileErrors) {
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "(a"})"), "'pattern' (a"));
   EXPECT_EQ(error(R"({"type": "string", "pattern": "a", "maxLength": 3, "minLength": 1})"), "(compiled)");
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "a", "maxLength": 1001})"),
-                  "minLength and maxLength beside a 'pattern' are supported up to 1000"));
+                  "minLength and maxLength beside a 'pattern' or 'format' are supported up to 1000"));
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "^[ab]{10}$", "maxLength": 5})"), "admits no value"));
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": 5})"), "'pattern' must be a string"));
   EXPECT_TRUE(has(error(R"({"type": "string", "pattern": "^[^\\s\\S]$"})"), "matches no text"));
@@ -1086,6 +1089,466 @@ TEST(JsonSchemaTokenTrie, UniqueItemsMasks) {
     }
   }
   EXPECT_GT(total, 5000);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// `format`: each asserted name against references written plainly here (a calendar with its
+// leap-year rule, numbers parsed, hex positions counted), not against the module's regexes.
+
+bool digits(std::string_view s, std::size_t at, std::size_t n, int& v) {
+  if (at + n > s.size()) return false;
+  v = 0;
+  for (std::size_t i = at; i < at + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    v = v * 10 + (s[i] - '0');
+  }
+  return true;
+}
+bool ref_date(std::string_view s) {  // YYYY-MM-DD, a day of the Gregorian calendar, year 1-9999
+  int y, m, d;
+  if (s.size() != 10 || s[4] != '-' || s[7] != '-' || !digits(s, 0, 4, y) || !digits(s, 5, 2, m) || !digits(s, 8, 2, d))
+    return false;
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= days[m - 1] + (m == 2 && leap);
+}
+bool ref_time(std::string_view s) {  // HH:MM:SS[.f{1,6}](Z|±HH:MM)
+  int h, m, sec;
+  if (s.size() < 9 || s[2] != ':' || s[5] != ':' || !digits(s, 0, 2, h) || !digits(s, 3, 2, m) || !digits(s, 6, 2, sec))
+    return false;
+  if (h > 23 || m > 59 || sec > 59) return false;
+  std::size_t i = 8;
+  if (i < s.size() && s[i] == '.') {
+    std::size_t n = 0;
+    while (i + 1 + n < s.size() && s[i + 1 + n] >= '0' && s[i + 1 + n] <= '9') ++n;
+    if (n < 1 || n > 6) return false;
+    i += 1 + n;
+  }
+  const std::string_view off = s.substr(i);
+  if (off == "Z") return true;
+  int oh, om;
+  return off.size() == 6 && (off[0] == '+' || off[0] == '-') && off[3] == ':' && digits(off, 1, 2, oh) &&
+         digits(off, 4, 2, om) && oh <= 23 && om <= 59;
+}
+bool ref_date_time(std::string_view s) { return s.size() > 11 && s[10] == 'T' && ref_date(s.substr(0, 10)) && ref_time(s.substr(11)); }
+bool ref_uuid(std::string_view s) {
+  if (s.size() != 36) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash != (s[i] == '-')) return false;
+    if (!dash && !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+  }
+  return true;
+}
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> out(1);
+  for (char c : s) {
+    if (c == sep) out.emplace_back();
+    else out.back() += c;
+  }
+  return out;
+}
+bool ref_ipv4(std::string_view s) {
+  const auto parts = split(s, '.');
+  if (parts.size() != 4) return false;
+  for (const auto& p : parts) {
+    if (p.empty() || p.size() > 3 || (p.size() > 1 && p[0] == '0')) return false;
+    int v;
+    if (!digits(p, 0, p.size(), v) || v > 255) return false;
+  }
+  return true;
+}
+bool ref_ipv6(std::string_view s) {
+  const std::size_t dc = s.find("::");
+  if (dc != std::string_view::npos && s.find("::", dc + 1) != std::string_view::npos) return false;
+  auto groups = [](std::string_view part, bool last, int& n) {  // "a:b:c" or "", the last may be IPv4
+    if (part.empty()) return true;
+    const auto g = split(part, ':');
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      if (last && i + 1 == g.size() && g[i].find('.') != std::string::npos) {
+        if (!ref_ipv4(g[i])) return false;
+        n += 2;
+        continue;
+      }
+      if (g[i].empty() || g[i].size() > 4) return false;
+      for (char c : g[i])
+        if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+      ++n;
+    }
+    return true;
+  };
+  int n = 0;
+  if (dc == std::string_view::npos) return groups(s, true, n) && n == 8 && !s.empty();
+  return groups(s.substr(0, dc), false, n) && groups(s.substr(dc + 2), true, n) && n <= 7;
+}
+bool ref_hostname(std::string_view s) {
+  for (const auto& l : split(s, '.')) {
+    if (l.empty() || l.size() > 63 || l.front() == '-' || l.back() == '-') return false;
+    for (char c : l)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+  }
+  return true;
+}
+bool ref_email(std::string_view s) {  // the subset documented in the README
+  const std::size_t at = s.find('@');
+  if (at == std::string_view::npos || at == 0 || at > 64) return false;
+  const std::string_view local = s.substr(0, at), domain = s.substr(at + 1);
+  for (const auto& a : split(local, '.')) {
+    if (a.empty()) return false;
+    for (char c : a)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view("!#$%&'*+/=?^_`{|}~-").find(c) == std::string_view::npos)
+        return false;
+  }
+  if (domain.size() > 63) return false;
+  const auto labels = split(domain, '.');
+  if (labels.size() < 2) return false;
+  for (const auto& l : labels) {
+    if (l.empty() || l.front() == '-' || l.back() == '-' || l.find("--") != std::string::npos) return false;
+    for (char c : l)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+  }
+  std::string tld = labels.back();
+  for (char& c : tld) {
+    if (!std::isalpha(static_cast<unsigned char>(c))) return false;
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  for (const char* w : {"arpa", "invalid", "local", "localhost", "onion", "test"})
+    if (tld == w) return false;
+  return tld.size() >= 2;
+}
+bool ref_duration(std::string_view s) {  // JSON Schema's appendix A, read as designators in order
+  if (s.size() < 2 || s[0] != 'P') return false;
+  const std::string_view date_units = "YMD", time_units = "HMS";
+  std::size_t i = 1;
+  int last = -1, n_date = 0, n_time = 0;
+  bool week = false, in_time = false;
+  while (i < s.size()) {
+    if (s[i] == 'T') {
+      if (in_time || week) return false;
+      in_time = true, last = -1, ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
+    if (j == i || j == s.size()) return false;
+    const char u = s[j];
+    if (!in_time && u == 'W') {
+      if (n_date || week) return false;
+      week = true;
+    } else {
+      const std::string_view units = in_time ? time_units : date_units;
+      const std::size_t k = units.find(u);
+      if (k == std::string_view::npos || week) return false;
+      if (last >= 0 && static_cast<int>(k) != last + 1) return false;  // no unit skipped inside a run
+      last = static_cast<int>(k);
+      ++(in_time ? n_time : n_date);
+    }
+    i = j + 1;
+  }
+  if (week) return !in_time;
+  return (n_date || n_time) && (!in_time || n_time);
+}
+bool ref_uri(std::string_view s) {
+  const std::size_t colon = s.find(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == s.size() || !std::isalpha(static_cast<unsigned char>(s[0])))
+    return false;
+  for (std::size_t i = 1; i < colon; ++i)
+    if (!std::isalnum(static_cast<unsigned char>(s[i])) && s[i] != '+' && s[i] != '.' && s[i] != '-') return false;
+  for (std::size_t i = colon + 1; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '%') {
+      if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) || !std::isxdigit(static_cast<unsigned char>(s[i + 2])))
+        return false;
+      i += 2;
+    } else if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view("-._~:/?#[]@!$&'()*+,;=").find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The completion search of json_schema_test_util.h with an order fit for these formats: the
+// closing quote, then the separators and designators, then digits from 9 down (the util's order
+// would run down a URI's scheme or a duration's digits forever).
+bool format_completion(const SchemaPrefix& p, std::string& found, int& budget) {
+  static const std::string order = [] {
+    std::string o = "\":@.ZYMWDTHS9876543210";
+    for (int b = 0; b < 256; ++b)
+      if (o.find(static_cast<char>(b)) == std::string::npos) o += static_cast<char>(b);
+    return o;
+  }();
+  if (p.complete()) return true;
+  if (found.size() >= 400) return false;
+  for (char b : order) {
+    if (budget <= 0) return false;
+    SchemaPrefix q = p;
+    if (!q.feed(static_cast<uint8_t>(b))) continue;
+    --budget;
+    found += b;
+    if (format_completion(q, found, budget)) return true;
+    found.pop_back();
+  }
+  return false;
+}
+
+struct FormatRef {
+  const char* name;
+  bool (*ok)(std::string_view);
+};
+const FormatRef kFormatRefs[] = {{"date", ref_date},   {"time", ref_time},         {"date-time", ref_date_time},
+                                 {"uuid", ref_uuid},   {"ipv4", ref_ipv4},         {"ipv6", ref_ipv6},
+                                 {"hostname", ref_hostname}, {"email", ref_email}, {"duration", ref_duration},
+                                 {"uri", ref_uri}};
+
+std::shared_ptr<const JsonSchema> string_format(std::string_view name) {
+  return compile(std::string(R"({"type": "string", "format": ")") + std::string(name) + "\"}");
+}
+std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+TEST(JsonSchemaFormat, WrittenCases) {
+  struct Case {
+    const char* format;
+    std::vector<std::string> yes, no;
+  };
+  const Case cases[] = {
+      {"date",
+       {"2024-02-29", "2000-02-29", "2023-02-28", "0001-01-01", "9999-12-31", "2023-04-30", "1600-02-29", "0004-02-29"},
+       {"2023-02-29", "1900-02-29", "2100-02-29", "2023-04-31", "2023-06-31", "2023-13-01", "2023-00-10", "2023-01-00",
+        "2023-01-32", "0000-01-01", "0000-02-29", "2023-1-01", "20230101", "2023-01-01T00:00:00Z", "", "+2023-01-01"}},
+      {"time",
+       {"00:00:00Z", "23:59:59Z", "12:30:00.5+05:30", "12:30:00.123456-23:59", "01:02:03+00:00"},
+       {"24:00:00Z", "23:60:00Z", "23:59:60Z", "12:30:00", "12:30Z", "12:30:00.Z", "12:30:00.1234567Z", "12:30:00+24:00",
+        "12:30:00+05:60", "12:30:00+0530", "12:30:00z", "1:02:03Z"}},
+      {"date-time",
+       {"2024-02-29T23:59:59Z", "2000-01-01T00:00:00.000001+14:00", "1999-12-31T12:00:00-08:00"},
+       {"2023-02-29T00:00:00Z", "2024-01-01 00:00:00Z", "2024-01-01t00:00:00Z", "2024-01-01T24:00:00Z",
+        "2024-01-01T00:00:00", "2024-01-01", "2024-01-01T00:00Z"}},
+      {"uuid",
+       {"123e4567-e89b-12d3-a456-426614174000", "123E4567-E89B-12D3-A456-426614174000", "00000000-0000-0000-0000-000000000000"},
+       {"123e4567e89b12d3a456426614174000", "123e4567-e89b-12d3-a456-42661417400", "123e4567-e89b-12d3-a456-4266141740000",
+        "g23e4567-e89b-12d3-a456-426614174000", "{123e4567-e89b-12d3-a456-426614174000}"}},
+      {"ipv4",
+       {"0.0.0.0", "255.255.255.255", "192.168.1.10", "10.0.0.1"},
+       {"256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1.2.3.04", "1..2.3", "1.2.3.-4", " 1.2.3.4", "300.1.1.1"}},
+      {"ipv6",
+       {"::", "::1", "1::", "2001:db8::1", "2001:0db8:0000:0000:0000:ff00:0042:8329", "::ffff:192.168.0.1", "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8", "fe80::1:2", "1:2:3:4:5:6:1.2.3.4", "ABCD::ef"},
+       {":", ":::", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "1:2:3:4:5:6:7:1.2.3.4", "::256.1.1.1",
+        "fe80::1%eth0", "g::", "1:"}},
+      {"hostname",
+       {"localhost", "example.com", "a-b.c-d.e", "1.2.3.4", "xn--bcher-kva.example", "A"},
+       {"", "-a.com", "a-.com", "a..b", ".a", "a.", "a_b.com", "a b", ("x" + std::string(64, 'y')).c_str()}},
+      {"email",
+       {"a@b.co", "first.last@example.com", "x+tag@sub.example.org", "o'neil@ex-ample.io", "a!#$%&'*+/=?^_`{|}~-@ex.museum"},
+       {"a@b", "a@b.c", "@b.co", "a@.co", "a.@b.co", ".a@b.co", "a..b@c.co", "a@b..co", "a@-b.co", "a@b-.co", "a@b--c.co",
+        "a@b.c0", "a@b.test", "a@b.LOCALHOST", "a@b.local", "a@b.onion", "a@b.arpa", "a@b.invalid", "a b@c.co", "a@b.co.",
+        "\"a\"@b.co", (std::string(65, 'a') + "@b.co").c_str(), ("a@" + std::string(61, 'b') + ".co").c_str()}},
+      {"duration",
+       {"P1Y", "P1Y2M3DT4H5M6S", "P3W", "PT1S", "P1D", "PT1H1M1S", "P1MT1M"},
+       {"P", "PT", "PT1H1S", "P1Y1D", "P1W1D", "P1H", "PT1D", "P1S", "1Y", "P1.5Y", "P1YT", "P1D1Y"}},
+      {"uri",
+       {"https://example.com/a?b=c#d", "urn:isbn:0451450523", "mailto:a@b.co", "x:%20"},
+       {"example.com", "1http://a", "http:", "http://a b", "http://a%2", "http://é", "://a", "ht tp://a"}},
+  };
+  for (const auto& c : cases) {
+    const auto s = string_format(c.format);
+    for (const auto& t : c.yes) EXPECT_TRUE(accepts(*s, in_quotes(t))) << c.format << " should take " << t;
+    for (const auto& t : c.no) EXPECT_FALSE(accepts(*s, in_quotes(t))) << c.format << " should refuse " << t;
+    const FormatRef* ref = nullptr;
+    for (const auto& r : kFormatRefs)
+      if (std::string_view(r.name) == c.format) ref = &r;
+    ASSERT_TRUE(ref);
+    for (const auto& t : c.yes) EXPECT_TRUE(ref->ok(t)) << "reference " << c.format << " on " << t;
+    for (const auto& t : c.no) EXPECT_FALSE(ref->ok(t)) << "reference " << c.format << " on " << t;
+  }
+}
+
+TEST(JsonSchemaFormat, EveryDateAgainstTheCalendar) {
+  // Every year 0000-9999 with months 00-13 and days 00, 01, 27-32; every day 00-32 of every month
+  // 00-13 in years 0000-0010, 1890-2110 and 9990-9999.
+  const auto s = string_format("date");
+  long long texts = 0, valid = 0;
+  char buf[16];
+  for (int y = 0; y <= 9999; ++y) {
+    const bool all = y <= 10 || (y >= 1890 && y <= 2110) || y >= 9990;
+    for (int m = 0; m <= 13; ++m)
+      for (int d = 0; d <= 32; ++d) {
+        if (!all && d > 1 && d < 27) continue;
+        std::snprintf(buf, sizeof buf, "%04d-%02d-%02d", y, m, d);
+        const bool ok = ref_date(buf);
+        ASSERT_EQ(accepts(*s, in_quotes(buf)), ok) << buf;
+        ++texts, valid += ok;
+      }
+  }
+  std::printf("date: %lld texts, %lld real dates\n", texts, valid);
+  EXPECT_GT(valid, 10000LL * 12 * 5);
+}
+
+// Random walks: from the opening quote, bytes taken at random among those the recognizer allows
+// (the closing quote with odds 1/3 where allowed); every string closed must pass the reference,
+// and from every prefix on the way the completion search must find an end the reference passes.
+TEST(JsonSchemaFormat, RandomWalksPassTheReference) {
+  Rng rng(20261205);
+  for (const auto& ref : kFormatRefs) {
+    const auto s = string_format(ref.name);
+    int closed = 0;
+    for (int walk = 0; walk < 400; ++walk) {
+      SchemaPrefix p(*s);
+      ASSERT_TRUE(p.feed('"'));
+      std::string body;
+      for (;;) {
+        std::string found;
+        int budget = 20000;
+        ASSERT_TRUE(format_completion(p, found, budget)) << ref.name << " " << body;
+        ASSERT_EQ(found.back(), '"');
+        ASSERT_TRUE(ref.ok(body + found.substr(0, found.size() - 1))) << ref.name << " " << body << " + " << found;
+        std::vector<uint8_t> allowed;
+        for (int b = 0; b < 256; ++b) {
+          SchemaPrefix q = p;
+          if (q.feed(static_cast<uint8_t>(b))) allowed.push_back(static_cast<uint8_t>(b));
+        }
+        ASSERT_FALSE(allowed.empty()) << ref.name << " " << body;
+        const bool can_close = std::find(allowed.begin(), allowed.end(), '"') != allowed.end();
+        if (can_close && (rng() % 3 == 0 || allowed.size() == 1 || body.size() > 300)) {
+          ASSERT_TRUE(p.feed('"'));
+          ASSERT_TRUE(p.complete());
+          EXPECT_TRUE(ref.ok(body)) << ref.name << " " << body;
+          ++closed;
+          break;
+        }
+        std::erase(allowed, static_cast<uint8_t>('"'));
+        const uint8_t b = allowed[rng() % allowed.size()];
+        ASSERT_TRUE(p.feed(b));
+        body += static_cast<char>(b);
+      }
+    }
+    EXPECT_EQ(closed, 400) << ref.name;
+  }
+}
+
+// Random texts near each format's (its strings mutated: a byte changed, dropped or doubled), both
+// ways against the reference.
+TEST(JsonSchemaFormat, MutationsAgreeWithTheReference) {
+  Rng rng(7);
+  const std::string alphabet = "0123456789abcdefABCDEFTZPYMWDHS:.-+@_/%x ";
+  long long texts = 0, valid = 0;
+  for (const auto& ref : kFormatRefs) {
+    const auto s = string_format(ref.name);
+    std::vector<std::string> seeds;
+    for (int i = 0; i < 50; ++i) {  // valid strings from the recognizer's completions, then walks
+      SchemaPrefix p(*s);
+      p.feed('"');
+      std::string body;
+      for (int k = 0; k < 80; ++k) {
+        std::vector<uint8_t> allowed;
+        for (int b = 0; b < 256; ++b) {
+          SchemaPrefix q = p;
+          if (b != '"' && q.feed(static_cast<uint8_t>(b))) allowed.push_back(static_cast<uint8_t>(b));
+        }
+        if (allowed.empty()) break;
+        SchemaPrefix q = p;
+        if (q.feed('"') && rng() % 4 == 0) break;
+        const uint8_t b = allowed[rng() % allowed.size()];
+        p.feed(b), body += static_cast<char>(b);
+      }
+      std::string found;
+      int budget = 20000;
+      ASSERT_TRUE(format_completion(p, found, budget));
+      seeds.push_back(body + found.substr(0, found.size() - 1));
+    }
+    for (int i = 0; i < 4000; ++i) {
+      std::string t = seeds[rng() % seeds.size()];
+      for (int k = 1 + static_cast<int>(rng() % 2); k > 0 && !t.empty(); --k) {
+        const std::size_t at = rng() % t.size();
+        switch (rng() % 3) {
+          case 0: t[at] = alphabet[rng() % alphabet.size()]; break;
+          case 1: t.erase(at, 1); break;
+          default: t.insert(at, 1, t[at]);
+        }
+      }
+      const bool ok = ref.ok(t);
+      ASSERT_EQ(accepts(*s, in_quotes(t)), ok) << ref.name << " " << t;
+      ++texts, valid += ok;
+    }
+  }
+  std::printf("format mutations: %lld texts, %lld valid\n", texts, valid);
+}
+
+TEST(JsonSchemaFormat, BesideOtherKeywords) {
+  // With a pattern: both hold.
+  auto s = compile(R"({"type": "string", "format": "date", "pattern": "^2024-"})");
+  EXPECT_TRUE(accepts(*s, R"("2024-02-29")"));
+  EXPECT_FALSE(accepts(*s, R"("2023-02-28")"));
+  EXPECT_FALSE(accepts(*s, R"("2024-02-30")"));
+  EXPECT_TRUE(completes(SchemaPrefix(*s)));
+  // With lengths: both hold, no dead end.
+  s = compile(R"({"type": "string", "format": "ipv4", "maxLength": 9})");
+  EXPECT_TRUE(accepts(*s, R"("1.2.3.255")"));
+  EXPECT_FALSE(accepts(*s, R"("1.2.34.255")"));
+  SchemaPrefix p(*s);
+  ASSERT_TRUE(p.feed("\"1.2.3."));
+  EXPECT_TRUE(completes(p));
+  EXPECT_FALSE(SchemaPrefix(p).feed("2556"));
+  EXPECT_THROW(compile(R"({"type": "string", "format": "date", "pattern": "x"})"), dpa::Error);  // no string is both
+  s = compile(R"({"type": ["string", "null"], "format": "date", "pattern": "x"})");
+  EXPECT_TRUE(accepts(*s, "null"));
+  EXPECT_EQ(feed_bytes(*s, R"("x")").taken, 0u);
+  s = compile(R"({"type": ["string", "null"], "format": "date", "minLength": 11})");  // nor of that length
+  EXPECT_TRUE(accepts(*s, "null"));
+  EXPECT_EQ(feed_bytes(*s, R"("2024-01-01")").taken, 0u);
+  // All three: format, pattern, lengths.
+  s = compile(R"({"type": "string", "format": "date-time", "pattern": "^2024-02-29T", "maxLength": 20})");
+  EXPECT_TRUE(accepts(*s, R"("2024-02-29T23:59:59Z")"));
+  EXPECT_FALSE(accepts(*s, R"("2024-02-29T23:59:59.1Z")"));  // 22 characters
+  EXPECT_FALSE(accepts(*s, R"("2024-02-28T23:59:59Z")"));
+  p = SchemaPrefix(*s);
+  ASSERT_TRUE(p.feed("\"2024-02-29T23:59:59"));
+  EXPECT_FALSE(SchemaPrefix(p).feed('.'));  // a fraction cannot fit
+  EXPECT_TRUE(completes(p));
+  s = compile(R"({"type": ["string", "null"], "format": "uuid", "maxLength": 35})");
+  EXPECT_EQ(feed_bytes(*s, "\"1").taken, 0u);
+  // A pattern whose text could pass for a format's name in a cache key is still its own.
+  s = compile(R"({"type": "object", "properties": {"a": {"type": "string", "format": "date", "maxLength": 10},
+                  "b": {"type": "string", "pattern": "^fdate$", "maxLength": 10}}})");
+  EXPECT_TRUE(accepts(*s, R"({"a":"2024-01-01","b":"fdate"})"));
+  EXPECT_FALSE(accepts(*s, R"({"b":"2024-01-01"})"));
+  // On non-strings it asserts nothing.
+  s = compile(R"({"type": ["string", "integer"], "format": "uuid"})");
+  EXPECT_TRUE(accepts(*s, "12"));
+  EXPECT_FALSE(accepts(*s, R"("12")"));
+  EXPECT_TRUE(accepts(*s, R"("123e4567-e89b-12d3-a456-426614174000")"));
+  s = compile(R"({"format": "ipv4"})");
+  EXPECT_TRUE(accepts(*s, R"({"a":1})"));
+  EXPECT_TRUE(accepts(*s, R"("1.2.3.4")"));
+  EXPECT_FALSE(accepts(*s, R"("1.2.3")"));
+  // Enum values not of the format are dropped.
+  s = compile(R"({"enum": ["2024-01-01", "soon", 3], "format": "date"})");
+  EXPECT_TRUE(accepts(*s, R"("2024-01-01")"));
+  EXPECT_TRUE(accepts(*s, "3"));
+  EXPECT_FALSE(accepts(*s, R"("soon")"));
+  // Unknown names, and names that are not strings, are annotations.
+  for (const char* f : {R"("color")", R"("uuid4")", R"("iri")", "3", "null"}) {
+    s = compile(std::string(R"({"type": "string", "format": )") + f + "}");
+    EXPECT_TRUE(accepts(*s, R"("anything")")) << f;
+  }
+  // A format does not count against the patterns: 16 patterns and every format in one schema.
+  std::string many = R"({"type": "object", "properties": {)";
+  for (int i = 0; i < 16; ++i) many += "\"p" + std::to_string(i) + "\": {\"type\": \"string\", \"pattern\": \"^a{" + std::to_string(i) + "}$\"},";
+  for (const auto& r : kFormatRefs) many += std::string("\"") + r.name + "\": {\"type\": \"string\", \"format\": \"" + r.name + "\"},";
+  many.pop_back();
+  EXPECT_NO_THROW(compile(many + "}}"));
+  // uniqueItems on strings of a format: uniqueness followed, the format not (see the README).
+  s = compile(R"({"type": "array", "items": {"type": "string", "format": "uuid"}, "uniqueItems": true})");
+  EXPECT_TRUE(accepts(*s, R"(["a","b"])"));
+  EXPECT_FALSE(accepts(*s, R"(["a","a"])"));
+  // Inside anyOf (pydantic's Optional[datetime]) and through $ref it holds.
+  s = compile(R"({"$defs": {"d": {"type": "string", "format": "date-time"}},
+                  "type": "object", "properties": {"a": {"anyOf": [{"$ref": "#/$defs/d"}, {"type": "null"}]}}})");
+  EXPECT_TRUE(accepts(*s, R"({"a":"2024-02-29T12:00:00Z"})"));
+  EXPECT_TRUE(accepts(*s, R"({"a":null})"));
+  EXPECT_FALSE(accepts(*s, R"({"a":"2023-02-29T12:00:00Z"})"));
+  EXPECT_FALSE(accepts(*s, R"({"a":"yesterday"})"));
 }
 
 }  // namespace

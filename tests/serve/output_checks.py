@@ -186,7 +186,12 @@ def json_schema():
                              "slug": {"type": "string", "pattern": "[a-z]", "minLength": 2, "maxLength": 4},
                              "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}( \"[a-z]{1,8}\")?$"},
                              "items": {"type": "array", "items": {"$ref": "#/$defs/item"}, "maxItems": 2},
-                             "score": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "null"}]}},
+                             "score": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "null"}]},
+                             # formats as pydantic writes them (datetime, date, UUID, IPv4Address): checked below
+                             # by Python's own parsers, which jsonschema does not run by default
+                             "when": {"type": "string", "format": "date-time"},
+                             "day": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
+                             "uid": {"type": "string", "format": "uuid"}, "ip": {"type": "string", "format": "ipv4"}},
               "$defs": {"item": item}}
     jsonschema.Draft202012Validator.check_schema(schema)
     chat = lambda **b: ("/v1/chat/completions", dict(messages=[{"role": "user", "content": "JSON please"}], **b))
@@ -195,6 +200,18 @@ def json_schema():
              chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}),
              comp(guided_json=schema), comp(guided_json=json.dumps(schema)), chat(structured_outputs={"json": schema}),
              ("/generate", {"text": "JSON please", "sampling_params": {"json_schema": json.dumps(schema)}})]
+    def formats_parse(v):
+        import datetime, ipaddress, uuid
+        if "when" in v:
+            datetime.datetime.fromisoformat(v["when"].replace("Z", "+00:00"))
+        if v.get("day") is not None:
+            datetime.date.fromisoformat(v["day"])
+        if "uid" in v:
+            uuid.UUID(v["uid"])
+        if "ip" in v:
+            ipaddress.IPv4Address(v["ip"])
+        return sum(k in v for k in ("when", "day", "uid", "ip"))
+
     jobs = []
     for path, body in forms:
         for seed in range(1, 6):
@@ -253,17 +270,19 @@ def json_schema():
     if calls[0]["finish_reason"] != "length":
         assert args == calls[0]["message"]["tool_calls"][0]["function"]["arguments"], (args, calls[0])
     print(f"tool_choice: {called} of {len(tool_jobs)} forced calls finished, all valid")
-    stopped = 0
+    stopped = formatted = 0
     for (path, body), (text, finish) in zip(jobs, answers):
         if body.get("guided_json") is bounded:
             assert finish == "stop" and text.strip() in ("10", "11", "12"), (text, finish)
         elif finish == "stop":
             jsonschema.validate(json.loads(text), schema)
+            formatted += formats_parse(json.loads(text))
             stopped += 1
         else:
             assert finish == "length", (path, text, finish)
     assert stopped > 0, "no sampled answer closed its object within max_tokens"
-    print(f"json_schema: {stopped} of {len(jobs) - 5} sampled answers stopped by themselves, all valid")
+    print(f"json_schema: {stopped} of {len(jobs) - 5} sampled answers stopped by themselves, all valid "
+          f"({formatted} format fields, each parsed by Python)")
 
 
 def regex():
