@@ -1,11 +1,17 @@
 // What the two halves of json_schema.h share: json_schema_compile.cpp (the compiler, which sets
-// a node's type bits and number bounds) and json_schema.cpp (the recognizer, which reads them).
+// a node's type bits and number bounds) and json_schema.cpp (the recognizer, which reads them);
+// and the compiler's `format` DFAs (json_schema_formats.cpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+
+namespace dpa::engine {
+class Regex;  // regex.h
+}
 
 namespace dpa::engine::schema_detail {
 
@@ -117,5 +123,10 @@ inline uint64_t literal_hash(int lit) {  // kLiterals' order: true, false, null
 }
 
 }  // namespace value_hash
+
+// The DFA of a `format` the module asserts (json_schema_formats.cpp: date, time, date-time,
+// duration, uuid, ipv4, ipv6, hostname, email, uri), over the string's JSON-escaped bytes, built
+// once per process; null for any other name (an annotation).
+std::shared_ptr<const Regex> format_regex(std::string_view name);
 
 }  // namespace dpa::engine::schema_detail
