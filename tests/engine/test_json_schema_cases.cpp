@@ -25,6 +25,8 @@ using dpa::engine::TokenTrie;
 using dpa::engine::test::accepts;
 using dpa::engine::test::compile;
 using dpa::engine::test::completes;
+using dpa::engine::test::completion;
+using dpa::engine::test::search_order;
 using dpa::engine::test::feed_bytes;
 using Rng = std::mt19937_64;
 
@@ -1272,24 +1274,8 @@ bool ref_uri(std::string_view s) {
 // closing quote, then the separators and designators, then digits from 9 down (the util's order
 // would run down a URI's scheme or a duration's digits forever).
 bool format_completion(const SchemaPrefix& p, std::string& found, int& budget) {
-  static const std::string order = [] {
-    std::string o = "\":@.ZYMWDTHS9876543210";
-    for (int b = 0; b < 256; ++b)
-      if (o.find(static_cast<char>(b)) == std::string::npos) o += static_cast<char>(b);
-    return o;
-  }();
-  if (p.complete()) return true;
-  if (found.size() >= 400) return false;
-  for (char b : order) {
-    if (budget <= 0) return false;
-    SchemaPrefix q = p;
-    if (!q.feed(static_cast<uint8_t>(b))) continue;
-    --budget;
-    found += b;
-    if (format_completion(q, found, budget)) return true;
-    found.pop_back();
-  }
-  return false;
+  static const std::string order = search_order("\":@.ZYMWDTHS9876543210");
+  return completion(p, found, budget, 400, order);
 }
 
 struct FormatRef {
