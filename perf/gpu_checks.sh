@@ -90,12 +90,22 @@ for line in open(sys.argv[1]):
         --output /tmp/share_np1b.jsonl >/dev/null 2>&1
       echo "-- one rank, --max-num-seqs 3" | tee -a "$out/share.txt"
       python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np1b.jsonl 2>&1 | tee -a "$out/share.txt"
+      # One rank with --enforce-eager: no fixed-capacity experts, so the shared MLP runs apart (in f32,
+      # one down projection) as it does across ranks, not as bf16 pieces among the routed experts.
+      # On the CPU the pieces alone move one of the 31 answers (a near tie, margin 3e-5).
+      rm -f /tmp/share_np1e.jsonl
+      $M -np 1 .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --enforce-eager --input /tmp/share_in.jsonl \
+        --output /tmp/share_np1e.jsonl >/dev/null 2>&1
+      echo "-- one rank, --enforce-eager (shared experts apart)" | tee -a "$out/share.txt"
+      python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np1e.jsonl --detail 2>&1 | tee -a "$out/share.txt"
       for ex in "--ep-exchange padded" "--ep-exchange padded --enable-two-batch-overlap --tbo-min-tokens 2" ""; do
         echo "-- batch dp 2 ep 2 $ex" | tee -a "$out/share.txt"
         rm -f /tmp/share_np2.jsonl  # a batch resumes an output file it finds
         DPA_SHARE_GPU=1 $M -np 2 -x DPA_SHARE_GPU .gpupack/bin/dpa_serve batch --model /tmp/tiny --device cuda --dp 2 --ep 2 \
           $ex --input /tmp/share_in.jsonl --output /tmp/share_np2.jsonl 2>&1 | tail -2 | tee -a "$out/share.txt"
         python3 perf/batch_answers_cmp.py /tmp/share_np1.jsonl /tmp/share_np2.jsonl --detail 2>&1 | tee -a "$out/share.txt"
+        echo "   against one eager rank:" | tee -a "$out/share.txt"
+        python3 perf/batch_answers_cmp.py /tmp/share_np1e.jsonl /tmp/share_np2.jsonl --detail 2>&1 | tee -a "$out/share.txt"
       done
       # V2-Lite at dp 2 / ep 2 through the padded exchange over peer memory, graphs on (the default).
       [[ ${SHARE_V2L:-1} == 1 ]] || continue

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "core/error.h"
 #include "dist/mpi_communicator.h"
 #include "model/staged_communicator.h"
 #include "mpi/communicator_test_body.h"
