@@ -21,6 +21,7 @@
 namespace dpa::serve {
 
 class ResponseStore;
+struct FrontendMetrics;
 
 struct ServeOptions {
   std::string host = "127.0.0.1";
@@ -56,7 +57,6 @@ class ApiServer {
 
  private:
   struct Job;
-  struct Metrics;
   void handle(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
   void route(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
   void generate(const HttpRequest& req, const std::shared_ptr<HttpSession>& s, Endpoint ep, bool native = false);
@@ -80,7 +80,6 @@ class ApiServer {
   void complete(Job& j);
   void cancel(Job& j);
   void tick();
-  std::string metrics_text();
   std::vector<engine::ReplicaLoad> replica_loads(const engine::LoadSnapshot& snap) const;
 
   boost::asio::io_context& ioc_;
@@ -90,7 +89,7 @@ class ApiServer {
   const std::atomic<bool>& interrupt_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<engine::Router> router_;
-  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<FrontendMetrics> metrics_;
   std::unique_ptr<ResponseStore> response_store_;  // /v1/responses with store (io thread only)
   boost::asio::steady_timer timer_;
   std::string url_;
