@@ -30,6 +30,8 @@ int run_serve(Context& ctx, ServeFlags& f) {
     if (const char* k = std::getenv("DPA_API_KEY")) f.serve.api_key = k;
   if (f.serve.port < 0 || f.serve.port > 65535) throw ConfigError("port", "must be in [0, 65535]");
   if (f.serve.shutdown_timeout_s < 0) throw ConfigError("shutdown-timeout", "must be >= 0");
+  if (f.serve.responses_max_stored < 0) throw ConfigError("responses-max-stored", "must be >= 0");
+  if (f.serve.responses_max_stored_bytes < 0) throw ConfigError("responses-max-stored-bytes", "must be >= 0");
   f.engine.collect_expert_stats = !f.no_expert_stats;
   EngineStack s = build_engine(ctx, f.engine);
   const bool root = ctx.runtime.rank() == 0;
@@ -90,6 +92,8 @@ Command serve_command() {
                 ("max-request-bytes", po::value<uint64_t>(&o.max_request_bytes)->default_value(o.max_request_bytes), "largest request body (413 above)")
                 ("max-queued-requests", po::value<int64_t>(&o.max_queued_requests)->default_value(o.max_queued_requests), "engine requests waiting for their first token before new ones get 429 (0: no limit)")
                 ("shutdown-timeout", po::value<double>(&o.shutdown_timeout_s)->default_value(o.shutdown_timeout_s), "seconds in-flight requests may run after SIGTERM before they are aborted")
+                ("responses-max-stored", po::value<int64_t>(&o.responses_max_stored)->default_value(o.responses_max_stored), "/v1/responses kept for GET and previous_response_id, the least recently used evicted first (0: none kept; store: true is answered as store: false)")
+                ("responses-max-stored-bytes", po::value<int64_t>(&o.responses_max_stored_bytes)->default_value(o.responses_max_stored_bytes), "bound on the stored responses' JSON bytes (the newest is kept even when alone over it)")
                 ("ready-file", po::value<std::string>(&o.ready_file), "write the `ready url=...` line to this file too")
                 ("no-expert-stats", po::bool_switch(&f->no_expert_stats), "do not gather tokens per expert for /metrics");
           },

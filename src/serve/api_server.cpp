@@ -75,7 +75,8 @@ ApiServer::ApiServer(asio::io_context& ioc, const ServeOptions& opt, const Model
     : ioc_(ioc), opt_(opt), model_(model), engine_(engine), interrupt_(interrupt), timer_(ioc) {
   router_ = engine::make_router(opt_.router);
   metrics_ = std::make_unique<FrontendMetrics>();
-  response_store_ = std::make_unique<ResponseStore>();
+  response_store_ = std::make_unique<ResponseStore>(static_cast<std::size_t>(opt_.responses_max_stored),
+                                                    static_cast<std::size_t>(opt_.responses_max_stored_bytes));
   dp_ = engine_.load_snapshot().dp;
   metrics_->rep.resize(dp_);
   inflight_.assign(dp_, 0);
@@ -540,7 +541,7 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
   }
   if (get && path == "/metrics") {
     s->send(200, "text/plain; version=0.0.4; charset=utf-8",
-            prometheus_text(*metrics_, engine_.load_snapshot(), model_.name));
+            prometheus_text(*metrics_, engine_.load_snapshot(), model_.name, *response_store_));
     return;
   }
   if (get && (path == "/get_load" || path == "/v1/get_load")) {
@@ -693,9 +694,7 @@ void ApiServer::create_response(const HttpRequest& req, const std::shared_ptr<Ht
 
 void ApiServer::stored_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s) {
   const std::string id = req.path.substr(std::string("/v1/responses/").size());
-  auto not_found = [&] {
-    return ApiError(404, fmt::format("Response with id '{}' not found.", id), "response_id", "invalid_request_error");
-  };
+  auto not_found = [&] { return ApiError(404, response_store_->not_found_message(id), "response_id", "invalid_request_error"); };
   if (req.method == "DELETE") {
     if (!response_store_->erase(id)) throw not_found();
     send_json(s, json::object{{"id", id}, {"object", "response.deleted"}, {"deleted", true}});

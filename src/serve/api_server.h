@@ -17,10 +17,10 @@
 #include "engine/router.h"
 #include "serve/http_server.h"
 #include "serve/openai_request.h"
+#include "serve/response_store.h"
 
 namespace dpa::serve {
 
-class ResponseStore;
 struct FrontendMetrics;
 
 struct ServeOptions {
@@ -30,6 +30,11 @@ struct ServeOptions {
   uint64_t max_request_bytes = 32ull << 20;
   int64_t max_queued_requests = 4096;  // engine requests still waiting for their first token
   double shutdown_timeout_s = 30.0;    // drain: in-flight requests may finish this long
+  // /v1/responses with store: the most recently used responses kept, and their JSON's bytes at
+  // most (the newest is kept even when alone over it); 0 responses: none kept, store: true is
+  // answered as store: false.
+  int64_t responses_max_stored = ResponseStore::kDefaultMaxResponses;
+  int64_t responses_max_stored_bytes = ResponseStore::kDefaultMaxBytes;
   std::string ready_file;
   std::string version;                 // for /version and /get_server_info
   engine::RouterConfig router;

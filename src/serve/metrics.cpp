@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <functional>
 
+#include "serve/response_store.h"
+
 namespace dpa::serve {
 
 const std::vector<double> kTtftBuckets = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
@@ -15,7 +17,8 @@ const std::vector<double> kItlBuckets = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.
 const std::vector<double> kLatencyBuckets = {0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,   5.0,   10.0,  15.0, 20.0,
                                              30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 
-std::string prometheus_text(const FrontendMetrics& m, const engine::LoadSnapshot& snap, const std::string& model) {
+std::string prometheus_text(const FrontendMetrics& m, const engine::LoadSnapshot& snap, const std::string& model,
+                            const ResponseStore& store) {
   const int n_dp = static_cast<int>(m.rep.size());
   std::string out;
   auto labels = [&](int d, const std::string& extra = "") {
@@ -81,6 +84,11 @@ std::string prometheus_text(const FrontendMetrics& m, const engine::LoadSnapshot
        &FrontendMetrics::PerReplica::queue);
   header("dpa:requests_rejected_total", "counter", "Requests refused with 429 (--max-queued-requests).");
   out += fmt::format("dpa:requests_rejected_total{{model_name=\"{}\"}} {}\n", model, m.rejected_429);
+  header("dpa:responses_stored", "gauge", "Responses kept for GET /v1/responses/{id} and previous_response_id.");
+  out += fmt::format("dpa:responses_stored{{model_name=\"{}\"}} {}\n", model, store.size());
+  header("dpa:responses_evicted_total", "counter",
+         "Stored responses evicted to stay within --responses-max-stored and --responses-max-stored-bytes.");
+  out += fmt::format("dpa:responses_evicted_total{{model_name=\"{}\"}} {}\n", model, store.n_evicted());
   header("dpa:engine_steps_total", "counter", "Engine steps run.");
   out += fmt::format("dpa:engine_steps_total{{model_name=\"{}\"}} {}\n", model, snap.steps);
   if (snap.n_layers > 0 && snap.n_experts > 0 &&

@@ -1,6 +1,6 @@
 // The serve frontend's Prometheus metrics: what rank 0's io thread counts per replica (vLLM's
 // names, a dp_rank label) and the text GET /metrics answers with, the engine's gathered step
-// headers beside them.
+// headers and the Responses store's counts beside them.
 #pragma once
 
 #include <atomic>
@@ -12,6 +12,8 @@
 #include "engine/engine.h"
 
 namespace dpa::serve {
+
+class ResponseStore;
 
 struct Histogram {
   std::vector<double> bounds;
@@ -43,8 +45,9 @@ struct FrontendMetrics {
   std::atomic<double> last_step_s{0.0};
 };
 
-// The Prometheus text exposition of `m` (one replica per entry of m.rep) and the step headers of
-// `snap` (each replica's leader rank), labelled with `model`.
-std::string prometheus_text(const FrontendMetrics& m, const engine::LoadSnapshot& snap, const std::string& model);
+// The Prometheus text exposition of `m` (one replica per entry of m.rep), the step headers of
+// `snap` (each replica's leader rank) and the store's counts, labelled with `model`.
+std::string prometheus_text(const FrontendMetrics& m, const engine::LoadSnapshot& snap, const std::string& model,
+                            const ResponseStore& store);
 
 }  // namespace dpa::serve

@@ -1,5 +1,5 @@
 // OpenAI's Responses API over the chat path: request translation, response objects and stream
-// events, the in-memory store.
+// events.
 #include "serve/responses.h"
 
 #include <fmt/format.h>
@@ -11,47 +11,6 @@
 namespace dpa::serve {
 
 namespace json = boost::json;
-
-// ---- the store ------------------------------------------------------------------------------
-
-ResponseStore::ResponseStore(std::size_t max_responses, std::size_t max_bytes)
-    : max_responses_(std::max<std::size_t>(1, max_responses)), max_bytes_(max_bytes) {}
-
-void ResponseStore::put(const std::string& id, json::object response, json::array conversation) {
-  erase(id);
-  Entry e{std::move(response), std::move(conversation), 0};
-  e.bytes = id.size() + json::serialize(e.response).size() + json::serialize(e.conversation).size();
-  bytes_ += e.bytes;
-  lru_.emplace_front(id, std::move(e));
-  index_[id] = lru_.begin();
-  evict();
-}
-
-const ResponseStore::Entry* ResponseStore::find(const std::string& id) {
-  auto it = index_.find(id);
-  if (it == index_.end()) return nullptr;
-  lru_.splice(lru_.begin(), lru_, it->second);
-  return &it->second->second;
-}
-
-bool ResponseStore::erase(const std::string& id) {
-  auto it = index_.find(id);
-  if (it == index_.end()) return false;
-  bytes_ -= it->second->second.bytes;
-  lru_.erase(it->second);
-  index_.erase(it);
-  return true;
-}
-
-// The newest entry stays even when it alone is over max_bytes: a response just made can always
-// be continued once.
-void ResponseStore::evict() {
-  while (lru_.size() > 1 && (lru_.size() > max_responses_ || bytes_ > max_bytes_)) {
-    bytes_ -= lru_.back().second.bytes;
-    index_.erase(lru_.back().first);
-    lru_.pop_back();
-  }
-}
 
 std::string new_response_id() {
   static std::mt19937_64 rng{std::random_device{}()};
@@ -311,7 +270,9 @@ bool get_bool(const json::object& o, const char* name, bool def) {
 ResponsesRequest translate_responses_request(const json::object& o, ResponseStore& store) {
   refuse_unsupported(o);
   ResponsesRequest r;
-  r.store = get_bool(o, "store", true);
+  // With a store that keeps nothing, store: true is answered as store: false (vLLM does the same
+  // with its store off): clients send it by default, and the answer itself is unchanged.
+  r.store = get_bool(o, "store", true) && store.keeps_any();
   r.parallel_tool_calls = get_bool(o, "parallel_tool_calls", true);
   const bool stream = get_bool(o, "stream", false);
   if (const json::value* so = field(o, "stream_options")) {  // include_obfuscation pads events: nothing to pad here
@@ -328,8 +289,7 @@ ResponsesRequest translate_responses_request(const json::object& o, ResponseStor
     if (!prev->is_string()) bad("previous_response_id", "'previous_response_id' must be a string");
     const std::string id(prev->as_string());
     const ResponseStore::Entry* e = store.find(id);
-    if (!e)
-      throw ApiError(404, fmt::format("Response with id '{}' not found.", id), "previous_response_id", "invalid_request_error");
+    if (!e) throw ApiError(404, store.not_found_message(id), "previous_response_id", "invalid_request_error");
     r.conversation = e->conversation;
     r.echo["previous_response_id"] = id;
   }

@@ -1,61 +1,35 @@
 // OpenAI's Responses API (POST /v1/responses, GET and DELETE /v1/responses/{id}) on top of the chat
 // path, as vLLM and SGLang serve it: a Responses body is translated into the chat completions body
 // it amounts to (parse_request does the rest), and the chat generation is reshaped into a
-// response object or the Responses stream events. Stored responses live in rank 0's memory, in an
-// LRU bounded by count and bytes, so previous_response_id can continue a conversation.
+// response object or the Responses stream events. Stored responses live in rank 0's memory
+// (response_store.h), so previous_response_id can continue a conversation.
 #pragma once
 
 #include <boost/json.hpp>
 #include <cstddef>
 #include <cstdint>
-#include <list>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "serve/generation.h"
 #include "serve/openai_request.h"
+#include "serve/response_store.h"
 #include "serve/tool_calls.h"
 
 namespace dpa::serve {
-
-// Responses kept for retrieval and previous_response_id: the least recently used go first once
-// there are more than max_responses or they hold more than max_bytes (their JSON text).
-class ResponseStore {
- public:
-  struct Entry {
-    boost::json::object response;      // what GET /v1/responses/{id} returns
-    boost::json::array conversation;   // chat messages, the output's included (not the instructions)
-    std::size_t bytes = 0;
-  };
-  explicit ResponseStore(std::size_t max_responses = 4096, std::size_t max_bytes = std::size_t{256} << 20);
-  void put(const std::string& id, boost::json::object response, boost::json::array conversation);
-  // nullptr when unknown (never stored, deleted or evicted); a hit becomes the most recent.
-  const Entry* find(const std::string& id);
-  bool erase(const std::string& id);
-  std::size_t size() const { return index_.size(); }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  using List = std::list<std::pair<std::string, Entry>>;  // most recent first
-  void evict();
-  std::size_t max_responses_, max_bytes_;
-  std::size_t bytes_ = 0;
-  List lru_;
-  std::unordered_map<std::string, List::iterator> index_;
-};
 
 // A Responses body, read and checked.
 struct ResponsesRequest {
   boost::json::object chat;          // the /v1/chat/completions body it amounts to
   boost::json::array conversation;   // its messages less the instructions: stored with the output
   boost::json::object echo;          // the request's settings as the response object repeats them
-  bool store = true;
+  bool store = true;                 // false also when the store keeps nothing (--responses-max-stored 0)
   bool parallel_tool_calls = true;
 };
 
 // Reads a POST /v1/responses body; a previous_response_id is looked up in `store`. Throws
-// ApiError: 400 naming the param for a bad or unsupported field, 404 for an unknown previous id.
+// ApiError: 400 naming the param for a bad or unsupported field, 404 for an unknown (or evicted)
+// previous id.
 ResponsesRequest translate_responses_request(const boost::json::object& body, ResponseStore& store);
 // parse_request on the translated body, with errors naming the Responses params
 // (max_output_tokens, text.format, input) instead of the chat ones.

@@ -6,8 +6,9 @@
 #  2. every endpoint and status code over plain HTTP (curl): 200s, 400s, 404s, 413, a client that
 #     disconnects mid-stream frees its KV pages within 1 s (/get_load), SIGTERM drains (health 503,
 #     new requests 503, the in-flight stream completes) and every rank exits 0;
-#  3. 1 rank with --reasoning-parser deepseek_r1: the reasoning item of /v1/responses;
-#     1 rank with --api-key (401) and a queue limit of 1 (429 with Retry-After).
+#  3. 1 rank with --reasoning-parser deepseek_r1: the reasoning item of /v1/responses (and a store
+#     that keeps nothing); 1 rank with --api-key (401), a queue limit of 1 (429 with Retry-After)
+#     and a store of 2 responses (the least recently used evicted, counted in /metrics).
 #  4. perf/bench_serving (when given) runs against the dp 4 server and prints its block.
 #   serve_e2e.sh MPIEXEC DPA_SERVE NODE_MODULES WORKDIR [BENCH_SERVING]
 set -u
@@ -161,23 +162,48 @@ PY
 fi
 
 # ---------------------------------------------------------------- 1 rank, R1's reasoning parser
-if start reasoning 1 --dp 1 --ep 1 --reasoning-parser deepseek_r1 --shutdown-timeout 1 --log-level warn; then
+# (and --responses-max-stored 0: store: true is answered as store: false, nothing is kept)
+if start reasoning 1 --dp 1 --ep 1 --reasoning-parser deepseek_r1 --responses-max-stored 0 --shutdown-timeout 1 \
+     --log-level warn; then
   node "$here/openai_responses_test.mjs" "$url" "$node_modules" tiny reasoning >"$work/responses_reasoning.log" 2>&1 \
     && ok "openai SDK /v1/responses reasoning: $(tail -1 "$work/responses_reasoning.log")" \
     || { bad "openai SDK /v1/responses reasoning:"; cat "$work/responses_reasoning.log"; dump_log; }
+  expect 200 POST /v1/responses "${J[@]}" -d '{"input":"keep me","max_output_tokens":2,"store":true}'
+  rid=$(sed -n 's/^{"id":"\(resp_[0-9a-f]*\)".*/\1/p' "$work/body")
+  grep -q '"store":false' "$work/body" && ok "--responses-max-stored 0: store: true answered as store: false" \
+    || bad "--responses-max-stored 0: $(head -c 300 "$work/body")"
+  expect 404 GET "/v1/responses/$rid"
+  grep -q 'stores no responses' "$work/body" || bad "--responses-max-stored 0, GET: $(cat "$work/body")"
   kill -TERM "$(rank0_pid)"
   wait "$mpirun_pid"; rc=$?
   [[ $rc -eq 0 ]] && ok "reasoning server: SIGTERM exit 0" || { bad "reasoning server: mpirun exited $rc"; dump_log; }
 fi
 
 # ---------------------------------------------------------------- 1 rank, api key, queue limit 1
-if start auth 1 --dp 1 --ep 1 --api-key s3cret --max-queued-requests 1 --shutdown-timeout 1 --log-level info; then
+# (and --responses-max-stored 2: the least recently used response is evicted, and counted)
+if start auth 1 --dp 1 --ep 1 --api-key s3cret --max-queued-requests 1 --responses-max-stored 2 --shutdown-timeout 1 \
+     --log-level info; then
   expect 200 GET /health
   expect 401 GET /v1/models
   expect 401 GET /v1/models -H 'Authorization: Bearer wrong'
   expect 401 GET /metrics -H 'Authorization: Bearer s3cret-and-more'
   expect 200 GET /v1/models -H 'Authorization: Bearer s3cret'
   A=(-H 'Authorization: Bearer s3cret')
+  ids=()
+  for i in 1 2 3; do
+    expect 200 POST /v1/responses "${J[@]}" "${A[@]}" -d '{"input":"turn '$i'","max_output_tokens":2}'
+    ids+=("$(sed -n 's/^{"id":"\(resp_[0-9a-f]*\)".*/\1/p' "$work/body")")
+    [[ $i == 2 ]] && expect 200 GET "/v1/responses/${ids[0]}" "${A[@]}"  # the first is now used last
+  done
+  expect 404 GET "/v1/responses/${ids[1]}" "${A[@]}"
+  grep -q 'evicted' "$work/body" || bad "evicted response: $(cat "$work/body")"
+  expect 404 POST /v1/responses "${J[@]}" "${A[@]}" -d '{"input":"x","previous_response_id":"'"${ids[1]}"'","max_output_tokens":2}'
+  grep -q '"param":"previous_response_id"' "$work/body" && grep -q 'evicted' "$work/body" \
+    || bad "previous_response_id of an evicted response: $(cat "$work/body")"
+  expect 200 GET "/v1/responses/${ids[0]}" "${A[@]}"
+  expect 200 GET "/v1/responses/${ids[2]}" "${A[@]}"
+  curl -s "${A[@]}" "$url/metrics" | grep -q '^dpa:responses_evicted_total{model_name="tiny"} 1$' \
+    && ok "dpa:responses_evicted_total counts the eviction" || bad "dpa:responses_evicted_total: $(curl -s "${A[@]}" "$url/metrics" | grep responses)"
   # n=2 is two engine requests: over a limit of 1 on its own
   expect 429 POST /v1/completions "${J[@]}" "${A[@]}" -d '{"prompt":"two","max_tokens":2,"n":2}'
   grep -q '"code":429' "$work/body" || bad "429 body: $(cat "$work/body")"

@@ -53,6 +53,54 @@ TEST(ResponseStore, EvictsByBytesButKeepsTheNewest) {
   EXPECT_EQ(store.bytes(), 0u);
 }
 
+TEST(ResponseStore, CountsEvictionsOldestUseFirst) {
+  ResponseStore store(3, 1 << 20);
+  for (const char* id : {"r1", "r2", "r3"}) store.put(id, {}, {});
+  EXPECT_EQ(store.n_evicted(), 0u);
+  ASSERT_NE(store.find("r1"), nullptr);  // use order now r2, r3, r1
+  store.put("r4", {}, {});
+  store.put("r5", {}, {});
+  EXPECT_EQ(store.n_evicted(), 2u);
+  EXPECT_EQ(store.find("r2"), nullptr);
+  EXPECT_EQ(store.find("r3"), nullptr);
+  for (const char* id : {"r1", "r4", "r5"}) EXPECT_NE(store.find(id), nullptr) << id;
+  store.put("r5", {{"again", true}}, {});  // a put under a stored id replaces it: no eviction
+  EXPECT_EQ(store.size(), 3u);
+  EXPECT_EQ(store.n_evicted(), 2u);
+  EXPECT_TRUE(store.erase("r1"));  // a delete is no eviction either
+  EXPECT_EQ(store.n_evicted(), 2u);
+  // The 404's message says that an evicted id reads as an unknown one.
+  EXPECT_NE(store.not_found_message("r2").find("evicted"), std::string::npos) << store.not_found_message("r2");
+}
+
+TEST(ResponseStore, ZeroKeepsNothing) {
+  ResponseStore store(0, 1 << 20);
+  EXPECT_FALSE(store.keeps_any());
+  store.put("r1", {{"n", 1}}, {});
+  EXPECT_EQ(store.size(), 0u);
+  EXPECT_EQ(store.bytes(), 0u);
+  EXPECT_EQ(store.find("r1"), nullptr);
+  EXPECT_EQ(store.n_evicted(), 0u);  // never kept, so never evicted
+  EXPECT_NE(store.not_found_message("r1").find("--responses-max-stored 0"), std::string::npos);
+  // store: true is answered as store: false, in the settings the response repeats too; a
+  // previous_response_id is a 404 that says why.
+  const auto r = translate_responses_request(body(R"({"input": "x", "store": true})"), store);
+  EXPECT_FALSE(r.store);
+  EXPECT_EQ(r.echo.at("store"), false);
+  try {
+    translate_responses_request(body(R"({"input": "x", "previous_response_id": "r1"})"), store);
+    ADD_FAILURE() << "no error";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 404);
+    EXPECT_EQ(e.param, "previous_response_id");
+    EXPECT_NE(std::string(e.what()).find("stores no responses"), std::string::npos) << e.what();
+  }
+  // A store that keeps one keeps store: true as sent.
+  ResponseStore one(1, 1 << 20);
+  EXPECT_TRUE(translate_responses_request(body(R"({"input": "x"})"), one).store);
+  EXPECT_FALSE(translate_responses_request(body(R"({"input": "x", "store": false})"), one).store);
+}
+
 TEST(ResponsesRequest, InputItemsBecomeChatMessages) {
   ResponseStore store;
   const auto r = translate_responses_request(body(R"({
