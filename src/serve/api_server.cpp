@@ -436,7 +436,7 @@ void ApiServer::complete_response(Job& j) {
   ResponseShaper& r = *j.responses;
   const Generation& g = j.gens.at(0);
   const int64_t prompt_tokens = j.prompt_len.at(0);
-  if (j.reject.empty() && r.store()) response_store_->put(r.id(), r.response(g, prompt_tokens), r.conversation(g));
+  if (j.reject.empty() && r.store()) response_store_->put(r.id(), r.response(g, prompt_tokens), r.conversation(g), r.input_items());
   if (!j.http || !j.http->open()) return;
   if (!j.reject.empty()) {
     const ApiError e(400, j.reject, "input");
@@ -512,8 +512,7 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
     create_response(req, s);
     return;
   }
-  if ((get || req.method == "DELETE") && path.rfind("/v1/responses/", 0) == 0 &&
-      path.find('/', 14) == std::string::npos) {
+  if (path.rfind("/v1/responses/", 0) == 0) {  // a stored response and its input items
     stored_response(req, s);
     return;
   }
@@ -692,9 +691,24 @@ void ApiServer::create_response(const HttpRequest& req, const std::shared_ptr<Ht
   j->responses = std::move(shaper);
 }
 
+// GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items.
 void ApiServer::stored_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s) {
-  const std::string id = req.path.substr(std::string("/v1/responses/").size());
+  std::string id = req.path.substr(std::string("/v1/responses/").size());
+  std::string sub;  // what follows the id
+  if (const std::size_t slash = id.find('/'); slash != std::string::npos) sub = id.substr(slash + 1), id.resize(slash);
   auto not_found = [&] { return ApiError(404, response_store_->not_found_message(id), "response_id", "invalid_request_error"); };
+  if (!sub.empty() && sub != "input_items") throw ApiError(404, fmt::format("no route {} {}", req.method, req.path), "", "NotFoundError");
+  const bool get = req.method == "GET";
+  if (!get && !(sub.empty() && req.method == "DELETE"))
+    throw ApiError(405, fmt::format("method {} is not allowed on {}", req.method, req.path));
+  if (sub == "input_items") {
+    const auto query = query_params(req.target);
+    if (!query) throw ApiError(400, "the query string has a malformed %-escape");
+    const ResponseStore::Entry* e = response_store_->find(id);
+    if (!e) throw not_found();
+    send_json(s, input_items_page(e->input_items, *query));
+    return;
+  }
   if (req.method == "DELETE") {
     if (!response_store_->erase(id)) throw not_found();
     send_json(s, json::object{{"id", id}, {"object", "response.deleted"}, {"deleted", true}});

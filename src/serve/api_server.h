@@ -69,7 +69,7 @@ class ApiServer {
   void check_serving() const;
   // The replica pin and the queue limit; false when the request got its 429.
   bool admit(ParsedRequest& pr, const boost::json::object& body, const std::shared_ptr<HttpSession>& s);
-  // /v1/responses: create (over the chat path), and GET / DELETE of a stored one.
+  // /v1/responses: create (over the chat path); GET / DELETE of a stored one, GET of its input items.
   void create_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
   void stored_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s);
   void complete_response(Job& j);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <string_view>
 
 namespace dpa::serve {
 
@@ -29,6 +30,52 @@ const char* http_reason(int s) {
     case 503: return "Service Unavailable";
     default: return "Unknown";
   }
+}
+
+namespace {
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '+') {
+      out += ' ';
+    } else if (in[i] != '%') {
+      out += in[i];
+    } else {
+      const int hi = i + 2 < in.size() ? hex_digit(in[i + 1]) : -1;
+      const int lo = hi >= 0 ? hex_digit(in[i + 2]) : -1;
+      if (lo < 0) return false;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+std::optional<std::vector<std::pair<std::string, std::string>>> query_params(const std::string& target) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::size_t q = target.find('?');
+  if (q == std::string::npos) return out;
+  std::string_view rest(target);
+  rest.remove_prefix(q + 1);
+  while (!rest.empty()) {
+    const std::size_t amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    if (pair.empty()) continue;
+    const std::size_t eq = pair.find('=');
+    std::string key, value;
+    if (!percent_decode(pair.substr(0, eq), key)) return std::nullopt;
+    if (eq != std::string_view::npos && !percent_decode(pair.substr(eq + 1), value)) return std::nullopt;
+    out.emplace_back(std::move(key), std::move(value));
+  }
+  return out;
 }
 
 HttpSession::HttpSession(tcp::socket socket, const Handler& handler, uint64_t max_body_bytes)

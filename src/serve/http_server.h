@@ -36,6 +36,11 @@ struct HttpRequest {
 
 const char* http_reason(int status);
 
+// The query of a request target ("/p?a=1&b=x%20y": {"a", "1"}, {"b", "x y"}), in order,
+// percent-decoded with '+' as a space; a key without '=' has an empty value. nullopt when a %
+// escape is malformed.
+std::optional<std::vector<std::pair<std::string, std::string>>> query_params(const std::string& target);
+
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   using Handler = std::function<void(const HttpRequest&, const std::shared_ptr<HttpSession>&)>;

@@ -12,10 +12,12 @@ namespace dpa::serve {
 
 namespace json = boost::json;
 
-std::string new_response_id() {
+std::string new_item_id(const char* prefix) {
   static std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("resp_{:016x}{:016x}", rng(), rng());
+  return fmt::format("{}{:016x}{:016x}", prefix, rng(), rng());
 }
+
+std::string new_response_id() { return new_item_id("resp_"); }
 
 // ---- request translation --------------------------------------------------------------------
 
@@ -91,10 +93,31 @@ json::object past_call(const json::object& item) {
                       {"function", json::object{{"name", string_field(item, "name", "input")}, {"arguments", args}}}};
 }
 
-// Appends one input item to the chat messages. Calls join the assistant message before them (the
-// DeepSeek templates write one assistant turn with all its calls); reasoning items of earlier
-// turns are left out, as the DeepSeek templates leave out earlier turns' reasoning.
-void add_input_item(const json::value& v, json::array& msgs) {
+// An input item as input_items lists it: as sent, with an id, its type and a status where it had
+// none, and a message's string content as one text part (OpenAI's form of it).
+json::object listed_item(const json::object& item, const std::string& type) {
+  const json::value* id = field(item, "id");
+  const char* prefix = type == "message" ? "msg_" : type == "function_call" ? "fc_" : type == "reasoning" ? "rs_" : "fco_";
+  json::object out{{"id", id && id->is_string() ? *id : json::value(new_item_id(prefix))}, {"type", type}};
+  for (const auto& kv : item)
+    if (kv.key() != "id" && kv.key() != "type") out[kv.key()] = kv.value();
+  if (type == "message" && out.at("content").is_string()) {
+    const bool said = out.at("role") == "assistant";
+    json::object part{{"type", said ? "output_text" : "input_text"}, {"text", out.at("content")}};
+    if (said) part["annotations"] = json::array{};
+    out["content"] = json::array{std::move(part)};
+  }
+  if (type == "function_call" && out.contains("arguments") && out.at("arguments").is_object())
+    out["arguments"] = json::serialize(out.at("arguments"));
+  if (!field(out, "status")) out["status"] = "completed";
+  return out;
+}
+
+// Appends one input item to the chat messages, and as input_items lists it to `items`. Calls join
+// the assistant message before them (the DeepSeek templates write one assistant turn with all its
+// calls); reasoning items of earlier turns are left out of the messages, as the DeepSeek templates
+// leave out earlier turns' reasoning.
+void add_input_item(const json::value& v, json::array& msgs, json::array& items) {
   if (!v.is_object()) bad("input", "each input item must be an object");
   const json::object& item = v.as_object();
   const json::value* tv = field(item, "type");
@@ -120,16 +143,19 @@ void add_input_item(const json::value& v, json::array& msgs) {
   } else if (type != "reasoning") {
     bad("input", fmt::format("input items of type '{}' are not supported by this server", type));
   }
+  items.push_back(listed_item(item, type));
 }
 
-json::array translate_input(const json::object& o) {
+// The input as chat messages; `items` gets it as Responses items.
+json::array translate_input(const json::object& o, json::array& items) {
   const json::value* in = field(o, "input");
   if (!in) bad("input", "'input' is required");
   json::array msgs;
   if (in->is_string()) {
     msgs.push_back(json::object{{"role", "user"}, {"content", *in}});
+    items.push_back(listed_item(json::object{{"role", "user"}, {"content", *in}}, "message"));
   } else if (in->is_array()) {
-    for (const auto& item : in->as_array()) add_input_item(item, msgs);
+    for (const auto& item : in->as_array()) add_input_item(item, msgs, items);
   } else {
     bad("input", "'input' must be a string or an array of input items");
   }
@@ -291,9 +317,12 @@ ResponsesRequest translate_responses_request(const json::object& o, ResponseStor
     const ResponseStore::Entry* e = store.find(id);
     if (!e) throw ApiError(404, store.not_found_message(id), "previous_response_id", "invalid_request_error");
     r.conversation = e->conversation;
+    r.input_items = e->input_items;  // what the earlier response read, then what it answered
+    if (const json::value* out = e->response.if_contains("output"); out && out->is_array())
+      for (const auto& item : out->as_array()) r.input_items.push_back(item);
     r.echo["previous_response_id"] = id;
   }
-  for (auto& m : translate_input(o)) r.conversation.push_back(std::move(m));
+  for (auto& m : translate_input(o, r.input_items)) r.conversation.push_back(std::move(m));
   for (const auto& m : r.conversation) messages.push_back(m);
   r.chat["messages"] = std::move(messages);
   r.chat["stream"] = stream;

@@ -1,8 +1,9 @@
-// OpenAI's Responses API (POST /v1/responses, GET and DELETE /v1/responses/{id}) on top of the chat
-// path, as vLLM and SGLang serve it: a Responses body is translated into the chat completions body
-// it amounts to (parse_request does the rest), and the chat generation is reshaped into a
-// response object or the Responses stream events. Stored responses live in rank 0's memory
-// (response_store.h), so previous_response_id can continue a conversation.
+// OpenAI's Responses API (POST /v1/responses; GET and DELETE /v1/responses/{id}, GET its
+// input_items) on top of the chat path, as vLLM and SGLang serve it: a Responses body is
+// translated into the chat completions body it amounts to (parse_request does the rest), and the
+// chat generation is reshaped into a response object or the Responses stream events. Stored
+// responses live in rank 0's memory (response_store.h), so previous_response_id can continue a
+// conversation.
 #pragma once
 
 #include <boost/json.hpp>
@@ -22,6 +23,8 @@ namespace dpa::serve {
 struct ResponsesRequest {
   boost::json::object chat;          // the /v1/chat/completions body it amounts to
   boost::json::array conversation;   // its messages less the instructions: stored with the output
+  boost::json::array input_items;    // the same as Responses items with ids (a previous response's
+                                     // input and output first): what input_items lists
   boost::json::object echo;          // the request's settings as the response object repeats them
   bool store = true;                 // false also when the store keeps nothing (--responses-max-stored 0)
   bool parallel_tool_calls = true;
@@ -37,6 +40,8 @@ ParsedRequest parse_responses_request(const ResponsesRequest& r, const ModelInfo
 
 // "resp_" and 32 random hex digits.
 std::string new_response_id();
+// `prefix` ("msg_", "fc_", ...) and 32 random hex digits: ids of input items sent without one.
+std::string new_item_id(const char* prefix);
 
 // One response in the making: its items as they stream, the final object, what gets stored.
 class ResponseShaper {
@@ -60,6 +65,8 @@ class ResponseShaper {
   // The conversation that a later previous_response_id continues: the request's messages and
   // the output as an assistant message.
   boost::json::array conversation(const Generation& g) const;
+  // The input items stored with the response (GET /v1/responses/{id}/input_items).
+  const boost::json::array& input_items() const { return req_.input_items; }
 
  private:
   enum class Open { none, reasoning, message };

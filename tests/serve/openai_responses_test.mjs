@@ -1,6 +1,6 @@
 // Drives `dpa_serve serve`'s /v1/responses with the official `openai` SDK (Node): response and
-// stream shapes, store / retrieve / delete, previous_response_id, a function-tool round trip,
-// text.format json_schema, refused fields. The chat path and /tokenize are the oracles.
+// stream shapes, store / retrieve / delete, previous_response_id, input items listed and paged,
+// a function-tool round trip, text.format json_schema, refused fields. The chat path and /tokenize are the oracles.
 //   node openai_responses_test.mjs BASE_URL NODE_MODULES_DIR MODEL_NAME [reasoning]
 // With "reasoning" the server runs --reasoning-parser deepseek_r1: only the reasoning checks run.
 // Exits non-zero on the first failed assertion, printing what differed.
@@ -197,6 +197,46 @@ await check('previous_response_id: the stored conversation comes first', async (
     { role: 'user', content: 'And then?' }, { role: 'assistant', content: r2.output_text }, { role: 'user', content: 'Go on' }]));
   await assert.rejects(client.responses.create({ ...greedy, input: 'x', previous_response_id: 'resp_unknown' }),
                        (e) => e.status === 404 && e.error?.param === 'previous_response_id');
+});
+
+await check('inputItems.list: what the model read, newest first, paged by the SDK cursor', async () => {
+  const r1 = await client.responses.create({ ...greedy, input: 'Hello there', instructions: 'Be brief.', max_output_tokens: 2 });
+  const call = { type: 'function_call', id: 'fc_mine', call_id: 'call_x', name: 'get_weather', arguments: '{"city":"Rome"}' };
+  const r2 = await client.responses.create({ ...greedy, previous_response_id: r1.id, max_output_tokens: 2, tools: [weatherTool],
+                                             input: [{ role: 'user', content: [{ type: 'input_text', text: 'And then?' }] }, call,
+                                                     { type: 'function_call_output', call_id: 'call_x', output: 'done' }] });
+  const page = await client.responses.inputItems.list(r2.id);
+  assert.equal(page.body.object, 'list');  // the page object keeps the list's own fields in body
+  assert.equal(page.has_more, false);
+  // r1's input, r1's output, r2's input: listed newest first; the instructions are no item.
+  const items = page.data;
+  assert.deepEqual(items.map((i) => i.type), ['function_call_output', 'function_call', 'message', 'message', 'message']);
+  assert.deepEqual(items.map((i) => i.role ?? null), [null, null, 'user', 'assistant', 'user']);
+  assert.equal(items[0].call_id, 'call_x');
+  assert.equal(items[0].output, 'done');
+  assert.deepEqual(items[1], { ...call, status: 'completed' });  // the id sent is kept
+  assert.deepEqual(items[2].content, [{ type: 'input_text', text: 'And then?' }]);
+  assert.deepEqual(items[3], r1.output[0]);  // the earlier answer, with its id
+  assert.deepEqual(items[4].content, [{ type: 'input_text', text: 'Hello there' }]);
+  for (const i of items) assert.ok(typeof i.id === 'string' && i.id.length > 4, JSON.stringify(i));
+  assert.equal(new Set(items.map((i) => i.id)).size, items.length);
+  assert.equal(page.body.first_id, items[0].id);
+  assert.equal(page.body.last_id, items.at(-1).id);
+  // One item a page, oldest first: the SDK follows has_more with after=<last id>.
+  const asc = [];
+  for await (const item of client.responses.inputItems.list(r2.id, { order: 'asc', limit: 1 })) asc.push(item.id);
+  assert.deepEqual(asc, items.map((i) => i.id).reverse());
+  const two = await client.responses.inputItems.list(r2.id, { limit: 2, include: ['message.input_image.image_url'] });
+  assert.deepEqual(two.data.map((i) => i.id), items.slice(0, 2).map((i) => i.id));
+  assert.equal(two.has_more, true);
+  await assert.rejects(client.responses.inputItems.list(r2.id, { limit: 101 }),
+                       (e) => e.status === 400 && e.error?.param === 'limit');
+  await assert.rejects(client.responses.inputItems.list(r2.id, { order: 'up' }),
+                       (e) => e.status === 400 && e.error?.param === 'order');
+  await assert.rejects(client.responses.inputItems.list(r2.id, { after: 'msg_none' }),
+                       (e) => e.status === 400 && e.error?.param === 'after');
+  await client.responses.delete(r2.id);
+  await assert.rejects(client.responses.inputItems.list(r2.id), (e) => e.status === 404 && /not found/.test(e.message));
 });
 
 await check('function tool: a named tool_choice gives a function_call item; its output goes back in', async () => {

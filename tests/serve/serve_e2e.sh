@@ -63,6 +63,10 @@ PY
   expect 404 GET /v1/responses/resp_unknown
   grep -q '"param":"response_id"' "$work/body" || bad "unknown response id: $(cat "$work/body")"
   expect 404 DELETE /v1/responses/resp_unknown
+  expect 404 GET /v1/responses/resp_unknown/input_items
+  grep -q '"param":"response_id"' "$work/body" || bad "input_items of an unknown id: $(cat "$work/body")"
+  expect 405 POST /v1/responses/resp_unknown/input_items "${J[@]}" -d '{}'
+  expect 404 GET /v1/responses/resp_unknown/cancel
   expect 400 POST /v1/responses "${J[@]}" -d '{"input":"x","background":true}'
   grep -q '"param":"background"' "$work/body" || bad "background: $(cat "$work/body")"
 

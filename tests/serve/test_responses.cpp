@@ -1,22 +1,27 @@
 // /v1/responses pieces without a server: the store's LRU bounds (sizes from the JSON text, the
-// rule it documents) and the translation of Responses bodies into chat bodies, written out by hand.
+// rule it documents), the translation of Responses bodies into chat bodies and input items, and
+// the input_items pages, against expectations written out by hand.
 #include <gtest/gtest.h>
 
 #include <string>
 
+#include "serve/http_server.h"
 #include "serve/responses.h"
 
 namespace {
 
 namespace json = boost::json;
 using dpa::serve::ApiError;
+using dpa::serve::input_items_page;
+using dpa::serve::query_params;
 using dpa::serve::ResponseStore;
 using dpa::serve::translate_responses_request;
 
 json::object body(const char* text) { return json::parse(text).as_object(); }
 
-std::size_t entry_bytes(const std::string& id, const json::object& r, const json::array& c) {
-  return id.size() + json::serialize(r).size() + json::serialize(c).size();
+// The rule the store documents: the id and the JSON texts of what it keeps.
+std::size_t entry_bytes(const std::string& id, const json::object& r, const json::array& c, const json::array& items = {}) {
+  return id.size() + json::serialize(r).size() + json::serialize(c).size() + json::serialize(items).size();
 }
 
 TEST(ResponseStore, EvictsTheLeastRecentlyUsedByCount) {
@@ -143,6 +148,133 @@ TEST(ResponsesRequest, PreviousResponseComesFirst) {
   EXPECT_EQ(r.chat.at("messages"),
             json::parse(R"([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])"));
   EXPECT_EQ(r.echo.at("previous_response_id"), "resp_1");
+}
+
+TEST(ResponsesRequest, InputItemsAreListedWithIds) {
+  ResponseStore store;
+  const auto r = translate_responses_request(body(R"({"input": [
+      {"role": "developer", "content": "Use tools."},
+      {"type": "message", "id": "msg_mine", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+      {"role": "assistant", "content": "Looking."},
+      {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "w", "arguments": {"city": "Paris"}},
+      {"type": "function_call_output", "call_id": "c1", "output": "sunny", "status": "incomplete"}]})"),
+                                             store);
+  ASSERT_EQ(r.input_items.size(), 5u);
+  // Ids the client sent are kept; the others are made, with OpenAI's prefixes.
+  std::vector<std::string> ids;
+  for (const auto& item : r.input_items) ids.emplace_back(item.at("id").as_string());
+  EXPECT_EQ(ids[0].rfind("msg_", 0), 0u) << ids[0];
+  EXPECT_EQ(ids[1], "msg_mine");
+  EXPECT_EQ(ids[2].rfind("msg_", 0), 0u) << ids[2];
+  EXPECT_NE(ids[0], ids[2]);
+  EXPECT_EQ(ids[3], "fc_1");
+  EXPECT_EQ(ids[4].rfind("fco_", 0), 0u) << ids[4];
+  json::array want = json::parse(R"([
+      {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Use tools."}], "status": "completed"},
+      {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}], "status": "completed"},
+      {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Looking.", "annotations": []}],
+       "status": "completed"},
+      {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{\"city\":\"Paris\"}", "status": "completed"},
+      {"type": "function_call_output", "call_id": "c1", "output": "sunny", "status": "incomplete"}])").as_array();
+  for (std::size_t k = 0; k < want.size(); ++k) {
+    json::object got = r.input_items[k].as_object();
+    got.erase("id");
+    EXPECT_EQ(json::value(got), want[k]) << k << ": " << json::serialize(got);
+  }
+  // A string input is one user message.
+  const auto one = translate_responses_request(body(R"({"input": "hi"})"), store);
+  ASSERT_EQ(one.input_items.size(), 1u);
+  json::object item = one.input_items[0].as_object();
+  EXPECT_EQ(std::string(item.at("id").as_string()).rfind("msg_", 0), 0u);
+  item.erase("id");
+  EXPECT_EQ(json::value(item), json::parse(R"({"type": "message", "role": "user",
+      "content": [{"type": "input_text", "text": "hi"}], "status": "completed"})"));
+}
+
+TEST(ResponsesRequest, PreviousResponseItemsComeFirst) {
+  ResponseStore store;
+  const json::value earlier_input = json::parse(R"([{"id": "msg_a", "type": "message", "role": "user", "content": "a"}])");
+  const json::value earlier_output = json::parse(R"([{"id": "rs_b", "type": "reasoning"}, {"id": "msg_b", "type": "message"}])");
+  store.put("resp_1", {{"output", earlier_output}}, json::array{}, earlier_input.as_array());
+  const auto r = translate_responses_request(body(R"({"input": [{"id": "msg_c", "role": "user", "content": "c"}],
+                                                      "previous_response_id": "resp_1"})"),
+                                             store);
+  std::vector<std::string> ids;
+  for (const auto& item : r.input_items) ids.emplace_back(item.at("id").as_string());
+  EXPECT_EQ(ids, (std::vector<std::string>{"msg_a", "rs_b", "msg_b", "msg_c"}));
+}
+
+// The ids of a page's items.
+std::vector<std::string> page_ids(const json::object& page) {
+  std::vector<std::string> ids;
+  for (const auto& item : page.at("data").as_array()) ids.emplace_back(item.at("id").as_string());
+  return ids;
+}
+
+TEST(InputItemsPage, OrderLimitAfter) {
+  const json::array items = json::parse(R"([{"id": "i1"}, {"id": "i2"}, {"id": "i3"}, {"id": "i4"}, {"id": "i5"}])").as_array();
+  using Q = std::vector<std::pair<std::string, std::string>>;
+  using V = std::vector<std::string>;
+  // The default: newest first, 20 at most.
+  json::object all = input_items_page(items, {});
+  EXPECT_EQ(all.at("object"), "list");
+  EXPECT_EQ(page_ids(all), (V{"i5", "i4", "i3", "i2", "i1"}));
+  EXPECT_EQ(all.at("first_id"), "i5");
+  EXPECT_EQ(all.at("last_id"), "i1");
+  EXPECT_EQ(all.at("has_more"), false);
+  // Pages of 2, each after the last id of the one before, as the SDK's cursor asks.
+  json::object p1 = input_items_page(items, Q{{"limit", "2"}});
+  EXPECT_EQ(page_ids(p1), (V{"i5", "i4"}));
+  EXPECT_EQ(p1.at("has_more"), true);
+  json::object p2 = input_items_page(items, Q{{"limit", "2"}, {"after", "i4"}});
+  EXPECT_EQ(page_ids(p2), (V{"i3", "i2"}));
+  EXPECT_EQ(p2.at("first_id"), "i3");
+  EXPECT_EQ(p2.at("last_id"), "i2");
+  EXPECT_EQ(p2.at("has_more"), true);
+  json::object p3 = input_items_page(items, Q{{"limit", "2"}, {"after", "i2"}});
+  EXPECT_EQ(page_ids(p3), (V{"i1"}));
+  EXPECT_EQ(p3.at("has_more"), false);
+  // asc: the order the model read them in; include is accepted and changes nothing.
+  json::object a = input_items_page(items, Q{{"order", "asc"}, {"after", "i2"}, {"limit", "2"}, {"include[]", "x"}});
+  EXPECT_EQ(page_ids(a), (V{"i3", "i4"}));
+  EXPECT_EQ(a.at("has_more"), true);
+  EXPECT_EQ(page_ids(input_items_page(items, Q{{"order", "desc"}, {"limit", "100"}})), (V{"i5", "i4", "i3", "i2", "i1"}));
+  // Past the end: an empty page with null ids.
+  json::object end = input_items_page(items, Q{{"order", "asc"}, {"after", "i5"}});
+  EXPECT_TRUE(end.at("data").as_array().empty());
+  EXPECT_TRUE(end.at("first_id").is_null());
+  EXPECT_TRUE(end.at("last_id").is_null());
+  EXPECT_EQ(end.at("has_more"), false);
+  EXPECT_EQ(page_ids(input_items_page(items, Q{{"limit", "1"}})), (V{"i5"}));
+}
+
+TEST(InputItemsPage, BadParametersAreNamed) {
+  const json::array items = json::parse(R"([{"id": "i1"}, {"id": "i2"}])").as_array();
+  auto param_of = [&](std::vector<std::pair<std::string, std::string>> q) -> std::string {
+    try {
+      input_items_page(items, q);
+    } catch (const ApiError& e) {
+      return e.status == 400 ? e.param : "status " + std::to_string(e.status);
+    }
+    return "";
+  };
+  for (const char* limit : {"0", "101", "-1", "x", "2x", "", "1.5", " 2", "99999999999999999999"})
+    EXPECT_EQ(param_of({{"limit", limit}}), "limit") << limit;
+  EXPECT_EQ(param_of({{"order", "newest"}}), "order");
+  EXPECT_EQ(param_of({{"order", "ASC"}}), "order");
+  EXPECT_EQ(param_of({{"after", "i9"}}), "after");
+  EXPECT_EQ(param_of({{"before", "i2"}}), "before");
+  EXPECT_EQ(param_of({{"limit", "1"}, {"order", "asc"}, {"after", "i1"}, {"include", "message.input_image.image_url"}}), "");
+}
+
+TEST(QueryParams, DecodesInOrder) {
+  using Q = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(query_params("/v1/responses/r/input_items"), Q{});
+  EXPECT_EQ(query_params("/p?limit=2&order=asc&include%5B%5D=a+b%2Fc&flag&&after="),
+            (Q{{"limit", "2"}, {"order", "asc"}, {"include[]", "a b/c"}, {"flag", ""}, {"after", ""}}));
+  EXPECT_EQ(query_params("/p?a=%zz"), std::nullopt);
+  EXPECT_EQ(query_params("/p?a=%4"), std::nullopt);
+  EXPECT_EQ(query_params("/p?%=1"), std::nullopt);
 }
 
 // status and param of the error a body raises (0 when none).
