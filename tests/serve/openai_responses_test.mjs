@@ -1,30 +1,13 @@
 // Drives `dpa_serve serve`'s /v1/responses with the official `openai` SDK (Node): response and
 // stream shapes, store / retrieve / delete, previous_response_id, input items listed and paged,
-// a function-tool round trip, text.format json_schema, refused fields. The chat path and /tokenize are the oracles.
+// a function-tool round trip, text.format json_schema, refused fields. The chat path and
+// /tokenize are the oracles.
 //   node openai_responses_test.mjs BASE_URL NODE_MODULES_DIR MODEL_NAME [reasoning]
 // With "reasoning" the server runs --reasoning-parser deepseek_r1: only the reasoning checks run.
 // Exits non-zero on the first failed assertion, printing what differed.
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 
-const [base, modules, modelName, mode] = process.argv.slice(2);
-const require = createRequire(path.join(modules, 'noop.js'));
-const OpenAI = require('openai');
-const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120000 });
-
-let passed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`ok: ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    console.log(`FAIL: ${name}: ${e && e.stack ? e.stack : e}`);
-    process.exit(1);
-  }
-}
+import { base, check, client, mode, modelName, passed, waitIdle } from './sdk_harness.mjs';
 
 async function post(route, body) {
   const r = await fetch(`${base}${route}`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -329,13 +312,7 @@ await check('metrics count responses; an aborted stream frees its request', asyn
     assert.ok(e.name === 'APIUserAbortError' || e.name === 'AbortError', `unexpected ${e.name}`);
   }
   assert.ok(got >= 3);
-  const t0 = Date.now();
-  for (;;) {
-    const load = await (await fetch(`${base}/get_load`)).json();
-    if (load.reduce((s, r) => s + r.num_reqs, 0) === 0) break;
-    assert.ok(Date.now() - t0 < 1000, `still busy ${Date.now() - t0} ms after the abort: ${JSON.stringify(load)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitIdle();
 });
 
 console.log(`openai responses: ${passed} checks passed`);

@@ -1,33 +1,10 @@
-// Drives a running `dpa_serve serve` with the official `openai` SDK (Node).
+// Drives a running `dpa_serve serve` with the official `openai` SDK (Node); sdk_harness.mjs has
+// the client and the check runner.
 //   node openai_sdk_test.mjs BASE_URL NODE_MODULES_DIR MODEL_NAME
 // Exits non-zero on the first failed assertion, printing what differed.
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 
-const [base, modules, modelName] = process.argv.slice(2);
-const require = createRequire(path.join(modules, 'noop.js'));
-const OpenAI = require('openai');
-const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 120000 });
-
-let passed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed++;
-    console.log(`ok: ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    console.log(`FAIL: ${name}: ${e && e.stack ? e.stack : e}`);
-    process.exit(1);
-  }
-}
-
-async function getLoad() {
-  const r = await fetch(`${base}/get_load`);
-  assert.equal(r.status, 200);
-  return r.json();
-}
+import { check, client, modelName, passed, waitIdle } from './sdk_harness.mjs';
 
 const greedy = { model: modelName, temperature: 0, ignore_eos: true };
 
@@ -271,15 +248,7 @@ await check('aborted stream (AbortController) frees its request', async () => {
     assert.ok(e.name === 'APIUserAbortError' || e.name === 'AbortError', `unexpected ${e.name}`);
   }
   assert.ok(got >= 3);
-  const t0 = Date.now();
-  for (;;) {
-    const load = await getLoad();
-    const busy = load.reduce((s, r) => s + r.num_reqs, 0);
-    const used = load.reduce((s, r) => s + (r.kv_total_blocks - r.kv_free_blocks), 0);
-    if (busy === 0 && used === 0) break;
-    assert.ok(Date.now() - t0 < 1000, `still busy ${Date.now() - t0} ms after the abort: ${JSON.stringify(load)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitIdle();
 });
 
 console.log(`openai sdk: ${passed} checks passed`);
