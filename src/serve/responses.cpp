@@ -26,9 +26,10 @@ namespace {
 [[noreturn]] void bad(const std::string& param, const std::string& msg) { bad_request(param, msg); }
 const json::value* field(const json::object& o, const char* name) { return request_field(o, name); }
 
+// The string field `name` of an object inside the param `param` (an input item, a tool, ...).
 std::string string_field(const json::object& o, const char* name, const std::string& param) {
   const json::value* v = field(o, name);
-  if (!v || !v->is_string()) bad(param, fmt::format("'{}' must be a string", param));
+  if (!v || !v->is_string()) bad(param, fmt::format("'{}' needs a string '{}'", param, name));
   return std::string(v->as_string());
 }
 

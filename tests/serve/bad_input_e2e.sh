@@ -4,8 +4,9 @@
 #  1. wrong types for every documented request field, non-object / invalid / truncated / deeply
 #     nested JSON, context overflow, out-of-vocabulary and negative token ids, n over the cap, an
 #     oversized body, bad Content-Length (larger than the body, non-numeric), an unknown route, a
-#     wrong method: each gets the right status and an OpenAI error body {"error": {...}};
-#     afterwards /health is 200 and a normal completion works;
+#     wrong method; /v1/responses' fields (each refusal naming its param), an unknown
+#     previous_response_id, bad input_items query parameters: each gets the right status and an
+#     OpenAI error body {"error": {...}}; afterwards /health is 200 and a normal completion works;
 #  2. access: every route of the route table but /health answers 401 without the key (and with a
 #     wrong one) and not 401 with it; the server binds 127.0.0.1 when --host is not given;
 #  3. request features against an oracle of the same server: truncation, special tokens, SGLang's
@@ -140,17 +141,101 @@ done
 # checks what comes back).
 CH 200 "{$M1,$T,\"tool_choice\":\"required\"}"
 CH 200 "{$M1,$T,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}}"
+# ---------------------------------------------------------------- wrong types and refusals, /v1/responses
+# R WANT PARAM BODY: the status, and the error's param (- for none).
+R() {
+  check "$1" POST /v1/responses "${A[@]}" "${J[@]}" --data-binary "$3"
+  [[ $2 == - || $(grep -o '"param":"[^"]*"' "$work/body") == "\"param\":\"$2\"" ]] || bad "/v1/responses $3: param not $2: $(head -c 300 "$work/body")"
+}
+RI='"input":"Hi","max_output_tokens":2'
+while read -r param f; do
+  R 400 "$param" "{$RI,$f}"
+done <<'EOF2'
+input "input":5
+input "input":[]
+input "input":{}
+input "input":[1]
+input "input":[{"role":"tool","content":"x"}]
+input "input":[{"role":"user","content":5}]
+input "input":[{"role":"user"}]
+input "input":[{"role":"user","content":[{"type":"input_image","image_url":"http://x/y.png"}]}]
+input "input":[{"role":"user","content":[{"text":"no type"}]}]
+input "input":[{"type":"item_reference","id":"msg_1"}]
+input "input":[{"type":7}]
+input "input":[{"type":"function_call","name":"f","arguments":"{}"}]
+input "input":[{"type":"function_call","call_id":"c","name":"f","arguments":[]}]
+input "input":[{"type":"function_call_output","call_id":"c"}]
+max_output_tokens "max_output_tokens":"2"
+max_output_tokens "max_output_tokens":0
+max_output_tokens "max_output_tokens":-1
+temperature "temperature":"hot"
+top_p "top_p":2
+stream "stream":"yes"
+store "store":"yes"
+instructions "instructions":5
+metadata "metadata":{"k":1}
+metadata "metadata":[]
+previous_response_id "previous_response_id":5
+background "background":true
+background "background":"no"
+include "include":["reasoning.encrypted_content"]
+truncation "truncation":"auto"
+conversation "conversation":"conv_1"
+prompt "prompt":{"id":"pmpt_1"}
+max_tool_calls "max_tool_calls":1
+top_logprobs "top_logprobs":2
+text "text":"json"
+text.format "text":{"format":"json"}
+text.format "text":{"format":{"type":"yaml"}}
+text.format "text":{"format":{"type":"json_schema","schema":{"type":"object"}}}
+text.format "text":{"format":{"type":"json_schema","name":"x"}}
+text.format "text":{"format":{"type":"json_schema","name":"x","schema":[]}}
+text.verbosity "text":{"verbosity":"high"}
+tools "tools":[{"type":"web_search"}]
+tools "tools":{}
+tools "tools":[{"type":"function"}]
+tool_choice "tool_choice":{"type":"file_search"}
+tool_choice "tool_choice":"maybe"
+reasoning "reasoning":"high"
+stream_options "stream_options":{"include_obfuscation":false}
+parallel_tool_calls "parallel_tool_calls":"no"
+user "user":5
+EOF2
+R 200 - "{$RI}"  # the server answers between the refusals
+R 404 previous_response_id "{$RI,\"previous_response_id\":\"resp_0123456789abcdef0123456789abcdef\"}"
+grep -q 'evicted' "$work/body" || bad "unknown previous_response_id: the message does not say it may have been evicted"
+R 404 model "{$RI,\"model\":\"no-such-model\"}"
+R 400 - '{"max_output_tokens":2}'
+grep -q '"param":"input"' "$work/body" || bad "/v1/responses without input: $(cat "$work/body")"
+# A stored response: its input_items with bad query parameters, then good ones.
+R 200 - "{$RI,\"store\":true}"
+rid=$(sed -n 's/^{"id":"\(resp_[0-9a-f]*\)".*/\1/p' "$work/body")
+[[ -n $rid ]] || bad "no response id in $(head -c 200 "$work/body")"
+for q in limit=0 limit=101 limit=-1 limit=x limit=2.5 limit= order=up order=ASC after=msg_nope before=msg_1; do
+  check 400 GET "/v1/responses/$rid/input_items?$q" "${A[@]}"
+  grep -q "\"param\":\"${q%%=*}\"" "$work/body" || bad "input_items?$q: param not ${q%%=*}: $(cat "$work/body")"
+done
+check 400 GET "/v1/responses/$rid/input_items?after=%zz" "${A[@]}"
+check 404 GET /v1/responses/resp_nope/input_items "${A[@]}"
+check 405 PUT "/v1/responses/$rid/input_items" "${A[@]}"
+check 405 POST "/v1/responses/$rid" "${A[@]}" "${J[@]}" --data-binary '{}'
+check 200 GET "/v1/responses/$rid/input_items?limit=1&order=asc&include%5B%5D=message.input_image.image_url" "${A[@]}"
+$PY -c 'import json,sys; b=json.load(open(sys.argv[1])); assert b["object"]=="list" and len(b["data"])==1 and b["data"][0]["content"]==[{"type":"input_text","text":"Hi"}] and b["first_id"]==b["data"][0]["id"] and b["has_more"] is False, b' \
+  "$work/body" && ok "input_items: the stored input, one page" || bad "input_items: $(head -c 300 "$work/body")"
+check 400 GET "/v1/responses/$rid?stream=true" "${A[@]}"
+check 200 GET "/v1/responses/$rid" "${A[@]}"
 # ---------------------------------------------------------------- non-object, invalid, truncated, nested JSON
 for b in '[]' '[1,2]' '"a string"' '42' '3.5' 'null' 'true' '' '{' '{"prompt":"Hello",' '{"prompt":"Hel' \
          '{"prompt":"Hello"} trailing' "{'prompt':'x'}" '{"prompt":"x",}' 'not json' $'\xff\xfe{}' \
-         '{"prompt":"\ud800"}'; do
+         '{"prompt":"\ud800"}' '{"input":"x",'; do
   C 400 "$b"
   CH 400 "$b"
+  R 400 - "$b"
 done
 $PY -c 'print("[" * 100000)' >"$work/nested1"
 $PY -c 'print("{\"prompt\":" + "[" * 60000 + "]" * 60000 + "}")' >"$work/nested2"
 $PY -c 'print("{\"a\":" * 20000 + "1" + "}" * 20000)' >"$work/nested3"
-for n in 1 2 3; do C 400 "@$work/nested$n"; CH 400 "@$work/nested$n"; done
+for n in 1 2 3; do C 400 "@$work/nested$n"; CH 400 "@$work/nested$n"; R 400 - "@$work/nested$n"; done
 # ---------------------------------------------------------------- context, vocabulary, n
 $PY -c "import sys; print('{\"prompt\":[' + ','.join(['1'] * ($ctx + 1)) + '],\"max_tokens\":1}')" >"$work/long_ids"
 C 400 "@$work/long_ids"
@@ -268,6 +353,7 @@ check 200 GET /health
 check 200 POST /v1/completions "${A[@]}" "${J[@]}" -d "{\"model\":\"$model\",\"prompt\":\"Hello\",\"max_tokens\":4}"
 grep -q '"text"' "$work/body" || bad "completion after the bad input has no text: $(cat "$work/body")"
 check 200 POST /v1/chat/completions "${A[@]}" "${J[@]}" -d "{$M1}"
+R 200 - "{$RI}"
 # What the refusals above leave alone: text output, an empty or null suffix, best_of equal to n.
 C 200 '{"prompt":"Hello","max_tokens":2,"response_format":{"type":"text"},"suffix":"","best_of":2,"n":2}'
 C 200 '{"prompt":"Hello","max_tokens":2,"structured_outputs":{},"guided_json":null,"json_schema":true}'
@@ -391,7 +477,8 @@ routes=("POST /v1/completions" "POST /v1/chat/completions" "GET /v1/models" "GET
         "GET /health_generate" "GET /metrics" "GET /get_load" "GET /v1/get_load" "GET /get_server_info"
         "GET /flush_cache" "POST /flush_cache" "GET /version" "POST /tokenize" "POST /v1/tokenize"
         "POST /detokenize" "POST /v1/detokenize" "POST /generate" "GET /get_model_info" "GET /no/such/route"
-        "DELETE /v1/completions" "GET /generate")
+        "DELETE /v1/completions" "GET /generate" "POST /v1/responses" "GET /v1/responses/$rid"
+        "GET /v1/responses/$rid/input_items")
 body_for() {
   case $1 in
     */chat/completions) echo "{$M1}" ;;
@@ -399,6 +486,7 @@ body_for() {
     *tokenize) echo '{"prompt":"Hi"}' ;;
     *detokenize) echo '{"tokens":[1,2]}' ;;
     /generate) echo '{"text":"Hi","sampling_params":{"max_new_tokens":1}}' ;;
+    /v1/responses) echo '{"input":"Hi","max_output_tokens":1}' ;;
     *) echo '{}' ;;
   esac
 }
