@@ -1,4 +1,4 @@
-// Routes, per-request state, metrics, readiness and the drain of `dpa_serve serve`.
+// Routes, per-request state, readiness and the drain of `dpa_serve serve`.
 #include "serve/api_server.h"
 
 #include <unistd.h>
@@ -16,9 +16,9 @@
 
 #include "core/log.h"
 #include "serve/generation.h"
+#include "serve/info_routes.h"
 #include "serve/metrics.h"
 #include "serve/responses.h"
-#include "text/tokenizer.h"
 
 namespace dpa::serve {
 
@@ -436,7 +436,8 @@ void ApiServer::complete_response(Job& j) {
   ResponseShaper& r = *j.responses;
   const Generation& g = j.gens.at(0);
   const int64_t prompt_tokens = j.prompt_len.at(0);
-  if (j.reject.empty() && r.store()) response_store_->put(r.id(), r.response(g, prompt_tokens), r.conversation(g), r.input_items());
+  if (j.reject.empty() && r.store())
+    response_store_->put(r.id(), r.response(g, prompt_tokens), r.conversation(g), r.input_items());
   if (!j.http || !j.http->open()) return;
   if (!j.reject.empty()) {
     const ApiError e(400, j.reject, "input");
@@ -521,17 +522,14 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
     return;
   }
   if (get && path == "/v1/models") {
-    json::object card{{"id", model_.name},   {"object", "model"}, {"created", created_}, {"owned_by", "dpa_serve"},
-                      {"root", model_.name}, {"parent", nullptr}, {"max_model_len", model_.max_model_len}};
-    send_json(s, json::object{{"object", "list"}, {"data", json::array{card}}});
+    send_json(s, json::object{{"object", "list"}, {"data", json::array{model_card(model_, created_)}}});
     return;
   }
   if (get && path.rfind("/v1/models/", 0) == 0) {
     const std::string id = path.substr(11);
     if (id != model_.name)
       throw ApiError(404, fmt::format("The model `{}` does not exist.", id), "model", "invalid_request_error");
-    send_json(s, json::object{{"id", model_.name},   {"object", "model"}, {"created", created_}, {"owned_by", "dpa_serve"},
-                              {"root", model_.name}, {"parent", nullptr}, {"max_model_len", model_.max_model_len}});
+    send_json(s, model_card(model_, created_));
     return;
   }
   if (get && path == "/health_generate") {
@@ -544,48 +542,15 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
     return;
   }
   if (get && (path == "/get_load" || path == "/v1/get_load")) {
-    const auto snap = engine_.load_snapshot();
-    json::array a;
-    for (int d = 0; d < dp_; ++d) {
-      const std::size_t leader = static_cast<std::size_t>(d) * snap.attn_tp;
-      const engine::StepHeader h = leader < snap.headers.size() ? snap.headers[leader] : engine::StepHeader{};
-      a.push_back(json::object{{"dp_rank", d},
-                               {"num_reqs", h.n_running + h.n_waiting},
-                               {"num_waiting_reqs", h.n_waiting},
-                               {"num_tokens", h.pending_tokens},
-                               {"kv_free_blocks", h.free_blocks},
-                               {"kv_total_blocks", h.total_blocks},
-                               {"frontend_inflight", inflight_[d]}});
-    }
-    send_json(s, a);
+    send_json(s, load_report(engine_.load_snapshot(), inflight_));
     return;
   }
   if (get && path == "/get_server_info") {
-    const auto snap = engine_.load_snapshot();
-    send_json(s, json::object{{"version", opt_.version},
-                              {"served_model_name", model_.name},
-                              {"model_path", model_.name},
-                              {"dp_size", snap.dp},
-                              {"attn_tp_size", snap.attn_tp},
-                              {"world_size", opt_.world_size},
-                              {"max_model_len", model_.max_model_len},
-                              {"context_length", model_.max_model_len},
-                              {"vocab_size", model_.vocab_size},
-                              {"router_policy", opt_.router.policy},
-                              {"cache_threshold", opt_.router.cache_threshold},
-                              {"balance_abs_threshold", opt_.router.balance_abs_threshold},
-                              {"balance_rel_threshold", opt_.router.balance_rel_threshold},
-                              {"max_queued_requests", opt_.max_queued_requests},
-                              {"host", opt_.host},
-                              {"engine_steps", snap.steps}});
+    send_json(s, server_info(opt_, model_, engine_.load_snapshot()));
     return;
   }
-  if (get && path == "/get_model_info") {  // SGLang's: what its router and clients ask a worker
-    send_json(s, json::object{{"model_path", model_.name},
-                              {"tokenizer_path", model_.tokenizer ? json::value(model_.name) : json::value(nullptr)},
-                              {"is_generation", true},
-                              {"preferred_sampling_params", nullptr},
-                              {"max_model_len", model_.max_model_len}});
+  if (get && path == "/get_model_info") {
+    send_json(s, model_facts(model_));
     return;
   }
   if ((get || post) && path == "/flush_cache") {
@@ -599,45 +564,11 @@ void ApiServer::route(const HttpRequest& req, const std::shared_ptr<HttpSession>
     return;
   }
   if (post && (path == "/tokenize" || path == "/v1/tokenize")) {
-    const json::object o = parse_body(req);
-    if (!model_.tokenizer) throw ApiError(400, "this model has no tokenizer");
-    std::vector<int32_t> ids;
-    if (o.contains("messages")) {
-      json::object copy = o;
-      copy.erase("max_tokens"), copy.erase("max_completion_tokens"), copy.erase("stream");
-      ids = parse_request(copy, Endpoint::chat, model_).prompts.at(0);
-    } else {
-      const json::value* p = o.if_contains("prompt");
-      if (!p || !p->is_string()) throw ApiError(400, "'prompt' (a string) or 'messages' is required", "prompt");
-      bool add_special = true;
-      if (const json::value* a = o.if_contains("add_special_tokens"); a && a->is_bool()) add_special = a->as_bool();
-      ids = model_.tokenizer->encode(std::string(p->as_string()), add_special);
-    }
-    json::array toks;
-    for (int32_t t : ids) toks.push_back(t);
-    json::object out{{"count", static_cast<int64_t>(ids.size())}, {"max_model_len", model_.max_model_len}, {"tokens", toks}};
-    if (const json::value* r = o.if_contains("return_token_strs"); r && r->is_bool() && r->as_bool()) {
-      json::array strs;
-      for (int32_t t : ids) strs.push_back(json::string(model_.tokenizer->id_to_token(t).value_or("")));
-      out["token_strs"] = strs;
-    } else {
-      out["token_strs"] = nullptr;
-    }
-    send_json(s, out);
+    send_json(s, tokenize(parse_body(req), model_));
     return;
   }
   if (post && (path == "/detokenize" || path == "/v1/detokenize")) {
-    const json::object o = parse_body(req);
-    if (!model_.tokenizer) throw ApiError(400, "this model has no tokenizer");
-    const json::value* t = o.if_contains("tokens");
-    if (!t || !t->is_array()) throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
-    std::vector<int32_t> ids;
-    for (const auto& e : t->as_array()) {
-      if (!e.is_int64() || e.as_int64() < 0 || e.as_int64() >= model_.tokenizer->vocab_size())
-        throw ApiError(400, fmt::format("'tokens' must hold ids in [0, {})", model_.tokenizer->vocab_size()), "tokens");
-      ids.push_back(static_cast<int32_t>(e.as_int64()));
-    }
-    send_json(s, json::object{{"prompt", model_.tokenizer->decode(ids, false)}});
+    send_json(s, detokenize(parse_body(req), model_));
     return;
   }
   static const std::set<std::string> known = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health_generate",
@@ -695,11 +626,16 @@ void ApiServer::create_response(const HttpRequest& req, const std::shared_ptr<Ht
 void ApiServer::stored_response(const HttpRequest& req, const std::shared_ptr<HttpSession>& s) {
   std::string id = req.path.substr(std::string("/v1/responses/").size());
   std::string sub;  // what follows the id
-  if (const std::size_t slash = id.find('/'); slash != std::string::npos) sub = id.substr(slash + 1), id.resize(slash);
-  auto not_found = [&] { return ApiError(404, response_store_->not_found_message(id), "response_id", "invalid_request_error"); };
-  if (!sub.empty() && sub != "input_items") throw ApiError(404, fmt::format("no route {} {}", req.method, req.path), "", "NotFoundError");
-  const bool get = req.method == "GET";
-  if (!get && !(sub.empty() && req.method == "DELETE"))
+  if (const std::size_t slash = id.find('/'); slash != std::string::npos) {
+    sub = id.substr(slash + 1);
+    id.resize(slash);
+  }
+  auto not_found = [&] {
+    return ApiError(404, response_store_->not_found_message(id), "response_id", "invalid_request_error");
+  };
+  if (!sub.empty() && sub != "input_items")
+    throw ApiError(404, fmt::format("no route {} {}", req.method, req.path), "", "NotFoundError");
+  if (req.method != "GET" && !(sub.empty() && req.method == "DELETE"))
     throw ApiError(405, fmt::format("method {} is not allowed on {}", req.method, req.path));
   if (sub == "input_items") {
     const auto query = query_params(req.target);
