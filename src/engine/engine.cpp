@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/runtime.h"
+#include "engine/grammar.h"
 #include "engine/json_schema.h"
 #include "engine/regex.h"
 #include "engine/sampler.h"
@@ -145,7 +146,7 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
       why = fmt::format("this model's maximum context length is {} tokens; the request has {} prompt tokens and max_tokens {}",
                         max_len, n, r.params.max_tokens);
     if (why.empty() && r.params.structure != Structure::none && !cfg_.vocab_trie)
-      why = "structured output (response_format, guided_choice, guided_json, guided_regex) needs the model's tokenizer, and this checkpoint has none";
+      why = "structured output (response_format, guided_choice, guided_json, guided_regex, guided_grammar) needs the model's tokenizer, and this checkpoint has none";
     if (why.empty() && r.params.structure == Structure::choice &&
         (r.params.choices.empty() || !std::is_sorted(r.params.choices.begin(), r.params.choices.end())))
       why = "guided_choice: the choices must be given (sorted, as the frontend sends them)";
@@ -168,6 +169,13 @@ void Engine::admit(Intake& in, const RejectSink& reject) {
         r.regex = Regex::compile_cached(r.params.regex);
       } catch (const Error& e) {
         why = fmt::format("regex: {}", e.what());
+      }
+    }
+    if (why.empty() && r.params.structure == Structure::grammar) {
+      try {  // likewise
+        r.grammar = Grammar::compile_cached(r.params.grammar);
+      } catch (const Error& e) {
+        why = fmt::format("grammar: {}", e.what());
       }
     }
     if (why.empty() && sched_.blocks().pages_for(n + r.params.max_tokens) > sched_.blocks().total())
@@ -313,9 +321,9 @@ void Engine::mask_output(const LateRow& r, std::vector<uint32_t>& allowed, std::
   if (s.req.params.structure == Structure::none) return restrict_output(s, generated, mask);
   const bool complete = s.constraint.mask(*cfg_.vocab_trie, s.req, generated, allowed);
   // Ids past the tokenizer's are never allowed (mask is zeroed); those past the model's are not
-  // looked at.
-  std::copy_n(allowed.begin(), std::min(allowed.size(), mask.size()), mask.begin());
-  if (complete)
+  // looked at. A failed constraint's row draws EOS; the request ends with an error at the commit.
+  if (!s.constraint.failed()) std::copy_n(allowed.begin(), std::min(allowed.size(), mask.size()), mask.begin());
+  if (complete || s.constraint.failed())
     for (int32_t e : cfg_.eos_ids)
       if (e >= 0 && e < vocab) mask[static_cast<std::size_t>(e) >> 5] |= 1u << (e & 31);
 }
@@ -410,11 +418,14 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
     const int32_t t = tokens[k];
     const int64_t at = plan.token_index[i], generated = at - s->n_prompt + 1;
     FinishReason fin = FinishReason::none;
+    // The structure could not go on (this step's mask said so, on every rank alike): an error.
+    if (s->constraint.failed()) fin = FinishReason::abort;
     // EOS and stop ids were suppressed while fewer than min_tokens had been generated.
     const bool may_stop = generated > p.min_tokens;
-    if (may_stop && !p.ignore_eos && std::find(cfg_.eos_ids.begin(), cfg_.eos_ids.end(), t) != cfg_.eos_ids.end())
+    if (fin == FinishReason::none && may_stop && !p.ignore_eos &&
+        std::find(cfg_.eos_ids.begin(), cfg_.eos_ids.end(), t) != cfg_.eos_ids.end())
       fin = FinishReason::stop;
-    if (may_stop && std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t) != p.stop_token_ids.end())
+    if (fin == FinishReason::none && may_stop && std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t) != p.stop_token_ids.end())
       fin = FinishReason::stop;
     if (fin == FinishReason::none && generated >= p.max_tokens) fin = FinishReason::length;
     if (fin == FinishReason::none && at + 1 >= cfg_.scheduler.max_model_len) fin = FinishReason::length;
@@ -428,7 +439,7 @@ std::vector<TokenOutput> Engine::sample_and_commit(StepPlan& plan) {
 void Engine::send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink) {
   const auto& g = groups_.layout();
   if (g.world_size == 1) {  // nothing to gather: straight to the sink
-    if (sink && !mine.empty()) sink(mine);
+    deliver(mine, sink);
     return;
   }
   std::vector<uint8_t> blob = encode_outputs(mine);
@@ -443,16 +454,41 @@ void Engine::send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink
   }
   DPA_CHECK_MPI(MPI_Gatherv(blob.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, 0,
                             groups_.world()));
-  if (g.world_rank == 0 && sink) {
+  if (g.world_rank == 0) {
     std::vector<TokenOutput> outs;
     for (int r = 0; r < g.world_size; ++r)
       for (auto& o : decode_outputs(std::span<const uint8_t>(all).subspan(displs[r], lens[r])))
         outs.push_back(std::move(o));
-    if (!outs.empty()) sink(outs);
+    deliver(outs, sink);
   }
 }
 
+void Engine::deliver(std::span<const TokenOutput> outs, const Sink& sink) const {
+  if (outs.empty()) return;
+  const bool any_failed =
+      reject_ && std::any_of(outs.begin(), outs.end(), [](const TokenOutput& o) { return o.finish == FinishReason::abort; });
+  if (!any_failed) {
+    if (sink) sink(outs);
+    return;
+  }
+  std::vector<TokenOutput> fine;
+  for (const TokenOutput& o : outs) {
+    if (o.finish != FinishReason::abort) {
+      fine.push_back(o);
+      continue;
+    }
+    log::warn("request {}: its grammar's recognizer could not go on within its limits; the request ends with an error",
+              o.request_id);
+    reject_({o.request_id,
+             fmt::format("grammar: the output could not go on within the recognizer's limits (at most {} parses at once, {} "
+                         "rules open in one parse, {} parse steps for one token's mask); write a less ambiguous grammar",
+                         Grammar::kMaxItems, Grammar::kMaxDepth, Grammar::kMaxWalkWork)});
+  }
+  if (sink && !fine.empty()) sink(fine);
+}
+
 void Engine::run(const Sink& sink, const RejectSink& reject) {
+  reject_ = reject;
   const auto& g = groups_.layout();
   const bool root = g.world_rank == 0;
   const bool overlap = cfg_.overlap_schedule;

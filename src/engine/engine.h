@@ -185,11 +185,15 @@ class Engine {
   void finish_step(Launched& l, const Sink& sink);
   std::vector<TokenOutput> sample_and_commit(StepPlan& plan);
   void send_outputs(const std::vector<TokenOutput>& mine, const Sink& sink);
+  // Rank 0: outputs to the sink, but those the engine ended itself (FinishReason::abort: an
+  // output structure that could not go on) to reject_, as errors of their requests.
+  void deliver(std::span<const TokenOutput> outs, const Sink& sink) const;
   void collect_step_stats(const Launched& l);
   void watchdog_loop();
   [[noreturn]] void watchdog_fire(double stalled_s);
 
   EngineConfig cfg_;
+  RejectSink reject_;  // run()'s, for deliver()
   const dist::Groups& groups_;
   ModelExecutor& model_;
   Scheduler sched_;

@@ -19,13 +19,15 @@ struct LogitBias {
 
 // The shape the output must have: none, a JSON object (response_format json_object), one of
 // SamplingParams::choices (guided_choice), a JSON text conforming to SamplingParams::json_schema
-// (response_format json_schema, guided_json), or a text SamplingParams::regex fully matches
-// (guided_regex). The draws are restricted to the tokens that keep the text a prefix of such an
-// output, and the end of the sequence to where the text is one.
-enum class Structure : uint8_t { none, json_object, choice, json_schema, regex };
+// (response_format json_schema, guided_json), a text SamplingParams::regex fully matches
+// (guided_regex), or a string of the context-free grammar SamplingParams::grammar (guided_grammar,
+// ebnf). The draws are restricted to the tokens that keep the text a prefix of such an output,
+// and the end of the sequence to where the text is one.
+enum class Structure : uint8_t { none, json_object, choice, json_schema, regex, grammar };
 
 class JsonSchema;  // json_schema.h
 class Regex;       // regex.h
+class Grammar;     // grammar.h
 
 struct SamplingParams {
   float temperature = 1.0f;  // 0: greedy
@@ -51,6 +53,7 @@ struct SamplingParams {
   std::vector<std::string> choices;  // Structure::choice: non-empty strings, sorted, distinct
   std::string json_schema;           // Structure::json_schema: the schema document (JSON text)
   std::string regex;                 // Structure::regex: the pattern (Python re syntax, UTF-8)
+  std::string grammar;               // Structure::grammar: the grammar (GBNF text, start rule root)
   // vLLM's allowed_token_ids: the draws keep only these (sorted, distinct; empty: all).
   std::vector<int32_t> allowed_token_ids;
   // vLLM's bad_words as token sequences: the last token of one is banned where the output ends
@@ -72,6 +75,8 @@ struct Request {
   std::shared_ptr<const JsonSchema> schema;
   // Structure::regex: params.regex compiled likewise.
   std::shared_ptr<const Regex> regex;
+  // Structure::grammar: params.grammar compiled likewise.
+  std::shared_ptr<const Grammar> grammar;
 };
 
 struct TokenLogprob {
@@ -88,7 +93,9 @@ struct PromptLogprob {
   std::vector<TokenLogprob> top;
 };
 
-// One generated token of one request, as rank 0 receives it.
+// One generated token of one request, as rank 0 receives it. FinishReason::abort here means the
+// engine stopped the request itself (its grammar's recognizer could not go on within its limits:
+// OutputConstraint::failed); rank 0 hands it on as a Rejection, not as a token.
 struct TokenOutput {
   uint64_t request_id = 0;
   int32_t token = 0;

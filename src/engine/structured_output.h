@@ -17,6 +17,8 @@ namespace dpa::engine {
 class SchemaPrefix;  // json_schema.h
 class Regex;         // regex.h
 class RegexPrefix;
+class GrammarPrefix;  // grammar.h
+struct GrammarWalk;
 
 // A JSON text (RFC 8259) being written, byte by byte; its top-level value must be an object.
 // feed() takes a byte when some valid text continues what was fed with it, and leaves the state
@@ -116,6 +118,9 @@ class TokenTrie {
   void allowed(const ChoicePrefix& from, std::vector<uint32_t>& allowed) const;
   void allowed(const SchemaPrefix& from, std::vector<uint32_t>& allowed) const;
   void allowed(const RegexPrefix& from, std::vector<uint32_t>& allowed) const;
+  // grammar.cpp: the states the walk meets are named and their transitions kept, so paths that
+  // reach the same state are table lookups. Says whether a limit or the work cap was met.
+  GrammarWalk allowed(const GrammarPrefix& from, std::vector<uint32_t>& allowed) const;
 
  private:
   struct Node {

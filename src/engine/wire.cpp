@@ -89,6 +89,7 @@ void put_params(Writer& w, const SamplingParams& p) {
   for (const auto& c : p.choices) w.put_str(c);
   w.put_str(p.json_schema);
   w.put_str(p.regex);
+  w.put_str(p.grammar);
   w.put_vec(p.allowed_token_ids);
   w.put<uint64_t>(p.bad_words.size());
   for (const auto& b : p.bad_words) w.put_vec(b);
@@ -115,12 +116,13 @@ SamplingParams get_params(Reader& r) {
   p.prompt_logprobs = r.get<int32_t>();
   p.logit_bias = r.get_vec<LogitBias>();
   const uint8_t structure = r.get<uint8_t>();
-  if (structure > static_cast<uint8_t>(Structure::regex)) fail_one("engine", "wire decode", __FILE__, __LINE__, "unknown output structure");
+  if (structure > static_cast<uint8_t>(Structure::grammar)) fail_one("engine", "wire decode", __FILE__, __LINE__, "unknown output structure");
   p.structure = static_cast<Structure>(structure);
   const uint64_t n_choices = r.get<uint64_t>();
   for (uint64_t i = 0; i < n_choices; ++i) p.choices.push_back(r.get_str());
   p.json_schema = r.get_str();
   p.regex = r.get_str();
+  p.grammar = r.get_str();
   p.allowed_token_ids = r.get_vec<int32_t>();
   const uint64_t n_bad = r.get<uint64_t>();
   for (uint64_t i = 0; i < n_bad; ++i) p.bad_words.push_back(r.get_vec<int32_t>());
