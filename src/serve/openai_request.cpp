@@ -9,6 +9,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "engine/grammar.h"
 #include "engine/json_schema.h"
 #include "engine/regex.h"
 #include "text/chat_template.h"
@@ -360,9 +361,10 @@ bool thinks(const json::object& o, ReasoningParser p) {
 }
 
 // The output's structure, at most one: OpenAI's response_format, vLLM's guided_json,
-// guided_choice, guided_regex and structured_outputs, SGLang's json_schema and regex. A schema or
-// pattern is compiled here too, so that one the server cannot follow is a 400 naming the keyword
-// (and, for a pattern, the offset), not a failure at admission.
+// guided_choice, guided_regex, guided_grammar and structured_outputs, SGLang's json_schema, regex
+// and ebnf. A schema, pattern or grammar is compiled here too, so that one the server cannot
+// follow is a 400 naming the keyword (and, for a pattern, the offset; for a grammar, the line and
+// column), not a failure at admission.
 void parse_structure(const json::object& o, engine::SamplingParams& p) {
   const char* set_by = nullptr;
   auto set = [&](const char* name, engine::Structure st) {
@@ -396,6 +398,16 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
     set(name, engine::Structure::regex);
     p.regex = std::string(v.as_string());
   };
+  auto grammar = [&](const char* name, const json::value& v) {
+    if (!v.is_string()) bad(name, fmt::format("'{}' must be a grammar (a string: GBNF, with a rule 'root')", name));
+    try {
+      engine::Grammar::compile_cached(v.as_string());
+    } catch (const Error& e) {
+      bad(name, fmt::format("'{}': {}", name, e.what()));
+    }
+    set(name, engine::Structure::grammar);
+    p.grammar = std::string(v.as_string());
+  };
   auto choices = [&](const char* name, const json::value& gc) {
     const std::string form = fmt::format("'{}' must be an array of 1 to 1024 non-empty strings", name);
     if (!gc.is_array() || gc.as_array().empty() || gc.as_array().size() > 1024) bad(name, form);
@@ -422,9 +434,13 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
       if (!sch || sch->is_null())
         bad("response_format", "'response_format' of type 'json_schema' needs 'json_schema': {\"name\": ..., \"schema\": {...}}");
       schema("response_format", *sch);
+    } else if (t == "grammar") {  // vLLM's {"type": "grammar", "grammar": "..."}
+      const json::value* gr = rf->as_object().if_contains("grammar");
+      if (!gr || gr->is_null()) bad("response_format", "'response_format' of type 'grammar' needs 'grammar': \"root ::= ...\"");
+      grammar("response_format", *gr);
     } else if (t != "text") {
       bad("response_format", fmt::format("'response_format' of type '{}' is not supported by this server; send "
-                                         "'json_schema', 'json_object', 'text' or leave it out", t));
+                                         "'json_schema', 'json_object', 'grammar', 'text' or leave it out", t));
     }
   }
   if (const json::value* v = field(o, "guided_json")) schema("guided_json", *v);
@@ -432,6 +448,8 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
   if (const json::value* v = field(o, "json_schema")) schema("json_schema", *v);
   if (const json::value* v = field(o, "guided_regex")) regex("guided_regex", *v);
   if (const json::value* v = field(o, "regex")) regex("regex", *v);  // SGLang's name
+  if (const json::value* v = field(o, "guided_grammar")) grammar("guided_grammar", *v);
+  if (const json::value* v = field(o, "ebnf")) grammar("ebnf", *v);  // SGLang's name
   if (const json::value* so = field(o, "structured_outputs")) {  // vLLM's newer form of the guided_* fields
     if (!so->is_object()) bad("structured_outputs", "'structured_outputs' must be an object");
     for (const auto& kv : so->as_object()) {
@@ -440,6 +458,7 @@ void parse_structure(const json::object& o, engine::SamplingParams& p) {
       if (key == "json") schema("structured_outputs", kv.value());
       else if (key == "choice") choices("structured_outputs", kv.value());
       else if (key == "regex") regex("structured_outputs", kv.value());
+      else if (key == "grammar") grammar("structured_outputs", kv.value());
       else if (key == "json_object" && kv.value().is_bool()) {
         if (kv.value().as_bool()) set("structured_outputs", engine::Structure::json_object);
       } else
@@ -533,11 +552,6 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   parse_restrictions(o, m, p);
   // Fields whose meaning this server does not implement: refused, not ignored, since ignoring
   // them would answer a different question than the one asked.
-  for (const char* name : {"guided_grammar", "ebnf"}) {
-    const json::value* v = field(o, name);
-    const bool empty = !v || (v->is_array() && v->as_array().empty()) || (v->is_bool() && !v->as_bool());
-    if (!empty) bad(name, fmt::format("'{}' is not supported by this server", name));
-  }
   if (const json::value* sfx = field(o, "suffix"))
     if (!sfx->is_string() || !sfx->as_string().empty()) bad("suffix", "'suffix' is not supported by this server");
   if (field(o, "best_of") && get_int(o, "best_of", 1, 1, 1 << 20) != r.n)
@@ -610,8 +624,8 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
     bad(p.allowed_token_ids.empty() ? "bad_words" : "allowed_token_ids",
         "'allowed_token_ids' and 'bad_words' cannot be combined with an output structure");
   if (p.min_tokens > 0 && p.structure != engine::Structure::none)  // it would ban the end the structure reached
-    bad("min_tokens", "'min_tokens' cannot be combined with 'response_format', 'guided_choice', 'guided_json' or 'guided_regex': the "
-                      "structure decides where the output ends");
+    bad("min_tokens", "'min_tokens' cannot be combined with 'response_format', 'guided_choice', 'guided_json', 'guided_regex' or "
+                      "'guided_grammar': the structure decides where the output ends");
   for (const auto& ids : r.prompts)
     if (static_cast<int64_t>(ids.size()) + p.max_tokens > m.max_model_len)
       bad(ep == Endpoint::completions ? "prompt" : "messages",

@@ -8,7 +8,9 @@
 #  4. bench prints the block and the JSON line; --profile-phases the phases, the decode step's
 #     floor and the coarse split; --trace writes the per-step HDF5 trace;
 #  5. bad lines among good ones each get an error line, and a rerun resumes over them;
-#  6. logit_bias moves greedy picks, on one rank and across two replicas.
+#  6. logit_bias moves greedy picks, on one rank and across two replicas;
+#  7. grammar-constrained lines (guided_grammar, ebnf, structured_outputs grammar) on both replicas
+#     give strings of their grammars (tests/serve/grammar_check.py), a bad grammar's line is a 400.
 # The engine itself checks at exit that every replica's free + used KV pages equal the total and
 # that no page is still held (it aborts the job otherwise), so every run below checks that too.
 #   batch_e2e.sh MPIEXEC DPA_SERVE INPUT_JSONL WORKDIR
@@ -354,5 +356,56 @@ if [[ -n $first ]] && timeout 300 $M -np 1 "$bin" batch "${model[@]}" --log-leve
    && ! grep -q "\"token_ids\":\[$first\]" "$work/ban_out.jsonl" && grep -q '"token_ids":\[' "$work/ban_out.jsonl"; then
   ok "logit_bias -100 moves a greedy request off its first choice ($first)"
 else bad "logit_bias -100 on $first: $(cat "$work/ban_out.jsonl" 2>/dev/null | head -c 300) $(tail -3 "$work/ban.log")"; fi
+
+# 7. Grammars across two replicas (the grammar's text travels in the step messages; each rank
+# compiles it): sampled answers that stopped are strings of their grammar, cut ones the start of
+# one; the line with a bad grammar gets a 400 naming what and where, the others run.
+$py - "$work/grammar_in.jsonl" <<'PY'
+import json, sys
+brackets = 'root ::= pair\npair ::= "(" pair? ")" | "[" pair? "]"\n'
+arith = 'root ::= expr "="\nexpr ::= term (("+" | "*") term){0,3}\nterm ::= [0-9]{1,3} | "(" expr ")"\n'
+with open(sys.argv[1], "w") as f:
+    for i in range(12):
+        body = {"prompt": f"Answer {i}", "max_tokens": 40, "temperature": 1, "seed": i, "data_parallel_rank": i % 2}
+        url = "/v1/completions"
+        if i % 3 == 0: body["guided_grammar"] = brackets
+        if i % 3 == 1: body["ebnf"] = arith
+        if i % 3 == 2:
+            url = "/v1/chat/completions"
+            body = dict(body, messages=[{"role": "user", "content": body.pop("prompt")}], structured_outputs={"grammar": arith})
+        f.write(json.dumps({"custom_id": f"g{i}", "url": url, "body": body}) + "\n")
+    f.write(json.dumps({"custom_id": "bad", "url": "/v1/completions",
+                        "body": {"prompt": "x", "guided_grammar": 'root ::= "a" (b | "c"\nb ::= "b"'}}) + "\n")
+PY
+check_grammar_out() { $py - "$1" "$(cd "$(dirname "$0")/../serve" && pwd)" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from grammar_check import Grammar
+rows = {o["custom_id"]: o for o in map(json.loads, open(sys.argv[1]))}
+ins = {}
+stopped = 0
+for i in range(12):
+    r = rows[f"g{i}"]["response"]
+    assert r["status_code"] == 200, r
+    c = r["body"]["choices"][0]
+    text = c["message"]["content"] if "message" in c else c["text"]
+    g = Grammar('root ::= pair\npair ::= "(" pair? ")" | "[" pair? "]"\n' if i % 3 == 0 else
+                'root ::= expr "="\nexpr ::= term (("+" | "*") term){0,3}\nterm ::= [0-9]{1,3} | "(" expr ")"\n')
+    if c["finish_reason"] == "stop":
+        assert g.member(text), (i, text)
+        stopped += 1
+    else:
+        assert c["finish_reason"] == "length" and g.viable(text), (i, text, c["finish_reason"])
+assert stopped >= 6, stopped
+bad = rows["bad"]["response"]
+assert bad["status_code"] == 400 and "expected ')'" in bad["body"]["error"]["message"] \
+    and "line 1" in bad["body"]["error"]["message"], bad
+print(f"{stopped} of 12 stopped")
+PY
+}
+if timeout 300 $M -np 2 "$bin" batch "${model[@]}" --log-level warn --dp 2 --ep 2 --input "$work/grammar_in.jsonl" \
+     --output "$work/grammar_out.jsonl" >"$work/grammar.log" 2>&1 && check_grammar_out "$work/grammar_out.jsonl" >>"$work/grammar.log" 2>&1; then
+  ok "grammars on two replicas: answers are strings of their grammars ($(tail -1 "$work/grammar.log")), a bad one a 400 line"
+else bad "grammar batch: $(tail -8 "$work/grammar.log")"; fi
 
 finish

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Output checks against a running dpa_serve, shared by the CPU end-to-end test (bad_input_e2e.sh)
-and the GPU checks (perf/gpu_checks.sh scoring):
+"""Output checks against a running dpa_serve, shared by the CPU end-to-end tests (bad_input_e2e.sh;
+serve_e2e.sh for grammars) and the GPU checks (perf/gpu_checks.sh scoring):
 
   prompt-logprobs URL KEY VOCAB TOL: lm-eval's loglikelihood request (echo + logprobs, max_tokens
     0 or 1) and vLLM's prompt_logprobs. The oracle is greedy decoding: a prompt extended by its own
@@ -27,6 +27,14 @@ and the GPU checks (perf/gpu_checks.sh scoring):
     (classes, counted repeats, alternation, non-ASCII characters, inline flags); the patterns of texts of at most
     27 bytes always stop within 40 tokens; cut by max_tokens, the text is a prefix of one; a
     stream gives the same text.
+  grammar URL KEY: vLLM's guided_grammar, structured_outputs grammar and response_format grammar,
+    SGLang's ebnf (chat, completions and /generate's sampling_params). The oracle is
+    grammar_check.py (its own reader of the GBNF and a backtracking matcher): every answer that
+    stopped by itself is a string of its grammar (matched nested brackets, arithmetic with
+    parentheses, a fixed sentence, non-ASCII classes), those of finite grammars always stop; cut
+    by max_tokens, the start of one; a stream gives the same text. Bad grammars sent among them
+    are 400s naming the field, what is wrong and where, one past the recognizer's work cap is
+    ended by the engine with an error, and the others still succeed.
   restrict URL KEY: vLLM's allowed_token_ids and bad_words. Sampled tokens are all allowed ones;
     an output never holds a bad word's tokens (as written or after a space); where those are one
     token each, the output is the greedy one under logit_bias -100 on them (the oracle); a
@@ -334,6 +342,91 @@ def regex():
     print(f"regex: {stopped} of {len(jobs)} sampled answers stopped by themselves, all match")
 
 
+def grammar():
+    import concurrent.futures
+    import os
+    import urllib.error
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from grammar_check import Grammar
+    grammars = [  # (text, finite: every answer ends within max_tokens)
+        ('root ::= pair\npair ::= "(" pair? ")" | "[" pair? "]"  # matched, nested\n', False),
+        ('root ::= expr "="\nexpr ::= term (("+" | "*") term){0,3}\nterm ::= [0-9]{1,3} | "(" expr ")"\n', False),
+        ('root ::= "The answer is " ("yes" | "no" | [0-9]{1,2}) "."', True),
+        ('root ::=\n    [\u03b1-\u03c9]{1,3} " "\n  | "\u00e9" | "\u65e5\u672c"  # non-ASCII\n', True),
+    ]
+    chat = lambda **b: ("/v1/chat/completions", dict(messages=[{"role": "user", "content": "Answer"}], **b))
+    comp = lambda **b: ("/v1/completions", dict(prompt="Answer", **b))
+    jobs = []
+    for i, (g, finite) in enumerate(grammars):
+        for seed in range(1, 6):
+            forms = [comp(guided_grammar=g), chat(guided_grammar=g), comp(structured_outputs={"grammar": g}), chat(ebnf=g),
+                     ("/generate", {"text": "Answer", "sampling_params": {"ebnf": g}}),
+                     chat(response_format={"type": "grammar", "grammar": g})]
+            path, body = forms[(i + seed) % len(forms)]
+            if path == "/generate":
+                body = dict(body, sampling_params=dict(body["sampling_params"], temperature=1, sampling_seed=seed,
+                                                       max_new_tokens=40))
+            else:
+                body = dict(body, temperature=1, seed=seed, max_tokens=40)
+            jobs.append((g, finite, path, body))
+    # Refused among them: (field, body, what the message says).
+    bad = [("guided_grammar", comp(guided_grammar='root ::= item\nitem ::= "a" other'), "line 2, column 14: rule 'other' is not defined"),
+           ("ebnf", chat(ebnf='root ::= ("a" | "b"'), "expected ')'"),
+           ("structured_outputs", comp(structured_outputs={"grammar": "root ::= expr\nexpr ::= expr \"+\" \"1\" | \"1\""}),
+            "left-recursive"),
+           ("guided_grammar", comp(guided_grammar="value ::= \"a\""), "no 'root' rule"),
+           ("min_tokens", comp(guided_grammar='root ::= "a"', min_tokens=1), "min_tokens"),
+           ("guided_grammar", comp(guided_grammar='root ::= "a"', guided_regex="a"), "cannot be combined"),
+           # Accepted, but its first mask walks past the work cap (400 alternatives counting free
+           # characters, hundreds of parses in every state): the engine ends it with an error.
+           ("prompt", comp(guided_grammar="root ::= " + " | ".join(f'[^!]{{0,60}} "!{k}"' for k in range(400))),
+            "recognizer's limits")]
+
+    def run(job):  # ("bad", field, (path, body), what the message says) or ("good", grammar, finite, path, body)
+        if job[0] == "bad":
+            _, field, (path, body), want = job
+            try:
+                post(path, dict(body, max_tokens=5))
+            except urllib.error.HTTPError as e:
+                err = json.loads(e.read().decode())["error"]
+                assert e.code == 400 and err["param"] == field and want in err["message"], (field, e.code, err)
+                return None
+            raise AssertionError(("accepted", field, body))
+        _, _, _, path, body = job
+        r = json.loads(post(path, body))
+        if path == "/generate":
+            return r["text"], r["meta_info"]["finish_reason"]["type"]
+        c = r["choices"][0]
+        return (c["message"]["content"] if "message" in c else c["text"]), c["finish_reason"]
+
+    mixed = [("good",) + j for j in jobs]
+    for k, b in enumerate(bad):  # sent among the good ones, all at once
+        mixed.insert(1 + 3 * k, ("bad",) + b)
+    with concurrent.futures.ThreadPoolExecutor(len(mixed)) as ex:
+        answers = list(ex.map(run, mixed))
+    stopped = 0
+    checkers = {g: Grammar(g) for g, _ in grammars}
+    for job, ans in zip(mixed, answers):
+        if job[0] == "bad":
+            continue
+        _, g, finite, path, body = job
+        text, finish = ans
+        if finish == "stop":
+            assert checkers[g].member(text), (g, path, text)
+            stopped += 1
+        else:
+            assert finish == "length" and not finite and checkers[g].viable(text), (g, path, text, finish)
+    assert stopped >= len(jobs) // 2, (stopped, len(jobs))
+    # Streamed: the chunks add up to the same text as the whole answer.
+    body = dict(temperature=1, seed=3, max_tokens=40, guided_grammar=grammars[1][0], prompt="Answer")
+    whole = json.loads(post("/v1/completions", body))["choices"][0]["text"]
+    streamed = "".join(json.loads(l[6:])["choices"][0]["text"] for l in post("/v1/completions", dict(body, stream=True)).splitlines()
+                       if l.startswith("data: {") and json.loads(l[6:])["choices"])
+    assert streamed == whole, (streamed, whole)
+    print(f"grammar: {stopped} of {len(jobs)} sampled answers stopped by themselves, all strings of their grammars; "
+          f"{len(bad)} bad requests among them refused")
+
+
 def restrict():
     allowed = [300, 301, 302, 7000]
     for seed in range(1, 5):  # EOS is not among them: each runs to max_tokens
@@ -379,5 +472,7 @@ elif sys.argv[1] == "regex":
     regex()
 elif sys.argv[1] == "restrict":
     restrict()
+elif sys.argv[1] == "grammar":
+    grammar()
 else:
-    sys.exit("usage: output_checks.py prompt-logprobs URL KEY VOCAB TOL | json-object URL KEY | choice URL KEY | json-schema URL KEY | regex URL KEY | restrict URL KEY")
+    sys.exit("usage: output_checks.py prompt-logprobs URL KEY VOCAB TOL | json-object URL KEY | choice URL KEY | json-schema URL KEY | regex URL KEY | restrict URL KEY | grammar URL KEY")

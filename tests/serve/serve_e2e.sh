@@ -2,7 +2,8 @@
 # `dpa_serve serve` acceptance on the CPU against a tiny random checkpoint:
 #  1. 4 ranks, dp 4: the official openai SDK (Node) drives completions, chat, streams with
 #     include_usage, n=2, logprobs, an aborted stream (openai_sdk_test.mjs), and /v1/responses
-#     (openai_responses_test.mjs; its SSE event: lines checked with curl);
+#     (openai_responses_test.mjs; its SSE event: lines checked with curl); grammar-constrained
+#     output (output_checks.py grammar);
 #  2. every endpoint and status code over plain HTTP (curl): 200s, 400s, 404s, 413, a client that
 #     disconnects mid-stream frees its KV pages within 1 s (/get_load), SIGTERM drains (health 503,
 #     new requests 503, the in-flight stream completes) and every rank exits 0;
@@ -59,6 +60,11 @@ for b in blocks:
     assert json.loads(data[6:])["type"] == ev[7:], b
 assert json.loads(blocks[-1].split("\n")[1][6:])["type"] in ("response.completed", "response.incomplete")
 PY
+  # Grammars (guided_grammar, ebnf, structured_outputs, response_format, /generate) across the 4
+  # replicas: answers are strings of their grammars (grammar_check.py's matcher), bad grammars
+  # and one past the recognizer's work cap are errors while the requests beside them succeed.
+  python3 "$here/output_checks.py" grammar "$url" "" >"$work/grammar.log" 2>&1 \
+    && ok "$(tail -1 "$work/grammar.log")" || { bad "grammar checks:"; cat "$work/grammar.log"; dump_log; }
   expect 405 GET /v1/responses
   expect 404 GET /v1/responses/resp_unknown
   grep -q '"param":"response_id"' "$work/body" || bad "unknown response id: $(cat "$work/body")"
