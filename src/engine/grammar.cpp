@@ -265,6 +265,8 @@ std::shared_ptr<const Grammar> Grammar::compile(std::string_view text) {
         fmt::format("the grammar's start has more parses at once than the {} followed (ambiguity: e.g. "
                     "repetitions of groups that may be empty, nested)",
                     kMaxItems));
+  if (items.size() == 0 && !complete)
+    throw Error(fmt::format("the grammar's first character is more than {} rules deep", kMaxDepth));
   return g;
 }
 
@@ -346,9 +348,8 @@ std::string GrammarPrefix::key() const {
   return key.empty() ? std::string(1, '\0') : key;  // the state with no items (complete, nothing may follow)
 }
 
-std::size_t GrammarPrefix::arena_frames() const {
-  return cx_->frames.size();
-}
+std::size_t GrammarPrefix::arena_frames() const { return cx_->frames.size(); }
+bool GrammarPrefix::met_limit() const { return cx_->limited; }
 
 void GrammarPrefix::compact_if_sparse() {
   Context& old = *cx_;

@@ -168,6 +168,10 @@ class GrammarPrefix {
   // state moves to a fresh arena with its live frames (its copies keep the old one).
   void compact_if_sparse();
   std::size_t arena_frames() const;
+  // Some parse was dropped at a limit (Grammar::kMaxItems, kMaxClosure, kMaxDepth) by a step of
+  // this recognizer or its copies since their last mask walk: only then may a state that is not
+  // complete take no byte (for tests and the fuzzer).
+  bool met_limit() const;
 
  private:
   friend class TokenTrie;  // the mask walk (grammar.cpp)

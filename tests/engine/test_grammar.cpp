@@ -568,7 +568,7 @@ TEST(GrammarLimits, WorkCapStopsTheWalk) {
   const auto walk = trie.allowed(p, mask);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_TRUE(walk.over_budget);
-  EXPECT_LT(s, 3.0) << "the cap should bound the walk's time";
+  EXPECT_LT(s, 10.0) << "the cap should bound the walk's time (~0.2 s; sanitizers slow it)";
   dpa::engine::Request req;
   req.params.structure = dpa::engine::Structure::grammar;
   req.grammar = g;
