@@ -637,9 +637,9 @@ void ApiServer::stored_response(const HttpRequest& req, const std::shared_ptr<Ht
     throw ApiError(404, fmt::format("no route {} {}", req.method, req.path), "", "NotFoundError");
   if (req.method != "GET" && !(sub.empty() && req.method == "DELETE"))
     throw ApiError(405, fmt::format("method {} is not allowed on {}", req.method, req.path));
+  const auto query = query_params(req.target);
+  if (!query) throw ApiError(400, "the query string has a malformed %-escape");
   if (sub == "input_items") {
-    const auto query = query_params(req.target);
-    if (!query) throw ApiError(400, "the query string has a malformed %-escape");
     const ResponseStore::Entry* e = response_store_->find(id);
     if (!e) throw not_found();
     send_json(s, input_items_page(e->input_items, *query));
@@ -650,8 +650,9 @@ void ApiServer::stored_response(const HttpRequest& req, const std::shared_ptr<Ht
     send_json(s, json::object{{"id", id}, {"object", "response.deleted"}, {"deleted", true}});
     return;
   }
-  if (req.target.find("stream=true") != std::string::npos)
-    throw ApiError(400, "streaming a stored response is not supported by this server", "stream");
+  for (const auto& [key, value] : *query)  // OpenAI replays a stored response's events with stream=true
+    if (key == "stream" && value != "false")
+      throw ApiError(400, "streaming a stored response is not supported by this server", "stream");
   const ResponseStore::Entry* e = response_store_->find(id);
   if (!e) throw not_found();
   send_json(s, e->response);

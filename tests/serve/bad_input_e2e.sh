@@ -223,6 +223,9 @@ check 200 GET "/v1/responses/$rid/input_items?limit=1&order=asc&include%5B%5D=me
 $PY -c 'import json,sys; b=json.load(open(sys.argv[1])); assert b["object"]=="list" and len(b["data"])==1 and b["data"][0]["content"]==[{"type":"input_text","text":"Hi"}] and b["first_id"]==b["data"][0]["id"] and b["has_more"] is False, b' \
   "$work/body" && ok "input_items: the stored input, one page" || bad "input_items: $(head -c 300 "$work/body")"
 check 400 GET "/v1/responses/$rid?stream=true" "${A[@]}"
+check 400 GET "/v1/responses/$rid?include%5B%5D=x&stream=1" "${A[@]}"
+check 400 GET "/v1/responses/$rid?stream=%zz" "${A[@]}"
+check 200 GET "/v1/responses/$rid?stream=false&x_stream=true" "${A[@]}"
 check 200 GET "/v1/responses/$rid" "${A[@]}"
 # ---------------------------------------------------------------- non-object, invalid, truncated, nested JSON
 for b in '[]' '[1,2]' '"a string"' '42' '3.5' 'null' 'true' '' '{' '{"prompt":"Hello",' '{"prompt":"Hel' \
