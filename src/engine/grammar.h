@@ -96,7 +96,7 @@ class Grammar {
   static constexpr std::size_t kMaxItems = 2048;      // parse positions followed at once
   static constexpr std::size_t kMaxClosure = 32768;   // grammar positions one byte's step may visit
   static constexpr int32_t kMaxDepth = 1024;          // rules open (entered and not finished) in one parse
-  static constexpr int64_t kMaxWalkWork = 4'000'000;  // parse steps of one token mask (~0.1-0.2 s)
+  static constexpr int64_t kMaxWalkWork = 4'000'000;  // parse steps of one token mask (~0.2 s)
 
   // Throws dpa::Error with a message fit for the API user ("line 2, column 9: expected '::='
   // after the rule name 'value'").

@@ -487,6 +487,11 @@ TEST(GrammarCompile, SizeLimits) {
   };
   EXPECT_EQ(compile_error(words(1000)), "");
   EXPECT_NE(compile_error(words(3000)).find("start has"), std::string::npos);
+  // A first character 1,100 rules deep (each call followed by more): past the depth cap at once.
+  std::string deep = "root ::= r0 \"x\"\n";
+  for (int i = 0; i < 1100; ++i) deep += "r" + std::to_string(i) + " ::= r" + std::to_string(i + 1) + " \"x\"\n";
+  deep += "r1100 ::= \"a\"\n";
+  EXPECT_NE(compile_error(deep).find("more than 1024 rules deep"), std::string::npos) << compile_error(deep);
   // Counted repetitions of nullable groups, nested: each way of spreading the empty strings is a
   // parse of its own at the start; refused at once, not after a million of them.
   const auto t0 = std::chrono::steady_clock::now();
