@@ -71,6 +71,9 @@ struct Request {
   std::vector<int32_t> prompt;
   SamplingParams params;
   int32_t data_parallel_rank = -1;  // pinned replica, -1: the router decides
+  // vLLM's priority: under --scheduling-policy priority a lower value is admitted first and
+  // preempted last (ties by arrival); 0 under the other policies.
+  int32_t priority = 0;
   // Structure::json_schema: params.json_schema compiled, by every rank at admission (not sent).
   std::shared_ptr<const JsonSchema> schema;
   // Structure::regex: params.regex compiled likewise.

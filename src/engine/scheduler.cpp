@@ -2,6 +2,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -15,6 +16,7 @@ void Scheduler::add(Request r) {
   s->tokens = r.prompt;
   s->n_prompt = static_cast<int64_t>(r.prompt.size());
   s->req = std::move(r);
+  s->arrival = arrival_counter_++;
   if (blocks_.prefix_caching()) {  // FNV-1a over the tokens, chained page to page
     const int64_t P = blocks_.page_size();
     uint64_t h = 0xcbf29ce484222325ull;
@@ -53,6 +55,35 @@ int64_t Scheduler::pending_tokens() const {
   return n;
 }
 
+// (priority, arrival): under the priority policy, a runs before b.
+static bool runs_before(const Sequence& a, const Sequence& b) {
+  return a.req.priority != b.req.priority ? a.req.priority < b.req.priority : a.arrival < b.arrival;
+}
+
+bool Scheduler::yields_before(const Sequence& a, const Sequence& b) const {
+  if (cfg_.policy == SchedulingPolicy::priority) return runs_before(b, a);
+  return a.admit_order > b.admit_order;
+}
+
+std::vector<std::size_t> Scheduler::admission_order() const {
+  std::vector<std::size_t> order(waiting_.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  if (cfg_.policy == SchedulingPolicy::priority) {
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return runs_before(*waiting_[a], *waiting_[b]); });
+  } else if (cfg_.policy == SchedulingPolicy::lpm && blocks_.prefix_caching() &&
+             static_cast<int64_t>(waiting_.size()) <= cfg_.lpm_max_waiting) {
+    // Cached pages each would take at admission (none for a scored prompt: it takes no prefix).
+    const int64_t P = blocks_.page_size();
+    std::vector<int64_t> cached(waiting_.size(), 0);
+    for (std::size_t i = 0; i < waiting_.size(); ++i) {
+      const Sequence& s = *waiting_[i];
+      if (!s.scoring()) cached[i] = static_cast<int64_t>(blocks_.match(s.tokens, (static_cast<int64_t>(s.tokens.size()) - 1) / P).size());
+    }
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return cached[a] > cached[b]; });
+  }
+  return order;
+}
+
 void Scheduler::preempt(Sequence* victim) {
   blocks_.release(victim->pages);
   victim->n_computed = 0;
@@ -84,7 +115,7 @@ StepPlan Scheduler::schedule() {
   while (plan.chunks.empty() && !running_.empty()) {
     Sequence* victim = nullptr;
     for (auto& r : running_)
-      if (r->pending_index < 0 && (!victim || r->admit_order > victim->admit_order)) victim = r.get();
+      if (r->pending_index < 0 && (!victim || yields_before(*r, *victim))) victim = r.get();
     if (!victim) break;
     preempt(victim);
     plan = plan_once();
@@ -96,10 +127,11 @@ StepPlan Scheduler::plan_once() {
   StepPlan plan;
   int64_t budget = cfg_.max_num_batched_tokens;
   // 1. Decode: every running sequence whose prompt is fully computed takes one token. When pages
-  // run out, the latest admitted sequence yields its pages (possibly the one asking).
+  // run out, the policy's victim yields its pages (possibly the one asking). Sequences go in the
+  // reverse of the victim order, so that none placed this step would have yielded to a later one.
   std::vector<Sequence*> order;
   for (auto& s : running_) order.push_back(s.get());
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->admit_order < b->admit_order; });
+  std::sort(order.begin(), order.end(), [&](auto* a, auto* b) { return yields_before(*b, *a); });
   std::vector<Sequence*> decoding;
   for (Sequence* s : order) {
     const int64_t len = static_cast<int64_t>(s->tokens.size());
@@ -114,11 +146,11 @@ StepPlan Scheduler::plan_once() {
         placed = true;
         break;
       }
-      // Victim: the latest admitted running sequence not already placed this step.
+      // Victim: the policy's first running sequence not already placed this step.
       Sequence* victim = nullptr;
       for (auto& r : running_)
         if (r->pending_index < 0 && std::find(decoding.begin(), decoding.end(), r.get()) == decoding.end() &&
-            (!victim || r->admit_order > victim->admit_order))
+            (!victim || yields_before(*r, *victim)))
           victim = r.get();
       if (!victim) break;
       const bool self = victim == s;
@@ -161,16 +193,16 @@ StepPlan Scheduler::plan_once() {
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     if (len - s->n_computed > 1) prefill(s.get());
   }
-  // Admission from the queue, in order. With prefix caching a sequence first takes its cached
-  // prefix (only when the pages for its first chunk are there too); one whose next page a running
-  // sequence is computing now waits a step and lets the ones behind it go.
+  // Admission from the queue, in the policy's order. With prefix caching a sequence first takes
+  // its cached prefix (only when the pages for its first chunk are there too); one whose next page
+  // a running sequence is computing now waits a step and lets the ones behind it go. Admitted
+  // ones leave an empty slot in waiting_, swept after the loop.
   const int64_t P = blocks_.page_size();
-  for (std::size_t i = 0; budget > 0 && i < waiting_.size() && static_cast<int64_t>(running_.size()) < cfg_.max_num_seqs;) {
-    Sequence* s = waiting_[i].get();
-    if (s->scoring() && scored_budget <= 0) {  // this step's scored rows are taken: the others may go
-      ++i;
-      continue;
-    }
+  const std::vector<std::size_t> admit = admission_order();
+  for (std::size_t k = 0; budget > 0 && k < admit.size() && static_cast<int64_t>(running_.size()) < cfg_.max_num_seqs; ++k) {
+    std::unique_ptr<Sequence>& slot = waiting_[admit[k]];
+    Sequence* s = slot.get();
+    if (s->scoring() && scored_budget <= 0) continue;  // this step's scored rows are taken: the others may go
     const int64_t len = static_cast<int64_t>(s->tokens.size());
     std::vector<int32_t> hit;
     const bool lookup = blocks_.prefix_caching() && !s->scoring();
@@ -185,10 +217,7 @@ StepPlan Scheduler::plan_once() {
             defer = true;
             break;
           }
-      if (defer) {
-        ++i;
-        continue;
-      }
+      if (defer) continue;
       // Room for the first chunk beside the shared pages (idle ones among them stop being free).
       const int64_t start = static_cast<int64_t>(m) * P;
       const int64_t n = std::min(len - start, budget);
@@ -210,9 +239,9 @@ StepPlan Scheduler::plan_once() {
     prefix_hits_ += reused;
     if (s->n_cached < 0) s->n_cached = reused;
     s->admit_order = admit_counter_++;
-    running_.push_back(std::move(waiting_[i]));
-    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+    running_.push_back(std::move(slot));
   }
+  std::erase_if(waiting_, [](const auto& w) { return !w; });
   // Pages in the plan's spans must stay valid: tables only grow within this step.
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) plan.chunks[i].pages = plan.seqs[i]->pages;
   for (auto& c : plan.chunks) plan.n_tokens += static_cast<int64_t>(c.tokens.size());

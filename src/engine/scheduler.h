@@ -1,9 +1,9 @@
 // Per-replica continuous-batching scheduler. Every rank of a replica runs the same scheduler on
 // the same inputs, so they agree on every batch without talking. Each step: running sequences
-// decode one token, then prefill chunks (sequences mid-prefill first, then waiting ones, FIFO)
-// fill the --max-num-batched-tokens budget under --max-num-seqs. When pages run out the most
-// recently admitted sequence is preempted: its pages are freed and it recomputes later, which
-// leaves greedy outputs unchanged.
+// decode one token, then prefill chunks (sequences mid-prefill first, then waiting ones in the
+// policy's order, FIFO by default) fill the --max-num-batched-tokens budget under --max-num-seqs.
+// When pages run out a victim (by default the most recently admitted sequence) is preempted: its
+// pages are freed and it recomputes later, which leaves greedy outputs unchanged.
 // Prefix caching (SchedulerConfig::enable_prefix_caching; the CLI's --enable-prefix-caching is on
 // by default): a sequence admitted from the queue first takes the cached pages of its longest
 // cached prefix, at most (tokens - 1) / page_size of them, so the last token is always computed;
@@ -11,6 +11,9 @@
 // page a running one is computing waits (others go ahead) and then reuses that page.
 // A sequence whose prompt is scored (SamplingParams::prompt_logprobs) takes no cached prefix:
 // every position's logits are wanted, at most max_scored_rows a step.
+// SchedulerConfig::policy orders admission from the queue and chooses the preemption victim
+// (SchedulingPolicy). Its inputs are the Request (sent to every rank), the order of add() and the
+// prefix cache, all the same on every rank of the replica, so the ranks still agree.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +29,28 @@
 
 namespace dpa::engine {
 
+// --scheduling-policy. Whatever the policy, a waiting sequence only goes ahead of those before
+// it when they cannot be admitted (pages, --max-num-seqs, the token budget); running sequences are
+// never preempted to admit a waiting one (vLLM V1 does the same: it preempts only for a running
+// request's pages, and stops admitting when the batch is full).
+enum class SchedulingPolicy : uint8_t {
+  // Arrival order, a preempted sequence first; the victim is the latest admitted.
+  fcfs,
+  // vLLM's: (Request::priority, arrival) ascending, a preempted sequence by its first arrival;
+  // the victim is the running sequence with the largest (priority, arrival), and running
+  // sequences decode in (priority, arrival) order so that the higher ones take pages first.
+  // A steady stream of low values starves the high ones: there is no aging (vLLM has none).
+  priority,
+  // SGLang's longest prefix match: the most prompt tokens in this replica's prefix cache first,
+  // ties in fcfs order; the victim as fcfs. With more than lpm_max_waiting waiting sequences, or
+  // prefix caching off, plain fcfs (SGLang falls back likewise, at 128).
+  lpm,
+};
+
 struct SchedulerConfig {
+  SchedulingPolicy policy = SchedulingPolicy::fcfs;
+  // lpm matches every waiting sequence against the cache each step: at most this many.
+  int64_t lpm_max_waiting = 128;
   int64_t max_num_seqs = 256;
   int64_t max_num_batched_tokens = 8192;
   int64_t max_model_len = 4096;  // prompt + output tokens of one sequence
@@ -43,6 +67,7 @@ struct Sequence {
   int64_t n_computed = 0;       // tokens whose KV is cached
   std::vector<int32_t> pages;
   uint64_t admit_order = 0;     // for choosing the preemption victim
+  uint64_t arrival = 0;         // order of add() on this replica, kept through preemption
   int64_t n_preempted = 0;
   int64_t n_published = 0;      // leading pages that are in the prefix tree
   int64_t n_cached = -1;        // prompt tokens reused from the cache at first admission (-1: not yet)
@@ -114,6 +139,10 @@ class Scheduler {
 
  private:
   StepPlan plan_once();
+  // Indices into waiting_ in the order the policy admits them.
+  std::vector<std::size_t> admission_order() const;
+  // Under the policy, a is preempted before b.
+  bool yields_before(const Sequence& a, const Sequence& b) const;
   void preempt(Sequence* victim);
   void reap();
 
@@ -123,6 +152,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;
   std::vector<std::unique_ptr<Sequence>> done_;  // finished last step, freed at next schedule()
   uint64_t admit_counter_ = 0;
+  uint64_t arrival_counter_ = 0;
   int64_t n_preemptions_ = 0;
   int64_t prefix_queries_ = 0, prefix_hits_ = 0;
 };

@@ -139,6 +139,7 @@ std::vector<uint8_t> encode_intake(const std::vector<Request>& reqs, const std::
   for (const auto& r : reqs) {
     w.put(r.id);
     w.put(r.data_parallel_rank);
+    w.put(r.priority);
     w.put_vec(r.prompt);
     put_params(w, r.params);
   }
@@ -161,6 +162,7 @@ void decode_intake(std::span<const uint8_t> blob, std::vector<Request>* reqs, st
     Request q;
     q.id = r.get<uint64_t>();
     q.data_parallel_rank = r.get<int32_t>();
+    q.priority = r.get<int32_t>();
     q.prompt = r.get_vec<int32_t>();
     q.params = get_params(r);
     reqs->push_back(std::move(q));

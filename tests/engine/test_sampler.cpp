@@ -347,6 +347,7 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   r.id = 42;
   r.prompt = {5, 6, 7};
   r.data_parallel_rank = 3;
+  r.priority = -7;  // orders admission on every rank of the replica: it must travel
   r.params.seed = 9;
   r.params.stop_token_ids = {2, 3};
   r.params.logprobs = 2;
@@ -363,6 +364,7 @@ TEST(Wire, IntakeAndOutputsRoundTrip) {
   EXPECT_EQ(rs[0].id, 42u);
   EXPECT_EQ(rs[0].prompt, r.prompt);
   EXPECT_EQ(rs[0].data_parallel_rank, 3);
+  EXPECT_EQ(rs[0].priority, -7);
   EXPECT_EQ(rs[0].params.seed, 9u);
   EXPECT_EQ(rs[0].params.prompt_logprobs, 3);
   EXPECT_EQ(rs[0].params.structure, Structure::choice);

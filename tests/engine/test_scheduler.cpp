@@ -272,4 +272,153 @@ TEST(Scheduler, AbortFreesPages) {
   EXPECT_EQ(s.blocks().used_count(), 0);
   EXPECT_EQ(s.n_unfinished(), 0);
 }
+
+// --scheduling-policy. A request with a given prompt and priority.
+Request req_of(uint64_t id, std::vector<int32_t> prompt, int32_t priority = 0) {
+  Request r;
+  r.id = id;
+  r.prompt = std::move(prompt);
+  r.params.max_tokens = 4;
+  r.priority = priority;
+  return r;
+}
+
+std::vector<int32_t> concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Runs the queue to the end one step at a time, each sequence finished after its first step
+// (committed first, so that its computed pages are published); returns the ids in the order
+// they were admitted. With max_num_seqs 1 that is the policy's admission order.
+std::vector<uint64_t> admission_sequence(Scheduler& s) {
+  std::vector<uint64_t> ids;
+  while (s.n_unfinished() > 0) {
+    auto p = s.schedule();
+    if (p.seqs.empty()) break;
+    for (auto* q : p.seqs) ids.push_back(q->req.id);
+    s.commit(p, fake_tokens(p));
+    for (auto* q : p.seqs) s.finish(q);
+  }
+  return ids;
+}
+
+TEST(SchedulingPolicy, PriorityAdmitsLowestValueFirstTiesByArrival) {
+  SchedulerConfig cfg;
+  cfg.max_num_seqs = 1;
+  cfg.policy = SchedulingPolicy::priority;
+  Scheduler s(cfg, 100, 4);
+  const int32_t prio[] = {5, -1, 5, -1, 0};
+  for (uint64_t i = 1; i <= 5; ++i) s.add(req_of(i, {1, 2, 3}, prio[i - 1]));
+  EXPECT_EQ(admission_sequence(s), (std::vector<uint64_t>{2, 4, 5, 1, 3}));
+}
+
+TEST(SchedulingPolicy, FcfsIgnoresPriority) {
+  SchedulerConfig cfg;
+  cfg.max_num_seqs = 1;
+  Scheduler s(cfg, 100, 4);
+  const int32_t prio[] = {5, -1, 5, -1, 0};
+  for (uint64_t i = 1; i <= 5; ++i) s.add(req_of(i, {1, 2, 3}, prio[i - 1]));
+  EXPECT_EQ(admission_sequence(s), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+}
+
+// Pages run out when both sequences need a third page (4 pages of 4 tokens, 7-token prompts).
+// Sequence 1 is admitted first, sequence 2 one step later; returns who decodes in that step.
+std::vector<uint64_t> decoders_when_pages_run_out(SchedulingPolicy policy, int32_t prio1, int32_t prio2,
+                                                  int64_t* n_preemptions) {
+  SchedulerConfig cfg;
+  cfg.max_num_batched_tokens = 100;
+  cfg.policy = policy;
+  Scheduler s(cfg, 4, 4);
+  s.add(req_of(1, {1, 2, 3, 4, 5, 6, 7}, prio1));
+  auto p = s.schedule();
+  s.commit(p, fake_tokens(p));  // 1: 8 tokens, 7 computed
+  s.add(req_of(2, {1, 2, 3, 4, 5, 6, 7}, prio2));
+  p = s.schedule();  // 1 decodes within its second page, 2 prefills into the last two
+  EXPECT_EQ(p.seqs.size(), 2u);
+  s.commit(p, fake_tokens(p));  // 1: 9 tokens, 8 computed (needs a third page); 2: 8, 7
+  p = s.schedule();
+  std::vector<uint64_t> ids;
+  for (auto* q : p.seqs) ids.push_back(q->req.id);
+  EXPECT_TRUE(s.blocks().consistent());
+  *n_preemptions = s.n_preemptions();
+  return ids;
+}
+
+TEST(SchedulingPolicy, PriorityPreemptsTheLargestPriorityThenLatestArrival) {
+  int64_t n = 0;
+  // fcfs: the latest admitted (2) yields, whatever the priorities.
+  EXPECT_EQ(decoders_when_pages_run_out(SchedulingPolicy::fcfs, 1, 0, &n), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(n, 1);
+  // priority: 1 has the larger value: it yields although admitted first, and 2 decodes.
+  EXPECT_EQ(decoders_when_pages_run_out(SchedulingPolicy::priority, 1, 0, &n), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(n, 1);
+  // Equal priorities: the later arrival yields.
+  EXPECT_EQ(decoders_when_pages_run_out(SchedulingPolicy::priority, 3, 3, &n), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(n, 1);
+}
+
+// vLLM V1's rule: a waiting request never preempts running ones, whatever its priority; it is
+// admitted when a slot frees, ahead of earlier arrivals with larger values.
+TEST(SchedulingPolicy, PriorityNeverPreemptsToAdmit) {
+  SchedulerConfig cfg;
+  cfg.max_num_seqs = 1;
+  cfg.policy = SchedulingPolicy::priority;
+  Scheduler s(cfg, 100, 4);
+  s.add(req_of(1, {1, 2, 3}, 5));
+  auto p = s.schedule();
+  s.commit(p, fake_tokens(p));
+  s.add(req_of(2, {1, 2, 3}, 1));
+  s.add(req_of(3, {1, 2, 3}, -5));
+  p = s.schedule();
+  ASSERT_EQ(p.seqs.size(), 1u);
+  EXPECT_EQ(p.seqs[0]->req.id, 1u);
+  EXPECT_EQ(s.n_waiting(), 2);
+  EXPECT_EQ(s.n_preemptions(), 0);
+  s.commit(p, fake_tokens(p));
+  s.finish(p.seqs[0]);
+  EXPECT_EQ(admission_sequence(s), (std::vector<uint64_t>{3, 2}));
+}
+
+// lpm against a hand-built cache: prefix A (3 pages of 4 tokens) and B (1 page) are published
+// by two finished requests; the queue then holds prompts that would reuse 0, 1, 1, 2 and 3 pages.
+struct LpmCase {
+  std::vector<int32_t> A = {100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111};
+  std::vector<int32_t> B = {200, 201, 202, 203};
+  std::vector<uint64_t> run(SchedulingPolicy policy, int64_t lpm_max_waiting = 128, bool caching = true) {
+    SchedulerConfig cfg;
+    cfg.max_num_seqs = 1;
+    cfg.enable_prefix_caching = caching;
+    cfg.policy = policy;
+    cfg.lpm_max_waiting = lpm_max_waiting;
+    Scheduler s(cfg, 100, 4);
+    s.add(req_of(90, concat(A, {9999})));
+    s.add(req_of(91, concat(B, {9998})));
+    admission_sequence(s);
+    s.add(req_of(1, {1, 2, 3, 4, 5, 6, 7, 8, 9}));                              // 0 pages cached
+    s.add(req_of(2, concat(B, {210, 211, 212, 213, 214})));                     // 1
+    s.add(req_of(3, concat(B, {220, 221, 222, 223, 224})));                     // 1
+    s.add(req_of(4, concat({A.begin(), A.begin() + 8}, {410, 411, 412, 413, 414})));  // 2
+    s.add(req_of(5, concat(A, {310, 311, 312, 313, 314})));                     // 3
+    auto ids = admission_sequence(s);
+    hits = s.prefix_hits();
+    return ids;
+  }
+  int64_t hits = 0;
+};
+
+TEST(SchedulingPolicy, LpmAdmitsTheLongestCachedPrefixFirst) {
+  LpmCase c;
+  EXPECT_EQ(c.run(SchedulingPolicy::lpm), (std::vector<uint64_t>{5, 4, 2, 3, 1}));  // ties (2, 3) by arrival
+  EXPECT_EQ(c.hits, (3 + 2 + 1 + 1) * 4);  // the cache held what the comments say
+}
+
+TEST(SchedulingPolicy, LpmFallsBackToFcfsOnALongQueue) {
+  LpmCase c;
+  // 5 waiting > 3: fcfs takes 1, then 2; with 3 waiting lpm orders 5, 4, 3.
+  EXPECT_EQ(c.run(SchedulingPolicy::lpm, 3), (std::vector<uint64_t>{1, 2, 5, 4, 3}));
+  // Prefix caching off: nothing is cached, lpm is fcfs.
+  EXPECT_EQ(c.run(SchedulingPolicy::lpm, 128, false), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(c.run(SchedulingPolicy::fcfs), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+}
 }  // namespace
