@@ -161,7 +161,14 @@ class Context {
       else if (r == 2 && seen_.insert(pos_key(it.pos, it.frame)))
         out.push_back({it.pos, it.frame, p});
     }
-    if (!closure(out, complete) || out.size() > Grammar::kMaxItems) {
+    const int64_t read = work;
+    if (!closure(out, complete)) {
+      // Where the closure stopped depends on the order it went in: count the cap, not its steps.
+      work = read + static_cast<int64_t>(Grammar::kMaxClosure);
+      limited = true;
+      return false;
+    }
+    if (out.size() > Grammar::kMaxItems) {
       limited = true;
       return false;
     }
@@ -191,8 +198,9 @@ class Context {
   // Every position reachable from todo_ without reading: rule calls entered (a frame pushed unless
   // the call is its alternative's last symbol), ends returned from; the byte and class positions
   // reached are the new items. Left recursion is refused at compile time, so this ends; false when
-  // it passes kMaxClosure positions (stopped there: the work done is then the same whatever the
-  // order, so every rank counts the same).
+  // it passes kMaxClosure positions. Its work (a step per position) depends only on the set of
+  // positions reached, so every rank, and every recognizer in the same state up to frame ids,
+  // counts the same: a mask's walk meets its work cap, and fails its request, alike everywhere.
   bool closure(Items& out, bool& complete) {
     while (!todo_.empty()) {
       if (seen_.size() > Grammar::kMaxClosure) return false;
