@@ -118,6 +118,7 @@ void add_engine_options(po::options_description& desc, EngineFlags& f) {
       ("gpu-memory-utilization", po::value<double>(&f.gpu_memory_utilization)->default_value(f.gpu_memory_utilization), "share of each GPU's memory for weights + KV cache")
       ("kv-cache-dtype", po::value<std::string>(&f.kv_cache_dtype)->default_value(f.kv_cache_dtype), "KV cache elements: auto (bfloat16 on GPUs for bf16 checkpoints, else float32) | float32 | bfloat16 (GPUs only)")
       ("max-num-seqs", po::value<int64_t>(&f.max_num_seqs)->default_value(f.max_num_seqs), "most sequences a replica runs at once")
+      ("scheduling-policy", po::value<std::string>(&f.scheduling_policy)->default_value(f.scheduling_policy), "order of admission from each replica's queue: fcfs | priority (the request's 'priority', lower first, then arrival; the largest is preempted first) | lpm (longest cached prefix first; fcfs above 128 waiting or without prefix caching)")
       ("enforce-eager", po::bool_switch(&f.enforce_eager), "GPUs: run every step op by op (no CUDA graphs)")
       ("disable-overlap-schedule", po::bool_switch(&f.disable_overlap_schedule), "schedule and launch each step only after the one before has finished (by default the host prepares the next step while the device runs the current one)")
       ("cuda-graph-max-bs", po::value<int64_t>(&f.cuda_graph_max_bs)->default_value(f.cuda_graph_max_bs), "GPUs, single-rank replicas (attn_tp 1, ep 1): decode steps of up to this many sequences replay recorded CUDA graphs, their experts at a fixed capacity (0: none)")
@@ -237,6 +238,14 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   // more output tok/s at 8192 than at 4096, p99 ITL 163 -> 246 ms during prefill bursts).
   ec.scheduler.max_num_batched_tokens = f.max_num_batched_tokens > 0 ? f.max_num_batched_tokens : gpu ? 8192 : 4096;
   ec.scheduler.enable_prefix_caching = f.enable_prefix_caching && !f.no_prefix_caching;
+  if (f.scheduling_policy == "fcfs")
+    ec.scheduler.policy = engine::SchedulingPolicy::fcfs;
+  else if (f.scheduling_policy == "priority")
+    ec.scheduler.policy = engine::SchedulingPolicy::priority;
+  else if (f.scheduling_policy == "lpm")
+    ec.scheduler.policy = engine::SchedulingPolicy::lpm;
+  else
+    throw ConfigError("scheduling-policy", fmt::format("'{}': expected fcfs, priority or lpm", f.scheduling_policy));
   ec.scheduler.max_model_len = f.max_model_len > 0 ? f.max_model_len
                                                    : std::min<int64_t>(cfg.max_position_embeddings, kv_tokens);
   if (ec.scheduler.max_model_len > cfg.max_position_embeddings)
@@ -272,11 +281,12 @@ EngineStack build_engine(Context& ctx, const EngineFlags& f) {
   info.chat_template = s.chat_template.get();
   info.max_model_len = ec.scheduler.max_model_len;
   info.vocab_size = cfg.vocab_size;
+  info.priority_scheduling = ec.scheduler.policy == engine::SchedulingPolicy::priority;
   if (rt.rank() == 0)
-    log::info("model {} ({}): {} layers, hidden {}, {} experts top-{}; dp {} attn_tp {} ep {}; KV {} pages x {} tokens per replica; prefix caching {}",
+    log::info("model {} ({}): {} layers, hidden {}, {} experts top-{}; dp {} attn_tp {} ep {}; KV {} pages x {} tokens per replica; prefix caching {}; scheduling {}",
               info.name, cfg.architecture, cfg.num_hidden_layers, cfg.hidden_size, cfg.n_routed_experts,
               cfg.num_experts_per_tok, s.groups->layout().dp, s.groups->layout().attn_tp, s.groups->layout().ep,
-              s.executor->num_pages(), eo.page_size, ec.scheduler.enable_prefix_caching ? "on" : "off");
+              s.executor->num_pages(), eo.page_size, ec.scheduler.enable_prefix_caching ? "on" : "off", f.scheduling_policy);
   return s;
 }
 

@@ -32,6 +32,7 @@ struct EngineFlags {
   bool two_batch_overlap = false;        // SGLang's --enable-two-batch-overlap
   int64_t tbo_min_tokens = 0;            // ... for steps of at least this many tokens a rank (0: auto)
   int64_t max_num_seqs = 256;
+  std::string scheduling_policy = "fcfs";  // fcfs | priority (vLLM's) | lpm (SGLang's --schedule-policy lpm)
   int64_t max_num_batched_tokens = 0;  // 0: 8192 on GPUs, 4096 on the CPU
   int64_t max_model_len = 0;  // 0: min(max_position_embeddings, max_total_tokens)
   engine::RouterConfig router;  // --router-policy and the cache_aware parameters

@@ -228,6 +228,7 @@ std::shared_ptr<ApiServer::Job> ApiServer::submit_job(std::unique_ptr<ParsedRequ
       engine::Request r;
       r.prompt = req.prompts[p];
       r.params = req.params;
+      r.priority = req.priority;
       if (r.params.seed && req.n > 1) r.params.seed = *r.params.seed + static_cast<uint64_t>(k);
       const int d = req.data_parallel_rank >= 0 ? req.data_parallel_rank : router_->route(r, loads);
       ++loads[d].n_reqs, ++loads[d].n_waiting;

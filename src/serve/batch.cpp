@@ -187,6 +187,7 @@ void BatchRunner::submit_line(int64_t index, const std::string& text) {
       // n > 1 with a fixed seed: distinct streams per choice, reproducible.
       if (r.params.seed && req.n > 1) r.params.seed = *r.params.seed + static_cast<uint64_t>(j);
       r.data_parallel_rank = req.data_parallel_rank;
+      r.priority = req.priority;
       const uint64_t id = engine_.submit(std::move(r));
       by_req_[id] = {raw, choice};
     }

@@ -535,6 +535,10 @@ ParsedRequest parse_request(const json::value& body, Endpoint ep, const ModelInf
   r.skip_special_tokens = get_bool(o, "skip_special_tokens", true);
   r.include_stop_str_in_output = get_bool(o, "include_stop_str_in_output", false);
   r.data_parallel_rank = static_cast<int32_t>(get_int(o, "data_parallel_rank", -1, -1, 1 << 20));
+  r.priority = static_cast<int32_t>(get_int(o, "priority", 0, INT32_MIN, INT32_MAX));
+  // As vLLM: a priority the scheduler would not honour is refused rather than ignored.
+  if (r.priority != 0 && !m.priority_scheduling)
+    bad("priority", "'priority' needs priority scheduling: run with --scheduling-policy priority");
   if (const json::value* s = field(o, "stop")) {
     if (s->is_string()) {
       p.stop.emplace_back(s->as_string());
@@ -674,7 +678,7 @@ ParsedRequest parse_native_request(const json::value& body, const ModelInfo& m) 
   if (logprobs) req["logprobs"] = top;
   for (const char* name : {"lora_path", "image_data", "input_embeds"})
     if (field(o, name)) bad(name, fmt::format("'{}' is not supported by this server", name));
-  for (const char* name : {"stream", "data_parallel_rank", "routed_dp_rank", "model"})
+  for (const char* name : {"stream", "data_parallel_rank", "routed_dp_rank", "model", "priority"})
     if (const json::value* v = field(o, name)) req[name] = *v;
   ParsedRequest r = parse_request(req, Endpoint::completions, m);
   r.native = true;

@@ -47,6 +47,7 @@ struct ModelInfo {
   int32_t max_logprobs = 20;
   ToolParser tool_parser = ToolParser::none;     // --tool-call-parser: how tool calls are read from output
   ReasoningParser reasoning_parser = ReasoningParser::none;  // --reasoning-parser
+  bool priority_scheduling = false;  // --scheduling-policy priority: a non-zero 'priority' is taken
 };
 
 struct ParsedRequest {
@@ -66,6 +67,7 @@ struct ParsedRequest {
   bool skip_special_tokens = true;
   bool include_stop_str_in_output = false;
   int32_t data_parallel_rank = -1;
+  int32_t priority = 0;                // vLLM's: lower is admitted first (engine::Request::priority)
   bool chat_logprobs = false;          // chat: logprobs true/false; top count in params.logprobs
   // Chat with tools and tool_choice "auto" on a server with a tool-call parser: the output's tool
   // calls become message.tool_calls. none: the text is returned as the model wrote it.

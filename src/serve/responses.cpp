@@ -336,7 +336,7 @@ ResponsesRequest translate_responses_request(const json::object& o, ResponseStor
   for (const char* name : {"temperature", "top_p", "seed", "top_k", "min_p", "presence_penalty", "frequency_penalty",
                            "repetition_penalty", "stop", "stop_token_ids", "ignore_eos", "min_tokens", "logit_bias",
                            "skip_special_tokens", "include_stop_str_in_output", "chat_template_kwargs", "include_reasoning",
-                           "data_parallel_rank", "bad_words", "allowed_token_ids"})
+                           "data_parallel_rank", "bad_words", "allowed_token_ids", "priority"})
     if (const json::value* v = field(o, name)) r.chat[name] = *v;
   return r;
 }
