@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -522,21 +523,43 @@ class Parser {
     }
     // Fixed points: a rule ends (derives some string) / derives the empty string when one of its
     // alternatives' symbols all do.
+    // Linear in the grammar's size (a pass per change would be quadratic on a chain of rules
+    // written outermost first): each alternative counts the calls not known yet, and a rule found
+    // to end (or to derive "") counts down the alternatives that call it.
+    std::vector<std::vector<int32_t>> callers(n);  // rule -> the alternatives calling it, once per call
+    std::vector<int32_t> alt_rule(g.alts.size(), -1);
+    for (std::size_t r = 0; r < n; ++r) {
+      if (!reach[r]) continue;
+      const auto [a0, a1] = alts_of(r);
+      for (std::size_t a = a0; a < a1; ++a) {
+        alt_rule[a] = static_cast<int32_t>(r);
+        for (auto p = static_cast<std::size_t>(g.alts[a]); g.elements[p].kind != Kind::end; ++p)
+          if (g.elements[p].kind == Kind::rule) callers[static_cast<std::size_t>(g.elements[p].arg)].push_back(static_cast<int32_t>(a));
+      }
+    }
     auto fixpoint = [&](bool want_empty) {
+      constexpr int32_t kNever = INT32_MAX;  // holds a byte or class: never derives ""
       std::vector<char> ok(n, 0);
-      for (bool changed = true; changed;) {
-        changed = false;
-        for (std::size_t r = 0; r < n; ++r) {
-          if (ok[r] || !reach[r]) continue;
-          const auto [a0, a1] = alts_of(r);
-          for (std::size_t a = a0; a < a1 && !ok[r]; ++a) {
-            bool all = true;
-            for (auto p = static_cast<std::size_t>(g.alts[a]); all && g.elements[p].kind != Kind::end; ++p) {
-              const Element& e = g.elements[p];
-              all = e.kind == Kind::rule ? ok[static_cast<std::size_t>(e.arg)] != 0 : !want_empty;
-            }
-            if (all) ok[r] = 1, changed = true;
-          }
+      std::vector<int32_t> missing(g.alts.size(), kNever), found;
+      for (std::size_t a = 0; a < g.alts.size(); ++a) {
+        if (alt_rule[a] < 0) continue;
+        int32_t calls = 0;
+        bool terminal = false;
+        for (auto p = static_cast<std::size_t>(g.alts[a]); g.elements[p].kind != Kind::end; ++p) {
+          if (g.elements[p].kind == Kind::rule) ++calls;
+          else terminal = true;
+        }
+        missing[a] = want_empty && terminal ? kNever : calls;
+        const auto r = static_cast<std::size_t>(alt_rule[a]);
+        if (missing[a] == 0 && !ok[r]) ok[r] = 1, found.push_back(alt_rule[a]);
+      }
+      while (!found.empty()) {
+        const auto r = static_cast<std::size_t>(found.back());
+        found.pop_back();
+        for (const int32_t a : callers[r]) {
+          const auto up = static_cast<std::size_t>(alt_rule[static_cast<std::size_t>(a)]);
+          if (missing[static_cast<std::size_t>(a)] != kNever && --missing[static_cast<std::size_t>(a)] == 0 && !ok[up])
+            ok[up] = 1, found.push_back(static_cast<int32_t>(up));
         }
       }
       return ok;
