@@ -8,9 +8,10 @@
 // sequences; `( ... )`; postfix `*` `+` `?` `{m}` `{m,}` `{m,n}` (`{0,n}`), counts up to
 // kMaxRepeat; "literals" with the escapes \n \t \r \f \v \a \b \0 \\ \" \' \[ \] \- \^ \/ \xHH
 // \uHHHH \UHHHHHHHH; classes [a-z0-9_] and [^"\\] (the same escapes; `-` first or last is
-// literal); `.` (any code point, newline included, as llama.cpp's); `#` comments to the end of
-// the line. Whitespace, newlines included, separates symbols anywhere (GBNF's newline rules are a
-// subset): a rule ends where the next `name ::=` begins. The start rule is `root`.
+// literal); `#` comments to the end of the line. `.` is refused: llama.cpp reads it as any
+// character, xgrammar (vLLM's and SGLang's engine) as part of a rule name. Whitespace, newlines
+// included, separates symbols anywhere (GBNF's newline rules are a subset): a rule ends where the
+// next `name ::=` begins. The start rule is `root`.
 //
 // Semantics: the output must be a string `root` derives. Characters are Unicode code points and
 // the output is valid UTF-8 (RFC 3629): the recognizer reads bytes, and a class takes a character

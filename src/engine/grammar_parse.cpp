@@ -400,9 +400,10 @@ class Parser {
       ++i_;
       emit(prim, Element{Kind::cls, 0, add_class(std::move(r), negated, at)});
     } else if (c == '.') {
-      ++i_;
-      if (any_ < 0) any_ = add_class({{0, kMaxCode}}, false, at);
-      emit(prim, Element{Kind::cls, 0, any_});
+      // llama.cpp reads it as any character, xgrammar (vLLM's and SGLang's) as a rule name's
+      // character: a grammar meaning either would be misread by the other, so neither is taken.
+      fail(at, "'.' is not taken (xgrammar, which vLLM and SGLang use, has no any-character symbol): write a class, "
+               "e.g. [^\\n] or [\\x00-\\U0010FFFF]");
     } else if (c == '(') {
       if (depth + 1 > Grammar::kMaxNesting)
         fail(at, fmt::format("groups nest more than {} deep", Grammar::kMaxNesting));
@@ -663,7 +664,6 @@ class Parser {
   std::vector<std::vector<Seq>> bodies_;
   std::vector<int64_t> defined_at_, first_ref_;
   std::vector<CharClass> classes_;
-  int32_t any_ = -1;
   int64_t n_elements_ = 0;
 };
 
