@@ -197,6 +197,72 @@ else
   bad "dp 1 of 4 ranks failed: $(tail -3 "$work/dp1.log")"
 fi
 
+# --scheduling-policy: the order of admission and the preemption victim change, never what a greedy
+# or seeded line answers. Every generation line gets a priority in -2..2; on a replica of one rank and on
+# replicas of two (their ranks must agree on every batch), and with preemption (victims by priority).
+$py - "$input" "$work/prio_in.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for i, l in enumerate(open(sys.argv[1])):
+        try:
+            o = json.loads(l)
+        except ValueError:  # the sample's bad lines stay as they are
+            out.write(l if l.endswith("\n") else l + "\n"); continue
+        if isinstance(o.get("body"), dict) and str(o.get("url")).endswith("completions"):
+            o["body"]["priority"] = (i * 7) % 5 - 2
+        out.write(json.dumps(o) + "\n")
+PY
+timeout 300 $M -np 1 "$bin" batch "${model[@]}" --log-level warn --input "$work/prio_in.jsonl" --output "$work/prio_fcfs.jsonl" >"$work/prio_fcfs.log" 2>&1 \
+  && $py - "$work/prio_in.jsonl" "$work/prio_fcfs.jsonl" "$work/ref.jsonl" <<'PY' && ok "priority under fcfs: a 400 naming the field and the flag" || bad "priority under fcfs"
+import json, sys
+prio = {}
+for l in open(sys.argv[1]):
+    try:
+        o = json.loads(l)
+        prio[o["custom_id"]] = o["body"].get("priority", 0)
+    except (ValueError, KeyError, AttributeError):
+        pass
+# The lines the reference answered (the others fail for their own reasons first).
+good = {o["custom_id"] for o in map(json.loads, open(sys.argv[3])) if (o.get("response") or {}).get("status_code") == 200}
+n = 0
+for o in map(json.loads, open(sys.argv[2])):
+    if prio.get(o["custom_id"], 0) == 0 or o["custom_id"] not in good: continue
+    r = o["response"]; n += 1
+    assert r["status_code"] == 400 and r["body"]["error"]["param"] == "priority", o
+    assert "--scheduling-policy priority" in r["body"]["error"]["message"], o
+assert n == sum(p != 0 and k in good for k, p in prio.items()) and n > 0, n
+PY
+for run in "priority 2 2 2" "priority 2 1 2" "lpm 2 2 2" "lpm 2 1 2"; do
+  set -- $run
+  name="policy_$1_dp$3_ep$4"
+  in="$work/prio_in.jsonl"; [[ $1 == lpm ]] && in=$input  # priorities are refused under lpm
+  if input=$in run_batch "$name" "$2" --dp "$3" --ep "$4" --scheduling-policy "$1"; then
+    [[ $(batch_canon "$work/$name.jsonl") == "$ref" ]] && ok "--scheduling-policy $1, dp $3 ep $4 matches the reference" \
+      || bad "--scheduling-policy $1, dp $3 ep $4 differs from the reference"
+  else
+    bad "--scheduling-policy $1, dp $3 ep $4 failed: $(tail -3 "$work/$name.log")"
+  fi
+done
+if input="$work/prio_in.jsonl" run_batch prio_preempt 2 --dp 1 --ep 2 --page-size 8 --max-total-tokens 96 --max-model-len 96 \
+     --scheduling-policy priority --log-level info; then
+  np=$(grep -o 'preemptions=[0-9]*' "$work/prio_preempt.log" | head -1 | cut -d= -f2)
+  $py - "$work/ref.jsonl" "$work/prio_preempt.jsonl" <<'PY' && [[ ${np:-0} -gt 0 ]] \
+    && ok "priority with preemption ($np) matches the reference" || bad "priority with preemption (${np:-0}) differs"
+import json, sys
+def load(p):
+    d = {}
+    for l in open(p):
+        o = json.loads(l); r = o.get("response")
+        if r and r["status_code"] == 200: d[o["custom_id"]] = [c["token_ids"] for c in r["body"]["choices"]]
+    return d
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert len(b) >= 15, len(b)
+assert all(a[k] == v for k, v in b.items())
+PY
+else
+  bad "priority with preemption failed: $(tail -3 "$work/prio_preempt.log")"
+fi
+
 # SIGKILL mid-run, then resume: a longer file of token-id prompts.
 $py - "$work/many.jsonl" <<'PY'
 import json, sys

@@ -109,6 +109,21 @@ for f in '"model":1' '"model":["x"]' '"prompt":5' '"prompt":{}' '"prompt":[]' '"
   C 400 "{$P,$f}"
 done
 C 404 "{$P,\"model\":\"no-such-model\"}"
+# priority under the default --scheduling-policy fcfs: refused on every generation route, naming
+# the field and the flag that takes it (vLLM refuses too); 0 is the default and taken.
+while read -r path body; do
+  check 400 POST "$path" "${A[@]}" "${J[@]}" --data-binary "$body"
+  grep -q '"param":"priority"' "$work/body" && grep -q -- '--scheduling-policy priority' "$work/body" ||
+    bad "$path $body under fcfs: $(head -c 300 "$work/body")"
+done <<'EOF3'
+/v1/completions {"prompt":"Hello","max_tokens":2,"priority":1}
+/v1/chat/completions {"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"priority":-3}
+/v1/responses {"input":"Hi","max_output_tokens":2,"priority":1}
+/generate {"text":"Hello","sampling_params":{"max_new_tokens":2},"priority":2}
+EOF3
+C 400 "{$P,\"priority\":\"1\"}"
+C 400 "{$P,\"priority\":1.5}"
+C 200 "{$P,\"priority\":0}"
 C 400 '{"max_tokens":2}'  # no prompt
 # ---------------------------------------------------------------- wrong types, chat
 M1='"messages":[{"role":"user","content":"Hi"}],"max_tokens":2'
