@@ -1,6 +1,7 @@
 // fuzz_http_request: the request path of the HTTP server on hostile bytes.
 //  1. The bytes as a raw HTTP/1.1 request through Beast's request_parser with the server's limits
-//     (header 64 KiB, body --max-request-bytes default 32 MiB), as HttpSession reads it.
+//     (header 64 KiB, body --max-request-bytes default 32 MiB), as HttpSession reads it; its
+//     target's query decoded and served as a page of a stored response's input items.
 //  2. The bytes as a JSON body: boost::json::parse as the server does, then
 //     serve::parse_request for both endpoints (completions and chat), the Responses translation
 //     (answered, shaped, stored) and SGLang's /generate body, with a ModelInfo built from
@@ -14,14 +15,17 @@
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <memory>
 
 #include "fuzz_common.h"
 #include "fuzz_model_info.h"
 #include "engine/structured_output.h"
 #include "serve/generation.h"
+#include "serve/http_server.h"
 #include "serve/openai_request.h"
 #include "serve/reasoning.h"
+#include "serve/response_store.h"
 #include "serve/responses.h"
 #include "serve/tool_calls.h"
 #include "text/chat_template.h"
@@ -31,6 +35,26 @@ namespace {
 
 namespace http = boost::beast::http;
 using namespace dpa;
+
+// A target's query string decoded as the server does, then served as a page of
+// GET /v1/responses/{id}/input_items over three stored items: ApiError (400) is the documented
+// outcome of a bad value; a page holds at most `limit` items, each one of the three.
+void query_page(const std::string& target) {
+  const auto query = serve::query_params(target);
+  if (!query) return;
+  static const boost::json::array items = {
+      boost::json::object{{"id", "msg_a"}, {"type", "message"}, {"role", "user"}},
+      boost::json::object{{"id", "msg_b"}, {"type", "message"}, {"role", "assistant"}},
+      boost::json::object{{"id", "fc_c"}, {"type", "function_call_output"}, {"call_id", "c"}}};
+  try {
+    const boost::json::object page = serve::input_items_page(items, *query);
+    const boost::json::array& data = page.at("data").as_array();
+    if (data.size() > items.size()) __builtin_trap();
+    for (const auto& d : data)
+      if (std::find(items.begin(), items.end(), d) == items.end()) __builtin_trap();
+  } catch (const serve::ApiError&) {
+  }
+}
 
 void http_parse(const uint8_t* data, size_t size) {
   http::request_parser<http::string_body> p;
@@ -54,6 +78,7 @@ void http_parse(const uint8_t* data, size_t size) {
   auto msg = p.release();
   std::string target(msg.target());
   (void)target.substr(0, target.find('?'));
+  query_page(target);
   for (const auto& f : msg) {
     (void)std::string(f.name_string());
     (void)std::string(f.value());
@@ -126,8 +151,14 @@ void respond_once(serve::ResponsesRequest rr, const serve::ParsedRequest& r, ser
   if (events.find("event: response.created") != 0) __builtin_trap();
   const boost::json::object response = shaper.response(g, n);
   if (response.at("id").as_string() != shaper.id()) __builtin_trap();
-  store.put(shaper.id(), response, shaper.conversation(g));
-  if (!store.find(shaper.id())) __builtin_trap();
+  store.put(shaper.id(), response, shaper.conversation(g), shaper.input_items());
+  const serve::ResponseStore::Entry* e = store.find(shaper.id());
+  if (!e) __builtin_trap();
+  // Its input items, the first page newest first and the whole list oldest first.
+  const boost::json::object page = serve::input_items_page(e->input_items, {});
+  if (page.at("data").as_array().size() > std::min<std::size_t>(20, e->input_items.size())) __builtin_trap();
+  const boost::json::object all = serve::input_items_page(e->input_items, {{"order", "asc"}, {"limit", "100"}});
+  if (e->input_items.size() <= 100 && all.at("data").as_array() != e->input_items) __builtin_trap();
 }
 
 void json_request(const uint8_t* data, size_t size) {
