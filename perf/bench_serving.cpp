@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
   std::string rate_s = "inf";
   int64_t max_conc = 0;
   double duration = 0;
-  std::string response_format, guided_regex;
+  std::string response_format, guided_regex, guided_grammar;
   double frequency_penalty = 0;
   dpa::serve::BenchOptions bo;
   int64_t low_id = 1000;
@@ -200,6 +200,7 @@ int main(int argc, char** argv) {
       ("result-json", po::value(&result_json), "also append the JSON line to this file")
       ("response-format", po::value(&response_format), "json_object: every request asks for it (the structured-output mask each step; ignore_eos keeps the lengths)")
       ("guided-regex", po::value(&guided_regex), "every request asks for this pattern (guided_regex); with ignore_eos, one that never completes: e.g. '[a-z ]*'")
+      ("guided-grammar", po::value(&guided_grammar), "every request asks for this GBNF grammar (guided_grammar); with ignore_eos, one whose strings go on: e.g. $'root ::= w (\" \" w)*\\nw ::= [a-z]+'")
       ("frequency-penalty", po::value(&frequency_penalty)->default_value(0.0), "every request asks for it (logit edits from the tokens drawn so far, each step)");
   po::variables_map vm;
   try {
@@ -257,6 +258,7 @@ int main(int argc, char** argv) {
                    {"ignore_eos", true}, {"stream", true}, {"stream_options", json::object{{"include_usage", true}}}};
     if (!response_format.empty()) b["response_format"] = json::object{{"type", response_format}};
     if (!guided_regex.empty()) b["guided_regex"] = guided_regex;
+    if (!guided_grammar.empty()) b["guided_grammar"] = guided_grammar;
     if (frequency_penalty != 0) b["frequency_penalty"] = frequency_penalty;
     bodies.push_back(json::serialize(b));
     results[i].prompt_len = static_cast<int64_t>(reqs[i].prompt.size());

@@ -218,6 +218,13 @@ for line in open(sys.argv[1]):
         .gpupack/bin/bench_serving --base-url "$url" --num-prompts $n --random-input-len 256 --random-output-len 256 $rf 2>&1 |
           grep -E "Failed|Output token throughput|Median ITL|Median TPOT" | tee -a "$out/structured.txt"
       done; done
+      # guided_grammar: words (a loop: its mask kept, as the regex's), and nested parentheses (a new
+      # state at every depth: walks while the nesting grows).
+      for g in $'root ::= w (" " w)*\nw ::= [a-z]+' $'root ::= v+\nv ::= "(" v* ")" | [a-z ]'; do
+        echo "-- 128 requests --guided-grammar $(printf %q "$g")" | tee -a "$out/structured.txt"
+        .gpupack/bin/bench_serving --base-url "$url" --num-prompts 128 --random-input-len 256 --random-output-len 256 \
+          --guided-grammar "$g" 2>&1 | grep -E "Failed|Output token throughput|Median ITL|Median TPOT" | tee -a "$out/structured.txt"
+      done
       set +f
       kill "$srv"; wait "$srv"
       grep -oE "[0-9]+ decode steps overlapped.*|per step with a forward.*" "$out/structured_server.log" | tee -a "$out/structured.txt" ;;
