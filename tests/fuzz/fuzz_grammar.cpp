@@ -18,27 +18,10 @@
 #include "core/error.h"
 #include "engine/grammar.h"
 #include "engine/structured_output.h"
+#include "fuzz_common.h"
 
 namespace {
 using namespace dpa;
-
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    const std::size_t n = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    uint32_t cp = n == 1 ? c : c & (0x7fu >> n);
-    for (std::size_t k = 1; k < n; ++k) {
-      const auto b = static_cast<uint8_t>(s[i + k]);
-      if ((b & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (b & 0x3f);
-    }
-    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += n;
-  }
-  return true;
-}
 
 // Some byte takes the state further (or it is complete).
 bool live(const engine::GrammarPrefix& p) {
@@ -85,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   engine::GrammarPrefix at_once = fresh;
   if (!at_once.feed(text.substr(0, taken)) || at_once.key() != p.key() || at_once.complete() != p.complete())
     __builtin_trap();
-  if (p.complete() && !valid_utf8(text.substr(0, taken))) __builtin_trap();
+  if (p.complete() && !fuzz::valid_utf8(text.substr(0, taken))) __builtin_trap();
   // A dead end only where a limit dropped parses (on the way, or in the probing bytes' steps).
   if (!live(p) && !p.met_limit()) __builtin_trap();
   // Masks over a small vocabulary: every byte, and pieces of the text (some cut characters).

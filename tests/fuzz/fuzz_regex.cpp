@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "engine/regex.h"
+#include "fuzz_common.h"
 
 namespace {
 using namespace dpa;
@@ -54,24 +55,6 @@ bool all_reach_a_match(const engine::Regex& re) {
   return queue.size() == n;
 }
 
-// RFC 3629, written out independently of the compiler's UTF-8 splitting.
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<uint8_t>(s[i]);
-    const std::size_t n = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    uint32_t cp = n == 1 ? c : c & (0x7fu >> n);
-    for (std::size_t k = 1; k < n; ++k) {
-      const auto b = static_cast<uint8_t>(s[i + k]);
-      if ((b & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (b & 0x3f);
-    }
-    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += n;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -108,7 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     engine::RegexPrefix q = p;
     if (q.feed(static_cast<uint8_t>(text[taken])) || q.state() != p.state()) __builtin_trap();
   }
-  if (p.complete() && !valid_utf8(text.substr(0, taken))) __builtin_trap();
+  if (p.complete() && !fuzz::valid_utf8(text.substr(0, taken))) __builtin_trap();
   // The same pattern over JSON string bodies (JSON Schema's pattern): no dead end either, and a
   // body it takes whole parses as a JSON string whose value the plain DFA takes whole.
   std::shared_ptr<const engine::Regex> js;
