@@ -293,6 +293,16 @@ def json_schema():
           f"({formatted} format fields, each parsed by Python)")
 
 
+def sampled(form, seed):
+    """A (path, body) request form sampled with temperature 1 and `seed`, 40 tokens at most, in the
+    route's names (SGLang's /generate: sampling_params)."""
+    path, body = form
+    if path == "/generate":
+        return path, dict(body, sampling_params=dict(body["sampling_params"], temperature=1, sampling_seed=seed,
+                                                     max_new_tokens=40))
+    return path, dict(body, temperature=1, seed=seed, max_tokens=40)
+
+
 def regex():
     import concurrent.futures
     import re
@@ -305,12 +315,7 @@ def regex():
         for seed in range(1, 5):
             forms = [comp(guided_regex=pat), chat(guided_regex=pat), comp(structured_outputs={"regex": pat}),
                      chat(regex=pat), ("/generate", {"text": "Answer", "sampling_params": {"regex": pat}})]
-            path, body = forms[(i + seed) % len(forms)]
-            if path == "/generate":
-                body = dict(body, sampling_params=dict(body["sampling_params"], temperature=1, sampling_seed=seed,
-                                                       max_new_tokens=40))
-            else:
-                body = dict(body, temperature=1, seed=seed, max_tokens=40)
+            path, body = sampled(forms[(i + seed) % len(forms)], seed)
             jobs.append((pat, path, body))
 
     def run(job):
@@ -362,12 +367,7 @@ def grammar():
             forms = [comp(guided_grammar=g), chat(guided_grammar=g), comp(structured_outputs={"grammar": g}), chat(ebnf=g),
                      ("/generate", {"text": "Answer", "sampling_params": {"ebnf": g}}),
                      chat(response_format={"type": "grammar", "grammar": g})]
-            path, body = forms[(i + seed) % len(forms)]
-            if path == "/generate":
-                body = dict(body, sampling_params=dict(body["sampling_params"], temperature=1, sampling_seed=seed,
-                                                       max_new_tokens=40))
-            else:
-                body = dict(body, temperature=1, seed=seed, max_tokens=40)
+            path, body = sampled(forms[(i + seed) % len(forms)], seed)
             jobs.append((g, finite, path, body))
     # Refused among them: (field, body, what the message says).
     bad = [("guided_grammar", comp(guided_grammar='root ::= item\nitem ::= "a" other'), "line 2, column 14: rule 'other' is not defined"),
