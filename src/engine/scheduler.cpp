@@ -198,7 +198,11 @@ StepPlan Scheduler::plan_once() {
   // a running sequence is computing now waits a step and lets the ones behind it go. Admitted
   // ones leave an empty slot in waiting_, swept after the loop.
   const int64_t P = blocks_.page_size();
-  const std::vector<std::size_t> admit = admission_order();
+  // The order is only worked out when a sequence could be admitted: a full batch in front of a
+  // long queue (lpm matches every waiting prompt against the cache) costs the step nothing.
+  const bool room = budget > 0 && !waiting_.empty() && static_cast<int64_t>(running_.size()) < cfg_.max_num_seqs;
+  const std::vector<std::size_t> admit = room ? admission_order() : std::vector<std::size_t>();
+  bool admitted = false;
   for (std::size_t k = 0; budget > 0 && k < admit.size() && static_cast<int64_t>(running_.size()) < cfg_.max_num_seqs; ++k) {
     std::unique_ptr<Sequence>& slot = waiting_[admit[k]];
     Sequence* s = slot.get();
@@ -240,8 +244,9 @@ StepPlan Scheduler::plan_once() {
     if (s->n_cached < 0) s->n_cached = reused;
     s->admit_order = admit_counter_++;
     running_.push_back(std::move(slot));
+    admitted = true;
   }
-  std::erase_if(waiting_, [](const auto& w) { return !w; });
+  if (admitted) std::erase_if(waiting_, [](const auto& w) { return !w; });
   // Pages in the plan's spans must stay valid: tables only grow within this step.
   for (std::size_t i = 0; i < plan.seqs.size(); ++i) plan.chunks[i].pages = plan.seqs[i]->pages;
   for (auto& c : plan.chunks) plan.n_tokens += static_cast<int64_t>(c.tokens.size());
